@@ -1,0 +1,199 @@
+"""Device choice, array module and CUDA kernel loading, resolved in one place.
+
+Every detector and kernel asks this module which device to run on
+(:func:`resolve_device`), which array module to use (:func:`array_module`),
+and for compiled CUDA kernels (:func:`load_cuda_module`).  Importing it never
+needs CuPy or a GPU: CuPy is imported lazily, the first time a GPU path is
+asked for.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DEVICES",
+    "GPUUnavailableError",
+    "resolve_device",
+    "gpu_available",
+    "array_module",
+    "to_device",
+    "to_numpy",
+    "cuda_kernels_dir",
+    "kernel_source",
+    "load_cuda_module",
+]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+_INSTALL_HINT = 'install CuPy with `pip install "tsanomaly[gpu]"` (CUDA 12) or the cupy wheel matching your CUDA'
+
+
+class GPUUnavailableError(RuntimeError):
+    """Raised when ``device="cuda"`` is asked for but cannot be served."""
+
+
+def _import_cupy():
+    """Return the ``cupy`` module, or raise GPUUnavailableError saying why not."""
+    try:
+        import cupy
+    except ImportError as exc:  # CuPy absent or its CUDA libraries are missing
+        raise GPUUnavailableError(
+            f"device='cuda' was asked for but CuPy is not installed ({exc}); {_INSTALL_HINT}, "
+            "or use device='cpu'."
+        ) from exc
+    return cupy
+
+
+@functools.lru_cache(maxsize=1)
+def _visible_gpu_count() -> int:
+    """Number of CUDA devices CuPy sees; 0 when CuPy is absent or sees none."""
+    try:
+        cupy = _import_cupy()
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - any failure means "no usable GPU" for auto
+        return 0
+
+
+def gpu_available() -> bool:
+    """True when CuPy is importable and sees at least one CUDA device."""
+    return _visible_gpu_count() > 0
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Turn a user's device request into ``"cpu"`` or ``"cuda"``.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` picks the GPU when CuPy sees one, else the CPU.
+
+    Returns
+    -------
+    str
+        ``"cpu"`` or ``"cuda"``.
+
+    Raises
+    ------
+    ValueError
+        For any other string.
+    GPUUnavailableError
+        For ``"cuda"`` when CuPy is not installed, or installed but sees no device;
+        the message says which and how to fix it.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        return "cuda" if gpu_available() else "cpu"
+    cupy = _import_cupy()
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # noqa: BLE001 - CUDA driver missing or broken
+        raise GPUUnavailableError(
+            f"device='cuda' was asked for: CuPy is installed but found no usable CUDA device ({exc}). "
+            "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device='cpu'."
+        ) from exc
+    if count == 0:
+        raise GPUUnavailableError(
+            "device='cuda' was asked for: CuPy is installed but no CUDA device is visible. "
+            "Check the NVIDIA driver and CUDA_VISIBLE_DEVICES, or use device='cpu'."
+        )
+    return "cuda"
+
+
+def array_module(device_or_array):
+    """NumPy or CuPy, for a device name (``"cpu"``/``"cuda"``) or an array.
+
+    Array code written against the returned ``xp`` runs unchanged on both.
+    """
+    if isinstance(device_or_array, str):
+        if device_or_array == "cuda":
+            return _import_cupy()
+        if device_or_array == "cpu":
+            return np
+        raise ValueError(f"expected 'cpu' or 'cuda', got {device_or_array!r}")
+    if isinstance(device_or_array, np.ndarray) or np.isscalar(device_or_array):
+        return np
+    module = type(device_or_array).__module__
+    if module.startswith("cupy"):
+        return _import_cupy()
+    return np
+
+
+def is_device_array(x) -> bool:
+    """True when ``x`` is a CuPy array."""
+    return type(x).__module__.startswith("cupy")
+
+
+def to_device(x, device: str):
+    """Copy ``x`` to ``device`` (``"cpu"`` or ``"cuda"``); a no-op when it is there already."""
+    if device == "cpu":
+        return to_numpy(x)
+    if device == "cuda":
+        cupy = _import_cupy()
+        return cupy.asarray(x)
+    raise ValueError(f"expected 'cpu' or 'cuda', got {device!r}")
+
+
+def to_numpy(x) -> np.ndarray:
+    """Return ``x`` as a NumPy array (copying from the GPU when needed)."""
+    if is_device_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def cuda_kernels_dir() -> Path:
+    """Folder holding the CUDA sources (``*.cu``/``*.cuh``).
+
+    In an installed wheel they lie in ``tsanomaly/cuda_kernels`` (hatch
+    ``force-include``); in an editable checkout, in ``cuda_kernels/`` at the
+    repository root.  ``TSANOMALY_CUDA_KERNELS`` overrides both.
+    """
+    override = os.environ.get("TSANOMALY_CUDA_KERNELS")
+    candidates = [Path(override)] if override else []
+    package_dir = Path(__file__).resolve().parent
+    candidates += [package_dir / "cuda_kernels", package_dir.parent / "cuda_kernels"]
+    for folder in candidates:
+        if folder.is_dir() and any(folder.glob("*.cu")):
+            return folder
+    raise FileNotFoundError(
+        "CUDA kernel sources not found; looked in " + ", ".join(str(c) for c in candidates)
+    )
+
+
+def kernel_source(filename: str) -> str:
+    """Text of one CUDA source file from :func:`cuda_kernels_dir`."""
+    return (cuda_kernels_dir() / filename).read_text()
+
+
+@functools.lru_cache(maxsize=None)
+def load_cuda_module(filename: str, options: tuple[str, ...] = ()):
+    """Compile ``cuda_kernels/<filename>`` with CuPy once per process and cache it.
+
+    ``#include "x.cuh"`` lines resolve against the kernel folder.  CuPy also
+    keeps its own on-disk cache of compiled modules, so a new process with the
+    same source skips NVRTC.
+
+    Parameters
+    ----------
+    filename : str
+        A ``.cu`` file in the kernel folder.
+    options : tuple of str
+        Extra NVRTC options (for example ``("-DTILE=256",)``).
+
+    Returns
+    -------
+    cupy.RawModule
+    """
+    cupy = _import_cupy()
+    folder = cuda_kernels_dir()
+    source = (folder / filename).read_text()
+    return cupy.RawModule(
+        code=source,
+        options=("--std=c++17", f"-I{folder}") + tuple(options),
+    )
