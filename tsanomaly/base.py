@@ -1,0 +1,477 @@
+"""BaseDetector: the fit / score / predict / alerts / save / load API shared by every detector.
+
+A subclass supplies the model — ``_fit`` (learn per-context state, return the
+training scores) and ``_score`` (score new data from that state) — and the base
+does everything else once: input checking, device choice, threshold
+calibration, boolean flags, alert tables, persistence, and scikit-learn's
+parameter protocol.  See ``docs/CONTRACT.md`` for the subclass contract.
+
+Scores always point one way: **higher = more anomalous**, and they are
+comparable across contexts, so one threshold can serve all of them.
+"""
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly import backend, thresholds
+from tsanomaly.panel import Panel
+
+__all__ = ["BaseDetector", "NotFittedError", "load", "MODEL_FORMAT"]
+
+MODEL_FORMAT = "tsanomaly-model"
+MODEL_FORMAT_VERSION = 1
+
+# Detector classes that ``load`` may build, by qualified name. Filled by
+# ``BaseDetector.__init_subclass__``: a model file can only name a class that
+# tsanomaly itself defined, never an arbitrary import path.
+_DETECTOR_REGISTRY: dict[str, type] = {}
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a detector is used before ``fit`` (same bases as scikit-learn's)."""
+
+
+class BaseDetector:
+    """Shared API of tsanomaly's detectors.
+
+    Subclasses implement ``_fit(values, panel) -> train_scores`` and
+    ``_score(values, panel, rows) -> scores`` (arrays of shape
+    ``(n_contexts, n_times)``, higher = more anomalous) and may implement
+    ``_explain`` to add columns to :meth:`alerts` and ``_restore`` to rebuild
+    non-array state after :func:`load`.
+
+    Every detector takes, besides its own parameters:
+
+    threshold : {"quantile", "pot"} or float, default "quantile"
+        How :meth:`predict` turns scores into flags (see :mod:`tsanomaly.thresholds`).
+    contamination : float, default 0.001
+        Expected share of anomalous training points (quantile rule) or target
+        risk (POT).
+    per_context : bool, default False
+        Calibrate one threshold per context rather than one for all.
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        Where the arithmetic runs; results agree across devices within the
+        tolerance each detector states.
+    """
+
+    #: Explanation columns this detector adds to its alerts (documentation; ``_explain`` fills them).
+    explanation_columns: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _DETECTOR_REGISTRY[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+    # ------------------------------------------------------------------ scikit-learn protocol
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return sorted(
+            name
+            for name, p in signature.parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+
+    def get_params(self, deep: bool = True) -> dict:
+        """Constructor parameters and their values (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params) -> "BaseDetector":
+        """Set constructor parameters; unknown names raise ValueError. Returns self."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; valid: {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        changed = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if not _same_value(defaults.get(name, inspect.Parameter.empty), value)
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):  # pragma: no cover - only consulted by scikit-learn utilities
+        from sklearn.utils import Tags
+
+        return Tags(estimator_type=None, target_tags=None, transformer_tags=None)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, panel) -> "BaseDetector":
+        """Learn each context's normal behaviour from history.
+
+        Parameters
+        ----------
+        panel : Panel or array_like, shape (n_contexts, n_times)
+            History; arrays are wrapped with :meth:`Panel.from_array`.
+
+        Returns
+        -------
+        self
+        """
+        self._fit_and_calibrate(_as_panel(panel))
+        return self
+
+    def fit_score(self, panel) -> Panel:
+        """Fit on ``panel`` and return the scores of that same data (same shape)."""
+        panel = _as_panel(panel)
+        train_scores = self._fit_and_calibrate(panel)
+        return panel.with_values(train_scores)
+
+    def _fit_and_calibrate(self, panel: Panel):
+        thresholds.validate_threshold_params(self.threshold, self.contamination, self.per_context)
+        if panel.n_times == 0 or panel.n_contexts == 0:
+            raise ValueError(f"cannot fit on an empty panel of shape {panel.shape}")
+        self.device_ = backend.resolve_device(self.device)
+        panel = panel.to(self.device_)
+        self.contexts_ = panel.contexts
+        self.n_fit_times_ = int(panel.n_times)
+        self.freq_, self.fit_end_ = _grid_description(panel.index)
+        train_scores = self._fit(panel.values, panel)
+        self.threshold_, self.global_threshold_ = thresholds.calibrate(
+            train_scores, self.threshold, self.contamination, self.per_context
+        )
+        return train_scores
+
+    def _fit(self, values, panel: Panel):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _score(self, values, panel: Panel, rows: np.ndarray):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _explain(self, panel: Panel, scores: np.ndarray, ctx_rows: np.ndarray, peak_pos: np.ndarray) -> dict:
+        """Explanation columns for alerts; the base adds none."""
+        return {}
+
+    def _restore(self) -> None:
+        """Rebuild non-array state after :func:`load`; the base has none."""
+
+    # ------------------------------------------------------------------ scoring
+    def check_fitted(self) -> None:
+        """Raise NotFittedError unless ``fit`` has run."""
+        if not hasattr(self, "contexts_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet: call fit(history) first, then score(new)."
+            )
+
+    def context_rows(self, panel: Panel) -> np.ndarray:
+        """Row of the fitted per-context state for each context of ``panel``; -1 where unseen at fit."""
+        self.check_fitted()
+        return np.asarray(self.contexts_.get_indexer(panel.contexts), dtype=np.int64)
+
+    def unseen_contexts(self, panel) -> pd.Index:
+        """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
+        panel = _as_panel(panel, after=self)
+        return panel.contexts[self.context_rows(panel) < 0]
+
+    def steps_after_fit(self, panel: Panel) -> int:
+        """Grid steps from the last fitted time to ``panel``'s first time (1 = it follows at once).
+
+        Raises ValueError when the panel's grid differs from the fitted one
+        (another frequency, or times that fall between the fitted grid's points).
+        """
+        freq, _ = _grid_description(panel.index)
+        if freq != self.freq_:
+            raise ValueError(
+                f"the panel's time grid has frequency {freq!r} but the detector was fitted on {self.freq_!r}"
+            )
+        if len(panel.index) == 0:
+            return 1
+        if self.freq_ is None:
+            return int(panel.index[0]) - int(self.fit_end_)
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
+        delta = pd.Timestamp(panel.index[0]) - pd.Timestamp(self.fit_end_)
+        steps, remainder = divmod(delta, step)
+        if remainder != pd.Timedelta(0):
+            raise ValueError(
+                f"the panel starts at {panel.index[0]}, which is not on the fitted grid "
+                f"(step {self.freq_} from {self.fit_end_})"
+            )
+        return int(steps)
+
+    def score(self, panel) -> Panel:
+        """Anomaly scores of new data that follows the fitted history.
+
+        Parameters
+        ----------
+        panel : Panel or array_like, shape (n_contexts, n_times)
+            New observations on the fitted time grid; contexts may be any
+            subset or order of the fitted ones. Contexts unseen at fit are
+            scored from a cold start where the detector can, else NaN (see
+            :meth:`unseen_contexts`).
+
+        Returns
+        -------
+        Panel
+            Same contexts and times; float scores, higher = more anomalous,
+            comparable across contexts; NaN where a point cannot be scored
+            (missing observation, not enough history).
+        """
+        self.check_fitted()
+        panel = _as_panel(panel, after=self).to(self.device_)
+        rows = self.context_rows(panel)
+        scores = self._score(panel.values, panel, rows)
+        return panel.with_values(scores)
+
+    def _thresholds_for(self, rows: np.ndarray) -> np.ndarray:
+        """Threshold per row of a scored panel; unseen contexts get the global threshold."""
+        per_row = np.full(len(rows), self.global_threshold_, dtype=np.float64)
+        seen = rows >= 0
+        per_row[seen] = np.asarray(self.threshold_)[rows[seen]]
+        return per_row
+
+    def predict(self, panel) -> Panel:
+        """Boolean Panel: True where the score reaches the calibrated threshold (NaN scores are False)."""
+        scores = self.score(panel)
+        rows = self.context_rows(scores)
+        values = backend.to_numpy(scores.values)
+        with np.errstate(invalid="ignore"):
+            flags = values >= self._thresholds_for(rows)[:, None]
+        return Panel(flags, scores.contexts, scores.index)
+
+    def alerts(self, panel, scores: Panel | None = None) -> pd.DataFrame:
+        """One row per run of consecutive flagged points, most anomalous first.
+
+        Parameters
+        ----------
+        panel : Panel or array_like
+            New data, as for :meth:`score`.
+        scores : Panel, optional
+            Scores already computed by :meth:`score` for ``panel`` (saves scoring twice).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns: the context column(s), ``start``, ``end``, ``peak_time``,
+            ``peak_score``, ``n_points``, ``threshold``, ``detector``, then the
+            detector's explanation columns (``explanation_columns``).
+        """
+        panel = _as_panel(panel, after=self)
+        if scores is None:
+            scores = self.score(panel)
+        rows = self.context_rows(panel)
+        score_values = backend.to_numpy(scores.values)
+        per_row = self._thresholds_for(rows)
+        with np.errstate(invalid="ignore"):
+            flags = score_values >= per_row[:, None]
+        ctx_rows, starts, ends = _runs(flags)
+        # Peak of each run: argmax of the score inside [start, end].
+        peak_pos = np.empty(len(ctx_rows), dtype=np.int64)
+        for k, (r, s, e) in enumerate(zip(ctx_rows, starts, ends)):
+            peak_pos[k] = s + int(np.nanargmax(score_values[r, s : e + 1]))
+        context_frame = _context_frame(panel.contexts, ctx_rows)
+        table = pd.DataFrame(
+            {
+                "start": np.asarray(panel.index)[starts],
+                "end": np.asarray(panel.index)[ends],
+                "peak_time": np.asarray(panel.index)[peak_pos],
+                "peak_score": score_values[ctx_rows, peak_pos],
+                "n_points": ends - starts + 1,
+                "threshold": per_row[ctx_rows],
+                "detector": type(self).__name__,
+            }
+        )
+        table = pd.concat([context_frame, table], axis=1)
+        if len(ctx_rows):
+            host_panel = panel.to("cpu")
+            for name, column in self._explain(host_panel, score_values, ctx_rows, peak_pos).items():
+                table[name] = column
+        else:
+            for name in self.explanation_columns:
+                table[name] = pd.Series(dtype=np.float64)
+        return table.sort_values("peak_score", ascending=False, kind="stable").reset_index(drop=True)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the fitted detector to ``path``: a zip of ``model.json`` and ``arrays.npz``.
+
+        Parameters are stored as JSON and arrays as ``.npz`` without pickle,
+        so loading a model file cannot run code.
+        """
+        self.check_fitted()
+        meta_state, arrays = {}, {}
+        for name, value in vars(self).items():
+            if not name.endswith("_") or name.startswith("_"):
+                continue
+            _encode_state(name, value, meta_state, arrays)
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_FORMAT_VERSION,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": _to_json(self.get_params()),
+            "state": meta_state,
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("model.json", json.dumps(meta, indent=1))
+            archive.writestr("arrays.npz", buffer.getvalue())
+        tmp.replace(path)  # atomic: a reader never sees a half-written model
+
+
+def load(path, device: str | None = None) -> BaseDetector:
+    """Read a detector written by :meth:`BaseDetector.save`.
+
+    Parameters
+    ----------
+    path : str or Path
+    device : {"auto", "cpu", "cuda"}, optional
+        Override the saved ``device`` parameter (a model fitted on a GPU can
+        score on a CPU machine).
+
+    Returns
+    -------
+    BaseDetector
+        A fitted detector whose scores equal those of the saved one.
+    """
+    import tsanomaly.detectors  # noqa: F401 - registers the built-in detector classes
+
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("model.json"))
+        arrays_bytes = archive.read("arrays.npz")
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a tsanomaly model file (format {meta.get('format')!r})")
+    if meta.get("version") != MODEL_FORMAT_VERSION:
+        raise ValueError(f"{path}: model format version {meta.get('version')} is not supported")
+    cls = _DETECTOR_REGISTRY.get(meta["class"])
+    if cls is None:
+        raise ValueError(f"{path}: unknown detector class {meta['class']!r}")
+    params = dict(meta["params"])
+    if device is not None:
+        params["device"] = device
+    detector = cls(**params)
+    with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for name, encoded in meta["state"].items():
+        setattr(detector, name, _decode_state(encoded, arrays))
+    detector.device_ = backend.resolve_device(detector.device)
+    detector._restore()
+    return detector
+
+
+# ---------------------------------------------------------------------- helpers
+def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
+    """``panel`` itself, or an array wrapped as a Panel.
+
+    With ``after`` (a fitted detector on a RangeIndex grid), an array's time
+    axis continues the fitted one, so ``det.fit(x_train).score(x_new)`` works
+    on plain arrays.
+    """
+    if isinstance(panel, Panel):
+        return panel
+    panel = Panel.from_array(panel)
+    if after is not None and hasattr(after, "fit_end_") and after.freq_ is None:
+        start = int(after.fit_end_) + 1
+        panel = Panel(panel.values, panel.contexts, pd.RangeIndex(start, start + panel.n_times, name="time"))
+    return panel
+
+
+def _same_value(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - arrays and odd objects compare ambiguously
+        return a is b
+
+
+def _grid_description(index: pd.Index) -> tuple[str | None, object]:
+    """(frequency string or None for a RangeIndex, last point) of a time grid, JSON-able."""
+    if isinstance(index, pd.DatetimeIndex):
+        freq = index.freq.freqstr if index.freq is not None else None
+        return freq, (pd.Timestamp(index[-1]).isoformat() if len(index) else None)
+    return None, (int(index[-1]) if len(index) else -1)
+
+
+def _runs(flags: np.ndarray):
+    """Runs of consecutive True values in each row: (row, start, end) arrays, end inclusive."""
+    padded = np.zeros((flags.shape[0], flags.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = flags
+    change = np.diff(padded, axis=1)
+    start_rows, starts = np.nonzero(change == 1)
+    end_rows, ends = np.nonzero(change == -1)
+    # np.nonzero walks row-major, so starts and ends pair up in order.
+    return start_rows.astype(np.int64), starts.astype(np.int64), (ends - 1).astype(np.int64)
+
+
+def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
+    frame = contexts.to_frame(index=False)
+    if list(frame.columns) in ([None], [0]):
+        frame.columns = ["context"]
+    return frame.iloc[rows].reset_index(drop=True)
+
+
+def _to_json(value):
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _encode_state(name, value, meta_state: dict, arrays: dict) -> None:
+    """Put one fitted attribute into the JSON state or the array store (no pickle)."""
+    if backend.is_device_array(value):
+        value = backend.to_numpy(value)
+    if isinstance(value, pd.Index):
+        frame = value.to_frame(index=False)
+        columns = []
+        for k, column in enumerate(frame.columns):
+            key = f"{name}/level{k}"
+            data = frame[column].to_numpy()
+            if data.dtype.kind not in "biufM":
+                data = data.astype(str)  # labels are restored as strings unless numeric
+            arrays[key] = data
+            columns.append({"key": key, "name": None if column is None else str(column)})
+        meta_state[name] = {"kind": "index", "levels": columns, "multi": isinstance(value, pd.MultiIndex)}
+    elif isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"fitted attribute {name} is an object array; store numbers or strings")
+        arrays[name] = value
+        meta_state[name] = {"kind": "array", "key": name}
+    elif isinstance(value, dict) and value and all(
+        isinstance(v, np.ndarray) or backend.is_device_array(v) for v in value.values()
+    ):
+        keys = {}
+        for key, item in value.items():
+            arrays[f"{name}/{key}"] = backend.to_numpy(item)
+            keys[str(key)] = f"{name}/{key}"
+        meta_state[name] = {"kind": "array_dict", "keys": keys}
+    else:
+        encoded = _to_json(value)
+        try:
+            json.dumps(encoded)
+        except TypeError as exc:
+            raise TypeError(
+                f"fitted attribute {name} of type {type(value).__name__} cannot be saved as JSON or arrays; "
+                "keep it as NumPy arrays and rebuild it in _restore"
+            ) from exc
+        meta_state[name] = {"kind": "json", "value": encoded}
+
+
+def _decode_state(encoded: dict, arrays: dict):
+    kind = encoded["kind"]
+    if kind == "array":
+        return arrays[encoded["key"]]
+    if kind == "array_dict":
+        return {key: arrays[ref] for key, ref in encoded["keys"].items()}
+    if kind == "index":
+        levels = [pd.Index(arrays[level["key"]], name=level["name"]) for level in encoded["levels"]]
+        if encoded["multi"]:
+            return pd.MultiIndex.from_arrays(levels, names=[lv.name for lv in levels])
+        return levels[0]
+    return encoded["value"]

@@ -1,0 +1,382 @@
+"""Panel: many contexts on one regular time grid.
+
+A security scoring job reads counts in long format — one row per (context,
+time bucket) — and every detector wants a dense matrix: one row per context,
+one column per time bucket, NaN where nothing was observed.  :class:`Panel`
+is that matrix together with its two axes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly import backend
+
+__all__ = ["Panel"]
+
+
+class Panel:
+    """Many contexts on one regular time grid.
+
+    Parameters
+    ----------
+    values : array_like, shape (n_contexts, n_times)
+        Observations as float64, NumPy (host) or CuPy (device). NaN marks a
+        missing observation; infinities are rejected. A boolean array is kept
+        boolean (flags from ``predict``).
+    contexts : pandas.Index or sequence, length n_contexts
+        One label per row; a ``MultiIndex`` when a context is several columns
+        (for example country and ASN). Labels must be unique.
+    index : pandas.DatetimeIndex or pandas.RangeIndex, length n_times
+        The time grid. A DatetimeIndex must be regular (it gets its ``freq``
+        inferred when not set); plain sequences use a RangeIndex.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"asn": ["a", "a", "b"], "ts": pd.to_datetime(
+    ...     ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 01:00"]), "n": [3, 4, 5]})
+    >>> panel = Panel.from_frame(df, context="asn", time="ts", value="n")
+    >>> panel.shape
+    (2, 2)
+    """
+
+    def __init__(self, values, contexts, index):
+        xp = backend.array_module(values)
+        values = xp.asarray(values)
+        if values.dtype != xp.bool_:  # boolean Panels hold flags (predict); the rest is float64
+            values = values.astype(xp.float64, copy=False)
+        if values.ndim != 2:
+            raise ValueError(f"Panel values must be 2-D (n_contexts, n_times), got shape {values.shape}")
+        contexts = contexts if isinstance(contexts, pd.Index) else pd.Index(contexts)
+        if not isinstance(index, (pd.DatetimeIndex, pd.RangeIndex)):
+            if isinstance(index, pd.Index) and pd.api.types.is_integer_dtype(index) and _is_unit_step(index):
+                index = pd.RangeIndex(int(index[0]), int(index[0]) + len(index)) if len(index) else pd.RangeIndex(0)
+            else:
+                index = pd.DatetimeIndex(index)
+        if isinstance(index, pd.DatetimeIndex) and index.freq is None and len(index) > 2:
+            freq = pd.infer_freq(index)
+            if freq is None:
+                raise ValueError("Panel index: the timestamps fit no regular frequency")
+            index = pd.DatetimeIndex(index, freq=freq)
+        if values.shape != (len(contexts), len(index)):
+            raise ValueError(
+                f"Panel values have shape {values.shape} but there are {len(contexts)} contexts "
+                f"and {len(index)} time points"
+            )
+        if not contexts.is_unique:
+            duplicated = contexts[contexts.duplicated()][0]
+            raise ValueError(f"Panel contexts must be unique; context {duplicated!r} appears more than once")
+        if values.dtype != xp.bool_ and bool(xp.isinf(values).any()):
+            row, col = (int(v) for v in xp.argwhere(xp.isinf(values))[0])
+            raise ValueError(
+                f"Panel values hold an infinite value {float(values[row, col])} "
+                f"for context {contexts[row]!r} at {index[col]}"
+            )
+        self.values = values
+        self.contexts = contexts
+        self.index = index
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_array(cls, x, contexts=None, index=None) -> "Panel":
+        """Build a Panel from a 1-D (one context) or 2-D (contexts x times) array.
+
+        Parameters
+        ----------
+        x : array_like, shape (n_times,) or (n_contexts, n_times)
+        contexts : sequence, optional
+            Row labels; defaults to ``0 .. n_contexts-1``.
+        index : pandas.Index, optional
+            The time grid; defaults to ``RangeIndex(n_times)``.
+        """
+        xp = backend.array_module(x)
+        arr = xp.asarray(x, dtype=xp.float64)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise ValueError(f"from_array expects a 1-D or 2-D array, got shape {arr.shape}")
+        if contexts is None:
+            contexts = pd.RangeIndex(arr.shape[0], name="context")
+        if index is None:
+            index = pd.RangeIndex(arr.shape[1], name="time")
+        return cls(arr, contexts, index)
+
+    @classmethod
+    def from_frame(
+        cls,
+        df: pd.DataFrame,
+        context: str | Sequence[str],
+        time: str,
+        value: str,
+        freq: str | None = None,
+        fill: str = "nan",
+    ) -> "Panel":
+        """Build a Panel from a long DataFrame with one row per (context, time).
+
+        Every context is put on one regular grid spanning the earliest to the
+        latest timestamp of the frame, so contexts that start late or have
+        gaps line up.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame
+            Long format.
+        context : str or list of str
+            Column(s) naming the context; several give a MultiIndex.
+        time : str
+            Timestamp column (anything ``pandas.to_datetime`` reads).
+        value : str
+            Numeric value column (a count, for example).
+        freq : str, optional
+            Grid frequency (``"1h"``, ``"15min"``...). Inferred from the
+            smallest step between timestamps when omitted.
+        fill : {"nan", "zero"}
+            What absent buckets hold: NaN (missing) or 0 (counts: no event
+            recorded means zero events).
+
+        Returns
+        -------
+        Panel
+
+        Raises
+        ------
+        ValueError
+            Naming the column, the context and the value for: an empty frame, a
+            missing column, duplicate (context, time) rows, non-numeric or
+            infinite values, unparseable timestamps, timestamps that fit no
+            regular frequency.
+        """
+        if fill not in ("nan", "zero"):
+            raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
+        context_cols = [context] if isinstance(context, str) else list(context)
+        if not context_cols:
+            raise ValueError("context must name at least one column")
+        if not isinstance(df, pd.DataFrame):
+            raise ValueError(f"from_frame expects a pandas DataFrame, got {type(df).__name__}")
+        for col in context_cols + [time, value]:
+            if col not in df.columns:
+                raise ValueError(f"column {col!r} is missing; the frame has columns {list(df.columns)}")
+        if len(df) == 0:
+            raise ValueError("the frame is empty: no rows to build a Panel from")
+
+        def context_of(row_position: int):
+            labels = tuple(df[c].iloc[row_position] for c in context_cols)
+            return labels[0] if len(labels) == 1 else labels
+
+        # Values: numeric and finite.
+        raw_values = df[value]
+        numeric = pd.to_numeric(raw_values, errors="coerce")
+        bad = numeric.isna() & raw_values.notna()
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(
+                f"column {value!r} holds a non-numeric value {raw_values.iloc[pos]!r} "
+                f"for context {context_of(pos)!r}"
+            )
+        numeric = numeric.astype(np.float64)
+        infinite = np.isinf(numeric.to_numpy())
+        if infinite.any():
+            pos = int(np.flatnonzero(infinite)[0])
+            raise ValueError(
+                f"column {value!r} holds an infinite value {numeric.iloc[pos]} for context {context_of(pos)!r}"
+            )
+
+        # Timestamps: parseable, then one regular grid.
+        try:
+            stamps = pd.to_datetime(df[time])
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"column {time!r} holds values that are not timestamps: {exc}") from exc
+        if stamps.isna().any():
+            pos = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+            raise ValueError(
+                f"column {time!r} holds a missing or unparseable timestamp {df[time].iloc[pos]!r} "
+                f"for context {context_of(pos)!r}"
+            )
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        # One unit for the integer arithmetic of the grid (pandas may parse to us or s).
+        stamps = stamps.dt.as_unit("ns")
+
+        keys = df[context_cols].copy()
+        keys["__time__"] = stamps.to_numpy()
+        dup = keys.duplicated(keep=False)
+        if dup.any():
+            pos = int(np.flatnonzero(dup.to_numpy())[0])
+            raise ValueError(
+                f"duplicate rows for context {context_of(pos)!r} at {stamps.iloc[pos]} "
+                f"(columns {context_cols + [time]}); aggregate them first, e.g. df.groupby(...).sum()"
+            )
+
+        grid = _regular_grid(stamps, freq, time, lambda pos: context_of(pos))
+
+        # Contexts are sorted so that the same data always gives the same row order.
+        if len(context_cols) == 1:
+            row_keys = pd.Index(df[context_cols[0]])
+            contexts = pd.Index(pd.unique(row_keys), name=context_cols[0]).sort_values()
+        else:
+            row_keys = pd.MultiIndex.from_frame(df[context_cols])
+            contexts = row_keys.unique().sort_values()
+        context_codes = contexts.get_indexer(row_keys)
+        time_codes = grid.get_indexer(stamps)
+
+        values = np.full((len(contexts), len(grid)), 0.0 if fill == "zero" else np.nan)
+        values[context_codes, time_codes] = numeric.to_numpy()
+        return cls(values, contexts, grid)
+
+    # ------------------------------------------------------------------ shape and axes
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n_contexts, n_times)."""
+        return tuple(self.values.shape)
+
+    @property
+    def n_contexts(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_times(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def freq(self):
+        """The grid's step: a pandas offset for a DatetimeIndex, 1 for a RangeIndex."""
+        if isinstance(self.index, pd.DatetimeIndex):
+            return self.index.freq
+        return self.index.step
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` when the values live on the GPU, else ``"cpu"``."""
+        return "cuda" if backend.is_device_array(self.values) else "cpu"
+
+    def __len__(self) -> int:
+        return self.n_contexts
+
+    def __repr__(self) -> str:
+        span = f"{self.index[0]} .. {self.index[-1]}" if len(self.index) else "empty"
+        return (
+            f"Panel({self.n_contexts} contexts x {self.n_times} times, {span}, "
+            f"freq={self.freq}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ selection
+    def with_values(self, values) -> "Panel":
+        """A Panel with the same contexts and time grid holding ``values`` (same shape)."""
+        return Panel(values, self.contexts, self.index)
+
+    def take(self, rows) -> "Panel":
+        """Select contexts by row position (int array or slice)."""
+        rows_np = np.arange(self.n_contexts)[rows]
+        rows_np = np.atleast_1d(rows_np)
+        xp = backend.array_module(self.values)
+        return Panel(self.values[xp.asarray(rows_np)], self.contexts[rows_np], self.index)
+
+    def select(self, labels) -> "Panel":
+        """Select contexts by label; raises KeyError naming the labels that are absent."""
+        if not isinstance(labels, (list, pd.Index, np.ndarray)):
+            labels = [labels]
+        positions = self.contexts.get_indexer(labels)
+        if (positions < 0).any():
+            missing = [lab for lab, p in zip(labels, positions) if p < 0]
+            raise KeyError(f"contexts not in this panel: {missing}")
+        return self.take(positions)
+
+    @property
+    def loc(self) -> "_TimeLocator":
+        """Slice by time: ``panel.loc["2024-03-01":"2024-03-07"]`` (both ends included)."""
+        return _TimeLocator(self)
+
+    def time_slice(self, start=None, end=None) -> "Panel":
+        """Points with ``start <= time <= end`` (labels of the index)."""
+        positions = self.index.slice_indexer(start, end)
+        return Panel(self.values[:, positions], self.contexts, self.index[positions])
+
+    # ------------------------------------------------------------------ conversion
+    def to(self, device: str) -> "Panel":
+        """A Panel on ``"cpu"`` or ``"cuda"`` (``"auto"`` picks the GPU when present)."""
+        target = backend.resolve_device(device)
+        if target == self.device:
+            return self
+        return Panel(backend.to_device(self.values, target), self.contexts, self.index)
+
+    def to_numpy(self) -> np.ndarray:
+        """The values as a NumPy array (copied from the GPU when needed)."""
+        return backend.to_numpy(self.values)
+
+    def to_frame(self, value: str = "value", time: str = "time", dropna: bool = True) -> pd.DataFrame:
+        """Long format: one row per (context, time), the inverse of :meth:`from_frame`.
+
+        Parameters
+        ----------
+        value, time : str
+            Names of the value and time columns.
+        dropna : bool
+            Drop missing observations (NaN), so ``from_frame(to_frame())`` round trips.
+        """
+        values = self.to_numpy()
+        n_ctx, n_time = values.shape
+        context_frame = self.contexts.to_frame(index=False)
+        if context_frame.columns.tolist() == [None] or context_frame.columns.tolist() == [0]:
+            context_frame.columns = ["context"]
+        frame = context_frame.loc[np.repeat(np.arange(n_ctx), n_time)].reset_index(drop=True)
+        frame[time] = np.tile(np.asarray(self.index), n_ctx)
+        frame[value] = values.reshape(-1)
+        if dropna:
+            frame = frame[~np.isnan(frame[value].to_numpy())].reset_index(drop=True)
+        return frame
+
+    def equals(self, other: "Panel") -> bool:
+        """Same axes and the same values (NaN equal to NaN)."""
+        return (
+            isinstance(other, Panel)
+            and self.contexts.equals(other.contexts)
+            and self.index.equals(other.index)
+            and np.array_equal(self.to_numpy(), other.to_numpy(), equal_nan=True)
+        )
+
+
+class _TimeLocator:
+    def __init__(self, panel: Panel):
+        self._panel = panel
+
+    def __getitem__(self, key) -> Panel:
+        if not isinstance(key, slice) or key.step is not None:
+            raise TypeError("panel.loc takes a time slice, e.g. panel.loc['2024-03-01':'2024-03-07']")
+        return self._panel.time_slice(key.start, key.stop)
+
+
+def _is_unit_step(index: pd.Index) -> bool:
+    return len(index) < 2 or bool(np.all(np.diff(np.asarray(index)) == 1))
+
+
+def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.DatetimeIndex:
+    """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none."""
+    unique = pd.DatetimeIndex(np.sort(stamps.unique())).as_unit("ns")
+    if freq is None:
+        if len(unique) < 2:
+            raise ValueError(
+                f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= to say the grid's step"
+            )
+        steps = np.diff(unique.asi8)
+        # The smallest step between distinct timestamps is the grid's step; gaps are
+        # whole multiples of it (missing buckets), anything else fits no grid.
+        step_ns = int(steps.min())
+        offset = pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
+    else:
+        offset = pd.tseries.frequencies.to_offset(freq)
+        try:
+            step_ns = int(pd.Timedelta(offset).value)
+        except ValueError as exc:
+            raise ValueError(f"freq {freq!r} is not a fixed step (calendar offsets such as 'MS' are not supported)") from exc
+    origin = unique[0].value
+    off_grid = (stamps.astype("int64").to_numpy() - origin) % step_ns != 0
+    if off_grid.any():
+        pos = int(np.flatnonzero(off_grid)[0])
+        raise ValueError(
+            f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r} fits no regular "
+            f"grid of step {pd.Timedelta(step_ns, unit='ns')} starting at {unique[0]}; pass freq= or resample first"
+        )
+    return pd.date_range(unique[0], unique[-1], freq=offset, name=time_col, unit="ns")
