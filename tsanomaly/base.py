@@ -338,7 +338,9 @@ def load(path, device: str | None = None) -> BaseDetector:
     BaseDetector
         A fitted detector whose scores equal those of the saved one.
     """
-    import tsanomaly.detectors  # noqa: F401 - registers the built-in detector classes
+    import importlib
+
+    from tsanomaly.detectors import DETECTOR_CLASSES
 
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("model.json"))
@@ -347,7 +349,11 @@ def load(path, device: str | None = None) -> BaseDetector:
         raise ValueError(f"{path} is not a tsanomaly model file (format {meta.get('format')!r})")
     if meta.get("version") != MODEL_FORMAT_VERSION:
         raise ValueError(f"{path}: model format version {meta.get('version')} is not supported")
-    cls = _DETECTOR_REGISTRY.get(meta["class"])
+    # Only tsanomaly's own detector modules are ever imported, never a path the file names freely.
+    builtin = {f"{module}.{name}": module for module, name in DETECTOR_CLASSES.values()}
+    if meta.get("class") in builtin and meta["class"] not in _DETECTOR_REGISTRY:
+        importlib.import_module(builtin[meta["class"]])
+    cls = _DETECTOR_REGISTRY.get(meta.get("class"))
     if cls is None:
         raise ValueError(f"{path}: unknown detector class {meta['class']!r}")
     params = dict(meta["params"])

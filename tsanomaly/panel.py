@@ -131,8 +131,8 @@ class Panel:
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
-            Grid frequency (``"1h"``, ``"15min"``...). Inferred from the
-            smallest step between timestamps when omitted.
+            Grid frequency (``"1h"``, ``"15min"``...). Inferred as the most
+            common step between distinct timestamps when omitted.
         fill : {"nan", "zero"}
             What absent buckets hold: NaN (missing) or 0 (counts: no event
             recorded means zero events).
@@ -361,9 +361,10 @@ def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.Date
                 f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= to say the grid's step"
             )
         steps = np.diff(unique.asi8)
-        # The smallest step between distinct timestamps is the grid's step; gaps are
-        # whole multiples of it (missing buckets), anything else fits no grid.
-        step_ns = int(steps.min())
+        # The most common step between distinct timestamps is the grid's step (ties: the
+        # smaller); gaps are whole multiples of it (missing buckets), anything else fits no grid.
+        values, counts = np.unique(steps, return_counts=True)
+        step_ns = int(values[np.argmax(counts)])
         offset = pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
     else:
         offset = pd.tseries.frequencies.to_offset(freq)

@@ -118,8 +118,9 @@ class RollingZScoreDetector(BaseDetector):
         bursts) or drops only (outages).
     floor_fraction : float, default 0.1
         The scale of each point's past is at least this fraction of the
-        context's overall robust scale in the training data, so a context
-        that was flat for a while does not turn one extra event into an alert.
+        context's overall spread in the training data (the larger of its
+        robust scale and its standard deviation), so a context that was flat
+        for a while does not turn one extra event into an alert.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -185,7 +186,12 @@ class RollingZScoreDetector(BaseDetector):
 
     def _scale_floor(self, x):
         xp = backend.array_module(x)
-        floor = self.floor_fraction * robust_scale(x, axis=1)
+        # Sparse counts (an ASN with a failed login now and then) have a MAD of 0: the
+        # standard deviation then sets the floor, so one extra event is not a huge score.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            spread = xp.fmax(robust_scale(x, axis=1), xp.nanstd(x, axis=1))
+        floor = self.floor_fraction * spread
         # A context with no spread at all still needs a positive scale.
         return xp.maximum(xp.nan_to_num(floor, nan=0.0), 1e-12)
 

@@ -1,0 +1,102 @@
+"""Panel: construction from long frames, alignment, round trips, selection, and every bad-input error."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tsanomaly import Panel
+
+
+def _frame():
+    return pd.DataFrame(
+        {
+            "country": ["US", "US", "US", "BR", "BR"],
+            "asn": ["AS1", "AS1", "AS1", "AS2", "AS2"],
+            "ts": ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 03:00", "2024-01-01 02:00", "2024-01-01 03:00"],
+            "logins": [10, 11, 13, 5, 6],
+        }
+    )
+
+
+def test_from_frame_aligns_contexts_on_one_grid():
+    panel = Panel.from_frame(_frame(), context=["country", "asn"], time="ts", value="logins")
+    assert panel.shape == (2, 4)
+    assert list(panel.contexts) == [("BR", "AS2"), ("US", "AS1")]
+    assert panel.index.freq == pd.tseries.frequencies.to_offset("1h")
+    np.testing.assert_array_equal(panel.values[0], [np.nan, np.nan, 5, 6])  # starts late
+    np.testing.assert_array_equal(panel.values[1], [10, 11, np.nan, 13])  # has a gap
+
+
+def test_fill_zero_for_counts():
+    panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="zero")
+    np.testing.assert_array_equal(panel.values, [[10, 11, 0, 13], [0, 0, 5, 6]])  # AS1, AS2
+
+
+def test_explicit_freq_and_finer_grid():
+    panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins", freq="30min")
+    assert panel.n_times == 7
+
+
+def test_round_trip_through_frame():
+    panel = Panel.from_frame(_frame(), context=["country", "asn"], time="ts", value="logins")
+    frame = panel.to_frame(value="logins", time="ts")
+    assert len(frame) == 5
+    again = Panel.from_frame(frame, context=["country", "asn"], time="ts", value="logins")
+    assert again.equals(panel)
+
+
+def test_from_array_and_selection():
+    x = np.arange(12.0).reshape(3, 4)
+    panel = Panel.from_array(x, contexts=["a", "b", "c"])
+    assert panel.select(["c", "a"]).values.tolist() == [[8, 9, 10, 11], [0, 1, 2, 3]]
+    assert panel.take([1]).contexts.tolist() == ["b"]
+    assert panel.loc[1:2].values.tolist() == [[1, 2], [5, 6], [9, 10]]
+    assert Panel.from_array(np.arange(5.0)).shape == (1, 5)
+    with pytest.raises(KeyError, match="'z'"):
+        panel.select(["z"])
+
+
+def test_time_slice_by_timestamps():
+    panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins")
+    part = panel.loc["2024-01-01 01:00":"2024-01-01 02:00"]
+    assert part.n_times == 2
+    assert part.index[0] == pd.Timestamp("2024-01-01 01:00")
+
+
+def test_to_cpu_is_identity_and_repr():
+    panel = Panel.from_array(np.ones((2, 3)))
+    assert panel.to("cpu") is panel
+    assert panel.device == "cpu"
+    assert "2 contexts x 3 times" in repr(panel)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda df: df.iloc[0:0], "empty"),
+        (lambda df: df.drop(columns=["logins"]), "column 'logins' is missing"),
+        (lambda df: pd.concat([df, df.iloc[[1]]]), r"duplicate rows for context \('US', 'AS1'\) at 2024-01-01 01:00"),
+        (lambda df: df.assign(logins=["10", "x", 13, 5, 6]), r"non-numeric value 'x' for context \('US', 'AS1'\)"),
+        (lambda df: df.assign(logins=[10, 11, np.inf, 5, 6]), r"infinite value inf for context \('US', 'AS1'\)"),
+        (lambda df: df.assign(ts=["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 01:20", "2024-01-01 02:00", "2024-01-01 03:00"]),
+         r"column 'ts': timestamp 2024-01-01 01:20:00 for context \('US', 'AS1'\) fits no regular grid"),
+        (lambda df: df.assign(ts=["2024-01-01", "not a date", "2024-01-02", "2024-01-03", "2024-01-04"]), "column 'ts'"),
+    ],
+)
+def test_bad_input_names_column_context_and_value(mutate, message):
+    with pytest.raises(ValueError, match=message):
+        Panel.from_frame(mutate(_frame()), context=["country", "asn"], time="ts", value="logins")
+
+
+def test_constructor_rejects_bad_shapes_and_duplicates():
+    with pytest.raises(ValueError, match="2-D"):
+        Panel(np.ones(3), ["a"], pd.RangeIndex(3))
+    with pytest.raises(ValueError, match="shape"):
+        Panel(np.ones((2, 3)), ["a"], pd.RangeIndex(3))
+    with pytest.raises(ValueError, match="context 'a' appears more than once"):
+        Panel(np.ones((2, 3)), ["a", "a"], pd.RangeIndex(3))
+    with pytest.raises(ValueError, match="infinite value inf for context 'b'"):
+        Panel(np.array([[1.0, 2.0], [np.inf, 1.0]]), ["a", "b"], pd.RangeIndex(2))
+    with pytest.raises(ValueError, match="fill"):
+        Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="ffill")
