@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# GPU CI job: run on a machine with CUDA, CuPy and PyTorch (no network needed).
+#
+#   bash benchmarks/gpu_ci.sh [OUTPUT_DIR]
+#
+# 1. makes the checkout importable (editable install when pip can build offline, else PYTHONPATH);
+# 2. runs `pytest -m gpu` with TSANOMALY_REQUIRE_GPU=1: a broken CuPy or an invisible device
+#    FAILS the GPU tests instead of skipping them;
+# 3. runs the ASV suite against this environment (`asv run -E existing:same`, GPU cases included);
+# 4. runs benchmarks/compare.py for every detector;
+# and writes every log under OUTPUT_DIR (default benchmarks/results/gpu-ci-<date>).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results/gpu-ci-$(date -u +%Y%m%d)}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TSANOMALY_REQUIRE_GPU=1
+
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  python3 -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+} | tee "$out/environment.txt"
+
+status=0
+python3 -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/pytest-gpu.log" || status=1
+
+if python3 -c "import asv" 2>/dev/null; then
+  asv machine --yes >/dev/null
+  asv run -E existing:same --set-commit-hash "$(git rev-parse HEAD)" --show-stderr 2>&1 | tee "$out/asv.log" || status=1
+else
+  echo "asv is not installed: ASV suite not run" | tee "$out/asv.log"; status=1
+fi
+
+for detector in stl mp lstm; do
+  python3 benchmarks/compare.py "$detector" 2>&1 | tee "$out/compare-$detector.txt" || status=1
+done
+exit $status

@@ -1,0 +1,50 @@
+"""Shared test set-up: the `gpu` marker and the path of the real labelled data.
+
+Tests marked ``gpu`` are skipped where no CUDA device is visible, except under
+``TSANOMALY_REQUIRE_GPU=1`` (GPU CI, see ``benchmarks/gpu_ci.sh``), where a
+missing or broken CuPy/GPU fails them instead: GPU CI must not go green by
+skipping everything.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+#: The real labelled data sets (NAB, UCR, an sshd log), beside the repository; absent on users' machines.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_problem() -> str | None:
+    """None when CuPy sees a CUDA device, else why not."""
+    try:
+        import cupy
+    except Exception as exc:  # noqa: BLE001 - ImportError or a broken CUDA install
+        return f"CuPy is not usable: {exc}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # noqa: BLE001
+        return f"CuPy sees no CUDA runtime: {exc}"
+    return None if count > 0 else "no CUDA device is visible"
+
+
+def pytest_runtest_setup(item):
+    if "gpu" not in item.keywords:
+        return
+    problem = _gpu_problem()
+    if problem is None:
+        return
+    if os.environ.get("TSANOMALY_REQUIRE_GPU") == "1":
+        pytest.fail(f"GPU test under TSANOMALY_REQUIRE_GPU=1: {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data; skips the test when the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real labelled data not found at {SHARED_DATA}")
+    return SHARED_DATA
