@@ -115,3 +115,16 @@ def test_import_needs_neither_cupy_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "cpu"
+
+
+def test_pot_threshold_is_an_option_of_every_detector():
+    rng = np.random.default_rng(5)
+    x = rng.standard_t(df=4, size=(30, 600))
+    det = RollingZScoreDetector(window=20, seasonal_period=None, threshold="pot", contamination=0.001).fit(x)
+    quantile = RollingZScoreDetector(window=20, seasonal_period=None, contamination=0.001).fit(x)
+    assert np.isfinite(det.global_threshold_)
+    # Both estimate the same 0.999 quantile of the training scores; POT extrapolates a fitted tail.
+    assert 0.5 * quantile.global_threshold_ < det.global_threshold_ < 2.0 * quantile.global_threshold_
+    per_ctx = RollingZScoreDetector(window=20, seasonal_period=None, threshold="pot", per_context=True).fit(x)
+    assert per_ctx.threshold_.shape == (30,) and np.isfinite(per_ctx.threshold_).all()
+    assert len(set(np.round(per_ctx.threshold_, 9))) > 1

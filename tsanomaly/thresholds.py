@@ -44,13 +44,9 @@ def validate_threshold_params(threshold, contamination, per_context) -> None:
         raise ValueError(f"per_context must be True or False, got {per_context!r}")
 
 
-def _tail_threshold(scores: np.ndarray, method: str, contamination: float) -> float:
-    """One threshold from a 1-D array of finite scores."""
-    if method == "quantile":
-        return float(np.quantile(scores, 1.0 - contamination))
-    from tsanomaly.pot import pot_threshold
-
-    return float(pot_threshold(scores, risk=contamination))
+def _pot_initial_quantile(contamination: float) -> float:
+    """POT's initial (high) quantile: 0.98, lowered so the tail still holds twice the target risk."""
+    return min(0.98, 1.0 - 2.0 * contamination)
 
 
 def calibrate(train_scores, threshold="quantile", contamination=0.001, per_context=False):
@@ -59,7 +55,8 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
     Parameters
     ----------
     train_scores : array, shape (n_contexts, n_times)
-        Scores of the training data (higher = more anomalous); NaN is ignored.
+        Scores of the training data (higher = more anomalous); NaN and
+        infinite scores are ignored.
     threshold : {"quantile", "pot"} or float
         Calibration rule, or a fixed threshold.
     contamination : float
@@ -78,18 +75,34 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         training score is finite.
     """
     validate_threshold_params(threshold, contamination, per_context)
-    scores = backend.to_numpy(train_scores).astype(np.float64, copy=False)
+    scores = backend.to_numpy(train_scores).astype(np.float64, copy=True)
+    scores[~np.isfinite(scores)] = np.nan
     n_contexts = scores.shape[0]
     if not isinstance(threshold, str):
         value = float(threshold)
         return np.full(n_contexts, value), value
 
     finite = scores[np.isfinite(scores)]
-    global_value = _tail_threshold(finite, threshold, contamination) if finite.size else np.inf
+    if finite.size == 0:
+        return np.full(n_contexts, np.inf), float(np.inf)
+    if threshold == "quantile":
+        global_value = float(np.quantile(finite, 1.0 - contamination))
+    else:
+        from tsanomaly.pot import pot_threshold
+
+        global_value = float(pot_threshold(finite, risk=contamination, initial_quantile=_pot_initial_quantile(contamination)))
     thresholds = np.full(n_contexts, global_value)
     if per_context:
-        for row in range(n_contexts):
-            row_scores = scores[row][np.isfinite(scores[row])]
-            if row_scores.size >= MIN_SCORES_PER_CONTEXT:
-                thresholds[row] = _tail_threshold(row_scores, threshold, contamination)
-    return thresholds, float(global_value)
+        enough = np.isfinite(scores).sum(axis=1) >= MIN_SCORES_PER_CONTEXT
+        if enough.any():
+            if threshold == "quantile":
+                own = np.nanquantile(scores[enough], 1.0 - contamination, axis=1)
+            else:
+                from tsanomaly.pot import pot_thresholds
+
+                # Contexts with too few excesses fall back to their own quantile (pot_thresholds).
+                own = pot_thresholds(
+                    scores[enough], risk=contamination, initial_quantile=_pot_initial_quantile(contamination)
+                ).thresholds
+            thresholds[enough] = own
+    return thresholds, global_value

@@ -1,0 +1,146 @@
+"""Peaks-over-threshold calibration: known tails, scipy's GPD fit, fallback and NaN handling."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from tsanomaly.pot import fit_gpd, pot_fit, pot_threshold, pot_thresholds
+
+
+def _gpd_quantile(c, scale, risk):
+    """Score exceeded with probability ``risk`` under GPD(c, scale) (exponential when c = 0)."""
+    return -scale * np.log(risk) if c == 0 else scale * (risk ** (-c) - 1) / c
+
+
+@pytest.mark.parametrize(
+    "c, rel_tol",
+    [
+        (0.0, 0.05),  # exponential: true quantile at 1 - 1e-4 is log(1e4) = 9.21
+        (0.2, 0.10),  # heavy tail: (1e4 ** 0.2 - 1) / 0.2 = 26.5
+        (-0.3, 0.03),  # bounded tail (end point 3.33): (1 - 1e-4 ** 0.3) / 0.3 = 3.12
+    ],
+)
+def test_pot_threshold_recovers_the_true_quantile(c, rel_tol):
+    rng = np.random.default_rng(42)
+    scores = stats.genpareto.rvs(c, scale=1.0, size=200_000, random_state=rng)
+    truth = _gpd_quantile(c, 1.0, 1e-4)
+    # the empirical 1 - 1e-4 quantile rests on 20 points; POT extrapolates from 4000 excesses
+    assert pot_threshold(scores, risk=1e-4) == pytest.approx(truth, rel=rel_tol)
+
+
+def test_pot_extrapolates_beyond_the_sample():
+    # 20 000 exponential scores, risk 1e-6: the true quantile log(1e6) = 13.8 lies far beyond the
+    # sample maximum (about log(20 000) = 9.9), which the quantile rule cannot exceed
+    rng = np.random.default_rng(3)
+    scores = rng.exponential(1.0, 20_000)
+    z = pot_threshold(scores, risk=1e-6)
+    assert z > scores.max()
+    assert z == pytest.approx(np.log(1e6), rel=0.15)
+
+
+@pytest.mark.parametrize("c", [-0.4, -0.1, 0.0, 0.15, 0.5])
+def test_fit_gpd_likelihood_is_at_least_scipys(c):
+    rng = np.random.default_rng(int(100 * (c + 1)))
+    y = stats.genpareto.rvs(c, scale=2.0, size=3000, random_state=rng)
+    gamma, sigma = fit_gpd(y)
+    c_ref, _, scale_ref = stats.genpareto.fit(y, floc=0)
+    ours = stats.genpareto.logpdf(y, gamma, 0, sigma).sum()
+    ref = stats.genpareto.logpdf(y, c_ref, 0, scale_ref).sum()
+    assert ours >= ref - 1e-6 * abs(ref)
+    assert gamma == pytest.approx(c_ref, abs=2e-3)
+    assert sigma == pytest.approx(scale_ref, rel=2e-3)
+
+
+def test_fit_gpd_is_scale_equivariant():
+    rng = np.random.default_rng(5)
+    y = stats.genpareto.rvs(0.25, scale=1.0, size=2000, random_state=rng)
+    g1, s1 = fit_gpd(y)
+    g2, s2 = fit_gpd(1000.0 * y)
+    assert g2 == pytest.approx(g1, abs=1e-6)
+    assert s2 == pytest.approx(1000.0 * s1, rel=1e-6)
+
+
+def test_fit_gpd_rejects_bad_excesses():
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_gpd([1.0])
+    with pytest.raises(ValueError, match="> 0"):
+        fit_gpd([1.0, 0.0, 2.0])
+
+
+def test_pot_fit_reports_its_parts():
+    rng = np.random.default_rng(11)
+    scores = rng.exponential(2.0, 50_000)
+    fit = pot_fit(scores, risk=1e-4, initial_quantile=0.98)
+    assert not fit.fallback
+    assert fit.n_obs == 50_000
+    assert fit.n_excesses == 1000  # 2% of 50 000 lie strictly above the 0.98 quantile
+    assert fit.initial_threshold == pytest.approx(np.quantile(scores, 0.98))
+    assert fit.sigma == pytest.approx(2.0, rel=0.1)  # memoryless: excesses are Exp(scale 2)
+    assert abs(fit.gamma) < 0.1
+
+
+def test_nan_scores_are_ignored():
+    rng = np.random.default_rng(8)
+    scores = rng.exponential(1.0, 30_000)
+    with_nan = np.concatenate([scores, np.full(5000, np.nan)])
+    rng.shuffle(with_nan)
+    # same scores in another order: equal up to the root finder's tolerance
+    assert pot_threshold(with_nan) == pytest.approx(pot_threshold(scores), rel=1e-8)
+
+
+def test_per_context_thresholds_and_fallback():
+    rng = np.random.default_rng(9)
+    n = 5000
+    x = np.full((4, n), np.nan)
+    x[0] = rng.exponential(1.0, n)  # enough excesses: GPD fit
+    x[1, :30] = rng.normal(size=30)  # 30 finite scores: at most 1 excess over the 0.98 quantile
+    # row 2: all NaN -> no threshold
+    x[3] = 7.0  # constant: no score strictly above the 0.98 quantile
+    thresholds, fallback = pot_thresholds(x, risk=1e-3)
+    assert fallback.tolist() == [False, True, True, True]
+    assert thresholds[0] == pytest.approx(pot_threshold(x[0], risk=1e-3))
+    assert thresholds[1] == pytest.approx(np.quantile(x[1, :30], 1 - 1e-3))
+    assert np.isnan(thresholds[2])
+    assert thresholds[3] == 7.0
+
+
+def test_per_context_rows_are_calibrated_separately():
+    rng = np.random.default_rng(10)
+    x = np.vstack([rng.exponential(1.0, 20_000), 10.0 * rng.exponential(1.0, 20_000)])
+    x[1, ::7] = np.nan
+    thresholds, fallback = pot_thresholds(x, risk=1e-4)
+    assert not fallback.any()
+    assert thresholds[0] == pytest.approx(np.log(1e4), rel=0.1)
+    assert thresholds[1] == pytest.approx(10 * np.log(1e4), rel=0.1)
+    assert thresholds[1] == pytest.approx(pot_threshold(x[1][~np.isnan(x[1])], risk=1e-4))
+
+
+def test_global_fallback_warns_and_uses_the_quantile():
+    scores = np.arange(100.0)  # 2 excesses over the 0.98 quantile < min_excesses=10
+    with pytest.warns(RuntimeWarning, match="fell back"):
+        z = pot_threshold(scores, risk=1e-3)
+    assert z == pytest.approx(np.quantile(scores, 1 - 1e-3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"risk": 0.05}, "smaller than 1 - initial_quantile"),
+        ({"risk": 0.0}, "risk"),
+        ({"initial_quantile": 1.0}, "initial_quantile"),
+        ({"min_excesses": 1}, "min_excesses"),
+    ],
+)
+def test_bad_parameters_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pot_threshold(np.arange(1000.0), **kwargs)
+
+
+def test_bad_scores_raise():
+    with pytest.raises(ValueError, match="infinite"):
+        pot_threshold(np.array([1.0, np.inf, 2.0]))
+    with pytest.raises(ValueError, match="no finite"):
+        pot_threshold(np.full(10, np.nan))
+    with pytest.raises(ValueError, match="2-D"):
+        pot_thresholds(np.arange(10.0))
+    with pytest.raises(ValueError, match="row 1"):
+        pot_thresholds(np.array([[1.0, 2.0], [np.inf, 1.0]]))

@@ -1,0 +1,245 @@
+"""NAB and UCR readers on tiny fixture files, and on two real files of each set when present."""
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tsanomaly import Panel
+from tsanomaly.datasets.nab import LabelledSeries, read_nab
+from tsanomaly.datasets.ucr import read_ucr
+from tsanomaly.metrics import nab_corpus_score, ucr_correct
+
+SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
+
+
+# ------------------------------------------------------------------------------------------
+# NAB fixture
+# ------------------------------------------------------------------------------------------
+# 18 rows on a 5-minute grid from 00:00 to 01:30 (19 grid points): 00:15 and 00:20 are missing,
+# 00:30 appears twice, and 00:36 is a jittered 00:35.
+TOY_TIMES = ["00:00", "00:05", "00:10", "00:25", "00:30", "00:30", "00:36", "00:40", "00:45",
+             "00:50", "00:55", "01:00", "01:05", "01:10", "01:15", "01:20", "01:25", "01:30"]
+TOY_WINDOW = ["2024-01-01 00:36:00.000000", "2024-01-01 00:50:00.000000"]  # rows 6..9
+
+
+def _write_nab(root: Path, extra_label=None, unsorted=False):
+    (root / "data" / "catA").mkdir(parents=True)
+    (root / "data" / "catB").mkdir(parents=True)
+    (root / "labels").mkdir()
+    times = list(TOY_TIMES)
+    if unsorted:
+        times[1], times[2] = times[2], times[1]
+    toy = pd.DataFrame({"timestamp": ["2024-01-01 " + t + ":00" for t in times],
+                        "value": np.arange(1.0, 19.0)})
+    toy.to_csv(root / "data" / "catA" / "toy.csv", index=False)
+    hours = pd.date_range("2024-02-01", periods=4, freq="h").strftime("%Y-%m-%d %H:%M:%S")
+    flat = pd.DataFrame({"timestamp": hours, "value": [1.0, 1.0, 2.0, 1.0]})
+    flat.to_csv(root / "data" / "catB" / "flat.csv", index=False)
+    labels = {"catA/toy.csv": [TOY_WINDOW], "catB/flat.csv": []}
+    if extra_label is not None:
+        labels.update(extra_label)
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(labels))
+    return root
+
+
+def test_read_nab_puts_rows_on_the_regular_grid(tmp_path):
+    series = read_nab(_write_nab(tmp_path))
+    assert [s.name for s in series] == ["catA/toy", "catB/flat"]
+    toy = series[0]
+    assert isinstance(toy, LabelledSeries) and isinstance(toy.panel, Panel)
+    assert toy.panel.shape == (1, 19)
+    assert list(toy.panel.contexts) == ["catA/toy"]
+    assert toy.panel.index.freq == pd.Timedelta("5min")
+    assert toy.panel.index[0] == pd.Timestamp("2024-01-01 00:00")
+    # grid point:  0  1  2   3    4   5   6     7  8 ... 18
+    # rows:        0  1  2   -    -   3   4,5   6  7 ... 17    (values are row + 1)
+    expected = np.array([1, 2, 3, np.nan, np.nan, 4, 5.5] + list(range(7, 19)), dtype=float)
+    np.testing.assert_array_equal(toy.values, expected)
+    np.testing.assert_array_equal(toy.rows, [0, 1, 2, 5, 6, 6] + list(range(7, 19)))
+    # window 00:36..00:50 holds rows 6..9, which sit on grid points 7..10
+    assert toy.row_windows == [(6, 9)]
+    assert toy.windows == [(7, 10)]
+    np.testing.assert_array_equal(np.flatnonzero(toy.labels), [7, 8, 9, 10])
+    # probationary period: floor(0.15 * 18 rows) = 2 rows -> scoring starts at row 2 = grid point 2
+    assert toy.train_end == 2
+    flat = series[1]
+    assert flat.windows == [] and not flat.labels.any()
+    assert flat.panel.index.freq == pd.Timedelta("1h")
+
+
+def test_read_nab_rows_grid_keeps_the_file_as_is(tmp_path):
+    toy = read_nab(_write_nab(tmp_path), files=["catA/toy"], grid="rows")[0]
+    assert toy.panel.shape == (1, 18)
+    assert isinstance(toy.panel.index, pd.RangeIndex)
+    np.testing.assert_array_equal(toy.values, np.arange(1.0, 19.0))
+    assert toy.windows == toy.row_windows == [(6, 9)]
+    assert toy.train_end == 2
+
+
+def test_nab_file_of_a_record_scores_the_source_rows(tmp_path):
+    series = read_nab(_write_nab(tmp_path))
+    # scores high exactly on the labelled grid points: a perfect detector
+    files = [s.nab_file(s.labels.astype(float)) for s in series]
+    assert files[0].scores.shape == (18,)  # one score per row of the file
+    assert nab_corpus_score(files).score == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="shape"):
+        series[0].nab_file(np.zeros(18))
+
+
+def test_read_nab_files_and_limit(tmp_path):
+    root = _write_nab(tmp_path)
+    assert [s.name for s in read_nab(root, files=["flat"])] == ["catB/flat"]
+    assert [s.name for s in read_nab(root, files=["catB/flat.csv", "catA/toy"])] == ["catB/flat", "catA/toy"]
+    assert [s.name for s in read_nab(root, limit=1)] == ["catA/toy"]
+    with pytest.raises(ValueError, match="no file named 'nope'"):
+        read_nab(root, files=["nope"])
+    with pytest.raises(ValueError, match="limit"):
+        read_nab(root, limit=0)
+    with pytest.raises(ValueError, match="grid"):
+        read_nab(root, grid="hourly")
+
+
+def test_read_nab_rejects_bad_folders_and_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data"):
+        read_nab(tmp_path)
+    root = _write_nab(tmp_path / "a")
+    (root / "data" / "catB" / "orphan.csv").write_text("timestamp,value\n2024-01-01 00:00:00,1\n")
+    with pytest.raises(ValueError, match="catB/orphan.csv has no entry"):
+        read_nab(root)
+    with pytest.raises(ValueError, match="not sorted"):
+        read_nab(_write_nab(tmp_path / "b", unsorted=True))
+    root = _write_nab(tmp_path / "c", extra_label={"catB/flat.csv": [["2030-01-01", "2030-01-02"]]})
+    with pytest.raises(ValueError, match="covers no row"):
+        read_nab(root, files=["flat"])
+
+
+# ------------------------------------------------------------------------------------------
+# UCR fixture
+# ------------------------------------------------------------------------------------------
+def _write_ucr(root: Path, labels_csv: str | None = None, extra: dict | None = None):
+    (root / "data").mkdir(parents=True)
+    # 001: 30 values, one per line, gzipped; trainEnd 10, anomaly 15..17 (1-based)
+    with gzip.open(root / "data" / "001_UCR_Anomaly_toy_10_15_17.txt.gz", "wt") as fh:
+        fh.write("\n".join(f"{v:.1f}" for v in np.arange(30.0)) + "\n")
+    # 002: 12 values on one line, plain text; trainEnd 5, anomaly 8..8
+    (root / "data" / "002_UCR_Anomaly_oneline_5_8_8.txt").write_text(
+        "  ".join(str(v) for v in np.linspace(0, 1.1, 12)) + "\n"
+    )
+    for name, text in (extra or {}).items():
+        (root / "data" / name).write_text(text)
+    if labels_csv is not None:
+        (root / "labels.csv").write_text(labels_csv)
+    return root
+
+
+UCR_LABELS = (
+    "file,id,name,train_end,anomaly_start,anomaly_end,length\n"
+    "001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,30\n"
+    "002_UCR_Anomaly_oneline_5_8_8.txt,002,oneline,5,8,8,12\n"
+)
+
+
+@pytest.mark.parametrize("labels_csv", [None, UCR_LABELS], ids=["from-names", "from-labels-csv"])
+def test_read_ucr_converts_to_zero_based_positions(tmp_path, labels_csv):
+    series = read_ucr(_write_ucr(tmp_path, labels_csv))
+    assert [s.name for s in series] == ["001_UCR_Anomaly_toy_10_15_17", "002_UCR_Anomaly_oneline_5_8_8"]
+    toy, line = series
+    assert toy.panel.shape == (1, 30)
+    assert isinstance(toy.panel.index, pd.RangeIndex)
+    np.testing.assert_array_equal(toy.values, np.arange(30.0))
+    # 1-based inclusive 15..17 -> 0-based 14..16; points 1..10 (1-based) -> 0..9 are training
+    assert toy.windows == [(14, 16)]
+    np.testing.assert_array_equal(np.flatnonzero(toy.labels), [14, 15, 16])
+    assert toy.train_end == 10
+    np.testing.assert_array_equal(toy.rows, np.arange(30))
+    assert line.panel.shape == (1, 12)
+    np.testing.assert_allclose(line.values, np.linspace(0, 1.1, 12))
+    assert line.windows == [(7, 7)] and line.train_end == 5
+
+
+def test_read_ucr_files_and_limit(tmp_path):
+    root = _write_ucr(tmp_path)
+    assert [s.name for s in read_ucr(root, files=["002"])] == ["002_UCR_Anomaly_oneline_5_8_8"]
+    assert [s.name for s in read_ucr(root, files=[1])] == ["001_UCR_Anomaly_toy_10_15_17"]
+    assert len(read_ucr(root, files=["001_UCR_Anomaly_toy_10_15_17"])) == 1
+    assert len(read_ucr(root, limit=1)) == 1
+    with pytest.raises(ValueError, match="no file named"):
+        read_ucr(root, files=["003"])
+
+
+def test_read_ucr_rejects_inconsistent_labels(tmp_path):
+    wrong_length = UCR_LABELS.replace(",30\n", ",31\n")
+    with pytest.raises(ValueError, match="length 31"):
+        read_ucr(_write_ucr(tmp_path / "a", wrong_length))
+    wrong_field = UCR_LABELS.replace("toy,10,15,17", "toy,10,16,17")
+    with pytest.raises(ValueError, match="anomaly_start=16"):
+        read_ucr(_write_ucr(tmp_path / "b", wrong_field))
+    # an anomaly inside the training part
+    root = _write_ucr(tmp_path / "c", extra={"003_UCR_Anomaly_bad_10_5_6.txt": "1\n" * 20})
+    with pytest.raises(ValueError, match="train_end"):
+        read_ucr(root, files=["003"])
+    root = _write_ucr(tmp_path / "d", extra={"004_UCR_Anomaly_text_2_3_3.txt": "1\n2\nx\n4\n"})
+    with pytest.raises(ValueError, match="not a list of numbers"):
+        read_ucr(root, files=["004"])
+    with pytest.raises(FileNotFoundError):
+        read_ucr(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------
+# real data (CI has it at ../shared/data; skipped elsewhere)
+# ------------------------------------------------------------------------------------------
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no labelled data at {SHARED_DATA}")
+
+
+@needs_data
+def test_read_nab_real_files():
+    root = SHARED_DATA / "nab"
+    names = ["artificialWithAnomaly/art_daily_jumpsup", "realAdExchange/exchange-2_cpc_results"]
+    series = read_nab(root, files=names)
+    windows = json.loads((root / "labels" / "combined_windows.json").read_text())
+    for s, name in zip(series, names):
+        frame = pd.read_csv(root / "data" / (name + ".csv"), parse_dates=["timestamp"])
+        ts = pd.DatetimeIndex(frame["timestamp"])
+        n_rows = len(frame)
+        assert s.rows.shape == (n_rows,)
+        assert np.all(np.diff(s.rows) >= 0)
+        # every row's value is found at its grid point (rows alone on their point)
+        alone = np.bincount(s.rows)[s.rows] == 1
+        np.testing.assert_allclose(s.values[s.rows[alone]], frame["value"].to_numpy()[alone])
+        # the grid timestamps of the rows are the rows' timestamps (to within half a step)
+        step = s.panel.index.freq
+        assert np.all(np.abs(s.panel.index[s.rows] - ts) <= pd.Timedelta(step) / 2)
+        # windows: the rows inside each labelled [start, end]
+        expected_rows = [
+            (int(np.flatnonzero(ts >= pd.Timestamp(a))[0]), int(np.flatnonzero(ts <= pd.Timestamp(b))[-1]))
+            for a, b in windows[name + ".csv"]
+        ]
+        assert s.row_windows == expected_rows
+        assert s.train_end == s.rows[min(int(0.15 * n_rows), 750)]
+    jumpsup, exchange = series
+    assert jumpsup.panel.shape == (1, 4032) and jumpsup.train_end == 604  # floor(0.15 * 4032)
+    assert exchange.panel.index.freq == pd.Timedelta("1h")
+    assert np.isnan(exchange.values).sum() > 0  # the file has gaps
+    # labels used as scores: a perfect NAB detector
+    assert nab_corpus_score([s.nab_file(s.labels.astype(float)) for s in series]).score == pytest.approx(100)
+
+
+@needs_data
+def test_read_ucr_real_files():
+    root = SHARED_DATA / "ucr"
+    table = pd.read_csv(root / "labels.csv", dtype={"id": str}).set_index("id")
+    series = read_ucr(root, files=["005", "205"])  # 205 holds all its values on one line
+    assert len(series) == 2
+    for s, file_id in zip(series, ["005", "205"]):
+        row = table.loc[file_id]
+        assert s.name == row["file"].removesuffix(".txt.gz")
+        assert s.panel.shape == (1, row["length"])
+        assert s.train_end == row["train_end"]
+        assert s.windows == [(row["anomaly_start"] - 1, row["anomaly_end"] - 1)]
+        assert s.labels.sum() == row["anomaly_end"] - row["anomaly_start"] + 1
+        assert np.isfinite(s.values).all()
+        start, end = s.windows[0]
+        assert ucr_correct(s.labels.astype(float), s.train_end, start, end)

@@ -1,0 +1,255 @@
+"""Reader for the Numenta Anomaly Benchmark (NAB) and the labelled-series record shared with UCR.
+
+NAB: Lavin & Ahmad, "Evaluating Real-time Anomaly Detection Algorithms -- the Numenta Anomaly
+Benchmark", ICMLA 2015; data and labels from github.com/numenta/NAB (MIT licence). The folder
+layout expected is NAB's own::
+
+    <path>/data/<category>/<name>.csv          columns timestamp,value
+    <path>/labels/combined_windows.json        {"<category>/<name>.csv": [[start, end], ...]}
+
+NAB and UCR series have different lengths and time grids, so a reader returns a **list of
+records, one single-context Panel each** (:class:`LabelledSeries`), rather than one Panel.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly.panel import Panel
+
+__all__ = ["LabelledSeries", "read_nab"]
+
+NAB_PROBATIONARY_PERCENT = 0.15
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledSeries:
+    """One labelled benchmark series: a single-context Panel and its ground truth.
+
+    Attributes
+    ----------
+    name : str
+        The series' name, also the Panel's only context label (NAB: ``"<category>/<file>"``
+        without ``.csv``; UCR: the file name without ``.txt.gz``).
+    panel : Panel
+        Shape (1, n_times), on the host. NaN marks grid points with no observation.
+    labels : ndarray of bool, shape (n_times,)
+        True inside the anomaly windows.
+    windows : list of (int, int)
+        Anomaly windows as inclusive 0-based positions on the Panel's grid.
+    train_end : int
+        Grid positions ``< train_end`` are the training part: UCR's anomaly-free prefix, NAB's
+        probationary period (the first 15% of the file's rows, at most 750). Fit on
+        ``panel.values[:, :train_end]``, score the rest.
+    rows : ndarray of int, shape (n_rows,)
+        Grid position of each row of the source file (the identity when the grid is the
+        file's rows). Several rows can share a grid point when their timestamps round to it.
+    row_windows : list of (int, int)
+        The windows as inclusive row numbers of the source file -- the frame NAB scores in.
+    """
+
+    name: str
+    panel: Panel
+    labels: np.ndarray
+    windows: list
+    train_end: int
+    rows: np.ndarray
+    row_windows: list
+
+    @property
+    def values(self) -> np.ndarray:
+        """The series as a 1-D float array, shape (n_times,)."""
+        return np.asarray(self.panel.values[0])
+
+    def nab_file(self, scores, probationary_percent: float = NAB_PROBATIONARY_PERCENT):
+        """Prepare this series' scores for :func:`tsanomaly.metrics.nab_corpus_score`.
+
+        NAB scores the rows of the source file, so grid scores are read back at each row's
+        grid point (``scores[rows]``) and scored against ``row_windows``.
+
+        Parameters
+        ----------
+        scores : array-like, shape (n_times,) or (1, n_times), or a one-context Panel
+            Scores on this record's grid, higher = more anomalous.
+        probationary_percent : float, default 0.15
+
+        Returns
+        -------
+        tsanomaly.metrics.NABFile
+        """
+        from tsanomaly.metrics import nab_file
+
+        if isinstance(scores, Panel):
+            scores = scores.to("cpu").values
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim == 2 and s.shape[0] == 1:
+            s = s[0]
+        if s.shape != (self.panel.n_times,):
+            raise ValueError(
+                f"scores of {self.name!r} must have shape ({self.panel.n_times},), got {s.shape}"
+            )
+        return nab_file(s[self.rows], self.row_windows, probationary_percent=probationary_percent)
+
+
+def _select(keys: list[str], files, limit, aliases) -> list[str]:
+    """Keys picked by ``files`` (names resolved through ``aliases``) then cut to ``limit``."""
+    if files is not None:
+        if isinstance(files, (str, bytes, int)):
+            files = [files]
+        chosen = []
+        for item in files:
+            key = aliases(str(item))
+            if key is None:
+                shown = ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+                raise ValueError(f"no file named {item!r} in the data set (available: {shown})")
+            chosen.append(key)
+        keys = list(dict.fromkeys(chosen))
+    if limit is not None:
+        if int(limit) != limit or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        keys = keys[: int(limit)]
+    return keys
+
+
+def _row_windows(ts: pd.DatetimeIndex, windows, key: str) -> list[tuple[int, int]]:
+    out = []
+    for pair in windows:
+        if len(pair) != 2:
+            raise ValueError(f"{key}: a window must be [start, end], got {pair!r}")
+        start, end = pd.Timestamp(pair[0]), pd.Timestamp(pair[1])
+        i = int(ts.searchsorted(start, side="left"))
+        j = int(ts.searchsorted(end, side="right")) - 1
+        if j < i:
+            raise ValueError(f"{key}: window [{pair[0]}, {pair[1]}] covers no row of the file")
+        out.append((i, j))
+    out.sort()
+    for (_, e0), (s1, _) in zip(out, out[1:]):
+        if s1 <= e0:
+            raise ValueError(f"{key}: anomaly windows overlap")
+    return out
+
+
+def _time_grid(ts: pd.DatetimeIndex, values: np.ndarray, key: str):
+    """Values on the regular grid of the file's most common step (nearest grid point)."""
+    ts = ts.as_unit("ns")
+    steps = np.diff(ts.asi8)
+    steps = steps[steps > 0]
+    if steps.shape[0] == 0:
+        raise ValueError(f"{key}: needs at least two distinct timestamps to find the grid step")
+    uniq, counts = np.unique(steps, return_counts=True)
+    step = int(uniq[np.argmax(counts)])  # most common step; the smallest on ties
+    offsets = ts.asi8 - ts.asi8[0]
+    rows = np.floor(offsets / step + 0.5).astype(np.int64)
+    n_grid = int(rows[-1]) + 1
+    total = np.bincount(rows, weights=np.nan_to_num(values), minlength=n_grid)
+    count = np.bincount(rows, weights=~np.isnan(values), minlength=n_grid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid_values = np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
+    index = pd.date_range(ts[0], periods=n_grid, freq=pd.Timedelta(step, unit="ns"), unit="ns")
+    return grid_values, index, rows
+
+
+def read_nab(
+    path, files: Iterable[str] | None = None, limit: int | None = None, grid: str = "time"
+) -> list[LabelledSeries]:
+    """Read NAB series with their anomaly windows.
+
+    Returns one :class:`LabelledSeries` per data file (series differ in length and step, so
+    they are not stacked into one Panel), in sorted order of ``"<category>/<file>"``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The NAB folder holding ``data/`` and ``labels/combined_windows.json``.
+    files : iterable of str, optional
+        Subset to read, each ``"<category>/<file>.csv"``, the same without ``.csv``, or a bare
+        file name when it is unique.
+    limit : int, optional
+        Read at most this many files (after ``files``).
+    grid : {"time", "rows"}, default "time"
+        ``"time"``: a regular DatetimeIndex whose step is the file's most common timestamp
+        difference; each row goes to the nearest grid point, rows sharing a point are
+        averaged, grid points without rows are NaN (NAB's real-traffic files have many gaps
+        and jittered timestamps, so their grid can be several times longer than the file).
+        ``"rows"``: a RangeIndex over the file's rows, as NAB's own detectors see the data.
+
+    Returns
+    -------
+    list of LabelledSeries
+        ``windows`` and ``labels`` on the grid, ``row_windows`` on the file's rows (NAB's
+        scoring frame, see :meth:`LabelledSeries.nab_file`), ``train_end`` the end of the
+        probationary period: ``min(floor(0.15 * n_rows), 750)`` rows, as a grid position.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` lacks ``data/`` or the labels file.
+    ValueError
+        On an unknown file name, a file missing from the labels, bad columns, unsorted
+        timestamps, infinite values, or a window covering no row.
+
+    Examples
+    --------
+    >>> series = read_nab("../shared/data/nab", files=["realAdExchange/exchange-2_cpc_results"])  # doctest: +SKIP
+    >>> series[0].panel.shape, series[0].windows, series[0].train_end                          # doctest: +SKIP
+    """
+    if grid not in ("time", "rows"):
+        raise ValueError(f"grid must be 'time' or 'rows', got {grid!r}")
+    root = Path(path)
+    data_dir = root / "data"
+    labels_path = root / "labels" / "combined_windows.json"
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"no NAB data folder at {data_dir}")
+    if not labels_path.is_file():
+        raise FileNotFoundError(f"no NAB labels file at {labels_path}")
+    with open(labels_path) as fh:
+        all_windows = json.load(fh)
+    keys = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*.csv"))
+    by_base: dict[str, list[str]] = {}
+    for k in keys:
+        by_base.setdefault(k.rsplit("/", 1)[-1], []).append(k)
+
+    def alias(item: str):
+        item = item if item.endswith(".csv") else item + ".csv"
+        if item in keys:
+            return item
+        matches = by_base.get(item, [])
+        return matches[0] if len(matches) == 1 else None
+
+    out = []
+    for key in _select(keys, files, limit, alias):
+        if key not in all_windows:
+            raise ValueError(f"{key} has no entry in {labels_path}")
+        frame = pd.read_csv(data_dir / key)
+        missing = {"timestamp", "value"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"{key}: missing column(s) {sorted(missing)}; NAB files have timestamp,value")
+        if frame.shape[0] == 0:
+            raise ValueError(f"{key}: the file has no rows")
+        ts = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"])).as_unit("ns")
+        if not ts.is_monotonic_increasing:
+            raise ValueError(f"{key}: timestamps are not sorted")
+        values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isinf(values).any():
+            raise ValueError(f"{key}: infinite value at row {int(np.flatnonzero(np.isinf(values))[0])}")
+        row_windows = _row_windows(ts, all_windows[key], key)
+        n_rows = ts.shape[0]
+        if grid == "time":
+            grid_values, index, rows = _time_grid(ts, values, key)
+        else:
+            grid_values, index, rows = values, pd.RangeIndex(n_rows), np.arange(n_rows)
+        windows = [(int(rows[i]), int(rows[j])) for i, j in row_windows]
+        labels = np.zeros(index.shape[0], dtype=bool)
+        for a, b in windows:
+            labels[a : b + 1] = True
+        probation = int(min(np.floor(NAB_PROBATIONARY_PERCENT * n_rows), NAB_PROBATIONARY_PERCENT * 5000))
+        train_end = int(rows[probation]) if probation < n_rows else index.shape[0]
+        name = key[: -len(".csv")]
+        panel = Panel(grid_values[None, :], pd.Index([name]), index)
+        out.append(LabelledSeries(name, panel, labels, windows, train_end, rows, row_windows))
+    return out
