@@ -301,18 +301,8 @@ class BaseDetector:
         so loading a model file cannot run code.
         """
         self.check_fitted()
-        meta_state, arrays = {}, {}
-        for name, value in vars(self).items():
-            if not name.endswith("_") or name.startswith("_"):
-                continue
-            _encode_state(name, value, meta_state, arrays)
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": MODEL_FORMAT_VERSION,
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "params": _to_json(self.get_params()),
-            "state": meta_state,
-        }
+        arrays = {}
+        meta = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, **_encode_detector(self, "", arrays)}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
         path = Path(path)
@@ -338,10 +328,6 @@ def load(path, device: str | None = None) -> BaseDetector:
     BaseDetector
         A fitted detector whose scores equal those of the saved one.
     """
-    import importlib
-
-    from tsanomaly.detectors import DETECTOR_CLASSES
-
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("model.json"))
         arrays_bytes = archive.read("arrays.npz")
@@ -349,24 +335,12 @@ def load(path, device: str | None = None) -> BaseDetector:
         raise ValueError(f"{path} is not a tsanomaly model file (format {meta.get('format')!r})")
     if meta.get("version") != MODEL_FORMAT_VERSION:
         raise ValueError(f"{path}: model format version {meta.get('version')} is not supported")
-    # Only tsanomaly's own detector modules are ever imported, never a path the file names freely.
-    builtin = {f"{module}.{name}": module for module, name in DETECTOR_CLASSES.values()}
-    if meta.get("class") in builtin and meta["class"] not in _DETECTOR_REGISTRY:
-        importlib.import_module(builtin[meta["class"]])
-    cls = _DETECTOR_REGISTRY.get(meta.get("class"))
-    if cls is None:
-        raise ValueError(f"{path}: unknown detector class {meta['class']!r}")
-    params = dict(meta["params"])
-    if device is not None:
-        params["device"] = device
-    detector = cls(**params)
     with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as npz:
         arrays = {key: npz[key] for key in npz.files}
-    for name, encoded in meta["state"].items():
-        setattr(detector, name, _decode_state(encoded, arrays))
-    detector.device_ = backend.resolve_device(detector.device)
-    detector._restore()
-    return detector
+    try:
+        return _decode_detector(meta, arrays, device)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------- helpers
@@ -420,6 +394,8 @@ def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
 
 
 def _to_json(value):
+    if isinstance(value, BaseDetector):  # a nested detector parameter (an ensemble's members)
+        return {"__detector__": f"{type(value).__module__}.{type(value).__qualname__}", "params": _to_json(value.get_params())}
     if isinstance(value, dict):
         return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -429,15 +405,79 @@ def _to_json(value):
     return value
 
 
-def _encode_state(name, value, meta_state: dict, arrays: dict) -> None:
+def _fitted_attributes(detector) -> dict:
+    """The fitted state of a detector: public attributes whose names end with ``_``."""
+    return {name: value for name, value in vars(detector).items() if name.endswith("_") and not name.startswith("_")}
+
+
+def _encode_detector(detector: "BaseDetector", prefix: str, arrays: dict) -> dict:
+    """JSON description of a fitted detector; its arrays go into ``arrays`` under ``prefix``."""
+    state = {}
+    for name, value in _fitted_attributes(detector).items():
+        _encode_state(name, value, state, arrays, prefix)
+    return {
+        "class": f"{type(detector).__module__}.{type(detector).__qualname__}",
+        "params": _to_json(detector.get_params()),
+        "state": state,
+    }
+
+
+def _registered_class(qualified_name) -> type:
+    """A detector class by its qualified name; only tsanomaly's own detector modules are imported."""
+    import importlib
+
+    from tsanomaly.detectors import DETECTOR_CLASSES
+
+    # Never import a path the model file names freely: only the built-in detector modules.
+    builtin = {f"{module}.{name}": module for module, name in DETECTOR_CLASSES.values()}
+    if qualified_name in builtin and qualified_name not in _DETECTOR_REGISTRY:
+        importlib.import_module(builtin[qualified_name])
+    cls = _DETECTOR_REGISTRY.get(qualified_name)
+    if cls is None:
+        raise ValueError(f"unknown detector class {qualified_name!r}")
+    return cls
+
+
+def _decode_detector(encoded: dict, arrays: dict, device: str | None = None) -> "BaseDetector":
+    """Rebuild a fitted detector from :func:`_encode_detector`'s description (registered classes only)."""
+    cls = _registered_class(encoded.get("class"))
+    params = {name: _params_from_json(value) for name, value in encoded["params"].items()}
+    if device is not None:
+        params["device"] = device
+    detector = cls(**params)
+    for name, item in encoded["state"].items():
+        setattr(detector, name, _decode_state(item, arrays, device))
+    detector.device_ = backend.resolve_device(detector.device)
+    detector._restore()
+    return detector
+
+
+def _params_from_json(value):
+    """Inverse of :func:`_to_json` for parameters: rebuilds nested (unfitted) detectors."""
+    if isinstance(value, dict) and "__detector__" in value:
+        cls = _registered_class(value["__detector__"])
+        return cls(**{k: _params_from_json(v) for k, v in value["params"].items()})
+    if isinstance(value, list):
+        return [_params_from_json(v) for v in value]
+    return value
+
+
+def _encode_state(name, value, meta_state: dict, arrays: dict, prefix: str = "") -> None:
     """Put one fitted attribute into the JSON state or the array store (no pickle)."""
+    key_base = prefix + name
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, BaseDetector) for v in value):
+        meta_state[name] = {
+            "kind": "detectors",
+            "items": [_encode_detector(det, f"{key_base}/{k}/", arrays) for k, det in enumerate(value)],
+        }
+        return
     if backend.is_device_array(value):
         value = backend.to_numpy(value)
     if isinstance(value, pd.Index):
         frame = value.to_frame(index=False)
         columns = []
         for k, column in enumerate(frame.columns):
-            key = f"{name}/level{k}"
+            key = f"{key_base}/level{k}"
             data = frame[column].to_numpy()
             if data.dtype.kind not in "biufM":
                 data = data.astype(str)  # labels are restored as strings unless numeric
@@ -447,15 +487,15 @@ def _encode_state(name, value, meta_state: dict, arrays: dict) -> None:
     elif isinstance(value, np.ndarray):
         if value.dtype == object:
             raise TypeError(f"fitted attribute {name} is an object array; store numbers or strings")
-        arrays[name] = value
-        meta_state[name] = {"kind": "array", "key": name}
+        arrays[key_base] = value
+        meta_state[name] = {"kind": "array", "key": key_base}
     elif isinstance(value, dict) and value and all(
         isinstance(v, np.ndarray) or backend.is_device_array(v) for v in value.values()
     ):
         keys = {}
         for key, item in value.items():
-            arrays[f"{name}/{key}"] = backend.to_numpy(item)
-            keys[str(key)] = f"{name}/{key}"
+            arrays[f"{key_base}/{key}"] = backend.to_numpy(item)
+            keys[str(key)] = f"{key_base}/{key}"
         meta_state[name] = {"kind": "array_dict", "keys": keys}
     else:
         encoded = _to_json(value)
@@ -469,8 +509,10 @@ def _encode_state(name, value, meta_state: dict, arrays: dict) -> None:
         meta_state[name] = {"kind": "json", "value": encoded}
 
 
-def _decode_state(encoded: dict, arrays: dict):
+def _decode_state(encoded: dict, arrays: dict, device: str | None = None):
     kind = encoded["kind"]
+    if kind == "detectors":
+        return [_decode_detector(item, arrays, device) for item in encoded["items"]]
     if kind == "array":
         return arrays[encoded["key"]]
     if kind == "array_dict":

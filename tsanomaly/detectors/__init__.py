@@ -18,11 +18,12 @@ DETECTOR_CLASSES = {
     "stl": ("tsanomaly.detectors.stl", "STLDetector"),
     "mp": ("tsanomaly.detectors.matrix_profile", "MatrixProfileDetector"),
     "lstm": ("tsanomaly.detectors.lstm_ae", "LSTMAutoencoderDetector"),
+    "ensemble": ("tsanomaly.detectors.ensemble", "EnsembleDetector"),
 }
 
 
 def detector_class(name: str) -> type:
-    """The detector class for a short name (``"baseline"``, ``"stl"``, ``"mp"``, ``"lstm"``)."""
+    """The detector class for a short name (``"baseline"``, ``"stl"``, ``"mp"``, ``"lstm"``, ``"ensemble"``)."""
     if name not in DETECTOR_CLASSES:
         raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTOR_CLASSES)}")
     module, cls = DETECTOR_CLASSES[name]

@@ -1,0 +1,128 @@
+"""EnsembleDetector: several detectors' scores, made comparable and averaged.
+
+Each detector speaks its own units (a robust z-score, a normalised distance,
+a standardised reconstruction error). The ensemble maps every member's score
+onto a common scale learnt from the training scores, then averages:
+
+- ``combine="rank"``: a member's score becomes its empirical CDF value among
+  that member's training scores (in [0, 1]); the ensemble score is the mean.
+- ``combine="zmean"``: a member's score becomes a robust z-score against its
+  training scores (median, MAD); the ensemble score is the mean.
+
+Members score each context independently, and so does the ensemble.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from tsanomaly import backend
+from tsanomaly.base import BaseDetector
+from tsanomaly.detectors.baseline import MAD_TO_SIGMA
+from tsanomaly.panel import Panel
+
+__all__ = ["EnsembleDetector"]
+
+# Training-score quantiles kept per member for the rank mapping.
+_N_QUANTILES = 1001
+
+
+def _clone(detector: BaseDetector) -> BaseDetector:
+    """An unfitted copy with the same parameters."""
+    return type(detector)(**detector.get_params())
+
+
+class EnsembleDetector(BaseDetector):
+    """Average of several detectors' calibrated scores.
+
+    Parameters
+    ----------
+    detectors : list of BaseDetector
+        The members (unfitted; each is cloned at fit). Default: the rolling
+        z-score baseline alone.
+    combine : {"rank", "zmean"}, default "rank"
+        How members' scores are put on one scale before averaging (see module docstring).
+    threshold, contamination, per_context, device
+        See :class:`tsanomaly.base.BaseDetector`; ``device`` is passed to members
+        whose own ``device`` is ``"auto"``.
+
+    Notes
+    -----
+    Higher = more anomalous. A point's ensemble score is the mean over the
+    members that scored it (NaN members are left out; NaN when none scored it).
+    """
+
+    explanation_columns = ("member_scores",)
+
+    def __init__(self, detectors=None, combine="rank", threshold="quantile", contamination=0.001, per_context=False, device="auto"):
+        self.detectors = detectors
+        self.combine = combine
+        self.threshold = threshold
+        self.contamination = contamination
+        self.per_context = per_context
+        self.device = device
+
+    def _members(self) -> list:
+        from tsanomaly.detectors.baseline import RollingZScoreDetector
+
+        members = list(self.detectors) if self.detectors else [RollingZScoreDetector()]
+        if self.combine not in ("rank", "zmean"):
+            raise ValueError(f"combine must be 'rank' or 'zmean', got {self.combine!r}")
+        for member in members:
+            if not isinstance(member, BaseDetector):
+                raise ValueError(f"ensemble members must be tsanomaly detectors, got {type(member).__name__}")
+        return members
+
+    def _fit(self, values, panel: Panel):
+        self.members_ = []
+        calibration = []
+        member_scores = []
+        for member in self._members():
+            fitted = _clone(member)
+            if fitted.device == "auto":
+                fitted.set_params(device=self.device_)
+            train = backend.to_numpy(fitted.fit_score(panel).values)
+            self.members_.append(fitted)
+            finite = train[np.isfinite(train)]
+            if finite.size == 0:
+                finite = np.zeros(1)
+            calibration.append(np.quantile(finite, np.linspace(0.0, 1.0, _N_QUANTILES)))
+            member_scores.append(train)
+        # Row k: the training-score quantiles of member k (rank), from which median and MAD (zmean) follow.
+        self.member_quantiles_ = np.vstack(calibration)
+        self.member_scale_ = np.array(
+            [max(MAD_TO_SIGMA * np.median(np.abs(q - np.median(q))), 1e-12) for q in self.member_quantiles_]
+        )
+        return self._combine(member_scores)
+
+    def _calibrated(self, k: int, scores: np.ndarray) -> np.ndarray:
+        quantiles = self.member_quantiles_[k]
+        if self.combine == "rank":
+            mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
+        else:
+            mapped = (scores - quantiles[_N_QUANTILES // 2]) / self.member_scale_[k]
+        return np.where(np.isfinite(scores), mapped, np.nan)
+
+    def _combine(self, member_scores: list) -> np.ndarray:
+        stacked = np.stack([self._calibrated(k, s) for k, s in enumerate(member_scores)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no member scored the point: NaN
+            return np.nanmean(stacked, axis=0)
+
+    def _member_scores(self, values, panel: Panel, rows: np.ndarray) -> list:
+        return [backend.to_numpy(member._score(values, panel, rows)) for member in self.members_]
+
+    def _score(self, values, panel: Panel, rows: np.ndarray):
+        return self._combine(self._member_scores(values, panel, rows))
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        """Each member's calibrated score at the peak, as ``name=value`` text."""
+        rows = self.context_rows(panel)
+        member_scores = self._member_scores(panel.values, panel, rows)
+        names = [type(m).__name__ for m in self.members_]
+        text = []
+        for r, t in zip(ctx_rows, peak_pos):
+            parts = [f"{name}={self._calibrated(k, member_scores[k][r : r + 1, t : t + 1])[0, 0]:.3g}" for k, name in enumerate(names)]
+            text.append(", ".join(parts))
+        return {"member_scores": np.array(text, dtype=object)}
