@@ -307,10 +307,14 @@ class BaseDetector:
         np.savez_compressed(buffer, **arrays)
         path = Path(path)
         tmp = path.with_name(path.name + ".partial")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("model.json", json.dumps(meta, indent=1))
-            archive.writestr("arrays.npz", buffer.getvalue())
-        tmp.replace(path)  # atomic: a reader never sees a half-written model
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr("model.json", json.dumps(meta, indent=1))
+                archive.writestr("arrays.npz", buffer.getvalue())
+            tmp.replace(path)  # atomic: a reader never sees a half-written model
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def load(path, device: str | None = None) -> BaseDetector:

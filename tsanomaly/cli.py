@@ -33,6 +33,179 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _job_errors(run):
+    """Call ``run()``, turning the user errors that main() does not map into UserError.
+
+    A missing GPU (``--device cuda`` on a CPU machine), a permission error, or
+    a file that is not a zip model are the user's to fix: one line, exit 2.
+    """
+    import zipfile
+
+    from tsanomaly.backend import GPUUnavailableError
+
+    try:
+        return run()
+    except (GPUUnavailableError, zipfile.BadZipFile) as exc:
+        raise UserError(str(exc)) from exc
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise UserError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+
+
+def _cmd_fit(args) -> int:
+    from tsanomaly import jobs
+
+    params = jobs.parse_params(args.param)
+    det = _job_errors(
+        lambda: jobs.fit_file(
+            args.input, args.save, context=args.context, time=args.time, value=args.value,
+            detector=args.detector, params=params, fill=args.fill, freq=args.freq, device=args.device,
+        )
+    )
+    print(
+        f"fitted {det!r} on {len(det.contexts_)} contexts x {det.n_fit_times_} times "
+        f"(up to {det.fit_end_}); saved to {args.save}"
+    )
+    return 0
+
+
+def _cmd_score(args) -> int:
+    from tsanomaly import jobs
+
+    result = _job_errors(
+        lambda: jobs.score_file(
+            args.model, args.input, args.output, scores=args.scores, unseen=args.unseen,
+            chunk_size=args.chunk_size, device=args.device,
+        )
+    )
+    print(result.summary() + f"; alerts written to {args.output}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from tsanomaly import jobs
+
+    results = _job_errors(
+        lambda: jobs.report_file(
+            args.model, args.input, args.out, top=args.top, history=args.history, title=args.title,
+            device=args.device,
+        )
+    )
+    n_alerts = sum(len(r.alerts) for r in results)
+    plotted = sum(r.extra["plotted"] for r in results)
+    print(f"report with {plotted} plotted of {n_alerts} alerts written to {args.out}")
+    return 0
+
+
+def _add_job_commands(commands) -> None:
+    """Register ``fit``, ``score`` and ``report`` (the scoring-job commands, see tsanomaly.jobs)."""
+    from tsanomaly.jobs import DEFAULT_CHUNK_SIZE
+
+    # --verbose is accepted after the sub-command too; SUPPRESS keeps the main flag's value otherwise.
+    verbose = {"action": "store_true", "default": argparse.SUPPRESS, "help": "log progress to stderr"}
+    formats = "CSV, Parquet or JSON lines, by extension (.csv, .parquet, .jsonl)"
+
+    fit = commands.add_parser(
+        "fit", help="fit a detector on history in a file and save the model",
+        description=f"Fit a detector on a long table ({formats}) and save it; the model remembers the columns.",
+    )
+    fit.add_argument("--input", required=True, help=f"history: one row per context and time bucket; {formats}")
+    fit.add_argument("--context", required=True, help="context column(s), comma-separated, e.g. country,asn")
+    fit.add_argument("--time", required=True, help="timestamp column")
+    fit.add_argument("--value", required=True, help="numeric value column, e.g. failed_logins")
+    fit.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm (default: stl)")
+    fit.add_argument("--save", required=True, help="model file to write, e.g. model.tsa")
+    fit.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="detector parameter, repeatable; values are JSON (24, true, null, [24,168]) or text",
+    )
+    fit.add_argument(
+        "--fill", default="zero", choices=["zero", "nan"],
+        help="an absent (context, time) row means zero events (counts, default) or a missing value",
+    )
+    fit.add_argument("--freq", default=None, help="grid step such as 1h or 15min (default: inferred)")
+    fit.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the detector's")
+    fit.add_argument("-v", "--verbose", **verbose)
+    fit.set_defaults(handler=_cmd_fit)
+
+    score = commands.add_parser(
+        "score", help="score new data in a file with a saved model and write alerts",
+        description="Score new rows with a model from `tsanomaly fit`; outputs are written atomically.",
+    )
+    score.add_argument("--model", required=True, help="model file from `tsanomaly fit`")
+    score.add_argument("--input", required=True, help=f"new rows with the model's columns; {formats}")
+    score.add_argument("--output", required=True, help=f"alerts table to write; {formats}")
+    score.add_argument("--scores", default=None, help="also write every point's score to this file")
+    score.add_argument(
+        "--unseen", default=None,
+        help="also write the contexts unseen at fit, each with status cold_start or skipped",
+    )
+    score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="contexts scored at a time")
+    score.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")
+    score.add_argument("-v", "--verbose", **verbose)
+    score.set_defaults(handler=_cmd_score)
+
+    report = commands.add_parser(
+        "report", help="score new data and write a self-contained HTML report with a plot per top alert",
+        description="Score new rows with one or more models and write one HTML page for an analyst.",
+    )
+    report.add_argument(
+        "--model", required=True, action="append", help="model file from `tsanomaly fit`; repeat for several"
+    )
+    report.add_argument("--input", required=True, help=f"new rows with the models' columns; {formats}")
+    report.add_argument("--out", required=True, help="HTML file to write")
+    report.add_argument(
+        "--top", type=int, default=10, help="contexts plotted per model, its top alert each (default: 10)"
+    )
+    report.add_argument("--history", default=None, help="history file, drawn in grey before the scored data")
+    report.add_argument("--title", default=None, help="page title")
+    report.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")
+    report.add_argument("-v", "--verbose", **verbose)
+    report.set_defaults(handler=_cmd_report)
+
+
+def _cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from tsanomaly.datasets import read_nab, read_ucr
+    from tsanomaly.evaluation import evaluate, format_markdown
+
+    detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
+    evaluations = []
+    for dataset, reader in (("nab", read_nab), ("ucr", read_ucr)):
+        folder = Path(args.data) / dataset
+        if dataset not in args.datasets.split(","):
+            continue
+        if not folder.is_dir():
+            raise UserError(f"data folder {folder} not found (expected {args.data}/nab and {args.data}/ucr)")
+        records = reader(folder, limit=args.limit)
+        evaluations.append(evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device))
+    text = format_markdown(evaluations, "tsanomaly evaluate " + " ".join(args.command_line))
+    print(text)
+    if args.out:
+        from tsanomaly.io import atomic_write_text
+
+        atomic_write_text(args.out, text)
+    return 0
+
+
+def _add_evaluate_command(commands) -> None:
+    """Register ``evaluate``: detectors on the NAB and UCR labelled sets (see tsanomaly.evaluation)."""
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy of the detectors on labelled NAB and UCR data",
+        description="Fit each detector on each file's training part, score the rest, print the metrics per data set.",
+    )
+    evaluate.add_argument("--data", required=True, help="folder holding nab/ and ucr/ (e.g. ../shared/data)")
+    evaluate.add_argument("--datasets", default="nab,ucr", help="comma-separated: nab, ucr (default: both)")
+    evaluate.add_argument("--detectors", default="baseline,stl,mp,lstm,ensemble", help="comma-separated short names")
+    evaluate.add_argument("--limit", type=int, default=None, help="first N files of each data set")
+    evaluate.add_argument("--max-points", type=int, default=50_000, help="longer series are block-averaged")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--out", default=None, help="also write the Markdown table to this file")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tsanomaly", description="GPU-accelerated anomaly detection for per-context security time series."
@@ -48,13 +221,17 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--top", type=int, default=15, help="alerts to print")
     demo.set_defaults(handler=_cmd_demo)
+    _add_job_commands(commands)
+    _add_evaluate_command(commands)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of the ``tsanomaly`` console script; returns the exit status."""
     parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = argv[1:]  # what followed the sub-command, for reports that quote their command
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
     )

@@ -1,0 +1,212 @@
+"""Credential stuffing: a burst of failed logins on a few ASNs, found and explained.
+
+What it shows
+-------------
+A credential-stuffing campaign replays leaked username/password pairs through a botnet or
+rented proxies, so failed logins jump for a few hours on the handful of ASNs (hosting
+providers, residential proxy networks) the traffic comes from — while every other ASN
+stays normal. This example:
+
+1. builds hourly failed-login counts per (country, ASN) with
+   :func:`tsanomaly.datasets.make_security_panel` (no random attacks: a clean, realistic
+   panel with daily and weekly cycles, time zones, over-dispersed noise and gaps);
+2. injects one campaign: the botnet works through ``--asns`` ASNs one after the other,
+   each for a few hours, overlapping — several times their usual failed logins;
+3. fits a detector on three weeks of history and scores the last week, as a daily job would;
+4. prints the alerts on the attacked ASNs with their explanation (observed against
+   expected failed logins at the peak, and the ratio), finds the 6-hour window in which
+   the most ASNs alert (the campaign, seen across ASNs), and counts alerts elsewhere
+   (false alarms);
+5. optionally writes the HTML report an analyst would open (``--report``).
+
+Run it
+------
+::
+
+    python examples/credential_stuffing.py                      # STL detector, 300 ASNs
+    python examples/credential_stuffing.py --detector baseline --report stuffing.html
+    python examples/credential_stuffing.py --small              # 60 ASNs, a few seconds
+
+``--detector`` takes any short name of :func:`tsanomaly.detectors.make_detector`
+(``stl``, ``baseline``, ``mp``, ``lstm``). It runs in well under a minute on a laptop CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly.datasets import make_security_panel
+from tsanomaly.detectors import make_detector
+from tsanomaly.panel import Panel
+
+HISTORY_DAYS = 21
+
+
+def inject_campaign(panel: Panel, n_asns: int, start, seed: int = 0) -> tuple[Panel, pd.DataFrame]:
+    """Add a credential-stuffing campaign to a failed-login panel.
+
+    The botnet moves through ``n_asns`` ASNs of mid to large size, spending 3-5 hours on
+    each and starting on the next one 2 hours later, with 8-20 times the ASN's usual
+    failed logins for that hour and at least 100-200 an hour (a botnet replaying a
+    leaked list makes thousands of attempts, whatever the ASN's size).
+
+    Returns
+    -------
+    panel : Panel
+        A copy with the campaign added.
+    campaign : pandas.DataFrame
+        One row per attacked ASN: country, asn, start, end (inclusive), added (failed logins added).
+    """
+    rng = np.random.default_rng(seed)
+    values = panel.to_numpy().copy()
+    level = np.nanmean(values, axis=1)
+    # Mid-to-large ASNs: where a proxy network or a hosting provider would sit.
+    candidates = np.flatnonzero(level >= np.nanquantile(level, 0.5))
+    rows = rng.choice(candidates, size=min(n_asns, len(candidates)), replace=False)
+    first = panel.index.get_loc(pd.Timestamp(start))
+    per_day = int(pd.Timedelta("1D") / pd.Timedelta(panel.freq))
+    campaign = []
+    for k, row in enumerate(rows):
+        begin = first + 2 * k
+        length = int(rng.integers(3, 6))
+        span = slice(begin, begin + length)
+        # The usual level of this hour: the same hour of the previous days.
+        same_hour = values[row, begin - per_day * 7 : begin : per_day]
+        usual = np.nanmedian(values[row, [begin - per_day * d for d in range(1, 8)]]) if same_hour.size else level[row]
+        per_hour = np.maximum(rng.uniform(8, 20) * max(usual, 1.0), rng.uniform(100, 200))
+        added = per_hour * rng.uniform(0.8, 1.2, size=length)
+        values[row, span] = np.nan_to_num(values[row, span], nan=0.0) + np.round(added)
+        label = panel.contexts[row]
+        campaign.append(
+            {
+                "country": label[0],
+                "asn": label[1],
+                "start": panel.index[begin],
+                "end": panel.index[begin + length - 1],
+                "added": int(np.round(added).sum()),
+            }
+        )
+    return panel.with_values(values), pd.DataFrame(campaign)
+
+
+def busiest_window(alerts: pd.DataFrame, width: pd.Timedelta) -> tuple[pd.Timestamp, pd.DataFrame]:
+    """The ``width``-long window in which alerts touch the most distinct ASNs: a candidate campaign.
+
+    A campaign moves through several ASNs within hours, while false alarms are spread
+    over the week, so the densest window points at the campaign. Returns its start and
+    the alerts that overlap it.
+    """
+    best_start, best = None, alerts.head(0)
+    for start in alerts["start"].sort_values().unique():
+        start = pd.Timestamp(start)
+        inside = alerts[(alerts["start"] < start + width) & (alerts["end"] >= start)]
+        if inside[["country", "asn"]].drop_duplicates().shape[0] > best[["country", "asn"]].drop_duplicates().shape[0]:
+            best_start, best = start, inside
+    return best_start, best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--detector", default="stl", help="stl | baseline | mp | lstm (default: stl)")
+    parser.add_argument("--contexts", type=int, default=300, help="(country, ASN) contexts (default 300)")
+    parser.add_argument("--asns", type=int, default=4, help="ASNs the campaign goes through (default 4)")
+    parser.add_argument("--small", action="store_true", help="60 contexts: a quick run")
+    parser.add_argument(
+        "--contamination", type=float, default=1e-4,
+        help="share of training points over the threshold (default 1e-4: about one false alarm per "
+        "10,000 context-hours; the library default 1e-3 suits fewer contexts)",
+    )
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--report", default=None, help="also write the analyst's HTML report to this file")
+    args = parser.parse_args(argv)
+    n_contexts = 60 if args.small else args.contexts
+
+    started = time.perf_counter()
+    data = make_security_panel(n_contexts=n_contexts, n_days=HISTORY_DAYS + 7, seed=args.seed, attack_rate=0.0)
+    clean = data.panels["failed_logins"]
+    attack_start = clean.index[0] + pd.Timedelta(days=HISTORY_DAYS + 2, hours=3)
+    panel, campaign = inject_campaign(clean, args.asns, attack_start, seed=args.seed)
+    split = clean.index[0] + pd.Timedelta(days=HISTORY_DAYS)
+    history = panel.time_slice(end=split - pd.Timedelta(panel.freq))
+    new = panel.time_slice(start=split)
+    print(f"failed logins per hour for {panel.n_contexts} (country, ASN) contexts; fit on {HISTORY_DAYS} days, score 7")
+    print("injected campaign:")
+    print(campaign.to_string(index=False))
+
+    det = make_detector(args.detector, device=args.device, contamination=args.contamination)
+    det.fit(history)
+    alerts = det.alerts(new)
+    print(f"\n{type(det).__name__}: {len(alerts)} alerts in the scored week")
+
+    # Explanation: observed against expected at the peak. Detectors that explain an expected
+    # value give it; otherwise take the median of the same hour over the previous week.
+    peak_col = new.index.get_indexer(alerts["peak_time"])
+    rows = new.contexts.get_indexer(pd.MultiIndex.from_frame(alerts[["country", "asn"]]))
+    observed = new.to_numpy()[rows, peak_col]
+    if "expected" in alerts.columns:
+        expected = alerts["expected"].to_numpy(dtype=float)
+    else:
+        full = panel.to_numpy()
+        at = history.n_times + peak_col
+        expected = np.array([np.nanmedian(full[r, [t - 24 * d for d in range(1, 8)]]) for r, t in zip(rows, at)])
+    alerts["observed"] = observed
+    alerts["expected"] = expected
+    alerts["ratio"] = observed / np.maximum(expected, 1.0)
+
+    attacked = alerts.merge(
+        campaign[["country", "asn", "start", "end"]], on=["country", "asn"], suffixes=("", "_attack")
+    )
+    attacked = attacked[(attacked["start"] <= attacked["end_attack"]) & (attacked["end"] >= attacked["start_attack"])]
+    found = attacked[["country", "asn"]].drop_duplicates()
+    print(f"\nattacked ASNs found: {len(found)} of {len(campaign)}")
+    for _, a in attacked.sort_values("start").iterrows():
+        print(
+            f"  {a['country']} {a['asn']}: alert {a['start']:%a %H:%M} .. {a['end']:%H:%M}, "
+            f"peak {a['peak_time']:%H:%M} "
+            f"with {a['observed']:.0f} failed logins where {a['expected']:.0f} are usual "
+            f"({a['ratio']:.1f}x; score {a['peak_score']:.1f}, threshold {a['threshold']:.1f})"
+        )
+    missed = campaign.merge(found, how="left", indicator=True).query("_merge == 'left_only'")
+    for _, m in missed.iterrows():
+        print(
+            f"  {m['country']} {m['asn']}: MISSED ({m['start']:%a %H:%M} .. {m['end']:%H:%M}, "
+            f"{m['added']} failed logins added)"
+        )
+
+    window_start, window = busiest_window(alerts, width=pd.Timedelta(hours=6))
+    if len(window):
+        asns = window[["country", "asn"]].drop_duplicates()
+        print(
+            f"\nbusiest 6-hour window: {len(asns)} ASNs alerting from {window_start:%a %H:%M} — "
+            + ", ".join(f"{c} {a}" for c, a in asns.itertuples(index=False))
+        )
+    key = pd.MultiIndex.from_frame(alerts[["country", "asn"]])
+    attacked_keys = pd.MultiIndex.from_frame(campaign[["country", "asn"]])
+    elsewhere = alerts[~key.isin(attacked_keys)]
+    print(
+        f"alerts on the {panel.n_contexts - len(campaign)} other ASNs (false alarms over a week): {len(elsewhere)}"
+        + (f", highest score {elsewhere['peak_score'].max():.1f}" if len(elsewhere) else "")
+    )
+    if args.report:
+        from tsanomaly import io as tsio
+        from tsanomaly import report
+
+        section = report.ReportSection.from_detector(
+            det, new, name="failed logins", value="failed_logins", history=history
+        )
+        html = report.render_report([section], top=8, title="Credential stuffing: failed logins per (country, ASN)")
+        tsio.write_text(html, args.report)
+        print(f"report written to {args.report}")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""Scoring jobs on files: `tsanomaly fit` / `tsanomaly score`, formats, errors, atomic output."""
+from __future__ import annotations
+
+import io as _io
+import json
+import logging
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsanomaly
+from tsanomaly import io as tsio
+from tsanomaly import jobs
+from tsanomaly.cli import main
+from tsanomaly.detectors import RollingZScoreDetector
+
+# Small and fast: 5 past days at the same hour, 12 days of hourly history, 2 new days.
+PARAMS = ["--param", "window=5"]
+FIT_END = "2024-03-12 23:00"
+
+
+def _frame(seed=0, n_ctx=8, days=14):
+    """Long table: failed logins per (country, asn) per hour, with two bursts in the last two days."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-03-01", periods=24 * days, freq="1h")
+    hours = np.arange(len(index)) % 24
+    level = rng.uniform(5, 80, size=(n_ctx, 1))
+    values = rng.poisson(level * (1 + 0.5 * np.sin(2 * np.pi * hours / 24))).astype(float)
+    values[2, -30:-27] += 400  # a burst on the first new day
+    values[5, -8] += 300  # and a single hour on the second
+    countries = np.array(["US", "BR", "DE", "IN"])[np.arange(n_ctx) % 4]
+    asns = [f"AS{1000 + k}" for k in range(n_ctx)]
+    frame = pd.DataFrame(
+        {
+            "country": np.repeat(countries, len(index)),
+            "asn": np.repeat(asns, len(index)),
+            "ts": np.tile(index, n_ctx),
+            "failed_logins": values.reshape(-1),
+        }
+    )
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # order must not matter
+
+
+@pytest.fixture(scope="module")
+def tables():
+    frame = _frame()
+    cut = pd.Timestamp(FIT_END)
+    return frame[frame["ts"] <= cut].reset_index(drop=True), frame[frame["ts"] > cut].reset_index(drop=True)
+
+
+def _write(frame, path):
+    tsio.write_table(frame, path)
+    return str(path)
+
+
+def _fit_args(history, model, *extra):
+    return ["fit", "--input", history, "--context", "country,asn", "--time", "ts", "--value", "failed_logins",
+            "--detector", "baseline", "--save", str(model), *PARAMS, *extra]
+
+
+def _reference_alerts(history, today):
+    """The same job done with the library API, independently of the CLI and jobs module."""
+    hist = tsanomaly.Panel.from_frame(history, ["country", "asn"], "ts", "failed_logins", fill="zero")
+    new = tsanomaly.Panel.from_frame(today, ["country", "asn"], "ts", "failed_logins", fill="zero")
+    det = RollingZScoreDetector(window=5).fit(hist)
+    return det.alerts(new)
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl"])
+def test_fit_then_score_round_trip_for_each_format(tables, tmp_path, ext, capsys):
+    history, today = tables
+    hist_path = _write(history, tmp_path / f"history.{ext}")
+    today_path = _write(today, tmp_path / f"today.{ext}")
+    model = tmp_path / "model.tsa"
+    assert main(_fit_args(hist_path, model)) == 0
+    out = tmp_path / f"alerts.{ext}"
+    assert main(["score", "--model", str(model), "--input", today_path, "--output", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    alerts = tsio.read_table(out)
+    expected = _reference_alerts(history, today)
+    assert len(expected) >= 2  # the two injected bursts at least
+    assert len(alerts) == len(expected)
+    np.testing.assert_allclose(alerts["peak_score"].to_numpy(), expected["peak_score"].to_numpy(), rtol=1e-9)
+    assert list(alerts["asn"].astype(str)) == list(expected["asn"])
+    assert pd.to_datetime(alerts["start"]).tolist() == pd.to_datetime(expected["start"]).tolist()
+    assert set(alerts["metric"]) == {"failed_logins"}
+    assert not alerts["cold_start"].astype(bool).any()
+    assert f"{len(expected)} alerts" in stdout and "0 contexts unseen at fit" in stdout
+
+
+def test_model_remembers_columns_so_score_needs_only_three_paths(tables, tmp_path):
+    history, _ = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.parquet"), model, "--fill", "nan")) == 0
+    with zipfile.ZipFile(model) as archive:
+        state = json.loads(archive.read("model.json"))["state"]
+    saved = state["job_columns_"]["value"]
+    assert saved == {"context": ["country", "asn"], "time": "ts", "value": "failed_logins", "fill": "nan",
+                     "freq": "h", "detector": "baseline"}
+    det, columns = jobs.load_model(model)
+    assert isinstance(det, RollingZScoreDetector) and det.window == 5
+    assert columns.context == ["country", "asn"] and columns.fill == "nan"
+
+
+def test_scores_file_has_every_point_and_flags_match_alerts(tables, tmp_path):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    main(_fit_args(_write(history, tmp_path / "h.csv"), model))
+    scores_path, alerts_path = tmp_path / "scores.parquet", tmp_path / "alerts.csv"
+    assert main(["score", "--model", str(model), "--input", _write(today, tmp_path / "t.csv"),
+                 "--output", str(alerts_path), "--scores", str(scores_path)]) == 0
+    scores = pd.read_parquet(scores_path)
+    alerts = pd.read_csv(alerts_path)
+    assert len(scores) == len(today)
+    assert list(scores.columns) == ["country", "asn", "ts", "failed_logins", "score", "threshold", "flag"]
+    assert int(scores["flag"].sum()) == int(alerts["n_points"].sum())
+    merged = scores.merge(today.assign(asn=today["asn"].astype(str)), on=["country", "asn", "ts"], suffixes=("", "_in"))
+    np.testing.assert_array_equal(merged["failed_logins"], merged["failed_logins_in"])
+
+
+def test_new_contexts_are_scored_cold_and_listed(tables, tmp_path, capsys, caplog):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    known = history[~history["asn"].isin(["AS1002", "AS1007"])]
+    # Compare with the 5 preceding hours, so that a new context has a past within the new day.
+    main(_fit_args(_write(known, tmp_path / "h.parquet"), model, "--param", "seasonal_period=null"))
+    unseen_path = tmp_path / "unseen.jsonl"
+    alerts_path = tmp_path / "alerts.parquet"
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        status = main(["score", "--model", str(model), "--input", _write(today, tmp_path / "t.parquet"),
+                       "--output", str(alerts_path), "--unseen", str(unseen_path)])
+    assert status == 0
+    unseen = tsio.read_table(unseen_path)
+    assert sorted(unseen["asn"]) == ["AS1002", "AS1007"]
+    # The baseline scores a new context from a cold start: it has finite scores, so it is not skipped.
+    assert set(unseen["status"]) == {"cold_start"}
+    assert (unseen["n_points"] == len(today) // 8).all()
+    assert "2 contexts unseen at fit (2 scored from a cold start, 0 skipped)" in capsys.readouterr().out
+    assert any("not in the fitted history" in r.getMessage() for r in caplog.records)
+    alerts = pd.read_parquet(alerts_path)
+    assert (alerts["cold_start"] == alerts["asn"].isin(["AS1002", "AS1007"])).all()
+
+
+def test_contexts_without_any_score_are_reported_as_skipped(tables):
+    history, today = tables
+    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5})
+    # A new context needs 3 days of the same hour (min_periods) before the baseline can score
+    # it; two new days give it no score at all, even from a cold start.
+    lone = pd.DataFrame({"country": ["FR"], "asn": ["AS9"], "ts": [today["ts"].min()], "failed_logins": [3.0]})
+    result = jobs.score_frame(det, pd.concat([today, lone], ignore_index=True), chunk_size=3)
+    row = result.unseen.set_index("asn").loc["AS9"]
+    assert row["status"] == "skipped"
+    assert row["n_points"] == 48  # fill="zero": its other hours count as zero events
+    assert np.isnan(result.scores.to_numpy()[result.panel.contexts.get_loc(("FR", "AS9"))]).all()
+    assert "1 skipped" in result.summary()
+
+
+def test_fitted_contexts_absent_from_the_input_are_counted(tables):
+    history, today = tables
+    det = jobs.fit_frame(history, ["country", "asn"], "ts", "failed_logins", detector="baseline", params={"window": 5})
+    result = jobs.score_frame(det, today[today["asn"] != "AS1003"])
+    assert result.n_absent == 1 and result.panel.n_contexts == 7
+    assert "1 fitted contexts absent from the input" in result.summary()
+
+
+def test_a_single_new_hour_is_scored_on_the_fitted_grid(tables, tmp_path):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    main(_fit_args(_write(history, tmp_path / "h.parquet"), model))
+    first_hour = today[today["ts"] == today["ts"].min()]
+    result = jobs.score_file(model, _write(first_hour, tmp_path / "hour.csv"), tmp_path / "a.csv")
+    assert result.panel.shape == (8, 1)
+    assert np.isfinite(result.scores.to_numpy()).all()
+
+
+def test_chunked_scoring_equals_one_call(tables):
+    history, today = tables
+    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5})
+    panel = jobs.frame_to_panel(today, jobs.JobColumns.from_json(det.job_columns_), freq=det.freq_)
+    scores, alerts = jobs.score_panel(det, panel, chunk_size=3)
+    np.testing.assert_array_equal(scores.to_numpy(), det.score(panel).to_numpy())
+    reference = det.alerts(panel)
+    assert len(alerts) == len(reference)
+    np.testing.assert_array_equal(alerts["peak_score"].to_numpy(), reference["peak_score"].to_numpy())
+
+
+def test_context_labels_match_across_formats(tables, tmp_path):
+    """Numeric labels read as integers from Parquet and as text from JSON lines are one context."""
+    history, today = tables
+    numeric = lambda f: f.assign(asn=f["asn"].str[2:].astype(int))  # noqa: E731
+    model = tmp_path / "m.tsa"
+    main(_fit_args(_write(numeric(history), tmp_path / "h.parquet"), model))
+    text = numeric(today).assign(asn=lambda f: f["asn"].astype(str))
+    result = jobs.score_file(model, _write(text, tmp_path / "t.jsonl"), tmp_path / "a.jsonl")
+    assert len(result.unseen) == 0 and result.n_absent == 0
+
+
+# ---------------------------------------------------------------------- user errors: exit 2, one line
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_missing_column_is_named(tables, tmp_path, capsys):
+    history, _ = tables
+    path = _write(history.drop(columns=["asn"]), tmp_path / "h.csv")
+    assert main(_fit_args(path, tmp_path / "m.tsa")) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith("tsanomaly fit: error:") and "column 'asn' is missing" in err
+
+
+def test_missing_column_at_score_time(tables, tmp_path, capsys):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    main(_fit_args(_write(history, tmp_path / "h.parquet"), model))
+    capsys.readouterr()
+    path = _write(today.rename(columns={"failed_logins": "fails"}), tmp_path / "t.parquet")
+    assert main(["score", "--model", str(model), "--input", path, "--output", str(tmp_path / "a.csv")]) == 2
+    assert "column 'failed_logins' is missing" in _one_line_error(capsys)
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_unknown_detector(tables, tmp_path, capsys):
+    history, _ = tables
+    args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa")
+    args[args.index("baseline")] = "prophet"
+    assert main(args) == 2
+    assert "unknown detector 'prophet'" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("h.parquet", b"this is not parquet", "cannot read"),
+        ("h.jsonl", b'{"country": "US", "asn": ', "cannot read"),
+        ("h.csv", b"", "cannot read"),
+        ("h.xlsx", b"whatever", "unsupported file extension"),
+    ],
+)
+def test_unreadable_input(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(_fit_args(str(path), tmp_path / "m.tsa")) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_missing_input_file(tmp_path, capsys):
+    assert main(_fit_args(str(tmp_path / "nope.parquet"), tmp_path / "m.tsa")) == 2
+    assert "not found" in _one_line_error(capsys)
+
+
+def test_model_that_is_not_a_model(tables, tmp_path, capsys):
+    _, today = tables
+    fake = tmp_path / "m.tsa"
+    fake.write_text("hello")
+    args = ["score", "--model", str(fake), "--input", _write(today, tmp_path / "t.csv"),
+            "--output", str(tmp_path / "a.csv")]
+    assert main(args) == 2
+    assert "not a tsanomaly model file" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--param", "window"], "expects key=value"),
+        (["--param", "windows=3"], "has no parameter 'windows'"),
+        (["--param", "seasonal_period=0"], "seasonal_period must be a positive integer or None"),
+        (["--context", "country,ts"], "both as a context column and as --time"),
+    ],
+)
+def test_bad_parameters(tables, tmp_path, capsys, extra, message):
+    history, _ = tables
+    args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa")
+    if extra[0] == "--context":
+        args[args.index("--context") + 1] = extra[1]
+    else:
+        args += extra
+    assert main(args) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_new_data_overlapping_the_history_is_refused(tables, tmp_path, capsys):
+    history, _ = tables
+    model = tmp_path / "m.tsa"
+    main(_fit_args(_write(history, tmp_path / "h.csv"), model))
+    capsys.readouterr()
+    args = ["score", "--model", str(model), "--input", str(tmp_path / "h.csv"), "--output", str(tmp_path / "a.csv")]
+    assert main(args) == 2
+    assert "must start after the fitted history" in _one_line_error(capsys)
+
+
+def test_cuda_on_a_machine_without_gpu_is_a_user_error(tables, tmp_path, capsys):
+    if tsanomaly.gpu_available():
+        pytest.skip("a GPU is present")
+    history, _ = tables
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--device", "cuda")) == 2
+    assert "cuda" in _one_line_error(capsys)
+
+
+def test_bad_arguments_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["score", "--model", "m.tsa"])
+    assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------- atomic output
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl", "csv.gz"])
+def test_a_failure_mid_write_leaves_no_file(tables, tmp_path, monkeypatch, ext):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    main(_fit_args(_write(history, tmp_path / "h.parquet"), model))
+    today_path = _write(today, tmp_path / "t.parquet")
+    fmt = tsio.table_format(f"x.{ext}")
+    real = tsio._WRITERS[fmt]
+
+    def half_then_fail(frame, handle):
+        real(frame.head(len(frame) // 2), handle)  # bytes are on their way...
+        raise RuntimeError("disk pulled out")  # ...and the job dies
+
+    monkeypatch.setattr(tsio, "_WRITERS", {**tsio._WRITERS, fmt: half_then_fail})
+    out = tmp_path / f"alerts.{ext}"
+    with pytest.raises(RuntimeError, match="disk pulled out"):
+        jobs.score_file(model, today_path, out)
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failed_write_keeps_the_previous_output(tmp_path, monkeypatch):
+    out = tmp_path / "alerts.parquet"
+    previous = pd.DataFrame({"asn": ["AS1"], "peak_score": [9.0]})
+    tsio.write_table(previous, out)
+
+    def fail(frame, handle):
+        handle.write(b"PAR1 half a file")
+        raise KeyboardInterrupt  # even an interrupt must not leave a torn file
+
+    monkeypatch.setitem(tsio._WRITERS, "parquet", fail)
+    with pytest.raises(KeyboardInterrupt):
+        tsio.write_table(pd.DataFrame({"asn": ["AS2"], "peak_score": [1.0]}), out)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), previous)
+    assert _leftovers(tmp_path) == []
+
+
+def test_model_save_is_atomic_too(tables, tmp_path, monkeypatch):
+    history, _ = tables
+    model = tmp_path / "m.tsa"
+
+    def broken_savez(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", broken_savez)
+    with pytest.raises(Exception):
+        jobs.fit_file(_write(history, tmp_path / "h.csv"), model, "country,asn", "ts", "failed_logins",
+                      detector="baseline", params={"window": 5})
+    assert not model.exists()
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl", "jsonl.gz"])
+def test_write_then_read_round_trips(tmp_path, ext):
+    stamps = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00"])
+    frame = pd.DataFrame({"asn": ["a", "b"], "ts": stamps, "n": [1.0, 2.5]})
+    back = tsio.read_table(tsio.write_table(frame, tmp_path / f"x.{ext}"))
+    assert list(back.columns) == ["asn", "ts", "n"]
+    assert pd.to_datetime(back["ts"]).tolist() == frame["ts"].tolist()
+    np.testing.assert_array_equal(back["n"], frame["n"])
+
+
+# ---------------------------------------------------------------------- helpers
+def test_parse_params_reads_json_values_and_text():
+    assert jobs.parse_params(["window=24", "direction=up", "seasonal_period=null", "periods=[24, 168]",
+                              "per_context=true", "min_periods=None"]) == {
+        "window": 24, "direction": "up", "seasonal_period": None, "periods": [24, 168],
+        "per_context": True, "min_periods": None,
+    }
+    with pytest.raises(ValueError, match="given twice"):
+        jobs.parse_params(["a=1", "a=2"])
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+    quiet = _io.StringIO()  # not a TTY, like a cron log
+    with jobs.Progress(3, "scoring", stream=quiet) as bar:
+        for _ in range(3):
+            bar.update()
+    assert quiet.getvalue() == ""
+
+    class Terminal(_io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    with jobs.Progress(4, "scoring", stream=tty) as bar:
+        for _ in range(4):
+            bar.update()
+    drawn = tty.getvalue()
+    assert drawn.startswith("\rscoring [") and "4/4 (100%)" in drawn and drawn.endswith("\n")
+
+
+def test_verbose_after_the_sub_command_logs(tables, tmp_path, caplog):
+    history, _ = tables
+    with caplog.at_level(logging.INFO, logger="tsanomaly"):
+        assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--verbose")) == 0
+    assert any("saved the model" in r.getMessage() for r in caplog.records)

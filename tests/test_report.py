@@ -1,0 +1,223 @@
+"""The HTML report: summary numbers, one plot per top alert, self-contained, escaped, MP neighbours."""
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsanomaly
+from tsanomaly import io as tsio
+from tsanomaly import jobs, report
+from tsanomaly.cli import main
+from tsanomaly.detectors import RollingZScoreDetector
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _frame(n_ctx=6, days=12, bursts=((1, -30, 3, 500), (3, -10, 1, 300), (4, -40, 2, 250)), seed=1, label=None):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-04-01", periods=24 * days, freq="1h")
+    hours = np.arange(len(index)) % 24
+    values = rng.poisson(rng.uniform(10, 60, (n_ctx, 1)) * (1 + 0.5 * np.sin(2 * np.pi * hours / 24))).astype(float)
+    for row, start, length, size in bursts:
+        values[row, start : start + length] += size
+    asns = [f"AS{k}" for k in range(n_ctx)]
+    if label is not None:
+        asns[1] = label
+    return pd.DataFrame({"asn": np.repeat(asns, len(index)), "ts": np.tile(index, n_ctx), "logins": values.reshape(-1)})
+
+
+def _split(frame, days_new=2):
+    cut = frame["ts"].max() - pd.Timedelta(hours=24 * days_new)
+    return frame[frame["ts"] <= cut], frame[frame["ts"] > cut]
+
+
+def _model(tmp_path, history, name="m.tsa", **params):
+    det = jobs.fit_frame(history, "asn", "ts", "logins", detector="baseline", params={"window": 4, **params})
+    det.save(tmp_path / name)
+    return tmp_path / name
+
+
+def _images(page):
+    return re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+
+
+def _number(page, element_id):
+    return int(re.search(rf'id="{element_id}">(\d+)<', page).group(1))
+
+
+def test_report_has_one_plot_per_top_alert_and_the_summary_numbers(tmp_path, capsys):
+    history, today = _split(_frame())
+    model = _model(tmp_path, history)
+    today_path = tsio.write_table(today, tmp_path / "today.parquet")
+    out = tmp_path / "report.html"
+    assert main(["report", "--model", str(model), "--input", str(today_path), "--out", str(out), "--top", "10"]) == 0
+    page = out.read_text()
+    # Independent count: the same detector scored through the library API.
+    det = tsanomaly.load(model)
+    alerts = det.alerts(tsanomaly.Panel.from_frame(today, "asn", "ts", "logins", fill="zero"))
+    contexts_with_alerts = alerts["asn"].nunique()
+    assert contexts_with_alerts >= 3  # the three injected bursts
+    images = _images(page)
+    assert len(images) == contexts_with_alerts  # one plot per alerting context, its top alert
+    assert page.count('<section class="alert"') == len(images)
+    for encoded in images:
+        assert base64.b64decode(encoded).startswith(PNG_MAGIC)
+    assert _number(page, "total-contexts") == 6
+    assert _number(page, "total-alerts") == len(alerts)
+    assert f"report with {len(images)} plotted of {len(alerts)} alerts" in capsys.readouterr().out
+    # The most anomalous alert is plotted first.
+    first = re.search(r'<section class="alert" id="alert-1">\s*<h3>#1 (\S+) ', page).group(1)
+    assert first == alerts.iloc[0]["asn"]
+
+
+def test_top_limits_the_plots(tmp_path):
+    history, today = _split(_frame())
+    model = _model(tmp_path, history)
+    out = tmp_path / "r.html"
+    jobs.report_file([model], tsio.write_table(today, tmp_path / "t.csv"), out, top=2)
+    assert len(_images(out.read_text())) == 2
+
+
+def test_report_is_self_contained(tmp_path):
+    history, today = _split(_frame())
+    out = tmp_path / "r.html"
+    jobs.report_file([_model(tmp_path, history)], tsio.write_table(today, tmp_path / "t.csv"), out,
+                     history=tsio.write_table(history, tmp_path / "h.csv"))
+    page = out.read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from the network
+    assert "<script" not in page
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+
+
+def test_labels_from_data_are_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    history, today = _split(_frame(label=evil))
+    out = tmp_path / "r.html"
+    jobs.report_file([_model(tmp_path, history)], tsio.write_table(today, tmp_path / "t.jsonl"), out)
+    page = out.read_text()
+    assert evil not in page
+    assert html_escaped(evil) in page
+
+
+def html_escaped(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def test_no_alerts_gives_a_page_without_plots(tmp_path):
+    history, today = _split(_frame(bursts=()))
+    out = tmp_path / "r.html"
+    model = _model(tmp_path, history)
+    det = tsanomaly.load(model)
+    det.threshold_ = np.full_like(det.threshold_, 1e9)  # nothing can alert
+    det.global_threshold_ = 1e9
+    det.save(model)
+    jobs.report_file([model], tsio.write_table(today, tmp_path / "t.csv"), out)
+    page = out.read_text()
+    assert _images(page) == [] and "No alerts" in page and _number(page, "total-alerts") == 0
+
+
+def test_several_models_get_a_summary_row_each(tmp_path):
+    history, today = _split(_frame())
+    first = _model(tmp_path, history, "a.tsa")
+    second = _model(tmp_path, history, "b.tsa", seasonal_period=None)
+    out = tmp_path / "r.html"
+    results = jobs.report_file([first, second], tsio.write_table(today, tmp_path / "t.csv"), out, top=1)
+    page = out.read_text()
+    assert 'id="summary-0"' in page and 'id="summary-1"' in page
+    assert len(_images(page)) == 2  # top 1 per model
+    assert _number(page, "total-alerts") == sum(len(r.alerts) for r in results)
+
+
+def test_expected_band_uses_the_detectors_expected_value(tmp_path):
+    """Asking _explain for every point gives, at each alert's peak, the alert's own ``expected``."""
+    history, today = _split(_frame())
+    det = RollingZScoreDetector(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    scores = det.score(new)
+    alerts = det.alerts(new, scores=scores)
+    for _, alert in alerts.iterrows():
+        row = new.contexts.get_loc(alert["asn"])
+        expected, how = report.expected_values(det, new.take([row]), scores.to_numpy()[[row]])
+        assert how == "detector's expected value"
+        assert expected[new.index.get_loc(alert["peak_time"])] == pytest.approx(alert["expected"])
+
+
+def test_detectors_without_expected_value_fall_back_to_a_rolling_median():
+    class NoExplanation(RollingZScoreDetector):
+        explanation_columns = ()
+
+        def _explain(self, panel, scores, ctx_rows, peak_pos):
+            return {}
+
+    history, today = _split(_frame())
+    det = NoExplanation(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
+    assert report.expected_values(det, section.panel.take([0]), section.scores.to_numpy()[[0]])[0] is None
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert notes["band"].startswith("rolling median of the")
+
+
+class _NeighbourDetector(RollingZScoreDetector):
+    """Stands in for the matrix profile: explains each alert by an earlier window's start time."""
+
+    explanation_columns = ("expected", "observed", "neighbor_time")
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        columns = super()._explain(panel, scores, ctx_rows, peak_pos)
+        neighbour = np.asarray(panel.index)[0] - pd.Timedelta(hours=30)  # a window inside the history
+        columns["neighbor_time"] = np.full(len(ctx_rows), neighbour)
+        return columns
+
+
+def test_matrix_profile_neighbour_window_is_shown_when_the_history_reaches_it():
+    history, today = _split(_frame())
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins")
+    det = _NeighbourDetector(window=4).fit(hist)
+    assert report.neighbour_column(det) == "neighbor_time"
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    section = report.ReportSection.from_detector(det, new, history=hist)
+    png, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert png.startswith(PNG_MAGIC)
+    assert notes["neighbour"].startswith("nearest neighbour window starts")
+    assert "before the plotted span" not in notes["neighbour"]
+    # Without the history, the note says where the neighbour is instead of shading it.
+    section.history = None
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert "before the plotted span" in notes["neighbour"]
+    page = report.render_report([section], top=1)
+    assert "nearest neighbour window starts" in page
+
+
+def test_detector_without_neighbour_column():
+    assert report.neighbour_column(RollingZScoreDetector()) is None
+
+
+def test_matrix_profile_alerts_show_their_neighbour_window(tmp_path):
+    pytest.importorskip("tsanomaly.detectors.matrix_profile")
+    history, today = _split(_frame(days=10))
+    # A fixed threshold: the scores have an absolute scale (0 = a shape seen before, 1 = uncorrelated).
+    det = jobs.fit_frame(history, "asn", "ts", "logins", detector="mp",
+                         params={"window": 12, "threshold": 0.5}, device="cpu")
+    det.save(tmp_path / "mp.tsa")
+    out = tmp_path / "r.html"
+    [result] = jobs.report_file([tmp_path / "mp.tsa"], tsio.write_table(today, tmp_path / "t.csv"), out,
+                                history=tsio.write_table(history, tmp_path / "h.csv"))
+    page = out.read_text()
+    assert len(result.alerts) > 0
+    assert len(_images(page)) == result.alerts["asn"].nunique() == page.count("nearest neighbour window starts")
+    first = result.alerts.iloc[0]
+    assert f"nearest neighbour window starts {first['neighbour_start']}, ends {first['neighbour_time']}" in page
+
+
+@pytest.mark.parametrize("shift, log_scale", [(0.0, True), (-1000.0, False)])
+def test_band_is_on_the_log_scale_for_counts_only(shift, log_scale):
+    history, today = _split(_frame())
+    history, today = history.assign(logins=history["logins"] + shift), today.assign(logins=today["logins"] + shift)
+    det = RollingZScoreDetector(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert ("log(1 + x)" in notes["band"]) is log_scale

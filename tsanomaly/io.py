@@ -1,0 +1,242 @@
+"""Reading and writing tables for scoring jobs: CSV, Parquet and JSON lines, chosen by extension.
+
+A scheduled job reads yesterday's counts and writes alerts that another job
+picks up, so two properties matter more than speed:
+
+- **Clear errors.** A missing file, an unknown extension, a file that is not
+  what its extension says, or a missing column raise ``FileNotFoundError`` or
+  ``ValueError`` with a one-line message naming the path — the CLI turns them
+  into exit status 2, never a traceback.
+- **Atomic writes.** Every writer writes a hidden temporary file in the
+  destination folder and moves it into place with :func:`os.replace`, which
+  is atomic on POSIX and Windows for two paths on one file system. A reader
+  therefore sees either the previous file or the complete new one, never a
+  half-written one; a job that fails while writing removes its temporary
+  file, and a job killed outright (SIGKILL, power loss) leaves at most a
+  hidden ``.<name>.<random>.tmp`` file beside the output, never a truncated
+  output.
+
+Supported extensions (case-insensitive): ``.csv``, ``.csv.gz``, ``.parquet``,
+``.pq``, ``.jsonl``, ``.ndjson``, ``.jsonl.gz``.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+__all__ = ["FORMATS", "table_format", "read_table", "write_table", "write_text", "atomic_path"]
+
+#: Extension -> format name. Longest suffixes first so ".csv.gz" wins over ".gz".
+FORMATS = {
+    ".csv.gz": "csv",
+    ".jsonl.gz": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+def table_format(path) -> str:
+    """``"csv"``, ``"parquet"`` or ``"jsonl"`` from the extension of ``path``.
+
+    Raises
+    ------
+    ValueError
+        For any other extension, listing the supported ones.
+    """
+    name = Path(path).name.lower()
+    for suffix, fmt in FORMATS.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(
+        f"{path}: unsupported file extension; use one of {', '.join(FORMATS)} "
+        "(CSV, Parquet or JSON lines, chosen by extension)"
+    )
+
+
+# ---------------------------------------------------------------------- reading
+def _columns_in_file(path: Path, fmt: str) -> list[str] | None:
+    """Column names read from the header alone, or None where the format has no cheap header."""
+    if fmt == "csv":
+        return list(pd.read_csv(path, nrows=0).columns)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    return None  # JSON lines: every line may have its own keys; checked after reading
+
+
+def read_table(path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a CSV, Parquet or JSON lines file into a DataFrame.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; its extension picks the format (see :data:`FORMATS`).
+    columns : sequence of str, optional
+        Read only these columns (cheaper for wide Parquet files). A column
+        absent from the file raises ValueError naming it and the columns
+        the file has.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Values as the format stores them: CSV and JSON lines give timestamps
+        as strings, which :meth:`tsanomaly.Panel.from_frame` parses.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        Unsupported extension, unreadable or malformed content, a missing column.
+    """
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a {fmt} file")
+    wanted = list(dict.fromkeys(columns)) if columns is not None else None
+    try:
+        if wanted is not None:
+            present = _columns_in_file(path, fmt)
+            if present is not None:
+                _check_columns(path, wanted, present)
+        if fmt == "csv":
+            frame = pd.read_csv(path, usecols=wanted)
+        elif fmt == "parquet":
+            frame = pd.read_parquet(path, columns=wanted)
+        else:
+            # dtype=False: no guessing from column names or contents (read_json would turn a column
+            # named "timestamp" into dates and "0123" into 123); timestamps stay text and are parsed
+            # once, by Panel.from_frame, the same way for every format.
+            frame = pd.read_json(path, lines=True, dtype=False)
+    except ValueError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"cannot read {path} as {fmt}: {_first_line(exc)}") from exc
+    except ImportError as exc:
+        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow ({_first_line(exc)})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path} as {fmt}: {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - pyarrow/parser errors that are not ValueErrors
+        raise ValueError(f"cannot read {path} as {fmt}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if wanted is not None:
+        _check_columns(path, wanted, list(frame.columns))
+        frame = frame[wanted]
+    return frame
+
+
+def _check_columns(path, wanted, present) -> None:
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise ValueError(f"{path}: column {missing[0]!r} is missing; the file has columns {list(present)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------- writing
+def _write_csv(frame: pd.DataFrame, handle) -> None:
+    frame.to_csv(handle, index=False)
+
+
+def _write_parquet(frame: pd.DataFrame, handle) -> None:
+    frame.to_parquet(handle, index=False)
+
+
+def _write_jsonl(frame: pd.DataFrame, handle) -> None:
+    # ISO timestamps: the default (epoch milliseconds) reads back as plain integers.
+    handle.write(frame.to_json(orient="records", lines=True, date_format="iso", date_unit="s").encode("utf-8"))
+
+
+#: Format -> writer(frame, binary handle). Tests replace entries to simulate a failure mid-write.
+_WRITERS: dict[str, Callable] = {"csv": _write_csv, "parquet": _write_parquet, "jsonl": _write_jsonl}
+
+
+def atomic_path(path) -> Path:
+    """A fresh hidden temporary path in the folder of ``path`` (same file system, so os.replace is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _atomic_write(path, write: Callable) -> Path:
+    """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path`` atomically."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder; name a file")
+    if not path.parent.exists():
+        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    tmp = atomic_path(path)
+    try:
+        # O_EXCL: never write through a file (or link) that someone else put there; mode 0o666
+        # lets the umask decide permissions, as for any new file (mkstemp would force 0o600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {_first_line(exc)}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())  # the data is on disk before the name points at it
+        os.replace(tmp, path)
+    except BaseException:
+        # Any failure, KeyboardInterrupt included: the old output (if any) stays untouched.
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_table(frame: pd.DataFrame, path) -> Path:
+    """Write ``frame`` to ``path`` atomically; the extension picks CSV, Parquet or JSON lines.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Written without its index. Timestamps are written as ISO 8601 text in
+        CSV and JSON lines, so :func:`read_table` and ``Panel.from_frame`` read
+        them back.
+    path : str or Path
+        Destination; its folder must exist. An existing file is replaced only
+        once the new one is complete.
+
+    Returns
+    -------
+    Path
+    """
+    fmt = table_format(path)
+    path = Path(path)
+    if fmt == "csv" or fmt == "jsonl":
+        compress = path.name.lower().endswith(".gz")
+
+        def write(handle):
+            if compress:
+                import gzip
+
+                with gzip.GzipFile(fileobj=handle, mode="wb", filename="") as zipped:
+                    _WRITERS[fmt](frame, zipped)
+            else:
+                _WRITERS[fmt](frame, handle)
+
+        return _atomic_write(path, write)
+    return _atomic_write(path, lambda handle: _WRITERS[fmt](frame, handle))
+
+
+def write_text(text: str, path) -> Path:
+    """Write UTF-8 text (an HTML report, a JSON summary) to ``path`` atomically."""
+    data = text.encode("utf-8")
+    return _atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the whole new one."""
+    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

@@ -1,0 +1,732 @@
+"""Scoring jobs on files: the fit / score / report logic behind ``tsanomaly fit|score|report``.
+
+A scheduled job (cron, Airflow, one Spark task) does two things:
+
+1. ``fit``: read history in long format (one row per context and time bucket),
+   build a :class:`~tsanomaly.Panel`, fit a detector and save it. The model
+   file also remembers *how the table maps to a panel* — the context, time
+   and value column names, the fill rule and the grid's frequency — as the
+   JSON-able fitted attribute ``job_columns_``, so that
+2. ``score`` needs only the model and the new rows: it rebuilds the panel the
+   same way, scores it in chunks of contexts (scores of a context never
+   depend on other contexts, so chunking changes nothing but memory), and
+   writes the alerts (and optionally every point's score).
+
+Conventions a job can rely on:
+
+- **Context labels are strings.** The context columns are converted with
+  ``astype(str)`` at fit and at score time, so an ASN read as the integer
+  ``13335`` from Parquet and as the text ``"13335"`` from JSON lines is the
+  same context, and the model file stores labels without guessing types.
+- **Contexts unseen at fit** (a new ASN) are never a crash. The detector
+  scores them from a cold start where it can; those that get no finite score
+  at all are *skipped*. Both are stated in the output: the alerts carry a
+  boolean ``cold_start`` column, the job logs a warning naming them, the
+  one-line summary counts them, and ``score --unseen PATH`` writes one row per
+  unseen context with ``status`` = ``"cold_start"`` or ``"skipped"``.
+- **Fitted contexts with no row in the new file** are not scored (a sharded
+  job scores a subset of contexts on each worker); the summary counts them.
+- **Atomic output.** Every file is written through :mod:`tsanomaly.io`: a job
+  killed half-way leaves the previous output or none, never a truncated one.
+- **User errors** (bad arguments, unreadable files, missing columns, a data
+  grid that does not follow the fitted one) raise ``ValueError`` or
+  ``FileNotFoundError`` with a one-line message; the CLI maps them to exit 2.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time as _time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly import io as tsio
+from tsanomaly.base import BaseDetector
+from tsanomaly.base import load as load_detector
+from tsanomaly.panel import Panel
+
+__all__ = [
+    "JOB_ATTRIBUTE",
+    "DEFAULT_CHUNK_SIZE",
+    "JobColumns",
+    "Progress",
+    "ScoreResult",
+    "parse_params",
+    "frame_to_panel",
+    "fit_frame",
+    "fit_file",
+    "load_model",
+    "score_panel",
+    "score_frame",
+    "score_file",
+    "scores_frame",
+    "report_file",
+]
+
+log = logging.getLogger("tsanomaly.jobs")
+
+#: Fitted attribute holding the table-to-panel mapping in a model file (see :class:`JobColumns`).
+JOB_ATTRIBUTE = "job_columns_"
+
+#: Contexts scored per chunk: bounds the memory of the score and alert tables, and drives the progress bar.
+DEFAULT_CHUNK_SIZE = 100_000
+
+FILL_RULES = ("zero", "nan")
+
+
+# ---------------------------------------------------------------------- progress bar
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
+
+    A job under cron or Airflow writes to a file or a pipe, where carriage
+    returns only clutter the log, so the bar switches itself off there
+    (``enabled=None``). tqdm is not needed.
+
+    Parameters
+    ----------
+    total : int
+        Number of steps.
+    desc : str
+        Label shown before the bar.
+    enabled : bool, optional
+        Force the bar on or off; by default on exactly when ``stream`` is a TTY.
+    stream : file, optional
+        Where to draw; ``sys.stderr`` by default.
+
+    Examples
+    --------
+    >>> with Progress(3, "scoring", enabled=False) as bar:
+    ...     for _ in range(3):
+    ...         bar.update()
+    """
+
+    width = 30
+
+    def __init__(self, total: int, desc: str = "", enabled: bool | None = None, stream=None):
+        self.total = max(int(total), 0)
+        self.desc = desc
+        self.stream = sys.stderr if stream is None else stream
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty())
+        self.enabled = enabled
+        self.done = 0
+        self._started = _time.perf_counter()
+        self._last_draw = 0.0
+        self._drawn = -1  # the step count last drawn
+
+    def update(self, n: int = 1) -> None:
+        """Advance by ``n`` steps and redraw (at most ten times a second, and always at the end)."""
+        self.done = min(self.total, self.done + n)
+        now = _time.perf_counter()
+        if self.enabled and (now - self._last_draw >= 0.1 or self.done == self.total):
+            self._last_draw = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        share = self.done / self.total if self.total else 1.0
+        filled = int(round(self.width * share))
+        bar = "#" * filled + "." * (self.width - filled)
+        self._drawn = self.done
+        self.stream.write(
+            f"\r{self.desc} [{bar}] {self.done}/{self.total} ({100 * share:3.0f}%) {now - self._started:6.1f} s"
+        )
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the line the bar was drawn on."""
+        if self.enabled:
+            if self._drawn != self.done:
+                self._draw(_time.perf_counter())
+            self.stream.write("\n")
+            self.stream.flush()
+            self.enabled = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- table <-> panel
+@dataclass
+class JobColumns:
+    """How a long table maps to a Panel; saved in the model file as ``job_columns_``.
+
+    Attributes
+    ----------
+    context : list of str
+        Context column(s), e.g. ``["country", "asn"]``.
+    time : str
+        Timestamp column.
+    value : str
+        Numeric value column (the metric), e.g. ``"failed_logins"``.
+    fill : {"zero", "nan"}
+        What an absent (context, time) row means: zero events (counts) or a
+        missing observation.
+    freq : str or None
+        The grid's step; set from the fitted panel, so that a score file with
+        a single timestamp still lands on the right grid.
+    detector : str or None
+        Short name the model was built with (``"stl"``...), for the report.
+    """
+
+    context: list
+    time: str
+    value: str
+    fill: str = "zero"
+    freq: str | None = None
+    detector: str | None = None
+
+    def columns(self) -> list[str]:
+        """Every column the table needs, context columns first."""
+        return list(self.context) + [self.time, self.value]
+
+    def to_json(self) -> dict:
+        return {
+            "context": list(self.context),
+            "time": self.time,
+            "value": self.value,
+            "fill": self.fill,
+            "freq": self.freq,
+            "detector": self.detector,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict, source="the model") -> "JobColumns":
+        try:
+            return cls(
+                context=list(data["context"]),
+                time=str(data["time"]),
+                value=str(data["value"]),
+                fill=str(data.get("fill", "zero")),
+                freq=data.get("freq"),
+                detector=data.get("detector"),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{source} has a malformed {JOB_ATTRIBUTE} entry: {data!r}") from exc
+
+    @classmethod
+    def parse(cls, context, time: str, value: str, fill: str = "zero") -> "JobColumns":
+        """Validate column arguments as a user gives them (``context`` may be ``"country,asn"``)."""
+        if isinstance(context, str):
+            context = [c.strip() for c in context.split(",")]
+        context = [c for c in context if c]
+        if not context:
+            raise ValueError("--context must name at least one column, e.g. --context country,asn")
+        if len(set(context)) != len(context):
+            raise ValueError(f"--context names a column twice: {context}")
+        for name, col in (("--time", time), ("--value", value)):
+            if not col:
+                raise ValueError(f"{name} must name a column")
+            if col in context:
+                raise ValueError(f"column {col!r} is given both as a context column and as {name}")
+        if time == value:
+            raise ValueError(f"--time and --value both name column {time!r}")
+        if fill not in FILL_RULES:
+            raise ValueError(f"fill must be one of {FILL_RULES}, got {fill!r}")
+        return cls(context=context, time=time, value=value, fill=fill)
+
+
+def parse_params(items: Sequence[str] | None) -> dict:
+    """Turn ``["window=24", "direction=up", "periods=[24,168]"]`` into constructor parameters.
+
+    Each value is read as JSON when it parses (numbers, ``true``/``false``,
+    ``null``, lists) and kept as text otherwise; ``None`` is accepted for
+    ``null``.
+
+    Raises
+    ------
+    ValueError
+        For an item without ``=`` or with an empty name, or a name given twice.
+    """
+    params: dict = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--param expects key=value, got {item!r}")
+        if key in params:
+            raise ValueError(f"--param {key} is given twice")
+        raw = raw.strip()
+        if raw in ("None", "none"):
+            params[key] = None
+            continue
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = None, source="the input") -> Panel:
+    """Build the Panel a job scores from a long table, the same way at fit and at score time.
+
+    Context labels become strings, timestamps are parsed by
+    :meth:`Panel.from_frame`, absent buckets follow ``columns.fill``.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Long format, holding ``columns.columns()``.
+    columns : JobColumns
+    freq : str, optional
+        Grid step; ``columns.freq`` when omitted, inferred when both are None.
+    source : str
+        Named in error messages (the file's path).
+
+    Raises
+    ------
+    ValueError
+        A missing column, a row without a context label, numeric timestamps,
+        and everything :meth:`Panel.from_frame` rejects (duplicate rows,
+        non-numeric values, an irregular grid...).
+    """
+    for col in columns.columns():
+        if col not in frame.columns:
+            raise ValueError(f"{source}: column {col!r} is missing; it has columns {list(frame.columns)}")
+    if len(frame) == 0:
+        raise ValueError(f"{source} has no rows")
+    frame = frame[columns.columns()].copy()
+    for col in columns.context:
+        missing = frame[col].isna().to_numpy()
+        if missing.any():
+            raise ValueError(
+                f"{source}: column {col!r} has {int(missing.sum())} rows without a context label "
+                f"(first at row {int(np.flatnonzero(missing)[0])})"
+            )
+        frame[col] = frame[col].astype(str)
+    if pd.api.types.is_numeric_dtype(frame[columns.time]) and not pd.api.types.is_bool_dtype(frame[columns.time]):
+        # pandas would read epoch numbers as nanoseconds since 1970: refuse rather than guess the unit.
+        raise ValueError(
+            f"{source}: column {columns.time!r} holds numbers, not timestamps; "
+            "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
+        )
+    try:
+        return Panel.from_frame(
+            frame,
+            context=columns.context[0] if len(columns.context) == 1 else columns.context,
+            time=columns.time,
+            value=columns.value,
+            freq=freq if freq is not None else columns.freq,
+            fill=columns.fill,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from exc
+
+
+def _read(path, columns: JobColumns) -> pd.DataFrame:
+    started = _time.perf_counter()
+    frame = tsio.read_table(path, columns=columns.columns())
+    log.info("read %d rows from %s in %.2f s", len(frame), path, _time.perf_counter() - started)
+    return frame
+
+
+# ---------------------------------------------------------------------- fit
+def fit_frame(
+    frame: pd.DataFrame,
+    context,
+    time: str,
+    value: str,
+    detector: str | BaseDetector = "stl",
+    params: dict | None = None,
+    fill: str = "zero",
+    freq: str | None = None,
+    device: str | None = None,
+    source: str = "the input",
+) -> BaseDetector:
+    """Fit a detector on a long table and attach the table mapping (``job_columns_``).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        History in long format.
+    context : str or list of str
+        Context column(s); ``"country,asn"`` is split on commas.
+    time, value : str
+        Timestamp and value columns.
+    detector : str or BaseDetector, default "stl"
+        A short name for :func:`tsanomaly.detectors.make_detector`
+        (``"baseline"``, ``"stl"``, ``"mp"``, ``"lstm"``) or an unfitted instance.
+    params : dict, optional
+        Constructor parameters set with ``set_params`` (unknown names raise
+        ValueError listing the valid ones).
+    fill : {"zero", "nan"}, default "zero"
+        An absent row means zero events (counts) or a missing observation.
+    freq : str, optional
+        Grid step; inferred from the timestamps when omitted.
+    device : {"auto", "cpu", "cuda"}, optional
+        Overrides the detector's ``device`` parameter.
+
+    Returns
+    -------
+    BaseDetector
+        Fitted, with ``job_columns_`` set; ``save`` it for :func:`score_file`.
+
+    Examples
+    --------
+    >>> from tsanomaly.datasets import make_security_panel
+    >>> data = make_security_panel(n_contexts=10, n_days=21, seed=0)
+    >>> history, new = data.split("2024-01-18")
+    >>> frame = history.panels["failed_logins"].to_frame(value="failed_logins", time="ts")
+    >>> det = fit_frame(frame, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 7})
+    >>> det.job_columns_["context"]
+    ['country', 'asn']
+    >>> today = new.panels["failed_logins"].to_frame(value="failed_logins", time="ts")
+    >>> result = score_frame(det, today)
+    >>> result.panel.shape
+    (10, 96)
+    """
+    from tsanomaly.detectors import DETECTOR_CLASSES, make_detector
+
+    columns = JobColumns.parse(context, time, value, fill)
+    if isinstance(detector, str):
+        name, det = detector, make_detector(detector)
+    else:
+        names = {cls: short for short, (_, cls) in DETECTOR_CLASSES.items()}
+        name, det = names.get(type(detector).__name__), detector
+    if params:
+        det.set_params(**params)
+    if device is not None:
+        det.set_params(device=device)
+    panel = frame_to_panel(frame, columns, freq=freq, source=source)
+    log.info(
+        "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times, panel.index[0], panel.index[-1]
+    )
+    started = _time.perf_counter()
+    det.fit(panel)
+    log.info("fitted %r in %.2f s; global threshold %.4g", det, _time.perf_counter() - started, det.global_threshold_)
+    columns.freq = det.freq_
+    columns.detector = name
+    setattr(det, JOB_ATTRIBUTE, columns.to_json())
+    return det
+
+
+def fit_file(
+    input, save, context, time: str, value: str, detector="stl", params=None, fill="zero", freq=None, device=None
+):
+    """Read ``input``, fit (see :func:`fit_frame`) and save the model to ``save`` atomically.
+
+    Returns
+    -------
+    BaseDetector
+        The fitted detector that was saved.
+    """
+    columns = JobColumns.parse(context, time, value, fill)
+    save = Path(save)
+    if not save.parent.exists():
+        raise FileNotFoundError(f"folder for --save does not exist: {save.parent}")
+    frame = _read(input, columns)
+    det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input))
+    det.save(save)  # BaseDetector.save writes a temporary file and renames it: atomic too
+    log.info("saved the model to %s", save)
+    return det
+
+
+# ---------------------------------------------------------------------- score
+@dataclass
+class ScoreResult:
+    """What a scoring job produced.
+
+    Attributes
+    ----------
+    alerts : pandas.DataFrame
+        One row per run of flagged points (see :meth:`BaseDetector.alerts`),
+        most anomalous first, with ``metric`` (the value column) and
+        ``cold_start`` (the context was unseen at fit) added.
+    panel, scores : Panel
+        The scored data and its scores (host arrays).
+    unseen : pandas.DataFrame
+        One row per context unseen at fit: the context columns, ``status``
+        (``"cold_start"`` when it got finite scores, ``"skipped"`` when none)
+        and ``n_points`` (its observed points).
+    n_absent : int
+        Fitted contexts with no row in the new data (not scored).
+    detector : BaseDetector
+    columns : JobColumns
+    seconds : float
+        Wall time of scoring (reading and writing excluded).
+    """
+
+    alerts: pd.DataFrame
+    panel: Panel
+    scores: Panel
+    unseen: pd.DataFrame
+    n_absent: int
+    detector: BaseDetector
+    columns: JobColumns
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for the job's log: what was scored, how many alerts, what was unseen or absent."""
+        n_skipped = int((self.unseen["status"] == "skipped").sum())
+        n_cold = len(self.unseen) - n_skipped
+        span = f"{self.panel.index[0]} .. {self.panel.index[-1]}" if self.panel.n_times else "no times"
+        return (
+            f"scored {self.panel.n_contexts} contexts x {self.panel.n_times} times ({span}) of "
+            f"{self.columns.value!r} with {type(self.detector).__name__}: {len(self.alerts)} alerts on "
+            f"{self.alerts[self.columns.context].drop_duplicates().shape[0] if len(self.alerts) else 0} contexts; "
+            f"{len(self.unseen)} contexts unseen at fit ({n_cold} scored from a cold start, {n_skipped} skipped); "
+            f"{self.n_absent} fitted contexts absent from the input"
+        )
+
+
+def load_model(path, device: str | None = None) -> tuple[BaseDetector, JobColumns]:
+    """Load a model written by :func:`fit_file` and its table mapping.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        The file is not a tsanomaly model, or was saved without
+        ``job_columns_`` (fitted from Python on a Panel rather than by a job).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        det = load_detector(path, device=device)
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, IsADirectoryError) as exc:
+        raise ValueError(f"{path} is not a tsanomaly model file ({tsio._first_line(exc)})") from exc
+    except OSError as exc:
+        raise ValueError(f"cannot read the model {path}: {tsio._first_line(exc)}") from exc
+    data = getattr(det, JOB_ATTRIBUTE, None)
+    if data is None:
+        raise ValueError(
+            f"{path} holds a {type(det).__name__} fitted without column names; fit it with "
+            "`tsanomaly fit` (or set det.job_columns_ via tsanomaly.jobs.fit_frame) to score files"
+        )
+    return det, JobColumns.from_json(data, source=str(path))
+
+
+def score_panel(
+    det: BaseDetector, panel: Panel, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool | None = None
+) -> tuple[Panel, pd.DataFrame]:
+    """Score ``panel`` chunk by chunk of contexts and collect the alerts.
+
+    Scores of a context depend only on that context and its fitted state, so
+    the result equals one ``det.score(panel)`` call; chunks bound memory (on
+    a GPU too) and drive the progress bar.
+
+    Returns
+    -------
+    scores : Panel
+        Same axes as ``panel`` (host array).
+    alerts : pandas.DataFrame
+        As :meth:`BaseDetector.alerts`, most anomalous first.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk size must be a positive number of contexts, got {chunk_size}")
+    n = panel.n_contexts
+    scores = np.full(panel.shape, np.nan)
+    tables = []
+    with Progress((n + chunk_size - 1) // chunk_size, "scoring", enabled=progress) as bar:
+        for lo in range(0, n, chunk_size):
+            chunk = panel.take(slice(lo, min(n, lo + chunk_size)))
+            chunk_scores = det.score(chunk)
+            scores[lo : lo + chunk.n_contexts] = chunk_scores.to_numpy()
+            tables.append(det.alerts(chunk, scores=chunk_scores))
+            bar.update()
+    alerts = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    alerts = alerts.sort_values("peak_score", ascending=False, kind="stable").reset_index(drop=True)
+    return panel.with_values(scores), alerts
+
+
+def score_frame(
+    det: BaseDetector,
+    frame: pd.DataFrame,
+    columns: JobColumns | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool | None = None,
+    source: str = "the input",
+) -> ScoreResult:
+    """Score a long table with a fitted detector; see :class:`ScoreResult` for what comes back."""
+    if columns is None:
+        columns = JobColumns.from_json(getattr(det, JOB_ATTRIBUTE))
+    det.check_fitted()
+    panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source).to("cpu")
+    started = _time.perf_counter()
+    scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    seconds = _time.perf_counter() - started
+    rows = det.context_rows(panel)
+    unseen_rows = np.flatnonzero(rows < 0)
+    score_values = scores.to_numpy()
+    has_score = np.isfinite(score_values[unseen_rows]).any(axis=1) if len(unseen_rows) else np.zeros(0, bool)
+    unseen = _context_table(panel.contexts, unseen_rows, columns)
+    unseen["status"] = np.where(has_score, "cold_start", "skipped")
+    unseen["n_points"] = np.isfinite(panel.to_numpy()[unseen_rows]).sum(axis=1).astype(np.int64)
+    n_absent = int(len(det.contexts_) - np.unique(rows[rows >= 0]).size)
+
+    # Context columns come back as the model stored them; make them strings like the panel's.
+    alerts.insert(len(columns.context), "metric", columns.value)
+    unseen_set = set(panel.contexts[unseen_rows])
+    alert_keys = _context_keys(alerts, columns)
+    alerts["cold_start"] = np.fromiter((k in unseen_set for k in alert_keys), dtype=bool, count=len(alerts))
+    if len(unseen):
+        n_skipped = int((unseen["status"] == "skipped").sum())
+        examples = ", ".join(str(c) for c in panel.contexts[unseen_rows][:5])
+        log.warning(
+            "%d contexts were not in the fitted history (%d scored from a cold start, %d skipped: no score), e.g. %s",
+            len(unseen),
+            len(unseen) - n_skipped,
+            n_skipped,
+            examples,
+        )
+    if n_absent:
+        log.info("%d fitted contexts have no row in %s and were not scored", n_absent, source)
+    return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds)
+
+
+def _context_table(contexts: pd.Index, rows: np.ndarray, columns: JobColumns) -> pd.DataFrame:
+    frame = contexts.to_frame(index=False)
+    frame.columns = list(columns.context)
+    return frame.iloc[rows].reset_index(drop=True)
+
+
+def _context_keys(table: pd.DataFrame, columns: JobColumns) -> list:
+    """Context labels of each row of ``table`` as the panel spells them (a string or a tuple)."""
+    if len(columns.context) == 1:
+        return list(table[columns.context[0]])
+    return list(zip(*(table[c] for c in columns.context)))
+
+
+def scores_frame(result: ScoreResult) -> pd.DataFrame:
+    """Every scored point in long format: context columns, time, value, ``score``, ``threshold``, ``flag``.
+
+    Points with neither an observation nor a score are left out.
+    """
+    cols = result.columns
+    frame = result.panel.to_frame(value=cols.value, time=cols.time, dropna=False)
+    frame.columns = list(cols.context) + [cols.time, cols.value]
+    scores = result.scores.to_numpy().reshape(-1)
+    thresholds = result.detector._thresholds_for(result.detector.context_rows(result.panel))
+    frame["score"] = scores
+    frame["threshold"] = np.repeat(thresholds, result.panel.n_times)
+    with np.errstate(invalid="ignore"):
+        frame["flag"] = scores >= frame["threshold"].to_numpy()
+    keep = np.isfinite(frame[cols.value].to_numpy()) | np.isfinite(scores)
+    return frame[keep].reset_index(drop=True)
+
+
+def score_file(
+    model,
+    input,
+    output,
+    scores=None,
+    unseen=None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> ScoreResult:
+    """Score a file with a saved model and write the alerts (and optionally scores and unseen contexts).
+
+    Parameters
+    ----------
+    model : str or Path
+        Written by :func:`fit_file` / ``tsanomaly fit``.
+    input : str or Path
+        New rows (CSV, Parquet or JSON lines) with the model's columns, on the
+        fitted time grid and after the fitted history.
+    output : str or Path
+        Alerts table; the format follows the extension.
+    scores : str or Path, optional
+        Also write every point's score (see :func:`scores_frame`).
+    unseen : str or Path, optional
+        Also write the contexts unseen at fit with their status.
+    chunk_size : int
+        Contexts scored at a time.
+    device : {"auto", "cpu", "cuda"}, optional
+        Override the saved device (a model fitted on a GPU scores on a CPU).
+
+    Returns
+    -------
+    ScoreResult
+    """
+    # Check every output's extension before the (long) work, so a typo fails at once.
+    for path in (output, scores, unseen):
+        if path is not None:
+            tsio.table_format(path)
+            if not Path(path).parent.exists():
+                raise FileNotFoundError(f"output folder does not exist: {Path(path).parent}")
+    det, columns = load_model(model, device=device)
+    frame = _read(input, columns)
+    result = score_frame(det, frame, columns, chunk_size=chunk_size, progress=progress, source=str(input))
+    tsio.write_table(result.alerts, output)
+    log.info("wrote %d alerts to %s", len(result.alerts), output)
+    if scores is not None:
+        tsio.write_table(scores_frame(result), scores)
+        log.info("wrote the scores to %s", scores)
+    if unseen is not None:
+        tsio.write_table(result.unseen, unseen)
+        log.info("wrote %d unseen contexts to %s", len(result.unseen), unseen)
+    return result
+
+
+# ---------------------------------------------------------------------- report
+def report_file(
+    models: Sequence,
+    input,
+    out,
+    top: int = 10,
+    history=None,
+    title: str | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> list[ScoreResult]:
+    """Score ``input`` with one or more saved models and write a self-contained HTML report.
+
+    Parameters
+    ----------
+    models : sequence of str or Path
+        Model files; each may use its own columns of ``input`` (one metric per model).
+    input : str or Path
+        New rows, as for :func:`score_file`.
+    out : str or Path
+        The HTML file, written atomically.
+    top : int, default 10
+        Alerts plotted per model: the most anomalous alert of each of the
+        ``top`` most anomalous contexts (see :func:`tsanomaly.report.top_alerts`).
+    history : str or Path, optional
+        The history the models were fitted on (or its recent part): plotted in
+        grey before the scored data, so an analyst sees what "normal" looked
+        like, and where a matrix-profile alert's nearest neighbour lies.
+
+    Returns
+    -------
+    list of ScoreResult
+        One per model.
+    """
+    from tsanomaly import report
+
+    if top < 0:
+        raise ValueError(f"--top must be >= 0, got {top}")
+    if not Path(out).parent.exists():
+        raise FileNotFoundError(f"output folder does not exist: {Path(out).parent}")
+    loaded = [(path, *load_model(path, device=device)) for path in models]
+    needed = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.columns()))
+    frame = tsio.read_table(input, columns=needed)
+    history_frame = tsio.read_table(history, columns=needed) if history is not None else None
+    results, sections = [], []
+    for path, det, columns in loaded:
+        result = score_frame(det, frame, columns, progress=progress, source=str(input))
+        history_panel = None
+        if history_frame is not None:
+            history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history))
+        section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel)
+        result.extra["plotted"] = len(report.top_alerts(section, top))
+        results.append(result)
+        sections.append(section)
+    html = report.render_report(sections, top=top, title=title, source=str(input), progress=progress)
+    tsio.write_text(html, out)
+    log.info("wrote the report to %s", out)
+    return results
+

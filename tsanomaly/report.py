@@ -1,0 +1,648 @@
+"""A self-contained HTML report of alerts, for the analyst who must see why an alert fired.
+
+One page, no external resources (styles inline, plots embedded as base64 PNG),
+so it can be mailed, attached to a ticket or opened offline:
+
+- a summary: per model, the metric, the detector, contexts scored, alerts,
+  contexts unseen at fit; totals across models;
+- a table of the top alerts;
+- for each top alert, a plot of the context's series (with the recent history
+  in grey when it is given) and, under it, its scores against the threshold.
+  The plot shows the **expected value band** — the detector's own expected
+  value where it explains one (``expected``; for the STL detector
+  ``expected`` or ``trend + seasonal``), else a rolling median of the
+  preceding points — widened by three robust standard deviations of the
+  residual; the **anomalous span** shaded in red; and, for the matrix-profile
+  detector, the alert's **nearest-neighbour window** shaded in purple (the
+  most similar earlier stretch: a large distance to it is what made the alert).
+
+Rendering uses matplotlib's Agg canvas directly, never pyplot, so building a
+report does not change the backend of a notebook that imports tsanomaly.
+Every label that comes from data is HTML-escaped: context names are attacker
+controlled (a user agent, an app version) and the report must not run them.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io as _io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly.panel import Panel
+
+__all__ = [
+    "BAND_SIGMAS",
+    "ReportSection",
+    "expected_values",
+    "neighbour_column",
+    "plot_alert",
+    "render_report",
+    "top_alerts",
+]
+
+#: Half-width of the expected-value band, in robust standard deviations of the residual.
+BAND_SIGMAS = 3.0
+
+#: Columns of an alert that are not explanations (shown in their own places).
+_ALERT_BASE_COLUMNS = (
+    "start", "end", "peak_time", "peak_score", "n_points", "threshold", "detector", "metric", "cold_start",
+)
+
+# Points of recent history drawn before the scored data, at most.
+_MAX_HISTORY_POINTS = 24 * 14
+# Points of the scored data drawn around an alert, at least this many when there are more.
+_MAX_PLOT_POINTS = 24 * 10
+
+
+@dataclass
+class ReportSection:
+    """Everything the report needs about one model's scoring of one input.
+
+    Attributes
+    ----------
+    detector : BaseDetector
+        Fitted.
+    panel, scores : Panel
+        The scored data and its scores (host arrays, same axes).
+    alerts : pandas.DataFrame
+        ``detector.alerts(panel)``, most anomalous first.
+    context_columns : list of str
+        Names of the context columns of ``alerts``.
+    value : str
+        The metric's name (the value column).
+    name : str
+        How the report names this model (its file name).
+    unseen : pandas.DataFrame
+        Contexts unseen at fit with a ``status`` column (may be empty).
+    n_absent : int
+        Fitted contexts with no data in the input.
+    history : Panel, optional
+        Data before ``panel`` (the history the model was fitted on), drawn in grey.
+    """
+
+    detector: object
+    panel: Panel
+    scores: Panel
+    alerts: pd.DataFrame
+    context_columns: list
+    value: str = "value"
+    name: str = "model"
+    unseen: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"status": []}))
+    n_absent: int = 0
+    history: Panel | None = None
+
+    @classmethod
+    def from_result(cls, result, name: str = "model", history: Panel | None = None) -> "ReportSection":
+        """Build from a :class:`tsanomaly.jobs.ScoreResult`."""
+        return cls(
+            detector=result.detector,
+            panel=result.panel,
+            scores=result.scores,
+            alerts=result.alerts,
+            context_columns=list(result.columns.context),
+            value=result.columns.value,
+            name=name,
+            unseen=result.unseen,
+            n_absent=result.n_absent,
+            history=history,
+        )
+
+    @classmethod
+    def from_detector(cls, detector, panel: Panel, name: str | None = None, value: str = "value", history=None):
+        """Score ``panel`` with a fitted detector and build the section (for notebooks and examples)."""
+        scores = detector.score(panel)
+        alerts = detector.alerts(panel, scores=scores)
+        columns = [c if c is not None else "context" for c in panel.contexts.names]
+        if columns == [0]:
+            columns = ["context"]
+        rows = detector.context_rows(panel)
+        unseen = panel.contexts[rows < 0].to_frame(index=False)
+        unseen.columns = columns
+        has = np.isfinite(scores.to_numpy()[rows < 0]).any(axis=1) if (rows < 0).any() else np.zeros(0, bool)
+        unseen["status"] = np.where(has, "cold_start", "skipped")
+        return cls(
+            detector=detector,
+            panel=panel.to("cpu"),
+            scores=scores.to("cpu"),
+            alerts=alerts,
+            context_columns=columns,
+            value=value,
+            name=name or type(detector).__name__,
+            unseen=unseen,
+            history=history,
+        )
+
+    @property
+    def detector_name(self) -> str:
+        return type(self.detector).__name__
+
+
+# ---------------------------------------------------------------------- expected values
+def expected_values(detector, panel: Panel, scores: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The detector's expected value at every point of a one-context panel, and how it was obtained.
+
+    Detectors explain an alert with columns computed at its peak
+    (``_explain(panel, scores, ctx_rows, peak_pos)``, see ``docs/CONTRACT.md``);
+    asking for every position as a "peak" gives the whole expected curve.
+    ``expected`` is used when the detector explains it, else ``trend +
+    seasonal`` (STL). Detectors without either (the matrix profile compares
+    shapes, it has no expected value) give ``(None, reason)``.
+
+    Parameters
+    ----------
+    detector : BaseDetector
+        Fitted.
+    panel : Panel
+        One context (host), following the fitted history.
+    scores : numpy.ndarray, shape (1, n_times)
+
+    Returns
+    -------
+    expected : numpy.ndarray of shape (n_times,) or None
+    how : str
+        A short description for the plot's legend.
+    """
+    names = set(getattr(type(detector), "explanation_columns", ()))
+    if "expected" not in names and not {"trend", "seasonal"} <= names:
+        return None, f"{type(detector).__name__} explains no expected value"
+    n = panel.n_times
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            columns = detector._explain(panel, scores, np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64))
+    except Exception as exc:  # noqa: BLE001 - a detector's explanation must never break the report
+        return None, f"the detector's explanation failed ({type(exc).__name__})"
+    if "expected" in columns:
+        expected, how = columns["expected"], "detector's expected value"
+    elif "trend" in columns and "seasonal" in columns:
+        expected, how = np.asarray(columns["trend"], float) + np.asarray(columns["seasonal"], float), "trend + seasonal"
+    else:
+        return None, "the detector's explanation has no expected value"
+    expected = np.asarray(expected, dtype=np.float64).reshape(-1)
+    if expected.shape != (n,) or not np.isfinite(expected).any():
+        return None, "the detector's expected value is unusable"
+    return expected, how
+
+
+def _rolling_expected(series: np.ndarray, n_new: int, window: int) -> np.ndarray:
+    """Median of the ``window`` points before each of the last ``n_new`` points (causal, NaN-aware)."""
+    s = pd.Series(series)
+    med = s.rolling(window, min_periods=max(3, window // 3)).median().shift(1)
+    return med.to_numpy()[-n_new:]
+
+
+def _span(alert, half) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """An alert's span widened by half a step on each side, so a one-point alert is a visible band."""
+    return pd.Timestamp(alert["start"]) - half, pd.Timestamp(alert["end"]) + half
+
+
+def _plot_window(n: int, start: int, end: int, width: int) -> tuple[int, int]:
+    """[lo, hi) of at most ``width`` points (more if the alert is longer) centred on positions start..end."""
+    width = max(width, end - start + 1 + 48)
+    if n <= width:
+        return 0, n
+    lo = max(0, (start + end) // 2 - width // 2)
+    hi = min(n, lo + width)
+    return max(0, hi - width), hi
+
+
+def _robust_sigma(residual: np.ndarray) -> float:
+    """1.4826 x MAD of the finite residuals; the standard deviation when the MAD is 0 (sparse counts)."""
+    r = residual[np.isfinite(residual)]
+    if r.size < 2:
+        return float("nan")
+    sigma = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    if sigma == 0.0:
+        sigma = float(np.std(r))
+    return sigma
+
+
+# ---------------------------------------------------------------------- matrix-profile neighbour
+def neighbour_column(detector) -> str | None:
+    """Name of the explanation column that gives an alert's nearest-neighbour (start) time, or None.
+
+    The matrix-profile detector explains an alert by the earlier window most
+    similar to it (``neighbour_start`` / ``neighbour_time``: its first and last
+    points). A column counts when its name contains "neighbo" (neighbour or
+    neighbor), starts with "nn" or contains "match"; among several, the one
+    naming the start. Detectors without one give None.
+    """
+    names = _neighbour_columns(detector)
+    starts = [n for n in names if "start" in n.lower()]
+    return (starts or names or [None])[0]
+
+
+def _neighbour_columns(detector) -> list[str]:
+    found = []
+    for name in getattr(type(detector), "explanation_columns", ()):
+        low = name.lower()
+        if "neighbo" in low or low.startswith("nn") or "match" in low:
+            found.append(name)
+    return found
+
+
+def _neighbour_end_column(detector, start_column: str) -> str | None:
+    """The column naming the neighbour window's last point, when the detector gives one."""
+    others = [n for n in _neighbour_columns(detector) if n != start_column]
+    ends = [n for n in others if "end" in n.lower() or "time" in n.lower()]
+    return ends[0] if ends else None
+
+
+def _as_timestamp(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (pd.Timestamp, np.datetime64, _dt.datetime, str)):
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            return None
+        return None if pd.isna(stamp) else stamp
+    return None
+
+
+def _window_length(detector) -> int | None:
+    params = detector.get_params()
+    for key in ("window", "m", "window_size"):
+        value = params.get(key)
+        if isinstance(value, (int, np.integer)) and value > 0:
+            return int(value)
+    return None
+
+
+# ---------------------------------------------------------------------- plotting
+def _context_key(alert: pd.Series, columns) -> object:
+    values = tuple(alert[c] for c in columns)
+    return values[0] if len(values) == 1 else values
+
+
+def _context_label(key) -> str:
+    return " / ".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
+
+
+def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
+    """PNG of one alert's context: series, expected band, anomalous span, neighbour window, scores.
+
+    Returns
+    -------
+    png : bytes
+    notes : dict
+        What the plot shows, for its caption (band method, neighbour time...).
+    """
+    from matplotlib import dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    notes = {}
+    key = _context_key(alert, section.context_columns)
+    row = int(section.panel.contexts.get_indexer([key])[0])
+    if row < 0:
+        raise KeyError(f"context {key!r} of an alert is not in the scored panel")
+    one = section.panel.take([row])
+    x_new = one.to_numpy()[0]
+    s_new = section.scores.to_numpy()[row]
+    t_new = np.asarray(section.panel.index)
+    step = section.panel.index[1] - section.panel.index[0] if section.panel.n_times > 1 else None
+    if step is None and section.panel.index.freq is not None:
+        step = pd.Timedelta(section.panel.index.freq)
+
+    # Recent history of the same context, if given: grey, before the scored data.
+    x_hist = np.zeros(0)
+    t_hist = np.zeros(0, dtype="datetime64[ns]")
+    neighbour_col = neighbour_column(section.detector)
+    neighbour = _as_timestamp(alert.get(neighbour_col)) if neighbour_col else None
+    window = _window_length(section.detector) if neighbour_col else None
+    end_col = _neighbour_end_column(section.detector, neighbour_col) if neighbour_col else None
+    neighbour_end = _as_timestamp(alert.get(end_col)) if end_col else None
+    if section.history is not None:
+        hrow = int(section.history.contexts.get_indexer([key])[0])
+        if hrow >= 0:
+            hist = section.history.time_slice(end=section.panel.index[0] - (step or pd.Timedelta(0)) / 2)
+            # As much history as scored data (at least two days of hourly points, at most two weeks):
+            # enough to see what normal looked like without squeezing the scored part.
+            n_show = min(_MAX_HISTORY_POINTS, max(48, section.panel.n_times))
+            start_pos = max(0, hist.n_times - n_show)
+            if neighbour is not None and len(hist.index) and neighbour < hist.index[start_pos]:
+                # Reach back to show the nearest neighbour, which is what explains the alert.
+                start_pos = int(max(0, hist.index.searchsorted(neighbour) - 12))
+            x_hist = hist.to_numpy()[hrow, start_pos:]
+            t_hist = np.asarray(hist.index)[start_pos:]
+
+    # Expected values: the detector's own, else a rolling median of the preceding points.
+    expected, how = expected_values(section.detector, one, s_new[None, :])
+    if expected is None:
+        window_med = int(min(48, max(5, (len(x_hist) + len(x_new)) // 6)))
+        expected = _rolling_expected(np.concatenate([x_hist, x_new]), len(x_new), window_med)
+        how = f"rolling median of the {window_med} preceding points ({how})"
+    # The band's width comes from the residual outside every alert of this context: the
+    # anomalies themselves must not widen the band that is meant to show what is normal.
+    same = section.alerts
+    for col in section.context_columns:
+        same = same[same[col] == alert[col]]
+    in_alerts = np.zeros(len(t_new), dtype=bool)
+    for start, end in zip(same["start"], same["end"]):
+        in_alerts |= (t_new >= np.datetime64(start)) & (t_new <= np.datetime64(end))
+    # Counts (no negative value, expected value included) get their band on the log(1 + x)
+    # scale: their noise grows with their level, so a band as wide at 3 am as at the daily peak
+    # would be too wide at night and too narrow by day. Other data get a band of constant width.
+    observed = np.concatenate([x_hist, x_new])
+    counts = np.nanmin(observed, initial=0.0) >= 0 and np.nanmin(expected, initial=0.0) > -0.5
+    forward, inverse = (np.log1p, np.expm1) if counts else (lambda v: v, lambda v: v)
+    centre = forward(np.maximum(expected, 0.0) if counts else expected)
+    with np.errstate(invalid="ignore"):
+        residual = np.where(in_alerts, np.nan, forward(x_new) - centre)
+    sigma = _robust_sigma(residual)
+
+    # Weeks of scored points would squeeze the alert into a few pixels: show a window around it
+    # (the band above was still estimated on the whole scored span).
+    span_pos = np.flatnonzero((t_new >= np.datetime64(alert["start"])) & (t_new <= np.datetime64(alert["end"])))
+    lo, hi = _plot_window(len(t_new), int(span_pos[0]), int(span_pos[-1]), _MAX_PLOT_POINTS)
+    if lo > 0 or hi < len(t_new):
+        notes["shown"] = f"{pd.Timestamp(t_new[lo])} – {pd.Timestamp(t_new[hi - 1])} of the scored span"
+        if lo > 0:  # the history no longer touches the plotted part
+            x_hist, t_hist = x_hist[:0], t_hist[:0]
+        x_new, s_new, t_new = x_new[lo:hi], s_new[lo:hi], t_new[lo:hi]
+        expected, centre = expected[lo:hi], centre[lo:hi]
+    scale = " on the log(1 + x) scale" if counts else ""
+    notes["band"] = f"{how} ± {BAND_SIGMAS:g} robust σ of the residual outside alerts{scale} (σ = {sigma:.3g})"
+    if len(same) > 1:
+        notes["other alerts"] = f"{len(same) - 1} more on this context, shaded lightly"
+
+    fig = Figure(figsize=(10.5, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
+    ax = fig.add_subplot(grid[0])
+    ax_s = fig.add_subplot(grid[1], sharex=ax)
+    half = (step or pd.Timedelta(0)) / 2
+
+    if len(x_hist):
+        ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history")
+        ax.axvline(t_new[0] - half, color="#666666", ls=":", lw=1.0)
+    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=section.value)
+    if np.isfinite(expected).any():
+        ax.plot(t_new, expected, color="#e07b00", lw=1.2, ls="--", label="expected")
+        if np.isfinite(sigma):
+            lower = inverse(centre - BAND_SIGMAS * sigma)
+            ax.fill_between(
+                t_new, np.maximum(lower, 0.0) if counts else lower, inverse(centre + BAND_SIGMAS * sigma),
+                color="#e07b00", alpha=0.18, lw=0, label=f"expected ± {BAND_SIGMAS:g}σ",
+            )
+    # Other alerts of the same context, lightly; this one clearly.
+    for _, other in same.iterrows():
+        if other["start"] == alert["start"]:
+            continue
+        ax.axvspan(*_span(other, half), color="#c00000", alpha=0.06, lw=0)
+    ax.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0, label="alert span")
+    peak = np.datetime64(alert["peak_time"])
+    peak_pos = int(np.searchsorted(t_new, peak))
+    if 0 <= peak_pos < len(x_new) and np.isfinite(x_new[peak_pos]):
+        ax.plot([t_new[peak_pos]], [x_new[peak_pos]], "o", color="#c00000", ms=5, label="peak")
+
+    if neighbour is not None:
+        if neighbour_end is not None:
+            end = neighbour_end
+        else:
+            end = neighbour + (window - 1) * step if (window and step is not None) else neighbour
+        shown_from = t_hist[0] if len(t_hist) else t_new[0]
+        notes["neighbour"] = f"nearest neighbour window starts {neighbour}, ends {end}"
+        if np.datetime64(end) >= shown_from:
+            ax.axvspan(neighbour - half, end + half, color="#7b2cbf", alpha=0.2, lw=0, label="nearest neighbour")
+        else:
+            notes["neighbour"] += " — before the plotted span (pass the history to see it)"
+        if window and step is not None:
+            # The alerted window itself (scores are stamped at a window's last point), outlined in
+            # the neighbour's colour so the two shapes can be compared by eye.
+            peak_stamp = pd.Timestamp(alert["peak_time"])
+            ax.axvspan(
+                peak_stamp - (window - 1) * step - half, peak_stamp + half,
+                facecolor="none", edgecolor="#7b2cbf", lw=1.2, ls="--", label="alerted window",
+            )
+    elif neighbour_col:
+        notes["neighbour"] = f"no nearest-neighbour time in column {neighbour_col!r} for this alert"
+
+    ax.set_ylabel(section.value)
+    # Above the axes, so that it never hides a spike at the left edge.
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, ncol=8, frameon=False, borderaxespad=0.2)
+    ax.grid(alpha=0.25)
+    ax.tick_params(labelbottom=False)
+
+    ax_s.plot(t_new, s_new, color="#444444", lw=1.0)
+    ax_s.axhline(float(alert["threshold"]), color="#c00000", ls="--", lw=1.0)
+    ax_s.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0)
+    ax_s.set_ylabel("score", fontsize=9)
+    ax_s.grid(alpha=0.25)
+    locator = mdates.AutoDateLocator()
+    ax_s.xaxis.set_major_locator(locator)
+    ax_s.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax_s.text(0.995, 0.92, "threshold", transform=ax_s.transAxes, ha="right", va="top", fontsize=8, color="#c00000")
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.93, bottom=0.1)
+
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue(), notes
+
+
+# ---------------------------------------------------------------------- HTML
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto;
+       max-width: 1120px; color: #222; line-height: 1.4; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 28px;
+     border-bottom: 1px solid #ddd; padding-bottom: 4px; } h3 { font-size: 15px; margin: 0 0 6px; }
+.muted { color: #666; font-size: 13px; }
+.totals { display: flex; gap: 16px; margin: 14px 0; }
+.totals div { background: #f4f6f8; border-radius: 6px; padding: 8px 14px; }
+.totals b { display: block; font-size: 22px; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+th, td { border-bottom: 1px solid #e3e3e3; padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+section.alert { margin: 22px 0; padding: 12px; border: 1px solid #e3e3e3; border-radius: 6px; }
+section.alert img { width: 100%; max-width: 1050px; display: block; }
+.cold { color: #a15c00; font-weight: 600; }
+"""
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:.4g}"
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        stamp = pd.Timestamp(value)
+        return "" if pd.isna(stamp) else str(stamp)
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _points(n) -> str:
+    return f"{int(n)} point" + ("" if int(n) == 1 else "s")
+
+
+def _e(value) -> str:
+    return html.escape(_fmt(value))
+
+
+def _explanation_columns(section: ReportSection) -> list[str]:
+    return [c for c in section.alerts.columns if c not in _ALERT_BASE_COLUMNS and c not in section.context_columns]
+
+
+def top_alerts(section: ReportSection, top: int) -> pd.DataFrame:
+    """The alerts a report plots: the most anomalous alert of each of the ``top`` most anomalous contexts.
+
+    One per context, because a context with many alerts (a sustained attack
+    cut into runs by a few quiet points) would otherwise fill the report with
+    near-identical plots; its other alerts are shaded in its one plot.
+    """
+    alerts = section.alerts  # sorted most anomalous first by BaseDetector.alerts
+    if len(alerts) == 0 or top <= 0:
+        return alerts.head(0)
+    return alerts.drop_duplicates(subset=list(section.context_columns), keep="first").head(top)
+
+
+def render_report(
+    sections,
+    top: int = 10,
+    title: str | None = None,
+    source: str | None = None,
+    progress: bool | None = None,
+) -> str:
+    """The report as one self-contained HTML page.
+
+    Parameters
+    ----------
+    sections : sequence of ReportSection
+        One per model (metric or detector).
+    top : int, default 10
+        Alerts plotted per section, most anomalous first, one per context.
+    title : str, optional
+    source : str, optional
+        Where the scored data came from (shown under the title).
+
+    Returns
+    -------
+    str
+        HTML with one ``<img>`` per plotted alert (see :func:`top_alerts`:
+        ``min(top, contexts with alerts)`` per section) and the summary numbers in elements with ids
+        ``total-contexts`` and ``total-alerts``.
+    """
+    from tsanomaly.jobs import Progress
+
+    sections = list(sections)
+    title = title or "tsanomaly alert report"
+    contexts = set()
+    for s in sections:
+        contexts.update(s.panel.contexts.tolist())
+    total_alerts = sum(len(s.alerts) for s in sections)
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<div class="muted">generated {generated}' + (f" from {html.escape(source)}" if source else "") + "</div>",
+        '<div class="totals">',
+        f'<div>contexts scored<b id="total-contexts">{len(contexts)}</b></div>',
+        f'<div>alerts<b id="total-alerts">{total_alerts}</b></div>',
+        f'<div>models<b id="total-models">{len(sections)}</b></div>',
+        "</div>",
+        "<h2>Summary by model</h2>",
+        "<table><tr><th>model</th><th>detector</th><th>metric</th><th>contexts scored</th><th>times</th>"
+        "<th>span</th><th>alerts</th><th>contexts with alerts</th><th>unseen at fit (cold start / skipped)</th>"
+        "<th>fitted, absent</th><th>threshold</th></tr>",
+    ]
+    for k, s in enumerate(sections):
+        n_cold = int((s.unseen["status"] == "cold_start").sum()) if len(s.unseen) else 0
+        n_skip = int((s.unseen["status"] == "skipped").sum()) if len(s.unseen) else 0
+        with_alerts = len(s.alerts[s.context_columns].drop_duplicates()) if len(s.alerts) else 0
+        span = f"{s.panel.index[0]} – {s.panel.index[-1]}" if s.panel.n_times else ""
+        thr = getattr(s.detector, "global_threshold_", float("nan"))
+        per_ctx = " (per context)" if getattr(s.detector, "per_context", False) else ""
+        out.append(
+            f'<tr id="summary-{k}"><td>{_e(s.name)}</td><td>{_e(s.detector_name)}</td><td>{_e(s.value)}</td>'
+            f'<td class="num contexts">{s.panel.n_contexts}</td><td class="num">{s.panel.n_times}</td>'
+            f'<td>{html.escape(span)}</td><td class="num alerts">{len(s.alerts)}</td><td class="num">{with_alerts}</td>'
+            f'<td class="num">{n_cold} / {n_skip}</td><td class="num">{s.n_absent}</td>'
+            f"<td>{_e(thr)}{per_ctx}</td></tr>"
+        )
+    out.append("</table>")
+    by_detector = {}
+    for s in sections:
+        by_detector[s.detector_name] = by_detector.get(s.detector_name, 0) + len(s.alerts)
+    out.append(
+        '<p class="muted">alerts by detector: '
+        + ", ".join(f"{html.escape(name)} {count}" for name, count in by_detector.items())
+        + ". Scores are higher = more anomalous; an alert is a run of consecutive points at or over the "
+        "threshold.</p>"
+    )
+
+    # Top alerts: a table, then one plot per alert.
+    chosen = [(s, top_alerts(s, top)) for s in sections]
+    n_plots = sum(len(a) for _, a in chosen)
+    out.append(f"<h2>Top alerts ({n_plots} of {total_alerts})</h2>")
+    out.append(
+        '<p class="muted">Per model, the most anomalous alert of each of the top contexts (a context with '
+        "several alerts gets one plot, its other alerts shaded lightly).</p>"
+    )
+    if n_plots == 0:
+        out.append("<p>No alerts: every scored point stayed under its threshold.</p>")
+    else:
+        out.append(
+            "<table><tr><th>#</th><th>context</th><th>metric</th><th>detector</th><th>start</th><th>end</th>"
+            "<th>points</th><th>peak score</th><th>threshold</th><th>explanation</th></tr>"
+        )
+        rank = 0
+        for s, alerts in chosen:
+            expl = _explanation_columns(s)
+            for _, a in alerts.iterrows():
+                rank += 1
+                key = _context_key(a, s.context_columns)
+                cold = ' <span class="cold">new context</span>' if bool(a.get("cold_start", False)) else ""
+                detail = ", ".join(f"{html.escape(c)}={_e(a[c])}" for c in expl)
+                out.append(
+                    f'<tr><td><a href="#alert-{rank}">{rank}</a></td><td>{html.escape(_context_label(key))}{cold}</td>'
+                    f"<td>{_e(s.value)}</td><td>{_e(s.detector_name)}</td>"
+                    f"<td>{_e(a['start'])}</td><td>{_e(a['end'])}</td>"
+                    f'<td class="num">{_e(a["n_points"])}</td><td class="num">{_e(a["peak_score"])}</td>'
+                    f'<td class="num">{_e(a["threshold"])}</td><td>{detail}</td></tr>'
+                )
+        out.append("</table>")
+        rank = 0
+        with Progress(n_plots, "plotting", enabled=progress) as bar:
+            for s, alerts in chosen:
+                expl = _explanation_columns(s)
+                for _, a in alerts.iterrows():
+                    rank += 1
+                    key = _context_key(a, s.context_columns)
+                    png, notes = plot_alert(s, a)
+                    label = html.escape(_context_label(key))
+                    encoded = base64.b64encode(png).decode("ascii")
+                    out.append(f'<section class="alert" id="alert-{rank}">')
+                    out.append(f"<h3>#{rank} {label} — {_e(s.value)} — {_e(s.detector_name)}</h3>")
+                    out.append(
+                        f'<img alt="alert {rank}: {label}, {_e(a["start"])} to {_e(a["end"])}" '
+                        f'src="data:image/png;base64,{encoded}">'
+                    )
+                    facts = [
+                        ("span", f"{_fmt(a['start'])} – {_fmt(a['end'])} ({_points(a['n_points'])})"),
+                        (
+                            "peak",
+                            f"{_fmt(a['peak_time'])}: score {_fmt(a['peak_score'])} (threshold {_fmt(a['threshold'])})",
+                        ),
+                    ]
+                    facts += [(c, _fmt(a[c])) for c in expl]
+                    if bool(a.get("cold_start", False)):
+                        facts.append(("context", "new since the fit: scored from a cold start"))
+                    facts += list(notes.items())
+                    out.append(
+                        "<table>"
+                        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
+                        + "</table>"
+                    )
+                    out.append("</section>")
+                    bar.update()
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
