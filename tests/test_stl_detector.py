@@ -1,0 +1,238 @@
+"""STLDetector: scoring against the expectation carried from the fit (tsanomaly.detectors.stl).
+
+The conformance suite (tests/test_conformance.py) checks the shared API; these tests check
+what this detector promises: attacks are not absorbed by a re-decomposition, the
+low-variance score finds a scripted, regular stretch, gaps and short contexts are handled.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsanomaly
+from tsanomaly import backend
+from tsanomaly.detectors.stl import STLDetector, decompose
+
+DAY = 24
+
+
+def _panel(values, start="2024-03-01"):
+    index = pd.date_range(start, periods=values.shape[1], freq="1h", name="ts")
+    contexts = pd.Index([f"asn{k}" for k in range(values.shape[0])], name="asn")
+    return tsanomaly.Panel(values, contexts, index)
+
+
+def _counts(rng, n_ctx, n_days, level=200.0, amplitude=0.6):
+    """Poisson counts with a daily cycle; levels differ by context."""
+    t = np.arange(n_days * DAY)
+    levels = level * rng.uniform(0.5, 2.0, size=(n_ctx, 1))
+    rate = levels * (1 + amplitude * np.sin(2 * np.pi * t / DAY))
+    return rng.poisson(rate).astype(float), rate
+
+
+def _split(values, n_hist):
+    full = _panel(values)
+    return full.time_slice(end=full.index[n_hist - 1]), full.time_slice(start=full.index[n_hist])
+
+
+def _redecomposed_z(history, new):
+    """|robust z| of the remainder when history and new points are decomposed together (log1p)."""
+    values = np.log1p(np.concatenate([history.to_numpy(), new.to_numpy()], axis=1))
+    rem = decompose(values, periods=24, device="cpu").remainder
+    n = history.n_times
+    med = np.nanmedian(rem[:, :n], axis=1, keepdims=True)
+    mad = 1.4826 * np.nanmedian(np.abs(rem[:, :n] - med), axis=1, keepdims=True)
+    return np.abs(rem[:, n:] - med) / mad
+
+
+def test_slow_rise_is_not_absorbed_into_the_trend():
+    rng = np.random.default_rng(0)
+    values, rate = _counts(rng, 4, 24)
+    n_hist = 21 * DAY
+    ramp = np.linspace(0, 1.0, 3 * DAY)  # +100% over three days
+    values[:, n_hist:] = rng.poisson(rate[:, n_hist:] * (1 + ramp))
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, variance_window=0, device="cpu").fit(history)
+    scores = det.score(new).to_numpy()
+    last_day = slice(2 * DAY, 3 * DAY)
+    # log1p(2) ~ 0.69 above the expectation, against a noise scale near 0.07: far out
+    assert np.median(scores[:, last_day]) > 5
+    # decomposing history and new together hides most of it in the trend
+    assert np.median(_redecomposed_z(history, new)[:, last_day]) < 0.5 * np.median(scores[:, last_day])
+
+
+def test_night_time_bot_is_not_absorbed_into_the_seasonal_shape():
+    rng = np.random.default_rng(1)
+    values, rate = _counts(rng, 3, 25)
+    n_hist = 21 * DAY
+    hour = np.arange(values.shape[1]) % DAY
+    night = (hour >= 16) & (hour < 22) & (np.arange(values.shape[1]) >= n_hist)  # the quiet hours of this cycle
+    values[:, night] = rng.poisson(rate.max(axis=1, keepdims=True) * np.ones((1, night.sum())))
+    history, new = _split(values, n_hist)
+    # the deviation score alone (a day with a filled-in night is also less variable: that is the other score)
+    det = STLDetector(periods=24, variance_window=0, device="cpu").fit(history)
+    scores = det.score(new).to_numpy()
+    bot = night[n_hist:]
+    assert np.min(np.median(scores[:, bot], axis=1)) > 5
+    assert np.median(scores[:, ~bot]) < 2
+    flags = det.predict(new).to_numpy()
+    assert flags[:, bot].mean() > 0.8 and flags[:, ~bot].mean() < 0.05
+
+
+def test_regular_stretch_fires_the_low_variance_score():
+    """A farm posting a near-constant count near the usual level: small deviations, no noise."""
+    rng = np.random.default_rng(2)
+    values, rate = _counts(rng, 3, 24, level=100.0, amplitude=0.05)
+    n_hist = 21 * DAY
+    farm = slice(n_hist + DAY, n_hist + 3 * DAY)
+    values[:, farm] = np.round(rate[:, farm].mean(axis=1, keepdims=True)) + rng.integers(0, 2, size=(3, 2 * DAY))
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    parts = det._track(new.to_numpy(), new, det.context_rows(new))
+    inside = slice(2 * DAY, 3 * DAY)  # windows fully inside the farm
+    assert np.median(parts["deviation"][:, inside]) < 3
+    assert np.min(parts["low_variance"][:, inside]) > 5
+    assert np.max(parts["low_variance"][:, :DAY]) < 4  # normal data before it
+    alerts = det.alerts(new)
+    in_farm = (alerts["peak_time"] >= new.index[inside.start]) & (alerts["peak_time"] <= new.index[inside.stop - 1])
+    assert in_farm.any() and (alerts.loc[in_farm, "fired"] == "low_variance").all()
+    off = STLDetector(periods=24, variance_window=0, device="cpu").fit(history).score(new).to_numpy()
+    assert np.median(off[:, inside]) < 3  # without it the farm would pass
+
+
+def test_alert_explanations_describe_the_expectation():
+    rng = np.random.default_rng(3)
+    values, rate = _counts(rng, 2, 22)
+    n_hist = 21 * DAY
+    values[1, n_hist + 10] = 5 * rate[1, n_hist + 10]
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    alerts = det.alerts(new)
+    top = alerts.iloc[0]
+    assert top["asn"] == "asn1" and top["peak_time"] == new.index[10] and top["fired"] == "deviation"
+    assert top["observed"] == values[1, n_hist + 10]
+    assert abs(top["expected"] - rate[1, n_hist + 10]) < 0.15 * rate[1, n_hist + 10]
+    np.testing.assert_allclose(top["trend"] + top["seasonal"], top["expected"])
+
+
+def test_direction_selects_rises_or_drops():
+    rng = np.random.default_rng(4)
+    values, rate = _counts(rng, 2, 22)
+    n_hist = 21 * DAY
+    values[0, n_hist + 5] = 0.1 * rate[0, n_hist + 5]  # a drop
+    history, new = _split(values, n_hist)
+    scores = {}
+    for direction in ("up", "down", "both"):
+        det = STLDetector(periods=24, direction=direction, variance_window=0, device="cpu").fit(history)
+        scores[direction] = det.score(new).to_numpy()[0, 5]
+    assert scores["down"] > 10 and scores["both"] == scores["down"] and scores["up"] < -10
+
+
+def test_constant_series_score_zero_without_nan():
+    values = np.vstack([np.full(22 * DAY, 50.0), np.zeros(22 * DAY)])
+    history, new = _split(values, 21 * DAY)
+    for transform in ("log1p", "sqrt", None):
+        det = STLDetector(periods=24, transform=transform, device="cpu").fit(history)
+        scores = det.score(new).to_numpy()
+        assert np.isfinite(scores).all(), transform
+        np.testing.assert_allclose(scores, 0.0, atol=1e-6, err_msg=str(transform))
+
+
+def test_gaps_score_nan_and_short_contexts_are_skipped_with_one_warning():
+    rng = np.random.default_rng(5)
+    values, _ = _counts(rng, 4, 22)
+    n_hist = 21 * DAY
+    values[1, : n_hist - 30] = np.nan  # 30 observed hours < two days
+    values[2] = np.nan
+    values[3, 40:50] = np.nan  # a gap in the history: filled for the fit
+    values[0, n_hist + 3] = np.nan  # a gap in the new data
+    history, new = _split(values, n_hist)
+    with pytest.warns(UserWarning, match="2 of 4 contexts have fewer than 48 observed points") as record:
+        det = STLDetector(periods=24, device="cpu").fit(history)
+    assert sum("contexts have fewer" in str(w.message) for w in record) == 1
+    assert list(det.skipped_contexts_) == ["asn1", "asn2"]
+    scores = det.score(new).to_numpy()
+    assert np.isnan(scores[1]).all() and np.isnan(scores[2]).all()
+    assert np.isnan(scores[0, 3]) and np.isfinite(np.delete(scores[0], 3)).all()
+    assert np.isfinite(scores[3]).all()
+
+
+def test_new_data_after_a_gap_keeps_the_phase():
+    """Scoring may start hours after the fit ends: the seasonal shape stays aligned with the clock."""
+    rng = np.random.default_rng(6)
+    values, _ = _counts(rng, 3, 24)
+    n_hist = 21 * DAY
+    full = _panel(values)
+    history = full.time_slice(end=full.index[n_hist - 1])
+    later = full.time_slice(start=full.index[n_hist + 7])  # 7 hours missing in between
+    det = STLDetector(periods=24, variance_window=0, device="cpu").fit(history)
+    aligned = np.abs(det.score(later).to_numpy())
+    shifted = np.abs(det.score(_panel(values[:, n_hist + 7 + 6:], start=str(later.index[0]))).to_numpy())
+    assert np.median(aligned) < 1.5 < np.median(shifted)
+    with pytest.raises(ValueError, match="must start after the fitted history"):
+        det.score(full.time_slice(start=full.index[n_hist - 5]))
+
+
+def test_weekly_and_daily_periods():
+    """With (24, 168) the fitted weekly shape expects the weekend; with 24 alone it is a drop."""
+    rng = np.random.default_rng(7)
+    n_days = 28
+    t = np.arange(n_days * DAY)
+    weekly = np.where((t // DAY) % 7 >= 5, 0.5, 1.0)  # days 5, 6, 12, 13, ... are quiet
+    rate = 300 * (1 + 0.5 * np.sin(2 * np.pi * t / DAY)) * weekly
+    values = rng.poisson(np.vstack([rate, 0.3 * rate])).astype(float)
+    history, weekend = _split(values, 26 * DAY)  # fit up to a Friday, score the weekend
+    det = STLDetector(periods=(24, 168), variance_window=0, device="cpu").fit(history)
+    assert set(det.seasonal_shape_) == {"24", "168"} and det.seasonal_shape_["168"].shape == (2, 168)
+    assert det.decomposition_["seasonal"] == [11, 15]
+    daily = STLDetector(periods=24, variance_window=0, device="cpu").fit(history)
+    both = np.median(np.abs(det.score(weekend).to_numpy()))
+    one = np.median(np.abs(daily.score(weekend).to_numpy()))
+    assert both < 3 and one > 3 * both
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(transform="log"), "transform must be one of"),
+        (dict(direction="sideways"), "direction must be"),
+        (dict(variance_window=1), "variance_window must be"),
+        (dict(trend_alpha=2.0), "trend_alpha must lie in"),
+        (dict(trend_clip=0), "trend_clip must be > 0"),
+        (dict(shape_seasons=0), "shape_seasons must be a positive integer"),
+        (dict(periods=(24, 24)), "distinct"),
+        (dict(seasonal=4), "odd integer"),
+    ],
+)
+def test_bad_parameters_raise_at_fit(params, message):
+    rng = np.random.default_rng(8)
+    history, _ = _split(_counts(rng, 2, 10)[0], 9 * DAY)
+    with pytest.raises(ValueError, match=message):
+        STLDetector(**params, device="cpu").fit(history)
+
+
+def test_negative_counts_need_transform_none():
+    values = np.random.default_rng(9).normal(size=(2, 5 * DAY))
+    history, new = _split(values, 4 * DAY)
+    with pytest.raises(ValueError, match="needs counts >= 0"):
+        STLDetector(device="cpu").fit(history)
+    scores = STLDetector(transform=None, device="cpu").fit(history).score(new).to_numpy()
+    assert np.isfinite(scores).all()
+
+
+@pytest.mark.gpu
+def test_gpu_scores_equal_cpu_scores():
+    rng = np.random.default_rng(10)
+    values, _ = _counts(rng, 200, 22)
+    values[3, 50:60] = np.nan
+    history, new = _split(values, 21 * DAY)
+    cpu = STLDetector(periods=24, device="cpu").fit(history)
+    gpu = STLDetector(periods=24, device="cuda").fit(history)
+    np.testing.assert_allclose(backend.to_numpy(gpu.score(new).values), cpu.score(new).to_numpy(),
+                               rtol=1e-9, atol=1e-9, equal_nan=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_allclose(gpu.threshold_, cpu.threshold_, rtol=1e-9)
