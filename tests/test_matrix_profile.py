@@ -1,0 +1,437 @@
+"""Matrix profile: CPU (Numba) and GPU (CuPy) kernels and the detector against a brute-force reference.
+
+Also: tests/test_mp_stumpy.py (against STUMPY, whose JIT compile alone takes ~30 s) and
+tests/test_mp_cuda.py (the CUDA tile arithmetic without a GPU, through a host harness built
+with nvcc). GPU tests carry the ``gpu`` marker and are skipped where no device is visible
+(conftest.py).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from naive_mp import distance_matrix, naive_matrix_profile, walk_with_gaps
+from tsanomaly import Panel
+from tsanomaly.detectors.matrix_profile import (
+    SINGLE_PRECISION_RHO_BOUND,
+    MatrixProfileDetector,
+    matrix_profile,
+)
+from tsanomaly.kernels import mp_cpu, mp_gpu
+
+FIELDS = ("profile", "index", "left_profile", "left_index", "right_profile", "right_index")
+
+
+def assert_profile_equal(result, reference, D=None, exclusion=None, atol=1e-8):
+    """Distances to atol (inf exactly where the reference has inf) and the same indices.
+
+    With the distance matrix D, an index may differ from the reference's where the two
+    neighbours are tied to atol (say two windows of 15 equal values and one step, which
+    z-normalise to the same shape): it must then be a legal neighbour at the same distance.
+    """
+    for name in FIELDS:
+        got = np.asarray(getattr(result, name) if not isinstance(result, dict) else result[name])
+        want = reference[name]
+        if name.endswith("index"):
+            differ = np.flatnonzero(got != want)
+            if len(differ) and D is not None:
+                side = name.split("_")[0]
+                profile = reference[name.replace("index", "profile")]
+                nb = got[differ]
+                legal = (nb >= 0) & (np.abs(nb - differ) > (-1 if exclusion is None else exclusion))
+                legal &= (nb < differ) if side == "left" else (nb > differ) if side == "right" else True
+                assert legal.all(), f"{name}: illegal neighbours at {differ[~legal]}"
+                np.testing.assert_allclose(D[differ, nb], profile[differ], rtol=0, atol=atol, err_msg=name)
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=f"{name}: where inf")
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=atol, err_msg=name)
+
+
+def assert_neighbours(dist, index, ref_dist, ref_index, D_side, atol=1e-8):
+    """One side (left, right or AB) of a profile: distances to atol, indices equal or tied."""
+    np.testing.assert_array_equal(np.isinf(dist), np.isinf(ref_dist))
+    finite = np.isfinite(ref_dist)
+    np.testing.assert_allclose(dist[finite], ref_dist[finite], rtol=0, atol=atol)
+    differ = np.flatnonzero(index != ref_index)
+    assert np.all(index[differ] >= 0)
+    np.testing.assert_allclose(D_side[differ, index[differ]], ref_dist[differ], rtol=0, atol=atol)
+
+
+def assert_within_single_bound(profile, index, reference, D, m):
+    """Single precision: squared distances within 2 m eps of float64, and each reported
+    neighbour is within the same bound of the true nearest one."""
+    bound = 2 * m * SINGLE_PRECISION_RHO_BOUND
+    finite = np.isfinite(reference)
+    np.testing.assert_array_equal(np.isfinite(profile), finite)
+    assert np.all(np.abs(profile[finite] ** 2 - reference[finite] ** 2) <= bound)
+    rows = np.flatnonzero(finite)
+    chosen = D[rows, index[rows]]
+    assert np.all(chosen**2 - reference[rows] ** 2 <= bound)
+
+
+# ---------------------------------------------------------------------------- CPU vs brute force
+@pytest.mark.parametrize("level", [0.0, 1e4])
+def test_self_join_matches_brute_force_across_restart_tiles(level):
+    """Default tiles; 2,600 points cross a restart of the recurrence (every 2,048 rows)."""
+    rng = np.random.default_rng(11)
+    x = walk_with_gaps(rng, 2600, level)
+    got = matrix_profile(x, 16, device="cpu")
+    assert_profile_equal(got, naive_matrix_profile(x, 16), distance_matrix(x, 16), got.exclusion)
+
+
+def test_single_precision_is_within_the_documented_bound():
+    rng = np.random.default_rng(12)
+    x = walk_with_gaps(rng, 2600, level=1e3)
+    m = 16
+    ref = naive_matrix_profile(x, m)
+    D = distance_matrix(x, m)
+    i, j = np.indices(D.shape)
+    D[np.abs(i - j) <= math.ceil(m / 4)] = np.inf
+    got = matrix_profile(x, m, device="cpu", precision="single")
+    assert_within_single_bound(got.profile, got.index, ref["profile"], D, m)
+    assert_within_single_bound(got.left_profile, got.left_index, ref["left_profile"], np.where(j < i, D, np.inf), m)
+    # Edge cases are exact in float32 too: NaN windows, constant windows.
+    np.testing.assert_array_equal(got.index == -1, ref["index"] == -1)
+    constant_pairs = ref["profile"] == 0
+    np.testing.assert_array_equal(got.profile[constant_pairs], 0.0)
+
+
+@pytest.mark.parametrize("precision", ["double", "single"])
+@pytest.mark.parametrize("tiles", [(7, 5), (16, 32)])
+def test_small_tiles_and_blocks_match_brute_force(precision, tiles):
+    """Tiny tiles make 300 points span dozens of restart tiles and diagonal blocks."""
+    rng = np.random.default_rng(13)
+    x = walk_with_gaps(rng, 300)
+    m, excl = 12, 3
+    ref = naive_matrix_profile(x, m, exclusion=excl)
+    rd, ri, ld, li = mp_cpu.join(x[None], None, m, excl, precision, tile_rows=tiles[0], tile_diags=tiles[1])
+    D = distance_matrix(x, m)
+    if precision == "double":
+        got = {"profile": ref["profile"], "index": ref["index"], "right_profile": rd[0], "right_index": ri[0],
+               "left_profile": ld[0], "left_index": li[0]}
+        assert_profile_equal(got, ref, D, excl)
+    else:
+        i, j = np.indices(D.shape)
+        assert_within_single_bound(rd[0], ri[0], ref["right_profile"], np.where(j - i > excl, D, np.inf), m)
+        assert_within_single_bound(ld[0], li[0], ref["left_profile"], np.where(i - j > excl, D, np.inf), m)
+
+
+@pytest.mark.parametrize("exclusion", [0, 1, 30])
+def test_exclusion_zone(exclusion):
+    rng = np.random.default_rng(14)
+    x = walk_with_gaps(rng, 400)
+    got = matrix_profile(x, 10, exclusion=exclusion, device="cpu")
+    assert got.exclusion == exclusion
+    assert_profile_equal(got, naive_matrix_profile(x, 10, exclusion=exclusion), distance_matrix(x, 10), exclusion)
+    valid = got.index >= 0
+    assert np.all(np.abs(got.index[valid] - np.flatnonzero(valid)) > exclusion)
+
+
+@pytest.mark.parametrize("n_b", [150, 900])
+def test_ab_join_matches_brute_force(n_b):
+    rng = np.random.default_rng(15)
+    a = walk_with_gaps(rng, 500)
+    b = walk_with_gaps(rng, n_b)
+    got = matrix_profile(a, 20, T_B=b, device="cpu")
+    ref = naive_matrix_profile(a, 20, T_B=b)
+    assert_profile_equal(got, ref, distance_matrix(a, 20, b))
+    assert np.all(np.isinf(got.left_profile)) and np.all(got.left_index == -1)  # self-joins only
+
+
+def test_ab_join_small_tiles_both_precisions():
+    rng = np.random.default_rng(16)
+    a, b = walk_with_gaps(rng, 260), walk_with_gaps(rng, 180)
+    m = 12
+    ref = naive_matrix_profile(a, m, T_B=b)
+    rd, ri, ld, li = mp_cpu.join(a[None], b[None], m, 0, "double", tile_rows=9, tile_diags=7)
+    assert ld is None and li is None
+    assert_profile_equal({**ref, "profile": rd[0], "index": ri[0]}, ref, distance_matrix(a, m, b))
+    rd, ri, _, _ = mp_cpu.join(a[None], b[None], m, 0, "single", tile_rows=9, tile_diags=7)
+    assert_within_single_bound(rd[0], ri[0], ref["profile"], distance_matrix(a, m, b), m)
+
+
+def test_left_profile_from_a_column_onwards_and_bounded_lag():
+    """The detector's restricted join: only windows j >= col_start, neighbours within max_lag."""
+    rng = np.random.default_rng(17)
+    x = walk_with_gaps(rng, 500)
+    m, excl, col_start, max_lag = 16, 4, 300, 120
+    D = distance_matrix(x, m)
+    i, j = np.indices(D.shape)
+    allowed = (j - i > excl) & (j - i <= max_lag)  # i: earlier window, j: the profiled one
+    expected = np.where(allowed, D, np.inf).min(axis=0)
+    expected_idx = np.where(np.isfinite(expected), np.where(allowed, D, np.inf).argmin(axis=0), -1)
+    for tiles in ({}, {"tile_rows": 11, "tile_diags": 13}):
+        _, _, ld, li = mp_cpu.join(x[None], None, m, excl, "double", col_start, max_lag, **tiles)
+        assert np.all(np.isinf(ld[0, :col_start]))
+        finite = np.isfinite(expected[col_start:])
+        np.testing.assert_array_equal(np.isfinite(ld[0, col_start:]), finite)
+        np.testing.assert_allclose(ld[0, col_start:][finite], expected[col_start:][finite], atol=1e-8, rtol=0)
+        np.testing.assert_array_equal(li[0, col_start:], expected_idx[col_start:])
+
+
+# ---------------------------------------------------------------------------- batches
+def test_batch_equals_per_context_results():
+    """Threads over contexts (batch) and over diagonal blocks (one series) give identical bits."""
+    rng = np.random.default_rng(20)
+    batch = np.stack([walk_with_gaps(rng, 700, level) for level in (0, 10, -5, 1e3, 2)])
+    batch[3] = rng.poisson(2.0, 700)  # sparse counts: many constant windows
+    for precision in ("double", "single"):
+        together = matrix_profile(batch, 24, device="cpu", precision=precision)
+        for c in range(batch.shape[0]):
+            alone = matrix_profile(batch[c], 24, device="cpu", precision=precision)
+            for name in FIELDS:
+                np.testing.assert_array_equal(getattr(together, name)[c], getattr(alone, name), err_msg=name)
+
+
+def test_results_do_not_depend_on_block_size_or_threads():
+    import numba
+
+    rng = np.random.default_rng(29)
+    x = walk_with_gaps(rng, 900)[None]
+    reference = mp_cpu.join(x, None, 20, 5, "double")
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one_thread = mp_cpu.join(x, None, 20, 5, "double", tile_diags=7)
+    finally:
+        numba.set_num_threads(threads)
+    for got, want in zip(one_thread, reference):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_ragged_batch_pads_with_nan():
+    rng = np.random.default_rng(21)
+    series = [np.cumsum(rng.standard_normal(n)) for n in (90, 150, 60)]
+    got = matrix_profile(series, 12, device="cpu")
+    assert got.profile.shape == (3, 150 - 12 + 1)
+    for c, x in enumerate(series):
+        alone = matrix_profile(x, 12, device="cpu")
+        n_w = len(x) - 12 + 1
+        np.testing.assert_array_equal(got.profile[c, :n_w], alone.profile)
+        np.testing.assert_array_equal(got.index[c, :n_w], alone.index)
+        assert np.all(np.isinf(got.profile[c, n_w:])) and np.all(got.index[c, n_w:] == -1)
+
+
+def test_ab_join_batch_with_one_reference_series():
+    rng = np.random.default_rng(22)
+    batch = np.cumsum(rng.standard_normal((3, 200)), axis=1)
+    reference = np.cumsum(rng.standard_normal(120))
+    got = matrix_profile(batch, 16, T_B=reference, device="cpu")
+    for c in range(3):
+        np.testing.assert_array_equal(got.profile[c], matrix_profile(batch[c], 16, T_B=reference, device="cpu").profile)
+
+
+# ---------------------------------------------------------------------------- edge-case rules
+def test_constant_and_non_finite_rules_by_hand():
+    m = 4
+    ramp = np.array([1.0, 2.0, 3.0, 5.0])
+    # A constant and a non-constant window: sqrt(m); two constant windows: 0.
+    against_constant = matrix_profile(ramp, m, T_B=np.full(m, 3.0), device="cpu")
+    assert against_constant.profile[0] == pytest.approx(math.sqrt(m), abs=1e-12)
+    assert matrix_profile(np.full(m, 2.0), m, T_B=np.full(m, -9.0), device="cpu").profile[0] == 0.0
+    # Self-join: windows inside the constant runs find each other at 0, ties to the smallest index;
+    # windows touching the NaN are nobody's neighbour.
+    x = np.array([5.0] * 8 + [1.0, 4.0, np.nan, 2.0, 0.0] + [5.0] * 8)
+    got = matrix_profile(x, m, exclusion=1, device="cpu")
+    assert got.profile[0] == 0.0 and got.index[0] == 2  # 1 is a trivial match
+    assert got.profile[17] == 0.0 and got.index[17] == 0
+    nan_windows = np.arange(7, 11)  # windows 7..10 contain point 10
+    assert np.all(np.isinf(got.profile[nan_windows])) and np.all(got.index[nan_windows] == -1)
+    assert not np.isin(got.index, nan_windows).any()
+    for precision in ("double", "single"):
+        all_nan = matrix_profile(np.full(30, np.nan), 5, device="cpu", precision=precision)
+        assert np.all(np.isinf(all_nan.profile)) and np.all(all_nan.index == -1)
+
+
+# ---------------------------------------------------------------------------- validation
+def test_validation_errors_name_the_problem():
+    x = np.arange(20.0)
+    with pytest.raises(ValueError, match="at least 3"):
+        matrix_profile(x, 2)
+    with pytest.raises(ValueError, match="integer window"):
+        matrix_profile(x, 4.5)
+    with pytest.raises(ValueError, match="20 points in the series, fewer than the window m=21"):
+        matrix_profile(x, 21)
+    with pytest.raises(ValueError, match="every context"):
+        matrix_profile(np.zeros((3, 10)), 12)
+    with pytest.raises(ValueError, match=r"context 1 of T \(T\[1\]\) has 5 points, fewer than the window m=6"):
+        matrix_profile([np.arange(10.0), np.arange(5.0)], 6)
+    with pytest.raises(ValueError, match=r"context 0 of T_B"):
+        matrix_profile([np.arange(10.0)], 6, T_B=[np.arange(4.0)])
+    with pytest.raises(ValueError, match="precision"):
+        matrix_profile(x, 4, precision="half")
+    with pytest.raises(ValueError, match="real numbers"):
+        matrix_profile(np.array(["a"] * 10), 4)
+    with pytest.raises(ValueError, match="one series per context"):
+        matrix_profile(np.zeros((3, 30)), 4, T_B=np.zeros((2, 30)))
+    with pytest.raises(ValueError, match="exclusion"):
+        matrix_profile(x, 4, exclusion=-1)
+    with pytest.raises(ValueError, match="device"):
+        matrix_profile(x, 4, device="tpu")
+
+
+def test_gpu_tile_shapes_are_checked_without_a_gpu():
+    assert mp_gpu.kernel_options() == ()
+    assert mp_gpu.kernel_options(16, 8) == ("-DMP_TILE_ROWS=16", "-DMP_THREADS=2")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        mp_gpu.kernel_options(16, 6)
+    with pytest.raises(ValueError, match="shared memory"):
+        mp_gpu.kernel_options(4096, 1024)
+
+
+def test_gpu_fill_rule_equals_cpu_fill_rule():
+    """The GPU's gather-based NaN fill (run here with NumPy) equals the CPU's sequential one."""
+    rng = np.random.default_rng(23)
+    for _ in range(50):
+        x = rng.standard_normal((4, 15))
+        x[rng.random(x.shape) < rng.random()] = np.nan
+        x[rng.random(x.shape) < 0.1] = -np.inf
+        np.testing.assert_array_equal(mp_gpu.fill_nonfinite(np, x), mp_cpu._fill_nonfinite(x))
+
+
+# ---------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["double", "single"])
+def test_gpu_matches_brute_force_with_small_and_default_tiles(precision):
+    import cupy
+
+    rng = np.random.default_rng(24)
+    x = walk_with_gaps(rng, 2600, level=50.0)
+    m = 16
+    ref = naive_matrix_profile(x, m)
+    got = matrix_profile(x, m, device="cuda", precision=precision)
+    on_device = matrix_profile(cupy.asarray(x), m, device="cuda", precision=precision)
+    assert isinstance(on_device.profile, cupy.ndarray)
+    D = distance_matrix(x, m)
+    i, j = np.indices(D.shape)
+    D[np.abs(i - j) <= math.ceil(m / 4)] = np.inf
+    if precision == "double":
+        assert_profile_equal(got, ref, distance_matrix(x, m), got.exclusion)
+    else:
+        assert_within_single_bound(got.profile, got.index, ref["profile"], D, m)
+    # Tiny tiles: 2 threads x 4 diagonals, 16 rows; 400 points span hundreds of tiles.
+    rd, ri, ld, li = mp_gpu.join(cupy.asarray(x[None, :400]), None, m, 4, precision, tile_rows=16, tile_diags=8)
+    small = naive_matrix_profile(x[:400], m, exclusion=4)
+    D = distance_matrix(x[:400], m)
+    i, j = np.indices(D.shape)
+    right, left = np.where(j - i > 4, D, np.inf), np.where(i - j > 4, D, np.inf)
+    rd, ri, ld, li = (cupy.asnumpy(a)[0] for a in (rd, ri, ld, li))
+    if precision == "double":
+        assert_neighbours(rd, ri, small["right_profile"], small["right_index"], right)
+        assert_neighbours(ld, li, small["left_profile"], small["left_index"], left)
+    else:
+        assert_within_single_bound(rd, ri, small["right_profile"], right, m)
+        assert_within_single_bound(ld, li, small["left_profile"], left, m)
+
+
+@pytest.mark.gpu
+def test_gpu_batch_of_short_series_equals_cpu():
+    rng = np.random.default_rng(25)
+    batch = np.cumsum(rng.standard_normal((300, 500)), axis=1)
+    batch[::7, 100:130] = 3.0
+    batch[::11, 250] = np.nan
+    gpu = matrix_profile(batch, 24, device="cuda")
+    cpu = matrix_profile(batch, 24, device="cpu")
+    for name in FIELDS:
+        a, b = getattr(gpu, name), getattr(cpu, name)
+        if name.endswith("index"):
+            assert np.mean(a == b) > 0.999  # near-ties may differ between devices
+        else:
+            np.testing.assert_allclose(a, b, atol=1e-8, rtol=0)
+    gpu_ab = matrix_profile(batch[:, :300], 24, T_B=batch[:, 300:], device="cuda", precision="single")
+    cpu_ab = matrix_profile(batch[:, :300], 24, T_B=batch[:, 300:], device="cpu", precision="double")
+    assert np.all(np.abs(gpu_ab.profile**2 - cpu_ab.profile**2) <= 2 * 24 * SINGLE_PRECISION_RHO_BOUND)
+
+
+# ---------------------------------------------------------------------------- detector
+def _hourly_panel(values, start="2024-01-01"):
+    index = pd.date_range(start, periods=values.shape[1], freq="1h", name="ts")
+    return Panel(values, pd.Index([f"c{k}" for k in range(values.shape[0])], name="ctx"), index)
+
+
+def test_detector_scores_are_the_bounded_left_profile():
+    """score(t) = min distance of the window ending at t to earlier windows starting at most
+    `history` points before it, over the kept history and the new data, / sqrt(2 window)."""
+    rng = np.random.default_rng(26)
+    m, hist, excl = 12, 100, 3
+    values = np.cumsum(rng.standard_normal((2, 400)), axis=1)
+    values[1, 330] = np.nan
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[299]), panel.time_slice(start=panel.index[300])
+    det = MatrixProfileDetector(window=m, history=hist, min_history=0, exclusion=excl, device="cpu").fit(history)
+    assert det.history_.shape == (2, hist + m - 1)
+    scores = det.score(new).to_numpy()
+    for c in range(2):
+        x = values[c, 300 - (hist + m - 1) :]
+        D = distance_matrix(x, m)
+        i, j = np.indices(D.shape)
+        D = np.where((j - i > excl) & (j - i <= hist), D, np.inf)  # row j: the scored window
+        best = D.T.min(axis=1)
+        expected = np.where(np.isfinite(best), best, np.nan)[-100:] / math.sqrt(2 * m)
+        np.testing.assert_allclose(scores[c], expected, atol=1e-9, rtol=0, equal_nan=True)
+    assert np.isnan(scores[1, 30 : 30 + m]).all()  # windows holding the missing hour
+
+
+def test_detector_training_scores_and_planted_discord():
+    rng = np.random.default_rng(27)
+    t = np.arange(24 * 28)
+    values = rng.poisson(200 * (1.2 + np.sin(2 * np.pi * t / 24)), size=(4, t.size)).astype(float)
+    values[2, 24 * 25 + 3 : 24 * 25 + 9] = 5.0  # a new shape: logins collapse for six hours
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[24 * 21 - 1]), panel.time_slice(start=panel.index[24 * 21])
+    det = MatrixProfileDetector(window=24, device="cpu")
+    train = det.fit_score(history).to_numpy()
+    # Scored from min_history = 672 // 4 points of past on (the window starting there ends 23 later).
+    assert np.isnan(train[:, : 168 + 23]).all() and np.isfinite(train[:, 168 + 23 :]).all()
+    assert np.nanmax(train) <= math.sqrt(2) + 1e-12
+    scores = det.score(new).to_numpy()
+    peak_ctx, peak_t = np.unravel_index(np.nanargmax(scores), scores.shape)
+    assert peak_ctx == 2 and 24 * 4 <= peak_t <= 24 * 4 + 9 + 24
+    alerts = det.alerts(new)
+    top = alerts.iloc[0]
+    assert top["ctx"] == "c2"
+    # The explanation names the earlier window the alerted one is least unlike.
+    x = np.concatenate([det.history_[2], values[2, 24 * 21 :]])
+    offset = det.history_.shape[1]
+    w = offset + new.index.get_loc(top["peak_time"]) - 23
+    d = distance_matrix(x, 24)[w, : w - math.ceil(24 / 4)]
+    neighbour = int(np.argmin(d[max(0, w - det.history) :])) + max(0, w - det.history)
+    assert top["neighbour_start"] == new.index[0] - (offset - neighbour) * pd.Timedelta("1h")
+    assert top["neighbour_time"] == top["neighbour_start"] + 23 * pd.Timedelta("1h")
+
+
+def test_detector_unseen_context_starts_cold():
+    rng = np.random.default_rng(28)
+    values = np.cumsum(rng.standard_normal((3, 300)), axis=1)
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[199]), panel.time_slice(start=panel.index[200])
+    det = MatrixProfileDetector(window=10, history=50, min_history=20, device="cpu").fit(history.take([0, 1]))
+    scores = det.score(new).to_numpy()
+    first = 20 + 10 - 1  # the first window with 20 points of past ends here
+    assert np.isnan(scores[2, :first]).all() and np.isfinite(scores[2, first:]).all()
+    assert np.isfinite(scores[:2]).all()
+    # A context that starts late in the history is scored once it has min_history points of past.
+    late = values.copy()
+    late[1, :190] = np.nan
+    det.fit(_hourly_panel(late).time_slice(end=panel.index[199]))
+    scores = det.score(new).to_numpy()
+    first = 20 - 10 + 10 - 1  # 10 points of past at the fit's end: 10 more, then a full window
+    assert np.isnan(scores[1, :first]).all() and np.isfinite(scores[1, first:]).all()
+
+
+def test_detector_rejects_bad_parameters():
+    panel = _hourly_panel(np.zeros((1, 50)))
+    with pytest.raises(ValueError, match="history must be"):
+        MatrixProfileDetector(window=24, history=10).fit(panel)
+    with pytest.raises(ValueError, match="at least 3"):
+        MatrixProfileDetector(window=2).fit(panel)
+    with pytest.raises(ValueError, match="precision"):
+        MatrixProfileDetector(window=5, precision="fp16").fit(panel)
+    with pytest.raises(ValueError, match="min_history"):
+        MatrixProfileDetector(window=5, history=20, min_history=21).fit(panel)
