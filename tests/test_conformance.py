@@ -53,13 +53,6 @@ DETECTORS = [
 ]
 
 
-def _make_detector(factory):
-    try:
-        return factory()
-    except (ImportError, AttributeError) as exc:  # detector module not written yet
-        pytest.skip(f"detector unavailable: {exc}")
-
-
 @pytest.fixture(scope="module")
 def panels():
     """Six hourly contexts with a daily cycle: 14 days of history, 4 new days with one burst."""
@@ -79,7 +72,7 @@ def panels():
 
 @pytest.fixture(params=DETECTORS)
 def detector(request):
-    return _make_detector(request.param)
+    return request.param()
 
 
 def test_clone_keeps_parameters(detector):
