@@ -1,0 +1,335 @@
+"""LSTMAutoencoderDetector: windows, scaling, causality, clusters, persistence, devices.
+
+Models are tiny (window 12, hidden 4-8, one or two epochs) so the file runs in
+seconds on a CPU; what is checked is the data path and the contract, not how
+well a large model detects (``benchmarks/lstm_quality.py`` measures that).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import tsanomaly  # noqa: E402
+from tsanomaly import backend  # noqa: E402
+from tsanomaly.detectors.lstm_ae import TOLERANCE, LSTMAutoencoderDetector  # noqa: E402
+
+WINDOW = 12
+N_HIST, N_NEW = 24 * 10, 24 * 3
+
+
+def tiny(**params) -> LSTMAutoencoderDetector:
+    settings = dict(window=WINDOW, hidden=6, epochs=2, batch_size=64, device="cpu", seed=0)
+    settings.update(params)
+    return LSTMAutoencoderDetector(**settings)
+
+
+def daily_counts(rng, n_ctx, n_times, phase=None, level=None):
+    """Poisson counts with a daily cycle; ``phase`` (hours) shifts each row's peak."""
+    t = np.arange(n_times)
+    phase = rng.uniform(0, 24, size=(n_ctx, 1)) if phase is None else np.asarray(phase, float).reshape(-1, 1)
+    level = rng.uniform(20, 200, size=(n_ctx, 1)) if level is None else np.asarray(level, float).reshape(-1, 1)
+    rate = level * (1.0 + 0.8 * np.sin(2 * np.pi * (t[None, :] - phase) / 24))
+    return rng.poisson(rate).astype(float)
+
+
+def make_panels(values, n_hist=N_HIST):
+    index = pd.date_range("2024-05-01", periods=values.shape[1], freq="1h", name="ts")
+    contexts = pd.Index([f"ctx{k}" for k in range(values.shape[0])], name="ctx")
+    full = tsanomaly.Panel(values, contexts, index)
+    return full.time_slice(end=index[n_hist - 1]), full.time_slice(start=index[n_hist])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Run this module's tiny networks on one thread, then restore the setting.
+
+    A batch of 64 windows of hidden size 6 is far too small to share between
+    threads: on a busy CI machine, OpenMP's synchronisation at every op made
+    these fits 20-50 times slower with two threads than with one.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def panels():
+    rng = np.random.default_rng(7)
+    values = daily_counts(rng, 5, N_HIST + N_NEW)
+    values[2, N_HIST + 40 : N_HIST + 43] *= 8  # a burst in the new data
+    values[4, 30] = np.nan  # a missing bucket in the history
+    return make_panels(values)
+
+
+@pytest.fixture(scope="module")
+def fitted(panels):
+    history, _ = panels
+    return tiny().fit(history)
+
+
+# ---------------------------------------------------------------------- shapes and causality
+def test_scores_have_the_panel_shape_and_nan_only_where_a_window_is_incomplete(fitted, panels):
+    history, new = panels
+    scores = fitted.score(new).to_numpy()
+    assert scores.shape == new.shape and scores.dtype == np.float64
+    # The kept history tail gives the first new points full windows: all finite.
+    assert np.isfinite(scores).all()
+    train = fitted.fit_score(history).to_numpy()
+    # The first window-1 points of the history have no full window; row 4's NaN at 30
+    # blanks the windows that contain it, i.e. those ending at 30 .. 30 + window - 1.
+    assert np.isnan(train[:, : WINDOW - 1]).all()
+    blank = np.zeros(train.shape, dtype=bool)
+    blank[:, : WINDOW - 1] = True
+    blank[4, 30 : 30 + WINDOW] = True
+    np.testing.assert_array_equal(np.isnan(train), blank)
+
+
+def test_changing_a_future_point_never_changes_an_earlier_score(fitted, panels):
+    _, new = panels
+    base = fitted.score(new).to_numpy()
+    rng = np.random.default_rng(0)
+    for pos in rng.choice(np.arange(5, N_NEW), size=4, replace=False):
+        values = new.to_numpy().copy()
+        values[:, pos] = values[:, pos] * 3 + 50
+        changed = fitted.score(new.with_values(values)).to_numpy()
+        np.testing.assert_array_equal(changed[:, :pos], base[:, :pos])
+        assert (changed[:, pos] != base[:, pos]).all()  # the window ending at pos did change
+
+
+def test_a_point_only_reaches_the_window_after_it(fitted, panels):
+    """A NaN at new position p blanks exactly the scores p .. p + window - 1."""
+    _, new = panels
+    values = new.to_numpy().copy()
+    values[1, 20] = np.nan
+    scores = fitted.score(new.with_values(values)).to_numpy()
+    assert np.isnan(scores[1, 20 : 20 + WINDOW]).all()
+    assert np.isfinite(np.delete(scores[1], np.arange(20, 20 + WINDOW))).all()
+    assert np.isfinite(scores[[0, 2, 3, 4]]).all()
+
+
+def test_a_gap_after_the_fit_blanks_only_the_windows_that_reach_into_it(fitted, panels):
+    _, new = panels
+    whole = fitted.score(new).to_numpy()
+    later = new.time_slice(start=new.index[30])  # 30 points missing between fit and new data
+    part = fitted.score(later).to_numpy()
+    assert np.isnan(part[:, : WINDOW - 1]).all()
+    np.testing.assert_array_equal(part[:, WINDOW - 1 :], whole[:, 30 + WINDOW - 1 :])
+
+
+def test_a_burst_scores_high_and_its_alert_carries_expected_value_and_cluster(fitted, panels):
+    _, new = panels
+    scores = fitted.score(new).to_numpy()
+    burst = scores[2, 40:43]
+    assert burst.min() > np.nanquantile(np.delete(scores, [2], axis=0), 0.99)
+    alerts = fitted.alerts(new)
+    top = alerts.iloc[0]
+    assert top["ctx"] == "ctx2" and 40 <= new.index.get_loc(top["peak_time"]) <= 42
+    observed = new.to_numpy()[2, new.index.get_loc(top["peak_time"])]
+    assert top["observed"] == observed
+    # Expected is in original units: positive and well below the 8x burst.
+    assert 0 < top["expected"] < observed / 2
+    assert top["cluster"] == 0
+
+
+# ---------------------------------------------------------------------- scaling
+def test_a_context_and_its_1000x_copy_score_alike():
+    rng = np.random.default_rng(3)
+    base = daily_counts(rng, 3, N_HIST + N_NEW)
+    base[1, N_HIST + 10 : N_HIST + 12] *= 5
+    values = np.vstack([base, 1000.0 * base])
+    history, new = make_panels(values)
+    det = tiny().fit(history)
+    scores = det.score(new).to_numpy()
+    np.testing.assert_allclose(scores[3:], scores[:3], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(det.scale_[3:], 1000.0 * det.scale_[:3], rtol=1e-12)
+
+
+def test_flat_and_zero_contexts_get_finite_scores():
+    rng = np.random.default_rng(4)
+    values = daily_counts(rng, 3, N_HIST + N_NEW)
+    values[1] = 7.0  # flat: MAD 0
+    values[2] = 0.0  # all zero
+    history, new = make_panels(values)
+    det = tiny().fit(history)
+    assert (det.scale_ > 0).all()
+    assert np.isfinite(det.score(new).to_numpy()).all()
+
+
+# ---------------------------------------------------------------------- persistence and reproducibility
+@pytest.mark.parametrize("clusters", [None, 2])
+def test_save_load_reproduces_scores_exactly(panels, tmp_path, clusters):
+    history, new = panels
+    det = tiny(clusters=clusters).fit(history)
+    path = tmp_path / "lstm.tsa"
+    det.save(path)
+    loaded = tsanomaly.load(path)
+    assert set(loaded.weights_) == set(det.weights_)
+    np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
+    pd.testing.assert_frame_equal(loaded.alerts(new), det.alerts(new))
+
+
+def test_load_rejects_weights_of_the_wrong_shape(fitted, tmp_path):
+    det = tsanomaly.load(_saved(fitted, tmp_path))
+    det.weights_ = {name: value[..., :1] for name, value in det.weights_.items()}
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        det._restore()
+
+
+def _saved(det, tmp_path):
+    path = tmp_path / "model.tsa"
+    det.save(path)
+    return path
+
+
+def test_seeded_fits_are_reproducible_on_cpu(panels):
+    history, new = panels
+    a, b = tiny(seed=5).fit(history), tiny(seed=5).fit(history)
+    for name in a.weights_:
+        np.testing.assert_array_equal(a.weights_[name], b.weights_[name])
+    np.testing.assert_array_equal(a.score(new).to_numpy(), b.score(new).to_numpy())
+    c = tiny(seed=6).fit(history)
+    assert any(not np.array_equal(a.weights_[n], c.weights_[n]) for n in a.weights_)
+
+
+def test_the_held_out_tail_is_never_trained_on(panels):
+    """Shuffling the last validation_fraction of the history (which leaves every context's
+    median and MAD, hence the scaling, unchanged) changes the error calibration, not the weights."""
+    history, _ = panels
+    values = history.to_numpy().copy()
+    n_val = round(0.2 * history.n_times)
+    rng = np.random.default_rng(1)
+    values[:, -n_val:] = values[:, -n_val:][:, rng.permutation(n_val)]
+    a = tiny(validation_fraction=0.2).fit(history)
+    b = tiny(validation_fraction=0.2).fit(history.with_values(values))
+    np.testing.assert_array_equal(a.scale_, b.scale_)
+    for name in a.weights_:
+        np.testing.assert_array_equal(a.weights_[name], b.weights_[name])
+    assert not np.array_equal(a.err_scale_, b.err_scale_)
+
+
+def test_fit_leaves_the_global_torch_rng_alone(panels):
+    history, _ = panels
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny().fit(history)
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+# ---------------------------------------------------------------------- clusters
+@pytest.fixture(scope="module")
+def two_shapes():
+    """Contexts 0-3 peak at hour 3, contexts 4-7 at hour 15 (opposite daily shapes)."""
+    rng = np.random.default_rng(11)
+    phase = [3] * 4 + [15] * 4
+    values = daily_counts(rng, 8, N_HIST + N_NEW, phase=phase, level=rng.uniform(50, 5000, 8))
+    return make_panels(values)
+
+
+def test_clustered_fit_puts_every_context_in_exactly_one_cluster(two_shapes):
+    history, new = two_shapes
+    det = tiny(clusters=2).fit(history)
+    assert det.cluster_.shape == (history.n_contexts,)
+    assert set(np.unique(det.cluster_)) == {0, 1}
+    assert det.n_models_ == 2 and det.cluster_centers_.shape == (2, 24)
+    # One network per cluster: each weight name appears under exactly one cluster prefix.
+    prefixes = {name.split(".", 1)[0] for name in det.weights_}
+    assert prefixes == {"c0", "c1"}
+    # The daily shapes are opposite, so the clusters are exactly the two groups.
+    assert len(set(det.cluster_[:4])) == 1 and len(set(det.cluster_[4:])) == 1
+    assert det.cluster_[0] != det.cluster_[4]
+    assert np.isfinite(det.score(new).to_numpy()).all()
+
+
+def test_unseen_context_joins_the_nearest_cluster(two_shapes):
+    history, new = two_shapes
+    det = tiny(clusters=2).fit(history.take([0, 1, 2, 4, 5, 6]))
+    values = new.to_numpy().copy()
+    values[[3, 7], 50:53] *= 10  # bursts in the two unseen contexts, one of each shape
+    alerts = det.alerts(new.with_values(values))
+    clusters = alerts.groupby("ctx")["cluster"].first()
+    assert clusters["ctx3"] == det.cluster_[0]  # shape of contexts 0-3
+    assert clusters["ctx7"] == det.cluster_[3]  # shape of contexts 4-7 (row 3 of the fit is ctx4)
+    assert np.isfinite(det.score(new).to_numpy()[:, WINDOW - 1 :]).all()
+
+
+# ---------------------------------------------------------------------- optional torch, errors
+def test_without_torch_construction_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(ImportError, match=r'pip install "tsanomaly\[torch\]"'):
+        LSTMAutoencoderDetector()
+
+
+def test_importing_tsanomaly_does_not_import_torch():
+    code = (
+        "import sys, tsanomaly, tsanomaly.detectors.lstm_ae; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cuda_without_a_torch_gpu_raises_a_clear_error(monkeypatch):
+    """CuPy may see a GPU that a CPU-only PyTorch cannot use: "cuda" raises, "auto" falls back."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    det = tiny(device="cuda")
+    det.device_ = "cuda"  # what the base sets when CuPy sees a GPU
+    with pytest.raises(backend.GPUUnavailableError, match="PyTorch cannot use it"):
+        det._resolve_torch_device()
+    det = tiny(device="auto")
+    det.device_ = "cuda"
+    assert det._resolve_torch_device() == "cpu"
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(window=1), "window"),
+        (dict(hidden=0), "hidden"),
+        (dict(stride=0), "stride"),
+        (dict(validation_fraction=1.0), "validation_fraction"),
+        (dict(precision="half"), "precision"),
+        (dict(clusters=9), "clusters"),
+        (dict(window=500), "window=500"),
+    ],
+)
+def test_bad_parameters_are_rejected_at_fit(panels, params, message):
+    history, _ = panels
+    with pytest.raises(ValueError, match=message):
+        tiny(**params).fit(history)
+
+
+# ---------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device visible to PyTorch")
+@pytest.mark.parametrize("precision", ["float32", "mixed"])
+def test_gpu_scores_agree_with_cpu_within_the_stated_tolerance(panels, tmp_path, precision):
+    history, new = panels
+    cpu = tiny(hidden=16).fit(history)
+    gpu = tsanomaly.load(_saved(cpu, tmp_path), device="cuda")
+    gpu.set_params(precision=precision)
+    assert gpu.device_ == "cuda"
+    rtol, atol = TOLERANCE[precision]
+    np.testing.assert_allclose(
+        gpu.score(new).to_numpy(), cpu.score(new).to_numpy(), rtol=rtol, atol=atol, equal_nan=True
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device visible to PyTorch")
+def test_gpu_fit_runs_on_the_device_and_scores_like_its_cpu_copy(panels, tmp_path):
+    history, new = panels
+    gpu = tiny(hidden=16, device="cuda", precision="float32").fit(history)
+    assert gpu.device_ == "cuda"
+    assert next(gpu._models[0].parameters()).device.type == "cuda"
+    cpu = tsanomaly.load(_saved(gpu, tmp_path), device="cpu")
+    rtol, atol = TOLERANCE["float32"]
+    np.testing.assert_allclose(
+        backend.to_numpy(gpu.score(new).values), cpu.score(new).to_numpy(), rtol=rtol, atol=atol, equal_nan=True
+    )

@@ -1,0 +1,734 @@
+"""LSTMAutoencoderDetector: one LSTM encoder-decoder across all contexts (Malhotra et al. 2016).
+
+An LSTM encoder-decoder learns what a normal stretch of a context looks like
+and flags the points it cannot reconstruct.  Training one network per context
+does not scale to many contexts and starves the small ones of data, so one
+global network is trained on the windows of every context, each context
+scaled by its own robust statistics (median and MAD of its history); with
+``clusters=k``, one network per group of contexts with a similar daily shape.
+
+PyTorch is optional: this module imports it lazily, so ``import tsanomaly``
+never needs it; the network and its training loop live in
+:mod:`tsanomaly.kernels.lstm_torch`.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from tsanomaly import backend
+from tsanomaly.base import BaseDetector
+from tsanomaly.panel import Panel
+
+__all__ = ["LSTMAutoencoderDetector", "PRECISIONS", "TOLERANCE"]
+
+#: Scale factor that makes the MAD of Gaussian data estimate its standard deviation.
+MAD_TO_SIGMA = 1.4826
+
+PRECISIONS = ("auto", "float32", "mixed")
+
+#: Stated agreement of scores computed on the GPU with CPU float32 scores of the same
+#: weights, as ``(rtol, atol)`` in score units: ``|gpu - cpu| <= atol + rtol * |cpu|``.
+#: float32: cuDNN and oneDNN sum in different orders (TF32 is switched off);
+#: mixed: float16 autocast rounds the LSTM states to ~5e-4 and the reconstruction to
+#: ~1e-3 scaled units, a few hundredths of a score unit where errors are small.
+TOLERANCE = {"float32": (1e-3, 1e-3), "mixed": (2e-2, 5e-2)}
+
+_INSTALL_HINT = 'pip install "tsanomaly[torch]"'
+
+# Scaled inputs are clipped to +-_INPUT_CLIP before they enter the network: a burst of
+# 1000 MADs would saturate every gate and, under float16 autocast, could overflow.
+# Errors are measured against the unclipped values, so the burst still scores high.
+_INPUT_CLIP = 10.0
+
+# Floors of the per-context scale (see _robust_center_scale).  The mean-deviation floor
+# matters for sparse counts (a context with mostly zero registrations has MAD 0): with
+# half this floor their scaled values reached 5-10 and dominated the training loss, and
+# on make_security_panel data the AUC-ROC of the newest-point error fell from 0.86 to 0.72.
+_MEAN_DEV_FLOOR = 1.0
+_REL_SCALE_FLOOR = 1e-3
+# A context's error scale is at least this fraction of its cluster's pooled error scale,
+# so a context that happened to be reconstructed perfectly on the held-out windows does
+# not turn the smallest error into an alert.
+_ERR_SCALE_FLOOR_FRACTION = 0.1
+
+# The second score component is the mean error of the newest window // _RECENT_DIVISOR
+# points (see the class notes).
+_RECENT_DIVISOR = 6
+
+# Windows per forward pass when scoring (see _score_batches).
+_CPU_SCORE_BATCH = 1024
+_GPU_SCORE_BATCH = 65536
+
+# Windows materialised at once when scoring (contexts are scored in chunks): bounds
+# memory to about this many x window x 16 bytes however many contexts a panel has.
+_MAX_SCORE_WINDOWS = 262_144
+
+
+def _import_torch():
+    """Return the ``torch`` module, or raise ImportError saying how to install it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError(
+            f"LSTMAutoencoderDetector needs PyTorch, which is not installed ({exc}); "
+            f"install it with `{_INSTALL_HINT}`."
+        ) from exc
+    return torch
+
+
+def _kernels():
+    """The PyTorch kernel module (imported on first use, so torch stays optional)."""
+    _import_torch()
+    from tsanomaly.kernels import lstm_torch
+
+    return lstm_torch
+
+
+class LSTMAutoencoderDetector(BaseDetector):
+    """Reconstruction error of an LSTM encoder-decoder trained across contexts.
+
+    Parameters
+    ----------
+    window : int, default 48
+        Points per window (48 hourly points: two days).
+    hidden : int, default 64
+        Units of each LSTM layer.
+    layers : int, default 1
+        Stacked LSTM layers in the encoder and in the decoder.
+    stride : int or None, default None
+        Step between consecutive training windows; None means ``window // 4``
+        (neighbouring windows overlap by three quarters, which keeps the
+        training set, and the fit time, four times smaller than stride 1 at
+        little cost in what the network sees). Scoring always uses every window.
+    epochs : int, default 12
+        Passes over the training windows (see "Training amount" below).
+    batch_size : int, default 1024
+        Windows per optimisation step.
+    lr : float, default 3e-3
+        Adam learning rate.
+    clusters : int or None, default None
+        Train one network per group of contexts with a similar daily shape:
+        tslearn's ``TimeSeriesKMeans`` (Euclidean, seeded) on each context's
+        scaled daily profile (the mean of its scaled series at each phase of
+        ``period``). None trains one global network.
+    period : int, default 24
+        Points per cycle of the daily profile used by ``clusters``.
+    validation_fraction : float, default 0.2
+        Share of each context's history, taken at its end, held out from
+        training; the reconstruction errors of the windows there calibrate the
+        scores. 0 calibrates on the training windows (optimistic).
+    device : {"auto", "cpu", "cuda"}, default "auto"
+        ``"cuda"`` needs a GPU that both CuPy and PyTorch see; ``"auto"`` uses
+        it when they do and the CPU otherwise.
+    precision : {"auto", "float32", "mixed"}, default "auto"
+        ``"mixed"``: float16 autocast with loss scaling on the GPU, for
+        training and scoring; ``"auto"`` is ``"mixed"`` on the GPU and
+        ``"float32"`` on the CPU (where ``"mixed"`` also means float32).
+        See :data:`TOLERANCE` for how far GPU scores may lie from CPU ones.
+    seed : int, default 0
+        Seeds the initial weights, the shuffling and the clustering; on the
+        CPU the same seed gives the same weights and scores, bit for bit.
+    threshold, contamination, per_context
+        See :class:`tsanomaly.base.BaseDetector`.
+
+    Attributes
+    ----------
+    center_, scale_ : ndarray, shape (n_contexts,)
+        Median and robust scale (1.4826 MAD, floored) of each context's history.
+    history_ : ndarray, shape (n_contexts, window - 1)
+        Last points of each context's history, so ``score`` needs only new points.
+    cluster_ : ndarray of int, shape (n_contexts,)
+        Network (cluster) of each context; all 0 without ``clusters``.
+    cluster_centers_ : ndarray, shape (n_models, period)
+        Scaled daily profile of each cluster's centre.
+    err_center_, err_scale_ : ndarray, shape (n_contexts, 2)
+        Median and robust scale of each context's held-out errors (newest-point
+        error, recent-mean error).
+    pool_err_center_, pool_err_scale_ : ndarray, shape (n_models, 2)
+        The same over each cluster's contexts (used for unseen contexts).
+    weights_ : dict of str to ndarray
+        Network weights, ``"c{k}.{state_dict name}"`` for cluster ``k``
+        (saved in the model file's ``.npz``; no pickle).
+    train_loss_ : ndarray, shape (n_models, epochs)
+        Mean training loss per epoch (scaled units squared).
+    n_train_windows_ : ndarray of int, shape (n_models,)
+        Training windows of each network.
+
+    Notes
+    -----
+    **Model.** An encoder LSTM reads a scaled window; a decoder LSTM started
+    from the encoder's final state rebuilds it in reverse order, newest point
+    first, as in Malhotra et al.; a linear read-out maps each decoder state to
+    a value. Unlike the paper, the decoder is fed no values (neither the true
+    previous point in training nor its own output at inference): it cannot
+    copy its input, training and inference run the same computation, and the
+    decoder is one fused ``nn.LSTM`` call (see
+    :class:`tsanomaly.kernels.lstm_torch.LSTMAutoencoder`). Loss: mean squared
+    error; optimiser: Adam.
+
+    **Data path.** Each context is scaled by the median and 1.4826 x MAD of
+    its history, floored at 1.2533 x its mean absolute deviation (the same
+    for Gaussian noise; positive for sparse counts, whose MAD is 0), at
+    1e-3 x |median| (a constant context) and at 1 (all zero), so flat and
+    sparse contexts work and a context and its 1000x copy scale alike. Windows are
+    strided views (``unfold``) of the whole panel at once; windows holding a
+    NaN are left out of training and score NaN. The training set is built on
+    the device once; each step takes an index slice of a per-epoch
+    permutation, with no host-device copy inside the loop.
+
+    **Hold-out.** Split by time, not at random: the last
+    ``validation_fraction`` of each context's history is never trained on, and
+    the windows lying wholly inside it estimate the error distribution
+    (random windows would overlap training windows by up to
+    ``window - stride`` points and make the errors look smaller than on new
+    data).
+
+    **Score.** The window ending at point ``t`` is reconstructed, and its
+    error (observed minus reconstructed, scaled units) is summarised twice:
+    at its newest point, ``z_t - ẑ_t`` (bursts, drops), and as the mean over
+    its newest ``max(1, window // 6)`` points (8 for window 48: shifts that
+    last hours, such as slow rises or a changed night level). Each is turned
+    into a robust z-score with the median and MAD of the context's held-out
+    errors, and the point's score is the root mean square of the two. Scores
+    are causal (a point's score depends only on the window ending at it, never
+    on later points), in units of the context's own normal error, and
+    comparable across contexts; higher = more anomalous. (The whole-window
+    mean was tried instead of the recent mean: it keeps a short burst's score
+    high for a whole window after it, and on make_security_panel data its
+    pooled AUC-ROC was about 0.03 lower.)
+
+    **Training amount.** Longer training teaches the network to rebuild
+    sustained shifts too, which hides them: on make_security_panel data, 30
+    epochs instead of 12 lowered the pooled AUC-ROC by about 0.09. The
+    defaults (stride ``window // 4``, 12 epochs, batches of 1024) were chosen
+    for that and for a CPU fit of 200 contexts x 720 hours within a minute;
+    see ``benchmarks/lstm_quality.py``.
+
+    **Missing values.** A window holding a NaN is not scored, so one missing
+    bucket leaves the ``window`` scores that follow it NaN (about 4% of the
+    points at 0.2% missing buckets and window 48).
+
+    **Unseen contexts** are scaled by their own new data, join the cluster
+    whose centre is nearest to their own new daily profile (cluster 0 when the
+    new data does not cover every phase), and are standardised with that
+    cluster's pooled held-out errors.
+
+    **Devices.** On the CPU each scoring pass has the same power-of-two shape
+    (:func:`~tsanomaly.kernels.lstm_torch.reconstruct` with padding), which
+    makes a context's scores bit-identical whichever contexts share the panel.
+    On the GPU, batches are large and unpadded, and scores agree with the CPU
+    within :data:`TOLERANCE`.
+
+    References
+    ----------
+    P. Malhotra, A. Ramakrishnan, G. Anand, L. Vig, P. Agarwal, G. Shroff,
+    "LSTM-based Encoder-Decoder for Multi-sensor Anomaly Detection",
+    ICML Anomaly Detection Workshop, 2016. arXiv:1607.00148.
+
+    Examples
+    --------
+    >>> from tsanomaly.datasets import make_security_panel
+    >>> data = make_security_panel(n_contexts=50, n_days=28, seed=0)
+    >>> history, new = data.split("2024-01-22")
+    >>> det = LSTMAutoencoderDetector(device="cpu").fit(history.panels["logins"])  # doctest: +SKIP
+    >>> alerts = det.alerts(new.panels["logins"])  # doctest: +SKIP
+    """
+
+    explanation_columns = ("expected", "observed", "cluster")
+
+    def __init__(
+        self,
+        window=48,
+        hidden=64,
+        layers=1,
+        stride=None,
+        epochs=12,
+        batch_size=1024,
+        lr=3e-3,
+        clusters=None,
+        period=24,
+        validation_fraction=0.2,
+        device="auto",
+        precision="auto",
+        seed=0,
+        threshold="quantile",
+        contamination=0.001,
+        per_context=False,
+    ):
+        # The one step beyond storing: without PyTorch, say what to install now rather
+        # than at fit.
+        _import_torch()
+        self.window = window
+        self.hidden = hidden
+        self.layers = layers
+        self.stride = stride
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.clusters = clusters
+        self.period = period
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.precision = precision
+        self.seed = seed
+        self.threshold = threshold
+        self.contamination = contamination
+        self.per_context = per_context
+
+    # -------------------------------------------------------------- parameters
+    def _validate(self) -> None:
+        def integer(name, minimum):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+        integer("window", 2)
+        integer("hidden", 1)
+        integer("layers", 1)
+        integer("epochs", 0)
+        integer("batch_size", 1)
+        integer("period", 1)
+        if self.stride is not None:
+            integer("stride", 1)
+        if self.clusters is not None:
+            integer("clusters", 1)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        vf = self.validation_fraction
+        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
+            raise ValueError(f"validation_fraction must lie in [0, 1), got {vf!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def _stride(self) -> int:
+        return max(1, self.window // 4) if self.stride is None else int(self.stride)
+
+    def _recent(self) -> int:
+        """Newest points whose mean error is the second score component (8 for window 48)."""
+        return max(1, int(self.window) // _RECENT_DIVISOR)
+
+    def _resolve_torch_device(self) -> str:
+        """Check that PyTorch can serve ``self.device_`` (which the base chose from CuPy).
+
+        ``"auto"`` falls back to the CPU when CuPy sees a GPU that this PyTorch
+        build cannot use; an explicit ``"cuda"`` raises instead.
+        """
+        torch = _import_torch()
+        if self.device_ == "cuda" and not torch.cuda.is_available():
+            if self.device == "cuda":
+                raise backend.GPUUnavailableError(
+                    "device='cuda' was asked for: CuPy sees a GPU but PyTorch cannot use it "
+                    f"(torch {torch.__version__}: torch.cuda.is_available() is False - a CPU-only build?). "
+                    "Install a CUDA build of PyTorch (https://pytorch.org/get-started/locally/) or use device='cpu'."
+                )
+            self.device_ = "cpu"
+        return self.device_
+
+    def _precision(self) -> str:
+        """``"float32"`` or ``"mixed"``, from ``precision`` and the device in use."""
+        if self.precision == "auto":
+            return "mixed" if self.device_ == "cuda" else "float32"
+        return self.precision
+
+    def _score_batches(self) -> tuple[int, bool]:
+        """(windows per forward pass, whether every pass is padded to that size) when scoring.
+
+        On the CPU every pass has one power-of-two shape, which makes a
+        window's float32 reconstruction independent of the windows beside it:
+        a context scores bit for bit the same alone or in any panel, so
+        contexts can be sharded. On the GPU, large unpadded batches for speed.
+        """
+        if self.device_ == "cpu":
+            return _CPU_SCORE_BATCH, True
+        return _GPU_SCORE_BATCH, False
+
+    # -------------------------------------------------------------- torch plumbing
+    def _tensor(self, x, dtype=None):
+        """NumPy or CuPy array -> torch tensor on the fitted device (zero-copy where possible)."""
+        torch = _import_torch()
+        if backend.is_device_array(x):
+            tensor = torch.from_dlpack(x)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(x))
+        tensor = tensor.to(self.device_)
+        return tensor if dtype is None else tensor.to(dtype)
+
+    def _array(self, tensor):
+        """torch tensor -> array of the fitted device (NumPy on the CPU, CuPy on the GPU)."""
+        if tensor.device.type == "cuda":
+            return backend.array_module("cuda").from_dlpack(tensor.contiguous())
+        return tensor.detach().numpy()
+
+    def _build_models(self) -> list:
+        """The networks (one per cluster), rebuilt from ``weights_`` with ``load_state_dict``."""
+        kernels = _kernels()
+        self._models = []
+        for k in range(self.n_models_):
+            prefix = f"c{k}."
+            arrays = {name[len(prefix) :]: value for name, value in self.weights_.items() if name.startswith(prefix)}
+            model = kernels.build_model(self.hidden, self.layers, self.seed, self.device_)
+            self._models.append(kernels.load_model_arrays(model, arrays))
+        return self._models
+
+    def _restore(self) -> None:
+        self._resolve_torch_device()
+        self._build_models()
+
+    # -------------------------------------------------------------- fit
+    def _fit(self, values, panel: Panel):
+        self._validate()
+        torch = _import_torch()
+        kernels = _kernels()
+        self._resolve_torch_device()
+        values = backend.to_device(values, self.device_)
+        n_ctx, n_times = values.shape
+        L = int(self.window)
+        n_val = int(round(self.validation_fraction * n_times))
+        n_train_times = n_times - n_val
+        if n_train_times < L:
+            raise ValueError(
+                f"the history has {n_times} points, {n_train_times} of them for training "
+                f"(validation_fraction={self.validation_fraction}), but window={L} needs at least {L}; "
+                "fit on a longer history or use a smaller window"
+            )
+        self.center_, self.scale_ = _robust_center_scale(values)
+        self.history_ = values[:, n_times - (L - 1) :].copy()
+        z = self._scaled(values, self.center_, self.scale_)  # float64 (n_ctx, n_times)
+
+        self.cluster_, self.cluster_centers_ = self._clusters(z)
+        self.n_models_ = int(self.cluster_centers_.shape[0])
+        cluster = self._tensor(self.cluster_)
+
+        # Training windows: wholly before the held-out tail, every `stride` points; one
+        # strided view of the whole panel, then one copy per cluster (on the device).
+        train_view = z[:, :n_train_times].unfold(1, L, self._stride())  # (n_ctx, n_w, L)
+        weights, losses, counts = {}, [], []
+        for k in range(self.n_models_):
+            windows = train_view[cluster == k].reshape(-1, L)
+            windows = windows[~torch.isnan(windows).any(dim=1)]
+            windows = windows.clamp(-_INPUT_CLIP, _INPUT_CLIP).to(torch.float32).contiguous()
+            model = kernels.build_model(self.hidden, self.layers, self.seed + k, self.device_)
+            losses.append(
+                kernels.train_model(
+                    model,
+                    windows,
+                    epochs=int(self.epochs),
+                    batch_size=int(self.batch_size),
+                    lr=float(self.lr),
+                    seed=int(self.seed) + k,
+                    precision=self._precision(),
+                )
+            )
+            counts.append(windows.shape[0])
+            weights.update({f"c{k}.{name}": value for name, value in kernels.model_arrays(model).items()})
+            del windows
+        self.weights_ = weights
+        self.train_loss_ = np.stack(losses)
+        self.n_train_windows_ = np.asarray(counts, dtype=np.int64)
+        self._build_models()
+
+        # Errors of every window of the history; those wholly inside the held-out tail
+        # calibrate the scores (column j of `errors` is the window starting at j).
+        errors, _ = self._window_errors(z, cluster)
+        if n_val == 0:
+            first_held_out = 0
+        elif n_val >= L:
+            first_held_out = n_train_times
+        else:  # a tail shorter than a window: the windows that end in it
+            first_held_out = max(0, n_train_times - L + 1)
+        (
+            self.err_center_,
+            self.err_scale_,
+            self.pool_err_center_,
+            self.pool_err_scale_,
+        ) = self._error_stats(errors[:, first_held_out:], self.cluster_)
+        scores = self._standardise(errors, self.err_center_, self.err_scale_)
+        out = torch.full((n_ctx, n_times), float("nan"), dtype=torch.float64, device=z.device)
+        out[:, L - 1 :] = scores
+        return self._array(out)
+
+    def _scaled(self, values, center, scale):
+        """``(values - center) / scale`` per row, as a float64 torch tensor on the device."""
+        torch = _import_torch()
+        x = self._tensor(values, torch.float64)
+        return (x - self._tensor(center, torch.float64)[:, None]) / self._tensor(scale, torch.float64)[:, None]
+
+    def _clusters(self, z):
+        """Cluster of each context and the centres (scaled daily profiles).
+
+        Returns
+        -------
+        cluster : numpy.ndarray of int64, shape (n_contexts,)
+        centers : numpy.ndarray, shape (n_models, period)
+            Without ``clusters``: one row, the mean profile.
+        """
+        n_ctx = z.shape[0]
+        profiles = _daily_profiles(z.cpu().numpy(), int(self.period), phase0=0)
+        # A phase a context never shows (all NaN) gets that context's mean: neutral.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            filled = np.where(np.isnan(profiles), np.nanmean(profiles, axis=1, keepdims=True), profiles)
+        filled = np.nan_to_num(filled, nan=0.0)
+        if self.clusters is None:
+            return np.zeros(n_ctx, dtype=np.int64), filled.mean(axis=0, keepdims=True)
+        k = int(self.clusters)
+        if k > n_ctx:
+            raise ValueError(f"clusters={k} exceeds the number of contexts ({n_ctx}); use at most {n_ctx}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tslearn warns at import that h5py is absent
+            from tslearn.clustering import TimeSeriesKMeans
+
+            km = TimeSeriesKMeans(n_clusters=k, metric="euclidean", random_state=int(self.seed), n_init=1)
+            labels = km.fit_predict(filled[:, :, None]).astype(np.int64)
+        centers = km.cluster_centers_[:, :, 0].astype(np.float64)
+        # Number the clusters by size, largest first, so the numbering does not depend on
+        # k-means' internal order; a cluster left empty keeps its centre and trains nothing.
+        order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
+        relabel = np.empty(k, dtype=np.int64)
+        relabel[order] = np.arange(k)
+        return relabel[labels], centers[order]
+
+    # -------------------------------------------------------------- errors and scores
+    def _window_errors(self, z, cluster):
+        """Reconstruction errors of every window of ``z`` (stride 1).
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape (n_contexts, n_times), float64
+            Scaled series on the device (NaN = missing).
+        cluster : torch.Tensor of int64, shape (n_contexts,)
+            Network of each row.
+
+        Returns
+        -------
+        errors : torch.Tensor, shape (n_contexts, n_times - window + 1, 2), float64
+            For the window starting at column j (ending at ``j + window - 1``):
+            the error of its newest point and the mean error of its newest
+            ``max(1, window // 6)`` points (observed minus reconstructed,
+            scaled units); NaN where the window holds a NaN.
+        expected : torch.Tensor, shape (n_contexts, n_times - window + 1), float64
+            Reconstruction of each window's newest point (scaled units).
+        """
+        torch = _import_torch()
+        kernels = _kernels()
+        L = int(self.window)
+        n_ctx, n_times = z.shape
+        n_win = max(0, n_times - L + 1)
+        errors = torch.full((n_ctx, n_win, 2), float("nan"), dtype=torch.float64, device=z.device)
+        expected = torch.full((n_ctx, n_win), float("nan"), dtype=torch.float64, device=z.device)
+        if n_win == 0 or n_ctx == 0:
+            return errors, expected
+        batch, pad = self._score_batches()
+        recent = self._recent()
+        rows_per_chunk = max(1, _MAX_SCORE_WINDOWS // n_win)
+        for k in range(self.n_models_):
+            rows = torch.nonzero(cluster == k).flatten()
+            for lo in range(0, len(rows), rows_per_chunk):
+                chunk = rows[lo : lo + rows_per_chunk]
+                windows = z[chunk].unfold(1, L, 1).reshape(-1, L)  # (n_rows * n_win, L), a copy
+                bad = torch.isnan(windows).any(dim=1)
+                windows = torch.nan_to_num(windows, nan=0.0)
+                inputs = windows.clamp(-_INPUT_CLIP, _INPUT_CLIP).to(torch.float32)
+                recon = kernels.reconstruct(
+                    self._models[k], inputs, batch_size=batch, precision=self._precision(), pad_batches=pad
+                ).to(torch.float64)
+                diff = windows - recon
+                err = torch.stack([diff[:, -1], diff[:, -recent:].mean(dim=1)], dim=1)
+                errors[chunk] = err.masked_fill(bad[:, None], float("nan")).reshape(len(chunk), n_win, 2)
+                expected[chunk] = recon[:, -1].reshape(len(chunk), n_win)
+        return errors, expected
+
+    def _error_stats(self, held_out, cluster):
+        """Robust centre and scale of held-out errors, per context and per cluster.
+
+        Parameters
+        ----------
+        held_out : torch.Tensor, shape (n_contexts, n_windows, 2)
+        cluster : numpy.ndarray of int, shape (n_contexts,)
+
+        Returns
+        -------
+        center, scale : numpy.ndarray, shape (n_contexts, 2)
+        pool_center, pool_scale : numpy.ndarray, shape (n_models, 2)
+        """
+        errs = held_out.cpu().numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # contexts without finite errors give NaN
+            center = np.nanmedian(errs, axis=1)
+            scale = MAD_TO_SIGMA * np.nanmedian(np.abs(errs - center[:, None, :]), axis=1)
+        pool_center = np.zeros((self.n_models_, 2))
+        pool_scale = np.ones((self.n_models_, 2))
+        for k in range(self.n_models_):
+            pooled = errs[cluster == k].reshape(-1, 2)
+            pooled = pooled[np.isfinite(pooled).all(axis=1)]
+            if len(pooled):
+                pool_center[k] = np.median(pooled, axis=0)
+                pool_scale[k] = np.maximum(MAD_TO_SIGMA * np.median(np.abs(pooled - pool_center[k]), axis=0), 1e-12)
+        # Contexts without held-out errors (all windows had NaN) use their cluster's.
+        missing = ~(np.isfinite(center) & np.isfinite(scale))
+        center = np.where(missing, pool_center[cluster], center)
+        scale = np.where(missing, pool_scale[cluster], scale)
+        scale = np.maximum(scale, _ERR_SCALE_FLOOR_FRACTION * pool_scale[cluster])
+        return center, scale, pool_center, pool_scale
+
+    def _standardise(self, errors, center, scale):
+        """Errors -> scores: root mean square of the two robust z-scores (higher = more anomalous).
+
+        ``errors`` (n, n_windows, 2) tensor; ``center``, ``scale`` (n, 2) arrays.
+        """
+        torch = _import_torch()
+        c = self._tensor(np.asarray(center), torch.float64)[:, None, :]
+        s = self._tensor(np.asarray(scale), torch.float64)[:, None, :]
+        return (((errors - c) / s) ** 2).mean(dim=2).sqrt()
+
+    # -------------------------------------------------------------- score
+    def _with_past(self, values, panel: Panel, rows: np.ndarray):
+        """New values preceded by each context's kept history (NaN for unseen contexts and gaps).
+
+        Returns
+        -------
+        x : array, shape (n_contexts, n_past + n_new)
+        steps : int
+            Grid steps from the fitted history's end to the panel's start.
+        """
+        xp = backend.array_module(values)
+        steps = self.steps_after_fit(panel)
+        if steps < 1:
+            raise ValueError(
+                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
+                f"it starts at {panel.index[0]}"
+            )
+        history = xp.asarray(self.history_)
+        keep = history.shape[1]
+        seen = xp.asarray(rows >= 0)
+        past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)
+        # Points missing between the fit's end and the new data; beyond `keep` they push
+        # the whole history out of every window, so at most `keep` NaN columns are needed.
+        gap = xp.full((values.shape[0], min(steps - 1, keep)), xp.nan)
+        return xp.concatenate([past, gap, values], axis=1), steps
+
+    def _row_state(self, values, rows: np.ndarray, steps: int):
+        """Scaling, error standardisation and cluster of each row; unseen contexts start cold.
+
+        Returns NumPy arrays: center, scale (n,), err_center, err_scale (n, 2), cluster (n,).
+        """
+        rows = np.asarray(rows)
+        seen = rows >= 0
+        safe = np.maximum(rows, 0)
+        center = backend.to_numpy(self.center_)[safe].astype(np.float64)
+        scale = backend.to_numpy(self.scale_)[safe].astype(np.float64)
+        err_center = np.asarray(self.err_center_)[safe].astype(np.float64)
+        err_scale = np.asarray(self.err_scale_)[safe].astype(np.float64)
+        cluster = np.asarray(self.cluster_)[safe].astype(np.int64)
+        if not seen.all():
+            new = backend.to_numpy(values)[~seen]
+            new_center, new_scale = _robust_center_scale(new)
+            center[~seen], scale[~seen] = new_center, new_scale
+            new_cluster = np.zeros(len(new), dtype=np.int64)
+            if self.n_models_ > 1:
+                phase0 = (self.n_fit_times_ - 1 + steps) % int(self.period)
+                profiles = _daily_profiles((new - new_center[:, None]) / new_scale[:, None], int(self.period), phase0)
+                complete = np.isfinite(profiles).all(axis=1)
+                centers = np.asarray(self.cluster_centers_)
+                dist = ((profiles[complete][:, None, :] - centers[None]) ** 2).sum(axis=2)
+                new_cluster[complete] = np.argmin(dist, axis=1)
+            cluster[~seen] = new_cluster
+            err_center[~seen] = np.asarray(self.pool_err_center_)[new_cluster]
+            err_scale[~seen] = np.asarray(self.pool_err_scale_)[new_cluster]
+        return center, scale, err_center, err_scale, cluster
+
+    def _score(self, values, panel: Panel, rows: np.ndarray):
+        self._validate()
+        torch = _import_torch()
+        x, steps = self._with_past(values, panel, rows)
+        center, scale, err_center, err_scale, cluster = self._row_state(values, rows, steps)
+        z = self._scaled(x, center, scale)
+        errors, _ = self._window_errors(z, self._tensor(cluster))
+        scores = self._standardise(errors, err_center, err_scale)  # (n, n_past + n_new - L + 1)
+        # The window ending at new point j starts at column n_past + j - L + 1 of x.
+        n_new = values.shape[1]
+        first = (x.shape[1] - n_new) - (int(self.window) - 1)
+        out = torch.full((values.shape[0], n_new), float("nan"), dtype=torch.float64, device=z.device)
+        lo = max(0, -first)
+        if n_new > lo:
+            out[:, lo:] = scores[:, first + lo :]
+        return self._array(out)
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        """Expected (reconstructed) and observed value at each alert's peak, in original units, and the cluster."""
+        values = panel.to_numpy()
+        rows = self.context_rows(panel)
+        x, steps = self._with_past(values, panel, rows)
+        center, scale, _, _, cluster = self._row_state(values, rows, steps)
+        L = int(self.window)
+        # Reconstruct only the windows that end at the peaks.
+        ends = (x.shape[1] - values.shape[1]) + peak_pos
+        cols = ends[:, None] - np.arange(L - 1, -1, -1)[None, :]
+        windows = np.where(cols >= 0, x[ctx_rows[:, None], np.maximum(cols, 0)], np.nan)
+        z = self._scaled(windows, center[ctx_rows], scale[ctx_rows])
+        _, expected = self._window_errors(z, self._tensor(cluster[ctx_rows]))
+        expected = expected[:, 0].cpu().numpy()
+        return {
+            "expected": expected * scale[ctx_rows] + center[ctx_rows],
+            "observed": values[ctx_rows, peak_pos],
+            "cluster": cluster[ctx_rows],
+        }
+
+
+def _robust_center_scale(values):
+    """Median and robust scale of each row, ignoring NaN.
+
+    The scale is ``1.4826 * MAD``, floored so that sparse and flat rows still
+    get a positive value that scales with the data: at least ``1.2533 *`` the
+    mean absolute deviation from the median (the same estimate of sigma for
+    Gaussian data; non-zero unless the row is constant, whereas the MAD of a
+    mostly-zero count series is 0), at least ``1e-3 * |median|`` (a constant
+    row), and 1 for a row of zeros (or of NaN).
+
+    Parameters
+    ----------
+    values : array, shape (n_contexts, n_times), NumPy or CuPy
+
+    Returns
+    -------
+    center, scale : arrays of shape (n_contexts,), of the same array module.
+    """
+    xp = backend.array_module(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, replaced below
+        center = xp.nanmedian(values, axis=1)
+        dev = xp.abs(values - center[:, None])
+        mad = MAD_TO_SIGMA * xp.nanmedian(dev, axis=1)
+        mean_dev = 1.2533 * xp.nanmean(dev, axis=1)  # sqrt(pi/2): mean |dev| -> sigma for Gaussian data
+    center = xp.nan_to_num(center, nan=0.0)
+    scale = xp.maximum(xp.nan_to_num(mad, nan=0.0), _MEAN_DEV_FLOOR * xp.nan_to_num(mean_dev, nan=0.0))
+    scale = xp.maximum(scale, _REL_SCALE_FLOOR * xp.abs(center))
+    scale = xp.where(scale > 0, scale, 1.0)
+    return center, scale
+
+
+def _daily_profiles(z: np.ndarray, period: int, phase0: int) -> np.ndarray:
+    """Mean of each row at each phase of the cycle.
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape (n_contexts, n_times)
+        Column j has phase ``(phase0 + j) % period``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_contexts, period)
+        NaN where a row never shows a phase.
+    """
+    n_ctx, n_times = z.shape
+    pad_front = phase0 % period
+    n_cycles = -(-(pad_front + n_times) // period)
+    padded = np.full((n_ctx, n_cycles * period), np.nan)
+    padded[:, pad_front : pad_front + n_times] = z
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(padded.reshape(n_ctx, n_cycles, period), axis=1)
