@@ -1,0 +1,1757 @@
+"""Fit and score on Apache Spark, sharded by context.
+
+Contexts are independent series, so a job too large for one machine shards them
+across Spark tasks, and each task runs the ordinary detector on its share:
+
+.. code-block:: python
+
+    import tsanomaly.spark as tss
+    from tsanomaly import RollingZScoreDetector
+
+    history = spark.read.parquet("counts/history")     # country, asn, ts, failed_logins
+    model = tss.fit(history, RollingZScoreDetector(), context=["country", "asn"],
+                    time="ts", value="failed_logins", fill="zero")
+    model.save("models/failed_logins")                  # global/ (one JSON line) + state/ (Parquet)
+    model = tss.load_model(spark, "models/failed_logins")
+    result = tss.score(spark.read.parquet("counts/today"), model)
+    result.scores.write.parquet("out/scores")           # context, ts, score, reason
+    result.alerts.write.parquet("out/alerts")           # the columns of Detector.alerts
+    result.unpersist()
+
+How it works
+------------
+- **Fitted state in two parts.** :func:`split_state` splits any fitted
+  :class:`~tsanomaly.base.BaseDetector` into a small JSON-able *global state*
+  (class, parameters, time grid, global threshold, model weights) and a
+  *per-context* table: one row per context, one column per fitted attribute
+  whose first axis is aligned with ``contexts_`` (NumPy arrays of shape
+  ``(n_contexts, ...)`` become scalar or ``array<...>`` columns).
+  :func:`merge_state` is its inverse. A :class:`SparkModel` holds both: the
+  global state as a dict and the per-context state as a Spark DataFrame, which
+  :meth:`SparkModel.save` writes to Parquet.
+- **Shards, not one group per context.** Rows are grouped by
+  ``pmod(xxhash64(context columns), n_shards)`` and each group goes through
+  ``applyInPandas`` once: a Python call per context would cost more than the
+  detector itself, while a shard of thousands of contexts runs the detector's
+  batched (vectorised or GPU) code. The hash is deterministic, so a retried task
+  sees the same contexts, sorted the same way, and writes the same rows.
+- **One time grid.** ``Panel.from_frame`` puts every context on one grid
+  spanning the whole frame; :func:`fit` and :func:`score` compute that grid on
+  the driver first (distinct timestamps at fit, min and max at score) and every
+  shard builds its panel on it, so each context's values match the single-machine
+  panel exactly.
+- **Global threshold.** Detectors calibrate one threshold from the training
+  scores of *all* contexts. Each shard returns every context's count of finite
+  training scores and its ``tail_size`` largest scores; the driver selects the
+  needed order statistics from those tails with Spark (``orderBy().limit()``,
+  or an ``approxQuantile`` bracket refined by exact counts when too many are
+  needed) and reproduces ``numpy.quantile``'s interpolation, so the ``"quantile"``
+  threshold equals the single-machine one **exactly** (bit for bit, given the
+  same training scores). A context whose kept tail
+  might hide scores above the selected value is re-fitted with its full tail
+  (rare: it needs more than ``tail_size`` scores in the global top), which keeps
+  the result exact. ``"pot"`` is exact too (its excesses over the 0.98 quantile
+  are collected to the driver in single-machine order), within ``_COLLECT_LIMIT``
+  scores; ``per_context=True`` and fixed thresholds are computed in the shards.
+- **Global state broadcast once per executor.** :func:`score` broadcasts the
+  global state and each Python worker decodes it once into a detector
+  *template*, cached by model id; every task copies the template and attaches
+  its shard's per-context rows (joined with ``cogroup`` on the shard key).
+- **Bad contexts never fail a task.** Duplicate timestamps, infinities,
+  timestamps off the grid, no finite observation (or fewer than
+  ``min_observations``) mark the context with a ``reason`` and leave the others
+  untouched; if the detector raises, the shard is bisected until the contexts
+  that raise are isolated, and they get the exception as their ``reason``.
+  Such contexts score NaN (null in Spark) with the reason in the scores table.
+
+GPU executors
+-------------
+Where Spark assigns a GPU to a task (``TaskContext.get().resources()["gpu"]``),
+the task runs with ``device="cuda"`` on that GPU (``cupy.cuda.Device(addr).use()``,
+and ``torch.cuda.set_device`` when PyTorch is loaded), unless the detector was
+built with ``device="cpu"``; elsewhere it runs on the CPU (or fails clearly when
+``device="cuda"`` was asked for and no GPU is visible). The settings::
+
+    spark.executor.resource.gpu.amount=1
+    spark.task.resource.gpu.amount=0.25        # 4 tasks share a GPU; 1 = one task per GPU
+    spark.executor.resource.gpu.discoveryScript=/opt/spark/examples/src/main/scripts/getGpusResources.sh
+    spark.executorEnv.CUPY_CACHE_DIR=/tmp/cupy  # NVRTC cache on a writable local disk
+
+(``getGpusResources.sh`` ships with Spark; on Kubernetes also set
+``spark.executor.resource.gpu.vendor=nvidia.com``). Executors need CuPy
+(``tsanomaly[gpu]``) and, for the LSTM, a CUDA build of PyTorch.
+
+Detectors that fit a model across contexts
+------------------------------------------
+Detectors whose ``_fit`` treats each context on its own (the rolling z-score
+baseline, STL, the matrix profile; another detector says so with the class
+attribute ``fit_is_per_context = True``) are fitted shard by shard; :func:`fit`
+checks that every shard produced the same global state and raises otherwise.
+A detector that learns something from all contexts (model weights) plugs in
+through two methods: ``_fit_global(values, panel)`` learns the global state and
+``_fit_contexts(values, panel) -> train_scores`` the per-context state given it
+(``_fit`` being the two in turn). :func:`fit` then runs ``_fit_global`` once, on
+one worker (its GPU if it has one), on a deterministic sample of
+``sample_contexts`` contexts, broadcasts the result and runs ``_fit_contexts``
+in every shard; the result equals a single-machine fit when the sample holds
+every context. The LSTM autoencoder does not have these methods yet, so
+:func:`fit` refuses it with ``NotImplementedError`` (as it does the ensemble).
+
+Optional class attributes refine the defaults: ``per_context_attributes``
+(names of the per-context fitted attributes, instead of "first axis ==
+number of contexts") and ``explanation_types`` (``{column: "double" | "bigint" |
+"boolean" | "timestamp" | "string"}``, instead of reading them off a probe's
+alerts). ``_restore`` runs once per worker process on the global state, with
+empty per-context arrays (and again per shard if it raises there).
+
+Times are read as instants: a ``TIMESTAMP`` column is taken in UTC (set
+``spark.sql.session.timeZone=UTC`` to read pandas' naive timestamps unchanged),
+a ``TIMESTAMP_NTZ`` column as it is. PySpark is imported only when a function
+of this module is called; ``import tsanomaly`` never imports it.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import sys
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tsanomaly import backend, thresholds
+from tsanomaly.base import (
+    _DETECTOR_REGISTRY,
+    BaseDetector,
+    _decode_state,
+    _encode_state,
+    _grid_description,
+    _to_json,
+)
+from tsanomaly.panel import Panel, _regular_grid
+
+__all__ = [
+    "SparkModel",
+    "SparkScores",
+    "fit",
+    "score",
+    "from_detector",
+    "load_model",
+    "split_state",
+    "merge_state",
+    "SPARK_MODEL_FORMAT",
+]
+
+SPARK_MODEL_FORMAT = "tsanomaly-spark-model"
+SPARK_MODEL_FORMAT_VERSION = 1
+
+#: Contexts per shard when ``n_shards`` is not given: big enough to amortise a
+#: Python call and run the detector batched, small enough that a shard's long
+#: frame (contexts x times rows) stays well under a Python worker's memory.
+DEFAULT_CONTEXTS_PER_SHARD = 5000
+#: Largest training scores kept per context for the global threshold.
+DEFAULT_TAIL_SIZE = 64
+#: Most training scores collected to the driver for one threshold; beyond it the
+#: quantile rule switches to an approxQuantile bracket, and POT raises.
+_COLLECT_LIMIT = 2_000_000
+#: Most distinct timestamps collected to the driver to infer the fit grid.
+_MAX_DISTINCT_TIMES = 5_000_000
+#: Detectors whose ``_fit`` treats each context on its own (checked at run time:
+#: every shard must produce the same global state). Others need the hooks.
+_PER_CONTEXT_FIT = frozenset(
+    {
+        "tsanomaly.detectors.baseline.RollingZScoreDetector",
+        "tsanomaly.detectors.stl.STLDetector",
+        "tsanomaly.detectors.matrix_profile.MatrixProfileDetector",
+    }
+)
+# Fitted attributes that differ between shards by construction and are set by the driver.
+_SHARD_VOLATILE = ("device_", "global_threshold_")
+_INSTALL_HINT = 'tsanomaly.spark needs PySpark and Java 17+: pip install "tsanomaly[spark]"'
+
+
+def _require_pyspark():
+    """``(pyspark.sql.functions, pyspark.sql.types)``, or ImportError saying how to install them."""
+    try:
+        from pyspark.sql import functions, types
+    except ImportError as exc:
+        raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
+    return functions, types
+
+
+# ====================================================================== state split / merge
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _detector_class(path: str, module: str | None = None) -> type:
+    """The detector class registered under ``path``.
+
+    As in :func:`tsanomaly.load`, only tsanomaly's own detector modules are
+    imported by name; ``module`` is passed by the driver for a class it has
+    already imported itself (a user-defined detector), never read from a file.
+    """
+    cls = _DETECTOR_REGISTRY.get(path)
+    if cls is None:
+        from tsanomaly.detectors import DETECTOR_CLASSES
+
+        builtin = {f"{mod}.{name}": mod for mod, name in DETECTOR_CLASSES.values()}
+        if path in builtin:
+            importlib.import_module(builtin[path])
+        elif module is not None:
+            importlib.import_module(module)
+        cls = _DETECTOR_REGISTRY.get(path)
+    if cls is None:
+        raise ValueError(
+            f"unknown detector class {path!r}: import the module that defines it before loading the model"
+        )
+    return cls
+
+
+def _context_names(contexts: pd.Index, given=None) -> list[str]:
+    if given is not None:
+        names = [given] if isinstance(given, str) else list(given)
+        if len(names) != contexts.nlevels:
+            raise ValueError(f"{len(names)} context column names {names} for {contexts.nlevels} context level(s)")
+        return names
+    if contexts.nlevels == 1:
+        return [contexts.name if contexts.name is not None else "context"]
+    return [name if name is not None else f"context_{k}" for k, name in enumerate(contexts.names)]
+
+
+def _contexts_index(frame: pd.DataFrame, columns: list[str]) -> pd.Index:
+    """An Index (one column) or MultiIndex (several) of the context columns of ``frame``."""
+    if len(columns) == 1:
+        return pd.Index(frame[columns[0]], name=columns[0])
+    return pd.MultiIndex.from_frame(frame[columns])
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, np.ndarray) or backend.is_device_array(value)
+
+
+def _is_per_context(name: str, value, n: int, declared) -> bool:
+    if name == "threshold_":  # the base's per-context thresholds, whatever the detector declares
+        return True
+    if declared is not None:
+        return name in declared
+    if _is_array(value):
+        return value.ndim >= 1 and value.shape[0] == n
+    if isinstance(value, dict) and value and all(_is_array(v) for v in value.values()):
+        return all(v.ndim >= 1 and v.shape[0] == n for v in value.values())
+    return False
+
+
+# Spark element type and NumPy dtype of a per-context column, by NumPy dtype kind.
+_ELEMENT = {
+    "f": ("double", np.float64),
+    "i": ("bigint", np.int64),
+    "u": ("bigint", np.int64),
+    "b": ("boolean", np.bool_),
+    "M": ("bigint", np.int64),
+    "m": ("bigint", np.int64),
+}
+
+
+def _column_spec(attribute: str, key, array) -> dict:
+    """How one per-context array is stored: its column, Spark type, dtype and trailing shape."""
+    kind = array.dtype.kind
+    trailing = [int(s) for s in array.shape[1:]]
+    column = attribute if key is None else f"{attribute}__{key}"
+    if kind == "U" and not trailing:
+        spark_type, dtype = "string", "U"
+    elif kind in _ELEMENT:
+        element = _ELEMENT[kind][0]
+        spark_type = element if not trailing else f"array<{element}>"
+        dtype = array.dtype.str
+    else:
+        raise TypeError(
+            f"per-context attribute {attribute} has dtype {array.dtype} and shape {array.shape}; "
+            "tsanomaly.spark stores numbers and booleans (any shape) and strings (one per context)"
+        )
+    return {"attribute": attribute, "key": key, "column": column, "spark_type": spark_type,
+            "dtype": dtype, "shape": trailing}
+
+
+def _object_column(items) -> np.ndarray:
+    """A 1-D object array holding one array per row (pandas would stack equal-length arrays into 2-D)."""
+    column = np.empty(len(items), dtype=object)
+    for row, item in enumerate(items):
+        column[row] = item
+    return column
+
+
+def _encode_column(array, spec: dict):
+    """A per-context array as column values: a 1-D array, or an object array of flat rows (one per context)."""
+    arr = backend.to_numpy(array)
+    if spec["spark_type"] == "string":
+        return arr.astype(str)
+    if arr.dtype.kind in "mM":
+        arr = arr.view(np.int64)
+    element = _ELEMENT[arr.dtype.kind][1]
+    if not spec["shape"]:
+        return arr.astype(element)
+    flat = arr.reshape(arr.shape[0], int(np.prod(spec["shape"]))).astype(element)
+    return _object_column(list(flat))
+
+
+def _decode_column(values, spec: dict) -> np.ndarray:
+    """Inverse of :func:`_encode_column` for a column read back from Spark (nulls become NaN)."""
+    values = list(values) if not isinstance(values, np.ndarray) else values
+    n = len(values)
+    shape = tuple(spec["shape"])
+    if spec["spark_type"] == "string":
+        return np.asarray([str(v) for v in values], dtype=str)
+    dtype = np.dtype(spec["dtype"])
+    store = np.float64 if dtype.kind == "f" else _ELEMENT[dtype.kind][1]
+    if not shape:
+        arr = np.asarray(values, dtype=store)
+    else:
+        size = int(np.prod(shape))
+        arr = np.empty((n, size), dtype=store)
+        for row, item in enumerate(values):
+            arr[row] = np.nan if item is None else np.asarray(item, dtype=store)
+        arr = arr.reshape((n,) + shape)
+    if dtype.kind in "mM":
+        return arr.astype(np.int64).view(dtype)
+    return arr.astype(dtype, copy=False)
+
+
+def _array_to_json(array: np.ndarray) -> dict:
+    array = np.ascontiguousarray(backend.to_numpy(array))
+    if array.dtype.kind not in "biufcUSMm":
+        raise TypeError(f"cannot store an array of dtype {array.dtype} in the global state")
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": base64.b64encode(array.tobytes()).decode()}
+
+
+def _array_from_json(encoded: dict) -> np.ndarray:
+    # np.frombuffer refuses object dtypes: a model file cannot smuggle pickles in.
+    data = base64.b64decode(encoded["data"])
+    return np.frombuffer(data, dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"]).copy()
+
+
+def split_state(detector: BaseDetector, context_columns=None) -> tuple[dict, pd.DataFrame]:
+    """Split a fitted detector into its global state and its per-context state.
+
+    Per-context state is every fitted attribute (name ending in ``_``) that is an
+    array, or a dict of arrays, whose first axis has length ``len(contexts_)``
+    (or the names in the class attribute ``per_context_attributes`` when the
+    detector declares them); ``threshold_`` always is. Everything else is global.
+
+    Parameters
+    ----------
+    detector : BaseDetector
+        A fitted detector.
+    context_columns : str or list of str, optional
+        Names of the context columns; default: the names of ``contexts_``.
+
+    Returns
+    -------
+    global_state : dict
+        JSON-able: ``class``, ``params``, ``state`` (the global attributes in the
+        encoding of :meth:`BaseDetector.save`), ``arrays`` (global arrays, base64),
+        ``per_context`` (one spec per per-context column) and ``context``.
+    per_context : pandas.DataFrame
+        One row per context, in the order of ``contexts_``: the context columns,
+        then one column per per-context array (scalars, or flat arrays for
+        arrays with trailing dimensions, whose shape is in the spec).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tsanomaly import RollingZScoreDetector
+    >>> det = RollingZScoreDetector(window=3, seasonal_period=None).fit(np.arange(40.0).reshape(4, 10))
+    >>> global_state, rows = split_state(det)
+    >>> sorted(spec["column"] for spec in global_state["per_context"])
+    ['history_', 'scale_floor_', 'threshold_']
+    >>> merge_state(global_state, rows).score(np.ones((4, 2))).shape
+    (4, 2)
+    """
+    detector.check_fitted()
+    contexts = detector.contexts_
+    names = _context_names(contexts, context_columns)
+    n = len(contexts)
+    declared = getattr(type(detector), "per_context_attributes", None)
+    global_attrs, specs, columns = {}, [], {}
+    for name, value in vars(detector).items():
+        if not name.endswith("_") or name.startswith("_") or name == "contexts_":
+            continue
+        if not _is_per_context(name, value, n, declared):
+            global_attrs[name] = value
+            continue
+        items = [(str(k), v) for k, v in value.items()] if isinstance(value, dict) else [(None, value)]
+        for key, array in items:
+            spec = _column_spec(name, key, array)
+            if spec["column"] in names or spec["column"] in columns:
+                raise ValueError(f"per-context column {spec['column']!r} clashes with another column")
+            specs.append(spec)
+            columns[spec["column"]] = _encode_column(array, spec)
+    meta_state, arrays = {}, {}
+    for name, value in global_attrs.items():
+        _encode_state(name, value, meta_state, arrays)
+    global_state = {
+        "format": SPARK_MODEL_FORMAT,
+        "version": SPARK_MODEL_FORMAT_VERSION,
+        "class": _class_path(type(detector)),
+        "params": _to_json(detector.get_params()),
+        "state": meta_state,
+        "arrays": {key: _array_to_json(a) for key, a in arrays.items()},
+        "per_context": specs,
+        "context": names,
+    }
+    frame = contexts.to_frame(index=False)
+    frame.columns = names
+    frame = frame.assign(**columns) if columns else frame
+    return global_state, frame
+
+
+def _template(global_state: dict, device: str | None = None, module: str | None = None) -> BaseDetector:
+    """A detector holding the global state and empty per-context state (``_restore`` run once).
+
+    A Spark worker builds one per model and copies it for each shard; ``_restore``
+    (rebuilding a torch module, say) therefore runs once per worker process,
+    with per-context arrays of length 0. A detector whose ``_restore`` needs the
+    real per-context rows is restored again in :func:`_with_contexts`.
+    """
+    cls = _detector_class(global_state["class"], module)
+    params = dict(global_state["params"])
+    if device is not None:
+        params["device"] = device
+    detector = cls(**params)
+    arrays = {key: _array_from_json(value) for key, value in global_state["arrays"].items()}
+    for name, encoded in global_state["state"].items():
+        setattr(detector, name, _decode_state(encoded, arrays))
+    detector.device_ = backend.resolve_device(detector.device) if device is None else device
+    names = global_state["context"]
+    columns = names + [spec["column"] for spec in global_state["per_context"]]
+    empty = pd.DataFrame({name: pd.Series([], dtype=object) for name in columns})
+    _set_per_context(detector, global_state["per_context"], empty, names)
+    try:
+        detector._restore()
+        detector._spark_restore_per_shard = False
+    except Exception:  # noqa: BLE001 - _restore needs the real rows: run it per shard instead
+        detector._spark_restore_per_shard = True
+    return detector
+
+
+def _set_per_context(detector, specs: list, frame: pd.DataFrame, names: list[str]) -> None:
+    detector.contexts_ = _contexts_index(frame, names)
+    dicts: dict = {}
+    for spec in specs:
+        array = _decode_column(frame[spec["column"]].to_numpy(dtype=object), spec)
+        if spec["key"] is None:
+            setattr(detector, spec["attribute"], array)
+        else:
+            dicts.setdefault(spec["attribute"], {})[spec["key"]] = array
+    for name, value in dicts.items():
+        setattr(detector, name, value)
+
+
+def _with_contexts(template: BaseDetector, global_state: dict, frame: pd.DataFrame) -> BaseDetector:
+    """A copy of ``template`` with the per-context rows of ``frame`` attached."""
+    detector = copy.copy(template)
+    _set_per_context(detector, global_state["per_context"], frame, global_state["context"])
+    if getattr(template, "_spark_restore_per_shard", False):
+        detector._restore()
+    return detector
+
+
+def merge_state(global_state: dict, per_context: pd.DataFrame, device: str | None = None) -> BaseDetector:
+    """Rebuild a fitted detector from :func:`split_state`'s two parts (its inverse).
+
+    Parameters
+    ----------
+    global_state : dict
+        As returned by :func:`split_state` (or ``SparkModel.global_state``).
+    per_context : pandas.DataFrame
+        Rows for any subset of contexts, in any order: the detector's
+        ``contexts_`` follows the rows.
+    device : {"auto", "cpu", "cuda"}, optional
+        Override the ``device`` parameter.
+
+    Returns
+    -------
+    BaseDetector
+        A fitted detector whose scores for those contexts equal the original's.
+    """
+    if global_state.get("format") != SPARK_MODEL_FORMAT:
+        raise ValueError(f"not a tsanomaly Spark model state (format {global_state.get('format')!r})")
+    if global_state.get("version") != SPARK_MODEL_FORMAT_VERSION:
+        raise ValueError(f"Spark model state version {global_state.get('version')} is not supported")
+    missing = [c for c in global_state["context"] + [s["column"] for s in global_state["per_context"]]
+               if c not in per_context.columns]
+    if missing:
+        raise ValueError(f"the per-context rows lack columns {missing}")
+    return _with_contexts(_template(global_state, device), global_state, per_context)
+
+
+def _canonical_global(global_state: dict) -> str:
+    """The part of a shard's global state that every shard must share, as canonical JSON."""
+    state = {k: v for k, v in global_state["state"].items() if k not in _SHARD_VOLATILE}
+    arrays = {k: v for k, v in global_state["arrays"].items() if k.split("/")[0] not in _SHARD_VOLATILE}
+    return json.dumps({"state": state, "arrays": arrays, "per_context": _layout(global_state["per_context"])},
+                      sort_keys=True)
+
+
+# ====================================================================== numpy.quantile, exactly
+def _linear_quantile_positions(n: int, q: float) -> tuple[int, int, float]:
+    """``(lower, upper, gamma)``: the ascending order statistics ``numpy.quantile`` interpolates.
+
+    Mirrors NumPy's "linear" method (virtual index ``(n - 1) * q``, indexes
+    clipped to the array), so that :func:`_lerp` of the two order statistics is
+    bit-for-bit ``np.quantile(x, q)``; ``tests/test_spark.py`` checks this
+    against NumPy on random arrays.
+    """
+    virtual = (n - 1) * np.float64(q)
+    if virtual >= n - 1:
+        lower = upper = n - 1
+        gamma = 0.0
+    elif virtual < 0:
+        lower = upper = 0
+        gamma = 0.0
+    else:
+        lower = int(np.floor(virtual))
+        upper = lower + 1
+        gamma = float(virtual - lower)
+    return lower, upper, gamma
+
+
+def _lerp(a: float, b: float, gamma: float) -> float:
+    """NumPy's ``_lerp``: ``a + (b - a) * gamma``, computed from ``b`` when ``gamma >= 0.5``."""
+    a, b = np.float64(a), np.float64(b)
+    diff = b - a
+    if gamma >= 0.5:
+        return float(b - diff * (1 - gamma))
+    return float(a + diff * gamma)
+
+
+# ====================================================================== worker side
+@dataclass
+class _ShardData:
+    """A shard's long rows on the common grid: every context, its values, and why it is unusable."""
+
+    contexts: pd.Index
+    values: np.ndarray  # (n_contexts, n_times)
+    index: pd.DatetimeIndex
+    reasons: np.ndarray  # object, None where the context's data is usable
+
+
+def _grid_index(grid: dict) -> pd.DatetimeIndex:
+    return pd.date_range(pd.Timestamp(grid["start"]), periods=grid["n_times"],
+                         freq=pd.tseries.frequencies.to_offset(grid["freq"]), name=grid["name"], unit="ns")
+
+
+def _times_ns(column: pd.Series, codec: str) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ns since the epoch, missing mask) of the ``_t`` column a shard receives."""
+    missing = column.isna().to_numpy()
+    if codec == "ltz":  # epoch microseconds from unix_micros: exact instants, no time zone
+        micros = column.fillna(0).to_numpy(dtype=np.int64)
+        return micros * 1000, missing
+    stamps = pd.to_datetime(column).dt.as_unit("ns")
+    return stamps.fillna(pd.Timestamp(0)).to_numpy().view(np.int64), missing
+
+
+def _mark(reasons: np.ndarray, codes: np.ndarray, mask: np.ndarray, describe) -> None:
+    """Give each context with a row in ``mask`` the reason ``describe(row)`` (first row, first reason)."""
+    rows = np.flatnonzero(mask)
+    if not len(rows):
+        return
+    contexts, first = np.unique(codes[rows], return_index=True)
+    for context, row in zip(contexts, rows[first]):
+        if reasons[context] is None:
+            reasons[context] = describe(row)
+
+
+def _shard_data(pdf: pd.DataFrame, spec: dict, min_observations: int | None) -> _ShardData:
+    """Build a shard's panel on the common grid, marking the contexts whose data is unusable.
+
+    The values of a usable context equal those ``Panel.from_frame`` gives it on
+    one machine; a context with duplicate or off-grid timestamps, infinite
+    values or (with ``min_observations``) too few finite values gets a reason.
+    """
+    names, grid = spec["context"], spec["grid"]
+    index = _grid_index(grid)
+    # Sorted rows: the same shard always yields the same arrays, row for row.
+    pdf = pdf.sort_values(names + ["_t"], kind="stable", ignore_index=True)
+    keys = _contexts_index(pdf, names)
+    contexts = keys.unique().sort_values()
+    codes = contexts.get_indexer(keys)
+    t_ns, t_missing = _times_ns(pdf["_t"], spec["time_codec"])
+    values = pdf["_v"].to_numpy(dtype=np.float64, na_value=np.nan)
+    start, step, n_times = grid["start"], grid["step"], grid["n_times"]
+    offset = t_ns - start
+    position = offset // step
+    reasons = np.full(len(contexts), None, dtype=object)
+
+    def stamp(row):
+        return pd.Timestamp(int(t_ns[row]))
+
+    _mark(reasons, codes, t_missing, lambda row: "a row has no timestamp")
+    off_grid = ~t_missing & ((offset % step != 0) | (position < 0) | (position >= n_times))
+    _mark(reasons, codes, off_grid, lambda row: (
+        f"timestamp {stamp(row)} is not on the grid (step {pd.Timedelta(step)} from {pd.Timestamp(start)})"))
+    placed = ~t_missing & ~off_grid
+    cell = np.where(placed, codes * np.int64(n_times) + position, -1 - np.arange(len(codes)))
+    duplicated = placed & pd.Series(cell).duplicated(keep=False).to_numpy()
+    _mark(reasons, codes, duplicated, lambda row: (
+        f"duplicate rows at {stamp(row)}; aggregate them first (e.g. sum the counts)"))
+    infinite = np.isinf(values)
+    _mark(reasons, codes, infinite, lambda row: f"infinite value {values[row]} at {stamp(row)}")
+    grid_values = np.full((len(contexts), n_times), 0.0 if spec["fill"] == "zero" else np.nan)
+    keep = placed & ~duplicated & ~infinite
+    grid_values[codes[keep], position[keep]] = values[keep]
+    if min_observations is not None:
+        finite = np.isfinite(grid_values).sum(axis=1)
+        for row in np.flatnonzero(finite < min_observations):
+            if reasons[row] is None:
+                reasons[row] = ("no finite observation in the history" if finite[row] == 0 else
+                                f"{finite[row]} finite observations, fewer than min_observations={min_observations}")
+    return _ShardData(contexts, grid_values, index, reasons)
+
+
+def _usable(reasons: np.ndarray) -> np.ndarray:
+    return np.array([r is None for r in reasons], dtype=bool)
+
+
+def _task_gpu_addresses() -> list[str]:
+    """GPU addresses Spark assigned to the running task (empty on the driver or without GPU scheduling)."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return []
+    context = TaskContext.get()
+    if context is None:
+        return []
+    gpu = context.resources().get("gpu")
+    return list(gpu.addresses) if gpu is not None else []
+
+
+def _task_device(requested: str) -> str:
+    """The device a task runs on: the GPU Spark assigned it, else the CPU (see the module docstring)."""
+    addresses = _task_gpu_addresses()
+    if requested != "cpu" and addresses:
+        address = int(addresses[0])
+        try:
+            import cupy
+
+            cupy.cuda.Device(address).use()
+        except Exception as exc:  # noqa: BLE001 - CuPy missing or the address unusable
+            raise backend.GPUUnavailableError(
+                f"Spark assigned GPU {address} to this task but CuPy cannot use it ({exc}); install "
+                '"tsanomaly[gpu]" on the executors or build the detector with device="cpu"'
+            ) from exc
+        if "torch" in sys.modules:  # the LSTM: its tensors go to the same GPU
+            torch = sys.modules["torch"]
+            if torch.cuda.is_available():
+                torch.cuda.set_device(address)
+        return "cuda"
+    if requested == "cuda":
+        return backend.resolve_device("cuda")  # raises, saying why, when no GPU is visible
+    return "cpu"
+
+
+# Errors that say the environment is wrong, not a context's data: they fail the task.
+_FATAL = (ImportError, NotImplementedError, backend.GPUUnavailableError)
+
+
+def _isolate(run, rows: np.ndarray) -> list:
+    """``run(rows)``; when it raises, bisect ``rows`` until the contexts that raise are isolated.
+
+    Returns a list of ``(rows, result, error)`` with ``error`` None on success.
+    """
+    try:
+        return [(rows, run(rows), None)]
+    except _FATAL:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bad context must not fail the task
+        if len(rows) <= 1:
+            return [(rows, None, f"{type(exc).__name__}: {exc}")]
+        half = len(rows) // 2
+        return _isolate(run, rows[:half]) + _isolate(run, rows[half:])
+
+
+_TEMPLATE_CACHE: OrderedDict = OrderedDict()
+_TEMPLATE_LOCK = threading.Lock()
+_TEMPLATE_CACHE_SIZE = 4
+
+
+def _cached_template(spec: dict, device: str) -> BaseDetector:
+    """The model's detector template, decoded once per worker process and model (LRU of a few)."""
+    key = (spec["model_id"], device)
+    with _TEMPLATE_LOCK:
+        template = _TEMPLATE_CACHE.get(key)
+        if template is not None:
+            _TEMPLATE_CACHE.move_to_end(key)
+            return template
+    payload = spec["global"]
+    payload = payload.value if hasattr(payload, "value") else payload  # a Broadcast, or the bytes themselves
+    template = _template(json.loads(payload), device=device, module=spec["class_module"])
+    with _TEMPLATE_LOCK:
+        _TEMPLATE_CACHE[key] = template
+        while len(_TEMPLATE_CACHE) > _TEMPLATE_CACHE_SIZE:
+            _TEMPLATE_CACHE.popitem(last=False)
+    return template
+
+
+def _prepare_like_base(detector: BaseDetector, panel: Panel, device: str) -> Panel:
+    """What ``BaseDetector._fit_and_calibrate`` sets before ``_fit`` (for the two-step hooks)."""
+    thresholds.validate_threshold_params(detector.threshold, detector.contamination, detector.per_context)
+    detector.device_ = device
+    panel = panel.to(device)
+    detector.contexts_ = panel.contexts
+    detector.n_fit_times_ = int(panel.n_times)
+    detector.freq_, detector.fit_end_ = _grid_description(panel.index)
+    return panel
+
+
+def _fit_piece(panel: Panel, spec: dict, device: str):
+    """Fit one set of contexts; returns (fitted detector, training scores on the host)."""
+    if spec["mode"] == "per_context":
+        params = dict(spec["params"], device=device)
+        detector = _detector_class(spec["class"], spec["class_module"])(**params)
+        train = detector.fit_score(panel).values
+    else:
+        detector = copy.copy(_cached_template(spec, device))
+        panel = _prepare_like_base(detector, panel, device)
+        train = detector._fit_contexts(panel.values, panel)
+        detector.threshold_, detector.global_threshold_ = thresholds.calibrate(
+            train, detector.threshold, detector.contamination, detector.per_context
+        )
+    return detector, backend.to_numpy(train).astype(np.float64, copy=False)
+
+
+def _tails(train: np.ndarray, tail_size: int | None):
+    """Per context: finite count, the largest finite scores (descending) and their time positions."""
+    finite = np.isfinite(train)
+    n_finite = finite.sum(axis=1)
+    keep = train.shape[1] if tail_size is None else min(int(tail_size), train.shape[1])
+    filled = np.where(finite, train, -np.inf)
+    order = np.argsort(-filled, axis=1, kind="stable")[:, :keep]
+    top = np.take_along_axis(filled, order, axis=1)
+    sizes = np.minimum(n_finite, keep)
+    tails = [top[r, : sizes[r]] for r in range(len(train))]
+    positions = [order[r, : sizes[r]].astype(np.int32) for r in range(len(train))]
+    tail_min = np.array([t[-1] if len(t) else np.nan for t in tails])
+    return n_finite, tails, positions, tail_min, sizes < n_finite
+
+
+def _fit_rows(detector: BaseDetector, train: np.ndarray, spec: dict) -> pd.DataFrame:
+    """Output rows of a fitted piece: per-context state, threshold placeholders, score tails."""
+    global_state, frame = split_state(detector, spec["context"])
+    layout = _layout(global_state["per_context"])
+    if layout != spec["layout"]:
+        raise RuntimeError(
+            f"{spec['class']} produced per-context state {layout} in a shard but {spec['layout']} when "
+            "probed on the driver; declare per_context_attributes on the class"
+        )
+    n = len(frame)
+    # Per-context thresholds are the shard's own only where calibrate gave the context its
+    # own; the rest (and every context under a global rule) wait for the global threshold.
+    placeholder = np.full(n, np.nan)
+    if spec["per_context_threshold"]:
+        own = np.isfinite(train).sum(axis=1) >= thresholds.MIN_SCORES_PER_CONTEXT
+        placeholder[own] = np.asarray(detector.threshold_, dtype=np.float64)[own]
+    frame["threshold_"] = placeholder
+    n_finite, tails, positions, tail_min, truncated = _tails(train, spec["tail_size"])
+    frame["_n_finite"] = n_finite.astype(np.int64)
+    frame["_tail"] = _object_column(tails)
+    frame["_tail_pos"] = _object_column(positions)
+    frame["_tail_min"] = tail_min
+    frame["_truncated"] = truncated
+    frame["reason"] = None
+    shared = np.full(n, None, dtype=object)
+    if n:
+        shared[0] = _canonical_global(global_state)
+    frame["_global"] = shared
+    return frame
+
+
+def _bad_rows(contexts: pd.Index, reasons: np.ndarray, names: list[str]) -> pd.DataFrame:
+    frame = contexts.to_frame(index=False)
+    frame.columns = names
+    frame["reason"] = reasons
+    return frame
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def _finish(frames: list, columns: list[str], int_columns=(), bool_columns=()) -> pd.DataFrame:
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out = out.reindex(columns=columns)
+    # Absent values must reach Arrow as nulls: None in object columns (PySpark's array
+    # converter iterates anything that is not None), nullable integer and boolean dtypes.
+    # (pandas 3 infers its "str" dtype for strings with None, which PySpark 4.3 cannot convert
+    # when values are missing: such columns are made plain object columns.)
+    for column in out.columns:
+        if out[column].dtype == object or isinstance(out[column].dtype, pd.StringDtype):
+            values = _object_column([None if _missing(v) else v for v in out[column]])
+            out[column] = pd.Series(values, index=out.index, dtype=object)
+    for column in int_columns:
+        out[column] = out[column].astype("Int64")
+    for column in bool_columns:
+        out[column] = out[column].astype("boolean")
+    return out
+
+
+def _fit_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """applyInPandas body of :func:`fit`: one shard of contexts in, one row per context out."""
+    names = spec["context"]
+    data = _shard_data(pdf, spec, spec["min_observations"])
+    reasons = data.reasons.copy()
+    good = np.flatnonzero(_usable(reasons))
+    frames = []
+    if len(good):
+        device = _task_device(spec["device"])
+        panel = Panel(data.values[good], data.contexts[good], data.index)
+        for rows, result, error in _isolate(lambda rows: _fit_piece(panel.take(rows), spec, device),
+                                            np.arange(len(good))):
+            if error is not None:
+                reasons[good[rows]] = error
+            else:
+                frames.append(_fit_rows(*result, spec))
+    bad = np.flatnonzero(~_usable(reasons))
+    if len(bad):
+        frame = _bad_rows(data.contexts[bad], reasons[bad], names)
+        frame["_n_finite"] = 0
+        frame["_truncated"] = False
+        frames.append(frame)
+    return _finish(frames, spec["columns"], spec["int_columns"], spec["bool_columns"])
+
+
+def _fit_global_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """applyInPandas body that runs a detector's ``_fit_global`` on a sample, on one worker."""
+    data = _shard_data(pdf, spec, spec["min_observations"])
+    good = np.flatnonzero(_usable(data.reasons))
+    if not len(good):
+        raise ValueError("no context of the sample has usable data to fit the global model on")
+    device = _task_device(spec["device"])
+    params = dict(spec["params"], device=device)
+    detector = _detector_class(spec["class"], spec["class_module"])(**params)
+    panel = _prepare_like_base(detector, Panel(data.values[good], data.contexts[good], data.index), device)
+    detector._fit_global(panel.values, panel)
+    train = detector._fit_contexts(panel.values, panel)
+    detector.threshold_, detector.global_threshold_ = thresholds.calibrate(
+        train, detector.threshold, detector.contamination, detector.per_context
+    )
+    global_state, _ = split_state(detector, spec["context"])
+    global_state["params"] = spec["params"]
+    global_state["explanations"] = _explanation_kinds(detector)
+    return pd.DataFrame({"global_state": [json.dumps(global_state)]})
+
+
+def _score_piece(detector: BaseDetector, panel: Panel):
+    scores = detector.score(panel)
+    return backend.to_numpy(scores.values), detector.alerts(panel, scores=scores)
+
+
+def _score_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """cogroup body of :func:`score`: a shard's new rows and per-context state in, one row per context out."""
+    names = spec["context"]
+    if not len(new):  # contexts with state but no new data are not scored
+        return _finish([], spec["columns"])
+    device = _task_device(spec["device"])
+    template = _cached_template(spec, device)
+    data = _shard_data(new, spec, None)
+    reasons = data.reasons.copy()
+    fitted = state["reason"].isna().to_numpy() if len(state) else np.zeros(0, dtype=bool)
+    if len(state) and not fitted.all():  # contexts that could not be fitted are not scored
+        failed = state.loc[~fitted]
+        where = _contexts_index(failed, names).get_indexer(data.contexts)
+        for row in np.flatnonzero(where >= 0):
+            if reasons[row] is None:
+                reasons[row] = f"not fitted: {failed['reason'].iloc[where[row]]}"
+    detector = _with_contexts(template, spec["global_state_light"], state.loc[fitted])
+    detector.device_ = device
+    good = np.flatnonzero(_usable(reasons))
+    scores = np.full(data.values.shape, np.nan)
+    alerts = []
+    if len(good):
+        panel = Panel(data.values[good], data.contexts[good], data.index)
+        for rows, result, error in _isolate(lambda rows: _score_piece(detector, panel.take(rows)),
+                                            np.arange(len(good))):
+            if error is not None:
+                reasons[good[rows]] = error
+            else:
+                scores[good[rows]] = result[0]
+                alerts.append(result[1])
+    return _score_rows(data, reasons, scores, alerts, spec)
+
+
+def _encode_explanation(values: pd.Series, kind: str) -> np.ndarray:
+    """An explanation column as Arrow-ready values (timestamps as epoch microseconds, None for missing)."""
+    if kind == "double":
+        return pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    if kind == "timestamp":
+        stamps = pd.to_datetime(values)
+        micros = stamps.dt.as_unit("us").astype("int64").to_numpy()
+        return _object_column([None if missing else int(m) for m, missing in zip(micros, stamps.isna().to_numpy())])
+    convert = {"bigint": int, "boolean": bool, "string": str}[kind]
+    return _object_column([None if _missing(v) else convert(v) for v in values])
+
+
+def _score_rows(data: _ShardData, reasons, scores, alerts: list, spec: dict) -> pd.DataFrame:
+    """One row per context: its scores as an array and its alerts as parallel arrays."""
+    names = spec["context"]
+    out = data.contexts.to_frame(index=False)
+    out.columns = names
+    out["reason"] = reasons
+    out["scores"] = _object_column(list(scores))
+    table = pd.concat(alerts, ignore_index=True) if alerts else pd.DataFrame(columns=names)
+    n_alerts = len(table)
+    if n_alerts:
+        rows = data.contexts.get_indexer(_contexts_index(table, names))
+        step, start = spec["grid"]["step"], spec["grid"]["start"]
+
+        def position(column):
+            return ((pd.DatetimeIndex(table[column]).as_unit("ns").asi8 - start) // step).astype(np.int32)
+
+        columns = {"_a_start": position("start"), "_a_end": position("end"), "_a_peak": position("peak_time"),
+                   "_a_peak_score": table["peak_score"].to_numpy(np.float64),
+                   "_a_threshold": table["threshold"].to_numpy(np.float64)}
+        for k, (name, kind) in enumerate(spec["explanations"]):
+            values = table[name] if name in table else pd.Series([None] * n_alerts, index=table.index)
+            columns[f"_a_x{k}"] = _encode_explanation(values, kind)
+        order = np.argsort(rows, kind="stable")
+        bounds = np.searchsorted(rows[order], np.arange(len(out) + 1))
+        for column, values in columns.items():
+            values = np.asarray(values)[order]
+            out[column] = _object_column([values[bounds[r]: bounds[r + 1]] for r in range(len(out))])
+    else:
+        for column in spec["alert_columns"]:
+            out[column] = _object_column([np.zeros(0)] * len(out))
+    return _finish([out], spec["columns"])
+
+
+# ====================================================================== driver side
+def _time_codec(schema, time: str) -> str:
+    _, types = _require_pyspark()
+    data_type = schema[time].dataType
+    if isinstance(data_type, types.TimestampType):
+        return "ltz"
+    if isinstance(data_type, types.TimestampNTZType):
+        return "ntz"
+    raise TypeError(
+        f"column {time!r} has type {data_type.simpleString()}; tsanomaly.spark needs a timestamp "
+        f"(convert it with pyspark.sql.functions.to_timestamp)"
+    )
+
+
+def _times_from_spark(column: pd.Series, codec: str) -> pd.Series:
+    ns, _ = _times_ns(column, codec)
+    return pd.Series(ns.view("datetime64[ns]"))
+
+
+def _time_at(position_col, grid: dict, codec: str):
+    """Spark column: the timestamp at integer grid position ``position_col``."""
+    functions, _ = _require_pyspark()
+    step_us = grid["step"] // 1000
+    if codec == "ltz":
+        return functions.timestamp_micros(functions.lit(grid["start"] // 1000) + position_col.cast("long") * step_us)
+    start = functions.lit(pd.Timestamp(grid["start"]).isoformat()).cast("timestamp_ntz")
+    return functions.timestamp_add("MICROSECOND", position_col.cast("long") * step_us, start)
+
+
+def _explanation_column(column, kind: str, codec: str):
+    """Spark column of an explanation: timestamps arrive as epoch microseconds."""
+    functions, _ = _require_pyspark()
+    if kind != "timestamp":
+        return column
+    if codec == "ltz":
+        return functions.timestamp_micros(column)
+    epoch = functions.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
+    return functions.timestamp_add("MICROSECOND", column, epoch)
+
+
+def _check_columns(sdf, columns: list[str], value: str) -> None:
+    _, types = _require_pyspark()
+    for column in columns:
+        if column not in sdf.columns:
+            raise ValueError(f"column {column!r} is missing; the DataFrame has columns {sdf.columns}")
+    if not isinstance(sdf.schema[value].dataType, types.NumericType):
+        raise ValueError(
+            f"column {value!r} has type {sdf.schema[value].dataType.simpleString()}; it must be numeric"
+        )
+
+
+_OUTPUT_NAMES = ("reason", "score", "scores", "start", "end", "peak_time", "peak_score", "n_points",
+                 "threshold", "detector")
+
+
+def _check_context_names(names: list[str], extra=()) -> None:
+    clash = [n for n in names if n in _OUTPUT_NAMES or n in extra or n.startswith("_")]
+    if clash:
+        raise ValueError(
+            f"context column(s) {clash} clash with output columns {list(_OUTPUT_NAMES)} or with tsanomaly.spark's "
+            "internal columns (leading '_'); rename them"
+        )
+
+
+def _prepared(sdf, names: list[str], time: str, value: str, codec: str, context_types=None):
+    """The columns a shard needs: context, ``_t`` (epoch micros or NTZ timestamp), ``_v`` (double)."""
+    functions, _ = _require_pyspark()
+    t = functions.unix_micros(functions.col(time)) if codec == "ltz" else functions.col(time)
+    contexts = [functions.col(n) if context_types is None else functions.col(n).cast(context_types[n]) for n in names]
+    condition = None
+    for n in names:  # a context needs a label to carry a reason: rows without one are left out
+        condition = functions.col(n).isNotNull() if condition is None else condition & functions.col(n).isNotNull()
+    return sdf.select(*contexts, t.alias("_t"), functions.col(value).cast("double").alias("_v")).where(condition)
+
+
+def _shard_key(names: list[str], n_shards: int):
+    functions, _ = _require_pyspark()
+    return functions.pmod(functions.xxhash64(*[functions.col(n) for n in names]), functions.lit(n_shards))
+
+
+def _n_shards(spark, n_contexts: int, contexts_per_shard: int, n_shards: int | None) -> int:
+    if n_shards is not None:
+        if int(n_shards) < 1:
+            raise ValueError(f"n_shards must be >= 1, got {n_shards!r}")
+        return int(n_shards)
+    if contexts_per_shard < 1:
+        raise ValueError(f"contexts_per_shard must be >= 1, got {contexts_per_shard!r}")
+    try:
+        parallelism = spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
+        parallelism = 2
+    # At least two shards per core, so a slow shard does not leave cores idle.
+    return max(2 * parallelism, math.ceil(n_contexts / contexts_per_shard), 1)
+
+
+def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int]:
+    """The common time grid of the history (as ``Panel.from_frame`` infers it) and a context count estimate.
+
+    One job: rows per distinct timestamp. A context has at most one row per
+    timestamp, so the largest count estimates the number of contexts.
+    """
+    functions, _ = _require_pyspark()
+    per_time = (prepared.where(functions.col("_t").isNotNull()).groupBy("_t")
+                .agg(functions.count(functions.lit(1)).alias("rows"))
+                .limit(_MAX_DISTINCT_TIMES + 1).toPandas())
+    if not len(per_time):
+        raise ValueError("the DataFrame is empty (or has no timestamp): no rows to fit on")
+    if len(per_time) > _MAX_DISTINCT_TIMES:
+        raise ValueError(
+            f"more than {_MAX_DISTINCT_TIMES} distinct timestamps: too many to infer one grid; resample the data first"
+        )
+    stamps = _times_from_spark(per_time["_t"], codec).sort_values(ignore_index=True)
+
+    def context_of(pos):  # only called to word an error
+        at = functions.col("_t") == _spark_time_literal(stamps.iloc[pos], codec)
+        value = prepared.where(at).select(*names).first()
+        return tuple(value) if len(names) > 1 else value[0]
+
+    index = _regular_grid(stamps, freq, time, context_of)
+    step = int(pd.Timedelta(index.freq).value)
+    grid = {"start": int(index[0].value), "step": step, "n_times": len(index), "freq": index.freq.freqstr,
+            "name": time}
+    return grid, int(per_time["rows"].max())
+
+
+def _spark_time_literal(stamp, codec: str):
+    functions, _ = _require_pyspark()
+    micros = pd.Timestamp(stamp).value // 1000
+    if codec == "ltz":
+        return functions.lit(micros)
+    return functions.lit(pd.Timestamp(stamp).isoformat()).cast("timestamp_ntz")
+
+
+def _probe_specs(detector: BaseDetector, grid: dict, names: list[str]) -> tuple[list, list]:
+    """Per-context column specs and explanation column kinds, from a fit on a small synthetic panel.
+
+    ``applyInPandas`` needs the output schema before any shard runs; every shard
+    then checks that its own state has this layout.
+    """
+    rng = np.random.default_rng(0)
+    t = np.arange(grid["n_times"])
+    level = rng.uniform(20, 200, size=(7, 1))  # 7 contexts: unlikely to equal any global array's length
+    values = rng.poisson(level * (1.5 + np.sin(2 * np.pi * t / 24))).astype(np.float64)
+    labels = [f"probe{k}" for k in range(7)]
+    contexts = (pd.Index(labels, name=names[0]) if len(names) == 1 else
+                pd.MultiIndex.from_arrays([labels] * len(names), names=names))
+    probe = type(detector)(**dict(detector.get_params(), device="cpu"))
+    probe.fit(Panel(values, contexts, _grid_index(grid)))
+    return split_state(probe, names)[0]["per_context"], _explanation_kinds(probe)
+
+
+def _explanation_kind(column: pd.Series) -> str:
+    kind = column.dtype.kind
+    return {"f": "double", "i": "bigint", "u": "bigint", "b": "boolean", "M": "timestamp"}.get(kind, "string")
+
+
+def _explanation_kinds(detector: BaseDetector) -> list:
+    """``[name, kind]`` of each explanation column, read off the alerts of a synthetic burst.
+
+    ``kind`` is one of double, bigint, boolean, timestamp, string; a class may
+    declare ``explanation_types = {name: kind}``; a column the probe cannot see
+    (no alert raised) is taken as double.
+    """
+    names = list(type(detector).explanation_columns)
+    declared = dict(getattr(type(detector), "explanation_types", {}))
+    seen = {}
+    if names and len(set(names) - set(declared)):
+        try:
+            step = pd.tseries.frequencies.to_offset(detector.freq_)
+            index = pd.date_range(pd.Timestamp(detector.fit_end_) + step, periods=96, freq=step, name="time")
+            contexts = detector.contexts_[:7]
+            values = np.tile(50 * (1.5 + np.sin(2 * np.pi * np.arange(96) / 24)), (len(contexts), 1))
+            values[:, 60:66] = 1e6  # a burst every detector flags
+            table = detector.alerts(Panel(values, contexts, index))
+            seen = {name: _explanation_kind(table[name]) for name in names if name in table and len(table)}
+        except Exception:  # noqa: BLE001 - the probe only informs the column types
+            seen = {}
+    return [[name, declared.get(name) or seen.get(name, "double")] for name in names]
+
+
+def _layout(specs: list) -> list:
+    """The device-independent part of per-context specs (a GPU shard may hold float32 where the CPU has float64)."""
+    return [{k: s[k] for k in ("attribute", "key", "column", "spark_type", "shape")} for s in specs]
+
+
+def _fit_mode(cls: type) -> str:
+    if callable(getattr(cls, "_fit_global", None)) and callable(getattr(cls, "_fit_contexts", None)):
+        return "global"
+    if getattr(cls, "fit_is_per_context", False) or _class_path(cls) in _PER_CONTEXT_FIT:
+        return "per_context"
+    raise NotImplementedError(
+        f"{cls.__name__} fits a model across contexts; to fit it on Spark it needs _fit_global(values, panel) "
+        "and _fit_contexts(values, panel) -> train_scores (see tsanomaly.spark), or fit_is_per_context = True "
+        "when its _fit treats each context on its own"
+    )
+
+
+def _ddl(name: str, spark_type: str) -> str:
+    return f"`{name}` {spark_type}"
+
+
+def fit(
+    sdf,
+    detector,
+    context,
+    time: str,
+    value: str,
+    freq: str | None = None,
+    fill: str = "nan",
+    *,
+    min_observations: int = 1,
+    n_shards: int | None = None,
+    contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
+    tail_size: int = DEFAULT_TAIL_SIZE,
+    sample_contexts: int = 10_000,
+) -> "SparkModel":
+    """Fit a detector on a Spark DataFrame of history, sharded by context.
+
+    Parameters
+    ----------
+    sdf : pyspark.sql.DataFrame
+        Long format: one row per (context, time), as for :meth:`Panel.from_frame`.
+    detector : BaseDetector or str
+        An (unfitted) detector whose parameters are used, or a short name for
+        :func:`tsanomaly.detectors.make_detector`.
+    context : str or list of str
+        Context column(s).
+    time : str
+        ``TIMESTAMP`` (read in UTC) or ``TIMESTAMP_NTZ`` column.
+    value : str
+        Numeric column; null is a missing observation.
+    freq : str, optional
+        Grid step; inferred from the distinct timestamps as ``Panel.from_frame`` does.
+    fill : {"nan", "zero"}
+        What absent buckets hold (``"zero"`` for counts).
+    min_observations : int, default 1
+        Fewest finite observations a context needs to be fitted; below it the
+        context gets a ``reason`` and scores NaN.
+    n_shards : int, optional
+        Number of shards; default ``max(2 x default parallelism, n_contexts / contexts_per_shard)``.
+    contexts_per_shard : int, default 5000
+        Target shard size when ``n_shards`` is not given.
+    tail_size : int, default 64
+        Largest training scores each context sends to the driver's threshold
+        selection; any size gives the exact threshold, a larger one re-fits fewer contexts.
+    sample_contexts : int, default 10000
+        Contexts the global model is trained on, for detectors with ``_fit_global``.
+
+    Returns
+    -------
+    SparkModel
+        Global state and a per-context state DataFrame. Its rows are computed
+        once and persisted; call :meth:`SparkModel.unpersist` when done.
+
+    Raises
+    ------
+    ValueError
+        Empty data, a missing or non-numeric column, timestamps that fit no grid.
+    NotImplementedError
+        For a detector that fits across contexts without the two-step hooks.
+    """
+    functions, _ = _require_pyspark()
+    if isinstance(detector, str):
+        from tsanomaly.detectors import make_detector
+
+        detector = make_detector(detector)
+    if not isinstance(detector, BaseDetector):
+        raise TypeError(f"detector must be a tsanomaly detector or its short name, got {type(detector).__name__}")
+    thresholds.validate_threshold_params(detector.threshold, detector.contamination, detector.per_context)
+    if fill not in ("nan", "zero"):
+        raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
+    if detector.threshold == "pot" and not detector.per_context:
+        from tsanomaly.pot import _check_params
+
+        q0, min_excesses = _pot_defaults()
+        _check_params(detector.contamination, q0, min_excesses)
+    names = [context] if isinstance(context, str) else list(context)
+    _check_columns(sdf, names + [time], value)
+    _check_context_names(names, extra=(time,))
+    codec = _time_codec(sdf.schema, time)
+    cls = type(detector)
+    mode = _fit_mode(cls)
+    spark = sdf.sparkSession
+    prepared = _prepared(sdf, names, time, value, codec)
+    grid, n_estimate = _fit_grid(prepared, names, time, codec, freq)
+    shards = _n_shards(spark, n_estimate, contexts_per_shard, n_shards)
+    params = _to_json(detector.get_params())
+    spec = {
+        "context": names, "grid": grid, "time_codec": codec, "fill": fill, "min_observations": int(min_observations),
+        "class": _class_path(cls), "class_module": cls.__module__, "params": params, "device": detector.device,
+        "mode": mode, "tail_size": None if tail_size is None else int(tail_size),
+        "per_context_threshold": bool(detector.per_context) and isinstance(detector.threshold, str),
+    }
+    if mode == "global":
+        sample_keys = (prepared.select(*names).distinct()
+                       .orderBy(functions.xxhash64(*[functions.col(n) for n in names]), *names)
+                       .limit(int(sample_contexts)))
+        sample = prepared.join(sample_keys, names, "left_semi").withColumn("_one", functions.lit(0))
+        global_spec = dict(spec)
+        shipped = sample.groupBy("_one").applyInPandas(
+            lambda pdf: _fit_global_shard(pdf, global_spec), "global_state string").first()["global_state"]
+        specs = json.loads(shipped)["per_context"]
+        explanations = json.loads(shipped)["explanations"]
+        spec["global"] = _broadcast(spark, shipped)
+        spec["model_id"] = hashlib.sha256(shipped.encode()).hexdigest()
+        broadcasts = [spec["global"]]
+    else:
+        specs, explanations = _probe_specs(detector, grid, names)
+        broadcasts = []
+    spec["layout"] = _layout(specs)
+    clash = {s["column"] for s in specs} & set(names)
+    if clash:
+        raise ValueError(f"context column(s) {sorted(clash)} clash with the detector's per-context state columns")
+    state_types = {s["column"]: s["spark_type"] for s in specs}
+    internal = {"_n_finite": "bigint", "_tail": "array<double>", "_tail_pos": "array<int>", "_tail_min": "double",
+                "_truncated": "boolean", "reason": "string", "_global": "string"}
+    types = {**state_types, **internal}
+    context_types = {n: sdf.schema[n].dataType.simpleString() for n in names}
+    schema = ", ".join([_ddl(n, context_types[n]) for n in names] + [_ddl(c, t) for c, t in types.items()])
+    spec["columns"] = names + list(types)
+    spec["int_columns"] = [c for c, t in types.items() if t == "bigint"]
+    spec["bool_columns"] = [c for c, t in types.items() if t == "boolean"]
+    keyed = prepared.withColumn("_shard", _shard_key(names, shards))
+
+    def run(frame, run_spec):
+        return frame.groupBy("_shard").applyInPandas(lambda pdf: _fit_shard(pdf, run_spec), schema)
+
+    raw = run(keyed, spec).persist()
+    persisted = [raw] + broadcasts
+    shared = [row["_global"] for row in raw.where(functions.col("_global").isNotNull())
+              .select("_global").distinct().collect()]
+    if not shared:
+        first = raw.where(functions.col("reason").isNotNull()).select(*names, "reason").first()
+        raise ValueError(f"no context could be fitted; for example {tuple(first[:-1])}: {first['reason']}")
+    if len(shared) > 1:
+        raise ValueError(_describe_shard_difference(spec["class"], shared))
+
+    def refit(suspects, current):
+        """``current`` with the rows of ``suspects`` fitted again, keeping every training score."""
+        again = run(keyed.join(suspects, names, "left_semi"), dict(spec, tail_size=None))
+        return current.join(suspects, names, "left_anti").unionByName(again)
+
+    global_threshold, raw, counts = _global_threshold(detector, raw, names, refit, persisted)
+    shard_global = json.loads(shared[0])
+    g_state = dict(shard_global["state"])
+    _encode_state("global_threshold_", float(global_threshold), g_state, {})
+    global_state = {
+        "format": SPARK_MODEL_FORMAT,
+        "version": SPARK_MODEL_FORMAT_VERSION,
+        "class": spec["class"],
+        "params": params,
+        "state": g_state,
+        "arrays": shard_global["arrays"],
+        "per_context": specs,
+        "context": names,
+        "explanations": explanations,
+        "data": {"time": time, "value": value, "fill": fill, "time_type": codec, "context_types": context_types},
+        "fit": {"n_contexts": counts["n"], "n_failed": counts["failed"], "n_refitted_for_threshold": counts["refitted"],
+                "grid": grid, "n_shards": shards, "mode": mode},
+    }
+    fixed = functions.col("threshold_").isNull() | functions.isnan("threshold_")
+    threshold_column = (functions.when(fixed, functions.lit(float(global_threshold)))
+                        .otherwise(functions.col("threshold_")))
+    state = raw.select(*names, *[threshold_column.alias(c) if c == "threshold_" else functions.col(c)
+                                 for c in state_types], "reason")
+    return SparkModel(global_state, state, persisted)
+
+
+def _describe_shard_difference(class_path: str, shared: list[str]) -> str:
+    states = [json.loads(s) for s in shared]
+    keys = set()
+    for part in ("state", "arrays", "per_context"):
+        first = states[0][part]
+        for other in states[1:]:
+            if isinstance(first, dict):
+                keys |= {k for k in set(first) | set(other[part]) if first.get(k) != other[part].get(k)}
+            elif first != other[part]:
+                keys.add(part)
+    return (
+        f"{class_path} is not separable by context: its fitted global state differs between shards "
+        f"({sorted(keys)}); give it _fit_global/_fit_contexts so that tsanomaly.spark trains that part once"
+    )
+
+
+def _pot_defaults() -> tuple[float, int]:
+    """``initial_quantile`` and ``min_excesses`` that ``thresholds`` uses with ``pot_threshold`` (its defaults)."""
+    from tsanomaly.pot import pot_threshold
+
+    parameters = inspect.signature(pot_threshold).parameters
+    return float(parameters["initial_quantile"].default), int(parameters["min_excesses"].default)
+
+
+def _broadcast(spark, payload: str):
+    """A broadcast of the model's global state (Spark Connect has none: the payload then ships per task)."""
+    try:
+        return spark.sparkContext.broadcast(payload)
+    except Exception:  # noqa: BLE001 - Spark Connect
+        return payload
+
+
+def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, object, dict]:
+    """``(global threshold, fit output, counts)``: ``calibrate``'s global threshold over all training scores.
+
+    ``counts`` holds ``n`` (contexts) and ``failed`` (contexts with a reason) of the fit output, and
+    ``refitted``: how many contexts were fitted again for their full tails.
+
+    Exact: when a context's cut tail may hide scores above the deepest order
+    statistic used, those contexts are fitted again with their full tails (the
+    selected value can only rise, so one round settles it).
+    """
+    functions, _ = _require_pyspark()
+    threshold = detector.threshold
+    refitted = 0
+    for _attempt in range(3):
+        totals = raw.agg(functions.sum("_n_finite").alias("scores"),
+                         functions.sum(functions.size("_tail")).alias("kept"),
+                         functions.count(functions.lit(1)).alias("n"),
+                         functions.count("reason").alias("failed")).first()
+        counts = {"n": int(totals["n"]), "failed": int(totals["failed"]), "refitted": refitted}
+        n, m = int(totals["scores"] or 0), int(totals["kept"] or 0)
+        if not isinstance(threshold, str):
+            return float(threshold), raw, counts
+        if n == 0:
+            return float("inf"), raw, counts
+        if threshold == "quantile":
+            value, deepest = _quantile_threshold(raw, n, m, 1.0 - detector.contamination)
+        else:
+            value, deepest = _pot_threshold(raw, n, m, detector.contamination, names)
+        hidden = functions.col("_truncated")
+        if deepest is not None:
+            hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
+        suspects = raw.where(hidden).select(*names).persist()
+        persisted.append(suspects)
+        n_suspects = suspects.count()
+        if n_suspects == 0:
+            if value is None:
+                raise RuntimeError("the training score tails are shorter than their counts say")
+            return value, raw, counts
+        refitted += n_suspects
+        raw = refit(suspects, raw).persist()
+        persisted.append(raw)
+    raise RuntimeError("the global threshold did not settle after re-fitting contexts with their full tails")
+
+
+def _tail_values(raw):
+    functions, _ = _require_pyspark()
+    return raw.select(functions.explode("_tail").alias("v"))
+
+
+def _top_values(raw, k: int) -> np.ndarray:
+    """The ``k`` largest tail values, descending."""
+    functions, _ = _require_pyspark()
+    top = _tail_values(raw).orderBy(functions.desc("v")).limit(int(k)).toPandas()["v"]
+    return top.to_numpy(np.float64)
+
+
+def _desc_order_statistics(raw, m: int, ranks: list[int]) -> dict:
+    """Values at descending ranks (0 = largest) of the ``m`` tail values, exactly.
+
+    Up to ``_COLLECT_LIMIT`` values are collected with ``orderBy().limit()`` (each
+    partition keeps its top k). Deeper ranks are bracketed with ``approxQuantile``,
+    the bracket's position is fixed by exact counts, and only the values inside it
+    are collected.
+    """
+    functions, _ = _require_pyspark()
+    deepest = max(ranks)
+    if deepest + 1 <= _COLLECT_LIMIT:
+        top = _top_values(raw, deepest + 1)
+        return {r: float(top[r]) for r in ranks}
+    values = _tail_values(raw).persist()
+    try:
+        rel_err, slack_factor = 1e-4, 2.0
+        for _attempt in range(8):
+            low_asc, high_asc = m - 1 - max(ranks), m - 1 - min(ranks)
+            slack = slack_factor * rel_err * m + 1
+            probabilities = [max(0.0, (low_asc - slack) / (m - 1)), min(1.0, (high_asc + slack) / (m - 1))]
+            low, high = values.approxQuantile("v", probabilities, rel_err)
+            v = functions.col("v")
+            counts = values.agg(functions.sum((v > high).cast("long")).alias("above"),
+                                functions.sum(((v >= low) & (v <= high)).cast("long")).alias("inside")).first()
+            above, inside = int(counts["above"] or 0), int(counts["inside"] or 0)
+            if inside > _COLLECT_LIMIT:
+                rel_err /= 10
+                continue
+            if above <= min(ranks) and max(ranks) < above + inside:
+                between = (values.where((v >= low) & (v <= high)).orderBy(functions.desc("v"))
+                           .toPandas()["v"].to_numpy(np.float64))
+                return {r: float(between[r - above]) for r in ranks}
+            slack_factor *= 4  # the sketch missed its guarantee: widen the bracket
+        raise RuntimeError("could not bracket the threshold's order statistics")
+    finally:
+        values.unpersist()
+
+
+def _quantile_threshold(raw, n: int, m: int, q: float):
+    """``(np.quantile(all finite scores, q), deepest value used)``; ``(None, None)`` when the tails are too short."""
+    lower, upper, gamma = _linear_quantile_positions(n, q)
+    deep, shallow = n - 1 - lower, n - 1 - upper  # descending ranks
+    if deep >= m:
+        return None, None
+    stats = _desc_order_statistics(raw, m, sorted({deep, shallow}))
+    return _lerp(stats[deep], stats[shallow], gamma), stats[deep]
+
+
+def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
+    """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order)."""
+    functions, _ = _require_pyspark()
+    from tsanomaly.pot import fit_gpd
+
+    initial_quantile, min_excesses = _pot_defaults()
+    lower, upper, gamma_q = _linear_quantile_positions(n, initial_quantile)
+    deep, shallow = n - 1 - lower, n - 1 - upper
+    if deep >= m:
+        return None, None
+    if deep + 1 > _COLLECT_LIMIT:
+        raise ValueError(
+            f"threshold='pot' over {n} training scores needs their top {deep + 1} on the driver, more than "
+            f"{_COLLECT_LIMIT}; use threshold='quantile' or per_context=True"
+        )
+    zipped = functions.explode(functions.arrays_zip("_tail", "_tail_pos")).alias("z")
+    top = (raw.select(*names, zipped).select(*names, functions.col("z._tail").alias("v"),
+                                            functions.col("z._tail_pos").alias("pos"))
+           .orderBy(functions.desc("v")).limit(deep + 1).toPandas())
+    ordered = np.sort(top["v"].to_numpy(np.float64))[::-1]
+    t = _lerp(ordered[deep], ordered[shallow], gamma_q)
+    peaks = top[top["v"].to_numpy(np.float64) > t]
+    # Single-machine order: contexts sorted as Panel.from_frame sorts them, then time.
+    labels = _contexts_index(peaks, names)
+    rank = labels.unique().sort_values().get_indexer(labels)
+    order = np.lexsort((peaks["pos"].to_numpy(), rank))
+    excesses = peaks["v"].to_numpy(np.float64)[order] - t
+    n_t = excesses.shape[0]
+    if n_t < min_excesses:
+        low_r, up_r, gamma_r = _linear_quantile_positions(n, 1.0 - risk)
+        value = _lerp(ordered[n - 1 - low_r], ordered[n - 1 - up_r], gamma_r)
+        warnings.warn(
+            f"POT fell back to the {1 - risk} quantile: {n_t} excesses over the {initial_quantile} quantile "
+            f"of {n} scores, min_excesses={min_excesses}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return value, ordered[deep]
+    gamma, sigma = fit_gpd(excesses)
+    r = risk * n / n_t
+    z = t - sigma * np.log(r) if gamma == 0.0 else t + sigma / gamma * (r ** (-gamma) - 1.0)
+    return float(z), ordered[deep]
+
+
+class SparkModel:
+    """A detector fitted on Spark: global state (a JSON-able dict) and per-context state (a Spark DataFrame).
+
+    Parameters
+    ----------
+    global_state : dict
+        Class, parameters, global fitted attributes, the per-context column
+        layout, and the data description (context, time and value columns).
+    state : pyspark.sql.DataFrame
+        One row per context: the context columns, one column per per-context
+        fitted array, and ``reason`` (null, or why the context was not fitted).
+    """
+
+    def __init__(self, global_state: dict, state, persisted=()):
+        self.global_state = global_state
+        self.state = state
+        self._persisted = list(persisted)
+
+    @property
+    def context(self) -> list[str]:
+        return list(self.global_state["context"])
+
+    @property
+    def detector_class(self) -> str:
+        return self.global_state["class"]
+
+    def __repr__(self) -> str:
+        fit_info = self.global_state.get("fit", {})
+        return (f"SparkModel({self.global_state['class'].rsplit('.', 1)[-1]}, context={self.context}, "
+                f"n_contexts={fit_info.get('n_contexts', '?')}, n_failed={fit_info.get('n_failed', '?')})")
+
+    def failed(self):
+        """DataFrame of the contexts that could not be fitted: context columns and ``reason``."""
+        functions, _ = _require_pyspark()
+        return self.state.where(functions.col("reason").isNotNull()).select(*self.context, "reason")
+
+    def to_detector(self, device: str | None = None) -> BaseDetector:
+        """Collect the per-context state to the driver and rebuild a single-machine detector.
+
+        Contexts that could not be fitted are left out (they score as unseen).
+        """
+        functions, _ = _require_pyspark()
+        rows = self.state.where(functions.col("reason").isNull()).toPandas()
+        return merge_state(self.global_state, rows, device)
+
+    def save(self, path: str, mode: str = "error") -> None:
+        """Write ``path/global`` (the global state, one JSON line) and ``path/state`` (Parquet).
+
+        Any file system Spark writes to works (local, HDFS, S3); ``mode`` is
+        Spark's save mode (``"error"``, ``"overwrite"``).
+        """
+        spark = self.state.sparkSession
+        line = json.dumps(self.global_state)
+        spark.createDataFrame([(line,)], "value string").coalesce(1).write.mode(mode).text(f"{path}/global")
+        self.state.write.mode(mode).parquet(f"{path}/state")
+
+    def unpersist(self) -> None:
+        """Release the cached fit output (the per-context state is then recomputed if used again)."""
+        for item in self._persisted:
+            if hasattr(item, "unpersist"):
+                item.unpersist()
+        self._persisted = []
+
+
+def load_model(spark, path: str) -> SparkModel:
+    """Read a :class:`SparkModel` written by :meth:`SparkModel.save`.
+
+    The detector class must be one of tsanomaly's, or already imported: as with
+    :func:`tsanomaly.load`, a model file cannot make Spark import a module.
+    """
+    lines = [row["value"] for row in spark.read.text(f"{path}/global").collect()]
+    if len(lines) != 1:
+        raise ValueError(f"{path}/global should hold one line of JSON, found {len(lines)}")
+    global_state = json.loads(lines[0])
+    if global_state.get("format") != SPARK_MODEL_FORMAT:
+        raise ValueError(f"{path} is not a tsanomaly Spark model (format {global_state.get('format')!r})")
+    if global_state.get("version") != SPARK_MODEL_FORMAT_VERSION:
+        raise ValueError(f"{path}: Spark model version {global_state.get('version')} is not supported")
+    _detector_class(global_state["class"])
+    return SparkModel(global_state, spark.read.parquet(f"{path}/state"))
+
+
+def from_detector(spark, detector: BaseDetector, context=None, time: str = "time", value: str = "value",
+                  fill: str = "nan") -> SparkModel:
+    """Ship a detector fitted on one machine to Spark (its per-context state becomes a DataFrame).
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    detector : BaseDetector
+        Fitted on a DatetimeIndex grid.
+    context : str or list of str, optional
+        Context column names; default: the names of ``detector.contexts_``.
+    time, value, fill
+        The columns and fill rule :func:`score` uses by default.
+    """
+    global_state, frame = split_state(detector, context)
+    names = global_state["context"]
+    _check_context_names(names, extra=(time,))
+    if detector.freq_ is None:
+        raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
+    frame["reason"] = None
+    ddl = {}
+    for name in names:
+        kind = frame[name].dtype.kind
+        ddl[name] = "bigint" if kind in "iu" else "double" if kind == "f" else "boolean" if kind == "b" else "string"
+    ddl.update({s["column"]: s["spark_type"] for s in global_state["per_context"]})
+    ddl["reason"] = "string"
+    schema = ", ".join(_ddl(c, t) for c, t in ddl.items())
+    global_state["data"] = {"time": time, "value": value, "fill": fill, "time_type": "ltz",
+                            "context_types": {n: ddl[n] for n in names}}
+    global_state["fit"] = {"n_contexts": len(frame), "n_failed": 0, "mode": "single-machine"}
+    global_state["explanations"] = _explanation_kinds(detector)
+    frame = _finish([frame], list(ddl), [c for c, t in ddl.items() if t == "bigint"],
+                    [c for c, t in ddl.items() if t == "boolean"])
+    return SparkModel(global_state, spark.createDataFrame(frame, schema))
+
+
+class SparkScores:
+    """The two outputs of :func:`score`; unpack as ``scores, alerts = tss.score(...)``.
+
+    Attributes
+    ----------
+    scores : pyspark.sql.DataFrame
+        Context columns, the time column, ``score`` (higher = more anomalous;
+        null where a point cannot be scored) and ``reason`` (null, or why the
+        context was not scored). One row per context and grid point.
+    alerts : pyspark.sql.DataFrame
+        The columns of :meth:`BaseDetector.alerts`: context columns, ``start``,
+        ``end``, ``peak_time``, ``peak_score``, ``n_points``, ``threshold``,
+        ``detector`` and the detector's explanation columns (unordered: sort by
+        ``peak_score`` for the single-machine order).
+    """
+
+    def __init__(self, scores, alerts, cached=()):
+        self.scores = scores
+        self.alerts = alerts
+        self._cached = list(cached)
+
+    def __iter__(self):
+        return iter((self.scores, self.alerts))
+
+    def unpersist(self) -> None:
+        """Release the cached shard outputs both DataFrames are read from, and the broadcast model.
+
+        Using ``scores`` or ``alerts`` afterwards recomputes them (and sends the model again).
+        """
+        for item in self._cached:
+            if hasattr(item, "unpersist"):
+                item.unpersist()
+        self._cached = []
+
+
+def _global_attribute(global_state: dict, name: str):
+    encoded = global_state["state"].get(name)
+    if encoded is None or encoded.get("kind") != "json":
+        raise ValueError(f"the model's global state has no {name}")
+    return encoded["value"]
+
+
+def score(
+    sdf,
+    model: SparkModel,
+    *,
+    context=None,
+    time: str | None = None,
+    value: str | None = None,
+    fill: str | None = None,
+    n_shards: int | None = None,
+    contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
+) -> SparkScores:
+    """Score new data with a :class:`SparkModel`, sharded by context.
+
+    Parameters
+    ----------
+    sdf : pyspark.sql.DataFrame
+        New observations in long format, on the fitted grid after the fitted
+        history (as for :meth:`BaseDetector.score`); contexts unseen at fit are
+        scored from a cold start, as on one machine.
+    model : SparkModel
+    context, time, value, fill
+        Default to those given at fit.
+    n_shards, contexts_per_shard
+        As for :func:`fit` (the count of fitted contexts sizes the shards).
+
+    Returns
+    -------
+    SparkScores
+        ``scores`` and ``alerts`` DataFrames, read from one cached pass over the
+        shards; call :meth:`SparkScores.unpersist` when both are written.
+
+    Raises
+    ------
+    ValueError
+        When the new data starts before the end of the history or off its grid.
+    """
+    functions, _ = _require_pyspark()
+    global_state = model.global_state
+    data = global_state.get("data", {})
+    names = [context] if isinstance(context, str) else list(context or global_state["context"])
+    time = time or data.get("time")
+    value = value or data.get("value")
+    fill = fill or data.get("fill", "nan")
+    if len(names) != len(global_state["context"]):
+        raise ValueError(f"the model has context columns {global_state['context']}, got {names}")
+    _check_columns(sdf, names + [time], value)
+    _check_context_names(names, extra=(time,))
+    codec = _time_codec(sdf.schema, time)
+    state = model.state
+    if list(names) != list(global_state["context"]):  # the state's context columns follow the new names
+        state = state.select(*[functions.col(old).alias(new) for old, new in zip(global_state["context"], names)],
+                             *[c for c in state.columns if c not in global_state["context"]])
+    context_types = {n: state.schema[n].dataType.simpleString() for n in names}
+    prepared = _prepared(sdf, names, time, value, codec, context_types)
+    bounds = prepared.agg(functions.min("_t").alias("lo"), functions.max("_t").alias("hi")).first()
+    if bounds["lo"] is None:
+        raise ValueError("the DataFrame is empty: no rows to score")
+    lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
+    freq = _global_attribute(global_state, "freq_")
+    fit_end = pd.Timestamp(_global_attribute(global_state, "fit_end_"))
+    if freq is None:
+        raise ValueError("the model was fitted on a RangeIndex grid; tsanomaly.spark scores timestamped data")
+    step = int(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value)
+    steps, remainder = divmod(int(lo) - fit_end.value, step)
+    if remainder or steps < 1:
+        raise ValueError(
+            f"the new data starts at {pd.Timestamp(int(lo))}, which is not on the fitted grid after the history "
+            f"(step {freq} from {fit_end}); new data must follow the fitted history"
+        )
+    grid = {"start": int(lo), "step": step, "n_times": int((int(hi) - int(lo)) // step) + 1, "freq": freq,
+            "name": time}
+    spark = sdf.sparkSession
+    payload = json.dumps(global_state)
+    shipped = _broadcast(spark, payload)
+    cls = _detector_class(global_state["class"])
+    explanations = global_state.get("explanations") or [[name, "double"] for name in cls.explanation_columns]
+    alert_types = {"_a_start": "array<int>", "_a_end": "array<int>", "_a_peak": "array<int>",
+                   "_a_peak_score": "array<double>", "_a_threshold": "array<double>"}
+    alert_types.update({f"_a_x{k}": "array<bigint>" if kind == "timestamp" else f"array<{kind}>"
+                        for k, (_, kind) in enumerate(explanations)})
+    light = {k: global_state[k] for k in ("per_context", "context")}
+    light["context"] = names
+    spec = {
+        "context": names, "grid": grid, "time_codec": codec, "fill": fill, "device": global_state["params"]["device"],
+        "model_id": hashlib.sha256(payload.encode()).hexdigest(), "global": shipped,
+        "class_module": cls.__module__, "global_state_light": light, "explanations": explanations,
+        "alert_columns": list(alert_types), "columns": names + ["reason", "scores"] + list(alert_types),
+    }
+    context_fields = [_ddl(n, context_types[n]) for n in names]
+    schema = ", ".join(context_fields + [_ddl("reason", "string"), _ddl("scores", "array<double>")]
+                       + [_ddl(c, t) for c, t in alert_types.items()])
+    n_fitted = int(global_state.get("fit", {}).get("n_contexts", 0))
+    shards = _n_shards(spark, n_fitted, contexts_per_shard, n_shards)
+    new_keyed = prepared.withColumn("_shard", _shard_key(names, shards))
+    state_keyed = state.withColumn("_shard", _shard_key(names, shards))
+    combined = (new_keyed.groupBy("_shard").cogroup(state_keyed.groupBy("_shard"))
+                .applyInPandas(lambda new, rows: _score_shard(new, rows, spec), schema).persist())
+    exploded = combined.select(*names, "reason", functions.posexplode("scores").alias("_pos", "score"))
+    scores = exploded.select(*names, _time_at(functions.col("_pos"), grid, codec).alias(time), "score", "reason")
+    detector_name = global_state["class"].rsplit(".", 1)[-1]
+    alert = functions.explode(functions.arrays_zip(*[functions.col(c) for c in alert_types])).alias("_a")
+    a = functions.col
+    alerts = combined.select(*names, alert).select(
+        *names,
+        _time_at(a("_a._a_start"), grid, codec).alias("start"),
+        _time_at(a("_a._a_end"), grid, codec).alias("end"),
+        _time_at(a("_a._a_peak"), grid, codec).alias("peak_time"),
+        a("_a._a_peak_score").alias("peak_score"),
+        (a("_a._a_end") - a("_a._a_start") + 1).cast("long").alias("n_points"),
+        a("_a._a_threshold").alias("threshold"),
+        functions.lit(detector_name).alias("detector"),
+        *[_explanation_column(a(f"_a._a_x{k}"), kind, codec).alias(name)
+          for k, (name, kind) in enumerate(explanations)],
+    )
+    return SparkScores(scores, alerts, [combined, shipped])
