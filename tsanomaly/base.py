@@ -225,6 +225,45 @@ class BaseDetector:
         scores = self._score(panel.values, panel, rows)
         return panel.with_values(scores)
 
+    def with_kept_history(self, values, panel: Panel, rows: np.ndarray, history):
+        """New values preceded by each context's history kept from ``fit``.
+
+        Parameters
+        ----------
+        values : array, shape (n_contexts, n_new)
+            The new panel's values (NumPy or CuPy).
+        panel : Panel
+            The new panel (its first time says how many grid steps were skipped since the fit).
+        rows : numpy.ndarray of int, shape (n_contexts,)
+            Row of each context in the fitted state (-1: unseen, its past is NaN).
+        history : array, shape (n_fitted_contexts, n_kept)
+            The per-context tail the detector kept at fit time.
+
+        Returns
+        -------
+        array, shape (n_contexts, n_kept + n_gap + n_new)
+            History, NaN for the grid steps missing between the fit's end and the
+            new data (at most ``n_kept``: beyond that the history is out of reach
+            anyway), then the new values.
+
+        Raises
+        ------
+        ValueError
+            When the new data does not start after the fitted history.
+        """
+        xp = backend.array_module(values)
+        steps = self.steps_after_fit(panel)
+        if steps < 1:
+            raise ValueError(
+                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
+                f"it starts at {panel.index[0]}"
+            )
+        history = xp.asarray(history)
+        seen = xp.asarray(rows >= 0)
+        past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)
+        gap = xp.full((values.shape[0], min(steps - 1, history.shape[1])), xp.nan)
+        return xp.concatenate([past, gap, values], axis=1)
+
     def _thresholds_for(self, rows: np.ndarray) -> np.ndarray:
         """Threshold per row of a scored panel; unseen contexts get the global threshold."""
         per_row = np.full(len(rows), self.global_threshold_, dtype=np.float64)

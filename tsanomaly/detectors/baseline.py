@@ -206,31 +206,10 @@ class RollingZScoreDetector(BaseDetector):
         )
         return score_direction(z, self.direction)
 
-    def _with_past(self, values, panel: Panel, rows: np.ndarray):
-        """New values preceded by each context's kept history (NaN for unseen contexts and gaps).
-
-        Returns an array of shape (n_contexts, n_kept + n_new).
-        """
-        xp = backend.array_module(values)
-        steps = self.steps_after_fit(panel)
-        if steps < 1:
-            raise ValueError(
-                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
-                f"it starts at {panel.index[0]}"
-            )
-        history = xp.asarray(self.history_)
-        keep = history.shape[1]
-        seen = xp.asarray(rows >= 0)
-        past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)
-        # Points missing between the fit's end and the new data; beyond `keep` they push
-        # the whole history out of reach, so at most `keep` NaN columns are needed.
-        gap = xp.full((values.shape[0], min(steps - 1, keep)), xp.nan)
-        return xp.concatenate([past, gap, values], axis=1)
-
     def _score(self, values, panel: Panel, rows: np.ndarray):
         self._validate()
         xp = backend.array_module(values)
-        x = self._with_past(values, panel, rows)
+        x = self.with_kept_history(values, panel, rows, self.history_)
         seen = xp.asarray(rows >= 0)
         # Unseen contexts start cold: their scale floor comes from the new data itself.
         floor = xp.where(seen, xp.asarray(self.scale_floor_)[xp.asarray(np.maximum(rows, 0))], self._scale_floor(values))
@@ -240,7 +219,7 @@ class RollingZScoreDetector(BaseDetector):
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""
         values = panel.to_numpy()
-        x = backend.to_numpy(self._with_past(values, panel, self.context_rows(panel)))
+        x = backend.to_numpy(self.with_kept_history(values, panel, self.context_rows(panel), self.history_))
         n_kept = x.shape[1] - values.shape[1]
         past_pos = (n_kept + peak_pos)[:, None] - self._lag() * np.arange(1, self.window + 1)[None, :]
         past = np.where(past_pos >= 0, x[ctx_rows[:, None], np.maximum(past_pos, 0)], np.nan)

@@ -463,27 +463,10 @@ class MatrixProfileDetector(BaseDetector):
         dist, _ = self._profile(values, 0)
         return self._scores_from(dist, -(m - 1), values.shape[1], start)
 
-    def _with_past(self, values, panel: Panel, rows: np.ndarray):
-        """Kept history (NaN for unseen contexts), a NaN gap for skipped steps, then the new values."""
-        xp = backend.array_module(values)
-        steps = self.steps_after_fit(panel)
-        if steps < 1:
-            raise ValueError(
-                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
-                f"it starts at {panel.index[0]}"
-            )
-        history = xp.asarray(self.history_)
-        keep = history.shape[1]
-        seen = xp.asarray(rows >= 0)
-        past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)
-        # Beyond `keep` missing steps the whole history is out of reach anyway.
-        gap = xp.full((values.shape[0], min(steps - 1, keep)), xp.nan)
-        return xp.concatenate([past, gap, values], axis=1)
-
     def _score(self, values, panel: Panel, rows: np.ndarray):
         m, _ = self._validate()
         xp = backend.array_module(values)
-        x = self._with_past(values, panel, rows)
+        x = self.with_kept_history(values, panel, rows, self.history_)
         n_new = values.shape[1]
         offset = x.shape[1] - n_new  # position of the first new point
         first_window = offset - (m - 1)  # the window that ends on it
@@ -503,7 +486,7 @@ class MatrixProfileDetector(BaseDetector):
         unique, inverse = np.unique(ctx_rows, return_inverse=True)
         sub = panel.take(unique)
         values = backend.to_device(sub.values, self.device_)
-        x = self._with_past(values, sub, self.context_rows(sub))
+        x = self.with_kept_history(values, sub, self.context_rows(sub), self.history_)
         offset = x.shape[1] - sub.n_times
         _, index = self._profile(x, max(0, offset - (m - 1)))
         index = backend.to_numpy(index)
