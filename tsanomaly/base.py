@@ -130,15 +130,26 @@ class BaseDetector:
         train_scores = self._fit_and_calibrate(panel)
         return panel.with_values(train_scores)
 
-    def _fit_and_calibrate(self, panel: Panel):
+    def prepare_fit(self, panel: Panel, device: str | None = None) -> Panel:
+        """Check the threshold settings and set the state every fit starts from; returns the panel on the device.
+
+        Sets ``device_`` (``device`` when given, else resolved from the ``device``
+        parameter), ``contexts_``, ``n_fit_times_``, ``freq_`` and ``fit_end_``.
+        :meth:`fit` calls it before ``_fit``; so does :mod:`tsanomaly.spark` before
+        the two-step fit hooks.
+        """
         thresholds.validate_threshold_params(self.threshold, self.contamination, self.per_context)
         if panel.n_times == 0 or panel.n_contexts == 0:
             raise ValueError(f"cannot fit on an empty panel of shape {panel.shape}")
-        self.device_ = backend.resolve_device(self.device)
+        self.device_ = backend.resolve_device(self.device) if device is None else device
         panel = panel.to(self.device_)
         self.contexts_ = panel.contexts
         self.n_fit_times_ = int(panel.n_times)
         self.freq_, self.fit_end_ = _grid_description(panel.index)
+        return panel
+
+    def _fit_and_calibrate(self, panel: Panel):
+        panel = self.prepare_fit(panel)
         train_scores = self._fit(panel.values, panel)
         self.threshold_, self.global_threshold_ = thresholds.calibrate(
             train_scores, self.threshold, self.contamination, self.per_context

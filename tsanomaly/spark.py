@@ -133,7 +133,6 @@ from tsanomaly.base import (
     BaseDetector,
     _decode_state,
     _encode_state,
-    _grid_description,
     _to_json,
 )
 from tsanomaly.panel import Panel, _regular_grid
@@ -701,17 +700,6 @@ def _cached_template(spec: dict, device: str) -> BaseDetector:
     return template
 
 
-def _prepare_like_base(detector: BaseDetector, panel: Panel, device: str) -> Panel:
-    """What ``BaseDetector._fit_and_calibrate`` sets before ``_fit`` (for the two-step hooks)."""
-    thresholds.validate_threshold_params(detector.threshold, detector.contamination, detector.per_context)
-    detector.device_ = device
-    panel = panel.to(device)
-    detector.contexts_ = panel.contexts
-    detector.n_fit_times_ = int(panel.n_times)
-    detector.freq_, detector.fit_end_ = _grid_description(panel.index)
-    return panel
-
-
 def _fit_piece(panel: Panel, spec: dict, device: str):
     """Fit one set of contexts; returns (fitted detector, training scores on the host)."""
     if spec["mode"] == "per_context":
@@ -720,7 +708,7 @@ def _fit_piece(panel: Panel, spec: dict, device: str):
         train = detector.fit_score(panel).values
     else:
         detector = copy.copy(_cached_template(spec, device))
-        panel = _prepare_like_base(detector, panel, device)
+        panel = detector.prepare_fit(panel, device)
         train = detector._fit_contexts(panel.values, panel)
         detector.threshold_, detector.global_threshold_ = thresholds.calibrate(
             train, detector.threshold, detector.contamination, detector.per_context
@@ -837,7 +825,7 @@ def _fit_global_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
     device = _task_device(spec["device"])
     params = dict(spec["params"], device=device)
     detector = _detector_class(spec["class"], spec["class_module"])(**params)
-    panel = _prepare_like_base(detector, Panel(data.values[good], data.contexts[good], data.index), device)
+    panel = detector.prepare_fit(Panel(data.values[good], data.contexts[good], data.index), device)
     detector._fit_global(panel.values, panel)
     train = detector._fit_contexts(panel.values, panel)
     detector.threshold_, detector.global_threshold_ = thresholds.calibrate(
