@@ -223,6 +223,62 @@ def test_fit_leaves_the_global_torch_rng_alone(panels):
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
 
 
+# ---------------------------------------------------------------------- two-step fit (tsanomaly.spark)
+def test_fit_is_the_global_step_then_the_context_step_and_shards_agree(two_shapes):
+    """What tsanomaly.spark does: the global state once, then per-context state shard by shard."""
+    history, _ = two_shapes
+    reference = tiny(clusters=2).fit(history)
+    det = tiny(clusters=2)
+    det.device_ = "cpu"
+    det._fit_global(history.values, history)
+    det._fit_contexts(history.values, history)  # the global step's own contexts (as in the sample task)
+    global_before = {n: np.copy(getattr(det, n)) for n in ("cluster_centers_", "pool_err_center_", "pool_err_scale_")}
+    for rows in ([0, 1, 2], [3, 4, 5, 6, 7]):  # two shards, fitted apart
+        shard = history.take(rows)
+        train = det._fit_contexts(shard.values, shard)
+        np.testing.assert_array_equal(train, reference.fit_score(history).to_numpy()[rows])
+        for name in tiny().per_context_attributes:
+            np.testing.assert_array_equal(getattr(det, name), getattr(reference, name)[rows], err_msg=name)
+    for name, value in global_before.items():  # the context step never changes the global state
+        np.testing.assert_array_equal(getattr(det, name), value)
+
+
+def test_fit_does_not_depend_on_the_order_of_the_contexts(two_shapes):
+    history, _ = two_shapes
+    perm = np.random.default_rng(2).permutation(history.n_contexts)
+    a, b = tiny(clusters=2).fit(history), tiny(clusters=2).fit(history.take(perm))
+    for name in a.weights_:
+        np.testing.assert_array_equal(a.weights_[name], b.weights_[name])
+    for name in a.per_context_attributes:
+        np.testing.assert_array_equal(getattr(a, name)[perm], getattr(b, name), err_msg=name)
+    assert a.global_threshold_ == b.global_threshold_
+
+
+def test_global_state_trained_on_a_sample_serves_every_context(two_shapes):
+    """A sample of contexts trains the weights; every context then gets its own state."""
+    history, new = two_shapes
+    det = tiny(clusters=2)
+    det.device_ = "cpu"
+    sample = history.take([0, 1, 4, 5])
+    det._fit_global(sample.values, sample)
+    train = det._fit_contexts(history.values, history)
+    assert train.shape == history.shape and np.isfinite(train[:, WINDOW - 1 :]).all()
+    assert len(set(det.cluster_[:4])) == 1 and len(set(det.cluster_[4:])) == 1  # nearest centre
+
+
+def test_split_state_keeps_cluster_centres_global():
+    """With as many clusters as contexts, cluster_centers_ still is global state, not per-context."""
+    from tsanomaly.spark import split_state
+
+    rng = np.random.default_rng(5)
+    history, _ = make_panels(daily_counts(rng, 2, N_HIST + N_NEW))
+    det = tiny(clusters=2).fit(history)
+    global_state, rows = split_state(det)
+    per_context = {spec["attribute"] for spec in global_state["per_context"]}
+    assert per_context == set(det.per_context_attributes) | {"threshold_"}
+    assert {"cluster_centers_", "pool_err_center_", "n_train_windows_"} <= set(global_state["state"])
+
+
 # ---------------------------------------------------------------------- clusters
 @pytest.fixture(scope="module")
 def two_shapes():

@@ -305,9 +305,10 @@ def _other_detector(name):
     pytest.importorskip("torch")
     module = pytest.importorskip("tsanomaly.detectors.lstm_ae")
     cls = module.LSTMAutoencoderDetector
-    if not (hasattr(cls, "_fit_global") and hasattr(cls, "_fit_contexts")):
-        pytest.skip("the LSTM has no _fit_global/_fit_contexts hooks yet: it cannot be fitted on Spark")
-    return lambda: cls(window=12, hidden=8, epochs=2, batch_size=64, contamination=0.01, device="cpu"), 1e-6
+    # Weights trained once (_fit_global on a sample holding all 12 contexts), per-context
+    # state in the shards (_fit_contexts): bit for bit the single-machine fit (rtol 0), as
+    # training runs on one thread and the CPU scoring passes are padded to one shape.
+    return lambda: cls(window=12, hidden=8, epochs=2, batch_size=64, contamination=0.01, device="cpu"), 0.0
 
 
 @pytest.mark.parametrize("name", ["stl", "mp", "lstm"])

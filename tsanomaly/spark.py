@@ -94,8 +94,9 @@ through two methods: ``_fit_global(values, panel)`` learns the global state and
 one worker (its GPU if it has one), on a deterministic sample of
 ``sample_contexts`` contexts, broadcasts the result and runs ``_fit_contexts``
 in every shard; the result equals a single-machine fit when the sample holds
-every context. The LSTM autoencoder does not have these methods yet, so
-:func:`fit` refuses it with ``NotImplementedError`` (as it does the ensemble).
+every context. The LSTM autoencoder has these methods (its weights and
+clusters are trained on the sample, on one worker); the ensemble does not, so
+:func:`fit` refuses it with ``NotImplementedError``.
 
 Optional class attributes refine the defaults: ``per_context_attributes``
 (names of the per-context fitted attributes, instead of "first axis ==

@@ -13,6 +13,7 @@ never needs it; the network and its training loop live in
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -140,7 +141,8 @@ class LSTMAutoencoderDetector(BaseDetector):
     history_ : ndarray, shape (n_contexts, window - 1)
         Last points of each context's history, so ``score`` needs only new points.
     cluster_ : ndarray of int, shape (n_contexts,)
-        Network (cluster) of each context; all 0 without ``clusters``.
+        Network (cluster) of each context: the one whose centre is nearest to
+        its daily profile; all 0 without ``clusters``.
     cluster_centers_ : ndarray, shape (n_models, period)
         Scaled daily profile of each cluster's centre.
     err_center_, err_scale_ : ndarray, shape (n_contexts, 2)
@@ -215,6 +217,17 @@ class LSTMAutoencoderDetector(BaseDetector):
     new data does not cover every phase), and are standardised with that
     cluster's pooled held-out errors.
 
+    **Two fit steps (Spark).** ``_fit`` is :meth:`_fit_global` (clusters,
+    weights, pooled error statistics, from all contexts, taken in sorted label
+    order) then :meth:`_fit_contexts` (each context's scaling, history,
+    nearest cluster and error statistics, given the global state).
+    :func:`tsanomaly.spark.fit` runs the first once on a deterministic sample
+    of ``sample_contexts`` contexts and the second in every shard; when the
+    sample holds every context the result equals this fit bit for bit on the
+    CPU. With a smaller sample, the weights, centres and pooled statistics come
+    from the sample only, so they (and every score) differ from a fit on all
+    contexts, while each context still gets its own scaling and error statistics.
+
     **Devices.** On the CPU each scoring pass has the same power-of-two shape
     (:func:`~tsanomaly.kernels.lstm_torch.reconstruct` with padding), which
     makes a context's scores bit-identical whichever contexts share the panel.
@@ -237,6 +250,10 @@ class LSTMAutoencoderDetector(BaseDetector):
     """
 
     explanation_columns = ("expected", "observed", "cluster")
+    #: Fitted attributes with one row per context (see tsanomaly.spark); the rest
+    #: (``cluster_centers_``, weights, pooled error statistics) is global state,
+    #: whatever its first axis happens to measure.
+    per_context_attributes = ("center_", "scale_", "history_", "cluster_", "err_center_", "err_scale_")
 
     def __init__(
         self,
@@ -380,12 +397,13 @@ class LSTMAutoencoderDetector(BaseDetector):
 
     # -------------------------------------------------------------- fit
     def _fit(self, values, panel: Panel):
-        self._validate()
-        torch = _import_torch()
-        kernels = _kernels()
-        self._resolve_torch_device()
-        values = backend.to_device(values, self.device_)
-        n_ctx, n_times = values.shape
+        # The same two steps as tsanomaly.spark.fit, so that a Spark fit whose sample
+        # holds every context equals this one context by context.
+        self._fit_global(values, panel)
+        return self._fit_contexts(values, panel)
+
+    def _split(self, n_times: int) -> tuple[int, int]:
+        """``(n_val, n_train_times)`` of a history of ``n_times`` points; raises when too short."""
         L = int(self.window)
         n_val = int(round(self.validation_fraction * n_times))
         n_train_times = n_times - n_val
@@ -395,59 +413,118 @@ class LSTMAutoencoderDetector(BaseDetector):
                 f"(validation_fraction={self.validation_fraction}), but window={L} needs at least {L}; "
                 "fit on a longer history or use a smaller window"
             )
-        self.center_, self.scale_ = _robust_center_scale(values)
-        self.history_ = values[:, n_times - (L - 1) :].copy()
-        z = self._scaled(values, self.center_, self.scale_)  # float64 (n_ctx, n_times)
+        return n_val, n_train_times
 
-        self.cluster_, self.cluster_centers_ = self._clusters(z)
+    def _first_held_out(self, n_val: int, n_train_times: int) -> int:
+        """First column of the window errors that calibrates the scores (the held-out windows)."""
+        L = int(self.window)
+        if n_val == 0:
+            return 0
+        if n_val >= L:
+            return n_train_times
+        return max(0, n_train_times - L + 1)  # a tail shorter than a window: the windows that end in it
+
+    def _fit_global(self, values, panel: Panel) -> None:
+        """Learn the state shared by all contexts: clusters, network weights, pooled error statistics.
+
+        The first of the two fit steps (``_fit`` runs both; :func:`tsanomaly.spark.fit`
+        runs this one once, on a sample of contexts, and :meth:`_fit_contexts` in
+        every shard). Sets ``cluster_centers_``, ``n_models_``, ``weights_``,
+        ``train_loss_``, ``n_train_windows_``, ``pool_err_center_`` and
+        ``pool_err_scale_``. The k-means and the training windows take the
+        contexts in sorted label order, so the result does not depend on the
+        order of the panel's rows.
+        """
+        self._validate()
+        torch = _import_torch()
+        kernels = _kernels()
+        self._resolve_torch_device()
+        values = backend.to_device(values, self.device_)
+        n_ctx, n_times = values.shape
+        L = int(self.window)
+        n_val, n_train_times = self._split(n_times)
+        center, scale = _robust_center_scale(values)
+        z = self._scaled(values, center, scale)  # float64 (n_ctx, n_times)
+        order = _canonical_order(getattr(panel, "contexts", None), n_ctx)
+
+        profiles = self._profiles(z)
+        self.cluster_centers_ = self._cluster_centers(profiles[order])
         self.n_models_ = int(self.cluster_centers_.shape[0])
-        cluster = self._tensor(self.cluster_)
+        cluster = self._nearest_cluster(profiles)  # per row of `values`
 
         # Training windows: wholly before the held-out tail, every `stride` points; one
-        # strided view of the whole panel, then one copy per cluster (on the device).
-        train_view = z[:, :n_train_times].unfold(1, L, self._stride())  # (n_ctx, n_w, L)
+        # strided view of the whole panel (rows in canonical order), then one copy per
+        # cluster (on the device).
+        sorted_z = z if (order == np.arange(n_ctx)).all() else z[self._tensor(order)]
+        train_view = sorted_z[:, :n_train_times].unfold(1, L, self._stride())  # (n_ctx, n_w, L)
+        cluster_sorted = self._tensor(cluster[order])
         weights, losses, counts = {}, [], []
         for k in range(self.n_models_):
-            windows = train_view[cluster == k].reshape(-1, L)
+            windows = train_view[cluster_sorted == k].reshape(-1, L)
             windows = windows[~torch.isnan(windows).any(dim=1)]
             windows = windows.clamp(-_INPUT_CLIP, _INPUT_CLIP).to(torch.float32).contiguous()
             model = kernels.build_model(self.hidden, self.layers, self.seed + k, self.device_)
-            losses.append(
-                kernels.train_model(
-                    model,
-                    windows,
-                    epochs=int(self.epochs),
-                    batch_size=int(self.batch_size),
-                    lr=float(self.lr),
-                    seed=int(self.seed) + k,
-                    precision=self._precision(),
+            with _training_threads(self.device_):
+                losses.append(
+                    kernels.train_model(
+                        model,
+                        windows,
+                        epochs=int(self.epochs),
+                        batch_size=int(self.batch_size),
+                        lr=float(self.lr),
+                        seed=int(self.seed) + k,
+                        precision=self._precision(),
+                    )
                 )
-            )
             counts.append(windows.shape[0])
             weights.update({f"c{k}.{name}": value for name, value in kernels.model_arrays(model).items()})
             del windows
+        del train_view, sorted_z
         self.weights_ = weights
         self.train_loss_ = np.stack(losses)
         self.n_train_windows_ = np.asarray(counts, dtype=np.int64)
-        self._build_models()
+        self._build_models()  # the networks rebuilt from weights_, as every later step sees them
 
         # Errors of every window of the history; those wholly inside the held-out tail
-        # calibrate the scores (column j of `errors` is the window starting at j).
-        errors, _ = self._window_errors(z, cluster)
-        if n_val == 0:
-            first_held_out = 0
-        elif n_val >= L:
-            first_held_out = n_train_times
-        else:  # a tail shorter than a window: the windows that end in it
-            first_held_out = max(0, n_train_times - L + 1)
-        (
-            self.err_center_,
-            self.err_scale_,
-            self.pool_err_center_,
-            self.pool_err_scale_,
-        ) = self._error_stats(errors[:, first_held_out:], self.cluster_)
+        # give the pooled statistics (column j of `errors` is the window starting at j).
+        errors, _ = self._window_errors(z, self._tensor(cluster))
+        held_out = errors[:, self._first_held_out(n_val, n_train_times) :]
+        self.pool_err_center_, self.pool_err_scale_ = self._pooled_error_stats(held_out, cluster)
+        # _fit_contexts on the same values (as in _fit) reuses this work instead of redoing it.
+        self._fit_cache = (values, center, scale, cluster, errors)
+
+    def _fit_contexts(self, values, panel: Panel):
+        """Per-context state given the global state of :meth:`_fit_global`; returns the training scores.
+
+        Sets ``center_``, ``scale_`` (each context's own scaling), ``history_``,
+        ``cluster_`` (the cluster whose centre is nearest to the context's daily
+        profile), ``err_center_`` and ``err_scale_``; each row depends only on
+        its own context and the global state, so shards of contexts can be fitted
+        apart. Never changes the global state.
+        """
+        self._validate()
+        self._resolve_torch_device()
+        values = backend.to_device(values, self.device_)
+        cache = self.__dict__.pop("_fit_cache", None)
+        n_ctx, n_times = values.shape
+        L = int(self.window)
+        n_val, n_train_times = self._split(n_times)
+        if cache is not None and cache[0] is values:
+            _, center, scale, cluster, errors = cache
+        else:
+            center, scale = _robust_center_scale(values)
+            z = self._scaled(values, center, scale)
+            cluster = self._nearest_cluster(self._profiles(z))
+            errors, _ = self._window_errors(z, self._tensor(cluster))
+            del z
+        self.center_, self.scale_ = center, scale
+        self.history_ = values[:, n_times - (L - 1) :].copy()
+        self.cluster_ = cluster
+        held_out = errors[:, self._first_held_out(n_val, n_train_times) :]
+        self.err_center_, self.err_scale_ = self._context_error_stats(held_out, cluster)
+        torch = _import_torch()
         scores = self._standardise(errors, self.err_center_, self.err_scale_)
-        out = torch.full((n_ctx, n_times), float("nan"), dtype=torch.float64, device=z.device)
+        out = torch.full((n_ctx, n_times), float("nan"), dtype=torch.float64, device=errors.device)
         out[:, L - 1 :] = scores
         return self._array(out)
 
@@ -457,24 +534,29 @@ class LSTMAutoencoderDetector(BaseDetector):
         x = self._tensor(values, torch.float64)
         return (x - self._tensor(center, torch.float64)[:, None]) / self._tensor(scale, torch.float64)[:, None]
 
-    def _clusters(self, z):
-        """Cluster of each context and the centres (scaled daily profiles).
+    def _profiles(self, z):
+        """Scaled daily profile of each row of ``z`` (phase 0 at the first column), NaN-free.
 
-        Returns
-        -------
-        cluster : numpy.ndarray of int64, shape (n_contexts,)
-        centers : numpy.ndarray, shape (n_models, period)
-            Without ``clusters``: one row, the mean profile.
+        A phase a context never shows gets that context's mean (neutral), a context
+        with no finite value the profile 0.
         """
-        n_ctx = z.shape[0]
         profiles = _daily_profiles(z.cpu().numpy(), int(self.period), phase0=0)
-        # A phase a context never shows (all NaN) gets that context's mean: neutral.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             filled = np.where(np.isnan(profiles), np.nanmean(profiles, axis=1, keepdims=True), profiles)
-        filled = np.nan_to_num(filled, nan=0.0)
+        return np.nan_to_num(filled, nan=0.0)
+
+    def _cluster_centers(self, profiles):
+        """Centres of the clusters (scaled daily profiles), shape (n_models, period).
+
+        Without ``clusters``: one row, the mean profile. With ``clusters=k``:
+        tslearn's seeded k-means, clusters numbered by size, largest first (so
+        the numbering does not depend on k-means' internal order); a cluster left
+        empty keeps its centre.
+        """
+        n_ctx = profiles.shape[0]
         if self.clusters is None:
-            return np.zeros(n_ctx, dtype=np.int64), filled.mean(axis=0, keepdims=True)
+            return profiles.mean(axis=0, keepdims=True)
         k = int(self.clusters)
         if k > n_ctx:
             raise ValueError(f"clusters={k} exceeds the number of contexts ({n_ctx}); use at most {n_ctx}")
@@ -483,14 +565,22 @@ class LSTMAutoencoderDetector(BaseDetector):
             from tslearn.clustering import TimeSeriesKMeans
 
             km = TimeSeriesKMeans(n_clusters=k, metric="euclidean", random_state=int(self.seed), n_init=1)
-            labels = km.fit_predict(filled[:, :, None]).astype(np.int64)
+            labels = km.fit_predict(profiles[:, :, None]).astype(np.int64)
         centers = km.cluster_centers_[:, :, 0].astype(np.float64)
-        # Number the clusters by size, largest first, so the numbering does not depend on
-        # k-means' internal order; a cluster left empty keeps its centre and trains nothing.
         order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
-        relabel = np.empty(k, dtype=np.int64)
-        relabel[order] = np.arange(k)
-        return relabel[labels], centers[order]
+        return centers[order]
+
+    def _nearest_cluster(self, profiles):
+        """Cluster of each row: the centre nearest to its profile (Euclidean; ties to the lower number).
+
+        Each row's cluster depends only on its own profile and the centres, so
+        contexts fitted in different shards get the cluster they get together.
+        """
+        centers = np.asarray(self.cluster_centers_, dtype=np.float64)
+        if centers.shape[0] == 1:
+            return np.zeros(profiles.shape[0], dtype=np.int64)
+        dist = ((profiles[:, None, :] - centers[None]) ** 2).sum(axis=2)
+        return np.argmin(dist, axis=1).astype(np.int64)
 
     # -------------------------------------------------------------- errors and scores
     def _window_errors(self, z, cluster):
@@ -542,8 +632,8 @@ class LSTMAutoencoderDetector(BaseDetector):
                 expected[chunk] = recon[:, -1].reshape(len(chunk), n_win)
         return errors, expected
 
-    def _error_stats(self, held_out, cluster):
-        """Robust centre and scale of held-out errors, per context and per cluster.
+    def _pooled_error_stats(self, held_out, cluster):
+        """Median and robust scale of each cluster's held-out errors, pooled over its contexts.
 
         Parameters
         ----------
@@ -552,14 +642,10 @@ class LSTMAutoencoderDetector(BaseDetector):
 
         Returns
         -------
-        center, scale : numpy.ndarray, shape (n_contexts, 2)
         pool_center, pool_scale : numpy.ndarray, shape (n_models, 2)
+            0 and 1 for a cluster without finite errors.
         """
         errs = held_out.cpu().numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # contexts without finite errors give NaN
-            center = np.nanmedian(errs, axis=1)
-            scale = MAD_TO_SIGMA * np.nanmedian(np.abs(errs - center[:, None, :]), axis=1)
         pool_center = np.zeros((self.n_models_, 2))
         pool_scale = np.ones((self.n_models_, 2))
         for k in range(self.n_models_):
@@ -568,12 +654,26 @@ class LSTMAutoencoderDetector(BaseDetector):
             if len(pooled):
                 pool_center[k] = np.median(pooled, axis=0)
                 pool_scale[k] = np.maximum(MAD_TO_SIGMA * np.median(np.abs(pooled - pool_center[k]), axis=0), 1e-12)
-        # Contexts without held-out errors (all windows had NaN) use their cluster's.
+        return pool_center, pool_scale
+
+    def _context_error_stats(self, held_out, cluster):
+        """Median and robust scale of each context's held-out errors, shape (n_contexts, 2) each.
+
+        A context without finite held-out errors (all its windows had NaN) takes
+        its cluster's pooled statistics, and every scale is floored at
+        ``_ERR_SCALE_FLOOR_FRACTION`` of the cluster's pooled scale.
+        """
+        errs = held_out.cpu().numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # contexts without finite errors give NaN
+            center = np.nanmedian(errs, axis=1)
+            scale = MAD_TO_SIGMA * np.nanmedian(np.abs(errs - center[:, None, :]), axis=1)
+        pool_center = np.asarray(self.pool_err_center_)[cluster]
+        pool_scale = np.asarray(self.pool_err_scale_)[cluster]
         missing = ~(np.isfinite(center) & np.isfinite(scale))
-        center = np.where(missing, pool_center[cluster], center)
-        scale = np.where(missing, pool_scale[cluster], scale)
-        scale = np.maximum(scale, _ERR_SCALE_FLOOR_FRACTION * pool_scale[cluster])
-        return center, scale, pool_center, pool_scale
+        center = np.where(missing, pool_center, center)
+        scale = np.where(missing, pool_scale, scale)
+        return center, np.maximum(scale, _ERR_SCALE_FLOOR_FRACTION * pool_scale)
 
     def _standardise(self, errors, center, scale):
         """Errors -> scores: root mean square of the two robust z-scores (higher = more anomalous).
@@ -587,29 +687,8 @@ class LSTMAutoencoderDetector(BaseDetector):
 
     # -------------------------------------------------------------- score
     def _with_past(self, values, panel: Panel, rows: np.ndarray):
-        """New values preceded by each context's kept history (NaN for unseen contexts and gaps).
-
-        Returns
-        -------
-        x : array, shape (n_contexts, n_past + n_new)
-        steps : int
-            Grid steps from the fitted history's end to the panel's start.
-        """
-        xp = backend.array_module(values)
-        steps = self.steps_after_fit(panel)
-        if steps < 1:
-            raise ValueError(
-                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
-                f"it starts at {panel.index[0]}"
-            )
-        history = xp.asarray(self.history_)
-        keep = history.shape[1]
-        seen = xp.asarray(rows >= 0)
-        past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)
-        # Points missing between the fit's end and the new data; beyond `keep` they push
-        # the whole history out of every window, so at most `keep` NaN columns are needed.
-        gap = xp.full((values.shape[0], min(steps - 1, keep)), xp.nan)
-        return xp.concatenate([past, gap, values], axis=1), steps
+        """The new values after each context's kept history (see ``with_kept_history``) and the grid steps since the fit."""
+        return self.with_kept_history(values, panel, rows, self.history_), self.steps_after_fit(panel)
 
     def _row_state(self, values, rows: np.ndarray, steps: int):
         """Scaling, error standardisation and cluster of each row; unseen contexts start cold.
@@ -677,6 +756,43 @@ class LSTMAutoencoderDetector(BaseDetector):
             "observed": values[ctx_rows, peak_pos],
             "cluster": cluster[ctx_rows],
         }
+
+
+@contextlib.contextmanager
+def _training_threads(device: str):
+    """On the CPU, train on one intra-op thread (restoring PyTorch's setting afterwards).
+
+    The weight gradients are sums over a batch, and PyTorch's CPU kernels split
+    such sums differently for different thread counts, so the trained weights
+    differed in the last bits between a 2-thread driver and a Spark worker
+    (which runs with ``OMP_NUM_THREADS=spark.task.cpus``). One thread makes them
+    identical on any machine. (Measured on 2 cores, default model, 100 contexts
+    x 720 hours, 3 epochs: 10.7 s on one thread, 58 s on two.) Scoring needs no
+    such care: its padded forward passes give the same results for any thread count.
+    """
+    if device != "cpu":
+        yield
+        return
+    torch = _import_torch()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _canonical_order(contexts, n: int) -> np.ndarray:
+    """Rows in sorted label order (what Panel.from_frame and a Spark shard give), or as given.
+
+    Labels that cannot be sorted (mixed types) keep the panel's order.
+    """
+    if contexts is not None and len(contexts) == n:
+        try:
+            return np.asarray(contexts.argsort(), dtype=np.int64)
+        except TypeError:
+            pass
+    return np.arange(n, dtype=np.int64)
 
 
 def _robust_center_scale(values):
