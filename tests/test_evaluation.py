@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tsanomaly import RollingZScoreDetector
@@ -69,3 +70,67 @@ def test_short_accuracy_run_on_real_data(shared_data):
 def test_evaluate_cli_reports_a_missing_folder(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path), "--detectors", "baseline"]) == 2
     assert "data folder" in capsys.readouterr().err
+
+
+def _synthetic_record(n=1200, period=25, train_end=500, anomaly=(900, 910)):
+    from tsanomaly.datasets import LabelledSeries
+    from tsanomaly.panel import Panel
+
+    rng = np.random.default_rng(5)
+    x = np.sin(2 * np.pi * np.arange(n) / period) + 0.05 * rng.normal(size=n)
+    x[anomaly[0] : anomaly[1] + 1] = 0.3  # a flattened stretch: a shape never seen before
+    labels = np.zeros(n, dtype=bool)
+    labels[anomaly[0] : anomaly[1] + 1] = True
+    return LabelledSeries("synthetic", Panel.from_array(x[None, :], contexts=["synthetic"]), labels, [anomaly], train_end, np.arange(n), [anomaly])
+
+
+def test_shift_earlier_moves_scores_and_pads_with_nan():
+    from tsanomaly.evaluation import _shift_earlier
+
+    np.testing.assert_array_equal(_shift_earlier(np.arange(5.0), 2), [2.0, 3.0, 4.0, np.nan, np.nan])
+    np.testing.assert_array_equal(_shift_earlier(np.arange(3.0), 0), [0.0, 1.0, 2.0])
+
+
+def test_mp_multi_is_a_zmean_ensemble_of_capped_period_multiples():
+    from tsanomaly.evaluation import MP_MULTI_WINDOWS, make_benchmark_detector
+
+    det = make_benchmark_detector("mp-multi", period=20, n_train=300, n_total=1000)
+    assert det.combine == "zmean"
+    assert [m.window for m in det.detectors] == [20 * k for k in MP_MULTI_WINDOWS]
+    capped = make_benchmark_detector("mp-multi", period=80, n_train=300, n_total=1000)
+    assert [m.window for m in capped.detectors] == [80, 100]  # 2p capped at a third of the training part
+    with pytest.raises(ValueError, match="unknown detector"):
+        make_benchmark_detector("nope", period=20, n_train=300, n_total=1000)
+
+
+@pytest.mark.parametrize("name", ["mp", "mp-multi"])
+def test_matrix_profile_location_scores_are_centred_and_scores_match_the_detector(name):
+    from tsanomaly.evaluation import make_benchmark_detector
+    from tsanomaly.panel import Panel
+
+    record = _synthetic_record()
+    result = score_series(record, name, locate=True)
+    assert result.factor == 1 and abs(result.period - 25) <= 1
+    # The scores and flags are the detector's own (computed once here, not through predict).
+    det = make_benchmark_detector(name, result.period, record.train_end, record.values.size)
+    x = record.values
+    det.fit(Panel.from_array(x[None, : record.train_end], contexts=["synthetic"]))
+    new = Panel(x[None, record.train_end :], ["synthetic"], pd.RangeIndex(record.train_end, x.size))
+    np.testing.assert_allclose(result.scores[record.train_end :], det.score(new).to_numpy()[0], equal_nan=True)
+    np.testing.assert_array_equal(result.flags[record.train_end :], det.predict(new).to_numpy()[0])
+    if name == "mp":
+        shift = (det.window - 1) // 2
+        np.testing.assert_allclose(result.location_scores[record.train_end : -shift], result.scores[record.train_end + shift :])
+    # Centred, the peak lies on the anomaly; end-stamped it may trail it by up to a window.
+    loc = record.train_end + int(np.nanargmax(result.location_scores[record.train_end :]))
+    assert 900 - 12 <= loc <= 910 + 12
+    assert np.isnan(result.location_scores[: record.train_end]).all()
+    # Without locate (NAB), the location scores are the scores.
+    plain = score_series(record, name)
+    assert plain.location_scores is plain.scores
+
+
+def test_evaluate_uses_centred_scores_for_ucr_top1():
+    record = _synthetic_record()
+    result = evaluate([record], "ucr", detectors=["mp", "mp-multi"], progress=False)
+    assert list(result.summary["top1_accuracy"]) == [1.0, 1.0]
