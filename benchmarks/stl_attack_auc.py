@@ -9,8 +9,8 @@ Two ways to score new hours with STL:
   nightly activity into the seasonal shape.
 * **STLDetector** -- fit on the history, then score each new point against the
   expectation carried from the fit (fitted seasonal shape + a slowly, robustly
-  moving trend), plus the low-variance score.  Shown with and without the
-  low-variance part.
+  moving level), plus the two windowed scores (level shift and low variance).
+  Shown part by part and combined (the detector's score, the largest part).
 
 Every scorer works on the same log1p-transformed counts and scores both
 directions.  For each attack kind the positives are the labelled points of the
@@ -54,12 +54,23 @@ def redecomposed_remainder_scores(history, new, periods):
     return np.abs(z)
 
 
-def detector_scores(history, new, periods, variance_window=None):
-    det = STLDetector(periods=periods, direction="both", variance_window=variance_window, device="cpu")
+PARTS = {
+    "STL deviation": "deviation",
+    "STL level shift": "level_shift",
+    "STL low variance": "low_variance",
+}
+
+
+def detector_scores(history, new, periods):
+    """The STLDetector's score of ``new`` and its three parts, by column name."""
+    det = STLDetector(periods=periods, direction="both", device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         det.fit(history)
-    return det.score(new).to_numpy()
+    parts = det._track(new.to_numpy(), new, det.context_rows(new))
+    out = {name: parts[part] for name, part in PARTS.items()}
+    out["STLDetector (combined)"] = det.score(new).to_numpy()
+    return out
 
 
 def main(argv=None) -> int:
@@ -75,16 +86,14 @@ def main(argv=None) -> int:
 
     data = make_security_panel(n_contexts=args.contexts, n_days=args.days, seed=args.seed)
     history, new = data.split(args.split)
-    scorers = {
-        "re-decomposed remainder": lambda h, n: redecomposed_remainder_scores(h, n, periods),
-        "STLDetector deviation only": lambda h, n: detector_scores(h, n, periods, variance_window=0),
-        "STLDetector (deviation + low variance)": lambda h, n: detector_scores(h, n, periods),
-    }
-    scores = {}
+    scores = {"re-decomposed remainder": {}}
     t0 = time.perf_counter()
-    for name, fn in scorers.items():
-        scores[name] = {m: fn(history.panels[m], new.panels[m]) for m in history.panels}
+    for m in history.panels:
+        scores["re-decomposed remainder"][m] = redecomposed_remainder_scores(history.panels[m], new.panels[m], periods)
+        for name, values in detector_scores(history.panels[m], new.panels[m], periods).items():
+            scores.setdefault(name, {})[m] = values
     elapsed = time.perf_counter() - t0
+    scorers = list(scores)
 
     rows = []
     for kind in ATTACK_KINDS:
@@ -116,7 +125,7 @@ def main(argv=None) -> int:
             row[name] = auc_roc(np.concatenate(labels), np.concatenate(values))
         rows.append(row)
     table = pd.DataFrame(rows)
-    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.precision", 3):
         print(f"make_security_panel(n_contexts={args.contexts}, n_days={args.days}, seed={args.seed}), "
               f"fit before {args.split}, periods={periods}, log1p counts; AUC-ROC per attack kind")
         print(table.to_string(index=False))

@@ -39,16 +39,7 @@ def test_every_example_is_documented_at_its_top():
         assert "Run it" in doc and "python examples/" in doc, path.name
 
 
-# Known problem of the STL detector as of this test's writing: its quantile threshold (z ~ 26-32,
-# set by in-sample remainders of sparse contexts) sits above the scores of 100x bursts on small
-# ASNs (z ~ 15-20), and a zero count where ~6 are expected scores ~38. strict=True: once the
-# detector finds the campaign this test XPASSes, fails, and the marker must go.
-_STL_MISSES_BURSTS = pytest.mark.xfail(
-    strict=True, reason="STLDetector's calibrated threshold is above the campaign's scores (see comment)"
-)
-
-
-@pytest.mark.parametrize("detector", ["baseline", pytest.param("stl", marks=_STL_MISSES_BURSTS)])
+@pytest.mark.parametrize("detector", ["baseline", "stl"])
 def test_credential_stuffing_finds_every_attacked_asn(detector, capsys):
     if not _available(detector):
         pytest.skip(f"detector {detector!r} is not importable yet")

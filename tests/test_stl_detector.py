@@ -2,7 +2,9 @@
 
 The conformance suite (tests/test_conformance.py) checks the shared API; these tests check
 what this detector promises: attacks are not absorbed by a re-decomposition, the
-low-variance score finds a scripted, regular stretch, gaps and short contexts are handled.
+low-variance score finds a scripted, regular stretch, the level-shift score a sustained rise,
+sparse contexts keep an expectation near their counts, the threshold is calibrated on
+out-of-sample scores, gaps and short contexts are handled.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 
 import tsanomaly
 from tsanomaly import backend
-from tsanomaly.detectors.stl import STLDetector, decompose
+from tsanomaly.datasets.synthetic import make_security_panel
+from tsanomaly.detectors.stl import STLDetector, _rolling_stats, decompose
 
 DAY = 24
 
@@ -194,6 +197,155 @@ def test_weekly_and_daily_periods():
     assert both < 3 and one > 3 * both
 
 
+def _sparse_counts(rng, n_ctx, n_days, rate=0.12):
+    """Counts of 0, 1, rarely 2 an hour with a daily cycle: failed logins of a small ASN."""
+    t = np.arange(n_days * DAY)
+    return rng.poisson(np.tile(rate * (1 + 0.8 * np.sin(2 * np.pi * t / DAY)), (n_ctx, 1))).astype(float)
+
+
+def test_sparse_context_keeps_an_expectation_near_its_counts():
+    """Regression: robust STL collapses on counts of 0-1 and its end runs away; the expectation must not.
+
+    ``tsanomaly demo`` (seed 7): (US, AS2942) sees 0-1 failed logins an hour (rarely 2), yet the
+    detector expected ~12 at 23:00 every day (growing) and raised the top false alerts
+    (score ~50).  The bisquare weights of the robust fit collapse (6 x median |remainder|
+    ~ 0, every non-zero count gets weight 0) and the seasonal component at the end of
+    the series -- a one-sided LOESS fit -- climbs from cycle to cycle.
+    """
+    data = make_security_panel(n_contexts=200, n_days=28, seed=7, clean_days=21)
+    history, new = data.split(data.index[0] + pd.Timedelta(days=21))
+    row = history.panels["failed_logins"].contexts.get_loc(("US", "AS2942"))
+    history, new = history.panels["failed_logins"].take([row]), new.panels["failed_logins"].take([row])
+    assert np.nanmax(history.to_numpy()) <= 2 and np.nanmax(new.to_numpy()) <= 1
+    # the cause: the robust decomposition's seasonal value at 23:00 climbs over the last days
+    seasonal = decompose(np.log1p(history.to_numpy()), periods=24, device="cpu").seasonal[0, 0]
+    assert seasonal[-1] > 2.0 and np.all(np.diff(seasonal[-5 * DAY + 23::DAY]) > 0.3)
+
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    parts = det._track(new.to_numpy(), new, det.context_rows(new))
+    expected = np.expm1(parts["expected"][0])
+    assert expected.max() < 1.0 and expected.min() >= 0.0
+    assert np.all(np.diff(expected[23::DAY]) <= 1e-9)  # 23:00 is not expected to grow from day to day
+    assert np.nanmax(det.score(new).to_numpy()) < 3  # a count of 1 is no news here
+    assert not det.robust_fit_[0]  # it was decomposed without robustness weights
+
+    # the same on generic sparse counts, several contexts at once
+    rng = np.random.default_rng(3)
+    values = _sparse_counts(rng, 4, 22)
+    n_hist = 21 * DAY
+    values[2, n_hist + 10] = 30  # credential stuffing on a small ASN
+    values[3, n_hist + 3:n_hist + 6] = [15, 20, 18]
+    history, new = _split(values, n_hist)
+    ends = np.abs(decompose(np.log1p(history.to_numpy()), periods=24, device="cpu").seasonal[0][:, -DAY:]).max(axis=1)
+    assert ends.max() > 2.0  # at least one context's robust fit ran away
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    assert not det.robust_fit_.any()
+    parts = det._track(new.to_numpy(), new, det.context_rows(new))
+    assert np.expm1(parts["expected"]).max() < 1.5
+    scores = det.score(new).to_numpy()
+    assert scores[2, 10] > 10 and scores[3, 3:6].min() > 6  # 15-30 events where 0-1 are usual
+    assert np.nanmax(parts["deviation"][:2]) < 3 and np.nanmax(scores[:2]) < 3
+    flags = det.predict(new).to_numpy()
+    assert flags[2, 10] and flags[3, 3:6].all() and not flags[:2].any()
+    # besides the bursts, only the day after them (the level-shift window still holds them)
+    assert not flags[2, 10 + DAY:].any() and not flags[3, 5 + DAY:].any()
+
+
+def test_dense_contexts_keep_the_robust_fit():
+    rng = np.random.default_rng(11)
+    values, _ = _counts(rng, 3, 22, level=30.0)
+    history, _ = _split(values, 21 * DAY)
+    assert STLDetector(periods=24, device="cpu").fit(history).robust_fit_.all()
+
+
+def test_a_zero_where_six_are_expected_is_a_moderate_deviation():
+    """Counts have Poisson noise: a zero where 6 are expected (p = 0.0025) is not a 38-sigma event."""
+    rng = np.random.default_rng(12)
+    values = rng.poisson(6.0, size=(3, 22 * DAY)).astype(float)
+    n_hist = 21 * DAY
+    values[0, n_hist + 5] = 0
+    values[1, n_hist + 7] = 40
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, variance_window=0, device="cpu").fit(history)
+    scores = det.score(new).to_numpy()
+    assert 2.5 < scores[0, 5] < 5.5
+    assert scores[1, 7] > scores[0, 5]  # 40 where 6 are expected: further out (Poisson p ~ 1e-17)
+    assert det.predict(new).to_numpy()[1, 7]
+    ordinary = np.ones_like(scores, dtype=bool)
+    ordinary[0, 5] = ordinary[1, 7] = False
+    assert np.nanmax(scores[ordinary]) < scores[0, 5]
+
+
+def test_threshold_is_calibrated_on_out_of_sample_scores():
+    """Training scores come from held-out blocks scored as score() scores new data."""
+    rng = np.random.default_rng(14)
+    n_ctx, n_days, n_hist = 80, 28, 21 * DAY
+    t = np.arange(n_days * DAY)
+    level = np.exp(rng.uniform(np.log(0.1), np.log(500), size=(n_ctx, 1)))  # sparse to busy
+    rate = level * (1 + 0.7 * np.sin(2 * np.pi * t / DAY + rng.uniform(0, 2 * np.pi, size=(n_ctx, 1))))
+    values = rng.negative_binomial(30.0, 30.0 / (30.0 + rate)).astype(float)
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, contamination=0.01, device="cpu")
+    train = det.fit_score(history).to_numpy()
+    assert det.holdout_ == 7 * DAY and det.holdout_folds_ == 2
+    # two held-out weeks (rolling origins): the first week was only fitted, never scored
+    assert np.isnan(train[:, : n_hist - 2 * det.holdout_]).all()
+    assert np.isfinite(train[:, n_hist - 2 * det.holdout_:]).mean() > 0.99
+    np.testing.assert_allclose(det.threshold_, np.nanquantile(train, 0.99))
+    assert (det.scale_inflation_ >= 1).all()
+    # new data from the same process cross the threshold about as often as the contamination says
+    rate_new = np.nanmean(det.score(new).to_numpy() >= det.threshold_[0])
+    assert 0.3 < rate_new / 0.01 < 3
+    # calibration on the in-sample scores of the whole history, when asked for
+    insample = STLDetector(periods=24, contamination=0.01, holdout_folds=0, device="cpu")
+    assert np.isfinite(insample.fit_score(history).to_numpy()).mean() > 0.95 and insample.holdout_ == 0
+    # short histories hold out less, at most half of them; too short ones are calibrated in sample
+    five_days, _ = _split(values[:, : 5 * DAY + 1], 5 * DAY)
+    assert STLDetector(periods=24, device="cpu").fit(five_days).holdout_ == 2 * DAY
+    three_days, _ = _split(values[:, : 3 * DAY], 3 * DAY - 1)
+    det = STLDetector(periods=24, device="cpu")
+    assert np.isfinite(det.fit_score(three_days).to_numpy()).mean() > 0.95 and det.holdout_ == 0
+
+
+def test_level_shift_finds_a_farm_on_a_sparse_context():
+    """A farm posting 2-4 registrations every hour where 0-1 a few times a day is usual."""
+    rng = np.random.default_rng(15)
+    values = _sparse_counts(rng, 4, 24, rate=0.3)
+    n_hist = 21 * DAY
+    farm = slice(n_hist + 12, n_hist + 60)
+    values[1, farm] = rng.integers(2, 5, size=farm.stop - farm.start)
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    parts = det._track(new.to_numpy(), new, det.context_rows(new))
+    assert np.median(parts["deviation"][1, 12:60]) < 3  # no single hour stands out much
+    assert parts["level_shift"][1, 36:60].min() > 5  # a day of them does
+    alerts = det.alerts(new)
+    on_farm = alerts[(alerts["asn"] == "asn1") & (alerts["start"] <= new.index[59]) & (alerts["end"] >= new.index[12])]
+    assert len(on_farm) and (on_farm["fired"] == "level_shift").any()
+    assert (alerts["asn"] != "asn1").sum() <= 2
+
+
+def test_rolling_stats_equal_direct_computation():
+    rng = np.random.default_rng(16)
+    x = rng.normal(5.0, 1.0, size=(6, 200))
+    x[1, 20:40] = np.nan
+    x[2, ::3] = np.nan
+    x[3] = 7.0
+    x[4, 50:120] = 1e9  # a level far from the row's median: the running sums must not cancel
+    x[5, 60:100] = 0.0
+    mean, sd = _rolling_stats(x, 24, np)
+    for col in range(23, 200):
+        block = x[:, col - 23:col + 1]
+        enough = np.isfinite(block).sum(axis=1) >= 12
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            np.testing.assert_allclose(mean[:, col], np.where(enough, np.nanmean(block, axis=1), np.nan),
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(sd[:, col], np.where(enough, np.nanstd(block, axis=1), np.nan),
+                                       rtol=1e-9, atol=1e-9)
+    assert np.isnan(mean[:, :23]).all() and (sd[3, 23:] == 0).all()
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -203,6 +355,9 @@ def test_weekly_and_daily_periods():
         (dict(trend_alpha=2.0), "trend_alpha must lie in"),
         (dict(trend_clip=0), "trend_clip must be > 0"),
         (dict(shape_seasons=0), "shape_seasons must be a positive integer"),
+        (dict(level_seasons=0), "level_seasons must be a positive integer"),
+        (dict(holdout_seasons=0), "holdout_seasons must be a positive integer"),
+        (dict(holdout_folds=-1), "holdout_folds must be a non-negative integer"),
         (dict(periods=(24, 24)), "distinct"),
         (dict(seasonal=4), "odd integer"),
     ],

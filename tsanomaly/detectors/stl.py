@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -456,16 +456,17 @@ def decompose(x, periods=24, robust=True, seasonal=None, trend=None, low_pass=No
 # Detector
 # ---------------------------------------------------------------------------
 TRANSFORMS = ("log1p", "sqrt", None)
-# Scale floors per transform, in transformed units: below them the noise of a
-# count near zero (one event more or less) would look like a huge deviation.
-_MIN_SCALE = {"log1p": 0.05, "sqrt": 0.25, None: 0.0}
 # Pseudo-observations of the context-wide scale mixed into each phase's scale.
 _SHRINK = 8.0
-# Floor of a window's dispersion, as a share of the context's fitted scale: a
+# Floor of a window's dispersion, as a share of the context's typical scale: a
 # perfectly flat window has a finite log-dispersion, not minus infinity.
 _MIN_DISPERSION = 0.1
 # Floor of the spread of the log-dispersion across the fit's windows.
 _MIN_LOG_SPREAD = 0.1
+# Mean absolute deviation -> standard deviation for Gaussian data (sqrt(pi / 2)).
+_MEAN_ABS_TO_SIGMA = 1.2533
+# statsmodels' bisquare robustness weights: weight 0 beyond 6 x median |remainder|.
+_BISQUARE_SCALE = 6.0
 
 
 def _forward(z, transform, xp):
@@ -484,10 +485,33 @@ def _inverse(z, transform, xp):
     return z
 
 
+def _poisson_deviance(count, mu, xp):
+    """Signed Poisson deviance residual of ``count`` against the mean ``mu``: the count's distance from
+    its expectation in units of count noise, ``sign(x - mu) sqrt(2 (x log(x / mu) - (x - mu)))``.
+
+    Unlike a z-score on the log scale it is about as well calibrated for drops as for rises (a zero
+    where 7 are expected is 3.7, Poisson p = 0.0009; 16 where 7 are expected 2.9, p = 0.002).  Rises
+    are measured from at least one event: below one event per bucket the mean is not known well
+    enough to call a single event a surprise.
+    """
+    x = xp.maximum(count, 0.0)
+    m = xp.maximum(mu, 0.0)
+    m = xp.where(x > m, xp.maximum(m, 1.0), m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = xp.where(x > 0, x * xp.log(x / m), 0.0) - (x - m)
+    return xp.sign(x - m) * xp.sqrt(xp.maximum(2.0 * term, 0.0))
+
+
 def _nanmedian_rows(x, xp):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as intended
         return xp.nanmedian(x, axis=-1)
+
+
+def _nanmean_rows(x, xp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as intended
+        return xp.nanmean(x, axis=-1)
 
 
 def _robust_scale(x, xp):
@@ -505,57 +529,107 @@ def _by_phase(x, period, xp):
     return padded.reshape(n_ctx, n_cycles, period).transpose(0, 2, 1)
 
 
-# Bound on the (contexts x times x window) block gathered for rolling windows,
-# in elements, so memory stays near 0.5 GB however many contexts there are.
-_MAX_BLOCK_ELEMENTS = 64_000_000
+def _phase_values(table, start, length, xp):
+    """``table[:, (start + j) mod period]`` for ``j < length``: per-phase values laid along time."""
+    period = table.shape[1]
+    phases = (start + xp.arange(length)) % period
+    return table[:, phases]
 
 
-def _rolling_std(x, window, xp):
-    """Standard deviation of the ``window`` values ending at each column, NaN ignored.
+# Bound on the (contexts x times) block of running sums computed at once, in
+# elements, so memory stays well under 1 GB however many contexts there are.
+_MAX_BLOCK_ELEMENTS = 8_000_000
 
-    NaN before a full window or where fewer than half of it is finite.
-    Windows are gathered in blocks and reduced directly (two passes), which
-    stays exact for large levels where running sums of squares would cancel.
+
+def _rolling_stats(x, window, xp):
+    """Mean and standard deviation (``ddof=0``) of the ``window`` values ending at each column, NaN ignored.
+
+    Both NaN before a full window or where fewer than half of it is finite.
+    Computed from running sums of each row minus its median, so that a large
+    level does not cancel the squares of small deviations; windows where the
+    sums may still have cancelled most digits are recomputed from their values.
     """
     n_ctx, n = x.shape
-    out = xp.full((n_ctx, n), xp.nan)
+    mean = xp.full((n_ctx, n), xp.nan)
+    sd = xp.full((n_ctx, n), xp.nan)
     if n < window:
-        return out
-    pos = xp.arange(window - 1, n)[:, None] - xp.arange(window)[None, :]
-    rows = max(1, _MAX_BLOCK_ELEMENTS // max(1, pos.size))
+        return mean, sd
+    rows = max(1, _MAX_BLOCK_ELEMENTS // max(1, n))
     for lo in range(0, n_ctx, rows):
-        block = x[lo:lo + rows][:, pos]
-        count = xp.isfinite(block).sum(axis=2)
+        mean[lo:lo + rows, window - 1:], sd[lo:lo + rows, window - 1:] = _rolling_block(x[lo:lo + rows], window, xp)
+    return mean, sd
+
+
+def _rolling_block(x, window, xp):
+    """:func:`_rolling_stats` of a block of rows, for the windows that end at columns ``window - 1`` on."""
+    n_ctx = x.shape[0]
+    finite = xp.isfinite(x)
+    center = xp.nan_to_num(_nanmedian_rows(x, xp), nan=0.0)
+    y = xp.where(finite, x - center[:, None], 0.0)
+    zero = xp.zeros((n_ctx, 1))
+
+    def window_sums(a):
+        c = xp.concatenate([zero, xp.cumsum(a, axis=1)], axis=1)
+        return c[:, window:] - c[:, :-window]
+
+    count = window_sums(finite.astype(xp.float64))
+    s1 = window_sums(y)
+    squares = y * y
+    s2 = window_sums(squares)
+    enough = count >= max(2, window / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):  # windows without data give NaN
+        m = s1 / count
+        var = xp.maximum(s2 / count - m * m, 0.0)
+        # where the running sums may have cancelled most digits of the window's spread (a window
+        # far from the row's median, nearly flat), recompute it directly from its values
+        suspect = enough & (var * count < 1e-9 * squares.sum(axis=1, keepdims=True))
+        suspect &= window_sums((y != 0).astype(xp.float64)) > 0  # a window at the median is exact
+    m = m + center[:, None]
+    sd = xp.sqrt(var)
+    if bool(suspect.any()):
+        r, c = xp.nonzero(suspect)
+        block = x[r[:, None], c[:, None] + xp.arange(window)[None, :]]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # windows without data give NaN
-            sd = xp.nanstd(block, axis=2)
-        out[lo:lo + rows, window - 1:] = xp.where(count >= max(2, window / 2), sd, xp.nan)
-    return out
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m[r, c] = xp.nanmean(block, axis=1)
+            sd[r, c] = xp.nanstd(block, axis=1)
+    return xp.where(enough, m, xp.nan), xp.where(enough, sd, xp.nan)
 
 
 class STLDetector(BaseDetector):
     """Seasonal-trend anomaly detector: deviations from the fitted seasonal shape and slow trend,
-    and stretches of unnaturally low variance.
+    shifts of a window's level, and stretches of unnaturally low variance.
 
     ``fit`` decomposes each context's history (robust STL for one period, MSTL
     for several, on a variance-stabilised scale; see :func:`decompose`) and
     keeps, per context: the seasonal shape (one value per phase of each
-    period), the trend's level and slope at the end, the remainder's robust
-    scale per phase of the shortest period (hour of day), the typical
-    dispersion of the observations over a rolling window per phase, and the
-    last window of observations.
+    period), the level and slope at the end of the history, the remainder's
+    robust scale per phase of the shortest period (hour of day), the typical
+    mean and dispersion of the observations over a rolling window per phase,
+    and the last window of observations.
 
     ``score`` does **not** decompose the history and the new points again:
     that would let a slow rise over days move into the trend and a bot's
     night-time activity into the seasonal shape -- the attack would be
     absorbed.  Each new point is compared with the expectation carried from
-    the fit: the fitted seasonal shape at its phase plus a trend that starts
-    at the fitted level, continues the fitted slope (damped) and may only
-    move slowly and robustly (by at most ``trend_alpha * trend_clip`` scales
-    per step, whatever the data do).  Two scores follow:
+    the fit: the fitted seasonal shape at its phase plus a level that starts
+    at the fitted one, continues the fitted slope (damped) and may only move
+    slowly and robustly (by at most ``trend_alpha * trend_clip`` scales per
+    step, whatever the data do).  Three scores follow:
 
-    * **deviation**: the robust z-score ``(x - expected) / scale(phase)``,
-      signed by ``direction``;
+    * **deviation**: how far the point is from its expectation in units of
+      noise, signed by ``direction``: the smaller of the z-score
+      ``(x - expected) / scale`` (``scale``: the remainder's robust scale at
+      that phase, widened to what held-out data showed) and the count's
+      Poisson deviance residual against its expected mean (see ``min_scale``
+      and Notes), so that both a context's own noise and the noise any count
+      has must call it large;
+    * **level shift**: the mean of the (transformed) observations over the
+      last ``variance_window`` points against the means of the fit's windows
+      ending at the same phase, as a z-score signed by ``direction``.  It adds
+      up evidence a single point does not carry: a registration farm that
+      posts a few registrations every hour where one a day is usual, a drip
+      of failed logins tens of percent above normal for days;
     * **low variance**: the standard deviation of the (transformed)
       observations over the last ``variance_window`` points -- with the
       default window of one shortest period, the daily swing plus the noise
@@ -565,9 +639,9 @@ class STLDetector(BaseDetector):
       near-constant count around the clock: neither the daily swing nor the
       noise is there.
 
-    The detector's score is the larger of the two (both are robust z-scores,
-    comparable across contexts); alerts say which one fired.  Higher = more
-    anomalous.
+    The detector's score is the largest of the three (all are z-scores on
+    the same scale, and the threshold is calibrated on their maximum); alerts
+    say which one fired.  Higher = more anomalous.
 
     Parameters
     ----------
@@ -576,7 +650,8 @@ class STLDetector(BaseDetector):
         ``(24, 168)`` for daily and weekly.
     robust : bool, default True
         Robust STL (bisquare re-weighting), so past attacks in the history
-        do not bend the fitted shape.
+        do not bend the fitted shape.  Contexts whose robust fit collapses
+        (sparse counts, see Notes) are decomposed without it.
     seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg, inner_iter, outer_iter, iterate
         Decomposition parameters, as :func:`decompose` (statsmodels' defaults).
     transform : {"log1p", "sqrt", None}, default "log1p"
@@ -591,25 +666,56 @@ class STLDetector(BaseDetector):
         ``None`` scores the raw values (any sign).  Values must be >= 0 with
         a transform.
     direction : {"both", "up", "down"}, default "both"
-        Which deviations count: rises (credential stuffing, bots), drops
-        (outages) or both.
+        Which deviations and level shifts count: rises (credential stuffing,
+        bots), drops (outages) or both.
     variance_window : int or None, default None
-        Points in the rolling window of the low-variance score; None: the
-        shortest period (a day of hourly data).  0 disables that score.
+        Points in the rolling window of the two windowed scores (level shift
+        and low variance); None: the shortest period (a day of hourly data).
+        0 disables both.
     trend_alpha : float, default 0.01
         Share of each (clipped) standardised deviation that moves the tracked
-        trend level -- how fast the expectation may follow a real change.
+        level -- how fast the expectation may follow a real change.
     trend_clip : float, default 1.0
         Deviations are clipped to this many scales before moving the level, so
         one burst barely moves it and a sustained attack moves it by at most
         ``trend_alpha * trend_clip`` scales per step.
     shape_seasons : int, default 3
         The seasonal shape is the median of the fitted seasonal component over
-        the last ``shape_seasons`` cycles of each period (fewer if the history
-        is shorter), robust to an odd last day.
+        ``shape_seasons`` cycles of each period: the last ones that lie
+        inside the seasonal smoother's window (``seasonal // 2`` cycles before
+        the end of the history), where the component is not an extrapolation
+        of the last few points; the last ones when the history is too short.
+    level_seasons : int, default 7
+        The level at the end of the history is the median of the
+        deseasonalised observations over the last ``level_seasons`` cycles of
+        the shortest period (7: a week of daily cycles, so that a weekly rhythm
+        the periods do not model averages out), carried to the end by the slope;
+        the slope is the change of that median from the ``level_seasons``
+        cycles before (0 when the history is shorter than twice that).
+    holdout_seasons : int, default 7
+        Cycles of the shortest period in each held-out block that calibrates
+        the threshold out of sample (see Notes); fewer when the history is
+        short (at most half of it, and enough left to decompose).
+    holdout_folds : int, default 2
+        Held-out blocks (rolling origins): the last ``holdout_seasons`` cycles,
+        the ones before them, ..., each scored from a fit on everything before
+        it, as long as that fit keeps at least a block's length.  0: calibrate
+        on the in-sample scores of the whole history (also what happens when
+        the history is too short to hold anything out).
     min_scale : float or None, default None
-        Lower bound of the scale (transformed units); None: 0.05 for log1p,
-        0.25 for sqrt, a millionth of the typical level without a transform.
+        None (the default): counts have at least Poisson noise, and the
+        deviation is measured against it as well as against the context's
+        scale.  With log1p: the Poisson deviance residual of the count against
+        its expected mean (rises measured from at least one event: below one
+        event per bucket a single event is no surprise); the ordinary noise
+        scale of such counts on the log scale is the delta-method
+        ``sqrt(m) / (1 + m)``, ``m = max(mu, 1)``, which also moves the tracked
+        level and bounds the windowed scores.  With sqrt: the Poisson standard
+        deviation of a square-rooted count, 1/2.  Without a transform: none
+        (the scale is at least a millionth of the typical level).  So a zero
+        where 6 events are expected scores about 4 (Poisson p = 0.0025), not
+        38, and 30 events where 0-1 are usual about 7-12.  A number: a fixed
+        lower bound of ``scale`` on the transformed scale, no count model.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -618,31 +724,97 @@ class STLDetector(BaseDetector):
     skipped_contexts_ : pandas.Index
         Contexts with fewer than two full cycles of the longest period observed
         in the history; their scores are NaN (one warning at fit says how many).
+    robust_fit_ : bool array, shape (n_contexts,)
+        False where the robust decomposition collapsed and the context was
+        decomposed without robustness weights (see Notes).
     level_, slope_ : array, shape (n_contexts,)
-        Trend level (transformed units) at the end of the history, and its
-        slope per step over the last cycle of the shortest period.
+        Level (transformed units) at the end of the history, and its slope
+        per step.
     seasonal_shape_ : dict of str to array, shape (n_contexts, period)
         Per period, the seasonal value of each phase ``t mod period`` (``t``
         counted from the first fitted point).
     scale_ : array, shape (n_contexts, shortest period)
-        Robust scale of the remainder per phase.
-    dispersion_center_, dispersion_spread_ : array, shape (n_contexts, shortest period)
-        Median and robust spread of the log standard deviation of the
-        (transformed) observations over the fit's rolling windows, per phase
-        of the window's last point.
+        Robust scale of the remainder per phase, times ``scale_inflation_``.
+    scale_inflation_ : array, shape (n_contexts,)
+        Robust scale (>= 1) of the held-out standardised deviations: how much
+        larger the out-of-sample deviations are than the in-sample remainder.
+    holdout_, holdout_folds_ : int
+        Points in each held-out block, and the number of blocks (0: the
+        threshold was calibrated in sample).
+    level_center_ : array, shape (n_contexts, shortest period)
+        Median of the fit's rolling-window means, per phase of the window's last point.
+    level_spread_ : array, shape (n_contexts,)
+        Spread of the window means around those medians (mean absolute
+        deviation, scaled to a standard deviation), at least the noise of a
+        mean of ``variance_window`` points.
+    dispersion_center_ : array, shape (n_contexts, shortest period)
+        Median of the log standard deviation of the (transformed) observations
+        over the fit's rolling windows, per phase of the window's last point.
+    dispersion_spread_ : array, shape (n_contexts,)
+        Robust spread of those log standard deviations around their medians.
     dispersion_floor_ : array, shape (n_contexts,)
         Lower bound of a window's standard deviation (a tenth of the typical
-        scale), so that a flat window has a finite log-dispersion.
+        scale), so that a flat window has a finite log-dispersion; with a
+        transform a window's standard deviation is also floored at half an
+        event's step at its mean count (counts cannot look more regular than
+        they can resolve).
     recent_values_ : array, shape (n_contexts, variance_window - 1)
         The last transformed observations of the history (the end of the last
         season), which complete the first windows of new data.
 
     Notes
     -----
-    Training scores (for the threshold) are the in-sample remainders
-    standardised by the same scales, and the low-variance score of the
-    history's own windows.  Points missing in the new data score NaN and do
-    not move the tracked trend.
+    **Sparse counts.**  Robust STL weights each point by the bisquare of its
+    remainder over ``6 x median |remainder|``.  On a context whose counts are
+    mostly zero (failed logins of a small ASN: 0 or 1 an hour) the median
+    remainder is about zero, every non-zero count gets weight zero, and the
+    LOESS fits -- above all at the end of the series, where they are
+    one-sided -- extrapolate from a handful of points: trend and seasonal
+    component run away (a seasonal value of 3.2, an expectation of 12 events
+    where 0 or 1 are ever seen).  The decomposition is right (statsmodels
+    does the same); the robust fit is the wrong tool there.  A context is
+    refitted without robustness weights when the bisquare's cut-off,
+    ``6 x median |remainder|``, is below one event at its median count
+    (``log1p(c + 1) - log1p(c)``): the robust fit would then reject ordinary
+    count noise.  And whatever the fit, the carried state is read where the
+    decomposition is well determined: the seasonal shape from cycles inside
+    the seasonal smoother's window, the level from a median of the
+    deseasonalised observations (not from the last point of the trend), and
+    the expectation is at least zero events.
+
+    **Counts.**  On the log scale a drop to a few events looks far more
+    extreme than a rise of the same probability, and a fitted scale of a
+    quiet context can be tiny: a zero where 6 events are expected was a
+    z-score of 38.  The deviation is therefore the smaller of the z-score and
+    the Poisson deviance residual against the expected mean
+    (``expm1(expected + scale**2 / 2)``: the carried expectation is a median
+    on the log scale, below the mean of a skewed count).  The expectation is
+    never below zero events.
+
+    **Calibration.**  The threshold (``quantile`` / ``pot``) is calibrated on
+    out-of-sample scores, produced exactly as :meth:`score` produces them
+    (rolling origins): the per-context state is fitted on the history minus
+    its last ``holdout_seasons`` cycles and those cycles are scored from it
+    with the same carried expectation and windows; then the same for the
+    block before, from a fit on what precedes it; ``holdout_folds`` blocks in
+    all.  In-sample remainders are smaller and differently tailed than
+    deviations from a carried expectation (a sparse context's remainder over
+    a collapsed scale, the weekly rhythm a daily period does not model, the
+    error of the carried level), so a threshold learnt on them did not match
+    the scores of new data (thresholds of 26-32 above bursts scoring 15-20).
+    Two blocks rather than one halve the variance of the estimated quantile,
+    which clustered events (a country's holiday) make large; the earlier
+    block's fit is shorter, which errs on the side of fewer alerts.  The
+    robust scale of the held-out deviations also widens each context's scale
+    (``scale_inflation_``) where its out-of-sample deviations are wider than
+    its remainder.  The state used for scoring is then fitted on the whole
+    history.  The training scores returned by :meth:`fit_score` are the
+    held-out scores, NaN before them.  Fitting decomposes the history and
+    each fold's shorter part (with 21 days and the defaults: 21 + 14 + 7
+    days), about 2.5 times the cost of one decomposition.
+
+    Points missing in the new data score NaN and do not move the tracked
+    level.
 
     References
     ----------
@@ -660,6 +832,8 @@ class STLDetector(BaseDetector):
     """
 
     explanation_columns = ("expected", "observed", "trend", "seasonal", "fired")
+    #: The parts of the score, in the order ``fired`` reports them.
+    score_parts = ("deviation", "level_shift", "low_variance")
 
     def __init__(
         self,
@@ -680,6 +854,9 @@ class STLDetector(BaseDetector):
         trend_alpha=0.01,
         trend_clip=1.0,
         shape_seasons=3,
+        level_seasons=7,
+        holdout_seasons=7,
+        holdout_folds=2,
         min_scale=None,
         threshold="quantile",
         contamination=0.001,
@@ -703,6 +880,9 @@ class STLDetector(BaseDetector):
         self.trend_alpha = trend_alpha
         self.trend_clip = trend_clip
         self.shape_seasons = shape_seasons
+        self.level_seasons = level_seasons
+        self.holdout_seasons = holdout_seasons
+        self.holdout_folds = holdout_folds
         self.min_scale = min_scale
         self.threshold = threshold
         self.contamination = contamination
@@ -723,6 +903,12 @@ class STLDetector(BaseDetector):
             raise ValueError(f"trend_clip must be > 0, got {self.trend_clip!r}")
         if not _is_int(self.shape_seasons) or self.shape_seasons < 1:
             raise ValueError(f"shape_seasons must be a positive integer, got {self.shape_seasons!r}")
+        if not _is_int(self.level_seasons) or self.level_seasons < 1:
+            raise ValueError(f"level_seasons must be a positive integer, got {self.level_seasons!r}")
+        if not _is_int(self.holdout_seasons) or self.holdout_seasons < 1:
+            raise ValueError(f"holdout_seasons must be a positive integer, got {self.holdout_seasons!r}")
+        if not _is_int(self.holdout_folds) or self.holdout_folds < 0:
+            raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
         if self.min_scale is not None and (not isinstance(self.min_scale, numbers.Real) or self.min_scale < 0):
             raise ValueError(f"min_scale must be None or >= 0, got {self.min_scale!r}")
 
@@ -730,6 +916,11 @@ class STLDetector(BaseDetector):
         if self.variance_window is None:
             return int(min(self.periods_))
         return int(self.variance_window)
+
+    def _config(self, n_time: int, warn: bool = True) -> _StlConfig:
+        return _resolve_config(n_time, self.periods, self.robust, self.seasonal, self.trend, self.low_pass,
+                               self.seasonal_deg, self.trend_deg, self.low_pass_deg, self.inner_iter,
+                               self.outer_iter, self.iterate, warn=warn)
 
     def _transformed(self, values):
         xp = backend.array_module(values)
@@ -743,90 +934,338 @@ class STLDetector(BaseDetector):
                 )
         return _forward(values, self.transform, xp)
 
+    def _count_floor(self, expected, xp):
+        """The noise a count has at least, on the transformed scale, at an expected (transformed) value.
+
+        With log1p the delta-method standard deviation of log1p of a Poisson count, taken at one
+        event at least (see ``min_scale``); it sizes the tracked level's steps and the noise floor
+        of the level-shift score."""
+        if self.min_scale is not None:
+            return float(self.min_scale)
+        if self.transform == "log1p":
+            m = xp.maximum(xp.expm1(expected), 1.0)  # one event at least: see ``min_scale``
+            return xp.sqrt(m) / (1.0 + m)
+        if self.transform == "sqrt":
+            return 0.5
+        return 0.0
+
+    def _standardise(self, z, expected, scale, xp):
+        """Signed deviation of ``z`` from ``expected`` (transformed units) in units of noise.
+
+        The smaller of two sizes, so that both noise models must call it large: the deviation over
+        the context's scale at that phase (``scale``: the remainder's, out-of-sample inflated), and
+        -- with a transform and ``min_scale=None`` -- the count's distance from its expected mean in
+        units of count noise.  With log1p that is the Poisson deviance residual
+        (:func:`_poisson_deviance`) against the mean of a count whose log1p is centred at
+        ``expected`` with the phase's spread ``s`` (``expm1(expected + s**2 / 2)``: the carried
+        expectation is a median on the log scale, below the mean of a skewed count): on the log
+        scale a drop to a few events would otherwise look far more extreme than a rise of the same
+        probability.  With sqrt it is the deviation over the Poisson standard deviation of a
+        square-rooted count, 1/2.
+        """
+        d = z - expected
+        if self.min_scale is not None:
+            return d / xp.maximum(scale, float(self.min_scale))
+        if self.transform is None:
+            return d / scale
+        with np.errstate(invalid="ignore", divide="ignore"):  # a zero scale: the count's noise decides
+            u = d / scale
+        if self.transform == "sqrt":
+            g = d / 0.5
+        else:
+            g = _poisson_deviance(xp.expm1(z), xp.expm1(expected + 0.5 * xp.nan_to_num(scale) ** 2), xp)
+        return xp.where(xp.abs(u) < xp.abs(g), u, g)
+
+    def _log_dispersion(self, mean_w, sd_w, floor, xp):
+        """Log of a window's standard deviation, floored: at ``floor`` (a flat window stays finite) and,
+        with a transform, at half an event's step at the window's mean count ``c``
+        (``(g(c + 1) - g(c)) / 2``, ``g`` the transform).  Counts cannot look more regular than they
+        can resolve: a window of zeros in a context that sees an event a day is quiet, not scripted,
+        while a farm posting 100 +- 1 an hour is far below the noise of its level."""
+        if self.transform is None:
+            return xp.log(xp.maximum(sd_w, floor[:, None]))
+        c = xp.maximum(_inverse(xp.where(xp.isnan(mean_w), 0.0, mean_w), self.transform, xp), 0.0)
+        step = _forward(c + 1.0, self.transform, xp) - _forward(c, self.transform, xp)
+        return xp.log(xp.maximum(sd_w, xp.maximum(floor[:, None], 0.5 * step)))
+
+    @staticmethod
+    def _min_fit_length(cfg: _StlConfig) -> int:
+        """Shortest history decomposed with the same periods: STL needs two cycles, MSTL keeps a
+        period only below half the length."""
+        return 2 * max(cfg.periods) + (1 if len(cfg.periods) > 1 else 0)
+
+    def _holdout_length(self, n: int, cfg: _StlConfig) -> int:
+        """Points of one held-out block: whole cycles of the shortest period, at most half of the
+        history, leaving enough to decompose with the same periods."""
+        if not self.holdout_folds:
+            return 0
+        p_min = min(cfg.periods)
+        for cycles in range(int(self.holdout_seasons), 0, -1):
+            hold = cycles * p_min
+            if 2 * hold <= n and n - hold >= self._min_fit_length(cfg):
+                return hold
+        return 0
+
+    @staticmethod
+    def _inflate(state, inflation, xp):
+        """Widen a state's point scale by the out-of-sample inflation, and the level shift's noise floor with it."""
+        state["scale"] = state["scale"] * inflation[:, None]
+        if "level_noise" in state:
+            state["level_spread"] = xp.maximum(state["level_spread"], inflation * state["level_noise"])
+
     # -------------------------------------------------------------- fit
     def _fit(self, values, panel):
         self._validate()
         xp = backend.array_module(values)
         n_ctx, n = values.shape
-        cfg = _resolve_config(n, self.periods, self.robust, self.seasonal, self.trend, self.low_pass,
-                              self.seasonal_deg, self.trend_deg, self.low_pass_deg, self.inner_iter,
-                              self.outer_iter, self.iterate)
+        cfg = self._config(n)
         z = self._transformed(values)
-        trend, seasonal, remainder, _, _, skipped = _run(z, cfg, self.device_)
         self.periods_ = list(cfg.periods)
         self.decomposition_ = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.as_dict().items()}
-        p_min = min(cfg.periods)
+        state, insample, skipped, robust_fit = self._fit_state(values, z, cfg, xp)
         n_skipped = int(skipped.sum())
         self.skipped_contexts_ = panel.contexts[backend.to_numpy(skipped)]
         if n_skipped:
             warnings.warn("STLDetector: " + _skip_message(n_skipped, n_ctx, cfg, n), UserWarning, stacklevel=3)
+        self.robust_fit_ = robust_fit
 
-        # trend level and slope at the end of the history
-        self.level_ = trend[:, -1].copy()
-        self.slope_ = (trend[:, -1] - trend[:, -1 - p_min]) / p_min
-        # seasonal shape per period: median of the last few cycles, by phase t mod period
+        hold = self._holdout_length(n, cfg)
+        self.holdout_ = int(hold)
+        inflation = xp.ones(n_ctx)
+        if hold:
+            # rolling origins: each held-out block is scored from a fit on everything before it
+            folds = []
+            for k in range(1, int(self.holdout_folds) + 1):
+                m = n - k * hold
+                if k > 1 and m < max(hold, self._min_fit_length(cfg)):
+                    break
+                held, _, _, _ = self._fit_state(values[:, :m], z[:, :m], self._config(m, warn=False), xp)
+                folds.append((m, held, self._track_state(z[:, m:m + hold], held, m, 1, xp)))
+            # out-of-sample deviations wider than the in-sample remainder: inflate the context's scale
+            spread = _robust_scale(xp.concatenate([parts["u"] for _, _, parts in folds], axis=1), xp)
+            inflation = xp.maximum(xp.where(xp.isfinite(spread), spread, 1.0), 1.0)
+            train = xp.full((n_ctx, n), xp.nan)
+            for m, held, _ in folds:
+                self._inflate(held, inflation, xp)
+                parts = self._track_state(z[:, m:m + hold], held, m, 1, xp)
+                train[:, m:m + hold] = self._combine(parts, z[:, m:m + hold], xp)
+            self.holdout_folds_ = len(folds)
+        else:
+            train = self._combine(insample, z, xp)
+            self.holdout_folds_ = 0
+        self._inflate(state, inflation, xp)
+        state.pop("level_noise", None)
+        self.scale_inflation_ = inflation
+        self.level_ = state["level"]
+        self.slope_ = state["slope"]
+        self.seasonal_shape_ = state["shape"]
+        self.scale_ = state["scale"]
+        if self._window():
+            for name in ("level_center", "level_spread", "dispersion_center", "dispersion_spread",
+                         "dispersion_floor", "recent_values"):
+                setattr(self, name + "_", state[name])
+        return train
+
+    def _fit_state(self, values, z, cfg, xp):
+        """Per-context state fitted on a history (``values`` raw, ``z`` transformed, same shape).
+
+        Returns ``(state, insample, skipped, robust_fit)``: the state as a dict of
+        arrays (``level``, ``slope``, ``shape`` -- a dict by period --, ``scale``
+        and, with windows, ``level_center``, ``level_spread``,
+        ``dispersion_center``, ``dispersion_spread``, ``dispersion_floor``,
+        ``recent_values``), the in-sample parts of the score (as
+        :meth:`_track_state` names them), and the skipped / robustly fitted masks.
+        """
+        n_ctx, n = z.shape
+        p_min = min(cfg.periods)
+        trend, seasonal, remainder, _, _, skipped = _run(z, cfg, self.device_)
+        robust_fit = xp.full(n_ctx, bool(cfg.robust))
+        if cfg.robust and self.transform is not None:
+            # Sparse counts: the bisquare's cut-off (6 x median |remainder|) below one event at the
+            # median count means the robust fit rejects ordinary count noise and its LOESS fits
+            # extrapolate from a few points; decompose those contexts without robustness weights.
+            cut = _BISQUARE_SCALE * _nanmedian_rows(xp.abs(remainder), xp)
+            typical = xp.floor(xp.nan_to_num(_nanmedian_rows(values, xp), nan=0.0))
+            one_event = _forward(typical + 1.0, self.transform, xp) - _forward(typical, self.transform, xp)
+            collapsed = (cut < one_event) & ~skipped
+            if bool(collapsed.any()):
+                rows = xp.flatnonzero(collapsed)
+                plain = replace(cfg, robust=False, outer_iter=0,
+                                inner_iter=int(self.inner_iter) if self.inner_iter is not None else 5)
+                t, s, r, _, _, _ = _run(xp.ascontiguousarray(z[rows]), plain, self.device_)
+                trend[rows] = t
+                seasonal[:, rows] = s
+                remainder[rows] = r
+                robust_fit[rows] = False
+
+        # seasonal shape per period: median over cycles inside the seasonal LOESS window
         shape = {}
         for k, period in enumerate(cfg.periods):
             n_cyc = max(1, min(int(self.shape_seasons), n // period))
-            tail = seasonal[k][:, n - n_cyc * period:]
-            by_phase = _by_phase(tail, period, xp)  # phases of the tail start at (n - n_cyc*period) mod period
-            values_by_phase = _nanmedian_rows(by_phase, xp)
-            shape[str(period)] = xp.roll(values_by_phase, (n - n_cyc * period) % period, axis=1)
-        self.seasonal_shape_ = shape
+            edge = cfg.seasonal[k] // 2  # the last cycles of each cycle-subseries are one-sided fits
+            hi = min(n, max(n - edge * period, n_cyc * period))
+            lo = hi - n_cyc * period
+            table = _nanmedian_rows(_by_phase(seasonal[k][:, lo:hi], period, xp), xp)
+            shape[str(period)] = xp.roll(table, lo % period, axis=1)  # phase of column lo is lo mod period
+
+        def seasonal_at(start, length):
+            out = xp.zeros((n_ctx, length))
+            for table in shape.values():
+                out = out + _phase_values(table, start, length, xp)
+            return out
+
+        # level at the end: median of the deseasonalised observations over the last cycles, carried
+        # to the end by the slope (the change of that median from the cycles before)
+        deseasonalised = z - seasonal_at(0, n)
+        span = min(n, int(self.level_seasons) * p_min)
+        recent = _nanmedian_rows(deseasonalised[:, n - span:], xp)
+        if n >= 2 * span:
+            slope = (recent - _nanmedian_rows(deseasonalised[:, n - 2 * span:n - span], xp)) / span
+            slope = xp.where(xp.isfinite(slope), slope, 0.0)
+        else:
+            slope = xp.zeros(n_ctx)
+        level = recent + slope * (span - 1) / 2.0
+        level = xp.where(xp.isfinite(level), level, trend[:, -1])  # no observation in the span: the trend
+
         # remainder scale per phase of the shortest period, shrunk towards the context's scale
         by_phase = _by_phase(remainder, p_min, xp)
         overall = _robust_scale(remainder, xp)
         phase_scale = _robust_scale(by_phase, xp)
         count = xp.isfinite(by_phase).sum(axis=2)
         blended = xp.sqrt((count * phase_scale**2 + _SHRINK * overall[:, None] ** 2) / (count + _SHRINK))
-        floor = _MIN_SCALE[self.transform] if self.min_scale is None else float(self.min_scale)
-        self.scale_ = xp.maximum(xp.maximum(blended, 0.25 * overall[:, None]), floor)
-        if floor == 0.0:
+        scale = xp.maximum(blended, 0.25 * overall[:, None])
+        if self.min_scale is not None:
+            scale = xp.maximum(scale, float(self.min_scale))
+        elif self.transform is None:
             # without a transform a flat history still needs a positive scale: a
             # millionth of its level, far above the rounding of the decomposition
-            level = xp.nan_to_num(_nanmedian_rows(xp.abs(z), xp), nan=0.0)
-            self.scale_ = xp.maximum(self.scale_, 1e-6 * xp.maximum(level, 1.0)[:, None])
-        u = remainder / self._phase_values(self.scale_, 0, n, xp)
-        deviation = score_direction(u, self.direction)
-        # dispersion of the observations over rolling windows, per phase of the window's end
+            size = xp.nan_to_num(_nanmedian_rows(xp.abs(z), xp), nan=0.0)
+            scale = xp.maximum(scale, 1e-6 * xp.maximum(size, 1.0)[:, None])
+        state = {"level": level, "slope": slope, "shape": shape, "scale": scale}
+
+        # in-sample parts (the training scores when nothing can be held out)
+        lower = 0.0 if self.transform is not None else -xp.inf
+        expected = xp.maximum(trend + seasonal.sum(axis=0), lower)
+        phase_scale = _phase_values(scale, 0, n, xp)
+        point_scale = xp.maximum(phase_scale, self._count_floor(expected, xp))
+        u = self._standardise(xp.where(xp.isnan(remainder), xp.nan, z), expected, phase_scale, xp)
+        insample = {"u": u, "deviation": score_direction(u, self.direction)}
+
         w = self._window()
         if w:
-            self.dispersion_floor_ = _MIN_DISPERSION * xp.nan_to_num(_nanmedian_rows(self.scale_, xp), nan=1.0)
-            log_disp = self._log_dispersion(z, w, xp, self.dispersion_floor_)
+            typical_scale = xp.nan_to_num(_nanmedian_rows(point_scale, xp), nan=1.0)
+            floor = _MIN_DISPERSION * typical_scale
+            mean_w, sd_w = _rolling_stats(z, w, xp)
+            # low variance: log dispersion per phase of the window's last point
+            log_disp = self._log_dispersion(mean_w, sd_w, floor, xp)
             by_phase = _by_phase(log_disp, p_min, xp)
             center = _nanmedian_rows(by_phase, xp)
-            spread = _robust_scale(by_phase - center[..., None], xp)
-            self.dispersion_center_ = center
-            self.dispersion_spread_ = xp.maximum(xp.nan_to_num(spread, nan=_MIN_LOG_SPREAD), _MIN_LOG_SPREAD)
-            self.recent_values_ = z[:, n - (w - 1):].copy()
-            regular = self._low_variance(log_disp, 0, xp)
-            scores = xp.fmax(deviation, regular)
+            # one spread per context, over all its windows: a per-phase spread from a few dozen
+            # windows is too noisy for a z-score's denominator
+            spread = _robust_scale((by_phase - center[..., None]).reshape(n_ctx, -1), xp)
+            spread = xp.maximum(xp.where(xp.isfinite(spread), spread, _MIN_LOG_SPREAD), _MIN_LOG_SPREAD)
+            # level shift: window means per phase; one spread per context (mean absolute deviation,
+            # which -- unlike the MAD -- sees a weekly minority of quieter days), at least the noise
+            # of a mean of w points
+            level_center = _nanmedian_rows(_by_phase(mean_w, p_min, xp), xp)
+            gap = mean_w - _phase_values(level_center, 0, n, xp)
+            level_spread = _MEAN_ABS_TO_SIGMA * _nanmean_rows(xp.abs(gap), xp)
+            level_noise = typical_scale / math.sqrt(w)
+            level_spread = xp.maximum(xp.where(xp.isfinite(level_spread), level_spread, 0.0), level_noise)
+            state.update(level_center=level_center, level_spread=level_spread, level_noise=level_noise,
+                         dispersion_center=center,
+                         dispersion_spread=spread, dispersion_floor=floor,
+                         recent_values=z[:, n - (w - 1):].copy())
+            insample["low_variance"] = (_phase_values(center, 0, n, xp) - log_disp) / spread[:, None]
+            insample["level_shift"] = score_direction(gap / level_spread[:, None], self.direction)
+        return state, insample, skipped, robust_fit
+
+    # -------------------------------------------------------------- scoring
+    def _track_state(self, z, st, start, steps, xp):
+        """Expected values of new (transformed) data ``z`` from a state, and the parts of the score.
+
+        ``st`` is a state as :meth:`_fit_state` returns it, with one row per row
+        of ``z`` (NaN rows for unseen contexts); ``start`` is the position of
+        ``z``'s first point counted from the first fitted point; ``steps`` the
+        grid steps from the fit's last point to it (1 = it follows at once).
+        Returns a dict of (n_ctx, n_new) arrays (transformed units):
+        ``expected``, ``trend``, ``seasonal``, ``u`` (signed deviation in units
+        of noise, see :meth:`_standardise`), ``deviation``, ``level_shift`` and
+        ``low_variance`` (NaN when the windowed scores are off).
+        """
+        n_ctx, n_new = z.shape
+        seasonal = xp.zeros((n_ctx, n_new))
+        for table in st["shape"].values():
+            seasonal = seasonal + _phase_values(table, start, n_new, xp)
+        base_scale = _phase_values(st["scale"], start, n_new, xp)
+        level = st["level"]
+        slope = st["slope"]
+        # damped slope: the fitted slope fades over about one shortest period
+        damping = 1.0 - 1.0 / min(self.periods_)
+        for _ in range(steps - 1):  # points between the fit's end and the new data
+            slope = slope * damping
+            level = level + slope
+        lower = 0.0 if self.transform is not None else -xp.inf  # no fewer than zero events
+        trend = xp.empty((n_ctx, n_new))
+        expected = xp.empty((n_ctx, n_new))
+        alpha = float(self.trend_alpha)
+        clip = float(self.trend_clip)
+        for j in range(n_new):
+            slope = slope * damping
+            level = level + slope
+            e = xp.maximum(level + seasonal[:, j], lower)
+            trend[:, j] = level
+            expected[:, j] = e
+            u = self._standardise(z[:, j], e, base_scale[:, j], xp)
+            # the level may only move slowly and robustly: clipped, small steps; missing points do not move it
+            step = alpha * xp.clip(u, -clip, clip) * xp.maximum(base_scale[:, j], self._count_floor(e, xp))
+            level = level + xp.where(xp.isnan(step), 0.0, step)
+        u = self._standardise(z, expected, base_scale, xp)
+        out = {"expected": expected, "trend": trend, "seasonal": expected - trend, "u": u,
+               "deviation": score_direction(u, self.direction)}
+        w = self._window()
+        if w:
+            # the first windows reach back into the history's last values (NaN for skipped steps)
+            past = st["recent_values"]
+            gap = xp.full((n_ctx, min(steps - 1, past.shape[1])), xp.nan)
+            joined = xp.concatenate([past, gap, z], axis=1)
+            mean_w, sd_w = _rolling_stats(joined, w, xp)
+            mean_w = mean_w[:, joined.shape[1] - n_new:]
+            sd_w = sd_w[:, joined.shape[1] - n_new:]
+            log_disp = self._log_dispersion(mean_w, sd_w, st["dispersion_floor"], xp)
+            center = _phase_values(st["dispersion_center"], start, n_new, xp)
+            out["low_variance"] = (center - log_disp) / st["dispersion_spread"][:, None]
+            shift = (mean_w - _phase_values(st["level_center"], start, n_new, xp)) / st["level_spread"][:, None]
+            out["level_shift"] = score_direction(shift, self.direction)
         else:
-            scores = deviation
-        return xp.where(xp.isnan(u), xp.nan, scores)
+            out["low_variance"] = xp.full((n_ctx, n_new), xp.nan)
+            out["level_shift"] = xp.full((n_ctx, n_new), xp.nan)
+        return out
 
-    # -------------------------------------------------------------- helpers
-    def _phase_values(self, table, start, length, xp):
-        """``table[:, (start + j) mod period]`` for ``j < length``: per-phase values laid along time."""
-        period = table.shape[1]
-        phases = (start + xp.arange(length)) % period
-        return table[:, phases]
+    def _combine(self, parts, z, xp):
+        """The detector's score: the largest part, NaN where the point is missing or cannot be scored."""
+        scores = parts["deviation"]
+        for name in ("level_shift", "low_variance"):
+            if name in parts:
+                scores = xp.fmax(scores, parts[name])
+        return xp.where(xp.isnan(z) | xp.isnan(parts["deviation"]), xp.nan, scores)
 
-    def _log_dispersion(self, z, window, xp, floor):
-        return xp.log(xp.maximum(_rolling_std(z, window, xp), floor[:, None]))
-
-    def _low_variance(self, log_disp, start, xp):
-        """Robust z-score of too little dispersion: positive when a window is more regular than the fit's."""
-        center = self._phase_values(xp.asarray(self.dispersion_center_), start, log_disp.shape[1], xp)
-        spread = self._phase_values(xp.asarray(self.dispersion_spread_), start, log_disp.shape[1], xp)
-        return (center - log_disp) / spread
+    def _fitted_state(self):
+        """The fitted per-context state as :meth:`_track_state` takes it."""
+        st = {"level": self.level_, "slope": self.slope_, "shape": dict(self.seasonal_shape_), "scale": self.scale_}
+        if self._window():
+            for name in ("level_center", "level_spread", "dispersion_center", "dispersion_spread",
+                         "dispersion_floor", "recent_values"):
+                st[name] = getattr(self, name + "_")
+        return st
 
     def _track(self, values, panel, rows):
-        """Expected values of new data from the fitted state, and the two scores.
+        """Expected values of new data from the fitted state, and the parts of the score.
 
         Returns a dict of (n_ctx, n_new) arrays (transformed units): ``expected``,
-        ``trend``, ``seasonal``, ``deviation`` (directional z-score) and
-        ``low_variance`` (NaN when that score is off); rows of unseen contexts are NaN.
+        ``trend``, ``seasonal``, ``u``, ``deviation`` (directional), ``level_shift``
+        and ``low_variance`` (NaN when the windowed scores are off); rows of
+        unseen contexts are NaN.
         """
         xp = backend.array_module(values)
         steps = self.steps_after_fit(panel)
@@ -835,7 +1274,6 @@ class STLDetector(BaseDetector):
                 f"new data must start after the fitted history, which ends at {self.fit_end_}; "
                 f"it starts at {panel.index[0]}"
             )
-        n_ctx, n_new = values.shape
         seen = xp.asarray(rows >= 0)
         take = xp.asarray(np.maximum(rows, 0))
 
@@ -844,67 +1282,31 @@ class STLDetector(BaseDetector):
             a = (backend.to_numpy(a) if xp is np else xp.asarray(a))[take]
             return xp.where(seen.reshape((-1,) + (1,) * (a.ndim - 1)), a, xp.nan)
 
+        st = {}
+        for name, value in self._fitted_state().items():
+            st[name] = {k: state(v) for k, v in value.items()} if isinstance(value, dict) else state(value)
         z = self._transformed(values)
         start = self.n_fit_times_ - 1 + steps  # position of the first new point, from the fit's start
-        seasonal = xp.zeros((n_ctx, n_new))
-        for period, table in self.seasonal_shape_.items():
-            seasonal = seasonal + self._phase_values(state(table), start, n_new, xp)
-        scale = self._phase_values(state(self.scale_), start, n_new, xp)
-        level = state(self.level_)
-        slope = state(self.slope_)
-        # damped slope: the fitted slope fades over about one shortest period
-        damping = 1.0 - 1.0 / min(self.periods_)
-        for _ in range(steps - 1):  # points between the fit's end and the new data
-            slope = slope * damping
-            level = level + slope
-        trend = xp.empty((n_ctx, n_new))
-        alpha = float(self.trend_alpha)
-        clip = float(self.trend_clip)
-        for j in range(n_new):
-            slope = slope * damping
-            level = level + slope
-            trend[:, j] = level
-            u = (z[:, j] - (level + seasonal[:, j])) / scale[:, j]
-            # the level may only move slowly and robustly: clipped, small steps; missing points do not move it
-            step = alpha * xp.clip(u, -clip, clip) * scale[:, j]
-            level = level + xp.where(xp.isnan(step), 0.0, step)
-        expected = trend + seasonal
-        u = (z - expected) / scale
-        out = {"expected": expected, "trend": trend, "seasonal": seasonal,
-               "deviation": score_direction(u, self.direction)}
-        w = self._window()
-        if w:
-            # the first windows reach back into the history's last values (NaN for skipped steps)
-            past = state(self.recent_values_)
-            gap = xp.full((n_ctx, min(steps - 1, past.shape[1])), xp.nan)
-            floor = state(self.dispersion_floor_)
-            joined = xp.concatenate([past, gap, z], axis=1)
-            log_disp = self._log_dispersion(joined, w, xp, floor)[:, joined.shape[1] - n_new:]
-            center = self._phase_values(state(self.dispersion_center_), start, n_new, xp)
-            spread = self._phase_values(state(self.dispersion_spread_), start, n_new, xp)
-            out["low_variance"] = (center - log_disp) / spread
-        else:
-            out["low_variance"] = xp.full((n_ctx, n_new), xp.nan)
-        return out
+        return self._track_state(z, st, start, steps, xp)
 
     # -------------------------------------------------------------- score / explain
     def _score(self, values, panel, rows):
         self._validate()
         xp = backend.array_module(values)
         parts = self._track(values, panel, rows)
-        scores = xp.fmax(parts["deviation"], parts["low_variance"])
-        return xp.where(xp.isnan(values) | xp.isnan(parts["deviation"]), xp.nan, scores)
+        return self._combine(parts, values, xp)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected and observed value, trend and seasonal part (original units) at each alert's peak,
-        and which score fired (``"deviation"`` or ``"low_variance"``)."""
+        and which score fired (``"deviation"``, ``"level_shift"`` or ``"low_variance"``)."""
         values = panel.to_numpy()
         parts = self._track(values, panel, self.context_rows(panel))
         parts = {k: backend.to_numpy(v)[ctx_rows, peak_pos] for k, v in parts.items()}
         expected = _inverse(parts["expected"], self.transform, np)
-        trend = _inverse(parts["trend"], self.transform, np)
-        fired = np.where(np.nan_to_num(parts["low_variance"], nan=-np.inf) > parts["deviation"],
-                         "low_variance", "deviation")
+        lower = 0.0 if self.transform is not None else -np.inf
+        trend = _inverse(np.maximum(parts["trend"], lower), self.transform, np)
+        stacked = np.vstack([np.nan_to_num(parts[name], nan=-np.inf) for name in self.score_parts])
+        fired = np.asarray(self.score_parts)[np.argmax(stacked, axis=0)]
         return {
             "expected": expected,
             "observed": values[ctx_rows, peak_pos],
