@@ -187,12 +187,22 @@ class BaseDetector:
         panel = _as_panel(panel, after=self)
         return panel.contexts[self.context_rows(panel) < 0]
 
-    def steps_after_fit(self, panel: Panel) -> int:
+    def steps_after_fit(self, panel: Panel, require_new: bool = False) -> int:
         """Grid steps from the last fitted time to ``panel``'s first time (1 = it follows at once).
 
         Raises ValueError when the panel's grid differs from the fitted one
-        (another frequency, or times that fall between the fitted grid's points).
+        (another frequency, or times that fall between the fitted grid's points),
+        and, with ``require_new``, when the panel does not start after the fitted history.
         """
+        steps = self._steps_after_fit(panel)
+        if require_new and steps < 1:
+            raise ValueError(
+                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
+                f"it starts at {panel.index[0]}"
+            )
+        return steps
+
+    def _steps_after_fit(self, panel: Panel) -> int:
         freq, _ = _grid_description(panel.index)
         if freq != self.freq_:
             raise ValueError(
@@ -263,12 +273,7 @@ class BaseDetector:
             When the new data does not start after the fitted history.
         """
         xp = backend.array_module(values)
-        steps = self.steps_after_fit(panel)
-        if steps < 1:
-            raise ValueError(
-                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
-                f"it starts at {panel.index[0]}"
-            )
+        steps = self.steps_after_fit(panel, require_new=True)
         history = xp.asarray(history)
         seen = xp.asarray(rows >= 0)
         past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)

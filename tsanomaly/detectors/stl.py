@@ -1268,12 +1268,7 @@ class STLDetector(BaseDetector):
         unseen contexts are NaN.
         """
         xp = backend.array_module(values)
-        steps = self.steps_after_fit(panel)
-        if steps < 1:
-            raise ValueError(
-                f"new data must start after the fitted history, which ends at {self.fit_end_}; "
-                f"it starts at {panel.index[0]}"
-            )
+        steps = self.steps_after_fit(panel, require_new=True)
         seen = xp.asarray(rows >= 0)
         take = xp.asarray(np.maximum(rows, 0))
 
