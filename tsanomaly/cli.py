@@ -184,9 +184,9 @@ def _cmd_evaluate(args) -> int:
     text = format_markdown(evaluations, "tsanomaly evaluate " + " ".join(args.command_line))
     print(text)
     if args.out:
-        from tsanomaly.io import atomic_write_text
+        from tsanomaly.io import write_text
 
-        atomic_write_text(args.out, text)
+        write_text(text, args.out)
     return 0
 
 

@@ -235,8 +235,3 @@ def write_text(text: str, path) -> Path:
     """Write UTF-8 text (an HTML report, a JSON summary) to ``path`` atomically."""
     data = text.encode("utf-8")
     return _atomic_write(path, lambda handle: handle.write(data))
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically: readers see the old file or the whole new one."""
-    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
