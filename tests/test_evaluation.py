@@ -21,6 +21,14 @@ def test_estimate_period_finds_the_cycle(period):
     assert abs(estimate_period(x) - period) <= max(1, period // 50)
 
 
+def test_estimate_period_needs_only_two_cycles():
+    """NAB's probationary period: 604 five-minute points, barely more than two days."""
+    rng = np.random.default_rng(7)
+    t = np.arange(604)
+    x = 50 + 30 * np.sin(2 * np.pi * t / 288) + rng.normal(size=t.size)
+    assert abs(estimate_period(x) - 288) <= 3
+
+
 def test_estimate_period_of_noise_is_the_default():
     x = np.random.default_rng(0).normal(size=3000)
     assert estimate_period(x, default=17) == 17
@@ -47,7 +55,20 @@ def test_zmean_ensemble_and_bad_combine():
     det = EnsembleDetector(detectors=[RollingZScoreDetector(window=6, seasonal_period=None)], combine="zmean").fit(x)
     assert np.isfinite(det.score(np.random.default_rng(3).normal(size=(2, 50))).values).any()
     with pytest.raises(ValueError, match="combine"):
-        EnsembleDetector(combine="max").fit(x)
+        EnsembleDetector(combine="median").fit(x)
+
+
+def test_max_ensemble_is_the_largest_ratio_to_each_members_training_maximum():
+    rng = np.random.default_rng(4)
+    train, new = rng.normal(size=(1, 400)), rng.normal(size=(1, 60))
+    members = [RollingZScoreDetector(window=6, seasonal_period=None), RollingZScoreDetector(window=24, seasonal_period=None)]
+    det = EnsembleDetector(detectors=members, combine="max").fit(train)
+    expected = []
+    for member in members:
+        alone = RollingZScoreDetector(**member.get_params())
+        peak = np.nanmax(alone.fit_score(train).values)
+        expected.append(alone.score(new).values / peak)
+    np.testing.assert_allclose(det.score(new).values, np.fmax(*expected), rtol=1e-12)
 
 
 def test_short_accuracy_run_on_real_data(shared_data):
@@ -91,14 +112,14 @@ def test_shift_earlier_moves_scores_and_pads_with_nan():
     np.testing.assert_array_equal(_shift_earlier(np.arange(3.0), 0), [0.0, 1.0, 2.0])
 
 
-def test_mp_multi_is_a_zmean_ensemble_of_capped_period_multiples():
-    from tsanomaly.evaluation import MP_MULTI_WINDOWS, make_benchmark_detector
+def test_mp_multi_is_a_max_ensemble_of_value_and_difference_profiles():
+    from tsanomaly.evaluation import make_benchmark_detector
 
     det = make_benchmark_detector("mp-multi", period=20, n_train=300, n_total=1000)
-    assert det.combine == "zmean"
-    assert [m.window for m in det.detectors] == [20 * k for k in MP_MULTI_WINDOWS]
-    capped = make_benchmark_detector("mp-multi", period=80, n_train=300, n_total=1000)
-    assert [m.window for m in capped.detectors] == [80, 100]  # 2p capped at a third of the training part
+    assert det.combine == "max"
+    assert [(m.window, m.difference, m.neighbours) for m in det.detectors] == [(20, False, "all"), (20, True, "all")]
+    capped = make_benchmark_detector("mp", period=200, n_train=300, n_total=1000)
+    assert capped.window == 150  # capped at half the training part
     with pytest.raises(ValueError, match="unknown detector"):
         make_benchmark_detector("nope", period=20, n_train=300, n_total=1000)
 
@@ -134,3 +155,22 @@ def test_evaluate_uses_centred_scores_for_ucr_top1():
     record = _synthetic_record()
     result = evaluate([record], "ucr", detectors=["mp", "mp-multi"], progress=False)
     assert list(result.summary["top1_accuracy"]) == [1.0, 1.0]
+
+
+def test_nab_alert_scores_are_threshold_units_kept_at_incident_onsets():
+    from tsanomaly.evaluation import NAB_REFRACTORY_PERIODS, SeriesScores, nab_alert_scores
+
+    scores = np.full(200, 1.0)
+    scores[:20] = np.nan  # the training part is not scored
+    scores[100:130] = 8.0  # one incident lasting 30 steps
+    result = SeriesScores(scores, scores >= 4.0, period=5, factor=2, seconds=0.0, threshold=4.0)
+    alert = nab_alert_scores(result)
+    assert np.isnan(alert[:20]).all()
+    assert alert[20] == 0.25  # the first scored step is an onset, in threshold units
+    assert np.flatnonzero(alert >= 1.0).tolist() == [100]  # one alert for the whole incident
+    # Steps back to normal stay quiet for the refractory span (in full-resolution points).
+    quiet = NAB_REFRACTORY_PERIODS * 5 * 2
+    assert np.isnan(alert[130 : 130 + quiet]).all() and alert[21:100].tolist().count(0.25) == 0
+    # Without a usable threshold the raw scores are used.
+    raw = nab_alert_scores(SeriesScores(scores, scores >= 4.0, period=5, factor=1, seconds=0.0))
+    assert raw[100] == 8.0

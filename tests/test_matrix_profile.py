@@ -378,6 +378,54 @@ def test_detector_scores_are_the_bounded_left_profile():
     assert np.isnan(scores[1, 30 : 30 + m]).all()  # windows holding the missing hour
 
 
+def test_detector_all_neighbours_is_the_banded_full_profile():
+    """neighbours="all": min distance to windows up to `history` points earlier *or later*, over the
+    kept history and the whole scored batch; a shape that recurs later in the batch is no discord."""
+    rng = np.random.default_rng(30)
+    m, hist, excl = 12, 100, 3
+    values = np.cumsum(rng.standard_normal((2, 400)), axis=1)
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[299]), panel.time_slice(start=panel.index[300])
+    det = MatrixProfileDetector(window=m, history=hist, min_history=0, exclusion=excl, neighbours="all", device="cpu")
+    scores = det.fit(history).score(new).to_numpy()
+    for c in range(2):
+        x = values[c, 300 - (hist + m - 1) :]
+        D = distance_matrix(x, m)
+        i, j = np.indices(D.shape)
+        D = np.where((np.abs(j - i) > excl) & (np.abs(j - i) <= hist), D, np.inf)
+        expected = D.min(axis=1)[-100:] / math.sqrt(2 * m)
+        np.testing.assert_allclose(scores[c], expected, atol=1e-9, rtol=0)
+    # A burst that happens twice in the new data is new to "past" the first time, not to "all".
+    t = np.arange(600)
+    wave = np.sin(2 * np.pi * t / 24) + 0.05 * rng.standard_normal(600)
+    burst = np.hanning(12) * 3
+    wave[400:412] += burst
+    wave[496:508] += burst  # four days later, at the same hour
+    twice = _hourly_panel(wave[None, :])
+    fit_part, scored = twice.time_slice(end=twice.index[299]), twice.time_slice(start=twice.index[300])
+    past = MatrixProfileDetector(window=24, history=600, device="cpu").fit(fit_part).score(scored).to_numpy()[0]
+    every = MatrixProfileDetector(window=24, history=600, neighbours="all", device="cpu").fit(fit_part).score(scored).to_numpy()[0]
+    first = slice(100, 100 + 12 + 23)  # windows that hold the first burst
+    assert np.nanmax(past[first]) > 2 * np.nanmax(every[first])
+
+
+def test_detector_difference_profiles_the_first_difference():
+    """difference=True: the window ending at t compares the steps x[t-m+1]-x[t-m] .. x[t]-x[t-1]."""
+    rng = np.random.default_rng(31)
+    x = np.sin(2 * np.pi * np.arange(700) / 40) + 0.002 * rng.standard_normal(700)
+    x[600] += 0.05
+    panel = _hourly_panel(x[None, :])
+    fit_part, scored = panel.time_slice(end=panel.index[399]), panel.time_slice(start=panel.index[400])
+    det = MatrixProfileDetector(window=20, history=700, min_history=0, neighbours="all", difference=True, device="cpu")
+    scores = det.fit(fit_part).score(scored).to_numpy()[0]
+    steps = np.diff(x)  # steps[k] = x[k+1] - x[k]: the window of steps ending at t ends at steps[t-1]
+    reference = matrix_profile(steps, 20, device="cpu").profile / math.sqrt(2 * 20)
+    np.testing.assert_allclose(scores, reference[400 - 20 : 700 - 20], atol=1e-9, rtol=0)
+    assert 200 <= int(np.nanargmax(scores)) <= 220  # a window holding the step into or out of x[600]
+    with pytest.raises(ValueError, match="difference"):
+        MatrixProfileDetector(window=5, history=20, difference="yes").fit(fit_part)
+
+
 def test_detector_training_scores_and_planted_discord():
     rng = np.random.default_rng(27)
     t = np.arange(24 * 28)
@@ -435,3 +483,5 @@ def test_detector_rejects_bad_parameters():
         MatrixProfileDetector(window=5, precision="fp16").fit(panel)
     with pytest.raises(ValueError, match="min_history"):
         MatrixProfileDetector(window=5, history=20, min_history=21).fit(panel)
+    with pytest.raises(ValueError, match="neighbours must be one of"):
+        MatrixProfileDetector(window=5, history=20, neighbours="future").fit(panel)

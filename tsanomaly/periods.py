@@ -38,7 +38,8 @@ def estimate_period(x, min_period: int = 4, max_period: int | None = None, defau
     min_period : int, default 4
         Shortest period considered.
     max_period : int, optional
-        Longest period considered; default ``n // 3`` (three cycles must fit).
+        Longest period considered; default ``n // 2`` (two cycles must fit: NAB's
+        probationary period holds barely more than two days of 5-minute data).
     default : int, optional
         Returned when no peak stands out (autocorrelation below 0.1); default
         ``max(min_period, min(100, n // 10))``.
@@ -52,9 +53,9 @@ def estimate_period(x, min_period: int = 4, max_period: int | None = None, defau
     n = x.size
     if default is None:
         default = max(min_period, min(100, n // 10))
-    if n < 3 * min_period:
+    if n < 2 * min_period:
         return int(default)
-    max_period = n // 3 if max_period is None else min(int(max_period), n // 3)
+    max_period = n // 2 if max_period is None else min(int(max_period), n // 2)
     centred = x - x.mean()
     if not np.any(centred):
         return int(default)

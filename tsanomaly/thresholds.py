@@ -14,14 +14,19 @@ probabilities), so one threshold can serve every context.  It is learnt at
 With ``per_context=True`` each context gets its own threshold from its own
 training scores (contexts with too few finite scores fall back to the global
 threshold).
+
+:func:`suppress_repeats` turns a score stream into one alert per incident: a
+score counts only where it rises above everything the same context scored in
+the preceding ``refractory`` steps.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from tsanomaly import backend
 
-__all__ = ["THRESHOLD_METHODS", "calibrate", "validate_threshold_params"]
+__all__ = ["THRESHOLD_METHODS", "calibrate", "suppress_repeats", "validate_threshold_params"]
 
 THRESHOLD_METHODS = ("quantile", "pot")
 
@@ -106,3 +111,53 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
                 ).thresholds
             thresholds[enough] = own
     return thresholds, global_value
+
+
+def suppress_repeats(scores, refractory: int):
+    """Scores of incident onsets: each score kept only where it exceeds every earlier score of its
+    context within ``refractory`` steps; NaN elsewhere.
+
+    A sustained incident (a credential-stuffing wave that lasts hours, a level shift) keeps a
+    detector's score high for many steps, and each step over the threshold would be one more
+    alert. This keeps a step only when its score is a new high for the last ``refractory``
+    steps, so whatever threshold is applied afterwards, an incident raises one alert when it
+    starts and again only if it grows worse. It looks back only, so it can run on a stream.
+    NAB's scoring, which counts only the first detection in each window and charges every
+    detection outside one, rewards exactly this.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n_times,) or (n_contexts, n_times)
+        Scores in time order (higher = more anomalous); NaN for steps not scored. NumPy or CuPy
+        (computed on the host; the result is NumPy).
+    refractory : int
+        Look-back in steps, at least 1.
+
+    Returns
+    -------
+    numpy.ndarray of float64, the shape of ``scores``
+        The score where it is an onset, NaN elsewhere. The first scored step of a context is
+        always an onset.
+
+    Raises
+    ------
+    ValueError
+        For ``refractory < 1`` or a non-integer, or scores of more than two dimensions.
+
+    Examples
+    --------
+    >>> suppress_repeats([1.0, 5.0, 6.0, 5.5, 2.0, 7.0], refractory=3)
+    array([1., 5., 6., nan, nan, 7.])
+    """
+    if isinstance(refractory, bool) or not isinstance(refractory, (int, np.integer)) or refractory < 1:
+        raise ValueError(f"refractory must be an integer >= 1, got {refractory!r}")
+    values = np.asarray(backend.to_numpy(scores), dtype=np.float64)
+    if values.ndim not in (1, 2):
+        raise ValueError(f"scores must be 1-D or 2-D (n_contexts, n_times), got shape {values.shape}")
+    rows = np.atleast_2d(values)
+    # Rolling max of the preceding `refractory` steps, per context (columns of the frame).
+    earlier = pd.DataFrame(rows.T).shift(1).rolling(int(refractory), min_periods=1).max().to_numpy().T
+    with np.errstate(invalid="ignore"):
+        onset = np.isfinite(rows) & ~(rows <= earlier)  # NaN earlier (nothing scored yet) is an onset
+    out = np.where(onset, rows, np.nan)
+    return out if values.ndim == 2 else out[0]

@@ -8,6 +8,12 @@ onto a common scale learnt from the training scores, then averages:
   that member's training scores (in [0, 1]); the ensemble score is the mean.
 - ``combine="zmean"``: a member's score becomes a robust z-score against its
   training scores (median, MAD); the ensemble score is the mean.
+- ``combine="max"``: a member's score is divided by the highest score it gave
+  the training data; the ensemble score is the largest of these ratios, i.e. the
+  verdict of the member most surprised relative to what it saw on clean data.
+  Suited to members that look at the same data in different ways (matrix
+  profiles of a series and of its first difference), where one of them sees an
+  anomaly the others miss.
 
 Members score each context independently, and so does the ensemble.
 """
@@ -22,7 +28,10 @@ from tsanomaly.base import BaseDetector
 from tsanomaly.detectors.baseline import MAD_TO_SIGMA
 from tsanomaly.panel import Panel
 
-__all__ = ["EnsembleDetector"]
+__all__ = ["COMBINE_RULES", "EnsembleDetector"]
+
+#: Ways of putting members on one scale and combining them (see the module docstring).
+COMBINE_RULES = ("rank", "zmean", "max")
 
 # Training-score quantiles kept per member for the rank mapping.
 _N_QUANTILES = 1001
@@ -41,7 +50,7 @@ class EnsembleDetector(BaseDetector):
     detectors : list of BaseDetector
         The members (unfitted; each is cloned at fit). Default: the rolling
         z-score baseline alone.
-    combine : {"rank", "zmean"}, default "rank"
+    combine : {"rank", "zmean", "max"}, default "rank"
         How members' scores are put on one scale before averaging (see module docstring).
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`; ``device`` is passed to members
@@ -67,8 +76,8 @@ class EnsembleDetector(BaseDetector):
         from tsanomaly.detectors.baseline import RollingZScoreDetector
 
         members = list(self.detectors) if self.detectors else [RollingZScoreDetector()]
-        if self.combine not in ("rank", "zmean"):
-            raise ValueError(f"combine must be 'rank' or 'zmean', got {self.combine!r}")
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         for member in members:
             if not isinstance(member, BaseDetector):
                 raise ValueError(f"ensemble members must be tsanomaly detectors, got {type(member).__name__}")
@@ -100,15 +109,18 @@ class EnsembleDetector(BaseDetector):
         quantiles = self.member_quantiles_[k]
         if self.combine == "rank":
             mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
+        elif self.combine == "max":
+            mapped = scores / max(float(quantiles[-1]), 1e-12)  # quantiles[-1]: the training maximum
         else:
             mapped = (scores - quantiles[_N_QUANTILES // 2]) / self.member_scale_[k]
         return np.where(np.isfinite(scores), mapped, np.nan)
 
     def _combine(self, member_scores: list) -> np.ndarray:
+        """Ensemble scores from the members' raw scores (one array per member, any one shape)."""
         stacked = np.stack([self._calibrated(k, s) for k, s in enumerate(member_scores)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # no member scored the point: NaN
-            return np.nanmean(stacked, axis=0)
+            return np.nanmax(stacked, axis=0) if self.combine == "max" else np.nanmean(stacked, axis=0)
 
     def _member_scores(self, values, panel: Panel, rows: np.ndarray) -> list:
         return [backend.to_numpy(member._score(values, panel, rows)) for member in self.members_]

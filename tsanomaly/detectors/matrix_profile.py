@@ -318,6 +318,10 @@ def left_profile(x, m, exclusion, precision, device, col_start=0, max_lag=None):
 
 
 # ---------------------------------------------------------------------------- detector
+#: Where :class:`MatrixProfileDetector` seeks a window's neighbour: earlier windows, or all.
+NEIGHBOURS = ("past", "all")
+
+
 class MatrixProfileDetector(BaseDetector):
     """Anomaly score = distance of the latest window to its nearest neighbour in the past.
 
@@ -326,8 +330,9 @@ class MatrixProfileDetector(BaseDetector):
     starts at most ``history`` points before it (the left matrix profile), divided
     by ``sqrt(2 * window)`` so that contexts of any size and windows of any length
     share one scale (0 = a shape seen before; 1 = uncorrelated with everything in
-    the past; at most sqrt(2)). Higher = more anomalous. Scoring is causal: it
-    uses the history kept from :meth:`fit` and the earlier points of the new data.
+    the past; at most sqrt(2)). Higher = more anomalous. Scoring is causal by
+    default: it uses the history kept from :meth:`fit` and the earlier points of the
+    new data (``neighbours="all"`` also looks at the later points of the batch).
 
     Parameters
     ----------
@@ -350,6 +355,21 @@ class MatrixProfileDetector(BaseDetector):
     precision : {"double", "single"}, default "double"
         See :func:`matrix_profile` (single: float32, bound ``2 window 1e-4`` on
         squared distances, i.e. ``1e-4`` on the correlation).
+    neighbours : {"past", "all"}, default "past"
+        Where a window's nearest neighbour is sought. ``"past"``: earlier windows only
+        (the left matrix profile), so a score never changes once computed -- for
+        streaming and for alerts raised as data arrive. ``"all"``: earlier and later
+        windows within ``history`` points, of the kept history and of the whole batch
+        being scored (the full matrix profile) -- for offline batch scoring (a T+1 job
+        scoring yesterday, a search for the one anomaly in a recording), where a shape
+        seen for the first time in the batch but repeated later in it is not a
+        discord. With ``"all"`` a point's score depends on the rest of its batch.
+    difference : bool, default False
+        Compare windows of the first difference (the step from each point to the next)
+        instead of the values: the profile then sees a change of slope or a one-point
+        spike inside an otherwise familiar shape, which z-normalising a window of smooth
+        values can hide. A window ending at ``t`` then spans the ``window + 1`` values
+        from ``t - window`` to ``t``.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -389,6 +409,8 @@ class MatrixProfileDetector(BaseDetector):
         min_history=None,
         exclusion=None,
         precision="double",
+        neighbours="past",
+        difference=False,
         threshold="quantile",
         contamination=0.001,
         per_context=False,
@@ -399,6 +421,8 @@ class MatrixProfileDetector(BaseDetector):
         self.min_history = min_history
         self.exclusion = exclusion
         self.precision = precision
+        self.neighbours = neighbours
+        self.difference = difference
         self.threshold = threshold
         self.contamination = contamination
         self.per_context = per_context
@@ -410,6 +434,10 @@ class MatrixProfileDetector(BaseDetector):
         if isinstance(self.history, bool) or not isinstance(self.history, numbers.Integral) or self.history < m:
             raise ValueError(f"history must be an integer >= window ({m}), got {self.history!r}")
         _check_precision(self.precision)
+        if self.neighbours not in NEIGHBOURS:
+            raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
+        if not isinstance(self.difference, (bool, np.bool_)):
+            raise ValueError(f"difference must be True or False, got {self.difference!r}")
         exclusion = _check_exclusion(self.exclusion, m)
         if self.min_history is not None and (
             isinstance(self.min_history, bool)
@@ -429,9 +457,21 @@ class MatrixProfileDetector(BaseDetector):
         return int(self.history) + int(self.window) - 1
 
     def _profile(self, x, col_start):
-        """Left profile (distance, index) of every window of x from col_start on, on self.device_."""
+        """Profile (distance, index) of every window of x from col_start on, on self.device_:
+        the left profile, or with ``neighbours="all"`` the nearer of the left and right ones."""
         m, exclusion = self._validate()
-        return left_profile(x, m, exclusion, self.precision, self.device_, col_start, int(self.history))
+        if self.difference:
+            # Same length as x, so window positions (and scores) stay aligned with the values.
+            xp = backend.array_module(x)
+            x = xp.concatenate([xp.full((x.shape[0], 1), xp.nan), xp.diff(x, axis=1)], axis=1)
+        if self.neighbours == "past":
+            return left_profile(x, m, exclusion, self.precision, self.device_, col_start, int(self.history))
+        # Both sides need every diagonal of the band, so the join covers all columns
+        # (col_start only limits the left profile's columns).
+        right_d, right_i, left_d, left_i = _kernel(self.device_).join(x, None, m, exclusion, self.precision, 0, int(self.history))
+        xp = backend.array_module(left_d)
+        use_left = left_d <= right_d  # ties: the left neighbour has the smaller index
+        return xp.where(use_left, left_d, right_d), xp.where(use_left, left_i, right_i)
 
     def _scores_from(self, dist, first_window, n_out, data_start):
         """Scores of the n_out windows from first_window on (window ends = scored times).

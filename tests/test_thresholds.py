@@ -1,0 +1,48 @@
+"""Alert post-processing: one alert per incident (thresholds.suppress_repeats)."""
+import numpy as np
+import pytest
+
+from tsanomaly.thresholds import suppress_repeats
+
+
+def test_onsets_by_hand():
+    scores = [1.0, 5.0, 6.0, 5.5, 2.0, 7.0, 7.0, 1.0, 0.5, 0.4]
+    out = suppress_repeats(scores, refractory=3)
+    # 5.5 and 2.0 are below the 6.0 before them; the second 7.0 ties the first; 1.0 and 0.5
+    # are below 7.0 within 3 steps; 0.4 is below 1.0 and 0.5 (the 7.0s are 3+ steps back).
+    expected = [1.0, 5.0, 6.0, np.nan, np.nan, 7.0, np.nan, np.nan, np.nan, np.nan]
+    np.testing.assert_array_equal(out, expected)
+    # A longer look-back suppresses more; refractory=1 keeps every rise.
+    np.testing.assert_array_equal(
+        suppress_repeats(scores, refractory=1), [1.0, 5.0, 6.0, np.nan, np.nan, 7.0, np.nan, np.nan, np.nan, np.nan]
+    )
+    assert np.isfinite(suppress_repeats([3.0, 1.0, 2.0], refractory=1)).tolist() == [True, False, True]
+
+
+def test_a_sustained_incident_alerts_once_at_any_threshold():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 500)
+    scores[200:260] = 5.0  # a plateau of 60 steps
+    onsets = suppress_repeats(scores, refractory=100)
+    for threshold in (2.0, 4.0, 5.0):
+        alerts = np.flatnonzero(np.nan_to_num(onsets, nan=-np.inf) >= threshold)
+        assert alerts.tolist() == [200]
+
+
+def test_nan_is_not_scored_and_rows_are_separate_contexts():
+    scores = np.array([[np.nan, 1.0, np.nan, 0.5, 2.0, 2.0], [3.0, 1.0, 4.0, np.nan, 1.0, 5.0]])
+    out = suppress_repeats(scores, refractory=2)
+    np.testing.assert_array_equal(out[0], [np.nan, 1.0, np.nan, np.nan, 2.0, np.nan])
+    np.testing.assert_array_equal(out[1], [3.0, np.nan, 4.0, np.nan, np.nan, 5.0])
+    assert out.dtype == np.float64
+
+
+@pytest.mark.parametrize("refractory", [0, -1, 2.5, True, "3"])
+def test_bad_refractory_raises(refractory):
+    with pytest.raises(ValueError, match="refractory"):
+        suppress_repeats([1.0, 2.0], refractory)
+
+
+def test_bad_shape_raises():
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        suppress_repeats(np.zeros((2, 2, 2)), 3)
