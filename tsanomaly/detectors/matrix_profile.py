@@ -178,6 +178,14 @@ def _kernel(device):
 
 
 # ---------------------------------------------------------------------------- public function
+def _nearer_side(left_d, left_i, right_d, right_i):
+    """The full profile from the left and right ones: (distance, index) of the nearer neighbour;
+    ties go to the left neighbour, which has the smaller index."""
+    xp = backend.array_module(left_d)
+    use_left = left_d <= right_d
+    return xp.where(use_left, left_d, right_d), xp.where(use_left, left_i, right_i)
+
+
 def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="double") -> MatrixProfile:
     """Matrix profile of one series or of every series of a batch, in one call.
 
@@ -279,9 +287,7 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     xp = backend.array_module(row_d)
     if b is None:
         right_d, right_i, left_d, left_i = row_d, row_i, col_d, col_i
-        use_left = left_d <= right_d  # ties: the left neighbour has the smaller index
-        profile = xp.where(use_left, left_d, right_d)
-        index = xp.where(use_left, left_i, right_i)
+        profile, index = _nearer_side(left_d, left_i, right_d, right_i)
     else:
         profile, index = row_d, row_i
         left_d = right_d = xp.full(profile.shape, xp.inf)
@@ -469,9 +475,7 @@ class MatrixProfileDetector(BaseDetector):
         # Both sides need every diagonal of the band, so the join covers all columns
         # (col_start only limits the left profile's columns).
         right_d, right_i, left_d, left_i = _kernel(self.device_).join(x, None, m, exclusion, self.precision, 0, int(self.history))
-        xp = backend.array_module(left_d)
-        use_left = left_d <= right_d  # ties: the left neighbour has the smaller index
-        return xp.where(use_left, left_d, right_d), xp.where(use_left, left_i, right_i)
+        return _nearer_side(left_d, left_i, right_d, right_i)
 
     def _scores_from(self, dist, first_window, n_out, data_start):
         """Scores of the n_out windows from first_window on (window ends = scored times).
