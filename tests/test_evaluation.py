@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsanomaly import RollingZScoreDetector
+from tsanomaly import RollingZScoreDetector, STLDetector
 from tsanomaly.cli import main
 from tsanomaly.detectors.ensemble import EnsembleDetector
 from tsanomaly.evaluation import evaluate, format_markdown, score_series
@@ -105,6 +105,38 @@ def _synthetic_record(n=1200, period=25, train_end=500, anomaly=(900, 910)):
     return LabelledSeries("synthetic", Panel.from_array(x[None, :], contexts=["synthetic"]), labels, [anomaly], train_end, np.arange(n), [anomaly])
 
 
+def test_second_peak_is_the_highest_score_outside_the_top_ones_neighbourhood():
+    from tsanomaly.detectors.ensemble import _second_peak
+
+    scores = np.array([[0.0, 1.0, 5.0, 4.0, 0.5, 3.0, np.nan], [1.0, 2.0, 1.5, np.nan, np.nan, np.nan, np.nan]])
+    # Row 0: the top (5 at 2) hides 4 and 1 within 2 points; the second peak is 3.
+    # Row 1: nothing lies more than 2 points from the top: the top itself (ratio 1).
+    np.testing.assert_array_equal(_second_peak(scores, 2), [[3.0], [2.0]])
+    np.testing.assert_array_equal(_second_peak(scores[0], 0), [4.0])  # only the top itself is left out
+
+
+def test_peak_ensemble_divides_each_member_by_its_second_peak_and_takes_the_largest():
+    from tsanomaly.detectors.ensemble import _second_peak
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 700))
+    x[1, 600] += 9.0  # one member sees a lone spike, the other a level shift
+    x[2, 500:] += 4.0
+    members = [RollingZScoreDetector(window=8, seasonal_period=None), RollingZScoreDetector(window=40, seasonal_period=None)]
+    det = EnsembleDetector(detectors=members, combine="peak").fit(x[:, :400])
+    scores = det.score(x[:, 400:]).values
+    ratios = []
+    for member in members:
+        own = member.fit(x[:, :400]).score(x[:, 400:]).values
+        ratios.append(own / _second_peak(own, member.window))
+    np.testing.assert_allclose(scores, np.fmax(*ratios), equal_nan=True)
+    assert int(np.nanargmax(scores[1])) == 200
+    with pytest.raises(ValueError, match="peak_separation"):
+        EnsembleDetector(detectors=[STLDetector(periods=24)], combine="peak").fit(x[:, :400])
+    fixed = EnsembleDetector(detectors=[STLDetector(periods=24)], combine="peak", peak_separation=24)
+    assert fixed.fit(np.abs(x[:, :400])).score(np.abs(x[:, 400:])).values.shape == (3, 300)
+
+
 def test_shift_earlier_moves_scores_and_pads_with_nan():
     from tsanomaly.evaluation import _shift_earlier
 
@@ -112,14 +144,16 @@ def test_shift_earlier_moves_scores_and_pads_with_nan():
     np.testing.assert_array_equal(_shift_earlier(np.arange(3.0), 0), [0.0, 1.0, 2.0])
 
 
-def test_mp_multi_is_a_max_ensemble_of_value_and_difference_profiles():
+def test_mp_multi_is_a_peak_ensemble_of_value_and_difference_profiles_of_three_windows():
     from tsanomaly.evaluation import make_benchmark_detector
 
     det = make_benchmark_detector("mp-multi", period=20, n_train=300, n_total=1000)
-    assert det.combine == "max"
-    assert [(m.window, m.difference, m.neighbours) for m in det.detectors] == [(20, False, "all"), (20, True, "all")]
+    assert det.combine == "peak"
+    assert [(m.window, m.smoothing, m.difference, m.neighbours) for m in det.detectors] == [
+        (w, w, d, "all") for w in (10, 20, 40) for d in (False, True)
+    ]
     capped = make_benchmark_detector("mp", period=200, n_train=300, n_total=1000)
-    assert capped.window == 150  # capped at half the training part
+    assert capped.window == 150 and capped.smoothing == 150  # capped at half the training part
     with pytest.raises(ValueError, match="unknown detector"):
         make_benchmark_detector("nope", period=20, n_train=300, n_total=1000)
 
@@ -140,7 +174,7 @@ def test_matrix_profile_location_scores_are_centred_and_scores_match_the_detecto
     np.testing.assert_allclose(result.scores[record.train_end :], det.score(new).to_numpy()[0], equal_nan=True)
     np.testing.assert_array_equal(result.flags[record.train_end :], det.predict(new).to_numpy()[0])
     if name == "mp":
-        shift = (det.window - 1) // 2
+        shift = (det.window - 1 + det.smoothing - 1) // 2
         np.testing.assert_allclose(result.location_scores[record.train_end : -shift], result.scores[record.train_end + shift :])
     # Centred, the peak lies on the anomaly; end-stamped it may trail it by up to a window.
     loc = record.train_end + int(np.nanargmax(result.location_scores[record.train_end :]))

@@ -426,6 +426,42 @@ def test_detector_difference_profiles_the_first_difference():
         MatrixProfileDetector(window=5, history=20, difference="yes").fit(fit_part)
 
 
+def test_detector_smoothing_is_a_trailing_mean_of_window_distances():
+    """smoothing=s: the score at t is the mean distance of the windows ending at t-s+1..t,
+    the same whether the data arrive in one batch or after a fit."""
+    rng = np.random.default_rng(41)
+    x = np.sin(2 * np.pi * np.arange(900) / 24)[None, :] + 0.1 * rng.standard_normal((2, 900))
+    x[1, 700] = np.nan  # windows holding it have no distance and drop out of the means
+    panel = _hourly_panel(x)
+    plain = MatrixProfileDetector(window=24, history=300, device="cpu").fit_score(panel).to_numpy()
+    smooth = MatrixProfileDetector(window=24, history=300, smoothing=7, device="cpu")
+    expected = pd.DataFrame(plain.T).rolling(7, min_periods=1).mean().to_numpy().T
+    np.testing.assert_allclose(smooth.fit_score(panel).to_numpy(), expected, atol=1e-12, rtol=0, equal_nan=True)
+    fit_part, scored = panel.time_slice(end=panel.index[499]), panel.time_slice(start=panel.index[500])
+    chunked = smooth.fit(fit_part).score(scored).to_numpy()
+    np.testing.assert_allclose(chunked, expected[:, 500:], atol=1e-12, rtol=0, equal_nan=True)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="smoothing"):
+            MatrixProfileDetector(window=24, history=300, smoothing=bad).fit(fit_part)
+
+
+@pytest.mark.gpu
+def test_gpu_detector_smoothing_equals_cpu():
+    """The trailing mean runs on CuPy arrays on the GPU path: same scores as on the CPU."""
+    rng = np.random.default_rng(42)
+    x = np.sin(2 * np.pi * np.arange(900) / 24)[None, :] + 0.1 * rng.standard_normal((3, 900))
+    x[2, 600] = np.nan
+    panel = _hourly_panel(x)
+    fit_part, scored = panel.time_slice(end=panel.index[499]), panel.time_slice(start=panel.index[500])
+    for neighbours in ("past", "all"):
+        scores = [
+            MatrixProfileDetector(window=24, history=300, smoothing=24, neighbours=neighbours, device=device)
+            .fit(fit_part).score(scored).to_numpy()
+            for device in ("cpu", "cuda")
+        ]
+        np.testing.assert_allclose(scores[1], scores[0], atol=1e-8, rtol=0, equal_nan=True)
+
+
 def test_detector_training_scores_and_planted_discord():
     rng = np.random.default_rng(27)
     t = np.arange(24 * 28)

@@ -14,11 +14,20 @@ onto a common scale learnt from the training scores, then averages:
   Suited to members that look at the same data in different ways (matrix
   profiles of a series and of its first difference), where one of them sees an
   anomaly the others miss.
+- ``combine="peak"``: a member's scores of one context are divided by the height of
+  that member's second peak in the same batch (its highest score more than
+  ``peak_separation`` points from its highest one); the ensemble score is the
+  largest of these ratios. The member whose strongest event stands out most from
+  everything else it saw in the batch decides. Made for offline review of a
+  recording that holds one event to find (matrix profiles of several windows and
+  views, each of which sees some kinds of anomaly best); a point's score depends
+  on its whole batch, so it is no rule for streaming.
 
 Members score each context independently, and so does the ensemble.
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -31,7 +40,7 @@ from tsanomaly.panel import Panel
 __all__ = ["COMBINE_RULES", "EnsembleDetector"]
 
 #: Ways of putting members on one scale and combining them (see the module docstring).
-COMBINE_RULES = ("rank", "zmean", "max")
+COMBINE_RULES = ("rank", "zmean", "max", "peak")
 
 # Training-score quantiles kept per member for the rank mapping.
 _N_QUANTILES = 1001
@@ -42,6 +51,32 @@ def _clone(detector: BaseDetector) -> BaseDetector:
     return type(detector)(**detector.get_params())
 
 
+def _second_peak(scores: np.ndarray, separation: int) -> np.ndarray:
+    """Each row's highest score more than ``separation`` points from its highest one.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray, shape (n,) or (n_contexts, n)
+    separation : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (1,) or (n_contexts, 1)
+        Broadcasts against ``scores``. Where a row has no finite score that far
+        away, its highest score (ratio 1: nothing stands out); floored at 1e-12.
+    """
+    rows = np.atleast_2d(scores).astype(np.float64, copy=True)
+    rows[~np.isfinite(rows)] = -np.inf
+    top = rows.argmax(axis=1)
+    first = rows[np.arange(rows.shape[0]), top]
+    positions = np.arange(rows.shape[1])
+    near = np.abs(positions[None, :] - top[:, None]) <= separation
+    second = np.where(near, -np.inf, rows).max(axis=1)
+    second = np.where(np.isfinite(second), second, first)
+    second = np.maximum(np.where(np.isfinite(second), second, 1.0), 1e-12)
+    return second.reshape((1,) if np.ndim(scores) == 1 else (-1, 1))
+
+
 class EnsembleDetector(BaseDetector):
     """Average of several detectors' calibrated scores.
 
@@ -50,23 +85,30 @@ class EnsembleDetector(BaseDetector):
     detectors : list of BaseDetector
         The members (unfitted; each is cloned at fit). Default: the rolling
         z-score baseline alone.
-    combine : {"rank", "zmean", "max"}, default "rank"
+    combine : {"rank", "zmean", "max", "peak"}, default "rank"
         How members' scores are put on one scale before averaging (see module docstring).
+    peak_separation : int, optional
+        For ``combine="peak"``: how far (in points) a second peak must lie from the
+        highest score. Default: each member's own ``window``.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`; ``device`` is passed to members
         whose own ``device`` is ``"auto"``.
 
     Notes
     -----
-    Higher = more anomalous. A point's ensemble score is the mean over the
-    members that scored it (NaN members are left out; NaN when none scored it).
+    Higher = more anomalous. A point's ensemble score is the mean (``"max"``,
+    ``"peak"``: the largest) over the members that scored it (NaN members are
+    left out; NaN when none scored it).
     """
 
     explanation_columns = ("member_scores",)
 
-    def __init__(self, detectors=None, combine="rank", threshold="quantile", contamination=0.001, per_context=False, device="auto"):
+    def __init__(
+        self, detectors=None, combine="rank", peak_separation=None, threshold="quantile", contamination=0.001, per_context=False, device="auto"
+    ):
         self.detectors = detectors
         self.combine = combine
+        self.peak_separation = peak_separation
         self.threshold = threshold
         self.contamination = contamination
         self.per_context = per_context
@@ -81,7 +123,20 @@ class EnsembleDetector(BaseDetector):
         for member in members:
             if not isinstance(member, BaseDetector):
                 raise ValueError(f"ensemble members must be tsanomaly detectors, got {type(member).__name__}")
+        if self.combine == "peak":
+            for member in members:
+                self._separation(member)  # raises for a bad or missing separation
         return members
+
+    def _separation(self, member) -> int:
+        """Points between a member's highest score and its second peak (combine="peak")."""
+        separation = self.peak_separation if self.peak_separation is not None else member.get_params().get("window")
+        if isinstance(separation, bool) or not isinstance(separation, numbers.Integral) or separation < 1:
+            raise ValueError(
+                f"combine='peak' needs peak_separation (a positive integer) or members with an integer window; "
+                f"got {separation!r} for {type(member).__name__}"
+            )
+        return int(separation)
 
     def _fit(self, values, panel: Panel):
         self.members_ = []
@@ -111,6 +166,8 @@ class EnsembleDetector(BaseDetector):
             mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
         elif self.combine == "max":
             mapped = scores / max(float(quantiles[-1]), 1e-12)  # quantiles[-1]: the training maximum
+        elif self.combine == "peak":
+            mapped = scores / _second_peak(scores, self._separation(self.members_[k]))
         else:
             mapped = (scores - quantiles[_N_QUANTILES // 2]) / self.member_scale_[k]
         return np.where(np.isfinite(scores), mapped, np.nan)
@@ -120,7 +177,7 @@ class EnsembleDetector(BaseDetector):
         stacked = np.stack([self._calibrated(k, s) for k, s in enumerate(member_scores)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # no member scored the point: NaN
-            return np.nanmax(stacked, axis=0) if self.combine == "max" else np.nanmean(stacked, axis=0)
+            return np.nanmax(stacked, axis=0) if self.combine in ("max", "peak") else np.nanmean(stacked, axis=0)
 
     def _member_scores(self, values, panel: Panel, rows: np.ndarray) -> list:
         return [backend.to_numpy(member._score(values, panel, rows)) for member in self.members_]
@@ -131,10 +188,9 @@ class EnsembleDetector(BaseDetector):
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Each member's calibrated score at the peak, as ``name=value`` text."""
         rows = self.context_rows(panel)
-        member_scores = self._member_scores(panel.values, panel, rows)
+        calibrated = [self._calibrated(k, s) for k, s in enumerate(self._member_scores(panel.values, panel, rows))]
         names = [type(m).__name__ for m in self.members_]
         text = []
         for r, t in zip(ctx_rows, peak_pos):
-            parts = [f"{name}={self._calibrated(k, member_scores[k][r : r + 1, t : t + 1])[0, 0]:.3g}" for k, name in enumerate(names)]
-            text.append(", ".join(parts))
+            text.append(", ".join(f"{name}={calibrated[k][r, t]:.3g}" for k, name in enumerate(names)))
         return {"member_scores": np.array(text, dtype=object)}

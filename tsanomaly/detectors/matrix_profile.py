@@ -417,6 +417,7 @@ class MatrixProfileDetector(BaseDetector):
         precision="double",
         neighbours="past",
         difference=False,
+        smoothing=1,
         threshold="quantile",
         contamination=0.001,
         per_context=False,
@@ -429,6 +430,7 @@ class MatrixProfileDetector(BaseDetector):
         self.precision = precision
         self.neighbours = neighbours
         self.difference = difference
+        self.smoothing = smoothing
         self.threshold = threshold
         self.contamination = contamination
         self.per_context = per_context
@@ -444,6 +446,8 @@ class MatrixProfileDetector(BaseDetector):
             raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
         if not isinstance(self.difference, (bool, np.bool_)):
             raise ValueError(f"difference must be True or False, got {self.difference!r}")
+        if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, numbers.Integral) or self.smoothing < 1:
+            raise ValueError(f"smoothing must be an integer >= 1, got {self.smoothing!r}")
         exclusion = _check_exclusion(self.exclusion, m)
         if self.min_history is not None and (
             isinstance(self.min_history, bool)
@@ -460,7 +464,8 @@ class MatrixProfileDetector(BaseDetector):
         return int(self.min_history)
 
     def _keep(self):
-        return int(self.history) + int(self.window) - 1
+        # The last window's look-back, plus the smoothing-1 windows before it that its score averages.
+        return int(self.history) + int(self.window) - 1 + int(self.smoothing) - 1
 
     def _profile(self, x, col_start):
         """Profile (distance, index) of every window of x from col_start on, on self.device_:
@@ -481,18 +486,25 @@ class MatrixProfileDetector(BaseDetector):
         """Scores of the n_out windows from first_window on (window ends = scored times).
 
         ``data_start`` (n_contexts,): position of each context's first observation;
-        windows starting less than ``min_history`` points after it score NaN.
+        windows starting less than ``min_history`` points after it score NaN. With
+        ``smoothing > 1`` the ``smoothing - 1`` windows before first_window enter the
+        first scores' averages (``dist`` must hold them where they exist).
         """
         xp = backend.array_module(dist)
-        m = int(self.window)
-        scores = xp.full((dist.shape[0], n_out), xp.nan)
-        lo = max(0, -first_window)  # times whose window would start before the series: NaN
-        if lo < n_out:
-            d = dist[:, first_window + lo : first_window + n_out]
-            scores[:, lo:] = xp.where(xp.isfinite(d), d / math.sqrt(2.0 * m), xp.nan)
-        window_start = first_window + xp.arange(n_out)
+        m, lag = int(self.window), int(self.smoothing) - 1
+        first = first_window - lag
+        n_all = n_out + lag
+        scores = xp.full((dist.shape[0], n_all), xp.nan)
+        lo = max(0, -first)  # times whose window would start before the series: NaN
+        if lo < n_all:
+            d = dist[:, first + lo : first + n_all]
+            scores[:, lo : lo + d.shape[1]] = xp.where(xp.isfinite(d), d / math.sqrt(2.0 * m), xp.nan)
+        window_start = first + xp.arange(n_all)
         young = window_start[None, :] < xp.asarray(data_start)[:, None] + self._min_history()
-        return xp.where(young, xp.nan, scores)
+        scores = xp.where(young, xp.nan, scores)
+        if lag == 0:
+            return scores
+        return _trailing_nanmean(scores, lag + 1)[:, lag:]
 
     # -------------------------------------------------------------- fit / score
     def _fit(self, values, panel: Panel):
@@ -521,7 +533,7 @@ class MatrixProfileDetector(BaseDetector):
         seen_start = kept - np.asarray(self.past_points_)[np.maximum(rows, 0)]
         new_start = offset + backend.to_numpy(_first_observation(values))
         data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))
-        dist, _ = self._profile(x, max(0, first_window))
+        dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)))
         return self._scores_from(dist, first_window, n_new, data_start)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
@@ -546,6 +558,23 @@ class MatrixProfileDetector(BaseDetector):
             start = np.where(valid, start, missing)
             end = np.where(valid, end, missing)
         return {"neighbour_start": start, "neighbour_time": end}
+
+
+def _trailing_nanmean(x, width):
+    """Mean of the finite values among each row's last ``width`` entries (NaN where none).
+
+    ``x`` : array (NumPy or CuPy), shape (n_contexts, n); returns the same shape.
+    """
+    xp = backend.array_module(x)
+    finite = xp.isfinite(x)
+    zero = xp.zeros((x.shape[0], 1))
+    total = xp.concatenate([zero, xp.cumsum(xp.where(finite, x, 0.0), axis=1)], axis=1)
+    count = xp.concatenate([zero, xp.cumsum(finite, axis=1, dtype=xp.float64)], axis=1)
+    start = xp.maximum(xp.arange(1, x.shape[1] + 1) - width, 0)
+    window_total = total[:, 1:] - total[:, start]
+    window_count = count[:, 1:] - count[:, start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return xp.where(window_count > 0, window_total / xp.maximum(window_count, 1.0), xp.nan)
 
 
 def _first_observation(values):
