@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
+from tsanomaly.validation import check_flag
 
 __all__ = ["THRESHOLD_METHODS", "calibrate", "suppress_repeats", "validate_threshold_params"]
 
@@ -45,8 +46,7 @@ def validate_threshold_params(threshold, contamination, per_context) -> None:
         raise ValueError(f"threshold must be one of {THRESHOLD_METHODS} or a finite number, got {threshold!r}")
     if not 0.0 < float(contamination) < 0.5:
         raise ValueError(f"contamination must lie in (0, 0.5), got {contamination!r}")
-    if not isinstance(per_context, (bool, np.bool_)):
-        raise ValueError(f"per_context must be True or False, got {per_context!r}")
+    check_flag(per_context, "per_context")
 
 
 def _pot_initial_quantile(contamination: float) -> float:

@@ -27,7 +27,6 @@ Members score each context independently, and so does the ensemble.
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
@@ -36,6 +35,7 @@ from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.detectors.baseline import MAD_TO_SIGMA
 from tsanomaly.panel import Panel
+from tsanomaly.validation import is_int
 
 __all__ = ["COMBINE_RULES", "EnsembleDetector"]
 
@@ -131,7 +131,7 @@ class EnsembleDetector(BaseDetector):
     def _separation(self, member) -> int:
         """Points between a member's highest score and its second peak (combine="peak")."""
         separation = self.peak_separation if self.peak_separation is not None else member.get_params().get("window")
-        if isinstance(separation, bool) or not isinstance(separation, numbers.Integral) or separation < 1:
+        if not is_int(separation) or separation < 1:
             raise ValueError(
                 f"combine='peak' needs peak_separation (a positive integer) or members with an integer window; "
                 f"got {separation!r} for {type(member).__name__}"

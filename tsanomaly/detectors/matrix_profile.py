@@ -27,7 +27,6 @@ Rules shared by both devices
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +35,7 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
+from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["MatrixProfile", "matrix_profile", "MatrixProfileDetector", "SINGLE_PRECISION_RHO_BOUND"]
 
@@ -145,7 +145,7 @@ def _check_lengths(values, lengths, m, name):
 
 
 def _check_window(m, name="m"):
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral):
+    if not is_int(m):
         raise ValueError(f"{name} must be an integer window length, got {m!r}")
     if m < 3:
         # Two points z-normalise to (-1, 1) or (1, -1) whatever they are: no shape to compare.
@@ -156,7 +156,7 @@ def _check_window(m, name="m"):
 def _check_exclusion(exclusion, m):
     if exclusion is None:
         return math.ceil(m / 4)
-    if isinstance(exclusion, bool) or not isinstance(exclusion, numbers.Integral) or exclusion < 0:
+    if not is_int(exclusion) or exclusion < 0:
         raise ValueError(f"exclusion must be None or an integer >= 0, got {exclusion!r}")
     return int(exclusion)
 
@@ -439,19 +439,17 @@ class MatrixProfileDetector(BaseDetector):
     # -------------------------------------------------------------- parameters
     def _validate(self):
         m = _check_window(self.window, "window")
-        if isinstance(self.history, bool) or not isinstance(self.history, numbers.Integral) or self.history < m:
+        if not is_int(self.history) or self.history < m:
             raise ValueError(f"history must be an integer >= window ({m}), got {self.history!r}")
         _check_precision(self.precision)
         if self.neighbours not in NEIGHBOURS:
             raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
-        if not isinstance(self.difference, (bool, np.bool_)):
-            raise ValueError(f"difference must be True or False, got {self.difference!r}")
-        if isinstance(self.smoothing, bool) or not isinstance(self.smoothing, numbers.Integral) or self.smoothing < 1:
+        check_flag(self.difference, "difference")
+        if not is_int(self.smoothing) or self.smoothing < 1:
             raise ValueError(f"smoothing must be an integer >= 1, got {self.smoothing!r}")
         exclusion = _check_exclusion(self.exclusion, m)
         if self.min_history is not None and (
-            isinstance(self.min_history, bool)
-            or not isinstance(self.min_history, numbers.Integral)
+            not is_int(self.min_history)
             or not 0 <= self.min_history <= self.history
         ):
             raise ValueError(f"min_history must be None or an integer in [0, history], got {self.min_history!r}")

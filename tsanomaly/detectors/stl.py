@@ -31,6 +31,7 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.detectors.baseline import MAD_TO_SIGMA, score_direction
+from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["decompose", "Decomposition", "STLDetector"]
 
@@ -58,24 +59,20 @@ class _StlConfig:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
 def _as_int_tuple(value, name: str) -> tuple:
-    if _is_int(value):
+    if is_int(value):
         return (int(value),)
     try:
         items = tuple(value)
     except TypeError:
         raise ValueError(f"{name} must be an integer or a sequence of integers, got {value!r}") from None
-    if not items or not all(_is_int(v) for v in items):
+    if not items or not all(is_int(v) for v in items):
         raise ValueError(f"{name} must be an integer or a non-empty sequence of integers, got {value!r}")
     return tuple(int(v) for v in items)
 
 
 def _odd_window(value, name: str, period: int | None = None) -> int:
-    if not _is_int(value) or value < 3 or value % 2 == 0:
+    if not is_int(value) or value < 3 or value % 2 == 0:
         raise ValueError(f"{name} must be an odd integer >= 3, got {value!r}")
     if period is not None and value <= period:
         raise ValueError(f"{name} must be larger than the period it smooths ({period}), got {value}")
@@ -91,23 +88,22 @@ def _resolve_config(n_time, periods, robust, seasonal, trend, low_pass, seasonal
             raise ValueError(f"every period must be an integer >= 2, got {periods}")
     if len(set(periods)) != len(periods):
         raise ValueError(f"periods must be distinct, got {periods}")
-    if not isinstance(robust, (bool, np.bool_)):
-        raise ValueError(f"robust must be True or False, got {robust!r}")
+    check_flag(robust, "robust")
     for name, deg in (("seasonal_deg", seasonal_deg), ("trend_deg", trend_deg), ("low_pass_deg", low_pass_deg)):
-        if not _is_int(deg) or deg not in (0, 1):
+        if not is_int(deg) or deg not in (0, 1):
             raise ValueError(f"{name} must be 0 or 1, got {deg!r}")
-    if inner_iter is not None and (not _is_int(inner_iter) or inner_iter < 1):
+    if inner_iter is not None and (not is_int(inner_iter) or inner_iter < 1):
         raise ValueError(f"inner_iter must be a positive integer or None, got {inner_iter!r}")
-    if outer_iter is not None and (not _is_int(outer_iter) or outer_iter < 0):
+    if outer_iter is not None and (not is_int(outer_iter) or outer_iter < 0):
         raise ValueError(f"outer_iter must be a non-negative integer or None, got {outer_iter!r}")
-    if not _is_int(iterate) or iterate < 1:
+    if not is_int(iterate) or iterate < 1:
         raise ValueError(f"iterate must be a positive integer, got {iterate!r}")
 
     several = len(periods) > 1
     if seasonal is None:
         # statsmodels: STL's seasonal=7; MSTL's windows 7 + 4*i, i = 1..n_periods
         windows = (7,) if not several else tuple(7 + 4 * i for i in range(1, len(periods) + 1))
-    elif _is_int(seasonal):
+    elif is_int(seasonal):
         windows = (int(seasonal),) * len(periods)
     else:
         windows = _as_int_tuple(seasonal, "seasonal")
@@ -894,20 +890,20 @@ class STLDetector(BaseDetector):
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         score_direction(0.0, self.direction)
-        if self.variance_window is not None and (not _is_int(self.variance_window) or self.variance_window < 0
+        if self.variance_window is not None and (not is_int(self.variance_window) or self.variance_window < 0
                                                  or self.variance_window == 1):
             raise ValueError(f"variance_window must be None, 0 (off) or an integer >= 2, got {self.variance_window!r}")
         if not isinstance(self.trend_alpha, numbers.Real) or not 0.0 <= self.trend_alpha <= 1.0:
             raise ValueError(f"trend_alpha must lie in [0, 1], got {self.trend_alpha!r}")
         if not isinstance(self.trend_clip, numbers.Real) or not self.trend_clip > 0:
             raise ValueError(f"trend_clip must be > 0, got {self.trend_clip!r}")
-        if not _is_int(self.shape_seasons) or self.shape_seasons < 1:
+        if not is_int(self.shape_seasons) or self.shape_seasons < 1:
             raise ValueError(f"shape_seasons must be a positive integer, got {self.shape_seasons!r}")
-        if not _is_int(self.level_seasons) or self.level_seasons < 1:
+        if not is_int(self.level_seasons) or self.level_seasons < 1:
             raise ValueError(f"level_seasons must be a positive integer, got {self.level_seasons!r}")
-        if not _is_int(self.holdout_seasons) or self.holdout_seasons < 1:
+        if not is_int(self.holdout_seasons) or self.holdout_seasons < 1:
             raise ValueError(f"holdout_seasons must be a positive integer, got {self.holdout_seasons!r}")
-        if not _is_int(self.holdout_folds) or self.holdout_folds < 0:
+        if not is_int(self.holdout_folds) or self.holdout_folds < 0:
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
         if self.min_scale is not None and (not isinstance(self.min_scale, numbers.Real) or self.min_scale < 0):
             raise ValueError(f"min_scale must be None or >= 0, got {self.min_scale!r}")
