@@ -154,6 +154,10 @@ def test_mp_multi_is_a_peak_ensemble_of_value_and_difference_profiles_of_three_w
     ]
     capped = make_benchmark_detector("mp", period=200, n_train=300, n_total=1000)
     assert capped.window == 150 and capped.smoothing == 150  # capped at half the training part
+    # In the point-wise rank ensemble the profile stays unsmoothed, aligned with its partners.
+    ensemble = make_benchmark_detector("ensemble", period=20, n_train=300, n_total=1000)
+    assert [type(m).__name__ for m in ensemble.detectors][-1] == "MatrixProfileDetector"
+    assert ensemble.detectors[-1].smoothing == 1 and ensemble.combine == "rank"
     with pytest.raises(ValueError, match="unknown detector"):
         make_benchmark_detector("nope", period=20, n_train=300, n_total=1000)
 
