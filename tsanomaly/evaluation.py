@@ -84,6 +84,7 @@ import pandas as pd
 from tsanomaly import backend, metrics
 from tsanomaly.panel import Panel
 from tsanomaly.periods import estimate_period
+from tsanomaly.thresholds import suppress_repeats
 
 __all__ = [
     "BENCHMARK_DETECTORS",
@@ -319,8 +320,6 @@ def nab_alert_scores(result: SeriesScores) -> np.ndarray:
 
     AUC, VUS and range F1 use the dense scores.
     """
-    from tsanomaly.thresholds import suppress_repeats
-
     scores = result.scores
     if np.isfinite(result.threshold) and result.threshold > 0:
         scores = scores / result.threshold

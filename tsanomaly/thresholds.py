@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.validation import check_flag
+from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["THRESHOLD_METHODS", "calibrate", "suppress_repeats", "validate_threshold_params"]
 
@@ -149,7 +149,7 @@ def suppress_repeats(scores, refractory: int):
     >>> suppress_repeats([1.0, 5.0, 6.0, 5.5, 2.0, 7.0], refractory=3)
     array([1., 5., 6., nan, nan, 7.])
     """
-    if isinstance(refractory, bool) or not isinstance(refractory, (int, np.integer)) or refractory < 1:
+    if not is_int(refractory) or refractory < 1:
         raise ValueError(f"refractory must be an integer >= 1, got {refractory!r}")
     values = np.asarray(backend.to_numpy(scores), dtype=np.float64)
     if values.ndim not in (1, 2):

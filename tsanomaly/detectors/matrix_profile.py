@@ -571,8 +571,8 @@ def _trailing_nanmean(x, width):
     start = xp.maximum(xp.arange(1, x.shape[1] + 1) - width, 0)
     window_total = total[:, 1:] - total[:, start]
     window_count = count[:, 1:] - count[:, start]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return xp.where(window_count > 0, window_total / xp.maximum(window_count, 1.0), xp.nan)
+    # Dividing by at least 1 keeps empty windows free of 0/0; they are NaN anyway.
+    return xp.where(window_count > 0, window_total / xp.maximum(window_count, 1.0), xp.nan)
 
 
 def _first_observation(values):
