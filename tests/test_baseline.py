@@ -68,7 +68,53 @@ def test_new_data_before_the_fit_end_is_refused():
         det.score(Panel(np.ones((1, 3)), ["a"], pd.date_range("2024-02-01", periods=3, freq="15min")))
 
 
-@pytest.mark.parametrize("bad", [dict(window=1), dict(direction="sideways"), dict(seasonal_period=0), dict(contamination=0.7), dict(threshold="magic")])
+def test_level_window_adds_the_long_comparison_in_training_units():
+    # Short level window (< 512 points): the level median and MAD are recomputed at every point,
+    # so the level part is the plain rolling z-score over the preceding `level_window` points.
+    rng = np.random.default_rng(5)
+    x = rng.poisson(20, size=(2, 300)).astype(float)
+    x[1, 250] = 90.0
+    det = RollingZScoreDetector(window=4, seasonal_period=6, min_periods=2, level_window=60, contamination=0.01)
+    scores = det.fit_score(x).values
+    floor = det.scale_floor_
+    seasonal = np.abs(rolling_robust_zscore(x, 300, 6, 4, 2, floor))
+    level = np.abs(rolling_robust_zscore(x, 300, 1, 60, 2, floor))
+    units = [np.quantile(part[np.isfinite(part)], 0.99) for part in (seasonal, level)]
+    np.testing.assert_allclose(det.component_units_, units, rtol=1e-12)
+    expected = np.nansum([seasonal / units[0], level / units[1]], axis=0)
+    expected[np.isnan(seasonal) & np.isnan(level)] = np.nan
+    np.testing.assert_allclose(scores, expected, rtol=1e-12, equal_nan=True)
+    # The burst stands out in both comparisons, so the sum beats either part alone.
+    assert scores[1, 250] > max(seasonal[1, 250] / units[0], level[1, 250] / units[1])
+
+
+def test_refresh_compares_each_point_with_its_anchors_past():
+    # refresh=4, origin=1: anchors are the columns c with (1 + c) % 4 == 0, i.e. 3, 7, 11, ...
+    x = np.arange(20.0)[None, :] ** 1.5
+    z = rolling_robust_zscore(x, 10, 1, 5, 5, np.array([1e-12]), refresh=4, origin=1)
+    for k, column in enumerate(range(10, 20)):
+        anchor = column - (1 + column) % 4
+        past = x[0, anchor - 5 : anchor]
+        median = np.median(past)
+        expected = (x[0, column] - median) / (1.4826 * np.median(np.abs(past - median)))
+        assert z[0, k] == pytest.approx(expected, rel=1e-12)
+
+
+def test_long_level_window_refreshes_on_the_fits_clock():
+    # level_window 2048: statistics refreshed every 4 points, at positions 0, 4, 8, ... counted
+    # from the first fitted time, wherever the fit ends; the kept history covers the window.
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 3000))
+    for split in (2500, 2501, 2502):
+        det = RollingZScoreDetector(window=3, seasonal_period=24, level_window=2048).fit(x[:, :split])
+        n_new = x.shape[1] - split
+        seasonal = np.abs(rolling_robust_zscore(x, n_new, 24, 3, 3, det.scale_floor_))
+        level = np.abs(rolling_robust_zscore(x, n_new, 1, 2048, 3, det.scale_floor_, refresh=4, origin=0))
+        expected = seasonal / det.component_units_[0] + level / det.component_units_[1]
+        np.testing.assert_allclose(det.score(x[:, split:]).values, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [dict(window=1), dict(direction="sideways"), dict(seasonal_period=0), dict(contamination=0.7), dict(threshold="magic"), dict(level_window=2, min_periods=3), dict(level_window=10.0)])
 def test_bad_parameters_are_refused_at_fit(bad):
     with pytest.raises(ValueError):
         RollingZScoreDetector(**bad).fit(np.ones((1, 50)))
@@ -128,3 +174,18 @@ def test_pot_threshold_is_an_option_of_every_detector():
     per_ctx = RollingZScoreDetector(window=20, seasonal_period=None, threshold="pot", per_context=True).fit(x)
     assert per_ctx.threshold_.shape == (30,) and np.isfinite(per_ctx.threshold_).all()
     assert len(set(np.round(per_ctx.threshold_, 9))) > 1
+
+
+@pytest.mark.gpu
+def test_gpu_scores_equal_cpu_scores_with_a_level_window():
+    from tsanomaly import backend
+
+    rng = np.random.default_rng(7)
+    x = rng.poisson(30, size=(5, 2000)).astype(float)
+    x[2, 1900] = 200.0
+    x[4, 100:110] = np.nan
+    cpu = RollingZScoreDetector(window=5, seasonal_period=24, level_window=1024, device="cpu").fit(x[:, :1500])
+    gpu = RollingZScoreDetector(window=5, seasonal_period=24, level_window=1024, device="cuda").fit(x[:, :1500])
+    np.testing.assert_allclose(gpu.component_units_, cpu.component_units_, rtol=1e-12)
+    np.testing.assert_allclose(backend.to_numpy(gpu.score(x[:, 1500:]).values), cpu.score(x[:, 1500:]).values,
+                               rtol=1e-12, equal_nan=True)

@@ -46,6 +46,7 @@ def _ensemble():
 DETECTORS = [
     pytest.param(lambda: RollingZScoreDetector(window=5, seasonal_period=24, device="cpu"), id="baseline"),
     pytest.param(lambda: RollingZScoreDetector(window=8, seasonal_period=None, direction="up"), id="baseline-plain"),
+    pytest.param(lambda: RollingZScoreDetector(window=5, seasonal_period=24, level_window=24 * 7), id="baseline-level"),
     pytest.param(_stl, id="stl"),
     pytest.param(_mp, id="matrix_profile"),
     pytest.param(_lstm, id="lstm_ae"),

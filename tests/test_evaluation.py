@@ -212,3 +212,31 @@ def test_nab_alert_scores_are_threshold_units_kept_at_incident_onsets():
     # Without a usable threshold the raw scores are used.
     raw = nab_alert_scores(SeriesScores(scores, scores >= 4.0, period=5, factor=1, seconds=0.0))
     assert raw[100] == 8.0
+
+
+def test_nab_auc_bound_references_on_a_hand_worked_file(tmp_path):
+    # benchmarks/nab_auc_bound.py: 40 rows (probationary 6), one window on rows 20..29 with its
+    # labelled point at row 25. Scored rows 6..39: 10 positives, 24 negatives.
+    # hold marks rows 25..29: half the positives beat every negative, half tie -> 0.5 + 0.5 * 0.5.
+    # point marks row 25: one positive in ten beats the negatives -> 0.1 + 0.9 * 0.5.
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    script = Path(__file__).parents[1] / "benchmarks" / "nab_auc_bound.py"
+    spec = importlib.util.spec_from_file_location("nab_auc_bound", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "labels").mkdir()
+    stamps = pd.date_range("2024-01-01", periods=40, freq="5min")
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": np.arange(40.0)}).to_csv(
+        tmp_path / "data" / "cat" / "one.csv", index=False
+    )
+    window = [stamps[20].strftime("%Y-%m-%d %H:%M:%S.%f"), stamps[29].strftime("%Y-%m-%d %H:%M:%S.%f")]
+    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"cat/one.csv": [window]}))
+    (tmp_path / "labels" / "combined_labels.json").write_text(json.dumps({"cat/one.csv": [str(stamps[25])]}))
+    result = module.reference_aucs(tmp_path)
+    assert result == {"point": pytest.approx(0.55), "hold": pytest.approx(0.75), "files": 1}

@@ -296,6 +296,10 @@ def test_rows_in_another_order_other_shards_and_ntz_times_give_the_same_output(s
 
 
 def _other_detector(name):
+    if name == "baseline-level":
+        # The level window's component units are shared by all contexts: learnt once through the
+        # two-step hooks (sample = every context here), per-context state in the shards.
+        return lambda: RollingZScoreDetector(window=4, seasonal_period=24, level_window=24 * 7, contamination=0.01), 0.0
     if name == "stl":
         module = pytest.importorskip("tsanomaly.detectors.stl")
         return lambda: module.STLDetector(periods=24, contamination=0.01, device="cpu"), 1e-9
@@ -311,11 +315,13 @@ def _other_detector(name):
     return lambda: cls(window=12, hidden=8, epochs=2, batch_size=64, contamination=0.01, device="cpu"), 0.0
 
 
-@pytest.mark.parametrize("name", ["stl", "mp", "lstm"])
+@pytest.mark.parametrize("name", ["baseline-level", "stl", "mp", "lstm"])
 def test_other_detectors_fit_and_score_equal_single_machine(spark, name):
     make, rtol = _other_detector(name)
     history, new = _frames(n_contexts=12, seed=3)
     model = tss.fit(_spark_frame(spark, history), make(), context=CONTEXT, time="ts", value=VALUE)
+    if name == "baseline-level":
+        assert model.global_state["fit"]["mode"] == "global"
     reference = make().fit(_panel(history))
     _assert_fitted_equal(model, reference, rtol)
     result = tss.score(_spark_frame(spark, new), model)

@@ -84,8 +84,8 @@ built with ``device="cpu"``; elsewhere it runs on the CPU (or fails clearly when
 Detectors that fit a model across contexts
 ------------------------------------------
 Detectors whose ``_fit`` treats each context on its own (the rolling z-score
-baseline, STL, the matrix profile; another detector says so with the class
-attribute ``fit_is_per_context = True``) are fitted shard by shard; :func:`fit`
+baseline without ``level_window``, STL, the matrix profile; another detector
+says so with a ``fit_is_per_context`` attribute that is True) are fitted shard by shard; :func:`fit`
 checks that every shard produced the same global state and raises otherwise.
 A detector that learns something from all contexts (model weights) plugs in
 through two methods: ``_fit_global(values, panel)`` learns the global state and
@@ -95,7 +95,8 @@ one worker (its GPU if it has one), on a deterministic sample of
 ``sample_contexts`` contexts, broadcasts the result and runs ``_fit_contexts``
 in every shard; the result equals a single-machine fit when the sample holds
 every context. The LSTM autoencoder has these methods (its weights and
-clusters are trained on the sample, on one worker); the ensemble does not, so
+clusters are trained on the sample, on one worker), and so has the baseline for
+its ``level_window`` units; the ensemble does not, so
 :func:`fit` refuses it with ``NotImplementedError``.
 
 Optional class attributes refine the defaults: ``per_context_attributes``
@@ -168,7 +169,6 @@ _MAX_DISTINCT_TIMES = 5_000_000
 #: every shard must produce the same global state). Others need the hooks.
 _PER_CONTEXT_FIT = frozenset(
     {
-        "tsanomaly.detectors.baseline.RollingZScoreDetector",
         "tsanomaly.detectors.stl.STLDetector",
         "tsanomaly.detectors.matrix_profile.MatrixProfileDetector",
     }
@@ -1106,11 +1106,16 @@ def _layout(specs: list) -> list:
     return [{k: s[k] for k in ("attribute", "key", "column", "spark_type", "shape")} for s in specs]
 
 
-def _fit_mode(cls: type) -> str:
+def _fit_mode(detector: BaseDetector) -> str:
+    # The detector's own answer first (the baseline's depends on its parameters), then the hooks.
+    cls = type(detector)
+    per_context = getattr(detector, "fit_is_per_context", None)
+    if per_context is None:
+        per_context = _class_path(cls) in _PER_CONTEXT_FIT
+    if per_context:
+        return "per_context"
     if callable(getattr(cls, "_fit_global", None)) and callable(getattr(cls, "_fit_contexts", None)):
         return "global"
-    if getattr(cls, "fit_is_per_context", False) or _class_path(cls) in _PER_CONTEXT_FIT:
-        return "per_context"
     raise NotImplementedError(
         f"{cls.__name__} fits a model across contexts; to fit it on Spark it needs _fit_global(values, panel) "
         "and _fit_contexts(values, panel) -> train_scores (see tsanomaly.spark), or fit_is_per_context = True "
@@ -1202,7 +1207,7 @@ def fit(
     _check_context_names(names, extra=(time,))
     codec = _time_codec(sdf.schema, time)
     cls = type(detector)
-    mode = _fit_mode(cls)
+    mode = _fit_mode(detector)
     spark = sdf.sparkSession
     prepared = _prepared(sdf, names, time, value, codec)
     grid, n_estimate = _fit_grid(prepared, names, time, codec, freq)
