@@ -88,6 +88,18 @@ def test_level_window_adds_the_long_comparison_in_training_units():
     assert scores[1, 250] > max(seasonal[1, 250] / units[0], level[1, 250] / units[1])
 
 
+def test_component_units_are_never_below_the_gaussian_quantile():
+    # An exactly periodic history: every seasonal z-score is 0, so its training quantile is 0 and
+    # the unit falls back to the Gaussian quantile of |z| for the tail (two-sided: 1 - 0.01 / 2).
+    from statistics import NormalDist
+
+    x = np.tile(np.array([3.0, 9.0, 4.0, 12.0, 5.0, 7.0]), 40)[None, :] + np.linspace(0, 1e-9, 240)
+    for direction, tail in (("both", 0.005), ("up", 0.01)):
+        det = RollingZScoreDetector(window=4, seasonal_period=6, level_window=30, contamination=0.01, direction=direction)
+        det.fit(x)
+        assert det.component_units_[0] == pytest.approx(NormalDist().inv_cdf(1 - tail))
+
+
 def test_refresh_compares_each_point_with_its_anchors_past():
     # refresh=4, origin=1: anchors are the columns c with (1 + c) % 4 == 0, i.e. 3, 7, 11, ...
     x = np.arange(20.0)[None, :] ** 1.5
