@@ -126,7 +126,10 @@ def test_long_level_window_refreshes_on_the_fits_clock():
         np.testing.assert_allclose(det.score(x[:, split:]).values, expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("bad", [dict(window=1), dict(direction="sideways"), dict(seasonal_period=0), dict(contamination=0.7), dict(threshold="magic"), dict(level_window=2, min_periods=3), dict(level_window=10.0)])
+@pytest.mark.parametrize("bad", [
+    dict(window=1), dict(direction="sideways"), dict(seasonal_period=0), dict(contamination=0.7), dict(threshold="magic"),
+    dict(level_window=2, min_periods=3), dict(level_window=10.0),
+])
 def test_bad_parameters_are_refused_at_fit(bad):
     with pytest.raises(ValueError):
         RollingZScoreDetector(**bad).fit(np.ones((1, 50)))

@@ -85,8 +85,9 @@ Detectors that fit a model across contexts
 ------------------------------------------
 Detectors whose ``_fit`` treats each context on its own (the rolling z-score
 baseline without ``level_window``, STL, the matrix profile; another detector
-says so with a ``fit_is_per_context`` attribute that is True) are fitted shard by shard; :func:`fit`
-checks that every shard produced the same global state and raises otherwise.
+says so with a ``fit_is_per_context`` attribute that is True) are fitted shard
+by shard; :func:`fit` checks that every shard produced the same global state and
+raises otherwise.
 A detector that learns something from all contexts (model weights) plugs in
 through two methods: ``_fit_global(values, panel)`` learns the global state and
 ``_fit_contexts(values, panel) -> train_scores`` the per-context state given it
@@ -96,8 +97,8 @@ one worker (its GPU if it has one), on a deterministic sample of
 in every shard; the result equals a single-machine fit when the sample holds
 every context. The LSTM autoencoder has these methods (its weights and
 clusters are trained on the sample, on one worker), and so has the baseline for
-its ``level_window`` units; the ensemble does not, so
-:func:`fit` refuses it with ``NotImplementedError``.
+its ``level_window`` units; the ensemble does not, so :func:`fit` refuses it
+with ``NotImplementedError``.
 
 Optional class attributes refine the defaults: ``per_context_attributes``
 (names of the per-context fitted attributes, instead of "first axis ==

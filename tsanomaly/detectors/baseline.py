@@ -18,7 +18,9 @@ from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
 from tsanomaly.validation import is_int
 
-__all__ = ["RollingZScoreDetector", "rolling_robust_zscore", "MAD_TO_SIGMA", "LEVEL_REFRESHES_PER_WINDOW", "score_direction"]
+__all__ = [
+    "RollingZScoreDetector", "rolling_robust_zscore", "MAD_TO_SIGMA", "LEVEL_REFRESHES_PER_WINDOW", "score_direction",
+]
 
 #: Scale factor that makes the MAD of Gaussian data estimate its standard deviation.
 MAD_TO_SIGMA = 1.4826
@@ -49,7 +51,9 @@ def score_direction(z, direction: str):
     raise ValueError(f"direction must be 'up', 'down' or 'both', got {direction!r}")
 
 
-def rolling_robust_zscore(x, n_out: int, lag: int, window: int, min_periods: int, scale_floor, refresh: int = 1, origin: int = 0):
+def rolling_robust_zscore(
+    x, n_out: int, lag: int, window: int, min_periods: int, scale_floor, refresh: int = 1, origin: int = 0
+):
     """Robust z-score of the last ``n_out`` points of each row against its past.
 
     Parameters
@@ -266,7 +270,9 @@ class RollingZScoreDetector(BaseDetector):
         components = [rolling_robust_zscore(x, n_out, self._lag(), self.window, min_periods, floor)]
         if self.level_window is not None:
             components.append(
-                rolling_robust_zscore(x, n_out, 1, int(self.level_window), min_periods, floor, refresh=self._level_refresh(), origin=origin)
+                rolling_robust_zscore(
+                    x, n_out, 1, int(self.level_window), min_periods, floor, refresh=self._level_refresh(), origin=origin
+                )
             )
         return [score_direction(z, self.direction) for z in components]
 
