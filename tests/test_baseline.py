@@ -69,7 +69,7 @@ def test_new_data_before_the_fit_end_is_refused():
 
 
 def test_level_window_adds_the_long_comparison_in_training_units():
-    # Short level window (< 512 points): the level median and MAD are recomputed at every point,
+    # Short level window (< 64 points): the level median and MAD are recomputed at every point,
     # so the level part is the plain rolling z-score over the preceding `level_window` points.
     rng = np.random.default_rng(5)
     x = rng.poisson(20, size=(2, 300)).astype(float)
@@ -113,15 +113,15 @@ def test_refresh_compares_each_point_with_its_anchors_past():
 
 
 def test_long_level_window_refreshes_on_the_fits_clock():
-    # level_window 2048: statistics refreshed every 4 points, at positions 0, 4, 8, ... counted
+    # level_window 2048: statistics refreshed every 32 points, at positions 0, 32, 64, ... counted
     # from the first fitted time, wherever the fit ends; the kept history covers the window.
     rng = np.random.default_rng(6)
     x = rng.normal(size=(2, 3000))
-    for split in (2500, 2501, 2502):
+    for split in (2500, 2501, 2517):
         det = RollingZScoreDetector(window=3, seasonal_period=24, level_window=2048).fit(x[:, :split])
         n_new = x.shape[1] - split
         seasonal = np.abs(rolling_robust_zscore(x, n_new, 24, 3, 3, det.scale_floor_))
-        level = np.abs(rolling_robust_zscore(x, n_new, 1, 2048, 3, det.scale_floor_, refresh=4, origin=0))
+        level = np.abs(rolling_robust_zscore(x, n_new, 1, 2048, 3, det.scale_floor_, refresh=32, origin=0))
         expected = seasonal / det.component_units_[0] + level / det.component_units_[1]
         np.testing.assert_allclose(det.score(x[:, split:]).values, expected, rtol=1e-12)
 

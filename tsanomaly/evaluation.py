@@ -77,7 +77,7 @@ each part in units of its own training quantile (at least the Gaussian one: NAB'
 probationary part gives the seasonal comparison only a few dozen training scores).
 Most of NAB's labelled anomalies are single spikes or drops, which stand out
 against a month of data at once (41 files, standard score: 53.5 seasonal only,
-62.5 with the level part, 64.4 with the units' Gaussian floor; 64.8 and 66.0 on
+62.5 with the level part, 64.4 with the units' Gaussian floor; 65.2 and 66.0 on
 the even- and odd-numbered files).
 
 NAB's AUC-ROC. NAB's windows (10% of a file, split among its anomalies) are
