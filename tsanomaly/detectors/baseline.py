@@ -13,7 +13,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from tsanomaly import backend
+from tsanomaly import backend, thresholds
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
 from tsanomaly.validation import is_int
@@ -300,31 +300,28 @@ class RollingZScoreDetector(BaseDetector):
         self.__dict__.pop("component_units_", None)
         if self.level_window is None:
             return
-        components = self._components(values, values.shape[1], self._scale_floor(values), origin=0)
+        floor = self._scale_floor(values)
+        components = self._components(values, values.shape[1], floor, origin=0)
         # A robust z-score is in sigma units: a unit below what Gaussian noise exceeds once in
         # 1 / contamination points only reflects too few training scores (a training part of two
         # cycles gives the seasonal comparison a few dozen), and would turn ordinary noise after
         # the fit into alerts. 41 NAB files, standard score: 62.5 without this floor, 64.4 with it.
         tail = self.contamination / 2.0 if self.direction == "both" else self.contamination
         gaussian_unit = NormalDist().inv_cdf(1.0 - tail)
-        units = []
-        for component in components:
-            finite = backend.to_numpy(component)
-            finite = finite[np.isfinite(finite)]
-            unit = float(np.quantile(finite, 1.0 - self.contamination)) if finite.size else -np.inf
-            units.append(max(unit, gaussian_unit))
-        self.component_units_ = np.asarray(units)
-        self._fit_cache = (values, components)
+        # The quantile rule's global value (inf when a component has no finite training score).
+        quantiles = [thresholds.calibrate(component, "quantile", self.contamination)[1] for component in components]
+        self.component_units_ = np.asarray([max(q, gaussian_unit) if np.isfinite(q) else gaussian_unit for q in quantiles])
+        self._fit_cache = (values, floor, components)
 
     def _fit_contexts(self, values, panel: Panel):
         """Each context's scale floor and kept history; returns the training scores."""
         self._validate()
         cache = self.__dict__.pop("_fit_cache", None)
-        self.scale_floor_ = self._scale_floor(values)
         self.history_ = values[:, -self._n_kept() :].copy()
-        if cache is not None and cache[0] is values:
-            components = cache[1]
+        if cache is not None and cache[0] is values:  # _fit_global just computed them
+            _, self.scale_floor_, components = cache
         else:
+            self.scale_floor_ = self._scale_floor(values)
             components = self._components(values, values.shape[1], self.scale_floor_, origin=0)
         return self._combine(components)
 
