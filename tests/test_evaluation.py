@@ -152,8 +152,12 @@ def test_mp_multi_is_a_peak_ensemble_of_value_and_difference_profiles_of_three_w
     assert [(m.window, m.smoothing, m.difference, m.neighbours) for m in det.detectors] == [
         (w, w, d, "all") for w in (10, 20, 40) for d in (False, True)
     ]
+    # mp: the same two views at the period alone.
+    two = make_benchmark_detector("mp", period=20, n_train=300, n_total=1000)
+    assert two.combine == "peak"
+    assert [(m.window, m.smoothing, m.difference, m.neighbours) for m in two.detectors] == [(20, 20, False, "all"), (20, 20, True, "all")]
     capped = make_benchmark_detector("mp", period=200, n_train=300, n_total=1000)
-    assert capped.window == 150 and capped.smoothing == 150  # capped at half the training part
+    assert [(m.window, m.smoothing) for m in capped.detectors] == [(150, 150)] * 2  # capped at half the training part
     # In the point-wise rank ensemble the profile stays unsmoothed, aligned with its partners.
     ensemble = make_benchmark_detector("ensemble", period=20, n_train=300, n_total=1000)
     assert [type(m).__name__ for m in ensemble.detectors][-1] == "MatrixProfileDetector"
@@ -178,8 +182,18 @@ def test_matrix_profile_location_scores_are_centred_and_scores_match_the_detecto
     np.testing.assert_allclose(result.scores[record.train_end :], det.score(new).to_numpy()[0], equal_nan=True)
     np.testing.assert_array_equal(result.flags[record.train_end :], det.predict(new).to_numpy()[0])
     if name == "mp":
-        shift = (det.window - 1 + det.smoothing - 1) // 2
-        np.testing.assert_allclose(result.location_scores[record.train_end : -shift], result.scores[record.train_end + shift :])
+        # Each view is centred before the two are combined: the values' view alone, centred,
+        # is its end-stamped scores moved back by (window - 1 + smoothing - 1) // 2.
+        values_view = det.detectors[0]
+        shift = (values_view.window - 1 + values_view.smoothing - 1) // 2
+        single = make_benchmark_detector("mp", result.period, record.train_end, record.values.size).detectors[0]
+        single.fit(Panel.from_array(x[None, : record.train_end], contexts=["synthetic"]))
+        own = single.score(new).to_numpy()[0]
+        from tsanomaly.evaluation import _mp_scores
+
+        ends, centred = _mp_scores(single, new, record.train_end)
+        np.testing.assert_allclose(ends, own, equal_nan=True)
+        np.testing.assert_allclose(centred[record.train_end : -shift], own[shift:], equal_nan=True)
     # Centred, the peak lies on the anomaly; end-stamped it may trail it by up to a window.
     loc = record.train_end + int(np.nanargmax(result.location_scores[record.train_end :]))
     assert 900 - 12 <= loc <= 910 + 12
