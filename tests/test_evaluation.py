@@ -168,7 +168,7 @@ def test_mp_multi_is_a_peak_ensemble_of_value_and_difference_profiles_of_three_w
 
 @pytest.mark.parametrize("name", ["mp", "mp-multi"])
 def test_matrix_profile_location_scores_are_centred_and_scores_match_the_detector(name):
-    from tsanomaly.evaluation import make_benchmark_detector
+    from tsanomaly.evaluation import _mp_scores, make_benchmark_detector
     from tsanomaly.panel import Panel
 
     record = _synthetic_record()
@@ -184,14 +184,10 @@ def test_matrix_profile_location_scores_are_centred_and_scores_match_the_detecto
     if name == "mp":
         # Each view is centred before the two are combined: the values' view alone, centred,
         # is its end-stamped scores moved back by (window - 1 + smoothing - 1) // 2.
-        values_view = det.detectors[0]
+        values_view = det.members_[0]  # fitted with the ensemble
         shift = (values_view.window - 1 + values_view.smoothing - 1) // 2
-        single = make_benchmark_detector("mp", result.period, record.train_end, record.values.size).detectors[0]
-        single.fit(Panel.from_array(x[None, : record.train_end], contexts=["synthetic"]))
-        own = single.score(new).to_numpy()[0]
-        from tsanomaly.evaluation import _mp_scores
-
-        ends, centred = _mp_scores(single, new, record.train_end)
+        own = values_view.score(new).to_numpy()[0]
+        ends, centred = _mp_scores(values_view, new, record.train_end)
         np.testing.assert_allclose(ends, own, equal_nan=True)
         np.testing.assert_allclose(centred[record.train_end : -shift], own[shift:], equal_nan=True)
     # Centred, the peak lies on the anomaly; end-stamped it may trail it by up to a window.

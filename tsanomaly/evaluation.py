@@ -201,18 +201,18 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
             neighbours="all", difference=difference, smoothing=m if smoothing is None else smoothing, device=device,
         )
 
-    if name == "baseline":
-        return make_detector(
-            "baseline", window=5, seasonal_period=window, min_periods=2, level_window=LEVEL_WINDOW_PERIODS * window, device=device
-        )
-    if name == "stl":
-        return make_detector("stl", periods=max(2, window), transform="log1p" if counts else None, device=device)
     def views(windows):
         # Each window's profile of the values and of their first difference, the one whose
         # top discord stands out most from its second deciding (combine="peak").
         members = [profile(m, difference) for m in windows for difference in (False, True)]
         return make_detector("ensemble", detectors=members, combine="peak", device=device)
 
+    if name == "baseline":
+        return make_detector(
+            "baseline", window=5, seasonal_period=window, min_periods=2, level_window=LEVEL_WINDOW_PERIODS * window, device=device
+        )
+    if name == "stl":
+        return make_detector("stl", periods=max(2, window), transform="log1p" if counts else None, device=device)
     if name == "mp":
         return views([window])
     if name == "mp-multi":
