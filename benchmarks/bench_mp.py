@@ -20,15 +20,16 @@ def self_join_pairs(n: int, m: int) -> int:
 
 
 class MatrixProfileSelfJoin:
-    """One random walk, m = 100: n = 2**14 and 2**16 on the CPU, 2**20 and 2**22 on the GPU."""
+    """One random walk, m = 100: n = 2**14 and 2**16 on the CPU, 2**20 and 2**22 on the GPU;
+    z-normalised distances and plain ones (``normalize=False``, the same kernels)."""
 
-    params = (["cpu", "cuda"], [2**14, 2**16, 2**20, 2**22], ["double", "single"])
-    param_names = ["device", "n", "precision"]
+    params = (["cpu", "cuda"], [2**14, 2**16, 2**20, 2**22], ["double", "single"], [True, False])
+    param_names = ["device", "n", "precision", "normalize"]
     unit = "pairs/s"
     timeout = 1800
     m = 100
 
-    def setup(self, device, n, precision):
+    def setup(self, device, n, precision, normalize):
         require_device(device)
         if (device == "cpu") != (n <= 2**16):
             # 2**20 on two CPU cores would take minutes; 2**14 barely fills a GPU.
@@ -36,8 +37,10 @@ class MatrixProfileSelfJoin:
         x = np.cumsum(np.random.default_rng(0).standard_normal(n))
         self.x = to_device(x, device)  # results stay where the input is: no copies timed
 
-    def track_pairs_per_second(self, device, n, precision):
-        seconds = best_time(lambda: matrix_profile(self.x, self.m, device=device, precision=precision), device)
+    def track_pairs_per_second(self, device, n, precision, normalize):
+        seconds = best_time(
+            lambda: matrix_profile(self.x, self.m, device=device, precision=precision, normalize=normalize), device
+        )
         return self_join_pairs(n, self.m) / seconds
 
 

@@ -21,7 +21,7 @@
 // 64-bit atomicMin: value and index change together, and ties go to the smaller index.
 //
 // Launches per batch (mp_gpu.py): mp_stats_* (window terms, a thread per window),
-// mp_flags_* (restart windows, a thread per context), mp_join_* (the tiles), mp_finalize_*
+// mp_flags_* (restart windows, a thread per context; z-normalised distances only), mp_join_* (the tiles), mp_finalize_*
 // (keys to indices, and distances recomputed from the windows, a thread per entry).
 #include "matrix_profile.cuh"
 
@@ -110,12 +110,13 @@ __device__ void join_tiles(const WinStats<Real>* stA, const Real* xA_hi, const R
 // Window statistics: one thread per (window, context).
 template <typename Real>
 __device__ void stats_impl(const double* x, const double* raw, long long x_stride, int n_windows, int m,
-                           WinStats<Real>* st, double* mu, double* norm, long long w_stride, int ctx_offset) {
+                           bool normalize, WinStats<Real>* st, double* mu, double* norm, long long w_stride,
+                           int ctx_offset) {
     const int w = blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= n_windows) return;
     const long long ctx = (long long)blockIdx.y + ctx_offset;
     const long long at = ctx * w_stride + w;
-    window_stats<Real>(x + ctx * x_stride, raw + ctx * x_stride, m, w, st[at], mu[at], norm[at]);
+    window_stats<Real>(x + ctx * x_stride, raw + ctx * x_stride, m, w, normalize, st[at], mu[at], norm[at]);
 }
 
 // Restart windows: one thread per context, a sequential scan (restart_flags). For a single
@@ -160,9 +161,10 @@ MP_JOIN_KERNEL(mp_join_f32, float)
 
 #define MP_STATS_KERNEL(NAME, FLAGS, REAL)                                                                 \
     extern "C" __global__ void NAME(const double* x, const double* raw, long long x_stride, int n_windows,   \
-                                    int m, WinStats<REAL>* st, double* mu, double* norm, long long w_stride, \
-                                    int ctx_offset) {                                                        \
-        mp::stats_impl<REAL>(x, raw, x_stride, n_windows, m, st, mu, norm, w_stride, ctx_offset);            \
+                                    int m, int normalize, WinStats<REAL>* st, double* mu, double* norm,      \
+                                    long long w_stride, int ctx_offset) {                                    \
+        mp::stats_impl<REAL>(x, raw, x_stride, n_windows, m, normalize != 0, st, mu, norm, w_stride,         \
+                             ctx_offset);                                                                    \
     }                                                                                                        \
     extern "C" __global__ void FLAGS(const double* norm, int n_windows, WinStats<REAL>* st, long long w_stride, \
                                      int n_ctx) {                                                            \

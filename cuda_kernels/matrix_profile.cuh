@@ -43,6 +43,17 @@
 // sqrt(m) (u = 0.5, the rule STUMPY uses), and any pair touching a non-finite window has
 // u = +inf: it is never anyone's neighbour.
 //
+// Plain (non-normalised) Euclidean distance, window_stats(normalize = false), reuses all of
+// the above unchanged: every window mean is taken as 0 (QT becomes the raw dot product, and
+// df, dg still step it: df[i] dg[j] + df[j] dg[i] = x[i+m-1] x[j+m-1] - x[i-1] x[j-1]),
+// inv = 1 / sqrt(m) and h = 1/2 - ||x_i||^2 / (2 m) for every finite window, so that
+//   u = (1 - h_i - h_j) - QT / m = (||x_i||^2 + ||x_j||^2 - 2 QT) / (2 m) = d^2 / (2 m)
+// and d = sqrt(2 m u) as before; pair_distance gives sum_p (x_i[p] - x_j[p])^2. Constant
+// windows are ordinary there, and there are no restart windows (h is not 0, and the raw
+// form has no norms ||x - mu|| to compare), so only the tiles' restarts bound the drift; the
+// caller centres and scales each series first (tsanomaly.detectors.matrix_profile), which
+// keeps the raw terms of the data's own size.
+//
 // Minima are kept as one 64-bit key per profile entry, the value's bits above the index
 // bits, so that atomicMin updates value and index together and ties go to the smaller
 // index. The key orders by u = 1 - rho >= 0 (a non-negative float's bits order like
@@ -241,8 +252,8 @@ template <> MP_HD long long key_index<double>(Key key, int idx_bits) {
 // Sequential sums, so the host (Numba) code that mirrors this gets the same values up to the
 // fused multiply-adds.
 template <typename Real>
-MP_HD void window_stats(const double* x, const double* raw, int m, int w, WinStats<Real>& st, double& mu_out,
-                        double& norm_out) {
+MP_HD void window_stats(const double* x, const double* raw, int m, int w, bool normalize, WinStats<Real>& st,
+                        double& mu_out, double& norm_out) {
     bool finite = true, constant = true;
     const double first = raw[w];
     double s = 0.0;
@@ -252,7 +263,7 @@ MP_HD void window_stats(const double* x, const double* raw, int m, int w, WinSta
         constant = constant && (v == first);
         s += x[w + p];
     }
-    const double mu = s / m;
+    const double mu = normalize ? s / m : 0.0;
     double ss = 0.0;
     for (int p = 0; p < m; ++p) {
         const double c = x[w + p] - mu;
@@ -262,15 +273,20 @@ MP_HD void window_stats(const double* x, const double* raw, int m, int w, WinSta
     if (w > 0) {
         double s0 = 0.0;  // mean of window w-1, by the same sequential sum as its own thread's
         for (int p = 0; p < m; ++p) s0 += x[w - 1 + p];
-        const double mu0 = s0 / m;
+        const double mu0 = normalize ? s0 / m : 0.0;
         df = (x[w + m - 1] - x[w - 1]) * 0.5;
         dg = (x[w + m - 1] - mu) + (x[w - 1] - mu0);
     }
     const bool ordinary = finite && !constant && ss > 0.0;
     st.df = (Real)df;
     st.dg = (Real)dg;
-    st.inv = ordinary ? (Real)(1.0 / sqrt(ss)) : Real(0);
-    st.h = !finite ? -infinity<Real>() : (ordinary ? Real(0) : Real(0.5));
+    if (normalize) {
+        st.inv = ordinary ? (Real)(1.0 / sqrt(ss)) : Real(0);
+        st.h = !finite ? -infinity<Real>() : (ordinary ? Real(0) : Real(0.5));
+    } else {
+        st.inv = finite ? (Real)(1.0 / sqrt((double)m)) : Real(0);
+        st.h = finite ? (Real)(0.5 - ss / (2.0 * m)) : -infinity<Real>();
+    }
     mu_out = mu;
     norm_out = sqrt(ss);
 }

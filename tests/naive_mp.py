@@ -11,6 +11,9 @@ The edge-case rules are the documented ones of
 * self-joins exclude ``|i - j| <= exclusion``; AB-joins exclude nothing;
 * ties go to the smallest index; left/right profiles exist for self-joins only.
 
+``normalize=False`` gives plain Euclidean distances between the raw windows (no
+constant-window rule; windows with NaN/inf are still nobody's neighbour).
+
 ``walk_with_gaps`` makes the test series: a random walk with NaN, inf and constant stretches.
 """
 from __future__ import annotations
@@ -33,20 +36,29 @@ def _windows(T, m):
     return Z, finite, constant, ordinary
 
 
-def distance_matrix(T, m, T_B=None):
-    """z-normalised Euclidean distances between every window of T (rows) and of T_B (columns)."""
+def distance_matrix(T, m, T_B=None, normalize=True):
+    """z-normalised (or plain) Euclidean distances between every window of T (rows) and of T_B (columns)."""
     ZA, finA, conA, ordA = _windows(T, m)
     ZB, finB, conB, ordB = _windows(T if T_B is None else T_B, m)
+    if not normalize:  # the raw windows, and no constant-window rule
+        ZA = _raw_windows(T, m, finA)
+        ZB = _raw_windows(T if T_B is None else T_B, m, finB)
     D = np.empty((len(ZA), len(ZB)))
     for start in range(0, len(ZA), 256):  # rows in chunks: the (rows, nB, m) block stays small
         block = ZA[start : start + 256, None, :] - ZB[None, :, :]
         D[start : start + 256] = np.sqrt((block * block).sum(axis=2))
-    D[np.ix_(conA, conB)] = 0.0
-    D[np.ix_(conA, ordB)] = math.sqrt(m)
-    D[np.ix_(ordA, conB)] = math.sqrt(m)
+    if normalize:
+        D[np.ix_(conA, conB)] = 0.0
+        D[np.ix_(conA, ordB)] = math.sqrt(m)
+        D[np.ix_(ordA, conB)] = math.sqrt(m)
     D[~finA, :] = np.inf
     D[:, ~finB] = np.inf
     return D
+
+
+def _raw_windows(T, m, finite):
+    W = np.lib.stride_tricks.sliding_window_view(np.asarray(T, dtype=np.float64), m)
+    return np.where(finite[:, None], W, 0.0)  # non-finite windows are set to inf afterwards
 
 
 def _argmin_rows(D):
@@ -56,7 +68,7 @@ def _argmin_rows(D):
     return best, idx.astype(np.int64)
 
 
-def naive_matrix_profile(T, m, T_B=None, exclusion=None):
+def naive_matrix_profile(T, m, T_B=None, exclusion=None, normalize=True):
     """Profile, index and (self-join) left/right profiles and indices from the full matrix.
 
     Returns
@@ -64,7 +76,7 @@ def naive_matrix_profile(T, m, T_B=None, exclusion=None):
     dict of numpy arrays
         ``profile``, ``index``, ``left_profile``, ``left_index``, ``right_profile``, ``right_index``.
     """
-    D = distance_matrix(T, m, T_B)
+    D = distance_matrix(T, m, T_B, normalize)
     n_a, n_b = D.shape
     out = {}
     if T_B is None:

@@ -144,20 +144,24 @@ def test_shift_earlier_moves_scores_and_pads_with_nan():
     np.testing.assert_array_equal(_shift_earlier(np.arange(3.0), 0), [0.0, 1.0, 2.0])
 
 
-def test_mp_multi_is_a_peak_ensemble_of_value_and_difference_profiles_of_three_windows():
+def test_mp_and_mp_multi_are_peak_ensembles_of_shape_and_plain_profiles():
     from tsanomaly.evaluation import make_benchmark_detector
 
+    def layout(det):
+        return [(m.window, m.smoothing, m.difference, m.normalize, m.neighbours) for m in det.detectors]
+
+    # mp: values and first differences at the period, each z-normalised and plain.
+    four = make_benchmark_detector("mp", period=20, n_train=300, n_total=1000)
+    assert four.combine == "peak"
+    at_period = [(20, 20, False, True, "all"), (20, 20, True, True, "all"),
+                 (20, 20, False, False, "all"), (20, 20, True, False, "all")]
+    assert layout(four) == at_period
+    # mp-multi: the z-normalised views at half, once and twice the period, and the plain ones at the period.
     det = make_benchmark_detector("mp-multi", period=20, n_train=300, n_total=1000)
     assert det.combine == "peak"
-    assert [(m.window, m.smoothing, m.difference, m.neighbours) for m in det.detectors] == [
-        (w, w, d, "all") for w in (10, 20, 40) for d in (False, True)
-    ]
-    # mp: the same two views at the period alone.
-    two = make_benchmark_detector("mp", period=20, n_train=300, n_total=1000)
-    assert two.combine == "peak"
-    assert [(m.window, m.smoothing, m.difference, m.neighbours) for m in two.detectors] == [(20, 20, False, "all"), (20, 20, True, "all")]
+    assert layout(det) == [(w, w, d, True, "all") for w in (10, 20, 40) for d in (False, True)] + at_period[2:]
     capped = make_benchmark_detector("mp", period=200, n_train=300, n_total=1000)
-    assert [(m.window, m.smoothing) for m in capped.detectors] == [(150, 150)] * 2  # capped at half the training part
+    assert [(m.window, m.smoothing) for m in capped.detectors] == [(150, 150)] * 4  # capped at half the training part
     # In the point-wise rank ensemble the profile stays unsmoothed, aligned with its partners.
     ensemble = make_benchmark_detector("ensemble", period=20, n_train=300, n_total=1000)
     assert [type(m).__name__ for m in ensemble.detectors][-1] == "MatrixProfileDetector"

@@ -521,3 +521,142 @@ def test_detector_rejects_bad_parameters():
         MatrixProfileDetector(window=5, history=20, min_history=21).fit(panel)
     with pytest.raises(ValueError, match="neighbours must be one of"):
         MatrixProfileDetector(window=5, history=20, neighbours="future").fit(panel)
+
+
+# ---------------------------------------------------------------------------- plain distances
+def _plain_single_bound(x, m):
+    """normalize=False, single precision: squared distances within 2 m 1e-4 of the context's variance."""
+    finite = x[np.isfinite(x)]
+    return 2 * m * SINGLE_PRECISION_RHO_BOUND * finite.var()
+
+
+@pytest.mark.parametrize("level", [0.0, 1e6])
+def test_plain_distances_match_brute_force(level):
+    """normalize=False: plain Euclidean distances in the data's units, at any level (each
+    series is standardised before the recurrence and the distances scaled back)."""
+    rng = np.random.default_rng(40)
+    x = walk_with_gaps(rng, 2600, level)
+    m = 16
+    got = matrix_profile(x, m, device="cpu", normalize=False)
+    assert got.normalize is False
+    D = distance_matrix(x, m, normalize=False)
+    # Distances of up to ~1e6 (the constant stretch of 7.0 against the walk): 1e-14 of them.
+    assert_profile_equal(got, naive_matrix_profile(x, m, normalize=False), D, got.exclusion, atol=1e-8 + 1e-14 * level)
+    single = matrix_profile(x, m, device="cpu", normalize=False, precision="single")
+    ref = naive_matrix_profile(x, m, normalize=False)
+    finite = np.isfinite(ref["profile"])
+    np.testing.assert_array_equal(np.isfinite(single.profile), finite)
+    bound = _plain_single_bound(x, m)
+    assert np.all(np.abs(single.profile[finite] ** 2 - ref["profile"][finite] ** 2) <= bound)
+
+
+@pytest.mark.parametrize("precision", ["double", "single"])
+def test_plain_small_tiles_match_brute_force(precision):
+    """The kernel's plain mode on a standardised series, with tiles small enough for dozens of restarts."""
+    rng = np.random.default_rng(41)
+    x = walk_with_gaps(rng, 300)
+    x = (x - np.nanmean(x[np.isfinite(x)])) / np.std(x[np.isfinite(x)])
+    m, excl = 12, 3
+    ref = naive_matrix_profile(x, m, exclusion=excl, normalize=False)
+    D = distance_matrix(x, m, normalize=False)
+    i, j = np.indices(D.shape)
+    right, left = np.where(j - i > excl, D, np.inf), np.where(i - j > excl, D, np.inf)
+    for tiles in ((7, 5), (16, 32)):
+        rd, ri, ld, li = mp_cpu.join(x[None], None, m, excl, precision, normalize=False, tile_rows=tiles[0],
+                                     tile_diags=tiles[1])
+        if precision == "double":
+            assert_neighbours(rd[0], ri[0], ref["right_profile"], ref["right_index"], right)
+            assert_neighbours(ld[0], li[0], ref["left_profile"], ref["left_index"], left)
+        else:
+            bound = _plain_single_bound(x, m)
+            for dist, index, want, side in ((rd[0], ri[0], ref["right_profile"], right),
+                                            (ld[0], li[0], ref["left_profile"], left)):
+                finite = np.isfinite(want)
+                np.testing.assert_array_equal(np.isfinite(dist), finite)
+                assert np.all(np.abs(dist[finite] ** 2 - want[finite] ** 2) <= bound)
+                rows = np.flatnonzero(finite)
+                assert np.all(side[rows, index[rows]] ** 2 - want[rows] ** 2 <= bound)
+
+
+def test_plain_ab_join_and_batch_match_brute_force():
+    rng = np.random.default_rng(42)
+    a, b = walk_with_gaps(rng, 500, 30.0), walk_with_gaps(rng, 300, -10.0)
+    got = matrix_profile(a, 10, T_B=b, device="cpu", normalize=False)
+    ref = naive_matrix_profile(a, 10, T_B=b, normalize=False)
+    assert_profile_equal(got, ref, distance_matrix(a, 10, b, normalize=False))
+    # A batch: every context on its own scale, as computed one by one.
+    batch = np.stack([walk_with_gaps(rng, 400, level) * scale for level, scale in ((0, 1), (1e3, 1e-3), (-5, 40))])
+    together = matrix_profile(batch, 12, device="cpu", normalize=False)
+    for c in range(3):
+        alone = naive_matrix_profile(batch[c], 12, normalize=False)
+        np.testing.assert_allclose(together.profile[c], alone["profile"], rtol=1e-10, atol=1e-12)
+
+
+def test_plain_distances_see_amplitude_that_z_normalising_removes():
+    """One cycle at twice the amplitude is the same shape: invisible z-normalised, the top discord plain."""
+    t = np.arange(24 * 30)
+    x = np.sin(2 * np.pi * t / 24) + 0.01 * np.random.default_rng(43).standard_normal(t.size)
+    x[24 * 20 : 24 * 21] *= 2.0
+    shape_only = matrix_profile(x, 24, device="cpu")
+    plain = matrix_profile(x, 24, device="cpu", normalize=False)
+    assert 24 * 19 <= int(np.argmax(plain.profile)) <= 24 * 21
+    # The window that is exactly the doubled cycle: a familiar shape, at an unfamiliar amplitude.
+    doubled = 24 * 20
+    assert shape_only.profile[doubled] < 2 * np.median(shape_only.profile)
+    assert plain.profile[doubled] > 10 * np.median(plain.profile)
+    with pytest.raises(ValueError, match="normalize"):
+        matrix_profile(x, 24, device="cpu", normalize="no")
+
+
+def test_detector_plain_scores_in_units_of_the_fitted_spread():
+    """normalize=False: score = plain left-profile distance / (sqrt(2 window) * the context's fitted std),
+    so a context that is another one times 1000 plus a level scores the same."""
+    rng = np.random.default_rng(44)
+    m, hist, excl = 12, 100, 3
+    base = np.cumsum(rng.standard_normal(400))
+    values = np.stack([base, 1000 * base + 5e4])
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[299]), panel.time_slice(start=panel.index[300])
+    det = MatrixProfileDetector(window=m, history=hist, min_history=0, exclusion=excl, normalize=False, device="cpu")
+    scores = det.fit(history).score(new).to_numpy()
+    np.testing.assert_allclose(det.scale_, [base[:300].std(), 1000 * base[:300].std()], rtol=1e-12)
+    x = values[0, 300 - (hist + m - 1) :]
+    D = distance_matrix(x, m, normalize=False)
+    i, j = np.indices(D.shape)
+    D = np.where((j - i > excl) & (j - i <= hist), D, np.inf)  # row j: the scored window
+    expected = D.T.min(axis=1)[-100:] / (math.sqrt(2 * m) * base[:300].std())
+    np.testing.assert_allclose(scores[0], expected, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(scores[1], scores[0], atol=1e-9, rtol=0)
+    # A context first seen when scoring is measured by the spread of its own scored data.
+    fresh = Panel(values[:1, 300:] * 3, pd.Index(["new"], name="ctx"), new.index)
+    fresh_scores = det.score(fresh).to_numpy()[0]
+    own = np.std(values[0, 300:])
+    assert np.nanmax(fresh_scores) > 0 and np.isfinite(fresh_scores).any()
+    x = values[0, 300:] * 3
+    D = distance_matrix(x, m, normalize=False)
+    i, j = np.indices(D.shape)
+    D = np.where((j - i > excl) & (j - i <= hist), D, np.inf)
+    best = D.T.min(axis=1)
+    want = np.where(np.isfinite(best), best, np.nan) / (math.sqrt(2 * m) * 3 * own)
+    np.testing.assert_allclose(fresh_scores[m - 1 :], want, atol=1e-9, rtol=0, equal_nan=True)
+    with pytest.raises(ValueError, match="normalize"):
+        MatrixProfileDetector(window=5, history=20, normalize=1).fit(history)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["double", "single"])
+def test_gpu_plain_distances_equal_cpu(precision):
+    rng = np.random.default_rng(45)
+    batch = np.cumsum(rng.standard_normal((200, 500)), axis=1) + 1e3
+    batch[::7, 100:130] = 3.0
+    batch[::11, 250] = np.nan
+    gpu = matrix_profile(batch, 24, device="cuda", precision=precision, normalize=False)
+    cpu = matrix_profile(batch, 24, device="cpu", normalize=False)
+    finite = np.isfinite(cpu.profile)
+    np.testing.assert_array_equal(np.isfinite(gpu.profile), finite)
+    if precision == "double":
+        np.testing.assert_allclose(gpu.profile[finite], cpu.profile[finite], rtol=1e-10, atol=1e-8)
+        assert np.mean(gpu.index == cpu.index) > 0.999
+    else:
+        bound = 2 * 24 * SINGLE_PRECISION_RHO_BOUND * np.nanvar(np.where(np.isfinite(batch), batch, np.nan), axis=1)
+        assert np.all(np.abs(gpu.profile**2 - cpu.profile**2)[finite] <= np.broadcast_to(bound[:, None], finite.shape)[finite])

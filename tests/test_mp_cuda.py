@@ -81,12 +81,13 @@ struct Prepared {
 };
 
 template <typename Real>
-static Prepared<Real> prepare(const Input& in, int m) {
+static Prepared<Real> prepare(const Input& in, int m, bool normalize) {
     const int n = (int)in.x.size(), nw = n - m + 1;
     Prepared<Real> p; p.st.resize(nw); p.mu.resize(nw);
     std::vector<double> norm(nw);
-    for (int w = 0; w < nw; ++w) window_stats<Real>(in.x.data(), in.raw.data(), m, w, p.st[w], p.mu[w], norm[w]);
-    restart_flags<Real>(norm.data(), nw, p.st.data());
+    for (int w = 0; w < nw; ++w)
+        window_stats<Real>(in.x.data(), in.raw.data(), m, w, normalize, p.st[w], p.mu[w], norm[w]);
+    if (normalize) restart_flags<Real>(norm.data(), nw, p.st.data());  // as mp_gpu.py launches them
     p.x_hi.resize(n); p.x_lo.resize(n); p.mu_hi.resize(nw); p.mu_lo.resize(nw);
     for (int t = 0; t < n; ++t) { p.x_hi[t] = (Real)in.x[t]; p.x_lo[t] = (Real)(in.x[t] - (double)p.x_hi[t]); }
     for (int w = 0; w < nw; ++w) { p.mu_hi[w] = (Real)p.mu[w]; p.mu_lo[w] = (Real)(p.mu[w] - (double)p.mu_hi[w]); }
@@ -95,9 +96,9 @@ static Prepared<Real> prepare(const Input& in, int m) {
 
 template <typename Real>
 static int run(FILE* out, const Input& a, const Input& b, bool self_join, int m, int col_start, int k_begin,
-               int k_end) {
-    Prepared<Real> pa = prepare<Real>(a, m);
-    Prepared<Real> pb = self_join ? pa : prepare<Real>(b, m);
+               int k_end, bool normalize) {
+    Prepared<Real> pa = prepare<Real>(a, m, normalize);
+    Prepared<Real> pb = self_join ? pa : prepare<Real>(b, m, normalize);
     const int nA = (int)a.x.size() - m + 1, nB = (int)(self_join ? a : b).x.size() - m + 1;
     SeriesView<Real> A = pa.view(nA), B = pb.view(nB);
     const int idx_bits = sizeof(Real) == 4 ? 32 : index_bits_for(nA > nB ? nA : nB);
@@ -148,16 +149,16 @@ static Input read_series(FILE* f, int n) {
 int main(int argc, char** argv) {
     if (argc != 3) { std::fprintf(stderr, "usage: harness in.bin out.bin\n"); return 2; }
     FILE* f = std::fopen(argv[1], "rb");
-    int hdr[8];
-    if (!f || std::fread(hdr, 4, 8, f) != 8) fail("cannot read header", 0, 0);
+    int hdr[9];
+    if (!f || std::fread(hdr, 4, 9, f) != 9) fail("cannot read header", 0, 0);
     const int single = hdr[0], self_join = hdr[1], m = hdr[2], nA = hdr[3], nB = hdr[4];
-    const int col_start = hdr[5], k_begin = hdr[6], k_end = hdr[7];
+    const int col_start = hdr[5], k_begin = hdr[6], k_end = hdr[7], normalize = hdr[8];
     Input a = read_series(f, nA);
     Input b = self_join ? a : read_series(f, nB);
     std::fclose(f);
     FILE* out = std::fopen(argv[2], "wb");
-    const int rc = single ? run<float>(out, a, b, self_join, m, col_start, k_begin, k_end)
-                          : run<double>(out, a, b, self_join, m, col_start, k_begin, k_end);
+    const int rc = single ? run<float>(out, a, b, self_join, m, col_start, k_begin, k_end, normalize != 0)
+                          : run<double>(out, a, b, self_join, m, col_start, k_begin, k_end, normalize != 0);
     std::fclose(out);
     return rc;
 }
@@ -203,7 +204,8 @@ def _fill(x):
     return mp_cpu._fill_nonfinite(np.asarray(x, dtype=np.float64)[None])[0]
 
 
-def run_harness(harness, which, a, m, b=None, single=False, exclusion=None, col_start=0, max_lag=None):
+def run_harness(harness, which, a, m, b=None, single=False, exclusion=None, col_start=0, max_lag=None,
+                normalize=True):
     """Run the harness; returns (row_dist, row_index, col_dist, col_index) (cols: self-joins)."""
     folder, binaries = harness
     self_join = b is None
@@ -213,8 +215,8 @@ def run_harness(harness, which, a, m, b=None, single=False, exclusion=None, col_
         k_begin, k_end = excl + 1, n_b if max_lag is None else min(n_b, max_lag + 1)
     else:
         k_begin, k_end = -(n_a - 1), n_b
-    header = np.array([single, self_join, m, len(a), len(a) if self_join else len(b), col_start, k_begin, k_end],
-                      dtype=np.int32)
+    header = np.array([single, self_join, m, len(a), len(a) if self_join else len(b), col_start, k_begin, k_end,
+                       normalize], dtype=np.int32)
     parts = [header.tobytes(), _fill(a).tobytes(), np.asarray(a, dtype=np.float64).tobytes()]
     if not self_join:
         parts += [_fill(b).tobytes(), np.asarray(b, dtype=np.float64).tobytes()]
@@ -336,7 +338,63 @@ def test_harness_agrees_with_the_cpu_kernel(harness):
             np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
             finite = np.isfinite(want)
             np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=tol)
-        assert np.mean(ri == cpu[1][0]) > 0.99 and np.mean(li == cpu[3][0]) > 0.99
+        # The constant stretches are at distance 0 from one another: ties that rounding (fused
+        # multiply-adds on one side) breaks either way. Elsewhere the neighbours are the same.
+        D = distance_matrix(x, 14, normalize=False)
+        for got, want in ((ri, cpu[1][0]), (li, cpu[3][0])):
+            differ = np.flatnonzero(got != want)
+            np.testing.assert_allclose(D[differ, got[differ]], D[differ, want[differ]], rtol=0, atol=tol)
+
+
+def _standardised(x):
+    """What the caller hands the kernels for plain distances: centred and scaled by the finite values."""
+    finite = x[np.isfinite(x)]
+    return (x - finite.mean()) / finite.std()
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_harness_plain_distances_match_brute_force(harness, single):
+    """normalize=False: the same tiles on raw dot products (window means 0), self- and AB-joins."""
+    rng = np.random.default_rng(37)
+    x, b = _standardised(series(rng, 330, 50.0)), _standardised(series(rng, 200))
+    m, excl = 12, 3
+    D = distance_matrix(x, m, normalize=False)
+    i, j = np.indices(D.shape)
+    right, left = np.where(j - i > excl, D, np.inf), np.where(i - j > excl, D, np.inf)
+    ref = naive_matrix_profile(x, m, exclusion=excl, normalize=False)
+    rd, ri, ld, li = run_harness(harness, "tiny", x, m, single=single, exclusion=excl, normalize=False)
+    ab = naive_matrix_profile(x, m, T_B=b, normalize=False)
+    abd, abi, _, _ = run_harness(harness, "tiny", x, m, b=b, single=single, normalize=False)
+    D_ab = distance_matrix(x, m, b, normalize=False)
+    checks = ((rd, ri, ref["right_profile"], ref["right_index"], right),
+              (ld, li, ref["left_profile"], ref["left_index"], left),
+              (abd, abi, ab["profile"], ab["index"], D_ab))
+    for dist, index, want, want_index, side in checks:
+        if single:  # standardised series: the bound of the z-normalised case, in units of the variance
+            check_single(dist, index, want, side, m)
+        else:
+            check_double(dist, index, want, want_index, side)
+
+
+def test_harness_plain_distances_agree_with_the_cpu_kernel(harness):
+    rng = np.random.default_rng(38)
+    x = _standardised(series(rng, 400, level=20.0))
+    for single in (False, True):
+        precision = "single" if single else "double"
+        rd, ri, ld, li = run_harness(harness, "tiny", x, 14, single=single, normalize=False)
+        cpu = mp_cpu.join(x[None], None, 14, math.ceil(14 / 4), precision, normalize=False, tile_rows=16,
+                          tile_diags=16)
+        tol = 1e-10 if not single else 1e-3
+        for got, want in ((rd, cpu[0][0]), (ld, cpu[2][0])):
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+            finite = np.isfinite(want)
+            np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=tol)
+        # The constant stretches are at distance 0 from one another: ties that rounding (fused
+        # multiply-adds on one side) breaks either way. Elsewhere the neighbours are the same.
+        D = distance_matrix(x, 14, normalize=False)
+        for got, want in ((ri, cpu[1][0]), (li, cpu[3][0])):
+            differ = np.flatnonzero(got != want)
+            np.testing.assert_allclose(D[differ, got[differ]], D[differ, want[differ]], rtol=0, atol=tol)
 
 
 # ---------------------------------------------------------------------------- launch arguments
@@ -371,8 +429,9 @@ def _ptx_params(ptx_text):
 
 
 @needs_nvcc
+@pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("precision", ["double", "single"])
-def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision):
+def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision, normalize):
     """mp_gpu.join's launches (argument count, sizes, grids, block shape) against the PTX, with
     a NumPy stand-in for CuPy: the kernels do not run, the driver's bookkeeping is checked."""
     import types
@@ -400,15 +459,15 @@ def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision)
     rng = np.random.default_rng(36)
     a = series(rng, 300)[None].repeat(3, axis=0)
     b = series(rng, 200)[None].repeat(3, axis=0)
-    out = mp_gpu.join(a, None, 12, 3, precision, 40, 100, tile_rows=16, tile_diags=8)
+    out = mp_gpu.join(a, None, 12, 3, precision, 40, 100, normalize=normalize, tile_rows=16, tile_diags=8)
     assert out[0].shape == (3, 289) and out[2].shape == (3, 289)
-    out = mp_gpu.join(a, b, 12, 3, precision, tile_rows=16, tile_diags=8)
+    out = mp_gpu.join(a, b, 12, 3, precision, normalize=normalize, tile_rows=16, tile_diags=8)
     assert out[0].shape == (3, 289) and out[2] is None
     suffix = "f32" if precision == "single" else "f64"
     names = [name for name, *_ in launches]
-    assert names == [f"mp_stats_{suffix}", f"mp_flags_{suffix}", f"mp_join_{suffix}", f"mp_finalize_{suffix}",
-                     f"mp_finalize_{suffix}", f"mp_stats_{suffix}", f"mp_flags_{suffix}", f"mp_stats_{suffix}",
-                     f"mp_flags_{suffix}", f"mp_join_{suffix}", f"mp_finalize_{suffix}"]
+    stats = [f"mp_stats_{suffix}"] + ([f"mp_flags_{suffix}"] if normalize else [])  # no restart windows when plain
+    assert names == stats + [f"mp_join_{suffix}", f"mp_finalize_{suffix}", f"mp_finalize_{suffix}"] + stats + stats + [
+        f"mp_join_{suffix}", f"mp_finalize_{suffix}"]
     real = np.float32 if precision == "single" else np.float64
     for name, grid, block, args in launches:
         if name.startswith("mp_join"):
@@ -418,3 +477,5 @@ def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision)
             assert args[21].dtype == np.uint64 and args[21].shape == (3, 289)
         if name.startswith("mp_finalize"):
             assert grid[1] == 3
+        if name.startswith("mp_stats"):
+            assert args[5] == np.int32(normalize)

@@ -57,3 +57,23 @@ def test_ab_join_matches_stumpy():
     assert_close_to_stumpy(ours.profile[finite], p[finite], 30)
     unique = finite & (p > 1e-6)
     np.testing.assert_array_equal(ours.index[unique], theirs[unique, 1].astype(np.int64))
+
+
+def test_plain_self_join_matches_stumpy_aamp():
+    """normalize=False against STUMPY's non-normalised matrix profile (``stumpy.aamp``)."""
+    stumpy = pytest.importorskip("stumpy")
+    rng = np.random.default_rng(20)
+    x = walk_with_gaps(rng, 3000, level=100.0)
+    m = 50
+    ours = matrix_profile(x, m, device="cpu", normalize=False)
+    theirs = stumpy.aamp(x, m)
+    p = theirs[:, 0].astype(float)
+    np.testing.assert_array_equal(np.isinf(ours.profile), np.isinf(p))
+    finite = np.isfinite(p)
+    # STUMPY computes sqrt(max(0, |a|^2 + |b|^2 - 2 a.b)) at the level of 100: near-equal windows
+    # cancel to ~1e-5 there, where ours (from the windows' differences) is exact.
+    floor = 1e-4
+    far = finite & (p > floor)
+    np.testing.assert_allclose(ours.profile[far], p[far], rtol=1e-8, atol=1e-7)
+    assert np.all(ours.profile[finite & ~far] < 2 * floor)
+    np.testing.assert_array_equal(ours.index[far], theirs[far, 1].astype(np.int64))

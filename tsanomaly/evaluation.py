@@ -63,6 +63,19 @@ points): values alone at ``p`` 0.624, differences alone 0.616, both views 0.704;
 six profiles 0.768 (0.784 adding test-against-training AB-joins, not adopted: a
 third more time for two files); without smoothing the same six gave 0.640.
 
+Plain views. ``mp`` also holds the plain (non-z-normalised, ``normalize=False``) profiles
+of the values and of the differences at ``p``, four profiles in all: z-normalising each
+window removes a change of amplitude or level in a familiar shape (a respiration or gait
+recording that deepens), which the plain distance keeps. ``mp-multi`` is ``mp`` plus the
+z-normalised views at ``p/2`` and ``2p`` (eight profiles). Measured (125 UCR files,
+top-1, 2026-12-06, the same cached scores for every variant): plain views alone at ``p``
+0.680; ``mp``'s two z-normalised views 0.704, with the two plain ones 0.736 (at least one
+of the four right: 0.808); the six z-normalised profiles of three windows 0.768, with the
+plain ones at ``p`` 0.784 (oracle 0.880), with plain ones at all three windows (twelve
+profiles) 0.752 (oracle 0.896). Other ways to pick among the eight, all within a file or
+two: the second peak sought more than ``2m`` away 0.792, the top peak's height over the
+median against the second's 0.776, the first over the third peak 0.752.
+
 What limits ``mp-multi`` is the choice among views, not the views: on these files at
 least one of the six profiles puts its top-1 on the anomaly in 0.864 of them (ten
 profiles, windows ``{p/4, p/2, p, 2p, 3p}``: 0.896), and the peak rule picks a correct
@@ -153,7 +166,8 @@ NAB_REFRACTORY_PERIODS = 4
 #: 8 periods 59.4, 30 periods 62.5, the whole series 63.0; mean AUC-ROC 0.576 -> 0.578.
 LEVEL_WINDOW_PERIODS = 30
 
-#: Windows of ``mp-multi``'s matrix profiles, as multiples of the period.
+#: Windows of ``mp-multi``'s z-normalised matrix profiles, as multiples of the period (its
+#: plain ones are at the period only).
 MP_MULTI_WINDOWS = (0.5, 1.0, 2.0)
 
 #: Fewest points per period after block averaging.
@@ -177,8 +191,9 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
     name : str
         ``"baseline"`` (seasonal robust z-score over 5 cycles plus a level z-score over
         :data:`LEVEL_WINDOW_PERIODS` periods), ``"stl"``, ``"mp"`` (both-sided matrix profiles, window = period,
-        smoothed over one window, of the values and of their first difference, peak-combined),
-        ``"mp-multi"`` (the same two views at three windows, see the module docstring),
+        smoothed over one window, of the values and of their first difference, each z-normalised and
+        plain: four profiles, peak-combined), ``"mp-multi"`` (``mp`` plus the z-normalised views at half
+        and twice the period, see the module docstring),
         ``"lstm"`` or ``"ensemble"`` (rank average of baseline, STL and the unsmoothed MP).
     period : int
         Dominant period in samples (after block averaging); windows never exceed half
@@ -193,18 +208,20 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
 
     window = int(max(4, min(period, n_train // 2)))
 
-    def profile(m, difference=False, smoothing=None):
+    def profile(m, difference=False, smoothing=None, normalize=True):
         # Offline scoring of a whole recording: neighbours on both sides, distances averaged
         # over one window's worth of windows unless said otherwise (see the module docstring).
         return make_detector(
-            "mp", window=m, history=n_total, min_history=max(m + 1, n_train // 2),
-            neighbours="all", difference=difference, smoothing=m if smoothing is None else smoothing, device=device,
+            "mp", window=m, history=n_total, min_history=max(m + 1, n_train // 2), neighbours="all",
+            difference=difference, normalize=normalize, smoothing=m if smoothing is None else smoothing, device=device,
         )
 
-    def views(windows):
-        # Each window's profile of the values and of their first difference, the one whose
-        # top discord stands out most from its second deciding (combine="peak").
-        members = [profile(m, difference) for m in windows for difference in (False, True)]
+    def views(shape_windows, plain_windows):
+        # Profiles of the values and of their first difference: z-normalised (shape) at each of
+        # shape_windows, plain (amplitude and level) at each of plain_windows; the one whose top
+        # discord stands out most from its second decides (combine="peak").
+        members = [profile(m, difference) for m in shape_windows for difference in (False, True)]
+        members += [profile(m, difference, normalize=False) for m in plain_windows for difference in (False, True)]
         return make_detector("ensemble", detectors=members, combine="peak", device=device)
 
     if name == "baseline":
@@ -214,9 +231,9 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
     if name == "stl":
         return make_detector("stl", periods=max(2, window), transform="log1p" if counts else None, device=device)
     if name == "mp":
-        return views([window])
+        return views([window], [window])
     if name == "mp-multi":
-        return views(sorted({int(max(4, min(round(k * window), n_train // 2))) for k in MP_MULTI_WINDOWS}))
+        return views(sorted({int(max(4, min(round(k * window), n_train // 2))) for k in MP_MULTI_WINDOWS}), [window])
     if name == "lstm":
         return make_detector("lstm", window=min(window, 64), device=device, seed=0)
     if name == "ensemble":
@@ -485,8 +502,9 @@ def format_markdown(evaluations, command: str) -> str:
         "needed. UCR (offline): every metric reads a matrix-profile score at the centre of the windows it",
         "averages (TSB-UAD's convention); NAB: at their end. The matrix profiles look for neighbours on",
         "both sides (offline batch scoring) and average each score over one window's worth of windows;",
-        "mp picks, per file, the profile (values or first differences, window = period) whose top peak",
-        "stands out most from its second; mp-multi does the same over three windows (6 profiles).",
+        "mp picks, per file, the profile (values or first differences, z-normalised or plain, window =",
+        "period) whose top peak stands out most from its second; mp-multi adds the z-normalised ones at",
+        "half and twice the period (8 profiles).",
         "AUC/VUS/range F1 are per-file means; range F1 uses each detector's own",
         "calibrated threshold. NAB: files read as rows, as NAB's detectors see them; the NAB score sweeps",
         "one threshold over the corpus, applied to scores in units of each detector's calibrated",

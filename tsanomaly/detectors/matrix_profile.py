@@ -14,11 +14,14 @@ long series or a whole batch of short per-context series in one call.
 Rules shared by both devices
 ----------------------------
 * Distance: ``d(a, b) = || (a - mean a)/std a - (b - mean b)/std b ||`` (population
-  std), ``= sqrt(2 m (1 - rho))`` with ``rho`` the Pearson correlation.
+  std), ``= sqrt(2 m (1 - rho))`` with ``rho`` the Pearson correlation; or, with
+  ``normalize=False``, the plain Euclidean ``|| a - b ||`` (STUMPY's ``aamp``), which
+  also sees a change of amplitude or level that z-normalising removes.
 * Windows containing NaN or +-inf are nobody's neighbour: their own profile is
   inf with index -1, and they never appear as another window's index.
 * Constant windows (all ``m`` values equal): two constant windows are at
-  distance 0, a constant and a non-constant window at ``sqrt(m)`` (STUMPY's rule).
+  distance 0, a constant and a non-constant window at ``sqrt(m)`` (STUMPY's rule;
+  z-normalised distances only: plain distances need no rule).
 * Trivial matches: a self-join skips pairs with ``|i - j| <= exclusion``
   (default ``ceil(m / 4)``); an AB-join compares everything.
 * Ties go to the smaller index; the full profile takes the left neighbour when
@@ -73,6 +76,8 @@ class MatrixProfile:
     precision : str
     device : str
         Where it was computed ("cpu" or "cuda").
+    normalize : bool
+        Whether distances are z-normalised (else plain Euclidean, in the data's units).
     """
 
     profile: object
@@ -85,6 +90,7 @@ class MatrixProfile:
     exclusion: int
     precision: str
     device: str
+    normalize: bool = True
 
 
 # ---------------------------------------------------------------------------- validation
@@ -177,6 +183,46 @@ def _kernel(device):
     return mp_cpu
 
 
+def centre_and_scale(x):
+    """Mean and population std of each row's finite values, shape (n_contexts,) each.
+
+    The std is 1 where it is 0 or undefined (a constant row, or one without finite values),
+    so that dividing by it is always safe.
+    """
+    xp = backend.array_module(x)
+    finite = xp.isfinite(x)
+    count = finite.sum(axis=1)
+    safe = xp.maximum(count, 1)
+    centre = xp.where(finite, x, 0.0).sum(axis=1) / safe
+    spread = xp.sqrt(xp.where(finite, (x - centre[:, None]) ** 2, 0.0).sum(axis=1) / safe)
+    return centre, xp.where(spread > 0, spread, 1.0)
+
+
+def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, normalize=True):
+    """The device kernel's join (see :func:`tsanomaly.kernels.mp_cpu.join`), z-normalised or plain.
+
+    Plain distances (``normalize=False``) are computed on each context's series shifted
+    by its mean and divided by its std (those of ``a`` and ``b`` together, so that both
+    get the same map): a shift does not change a plain distance, and the recurrence's raw
+    products then stay of the data's own size rather than of its level. They are scaled
+    back, so they come out in the data's units.
+    """
+    kernel = _kernel(device)
+    if normalize:
+        return kernel.join(a, b, m, exclusion, precision, col_start, max_lag)
+    xp = backend.array_module(a)
+    centre, spread = centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
+
+    def standardised(v):
+        return xp.ascontiguousarray((v - centre[:, None]) / spread[:, None])
+
+    row_d, row_i, col_d, col_i = kernel.join(
+        standardised(a), None if b is None else standardised(b), m, exclusion, precision, col_start, max_lag,
+        normalize=False,
+    )
+    return row_d * spread[:, None], row_i, None if col_d is None else col_d * spread[:, None], col_i
+
+
 # ---------------------------------------------------------------------------- public function
 def _nearer_side(left_d, left_i, right_d, right_i):
     """The full profile from the left and right ones: (distance, index) of the nearer neighbour;
@@ -186,7 +232,7 @@ def _nearer_side(left_d, left_i, right_d, right_i):
     return xp.where(use_left, left_d, right_d), xp.where(use_left, left_i, right_i)
 
 
-def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="double") -> MatrixProfile:
+def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="double", normalize=True) -> MatrixProfile:
     """Matrix profile of one series or of every series of a batch, in one call.
 
     Parameters
@@ -218,6 +264,13 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
         (:data:`SINGLE_PRECISION_RHO_BOUND`), so
         ``|P_single - P_double| <= min(sqrt(2 m 1e-4), 2 m 1e-4 / P)``; where two
         neighbours are that close, the indices may differ.
+    normalize : bool, default True
+        True: z-normalised distances (shape only). False: plain Euclidean distances
+        ``||a - b||`` in the data's units (STUMPY's ``aamp``): a window of the usual shape
+        but twice the usual amplitude, or at a new level, is then a discord too.
+        Computed on each context's standardised series and scaled back; in
+        ``"single"`` precision squared distances are accurate to about
+        ``2 m 1e-4`` times the context's variance.
 
     Returns
     -------
@@ -261,6 +314,7 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     """
     m = _check_window(m)
     precision = _check_precision(precision)
+    check_flag(normalize, "normalize")
     values, was_1d, lengths = _batch(T, "T")
     on_device_input = backend.is_device_array(values)
     exclusion = _check_exclusion(exclusion, m)
@@ -280,10 +334,9 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     if max(values.shape[1], 0 if values_b is None else values_b.shape[1]) >= 2**31:
         raise ValueError("series longer than 2**31 - 1 points are not supported")
     resolved = backend.resolve_device(device)
-    kernel = _kernel(resolved)
     a = backend.to_device(values, resolved)
     b = None if values_b is None else backend.to_device(values_b, resolved)
-    row_d, row_i, col_d, col_i = kernel.join(a, b, m, exclusion, precision)
+    row_d, row_i, col_d, col_i = _join(resolved, a, b, m, exclusion, precision, normalize=bool(normalize))
     xp = backend.array_module(row_d)
     if b is None:
         right_d, right_i, left_d, left_i = row_d, row_i, col_d, col_i
@@ -300,11 +353,11 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     return MatrixProfile(
         profile=out(profile), index=out(index), left_profile=out(left_d), left_index=out(left_i),
         right_profile=out(right_d), right_index=out(right_i), m=m, exclusion=exclusion,
-        precision=precision, device=resolved,
+        precision=precision, device=resolved, normalize=bool(normalize),
     )
 
 
-def left_profile(x, m, exclusion, precision, device, col_start=0, max_lag=None):
+def left_profile(x, m, exclusion, precision, device, col_start=0, max_lag=None, normalize=True):
     """Left matrix profile of a batch (no validation: for detectors that checked their input).
 
     Parameters
@@ -319,7 +372,7 @@ def left_profile(x, m, exclusion, precision, device, col_start=0, max_lag=None):
     -------
     dist, index : arrays, shape (n_contexts, n - m + 1), on ``device``
     """
-    _, _, dist, index = _kernel(device).join(x, None, m, exclusion, precision, col_start, max_lag)
+    _, _, dist, index = _join(device, x, None, m, exclusion, precision, col_start, max_lag, normalize)
     return dist, index
 
 
@@ -376,6 +429,18 @@ class MatrixProfileDetector(BaseDetector):
         spike inside an otherwise familiar shape, which z-normalising a window of smooth
         values can hide. A window ending at ``t`` then spans the ``window + 1`` values
         from ``t - window`` to ``t``.
+    normalize : bool, default True
+        True: z-normalised distances, which compare shapes only. False: plain Euclidean
+        distances (see :func:`matrix_profile`), which also see a familiar shape at an
+        unfamiliar amplitude or level (a daily cycle twice as high, a plateau). The
+        score is then divided by ``sqrt(2 * window)`` and by the context's standard
+        deviation in the fitted data (of its first difference with ``difference=True``;
+        for a context first seen when scoring, of its own scored data; 1 where it is 0),
+        so it stays comparable across contexts: about 1 between two unrelated windows.
+    smoothing : int, default 1
+        Score each point by the mean distance of the last ``smoothing`` windows (an
+        anomaly raises every window that overlaps it; a window unusual only by its
+        alignment stands alone).
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -417,6 +482,7 @@ class MatrixProfileDetector(BaseDetector):
         precision="double",
         neighbours="past",
         difference=False,
+        normalize=True,
         smoothing=1,
         threshold="quantile",
         contamination=0.001,
@@ -430,6 +496,7 @@ class MatrixProfileDetector(BaseDetector):
         self.precision = precision
         self.neighbours = neighbours
         self.difference = difference
+        self.normalize = normalize
         self.smoothing = smoothing
         self.threshold = threshold
         self.contamination = contamination
@@ -445,6 +512,7 @@ class MatrixProfileDetector(BaseDetector):
         if self.neighbours not in NEIGHBOURS:
             raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
         check_flag(self.difference, "difference")
+        check_flag(self.normalize, "normalize")
         if not is_int(self.smoothing) or self.smoothing < 1:
             raise ValueError(f"smoothing must be an integer >= 1, got {self.smoothing!r}")
         exclusion = _check_exclusion(self.exclusion, m)
@@ -465,20 +533,33 @@ class MatrixProfileDetector(BaseDetector):
         # The last window's look-back, plus the smoothing-1 windows before it that its score averages.
         return int(self.history) + int(self.window) - 1 + int(self.smoothing) - 1
 
-    def _profile(self, x, col_start):
+    def _compared(self, x):
+        """The series whose windows are compared: x, or its first difference (same length, so
+        window positions and scores stay aligned with the values)."""
+        if not self.difference:
+            return x
+        xp = backend.array_module(x)
+        return xp.concatenate([xp.full((x.shape[0], 1), xp.nan), xp.diff(x, axis=1)], axis=1)
+
+    def _profile(self, x, col_start, scale=None):
         """Profile (distance, index) of every window of x from col_start on, on self.device_:
-        the left profile, or with ``neighbours="all"`` the nearer of the left and right ones."""
+        the left profile, or with ``neighbours="all"`` the nearer of the left and right ones.
+        Plain distances (``normalize=False``) are divided by ``scale`` (n_contexts,)."""
         m, exclusion = self._validate()
-        if self.difference:
-            # Same length as x, so window positions (and scores) stay aligned with the values.
-            xp = backend.array_module(x)
-            x = xp.concatenate([xp.full((x.shape[0], 1), xp.nan), xp.diff(x, axis=1)], axis=1)
+        x = self._compared(x)
+        normalize = bool(self.normalize)
         if self.neighbours == "past":
-            return left_profile(x, m, exclusion, self.precision, self.device_, col_start, int(self.history))
-        # Both sides need every diagonal of the band, so the join covers all columns
-        # (col_start only limits the left profile's columns).
-        right_d, right_i, left_d, left_i = _kernel(self.device_).join(x, None, m, exclusion, self.precision, 0, int(self.history))
-        return _nearer_side(left_d, left_i, right_d, right_i)
+            dist, index = left_profile(x, m, exclusion, self.precision, self.device_, col_start, int(self.history),
+                                       normalize)
+        else:
+            # Both sides need every diagonal of the band, so the join covers all columns
+            # (col_start only limits the left profile's columns).
+            right_d, right_i, left_d, left_i = _join(self.device_, x, None, m, exclusion, self.precision, 0,
+                                                     int(self.history), normalize)
+            dist, index = _nearer_side(left_d, left_i, right_d, right_i)
+        if not normalize and scale is not None:
+            dist = dist / backend.array_module(dist).asarray(scale)[:, None]
+        return dist, index
 
     def _scores_from(self, dist, first_window, n_out, data_start):
         """Scores of the n_out windows from first_window on (window ends = scored times).
@@ -512,9 +593,11 @@ class MatrixProfileDetector(BaseDetector):
         start = _first_observation(values)
         # Points of past each context has at the end of the fit (per-context state).
         self.past_points_ = backend.to_numpy(values.shape[1] - start).astype(np.int64)
+        # Unit of plain distances per context (see the class docstring); unused when z-normalised.
+        self.scale_ = backend.to_numpy(centre_and_scale(self._compared(values))[1])
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
-        dist, _ = self._profile(values, 0)
+        dist, _ = self._profile(values, 0, self.scale_)
         return self._scores_from(dist, -(m - 1), values.shape[1], start)
 
     def _score(self, values, panel: Panel, rows: np.ndarray):
@@ -531,7 +614,10 @@ class MatrixProfileDetector(BaseDetector):
         seen_start = kept - np.asarray(self.past_points_)[np.maximum(rows, 0)]
         new_start = offset + backend.to_numpy(_first_observation(values))
         data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))
-        dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)))
+        # Contexts first seen now are measured in units of their own scored data.
+        own_scale = backend.to_numpy(centre_and_scale(self._compared(values))[1])
+        scale = np.where(rows >= 0, np.asarray(self.scale_)[np.maximum(rows, 0)], own_scale)
+        dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)), scale)
         return self._scores_from(dist, first_window, n_new, data_start)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):

@@ -13,6 +13,8 @@ value, e.g. after a burst: see the header), and each cell gives ``u = 1 - rho``
 (``d = sqrt(2 m u)``) through precomputed inverse norms. Edge cases are folded
 into per-window terms (``h``: 0, 0.5 for constant windows, -inf for windows
 with NaN/inf) so the inner loop has no branches; see the header for the rules.
+Plain Euclidean distances (``normalize=False``) only change those terms (window
+means 0, ``inv = 1/sqrt(m)``, ``h = 1/2 - ||x||^2 / (2 m)``): the loops are shared.
 
 Layout of the work: a block of ``tile_diags`` adjacent diagonals is walked row
 by row; at each row one fused, vectorised loop advances every lane (diagonal),
@@ -116,9 +118,13 @@ def _fill_nonfinite(raw):
 
 
 @njit(**_JIT)
-def _context_stats(xr, rr, m, df, dg, inv, h, mu, flag):
+def _context_stats(xr, rr, m, df, dg, inv, h, mu, flag, normalize):
     """Per-window terms of one series; mirrors ``mp::window_stats`` and ``mp::restart_flags``
-    of the CUDA header. Restart windows get h = -0 as on the GPU, and flag = True."""
+    of the CUDA header. Restart windows get h = -0 as on the GPU, and flag = True.
+
+    ``normalize=False`` (plain Euclidean distance): the same terms with every window mean
+    taken as 0, ``inv = 1/sqrt(m)`` and ``h = 1/2 - ||x_w||^2 / (2 m)``, so that the
+    unchanged cell formula gives ``u = d^2 / (2 m)``; no restart windows (see the header)."""
     n = xr.shape[0]
     nw = n - m + 1
     norm = np.empty(nw)
@@ -135,7 +141,7 @@ def _context_stats(xr, rr, m, df, dg, inv, h, mu, flag):
         s = 0.0
         for p in range(m):
             s += xr[w + p]
-        mean = s / m
+        mean = s / m if normalize else 0.0
         ss = 0.0
         for p in range(m):
             d = xr[w + p] - mean
@@ -154,11 +160,16 @@ def _context_stats(xr, rr, m, df, dg, inv, h, mu, flag):
         flag[w] = False
         if not finite:
             h[w] = -np.inf
+        elif not normalize:
+            h[w] = 0.5 - ss / (2.0 * m)
+            inv[w] = 1.0 / np.sqrt(m)
         elif constant or ss <= 0.0:
             h[w] = 0.5
         else:
             h[w] = 0.0
             inv[w] = 1.0 / np.sqrt(ss)
+    if not normalize:
+        return
     largest = 0.0
     for r in range(1, nw):
         largest = max(largest, norm[r - 1])
@@ -169,23 +180,23 @@ def _context_stats(xr, rr, m, df, dg, inv, h, mu, flag):
 
 
 @njit(parallel=True, **_JIT)
-def _stats_parallel(x, raw, m, df, dg, inv, h, mu, flag):
+def _stats_parallel(x, raw, m, df, dg, inv, h, mu, flag, normalize):
     for c in prange(x.shape[0]):
-        _context_stats(x[c], raw[c], m, df[c], dg[c], inv[c], h[c], mu[c], flag[c])
+        _context_stats(x[c], raw[c], m, df[c], dg[c], inv[c], h[c], mu[c], flag[c], normalize)
 
 
 @njit(**_JIT)
-def _stats_serial(x, raw, m, df, dg, inv, h, mu, flag):
+def _stats_serial(x, raw, m, df, dg, inv, h, mu, flag, normalize):
     for c in range(x.shape[0]):
-        _context_stats(x[c], raw[c], m, df[c], dg[c], inv[c], h[c], mu[c], flag[c])
+        _context_stats(x[c], raw[c], m, df[c], dg[c], inv[c], h[c], mu[c], flag[c], normalize)
 
 
-def _window_stats(x, raw, m):
+def _window_stats(x, raw, m, normalize):
     """df, dg, inv, h, mu (float64) and the restart flags (bool), each (n_contexts, n_windows)."""
     n_ctx, nw = x.shape[0], x.shape[1] - m + 1
     df, dg, inv, h, mu = (np.empty((n_ctx, nw)) for _ in range(5))
     flag = np.empty((n_ctx, nw), dtype=np.bool_)
-    (_stats_parallel if n_ctx > 1 else _stats_serial)(x, raw, m, df, dg, inv, h, mu, flag)
+    (_stats_parallel if n_ctx > 1 else _stats_serial)(x, raw, m, df, dg, inv, h, mu, flag, bool(normalize))
     return df, dg, inv, h, mu, flag
 
 
@@ -197,10 +208,10 @@ class _Prepared:
     restarts, in float64 the lo arrays are empty.
     """
 
-    def __init__(self, T, m, dtype):
+    def __init__(self, T, m, dtype, normalize=True):
         raw = np.ascontiguousarray(T, dtype=np.float64)
         x = _fill_nonfinite(raw)
-        df, dg, inv, h, mu, flag = _window_stats(x, raw, m)
+        df, dg, inv, h, mu, flag = _window_stats(x, raw, m, normalize)
         self.n_windows = df.shape[1]
         # flags: restart windows; next_flag[j]: first restart window >= j (n_windows if none).
         self.flags = (flag, _next_flag(flag))
@@ -465,8 +476,9 @@ def _pair_distances(A, B, index, m, use_lo, columns):
     return out
 
 
-def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, tile_rows=None, tile_diags=None):
-    """Row and column minima of the z-normalised distance matrix of a batch of series.
+def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normalize=True, tile_rows=None,
+         tile_diags=None):
+    """Row and column minima of the z-normalised (or plain) distance matrix of a batch of series.
 
     Parameters
     ----------
@@ -486,6 +498,10 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, tile_row
     max_lag : int, optional
         Self-joins only: compare only windows with ``j - i <= max_lag`` (a band of
         diagonals; the detector's bounded look-back).
+    normalize : bool, default True
+        False: plain Euclidean distances between the windows as they are. The
+        recurrence then runs on raw products, so callers should centre and scale each
+        series first (:func:`tsanomaly.detectors.matrix_profile.matrix_profile` does).
     tile_rows, tile_diags : int, optional
         Restart period of the recurrence and diagonals per block (tests shrink them).
 
@@ -501,8 +517,8 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, tile_row
     tile_rows = TILE_ROWS if tile_rows is None else int(tile_rows)
     nb = TILE_DIAGS if tile_diags is None else int(tile_diags)
     self_join = TB is None
-    prep_a = _Prepared(TA, m, dtype)
-    prep_b = prep_a if self_join else _Prepared(TB, m, dtype)
+    prep_a = _Prepared(TA, m, dtype, normalize)
+    prep_b = prep_a if self_join else _Prepared(TB, m, dtype, normalize)
     n_ctx, n_a, n_b = TA.shape[0], prep_a.n_windows, prep_b.n_windows
     if self_join:
         k_begin, k_end = exclusion + 1, n_b if max_lag is None else min(n_b, max_lag + 1)

@@ -6,7 +6,7 @@ loop):
 
 1. ``mp_stats_*``: per-window terms (df, dg, 1/norm, edge-case flag) and means,
    one thread per window; ``mp_flags_*`` then marks the restart windows, one
-   thread per context (a sequential scan);
+   thread per context (a sequential scan; z-normalised distances only);
 2. ``mp_join_*``: the diagonal tiles with the mean-centred recurrence, minima
    reduced in shared memory, then one 64-bit ``atomicMin`` per row/column of a
    tile on (distance bits, index) keys;
@@ -108,7 +108,7 @@ def fill_nonfinite(xp, raw):
 class _Prepared:
     """Per-window terms of a chunk of series on the GPU, in the working precision."""
 
-    def __init__(self, cp, module, T, m, single):
+    def __init__(self, cp, module, T, m, single, normalize=True):
         raw = cp.ascontiguousarray(T, dtype=cp.float64)
         x = cp.ascontiguousarray(fill_nonfinite(cp, raw))
         n_ctx, n = raw.shape
@@ -122,11 +122,12 @@ class _Prepared:
         for off in range(0, n_ctx, _MAX_GRID_YZ):
             count = min(_MAX_GRID_YZ, n_ctx - off)
             grid = ((nw + _BLOCK_1D - 1) // _BLOCK_1D, count)
-            kernel(grid, (_BLOCK_1D,), (x, raw, np.int64(n), np.int32(nw), np.int32(m), self.st, mu, norm,
-                                        np.int64(nw), np.int32(off)))
-        flags = module.get_function(f"mp_flags_{suffix}")
-        flags(((n_ctx + _BLOCK_1D - 1) // _BLOCK_1D,), (_BLOCK_1D,),
-              (norm, np.int32(nw), self.st, np.int64(nw), np.int32(n_ctx)))
+            kernel(grid, (_BLOCK_1D,), (x, raw, np.int64(n), np.int32(nw), np.int32(m), np.int32(normalize), self.st,
+                                        mu, norm, np.int64(nw), np.int32(off)))
+        if normalize:  # plain distances have no restart windows (see the header)
+            flags = module.get_function(f"mp_flags_{suffix}")
+            flags(((n_ctx + _BLOCK_1D - 1) // _BLOCK_1D,), (_BLOCK_1D,),
+                  (norm, np.int32(nw), self.st, np.int64(nw), np.int32(n_ctx)))
         if single:
             # hi + lo split: the exact restarts centre values in float32 without losing the
             # bits that a large level would otherwise cost (see qt_direct in the header).
@@ -152,10 +153,10 @@ def _index_bits(n_windows: int) -> int:
     return bits
 
 
-def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, tile_rows, tile_diags):
-    prep_a = _Prepared(cp, module, TA, m, single)
+def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize):
+    prep_a = _Prepared(cp, module, TA, m, single, normalize)
     self_join = TB is None
-    prep_b = prep_a if self_join else _Prepared(cp, module, TB, m, single)
+    prep_b = prep_a if self_join else _Prepared(cp, module, TB, m, single, normalize)
     n_ctx, n_a, n_b = TA.shape[0], prep_a.n_windows, prep_b.n_windows
     if self_join:
         k_begin, k_end = exclusion + 1, n_b if max_lag is None else min(n_b, max_lag + 1)
@@ -208,8 +209,9 @@ def _bytes_per_context(n_a, n_b, m, single):
     return (n_a + n_b) * per_point + (n_a + n_b) * per_window
 
 
-def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, tile_rows=None, tile_diags=None):
-    """Row and column minima of the z-normalised distance matrix of a batch of series, on the GPU.
+def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normalize=True, tile_rows=None,
+         tile_diags=None):
+    """Row and column minima of the z-normalised (or plain) distance matrix of a batch of series, on the GPU.
 
     Same parameters and results as :func:`tsanomaly.kernels.mp_cpu.join`, with
     CuPy arrays in and out. ``tile_rows``/``tile_diags`` compile a kernel with
@@ -233,7 +235,7 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, tile_row
         stop = min(n_ctx, start + chunk)
         try:
             parts.append(_join_chunk(cp, module, TA[start:stop], None if TB is None else TB[start:stop], m,
-                                     exclusion, single, col_start, max_lag, tile_rows, tile_diags))
+                                     exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize))
         except cp.cuda.memory.OutOfMemoryError:
             if chunk == 1:
                 raise
