@@ -3,6 +3,7 @@
     python benchmarks/compare.py mp                       # defaults below
     python benchmarks/compare.py mp --case selfjoin --n 65536 --m 100 --repeat 3
     python benchmarks/compare.py mp --case batch --contexts 10000 --length 2016 --m 24
+    python benchmarks/compare.py mp --plain               # normalize=False against stumpy.aamp
 
 Cases:
 
@@ -16,6 +17,9 @@ Cases:
   tsanomaly computes them in one call; STUMPY has no batch form, so it runs
   ``stumpy.stump`` context by context on the first ``--stumpy-contexts`` of them
   and its rate is extrapolated from those.
+
+``--plain`` times plain (non-z-normalised) distances instead: ``normalize=False``
+against ``stumpy.aamp`` / ``stumpy.gpu_aamp``.
 
 Each measurement is the best of ``--repeat`` runs after one untimed warm-up (which
 absorbs JIT compilation); the two sides alternate, so a busy machine slows both.
@@ -44,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--contexts", type=int, default=10_000, help="batch: number of series")
     parser.add_argument("--length", type=int, default=2016, help="batch: points per series")
     parser.add_argument("--stumpy-contexts", type=int, default=100, help="batch: series STUMPY runs")
+    parser.add_argument("--plain", action="store_true",
+                        help="plain distances: normalize=False against stumpy.aamp / gpu_aamp")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -108,42 +114,46 @@ def _devices(requested):
     return [requested]
 
 
-def compare_self_join(args, device):
+def _stumpy_function(args, gpu):
+    """STUMPY's counterpart: (name, function) -- stump / gpu_stump, or aamp / gpu_aamp with --plain."""
     import stumpy
 
+    name = ("gpu_" if gpu else "") + ("aamp" if args.plain else "stump")
+    return f"stumpy.{name}", getattr(stumpy, name)
+
+
+def compare_self_join(args, device):
     from tsanomaly.detectors.matrix_profile import matrix_profile
 
     n = args.n or (2**16 if device == "cpu" else 2**20)
     m = args.m or 100
+    normalize = not args.plain
     x = np.cumsum(np.random.default_rng(args.seed).standard_normal(n))
     pairs = self_join_pairs(n, m)
-    if device == "cpu":
-        named = [
-            ("tsanomaly cpu double", lambda: matrix_profile(x, m, device="cpu")),
-            ("tsanomaly cpu single", lambda: matrix_profile(x, m, device="cpu", precision="single")),
-            ("stumpy.stump", lambda: stumpy.stump(x, m)),
-        ]
-        reference = "stumpy.stump"
-    else:
+    reference, stumpy_fn = _stumpy_function(args, gpu=device == "cuda")
+    data = x
+    if device == "cuda":
         import cupy
 
-        xd = cupy.asarray(x)
-        named = [
-            ("tsanomaly cuda double", lambda: matrix_profile(xd, m, device="cuda")),
-            ("tsanomaly cuda single", lambda: matrix_profile(xd, m, device="cuda", precision="single")),
-            ("stumpy.gpu_stump", lambda: stumpy.gpu_stump(x, m)),
-        ]
-        reference = "stumpy.gpu_stump"
+        data = cupy.asarray(x)
+    named = [
+        (f"tsanomaly {device} double", lambda: matrix_profile(data, m, device=device, normalize=normalize)),
+        (f"tsanomaly {device} single",
+         lambda: matrix_profile(data, m, device=device, precision="single", normalize=normalize)),
+        (reference, lambda: stumpy_fn(x, m)),
+    ]
     best = _race(named, device, args.repeat)
-    _report(f"self-join, random walk n={n}, m={m}, {pairs:.3g} pairs, device {device}", pairs, best, reference, device)
+    kind = "plain" if args.plain else "z-normalised"
+    _report(f"self-join ({kind}), random walk n={n}, m={m}, {pairs:.3g} pairs, device {device}", pairs, best,
+            reference, device)
 
 
 def compare_batch(args, device):
-    import stumpy
-
     from tsanomaly.detectors.matrix_profile import matrix_profile
 
     m = args.m or 24
+    normalize = not args.plain
+    stumpy_name, stumpy_fn = _stumpy_function(args, gpu=False)
     rng = np.random.default_rng(args.seed)
     batch = np.cumsum(rng.standard_normal((args.contexts, args.length)), axis=1)
     k = min(args.stumpy_contexts, args.contexts)
@@ -155,17 +165,19 @@ def compare_batch(args, device):
     else:
         data = batch
     ours = _race(
-        [(f"tsanomaly {device} double", lambda: matrix_profile(data, m, device=device)),
-         (f"tsanomaly {device} single", lambda: matrix_profile(data, m, device=device, precision="single"))],
+        [(f"tsanomaly {device} double", lambda: matrix_profile(data, m, device=device, normalize=normalize)),
+         (f"tsanomaly {device} single",
+          lambda: matrix_profile(data, m, device=device, precision="single", normalize=normalize))],
         device, args.repeat,
     )
-    theirs = _race([("stumpy.stump, one call per context", lambda: [stumpy.stump(row, m) for row in batch[:k]])],
+    theirs = _race([(f"{stumpy_name}, one call per context", lambda: [stumpy_fn(row, m) for row in batch[:k]])],
                    "cpu", 1)
     # STUMPY ran k contexts: scale its time to all of them.
     scale = args.contexts / k
-    best = {**ours, **{f"stumpy.stump x {k} (scaled to {args.contexts})": [t * scale for t in v]
+    best = {**ours, **{f"{stumpy_name} x {k} (scaled to {args.contexts})": [t * scale for t in v]
                        for _, v in [next(iter(theirs.items()))]}}
-    title = (f"batch, {args.contexts} random walks x {args.length} points, m={m}, "
+    kind = "plain" if args.plain else "z-normalised"
+    title = (f"batch ({kind}), {args.contexts} random walks x {args.length} points, m={m}, "
              f"{per_context * args.contexts:.3g} pairs, device {device}")
     _report(title, per_context * args.contexts, best, next(k_ for k_ in best if k_.startswith("stumpy")), device)
 

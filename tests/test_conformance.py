@@ -49,6 +49,7 @@ DETECTORS = [
     pytest.param(lambda: RollingZScoreDetector(window=5, seasonal_period=24, level_window=24 * 7), id="baseline-level"),
     pytest.param(_stl, id="stl"),
     pytest.param(_mp, id="matrix_profile"),
+    pytest.param(lambda: _mp().set_params(normalize=False), id="matrix_profile-plain"),
     pytest.param(_lstm, id="lstm_ae"),
     pytest.param(_ensemble, id="ensemble"),
 ]

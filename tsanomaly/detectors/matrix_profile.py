@@ -183,7 +183,7 @@ def _kernel(device):
     return mp_cpu
 
 
-def centre_and_scale(x):
+def _centre_and_scale(x):
     """Mean and population std of each row's finite values, shape (n_contexts,) each.
 
     The std is 1 where it is 0 or undefined (a constant row, or one without finite values),
@@ -211,7 +211,7 @@ def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, norm
     if normalize:
         return kernel.join(a, b, m, exclusion, precision, col_start, max_lag)
     xp = backend.array_module(a)
-    centre, spread = centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
+    centre, spread = _centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
 
     def standardised(v):
         return xp.ascontiguousarray((v - centre[:, None]) / spread[:, None])
@@ -593,8 +593,8 @@ class MatrixProfileDetector(BaseDetector):
         start = _first_observation(values)
         # Points of past each context has at the end of the fit (per-context state).
         self.past_points_ = backend.to_numpy(values.shape[1] - start).astype(np.int64)
-        # Unit of plain distances per context (see the class docstring); unused when z-normalised.
-        self.scale_ = backend.to_numpy(centre_and_scale(self._compared(values))[1])
+        # Unit of plain distances per context (see the class docstring); None when z-normalised.
+        self.scale_ = None if self.normalize else backend.to_numpy(_centre_and_scale(self._compared(values))[1])
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         dist, _ = self._profile(values, 0, self.scale_)
@@ -614,9 +614,10 @@ class MatrixProfileDetector(BaseDetector):
         seen_start = kept - np.asarray(self.past_points_)[np.maximum(rows, 0)]
         new_start = offset + backend.to_numpy(_first_observation(values))
         data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))
-        # Contexts first seen now are measured in units of their own scored data.
-        own_scale = backend.to_numpy(centre_and_scale(self._compared(values))[1])
-        scale = np.where(rows >= 0, np.asarray(self.scale_)[np.maximum(rows, 0)], own_scale)
+        scale = None
+        if not self.normalize:  # contexts first seen now: in units of their own scored data
+            own_scale = backend.to_numpy(_centre_and_scale(self._compared(values))[1])
+            scale = np.where(rows >= 0, np.asarray(self.scale_)[np.maximum(rows, 0)], own_scale)
         dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)), scale)
         return self._scores_from(dist, first_window, n_new, data_start)
 
