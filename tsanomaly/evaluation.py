@@ -74,7 +74,10 @@ of the four right: 0.808); the six z-normalised profiles of three windows 0.768,
 plain ones at ``p`` 0.784 (oracle 0.880), with plain ones at all three windows (twelve
 profiles) 0.752 (oracle 0.896). Other ways to pick among the eight, all within a file or
 two: the second peak sought more than ``2m`` away 0.792, the top peak's height over the
-median against the second's 0.776, the first over the third peak 0.752.
+median against the second's 0.776, the first over the third peak 0.752, the ratio to the
+second peak combined with the ratio to the training part's maximum 0.712-0.784 (product,
+minimum, square root of the latter). Where the rule picks a wrong profile, the right one's
+ratio is mostly 1.0-1.25, below the wrong one's: no reordering of these numbers finds it.
 
 What limits ``mp-multi`` is the choice among views, not the views: on these files at
 least one of the six profiles puts its top-1 on the anomaly in 0.864 of them (ten
