@@ -21,8 +21,9 @@
 // 64-bit atomicMin: value and index change together, and ties go to the smaller index.
 //
 // Launches per batch (mp_gpu.py): mp_stats_* (window terms, a thread per window),
-// mp_flags_* (restart windows, a thread per context; z-normalised distances only), mp_join_* (the tiles), mp_finalize_*
-// (keys to indices, and distances recomputed from the windows, a thread per entry).
+// mp_flags_* (restart windows, a thread per context; z-normalised distances only),
+// mp_join_* (the tiles), mp_finalize_* (keys to indices, and distances recomputed from the
+// windows, a thread per entry).
 #include "matrix_profile.cuh"
 
 namespace mp {
