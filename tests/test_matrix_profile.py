@@ -550,6 +550,19 @@ def test_plain_distances_match_brute_force(level):
     assert np.all(np.abs(single.profile[finite] ** 2 - ref["profile"][finite] ** 2) <= bound)
 
 
+def test_plain_single_precision_bound_holds_on_bursty_counts():
+    """Bursts 100 times the usual level: no restart windows in plain mode, only the tiles' restarts."""
+    rng = np.random.default_rng(46)
+    t = np.arange(2**13)
+    x = rng.poisson(50 * (1 + np.sin(2 * np.pi * t / 24))).astype(float)
+    for start in rng.integers(0, t.size - 40, 6):
+        x[start : start + 30] += 5000
+    for m in (24, 100):
+        double = matrix_profile(x, m, device="cpu", normalize=False)
+        single = matrix_profile(x, m, device="cpu", normalize=False, precision="single")
+        assert np.all(np.abs(single.profile**2 - double.profile**2) <= _plain_single_bound(x, m))
+
+
 @pytest.mark.parametrize("precision", ["double", "single"])
 def test_plain_small_tiles_match_brute_force(precision):
     """The kernel's plain mode on a standardised series, with tiles small enough for dozens of restarts."""
