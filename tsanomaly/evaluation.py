@@ -77,7 +77,8 @@ profiles) 0.752 (oracle 0.896). Other ways to pick among the eight, all within a
 two: the second peak sought more than ``2m`` away 0.792, the top peak's height over the
 median against the second's 0.776, the first over the third peak 0.752, the ratio to the
 second peak combined with the ratio to the training part's maximum 0.712-0.784 (product,
-minimum, square root of the latter). Where the rule picks a wrong profile, the right one's
+minimum, square root of the latter), the top peak's z-score among the file's top 5 or 10
+separated peaks 0.712-0.728. Where the rule picks a wrong profile, the right one's
 ratio is mostly 1.0-1.25, below the wrong one's: no reordering of these numbers finds it.
 On NAB the plain views lift ``mp``'s mean AUC-ROC from 0.479 to 0.531 (report of 2026-12-06).
 
@@ -119,7 +120,10 @@ probationary part: an alarm that rises at each labelled point and stays up to th
 window's end -- the best a causal detector can do -- has a mean per-file AUC-ROC of
 0.751; one that marks the labelled points alone 0.504. Holding a score high after
 an event (a trailing maximum over a period lifts the baseline to 0.645) raises AUC
-by reading the windows' width, and is not done here.
+by reading the windows' width, and is not done here. Read at their windows' centres, as
+UCR's metrics are (TSB-UAD's offline convention), the matrix profiles' NAB AUC-ROC would be
+0.599 (``mp``) and 0.607 (``mp-multi``) instead of 0.531 and 0.537 (2026-12-06); NAB keeps
+the end stamps, which a streaming job would see.
 """
 from __future__ import annotations
 
