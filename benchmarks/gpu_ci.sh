@@ -7,7 +7,7 @@
 # 2. runs `pytest -m gpu` with TSANOMALY_REQUIRE_GPU=1: a broken CuPy or an invisible device
 #    FAILS the GPU tests instead of skipping them;
 # 3. runs the ASV suite against this environment (`asv run -E existing:same`, GPU cases included);
-# 4. runs benchmarks/compare.py for every detector;
+# 4. runs benchmarks/compare.py for every detector (and the matrix profile's plain distances);
 # and writes every log under OUTPUT_DIR (default benchmarks/results/gpu-ci-<date>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,4 +37,5 @@ fi
 for detector in stl mp lstm; do
   python3 benchmarks/compare.py "$detector" 2>&1 | tee "$out/compare-$detector.txt" || status=1
 done
+python3 benchmarks/compare.py mp --plain 2>&1 | tee "$out/compare-mp-plain.txt" || status=1
 exit $status
