@@ -621,9 +621,16 @@ def test_plain_distances_see_amplitude_that_z_normalising_removes():
         matrix_profile(x, 24, device="cpu", normalize="no")
 
 
+def _robust_sigma(x):
+    """The documented unit of plain scores: 1.4826 MAD, at least 1.2533 x the mean absolute deviation."""
+    deviation = np.abs(x - np.median(x))
+    return max(1.4826 * np.median(deviation), 1.2533 * deviation.mean(), 1e-3 * abs(np.median(x)))
+
+
 def test_detector_plain_scores_in_units_of_the_fitted_spread():
-    """normalize=False: score = plain left-profile distance / (sqrt(2 window) * the context's fitted std),
-    so a context that is another one times 1000 plus a level scores the same."""
+    """normalize=False: score = plain left-profile distance / (sqrt(2 window) * the context's robust
+    fitted spread), so a context that is another one times 1000 plus a level scores the same, and a
+    burst in the history does not shrink the unit."""
     rng = np.random.default_rng(44)
     m, hist, excl = 12, 100, 3
     base = np.cumsum(rng.standard_normal(400))
@@ -632,18 +639,19 @@ def test_detector_plain_scores_in_units_of_the_fitted_spread():
     history, new = panel.time_slice(end=panel.index[299]), panel.time_slice(start=panel.index[300])
     det = MatrixProfileDetector(window=m, history=hist, min_history=0, exclusion=excl, normalize=False, device="cpu")
     scores = det.fit(history).score(new).to_numpy()
-    np.testing.assert_allclose(det.scale_, [base[:300].std(), 1000 * base[:300].std()], rtol=1e-12)
+    unit = _robust_sigma(base[:300])
+    np.testing.assert_allclose(det.scale_, [unit, 1000 * unit], rtol=1e-9)
     x = values[0, 300 - (hist + m - 1) :]
     D = distance_matrix(x, m, normalize=False)
     i, j = np.indices(D.shape)
     D = np.where((j - i > excl) & (j - i <= hist), D, np.inf)  # row j: the scored window
-    expected = D.T.min(axis=1)[-100:] / (math.sqrt(2 * m) * base[:300].std())
+    expected = D.T.min(axis=1)[-100:] / (math.sqrt(2 * m) * unit)
     np.testing.assert_allclose(scores[0], expected, atol=1e-9, rtol=0)
     np.testing.assert_allclose(scores[1], scores[0], atol=1e-9, rtol=0)
     # A context first seen when scoring is measured by the spread of its own scored data.
     fresh = Panel(values[:1, 300:] * 3, pd.Index(["new"], name="ctx"), new.index)
     fresh_scores = det.score(fresh).to_numpy()[0]
-    own = np.std(values[0, 300:])
+    own = _robust_sigma(values[0, 300:])
     assert np.nanmax(fresh_scores) > 0 and np.isfinite(fresh_scores).any()
     x = values[0, 300:] * 3
     D = distance_matrix(x, m, normalize=False)
@@ -654,6 +662,12 @@ def test_detector_plain_scores_in_units_of_the_fitted_spread():
     np.testing.assert_allclose(fresh_scores[m - 1 :], want, atol=1e-9, rtol=0, equal_nan=True)
     with pytest.raises(ValueError, match="normalize"):
         MatrixProfileDetector(window=5, history=20, normalize=1).fit(history)
+    # A burst in the history (5 of 300 points at +1e3) inflates the unit far less than it would the std.
+    burst = values[:1, :300].copy()
+    burst[0, 100:105] += 1e3
+    bursty = MatrixProfileDetector(window=m, history=hist, normalize=False, device="cpu").fit(burst)
+    np.testing.assert_allclose(bursty.scale_[0], _robust_sigma(burst[0]), rtol=1e-9)
+    assert bursty.scale_[0] < np.std(burst) / 3
 
 
 @pytest.mark.gpu

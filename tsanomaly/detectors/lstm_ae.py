@@ -21,11 +21,9 @@ import numpy as np
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
+from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
 
 __all__ = ["LSTMAutoencoderDetector", "PRECISIONS", "TOLERANCE"]
-
-#: Scale factor that makes the MAD of Gaussian data estimate its standard deviation.
-MAD_TO_SIGMA = 1.4826
 
 PRECISIONS = ("auto", "float32", "mixed")
 
@@ -43,12 +41,6 @@ _INSTALL_HINT = 'pip install "tsanomaly[torch]"'
 # Errors are measured against the unclipped values, so the burst still scores high.
 _INPUT_CLIP = 10.0
 
-# Floors of the per-context scale (see _robust_center_scale).  The mean-deviation floor
-# matters for sparse counts (a context with mostly zero registrations has MAD 0): with
-# half this floor their scaled values reached 5-10 and dominated the training loss, and
-# on make_security_panel data the AUC-ROC of the newest-point error fell from 0.86 to 0.72.
-_MEAN_DEV_FLOOR = 1.0
-_REL_SCALE_FLOOR = 1e-3
 # A context's error scale is at least this fraction of its cluster's pooled error scale,
 # so a context that happened to be reconstructed perfectly on the held-out windows does
 # not turn the smallest error into an alert.
@@ -443,7 +435,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         n_ctx, n_times = values.shape
         L = int(self.window)
         n_val, n_train_times = self._split(n_times)
-        center, scale = _robust_center_scale(values)
+        center, scale = robust_center_scale(values)
         z = self._scaled(values, center, scale)  # float64 (n_ctx, n_times)
         order = _canonical_order(getattr(panel, "contexts", None), n_ctx)
 
@@ -512,7 +504,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         if cache is not None and cache[0] is values:
             _, center, scale, cluster, errors = cache
         else:
-            center, scale = _robust_center_scale(values)
+            center, scale = robust_center_scale(values)
             z = self._scaled(values, center, scale)
             cluster = self._nearest_cluster(self._profiles(z))
             errors, _ = self._window_errors(z, self._tensor(cluster))
@@ -705,7 +697,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         cluster = np.asarray(self.cluster_)[safe].astype(np.int64)
         if not seen.all():
             new = backend.to_numpy(values)[~seen]
-            new_center, new_scale = _robust_center_scale(new)
+            new_center, new_scale = robust_center_scale(new)
             center[~seen], scale[~seen] = new_center, new_scale
             new_cluster = np.zeros(len(new), dtype=np.int64)
             if self.n_models_ > 1:
@@ -793,38 +785,6 @@ def _canonical_order(contexts, n: int) -> np.ndarray:
         except TypeError:
             pass
     return np.arange(n, dtype=np.int64)
-
-
-def _robust_center_scale(values):
-    """Median and robust scale of each row, ignoring NaN.
-
-    The scale is ``1.4826 * MAD``, floored so that sparse and flat rows still
-    get a positive value that scales with the data: at least ``1.2533 *`` the
-    mean absolute deviation from the median (the same estimate of sigma for
-    Gaussian data; non-zero unless the row is constant, whereas the MAD of a
-    mostly-zero count series is 0), at least ``1e-3 * |median|`` (a constant
-    row), and 1 for a row of zeros (or of NaN).
-
-    Parameters
-    ----------
-    values : array, shape (n_contexts, n_times), NumPy or CuPy
-
-    Returns
-    -------
-    center, scale : arrays of shape (n_contexts,), of the same array module.
-    """
-    xp = backend.array_module(values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, replaced below
-        center = xp.nanmedian(values, axis=1)
-        dev = xp.abs(values - center[:, None])
-        mad = MAD_TO_SIGMA * xp.nanmedian(dev, axis=1)
-        mean_dev = 1.2533 * xp.nanmean(dev, axis=1)  # sqrt(pi/2): mean |dev| -> sigma for Gaussian data
-    center = xp.nan_to_num(center, nan=0.0)
-    scale = xp.maximum(xp.nan_to_num(mad, nan=0.0), _MEAN_DEV_FLOOR * xp.nan_to_num(mean_dev, nan=0.0))
-    scale = xp.maximum(scale, _REL_SCALE_FLOOR * xp.abs(center))
-    scale = xp.where(scale > 0, scale, 1.0)
-    return center, scale
 
 
 def _daily_profiles(z: np.ndarray, period: int, phase0: int) -> np.ndarray:

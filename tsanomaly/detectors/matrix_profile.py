@@ -38,6 +38,7 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
+from tsanomaly.scaling import robust_center_scale
 from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["MatrixProfile", "matrix_profile", "MatrixProfileDetector", "SINGLE_PRECISION_RHO_BOUND"]
@@ -438,10 +439,13 @@ class MatrixProfileDetector(BaseDetector):
         True: z-normalised distances, which compare shapes only. False: plain Euclidean
         distances (see :func:`matrix_profile`), which also see a familiar shape at an
         unfamiliar amplitude or level (a daily cycle twice as high, a plateau). The
-        score is then divided by ``sqrt(2 * window)`` and by the context's standard
-        deviation in the fitted data (of its first difference with ``difference=True``;
-        for a context first seen when scoring, of its own scored data; 1 where it is 0),
-        so it stays comparable across contexts: about 1 between two unrelated windows.
+        score is then divided by ``sqrt(2 * window)`` and by the context's robust
+        standard deviation in the fitted data (``1.4826 MAD``, floored for sparse counts:
+        :func:`tsanomaly.scaling.robust_center_scale`; of the first difference with
+        ``difference=True``; for a context first seen when scoring, of its own scored
+        data), so it stays comparable across contexts and a burst in the history shrinks
+        later scores far less than with the standard deviation: about 1 between two
+        unrelated windows of Gaussian data.
     smoothing : int, default 1
         Score each point by the mean distance of the last ``smoothing`` windows (an
         anomaly raises every window that overlaps it; a window unusual only by its
@@ -546,6 +550,13 @@ class MatrixProfileDetector(BaseDetector):
         xp = backend.array_module(x)
         return xp.concatenate([xp.full((x.shape[0], 1), xp.nan), xp.diff(x, axis=1)], axis=1)
 
+    def _unit(self, values):
+        """Robust spread of each context's compared series (NumPy, shape (n_contexts,)): the unit of
+        plain-distance scores."""
+        x = self._compared(values)
+        xp = backend.array_module(x)
+        return backend.to_numpy(robust_center_scale(xp.where(xp.isfinite(x), x, xp.nan))[1])
+
     def _profile(self, x, col_start, scale=None):
         """Profile (distance, index) of every window of x from col_start on, on self.device_:
         the left profile, or with ``neighbours="all"`` the nearer of the left and right ones.
@@ -599,7 +610,7 @@ class MatrixProfileDetector(BaseDetector):
         # Points of past each context has at the end of the fit (per-context state).
         self.past_points_ = backend.to_numpy(values.shape[1] - start).astype(np.int64)
         # Unit of plain distances per context (see the class docstring); None when z-normalised.
-        self.scale_ = None if self.normalize else backend.to_numpy(_centre_and_scale(self._compared(values))[1])
+        self.scale_ = None if self.normalize else self._unit(values)
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         dist, _ = self._profile(values, 0, self.scale_)
@@ -621,8 +632,7 @@ class MatrixProfileDetector(BaseDetector):
         data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))
         scale = None
         if not self.normalize:  # contexts first seen now: in units of their own scored data
-            own_scale = backend.to_numpy(_centre_and_scale(self._compared(values))[1])
-            scale = np.where(rows >= 0, np.asarray(self.scale_)[np.maximum(rows, 0)], own_scale)
+            scale = np.where(rows >= 0, np.asarray(self.scale_)[np.maximum(rows, 0)], self._unit(values))
         dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)), scale)
         return self._scores_from(dist, first_window, n_new, data_start)
 
