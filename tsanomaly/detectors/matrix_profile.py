@@ -321,6 +321,7 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     m = _check_window(m)
     precision = _check_precision(precision)
     check_flag(normalize, "normalize")
+    normalize = bool(normalize)
     values, was_1d, lengths = _batch(T, "T")
     on_device_input = backend.is_device_array(values)
     exclusion = _check_exclusion(exclusion, m)
@@ -342,7 +343,7 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     resolved = backend.resolve_device(device)
     a = backend.to_device(values, resolved)
     b = None if values_b is None else backend.to_device(values_b, resolved)
-    row_d, row_i, col_d, col_i = _join(resolved, a, b, m, exclusion, precision, normalize=bool(normalize))
+    row_d, row_i, col_d, col_i = _join(resolved, a, b, m, exclusion, precision, normalize=normalize)
     xp = backend.array_module(row_d)
     if b is None:
         right_d, right_i, left_d, left_i = row_d, row_i, col_d, col_i
@@ -359,7 +360,7 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     return MatrixProfile(
         profile=out(profile), index=out(index), left_profile=out(left_d), left_index=out(left_i),
         right_profile=out(right_d), right_index=out(right_i), m=m, exclusion=exclusion,
-        precision=precision, device=resolved, normalize=bool(normalize),
+        precision=precision, device=resolved, normalize=normalize,
     )
 
 
@@ -631,8 +632,11 @@ class MatrixProfileDetector(BaseDetector):
         new_start = offset + backend.to_numpy(_first_observation(values))
         data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))
         scale = None
-        if not self.normalize:  # contexts first seen now: in units of their own scored data
-            scale = np.where(rows >= 0, np.asarray(self.scale_)[np.maximum(rows, 0)], self._unit(values))
+        if not self.normalize:
+            scale = np.asarray(self.scale_)[np.maximum(rows, 0)]
+            unseen = np.flatnonzero(rows < 0)
+            if unseen.size:  # contexts first seen now: in units of their own scored data
+                scale[unseen] = self._unit(values[xp.asarray(unseen)])
         dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)), scale)
         return self._scores_from(dist, first_window, n_new, data_start)
 
