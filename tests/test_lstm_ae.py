@@ -123,6 +123,19 @@ def test_a_gap_after_the_fit_blanks_only_the_windows_that_reach_into_it(fitted, 
     np.testing.assert_array_equal(part[:, WINDOW - 1 :], whole[:, 30 + WINDOW - 1 :])
 
 
+def test_read_only_input_is_copied_not_shared_with_torch(fitted, panels):
+    # pandas' copy-on-write hands out read-only arrays; torch would wrap them as writable
+    # tensors (and warn). The detector copies them instead, and scores them the same.
+    _, new = panels
+    read_only = np.array(new.to_numpy())
+    read_only.setflags(write=False)
+    tensor = fitted._tensor(read_only)
+    tensor.add_(1.0)
+    np.testing.assert_array_equal(read_only, new.to_numpy())
+    frozen = tsanomaly.Panel(read_only, new.contexts, new.index)
+    np.testing.assert_array_equal(fitted.score(frozen).to_numpy(), fitted.score(new).to_numpy())
+
+
 def test_a_burst_scores_high_and_its_alert_carries_expected_value_and_cluster(fitted, panels):
     _, new = panels
     scores = fitted.score(new).to_numpy()

@@ -362,7 +362,12 @@ class LSTMAutoencoderDetector(BaseDetector):
         if backend.is_device_array(x):
             tensor = torch.from_dlpack(x)
         else:
-            tensor = torch.from_numpy(np.ascontiguousarray(x))
+            array = np.ascontiguousarray(x)
+            if not array.flags.writeable:
+                # A tensor is a writable view; a read-only array (pandas' copy-on-write output,
+                # say) is copied so that nothing can write through to the caller's data.
+                array = array.copy()
+            tensor = torch.from_numpy(array)
         tensor = tensor.to(self.device_)
         return tensor if dtype is None else tensor.to(dtype)
 

@@ -115,7 +115,8 @@ def load_model_arrays(model: nn.Module, arrays: dict[str, np.ndarray]) -> nn.Mod
     """
     device = next(model.parameters()).device
     state = {
-        name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)).to(device)
+        # torch.tensor copies: the arrays may be read-only (a memory-mapped file), which from_numpy would wrap
+        name: torch.tensor(np.asarray(value, dtype=np.float32), device=device)
         for name, value in arrays.items()
     }
     model.load_state_dict(state, strict=True)
