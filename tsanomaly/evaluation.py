@@ -81,6 +81,16 @@ minimum, square root of the latter), the top peak's z-score among the file's top
 separated peaks 0.712-0.728. Where the rule picks a wrong profile, the right one's
 ratio is mostly 1.0-1.25, below the wrong one's: no reordering of these numbers finds it.
 On NAB the plain views lift ``mp``'s mean AUC-ROC from 0.479 to 0.531 (report of 2026-12-06).
+Measured later the same day on the same eight cached profiles (a re-computation that gives
+``mp-multi``'s 0.784 again), all below it: each distance divided by its nearest neighbour's own
+distance (the KDD Cup 2021 5th-place solution's normalised profile) 0.752, both kinds as
+candidates 0.768 (oracle 0.904); the second peak sought over the training part too 0.776; the
+5th-place solution's rolling features beside the profiles (peak-to-peak of the values, their
+differences and second differences, a rolling standard deviation of the second differences,
+inverses of two of these, the share of near-zero steps) 0.760-0.792 one at a time, 0.776 all.
+Most files that no view finds are long and block-averaged (one-point glitches in the
+respiration files vanish in the averaging) or have an estimated period far from their beat
+(apnea ECG, long-term ECG).
 
 What limits ``mp-multi`` is the choice among views, not the views: on these files at
 least one of the six profiles puts its top-1 on the anomaly in 0.864 of them (ten
@@ -110,6 +120,15 @@ Most of NAB's labelled anomalies are single spikes or drops, which stand out
 against a month of data at once (41 files, standard score: 53.5 seasonal only,
 62.5 with the level part, 64.4 with the units' Gaussian floor; 65.2 and 66.0 on
 the even- and odd-numbered files).
+Not adopted (2026-12-06): HTM's anomaly likelihood (the tail probability of the mean of the
+last 1, 5 or 10 scores against the last 500 to 8,640 scores) gives the baseline 50.9-62.1
+(in the same run, without the report's caps on STL's period, STL rises from 11.6 to 49.1 and
+``mp`` from 2.9 to 28.9); the baseline with the LSTM, STL or ``mp`` in threshold units, their
+maximum or mean, 12.2-62.9; the alert unit recalibrated as the scoring goes on (the larger of the fitted threshold and a rule over every score seen so far,
+refreshed each period): POT at the detectors' risk of 1e-3 (streaming SPOT) 55.5, their 0.999
+quantile 60.2. Refreshed at every point, the 0.95 / 0.98 / 0.99 / 0.995 / 0.999 quantiles give
+63.6 / 64.6 / 66.3 / 66.9 / 62.4: above 65 only for a share picked on these files, in a ragged
+optimum, so not taken as a default.
 
 NAB's AUC-ROC. NAB's windows (10% of a file, split among its anomalies) are
 centred on the labelled points, and a point anomaly is the whole event: a score
