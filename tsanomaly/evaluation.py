@@ -88,6 +88,9 @@ candidates 0.768 (oracle 0.904); the second peak sought over the training part t
 5th-place solution's rolling features beside the profiles (peak-to-peak of the values, their
 differences and second differences, a rolling standard deviation of the second differences,
 inverses of two of these, the share of near-zero steps) 0.760-0.792 one at a time, 0.776 all.
+The test part joined against the training part (which holds no anomaly) at ``p``, the four
+views of ``mp``: alone 0.704, each distance over its training neighbour's own 0.744; beside the
+eight 0.776-0.784 (oracle 0.896-0.904).
 Most files that no view finds are long and block-averaged (one-point glitches in the
 respiration files vanish in the averaging) or have an estimated period far from their beat
 (apnea ECG, long-term ECG).
