@@ -122,9 +122,18 @@ def _stumpy_function(args, gpu):
     return f"stumpy.{name}", getattr(stumpy, name)
 
 
-def compare_self_join(args, device):
+def _ours(data, m, device, normalize):
+    """tsanomaly in both precisions, as (name, call) pairs for _race."""
     from tsanomaly.detectors.matrix_profile import matrix_profile
 
+    return [
+        (f"tsanomaly {device} {precision}",
+         lambda precision=precision: matrix_profile(data, m, device=device, precision=precision, normalize=normalize))
+        for precision in ("double", "single")
+    ]
+
+
+def compare_self_join(args, device):
     n = args.n or (2**16 if device == "cpu" else 2**20)
     m = args.m or 100
     normalize = not args.plain
@@ -136,12 +145,7 @@ def compare_self_join(args, device):
         import cupy
 
         data = cupy.asarray(x)
-    named = [
-        (f"tsanomaly {device} double", lambda: matrix_profile(data, m, device=device, normalize=normalize)),
-        (f"tsanomaly {device} single",
-         lambda: matrix_profile(data, m, device=device, precision="single", normalize=normalize)),
-        (reference, lambda: stumpy_fn(x, m)),
-    ]
+    named = _ours(data, m, device, normalize) + [(reference, lambda: stumpy_fn(x, m))]
     best = _race(named, device, args.repeat)
     kind = "plain" if args.plain else "z-normalised"
     _report(f"self-join ({kind}), random walk n={n}, m={m}, {pairs:.3g} pairs, device {device}", pairs, best,
@@ -149,8 +153,6 @@ def compare_self_join(args, device):
 
 
 def compare_batch(args, device):
-    from tsanomaly.detectors.matrix_profile import matrix_profile
-
     m = args.m or 24
     normalize = not args.plain
     stumpy_name, stumpy_fn = _stumpy_function(args, gpu=False)
@@ -164,12 +166,7 @@ def compare_batch(args, device):
         data = cupy.asarray(batch)
     else:
         data = batch
-    ours = _race(
-        [(f"tsanomaly {device} double", lambda: matrix_profile(data, m, device=device, normalize=normalize)),
-         (f"tsanomaly {device} single",
-          lambda: matrix_profile(data, m, device=device, precision="single", normalize=normalize))],
-        device, args.repeat,
-    )
+    ours = _race(_ours(data, m, device, normalize), device, args.repeat)
     theirs = _race([(f"{stumpy_name}, one call per context", lambda: [stumpy_fn(row, m) for row in batch[:k]])],
                    "cpu", 1)
     # STUMPY ran k contexts: scale its time to all of them.

@@ -621,6 +621,13 @@ def test_plain_distances_see_amplitude_that_z_normalising_removes():
         matrix_profile(x, 24, device="cpu", normalize="no")
 
 
+def _banded_left_minimum(x, m, exclusion, history):
+    """Brute-force plain distance of each window to its nearest earlier window at most ``history`` back."""
+    D = distance_matrix(x, m, normalize=False)
+    i, j = np.indices(D.shape)
+    return np.where((j - i > exclusion) & (j - i <= history), D, np.inf).min(axis=0)
+
+
 def _robust_sigma(x):
     """The documented unit of plain scores: 1.4826 MAD, at least 1.2533 x the mean absolute deviation."""
     deviation = np.abs(x - np.median(x))
@@ -641,11 +648,7 @@ def test_detector_plain_scores_in_units_of_the_fitted_spread():
     scores = det.fit(history).score(new).to_numpy()
     unit = _robust_sigma(base[:300])
     np.testing.assert_allclose(det.scale_, [unit, 1000 * unit], rtol=1e-9)
-    x = values[0, 300 - (hist + m - 1) :]
-    D = distance_matrix(x, m, normalize=False)
-    i, j = np.indices(D.shape)
-    D = np.where((j - i > excl) & (j - i <= hist), D, np.inf)  # row j: the scored window
-    expected = D.T.min(axis=1)[-100:] / (math.sqrt(2 * m) * unit)
+    expected = _banded_left_minimum(values[0, 300 - (hist + m - 1) :], m, excl, hist)[-100:] / (math.sqrt(2 * m) * unit)
     np.testing.assert_allclose(scores[0], expected, atol=1e-9, rtol=0)
     np.testing.assert_allclose(scores[1], scores[0], atol=1e-9, rtol=0)
     # A context first seen when scoring is measured by the spread of its own scored data.
@@ -653,11 +656,7 @@ def test_detector_plain_scores_in_units_of_the_fitted_spread():
     fresh_scores = det.score(fresh).to_numpy()[0]
     own = _robust_sigma(values[0, 300:])
     assert np.nanmax(fresh_scores) > 0 and np.isfinite(fresh_scores).any()
-    x = values[0, 300:] * 3
-    D = distance_matrix(x, m, normalize=False)
-    i, j = np.indices(D.shape)
-    D = np.where((j - i > excl) & (j - i <= hist), D, np.inf)
-    best = D.T.min(axis=1)
+    best = _banded_left_minimum(values[0, 300:] * 3, m, excl, hist)
     want = np.where(np.isfinite(best), best, np.nan) / (math.sqrt(2 * m) * 3 * own)
     np.testing.assert_allclose(fresh_scores[m - 1 :], want, atol=1e-9, rtol=0, equal_nan=True)
     with pytest.raises(ValueError, match="normalize"):

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly.panel import Panel
+from tsanomaly.scaling import MAD_TO_SIGMA
 
 __all__ = [
     "BAND_SIGMAS",
@@ -216,7 +217,7 @@ def _robust_sigma(residual: np.ndarray) -> float:
     r = residual[np.isfinite(residual)]
     if r.size < 2:
         return float("nan")
-    sigma = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
     if sigma == 0.0:
         sigma = float(np.std(r))
     return sigma

@@ -11,10 +11,13 @@ import warnings
 
 from tsanomaly import backend
 
-__all__ = ["MAD_TO_SIGMA", "robust_center_scale"]
+__all__ = ["MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "robust_center_scale"]
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian data.
 MAD_TO_SIGMA = 1.4826
+
+#: sqrt(pi / 2) x the mean absolute deviation estimates the standard deviation of Gaussian data.
+MEAN_ABS_TO_SIGMA = 1.2533
 
 # Floors of the per-context scale (see robust_center_scale).  The mean-deviation floor
 # matters for sparse counts (a context with mostly zero registrations has MAD 0): with
@@ -50,7 +53,7 @@ def robust_center_scale(values):
         center = xp.nanmedian(values, axis=1)
         dev = xp.abs(values - center[:, None])
         mad = MAD_TO_SIGMA * xp.nanmedian(dev, axis=1)
-        mean_dev = 1.2533 * xp.nanmean(dev, axis=1)  # sqrt(pi/2): mean |dev| -> sigma for Gaussian data
+        mean_dev = MEAN_ABS_TO_SIGMA * xp.nanmean(dev, axis=1)
     center = xp.nan_to_num(center, nan=0.0)
     scale = xp.maximum(xp.nan_to_num(mad, nan=0.0), _MEAN_DEV_FLOOR * xp.nan_to_num(mean_dev, nan=0.0))
     scale = xp.maximum(scale, _REL_SCALE_FLOOR * xp.abs(center))

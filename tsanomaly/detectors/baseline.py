@@ -16,14 +16,12 @@ import numpy as np
 from tsanomaly import backend, thresholds
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
+from tsanomaly.scaling import MAD_TO_SIGMA
 from tsanomaly.validation import is_int
 
 __all__ = [
     "RollingZScoreDetector", "rolling_robust_zscore", "MAD_TO_SIGMA", "LEVEL_REFRESHES_PER_WINDOW", "score_direction",
 ]
-
-#: Scale factor that makes the MAD of Gaussian data estimate its standard deviation.
-MAD_TO_SIGMA = 1.4826
 
 #: With ``level_window``, the level median and MAD are recomputed this many times per window
 #: length (every ``level_window // 64`` points), so a point costs at most ~128 past values

@@ -33,8 +33,8 @@ import numpy as np
 
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
-from tsanomaly.detectors.baseline import MAD_TO_SIGMA
 from tsanomaly.panel import Panel
+from tsanomaly.scaling import MAD_TO_SIGMA
 from tsanomaly.validation import is_int
 
 __all__ = ["COMBINE_RULES", "EnsembleDetector"]

@@ -30,7 +30,8 @@ import pandas as pd
 
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
-from tsanomaly.detectors.baseline import MAD_TO_SIGMA, score_direction
+from tsanomaly.detectors.baseline import score_direction
+from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA
 from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["decompose", "Decomposition", "STLDetector"]
@@ -459,8 +460,6 @@ _SHRINK = 8.0
 _MIN_DISPERSION = 0.1
 # Floor of the spread of the log-dispersion across the fit's windows.
 _MIN_LOG_SPREAD = 0.1
-# Mean absolute deviation -> standard deviation for Gaussian data (sqrt(pi / 2)).
-_MEAN_ABS_TO_SIGMA = 1.2533
 # statsmodels' bisquare robustness weights: weight 0 beyond 6 x median |remainder|.
 _BISQUARE_SCALE = 6.0
 
@@ -1165,7 +1164,7 @@ class STLDetector(BaseDetector):
             # of a mean of w points
             level_center = _nanmedian_rows(_by_phase(mean_w, p_min, xp), xp)
             gap = mean_w - _phase_values(level_center, 0, n, xp)
-            level_spread = _MEAN_ABS_TO_SIGMA * _nanmean_rows(xp.abs(gap), xp)
+            level_spread = MEAN_ABS_TO_SIGMA * _nanmean_rows(xp.abs(gap), xp)
             level_noise = typical_scale / math.sqrt(w)
             level_spread = xp.maximum(xp.where(xp.isfinite(level_spread), level_spread, 0.0), level_noise)
             state.update(level_center=level_center, level_spread=level_spread, level_noise=level_noise,
