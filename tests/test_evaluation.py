@@ -228,29 +228,62 @@ def test_nab_alert_scores_are_threshold_units_kept_at_incident_onsets():
     assert raw[100] == 8.0
 
 
+def _benchmark_script(name: str):
+    """Import ``benchmarks/<name>.py`` (a script folder, not a package) as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_nab_folder(root, values, window_rows, label_row):
+    """A one-file NAB folder: 5-minute ``values``, one window over ``window_rows`` (first, last), one labelled row."""
+    import json
+
+    (root / "data" / "cat").mkdir(parents=True)
+    (root / "labels").mkdir()
+    stamps = pd.date_range("2024-01-01", periods=len(values), freq="5min")
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values}).to_csv(
+        root / "data" / "cat" / "one.csv", index=False
+    )
+    window = [stamps[row].strftime("%Y-%m-%d %H:%M:%S.%f") for row in window_rows]
+    (root / "labels" / "combined_windows.json").write_text(json.dumps({"cat/one.csv": [window]}))
+    (root / "labels" / "combined_labels.json").write_text(json.dumps({"cat/one.csv": [str(stamps[label_row])]}))
+
+
 def test_nab_auc_bound_references_on_a_hand_worked_file(tmp_path):
     # benchmarks/nab_auc_bound.py: 40 rows (probationary 6), one window on rows 20..29 with its
     # labelled point at row 25. Scored rows 6..39: 10 positives, 24 negatives.
     # hold marks rows 25..29: half the positives beat every negative, half tie -> 0.5 + 0.5 * 0.5.
     # point marks row 25: one positive in ten beats the negatives -> 0.1 + 0.9 * 0.5.
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    import pandas as pd
-
-    script = Path(__file__).parents[1] / "benchmarks" / "nab_auc_bound.py"
-    spec = importlib.util.spec_from_file_location("nab_auc_bound", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    (tmp_path / "data" / "cat").mkdir(parents=True)
-    (tmp_path / "labels").mkdir()
-    stamps = pd.date_range("2024-01-01", periods=40, freq="5min")
-    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": np.arange(40.0)}).to_csv(
-        tmp_path / "data" / "cat" / "one.csv", index=False
-    )
-    window = [stamps[20].strftime("%Y-%m-%d %H:%M:%S.%f"), stamps[29].strftime("%Y-%m-%d %H:%M:%S.%f")]
-    (tmp_path / "labels" / "combined_windows.json").write_text(json.dumps({"cat/one.csv": [window]}))
-    (tmp_path / "labels" / "combined_labels.json").write_text(json.dumps({"cat/one.csv": [str(stamps[25])]}))
+    module = _benchmark_script("nab_auc_bound")
+    _write_nab_folder(tmp_path, np.arange(40.0), window_rows=(20, 29), label_row=25)
     result = module.reference_aucs(tmp_path)
     assert result == {"point": pytest.approx(0.55), "hold": pytest.approx(0.75), "files": 1}
+
+
+def test_nab_isolation_forest_stamps_window_scores_at_ends_and_centres():
+    module = _benchmark_script("nab_isolation_forest")
+    window_scores = np.array([1.0, 2.0, 6.0])  # windows of 3 starting at points 0, 1, 2 of 5
+    # Point t is covered by windows max(0, t - 2) .. min(t, 2).
+    np.testing.assert_allclose(module.covering_mean(window_scores, 5, 3), [1.0, 1.5, 3.0, 4.0, 6.0])
+    np.testing.assert_array_equal(module.end_stamped(window_scores, 3), [np.nan, np.nan, 1.0, 2.0, 6.0])
+
+
+def test_nab_isolation_forest_finds_a_broken_cycle(tmp_path):
+    # A clean 5-minute daily-like cycle of 24 points; rows 300..311 (one cycle) are flattened.
+    # The anomalous windows are isolated first, so every variant ranks the window above chance.
+    t = np.arange(480)
+    values = 10.0 + 5.0 * np.sin(2 * np.pi * t / 24)
+    values[300:312] = 10.0
+    module = _benchmark_script("nab_isolation_forest")
+    _write_nab_folder(tmp_path, values, window_rows=(290, 330), label_row=305)
+    result = module.isolation_forest_aucs(tmp_path)
+    assert result["files"] == 1
+    for fit in ("history", "all"):
+        for stamp in ("end", "centre"):
+            assert result[(fit, stamp)] > 0.8
