@@ -160,6 +160,9 @@ points, read over covering windows), it would be the one detector without a GPU 
 it still falls short of 0.75 under either convention. Wider spreading raises NAB's AUC further
 (the maximum over covering windows instead of the mean 0.722 / 0.761; windows of two periods
 0.720-0.791), by reading the width of NAB's windows: not taken.
+Past neighbours only on NAB (the causal left matrix profile, as a stream would compute it;
+2026-12-06): ``mp`` 2.9 standard score and AUC-ROC 0.547 (0.531 with both sides), 25.8 and
+0.596 without the smoothing; ``mp-multi`` 2.9 and 0.567. Still far below the baseline's 64.4.
 Point views at full resolution (UCR, the absolute first and second differences robust-scored
 against the training part, top-1 where the largest peak stands out most from its second):
 they find none of the 27 files ``mp-multi`` misses; the respiration files' labelled points are
