@@ -30,12 +30,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tsanomaly import metrics
 from tsanomaly.datasets import read_nab
+from tsanomaly.evaluation import benchmark_window
 from tsanomaly.periods import estimate_period
 
 ROOT = Path(__file__).resolve().parents[1]
-
-#: Shortest window (points): shorter windows hold too little shape to isolate.
-MIN_WINDOW = 4
 
 
 def covering_mean(window_scores: np.ndarray, n_points: int, window: int) -> np.ndarray:
@@ -92,7 +90,7 @@ def isolation_forest_aucs(nab_path, seed: int = 0) -> dict:
         values = np.asarray(record.values, dtype=np.float64)
         if not np.isfinite(values).all():
             raise ValueError(f"{record.name}: missing values; this reference expects complete NAB files")
-        window = int(max(MIN_WINDOW, min(estimate_period(values[:train_end]), train_end // 2)))
+        window = benchmark_window(estimate_period(values[:train_end]), train_end)
         windows = sliding_window_view(values, window)
         n_history_windows = train_end - window + 1
         n_files += 1

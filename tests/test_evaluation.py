@@ -275,7 +275,7 @@ def test_nab_isolation_forest_stamps_window_scores_at_ends_and_centres():
 
 
 def test_nab_isolation_forest_finds_a_broken_cycle(tmp_path):
-    # A clean 5-minute daily-like cycle of 24 points; rows 300..311 (one cycle) are flattened.
+    # A clean 5-minute daily-like cycle of 24 points; rows 300..311 (half a cycle) are flattened.
     # The anomalous windows are isolated first, so every variant ranks the window above chance.
     t = np.arange(480)
     values = 10.0 + 5.0 * np.sin(2 * np.pi * t / 24)

@@ -187,6 +187,7 @@ from tsanomaly.thresholds import suppress_repeats
 __all__ = [
     "BENCHMARK_DETECTORS",
     "PUBLISHED_ANCHORS",
+    "benchmark_window",
     "make_benchmark_detector",
     "score_series",
     "nab_alert_scores",
@@ -235,6 +236,16 @@ PUBLISHED_ANCHORS = {
 }
 
 
+#: Shortest window (points) of the benchmark detectors: shorter windows hold too little shape.
+MIN_WINDOW = 4
+
+
+def benchmark_window(period: int, n_train: int) -> int:
+    """Window length (points) for a series of this period: the period, at least
+    :data:`MIN_WINDOW`, at most half the training part (two windows must fit in it)."""
+    return int(max(MIN_WINDOW, min(period, n_train // 2)))
+
+
 def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, counts: bool = False, device: str = "auto"):
     """A detector with defaults derived from the series itself (the same rule on every file).
 
@@ -258,7 +269,7 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
     """
     from tsanomaly.detectors import make_detector
 
-    window = int(max(4, min(period, n_train // 2)))
+    window = benchmark_window(period, n_train)
 
     def profile(m, difference=False, smoothing=None, normalize=True):
         # Offline scoring of a whole recording: neighbours on both sides, distances averaged
@@ -285,7 +296,7 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
     if name == "mp":
         return views([window], [window])
     if name == "mp-multi":
-        return views(sorted({int(max(4, min(round(k * window), n_train // 2))) for k in MP_MULTI_WINDOWS}), [window])
+        return views(sorted({benchmark_window(round(k * window), n_train) for k in MP_MULTI_WINDOWS}), [window])
     if name == "lstm":
         return make_detector("lstm", window=min(window, 64), device=device, seed=0)
     if name == "ensemble":
