@@ -19,10 +19,15 @@ principles, never per file):
 
 The LSTM autoencoder sees at most :data:`LSTM_MAX_POINTS` points per series
 (more block averaging), and STL and the ensemble a period of at most
-:data:`STL_MAX_PERIOD` points: documented caps that keeps the whole report within
+:data:`STL_MAX_PERIOD` points: documented caps that keep the whole report within
 30 minutes on 2 CPU cores. ``score_series`` scores the new data once and
 flags it with the detector's calibrated threshold (``predict`` would score it
 a second time).
+
+Each default below comes with the measurement that chose it (UCR: top-1 over
+the 125 files; NAB: standard score over the 41 files). The alternatives measured
+on the same files and not adopted, with their figures, are in
+``docs/ACCURACY_EXPERIMENTS.md``.
 
 Location alignment (UCR). The matrix-profile detectors stamp a window's score
 at the window's *end*, so the anomaly that made a window unusual lies anywhere in
@@ -31,82 +36,41 @@ points before it). UCR asks *where* the anomaly is, offline, so for UCR every
 metric (top-1, AUC, VUS, range F1) reads each matrix-profile score at the centre
 of what it averaged (``(m - 1 + smoothing - 1) // 2`` points earlier), as TSB-UAD
 pads window scores to window centres. NAB, which rewards early detection, uses
-the end-stamped scores. Measured on the 125 UCR files (``mp`` without smoothing):
-top-1 0.488 end-stamped, 0.520 centred.
+the end-stamped scores. Measured (``mp`` without smoothing): 0.488 end-stamped,
+0.520 centred.
 
 Matrix profile neighbours. The report scores each file's test part as one batch,
 offline, so ``mp`` and ``mp-multi`` look for a window's nearest neighbour on both
 sides (``neighbours="all"``: training part and the whole test part, earlier or
 later). A shape that first appears in the test part and recurs later in it is then
-no discord, and UCR's one anomaly is (125 files, top-1: 0.520 with past
-neighbours only, 0.552 with both sides).
+no discord, and UCR's one anomaly is (0.520 with past neighbours only, 0.552 with
+both sides).
 
 Matrix profile smoothing. Every matrix profile of ``mp`` and ``mp-multi`` averages the
 distances of the last ``m`` windows (``smoothing = m``, ``m`` the window): an
 anomaly raises every window that overlaps it, a plateau, while windows that are
-unusual only by their alignment stand alone (125 UCR files, top-1 of the values'
-profile at ``p``: 0.552 without, 0.592 / 0.624 / 0.608 averaging ``m/2`` / ``m`` /
-``2m`` windows, at 50,000 points).
+unusual only by their alignment stand alone (the values' profile at ``p``: 0.552
+without, 0.592 / 0.624 / 0.608 averaging ``m/2`` / ``m`` / ``2m`` windows).
 
-Two views. ``mp`` holds two matrix profiles at window ``p``: of the values and of
-their first difference (``difference=True``: sees a change of slope or a one-point
-spike that z-normalising smooth values hides), combined by
-:class:`~tsanomaly.detectors.ensemble.EnsembleDetector` with ``combine="peak"``:
-each profile's scores of the file divided by its second-highest peak (more than one
-window from its highest), the larger ratio taken -- the view whose strongest event
-stands out most decides, as in the KDD Cup 2021 solutions that pick among profiles
-by the ratio of their first to their second discord. ``mp-multi`` (the "best
-configuration" for UCR) holds the same two views at three windows, ``{p/2, p, 2p}``
-(:data:`MP_MULTI_WINDOWS`), six profiles under the same rule. One global rule,
-chosen on these files and stated as such. Measured (125 UCR files, top-1, 50,000
-points): values alone at ``p`` 0.624, differences alone 0.616, both views 0.704;
-six profiles 0.768 (0.784 adding test-against-training AB-joins, not adopted: a
-third more time for two files); without smoothing the same six gave 0.640.
-
-Plain views. ``mp`` also holds the plain (non-z-normalised, ``normalize=False``) profiles
-of the values and of the differences at ``p``, four profiles in all: z-normalising each
-window removes a change of amplitude or level in a familiar shape, which the plain
-distance keeps (several respiration and gait files, missed by every z-normalised view,
-seem to hold such changes). ``mp-multi`` is ``mp`` plus the
-z-normalised views at ``p/2`` and ``2p`` (eight profiles). Measured (125 UCR files,
-top-1, 2026-12-06, the same cached scores for every variant): plain views alone at ``p``
-0.680; ``mp``'s two z-normalised views 0.704, with the two plain ones 0.736 (at least one
-of the four right: 0.808); the six z-normalised profiles of three windows 0.768, with the
-plain ones at ``p`` 0.784 (oracle 0.880), with plain ones at all three windows (twelve
-profiles) 0.752 (oracle 0.896). Other ways to pick among the eight, all within a file or
-two: the second peak sought more than ``2m`` away 0.792, the top peak's height over the
-median against the second's 0.776, the first over the third peak 0.752, the ratio to the
-second peak combined with the ratio to the training part's maximum 0.712-0.784 (product,
-minimum, square root of the latter), the top peak's z-score among the file's top 5 or 10
-separated peaks 0.712-0.728. Where the rule picks a wrong profile, the right one's
-ratio is mostly 1.0-1.25, below the wrong one's: no reordering of these numbers finds it.
-On NAB the plain views lift ``mp``'s mean AUC-ROC from 0.479 to 0.531 (report of 2026-12-06).
-Measured later the same day on the same eight cached profiles (a re-computation that gives
-``mp-multi``'s 0.784 again), all below it: each distance divided by its nearest neighbour's own
-distance (the KDD Cup 2021 5th-place solution's normalised profile) 0.752, both kinds as
-candidates 0.768 (oracle 0.904); the second peak sought over the training part too 0.776; the
-5th-place solution's rolling features beside the profiles (peak-to-peak of the values, their
-differences and second differences, a rolling standard deviation of the second differences,
-inverses of two of these, the share of near-zero steps) 0.760-0.792 one at a time, 0.776 all.
-The test part joined against the training part (which holds no anomaly) at ``p``, the four
-views of ``mp``: alone 0.704, each distance over its training neighbour's own 0.744; beside the
-eight 0.776-0.784 (oracle 0.896-0.904).
-Most files that no view finds are long and block-averaged (one-point glitches in the
-respiration files vanish in the averaging) or have an estimated period far from their beat
-(apnea ECG, long-term ECG).
-
-What limits ``mp-multi`` is the choice among views, not the views: on these files at
-least one of the six profiles puts its top-1 on the anomaly in 0.864 of them (ten
-profiles, windows ``{p/4, p/2, p, 2p, 3p}``: 0.896), and the peak rule picks a correct
-one in 0.768 (ten profiles: 0.768). Other choosers measured on the six (2026-12-06):
-the ratio to the training part's maximum 0.728, to the larger of the second peak
-and the training maximum 0.736, a z-score of the top peak 0.720, the mean of the
-peak-normalised scores 0.696, a vote among the six top locations 0.688 (weighted by
-their ratios 0.720), rolling range and standard-deviation candidates beside the
-profiles 0.736-0.752. Block averaging is not what fails the long files (top-1 0.42 on
-the 51 files averaged at 50,000 points, 0.81 on the 42 files under 20,000): at full
-resolution (at most 300,000 points) the values' profile at ``p`` found 0.471 of those
-51 instead of 0.431 and the two views 0.569 instead of 0.588.
+Views. ``mp`` holds four matrix profiles at window ``p``: of the values and of their
+first difference (``difference=True``: sees a change of slope or a one-point spike that
+z-normalising smooth values hides), each z-normalised (shape) and plain
+(``normalize=False``: z-normalising each window removes a change of amplitude or level in a
+familiar shape, which the plain distance keeps). They are combined by
+:class:`~tsanomaly.detectors.ensemble.EnsembleDetector` with ``combine="peak"``: each
+profile's scores of the file divided by its second-highest peak (more than one window from
+its highest), the larger ratio taken -- the view whose strongest event stands out most
+decides, as in the KDD Cup 2021 solutions that pick among profiles by the ratio of their
+first to their second discord. ``mp-multi`` (the "best configuration" for UCR) is ``mp`` plus
+the z-normalised views at half and twice the period (:data:`MP_MULTI_WINDOWS`), eight
+profiles under the same rule. One global rule, chosen on these files and stated as such.
+Measured (2026-12-06, the same cached scores for every variant): values alone at ``p``
+0.624, differences alone 0.616, plain views alone 0.680; the two z-normalised views 0.704,
+with the two plain ones (``mp``) 0.736; the six z-normalised profiles of three windows 0.768,
+with the plain ones at ``p`` (``mp-multi``) 0.784; without smoothing the six gave 0.640. At
+least one of ``mp-multi``'s eight profiles puts its top-1 on the anomaly in 0.880 of the
+files: what limits it is the choice among views (see the experiments page). On NAB the plain
+views lift ``mp``'s mean AUC-ROC from 0.479 to 0.531.
 
 NAB. NAB's detectors see each file's records in order (``read_nab(grid="rows")``:
 its traffic files have jittered, gappy timestamps that leave a time grid half
@@ -120,53 +84,20 @@ level z-score against the last :data:`LEVEL_WINDOW_PERIODS` periods (all phases)
 each part in units of its own training quantile (at least the Gaussian one: NAB's
 probationary part gives the seasonal comparison only a few dozen training scores).
 Most of NAB's labelled anomalies are single spikes or drops, which stand out
-against a month of data at once (41 files, standard score: 53.5 seasonal only,
-62.5 with the level part, 64.4 with the units' Gaussian floor; 65.2 and 66.0 on
-the even- and odd-numbered files).
-Not adopted (2026-12-06): HTM's anomaly likelihood (the tail probability of the mean of the
-last 1, 5 or 10 scores against the last 500 to 8,640 scores) gives the baseline 50.9-62.1
-(in the same run, without the report's caps on STL's period, STL rises from 11.6 to 49.1 and
-``mp`` from 2.9 to 28.9); the baseline with the LSTM, STL or ``mp`` in threshold units, their
-maximum or mean, 12.2-62.9; the alert unit recalibrated as the scoring goes on (the larger of the fitted threshold and a rule over every score seen so far,
-refreshed each period): POT at the detectors' risk of 1e-3 (streaming SPOT) 55.5, their 0.999
-quantile 60.2. Refreshed at every point, the 0.95 / 0.98 / 0.99 / 0.995 / 0.999 quantiles give
-63.6 / 64.6 / 66.3 / 66.9 / 62.4: above 65 only for a share picked on these files, in a ragged
-optimum, so not taken as a default.
+against a month of data at once (53.5 seasonal only, 62.5 with the level part, 64.4
+with the units' Gaussian floor).
 
 NAB's AUC-ROC. NAB's windows (10% of a file, split among its anomalies) are
 centred on the labelled points, and a point anomaly is the whole event: a score
-that uses only past and present data cannot rise in a window's first half. Two
-references built from the labelled points (bounds, not detectors; ``python
-benchmarks/nab_auc_bound.py``), on the 35 files with a window after the
-probationary part: an alarm that rises at each labelled point and stays up to the
-window's end -- the best a causal detector can do -- has a mean per-file AUC-ROC of
-0.751; one that marks the labelled points alone 0.504. Holding a score high after
-an event (a trailing maximum over a period lifts the baseline to 0.645) raises AUC
-by reading the windows' width, and is not done here. Read at their windows' centres, as
-UCR's metrics are (TSB-UAD's offline convention), the matrix profiles' NAB AUC-ROC would be
-0.599 (``mp``) and 0.607 (``mp-multi``) instead of 0.531 and 0.537 (2026-12-06); NAB keeps
-the end stamps, which a streaming job would see.
-
-The published isolation-forest anchor (0.70) reproduced (``python
-benchmarks/nab_isolation_forest.py``, 2026-12-06; scikit-learn's defaults on windows of one
-period, 35 files): fitted on the probationary windows, 0.617 end-stamped and 0.707 read over
-the windows covering each point (TSB-UAD's offline convention, the anchors'); fitted on every
-window of the file, 0.654 and 0.735. So this package's AUC figures sit on the anchors' scale,
-and most of the anchor comes from reading windows offline. Not adopted as a detector: it is
-the best end-stamped NAB AUC measured here (the ensemble: 0.580) but far below the targets
-elsewhere (NAB standard score 32.1 in threshold units with the report's alert rule; UCR top-1
-0.224 at the report's resolution, windows of the period, block-averaged to at most 128
-points, read over covering windows), it would be the one detector without a GPU path, and
-it still falls short of 0.75 under either convention. Wider spreading raises NAB's AUC further
-(the maximum over covering windows instead of the mean 0.722 / 0.761; windows of two periods
-0.720-0.791), by reading the width of NAB's windows: not taken.
-Past neighbours only on NAB (the causal left matrix profile, as a stream would compute it;
-2026-12-06): ``mp`` 2.9 standard score and AUC-ROC 0.547 (0.531 with both sides), 25.8 and
-0.596 without the smoothing; ``mp-multi`` 2.9 and 0.567. Still far below the baseline's 64.4.
-Point views at full resolution (UCR, the absolute first and second differences robust-scored
-against the training part, top-1 where the largest peak stands out most from its second):
-they find none of the 27 files ``mp-multi`` misses; the respiration files' labelled points are
-not one-point glitches in the raw values.
+that uses only past and present data cannot rise in a window's first half. An
+alarm that rises at each labelled point and stays up to the window's end -- the
+best a causal detector can do -- has a mean per-file AUC-ROC of 0.751 on the 35
+files with a window after the probationary part (``python
+benchmarks/nab_auc_bound.py``). Holding a score high after an event, or reading
+scores at window centres, raises the AUC by reading the windows' width or the
+future, and is not done here; the published anchors read windows offline
+(``python benchmarks/nab_isolation_forest.py`` reproduces the isolation forest's
+0.70 that way, and gives 0.617 end-stamped).
 """
 from __future__ import annotations
 
