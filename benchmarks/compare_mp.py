@@ -23,6 +23,9 @@ against ``stumpy.aamp`` / ``stumpy.gpu_aamp``.
 
 Each measurement is the best of ``--repeat`` runs after one untimed warm-up (which
 absorbs JIT compilation); the two sides alternate, so a busy machine slows both.
+Except in the ``batch`` case: there tsanomaly's two precisions alternate with each
+other, then STUMPY's loop over ``--stumpy-contexts`` series is timed once, after its
+own warm-up, so its figure is a single run that does not alternate with tsanomaly.
 Throughput is in window pairs per second, pairs = (w - e - 1)(w - e) / 2 per
 self-join of w windows with exclusion zone e (the pairs either side computes).
 On the CPU the CPU seconds of the process are printed too: where other jobs share

@@ -20,7 +20,8 @@ comparable across contexts).
 
 Usage::
 
-    python benchmarks/stl_attack_auc.py [--contexts 300] [--days 28] [--seed 0] [--periods 24]
+    python benchmarks/stl_attack_auc.py [--contexts 300] [--days 28] [--seed 0]
+        [--split 2024-01-22] [--periods 24]
 """
 from __future__ import annotations
 

@@ -62,7 +62,8 @@
 //   double: key = (bits64(u) & ~(2^b - 1)) | index         b = index bits (b = bit length of
 //           the largest window index, 20 bits for a million windows), so u keeps 52 - b
 //           mantissa bits in the key; the exact double distance is recomputed for the winning
-//           index afterwards (mp_refine in matrix_profile.cu).
+//           index afterwards (finalize_entry below, run by mp_finalize_f64/_f32 in
+//           matrix_profile.cu).
 #pragma once
 
 #ifndef MP_THREADS

@@ -126,6 +126,23 @@ def test_long_level_window_refreshes_on_the_fits_clock():
         np.testing.assert_allclose(det.score(x[:, split:]).values, expected, rtol=1e-12)
 
 
+def test_window_of_two_defaults_min_periods_to_the_window():
+    # The default min_periods is capped at the window: window=2 is allowed and gets 2
+    # (max(3, window // 2) alone would be 3, and fit used to refuse it).
+    x = np.array([[1.0, 3.0, 10.0]])
+    det = RollingZScoreDetector(window=2, seasonal_period=None, floor_fraction=0.0)
+    scores = det.fit_score(x).values
+    assert det._min_periods() == 2
+    assert np.isnan(scores[0, :2]).all()  # fewer than 2 past points
+    # Past [1, 3]: median 2, |dev| = [1, 1] -> MAD 1.
+    assert scores[0, 2] == pytest.approx((10.0 - 2.0) / (1.4826 * 1.0))
+    # Defaults of larger windows are unchanged.
+    assert [RollingZScoreDetector(window=w)._min_periods() for w in (3, 5, 6, 14)] == [3, 3, 3, 7]
+    # An out-of-range value is reported as resolved.
+    with pytest.raises(ValueError, match=r"min_periods must lie in \[1, window=4\], got 5$"):
+        RollingZScoreDetector(window=4, min_periods=5).fit(np.ones((1, 50)))
+
+
 @pytest.mark.parametrize("bad", [
     dict(window=1), dict(direction="sideways"), dict(seasonal_period=0), dict(contamination=0.7), dict(threshold="magic"),
     dict(level_window=2, min_periods=3), dict(level_window=10.0),

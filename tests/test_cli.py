@@ -1,7 +1,23 @@
 """The console script: the demo end to end, and one-line errors with exit status 2."""
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tsanomaly import backend
 from tsanomaly.cli import main
+
+
+def _one_line_error(capsys) -> str:
+    """stderr of a failed command: one line, no traceback."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
 
 
 def test_demo_prints_alerts_and_precision_recall(capsys):
@@ -17,3 +33,111 @@ def test_unknown_detector_is_a_user_error(capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and "unknown detector 'nope'" in err
+
+
+# ---------------------------------------------------------------------- demo: days and devices
+def test_demo_scores_the_last_week_whatever_the_days(monkeypatch):
+    import tsanomaly.demo
+
+    shown = []
+    monkeypatch.setattr(tsanomaly.demo, "print_demo", lambda result, top: shown.append(result))
+    # 35 days: the fit used to stop after day 21 whatever --days said, so two weeks were scored.
+    assert main(["demo", "--detector", "baseline", "--contexts", "40", "--days", "35"]) == 0
+    (result,) = shown
+    last_week = pd.Timestamp("2024-01-01") + pd.Timedelta(days=28)  # the panel starts on 2024-01-01
+    assert len(result.alerts) > 0 and len(result.attacks) > 0
+    assert (result.alerts["start"] >= last_week).all()
+    assert (result.attacks["start"] >= last_week).all()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(["--days", "7"], "--days must be at least 8"), (["--days", "0"], "--days must be at least 8"),
+     (["--top", "-1"], "--top must be 0 or more")],
+)
+def test_demo_rejects_days_without_history_and_negative_top(option, message, capsys):
+    # --days 7 used to fit on all of it, score an empty panel and print "precision nan" with status 0.
+    assert main(["demo", "--detector", "baseline", "--contexts", "10", *option]) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_run_demo_needs_a_day_to_fit_and_a_day_to_score():
+    from tsanomaly.demo import run_demo
+
+    # n_days=7 used to fit on every day (the history default was 21) and score nothing.
+    with pytest.raises(ValueError, match="need 1 <= history_days < n_days"):
+        run_demo("baseline", n_contexts=10, n_days=7)
+    with pytest.raises(ValueError, match="need 1 <= history_days < n_days"):
+        run_demo("baseline", n_contexts=10, n_days=28, history_days=28)
+
+
+def _without_cupy(monkeypatch):
+    """Make ``import cupy`` fail, as on a machine without CuPy, whatever this machine has."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setattr(backend, "_visible_gpu_count", lambda: 0)
+
+
+def test_demo_on_cuda_without_a_gpu_is_a_user_error(monkeypatch, capsys):
+    _without_cupy(monkeypatch)
+    assert main(["demo", "--detector", "baseline", "--contexts", "10", "--device", "cuda"]) == 2
+    assert "device='cuda' was asked for" in _one_line_error(capsys)
+
+
+# ---------------------------------------------------------------------- evaluate
+def _write_nab(root: Path) -> Path:
+    """A NAB folder with one file: 400 hourly rows of a daily cycle, a spike in a labelled window."""
+    (root / "nab" / "data" / "cat").mkdir(parents=True)
+    (root / "nab" / "labels").mkdir()
+    times = pd.date_range("2024-01-01", periods=400, freq="h")
+    values = 10 + 5 * np.sin(2 * np.pi * np.arange(400) / 24)
+    values[300] = 60.0
+    pd.DataFrame({"timestamp": times.strftime("%Y-%m-%d %H:%M:%S"), "value": values}).to_csv(
+        root / "nab" / "data" / "cat" / "cycle.csv", index=False
+    )
+    window = [str(times[295]), str(times[305])]
+    (root / "nab" / "labels" / "combined_windows.json").write_text(json.dumps({"cat/cycle.csv": [window]}))
+    return root
+
+
+def _evaluate(root, *options):
+    return ["evaluate", "--data", str(root), "--datasets", "nab", "--detectors", "baseline", *options]
+
+
+@pytest.mark.parametrize("datasets", ["nba", "nab,ucr,uc", ","])
+def test_evaluate_rejects_unknown_data_set_names(datasets, tmp_path, capsys):
+    # An unknown name used to be skipped: an empty report and exit status 0.
+    args = ["evaluate", "--data", str(_write_nab(tmp_path)), "--datasets", datasets, "--detectors", "baseline"]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "--datasets" in err and "valid names: nab, ucr" in err
+
+
+@pytest.mark.parametrize("detectors", ["", "mp,foo"])
+def test_evaluate_rejects_unknown_or_no_detector_names(detectors, tmp_path, capsys):
+    args = ["evaluate", "--data", str(_write_nab(tmp_path)), "--datasets", "nab", "--detectors", detectors]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "--detectors" in err and "valid names: baseline, stl, mp, mp-multi, lstm, ensemble" in err
+
+
+@pytest.mark.parametrize("points", ["0", "-5"])
+def test_evaluate_rejects_max_points_below_one(points, tmp_path, capsys):
+    # 0 used to end in a ZeroDivisionError traceback.
+    assert main(_evaluate(_write_nab(tmp_path), "--max-points", points)) == 2
+    assert "--max-points must be at least 1" in _one_line_error(capsys)
+
+
+def test_evaluate_on_cuda_without_a_gpu_is_a_user_error(monkeypatch, tmp_path, capsys):
+    _without_cupy(monkeypatch)
+    assert main(_evaluate(_write_nab(tmp_path), "--device", "cuda")) == 2
+    assert "device='cuda' was asked for" in _one_line_error(capsys)
+
+
+def test_evaluate_report_quotes_the_command_after_a_global_flag(tmp_path, capsys):
+    root = _write_nab(tmp_path)
+    out = tmp_path / "report.md"
+    assert main(["-v", *_evaluate(root, "--out", str(out))]) == 0
+    capsys.readouterr()
+    # The quote used to be argv[1:], which repeated the sub-command after -v: "evaluate evaluate".
+    expected = f"Made with: `tsanomaly evaluate --data {root} --datasets nab --detectors baseline --out {out}`"
+    assert expected in out.read_text()

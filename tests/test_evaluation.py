@@ -29,6 +29,16 @@ def test_estimate_period_needs_only_two_cycles():
     assert abs(estimate_period(x) - 288) <= 3
 
 
+def test_estimate_period_can_return_either_end_of_its_range():
+    """The shortest and the longest period considered are candidates too (a cycle of
+    exactly ``min_period`` or ``max_period`` points once came out as twice its length)."""
+    t = np.arange(2000)
+    assert estimate_period(np.sin(2 * np.pi * t / 4)) == 4
+    assert estimate_period(np.sin(2 * np.pi * t / 24), min_period=24) == 24
+    assert estimate_period(np.sin(2 * np.pi * t / 24), max_period=24) == 24
+    assert estimate_period(np.sin(2 * np.pi * t[:100] / 50)) == 50  # max_period = n // 2
+
+
 def test_estimate_period_of_noise_is_the_default():
     x = np.random.default_rng(0).normal(size=3000)
     assert estimate_period(x, default=17) == 17

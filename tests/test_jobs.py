@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import tsanomaly
+from tsanomaly import backend
 from tsanomaly import io as tsio
 from tsanomaly import jobs
 from tsanomaly.cli import main
@@ -270,6 +271,9 @@ def test_model_that_is_not_a_model(tables, tmp_path, capsys):
         (["--param", "windows=3"], "has no parameter 'windows'"),
         (["--param", "seasonal_period=0"], "seasonal_period must be a positive integer or None"),
         (["--context", "country,ts"], "both as a context column and as --time"),
+        (["--param", "contamination=null"], "contamination must be a number in (0, 0.5), got None"),
+        (["--param", 'contamination="0.01"'], "contamination must be a number in (0, 0.5), got '0.01'"),
+        (["--param", "threshold=true"], "threshold must be one of"),
     ],
 )
 def test_bad_parameters(tables, tmp_path, capsys, extra, message):
@@ -371,6 +375,43 @@ def test_write_then_read_round_trips(tmp_path, ext):
     assert list(back.columns) == ["asn", "ts", "n"]
     assert pd.to_datetime(back["ts"]).tolist() == frame["ts"].tolist()
     np.testing.assert_array_equal(back["n"], frame["n"])
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl", "jsonl.gz"])
+def test_sub_second_timestamps_round_trip(tmp_path, ext):
+    # Quarter-second buckets: a writer that drops the fraction would merge them into one time.
+    stamps = pd.date_range("2024-01-01", periods=4, freq="250ms")
+    frame = pd.DataFrame({"asn": ["a"] * 4, "ts": stamps, "n": [1.0, 2.0, 3.0, 4.0]})
+    back = tsio.read_table(tsio.write_table(frame, tmp_path / f"x.{ext}"))
+    assert pd.to_datetime(back["ts"]).tolist() == stamps.tolist()
+    panel = tsanomaly.Panel.from_frame(back, context="asn", time="ts", value="n")
+    assert panel.n_times == 4 and panel.freq == pd.tseries.frequencies.to_offset("250ms")
+    np.testing.assert_array_equal(panel.values, [[1.0, 2.0, 3.0, 4.0]])
+
+
+# ---------------------------------------------------------------------- CUDA kernel sources
+def test_the_kernel_sources_are_found_without_a_gpu(monkeypatch):
+    monkeypatch.delenv("TSANOMALY_CUDA_KERNELS", raising=False)
+    assert (backend.cuda_kernels_dir() / "matrix_profile.cu").is_file()
+
+
+def test_the_kernel_folder_override_is_used(tmp_path, monkeypatch):
+    (tmp_path / "matrix_profile.cu").write_text("// a stand-in kernel\n")
+    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
+    assert backend.cuda_kernels_dir() == tmp_path
+    assert backend.kernel_source("matrix_profile.cu") == "// a stand-in kernel\n"
+
+
+def test_a_kernel_folder_override_that_is_missing_or_empty_is_an_error(tmp_path, monkeypatch):
+    # Falling back to the bundled sources would compile kernels other than the ones asked for.
+    missing = tmp_path / "nowhere"
+    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(missing))
+    with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*nowhere.*no such folder"):
+        backend.cuda_kernels_dir()
+    (tmp_path / "notes.txt").write_text("no kernels here")
+    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*holds no \.cu file"):
+        backend.kernel_source("matrix_profile.cu")
 
 
 # ---------------------------------------------------------------------- helpers

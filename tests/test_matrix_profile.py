@@ -227,6 +227,29 @@ def test_ab_join_batch_with_one_reference_series():
         np.testing.assert_array_equal(got.profile[c], matrix_profile(batch[c], 16, T_B=reference, device="cpu").profile)
 
 
+def test_ab_join_batch_of_one_with_a_1d_reference_keeps_the_batch_shape():
+    # A 1-D T_B serves every context of a 2-D T, a batch of one included; the result
+    # follows T's shape: (1, n_windows), not (n_windows,).
+    rng = np.random.default_rng(23)
+    batch = np.cumsum(rng.standard_normal((1, 200)), axis=1)
+    reference = np.cumsum(rng.standard_normal(120))
+    got = matrix_profile(batch, 16, T_B=reference, device="cpu")
+    alone = matrix_profile(batch[0], 16, T_B=reference, device="cpu")
+    assert got.profile.shape == got.index.shape == (1, 200 - 16 + 1)
+    np.testing.assert_array_equal(got.profile[0], alone.profile)
+    np.testing.assert_array_equal(got.index[0], alone.index)
+    assert alone.profile.shape == (200 - 16 + 1,)
+
+
+def test_ab_join_shape_mismatch_reports_the_shapes_as_given():
+    # A 2-D T_B against a 1-D T is still refused; the message shows the shapes passed,
+    # not the (1, n) made of a 1-D series internally.
+    with pytest.raises(ValueError, match=r"got shape \(1, 50\) for T of shape \(60,\)"):
+        matrix_profile(np.zeros(60), 4, T_B=np.zeros((1, 50)))
+    with pytest.raises(ValueError, match=r"got shape \(2, 50\) for T of shape \(3, 60\)"):
+        matrix_profile(np.zeros((3, 60)), 4, T_B=np.zeros((2, 50)))
+
+
 # ---------------------------------------------------------------------------- edge-case rules
 def test_constant_and_non_finite_rules_by_hand():
     m = 4

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tsanomaly import Panel
+from tsanomaly import Panel, RollingZScoreDetector
 
 
 def _frame():
@@ -100,3 +100,75 @@ def test_constructor_rejects_bad_shapes_and_duplicates():
         Panel(np.array([[1.0, 2.0], [np.inf, 1.0]]), ["a", "b"], pd.RangeIndex(2))
     with pytest.raises(ValueError, match="fill"):
         Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="ffill")
+
+
+# ---------------------------------------------------------------------- the time grid
+def test_consecutive_integers_become_a_range_index():
+    for index in ([5, 6, 7], pd.Index([5, 6, 7]), np.arange(5, 8)):
+        panel = Panel(np.ones((1, 3)), ["a"], index)
+        assert isinstance(panel.index, pd.RangeIndex)  # not nanoseconds since 1970
+        assert list(panel.index) == [5, 6, 7]
+        assert panel.freq == 1
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ([0, 2, 4], r"consecutive integers .* got \[0, 2, 4\]"),
+        (pd.Index([0, 2, 4]), r"consecutive integers .* got \[0, 2, 4\]"),
+        ([0.0, 1.0, 2.0], r"consecutive integers .* got \[0.0, 1.0, 2.0\] \(float64\)"),
+        (pd.RangeIndex(0, 6, 2), r"RangeIndex must have step 1.*step=2"),
+    ],
+)
+def test_integer_grids_without_a_unit_step_are_refused(index, message):
+    with pytest.raises(ValueError, match=message):
+        Panel(np.ones((1, 3)), ["a"], index)
+
+
+def test_two_timestamps_give_the_grids_step():
+    index = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 00:15"])
+    assert index.freq is None
+    panel = Panel(np.ones((1, 2)), ["a"], index)
+    assert panel.freq == pd.tseries.frequencies.to_offset("15min")
+    with pytest.raises(ValueError, match="must increase"):
+        Panel(np.ones((1, 2)), ["a"], index[::-1])
+
+
+def test_one_timestamp_needs_freq():
+    with pytest.raises(ValueError, match=r"one timestamp \(2024-01-01 00:00:00\) does not give the grid's step"):
+        Panel(np.ones((1, 1)), ["a"], pd.DatetimeIndex(["2024-01-01"]))
+    panel = Panel(np.ones((1, 1)), ["a"], pd.date_range("2024-01-01", periods=1, freq="h"))
+    assert panel.freq == pd.tseries.frequencies.to_offset("h")
+
+
+def _hourly_history():
+    index = pd.date_range("2024-01-01", periods=24 * 10, freq="h")
+    rng = np.random.default_rng(0)
+    return Panel(rng.poisson(20.0, size=(2, len(index))).astype(float), ["a", "b"], index)
+
+
+def test_two_new_timestamps_are_scored_on_the_fitted_grid():
+    history = _hourly_history()
+    det = RollingZScoreDetector(window=3).fit(history)
+    after = history.index[-1] + pd.Timedelta("1h")
+    new = Panel(np.full((2, 2), 20.0), ["a", "b"], pd.DatetimeIndex([after, after + pd.Timedelta("1h")]))
+    assert det.steps_after_fit(new) == 1
+    assert det.score(new).shape == (2, 2)
+
+
+def test_a_grid_without_a_step_is_refused_not_counted_as_integers():
+    det = RollingZScoreDetector(window=3, seasonal_period=None).fit(np.arange(40.0))
+    new = Panel.from_array(np.ones(2))
+    new.index = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 01:00"])  # past the constructor's checks
+    with pytest.raises(ValueError, match="without a frequency"):
+        det.steps_after_fit(new)
+
+
+def test_a_one_hour_slice_keeps_its_freq_and_is_scored():
+    # The constructor refuses one timestamp without freq; a slice of a Panel's grid keeps its freq.
+    history = _hourly_history()
+    det = RollingZScoreDetector(window=3).fit(history.loc[: history.index[-2]])
+    last_hour = history.loc[history.index[-1] :]
+    assert last_hour.n_times == 1 and last_hour.freq == history.freq
+    assert det.steps_after_fit(last_hour) == 1
+    assert det.score(last_hour).shape == (2, 1)

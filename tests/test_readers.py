@@ -116,6 +116,22 @@ def test_read_nab_rejects_bad_folders_and_files(tmp_path):
         read_nab(root, files=["flat"])
 
 
+@pytest.mark.parametrize("grid", ["time", "rows"])
+def test_read_nab_rejects_text_values_and_keeps_blank_cells_missing(tmp_path, grid):
+    root = _write_nab(tmp_path)
+    flat = root / "data" / "catB" / "flat.csv"
+    lines = flat.read_text().splitlines()  # header, then 4 rows "timestamp,value"
+    # A blank cell is a missing observation: read as NaN, like a grid point with no row.
+    lines[2] = lines[2].split(",")[0] + ","
+    flat.write_text("\n".join(lines) + "\n")
+    np.testing.assert_array_equal(read_nab(root, files=["flat"], grid=grid)[0].values, [1.0, np.nan, 2.0, 1.0])
+    # Text that is not a number used to become NaN too, dropping the observation unseen.
+    lines[3] = lines[3].split(",")[0] + ",1.O"
+    flat.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"catB/flat.csv: value at row 2 is not a number: '1.O'"):
+        read_nab(root, files=["flat"], grid=grid)
+
+
 # ------------------------------------------------------------------------------------------
 # UCR fixture
 # ------------------------------------------------------------------------------------------

@@ -183,6 +183,16 @@ def test_import_tsanomaly_does_not_import_pyspark():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.parametrize("where", ["argument", "model"])
+def test_score_rejects_an_unknown_fill_before_using_spark(where):
+    # A typo such as "zeros" used to act as "nan"; the check comes before any Spark call, so no
+    # DataFrame or session is needed (sdf=None would fail on first use).
+    data = {"time": "ts", "value": VALUE, "fill": "zeros" if where == "model" else "zero"}
+    model = tss.SparkModel({"context": CONTEXT, "data": data}, state=None)
+    with pytest.raises(ValueError, match="fill must be 'nan' or 'zero', got 'zeros'"):
+        tss.score(None, model, fill="zeros" if where == "argument" else None)
+
+
 def test_missing_pyspark_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark", None)
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)

@@ -1,8 +1,12 @@
-"""Alert post-processing: one alert per incident (thresholds.suppress_repeats)."""
+"""Threshold settings (thresholds.validate_threshold_params, calibrate) and alert post-processing:
+one alert per incident (thresholds.suppress_repeats)."""
+import doctest
+
 import numpy as np
 import pytest
 
-from tsanomaly.thresholds import suppress_repeats
+from tsanomaly import thresholds
+from tsanomaly.thresholds import calibrate, suppress_repeats, validate_threshold_params
 
 
 def test_onsets_by_hand():
@@ -46,3 +50,36 @@ def test_bad_refractory_raises(refractory):
 def test_bad_shape_raises():
     with pytest.raises(ValueError, match="1-D or 2-D"):
         suppress_repeats(np.zeros((2, 2, 2)), 3)
+
+
+def test_the_module_examples_run():
+    result = doctest.testmod(thresholds)
+    assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------------- threshold settings
+@pytest.mark.parametrize("value", [3, 3.0, np.int64(3), np.float32(3.0), np.float64(3.0)])
+def test_a_fixed_threshold_may_be_any_real_number(value):
+    validate_threshold_params(value, 0.01, False)
+    per_context, global_value = calibrate(np.zeros((2, 5)), threshold=value)
+    assert global_value == 3.0 and per_context.tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), None, np.nan, np.inf, "high", [3.0]])
+def test_a_threshold_that_is_no_number_is_refused(value):
+    with pytest.raises(ValueError, match="threshold must be one of"):
+        validate_threshold_params(value, 0.01, False)
+
+
+@pytest.mark.parametrize("value", [0.01, np.float32(0.01), np.float64(0.25)])
+def test_contamination_may_be_any_real_number_in_range(value):
+    validate_threshold_params("quantile", value, False)
+    calibrate(np.arange(100.0)[None, :], contamination=value)
+
+
+@pytest.mark.parametrize("value", ["0.01", None, True, np.bool_(True), np.nan, 0, 0.5, -0.1, [0.01]])
+def test_contamination_that_cannot_be_calibrated_is_a_value_error(value):
+    with pytest.raises(ValueError, match=r"contamination must be a number in \(0, 0.5\)"):
+        validate_threshold_params("quantile", value, False)
+    with pytest.raises(ValueError, match="contamination"):
+        calibrate(np.arange(100.0)[None, :], contamination=value)

@@ -152,12 +152,28 @@ def cuda_kernels_dir() -> Path:
 
     In an installed wheel they lie in ``tsanomaly/cuda_kernels`` (hatch
     ``force-include``); in an editable checkout, in ``cuda_kernels/`` at the
-    repository root.  ``TSANOMALY_CUDA_KERNELS`` overrides both.
+    repository root.  ``TSANOMALY_CUDA_KERNELS`` overrides both: when it is
+    set (non-empty), only that folder is used.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``TSANOMALY_CUDA_KERNELS`` names a folder that does not exist or
+        holds no ``.cu`` file (naming the variable and the path), or, without
+        it, when neither default folder holds the sources.
     """
     override = os.environ.get("TSANOMALY_CUDA_KERNELS")
-    candidates = [Path(override)] if override else []
+    if override:
+        # An explicit choice: falling back to the bundled sources would silently compile
+        # kernels other than the ones asked for.
+        folder = Path(override)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"TSANOMALY_CUDA_KERNELS={override!r}: no such folder")
+        if not any(folder.glob("*.cu")):
+            raise FileNotFoundError(f"TSANOMALY_CUDA_KERNELS={override!r}: the folder holds no .cu file")
+        return folder
     package_dir = Path(__file__).resolve().parent
-    candidates += [package_dir / "cuda_kernels", package_dir.parent / "cuda_kernels"]
+    candidates = [package_dir / "cuda_kernels", package_dir.parent / "cuda_kernels"]
     for folder in candidates:
         if folder.is_dir() and any(folder.glob("*.cu")):
             return folder

@@ -30,8 +30,9 @@ MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
 
 # Detector classes that ``load`` may build, by qualified name. Filled by
-# ``BaseDetector.__init_subclass__``: a model file can only name a class that
-# tsanomaly itself defined, never an arbitrary import path.
+# ``BaseDetector.__init_subclass__``: a model file can only name a registered
+# BaseDetector subclass (tsanomaly's, or one already imported), never an
+# arbitrary import path.
 _DETECTOR_REGISTRY: dict[str, type] = {}
 
 
@@ -210,8 +211,18 @@ class BaseDetector:
             )
         if len(panel.index) == 0:
             return 1
-        if self.freq_ is None:
+        if isinstance(panel.index, pd.RangeIndex):
+            # freq_ is None here (checked above): the detector was fitted on a RangeIndex too.
             return int(panel.index[0]) - int(self.fit_end_)
+        if not isinstance(panel.index, pd.DatetimeIndex) or self.freq_ is None:
+            # Panel's constructor gives every DatetimeIndex a freq; a grid without a step
+            # cannot be counted in steps (and a timestamp is no integer position).
+            fitted = f"frequency {self.freq_!r}" if self.freq_ is not None else "a RangeIndex grid"
+            raise ValueError(
+                f"the panel's time grid ({type(panel.index).__name__} without a frequency) cannot be "
+                f"placed after the fitted one ({fitted}); build the panel with Panel(...) or "
+                "Panel.from_frame so that its DatetimeIndex has freq set"
+            )
         step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
         delta = pd.Timestamp(panel.index[0]) - pd.Timestamp(self.fit_end_)
         steps, remainder = divmod(delta, step)

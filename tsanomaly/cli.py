@@ -20,14 +20,26 @@ class UserError(Exception):
 
 
 def _cmd_demo(args) -> int:
-    from tsanomaly.demo import print_demo, run_demo
+    from tsanomaly.demo import SCORED_DAYS, print_demo, run_demo
 
-    result = run_demo(
-        detector=args.detector,
-        n_contexts=args.contexts,
-        n_days=args.days,
-        device=args.device,
-        seed=args.seed,
+    # Fewer days leave no history to fit on: the demo would score an empty week and print
+    # "precision nan" with exit status 0.
+    if args.days < SCORED_DAYS + 1:
+        raise UserError(
+            f"--days must be at least {SCORED_DAYS + 1} (the last {SCORED_DAYS} days are scored "
+            f"after at least one day of history), got {args.days}"
+        )
+    if args.top < 0:
+        raise UserError(f"--top must be 0 or more, got {args.top}")
+    result = _job_errors(
+        lambda: run_demo(
+            detector=args.detector,
+            n_contexts=args.contexts,
+            n_days=args.days,
+            history_days=args.days - SCORED_DAYS,
+            device=args.device,
+            seed=args.seed,
+        )
     )
     print_demo(result, top=args.top)
     return 0
@@ -169,20 +181,43 @@ def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from tsanomaly.datasets import read_nab, read_ucr
-    from tsanomaly.evaluation import evaluate, format_markdown
+    from tsanomaly.evaluation import BENCHMARK_DETECTORS, evaluate, format_markdown
 
+    readers = {"nab": read_nab, "ucr": read_ucr}
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
-    evaluations = []
-    for dataset, reader in (("nab", read_nab), ("ucr", read_ucr)):
-        folder = Path(args.data) / dataset
-        if dataset not in args.datasets.split(","):
-            continue
-        if not folder.is_dir():
-            raise UserError(f"data folder {folder} not found (expected {args.data}/nab and {args.data}/ucr)")
-        # NAB's detectors see each file's records in order (its traffic files have jittered,
-        # gappy timestamps that would leave a time grid mostly empty), and NAB scores records.
-        records = reader(folder, limit=args.limit, grid="rows") if dataset == "nab" else reader(folder, limit=args.limit)
-        evaluations.append(evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device))
+    unknown = [d for d in detectors if d not in BENCHMARK_DETECTORS]
+    if unknown or not detectors:
+        raise UserError(
+            f"--detectors: unknown or no detector name(s) {unknown or args.detectors!r}; "
+            f"valid names: {', '.join(BENCHMARK_DETECTORS)}"
+        )
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in datasets if d not in readers]
+    # Checked here: the loop below skips names it has no reader for, which would print an
+    # empty report with exit status 0.
+    if unknown:
+        raise UserError(f"unknown data set(s) {', '.join(unknown)} in --datasets; valid names: {', '.join(readers)}")
+    if not datasets:
+        raise UserError(f"--datasets names no data set; valid names: {', '.join(readers)}")
+    if args.max_points < 1:
+        raise UserError(f"--max-points must be at least 1, got {args.max_points}")
+
+    def run():
+        evaluations = []
+        for dataset, reader in readers.items():
+            folder = Path(args.data) / dataset
+            if dataset not in datasets:
+                continue
+            if not folder.is_dir():
+                raise UserError(f"data folder {folder} not found (expected {args.data}/nab and {args.data}/ucr)")
+            # NAB's detectors see each file's records in order (its traffic files have jittered,
+            # gappy timestamps that would leave a time grid mostly empty), and NAB scores records.
+            kwargs = {"grid": "rows"} if dataset == "nab" else {}
+            records = reader(folder, limit=args.limit, **kwargs)
+            evaluations.append(evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device))
+        return evaluations
+
+    evaluations = _job_errors(run)
     text = format_markdown(evaluations, "tsanomaly evaluate " + " ".join(args.command_line))
     print(text)
     if args.out:
@@ -218,7 +253,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="score a synthetic security panel with injected attacks")
     demo.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm (default: stl)")
     demo.add_argument("--contexts", type=int, default=200, help="number of (country, ASN) contexts")
-    demo.add_argument("--days", type=int, default=28, help="days of hourly data (the last week is scored)")
+    demo.add_argument(
+        "--days", type=int, default=28, help="days of hourly data, at least 8; the last week is scored (default: 28)"
+    )
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--top", type=int, default=15, help="alerts to print")
@@ -233,7 +270,9 @@ def main(argv=None) -> int:
     parser = _build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    args.command_line = argv[1:]  # what followed the sub-command, for reports that quote their command
+    # What followed the sub-command, for reports that quote their command. Only flags without a
+    # value (-v) can come before it, so its first occurrence is the sub-command itself.
+    args.command_line = argv[argv.index(args.command) + 1 :]
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
     )

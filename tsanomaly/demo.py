@@ -1,9 +1,9 @@
 """`tsanomaly demo`: a security panel with injected attacks, fitted, scored and checked.
 
 It generates hourly login, failed-login and registration counts for many
-(country, ASN) contexts, fits one detector per metric on the first three
-weeks, scores the last week, prints the top alerts and the alert-level
-precision and recall against the injected attacks.
+(country, ASN) contexts, fits one detector per metric on all but the last
+week (three weeks of the default four), scores the last week, prints the top
+alerts and the alert-level precision and recall against the injected attacks.
 """
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ import pandas as pd
 from tsanomaly.datasets.synthetic import METRICS, make_security_panel
 from tsanomaly.detectors import make_detector
 
-__all__ = ["DemoResult", "run_demo", "match_alerts"]
+__all__ = ["DemoResult", "run_demo", "match_alerts", "SCORED_DAYS"]
+
+#: Days at the end of the demo panel that are scored by default; the days before are history.
+SCORED_DAYS = 7
 
 
 @dataclass
@@ -60,12 +63,28 @@ def run_demo(
     detector: str = "stl",
     n_contexts: int = 200,
     n_days: int = 28,
-    history_days: int = 21,
+    history_days: int | None = None,
     device: str = "auto",
     seed: int = 7,
     contamination: float = 0.001,
 ) -> DemoResult:
-    """Generate, fit on ``history_days``, score the rest, and compare alerts with the attacks."""
+    """Generate, fit on the first ``history_days``, score the rest, and compare alerts with the attacks.
+
+    ``history_days`` defaults to ``n_days - SCORED_DAYS``, so the last week is scored whatever
+    ``n_days`` is (21 days of history for the default 28). Attacks only start after the history.
+
+    Raises
+    ------
+    ValueError
+        When ``history_days`` leaves no day to fit on or none to score.
+    """
+    if history_days is None:
+        history_days = n_days - SCORED_DAYS
+    if not 1 <= history_days < n_days:
+        raise ValueError(
+            f"need 1 <= history_days < n_days (a day to fit on and one to score), "
+            f"got history_days={history_days} and n_days={n_days}"
+        )
     started = time.perf_counter()
     data = make_security_panel(n_contexts=n_contexts, n_days=n_days, seed=seed, clean_days=history_days)
     split_at = data.index[0] + pd.Timedelta(days=history_days)

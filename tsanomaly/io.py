@@ -155,8 +155,11 @@ def _write_parquet(frame: pd.DataFrame, handle) -> None:
 
 
 def _write_jsonl(frame: pd.DataFrame, handle) -> None:
-    # ISO timestamps: the default (epoch milliseconds) reads back as plain integers.
-    handle.write(frame.to_json(orient="records", lines=True, date_format="iso", date_unit="s").encode("utf-8"))
+    # ISO timestamps: the default (epoch milliseconds) reads back as plain integers. Nanoseconds,
+    # pandas' finest unit: a coarser one truncates, so sub-second buckets (00:00:00.250 and .500)
+    # would be written as one time. Every stamp then has the same text layout, which
+    # pandas.to_datetime needs to parse a column in one format.
+    handle.write(frame.to_json(orient="records", lines=True, date_format="iso", date_unit="ns").encode("utf-8"))
 
 
 #: Format -> writer(frame, binary handle). Tests replace entries to simulate a failure mid-write.
@@ -203,8 +206,9 @@ def write_table(frame: pd.DataFrame, path) -> Path:
     ----------
     frame : pandas.DataFrame
         Written without its index. Timestamps are written as ISO 8601 text in
-        CSV and JSON lines, so :func:`read_table` and ``Panel.from_frame`` read
-        them back.
+        CSV and JSON lines (JSON lines always with nine fractional digits, so
+        sub-second times stay distinct), so :func:`read_table` and
+        ``Panel.from_frame`` read them back exactly.
     path : str or Path
         Destination; its folder must exist. An existing file is replaced only
         once the new one is complete.

@@ -28,7 +28,8 @@ Metrics
 ``ucr_correct``, ``ucr_accuracy``
     Top-1 accuracy of the UCR anomaly archive (Wu & Keogh, TKDE 2021).
 
-This module depends on NumPy and SciPy only.
+This module depends on NumPy and SciPy, plus pandas (a dependency of the package) only when
+``nab_file`` is given ``timestamps=``, to place timestamp windows on the points.
 """
 from __future__ import annotations
 

@@ -29,9 +29,23 @@ class Panel:
     contexts : pandas.Index or sequence, length n_contexts
         One label per row; a ``MultiIndex`` when a context is several columns
         (for example country and ASN). Labels must be unique.
-    index : pandas.DatetimeIndex or pandas.RangeIndex, length n_times
-        The time grid. A DatetimeIndex must be regular (it gets its ``freq``
-        inferred when not set); plain sequences use a RangeIndex.
+    index : pandas.DatetimeIndex, pandas.RangeIndex or sequence, length n_times
+        The time grid. A DatetimeIndex must be regular: without ``freq`` set,
+        it is inferred (from the one step between them for two timestamps; a
+        single timestamp gives no step, so it needs ``freq`` set, e.g.
+        ``pd.date_range(ts, periods=1, freq="h")``). A RangeIndex must have
+        step 1. Any other index or sequence of integers must be consecutive
+        (``[5, 6, 7]`` becomes ``RangeIndex(5, 8)``); anything else is read as
+        timestamps by ``pandas.DatetimeIndex``.
+
+    Raises
+    ------
+    ValueError
+        For values that are not 2-D or do not match the axes' lengths,
+        duplicate contexts, infinite values, and a time grid that is not one
+        of the above (integers that are not consecutive, a RangeIndex whose
+        step is not 1, irregular timestamps, a single timestamp without
+        ``freq``).
 
     Examples
     --------
@@ -51,16 +65,7 @@ class Panel:
         if values.ndim != 2:
             raise ValueError(f"Panel values must be 2-D (n_contexts, n_times), got shape {values.shape}")
         contexts = contexts if isinstance(contexts, pd.Index) else pd.Index(contexts)
-        if not isinstance(index, (pd.DatetimeIndex, pd.RangeIndex)):
-            if isinstance(index, pd.Index) and pd.api.types.is_integer_dtype(index) and _is_unit_step(index):
-                index = pd.RangeIndex(int(index[0]), int(index[0]) + len(index)) if len(index) else pd.RangeIndex(0)
-            else:
-                index = pd.DatetimeIndex(index)
-        if isinstance(index, pd.DatetimeIndex) and index.freq is None and len(index) > 2:
-            freq = pd.infer_freq(index)
-            if freq is None:
-                raise ValueError("Panel index: the timestamps fit no regular frequency")
-            index = pd.DatetimeIndex(index, freq=freq)
+        index = _time_grid(index)
         if values.shape != (len(contexts), len(index)):
             raise ValueError(
                 f"Panel values have shape {values.shape} but there are {len(contexts)} contexts "
@@ -314,7 +319,10 @@ class Panel:
         value, time : str
             Names of the value and time columns.
         dropna : bool
-            Drop missing observations (NaN), so ``from_frame(to_frame())`` round trips.
+            Drop missing observations (NaN), so that ``from_frame(to_frame())``
+            round trips for a DatetimeIndex panel. A RangeIndex panel's time
+            column holds integers, which ``from_frame`` would read as
+            timestamps, so it does not round trip that way.
         """
         values = self.to_numpy()
         n_ctx, n_time = values.shape
@@ -350,6 +358,53 @@ class _TimeLocator:
 
 def _is_unit_step(index: pd.Index) -> bool:
     return len(index) < 2 or bool(np.all(np.diff(np.asarray(index)) == 1))
+
+
+def _time_grid(index) -> pd.Index:
+    """``index`` as a regular DatetimeIndex with ``freq`` set, or a RangeIndex of step 1.
+
+    Detectors count grid steps from the fitted history (``BaseDetector.steps_after_fit``):
+    one step is ``freq`` on a DatetimeIndex and 1 on a RangeIndex, so any other grid is
+    refused here rather than mis-counted there.
+    """
+    if isinstance(index, pd.RangeIndex):
+        if index.step != 1:
+            raise ValueError(
+                f"Panel index: a RangeIndex must have step 1 (one grid step per time point), got {index!r}"
+            )
+        return index
+    if not isinstance(index, pd.DatetimeIndex):
+        # Wrapped first: pd.DatetimeIndex would read a plain list of integers as nanoseconds since 1970.
+        index = index if isinstance(index, pd.Index) else pd.Index(index)
+        if pd.api.types.is_numeric_dtype(index):
+            if len(index) == 0:
+                return pd.RangeIndex(0, name=index.name)
+            if not (pd.api.types.is_integer_dtype(index) and _is_unit_step(index)):
+                shown = index[:5].tolist()
+                raise ValueError(
+                    f"Panel index: numeric time points must be consecutive integers (step 1, such as "
+                    f"[0, 1, 2]), got {shown}{' ...' if len(index) > 5 else ''} ({index.dtype}); "
+                    "pass a DatetimeIndex for timestamps"
+                )
+            return pd.RangeIndex(int(index[0]), int(index[0]) + len(index), name=index.name)
+        index = pd.DatetimeIndex(index)
+    if index.freq is not None or len(index) == 0:
+        return index
+    if len(index) == 1:
+        raise ValueError(
+            f"Panel index: one timestamp ({index[0]}) does not give the grid's step; pass an index with "
+            f"freq set, e.g. pd.date_range(ts, periods=1, freq=\"h\")"
+        )
+    if len(index) == 2:
+        step = index[1] - index[0]
+        if step <= pd.Timedelta(0):
+            raise ValueError(f"Panel index: the timestamps must increase, got {index[0]} then {index[1]}")
+        freq = pd.tseries.frequencies.to_offset(step)
+    else:
+        freq = pd.infer_freq(index)
+        if freq is None:
+            raise ValueError("Panel index: the timestamps fit no regular frequency")
+    return pd.DatetimeIndex(index, freq=freq)
 
 
 def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.DatetimeIndex:

@@ -70,13 +70,14 @@ def estimate_period(x, min_period: int = 4, max_period: int | None = None, defau
     below = np.flatnonzero(acf <= 0.0)
     first_zero = int(below[0]) if below.size else 1
     start = max(min_period, first_zero)
-    if start >= max_period:
+    if start > max_period:
         return int(default)
-    window = acf[start : max_period + 1]
+    # One lag either side of [start, max_period], so that both ends can be local maxima.
+    window = acf[start - 1 : max_period + 2]
     peaks = np.flatnonzero((window[1:-1] > window[:-2]) & (window[1:-1] >= window[2:])) + 1
     if peaks.size == 0:
         return int(default)
     best = peaks[np.argmax(window[peaks])]
     if window[best] < 0.1:
         return int(default)
-    return int(start + best)
+    return int(start - 1 + best)

@@ -188,6 +188,13 @@ def _require_pyspark():
     return functions, types
 
 
+def _check_fill(fill) -> None:
+    """Raise ValueError unless ``fill`` names a rule for absent buckets ("nan" or "zero")."""
+    # Shard code tests fill == "zero" and treats anything else as "nan", so a typo would pass silently.
+    if fill not in ("nan", "zero"):
+        raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
+
+
 # ====================================================================== state split / merge
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -1196,8 +1203,7 @@ def fit(
     if not isinstance(detector, BaseDetector):
         raise TypeError(f"detector must be a tsanomaly detector or its short name, got {type(detector).__name__}")
     thresholds.validate_threshold_params(detector.threshold, detector.contamination, detector.per_context)
-    if fill not in ("nan", "zero"):
-        raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
+    _check_fill(fill)
     if detector.threshold == "pot" and not detector.per_context:
         from tsanomaly.pot import _check_params
 
@@ -1571,6 +1577,7 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     time, value, fill
         The columns and fill rule :func:`score` uses by default.
     """
+    _check_fill(fill)
     global_state, frame = split_state(detector, context)
     names = global_state["context"]
     _check_context_names(names, extra=(time,))
@@ -1669,15 +1676,17 @@ def score(
     Raises
     ------
     ValueError
-        When the new data starts before the end of the history or off its grid.
+        When ``fill`` is not "nan" or "zero", or the new data starts before the end of the
+        history or off its grid.
     """
-    functions, _ = _require_pyspark()
     global_state = model.global_state
     data = global_state.get("data", {})
+    fill = fill or data.get("fill", "nan")
+    _check_fill(fill)  # before any Spark work, so a typo fails at once
+    functions, _ = _require_pyspark()
     names = [context] if isinstance(context, str) else list(context or global_state["context"])
     time = time or data.get("time")
     value = value or data.get("value")
-    fill = fill or data.get("fill", "nan")
     if len(names) != len(global_state["context"]):
         raise ValueError(f"the model has context columns {global_state['context']}, got {names}")
     _check_columns(sdf, names + [time], value)

@@ -21,6 +21,8 @@ the preceding ``refractory`` steps.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 
@@ -35,17 +37,28 @@ THRESHOLD_METHODS = ("quantile", "pot")
 MIN_SCORES_PER_CONTEXT = 50
 
 
+def _is_real(value) -> bool:
+    """True for Python and NumPy real numbers; False for bools (``True`` is no threshold of 1.0)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def validate_threshold_params(threshold, contamination, per_context) -> None:
-    """Raise ValueError for a threshold setting that cannot be calibrated."""
+    """Raise ValueError for a threshold setting that cannot be calibrated.
+
+    ``threshold`` must be one of :data:`THRESHOLD_METHODS` or a finite real number
+    (Python or NumPy, not a bool); ``contamination`` a real number (not a bool) in
+    (0, 0.5); ``per_context`` a bool. A string such as ``"0.01"`` or ``None`` is refused
+    here rather than failing later with a TypeError.
+    """
     if isinstance(threshold, str):
         if threshold not in THRESHOLD_METHODS:
             raise ValueError(
                 f"threshold must be one of {THRESHOLD_METHODS} or a number, got {threshold!r}"
             )
-    elif not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+    elif not _is_real(threshold) or not np.isfinite(threshold):
         raise ValueError(f"threshold must be one of {THRESHOLD_METHODS} or a finite number, got {threshold!r}")
-    if not 0.0 < float(contamination) < 0.5:
-        raise ValueError(f"contamination must lie in (0, 0.5), got {contamination!r}")
+    if not _is_real(contamination) or not 0.0 < float(contamination) < 0.5:
+        raise ValueError(f"contamination must be a number in (0, 0.5), got {contamination!r}")
     check_flag(per_context, "per_context")
 
 
@@ -147,7 +160,7 @@ def suppress_repeats(scores, refractory: int):
     Examples
     --------
     >>> suppress_repeats([1.0, 5.0, 6.0, 5.5, 2.0, 7.0], refractory=3)
-    array([1., 5., 6., nan, nan, 7.])
+    array([ 1.,  5.,  6., nan, nan,  7.])
     """
     if not is_int(refractory) or refractory < 1:
         raise ValueError(f"refractory must be an integer >= 1, got {refractory!r}")

@@ -134,6 +134,19 @@ def _row_windows(ts: pd.DatetimeIndex, windows, key: str) -> list[tuple[int, int
     return out
 
 
+def _numeric_values(column: pd.Series, key: str) -> np.ndarray:
+    """The ``value`` column as float64; blank cells are NaN, any other text is an error."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+    # errors="coerce" turns text into NaN as well; only cells that read_csv already left empty
+    # (or that hold only spaces) are missing values, anything else would be silently dropped.
+    text = column.astype("string").str.strip()
+    bad = np.isnan(values) & column.notna().to_numpy() & (text != "").fillna(False).to_numpy(dtype=bool)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{key}: value at row {row} is not a number: {column.iloc[row]!r}")
+    return values
+
+
 def _time_grid(ts: pd.DatetimeIndex, values: np.ndarray, key: str):
     """Values on the regular grid of the file's most common step (nearest grid point)."""
     ts = ts.as_unit("ns")
@@ -190,8 +203,9 @@ def read_nab(
     FileNotFoundError
         When ``path`` lacks ``data/`` or the labels file.
     ValueError
-        On an unknown file name, a file missing from the labels, bad columns, unsorted
-        timestamps, infinite values, or a window covering no row.
+        On an unknown file name, a file missing from the labels, bad columns, a ``value`` that
+        is not a number (a blank cell is read as missing, NaN), unsorted timestamps, infinite
+        values, or a window covering no row.
 
     Examples
     --------
@@ -234,7 +248,7 @@ def read_nab(
         ts = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"])).as_unit("ns")
         if not ts.is_monotonic_increasing:
             raise ValueError(f"{key}: timestamps are not sorted")
-        values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=np.float64)
+        values = _numeric_values(frame["value"], key)
         if np.isinf(values).any():
             raise ValueError(f"{key}: infinite value at row {int(np.flatnonzero(np.isinf(values))[0])}")
         row_windows = _row_windows(ts, all_windows[key], key)

@@ -136,7 +136,8 @@ class RollingZScoreDetector(BaseDetector):
         None compares with the ``window`` points just before.
     min_periods : int or None, default None
         Fewest finite past points for a score (NaN below); None means
-        ``max(3, window // 2)``.
+        ``min(window, max(3, window // 2))`` (at least 3 points where the window
+        has them: a median and MAD of fewer say little).
     level_window : int or None, default None
         When set, each point is also compared with the ``level_window`` points just
         before it (all phases: with hourly data and 720, the last 30 days), and the
@@ -219,7 +220,8 @@ class RollingZScoreDetector(BaseDetector):
         return 1 if self.seasonal_period is None else int(self.seasonal_period)
 
     def _min_periods(self) -> int:
-        return max(3, self.window // 2) if self.min_periods is None else int(self.min_periods)
+        # Capped at the window: a window of 2 cannot supply the 3 points asked otherwise.
+        return min(self.window, max(3, self.window // 2)) if self.min_periods is None else int(self.min_periods)
 
     def _validate(self) -> None:
         if not isinstance(self.window, (int, np.integer)) or self.window < 2:
@@ -228,8 +230,10 @@ class RollingZScoreDetector(BaseDetector):
             not isinstance(self.seasonal_period, (int, np.integer)) or self.seasonal_period < 1
         ):
             raise ValueError(f"seasonal_period must be a positive integer or None, got {self.seasonal_period!r}")
-        if not 1 <= self._min_periods() <= self.window:
-            raise ValueError(f"min_periods must lie in [1, window={self.window}], got {self.min_periods!r}")
+        min_periods = self._min_periods()
+        if not 1 <= min_periods <= self.window:
+            # The resolved value, which is what was checked (None would say nothing).
+            raise ValueError(f"min_periods must lie in [1, window={self.window}], got {min_periods}")
         if self.level_window is not None and not (is_int(self.level_window) and self.level_window >= self._min_periods()):
             raise ValueError(
                 f"level_window must be None or an integer >= min_periods ({self._min_periods()}), got {self.level_window!r}"

@@ -177,7 +177,10 @@ class LSTMAutoencoderDetector(BaseDetector):
     the windows lying wholly inside it estimate the error distribution
     (random windows would overlap training windows by up to
     ``window - stride`` points and make the errors look smaller than on new
-    data).
+    data). When that tail is shorter than ``window``, no window fits inside
+    it, and the windows that end in it estimate the distribution instead
+    (they reach back into the training data, so their errors may look
+    smaller than on new data).
 
     **Score.** The window ending at point ``t`` is reconstructed, and its
     error (observed minus reconstructed, scaled units) is summarised twice:

@@ -59,7 +59,8 @@ class MatrixProfile:
 
     Arrays have shape ``(n_windows,)`` for a 1-D input and ``(n_contexts, n_windows)``
     for a batch, with ``n_windows = n - m + 1``; window ``i`` covers points
-    ``i .. i + m - 1``. Distances are z-normalised Euclidean (0 .. ``2 sqrt(m)``),
+    ``i .. i + m - 1``. Distances are z-normalised Euclidean (0 .. ``2 sqrt(m)``), or
+    with ``normalize=False`` plain Euclidean in the data's units (unbounded);
     ``inf`` where a window has no neighbour; indices are window starts, ``-1``
     where there is none. Arrays are NumPy, or CuPy when the input was CuPy.
 
@@ -330,13 +331,18 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     if T_B is not None:
         values_b, b_was_1d, lengths_b = _batch(T_B, "T_B")
         _check_lengths(values_b, lengths_b, m, "T_B")
-        if values_b.shape[0] == 1 and values.shape[0] > 1 and b_was_1d:
+        if b_was_1d and not was_1d:
+            # One 1-D series serves every context of a batch, a batch of one included;
+            # the result keeps T's shape (was_1d comes from T alone).
             xp_b = backend.array_module(values_b)
             values_b = xp_b.ascontiguousarray(xp_b.broadcast_to(values_b, (values.shape[0], values_b.shape[1])))
         elif values_b.shape[0] != values.shape[0] or b_was_1d != was_1d:
+            # Shapes as the caller passed them, not the (1, n) that _batch makes of a 1-D series.
+            shape_b = values_b.shape[1:] if b_was_1d else values_b.shape
+            shape_a = values.shape[1:] if was_1d else values.shape
             raise ValueError(
                 f"T_B must have one series per context of T ({values.shape[0]}), or be one 1-D series "
-                f"for all of them; got shape {tuple(values_b.shape)} for T of shape {tuple(values.shape)}"
+                f"for all of them; got shape {tuple(shape_b)} for T of shape {tuple(shape_a)}"
             )
     if max(values.shape[1], 0 if values_b is None else values_b.shape[1]) >= 2**31:
         raise ValueError("series longer than 2**31 - 1 points are not supported")
@@ -407,7 +413,8 @@ class MatrixProfileDetector(BaseDetector):
     history : int, default 672
         Look-back in points (672: four weeks of hourly data). A window's
         neighbours start at most ``history`` points earlier; the fitted state keeps
-        the last ``history + window - 1`` points of each context, nothing more.
+        the last ``history + window - 1 + smoothing - 1`` points of each context,
+        nothing more.
     min_history : int, optional
         Points of past (since the context's first observation) a window needs
         before it is scored; earlier windows score NaN. With only a few windows to
@@ -461,8 +468,9 @@ class MatrixProfileDetector(BaseDetector):
     time is scored from its ``min_history + window``-th point on: a cold start). A constant window (all counts equal,
     e.g. zeros at night) scores 0 against an earlier constant window and
     ``1/sqrt(2)`` against non-constant ones only. Alerts carry
-    ``neighbour_start`` / ``neighbour_time``: start and end of the earlier window
-    the alerted one is least unlike (the score's own timestamps are window ends).
+    ``neighbour_start`` / ``neighbour_time``: start and end of the nearest window (an
+    earlier one unless ``neighbours="all"``) to the alerted one (the score's own
+    timestamps are window ends).
 
     References
     ----------
@@ -641,7 +649,7 @@ class MatrixProfileDetector(BaseDetector):
         return self._scores_from(dist, first_window, n_new, data_start)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
-        """Start and end time of each alert peak's nearest earlier window."""
+        """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``)."""
         m = int(self.window)
         unique, inverse = np.unique(ctx_rows, return_inverse=True)
         sub = panel.take(unique)

@@ -645,8 +645,9 @@ class STLDetector(BaseDetector):
         ``(24, 168)`` for daily and weekly.
     robust : bool, default True
         Robust STL (bisquare re-weighting), so past attacks in the history
-        do not bend the fitted shape.  Contexts whose robust fit collapses
-        (sparse counts, see Notes) are decomposed without it.
+        do not bend the fitted shape.  With a transform, contexts whose robust
+        fit collapses (sparse counts, see Notes) are decomposed without it;
+        without one (``transform=None``) every context keeps the robust fit.
     seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg, inner_iter, outer_iter, iterate
         Decomposition parameters, as :func:`decompose` (statsmodels' defaults).
     transform : {"log1p", "sqrt", None}, default "log1p"
@@ -708,7 +709,7 @@ class STLDetector(BaseDetector):
         level and bounds the windowed scores.  With sqrt: the Poisson standard
         deviation of a square-rooted count, 1/2.  Without a transform: none
         (the scale is at least a millionth of the typical level).  So a zero
-        where 6 events are expected scores about 4 (Poisson p = 0.0025), not
+        where 6 events are expected scores about 3.5 (Poisson p = 0.0025), not
         38, and 30 events where 0-1 are usual about 7-12.  A number: a fixed
         lower bound of ``scale`` on the transformed scale, no count model.
     threshold, contamination, per_context, device
@@ -767,15 +768,15 @@ class STLDetector(BaseDetector):
     one-sided -- extrapolate from a handful of points: trend and seasonal
     component run away (a seasonal value of 3.2, an expectation of 12 events
     where 0 or 1 are ever seen).  The decomposition is right (statsmodels
-    does the same); the robust fit is the wrong tool there.  A context is
-    refitted without robustness weights when the bisquare's cut-off,
-    ``6 x median |remainder|``, is below one event at its median count
-    (``log1p(c + 1) - log1p(c)``): the robust fit would then reject ordinary
-    count noise.  And whatever the fit, the carried state is read where the
-    decomposition is well determined: the seasonal shape from cycles inside
-    the seasonal smoother's window, the level from a median of the
-    deseasonalised observations (not from the last point of the trend), and
-    the expectation is at least zero events.
+    does the same); the robust fit is the wrong tool there.  With a
+    transform, a context is refitted without robustness weights when the
+    bisquare's cut-off, ``6 x median |remainder|``, is below one event at its
+    median count (``log1p(c + 1) - log1p(c)``): the robust fit would then
+    reject ordinary count noise.  And whatever the fit, the carried state is
+    read where the decomposition is well determined: the seasonal shape from
+    cycles inside the seasonal smoother's window, the level from a median of
+    the deseasonalised observations (not from the last point of the trend),
+    and the expectation is at least zero events.
 
     **Counts.**  On the log scale a drop to a few events looks far more
     extreme than a rise of the same probability, and a fitted scale of a
@@ -806,7 +807,7 @@ class STLDetector(BaseDetector):
     history.  The training scores returned by :meth:`fit_score` are the
     held-out scores, NaN before them.  Fitting decomposes the history and
     each fold's shorter part (with 21 days and the defaults: 21 + 14 + 7
-    days), about 2.5 times the cost of one decomposition.
+    days), about twice the cost of one decomposition.
 
     Points missing in the new data score NaN and do not move the tracked
     level.
