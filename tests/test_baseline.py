@@ -203,9 +203,33 @@ def test_pot_threshold_is_an_option_of_every_detector():
     assert np.isfinite(det.global_threshold_)
     # Both estimate the same 0.999 quantile of the training scores; POT extrapolates a fitted tail.
     assert 0.5 * quantile.global_threshold_ < det.global_threshold_ < 2.0 * quantile.global_threshold_
+    # calibrate's "pot": tsanomaly.pot fitted to every finite training score (all contexts
+    # pooled), risk = contamination, initial quantile min(0.98, 1 - 2 * contamination) = 0.98.
+    from tsanomaly.pot import pot_fit, pot_thresholds
+
+    train = quantile.fit_score(x).values  # the same detector parameters, so the same scores
+    finite = train[np.isfinite(train)]
+    fitted = pot_fit(finite, risk=0.001, initial_quantile=0.98)
+    assert not fitted.fallback  # a real GPD tail, not the quantile rule in disguise
+    assert det.global_threshold_ == pytest.approx(fitted.threshold, rel=1e-12)
+    assert np.all(det.threshold_ == det.global_threshold_)  # one threshold for all contexts
+    # ...which is not the quantile rule's 0.999 quantile of the same scores.
+    assert quantile.global_threshold_ == pytest.approx(np.quantile(finite, 0.999), rel=1e-12)
+    assert det.global_threshold_ != pytest.approx(quantile.global_threshold_, rel=1e-3)  # about half a percent apart here
     per_ctx = RollingZScoreDetector(window=20, seasonal_period=None, threshold="pot", per_context=True).fit(x)
     assert per_ctx.threshold_.shape == (30,) and np.isfinite(per_ctx.threshold_).all()
     assert len(set(np.round(per_ctx.threshold_, 9))) > 1
+    # Per context: each row's own POT fit (its own quantile where too few excesses), every row
+    # having the 50 finite scores a context needs for its own threshold.
+    assert (np.isfinite(train).sum(axis=1) >= 50).all()
+    own = pot_thresholds(train, risk=0.001, initial_quantile=0.98)
+    np.testing.assert_allclose(per_ctx.threshold_, own.thresholds, rtol=1e-12)
+    assert per_ctx.global_threshold_ == pytest.approx(fitted.threshold, rel=1e-12)
+    # Where the GPD was fitted, that differs from the row's 0.999 quantile.
+    row_quantiles = np.nanquantile(train, 0.999, axis=1)
+    gpd_rows = ~own.fallback
+    assert gpd_rows.sum() >= 5
+    assert (np.abs(per_ctx.threshold_[gpd_rows] - row_quantiles[gpd_rows]) > 1e-6).all()
 
 
 @pytest.mark.gpu

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import tsanomaly
+from tsanomaly import backend
 from tsanomaly.base import NotFittedError
 from tsanomaly.detectors import RollingZScoreDetector
 
@@ -119,6 +120,16 @@ def test_fit_score_scores_the_history(detector, panels):
     scores = detector.fit_score(history)
     assert scores.shape == history.shape
     assert scores.index.equals(history.index)
+    values = np.asarray(backend.to_numpy(scores.values), dtype=np.float64)
+    assert np.isfinite(values).any()
+    # The threshold is calibrated on these very scores: with the default rule ("quantile",
+    # one threshold for all contexts) it is the 1 - contamination quantile of every finite
+    # training score, all contexts pooled.
+    assert detector.threshold == "quantile" and not detector.per_context
+    finite = values[np.isfinite(values)]
+    expected = np.quantile(finite, 1.0 - detector.contamination)
+    assert detector.global_threshold_ == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    np.testing.assert_array_equal(detector.threshold_, np.full(history.n_contexts, detector.global_threshold_))
 
 
 def test_scores_do_not_depend_on_other_contexts(detector, panels):

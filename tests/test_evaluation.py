@@ -58,12 +58,43 @@ def test_rank_ensemble_of_identical_members_is_the_members_cdf():
     # A monotone map of the member's score: the order of points is kept.
     order = np.argsort(raw[finite], kind="stable")
     assert np.all(np.diff(scores[finite][order]) >= -1e-12)
+    # And that map is the member's empirical CDF over its own training scores (all contexts
+    # pooled): the share of training scores below each new score. The ensemble reads it off
+    # 1001 training-score quantiles (np.quantile's linear interpolation, then np.interp), which
+    # is within one grid step (0.001) of (rank + fraction) / (n - 1); that differs from
+    # rank / n by at most 2 / n (n = 1185 here). 0.004 covers both.
+    train_raw = member.fit_score(x[:, :400]).values
+    train_raw = np.sort(train_raw[np.isfinite(train_raw)])
+    assert train_raw.size == 3 * (400 - 5)  # min_periods = 5 for window 10: 5 unscored steps per context
+    cdf = np.searchsorted(train_raw, raw[finite]) / train_raw.size
+    assert cdf.min() < 0.2 and cdf.max() > 0.8  # the new scores span the CDF, not just its ends
+    np.testing.assert_allclose(scores[finite], cdf, rtol=0, atol=0.004)
+    assert np.isnan(scores[~finite]).all()
 
 
 def test_zmean_ensemble_and_bad_combine():
     x = np.random.default_rng(2).normal(size=(2, 300))
-    det = EnsembleDetector(detectors=[RollingZScoreDetector(window=6, seasonal_period=None)], combine="zmean").fit(x)
-    assert np.isfinite(det.score(np.random.default_rng(3).normal(size=(2, 50))).values).any()
+    new = np.random.default_rng(3).normal(size=(2, 50))
+    member = RollingZScoreDetector(window=6, seasonal_period=None)
+    det = EnsembleDetector(detectors=[member], combine="zmean").fit(x)
+    scores = det.score(new).values
+    assert np.isfinite(scores).all()
+    # One member: its raw score as a robust z-score against its own training scores (both
+    # contexts pooled, NaN left out): (raw - median) / (1.4826 * MAD), worked out here with
+    # np.median on the raw training scores. The ensemble takes the median and MAD from 1001
+    # training-score quantiles; the median is exact (the 0.5 quantile) and the MAD of the grid
+    # is within a fraction of a percent of the data's, so 0.5% of the score covers it, while
+    # the raw (uncentred, unscaled) scores differ from the expected ones by far more.
+    alone = RollingZScoreDetector(**member.get_params())
+    train_raw = alone.fit_score(x).values
+    train_raw = train_raw[np.isfinite(train_raw)]
+    assert train_raw.size == 2 * (300 - 3)  # min_periods = 3 for window 6
+    median = np.median(train_raw)
+    mad = np.median(np.abs(train_raw - median))
+    raw = alone.score(new).values
+    expected = (raw - median) / (1.4826 * mad)
+    assert (expected < 0).any() and (expected > 1).any()
+    np.testing.assert_allclose(scores, expected, rtol=5e-3, atol=1e-9)
     with pytest.raises(ValueError, match="combine"):
         EnsembleDetector(combine="median").fit(x)
 
@@ -225,14 +256,24 @@ def test_nab_alert_scores_are_threshold_units_kept_at_incident_onsets():
     scores = np.full(200, 1.0)
     scores[:20] = np.nan  # the training part is not scored
     scores[100:130] = 8.0  # one incident lasting 30 steps
+    # After it the score creeps up, a new high at every step: only the incident's peak, while it
+    # lies within the refractory span, keeps these steps from counting as onsets.
+    scores[130:] = 1.0 + 0.01 * np.arange(1, 71)
     result = SeriesScores(scores, scores >= 4.0, period=5, factor=2, seconds=0.0, threshold=4.0)
     alert = nab_alert_scores(result)
     assert np.isnan(alert[:20]).all()
     assert alert[20] == 0.25  # the first scored step is an onset, in threshold units
+    assert np.isnan(alert[21:100]).all()  # ties with the steps before: no onset
     assert np.flatnonzero(alert >= 1.0).tolist() == [100]  # one alert for the whole incident
-    # Steps back to normal stay quiet for the refractory span (in full-resolution points).
+    assert alert[100] == 2.0 and np.isnan(alert[101:130]).all()
+    # The refractory span in full-resolution points: 4 periods of 5 at factor 2 = 40 steps.
     quiet = NAB_REFRACTORY_PERIODS * 5 * 2
-    assert np.isnan(alert[130 : 130 + quiet]).all() and alert[21:100].tolist().count(0.25) == 0
+    assert quiet == 40
+    # Step t looks back at t - 40 .. t - 1: up to t = 169 that holds the incident's last step
+    # (129, score 8), so the rising steps 130..169 stay quiet; from 170 on only the rising
+    # steps are in view and each one beats them all: an onset at every step.
+    assert np.isnan(alert[130:170]).all()
+    np.testing.assert_array_equal(alert[170:], scores[170:] / 4.0)
     # Without a usable threshold the raw scores are used.
     raw = nab_alert_scores(SeriesScores(scores, scores >= 4.0, period=5, factor=1, seconds=0.0))
     assert raw[100] == 8.0

@@ -5,6 +5,7 @@ import io as _io
 import json
 import logging
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -356,15 +357,33 @@ def test_a_failed_write_keeps_the_previous_output(tmp_path, monkeypatch):
 def test_model_save_is_atomic_too(tables, tmp_path, monkeypatch):
     history, _ = tables
     model = tmp_path / "m.tsa"
+    history_path = _write(history, tmp_path / "h.csv")
+    # A model saved earlier, which a failed save must leave as it was.
+    jobs.fit_file(history_path, model, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5})
+    before = model.read_bytes()
+    assert tsanomaly.load(model).window == 5
 
-    def broken_savez(*args, **kwargs):
-        raise OSError("no space left on device")
+    real_writestr = zipfile.ZipFile.writestr
+    written = []
 
-    monkeypatch.setattr(np, "savez_compressed", broken_savez)
-    with pytest.raises(Exception):
-        jobs.fit_file(_write(history, tmp_path / "h.csv"), model, "country,asn", "ts", "failed_logins",
-                      detector="baseline", params={"window": 5})
-    assert not model.exists()
+    def fail_after_writing(self, name, data, *args, **kwargs):
+        real_writestr(self, name, data, *args, **kwargs)  # the bytes reach the file being written...
+        self.fp.flush()
+        written.append((name, Path(self.filename).name, Path(self.filename).stat().st_size))
+        if name == "arrays.npz":
+            raise OSError("no space left on device")  # ...and then the disk fills up
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", fail_after_writing)
+    with pytest.raises(OSError, match="no space left on device"):
+        jobs.fit_file(history_path, model, "country,asn", "ts", "failed_logins", detector="baseline",
+                      params={"window": 6})
+    monkeypatch.undo()
+    assert model.read_bytes() == before
+    assert tsanomaly.load(model).window == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "m.tsa"]  # no m.tsa.partial left
+    # The failure came after both members had reached a file beside the model (not the model itself).
+    assert [name for name, _, _ in written] == ["model.json", "arrays.npz"]
+    assert all(target != model.name and size > 0 for _, target, size in written)
 
 
 @pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl", "jsonl.gz"])

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from tsanomaly.metrics import (
     NABFile,
@@ -323,8 +323,26 @@ def test_point_adjusted_is_at_least_range_and_point_f1():
     labels[50:100] = labels[150:190] = True
     preds = np.zeros(200, dtype=bool)
     preds[[60, 170, 10]] = True
-    assert point_adjusted_f1(labels, preds) > 0.9
-    assert range_f1(labels, preds) < 0.7
+    # Point-adjusted: both ranges are hit, so all 50 + 40 = 90 labelled points count as flagged,
+    # plus the false alarm at 10: precision 90/91, recall 90/90, F1 = 2*90 / (91 + 90) = 180/181.
+    pa = point_adjusted_prf(labels, preds)
+    assert pa.precision == pytest.approx(90 / 91, abs=1e-12)
+    assert pa.recall == pytest.approx(1.0, abs=1e-12)
+    assert pa.f1 == pytest.approx(180 / 181, abs=1e-12)
+    assert point_adjusted_f1(labels, preds) == pytest.approx(180 / 181, abs=1e-12)
+    # Range-based (alpha 0, flat bias, cardinality one): recall is the mean covered share of
+    # each real range, (1/50 + 1/40) / 2 = 9/400; precision the mean share of each predicted
+    # range (three single points) inside a real one, (0 + 1 + 1) / 3 = 2/3;
+    # F1 = 2 * (2/3) * (9/400) / (2/3 + 9/400) = (3/100) / (827/1200) = 36/827.
+    rng_prf = range_prf(labels, preds)
+    assert rng_prf.recall == pytest.approx(9 / 400, abs=1e-12)
+    assert rng_prf.precision == pytest.approx(2 / 3, abs=1e-12)
+    assert range_f1(labels, preds) == pytest.approx(36 / 827, abs=1e-12)
+    # Point-wise: 2 of 3 flags are right and 2 of 90 labelled points are found: F1 = 4/93.
+    point = f1_score(labels, preds)
+    assert point == pytest.approx(4 / 93, abs=1e-12)
+    assert point_adjusted_f1(labels, preds) >= point
+    assert point_adjusted_f1(labels, preds) >= range_f1(labels, preds)
 
 
 # ------------------------------------------------------------------------------------------

@@ -143,7 +143,6 @@ def test_mstl_equals_statsmodels(periods, n, kw):
     t = np.arange(n)
     y = _series(rng, 3, n, periods[0]) + 4 * np.sin(2 * np.pi * t / periods[-1])
     res = decompose(y, periods=periods, device="cpu", **kw)
-    order = np.argsort(periods)
     assert res.periods == tuple(sorted(periods))
     stl_kwargs = {k: v for k, v in kw.items() if k != "seasonal"}
     windows = None if "seasonal" not in kw else kw["seasonal"]
@@ -158,7 +157,13 @@ def test_mstl_equals_statsmodels(periods, n, kw):
         _assert_close(res.trend[c], ref.trend, scale, sens, "trend")
         _assert_close(res.seasonal[:, c].T, np.asarray(ref.seasonal), scale, sens, "seasonal")
         _assert_close(res.remainder[c], ref.resid, scale, sens, "remainder")
-        assert res.seasonal_of(periods[order[0]]) is not None
+        # seasonal_of(p) is the component of period p, whatever order the periods were given
+        # in: statsmodels names its columns by period when given a pandas Series.
+        named = MSTL(pd.Series(y[c]), periods=periods, windows=windows, stl_kwargs=dict(stl_kwargs)).fit().seasonal
+        assert sorted(named.columns) == sorted(f"seasonal_{p}" for p in periods)
+        for p in periods:
+            assert res.seasonal_of(p).shape == (3, n)
+            _assert_close(res.seasonal_of(p)[c], named[f"seasonal_{p}"].to_numpy(), scale, sens, f"seasonal_{p}")
 
 
 def test_mstl_daily_and_weekly_on_five_weeks():

@@ -13,7 +13,8 @@ def test_onsets_by_hand():
     scores = [1.0, 5.0, 6.0, 5.5, 2.0, 7.0, 7.0, 1.0, 0.5, 0.4]
     out = suppress_repeats(scores, refractory=3)
     # 5.5 and 2.0 are below the 6.0 before them; the second 7.0 ties the first; 1.0 and 0.5
-    # are below 7.0 within 3 steps; 0.4 is below 1.0 and 0.5 (the 7.0s are 3+ steps back).
+    # are below 7.0 within 3 steps; 0.4 (step 9) looks back at steps 6..8 = 7.0, 1.0, 0.5: the
+    # second 7.0 is exactly 3 steps back, still inside the window (the first, 4 back, is not).
     expected = [1.0, 5.0, 6.0, np.nan, np.nan, 7.0, np.nan, np.nan, np.nan, np.nan]
     np.testing.assert_array_equal(out, expected)
     # A longer look-back suppresses more; refractory=1 keeps every rise.
@@ -21,6 +22,10 @@ def test_onsets_by_hand():
         suppress_repeats(scores, refractory=1), [1.0, 5.0, 6.0, np.nan, np.nan, 7.0, np.nan, np.nan, np.nan, np.nan]
     )
     assert np.isfinite(suppress_repeats([3.0, 1.0, 2.0], refractory=1)).tolist() == [True, False, True]
+    # The edge of the window: step 3 (the 2.0) looks back at steps 1..2 (1.0, 1.0) with
+    # refractory=2, so it is an onset; with refractory=3 the window reaches step 0 (5.0).
+    np.testing.assert_array_equal(suppress_repeats([5.0, 1.0, 1.0, 2.0], refractory=2), [5.0, np.nan, np.nan, 2.0])
+    np.testing.assert_array_equal(suppress_repeats([5.0, 1.0, 1.0, 2.0], refractory=3), [5.0, np.nan, np.nan, np.nan])
 
 
 def test_a_sustained_incident_alerts_once_at_any_threshold():
