@@ -1,8 +1,6 @@
 """ASV throughput of the baseline detector (series scored per second), on CPU and GPU."""
-import numpy as np
-
 from benchmarks.common import best_time, require_device
-from tsanomaly import Panel, RollingZScoreDetector
+from tsanomaly import RollingZScoreDetector
 from tsanomaly.datasets import make_security_panel
 
 

@@ -1,9 +1,10 @@
 """Shared test set-up: the `gpu` marker and the path of the real labelled data.
 
-Tests marked ``gpu`` are skipped where no CUDA device is visible, except under
+Tests marked ``gpu`` are skipped where no CUDA device is visible (to CuPy, and
+to PyTorch as well for those also marked ``torch_cuda``), except under
 ``TSANOMALY_REQUIRE_GPU=1`` (GPU CI, see ``benchmarks/gpu_ci.sh``), where a
-missing or broken CuPy/GPU fails them instead: GPU CI must not go green by
-skipping everything.
+missing or broken CuPy, PyTorch build or GPU fails them instead: GPU CI must not
+go green by skipping everything.
 """
 from __future__ import annotations
 
@@ -31,10 +32,22 @@ def _gpu_problem() -> str | None:
     return None if count > 0 else "no CUDA device is visible"
 
 
+@functools.lru_cache(maxsize=1)
+def _torch_cuda_problem() -> str | None:
+    """None when PyTorch sees a CUDA device, else why not (a CPU-only build, for one)."""
+    try:
+        import torch
+    except Exception as exc:  # noqa: BLE001
+        return f"PyTorch is not usable: {exc}"
+    return None if torch.cuda.is_available() else f"PyTorch {torch.__version__} sees no CUDA device"
+
+
 def pytest_runtest_setup(item):
     if "gpu" not in item.keywords:
         return
-    problem = _gpu_problem()
+    # A skipif in the test module would be decided before this hook, out of reach of
+    # TSANOMALY_REQUIRE_GPU; the torch_cuda marker brings PyTorch's check here.
+    problem = _gpu_problem() or ("torch_cuda" in item.keywords and _torch_cuda_problem() or None)
     if problem is None:
         return
     if os.environ.get("TSANOMALY_REQUIRE_GPU") == "1":

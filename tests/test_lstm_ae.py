@@ -376,7 +376,7 @@ def test_bad_parameters_are_rejected_at_fit(panels, params, message):
 
 # ---------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device visible to PyTorch")
+@pytest.mark.torch_cuda
 @pytest.mark.parametrize("precision", ["float32", "mixed"])
 def test_gpu_scores_agree_with_cpu_within_the_stated_tolerance(panels, tmp_path, precision):
     history, new = panels
@@ -391,7 +391,7 @@ def test_gpu_scores_agree_with_cpu_within_the_stated_tolerance(panels, tmp_path,
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device visible to PyTorch")
+@pytest.mark.torch_cuda
 def test_gpu_fit_runs_on_the_device_and_scores_like_its_cpu_copy(panels, tmp_path):
     history, new = panels
     gpu = tiny(hidden=16, device="cuda", precision="float32").fit(history)
