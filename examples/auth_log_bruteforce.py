@@ -20,7 +20,10 @@ one host, ``../shared/data/authlog/auth.log`` beside the repository). Its docume
 brute-force episode — hourly peak Mar 30 15:00 — comes from 24.151.103.17, an address
 that had logged in successfully dozens of times before: the detector ranks it first
 because it is compared with *its own* quiet past. Addresses never seen before are scored
-from a cold start; each of them is a single burst, and they are listed by volume.
+from a cold start by the baseline and the matrix profile (each of them is a single burst,
+and they are listed by volume); the STL detector cannot score them (it needs a source's
+fitted daily shape and scale), so with ``--detector stl`` only the sources seen in the
+history are scored and the run prints how many it left out.
 
 The default detector is the rolling robust z-score (``baseline``) over the preceding
 24 buckets, with no seasonal period: failed logins on one server follow attackers, not a
@@ -210,7 +213,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    failed, accepted, first, last = parse_auth_log(args.path, year=args.year, max_lines=4000 if args.small else None)
+    try:
+        failed, accepted, first, last = parse_auth_log(
+            args.path, year=args.year, max_lines=4000 if args.small else None
+        )
+    except (FileNotFoundError, ValueError) as exc:  # a wrong path or a file that is no syslog
+        parser.error(str(exc))
+    if len(failed) == 0:
+        # Nothing to count: without this the empty frame fails deep in pandas (.dt on no datetimes).
+        parser.error(f"no failed authentication lines found in {args.path}")
     print(
         f"parsed {args.path}: {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M}, {len(failed)} failed attempts "
         f"from {failed['source'].nunique()} source addresses, {len(accepted)} successful logins"
@@ -219,8 +230,29 @@ def main(argv=None) -> int:
     split = pd.Timestamp(first).floor(args.bucket) + pd.Timedelta(days=args.history_days)
     history = panel.time_slice(end=split - pd.Timedelta(args.bucket))
     new = panel.time_slice(start=split)
-    # A source with no failure in the history has nothing to fit: it is scored from a cold start.
+    # Say why there is nothing to do rather than fit or score an empty panel.
+    if history.n_times == 0:
+        parser.error(f"--history-days {args.history_days:g} covers no whole {args.bucket} bucket: nothing to fit")
+    if args.detector == "stl" and history.n_times < 2 * DETECTOR_PARAMS["stl"]["periods"]:
+        # The STL decomposition needs two full cycles of its period (24 buckets) in the history.
+        parser.error(
+            f"--detector stl needs two cycles of its period in the history "
+            f"({2 * DETECTOR_PARAMS['stl']['periods']} buckets); --history-days {args.history_days:g} gives "
+            f"{history.n_times}"
+        )
+    if new.n_times == 0:
+        parser.error(
+            f"--history-days {args.history_days:g}: the history covers the whole log "
+            f"(ends {last:%Y-%m-%d %H:%M}): nothing left to score"
+        )
+    # A source with no failure in the history has nothing to fit: it is left to the detector's
+    # cold start (baseline, mp) or not scored (stl).
     history = history.take(np.flatnonzero(history.to_numpy().sum(axis=1) > 0))
+    if history.n_contexts == 0:
+        parser.error(
+            f"no failed attempt in the history (up to {history.index[-1]}): nothing to fit; "
+            "raise --history-days"
+        )
     print(
         f"fitting {args.detector} on {history.n_contexts} sources x {history.n_times} buckets "
         f"(up to {history.index[-1]}), scoring {new.n_contexts} sources x {new.n_times} buckets"
@@ -245,6 +277,17 @@ def main(argv=None) -> int:
         + ", ".join(f"{t:%Y-%m-%d %H:%M} ({int(v)} attempts)" for t, v in busiest.items())
     )
     print(f"{len(alerts)} alerts on {alerts['source'].nunique()} sources ({len(unseen)} sources new since the fit)")
+    # A source whose scores are all NaN cannot alert: say so, or a detector without a cold
+    # start (stl) would look as if it had checked the new sources and found them quiet.
+    unscored = ~np.isfinite(scores.to_numpy()).any(axis=1)
+    unscored_new = int((unscored & new.contexts.isin(unseen)).sum())
+    if unscored_new:
+        print(
+            f"{unscored_new} sources not scored: new since the fit, and the {args.detector} detector "
+            "needs a source's fitted history (baseline and mp score them from a cold start)"
+        )
+    if unscored.sum() > unscored_new:
+        print(f"{int(unscored.sum()) - unscored_new} sources seen in the history not scored (no finite score)")
     if len(alerts) == 0:
         print("no brute-force episode found")
         return 0

@@ -15,8 +15,8 @@ stays normal. This example:
 3. fits a detector on three weeks of history and scores the last week, as a daily job would;
 4. prints the alerts on the attacked ASNs with their explanation (observed against
    expected failed logins at the peak, and the ratio), finds the 6-hour window in which
-   the most ASNs alert (the campaign, seen across ASNs), and counts alerts elsewhere
-   (false alarms);
+   the most ASNs alert (the campaign, seen across ASNs), and counts the false alarms:
+   alerts on the other ASNs, and alerts on an attacked ASN outside its attack;
 5. optionally writes the HTML report an analyst would open (``--report``).
 
 Run it
@@ -44,6 +44,33 @@ from tsanomaly.detectors import make_detector
 from tsanomaly.panel import Panel
 
 HISTORY_DAYS = 21
+# The campaign's pace (see inject_campaign): a new ASN every CAMPAIGN_STEP hours, at most
+# CAMPAIGN_MAX_HOURS hours on each.
+CAMPAIGN_STEP = 2
+CAMPAIGN_MAX_HOURS = 5
+
+
+def campaign_candidates(panel: Panel) -> np.ndarray:
+    """Rows of the ASNs a campaign may go through: mid to large ones (mean at least the median).
+
+    That is where a proxy network or a hosting provider would sit.
+    """
+    level = np.nanmean(panel.to_numpy(), axis=1)
+    return np.flatnonzero(level >= np.nanquantile(level, 0.5))
+
+
+def max_campaign_asns(panel: Panel, start) -> tuple[int, int]:
+    """How many ASNs a campaign starting at ``start`` can go through in ``panel``.
+
+    Returns
+    -------
+    candidates : int
+        Number of ASNs large enough to be attacked (:func:`campaign_candidates`).
+    fits : int
+        Most ASNs whose attack, one every ``CAMPAIGN_STEP`` hours, ends before the panel does.
+    """
+    hours_left = panel.n_times - panel.index.get_loc(pd.Timestamp(start))
+    return len(campaign_candidates(panel)), max(0, (hours_left - CAMPAIGN_MAX_HOURS) // CAMPAIGN_STEP + 1)
 
 
 def inject_campaign(panel: Panel, n_asns: int, start, seed: int = 0) -> tuple[Panel, pd.DataFrame]:
@@ -60,19 +87,26 @@ def inject_campaign(panel: Panel, n_asns: int, start, seed: int = 0) -> tuple[Pa
         A copy with the campaign added.
     campaign : pandas.DataFrame
         One row per attacked ASN: country, asn, start, end (inclusive), added (failed logins added).
+
+    Raises
+    ------
+    ValueError
+        When ``n_asns`` is below 1 or above :func:`max_campaign_asns` (not enough large ASNs,
+        or a campaign that would run past the end of the panel).
     """
+    n_candidates, fits = max_campaign_asns(panel, start)
+    if not 1 <= n_asns <= min(n_candidates, fits):
+        raise ValueError(f"n_asns must be from 1 to {min(n_candidates, fits)}, got {n_asns}")
     rng = np.random.default_rng(seed)
     values = panel.to_numpy().copy()
     level = np.nanmean(values, axis=1)
-    # Mid-to-large ASNs: where a proxy network or a hosting provider would sit.
-    candidates = np.flatnonzero(level >= np.nanquantile(level, 0.5))
-    rows = rng.choice(candidates, size=min(n_asns, len(candidates)), replace=False)
+    rows = rng.choice(campaign_candidates(panel), size=n_asns, replace=False)
     first = panel.index.get_loc(pd.Timestamp(start))
     per_day = int(pd.Timedelta("1D") / pd.Timedelta(panel.freq))
     campaign = []
     for k, row in enumerate(rows):
-        begin = first + 2 * k
-        length = int(rng.integers(3, 6))
+        begin = first + CAMPAIGN_STEP * k
+        length = int(rng.integers(3, CAMPAIGN_MAX_HOURS + 1))
         span = slice(begin, begin + length)
         # The usual level of this hour: the same hour of the previous days.
         same_hour = values[row, begin - per_day * 7 : begin : per_day]
@@ -132,6 +166,13 @@ def main(argv=None) -> int:
     data = make_security_panel(n_contexts=n_contexts, n_days=HISTORY_DAYS + 7, seed=args.seed, attack_rate=0.0)
     clean = data.panels["failed_logins"]
     attack_start = clean.index[0] + pd.Timedelta(days=HISTORY_DAYS + 2, hours=3)
+    n_candidates, fits = max_campaign_asns(clean, attack_start)
+    if not 1 <= args.asns <= min(n_candidates, fits):
+        parser.error(
+            f"--asns must be from 1 to {min(n_candidates, fits)}, got {args.asns}: {n_candidates} of the "
+            f"{n_contexts} ASNs are large enough to attack, and a campaign moving to a new ASN every "
+            f"{CAMPAIGN_STEP} hours from {attack_start:%a %H:%M} ends within the scored week for at most {fits}"
+        )
     panel, campaign = inject_campaign(clean, args.asns, attack_start, seed=args.seed)
     split = clean.index[0] + pd.Timedelta(days=HISTORY_DAYS)
     history = panel.time_slice(end=split - pd.Timedelta(panel.freq))
@@ -160,12 +201,21 @@ def main(argv=None) -> int:
     alerts["expected"] = expected
     alerts["ratio"] = observed / np.maximum(expected, 1.0)
 
-    attacked = alerts.merge(
-        campaign[["country", "asn", "start", "end"]], on=["country", "asn"], suffixes=("", "_attack")
+    # Each alert is one of: during the attack on its ASN (found), on an attacked ASN outside
+    # its attack, or on another ASN; the last two are false alarms. A left merge on the
+    # campaign (one row per ASN) keeps the alerts' rows and order, so the masks line up.
+    with_attack = alerts.merge(
+        campaign[["country", "asn", "start", "end"]], on=["country", "asn"], how="left", suffixes=("", "_attack")
     )
-    attacked = attacked[(attacked["start"] <= attacked["end_attack"]) & (attacked["end"] >= attacked["start_attack"])]
+    on_attacked = with_attack["start_attack"].notna().to_numpy()
+    during = on_attacked & (
+        (with_attack["start"] <= with_attack["end_attack"]) & (with_attack["end"] >= with_attack["start_attack"])
+    ).to_numpy()
+    attacked = with_attack[during]
+    outside = alerts[on_attacked & ~during]
+    elsewhere = alerts[~on_attacked]
     found = attacked[["country", "asn"]].drop_duplicates()
-    print(f"\nattacked ASNs found: {len(found)} of {len(campaign)}")
+    print(f"\nattacked ASNs found: {len(found)} of {len(campaign)} ({len(attacked)} alerts during the attack)")
     for _, a in attacked.sort_values("start").iterrows():
         print(
             f"  {a['country']} {a['asn']}: alert {a['start']:%a %H:%M} .. {a['end']:%H:%M}, "
@@ -187,13 +237,15 @@ def main(argv=None) -> int:
             f"\nbusiest 6-hour window: {len(asns)} ASNs alerting from {window_start:%a %H:%M} — "
             + ", ".join(f"{c} {a}" for c, a in asns.itertuples(index=False))
         )
-    key = pd.MultiIndex.from_frame(alerts[["country", "asn"]])
-    attacked_keys = pd.MultiIndex.from_frame(campaign[["country", "asn"]])
-    elsewhere = alerts[~key.isin(attacked_keys)]
+    false_alarms = pd.concat([outside, elsewhere])
     print(
-        f"alerts on the {panel.n_contexts - len(campaign)} other ASNs (false alarms over a week): {len(elsewhere)}"
-        + (f", highest score {elsewhere['peak_score'].max():.1f}" if len(elsewhere) else "")
+        f"false alarms over the week: {len(false_alarms)} — {len(outside)} on attacked ASNs outside their "
+        f"attack, {len(elsewhere)} on the {panel.n_contexts - len(campaign)} other ASNs"
+        + (f"; highest score {false_alarms['peak_score'].max():.1f}" if len(false_alarms) else "")
     )
+    for _, a in outside.sort_values("start").iterrows():
+        print(f"  {a['country']} {a['asn']}: alert {a['start']:%a %H:%M} .. {a['end']:%H:%M} "
+              f"(score {a['peak_score']:.1f}), outside its attack")
     if args.report:
         from tsanomaly import io as tsio
         from tsanomaly import report

@@ -43,6 +43,11 @@ import pandas as pd
 import tsanomaly
 from tsanomaly.detectors import make_detector
 
+# Fewest days of history each detector can fit with its default parameters: the STL needs two
+# daily cycles; the LSTM autoencoder needs its 48-hour window in the 80% of the history it
+# trains on (the rest is held out), so three days. The others fit on one.
+MIN_HISTORY_DAYS = {"stl": 2, "lstm": 3}
+
 
 def make_chunk(first: int, n: int, history_days: int, seed: int, burst_rate: float = 0.001):
     """Hourly counts for contexts ``first .. first + n - 1``: (history Panel, new-day Panel, bursty rows).
@@ -96,6 +101,13 @@ def main(argv=None) -> int:
     n_contexts, chunk = (2000, 500) if args.small else (args.contexts, args.chunk)
     if n_contexts < 1 or chunk < 1:
         parser.error("--contexts and --chunk must be positive")
+    # The new day is always scored (it follows the history), so only the history can be too short;
+    # with 0 days the split would wrap to the last point of the new day.
+    min_days = MIN_HISTORY_DAYS.get(args.detector, 1)
+    if args.history_days < min_days:
+        parser.error(
+            f"--history-days must be at least {min_days} for the {args.detector} detector, got {args.history_days}"
+        )
 
     device = tsanomaly.resolve_device(args.device)
     n_chunks = (n_contexts + chunk - 1) // chunk

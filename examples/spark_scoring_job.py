@@ -49,7 +49,9 @@ def write_input(out: Path, n_contexts: int, days: int, history_days: int, seed: 
 
     from tsanomaly.datasets import make_security_panel
 
-    folder = out / f"input-{n_contexts}-{days}d-seed{seed}"
+    # Every argument that changes the data is in the name: a rerun with another split must not
+    # reuse the folder written for this one.
+    folder = out / f"input-{n_contexts}-{days}d-history{history_days}d-seed{seed}"
     if (folder / "_DONE").exists():
         return folder
     attacks = []
@@ -83,6 +85,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="spark-job-out", help="folder for the input, model, scores and alerts")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.contexts < 1:
+        parser.error("--contexts must be positive")
+    if not 1 <= args.history_days < args.days:
+        parser.error(f"--history-days must be from 1 to --days - 1 ({args.days - 1}): the rest is scored")
 
     warnings.filterwarnings("ignore", message=".*pandas >= 3.0.0.*")  # PySpark 4.3 on pandas 3: works, warns
     from pyspark.sql import SparkSession

@@ -17,6 +17,13 @@ OUT="${2:-report.png}"
 SIZE="${3:-1280x2400}"
 DETECTOR="${DETECTOR:-baseline}"
 
+# A report named but absent would otherwise be "screenshotted" as Chromium's error page (or fail
+# on its folder) and still say "written": check it before installing or launching anything.
+if [[ -n "$REPORT" && ! -f "$REPORT" ]]; then
+    echo "no such report: $REPORT" >&2
+    exit 2
+fi
+
 find_chromium() {
     for name in chromium chromium-browser google-chrome google-chrome-stable; do
         if command -v "$name" >/dev/null 2>&1; then
