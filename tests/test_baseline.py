@@ -152,6 +152,36 @@ def test_bad_parameters_are_refused_at_fit(bad):
         RollingZScoreDetector(**bad).fit(np.ones((1, 50)))
 
 
+@pytest.mark.parametrize("bad", ["nan", float("nan"), float("inf"), -float("inf"), -0.1, True, None])
+def test_floor_fraction_must_be_a_finite_number_at_least_zero(bad):
+    # "nan" (from a command line) used to fail with a TypeError; NaN silently dropped every
+    # floor to 1e-12 (a threshold near 6e12 that missed spikes), inf made every score ~0.
+    with pytest.raises(ValueError, match=r"floor_fraction must be a finite number >= 0, got "):
+        RollingZScoreDetector(floor_fraction=bad).fit(np.ones((1, 50)))
+
+
+def test_floor_fraction_accepts_any_finite_number_at_least_zero():
+    x = np.random.default_rng(5).normal(size=(2, 60))
+    for good in (0, 0.0, np.float32(0.5), 2):
+        assert np.isfinite(RollingZScoreDetector(window=4, seasonal_period=None, floor_fraction=good).fit_score(x).values[:, 4:]).all()
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(seasonal_period=True), "seasonal_period must be a positive integer or None, got True"),
+    (dict(seasonal_period=np.True_), "seasonal_period must be a positive integer or None"),
+    (dict(seasonal_period=24.0), "seasonal_period must be a positive integer or None"),
+    (dict(min_periods=True), "min_periods must be None or an integer, got True"),
+    (dict(min_periods="3"), "min_periods must be None or an integer, got '3'"),
+    (dict(min_periods=2.5), "min_periods must be None or an integer"),
+    (dict(window=True), "window must be an integer >= 2"),
+])
+def test_integer_parameters_refuse_bools_and_non_integers(params, message):
+    # True used to pass as period 1 / min_periods 1 (both are ints to isinstance), and
+    # min_periods went through int(), which also read "3" and 2.5.
+    with pytest.raises(ValueError, match=message):
+        RollingZScoreDetector(**params).fit(np.ones((1, 50)))
+
+
 def test_quantile_threshold_global_and_per_context():
     rng = np.random.default_rng(3)
     scores = np.vstack([rng.normal(0, 1, 10_000), rng.normal(0, 5, 10_000)])

@@ -154,8 +154,20 @@ def test_predict_is_boolean_and_alerts_have_the_columns(detector, panels):
         assert column in alerts.columns
     assert int(flags.to_numpy().sum()) == int(alerts["n_points"].sum())
     if len(alerts):
-        assert (alerts["peak_score"] >= alerts["threshold"]).all()
+        assert (alerts["peak_score"] > alerts["threshold"]).all()  # flagged = strictly above
         assert alerts["peak_score"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("constant", [0.0, 7.0])
+def test_a_constant_history_does_not_alert_on_the_same_constant(detector, constant):
+    """A context that never changes (a country with always 0 events) calibrates a threshold equal
+    to its training scores; the same value again must not alert (the flag rule is score > threshold)."""
+    index = pd.date_range("2024-03-01", periods=24 * 16, freq="1h", name="ts")
+    full = tsanomaly.Panel(np.full((3, index.size), constant), pd.Index(["a", "b", "c"], name="asn"), index)
+    history, new = full.time_slice(end=index[24 * 14 - 1]), full.time_slice(start=index[24 * 14])
+    detector.fit(history)
+    assert not detector.predict(new).to_numpy().any()
+    assert len(detector.alerts(new)) == 0
 
 
 def test_unseen_context_does_not_crash(detector, panels):

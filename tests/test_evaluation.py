@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 
 from tsanomaly import RollingZScoreDetector, STLDetector
+from tsanomaly.base import BaseDetector
 from tsanomaly.cli import main
 from tsanomaly.detectors.ensemble import EnsembleDetector
 from tsanomaly.evaluation import evaluate, format_markdown, score_series
 from tsanomaly.periods import estimate_period
+from tsanomaly.scaling import MEAN_ABS_TO_SIGMA
 
 
 @pytest.mark.parametrize("period", [7, 24, 50, 113])
@@ -176,6 +178,87 @@ def test_peak_ensemble_divides_each_member_by_its_second_peak_and_takes_the_larg
         EnsembleDetector(detectors=[STLDetector(periods=24)], combine="peak").fit(x[:, :400])
     fixed = EnsembleDetector(detectors=[STLDetector(periods=24)], combine="peak", peak_separation=24)
     assert fixed.fit(np.abs(x[:, :400])).score(np.abs(x[:, 400:])).values.shape == (3, 300)
+
+
+@pytest.mark.parametrize("combine", ["rank", "zmean", "max", "peak"])
+@pytest.mark.parametrize("bad", [-1, 0, "abc", 2.5, True, float("nan")])
+def test_peak_separation_is_checked_whatever_the_combine_rule(combine, bad):
+    # Used to be read (and refused) only with combine="peak": -1 or "abc" passed silently otherwise.
+    x = np.random.default_rng(2).normal(size=(2, 100))
+    with pytest.raises(ValueError, match="peak_separation must be None or a positive integer, got "):
+        EnsembleDetector(detectors=[RollingZScoreDetector(window=6, seasonal_period=None)], combine=combine,
+                         peak_separation=bad).fit(x)
+
+
+def test_detectors_must_be_a_list():
+    x = np.random.default_rng(2).normal(size=(2, 100))
+    with pytest.raises(ValueError, match="detectors must be a list of tsanomaly detectors, got RollingZScoreDetector"):
+        EnsembleDetector(detectors=RollingZScoreDetector(window=6, seasonal_period=None)).fit(x)
+    pair = (RollingZScoreDetector(window=6, seasonal_period=None), RollingZScoreDetector(window=8, seasonal_period=None))
+    assert len(EnsembleDetector(detectors=pair).fit(x).members_) == 2
+
+
+class _FixedScores(BaseDetector):
+    """A stand-in member: ``fit_level`` at fit and ``score_level`` at scoring everywhere, plus
+    ``bump`` at every tenth point."""
+
+    def __init__(self, fit_level=0.0, score_level=0.0, bump=0.0, threshold="quantile", contamination=0.001,
+                 per_context=False, device="auto"):
+        self.fit_level = fit_level
+        self.score_level = score_level
+        self.bump = bump
+        self.threshold = threshold
+        self.contamination = contamination
+        self.per_context = per_context
+        self.device = device
+
+    def _scores(self, shape, level):
+        out = np.full(shape, float(level))
+        out[:, ::10] += self.bump
+        return out
+
+    def _fit(self, values, panel):
+        return self._scores(values.shape, self.fit_level)
+
+    def _score(self, values, panel, rows):
+        return self._scores(values.shape, self.score_level)
+
+
+# Where no training score is finite, fit may warn that nothing can alert: that is the point here.
+@pytest.mark.filterwarnings("ignore:.*no training score was finite")
+@pytest.mark.parametrize("fit_level, score_level", [(5.0, 5.0 + 1e-6), (0.0, 0.5), (np.nan, 3.0)])
+def test_zmean_leaves_out_a_member_whose_training_scores_are_constant(fit_level, score_level):
+    # Its training scores say nothing about what spread is normal. The old scale floor of 1e-12
+    # made a change of 1e-6 a z-score of 1e6 (an alert at every point); a member with no finite
+    # training score was measured against a single 0 with the same floor.
+    x = np.random.default_rng(2).normal(size=(2, 300))
+    new = np.random.default_rng(3).normal(size=(2, 50))
+    base = RollingZScoreDetector(window=6, seasonal_period=None)
+    alone = EnsembleDetector(detectors=[base], combine="zmean").fit(x)
+    det = EnsembleDetector(detectors=[base, _FixedScores(fit_level, score_level)], combine="zmean").fit(x)
+    assert np.isnan(det.member_scale_[1])
+    np.testing.assert_allclose(det.score(new).values, alone.score(new).values, rtol=1e-12)
+    assert det.global_threshold_ == pytest.approx(alone.global_threshold_, rel=1e-12)
+    # Alone, such a member leaves every point unscored: nothing can fire.
+    lone = EnsembleDetector(detectors=[_FixedScores(fit_level, score_level)], combine="zmean").fit(x)
+    assert np.isnan(lone.score(new).values).all() and not lone.predict(new).values.any()
+
+
+def test_zmean_scales_a_mostly_constant_member_by_its_mean_absolute_deviation():
+    # 0 at nine points in ten and 1 at the tenth: a MAD of 0. With the old floor of 1e-12 the ones
+    # became z-scores of 1e12, and so did the threshold; tsanomaly.scaling's floor,
+    # 1.2533 x the mean absolute deviation from the median (0.1), makes them about 8.
+    x = np.random.default_rng(2).normal(size=(2, 300))
+    new = np.random.default_rng(3).normal(size=(2, 50))
+    base = RollingZScoreDetector(window=6, seasonal_period=None)
+    sparse = _FixedScores(bump=1.0)
+    det = EnsembleDetector(detectors=[base, sparse], combine="zmean").fit(x)
+    scale = MEAN_ABS_TO_SIGMA * 0.1
+    assert det.member_scale_[1] == pytest.approx(scale, rel=1e-12)
+    alone = EnsembleDetector(detectors=[base], combine="zmean").fit(x)
+    member = sparse.fit(x).score(new).values
+    np.testing.assert_allclose(det.score(new).values, (alone.score(new).values + member / scale) / 2, rtol=1e-12)
+    assert det.global_threshold_ < 10
 
 
 def test_shift_earlier_moves_scores_and_pads_with_nan():

@@ -199,6 +199,92 @@ def test_context_labels_match_across_formats(tables, tmp_path):
     assert len(result.unseen) == 0 and result.n_absent == 0
 
 
+def _labelled(frame):
+    """``frame`` with labels that CSV readers mangle: ASNs with a leading zero, and Namibia's code "NA"."""
+    asns = {f"AS{1000 + k}": f"0{123 + k}" for k in range(8)}
+    return frame.assign(asn=frame["asn"].map(asns), country=frame["country"].replace({"BR": "NA"}))
+
+
+@pytest.mark.parametrize("fit_ext, score_ext", [("jsonl", "csv"), ("csv", "jsonl"), ("csv", "csv")])
+def test_context_labels_are_read_as_text(tables, tmp_path, fit_ext, score_ext):
+    """A CSV's "0123" keeps its zero and its "NA" is a label, so a model fits and scores across formats."""
+    history, today = (_labelled(f) for f in tables)
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / f"h.{fit_ext}"), model)) == 0
+    det = tsanomaly.load(model)
+    expected = sorted(set(zip(history["country"], history["asn"])))
+    assert list(det.contexts_) == expected and ("NA", "0124") in expected
+    result = jobs.score_file(model, _write(today, tmp_path / f"t.{score_ext}"), tmp_path / "a.parquet")
+    assert len(result.unseen) == 0 and result.n_absent == 0
+    assert list(result.panel.contexts) == expected
+
+
+def test_the_report_reads_context_labels_as_text_too(tables, tmp_path):
+    history, today = (_labelled(f) for f in tables)
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.jsonl"), model)) == 0
+    results = jobs.report_file([model], _write(today, tmp_path / "t.csv"), tmp_path / "r.html", top=1,
+                               history=_write(history, tmp_path / "h.csv"))
+    assert len(results[0].unseen) == 0 and results[0].n_absent == 0
+
+
+def test_read_table_keeps_label_columns_verbatim(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("asn,ts,n\n0123,2024-01-01,NA\nNA,2024-01-01,1\n,2024-01-01,2\n")
+    frame = tsio.read_table(path, columns=["asn", "ts", "n"], text_columns=["asn"])
+    assert frame["asn"].iloc[:2].tolist() == ["0123", "NA"]
+    assert frame["asn"].isna().tolist() == [False, False, True]  # an empty cell is still missing
+    assert frame["n"].isna().tolist() == [True, False, False]  # other columns keep pandas' NA strings
+    # JSON numbers and typed Parquet columns become the same text as a CSV's digits.
+    numbers = pd.DataFrame({"asn": [123, 456], "n": [1.0, 2.0]})
+    for ext in ("jsonl", "parquet"):
+        back = tsio.read_table(tsio.write_table(numbers, tmp_path / f"n.{ext}"), text_columns=["asn"])
+        assert back["asn"].tolist() == ["123", "456"]
+
+
+def test_an_empty_context_cell_is_still_a_missing_label(tables, tmp_path, capsys):
+    history, _ = tables
+    path = tmp_path / "h.csv"
+    tsio.write_table(history, path)
+    lines = path.read_text().splitlines()
+    country, asn, rest = lines[5].split(",", 2)
+    lines[5] = f"{country},,{rest}"  # row 4 has no ASN
+    path.write_text("\n".join(lines) + "\n")
+    assert main(_fit_args(str(path), tmp_path / "m.tsa")) == 2
+    assert "column 'asn' has 1 rows without a context label (first at row 4)" in _one_line_error(capsys)
+
+
+def test_fitted_contexts_without_any_score_are_counted_and_warned(tables, caplog):
+    history, today = tables
+    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5})
+    # Ten days after the history: a longer gap than the 5-day baseline can bridge, so no score at all.
+    late = today.assign(ts=today["ts"] + pd.Timedelta("10D"))
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        result = jobs.score_frame(det, late)
+    assert not np.isfinite(result.scores.to_numpy()).any()
+    assert result.n_unscored == 8 and len(result.unseen) == 0
+    assert "8 fitted contexts got no finite score (they could not alert)" in result.summary()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "8 of 8 fitted contexts got no finite score" in warnings[0]
+    assert "starts 240 grid steps after the end of the fitted history" in warnings[0]
+    caplog.clear()
+    assert jobs.score_frame(det, today).n_unscored == 0
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_fitted_context_with_only_missing_values_is_counted(tables, caplog):
+    history, today = tables
+    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline",
+                         params={"window": 5}, fill="nan")
+    blank = today.assign(failed_logins=today["failed_logins"].where(today["asn"] != "AS1003"))
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        result = jobs.score_frame(det, blank)
+    assert result.n_unscored == 1
+    assert "1 fitted contexts got no finite score" in result.summary()
+    assert any("1 of them have only missing values" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------------- user errors: exit 2, one line
 def _one_line_error(capsys):
     err = capsys.readouterr().err
@@ -286,6 +372,63 @@ def test_bad_parameters(tables, tmp_path, capsys, extra, message):
         args += extra
     assert main(args) == 2
     assert message in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("freq", ["0h", "-1h"])
+def test_a_step_that_is_not_positive_is_a_user_error(tables, tmp_path, capsys, freq):
+    history, _ = tables
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", f"--freq={freq}")) == 2
+    assert f"freq '{freq}' must be a positive step" in _one_line_error(capsys)
+
+
+def test_a_freq_the_data_does_not_follow_is_not_asked_for_again(tables, tmp_path, capsys):
+    history, _ = tables
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--freq=2h")) == 2
+    err = _one_line_error(capsys)
+    assert "is off the grid of step 0 days 02:00:00 (freq='2h')" in err and "resample" in err
+    assert "pass freq" not in err
+
+
+@pytest.mark.parametrize(
+    "detector, params, days, needs",
+    [
+        ("baseline", ["--param", "window=5"], 2, "48 points (2 days on the 'h' grid)"),
+        ("mp", ["--param", "window=200"], 8, "192 points (8 days on the 'h' grid)"),
+    ],
+)
+def test_a_history_too_short_to_ever_alert_is_refused(tables, tmp_path, capsys, detector, params, days, needs):
+    history, _ = tables
+    short = history[history["ts"] < history["ts"].min() + pd.Timedelta(days=days)]
+    model = tmp_path / "m.tsa"
+    args = ["fit", "--input", _write(short, tmp_path / "h.csv"), "--context", "country,asn", "--time", "ts",
+            "--value", "failed_logins", "--detector", detector, "--save", str(model), *params]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert f"gets no finite score from a history of {needs}" in err
+    assert "could never alert; fit on a longer history or use a shorter window" in err
+    assert "window=" in err and ("RollingZScoreDetector" in err or "MatrixProfileDetector" in err)
+    assert not model.exists()
+
+
+@pytest.mark.parametrize("save, message", [("", "--save needs a model file name"), (".", "--save . is a folder")])
+def test_save_must_name_a_file(tables, tmp_path, capsys, monkeypatch, save, message):
+    history, _ = tables
+    path = _write(history, tmp_path / "h.csv")
+    monkeypatch.chdir(tmp_path)
+    assert main(_fit_args(path, save)) == 2
+    assert message in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv"]
+
+
+def test_save_to_an_existing_folder_names_the_option(tables, tmp_path, capsys):
+    history, _ = tables
+    folder = tmp_path / "models"
+    folder.mkdir()
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), folder)) == 2
+    err = _one_line_error(capsys)
+    assert f"--save {folder} is a folder; name a model file, e.g. --save {folder / 'model.tsa'}" in err
+    assert ".partial" not in err and list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "models"]
 
 
 def test_new_data_overlapping_the_history_is_refused(tables, tmp_path, capsys):

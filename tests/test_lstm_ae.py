@@ -366,12 +366,28 @@ def test_cuda_without_a_torch_gpu_raises_a_clear_error(monkeypatch):
         (dict(precision="half"), "precision"),
         (dict(clusters=9), "clusters"),
         (dict(window=500), "window=500"),
+        # An infinite learning rate (1e400 read from JSON is inf) was accepted and made every
+        # weight and every score NaN.
+        (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+        (dict(lr=float("1e400")), "lr must be a finite number > 0, got inf"),
+        (dict(lr=float("nan")), "lr must be a finite number > 0"),
+        (dict(lr=True), "lr must be a finite number > 0"),
+        (dict(lr="0.01"), "lr must be a finite number > 0"),
+        (dict(validation_fraction=float("nan")), r"validation_fraction must be a number in \[0, 1\)"),
+        (dict(validation_fraction=True), r"validation_fraction must be a number in \[0, 1\)"),
+        (dict(epochs=True), "epochs must be an integer >= 0"),
+        (dict(seed=np.True_), "seed must be a non-negative integer"),
     ],
 )
 def test_bad_parameters_are_rejected_at_fit(panels, params, message):
     history, _ = panels
     with pytest.raises(ValueError, match=message):
         tiny(**params).fit(history)
+
+
+def test_numeric_parameters_of_numpy_types_are_accepted():
+    # NumPy scalars (read from an array or a config) are numbers like any other.
+    tiny(lr=np.float32(3e-3), validation_fraction=np.float64(0.25), seed=np.int64(3), epochs=np.int32(1))._validate()
 
 
 # ---------------------------------------------------------------------- GPU

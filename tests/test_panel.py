@@ -89,6 +89,30 @@ def test_bad_input_names_column_context_and_value(mutate, message):
         Panel.from_frame(mutate(_frame()), context=["country", "asn"], time="ts", value="logins")
 
 
+@pytest.mark.parametrize("freq", ["0h", "-1h", "-15min"])
+def test_a_step_that_is_not_positive_is_refused(freq):
+    with pytest.raises(ValueError, match=f"freq '{freq}' must be a positive step"):
+        Panel.from_frame(_frame(), context="asn", time="ts", value="logins", freq=freq)
+
+
+def test_grid_errors_speak_to_api_and_command_line_users():
+    one = _frame().iloc[[0]]
+    with pytest.raises(ValueError, match=r"single distinct timestamp .*; pass freq= \(--freq on the command line\)"):
+        Panel.from_frame(one, context="asn", time="ts", value="logins")
+    shifted = _frame().assign(ts=["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 01:20",
+                                  "2024-01-01 02:00", "2024-01-01 03:00"])
+    with pytest.raises(ValueError, match=r"fits no regular grid .*; pass freq= \(--freq on the command line\)"):
+        Panel.from_frame(shifted, context="asn", time="ts", value="logins")
+    # The step was given and the data is off it: saying "pass freq=" again would not help.
+    with pytest.raises(ValueError) as info:
+        Panel.from_frame(_frame(), context="asn", time="ts", value="logins", freq="2h")
+    message = str(info.value)
+    assert "timestamp 2024-01-01 01:00:00 for context 'AS1' is off the grid of step 0 days 02:00:00" in message
+    assert "(freq='2h')" in message
+    assert "the data's timestamps do not follow that step; resample the data to it first" in message
+    assert "pass freq" not in message
+
+
 def test_constructor_rejects_bad_shapes_and_duplicates():
     with pytest.raises(ValueError, match="2-D"):
         Panel(np.ones(3), ["a"], pd.RangeIndex(3))

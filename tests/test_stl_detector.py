@@ -352,8 +352,19 @@ def test_rolling_stats_equal_direct_computation():
         (dict(transform="log"), "transform must be one of"),
         (dict(direction="sideways"), "direction must be"),
         (dict(variance_window=1), "variance_window must be"),
-        (dict(trend_alpha=2.0), "trend_alpha must lie in"),
-        (dict(trend_clip=0), "trend_clip must be > 0"),
+        (dict(trend_alpha=2.0), r"trend_alpha must be a number in \[0, 1\]"),
+        (dict(trend_clip=0), "trend_clip must be a finite number > 0"),
+        # NaN / inf / bools, silently accepted before: min_scale=NaN made every score NaN,
+        # min_scale=inf every score about 1e-308 (and the threshold with them).
+        (dict(min_scale=float("nan")), "min_scale must be None or a finite number >= 0"),
+        (dict(min_scale=float("inf")), "min_scale must be None or a finite number >= 0"),
+        (dict(min_scale=True), "min_scale must be None or a finite number >= 0"),
+        (dict(min_scale="0.1"), "min_scale must be None or a finite number >= 0"),
+        (dict(trend_clip=float("inf")), "trend_clip must be a finite number > 0"),
+        (dict(trend_clip=float("nan")), "trend_clip must be a finite number > 0"),
+        (dict(trend_clip=True), "trend_clip must be a finite number > 0"),
+        (dict(trend_alpha=float("nan")), r"trend_alpha must be a number in \[0, 1\]"),
+        (dict(trend_alpha=True), r"trend_alpha must be a number in \[0, 1\]"),
         (dict(shape_seasons=0), "shape_seasons must be a positive integer"),
         (dict(level_seasons=0), "level_seasons must be a positive integer"),
         (dict(holdout_seasons=0), "holdout_seasons must be a positive integer"),
@@ -367,6 +378,13 @@ def test_bad_parameters_raise_at_fit(params, message):
     history, _ = _split(_counts(rng, 2, 10)[0], 9 * DAY)
     with pytest.raises(ValueError, match=message):
         STLDetector(**params, device="cpu").fit(history)
+
+
+def test_finite_numeric_parameters_of_any_real_type_are_accepted():
+    rng = np.random.default_rng(8)
+    history, new = _split(_counts(rng, 2, 10)[0], 9 * DAY)
+    det = STLDetector(min_scale=np.float32(0.05), trend_clip=2, trend_alpha=0, device="cpu").fit(history)
+    assert np.isfinite(det.score(new).to_numpy()).all()
 
 
 def test_negative_counts_need_transform_none():

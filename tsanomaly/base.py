@@ -7,7 +7,11 @@ calibration, boolean flags, alert tables, persistence, and scikit-learn's
 parameter protocol.  See ``docs/CONTRACT.md`` for the subclass contract.
 
 Scores always point one way: **higher = more anomalous**, and they are
-comparable across contexts, so one threshold can serve all of them.
+comparable across contexts, so one threshold can serve all of them.  A point
+is flagged when its score is strictly above its context's calibrated
+threshold (``score > threshold``): a context whose training scores are all
+equal (a country that always has 0 events) calibrates a threshold equal to
+that score, and the same score again must not alert.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import io
 import json
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +28,9 @@ import pandas as pd
 
 from tsanomaly import backend, thresholds
 from tsanomaly.panel import Panel
+from tsanomaly.validation import is_int
 
-__all__ = ["BaseDetector", "NotFittedError", "load", "MODEL_FORMAT"]
+__all__ = ["BaseDetector", "CalibrationWarning", "NotFittedError", "load", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
@@ -40,6 +46,17 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when a detector is used before ``fit`` (same bases as scikit-learn's)."""
 
 
+class CalibrationWarning(UserWarning):
+    """Emitted by ``fit`` when the calibrated threshold is infinite, so the detector can never alert.
+
+    That happens when no training score is finite: the history is shorter than
+    the detector needs to score a single point (its window, season or level
+    window). ``fit`` still succeeds, so that a batch of short series can be
+    fitted in one go, but an operator must not mistake the silence for "no
+    anomaly".
+    """
+
+
 class BaseDetector:
     """Shared API of tsanomaly's detectors.
 
@@ -52,12 +69,16 @@ class BaseDetector:
     Every detector takes, besides its own parameters:
 
     threshold : {"quantile", "pot"} or float, default "quantile"
-        How :meth:`predict` turns scores into flags (see :mod:`tsanomaly.thresholds`).
+        How the threshold is calibrated (see :mod:`tsanomaly.thresholds`);
+        :meth:`predict` and :meth:`alerts` flag the scores strictly above it.
     contamination : float, default 0.001
         Expected share of anomalous training points (quantile rule) or target
         risk (POT).
     per_context : bool, default False
-        Calibrate one threshold per context rather than one for all.
+        Calibrate one threshold per context rather than one for all. A context
+        with too few finite training scores (fewer than
+        ``thresholds.MIN_SCORES_PER_CONTEXT``, none at all included) gets the
+        global threshold, like a context unseen at fit.
     device : {"auto", "cpu", "cuda"}, default "auto"
         Where the arithmetic runs; results agree across devices within the
         tolerance each detector states.
@@ -121,6 +142,12 @@ class BaseDetector:
         Returns
         -------
         self
+
+        Warns
+        -----
+        CalibrationWarning
+            When no training score is finite (the history is too short for the
+            detector's window): the threshold is then ``inf`` and nothing can alert.
         """
         self._fit_and_calibrate(_as_panel(panel))
         return self
@@ -155,7 +182,29 @@ class BaseDetector:
         self.threshold_, self.global_threshold_ = thresholds.calibrate(
             train_scores, self.threshold, self.contamination, self.per_context
         )
+        self.warn_if_uncalibrated(stacklevel=4)
         return train_scores
+
+    def warn_if_uncalibrated(self, stacklevel: int = 2) -> None:
+        """Emit a :class:`CalibrationWarning` when the fitted global threshold is not finite.
+
+        :func:`tsanomaly.thresholds.calibrate` returns ``inf`` when no training
+        score is finite; every threshold is then ``inf`` (per-context ones fall
+        back to the global one) and no score can ever be above it. ``fit`` does
+        not raise, since the evaluation code fits many short files on purpose,
+        but the silence must not pass unnoticed. Code that calibrates outside
+        ``fit`` (a distributed fit) calls this after setting ``global_threshold_``.
+        """
+        if np.isfinite(self.global_threshold_):
+            return
+        warnings.warn(
+            f"{type(self).__name__}: no training score was finite on a history of {self.n_fit_times_} "
+            f"time steps ({len(self.contexts_)} contexts), so the calibrated threshold is "
+            f"{self.global_threshold_} and nothing can alert; fit on a longer history or use a "
+            "shorter window",
+            CalibrationWarning,
+            stacklevel=stacklevel,
+        )
 
     def _fit(self, values, panel: Panel):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -299,23 +348,33 @@ class BaseDetector:
         return per_row
 
     def predict(self, panel) -> Panel:
-        """Boolean Panel: True where the score reaches the calibrated threshold (NaN scores are False)."""
+        """Boolean Panel: True where the score is strictly above the calibrated threshold.
+
+        A score equal to the threshold is not flagged (a constant history calibrates
+        a threshold equal to its scores, and the same constant is no anomaly); NaN
+        scores are False.
+        """
         scores = self.score(panel)
         rows = self.context_rows(scores)
         values = backend.to_numpy(scores.values)
         with np.errstate(invalid="ignore"):
-            flags = values >= self._thresholds_for(rows)[:, None]
+            flags = values > self._thresholds_for(rows)[:, None]
         return Panel(flags, scores.contexts, scores.index)
 
     def alerts(self, panel, scores: Panel | None = None) -> pd.DataFrame:
         """One row per run of consecutive flagged points, most anomalous first.
 
+        A point is flagged as in :meth:`predict`: its score is strictly above its
+        context's threshold.
+
         Parameters
         ----------
         panel : Panel or array_like
             New data, as for :meth:`score`.
-        scores : Panel, optional
-            Scores already computed by :meth:`score` for ``panel`` (saves scoring twice).
+        scores : Panel or array, optional
+            Scores already computed by :meth:`score` for ``panel`` (saves scoring
+            twice): a Panel with the same contexts (in the same order) and times
+            as ``panel``, or an array of ``panel``'s shape.
 
         Returns
         -------
@@ -323,15 +382,20 @@ class BaseDetector:
             Columns: the context column(s), ``start``, ``end``, ``peak_time``,
             ``peak_score``, ``n_points``, ``threshold``, ``detector``, then the
             detector's explanation columns (``explanation_columns``).
+
+        Raises
+        ------
+        ValueError
+            When ``scores`` does not match ``panel`` (other contexts, times or shape).
         """
         panel = _as_panel(panel, after=self)
         if scores is None:
             scores = self.score(panel)
         rows = self.context_rows(panel)
-        score_values = backend.to_numpy(scores.values)
+        score_values = _checked_scores(scores, panel)
         per_row = self._thresholds_for(rows)
         with np.errstate(invalid="ignore"):
-            flags = score_values >= per_row[:, None]
+            flags = score_values > per_row[:, None]
         ctx_rows, starts, ends = _runs(flags)
         # Peak of each run: argmax of the score inside [start, end].
         peak_pos = np.empty(len(ctx_rows), dtype=np.int64)
@@ -397,20 +461,70 @@ def load(path, device: str | None = None) -> BaseDetector:
     -------
     BaseDetector
         A fitted detector whose scores equal those of the saved one.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is not a tsanomaly model file or a damaged one (not a zip,
+        a missing or malformed ``model.json`` or ``arrays.npz``, a parameter this
+        version does not know); the message names the path and what is wrong.
     """
-    with zipfile.ZipFile(path) as archive:
-        meta = json.loads(archive.read("model.json"))
-        arrays_bytes = archive.read("arrays.npz")
-    if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a tsanomaly model file (format {meta.get('format')!r})")
-    if meta.get("version") != MODEL_FORMAT_VERSION:
-        raise ValueError(f"{path}: model format version {meta.get('version')} is not supported")
-    with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    meta, arrays = _read_model_file(path)
     try:
         return _decode_detector(meta, arrays, device)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+# Fitted attributes every fitted detector has (set by prepare_fit and the calibration).
+_BASE_FITTED_STATE = ("contexts_", "n_fit_times_", "freq_", "fit_end_", "threshold_", "global_threshold_")
+
+
+def _read_model_file(path) -> tuple[dict, dict]:
+    """``(model.json, arrays of arrays.npz)`` of a model file, checked as far as their structure goes.
+
+    Every way the file can be damaged (or not be a model file at all) is a
+    ValueError naming ``path``, instead of whatever zipfile, json or NumPy would
+    raise deep inside.
+    """
+    not_a_model = f"{path} is not a tsanomaly model file"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = [name for name in ("model.json", "arrays.npz") if name not in archive.namelist()]
+            if missing:
+                raise ValueError(f"{not_a_model} (the zip archive lacks {', '.join(missing)})")
+            meta_bytes = archive.read("model.json")
+            arrays_bytes = archive.read("arrays.npz")
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ValueError(f"{not_a_model} (not a zip archive, or a damaged one: {exc})") from exc
+    try:
+        meta = json.loads(meta_bytes)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise ValueError(f"{not_a_model} (model.json is not valid JSON: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{not_a_model} (model.json holds a JSON {type(meta).__name__}, not an object)")
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{not_a_model} (format {meta.get('format')!r})")
+    if meta.get("version") != MODEL_FORMAT_VERSION:
+        raise ValueError(f"{path}: model format version {meta.get('version')!r} is not supported")
+    # NumPy's own error for a non-.npz blob advises allow_pickle=True; a model file never
+    # holds pickled data, so the message says so instead of repeating that advice.
+    damaged_arrays = (
+        f"{path}: arrays.npz is damaged or not a NumPy .npz archive of plain arrays "
+        "(tsanomaly model files never hold pickled data: do not load it with allow_pickle=True)"
+    )
+    try:
+        npz = np.load(io.BytesIO(arrays_bytes), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(damaged_arrays) from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # a bare .npy array, not an archive of named arrays
+        raise ValueError(damaged_arrays)
+    try:
+        with npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(damaged_arrays) from exc
+    return meta, arrays
 
 
 # ---------------------------------------------------------------------- helpers
@@ -428,6 +542,46 @@ def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
         start = int(after.fit_end_) + 1
         panel = Panel(panel.values, panel.contexts, pd.RangeIndex(start, start + panel.n_times, name="time"))
     return panel
+
+
+def _checked_scores(scores, panel: Panel) -> np.ndarray:
+    """Host float array of ``scores`` given to :meth:`BaseDetector.alerts` for ``panel``.
+
+    A Panel must have ``panel``'s contexts (same order) and times, so that each
+    score row is flagged against its own context's threshold; an array must
+    have ``panel``'s shape. Anything else is a ValueError saying what differs.
+    """
+    if isinstance(scores, Panel):
+        if not scores.contexts.equals(panel.contexts):
+            if scores.n_contexts != panel.n_contexts:
+                detail = f"{scores.n_contexts} contexts, the panel {panel.n_contexts}"
+            else:
+                k = next((k for k, (a, b) in enumerate(zip(scores.contexts, panel.contexts)) if a != b), None)
+                detail = (
+                    "other context labels" if k is None
+                    else f"context {scores.contexts[k]!r} at row {k} where the panel has {panel.contexts[k]!r}"
+                )
+            raise ValueError(f"scores must have the panel's contexts in the same order; scores has {detail}")
+        if not scores.index.equals(panel.index):
+            raise ValueError(
+                f"scores must have the panel's times; scores has {scores.n_times} times "
+                f"({_span(scores.index)}), the panel {panel.n_times} ({_span(panel.index)})"
+            )
+        values = scores.values
+    elif isinstance(scores, np.ndarray) or backend.is_device_array(scores):
+        values = scores
+    else:
+        raise ValueError(f"scores must be a Panel or an array of the panel's shape, got {type(scores).__name__}")
+    values = backend.to_numpy(values)
+    if values.shape != panel.shape:
+        raise ValueError(f"scores have shape {values.shape}, but the panel has shape {panel.shape}")
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"scores must be numbers, got dtype {values.dtype}")
+    return values
+
+
+def _span(index: pd.Index) -> str:
+    return f"{index[0]} to {index[-1]}" if len(index) else "none"
 
 
 def _same_value(a, b) -> bool:
@@ -498,6 +652,8 @@ def _registered_class(qualified_name) -> type:
 
     from tsanomaly.detectors import DETECTOR_CLASSES
 
+    if not isinstance(qualified_name, str):
+        raise ValueError(f"unknown detector class {qualified_name!r}")
     # Never import a path the model file names freely: only the built-in detector modules.
     builtin = {f"{module}.{name}": module for module, name in DETECTOR_CLASSES.values()}
     if qualified_name in builtin and qualified_name not in _DETECTOR_REGISTRY:
@@ -508,25 +664,107 @@ def _registered_class(qualified_name) -> type:
     return cls
 
 
+def _json_field(encoded, field: str, kind: type, what: str):
+    """``encoded[field]``, which must be of type ``kind``; ValueError naming ``what`` otherwise."""
+    if not isinstance(encoded, dict) or not isinstance(encoded.get(field), kind):
+        raise ValueError(f"{what} in model.json has no valid {field!r} entry: the file is damaged")
+    return encoded[field]
+
+
+def _build_detector(cls: type, params: dict) -> "BaseDetector":
+    """``cls(**params)``, with a ValueError for parameters ``cls`` does not take."""
+    valid = cls._get_param_names()
+    unknown = [name for name in params if name not in valid]
+    if unknown:
+        noun = "parameter" if len(unknown) == 1 else "parameters"
+        raise ValueError(
+            f"unknown {noun} {', '.join(repr(n) for n in unknown)} for {cls.__name__} "
+            f"(saved by another version?); it takes {valid}"
+        )
+    try:
+        return cls(**params)
+    except TypeError as exc:  # a required parameter missing from the file
+        raise ValueError(f"cannot build {cls.__name__} from the saved parameters: {exc}") from exc
+
+
 def _decode_detector(encoded: dict, arrays: dict, device: str | None = None) -> "BaseDetector":
     """Rebuild a fitted detector from :func:`_encode_detector`'s description (registered classes only)."""
+    if not isinstance(encoded, dict):
+        raise ValueError("a detector in model.json is not a JSON object: the file is damaged")
     cls = _registered_class(encoded.get("class"))
-    params = {name: _params_from_json(value) for name, value in encoded["params"].items()}
+    saved_params = _json_field(encoded, "params", dict, cls.__name__)
+    state = _json_field(encoded, "state", dict, cls.__name__)
+    params = {name: _params_from_json(value) for name, value in saved_params.items()}
     if device is not None:
         params["device"] = device
-    detector = cls(**params)
-    for name, item in encoded["state"].items():
-        setattr(detector, name, _decode_state(item, arrays, device))
+    detector = _build_detector(cls, params)
+    for name, item in state.items():
+        setattr(detector, name, _decode_state(item, arrays, device, name=name))
+    _check_base_state(detector)
     detector.device_ = backend.resolve_device(detector.device)
     detector._restore()
     return detector
+
+
+def _check_base_state(detector: "BaseDetector") -> None:
+    """ValueError unless the base's fitted attributes have the types ``fit`` gives them.
+
+    A damaged value (``n_fit_times_`` of None, a threshold per context too few)
+    would otherwise load fine and fail later, at scoring, with a TypeError or
+    IndexError far from its cause. The detector's own state is the detector's
+    business (its ``_restore``).
+    """
+    def damaged(attribute):
+        return ValueError(
+            f"{type(detector).__name__}'s fitted {attribute} is {getattr(detector, attribute, None)!r}: "
+            "the file is damaged"
+        )
+
+    for attribute in _BASE_FITTED_STATE:
+        if not hasattr(detector, attribute):
+            raise ValueError(
+                f"the saved fitted state of {type(detector).__name__} lacks {attribute}: the file is damaged"
+            )
+    if not isinstance(detector.contexts_, pd.Index):
+        raise damaged("contexts_")
+    if not is_int(detector.n_fit_times_) or detector.n_fit_times_ < 1:
+        raise damaged("n_fit_times_")
+    if detector.freq_ is None:  # a RangeIndex grid: fit_end_ is the last position
+        if not is_int(detector.fit_end_):
+            raise damaged("fit_end_")
+    else:  # a DatetimeIndex grid: a frequency string and an ISO timestamp
+        if not isinstance(detector.freq_, str):
+            raise damaged("freq_")
+        try:
+            pd.tseries.frequencies.to_offset(detector.freq_)
+        except ValueError:
+            raise damaged("freq_") from None
+        if not isinstance(detector.fit_end_, str):
+            raise damaged("fit_end_")
+        try:
+            pd.Timestamp(detector.fit_end_)
+        except ValueError:
+            raise damaged("fit_end_") from None
+    threshold = detector.threshold_
+    if (
+        not isinstance(threshold, np.ndarray)
+        or threshold.dtype.kind not in "iuf"
+        or threshold.shape != (len(detector.contexts_),)
+    ):
+        raise damaged("threshold_")
+    global_threshold = detector.global_threshold_
+    if not isinstance(global_threshold, (int, float)) or isinstance(global_threshold, bool):
+        raise damaged("global_threshold_")
+    if np.isnan(global_threshold):  # calibrate gives a number or inf, never NaN
+        raise damaged("global_threshold_")
 
 
 def _params_from_json(value):
     """Inverse of :func:`_to_json` for parameters: rebuilds nested (unfitted) detectors."""
     if isinstance(value, dict) and "__detector__" in value:
         cls = _registered_class(value["__detector__"])
-        return cls(**{k: _params_from_json(v) for k, v in value["params"].items()})
+        params = _json_field(value, "params", dict, f"the nested {cls.__name__}")
+        return _build_detector(cls, {k: _params_from_json(v) for k, v in params.items()})
     if isinstance(value, list):
         return [_params_from_json(v) for v in value]
     return value
@@ -579,17 +817,39 @@ def _encode_state(name, value, meta_state: dict, arrays: dict, prefix: str = "")
         meta_state[name] = {"kind": "json", "value": encoded}
 
 
-def _decode_state(encoded: dict, arrays: dict, device: str | None = None):
-    kind = encoded["kind"]
+def _saved_array(arrays: dict, key, name: str) -> np.ndarray:
+    """The array stored under ``key``; ValueError when arrays.npz lacks it."""
+    if not isinstance(key, str) or key not in arrays:
+        raise ValueError(
+            f"fitted attribute {name!r} refers to array {key!r}, which arrays.npz lacks: the file is damaged"
+        )
+    return arrays[key]
+
+
+def _decode_state(encoded: dict, arrays: dict, device: str | None = None, name: str = "?"):
+    """Inverse of :func:`_encode_state`; ValueError (naming the attribute) for a malformed entry."""
+    what = f"fitted attribute {name!r}"
+    kind = _json_field(encoded, "kind", str, what)
     if kind == "detectors":
-        return [_decode_detector(item, arrays, device) for item in encoded["items"]]
+        return [_decode_detector(item, arrays, device) for item in _json_field(encoded, "items", list, what)]
     if kind == "array":
-        return arrays[encoded["key"]]
+        return _saved_array(arrays, encoded.get("key"), name)
     if kind == "array_dict":
-        return {key: arrays[ref] for key, ref in encoded["keys"].items()}
+        keys = _json_field(encoded, "keys", dict, what)
+        return {key: _saved_array(arrays, ref, name) for key, ref in keys.items()}
     if kind == "index":
-        levels = [pd.Index(arrays[level["key"]], name=level["name"]) for level in encoded["levels"]]
-        if encoded["multi"]:
+        levels = []
+        for level in _json_field(encoded, "levels", list, what):
+            if not isinstance(level, dict) or not isinstance(level.get("name"), (str, type(None))):
+                raise ValueError(f"{what} in model.json has a malformed index level: the file is damaged")
+            levels.append(pd.Index(_saved_array(arrays, level.get("key"), name), name=level.get("name")))
+        if not levels:
+            raise ValueError(f"{what} in model.json has no levels: the file is damaged")
+        if _json_field(encoded, "multi", bool, what):
             return pd.MultiIndex.from_arrays(levels, names=[lv.name for lv in levels])
         return levels[0]
-    return encoded["value"]
+    if kind == "json":
+        if "value" not in encoded:
+            raise ValueError(f"{what} in model.json has no 'value': the file is damaged")
+        return encoded["value"]
+    raise ValueError(f"{what} in model.json has an unknown kind {kind!r}: the file is damaged")

@@ -262,7 +262,7 @@ class SeriesScores:
     #: Scores aligned for locating the anomaly (UCR top-1): matrix-profile scores moved to
     #: their window's centre; the same array as ``scores`` for the other detectors.
     location_scores: np.ndarray | None = None
-    #: The detector's calibrated alert threshold (``flags`` is ``scores >= threshold``).
+    #: The detector's calibrated alert threshold (``flags`` is ``scores > threshold``).
     threshold: float = np.nan
 
 
@@ -345,7 +345,7 @@ def score_series(
     # detector.predict(new), without scoring the data a second time.
     threshold = float(np.asarray(backend.to_numpy(detector.threshold_), dtype=np.float64).ravel()[0])
     with np.errstate(invalid="ignore"):
-        new_flags = np.isfinite(new_scores) & (new_scores >= threshold)
+        new_flags = np.isfinite(new_scores) & (new_scores > threshold)
     reduced_scores = np.concatenate([np.full(reduced_train, np.nan), new_scores])
     reduced_flags = np.concatenate([np.zeros(reduced_train, dtype=bool), new_flags])
     scores = np.repeat(reduced_scores, factor)[:n]
@@ -392,7 +392,7 @@ def _point_metrics(record, result: SeriesScores, centred: bool = False) -> dict:
     if centred and result.location_scores is not None and result.location_scores is not result.scores:
         scores = result.location_scores
         with np.errstate(invalid="ignore"):
-            flags = np.isfinite(scores) & (scores >= result.threshold)
+            flags = np.isfinite(scores) & (scores > result.threshold)
     labels, scores, flags = record.labels[part], scores[part], flags[part]
     row = {"auc_roc": np.nan, "auc_pr": np.nan, "vus_pr": np.nan, "range_f1": np.nan}
     if labels.any() and not labels.all():

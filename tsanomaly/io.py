@@ -72,7 +72,9 @@ def _columns_in_file(path: Path, fmt: str) -> list[str] | None:
     return None  # JSON lines: every line may have its own keys; checked after reading
 
 
-def read_table(path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def read_table(
+    path, columns: Sequence[str] | None = None, text_columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Read a CSV, Parquet or JSON lines file into a DataFrame.
 
     Parameters
@@ -83,6 +85,13 @@ def read_table(path, columns: Sequence[str] | None = None) -> pd.DataFrame:
         Read only these columns (cheaper for wide Parquet files). A column
         absent from the file raises ValueError naming it and the columns
         the file has.
+    text_columns : sequence of str, optional
+        Columns holding labels (a job's context columns), returned as text
+        exactly as written: in CSV no number parsing (the ASN ``0123`` stays
+        ``"0123"``) and none of pandas' NA strings (``NA`` is Namibia, not a
+        missing value); only an empty cell is missing. Numbers in JSON lines
+        and typed Parquet columns become their text (``123`` -> ``"123"``).
+        A missing value stays missing (NaN), for the caller to report.
 
     Returns
     -------
@@ -104,13 +113,14 @@ def read_table(path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a {fmt} file")
     wanted = list(dict.fromkeys(columns)) if columns is not None else None
+    text = list(dict.fromkeys(text_columns or ()))
     try:
-        if wanted is not None:
-            present = _columns_in_file(path, fmt)
-            if present is not None:
-                _check_columns(path, wanted, present)
+        present = _columns_in_file(path, fmt) if wanted is not None or text else None
+        if wanted is not None and present is not None:
+            _check_columns(path, wanted, present)
         if fmt == "csv":
-            frame = pd.read_csv(path, usecols=wanted)
+            names = wanted if wanted is not None else present
+            frame = pd.read_csv(path, usecols=wanted, **_csv_text_options(names, text))
         elif fmt == "parquet":
             frame = pd.read_parquet(path, columns=wanted)
         else:
@@ -131,7 +141,33 @@ def read_table(path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     if wanted is not None:
         _check_columns(path, wanted, list(frame.columns))
         frame = frame[wanted]
+    for col in text:
+        if col in frame.columns:
+            frame[col] = _as_text(frame[col])
     return frame
+
+
+def _csv_text_options(names: Sequence[str], text: Sequence[str]) -> dict:
+    """``read_csv`` options that read the ``text`` columns verbatim and the others as pandas does.
+
+    pandas' NA strings ("NA", "null", "None"...) can be applied per column only by
+    switching the defaults off and listing them again for every other column, so the
+    column names must be known here.
+    """
+    text = [c for c in text if c in names]
+    if not text:
+        return {}
+    from pandas._libs.parsers import STR_NA_VALUES  # the list read_csv applies by default
+
+    defaults = sorted(STR_NA_VALUES)
+    na_values = {col: ([""] if col in text else defaults) for col in names}
+    return {"dtype": {col: str for col in text}, "keep_default_na": False, "na_values": na_values}
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """``column`` as text, with missing values left missing (``astype(str)`` alone writes "nan" in pandas 2)."""
+    missing = column.isna()
+    return column.astype(str).where(~missing)
 
 
 def _check_columns(path, wanted, present) -> None:

@@ -14,10 +14,13 @@ A scheduled job (cron, Airflow, one Spark task) does two things:
 
 Conventions a job can rely on:
 
-- **Context labels are strings.** The context columns are converted with
-  ``astype(str)`` at fit and at score time, so an ASN read as the integer
-  ``13335`` from Parquet and as the text ``"13335"`` from JSON lines is the
-  same context, and the model file stores labels without guessing types.
+- **Context labels are strings.** The context columns are read as text
+  (a CSV's ``0123`` keeps its leading zero and ``NA``, Namibia, is a label,
+  not a missing value; an empty cell is a missing label and an error) and
+  converted with ``astype(str)`` at fit and at score time, so an ASN read as
+  the integer ``13335`` from Parquet and as the text ``"13335"`` from JSON
+  lines or CSV is the same context, and the model file stores labels
+  without guessing types.
 - **Contexts unseen at fit** (a new ASN) are never a crash. The detector
   scores them from a cold start where it can; those that get no finite score
   at all are *skipped*. Both are stated in the output: the alerts carry a
@@ -26,6 +29,13 @@ Conventions a job can rely on:
   unseen context with ``status`` = ``"cold_start"`` or ``"skipped"``.
 - **Fitted contexts with no row in the new file** are not scored (a sharded
   job scores a subset of contexts on each worker); the summary counts them.
+- **Fitted contexts without any finite score** (new data that starts after a
+  gap longer than the detector can bridge, or whose values are all missing)
+  cannot alert: the job logs a warning and the summary counts them, rather
+  than reporting "0 alerts" as if all were quiet.
+- **A model that could never alert is not saved**: ``fit`` refuses a
+  history too short for the detector's window or period (no finite training
+  score, so no finite alert threshold).
 - **Atomic output.** Every file is written through :mod:`tsanomaly.io`: a job
   killed half-way leaves the previous output or none, never a truncated one.
 - **User errors** (bad arguments, unreadable files, missing columns, a data
@@ -38,6 +48,7 @@ import json
 import logging
 import sys
 import time as _time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import io as tsio
-from tsanomaly.base import BaseDetector
+from tsanomaly.base import BaseDetector, CalibrationWarning
 from tsanomaly.base import load as load_detector
 from tsanomaly.panel import Panel
 
@@ -324,7 +335,8 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
 
 def _read(path, columns: JobColumns) -> pd.DataFrame:
     started = _time.perf_counter()
-    frame = tsio.read_table(path, columns=columns.columns())
+    # Context columns read as text: a CSV's "0123" stays "0123" and its "NA" (Namibia) is a label.
+    frame = tsio.read_table(path, columns=columns.columns(), text_columns=columns.context)
     log.info("read %d rows from %s in %.2f s", len(frame), path, _time.perf_counter() - started)
     return frame
 
@@ -418,16 +430,60 @@ def fit_file(
     -------
     BaseDetector
         The fitted detector that was saved.
+
+    Raises
+    ------
+    ValueError
+        Besides what :func:`fit_frame` raises: ``save`` is empty or names a
+        folder, or the history is too short for the detector (no finite
+        training score, hence no finite alert threshold: the model could
+        never alert, so it is not saved).
     """
     columns = JobColumns.parse(context, time, value, fill)
+    # Checked before the (long) fit. Path("") is Path("."), a folder, so the empty name is caught first.
+    if not str(save).strip():
+        raise ValueError("--save needs a model file name, e.g. --save model.tsa")
     save = Path(save)
+    if save.is_dir():
+        raise ValueError(f"--save {save} is a folder; name a model file, e.g. --save {save / 'model.tsa'}")
     if not save.parent.exists():
         raise FileNotFoundError(f"folder for --save does not exist: {save.parent}")
     frame = _read(input, columns)
-    det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input))
+    with warnings.catch_warnings():
+        # _check_can_alert below turns the uncalibrated case into the job's one-line error;
+        # the library's warning would print the same news twice.
+        warnings.simplefilter("ignore", CalibrationWarning)
+        det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input))
+    _check_can_alert(det)
     det.save(save)  # BaseDetector.save writes a temporary file and renames it: atomic too
     log.info("saved the model to %s", save)
     return det
+
+
+def _check_can_alert(det: BaseDetector) -> None:
+    """Raise ValueError when ``det``'s global alert threshold is not finite.
+
+    Calibration takes the threshold from the training scores; a history no
+    longer than the detector's window or period gives none that is finite, and
+    no score ever reaches an infinite (or NaN) threshold, so a job would run
+    every day and report "0 alerts" from a model that cannot alert.
+    """
+    threshold = float(det.global_threshold_)
+    if np.isfinite(threshold):
+        return
+    length = f"{det.n_fit_times_} points"
+    try:
+        span = pd.Timedelta(pd.tseries.frequencies.to_offset(det.freq_)) * det.n_fit_times_
+        length += f" ({str(span).replace(' 00:00:00', '')} on the {det.freq_!r} grid)"
+    except (TypeError, ValueError):
+        pass  # no fixed step to turn into a duration; the count alone says it
+    params = det.get_params()
+    sizes = ", ".join(f"{k}={params[k]!r}" for k in ("window", "period", "periods", "seasonal_period") if k in params)
+    raise ValueError(
+        f"{det!r} gets no finite score from a history of {length}, so its alert threshold is {threshold} "
+        f"and the model could never alert; fit on a longer history or use a shorter window or period"
+        + (f" (now {sizes}; set with --param)" if sizes else "")
+    )
 
 
 # ---------------------------------------------------------------------- score
@@ -453,6 +509,10 @@ class ScoreResult:
     columns : JobColumns
     seconds : float
         Wall time of scoring (reading and writing excluded).
+    n_unscored : int
+        Fitted contexts in the new data that got no finite score at all (so
+        could not alert): the new data starts after a gap longer than the
+        detector can bridge, or their values are all missing.
     """
 
     alerts: pd.DataFrame
@@ -464,9 +524,10 @@ class ScoreResult:
     columns: JobColumns
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    n_unscored: int = 0
 
     def summary(self) -> str:
-        """One line for the job's log: what was scored, how many alerts, what was unseen or absent."""
+        """One line for the job's log: what was scored, how many alerts, what was unseen, unscored or absent."""
         n_skipped = int((self.unseen["status"] == "skipped").sum())
         n_cold = len(self.unseen) - n_skipped
         span = f"{self.panel.index[0]} .. {self.panel.index[-1]}" if self.panel.n_times else "no times"
@@ -475,6 +536,7 @@ class ScoreResult:
             f"{self.columns.value!r} with {type(self.detector).__name__}: {len(self.alerts)} alerts on "
             f"{self.alerts[self.columns.context].drop_duplicates().shape[0] if len(self.alerts) else 0} contexts; "
             f"{len(self.unseen)} contexts unseen at fit ({n_cold} scored from a cold start, {n_skipped} skipped); "
+            f"{self.n_unscored} fitted contexts got no finite score (they could not alert); "
             f"{self.n_absent} fitted contexts absent from the input"
         )
 
@@ -581,9 +643,43 @@ def score_frame(
             n_skipped,
             examples,
         )
+    n_unscored = _warn_unscored(det, panel, score_values, rows)
     if n_absent:
         log.info("%d fitted contexts have no row in %s and were not scored", n_absent, source)
-    return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds)
+    return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds, n_unscored=n_unscored)
+
+
+def _warn_unscored(det: BaseDetector, panel: Panel, score_values: np.ndarray, rows: np.ndarray) -> int:
+    """Count the fitted contexts of ``panel`` without any finite score, and log a warning naming them.
+
+    Such a context cannot alert, so "0 alerts" would read as "all quiet" when
+    nothing was measured. Unseen contexts are counted apart (``unseen``).
+    """
+    seen_rows = np.flatnonzero(rows >= 0)
+    unscored = seen_rows[~np.isfinite(score_values[seen_rows]).any(axis=1)]
+    if len(unscored) == 0:
+        return 0
+    causes = []
+    gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
+    if gap > 0:
+        causes.append(
+            f"the new data starts {gap} grid steps after the end of the fitted history, a longer gap than "
+            "the detector can bridge (score data that follows the history, or fit again on recent data)"
+        )
+    all_missing = int((~np.isfinite(panel.to_numpy()[unscored]).any(axis=1)).sum())
+    if all_missing:
+        causes.append(f"{all_missing} of them have only missing values in the new data")
+    if not causes:
+        causes.append("the new data is too short or too sparse for the detector's window")
+    examples = ", ".join(str(c) for c in panel.contexts[unscored][:5])
+    log.warning(
+        "%d of %d fitted contexts got no finite score, so they could not alert (e.g. %s); likely cause: %s",
+        len(unscored),
+        len(seen_rows),
+        examples,
+        "; ".join(causes),
+    )
+    return len(unscored)
 
 
 def _context_table(contexts: pd.Index, rows: np.ndarray, columns: JobColumns) -> pd.DataFrame:
@@ -612,7 +708,7 @@ def scores_frame(result: ScoreResult) -> pd.DataFrame:
     frame["score"] = scores
     frame["threshold"] = np.repeat(thresholds, result.panel.n_times)
     with np.errstate(invalid="ignore"):
-        frame["flag"] = scores >= frame["threshold"].to_numpy()
+        frame["flag"] = scores > frame["threshold"].to_numpy()
     keep = np.isfinite(frame[cols.value].to_numpy()) | np.isfinite(scores)
     return frame[keep].reset_index(drop=True)
 
@@ -713,8 +809,11 @@ def report_file(
         raise FileNotFoundError(f"output folder does not exist: {Path(out).parent}")
     loaded = [(path, *load_model(path, device=device)) for path in models]
     needed = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.columns()))
-    frame = tsio.read_table(input, columns=needed)
-    history_frame = tsio.read_table(history, columns=needed) if history is not None else None
+    labels = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.context))
+    frame = tsio.read_table(input, columns=needed, text_columns=labels)
+    history_frame = (
+        tsio.read_table(history, columns=needed, text_columns=labels) if history is not None else None
+    )
     results, sections = [], []
     for path, det, columns in loaded:
         result = score_frame(det, frame, columns, progress=progress, source=str(input))

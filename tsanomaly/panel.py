@@ -413,7 +413,8 @@ def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.Date
     if freq is None:
         if len(unique) < 2:
             raise ValueError(
-                f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= to say the grid's step"
+                f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= "
+                "(--freq on the command line) to say the grid's step"
             )
         steps = np.diff(unique.asi8)
         # The most common step between distinct timestamps is the grid's step (ties: the
@@ -427,12 +428,23 @@ def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.Date
             step_ns = int(pd.Timedelta(offset).value)
         except ValueError as exc:
             raise ValueError(f"freq {freq!r} is not a fixed step (calendar offsets such as 'MS' are not supported)") from exc
+        # A zero step divides by zero below and a negative one builds an empty grid: refuse both here.
+        if step_ns <= 0:
+            raise ValueError(f"freq {freq!r} must be a positive step, such as '1h' or '15min'")
     origin = unique[0].value
     off_grid = (stamps.astype("int64").to_numpy() - origin) % step_ns != 0
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
+        where = f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r}"
+        step = pd.Timedelta(step_ns, unit="ns")
+        if freq is None:
+            raise ValueError(
+                f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
+                f"starting at {unique[0]}; pass freq= (--freq on the command line) to give the step, or resample first"
+            )
+        # The step was given: asking for freq= again would not help, the data's timestamps are off it.
         raise ValueError(
-            f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r} fits no regular "
-            f"grid of step {pd.Timedelta(step_ns, unit='ns')} starting at {unique[0]}; pass freq= or resample first"
+            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {unique[0]}: the data's "
+            "timestamps do not follow that step; resample the data to it first (one row per context and bucket)"
         )
     return pd.date_range(unique[0], unique[-1], freq=offset, name=time_col, unit="ns")

@@ -252,7 +252,7 @@ def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, mi
     Returns
     -------
     float
-        The threshold; flag ``score >= threshold``. When there are fewer than
+        The threshold; flag ``score > threshold``. When there are fewer than
         ``min_excesses`` excesses, the empirical quantile ``1 - risk`` is returned and a
         ``RuntimeWarning`` says so.
 

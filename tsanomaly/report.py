@@ -589,7 +589,7 @@ def render_report(
         "several alerts gets one plot, its other alerts shaded lightly).</p>"
     )
     if n_plots == 0:
-        out.append("<p>No alerts: every scored point stayed under its threshold.</p>")
+        out.append("<p>No alerts: every scored point stayed at or under its threshold.</p>")
     else:
         out.append(
             "<table><tr><th>#</th><th>context</th><th>metric</th><th>detector</th><th>start</th><th>end</th>"

@@ -134,6 +134,7 @@ from tsanomaly import backend, thresholds
 from tsanomaly.base import (
     _DETECTOR_REGISTRY,
     BaseDetector,
+    CalibrationWarning,
     _decode_state,
     _encode_state,
     _to_json,
@@ -1276,6 +1277,14 @@ def fit(
         return current.join(suspects, names, "left_anti").unionByName(again)
 
     global_threshold, raw, counts = _global_threshold(detector, raw, names, refit, persisted)
+    if not math.isfinite(global_threshold):
+        # As BaseDetector.fit warns (the shards calibrate on the executors, out of sight).
+        warnings.warn(
+            f"{spec['class']}: no training score was finite in any shard, so the global threshold is "
+            f"{global_threshold} and nothing can alert; fit on a longer history or use a shorter window",
+            CalibrationWarning,
+            stacklevel=2,
+        )
     shard_global = json.loads(shared[0])
     g_state = dict(shard_global["state"])
     _encode_state("global_threshold_", float(global_threshold), g_state, {})

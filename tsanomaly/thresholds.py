@@ -11,9 +11,17 @@ probabilities), so one threshold can serve every context.  It is learnt at
   too few excesses;
 - a number: that fixed threshold.
 
+A point alerts when its score is strictly **above** the threshold
+(``score > threshold``). Equality must not alert: a context whose training
+scores are all equal (always 0 events) calibrates a threshold equal to that
+score, and seeing the same value again is no anomaly.
+
 With ``per_context=True`` each context gets its own threshold from its own
-training scores (contexts with too few finite scores fall back to the global
-threshold).
+training scores (contexts with fewer than :data:`MIN_SCORES_PER_CONTEXT`
+finite scores, none at all included, fall back to the global threshold).
+When no training score is finite at all, every threshold is ``inf`` and
+nothing can alert; ``BaseDetector.fit`` then emits a
+``tsanomaly.CalibrationWarning``.
 
 :func:`suppress_repeats` turns a score stream into one alert per incident: a
 score counts only where it rises above everything the same context scored in
@@ -21,13 +29,11 @@ the preceding ``refractory`` steps.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.validation import check_flag, is_int
+from tsanomaly.validation import check_flag, is_finite_real, is_int
 
 __all__ = ["THRESHOLD_METHODS", "calibrate", "suppress_repeats", "validate_threshold_params"]
 
@@ -35,11 +41,6 @@ THRESHOLD_METHODS = ("quantile", "pot")
 
 # A context needs at least this many finite training scores for its own threshold.
 MIN_SCORES_PER_CONTEXT = 50
-
-
-def _is_real(value) -> bool:
-    """True for Python and NumPy real numbers; False for bools (``True`` is no threshold of 1.0)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def validate_threshold_params(threshold, contamination, per_context) -> None:
@@ -55,9 +56,9 @@ def validate_threshold_params(threshold, contamination, per_context) -> None:
             raise ValueError(
                 f"threshold must be one of {THRESHOLD_METHODS} or a number, got {threshold!r}"
             )
-    elif not _is_real(threshold) or not np.isfinite(threshold):
+    elif not is_finite_real(threshold):
         raise ValueError(f"threshold must be one of {THRESHOLD_METHODS} or a finite number, got {threshold!r}")
-    if not _is_real(contamination) or not 0.0 < float(contamination) < 0.5:
+    if not is_finite_real(contamination) or not 0.0 < contamination < 0.5:
         raise ValueError(f"contamination must be a number in (0, 0.5), got {contamination!r}")
     check_flag(per_context, "per_context")
 
@@ -81,16 +82,20 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         Expected share of anomalous points, in (0, 0.5): the quantile rule's
         ``1 - contamination`` quantile, POT's target risk.
     per_context : bool
-        One threshold per context instead of one for all.
+        One threshold per context instead of one for all. A context with fewer
+        than :data:`MIN_SCORES_PER_CONTEXT` finite training scores (none at all
+        included) gets the global threshold.
 
     Returns
     -------
     thresholds : numpy.ndarray, shape (n_contexts,)
-        The threshold of each context.
+        The threshold of each context; a score alerts when it is strictly
+        above its context's threshold.
     global_threshold : float
         The threshold learnt from all contexts together (used for contexts
         unseen at fit and as the per-context fallback). ``inf`` when no
-        training score is finite.
+        training score is finite (then every context's threshold is ``inf``,
+        a fixed numeric threshold excepted).
     """
     validate_threshold_params(threshold, contamination, per_context)
     scores = backend.to_numpy(train_scores).astype(np.float64, copy=True)

@@ -1,16 +1,32 @@
 """Parameter checks shared by the detectors and the thresholds: one rule, one wording."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-__all__ = ["is_int", "check_flag"]
+__all__ = ["is_int", "is_finite_real", "check_flag"]
 
 
 def is_int(value) -> bool:
     """True for Python and NumPy integers; False for bools (``True`` is no window length)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_finite_real(value) -> bool:
+    """True for finite Python and NumPy real numbers (integers included); False for bools,
+    NaN, +-inf and anything that is not a number (``"nan"`` from a command line).
+
+    Numeric parameters are checked with this before their range: every comparison with NaN
+    is False, so a refusal written as ``value < 0`` lets NaN through, and inf accepted as a
+    scale or a step turns scores into 0 or NaN.
+    """
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
 
 
 def check_flag(value, name: str) -> None:

@@ -17,7 +17,7 @@ from tsanomaly import backend, thresholds
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA
-from tsanomaly.validation import is_int
+from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = [
     "RollingZScoreDetector", "rolling_robust_zscore", "MAD_TO_SIGMA", "LEVEL_REFRESHES_PER_WINDOW", "score_direction",
@@ -157,7 +157,9 @@ class RollingZScoreDetector(BaseDetector):
         The scale of each point's past is at least this fraction of the
         context's overall spread in the training data (the larger of its
         robust scale and its standard deviation), so a context that was flat
-        for a while does not turn one extra event into an alert.
+        for a while does not turn one extra event into an alert. A finite
+        number >= 0: 0 leaves only the past's own MAD (and a minimum of 1e-12);
+        above 1 the floor exceeds the context's whole spread.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -224,12 +226,13 @@ class RollingZScoreDetector(BaseDetector):
         return min(self.window, max(3, self.window // 2)) if self.min_periods is None else int(self.min_periods)
 
     def _validate(self) -> None:
-        if not isinstance(self.window, (int, np.integer)) or self.window < 2:
+        if not is_int(self.window) or self.window < 2:
             raise ValueError(f"window must be an integer >= 2, got {self.window!r}")
-        if self.seasonal_period is not None and (
-            not isinstance(self.seasonal_period, (int, np.integer)) or self.seasonal_period < 1
-        ):
+        if self.seasonal_period is not None and not (is_int(self.seasonal_period) and self.seasonal_period >= 1):
             raise ValueError(f"seasonal_period must be a positive integer or None, got {self.seasonal_period!r}")
+        # Checked before _min_periods() reads it through int(): True would become 1, "3" 3.
+        if self.min_periods is not None and not is_int(self.min_periods):
+            raise ValueError(f"min_periods must be None or an integer, got {self.min_periods!r}")
         min_periods = self._min_periods()
         if not 1 <= min_periods <= self.window:
             # The resolved value, which is what was checked (None would say nothing).
@@ -238,8 +241,10 @@ class RollingZScoreDetector(BaseDetector):
             raise ValueError(
                 f"level_window must be None or an integer >= min_periods ({self._min_periods()}), got {self.level_window!r}"
             )
-        if self.floor_fraction < 0:
-            raise ValueError(f"floor_fraction must be >= 0, got {self.floor_fraction!r}")
+        # Silently wrong otherwise: NaN drops every floor to 1e-12 (a flat context then turns
+        # one event into a huge score), inf makes every score about 0.
+        if not is_finite_real(self.floor_fraction) or self.floor_fraction < 0:
+            raise ValueError(f"floor_fraction must be a finite number >= 0, got {self.floor_fraction!r}")
         score_direction(0.0, self.direction)
 
     def _n_kept(self) -> int:

@@ -7,7 +7,12 @@ onto a common scale learnt from the training scores, then averages:
 - ``combine="rank"``: a member's score becomes its empirical CDF value among
   that member's training scores (in [0, 1]); the ensemble score is the mean.
 - ``combine="zmean"``: a member's score becomes a robust z-score against its
-  training scores (median, MAD); the ensemble score is the mean.
+  training scores (median, MAD); the ensemble score is the mean. A member whose
+  training scores are mostly one value (MAD 0: a sparse member, 0 at most points)
+  is measured in the floored scale of :func:`tsanomaly.scaling.robust_center_scale`
+  instead; a member whose training scores are all equal (or none finite) says
+  nothing about what spread is normal and is left out, like a member that did
+  not score a point.
 - ``combine="max"``: a member's score is divided by the highest score it gave
   the training data; the ensemble score is the largest of these ratios, i.e. the
   verdict of the member most surprised relative to what it saw on clean data.
@@ -32,9 +37,9 @@ import warnings
 import numpy as np
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector
+from tsanomaly.base import BaseDetector, CalibrationWarning
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import MAD_TO_SIGMA
+from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
 from tsanomaly.validation import is_int
 
 __all__ = ["COMBINE_RULES", "EnsembleDetector"]
@@ -77,6 +82,39 @@ def _second_peak(scores: np.ndarray, separation: int) -> np.ndarray:
     return second.reshape((1,) if np.ndim(scores) == 1 else (-1, 1))
 
 
+def _member_scale(quantiles: np.ndarray, finite: np.ndarray) -> float:
+    """The unit of a member's robust z-score (``combine="zmean"``).
+
+    Parameters
+    ----------
+    quantiles : numpy.ndarray, shape (1001,)
+        The member's training-score quantiles.
+    finite : numpy.ndarray, shape (n,)
+        Its finite training scores (one 0 when it had none).
+
+    Returns
+    -------
+    float
+        1.4826 x the MAD (read off the quantiles). Where that is 0 (more than half the
+        training scores share one value, as with a member that scores 0 at most points),
+        the scale of :func:`tsanomaly.scaling.robust_center_scale`: 1.2533 x the mean
+        absolute deviation from the median, which follows the scores' own size. A fixed
+        floor of 1e-12 made each of the other scores a z-score near 1e12, and the
+        threshold with them. NaN when all training scores are equal: they say nothing
+        of what deviation is normal, so any unit would be arbitrary (1e-12 made the
+        slightest change of the member an alert); the member's calibrated scores are
+        then NaN, so it is left out of every point's mean. Left out rather than counted
+        as 0: a member with no finite training score (one 0 here) would otherwise be
+        absent from the training means, which set the threshold, but count in later ones.
+    """
+    scale = MAD_TO_SIGMA * float(np.median(np.abs(quantiles - np.median(quantiles))))
+    if scale > 0:
+        return scale
+    if finite.min() == finite.max():
+        return np.nan
+    return float(robust_center_scale(finite[None, :])[1][0])
+
+
 class EnsembleDetector(BaseDetector):
     """Average of several detectors' calibrated scores.
 
@@ -89,10 +127,24 @@ class EnsembleDetector(BaseDetector):
         How members' scores are put on one scale before averaging (see module docstring).
     peak_separation : int, optional
         For ``combine="peak"``: how far (in points) a second peak must lie from the
-        highest score. Default: each member's own ``window``.
+        highest score, a positive integer (checked whatever ``combine`` is). Default:
+        each member's own ``window``.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`; ``device`` is passed to members
         whose own ``device`` is ``"auto"``.
+
+    Attributes
+    ----------
+    members_ : list of BaseDetector
+        The fitted copies of the members.
+    member_quantiles_ : numpy.ndarray, shape (n_members, 1001)
+        Quantiles of each member's finite training scores (all 0 when it had none).
+    member_scale_ : numpy.ndarray, shape (n_members,)
+        The unit of each member's robust z-score (``combine="zmean"``): 1.4826 x the
+        MAD of its training scores; where that is 0, the scale of
+        :func:`tsanomaly.scaling.robust_center_scale` (1.2533 x their mean absolute
+        deviation from the median, at least 1e-3 x |median|); NaN for a member
+        whose training scores are all equal (or none finite), which is then left out.
 
     Notes
     -----
@@ -117,12 +169,18 @@ class EnsembleDetector(BaseDetector):
     def _members(self) -> list:
         from tsanomaly.detectors.baseline import RollingZScoreDetector
 
+        # A single detector passed bare would otherwise fail in list() with a TypeError.
+        if self.detectors is not None and not isinstance(self.detectors, (list, tuple)):
+            raise ValueError(f"detectors must be a list of tsanomaly detectors, got {type(self.detectors).__name__}")
         members = list(self.detectors) if self.detectors else [RollingZScoreDetector()]
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         for member in members:
             if not isinstance(member, BaseDetector):
                 raise ValueError(f"ensemble members must be tsanomaly detectors, got {type(member).__name__}")
+        # Checked whatever combine is: a bad value must not wait, unnoticed, for combine="peak".
+        if self.peak_separation is not None and not (is_int(self.peak_separation) and self.peak_separation >= 1):
+            raise ValueError(f"peak_separation must be None or a positive integer, got {self.peak_separation!r}")
         if self.combine == "peak":
             for member in members:
                 self._separation(member)  # raises for a bad or missing separation
@@ -141,23 +199,28 @@ class EnsembleDetector(BaseDetector):
     def _fit(self, values, panel: Panel):
         self.members_ = []
         calibration = []
+        scales = []
         member_scores = []
         for member in self._members():
             fitted = _clone(member)
             if fitted.device == "auto":
                 fitted.set_params(device=self.device_)
-            train = backend.to_numpy(fitted.fit_score(panel).values)
+            with warnings.catch_warnings():
+                # A member's own threshold is not the ensemble's: the ensemble warns for itself
+                # (BaseDetector.fit) when its combined training scores leave it unable to alert.
+                warnings.simplefilter("ignore", CalibrationWarning)
+                train = backend.to_numpy(fitted.fit_score(panel).values)
             self.members_.append(fitted)
             finite = train[np.isfinite(train)]
             if finite.size == 0:
                 finite = np.zeros(1)
-            calibration.append(np.quantile(finite, np.linspace(0.0, 1.0, _N_QUANTILES)))
+            quantiles = np.quantile(finite, np.linspace(0.0, 1.0, _N_QUANTILES))
+            calibration.append(quantiles)
+            scales.append(_member_scale(quantiles, finite))
             member_scores.append(train)
-        # Row k: the training-score quantiles of member k (rank), from which median and MAD (zmean) follow.
+        # Row k: the training-score quantiles of member k (rank), from which the median (zmean) follows.
         self.member_quantiles_ = np.vstack(calibration)
-        self.member_scale_ = np.array(
-            [max(MAD_TO_SIGMA * np.median(np.abs(q - np.median(q))), 1e-12) for q in self.member_quantiles_]
-        )
+        self.member_scale_ = np.array(scales)
         return self._combine(member_scores)
 
     def _calibrated(self, k: int, scores: np.ndarray) -> np.ndarray:
@@ -169,6 +232,7 @@ class EnsembleDetector(BaseDetector):
         elif self.combine == "peak":
             mapped = scores / _second_peak(scores, self._separation(self.members_[k]))
         else:
+            # NaN for a member with no unit (constant training scores, see _member_scale): left out.
             mapped = (scores - quantiles[_N_QUANTILES // 2]) / self.member_scale_[k]
         return np.where(np.isfinite(scores), mapped, np.nan)
 

@@ -22,6 +22,7 @@ from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
+from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = ["LSTMAutoencoderDetector", "PRECISIONS", "TOLERANCE"]
 
@@ -100,7 +101,7 @@ class LSTMAutoencoderDetector(BaseDetector):
     batch_size : int, default 1024
         Windows per optimisation step.
     lr : float, default 3e-3
-        Adam learning rate.
+        Adam learning rate: a finite number > 0.
     clusters : int or None, default None
         Train one network per group of contexts with a similar daily shape:
         tslearn's ``TimeSeriesKMeans`` (Euclidean, seeded) on each context's
@@ -293,7 +294,7 @@ class LSTMAutoencoderDetector(BaseDetector):
     def _validate(self) -> None:
         def integer(name, minimum):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
         integer("window", 2)
@@ -306,14 +307,16 @@ class LSTMAutoencoderDetector(BaseDetector):
             integer("stride", 1)
         if self.clusters is not None:
             integer("clusters", 1)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        # An infinite learning rate (1e400 read from JSON is inf) turns every weight, and so
+        # every score, into NaN after the first step.
+        if not is_finite_real(self.lr) or not self.lr > 0:
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
         vf = self.validation_fraction
-        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 <= vf < 1:
-            raise ValueError(f"validation_fraction must lie in [0, 1), got {vf!r}")
+        if not is_finite_real(vf) or not 0 <= vf < 1:
+            raise ValueError(f"validation_fraction must be a number in [0, 1), got {vf!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
     def _stride(self) -> int:

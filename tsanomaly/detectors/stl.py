@@ -21,7 +21,6 @@ arXiv:2107.13462.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -32,7 +31,7 @@ from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.detectors.baseline import score_direction
 from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA
-from tsanomaly.validation import check_flag, is_int
+from tsanomaly.validation import check_flag, is_finite_real, is_int
 
 __all__ = ["decompose", "Decomposition", "STLDetector"]
 
@@ -670,11 +669,12 @@ class STLDetector(BaseDetector):
         0 disables both.
     trend_alpha : float, default 0.01
         Share of each (clipped) standardised deviation that moves the tracked
-        level -- how fast the expectation may follow a real change.
+        level -- how fast the expectation may follow a real change.  In [0, 1]
+        (0: the level only follows the fitted slope).
     trend_clip : float, default 1.0
         Deviations are clipped to this many scales before moving the level, so
         one burst barely moves it and a sustained attack moves it by at most
-        ``trend_alpha * trend_clip`` scales per step.
+        ``trend_alpha * trend_clip`` scales per step.  A finite number > 0.
     shape_seasons : int, default 3
         The seasonal shape is the median of the fitted seasonal component over
         ``shape_seasons`` cycles of each period: the last ones that lie
@@ -710,8 +710,9 @@ class STLDetector(BaseDetector):
         deviation of a square-rooted count, 1/2.  Without a transform: none
         (the scale is at least a millionth of the typical level).  So a zero
         where 6 events are expected scores about 3.5 (Poisson p = 0.0025), not
-        38, and 30 events where 0-1 are usual about 7-12.  A number: a fixed
-        lower bound of ``scale`` on the transformed scale, no count model.
+        38, and 30 events where 0-1 are usual about 7-12.  A finite number
+        >= 0: a fixed lower bound of ``scale`` on the transformed scale, no
+        count model.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -893,10 +894,13 @@ class STLDetector(BaseDetector):
         if self.variance_window is not None and (not is_int(self.variance_window) or self.variance_window < 0
                                                  or self.variance_window == 1):
             raise ValueError(f"variance_window must be None, 0 (off) or an integer >= 2, got {self.variance_window!r}")
-        if not isinstance(self.trend_alpha, numbers.Real) or not 0.0 <= self.trend_alpha <= 1.0:
-            raise ValueError(f"trend_alpha must lie in [0, 1], got {self.trend_alpha!r}")
-        if not isinstance(self.trend_clip, numbers.Real) or not self.trend_clip > 0:
-            raise ValueError(f"trend_clip must be > 0, got {self.trend_clip!r}")
+        # Finite and not bools (True would read as 1.0): NaN min_scale made every score NaN,
+        # inf every score about 0; an infinite trend_clip would drop the bound on how far the
+        # level moves per step (trend_alpha * trend_clip scales) that the docs promise.
+        if not is_finite_real(self.trend_alpha) or not 0.0 <= self.trend_alpha <= 1.0:
+            raise ValueError(f"trend_alpha must be a number in [0, 1], got {self.trend_alpha!r}")
+        if not is_finite_real(self.trend_clip) or not self.trend_clip > 0:
+            raise ValueError(f"trend_clip must be a finite number > 0, got {self.trend_clip!r}")
         if not is_int(self.shape_seasons) or self.shape_seasons < 1:
             raise ValueError(f"shape_seasons must be a positive integer, got {self.shape_seasons!r}")
         if not is_int(self.level_seasons) or self.level_seasons < 1:
@@ -905,8 +909,8 @@ class STLDetector(BaseDetector):
             raise ValueError(f"holdout_seasons must be a positive integer, got {self.holdout_seasons!r}")
         if not is_int(self.holdout_folds) or self.holdout_folds < 0:
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
-        if self.min_scale is not None and (not isinstance(self.min_scale, numbers.Real) or self.min_scale < 0):
-            raise ValueError(f"min_scale must be None or >= 0, got {self.min_scale!r}")
+        if self.min_scale is not None and (not is_finite_real(self.min_scale) or self.min_scale < 0):
+            raise ValueError(f"min_scale must be None or a finite number >= 0, got {self.min_scale!r}")
 
     def _window(self) -> int:
         if self.variance_window is None:

@@ -1,0 +1,305 @@
+"""BaseDetector's shared machinery: the flag rule, the too-short-history warning, loading damaged
+model files, and the ``scores`` argument of ``alerts``.
+
+Detector-independent behaviour is checked with ``_Echo``, a detector whose score is the value
+itself, so every threshold comparison is visible by hand.
+"""
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsanomaly
+from tsanomaly import CalibrationWarning, Panel, RollingZScoreDetector
+from tsanomaly.base import BaseDetector
+from tsanomaly.detectors.matrix_profile import MatrixProfileDetector
+
+
+class _Echo(BaseDetector):
+    """Scores each point by its value: the threshold comparison is the only logic left."""
+
+    def __init__(self, threshold="quantile", contamination=0.001, per_context=False, device="cpu"):
+        self.threshold = threshold
+        self.contamination = contamination
+        self.per_context = per_context
+        self.device = device
+
+    def _fit(self, values, panel):
+        return np.array(values, dtype=np.float64)
+
+    def _score(self, values, panel, rows):
+        return np.array(values, dtype=np.float64)
+
+
+def _hourly(values, start="2024-03-01", contexts=None) -> Panel:
+    values = np.asarray(values, dtype=np.float64)
+    contexts = contexts if contexts is not None else [f"c{k}" for k in range(values.shape[0])]
+    index = pd.date_range(start, periods=values.shape[1], freq="1h", name="ts")
+    return Panel(values, pd.Index(contexts, name="country"), index)
+
+
+def _no_calibration_warning(record) -> bool:
+    return not [w for w in record if issubclass(w.category, CalibrationWarning)]
+
+
+# ---------------------------------------------------------------------- the flag rule: score > threshold
+@pytest.mark.parametrize("constant", [0.0, 7.0])
+def test_a_constant_history_does_not_alert_on_the_same_constant(constant):
+    # A country that always has 0 events calibrates a threshold of 0 (all its training scores
+    # are 0); another 0 is no anomaly.
+    det = RollingZScoreDetector(window=5, seasonal_period=24).fit(_hourly(np.full((3, 24 * 14), constant)))
+    assert det.global_threshold_ == 0.0
+    new = _hourly(np.full((3, 48), constant), start="2024-03-15")
+    assert not det.predict(new).to_numpy().any()
+    assert len(det.alerts(new)) == 0
+    # A real burst on top of the constant still alerts.
+    burst = np.full((3, 48), constant)
+    burst[1, 30] = constant + 50
+    table = det.alerts(_hourly(burst, start="2024-03-15"))
+    assert table["country"].tolist() == ["c1"]
+    assert (table["peak_score"] > table["threshold"]).all()
+
+
+def test_a_score_equal_to_a_fixed_threshold_does_not_alert_and_one_above_does():
+    det = _Echo(threshold=2.0).fit(np.zeros((2, 10)))
+    new = np.array([[1.0, 2.0, 2.0, 1.0], [2.0, 2.5, 2.0, np.nan]])
+    flags = det.predict(new).to_numpy()
+    np.testing.assert_array_equal(flags, [[False, False, False, False], [False, True, False, False]])
+    table = det.alerts(new)
+    assert len(table) == 1
+    assert table.loc[0, ["context", "n_points", "peak_score", "threshold"]].tolist() == [1, 1, 2.5, 2.0]
+
+
+def test_a_per_context_fallback_threshold_follows_the_same_rule():
+    # per_context=True: context "b" has no finite training score, so it gets the global
+    # threshold (the quantile of every context's scores), and equality there does not alert.
+    history = np.vstack([np.arange(100.0), np.full(100, np.nan)])
+    det = _Echo(per_context=True, contamination=0.01).fit(history)
+    assert det.threshold_[1] == det.global_threshold_
+    assert det.threshold_[0] == pytest.approx(np.quantile(np.arange(100.0), 0.99))
+    g = det.global_threshold_
+    flags = det.predict(np.array([[0.0, 0.0], [g, g + 1.0]])).to_numpy()
+    np.testing.assert_array_equal(flags, [[False, False], [False, True]])
+
+
+def test_the_evaluation_flags_follow_the_same_rule():
+    # score_series flags "the same as predict": a constant count series never alerts.
+    from tsanomaly.datasets import LabelledSeries
+    from tsanomaly.evaluation import score_series
+
+    n, train_end = 1200, 600
+    labels = np.zeros(n, dtype=bool)
+    record = LabelledSeries(
+        "flat", Panel.from_array(np.zeros((1, n)), contexts=["flat"]), labels, [], train_end, np.arange(n), []
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a flat series has no period to estimate
+        result = score_series(record, "baseline")
+    assert result.threshold == 0.0
+    assert not result.flags.any()
+
+
+# ---------------------------------------------------------------------- too little history
+def test_matrix_profile_on_too_short_a_history_warns_that_nothing_can_alert():
+    history = _hourly(np.random.default_rng(0).poisson(20, (2, 144)))
+    det = MatrixProfileDetector()
+    with pytest.warns(CalibrationWarning, match=r"MatrixProfileDetector.*no training score was finite") as record:
+        det.fit(history)
+    assert det.global_threshold_ == np.inf
+    message = str(record[0].message)
+    assert "144 time steps" in message and "longer history" in message and "shorter window" in message
+    assert record[0].filename == __file__  # points at the caller's fit, not inside tsanomaly
+
+
+def test_baseline_defaults_on_six_days_warn_and_fit_score_warns_too():
+    history = _hourly(np.random.default_rng(1).poisson(20, (2, 24 * 6)))
+    with pytest.warns(CalibrationWarning, match="RollingZScoreDetector"):
+        RollingZScoreDetector().fit(history)
+    with pytest.warns(CalibrationWarning, match="nothing can alert"):
+        RollingZScoreDetector().fit_score(history)
+
+
+def test_the_warning_comes_only_when_nothing_can_alert():
+    rng = np.random.default_rng(2)
+    with pytest.warns(CalibrationWarning, match="RollingZScoreDetector"):
+        RollingZScoreDetector().fit(_hourly(rng.poisson(20, (2, 24 * 6))))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        RollingZScoreDetector().fit(_hourly(rng.poisson(20, (2, 24 * 14))))
+        MatrixProfileDetector(window=12).fit(_hourly(rng.poisson(20, (2, 24 * 14))))
+        # One context without a single finite score is no reason to warn: it falls back to
+        # the global threshold, which is finite.
+        _Echo(per_context=True).fit(np.vstack([np.arange(100.0), np.full(100, np.nan)]))
+        # Nor a fixed threshold: it needs no training score.
+        _Echo(threshold=3.0).fit(np.full((1, 5), np.nan))
+    assert _no_calibration_warning(record)
+
+
+def test_calibration_warning_is_public():
+    assert "CalibrationWarning" in tsanomaly.__all__
+    assert issubclass(CalibrationWarning, UserWarning)
+
+
+# ---------------------------------------------------------------------- damaged model files
+@pytest.fixture
+def saved(tmp_path):
+    """(path, model.json as a dict, arrays.npz bytes) of a saved, fitted baseline."""
+    det = RollingZScoreDetector(window=5, seasonal_period=None).fit(np.random.default_rng(3).normal(size=(3, 60)))
+    path = tmp_path / "model.tsa"
+    det.save(path)
+    with zipfile.ZipFile(path) as archive:
+        return path, json.loads(archive.read("model.json")), archive.read("arrays.npz")
+
+
+def _write(path, meta=None, arrays=None, raw_meta=None):
+    with zipfile.ZipFile(path, "w") as archive:
+        if meta is not None or raw_meta is not None:
+            archive.writestr("model.json", raw_meta if raw_meta is not None else json.dumps(meta))
+        if arrays is not None:
+            archive.writestr("arrays.npz", arrays)
+    return path
+
+
+def _load_error(path) -> str:
+    with pytest.raises(ValueError) as info:
+        tsanomaly.load(path)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def test_loading_a_file_that_is_no_zip_is_a_value_error(tmp_path):
+    path = tmp_path / "junk.tsa"
+    path.write_bytes(b"this is not a model")
+    assert "not a tsanomaly model file" in _load_error(path)
+
+
+def test_loading_a_zip_without_the_model_members_is_a_value_error(tmp_path, saved):
+    _, meta, _ = saved
+    message = _load_error(_write(tmp_path / "no_arrays.tsa", meta=meta))
+    assert "not a tsanomaly model file" in message and "arrays.npz" in message
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [("[1, 2, 3]", "holds a JSON list, not an object"), ("{not json", "not valid JSON"), ('"text"', "JSON str")],
+)
+def test_model_json_that_is_no_object_is_a_value_error(tmp_path, saved, raw, expected):
+    _, _, arrays = saved
+    message = _load_error(_write(tmp_path / "bad.tsa", raw_meta=raw, arrays=arrays))
+    assert "not a tsanomaly model file" in message and expected in message
+
+
+def test_an_unknown_parameter_is_a_value_error_that_suggests_another_version(tmp_path, saved):
+    path, meta, arrays = saved
+    assert isinstance(tsanomaly.load(path), RollingZScoreDetector)  # the intact file loads
+    meta["params"]["bogus"] = 1
+    message = _load_error(_write(tmp_path / "newer.tsa", meta=meta, arrays=arrays))
+    assert "unknown parameter 'bogus' for RollingZScoreDetector (saved by another version?)" in message
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"garbage", b"", pytest.param("object", id="object-array"), pytest.param("npy", id="bare-npy")],
+)
+def test_damaged_arrays_are_a_value_error_without_pickle_advice(tmp_path, saved, payload):
+    _, meta, _ = saved
+    buffer = io.BytesIO()
+    if payload == "object":
+        np.savez(buffer, threshold_=np.array([{"a": 1}], dtype=object))  # needs pickle to read
+        payload = buffer.getvalue()
+    elif payload == "npy":
+        np.save(buffer, np.arange(3.0))
+        payload = buffer.getvalue()
+    message = _load_error(_write(tmp_path / "arrays.tsa", meta=meta, arrays=payload))
+    assert "arrays.npz is damaged or not a NumPy .npz archive" in message
+    assert "never hold pickled data" in message
+
+
+def test_a_state_entry_pointing_at_a_missing_array_is_a_value_error(tmp_path, saved):
+    _, meta, arrays = saved
+    meta["state"]["threshold_"]["key"] = "nowhere"
+    message = _load_error(_write(tmp_path / "missing.tsa", meta=meta, arrays=arrays))
+    assert "'threshold_'" in message and "'nowhere'" in message and "arrays.npz lacks" in message
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda m: m.update(params=[1, 2]), id="params-list"),
+        pytest.param(lambda m: m.update(state="x"), id="state-string"),
+        pytest.param(lambda m: m["state"].update(threshold_={"kind": "pickle"}), id="unknown-kind"),
+        pytest.param(lambda m: m["state"].update(threshold_=[1]), id="entry-list"),
+        pytest.param(lambda m: m["state"].pop("threshold_"), id="state-missing"),
+        pytest.param(lambda m: m["state"]["contexts_"].update(levels=[{"key": 3}]), id="index-level"),
+        pytest.param(lambda m: m.update({"class": ["a"]}), id="class-list"),
+        pytest.param(lambda m: m["state"]["n_fit_times_"].update(value=None), id="n_fit_times-null"),
+        pytest.param(lambda m: m["state"]["fit_end_"].update(value="yesterday"), id="fit_end-text"),
+        pytest.param(lambda m: m["state"]["global_threshold_"].update(value="high"), id="global-threshold-text"),
+    ],
+)
+def test_a_malformed_model_json_is_a_value_error(tmp_path, saved, damage):
+    _, meta, arrays = saved
+    damage(meta)
+    message = _load_error(_write(tmp_path / "malformed.tsa", meta=meta, arrays=arrays))
+    assert "damaged" in message or "unknown detector class" in message
+
+
+
+# ---------------------------------------------------------------------- alerts(panel, scores=...)
+@pytest.fixture
+def fitted():
+    rng = np.random.default_rng(4)
+    history = _hourly(rng.normal(size=(3, 24 * 10)))
+    new_values = rng.normal(size=(3, 48))
+    new_values[2, 10] = 40.0
+    det = RollingZScoreDetector(window=5, seasonal_period=None).fit(history)
+    return det, _hourly(new_values, start="2024-03-11")
+
+
+def test_alerts_accept_a_scores_array_of_the_panels_shape(fitted):
+    det, new = fitted
+    expected = det.alerts(new)
+    assert len(expected)
+    pd.testing.assert_frame_equal(det.alerts(new, scores=det.score(new).to_numpy()), expected)
+    pd.testing.assert_frame_equal(det.alerts(new, scores=det.score(new)), expected)
+
+
+def test_alerts_refuse_scores_with_fewer_contexts(fitted):
+    det, new = fitted
+    with pytest.raises(ValueError, match="scores has 2 contexts, the panel 3"):
+        det.alerts(new, scores=det.score(new.take([0, 1])))
+
+
+def test_alerts_refuse_scores_of_contexts_in_another_order(fitted):
+    det, new = fitted
+    with pytest.raises(ValueError, match="context 'c2' at row 0 where the panel has 'c0'"):
+        det.alerts(new, scores=det.score(new.take([2, 1, 0])))
+
+
+def test_alerts_refuse_scores_of_other_times(fitted):
+    det, new = fitted
+    later = _hourly(new.to_numpy(), start="2024-03-12")
+    with pytest.raises(ValueError, match="the panel's times"):
+        det.alerts(new, scores=det.score(later))
+
+
+@pytest.mark.parametrize(
+    "scores, match",
+    [
+        (np.zeros((2, 48)), r"shape \(2, 48\), but the panel has shape \(3, 48\)"),
+        (np.zeros(48), "shape"),
+        (np.full((3, 48), "x"), "must be numbers"),
+        ([[0.0] * 48] * 3, "Panel or an array"),
+    ],
+)
+def test_alerts_refuse_scores_that_are_no_matching_array(fitted, scores, match):
+    det, new = fitted
+    with pytest.raises(ValueError, match=match):
+        det.alerts(new, scores=scores)
