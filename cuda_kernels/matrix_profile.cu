@@ -7,7 +7,10 @@
 // Work decomposition. The (row i, diagonal k = j - i) plane of one context is cut into tiles
 // of MP_TILE_ROWS rows by MP_TILE_DIAGS diagonals; gridDim.x walks the row tiles, gridDim.y
 // the diagonal tiles and gridDim.z the contexts of a batch, so 10,000 short series are one
-// launch. Tiles outside the valid parallelogram exit at once. In a tile, thread t owns the
+// launch. A launch covers the diagonals [k_begin, k_end); mp_gpu.py cuts ranges of more than
+// 65,535 tiles (gridDim.y's limit) into several launches at tile boundaries, which leaves every
+// tile, and so the result, as it is: tiles share nothing but the atomicMin'd keys. Tiles
+// outside the valid parallelogram exit at once. In a tile, thread t owns the
 // MP_DPT = 4 adjacent diagonals k0 + 4t .. k0 + 4t + 3 and walks them down the tile's rows in
 // 4 x 4 register micro-tiles, restarting the mean-centred recurrence exactly at the tile's
 // first row (so float32 rounding never accumulates over more than MP_TILE_ROWS steps) and at
@@ -74,6 +77,9 @@ __device__ void join_tiles(const WinStats<Real>* stA, const Real* xA_hi, const R
     __shared__ Key s_rows[MP_TILE_ROWS];
     __shared__ Key s_cols[MP_TILE_ROWS + MP_TILE_DIAGS];
 
+    // int sums below (i0 + MP_TILE_ROWS, k0 + MP_TILE_DIAGS, k0 + MP_DPT * t, and i + MP_DPT in
+    // process_strip) stay below INT_MAX: mp_gpu.join refuses series of more than
+    // 2^31 - 1 - 4096 points, and tiles have at most 4,096 rows or diagonals.
     const long long ctx = (long long)blockIdx.z + ctx_offset;
     const int i0 = blockIdx.x * MP_TILE_ROWS;
     const int k0 = k_begin + blockIdx.y * MP_TILE_DIAGS;

@@ -317,7 +317,9 @@ MP_HD int diag_row_lo(int k, int col_start) {
     if (col_start - k > lo) lo = col_start - k;
     return lo;
 }
-MP_HD int diag_row_hi(int k, int nA, int nB) { return nA < nB - k ? nA : nB - k; }
+// (nB - k is formed in 64 bits: for k < 0, an AB-join's, it can pass INT_MAX; it is returned
+// only when below nA.)
+MP_HD int diag_row_hi(int k, int nA, int nB) { return nA < (long long)nB - k ? nA : nB - k; }
 
 // Runs the diagonals k_first .. k_first + MP_DPT - 1 (those below k_end) over the rows
 // [row_begin, row_end) of a tile and reports every cell's u to `sink`:

@@ -7,11 +7,12 @@
 #include "stl.cuh"
 
 // Builds the four LOESS plans (seasonal for ceil(n/p) and ceil(n/p) - 1
-// points, trend, low-pass) into `plans` at the given offsets.  One thread.
+// points, trend, low-pass) into `plans` at the given offsets (in doubles;
+// 64-bit: they pass 2**31 for long series, see stl.cuh).  One thread.
 extern "C" __global__ void stl_build_plans(double* plans, int n, int p, int seasonal, int trend,
                                            int low_pass, int seasonal_deg, int trend_deg,
-                                           int low_pass_deg, int off_a, int off_b, int off_t,
-                                           int off_l) {
+                                           int low_pass_deg, long long off_a, long long off_b,
+                                           long long off_t, long long off_l) {
     if (blockIdx.x != 0 || threadIdx.x != 0) return;
     int k_a = (n - 1) / p + 1;
     int k_b = k_a - 1 > 1 ? k_a - 1 : 1;
@@ -25,7 +26,8 @@ extern "C" __global__ void stl_build_plans(double* plans, int n, int p, int seas
 // work holds stl_work_rows(n, p) rows of n_ctx values.
 extern "C" __global__ void stl_batch(const double* __restrict__ y, double* season, double* trend,
                                      double* rw, double* work, const double* __restrict__ plans,
-                                     int off_a, int off_b, int off_t, int off_l, int n_ctx, int n,
+                                     long long off_a, long long off_b, long long off_t,
+                                     long long off_l, int n_ctx, int n,
                                      int p, int inner_iter, int outer_iter) {
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= n_ctx) return;

@@ -45,6 +45,8 @@ STL_HD int stl_imax(int a, int b) { return a > b ? a : b; }
 // LOESS plans: windows and tricube weights of one LOESS pass, shared by every
 // context.  Packed in a double array (small integers are exact in a double):
 //   [m, w, deg, rng, lo[m], cnt[m], h[m], c0[m], c1[m], K[m*w], KD[m*w], KDD[m*w]]
+// Sizes and offsets are 64-bit (stl_idx): m * w passes 2**31 for long series
+// (a trend plan of 262,800 minutes with window 2751 is 2.2e9 doubles).
 // ---------------------------------------------------------------------------
 struct StlPlan {
     int m;       // number of outputs
@@ -61,9 +63,9 @@ struct StlPlan {
     const double* KDD;  // ... times d*d
 };
 
-STL_HD int stl_plan_size(int k, int length, bool extrapolate) {
-    int m = extrapolate ? k + 2 : k;
-    int w = stl_imin(length, k) + 1;
+STL_HD stl_idx stl_plan_size(int k, int length, bool extrapolate) {
+    stl_idx m = extrapolate ? k + 2 : k;
+    stl_idx w = stl_imin(length, k) + 1;
     return 4 + 5 * m + 3 * m * w;
 }
 
@@ -79,8 +81,8 @@ STL_HD StlPlan stl_plan_view(const double* p) {
     P.h = q; q += P.m;
     P.c0 = q; q += P.m;
     P.c1 = q; q += P.m;
-    P.K = q; q += P.m * P.w;
-    P.KD = q; q += P.m * P.w;
+    P.K = q; q += (stl_idx)P.m * P.w;
+    P.KD = q; q += (stl_idx)P.m * P.w;
     P.KDD = q;
     return P;
 }
@@ -153,9 +155,9 @@ STL_HD void stl_build_plan(double* out, int k, int length, int deg, bool extrapo
     double* c0 = hs + m_count;
     double* c1 = c0 + m_count;
     double* K = c1 + m_count;
-    double* KD = K + m_count * w;
-    double* KDD = KD + m_count * w;
-    for (int i = 0; i < 3 * m_count * w; ++i) K[i] = 0.0;
+    double* KD = K + (stl_idx)m_count * w;
+    double* KDD = KD + (stl_idx)m_count * w;
+    for (stl_idx i = 0; i < 3 * (stl_idx)m_count * w; ++i) K[i] = 0.0;
     for (int m = 0; m < m_count; ++m) {
         int xs, nleft, nright;
         if (extrapolate && m == 0) {
@@ -178,9 +180,9 @@ STL_HD void stl_build_plan(double* out, int k, int length, int deg, bool extrapo
         hs[m] = h;
         int first = -1;
         int c = 0;
-        double* Km = K + m * w;
-        double* KDm = KD + m * w;
-        double* KDDm = KDD + m * w;
+        double* Km = K + (stl_idx)m * w;
+        double* KDm = KD + (stl_idx)m * w;
+        double* KDDm = KDD + (stl_idx)m * w;
         for (int j = nleft; j <= nright; ++j) {
             double d = (double)(j - xs);
             double wt = stl_tricube(d < 0 ? -d : d, h);

@@ -465,3 +465,124 @@ def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision,
             assert grid[1] == 3
         if name.startswith("mp_stats"):
             assert args[5] == np.int32(normalize)
+
+
+@pytest.fixture(scope="module")
+def ptx_params(tmp_path_factory):
+    """{kernel: [parameter sizes]} of matrix_profile.cu (the parameter lists do not depend on the tile shape)."""
+    if NVCC is None:
+        pytest.skip("nvcc (CUDA toolkit) not on PATH")
+    folder = tmp_path_factory.mktemp("mp_ptx")
+    source = cuda_kernels_dir() / "matrix_profile.cu"
+    _nvcc("-std=c++17", "-arch=sm_90", "--ptx", f"-I{source.parent}", str(source), "-o", "mp.ptx", cwd=folder)
+    return _ptx_params((folder / "mp.ptx").read_text())
+
+
+def _fake_cupy_and_module(monkeypatch, params, launches):
+    """A NumPy stand-in for CuPy and a module of recording kernels, patched into tsanomaly.backend."""
+    import types
+
+    from tsanomaly import backend
+
+    class OutOfMemoryError(Exception):
+        pass
+
+    fake = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
+    fake.empty = np.zeros
+    fake.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(mem_info=(8 << 30, 16 << 30)),
+                                      memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError))
+    module = types.SimpleNamespace(get_function=lambda name: _FakeKernel(name, params[name], launches))
+    monkeypatch.setattr(backend, "array_module", lambda device: fake)
+    monkeypatch.setattr(backend, "load_cuda_module", lambda filename, opts=(): module)
+
+
+@pytest.mark.parametrize("self_join", [True, False])
+def test_join_slices_a_diagonal_range_beyond_the_grid_limit(monkeypatch, ptx_params, self_join):
+    """More diagonal tiles than gridDim.y allows (65,535): the join is launched in slices of
+    whole tiles (each grid_y <= 65,535) whose [k_begin, k_end) cover the range exactly once,
+    cut at multiples of tile_diags from k_begin so that every tile is the one of an unsliced
+    launch (same k0, same k1) and the results cannot change."""
+    from tsanomaly.kernels import mp_gpu
+
+    launches = []
+    _fake_cupy_and_module(monkeypatch, ptx_params, launches)
+    tile_diags, m, excl = 4, 16, 4
+    rng = np.random.default_rng(38)
+    a = rng.standard_normal((1, 300_000))
+    b = None if self_join else rng.standard_normal((1, 20_000))
+    mp_gpu.join(a, b, m, excl, "double", tile_rows=2048, tile_diags=tile_diags)  # _FakeKernel: grid_y <= 65535
+    n_a = a.shape[1] - m + 1
+    n_b = (a if self_join else b).shape[1] - m + 1
+    k_begin, k_end = (excl + 1, n_b) if self_join else (-(n_a - 1), n_b)
+    assert (k_end - k_begin + tile_diags - 1) // tile_diags > 65535  # the case: one launch could not hold it
+    joins = [(grid, args) for name, grid, _, args in launches if name == "mp_join_f64"]
+    assert len(joins) >= 2
+    slices = sorted((int(args[17]), int(args[18]), grid[1]) for grid, args in joins)
+    assert slices[0][0] == k_begin and slices[-1][1] == k_end
+    for (lo, hi, grid_y), nxt in zip(slices, slices[1:] + [None]):
+        assert lo < hi and grid_y == (hi - lo + tile_diags - 1) // tile_diags <= 65535
+        assert (lo - k_begin) % tile_diags == 0  # whole tiles of the unsliced grid
+        if nxt is not None:
+            assert nxt[0] == hi  # contiguous, no overlap
+    for grid, args in joins:
+        assert grid[0] == (n_a + 2047) // 2048 and grid[2] == 1
+
+
+DIAG_BOUNDS = r"""// diag_row_lo / diag_row_hi of matrix_profile.cuh near INT_MAX, on the host.
+#include <cstdio>
+#include <cstdlib>
+#include "matrix_profile.cuh"
+int main(int argc, char** argv) {
+    if (argc != 4) return 2;
+    const int nA = std::atoi(argv[1]), nB = std::atoi(argv[2]), k = std::atoi(argv[3]);
+    std::printf("%d %d\n", mp::diag_row_lo(k, 0), mp::diag_row_hi(k, nA, nB));
+    return 0;
+}
+"""
+
+
+@needs_nvcc
+def test_diagonal_bounds_of_an_ab_join_near_int_max(tmp_path):
+    """An AB-join's first diagonals (k ~ -nA) have nB - k > INT_MAX once nA + nB passes 2^31:
+    diag_row_hi forms that difference in 64 bits. (-fwrapv: the host wraps int sums as the
+    GPU's 32-bit adds do, instead of leaving them undefined.)"""
+    (tmp_path / "bounds.cu").write_text(DIAG_BOUNDS)
+    _nvcc("-x", "cu", "-std=c++17", "-O2", "-Xcompiler", "-fwrapv", f"-I{cuda_kernels_dir()}", "bounds.cu", "-o",
+          "bounds", cwd=tmp_path)
+    int_max = 2**31 - 1
+    for n_a, n_b, k in ((int_max - 8, 100, -(int_max - 9)), (int_max - 8, 100, -5), (300, 200, -299), (300, 200, 150),
+                        (2**30 + 5, 2**30 + 7, -(2**30 + 4))):
+        out = subprocess.run([str(tmp_path / "bounds"), str(n_a), str(n_b), str(k)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        lo, hi = map(int, out.stdout.split())
+        assert (lo, hi) == (max(0, -k), min(n_a, n_b - k)), (n_a, n_b, k)
+
+
+def test_diagonal_slices_cover_the_range_in_whole_tiles():
+    from tsanomaly.kernels import mp_gpu
+
+    assert mp_gpu.diagonal_slices(5, 5, 4) == [] and mp_gpu.diagonal_slices(9, 5, 4) == []
+    assert mp_gpu.diagonal_slices(-10, 7, 4) == [(-10, 7)]
+    assert mp_gpu.diagonal_slices(5, 5 + 2 * 65535 * 4 + 3, 4) == [
+        (5, 5 + 65535 * 4), (5 + 65535 * 4, 5 + 2 * 65535 * 4), (5 + 2 * 65535 * 4, 5 + 2 * 65535 * 4 + 3)]
+    k_begin, k_end, tile = -(70_000_000 - 1), 70_000_000, 1024  # an AB-join of 70M windows each, default tiles
+    slices = mp_gpu.diagonal_slices(k_begin, k_end, tile)
+    assert slices[0][0] == k_begin and slices[-1][1] == k_end
+    assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+    assert all((hi - lo + tile - 1) // tile <= 65535 and (lo - k_begin) % tile == 0 for lo, hi in slices)
+
+
+def test_series_past_int_max_points_are_refused_clearly():
+    """The kernels index points with int and add a tile's size (<= 4,096) to indices: longer
+    series get a clear error, not a wrapped index (checked before CuPy is asked for, so it runs
+    here without a GPU)."""
+    import types
+
+    from tsanomaly.kernels import mp_gpu
+
+    assert mp_gpu._MAX_POINTS + 4096 == 2**31 - 1
+    assert 8 * (2 * 3070 + 4) <= 48 * 1024 < 8 * (2 * 3071 + 4) and mp_gpu.kernel_options(3070, 4)  # rows <= 3,070
+    with pytest.raises(ValueError, match="at most 2,147,479,551 points, got 2,147,479,552"):
+        mp_gpu.join(types.SimpleNamespace(shape=(1, 2**31 - 4096)), None, 16, 4, "double")
+    with pytest.raises(ValueError, match="got 2,147,483,648"):
+        mp_gpu.join(types.SimpleNamespace(shape=(1, 1000)), types.SimpleNamespace(shape=(1, 2**31)), 16, 4, "double")

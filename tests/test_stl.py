@@ -292,14 +292,35 @@ def test_bad_input_raises_clear_errors():
 
 
 # ---------------------------------------------------------------------------- CUDA source
-@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
-def test_cuda_source_compiles_with_nvcc(tmp_path):
-    out = tmp_path / "stl.ptx"
+def _ptx_params(ptx_text):
+    """{kernel: [parameter sizes in bytes]} from PTX ``.entry`` declarations."""
+    import re
+
+    params = {}
+    for name, body in re.findall(r"\.entry (\w+)\(\s*(.*?)\)", ptx_text, flags=re.S):
+        params[name] = [int(width) // 8 for width in re.findall(r"\.param \.[us](\d+)", body)]
+    return params
+
+
+@pytest.fixture(scope="module")
+def stl_ptx(tmp_path_factory):
+    """PTX text of stl.cu, compiled once."""
+    if NVCC is None:
+        pytest.skip("nvcc not on PATH")
+    out = tmp_path_factory.mktemp("stl_ptx") / "stl.ptx"
     subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "--ptx", str(KERNELS / "stl.cu"), "-o", str(out)],
                    check=True, capture_output=True, timeout=300)
-    ptx = out.read_text()
+    return out.read_text()
+
+
+def test_cuda_source_compiles_with_nvcc(stl_ptx):
     for entry in ("stl_batch", "stl_build_plans", "stl_fill_gaps_batch"):
-        assert f".entry {entry}(" in ptx
+        assert f".entry {entry}(" in stl_ptx
+    params = _ptx_params(stl_ptx)
+    # plan offsets are 64-bit: the low-pass plan of a minute series with a daily period starts
+    # past 2**31 doubles from n ~ 262,800 points on
+    assert params["stl_build_plans"][-4:] == [8, 8, 8, 8]
+    assert params["stl_batch"][6:10] == [8, 8, 8, 8]
 
 
 HARNESS = r"""
@@ -343,6 +364,124 @@ int main(int argc, char** argv) {
     return 0;
 }
 """
+
+
+PLAN_LAYOUT = r"""
+#include <cstdio>
+#include <sys/mman.h>
+#include "stl.cuh"
+// stl_plan_size and stl_plan_view's pointers for plans past 2**31 doubles. The plan's
+// address range is reserved (PROT_NONE: no memory is committed) so that the pointer
+// arithmetic stays inside one object; only the header page is made writable.
+int main() {
+    const int k = 600000, length = 3599;  // m = 600,000 outputs, w = 3,600: m * w > 2**31
+    const long long size = stl_plan_size(k, length, false);
+    void* base = mmap(nullptr, (size_t)size * sizeof(double), PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED || mprotect(base, 4096, PROT_READ | PROT_WRITE) != 0) return 4;
+    double* plan = (double*)base;
+    plan[0] = k;  // the header as stl_build_plan writes it
+    plan[1] = (length < k ? length : k) + 1;
+    plan[2] = 1;
+    plan[3] = k - 1.0;
+    StlPlan P = stl_plan_view(plan);
+    std::printf("%lld %lld %lld %lld %lld\n", size, (long long)(P.c1 - plan), (long long)(P.K - plan),
+                (long long)(P.KD - plan), (long long)(P.KDD - plan));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not on PATH")
+def test_plan_sizes_and_views_past_2_31_doubles(tmp_path):
+    """stl.cuh's plan arithmetic in 64 bits (a plan's m * w passes 2**31 here)."""
+    from tsanomaly.kernels import stl_gpu
+
+    (tmp_path / "layout.cu").write_text(PLAN_LAYOUT)
+    subprocess.run(["nvcc", "-std=c++17", "-O2", "-x", "cu", f"-I{KERNELS}", str(tmp_path / "layout.cu"),
+                    "-o", str(tmp_path / "layout")], check=True, capture_output=True, timeout=300)
+    result = subprocess.run([str(tmp_path / "layout")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    size, c1, K, KD, KDD = map(int, result.stdout.split())
+    m, w = 600_000, 3600
+    assert m * w > 2**31
+    assert size == stl_gpu._plan_size(m, 3599, False) == 4 + 5 * m + 3 * m * w
+    assert (c1, K, KD, KDD) == (4 + 4 * m, 4 + 5 * m, 4 + 5 * m + m * w, 4 + 5 * m + 2 * m * w)
+
+
+def _fake_cupy_for_stl(monkeypatch, params, launches, allocations):
+    """A NumPy stand-in for CuPy whose ``zeros`` records sizes but never allocates more than a
+    few values (the kernels do not run), and a module of kernels that check each launch's
+    arguments against the PTX parameter sizes."""
+    import types
+
+    class OutOfMemoryError(Exception):
+        pass
+
+    class Device:
+        def __init__(self, device_id=0):
+            self.id = device_id
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def zeros(shape, dtype=np.float64):
+        allocations.append(int(np.prod(shape)))
+        return np.zeros(min(int(np.prod(shape)), 16), dtype=dtype)
+
+    def kernel(name):
+        def launch(grid, block, args):
+            assert len(args) == len(params[name]), name
+            for k, (arg, size) in enumerate(zip(args, params[name])):
+                if isinstance(arg, np.ndarray):
+                    assert size == 8, f"{name} argument {k}: an array for a {size}-byte parameter"
+                else:
+                    assert isinstance(arg, np.generic), f"{name} argument {k}: {type(arg).__name__}"
+                    assert arg.dtype.itemsize == size, f"{name} argument {k}: {arg.dtype} for {size} bytes"
+            launches.append((name, grid, block, args))
+        return launch
+
+    fake = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
+    fake.empty = np.zeros
+    fake.zeros = zeros
+    fake.cuda = types.SimpleNamespace(
+        Device=Device, runtime=types.SimpleNamespace(memGetInfo=lambda: (8 << 30, 16 << 30)),
+        memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError))
+    module = types.SimpleNamespace(get_function=kernel)
+    monkeypatch.setattr(backend, "array_module", lambda device: fake)
+    monkeypatch.setattr(backend, "load_cuda_module", lambda filename, opts=(): module)
+
+
+def test_gpu_launches_pass_64_bit_plan_offsets(monkeypatch, stl_ptx):
+    """Minute data with a daily period (p = 1440, statsmodels' default trend 2751): from
+    n ~ 262,800 points on the low-pass plan starts past 2**31 doubles (26 GB of plans, which
+    fits an 80 GB GPU). The launches must hand the offsets over as 64-bit values, unwrapped."""
+    from tsanomaly.kernels import stl_gpu
+
+    n, p, ns, nt, nl = 262_800, 1440, 7, 2751, 1441
+    launches, allocations = [], []
+    _fake_cupy_for_stl(monkeypatch, _ptx_params(stl_ptx), launches, allocations)
+    stl_gpu._plans.cache_clear()
+    try:
+        y = np.zeros((1, n))
+        stl_gpu.stl(y, p, ns, nt, nl, 1, 1, 1, 2, 15)
+    finally:
+        stl_gpu._plans.cache_clear()  # it holds the stand-in's arrays
+    k_a = (n - 1) // p + 1
+    sizes = [stl_gpu._plan_size(k_a, ns, True), stl_gpu._plan_size(k_a - 1, ns, True),
+             stl_gpu._plan_size(n, nt, False), stl_gpu._plan_size(n, nl, False)]
+    offsets = [0, sizes[0], sizes[0] + sizes[1], sizes[0] + sizes[1] + sizes[2]]
+    assert offsets[3] > 2**31 - 1  # the case
+    assert allocations[0] == sum(sizes)
+    names = [name for name, *_ in launches]
+    assert names == ["stl_build_plans", "stl_batch"]
+    build, batch = launches[0][3], launches[1][3]
+    assert [a.dtype for a in build[-4:]] == [np.int64] * 4 and [int(a) for a in build[-4:]] == offsets
+    assert [a.dtype for a in batch[6:10]] == [np.int64] * 4 and [int(a) for a in batch[6:10]] == offsets
+    assert [int(a) for a in build[1:4]] == [n, p, ns] and int(batch[11]) == n
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ asked for.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "to_numpy",
     "cuda_kernels_dir",
     "kernel_source",
+    "kernel_sources_hash",
     "load_cuda_module",
 ]
 
@@ -187,13 +189,41 @@ def kernel_source(filename: str) -> str:
     return (cuda_kernels_dir() / filename).read_text()
 
 
+def kernel_sources_hash(folder, filename: str) -> str:
+    """SHA-256 (hex) of ``folder/filename`` and of every header (``*.cuh``, ``*.h``) in ``folder``.
+
+    Part of the compile options of :func:`load_cuda_module`: CuPy's on-disk kernel
+    cache is keyed on the source text and the options, not on the headers that
+    ``#include`` finds through ``-I``, so without it a changed header could be
+    served a binary built from the old one.
+    """
+    folder = Path(folder)
+    headers = sorted(p for pattern in ("*.cuh", "*.h") for p in folder.glob(pattern) if p.is_file())
+    digest = hashlib.sha256()
+    for path in [folder / filename, *headers]:
+        data = path.read_bytes()
+        name = path.name.encode()
+        digest.update(len(name).to_bytes(8, "little") + name + len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
 @functools.lru_cache(maxsize=None)
+def _raw_module(source: str, options: tuple[str, ...]):
+    """One ``cupy.RawModule`` per (source, options), for the life of the process."""
+    return _import_cupy().RawModule(code=source, options=options)
+
+
 def load_cuda_module(filename: str, options: tuple[str, ...] = ()):
     """Compile ``cuda_kernels/<filename>`` with CuPy once per process and cache it.
 
     ``#include "x.cuh"`` lines resolve against the kernel folder.  CuPy also
     keeps its own on-disk cache of compiled modules, so a new process with the
-    same source skips NVRTC.
+    same source skips NVRTC.  That cache is keyed on the ``.cu`` text and the
+    options only, so the options carry ``-DTSA_SOURCE_HASH=<sha256>`` of the
+    ``.cu`` file and every header in the folder (:func:`kernel_sources_hash`):
+    an edited header compiles anew instead of reusing a stale binary.  The files
+    are read on every call (a few small files); compiled modules are cached per
+    (source, options), so a header edited during a process is picked up too.
 
     Parameters
     ----------
@@ -206,10 +236,11 @@ def load_cuda_module(filename: str, options: tuple[str, ...] = ()):
     -------
     cupy.RawModule
     """
-    cupy = _import_cupy()
+    _import_cupy()  # GPUUnavailableError first, before any file is read
     folder = cuda_kernels_dir()
     source = (folder / filename).read_text()
-    return cupy.RawModule(
-        code=source,
-        options=("--std=c++17", f"-I{folder}") + tuple(options),
+    digest = kernel_sources_hash(folder, filename)
+    return _raw_module(
+        source,
+        ("--std=c++17", f"-I{folder}", f"-DTSA_SOURCE_HASH={digest}") + tuple(options),
     )

@@ -635,7 +635,7 @@ class MatrixProfileDetector(BaseDetector):
         if x.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         # First observation: before the kept history for fitted contexts, in the new data otherwise.
-        kept = np.asarray(self.history_).shape[1]
+        kept = self.history_.shape[1]  # history_ is a CuPy array after a fit on the GPU: no np.asarray
         seen_start = kept - np.asarray(self.past_points_)[np.maximum(rows, 0)]
         new_start = offset + backend.to_numpy(_first_observation(values))
         data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))

@@ -9,7 +9,8 @@ loop):
    thread per context (a sequential scan; z-normalised distances only);
 2. ``mp_join_*``: the diagonal tiles with the mean-centred recurrence, minima
    reduced in shared memory, then one 64-bit ``atomicMin`` per row/column of a
-   tile on (distance bits, index) keys;
+   tile on (distance bits, index) keys (a range of more than 65,535 diagonal
+   tiles, gridDim.y's limit, is launched in slices: :func:`diagonal_slices`);
 3. ``mp_finalize_*``: keys to indices, and the distance to each chosen
    neighbour recomputed from the z-normalised windows' differences (accurate
    even for near-identical shapes, where ``sqrt(2 m (1 - rho))`` is not).
@@ -26,7 +27,7 @@ import numpy as np
 
 from tsanomaly import backend
 
-__all__ = ["join", "fill_nonfinite", "TILE_ROWS", "TILE_DIAGS", "kernel_options"]
+__all__ = ["join", "fill_nonfinite", "TILE_ROWS", "TILE_DIAGS", "kernel_options", "diagonal_slices"]
 
 #: Rows per tile, the restart period of the recurrence (MP_TILE_ROWS).
 TILE_ROWS = 2048
@@ -35,6 +36,11 @@ TILE_DIAGS = 1024
 _DPT = 4
 _BLOCK_1D = 256
 _MAX_GRID_YZ = 65535
+#: Most points of one series. The kernels index points and windows with int and form sums of
+#: an index and a tile's size (i0 + MP_TILE_ROWS, k0 + MP_TILE_DIAGS, k0 + 4 t, i + 4; tiles
+#: have at most 4,096 rows or diagonals), so every series stays 4,096 below INT_MAX. (An
+#: AB-join's nB - k, up to nA + nB, is formed in 64 bits in diag_row_hi.)
+_MAX_POINTS = 2**31 - 1 - 4096
 _EMPTY_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
 _SHARED_LIMIT = 48 * 1024  # static shared memory available without opting in
 
@@ -153,6 +159,23 @@ def _index_bits(n_windows: int) -> int:
     return bits
 
 
+def diagonal_slices(k_begin, k_end, tile_diags, max_tiles=_MAX_GRID_YZ):
+    """The diagonals [k_begin, k_end) cut into launches of at most ``max_tiles`` tiles (gridDim.y).
+
+    Cuts fall at multiples of ``tile_diags`` from ``k_begin``, so each tile of a slice is the
+    tile of the unsliced grid (same first diagonal k0, same end min(k0 + tile_diags, k_end)):
+    a tile's work depends only on its own k0 and k1, and its results reach the profile through
+    atomicMin, so the slicing cannot change them.
+
+    Returns
+    -------
+    list of (int, int)
+        Contiguous [k_lo, k_hi) pairs covering [k_begin, k_end) once (empty if k_end <= k_begin).
+    """
+    step = max_tiles * tile_diags
+    return [(k, min(k + step, k_end)) for k in range(k_begin, k_end, step)]
+
+
 def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize):
     prep_a = _Prepared(cp, module, TA, m, single, normalize)
     self_join = TB is None
@@ -169,17 +192,17 @@ def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, ti
     if k_end > k_begin:
         join_kernel = module.get_function(f"mp_join_{suffix}")
         grid_x = (n_a + tile_rows - 1) // tile_rows
-        grid_y = (k_end - k_begin + tile_diags - 1) // tile_diags
         for off in range(0, n_ctx, _MAX_GRID_YZ):
             count = min(_MAX_GRID_YZ, n_ctx - off)
-            join_kernel(
-                (grid_x, grid_y, count),
-                (tile_diags // _DPT,),
-                prep_a.args() + prep_b.args() + prep_a.strides() + prep_b.strides()
-                + (np.int32(n_a), np.int32(n_b), np.int32(m), np.int32(k_begin), np.int32(k_end),
-                   np.int32(col_start), np.int32(idx_bits), row_keys, col_keys, np.int32(self_join),
-                   np.int32(off)),
-            )
+            for k_lo, k_hi in diagonal_slices(k_begin, k_end, tile_diags):
+                join_kernel(
+                    (grid_x, (k_hi - k_lo + tile_diags - 1) // tile_diags, count),
+                    (tile_diags // _DPT,),
+                    prep_a.args() + prep_b.args() + prep_a.strides() + prep_b.strides()
+                    + (np.int32(n_a), np.int32(n_b), np.int32(m), np.int32(k_lo), np.int32(k_hi),
+                       np.int32(col_start), np.int32(idx_bits), row_keys, col_keys, np.int32(self_join),
+                       np.int32(off)),
+                )
     finalize = module.get_function(f"mp_finalize_{suffix}")
 
     def unpack(keys, n_entries, columns):
@@ -217,6 +240,10 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normaliz
     CuPy arrays in and out. ``tile_rows``/``tile_diags`` compile a kernel with
     that tile shape (tests shrink it so small inputs span many tiles).
     """
+    n_points = max(TA.shape[1], TA.shape[1] if TB is None else TB.shape[1])
+    if n_points > _MAX_POINTS:
+        raise ValueError(f"the GPU matrix profile indexes a series with 32-bit integers: at most {_MAX_POINTS:,} "
+                         f"points, got {n_points:,}")
     cp = backend.array_module("cuda")
     options = kernel_options(tile_rows, tile_diags)
     module = backend.load_cuda_module("matrix_profile.cu", options)

@@ -38,24 +38,35 @@ def _work_rows(n: int, p: int) -> int:
     return 6 * n + 5 * (n + 2 * p) + 2 * n
 
 
-@functools.lru_cache(maxsize=64)
-def _plans(device_id: int, n, p, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg):
-    """The four LOESS plans on the device, built by the ``stl_build_plans`` kernel."""
-    cp = backend.array_module("cuda")
+def _plan_layout(n: int, p: int, seasonal: int, trend: int, low_pass: int):
+    """Sizes and offsets (in doubles, Python ints) of the four packed plans, in the order
+    seasonal (ceil(n/p) points), seasonal (one point fewer), trend, low-pass.
+
+    The offsets pass 2**31 for long series (minute data with a daily period: the low-pass
+    plan's from n ~ 262,800 points on), so the kernels take them as 64-bit integers.
+    """
     k_a = (n - 1) // p + 1
-    sizes = [
+    sizes = (
         _plan_size(k_a, seasonal, True),
         _plan_size(max(k_a - 1, 1), seasonal, True),
         _plan_size(n, trend, False),
         _plan_size(n, low_pass, False),
-    ]
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    )
+    offsets = (0, sizes[0], sizes[0] + sizes[1], sizes[0] + sizes[1] + sizes[2])
+    return sizes, offsets
+
+
+@functools.lru_cache(maxsize=64)
+def _plans(device_id: int, n, p, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg):
+    """The four LOESS plans on the device, built by the ``stl_build_plans`` kernel."""
+    cp = backend.array_module("cuda")
+    sizes, offsets = _plan_layout(n, p, seasonal, trend, low_pass)
     with cp.cuda.Device(device_id):
-        plans = cp.zeros(int(sum(sizes)), dtype=cp.float64)
+        plans = cp.zeros(sum(sizes), dtype=cp.float64)
         kernel = backend.load_cuda_module("stl.cu").get_function("stl_build_plans")
-        args = [n, p, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg, *offsets]
-        kernel((1,), (1,), (plans, *[np.int32(a) for a in args]))
-    return plans, tuple(int(o) for o in offsets)
+        args = [n, p, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg]
+        kernel((1,), (1,), (plans, *[np.int32(a) for a in args], *[np.int64(o) for o in offsets]))
+    return plans, offsets
 
 
 def _chunk_size(n_ctx: int, bytes_per_context: int) -> int:
@@ -118,8 +129,8 @@ def stl(y, period, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_
         blocks = (m + _THREADS - 1) // _THREADS
         kernel(
             (blocks,), (_THREADS,),
-            (yt, st, tt, wt, work, plans, np.int32(off_a), np.int32(off_b), np.int32(off_t),
-             np.int32(off_l), np.int32(m), np.int32(n), np.int32(p), np.int32(inner_iter),
+            (yt, st, tt, wt, work, plans, np.int64(off_a), np.int64(off_b), np.int64(off_t),
+             np.int64(off_l), np.int32(m), np.int32(n), np.int32(p), np.int32(inner_iter),
              np.int32(outer_iter)),
         )
         season[start:stop] = st.T
