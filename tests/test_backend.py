@@ -1,4 +1,5 @@
-"""tsanomaly.backend's CUDA module loading, without CuPy or a GPU (a recording stand-in for cupy.RawModule)."""
+"""tsanomaly.backend's CUDA kernel sources and module loading, without CuPy or a GPU (a recording
+stand-in for cupy.RawModule)."""
 from __future__ import annotations
 
 import re
@@ -89,3 +90,28 @@ def test_the_compile_options_are_accepted_by_nvcc(recorded_modules, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert ".entry stl_batch(" in out.read_text()
+
+
+# ---------------------------------------------------------------------- CUDA kernel sources
+def test_the_kernel_sources_are_found_without_a_gpu(monkeypatch):
+    monkeypatch.delenv("TSANOMALY_CUDA_KERNELS", raising=False)
+    assert (backend.cuda_kernels_dir() / "matrix_profile.cu").is_file()
+
+
+def test_the_kernel_folder_override_is_used(tmp_path, monkeypatch):
+    (tmp_path / "matrix_profile.cu").write_text("// a stand-in kernel\n")
+    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
+    assert backend.cuda_kernels_dir() == tmp_path
+    assert backend.kernel_source("matrix_profile.cu") == "// a stand-in kernel\n"
+
+
+def test_a_kernel_folder_override_that_is_missing_or_empty_is_an_error(tmp_path, monkeypatch):
+    # Falling back to the bundled sources would compile kernels other than the ones asked for.
+    missing = tmp_path / "nowhere"
+    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(missing))
+    with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*nowhere.*no such folder"):
+        backend.cuda_kernels_dir()
+    (tmp_path / "notes.txt").write_text("no kernels here")
+    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*holds no \.cu file"):
+        backend.kernel_source("matrix_profile.cu")

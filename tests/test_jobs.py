@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 import tsanomaly
-from tsanomaly import backend
 from tsanomaly import io as tsio
 from tsanomaly import jobs
 from tsanomaly.cli import main
@@ -549,31 +548,6 @@ def test_sub_second_timestamps_round_trip(tmp_path, ext):
     panel = tsanomaly.Panel.from_frame(back, context="asn", time="ts", value="n")
     assert panel.n_times == 4 and panel.freq == pd.tseries.frequencies.to_offset("250ms")
     np.testing.assert_array_equal(panel.values, [[1.0, 2.0, 3.0, 4.0]])
-
-
-# ---------------------------------------------------------------------- CUDA kernel sources
-def test_the_kernel_sources_are_found_without_a_gpu(monkeypatch):
-    monkeypatch.delenv("TSANOMALY_CUDA_KERNELS", raising=False)
-    assert (backend.cuda_kernels_dir() / "matrix_profile.cu").is_file()
-
-
-def test_the_kernel_folder_override_is_used(tmp_path, monkeypatch):
-    (tmp_path / "matrix_profile.cu").write_text("// a stand-in kernel\n")
-    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
-    assert backend.cuda_kernels_dir() == tmp_path
-    assert backend.kernel_source("matrix_profile.cu") == "// a stand-in kernel\n"
-
-
-def test_a_kernel_folder_override_that_is_missing_or_empty_is_an_error(tmp_path, monkeypatch):
-    # Falling back to the bundled sources would compile kernels other than the ones asked for.
-    missing = tmp_path / "nowhere"
-    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(missing))
-    with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*nowhere.*no such folder"):
-        backend.cuda_kernels_dir()
-    (tmp_path / "notes.txt").write_text("no kernels here")
-    monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*holds no \.cu file"):
-        backend.kernel_source("matrix_profile.cu")
 
 
 # ---------------------------------------------------------------------- helpers
