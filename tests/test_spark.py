@@ -461,3 +461,264 @@ def test_deep_order_statistics_are_bracketed_exactly(spark, monkeypatch):
     monkeypatch.setattr(tss, "_COLLECT_LIMIT", 50)  # force the approxQuantile bracket
     ranks = [len(ordered) // 2, len(ordered) // 2 + 1]
     assert tss._desc_order_statistics(raw, len(ordered), ranks) == {r: float(ordered[r]) for r in ranks}
+
+
+# ---------------------------------------------------------------------- edge cases found by an audit
+def test_split_state_refuses_a_detector_holding_fitted_detectors():
+    # The ensemble's members keep per-context state that split_state would take as global:
+    # merged rows in another order (or a shard's subset) scored wrongly, silently.
+    history, _ = _frames(n_contexts=3, seed=1)
+    ensemble = tsanomaly.EnsembleDetector(detectors=[RollingZScoreDetector(window=5, seasonal_period=None)],
+                                          device="cpu").fit(_panel(history))
+    with pytest.raises(NotImplementedError, match="EnsembleDetector holds fitted detectors"):
+        tss.split_state(ensemble)
+    with pytest.raises(NotImplementedError, match="EnsembleDetector holds fitted detectors"):
+        tss.from_detector(None, ensemble, time="ts", value=VALUE)  # refused before Spark is used
+
+
+def test_a_state_row_of_the_wrong_length_says_the_state_is_damaged():
+    # A damaged Parquet row of one value was broadcast silently over the whole array.
+    spec = {"column": "history_", "spark_type": "array<double>", "dtype": "<f8", "shape": [4]}
+    with pytest.raises(ValueError, match="holds 1 values in a row where the model needs 4.*damaged"):
+        tss._decode_column([np.zeros(4), np.zeros(1)], spec)
+
+
+def _rows_of(frame, context):
+    return (frame["country"] == context[0]) & (frame["asn"] == context[1])
+
+
+def _scores_of(result):
+    got = result.scores.toPandas()
+    return got.assign(ts=got["ts"].astype("datetime64[ns]"))
+
+
+def _assert_scores_equal(got, reference, new_frame, rtol=0.0):
+    """Scores of every context of ``new_frame`` equal the single-machine ones (no reason, no other row)."""
+    expected = reference.score(_panel(new_frame)).to_frame(value="score", time="ts", dropna=False)
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all(), merged["_merge"].value_counts()
+    assert merged["reason"].isna().all(), merged.dropna(subset=["reason"]).head()
+    np.testing.assert_allclose(merged["score_spark"], merged["score_ref"], rtol=rtol, atol=0, equal_nan=True)
+
+
+def test_fitted_contexts_without_new_rows_are_left_out_in_any_shard(spark, frames, baseline_fit):
+    # Shards holding fitted contexts but no new row returned untyped empty columns (Arrow refused them).
+    _, new = frames
+    model, reference = baseline_fit
+    one = tuple(new[CONTEXT].iloc[0])
+    subset = new[_rows_of(new, one)]
+    result = tss.score(_spark_frame(spark, subset), model, n_shards=8)
+    got = _scores_of(result)
+    assert set(map(tuple, got[CONTEXT].to_numpy())) == {one}
+    _assert_scores_equal(got, reference, subset)
+    result.unpersist()
+
+
+@pytest.mark.parametrize("name", ["baseline", "stl", "mp"])
+def test_unseen_contexts_in_a_shard_without_fitted_contexts_start_cold(spark, name):
+    # The shard's detector had no per-context row, and reading row max(rows, 0) of it raised: the
+    # contexts got an IndexError as their reason. Now they score as on one machine (STL gives an
+    # unseen context no score there either, the baseline and the matrix profile a cold start).
+    make, rtol = {
+        "baseline": (lambda: RollingZScoreDetector(window=5, seasonal_period=None, device="cpu"), 0.0),
+        "stl": (lambda: pytest.importorskip("tsanomaly.detectors.stl").STLDetector(periods=24, device="cpu"), 1e-9),
+        "mp": (lambda: pytest.importorskip("tsanomaly.detectors.matrix_profile").MatrixProfileDetector(
+            window=12, history=96, contamination=0.05, device="cpu"), 1e-9),
+    }[name]
+    history, new = _frames(n_contexts=4, seed=1)
+    reference = make().fit(_panel(history))
+    unseen = pd.DataFrame({"country": ["Z0", "Z4"], "asn": ["U0", "U4"]})
+    extra = new.drop_duplicates("ts")[["ts"]].merge(unseen, how="cross")
+    extra[VALUE] = np.random.default_rng(1).poisson(30, len(extra)).astype(float)
+    extra.loc[extra.index[-6:], VALUE] = 400.0
+    new = pd.concat([new, extra], ignore_index=True)
+    n_shards = 40
+    sdf = _spark_frame(spark, new)
+    shard = {tuple(r[:2]): r[2] for r in sdf.select(*CONTEXT, tss._shard_key(CONTEXT, n_shards)).distinct().collect()}
+    fitted_shards = {shard[tuple(c)] for c in reference.contexts_}
+    assert any(shard[tuple(c)] not in fitted_shards for c in unseen.to_numpy()), "the case needs such a shard"
+    result = tss.score(sdf, tss.from_detector(spark, reference, time="ts", value=VALUE), n_shards=n_shards)
+    got = _scores_of(result)
+    if name != "stl":
+        assert got.loc[got["country"].isin(["Z0", "Z4"]), "score"].notna().any()
+    _assert_scores_equal(got, reference, new, rtol)
+    result.unpersist()
+
+
+def test_a_shard_of_unusable_contexts_lists_them_as_failed(spark):
+    # A shard whose every context is unusable returned float NaN for its array columns.
+    history, _ = _frames(n_contexts=4, seed=1)
+    contexts = [tuple(c) for c in history[CONTEXT].drop_duplicates().sort_values(CONTEXT).to_numpy()]
+    all_null, short = contexts[0], contexts[1]
+    history = history.copy()
+    history.loc[_rows_of(history, all_null), VALUE] = np.nan
+    history = history[~_rows_of(history, short) | (history["ts"] >= history["ts"].max() - pd.Timedelta("3h"))]
+    sdf = _spark_frame(spark, history)
+    n_shards = 16
+    shard = {tuple(r[:2]): r[2] for r in sdf.select(*CONTEXT, tss._shard_key(CONTEXT, n_shards)).distinct().collect()}
+    assert sorted(shard.values()).count(shard[all_null]) == 1, "the case needs the context alone in its shard"
+    model = tss.fit(sdf, RollingZScoreDetector(window=5, seasonal_period=None, device="cpu"), context=CONTEXT,
+                    time="ts", value=VALUE, min_observations=24, n_shards=n_shards)
+    failed = model.failed().toPandas().set_index(CONTEXT)["reason"]
+    assert set(failed.index) == {all_null, short}
+    assert failed[all_null] == "no finite observation in the history"
+    assert failed[short].endswith("finite observations, fewer than min_observations=24")
+    assert model.global_state["fit"]["n_failed"] == 2
+    good = history[~_rows_of(history, all_null) & ~_rows_of(history, short)]
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(_panel(good))
+    _assert_fitted_equal(model, reference)
+    model.unpersist()
+
+
+@pytest.mark.parametrize("contamination", [0.015, 0.03])
+def test_pot_global_threshold_uses_calibrates_initial_quantile(spark, contamination):
+    # The driver took pot_threshold's default 0.98 where calibrate lowers it to 1 - 2 x contamination:
+    # another threshold at 0.015, a refusal from 0.02 on.
+    history, _ = _frames(n_contexts=4, seed=1)  # 0.98 and 0.97 give other thresholds here
+    params = dict(window=5, seasonal_period=None, threshold="pot", contamination=contamination, device="cpu")
+    model = tss.fit(_spark_frame(spark, history), RollingZScoreDetector(**params), context=CONTEXT, time="ts",
+                    value=VALUE)
+    reference = RollingZScoreDetector(**params).fit(_panel(history))
+    assert model.to_detector().global_threshold_ == reference.global_threshold_
+    model.unpersist()
+
+
+@pytest.fixture(scope="module")
+def small_history(spark):
+    history, _ = _frames(n_contexts=3, seed=1)
+    return _spark_frame(spark, history)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no value column", "column 'failed_logins' is missing"),
+    ("time named score", "time column 'score' clashes with the output columns"),
+    ("time named reason", "time column 'reason' clashes with the output columns"),
+    ({"context": []}, "context must name at least one column"),
+    ({"sample_contexts": 0}, "sample_contexts must be an integer >= 1, got 0"),
+    ({"min_observations": "x"}, "min_observations must be an integer >= 0, got 'x'"),
+    ({"min_observations": 2.5}, "min_observations must be an integer >= 0, got 2.5"),
+    ({"tail_size": -1}, "tail_size must be None or an integer >= 1, got -1"),
+])
+def test_fit_refuses_bad_columns_and_arguments_with_a_value_error(small_history, case, match):
+    # Each used to raise a PySpark or Python error from deep inside (a key error, a TypeError on None),
+    # to run with a nonsensical value (tail_size=-1, sample_contexts=0), or to give duplicate output columns.
+    sdf, kwargs = small_history, dict(context=CONTEXT, time="ts", value=VALUE)
+    if case == "no value column":
+        sdf = sdf.drop(VALUE)
+    elif isinstance(case, str):  # a time column named like an output column
+        kwargs["time"] = case.split()[-1]
+        sdf = sdf.withColumnRenamed("ts", kwargs["time"])
+    else:
+        kwargs.update(case)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        tss.fit(sdf, RollingZScoreDetector(device="cpu"), **kwargs)
+
+
+def test_score_and_from_detector_refuse_a_time_column_named_like_an_output(spark, frames, baseline_fit):
+    _, new = frames
+    model, reference = baseline_fit
+    renamed = _spark_frame(spark, new.head(4)).withColumnRenamed("ts", "score")
+    with pytest.raises(ValueError, match="time column 'score' clashes"):
+        tss.score(renamed, model, time="score")
+    with pytest.raises(ValueError, match="column 'failed_logins' is missing"):
+        tss.score(renamed.drop(VALUE), model, time="score")
+    with pytest.raises(ValueError, match="time column 'reason' clashes"):
+        tss.from_detector(spark, reference, time="reason", value=VALUE)
+
+
+def test_rows_without_a_context_are_counted_and_reported(spark):
+    from pyspark.sql import functions as F
+
+    # They were dropped without a word, at fit and at score.
+    history, new = _frames(n_contexts=3, seed=1)
+    asn = history["asn"].iloc[0]
+    n_fit = int(((history["asn"] == asn) & (history["ts"].dt.hour == 3)).sum())
+    n_score = int((new["asn"] == asn).sum())
+    with_nulls = _spark_frame(spark, history).withColumn(
+        "asn", F.when((F.col("asn") == asn) & (F.hour("ts") == 3), F.lit(None)).otherwise(F.col("asn")))
+    with pytest.warns(UserWarning, match=rf"{n_fit} row\(s\) have a null context column \(null 'asn' in {n_fit}\) "
+                                         r"and were left out of the fit"):
+        model = tss.fit(with_nulls, RollingZScoreDetector(window=5, seasonal_period=None, device="cpu"),
+                        context=CONTEXT, time="ts", value=VALUE)
+    assert model.global_state["fit"]["n_rows_without_context"] == n_fit > 0
+    new_nulls = _spark_frame(spark, new).withColumn(
+        "country", F.when(F.col("asn") == asn, F.lit(None)).otherwise(F.col("country")))
+    with pytest.warns(UserWarning, match=rf"{n_score} row\(s\) have a null context column \(null 'country' in "
+                                         rf"{n_score}\) and were left out of the scoring"):
+        result = tss.score(new_nulls, model)
+    assert set(result.scores.toPandas()["asn"]) == set(new["asn"]) - {asn}
+    result.unpersist()
+    model.unpersist()
+
+
+def test_context_columns_with_dots_in_their_names(spark):
+    history, new = _frames(n_contexts=3, seed=1)
+    dotted = ["country", "as.n"]
+
+    def renamed(frame):
+        return _spark_frame(spark, frame).withColumnRenamed("asn", "as.n")
+
+    params = dict(window=5, seasonal_period=None, device="cpu")
+    model = tss.fit(renamed(history), RollingZScoreDetector(**params), context=dotted, time="ts", value=VALUE)
+    assert model.failed().count() == 0
+    result = tss.score(renamed(new), model)
+    got = _scores_of(result).rename(columns={"as.n": "asn"})
+    assert list(got.columns) == CONTEXT + ["ts", "score", "reason"]
+    _assert_scores_equal(got, RollingZScoreDetector(**params).fit(_panel(history)), new)
+    result.unpersist()
+    model.unpersist()
+
+
+def test_load_model_says_which_model_is_damaged(spark, baseline_fit, tmp_path):
+    import json
+
+    model, _ = baseline_fit
+    good = tmp_path / "good"
+    model.save(str(good))
+    line = next((good / "global").glob("part-*")).read_text()
+    state = json.loads(line)
+
+    def damaged(name, global_text=None, edit_state=None):
+        path = tmp_path / name
+        shutil.copytree(good, path)
+        if global_text is not None:
+            next((path / "global").glob("part-*")).write_text(global_text)
+            for crc in (path / "global").glob(".*.crc"):
+                crc.unlink()
+        if edit_state is not None:
+            edit_state(path / "state")
+        return str(path)
+
+    def drop_history(folder):
+        rows = pd.concat([pd.read_parquet(f) for f in folder.glob("*.parquet")])
+        shutil.rmtree(folder)
+        folder.mkdir()
+        rows.drop(columns=["history_"]).to_parquet(folder / "part-0.parquet")
+
+    def garble(folder):
+        for f in folder.glob("*.parquet"):
+            f.write_bytes(b"garbage" * 10)
+        for crc in folder.glob(".*.crc"):
+            crc.unlink()
+
+    cases = {
+        "missing": (str(tmp_path / "nothing-here"), "cannot read"),
+        "truncated JSON": (damaged("trunc", line[: len(line) // 2]), "is not valid JSON"),
+        "JSON list": (damaged("list", "[1, 2]\n"), "global state"),
+        "no context": (damaged("noctx", json.dumps({k: v for k, v in state.items() if k != "context"})),
+                       "lacks 'context'"),
+        "bad freq": (damaged("freq", json.dumps({**state, "state": {**state["state"],
+                                                                    "freq_": {"kind": "json", "value": "banana"}}})),
+                     "freq_ is 'banana'"),
+        "bad params": (damaged("params", json.dumps({**state, "params": {**state["params"], "window": "x"}})),
+                       "window must be an integer"),
+        "unknown parameter": (damaged("unknown", json.dumps({**state, "params": {**state["params"], "wndow": 3}})),
+                              "unknown parameter 'wndow'"),
+        "no state": (damaged("nostate", edit_state=shutil.rmtree), "cannot read"),
+        "garbage state": (damaged("garble", edit_state=garble), "cannot read"),
+        "state lacks a column": (damaged("dropcol", edit_state=drop_history), "lacks column(s) ['history_']"),
+    }
+    for case, (path, match) in cases.items():
+        with pytest.raises(ValueError, match=re.escape(path) + " is not a tsanomaly Spark model or is damaged") as info:
+            tss.load_model(spark, path)
+        assert match in str(info.value), (case, str(info.value))

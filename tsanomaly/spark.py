@@ -20,8 +20,9 @@ across Spark tasks, and each task runs the ordinary detector on its share:
 
 How it works
 ------------
-- **Fitted state in two parts.** :func:`split_state` splits any fitted
-  :class:`~tsanomaly.base.BaseDetector` into a small JSON-able *global state*
+- **Fitted state in two parts.** :func:`split_state` splits a fitted
+  :class:`~tsanomaly.base.BaseDetector` (any but one that holds fitted detectors,
+  the ensemble: it raises ``NotImplementedError``) into a small JSON-able *global state*
   (class, parameters, time grid, global threshold, model weights) and a
   *per-context* table: one row per context, one column per fitted attribute
   whose first axis is aligned with ``contexts_`` (NumPy arrays of shape
@@ -50,7 +51,8 @@ How it works
   same training scores). A context whose kept tail
   might hide scores above the selected value is re-fitted with its full tail
   (rare: it needs more than ``tail_size`` scores in the global top), which keeps
-  the result exact. ``"pot"`` is exact too (its excesses over the 0.98 quantile
+  the result exact. ``"pot"`` is exact too (its excesses over the initial quantile
+  that ``thresholds.calibrate`` uses, 0.98 or ``1 - 2 * contamination`` when lower,
   are collected to the driver in single-machine order), within ``_COLLECT_LIMIT``
   scores; ``per_context=True`` and fixed thresholds are computed in the shards.
 - **Global state broadcast once per executor.** :func:`score` broadcasts the
@@ -58,11 +60,18 @@ How it works
   *template*, cached by model id; every task copies the template and attaches
   its shard's per-context rows (joined with ``cogroup`` on the shard key).
 - **Bad contexts never fail a task.** Duplicate timestamps, infinities,
-  timestamps off the grid, no finite observation (or fewer than
+  rows without a timestamp, no finite observation (or fewer than
   ``min_observations``) mark the context with a ``reason`` and leave the others
   untouched; if the detector raises, the shard is bisected until the contexts
   that raise are isolated, and they get the exception as their ``reason``.
-  Such contexts score NaN (null in Spark) with the reason in the scores table.
+  Such contexts score NaN (null in Spark) with the reason in the scores table;
+  :meth:`SparkModel.failed` lists those found at fit. Timestamps off the grid
+  are a context's ``reason`` at score only: at fit the grid is inferred from
+  the timestamps of every context (as ``Panel.from_frame`` does), so a timestamp
+  that fits no regular grid (or not ``freq``) fails the whole fit with a
+  ValueError naming its context, before any task runs. Rows whose context
+  columns are null belong to no context: they are left out, with a warning
+  that counts them (at fit the count is kept in ``global_state["fit"]``).
 
 GPU executors
 -------------
@@ -135,11 +144,14 @@ from tsanomaly.base import (
     _DETECTOR_REGISTRY,
     BaseDetector,
     CalibrationWarning,
+    _build_detector,
+    _check_base_state,
     _decode_state,
     _encode_state,
     _to_json,
 )
 from tsanomaly.panel import Panel, _regular_grid
+from tsanomaly.validation import is_int
 
 __all__ = [
     "SparkModel",
@@ -194,6 +206,16 @@ def _check_fill(fill) -> None:
     # Shard code tests fill == "zero" and treats anything else as "nan", so a typo would pass silently.
     if fill not in ("nan", "zero"):
         raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
+
+
+def _col(name: str):
+    """Spark column ``name`` taken literally: a dot in it does not reach into a struct."""
+    functions, _ = _require_pyspark()
+    return functions.col("`" + name.replace("`", "``") + "`")
+
+
+def _cols(names) -> list:
+    return [_col(name) for name in names]
 
 
 # ====================================================================== state split / merge
@@ -327,7 +349,16 @@ def _decode_column(values, spec: dict) -> np.ndarray:
         size = int(np.prod(shape))
         arr = np.empty((n, size), dtype=store)
         for row, item in enumerate(values):
-            arr[row] = np.nan if item is None else np.asarray(item, dtype=store)
+            if item is None:
+                arr[row] = np.nan
+                continue
+            item = np.asarray(item, dtype=store)
+            if item.shape != (size,):  # a damaged state file: NumPy would broadcast one value silently
+                raise ValueError(
+                    f"per-context column {spec['column']!r} holds {item.size} values in a row where the model "
+                    f"needs {size} (shape {list(shape)}): the model's state is damaged"
+                )
+            arr[row] = item
         arr = arr.reshape((n,) + shape)
     if dtype.kind in "mM":
         return arr.astype(np.int64).view(dtype)
@@ -347,8 +378,38 @@ def _array_from_json(encoded: dict) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"]).copy()
 
 
+def _holds_detector(value) -> bool:
+    if isinstance(value, BaseDetector):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_detector(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_detector(v) for v in value.values())
+    return False
+
+
+def _refuse_nested(detector: BaseDetector) -> None:
+    """NotImplementedError for a detector whose fitted state holds fitted detectors (the ensemble).
+
+    Their per-context state would be stored as global state, aligned with the
+    original contexts, and read for whichever rows a shard holds: wrong scores,
+    silently. (:func:`fit` refuses such detectors too.)
+    """
+    nested = [name for name, value in vars(detector).items()
+              if name.endswith("_") and not name.startswith("_") and _holds_detector(value)]
+    if nested:
+        raise NotImplementedError(
+            f"{type(detector).__name__} holds fitted detectors ({', '.join(nested)}), whose per-context state "
+            "tsanomaly.spark cannot split by context; score it on one machine, or use its members one by one"
+        )
+
+
 def split_state(detector: BaseDetector, context_columns=None) -> tuple[dict, pd.DataFrame]:
     """Split a fitted detector into its global state and its per-context state.
+
+    Any fitted detector whose fitted state holds no other fitted detector: an
+    :class:`~tsanomaly.EnsembleDetector` (its members' per-context state would be
+    taken as global) raises ``NotImplementedError``.
 
     Per-context state is every fitted attribute (name ending in ``_``) that is an
     array, or a dict of arrays, whose first axis has length ``len(contexts_)``
@@ -385,6 +446,7 @@ def split_state(detector: BaseDetector, context_columns=None) -> tuple[dict, pd.
     (4, 2)
     """
     detector.check_fitted()
+    _refuse_nested(detector)
     contexts = detector.contexts_
     names = _context_names(contexts, context_columns)
     n = len(contexts)
@@ -434,10 +496,10 @@ def _template(global_state: dict, device: str | None = None, module: str | None 
     params = dict(global_state["params"])
     if device is not None:
         params["device"] = device
-    detector = cls(**params)
+    detector = _build_detector(cls, params)
     arrays = {key: _array_from_json(value) for key, value in global_state["arrays"].items()}
     for name, encoded in global_state["state"].items():
-        setattr(detector, name, _decode_state(encoded, arrays))
+        setattr(detector, name, _decode_state(encoded, arrays, name=name))
     detector.device_ = backend.resolve_device(detector.device) if device is None else device
     names = global_state["context"]
     columns = names + [spec["column"] for spec in global_state["per_context"]]
@@ -464,10 +526,48 @@ def _set_per_context(detector, specs: list, frame: pd.DataFrame, names: list[str
         setattr(detector, name, value)
 
 
-def _with_contexts(template: BaseDetector, global_state: dict, frame: pd.DataFrame) -> BaseDetector:
-    """A copy of ``template`` with the per-context rows of ``frame`` attached."""
+class _Unmatched:
+    """The label of :func:`_add_placeholder`'s context: equal to no other label."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no context>"
+
+
+def _add_placeholder(detector: BaseDetector, specs: list, names: list[str]) -> None:
+    """Give a detector without per-context rows one placeholder row that matches no context.
+
+    On one machine a fitted detector always has a context, and detectors read an
+    unseen context's per-context state at row ``max(rows, 0)``, then mask it (the
+    cold start). A score shard whose contexts were all unseen at fit has no row to
+    read there: the placeholder (zeros, under a label equal to nothing) is that
+    row, so every context of the shard stays unseen and scores as on one machine.
+    """
+    label = np.array([_Unmatched()], dtype=object)
+    detector.contexts_ = (pd.Index(label, name=names[0]) if len(names) == 1
+                          else pd.MultiIndex.from_arrays([label] * len(names), names=names))
+    for spec in specs:
+        value = getattr(detector, spec["attribute"])
+        array = value if spec["key"] is None else value[spec["key"]]
+        row = np.zeros((1,) + array.shape[1:], dtype=array.dtype)
+        if spec["key"] is None:
+            setattr(detector, spec["attribute"], row)
+        else:
+            value[spec["key"]] = row
+
+
+def _with_contexts(template: BaseDetector, global_state: dict, frame: pd.DataFrame,
+                   placeholder: bool = False) -> BaseDetector:
+    """A copy of ``template`` with the per-context rows of ``frame`` attached.
+
+    With ``placeholder``, a ``frame`` without rows gives the detector
+    :func:`_add_placeholder`'s row, so that it scores contexts unseen at fit.
+    """
     detector = copy.copy(template)
     _set_per_context(detector, global_state["per_context"], frame, global_state["context"])
+    if placeholder and not len(frame):
+        _add_placeholder(detector, global_state["per_context"], global_state["context"])
     if getattr(template, "_spark_restore_per_shard", False):
         detector._restore()
     return detector
@@ -783,15 +883,25 @@ def _missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
-def _finish(frames: list, columns: list[str], int_columns=(), bool_columns=()) -> pd.DataFrame:
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    out = out.reindex(columns=columns)
+def _finish(frames: list, columns: list[str], int_columns=(), bool_columns=(), object_columns=()) -> pd.DataFrame:
+    """The output frame of a shard: ``columns`` in order, each typed so that Arrow converts it.
+
+    ``object_columns`` (the ``array<...>`` and ``string`` columns of the schema) are object
+    columns holding None where a value is absent, whatever the frames held there (a column
+    no frame has reindexes as float NaN, which PySpark's array converter cannot iterate).
+    """
+    if frames:
+        out = pd.concat(frames, ignore_index=True).reindex(columns=columns)
+    else:  # no row: empty object columns convert to any Arrow type
+        out = pd.DataFrame({column: pd.Series([], dtype=object) for column in columns})
+    object_columns = set(object_columns)
     # Absent values must reach Arrow as nulls: None in object columns (PySpark's array
     # converter iterates anything that is not None), nullable integer and boolean dtypes.
     # (pandas 3 infers its "str" dtype for strings with None, which PySpark 4.3 cannot convert
     # when values are missing: such columns are made plain object columns.)
     for column in out.columns:
-        if out[column].dtype == object or isinstance(out[column].dtype, pd.StringDtype):
+        if (column in object_columns or out[column].dtype == object
+                or isinstance(out[column].dtype, pd.StringDtype)):
             values = _object_column([None if _missing(v) else v for v in out[column]])
             out[column] = pd.Series(values, index=out.index, dtype=object)
     for column in int_columns:
@@ -819,11 +929,15 @@ def _fit_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
                 frames.append(_fit_rows(*result, spec))
     bad = np.flatnonzero(~_usable(reasons))
     if len(bad):
+        # No state and no training score: null state columns, empty tails.
         frame = _bad_rows(data.contexts[bad], reasons[bad], names)
         frame["_n_finite"] = 0
+        frame["_tail"] = _object_column([np.zeros(0)] * len(bad))
+        frame["_tail_pos"] = _object_column([np.zeros(0, dtype=np.int32)] * len(bad))
+        frame["_tail_min"] = np.nan
         frame["_truncated"] = False
         frames.append(frame)
-    return _finish(frames, spec["columns"], spec["int_columns"], spec["bool_columns"])
+    return _finish(frames, spec["columns"], spec["int_columns"], spec["bool_columns"], spec["object_columns"])
 
 
 def _fit_global_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -856,7 +970,7 @@ def _score_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataF
     """cogroup body of :func:`score`: a shard's new rows and per-context state in, one row per context out."""
     names = spec["context"]
     if not len(new):  # contexts with state but no new data are not scored
-        return _finish([], spec["columns"])
+        return _finish([], spec["columns"], object_columns=spec["object_columns"])
     device = _task_device(spec["device"])
     template = _cached_template(spec, device)
     data = _shard_data(new, spec, None)
@@ -868,7 +982,8 @@ def _score_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataF
         for row in np.flatnonzero(where >= 0):
             if reasons[row] is None:
                 reasons[row] = f"not fitted: {failed['reason'].iloc[where[row]]}"
-    detector = _with_contexts(template, spec["global_state_light"], state.loc[fitted])
+    # A shard without a fitted context (all its contexts unseen at fit) still scores them cold.
+    detector = _with_contexts(template, spec["global_state_light"], state.loc[fitted], placeholder=True)
     detector.device_ = device
     good = np.flatnonzero(_usable(reasons))
     scores = np.full(data.values.shape, np.nan)
@@ -927,7 +1042,7 @@ def _score_rows(data: _ShardData, reasons, scores, alerts: list, spec: dict) -> 
     else:
         for column in spec["alert_columns"]:
             out[column] = _object_column([np.zeros(0)] * len(out))
-    return _finish([out], spec["columns"])
+    return _finish([out], spec["columns"], object_columns=spec["object_columns"])
 
 
 # ====================================================================== driver side
@@ -971,8 +1086,9 @@ def _explanation_column(column, kind: str, codec: str):
 
 
 def _check_columns(sdf, columns: list[str], value: str) -> None:
+    """ValueError for a missing column (the value column too, before its type is read) or a non-numeric value."""
     _, types = _require_pyspark()
-    for column in columns:
+    for column in columns + [value]:
         if column not in sdf.columns:
             raise ValueError(f"column {column!r} is missing; the DataFrame has columns {sdf.columns}")
     if not isinstance(sdf.schema[value].dataType, types.NumericType):
@@ -985,29 +1101,93 @@ _OUTPUT_NAMES = ("reason", "score", "scores", "start", "end", "peak_time", "peak
                  "threshold", "detector")
 
 
-def _check_context_names(names: list[str], extra=()) -> None:
-    clash = [n for n in names if n in _OUTPUT_NAMES or n in extra or n.startswith("_")]
+def _context_list(context) -> list[str]:
+    """The context column names as a list: at least one, each a string."""
+    names = [context] if isinstance(context, str) else list(context)
+    if not names:
+        raise ValueError("context must name at least one column (the columns that identify a series)")
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"context column names must be strings, got {bad}")
+    return names
+
+
+def _check_names(names: list[str], time: str, value: str | None = None) -> None:
+    """ValueError when a context or time column would collide with an output or internal column.
+
+    The scores table holds the context columns, the time column, ``score`` and
+    ``reason``; the alerts table the context columns and the alert columns. The
+    value column is not output, but it must be none of the others.
+    """
+    clash = [n for n in names if n in _OUTPUT_NAMES or n == time or n.startswith("_")]
     if clash:
         raise ValueError(
-            f"context column(s) {clash} clash with output columns {list(_OUTPUT_NAMES)} or with tsanomaly.spark's "
-            "internal columns (leading '_'); rename them"
+            f"context column(s) {clash} clash with the time column, with output columns {list(_OUTPUT_NAMES)} or "
+            "with tsanomaly.spark's internal columns (leading '_'); rename them"
         )
+    if time in _OUTPUT_NAMES:
+        raise ValueError(
+            f"time column {time!r} clashes with the output columns {list(_OUTPUT_NAMES)} "
+            "(the scores table would hold two columns of that name); rename it"
+        )
+    if value is not None and (value == time or value in names):
+        raise ValueError(f"value column {value!r} is also the time column or a context column")
+
+
+def _keys(names: list[str]) -> list[str]:
+    """Internal names of the context columns (``_k0``, ...) while the shards run.
+
+    PySpark's ``applyInPandas`` reads its input columns by name unquoted, so a
+    context column named ``a.b`` would be taken for a struct field; the user's
+    names come back on the outputs. (A leading ``_`` is refused in context names.)
+    """
+    return [f"_k{k}" for k in range(len(names))]
 
 
 def _prepared(sdf, names: list[str], time: str, value: str, codec: str, context_types=None):
-    """The columns a shard needs: context, ``_t`` (epoch micros or NTZ timestamp), ``_v`` (double)."""
+    """The columns a shard needs: the context columns (renamed :func:`_keys`), ``_t`` (epoch
+    micros or NTZ timestamp), ``_v`` (double). Rows without a context label are still there."""
     functions, _ = _require_pyspark()
-    t = functions.unix_micros(functions.col(time)) if codec == "ltz" else functions.col(time)
-    contexts = [functions.col(n) if context_types is None else functions.col(n).cast(context_types[n]) for n in names]
+    t = functions.unix_micros(_col(time)) if codec == "ltz" else _col(time)
+    contexts = [(_col(n) if context_types is None else _col(n).cast(context_types[n])).alias(k)
+                for n, k in zip(names, _keys(names))]
+    return sdf.select(*contexts, t.alias("_t"), _col(value).cast("double").alias("_v"))
+
+
+def _labelled(names: list[str]):
+    """Spark condition: the row has every context column (a context needs a label to carry a reason)."""
     condition = None
-    for n in names:  # a context needs a label to carry a reason: rows without one are left out
-        condition = functions.col(n).isNotNull() if condition is None else condition & functions.col(n).isNotNull()
-    return sdf.select(*contexts, t.alias("_t"), functions.col(value).cast("double").alias("_v")).where(condition)
+    for n in names:
+        condition = _col(n).isNotNull() if condition is None else condition & _col(n).isNotNull()
+    return condition
+
+
+def _unlabelled_counts(names: list[str]) -> list:
+    """Aggregates of the rows without a label: ``_unlabelled`` (any context column null), ``_null<k>`` (column k)."""
+    functions, _ = _require_pyspark()
+    return ([functions.sum((~_labelled(names)).cast("long")).alias("_unlabelled")]
+            + [functions.sum(_col(n).isNull().cast("long")).alias(f"_null{k}") for k, n in enumerate(names)])
+
+
+def _report_unlabelled(totals, names: list[str], where: str, stacklevel: int) -> int:
+    """Warn about the rows left out for a null context column (``totals``: the sums of
+    :func:`_unlabelled_counts`); returns how many rows were left out."""
+    n_rows = int(totals["_unlabelled"] or 0)
+    if n_rows:
+        per_column = ", ".join(f"{name!r} in {int(totals[f'_null{k}'])}" for k, name in enumerate(names)
+                               if totals[f"_null{k}"])
+        warnings.warn(
+            f"{n_rows} row(s) have a null context column (null {per_column}) and were left out of the {where}: "
+            "without its label a row belongs to no context, so it can neither be used nor carry a reason",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return n_rows
 
 
 def _shard_key(names: list[str], n_shards: int):
     functions, _ = _require_pyspark()
-    return functions.pmod(functions.xxhash64(*[functions.col(n) for n in names]), functions.lit(n_shards))
+    return functions.pmod(functions.xxhash64(*_cols(names)), functions.lit(n_shards))
 
 
 def _n_shards(spark, n_contexts: int, contexts_per_shard: int, n_shards: int | None) -> int:
@@ -1025,16 +1205,29 @@ def _n_shards(spark, n_contexts: int, contexts_per_shard: int, n_shards: int | N
     return max(2 * parallelism, math.ceil(n_contexts / contexts_per_shard), 1)
 
 
-def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int]:
-    """The common time grid of the history (as ``Panel.from_frame`` infers it) and a context count estimate.
+def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, int]:
+    """The common time grid of the history (as ``Panel.from_frame`` infers it), a context count
+    estimate and the number of rows left out for a null context column (with a warning).
 
     One job: rows per distinct timestamp. A context has at most one row per
-    timestamp, so the largest count estimates the number of contexts.
+    timestamp, so the largest count estimates the number of contexts. ``prepared``
+    (:func:`_prepared`: the context columns ``names`` under their :func:`_keys`)
+    still holds the rows without a context label: they are counted, and ignored.
     """
     functions, _ = _require_pyspark()
-    per_time = (prepared.where(functions.col("_t").isNotNull()).groupBy("_t")
-                .agg(functions.count(functions.lit(1)).alias("rows"))
-                .limit(_MAX_DISTINCT_TIMES + 1).toPandas())
+    keys = _keys(names)
+    labelled = _labelled(keys)
+    # The group of rows without a timestamp gets a placeholder time and a flag, so that the
+    # time column arrives without a null (a nullable bigint would reach pandas as float64).
+    stand_in = functions.lit(0) if codec == "ltz" else functions.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
+    unlabelled = ["_unlabelled"] + [f"_null{k}" for k in range(len(keys))]
+    per_time = (prepared.groupBy(functions.col("_t").alias("_t_or_null"))
+                .agg(functions.sum(labelled.cast("long")).alias("rows"), *_unlabelled_counts(keys))
+                .select(functions.coalesce(functions.col("_t_or_null"), stand_in).alias("_t"),
+                        functions.col("_t_or_null").isNull().alias("_no_time"), "rows", *unlabelled)
+                .limit(_MAX_DISTINCT_TIMES + 2).toPandas())
+    n_unlabelled = _report_unlabelled(per_time[unlabelled].sum(), names, "fit", stacklevel=3)
+    per_time = per_time[~per_time["_no_time"].astype(bool) & (per_time["rows"] > 0)]
     if not len(per_time):
         raise ValueError("the DataFrame is empty (or has no timestamp): no rows to fit on")
     if len(per_time) > _MAX_DISTINCT_TIMES:
@@ -1045,14 +1238,14 @@ def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int]:
 
     def context_of(pos):  # only called to word an error
         at = functions.col("_t") == _spark_time_literal(stamps.iloc[pos], codec)
-        value = prepared.where(at).select(*names).first()
+        value = prepared.where(at & labelled).select(*keys).first()
         return tuple(value) if len(names) > 1 else value[0]
 
     index = _regular_grid(stamps, freq, time, context_of)
     step = int(pd.Timedelta(index.freq).value)
     grid = {"start": int(index[0].value), "step": step, "n_times": len(index), "freq": index.freq.freqstr,
             "name": time}
-    return grid, int(per_time["rows"].max())
+    return grid, int(per_time["rows"].max()), n_unlabelled
 
 
 def _spark_time_literal(stamp, codec: str):
@@ -1132,6 +1325,11 @@ def _fit_mode(detector: BaseDetector) -> str:
     )
 
 
+def _object_columns(types: dict) -> list[str]:
+    """The columns of a shard's output that must be object columns (``array<...>`` and ``string``)."""
+    return [c for c, t in types.items() if t == "string" or t.startswith("array<")]
+
+
 def _ddl(name: str, spark_type: str) -> str:
     return f"`{name}` {spark_type}"
 
@@ -1161,27 +1359,34 @@ def fit(
         An (unfitted) detector whose parameters are used, or a short name for
         :func:`tsanomaly.detectors.make_detector`.
     context : str or list of str
-        Context column(s).
+        Context column(s), at least one (names may hold dots). Rows with a null
+        context column are left out, with a warning that counts them; the count
+        is ``global_state["fit"]["n_rows_without_context"]``.
     time : str
-        ``TIMESTAMP`` (read in UTC) or ``TIMESTAMP_NTZ`` column.
+        ``TIMESTAMP`` (read in UTC) or ``TIMESTAMP_NTZ`` column; not named like an
+        output column (``score``, ``reason``, ...).
     value : str
         Numeric column; null is a missing observation.
     freq : str, optional
         Grid step; inferred from the distinct timestamps as ``Panel.from_frame`` does.
+        The grid is one for all contexts: a timestamp off it, in any context,
+        fails the fit with a ValueError naming that context.
     fill : {"nan", "zero"}
         What absent buckets hold (``"zero"`` for counts).
     min_observations : int, default 1
-        Fewest finite observations a context needs to be fitted; below it the
-        context gets a ``reason`` and scores NaN.
+        Fewest finite observations a context needs to be fitted (an integer >= 0);
+        below it the context gets a ``reason`` and scores NaN.
     n_shards : int, optional
         Number of shards; default ``max(2 x default parallelism, n_contexts / contexts_per_shard)``.
     contexts_per_shard : int, default 5000
         Target shard size when ``n_shards`` is not given.
     tail_size : int, default 64
         Largest training scores each context sends to the driver's threshold
-        selection; any size gives the exact threshold, a larger one re-fits fewer contexts.
+        selection (an integer >= 1, or None for all); any size gives the exact
+        threshold, a larger one re-fits fewer contexts.
     sample_contexts : int, default 10000
-        Contexts the global model is trained on, for detectors with ``_fit_global``.
+        Contexts the global model is trained on, for detectors with ``_fit_global``
+        (an integer >= 1).
 
     Returns
     -------
@@ -1192,7 +1397,9 @@ def fit(
     Raises
     ------
     ValueError
-        Empty data, a missing or non-numeric column, timestamps that fit no grid.
+        Empty data, a missing or non-numeric column, a column named like an output
+        column, timestamps that fit no grid, an argument out of range, or no
+        context that could be fitted.
     NotImplementedError
         For a detector that fits across contexts without the two-step hooks.
     """
@@ -1208,30 +1415,38 @@ def fit(
     if detector.threshold == "pot" and not detector.per_context:
         from tsanomaly.pot import _check_params
 
-        q0, min_excesses = _pot_defaults()
+        q0, min_excesses = _pot_defaults(detector.contamination)
         _check_params(detector.contamination, q0, min_excesses)
-    names = [context] if isinstance(context, str) else list(context)
+    if not is_int(min_observations) or min_observations < 0:
+        raise ValueError(f"min_observations must be an integer >= 0, got {min_observations!r}")
+    if tail_size is not None and (not is_int(tail_size) or tail_size < 1):
+        raise ValueError(f"tail_size must be None or an integer >= 1, got {tail_size!r}")
+    if not is_int(sample_contexts) or sample_contexts < 1:
+        raise ValueError(f"sample_contexts must be an integer >= 1, got {sample_contexts!r}")
+    names = _context_list(context)
     _check_columns(sdf, names + [time], value)
-    _check_context_names(names, extra=(time,))
+    _check_names(names, time, value)
     codec = _time_codec(sdf.schema, time)
     cls = type(detector)
     mode = _fit_mode(detector)
     spark = sdf.sparkSession
-    prepared = _prepared(sdf, names, time, value, codec)
-    grid, n_estimate = _fit_grid(prepared, names, time, codec, freq)
+    everything = _prepared(sdf, names, time, value, codec)
+    grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
+    keys = _keys(names)  # the context columns' names until the state is returned
+    prepared = everything.where(_labelled(keys))
     shards = _n_shards(spark, n_estimate, contexts_per_shard, n_shards)
     params = _to_json(detector.get_params())
     spec = {
-        "context": names, "grid": grid, "time_codec": codec, "fill": fill, "min_observations": int(min_observations),
+        "context": keys, "grid": grid, "time_codec": codec, "fill": fill, "min_observations": int(min_observations),
         "class": _class_path(cls), "class_module": cls.__module__, "params": params, "device": detector.device,
         "mode": mode, "tail_size": None if tail_size is None else int(tail_size),
         "per_context_threshold": bool(detector.per_context) and isinstance(detector.threshold, str),
     }
     if mode == "global":
-        sample_keys = (prepared.select(*names).distinct()
-                       .orderBy(functions.xxhash64(*[functions.col(n) for n in names]), *names)
+        sample_keys = (prepared.select(*keys).distinct()
+                       .orderBy(functions.xxhash64(*keys), *keys)
                        .limit(int(sample_contexts)))
-        sample = prepared.join(sample_keys, names, "left_semi").withColumn("_one", functions.lit(0))
+        sample = prepared.join(sample_keys, keys, "left_semi").withColumn("_one", functions.lit(0))
         global_spec = dict(spec)
         shipped = sample.groupBy("_one").applyInPandas(
             lambda pdf: _fit_global_shard(pdf, global_spec), "global_state string").first()["global_state"]
@@ -1241,7 +1456,7 @@ def fit(
         spec["model_id"] = hashlib.sha256(shipped.encode()).hexdigest()
         broadcasts = [spec["global"]]
     else:
-        specs, explanations = _probe_specs(detector, grid, names)
+        specs, explanations = _probe_specs(detector, grid, keys)
         broadcasts = []
     spec["layout"] = _layout(specs)
     clash = {s["column"] for s in specs} & set(names)
@@ -1252,11 +1467,13 @@ def fit(
                 "_truncated": "boolean", "reason": "string", "_global": "string"}
     types = {**state_types, **internal}
     context_types = {n: sdf.schema[n].dataType.simpleString() for n in names}
-    schema = ", ".join([_ddl(n, context_types[n]) for n in names] + [_ddl(c, t) for c, t in types.items()])
-    spec["columns"] = names + list(types)
+    key_types = {k: context_types[n] for n, k in zip(names, keys)}
+    schema = ", ".join([_ddl(k, t) for k, t in key_types.items()] + [_ddl(c, t) for c, t in types.items()])
+    spec["columns"] = keys + list(types)
     spec["int_columns"] = [c for c, t in types.items() if t == "bigint"]
     spec["bool_columns"] = [c for c, t in types.items() if t == "boolean"]
-    keyed = prepared.withColumn("_shard", _shard_key(names, shards))
+    spec["object_columns"] = _object_columns({**key_types, **types})
+    keyed = prepared.withColumn("_shard", _shard_key(keys, shards))
 
     def run(frame, run_spec):
         return frame.groupBy("_shard").applyInPandas(lambda pdf: _fit_shard(pdf, run_spec), schema)
@@ -1266,17 +1483,17 @@ def fit(
     shared = [row["_global"] for row in raw.where(functions.col("_global").isNotNull())
               .select("_global").distinct().collect()]
     if not shared:
-        first = raw.where(functions.col("reason").isNotNull()).select(*names, "reason").first()
+        first = raw.where(functions.col("reason").isNotNull()).select(*keys, "reason").first()
         raise ValueError(f"no context could be fitted; for example {tuple(first[:-1])}: {first['reason']}")
     if len(shared) > 1:
         raise ValueError(_describe_shard_difference(spec["class"], shared))
 
     def refit(suspects, current):
         """``current`` with the rows of ``suspects`` fitted again, keeping every training score."""
-        again = run(keyed.join(suspects, names, "left_semi"), dict(spec, tail_size=None))
-        return current.join(suspects, names, "left_anti").unionByName(again)
+        again = run(keyed.join(suspects, keys, "left_semi"), dict(spec, tail_size=None))
+        return current.join(suspects, keys, "left_anti").unionByName(again)
 
-    global_threshold, raw, counts = _global_threshold(detector, raw, names, refit, persisted)
+    global_threshold, raw, counts = _global_threshold(detector, raw, keys, refit, persisted)
     if not math.isfinite(global_threshold):
         # As BaseDetector.fit warns (the shards calibrate on the executors, out of sight).
         warnings.warn(
@@ -1300,13 +1517,13 @@ def fit(
         "explanations": explanations,
         "data": {"time": time, "value": value, "fill": fill, "time_type": codec, "context_types": context_types},
         "fit": {"n_contexts": counts["n"], "n_failed": counts["failed"], "n_refitted_for_threshold": counts["refitted"],
-                "grid": grid, "n_shards": shards, "mode": mode},
+                "grid": grid, "n_shards": shards, "mode": mode, "n_rows_without_context": n_unlabelled},
     }
     fixed = functions.col("threshold_").isNull() | functions.isnan("threshold_")
     threshold_column = (functions.when(fixed, functions.lit(float(global_threshold)))
                         .otherwise(functions.col("threshold_")))
-    state = raw.select(*names, *[threshold_column.alias(c) if c == "threshold_" else functions.col(c)
-                                 for c in state_types], "reason")
+    state = raw.select(*[_col(k).alias(n) for k, n in zip(keys, names)],
+                       *[threshold_column.alias(c) if c == "threshold_" else _col(c) for c in state_types], "reason")
     return SparkModel(global_state, state, persisted)
 
 
@@ -1326,12 +1543,13 @@ def _describe_shard_difference(class_path: str, shared: list[str]) -> str:
     )
 
 
-def _pot_defaults() -> tuple[float, int]:
-    """``initial_quantile`` and ``min_excesses`` that ``thresholds`` uses with ``pot_threshold`` (its defaults)."""
+def _pot_defaults(contamination: float) -> tuple[float, int]:
+    """``initial_quantile`` and ``min_excesses`` that ``thresholds.calibrate`` gives ``pot_threshold``:
+    its initial quantile for this contamination (the same function), ``min_excesses`` its default."""
     from tsanomaly.pot import pot_threshold
 
     parameters = inspect.signature(pot_threshold).parameters
-    return float(parameters["initial_quantile"].default), int(parameters["min_excesses"].default)
+    return thresholds._pot_initial_quantile(contamination), int(parameters["min_excesses"].default)
 
 
 def _broadcast(spark, payload: str):
@@ -1373,7 +1591,7 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
         hidden = functions.col("_truncated")
         if deepest is not None:
             hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
-        suspects = raw.where(hidden).select(*names).persist()
+        suspects = raw.where(hidden).select(*_cols(names)).persist()
         persisted.append(suspects)
         n_suspects = suspects.count()
         if n_suspects == 0:
@@ -1451,7 +1669,7 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
     functions, _ = _require_pyspark()
     from tsanomaly.pot import fit_gpd
 
-    initial_quantile, min_excesses = _pot_defaults()
+    initial_quantile, min_excesses = _pot_defaults(risk)
     lower, upper, gamma_q = _linear_quantile_positions(n, initial_quantile)
     deep, shallow = n - 1 - lower, n - 1 - upper
     if deep >= m:
@@ -1462,8 +1680,8 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
             f"{_COLLECT_LIMIT}; use threshold='quantile' or per_context=True"
         )
     zipped = functions.explode(functions.arrays_zip("_tail", "_tail_pos")).alias("z")
-    top = (raw.select(*names, zipped).select(*names, functions.col("z._tail").alias("v"),
-                                            functions.col("z._tail_pos").alias("pos"))
+    top = (raw.select(*_cols(names), zipped).select(*_cols(names), functions.col("z._tail").alias("v"),
+                                                   functions.col("z._tail_pos").alias("pos"))
            .orderBy(functions.desc("v")).limit(deep + 1).toPandas())
     ordered = np.sort(top["v"].to_numpy(np.float64))[::-1]
     t = _lerp(ordered[deep], ordered[shallow], gamma_q)
@@ -1524,7 +1742,7 @@ class SparkModel:
     def failed(self):
         """DataFrame of the contexts that could not be fitted: context columns and ``reason``."""
         functions, _ = _require_pyspark()
-        return self.state.where(functions.col("reason").isNotNull()).select(*self.context, "reason")
+        return self.state.where(functions.col("reason").isNotNull()).select(*_cols(self.context), "reason")
 
     def to_detector(self, device: str | None = None) -> BaseDetector:
         """Collect the per-context state to the driver and rebuild a single-machine detector.
@@ -1554,22 +1772,125 @@ class SparkModel:
         self._persisted = []
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception (a Py4J error's first line says only which call failed)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("An error occurred while calling"):
+        lines = lines[1:]
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+
+
+# Fields of a saved global state: name -> type (the optional ones are checked when present).
+_GLOBAL_FIELDS = {"class": str, "params": dict, "state": dict, "arrays": dict, "per_context": list, "context": list}
+_OPTIONAL_GLOBAL_FIELDS = {"data": dict, "fit": dict, "explanations": list}
+_SPEC_FIELDS = {"attribute": str, "key": (str, type(None)), "column": str, "spark_type": str, "dtype": str,
+                "shape": list}
+
+
+def _check_global_state(global_state) -> None:
+    """ValueError (saying what is wrong) unless ``global_state`` has the structure :func:`fit` writes."""
+    if not isinstance(global_state, dict):
+        raise ValueError(f"the global state is a JSON {type(global_state).__name__}, not an object")
+    for fields, required in ((_GLOBAL_FIELDS, True), (_OPTIONAL_GLOBAL_FIELDS, False)):
+        for field, kind in fields.items():
+            if field not in global_state:
+                if required:
+                    raise ValueError(f"the global state lacks {field!r}")
+                continue
+            if not isinstance(global_state[field], kind):
+                raise ValueError(f"the global state's {field!r} is not a JSON {kind.__name__}")
+    names = global_state["context"]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"the global state's context columns {names!r} are not a list of names")
+    for spec in global_state["per_context"]:
+        if not isinstance(spec, dict) or not all(isinstance(spec.get(f), k) for f, k in _SPEC_FIELDS.items()):
+            raise ValueError(f"the global state has a malformed per-context column {spec!r}")
+        if not all(is_int(d) and d >= 0 for d in spec["shape"]):
+            raise ValueError(f"per-context column {spec['column']!r} has a malformed shape {spec['shape']!r}")
+    data = global_state.get("data", {})
+    for field in ("time", "value"):
+        if field in data and not isinstance(data[field], str):
+            raise ValueError(f"the global state's data {field!r} is not a column name")
+    if "fill" in data:
+        _check_fill(data["fill"])
+    if not isinstance(data.get("context_types", {}), dict):
+        raise ValueError("the global state's data 'context_types' is not a JSON object")
+    for item in global_state.get("explanations", []):
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or item[1] not in ("double", "bigint", "boolean", "timestamp", "string")):
+            raise ValueError(f"the global state has a malformed explanation column {item!r}")
+
+
+def _check_state_schema(state, global_state: dict) -> None:
+    """ValueError unless the per-context state has every column the model reads, with its type."""
+    needed = {name: global_state.get("data", {}).get("context_types", {}).get(name) for name in global_state["context"]}
+    needed.update({spec["column"]: spec["spark_type"] for spec in global_state["per_context"]})
+    needed["reason"] = "string"
+    have = {field.name: field.dataType.simpleString() for field in state.schema.fields}
+    missing = [column for column in needed if column not in have]
+    if missing:
+        raise ValueError(f"the per-context state lacks column(s) {missing}")
+    wrong = {column: have[column] for column, kind in needed.items() if kind is not None and have[column] != kind}
+    if wrong:
+        raise ValueError(
+            "per-context state column(s) of the wrong type: "
+            + ", ".join(f"{c} is {t}, the model needs {needed[c]}" for c, t in wrong.items())
+        )
+
+
 def load_model(spark, path: str) -> SparkModel:
     """Read a :class:`SparkModel` written by :meth:`SparkModel.save`.
 
     The detector class must be one of tsanomaly's, or already imported: as with
     :func:`tsanomaly.load`, a model file cannot make Spark import a module.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` holds no Spark model or a damaged one, naming the path and what
+        is wrong: ``global/`` missing, not one line of JSON or not a model's global
+        state; a detector class, parameters or fitted state that cannot be rebuilt
+        (the detector is built once on the driver, on the CPU, to check); ``state/``
+        unreadable, or without a column the model needs, or with another type. (The
+        per-context rows themselves are read when scoring: a row whose array has the
+        wrong length fails the scoring task, saying the state is damaged.)
     """
-    lines = [row["value"] for row in spark.read.text(f"{path}/global").collect()]
+    damaged = f"{path} is not a tsanomaly Spark model or is damaged"
+    try:
+        lines = [row["value"] for row in spark.read.text(f"{path}/global").collect()]
+    except Exception as exc:  # noqa: BLE001 - a missing path, an unreadable file: Spark's own errors
+        raise ValueError(f"{damaged}: cannot read {path}/global ({_first_line(exc)})") from exc
     if len(lines) != 1:
-        raise ValueError(f"{path}/global should hold one line of JSON, found {len(lines)}")
-    global_state = json.loads(lines[0])
-    if global_state.get("format") != SPARK_MODEL_FORMAT:
-        raise ValueError(f"{path} is not a tsanomaly Spark model (format {global_state.get('format')!r})")
+        raise ValueError(f"{damaged}: {path}/global should hold one line of JSON, found {len(lines)}")
+    try:
+        global_state = json.loads(lines[0])
+    except ValueError as exc:
+        raise ValueError(f"{damaged}: {path}/global is not valid JSON ({exc})") from exc
+    if not isinstance(global_state, dict) or global_state.get("format") != SPARK_MODEL_FORMAT:
+        found = global_state.get("format") if isinstance(global_state, dict) else type(global_state).__name__
+        raise ValueError(f"{damaged}: {path}/global is not a tsanomaly Spark model's global state ({found!r})")
     if global_state.get("version") != SPARK_MODEL_FORMAT_VERSION:
-        raise ValueError(f"{path}: Spark model version {global_state.get('version')} is not supported")
-    _detector_class(global_state["class"])
-    return SparkModel(global_state, spark.read.parquet(f"{path}/state"))
+        raise ValueError(f"{path}: Spark model version {global_state.get('version')!r} is not supported")
+    try:
+        _check_global_state(global_state)
+        # The detector the workers build, built once here: bad parameters or state fail now, not in a task.
+        template = _template(global_state, device="cpu")
+        _check_base_state(template)
+        thresholds.validate_threshold_params(template.threshold, template.contamination, template.per_context)
+        validate = getattr(template, "_validate", None)
+        if callable(validate):
+            validate()
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{damaged}: {exc}") from exc
+    try:
+        state = spark.read.parquet(f"{path}/state")
+    except Exception as exc:  # noqa: BLE001 - missing, or not Parquet: Spark's (Py4J) errors
+        raise ValueError(f"{damaged}: cannot read {path}/state ({_first_line(exc)})") from exc
+    try:
+        _check_state_schema(state, global_state)
+    except ValueError as exc:
+        raise ValueError(f"{damaged}: {exc}") from exc
+    return SparkModel(global_state, state)
 
 
 def from_detector(spark, detector: BaseDetector, context=None, time: str = "time", value: str = "value",
@@ -1585,11 +1906,18 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
         Context column names; default: the names of ``detector.contexts_``.
     time, value, fill
         The columns and fill rule :func:`score` uses by default.
+
+    Raises
+    ------
+    NotImplementedError
+        For a detector holding fitted detectors (the ensemble), as :func:`split_state`.
+    ValueError
+        For a detector fitted on a RangeIndex, or column names that clash with the outputs.
     """
     _check_fill(fill)
     global_state, frame = split_state(detector, context)
     names = global_state["context"]
-    _check_context_names(names, extra=(time,))
+    _check_names(names, time, value)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
     frame["reason"] = None
@@ -1605,7 +1933,7 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     global_state["fit"] = {"n_contexts": len(frame), "n_failed": 0, "mode": "single-machine"}
     global_state["explanations"] = _explanation_kinds(detector)
     frame = _finish([frame], list(ddl), [c for c, t in ddl.items() if t == "bigint"],
-                    [c for c, t in ddl.items() if t == "boolean"])
+                    [c for c, t in ddl.items() if t == "boolean"], _object_columns(ddl))
     return SparkModel(global_state, spark.createDataFrame(frame, schema))
 
 
@@ -1669,7 +1997,9 @@ def score(
     sdf : pyspark.sql.DataFrame
         New observations in long format, on the fitted grid after the fitted
         history (as for :meth:`BaseDetector.score`); contexts unseen at fit are
-        scored from a cold start, as on one machine.
+        scored from a cold start, as on one machine. Fitted contexts without new
+        rows are not scored (no rows in the output); rows with a null context
+        column are left out, with a warning that counts them.
     model : SparkModel
     context, time, value, fill
         Default to those given at fit.
@@ -1693,23 +2023,31 @@ def score(
     fill = fill or data.get("fill", "nan")
     _check_fill(fill)  # before any Spark work, so a typo fails at once
     functions, _ = _require_pyspark()
-    names = [context] if isinstance(context, str) else list(context or global_state["context"])
+    names = _context_list(context if context is not None else global_state["context"])
     time = time or data.get("time")
     value = value or data.get("value")
     if len(names) != len(global_state["context"]):
         raise ValueError(f"the model has context columns {global_state['context']}, got {names}")
     _check_columns(sdf, names + [time], value)
-    _check_context_names(names, extra=(time,))
+    _check_names(names, time, value)
     codec = _time_codec(sdf.schema, time)
-    state = model.state
-    if list(names) != list(global_state["context"]):  # the state's context columns follow the new names
-        state = state.select(*[functions.col(old).alias(new) for old, new in zip(global_state["context"], names)],
-                             *[c for c in state.columns if c not in global_state["context"]])
-    context_types = {n: state.schema[n].dataType.simpleString() for n in names}
-    prepared = _prepared(sdf, names, time, value, codec, context_types)
-    bounds = prepared.agg(functions.min("_t").alias("lo"), functions.max("_t").alias("hi")).first()
+    # The shards see the context columns, of the new data and of the state, under their _keys.
+    keys = _keys(names)
+    fitted_names = list(global_state["context"])
+    state = model.state.select(*[_col(old).alias(k) for old, k in zip(fitted_names, keys)],
+                               *_cols([c for c in model.state.columns if c not in fitted_names]))
+    context_types = {n: model.state.schema[old].dataType.simpleString() for n, old in zip(names, fitted_names)}
+    key_types = {k: context_types[n] for n, k in zip(names, keys)}
+    everything = _prepared(sdf, names, time, value, codec, context_types)
+    labelled = _labelled(keys)
+    # One job: the new data's time span (labelled rows) and the rows without a context label.
+    bounds = everything.agg(functions.min(functions.when(labelled, functions.col("_t"))).alias("lo"),
+                            functions.max(functions.when(labelled, functions.col("_t"))).alias("hi"),
+                            *_unlabelled_counts(keys)).first()
+    _report_unlabelled(bounds, names, "scoring", stacklevel=2)
     if bounds["lo"] is None:
         raise ValueError("the DataFrame is empty: no rows to score")
+    prepared = everything.where(labelled)
     lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
     freq = _global_attribute(global_state, "freq_")
     fit_end = pd.Timestamp(_global_attribute(global_state, "fit_end_"))
@@ -1733,30 +2071,34 @@ def score(
                    "_a_peak_score": "array<double>", "_a_threshold": "array<double>"}
     alert_types.update({f"_a_x{k}": "array<bigint>" if kind == "timestamp" else f"array<{kind}>"
                         for k, (_, kind) in enumerate(explanations)})
-    light = {k: global_state[k] for k in ("per_context", "context")}
-    light["context"] = names
+    light = {"per_context": global_state["per_context"], "context": keys}
     spec = {
-        "context": names, "grid": grid, "time_codec": codec, "fill": fill, "device": global_state["params"]["device"],
+        "context": keys, "grid": grid, "time_codec": codec, "fill": fill,
+        "device": global_state["params"].get("device", "auto"),
         "model_id": hashlib.sha256(payload.encode()).hexdigest(), "global": shipped,
         "class_module": cls.__module__, "global_state_light": light, "explanations": explanations,
-        "alert_columns": list(alert_types), "columns": names + ["reason", "scores"] + list(alert_types),
+        "alert_columns": list(alert_types), "columns": keys + ["reason", "scores"] + list(alert_types),
+        "object_columns": _object_columns({**key_types, "reason": "string", "scores": "array<double>",
+                                           **alert_types}),
     }
-    context_fields = [_ddl(n, context_types[n]) for n in names]
+    context_fields = [_ddl(k, t) for k, t in key_types.items()]
     schema = ", ".join(context_fields + [_ddl("reason", "string"), _ddl("scores", "array<double>")]
                        + [_ddl(c, t) for c, t in alert_types.items()])
     n_fitted = int(global_state.get("fit", {}).get("n_contexts", 0))
     shards = _n_shards(spark, n_fitted, contexts_per_shard, n_shards)
-    new_keyed = prepared.withColumn("_shard", _shard_key(names, shards))
-    state_keyed = state.withColumn("_shard", _shard_key(names, shards))
+    new_keyed = prepared.withColumn("_shard", _shard_key(keys, shards))
+    state_keyed = state.withColumn("_shard", _shard_key(keys, shards))
     combined = (new_keyed.groupBy("_shard").cogroup(state_keyed.groupBy("_shard"))
                 .applyInPandas(lambda new, rows: _score_shard(new, rows, spec), schema).persist())
-    exploded = combined.select(*names, "reason", functions.posexplode("scores").alias("_pos", "score"))
-    scores = exploded.select(*names, _time_at(functions.col("_pos"), grid, codec).alias(time), "score", "reason")
+    named = [_col(k).alias(n) for k, n in zip(keys, names)]  # the user's names again
+    exploded = combined.select(*named, "reason", functions.posexplode("scores").alias("_pos", "score"))
+    scores = exploded.select(*_cols(names), _time_at(functions.col("_pos"), grid, codec).alias(time), "score",
+                             "reason")
     detector_name = global_state["class"].rsplit(".", 1)[-1]
     alert = functions.explode(functions.arrays_zip(*[functions.col(c) for c in alert_types])).alias("_a")
     a = functions.col
-    alerts = combined.select(*names, alert).select(
-        *names,
+    alerts = combined.select(*named, alert).select(
+        *_cols(names),
         _time_at(a("_a._a_start"), grid, codec).alias("start"),
         _time_at(a("_a._a_end"), grid, codec).alias("end"),
         _time_at(a("_a._a_peak"), grid, codec).alias("peak_time"),
