@@ -244,6 +244,19 @@ def test_zmean_leaves_out_a_member_whose_training_scores_are_constant(fit_level,
     assert np.isnan(lone.score(new).values).all() and not lone.predict(new).values.any()
 
 
+@pytest.mark.filterwarnings("ignore:.*no training score was finite")
+@pytest.mark.parametrize("fit_level, score_level", [(0.0, 0.5), (np.nan, 3.0)])
+def test_max_leaves_out_a_member_whose_training_maximum_is_not_positive(fit_level, score_level):
+    # Nothing to divide by: the old floor of 1e-12 turned a later 0.5 into a ratio of 5e11.
+    x = np.random.default_rng(2).normal(size=(2, 300))
+    new = np.random.default_rng(3).normal(size=(2, 50))
+    base = RollingZScoreDetector(window=6, seasonal_period=None)
+    alone = EnsembleDetector(detectors=[base], combine="max").fit(x)
+    det = EnsembleDetector(detectors=[base, _FixedScores(fit_level, score_level)], combine="max").fit(x)
+    np.testing.assert_allclose(det.score(new).values, alone.score(new).values, rtol=1e-12)
+    assert det.global_threshold_ == pytest.approx(alone.global_threshold_, rel=1e-12)
+
+
 def test_zmean_scales_a_mostly_constant_member_by_its_mean_absolute_deviation():
     # 0 at nine points in ten and 1 at the tenth: a MAD of 0. With the old floor of 1e-12 the ones
     # became z-scores of 1e12, and so did the threshold; tsanomaly.scaling's floor,

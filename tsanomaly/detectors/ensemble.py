@@ -16,6 +16,8 @@ onto a common scale learnt from the training scores, then averages:
 - ``combine="max"``: a member's score is divided by the highest score it gave
   the training data; the ensemble score is the largest of these ratios, i.e. the
   verdict of the member most surprised relative to what it saw on clean data.
+  A member whose training maximum is not above 0 (all zeros, or no finite
+  training score) gives no unit to divide by and is left out.
   Suited to members that look at the same data in different ways (matrix
   profiles of a series and of its first difference), where one of them sees an
   anomaly the others miss.
@@ -228,7 +230,9 @@ class EnsembleDetector(BaseDetector):
         if self.combine == "rank":
             mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
         elif self.combine == "max":
-            mapped = scores / max(float(quantiles[-1]), 1e-12)  # quantiles[-1]: the training maximum
+            top = float(quantiles[-1])  # the training maximum
+            # Not above 0: no unit (a floor such as 1e-12 would make any later score a ratio near 1e12).
+            mapped = scores / top if top > 0 else np.full(scores.shape, np.nan)
         elif self.combine == "peak":
             mapped = scores / _second_peak(scores, self._separation(self.members_[k]))
         else:
