@@ -219,6 +219,29 @@ class BaseDetector:
     def _restore(self) -> None:
         """Rebuild non-array state after :func:`load`; the base has none."""
 
+    def _fitted_state_kinds(self) -> dict:
+        """The detector's own fitted attributes (those ``_fit`` sets) and what each must be, ``{name: kind}``.
+
+        A kind is one of ``"int"``, ``"int_list"`` (positive integers), ``"dict"``,
+        ``"index"``, ``"array"`` (numeric, any shape), ``"arrays"`` (a dict of numeric
+        arrays), ``"detectors"`` (a list of detectors); or a numeric array with one
+        row per context: ``"vector"`` (1-d), ``"matrix"`` (2-d), ``"matrices"`` (a dict
+        of 2-d arrays); or ``(that kind, rows)`` for another row count: an int, or the
+        name of an attribute listed before, whose value (an int) or length counts the
+        rows. Default: none (the base's own attributes are checked apart, at load).
+        """
+        return {}
+
+    def _check_fitted_state(self) -> None:
+        """ValueError naming the attribute unless each one of :meth:`_fitted_state_kinds` is of its kind.
+
+        :func:`load` runs it after checking the base's state and before ``_restore``,
+        so that a damaged model file fails there rather than at scoring, with a
+        TypeError or IndexError far from its cause.
+        """
+        for name, kind in self._fitted_state_kinds().items():
+            _check_state_kind(self, name, kind)
+
     # ------------------------------------------------------------------ scoring
     def check_fitted(self) -> None:
         """Raise NotFittedError unless ``fit`` has run."""
@@ -701,6 +724,7 @@ def _decode_detector(encoded: dict, arrays: dict, device: str | None = None) -> 
     for name, item in state.items():
         setattr(detector, name, _decode_state(item, arrays, device, name=name))
     _check_base_state(detector)
+    detector._check_fitted_state()
     detector.device_ = backend.resolve_device(detector.device)
     detector._restore()
     return detector
@@ -711,8 +735,8 @@ def _check_base_state(detector: "BaseDetector") -> None:
 
     A damaged value (``n_fit_times_`` of None, a threshold per context too few)
     would otherwise load fine and fail later, at scoring, with a TypeError or
-    IndexError far from its cause. The detector's own state is the detector's
-    business (its ``_restore``).
+    IndexError far from its cause. The detector's own state is checked by its
+    ``_check_fitted_state``.
     """
     def damaged(attribute):
         return ValueError(
@@ -757,6 +781,70 @@ def _check_base_state(detector: "BaseDetector") -> None:
         raise damaged("global_threshold_")
     if np.isnan(global_threshold):  # calibrate gives a number or inf, never NaN
         raise damaged("global_threshold_")
+
+
+def _is_numeric_array(value, ndim: int | None = None, rows: int | None = None) -> bool:
+    return (
+        (isinstance(value, np.ndarray) or backend.is_device_array(value))
+        and value.dtype.kind in "biuf"
+        and (ndim is None or value.ndim == ndim)
+        and (rows is None or value.shape[0] == rows)
+    )
+
+
+def _is_non_empty(value, kind: type, item) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return isinstance(value, kind) and len(value) > 0 and all(item(v) for v in items)
+
+
+# Kinds of fitted attribute (BaseDetector._fitted_state_kinds): (test, what the value must be).
+_STATE_KINDS = {
+    "int": (is_int, "an integer"),
+    "int_list": (lambda v: _is_non_empty(v, list, lambda x: is_int(x) and x >= 1), "a list of positive integers"),
+    "dict": (lambda v: isinstance(v, dict), "a JSON object"),
+    "index": (lambda v: isinstance(v, pd.Index), "an index"),
+    "array": (_is_numeric_array, "a numeric array"),
+    "arrays": (lambda v: _is_non_empty(v, dict, _is_numeric_array), "a dict of numeric arrays"),
+    "detectors": (lambda v: _is_non_empty(v, list, lambda d: isinstance(d, BaseDetector)), "a list of detectors"),
+}
+# Kinds with one row per context (or per entry of another attribute): their number of dimensions.
+_ROW_KINDS = {"vector": 1, "matrix": 2, "matrices": 2}
+
+
+def _check_state_kind(detector: "BaseDetector", name: str, kind) -> None:
+    """ValueError unless ``detector.<name>`` is of ``kind`` (see :meth:`BaseDetector._fitted_state_kinds`)."""
+    if not hasattr(detector, name):
+        raise ValueError(f"the saved fitted state of {type(detector).__name__} lacks {name}: the file is damaged")
+    value = getattr(detector, name)
+    if isinstance(kind, str) and kind in _STATE_KINDS:
+        test, expected = _STATE_KINDS[kind]
+        ok = test(value)
+    else:
+        shape, per = (kind, "contexts_") if isinstance(kind, str) else kind
+        rows = per if is_int(per) else getattr(detector, per)
+        rows = rows if is_int(rows) else len(rows)
+        ndim = _ROW_KINDS[shape]
+        arrays = f"numeric {ndim}-d array{'s' if shape == 'matrices' else ''} of {rows} rows"
+        expected = ("a dict of " if shape == "matrices" else "a ") + arrays + ("" if is_int(per) else f" (one per {per})")
+        if shape == "matrices":
+            ok = _is_non_empty(value, dict, lambda a: _is_numeric_array(a, ndim, rows))
+        else:
+            ok = _is_numeric_array(value, ndim, rows)
+    if not ok:
+        raise ValueError(
+            f"{type(detector).__name__}'s fitted {name} is {_describe(value)}, not {expected}: the file is damaged"
+        )
+
+
+def _describe(value) -> str:
+    """Short description of a fitted value for an error message (arrays by dtype and shape)."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return f"an array of shape {tuple(value.shape)} ({value.dtype})"
+    if isinstance(value, dict):
+        text = "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in value.items()) + "}"
+    else:
+        text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _params_from_json(value):

@@ -294,6 +294,13 @@ class RollingZScoreDetector(BaseDetector):
         # A point neither comparison could score (too little past) stays unscored.
         return xp.where(xp.isnan(parts).all(axis=0), xp.nan, total)
 
+    def _fitted_state_kinds(self) -> dict:
+        """Checked at load (see BaseDetector._fitted_state_kinds)."""
+        kinds = {"scale_floor_": "vector", "history_": "matrix"}
+        if self.level_window is not None:
+            kinds["component_units_"] = ("vector", 2)  # the seasonal and the level comparison
+        return kinds
+
     def _fit(self, values, panel: Panel):
         # The same two steps as tsanomaly.spark.fit takes with a level window.
         self._fit_global(values, panel)

@@ -198,6 +198,10 @@ class EnsembleDetector(BaseDetector):
             )
         return int(separation)
 
+    def _fitted_state_kinds(self) -> dict:
+        """Checked at load (see BaseDetector._fitted_state_kinds); each member checks its own state as it loads."""
+        return {"members_": "detectors", "member_quantiles_": ("matrix", "members_"), "member_scale_": ("vector", "members_")}
+
     def _fit(self, values, panel: Panel):
         self.members_ = []
         calibration = []

@@ -398,6 +398,16 @@ class LSTMAutoencoderDetector(BaseDetector):
         self._resolve_torch_device()
         self._build_models()
 
+    def _fitted_state_kinds(self) -> dict:
+        """Checked at load, before ``_restore`` builds the networks (see BaseDetector._fitted_state_kinds)."""
+        per_model = ("matrix", "n_models_")
+        return {
+            "n_models_": "int", "cluster_centers_": per_model, "weights_": "arrays", "train_loss_": "array",
+            "n_train_windows_": ("vector", "n_models_"), "pool_err_center_": per_model, "pool_err_scale_": per_model,
+            "center_": "vector", "scale_": "vector", "history_": "matrix", "cluster_": "vector",
+            "err_center_": "matrix", "err_scale_": "matrix",
+        }
+
     # -------------------------------------------------------------- fit
     def _fit(self, values, panel: Panel):
         # The same two steps as tsanomaly.spark.fit, so that a Spark fit whose sample

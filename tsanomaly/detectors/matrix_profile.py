@@ -610,6 +610,13 @@ class MatrixProfileDetector(BaseDetector):
             return scores
         return _trailing_nanmean(scores, lag + 1)[:, lag:]
 
+    def _fitted_state_kinds(self) -> dict:
+        """Checked at load (see BaseDetector._fitted_state_kinds); ``scale_`` is None when z-normalised."""
+        kinds = {"history_": "matrix", "past_points_": "vector"}
+        if not self.normalize:
+            kinds["scale_"] = "vector"
+        return kinds
+
     # -------------------------------------------------------------- fit / score
     def _fit(self, values, panel: Panel):
         m, _ = self._validate()

@@ -1013,6 +1013,18 @@ class STLDetector(BaseDetector):
         if "level_noise" in state:
             state["level_spread"] = xp.maximum(state["level_spread"], inflation * state["level_noise"])
 
+    def _fitted_state_kinds(self) -> dict:
+        """Checked at load (see BaseDetector._fitted_state_kinds)."""
+        kinds = {
+            "periods_": "int_list", "decomposition_": "dict", "skipped_contexts_": "index", "robust_fit_": "vector",
+            "holdout_": "int", "holdout_folds_": "int", "scale_inflation_": "vector", "level_": "vector",
+            "slope_": "vector", "seasonal_shape_": "matrices", "scale_": "matrix",
+        }
+        if self.variance_window != 0:  # the windowed scores are on (_window() > 0)
+            kinds.update(level_center_="matrix", level_spread_="vector", dispersion_center_="matrix",
+                         dispersion_spread_="vector", dispersion_floor_="vector", recent_values_="matrix")
+        return kinds
+
     # -------------------------------------------------------------- fit
     def _fit(self, values, panel):
         self._validate()
