@@ -224,6 +224,18 @@ class _FixedScores(BaseDetector):
         return self._scores(values.shape, self.score_level)
 
 
+def _beside_a_baseline(member, combine):
+    """(ensemble of a baseline and ``member``, the baseline's ensemble alone, new data), fitted."""
+    x = np.random.default_rng(2).normal(size=(2, 300))
+    new = np.random.default_rng(3).normal(size=(2, 50))
+    base = RollingZScoreDetector(window=6, seasonal_period=None)
+    alone = EnsembleDetector(detectors=[base], combine=combine).fit(x)
+    det = EnsembleDetector(detectors=[base, member], combine=combine).fit(x)
+    np.testing.assert_allclose(det.score(new).values, alone.score(new).values, rtol=1e-12)
+    assert det.global_threshold_ == pytest.approx(alone.global_threshold_, rel=1e-12)
+    return det, x, new
+
+
 # Where no training score is finite, fit may warn that nothing can alert: that is the point here.
 @pytest.mark.filterwarnings("ignore:.*no training score was finite")
 @pytest.mark.parametrize("fit_level, score_level", [(5.0, 5.0 + 1e-6), (0.0, 0.5), (np.nan, 3.0)])
@@ -231,14 +243,8 @@ def test_zmean_leaves_out_a_member_whose_training_scores_are_constant(fit_level,
     # Its training scores say nothing about what spread is normal. The old scale floor of 1e-12
     # made a change of 1e-6 a z-score of 1e6 (an alert at every point); a member with no finite
     # training score was measured against a single 0 with the same floor.
-    x = np.random.default_rng(2).normal(size=(2, 300))
-    new = np.random.default_rng(3).normal(size=(2, 50))
-    base = RollingZScoreDetector(window=6, seasonal_period=None)
-    alone = EnsembleDetector(detectors=[base], combine="zmean").fit(x)
-    det = EnsembleDetector(detectors=[base, _FixedScores(fit_level, score_level)], combine="zmean").fit(x)
+    det, x, new = _beside_a_baseline(_FixedScores(fit_level, score_level), "zmean")
     assert np.isnan(det.member_scale_[1])
-    np.testing.assert_allclose(det.score(new).values, alone.score(new).values, rtol=1e-12)
-    assert det.global_threshold_ == pytest.approx(alone.global_threshold_, rel=1e-12)
     # Alone, such a member leaves every point unscored: nothing can fire.
     lone = EnsembleDetector(detectors=[_FixedScores(fit_level, score_level)], combine="zmean").fit(x)
     assert np.isnan(lone.score(new).values).all() and not lone.predict(new).values.any()
@@ -248,13 +254,7 @@ def test_zmean_leaves_out_a_member_whose_training_scores_are_constant(fit_level,
 @pytest.mark.parametrize("fit_level, score_level", [(0.0, 0.5), (np.nan, 3.0)])
 def test_max_leaves_out_a_member_whose_training_maximum_is_not_positive(fit_level, score_level):
     # Nothing to divide by: the old floor of 1e-12 turned a later 0.5 into a ratio of 5e11.
-    x = np.random.default_rng(2).normal(size=(2, 300))
-    new = np.random.default_rng(3).normal(size=(2, 50))
-    base = RollingZScoreDetector(window=6, seasonal_period=None)
-    alone = EnsembleDetector(detectors=[base], combine="max").fit(x)
-    det = EnsembleDetector(detectors=[base, _FixedScores(fit_level, score_level)], combine="max").fit(x)
-    np.testing.assert_allclose(det.score(new).values, alone.score(new).values, rtol=1e-12)
-    assert det.global_threshold_ == pytest.approx(alone.global_threshold_, rel=1e-12)
+    _beside_a_baseline(_FixedScores(fit_level, score_level), "max")
 
 
 def test_zmean_scales_a_mostly_constant_member_by_its_mean_absolute_deviation():
