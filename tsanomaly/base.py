@@ -380,8 +380,7 @@ class BaseDetector:
         scores = self.score(panel)
         rows = self.context_rows(scores)
         values = backend.to_numpy(scores.values)
-        with np.errstate(invalid="ignore"):
-            flags = values > self._thresholds_for(rows)[:, None]
+        flags = thresholds.above_threshold(values, self._thresholds_for(rows)[:, None])
         return Panel(flags, scores.contexts, scores.index)
 
     def alerts(self, panel, scores: Panel | None = None) -> pd.DataFrame:
@@ -417,8 +416,7 @@ class BaseDetector:
         rows = self.context_rows(panel)
         score_values = _checked_scores(scores, panel)
         per_row = self._thresholds_for(rows)
-        with np.errstate(invalid="ignore"):
-            flags = score_values > per_row[:, None]
+        flags = thresholds.above_threshold(score_values, per_row[:, None])
         ctx_rows, starts, ends = _runs(flags)
         # Peak of each run: argmax of the score inside [start, end].
         peak_pos = np.empty(len(ctx_rows), dtype=np.int64)

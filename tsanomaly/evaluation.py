@@ -113,7 +113,7 @@ import pandas as pd
 from tsanomaly import backend, metrics
 from tsanomaly.panel import Panel
 from tsanomaly.periods import estimate_period
-from tsanomaly.thresholds import suppress_repeats
+from tsanomaly.thresholds import above_threshold, suppress_repeats
 
 __all__ = [
     "BENCHMARK_DETECTORS",
@@ -344,8 +344,7 @@ def score_series(
     # The detector's calibrated threshold for this (its only) context; the same flags as
     # detector.predict(new), without scoring the data a second time.
     threshold = float(np.asarray(backend.to_numpy(detector.threshold_), dtype=np.float64).ravel()[0])
-    with np.errstate(invalid="ignore"):
-        new_flags = np.isfinite(new_scores) & (new_scores > threshold)
+    new_flags = np.isfinite(new_scores) & above_threshold(new_scores, threshold)
     reduced_scores = np.concatenate([np.full(reduced_train, np.nan), new_scores])
     reduced_flags = np.concatenate([np.zeros(reduced_train, dtype=bool), new_flags])
     scores = np.repeat(reduced_scores, factor)[:n]
@@ -391,8 +390,7 @@ def _point_metrics(record, result: SeriesScores, centred: bool = False) -> dict:
     scores, flags = result.scores, result.flags
     if centred and result.location_scores is not None and result.location_scores is not result.scores:
         scores = result.location_scores
-        with np.errstate(invalid="ignore"):
-            flags = np.isfinite(scores) & (scores > result.threshold)
+        flags = np.isfinite(scores) & above_threshold(scores, result.threshold)
     labels, scores, flags = record.labels[part], scores[part], flags[part]
     row = {"auc_roc": np.nan, "auc_pr": np.nan, "vus_pr": np.nan, "range_f1": np.nan}
     if labels.any() and not labels.all():

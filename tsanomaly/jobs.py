@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import io as tsio
+from tsanomaly import thresholds
 from tsanomaly.base import BaseDetector, CalibrationWarning
 from tsanomaly.base import load as load_detector
 from tsanomaly.panel import Panel
@@ -704,11 +705,10 @@ def scores_frame(result: ScoreResult) -> pd.DataFrame:
     frame = result.panel.to_frame(value=cols.value, time=cols.time, dropna=False)
     frame.columns = list(cols.context) + [cols.time, cols.value]
     scores = result.scores.to_numpy().reshape(-1)
-    thresholds = result.detector._thresholds_for(result.detector.context_rows(result.panel))
+    context_thresholds = result.detector._thresholds_for(result.detector.context_rows(result.panel))
     frame["score"] = scores
-    frame["threshold"] = np.repeat(thresholds, result.panel.n_times)
-    with np.errstate(invalid="ignore"):
-        frame["flag"] = scores > frame["threshold"].to_numpy()
+    frame["threshold"] = np.repeat(context_thresholds, result.panel.n_times)
+    frame["flag"] = thresholds.above_threshold(scores, frame["threshold"].to_numpy())
     keep = np.isfinite(frame[cols.value].to_numpy()) | np.isfinite(scores)
     return frame[keep].reset_index(drop=True)
 

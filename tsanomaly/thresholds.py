@@ -35,9 +35,28 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.validation import check_flag, is_finite_real, is_int
 
-__all__ = ["THRESHOLD_METHODS", "calibrate", "suppress_repeats", "validate_threshold_params"]
+__all__ = ["THRESHOLD_METHODS", "above_threshold", "calibrate", "suppress_repeats", "validate_threshold_params"]
 
 THRESHOLD_METHODS = ("quantile", "pot")
+
+def above_threshold(scores, threshold) -> np.ndarray:
+    """The alert rule, written once: ``scores > threshold`` (NaN scores are False).
+
+    Parameters
+    ----------
+    scores : ndarray of float
+        Scores, any shape.
+    threshold : float or ndarray of float
+        A threshold broadcastable against ``scores`` (per context: shape (n_contexts, 1)).
+
+    Returns
+    -------
+    ndarray of bool
+        Same shape as ``scores``.
+    """
+    with np.errstate(invalid="ignore"):
+        return scores > threshold
+
 
 # A context needs at least this many finite training scores for its own threshold.
 MIN_SCORES_PER_CONTEXT = 50
