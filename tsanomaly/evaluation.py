@@ -141,7 +141,9 @@ LSTM_MAX_POINTS = 2000
 STL_MAX_PERIOD = 128
 
 #: NAB alerts: a score counts as a new incident only when it beats the last this-many periods.
-#: Measured on the 41 NAB files (baseline, standard profile): 1 period 49, 2 52, 4 53.5, 8 54.
+#: Measured on the 41 NAB files (baseline, standard profile): 1 period 49, 2 52, 4 53.5, 8 54
+#: with the seasonal part alone; with the level part and the Gaussian floor 2 60.7, 4 64.4,
+#: 5 65.5, 6 63.3, 8 64.9 (a ragged optimum: see docs/ACCURACY_EXPERIMENTS.md).
 NAB_REFRACTORY_PERIODS = 4
 
 #: The baseline's level window (each point also compared with the last this-many periods, all

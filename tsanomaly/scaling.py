@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from tsanomaly import backend
 
-__all__ = ["MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "robust_center_scale"]
+__all__ = ["MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "nanmedian", "robust_center_scale"]
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian data.
 MAD_TO_SIGMA = 1.4826
@@ -26,6 +28,52 @@ MEAN_ABS_TO_SIGMA = 1.2533
 # from 0.86 to 0.72.
 _MEAN_DEV_FLOOR = 1.0
 _REL_SCALE_FLOOR = 1e-3
+
+
+def nanmedian(x, axis=-1, keepdims=False):
+    """Median along ``axis`` ignoring NaN, without a warning: NaN where a slice has no finite value.
+
+    Equal to ``numpy.nanmedian`` (the mean of the two middle values of an even count), and
+    what every detector's robust statistics call.  Why not ``numpy.nanmedian`` itself: on
+    slices shorter than 600 values -- the rows of a panel of short series, the past windows
+    of the baseline -- it sorts through masked arrays, 5-10 times slower than one sort of the
+    whole block (NaN sorts last, so the ``k`` finite values of a slice are its first ``k``).
+    On 20,000 contexts x 360 hours that was 18 of the baseline's 20 s of fitting.  CuPy
+    arrays go to ``cupy.nanmedian``.
+
+    Parameters
+    ----------
+    x : array (NumPy or CuPy)
+        Values; NaN = missing.
+    axis : int, default -1
+        The axis to reduce.
+    keepdims : bool, default False
+        Keep ``axis`` with length 1.
+
+    Returns
+    -------
+    array of ``x``'s shape without ``axis`` (or with it of length 1), of ``x``'s float dtype
+        (float64 for integers), of ``x``'s module.
+    """
+    xp = backend.array_module(x)
+    if xp is not np:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, as intended
+            return xp.nanmedian(x, axis=axis, keepdims=keepdims)
+    moved = np.moveaxis(np.asarray(x), axis, -1)
+    if not np.issubdtype(moved.dtype, np.floating):
+        moved = moved.astype(np.float64)
+    if moved.shape[-1] == 0:
+        median = np.full(moved.shape[:-1], np.nan, dtype=moved.dtype)
+    else:
+        ordered = np.sort(moved, axis=-1)
+        n_finite = moved.shape[-1] - np.isnan(moved).sum(axis=-1)
+        low = np.take_along_axis(ordered, np.maximum((n_finite - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+        high = np.take_along_axis(ordered, (n_finite // 2)[..., None], axis=-1)[..., 0]
+        with np.errstate(invalid="ignore", over="ignore"):  # -inf and inf in the middle: NaN, as NumPy's
+            median = np.where(n_finite % 2 == 1, low, (low + high) / 2)
+        median = np.where(n_finite > 0, median, np.nan)
+    return np.expand_dims(median, axis) if keepdims else median
 
 
 def robust_center_scale(values):
@@ -48,11 +96,11 @@ def robust_center_scale(values):
     center, scale : arrays of shape (n_contexts,), of the same array module.
     """
     xp = backend.array_module(values)
+    center = nanmedian(values, axis=1)  # all-NaN rows give NaN, replaced below
+    dev = xp.abs(values - center[:, None])
+    mad = MAD_TO_SIGMA * nanmedian(dev, axis=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, replaced below
-        center = xp.nanmedian(values, axis=1)
-        dev = xp.abs(values - center[:, None])
-        mad = MAD_TO_SIGMA * xp.nanmedian(dev, axis=1)
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean_dev = MEAN_ABS_TO_SIGMA * xp.nanmean(dev, axis=1)
     center = xp.nan_to_num(center, nan=0.0)
     scale = xp.maximum(xp.nan_to_num(mad, nan=0.0), _MEAN_DEV_FLOOR * xp.nan_to_num(mean_dev, nan=0.0))

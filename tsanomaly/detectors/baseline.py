@@ -16,7 +16,7 @@ import numpy as np
 from tsanomaly import backend, thresholds
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import MAD_TO_SIGMA
+from tsanomaly.scaling import MAD_TO_SIGMA, nanmedian
 from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = [
@@ -102,10 +102,8 @@ def rolling_robust_zscore(
         hi = min(n_ctx, lo + rows_per_block)
         past = x[lo:hi][:, past_pos]  # (rows, n_anchors, window)
         past = xp.where(valid[None], past, xp.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN, as intended
-            median = xp.nanmedian(past, axis=2)
-            mad = xp.nanmedian(xp.abs(past - median[..., None]), axis=2)
+        median = nanmedian(past, axis=2)  # all-NaN windows give NaN, as intended
+        mad = nanmedian(xp.abs(past - median[..., None]), axis=2)
         count = xp.isfinite(past).sum(axis=2)
         scale = xp.maximum(MAD_TO_SIGMA * mad, scale_floor[lo:hi, None])
         z = (x[lo:hi, n_times - n_out :] - median[:, which]) / scale[:, which]
@@ -116,10 +114,8 @@ def rolling_robust_zscore(
 def robust_scale(x, axis=-1):
     """1.4826 x median absolute deviation along ``axis``, ignoring NaN (NumPy or CuPy)."""
     xp = backend.array_module(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        median = xp.nanmedian(x, axis=axis, keepdims=True)
-        return MAD_TO_SIGMA * xp.nanmedian(xp.abs(x - median), axis=axis)
+    median = nanmedian(x, axis=axis, keepdims=True)
+    return MAD_TO_SIGMA * nanmedian(xp.abs(x - median), axis=axis)
 
 
 class RollingZScoreDetector(BaseDetector):
@@ -357,7 +353,5 @@ class RollingZScoreDetector(BaseDetector):
         n_kept = x.shape[1] - values.shape[1]
         past_pos = (n_kept + peak_pos)[:, None] - self._lag() * np.arange(1, self.window + 1)[None, :]
         past = np.where(past_pos >= 0, x[ctx_rows[:, None], np.maximum(past_pos, 0)], np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            expected = np.nanmedian(past, axis=1)
+        expected = nanmedian(past, axis=1)
         return {"expected": expected, "observed": values[ctx_rows, peak_pos]}

@@ -21,7 +21,7 @@ import numpy as np
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
+from tsanomaly.scaling import MAD_TO_SIGMA, nanmedian, robust_center_scale
 from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = ["LSTMAutoencoderDetector", "PRECISIONS", "TOLERANCE"]
@@ -677,10 +677,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         ``_ERR_SCALE_FLOOR_FRACTION`` of the cluster's pooled scale.
         """
         errs = held_out.cpu().numpy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # contexts without finite errors give NaN
-            center = np.nanmedian(errs, axis=1)
-            scale = MAD_TO_SIGMA * np.nanmedian(np.abs(errs - center[:, None, :]), axis=1)
+        center = nanmedian(errs, axis=1)  # contexts without finite errors give NaN
+        scale = MAD_TO_SIGMA * nanmedian(np.abs(errs - center[:, None, :]), axis=1)
         pool_center = np.asarray(self.pool_err_center_)[cluster]
         pool_scale = np.asarray(self.pool_err_scale_)[cluster]
         missing = ~(np.isfinite(center) & np.isfinite(scale))

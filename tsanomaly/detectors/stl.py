@@ -30,7 +30,7 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.detectors.baseline import score_direction
-from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA
+from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA, nanmedian
 from tsanomaly.validation import check_flag, is_finite_real, is_int
 
 __all__ = ["decompose", "Decomposition", "STLDetector"]
@@ -496,12 +496,6 @@ def _poisson_deviance(count, mu, xp):
     return xp.sign(x - m) * xp.sqrt(xp.maximum(2.0 * term, 0.0))
 
 
-def _nanmedian_rows(x, xp):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as intended
-        return xp.nanmedian(x, axis=-1)
-
-
 def _nanmean_rows(x, xp):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as intended
@@ -510,8 +504,8 @@ def _nanmean_rows(x, xp):
 
 def _robust_scale(x, xp):
     """1.4826 x MAD along the last axis, ignoring NaN; NaN where nothing is finite."""
-    med = _nanmedian_rows(x, xp)
-    return MAD_TO_SIGMA * _nanmedian_rows(xp.abs(x - med[..., None]), xp)
+    med = nanmedian(x)
+    return MAD_TO_SIGMA * nanmedian(xp.abs(x - med[..., None]))
 
 
 def _by_phase(x, period, xp):
@@ -558,7 +552,7 @@ def _rolling_block(x, window, xp):
     """:func:`_rolling_stats` of a block of rows, for the windows that end at columns ``window - 1`` on."""
     n_ctx = x.shape[0]
     finite = xp.isfinite(x)
-    center = xp.nan_to_num(_nanmedian_rows(x, xp), nan=0.0)
+    center = xp.nan_to_num(nanmedian(x), nan=0.0)
     y = xp.where(finite, x - center[:, None], 0.0)
     zero = xp.zeros((n_ctx, 1))
 
@@ -1096,8 +1090,8 @@ class STLDetector(BaseDetector):
             # Sparse counts: the bisquare's cut-off (6 x median |remainder|) below one event at the
             # median count means the robust fit rejects ordinary count noise and its LOESS fits
             # extrapolate from a few points; decompose those contexts without robustness weights.
-            cut = _BISQUARE_SCALE * _nanmedian_rows(xp.abs(remainder), xp)
-            typical = xp.floor(xp.nan_to_num(_nanmedian_rows(values, xp), nan=0.0))
+            cut = _BISQUARE_SCALE * nanmedian(xp.abs(remainder))
+            typical = xp.floor(xp.nan_to_num(nanmedian(values), nan=0.0))
             one_event = _forward(typical + 1.0, self.transform, xp) - _forward(typical, self.transform, xp)
             collapsed = (cut < one_event) & ~skipped
             if bool(collapsed.any()):
@@ -1117,7 +1111,7 @@ class STLDetector(BaseDetector):
             edge = cfg.seasonal[k] // 2  # the last cycles of each cycle-subseries are one-sided fits
             hi = min(n, max(n - edge * period, n_cyc * period))
             lo = hi - n_cyc * period
-            table = _nanmedian_rows(_by_phase(seasonal[k][:, lo:hi], period, xp), xp)
+            table = nanmedian(_by_phase(seasonal[k][:, lo:hi], period, xp))
             shape[str(period)] = xp.roll(table, lo % period, axis=1)  # phase of column lo is lo mod period
 
         def seasonal_at(start, length):
@@ -1130,9 +1124,9 @@ class STLDetector(BaseDetector):
         # to the end by the slope (the change of that median from the cycles before)
         deseasonalised = z - seasonal_at(0, n)
         span = min(n, int(self.level_seasons) * p_min)
-        recent = _nanmedian_rows(deseasonalised[:, n - span:], xp)
+        recent = nanmedian(deseasonalised[:, n - span:])
         if n >= 2 * span:
-            slope = (recent - _nanmedian_rows(deseasonalised[:, n - 2 * span:n - span], xp)) / span
+            slope = (recent - nanmedian(deseasonalised[:, n - 2 * span:n - span])) / span
             slope = xp.where(xp.isfinite(slope), slope, 0.0)
         else:
             slope = xp.zeros(n_ctx)
@@ -1151,7 +1145,7 @@ class STLDetector(BaseDetector):
         elif self.transform is None:
             # without a transform a flat history still needs a positive scale: a
             # millionth of its level, far above the rounding of the decomposition
-            size = xp.nan_to_num(_nanmedian_rows(xp.abs(z), xp), nan=0.0)
+            size = xp.nan_to_num(nanmedian(xp.abs(z)), nan=0.0)
             scale = xp.maximum(scale, 1e-6 * xp.maximum(size, 1.0)[:, None])
         state = {"level": level, "slope": slope, "shape": shape, "scale": scale}
 
@@ -1165,13 +1159,13 @@ class STLDetector(BaseDetector):
 
         w = self._window()
         if w:
-            typical_scale = xp.nan_to_num(_nanmedian_rows(point_scale, xp), nan=1.0)
+            typical_scale = xp.nan_to_num(nanmedian(point_scale), nan=1.0)
             floor = _MIN_DISPERSION * typical_scale
             mean_w, sd_w = _rolling_stats(z, w, xp)
             # low variance: log dispersion per phase of the window's last point
             log_disp = self._log_dispersion(mean_w, sd_w, floor, xp)
             by_phase = _by_phase(log_disp, p_min, xp)
-            center = _nanmedian_rows(by_phase, xp)
+            center = nanmedian(by_phase)
             # one spread per context, over all its windows: a per-phase spread from a few dozen
             # windows is too noisy for a z-score's denominator
             spread = _robust_scale((by_phase - center[..., None]).reshape(n_ctx, -1), xp)
@@ -1179,7 +1173,7 @@ class STLDetector(BaseDetector):
             # level shift: window means per phase; one spread per context (mean absolute deviation,
             # which -- unlike the MAD -- sees a weekly minority of quieter days), at least the noise
             # of a mean of w points
-            level_center = _nanmedian_rows(_by_phase(mean_w, p_min, xp), xp)
+            level_center = nanmedian(_by_phase(mean_w, p_min, xp))
             gap = mean_w - _phase_values(level_center, 0, n, xp)
             level_spread = MEAN_ABS_TO_SIGMA * _nanmean_rows(xp.abs(gap), xp)
             level_noise = typical_scale / math.sqrt(w)
