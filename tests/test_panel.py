@@ -28,6 +28,26 @@ def test_from_frame_aligns_contexts_on_one_grid():
     np.testing.assert_array_equal(panel.values[1], [10, 11, np.nan, 13])  # has a gap
 
 
+def test_every_row_lands_in_its_cell_whatever_the_row_order():
+    # Two context columns whose order of first appearance is not their sorted order, one
+    # of them an integer whose sorted order differs from its text's (9 < 10), and a
+    # (country, asn) pair whose parts each occur in other pairs.
+    rng = np.random.default_rng(3)
+    rows = [
+        (country, asn, ts, float(rng.integers(100)))
+        for country, asn in [("US", 10), ("BR", 9), ("US", 9), ("DE", 10), ("BR", 10)]
+        for ts in pd.date_range("2024-01-01", periods=6, freq="h")
+        if rng.random() > 0.3
+    ]
+    frame = pd.DataFrame(rows, columns=["country", "asn", "ts", "logins"]).sample(frac=1, random_state=0)
+    panel = Panel.from_frame(frame, context=["country", "asn"], time="ts", value="logins")
+    assert list(panel.contexts) == [("BR", 9), ("BR", 10), ("DE", 10), ("US", 9), ("US", 10)]
+    assert panel.contexts.names == ["country", "asn"]
+    for country, asn, ts, logins in rows:
+        assert panel.values[panel.contexts.get_loc((country, asn)), panel.index.get_loc(ts)] == logins
+    assert np.isfinite(panel.values).sum() == len(rows)  # no other cell filled
+
+
 def test_fill_zero_for_counts():
     panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="zero")
     np.testing.assert_array_equal(panel.values, [[10, 11, 0, 13], [0, 0, 5, 6]])  # AS1, AS2

@@ -205,27 +205,23 @@ class Panel:
         # One unit for the integer arithmetic of the grid (pandas may parse to us or s).
         stamps = stamps.dt.as_unit("ns")
 
-        keys = df[context_cols].copy()
-        keys["__time__"] = stamps.to_numpy()
-        dup = keys.duplicated(keep=False)
+        grid = _regular_grid(stamps, freq, time, context_of)
+
+        # Integer codes of each row's context (contexts sorted, so that the same data always
+        # gives the same row order) and time bucket. Codes rather than labels: hashing and
+        # looking up millions of string labels took most of the time and memory here.
+        context_codes, contexts = _context_codes(df, context_cols)
+        time_codes = grid.get_indexer(stamps)
+
+        # The same (context, bucket) twice: counted per cell of the panel.
+        cells = context_codes * len(grid) + time_codes
+        dup = np.bincount(cells, minlength=len(contexts) * len(grid))[cells] > 1
         if dup.any():
-            pos = int(np.flatnonzero(dup.to_numpy())[0])
+            pos = int(np.flatnonzero(dup)[0])
             raise ValueError(
                 f"duplicate rows for context {context_of(pos)!r} at {stamps.iloc[pos]} "
                 f"(columns {context_cols + [time]}); aggregate them first, e.g. df.groupby(...).sum()"
             )
-
-        grid = _regular_grid(stamps, freq, time, lambda pos: context_of(pos))
-
-        # Contexts are sorted so that the same data always gives the same row order.
-        if len(context_cols) == 1:
-            row_keys = pd.Index(df[context_cols[0]])
-            contexts = pd.Index(pd.unique(row_keys), name=context_cols[0]).sort_values()
-        else:
-            row_keys = pd.MultiIndex.from_frame(df[context_cols])
-            contexts = row_keys.unique().sort_values()
-        context_codes = contexts.get_indexer(row_keys)
-        time_codes = grid.get_indexer(stamps)
 
         values = np.full((len(contexts), len(grid)), 0.0 if fill == "zero" else np.nan)
         values[context_codes, time_codes] = numeric.to_numpy()
@@ -405,6 +401,32 @@ def _time_grid(index) -> pd.Index:
         if freq is None:
             raise ValueError("Panel index: the timestamps fit no regular frequency")
     return pd.DatetimeIndex(index, freq=freq)
+
+
+def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd.Index]:
+    """Each row's position among the sorted distinct contexts, and those contexts.
+
+    Returns
+    -------
+    codes : int64 array, shape (n_rows,)
+    contexts : pandas.Index (one column) or MultiIndex (several), sorted; a missing label is
+        a context of its own, sorted last.
+    """
+    per_column = [pd.factorize(df[col], sort=True, use_na_sentinel=False) for col in context_cols]
+    if len(per_column) == 1:
+        codes, labels = per_column[0]
+        return codes.astype(np.int64, copy=False), pd.Index(labels, name=context_cols[0])
+    # Several columns: combine the codes column by column, renumbering the distinct pairs at
+    # each step (sorted, so the order is lexicographic), which keeps the numbers below n_rows.
+    combined = np.zeros(len(df), dtype=np.int64)
+    for codes, labels in per_column:
+        combined, _ = pd.factorize(combined * len(labels) + codes, sort=True)
+    distinct_rows = np.unique(combined, return_index=True)[1]
+    level_codes = [codes[distinct_rows] for codes, _ in per_column]
+    contexts = pd.MultiIndex(
+        levels=[labels for _, labels in per_column], codes=level_codes, names=context_cols, verify_integrity=False
+    )
+    return combined.astype(np.int64, copy=False), contexts
 
 
 def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.DatetimeIndex:
