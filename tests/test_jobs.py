@@ -585,3 +585,18 @@ def test_verbose_after_the_sub_command_logs(tables, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="tsanomaly"):
         assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--verbose")) == 0
     assert any("saved the model" in r.getMessage() for r in caplog.records)
+
+
+def test_frame_to_panel_leaves_the_callers_frame_as_it_was():
+    # The job turns context labels into text on its own selection of the columns, not on the
+    # caller's frame (an integer ASN column stays integer for the caller).
+    frame = pd.DataFrame({
+        "asn": [13335, 13335, 15169],
+        "ts": ["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 00:00"],
+        "logins": [1.0, 2.0, 3.0],
+        "other": ["a", "b", "c"],
+    })
+    before = frame.copy()
+    panel = jobs.frame_to_panel(frame, jobs.JobColumns.parse("asn", "ts", "logins", "zero"))
+    assert list(panel.contexts) == ["13335", "15169"]
+    pd.testing.assert_frame_equal(frame, before)

@@ -306,7 +306,10 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
             raise ValueError(f"{source}: column {col!r} is missing; it has columns {list(frame.columns)}")
     if len(frame) == 0:
         raise ValueError(f"{source} has no rows")
-    frame = frame[columns.columns()].copy()
+    # A shallow copy: the context columns are replaced below, never written into, so the caller's
+    # frame stays as it was without a deep copy of millions of rows (pandas 3 copies on write;
+    # pandas 2 already copied in the selection, and the copy keeps it from warning).
+    frame = frame[columns.columns()].copy(deep=False)
     for col in columns.context:
         missing = frame[col].isna().to_numpy()
         if missing.any():
