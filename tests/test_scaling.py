@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tsanomaly.scaling import nanmedian, robust_center_scale
+from tsanomaly.scaling import lerp, linear_quantile_positions, nanmedian, nanquantile, robust_center_scale
 
 
 def test_nanmedian_hand_worked_rows():
@@ -44,6 +44,44 @@ def test_nanmedian_of_empty_slices_and_all_nan_rows_warns_nothing():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(nanmedian(np.empty((3, 0))), [np.nan] * 3)
         np.testing.assert_array_equal(nanmedian(np.full((2, 4), np.nan)), [np.nan, np.nan])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 997, 1000, 12345])
+@pytest.mark.parametrize("q", [0.0, 0.001, 0.5, 0.98, 0.999, 0.9999, 1.0])
+def test_quantile_from_order_statistics_is_numpys(n, q):
+    # What the Spark driver does: two order statistics, interpolated.
+    x = np.random.default_rng(n).standard_normal(n) * 10
+    ordered = np.sort(x)
+    lower, upper, gamma = linear_quantile_positions(n, q)
+    assert isinstance(lower, int) and isinstance(gamma, float)
+    assert lerp(ordered[lower], ordered[upper], gamma) == float(np.quantile(x, q))
+
+
+def test_nanquantile_hand_worked_rows():
+    x = np.array([
+        [1.0, np.nan, 3.0, 10.0, 2.0],   # 1 2 3 10: position 0.75 x 3 = 2.25 -> 3 + 0.25 x 7
+        [5.0, np.nan, np.nan, np.nan, np.nan],
+        [np.nan] * 5,
+    ])
+    np.testing.assert_array_equal(nanquantile(x, 0.75), [4.75, 5.0, np.nan])
+
+
+@pytest.mark.parametrize("q", [0.0, 0.001, 0.5, 0.98, 0.999, 1.0])
+def test_nanquantile_equals_numpys(q):
+    rng = np.random.default_rng(7)
+    for trial in range(50):
+        shape = (int(rng.integers(1, 6)), int(rng.integers(1, 60)))
+        x = rng.standard_cauchy(shape) * rng.choice([1e-3, 1.0, 1e6])
+        x[rng.random(shape) < rng.random()] = np.nan
+        if trial % 5 == 0:
+            x[rng.random(shape) < 0.1] = np.inf
+        if trial % 7 == 0:
+            x[rng.random(shape) < 0.1] = -np.inf
+        for axis in (0, 1):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                expected = np.nanquantile(x, q, axis=axis)
+            np.testing.assert_array_equal(nanquantile(x, q, axis=axis), expected)
 
 
 def test_robust_center_scale_hand_worked():

@@ -13,7 +13,10 @@ import numpy as np
 
 from tsanomaly import backend
 
-__all__ = ["MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "nanmedian", "robust_center_scale"]
+__all__ = [
+    "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "linear_quantile_positions", "lerp", "nanmedian", "nanquantile",
+    "robust_center_scale",
+]
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian data.
 MAD_TO_SIGMA = 1.4826
@@ -74,6 +77,76 @@ def nanmedian(x, axis=-1, keepdims=False):
             median = np.where(n_finite % 2 == 1, low, (low + high) / 2)
         median = np.where(n_finite > 0, median, np.nan)
     return np.expand_dims(median, axis) if keepdims else median
+
+
+def linear_quantile_positions(n, q: float):
+    """The order statistics NumPy's default ("linear") quantile interpolates, for ``n`` values.
+
+    Virtual index ``(n - 1) * q`` as NumPy computes it, clipped to the array, so that
+    :func:`lerp` of the two order statistics is bit for bit ``numpy.quantile``.
+
+    Parameters
+    ----------
+    n : int or integer array
+        Number of values (per slice); at least 1 where the result is used.
+    q : float
+        The quantile, in [0, 1].
+
+    Returns
+    -------
+    lower, upper : int64 arrays of ``n``'s shape (ints for a scalar ``n``)
+        0-based ascending positions.
+    gamma : float64 array of ``n``'s shape (a float for a scalar ``n``)
+        Weight of ``upper``, in [0, 1).
+    """
+    scalar = np.ndim(n) == 0
+    n = np.asarray(n, dtype=np.int64)
+    virtual = (n - 1) * np.float64(q)
+    inside = (virtual >= 0) & (virtual < n - 1)
+    lower = np.where(inside, np.floor(virtual), np.where(virtual < 0, 0, n - 1)).astype(np.int64)
+    upper = np.where(inside, lower + 1, lower)
+    gamma = np.where(inside, virtual - lower, 0.0)
+    if scalar:  # plain numbers for one count (the Spark driver indexes and hashes them)
+        return int(lower), int(upper), float(gamma)
+    return lower, upper, gamma
+
+
+def lerp(a, b, gamma):
+    """NumPy's quantile interpolation: ``a + (b - a) gamma``, computed from ``b`` when ``gamma >= 0.5``."""
+    a, b, gamma = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), np.asarray(gamma)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as NumPy's
+        diff = b - a
+        return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)[()]  # 0-d: a NumPy float
+
+
+def nanquantile(x, q: float, axis: int = -1):
+    """Quantile ``q`` along ``axis`` ignoring NaN (NumPy's "linear" method), NaN where nothing is finite.
+
+    Equal to ``numpy.nanquantile`` bit for bit. Why not ``numpy.nanquantile`` itself: with a
+    NaN anywhere it computes each slice in a Python-level loop, 6.9 s for the per-context
+    thresholds of 100,000 contexts x 504 training scores; one sort of the block takes a
+    fraction of that. NumPy arrays only (thresholds are calibrated on the host).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+    q : float
+        In [0, 1].
+    axis : int, default -1
+
+    Returns
+    -------
+    numpy.ndarray of float64, ``x``'s shape without ``axis``.
+    """
+    moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    if moved.shape[-1] == 0:
+        return np.full(moved.shape[:-1], np.nan)
+    ordered = np.sort(moved, axis=-1)  # NaN last: the k finite values of a slice come first
+    n_finite = moved.shape[-1] - np.isnan(moved).sum(axis=-1)
+    lower, upper, gamma = linear_quantile_positions(np.maximum(n_finite, 1), q)
+    below = np.take_along_axis(ordered, lower[..., None], axis=-1)[..., 0]
+    above = np.take_along_axis(ordered, upper[..., None], axis=-1)[..., 0]
+    return np.where(n_finite > 0, lerp(below, above, gamma), np.nan)
 
 
 def robust_center_scale(values):

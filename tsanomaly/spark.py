@@ -151,6 +151,7 @@ from tsanomaly.base import (
     _to_json,
 )
 from tsanomaly.panel import Panel, _regular_grid
+from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
 
 __all__ = [
@@ -608,38 +609,6 @@ def _canonical_global(global_state: dict) -> str:
     arrays = {k: v for k, v in global_state["arrays"].items() if k.split("/")[0] not in _SHARD_VOLATILE}
     return json.dumps({"state": state, "arrays": arrays, "per_context": _layout(global_state["per_context"])},
                       sort_keys=True)
-
-
-# ====================================================================== numpy.quantile, exactly
-def _linear_quantile_positions(n: int, q: float) -> tuple[int, int, float]:
-    """``(lower, upper, gamma)``: the ascending order statistics ``numpy.quantile`` interpolates.
-
-    Mirrors NumPy's "linear" method (virtual index ``(n - 1) * q``, indexes
-    clipped to the array), so that :func:`_lerp` of the two order statistics is
-    bit-for-bit ``np.quantile(x, q)``; ``tests/test_spark.py`` checks this
-    against NumPy on random arrays.
-    """
-    virtual = (n - 1) * np.float64(q)
-    if virtual >= n - 1:
-        lower = upper = n - 1
-        gamma = 0.0
-    elif virtual < 0:
-        lower = upper = 0
-        gamma = 0.0
-    else:
-        lower = int(np.floor(virtual))
-        upper = lower + 1
-        gamma = float(virtual - lower)
-    return lower, upper, gamma
-
-
-def _lerp(a: float, b: float, gamma: float) -> float:
-    """NumPy's ``_lerp``: ``a + (b - a) * gamma``, computed from ``b`` when ``gamma >= 0.5``."""
-    a, b = np.float64(a), np.float64(b)
-    diff = b - a
-    if gamma >= 0.5:
-        return float(b - diff * (1 - gamma))
-    return float(a + diff * gamma)
 
 
 # ====================================================================== worker side
@@ -1656,12 +1625,12 @@ def _desc_order_statistics(raw, m: int, ranks: list[int]) -> dict:
 
 def _quantile_threshold(raw, n: int, m: int, q: float):
     """``(np.quantile(all finite scores, q), deepest value used)``; ``(None, None)`` when the tails are too short."""
-    lower, upper, gamma = _linear_quantile_positions(n, q)
+    lower, upper, gamma = linear_quantile_positions(n, q)
     deep, shallow = n - 1 - lower, n - 1 - upper  # descending ranks
     if deep >= m:
         return None, None
     stats = _desc_order_statistics(raw, m, sorted({deep, shallow}))
-    return _lerp(stats[deep], stats[shallow], gamma), stats[deep]
+    return lerp(stats[deep], stats[shallow], gamma), stats[deep]
 
 
 def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
@@ -1670,7 +1639,7 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
     from tsanomaly.pot import fit_gpd
 
     initial_quantile, min_excesses = _pot_defaults(risk)
-    lower, upper, gamma_q = _linear_quantile_positions(n, initial_quantile)
+    lower, upper, gamma_q = linear_quantile_positions(n, initial_quantile)
     deep, shallow = n - 1 - lower, n - 1 - upper
     if deep >= m:
         return None, None
@@ -1684,7 +1653,7 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
                                                    functions.col("z._tail_pos").alias("pos"))
            .orderBy(functions.desc("v")).limit(deep + 1).toPandas())
     ordered = np.sort(top["v"].to_numpy(np.float64))[::-1]
-    t = _lerp(ordered[deep], ordered[shallow], gamma_q)
+    t = lerp(ordered[deep], ordered[shallow], gamma_q)
     peaks = top[top["v"].to_numpy(np.float64) > t]
     # Single-machine order: contexts sorted as Panel.from_frame sorts them, then time.
     labels = _contexts_index(peaks, names)
@@ -1693,8 +1662,8 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
     excesses = peaks["v"].to_numpy(np.float64)[order] - t
     n_t = excesses.shape[0]
     if n_t < min_excesses:
-        low_r, up_r, gamma_r = _linear_quantile_positions(n, 1.0 - risk)
-        value = _lerp(ordered[n - 1 - low_r], ordered[n - 1 - up_r], gamma_r)
+        low_r, up_r, gamma_r = linear_quantile_positions(n, 1.0 - risk)
+        value = lerp(ordered[n - 1 - low_r], ordered[n - 1 - up_r], gamma_r)
         warnings.warn(
             f"POT fell back to the {1 - risk} quantile: {n_t} excesses over the {initial_quantile} quantile "
             f"of {n} scores, min_excesses={min_excesses}",

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
+from tsanomaly.scaling import nanquantile
 from tsanomaly.validation import check_flag, is_finite_real, is_int
 
 __all__ = ["THRESHOLD_METHODS", "above_threshold", "calibrate", "suppress_repeats", "validate_threshold_params"]
@@ -138,7 +139,7 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         enough = np.isfinite(scores).sum(axis=1) >= MIN_SCORES_PER_CONTEXT
         if enough.any():
             if threshold == "quantile":
-                own = np.nanquantile(scores[enough], 1.0 - contamination, axis=1)
+                own = nanquantile(scores[enough], 1.0 - contamination, axis=1)
             else:
                 from tsanomaly.pot import pot_thresholds
 
