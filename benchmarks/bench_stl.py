@@ -9,7 +9,8 @@ statsmodels' side of the comparison is in ``benchmarks/compare.py stl``.
 from benchmarks.common import best_time, require_device
 from benchmarks.compare_stl import MSTL_POINTS, STL_POINTS, make_series
 from tsanomaly import backend
-from tsanomaly.detectors.stl import decompose
+from tsanomaly.datasets import make_security_panel
+from tsanomaly.detectors.stl import STLDetector, decompose
 
 
 def _require(device, n_contexts, cpu_max):
@@ -50,3 +51,28 @@ class MSTLThroughput:
     def track_mstl_series_per_second(self, device, n_contexts):
         seconds = best_time(lambda: decompose(self.values, periods=(24, 168), robust=True, device=device), device)
         return n_contexts / seconds
+
+
+class STLDetectorFit:
+    """STLDetector.fit (decomposition, held-out folds, per-context state): 21 days of hourly counts
+    (504 points, period 24) per context; peak memory too, which fitting in blocks of contexts bounds."""
+
+    params = (["cpu", "cuda"], [10_000])
+    param_names = ["device", "n_contexts"]
+    unit = "series/s"
+    timeout = 900
+
+    def setup(self, device, n_contexts):
+        require_device(device)
+        data = make_security_panel(n_contexts=n_contexts, n_days=21, seed=0)
+        self.history = data.panels["logins"].to(device)
+        self.device = device
+
+    def _fit(self):
+        return STLDetector(periods=24, device=self.device).fit(self.history)
+
+    def track_fit_series_per_second(self, device, n_contexts):
+        return n_contexts / best_time(self._fit, device, repeat=1)
+
+    def peakmem_fit(self, device, n_contexts):
+        self._fit()

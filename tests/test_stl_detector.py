@@ -163,6 +163,43 @@ def test_gaps_score_nan_and_short_contexts_are_skipped_with_one_warning():
     assert np.isfinite(scores[3]).all()
 
 
+@pytest.mark.parametrize("periods", [24, [24, 168]])
+def test_fitting_in_blocks_of_contexts_changes_nothing(monkeypatch, periods):
+    """On the CPU contexts are fitted in blocks (_FIT_BLOCK_POINTS); blocks of 3 give the same
+    fitted state, thresholds and scores, bit for bit, as one block -- with skipped, sparse
+    (non-robust) and dense contexts spread over the blocks."""
+    from tsanomaly.detectors import stl as stl_module
+
+    data = make_security_panel(n_contexts=10, n_days=28, seed=7, clean_days=21)
+    history, new = data.split(data.index[0] + pd.Timedelta(days=21))
+    values = np.concatenate([history.panels["failed_logins"].to_numpy(), history.panels["logins"].to_numpy()])
+    values[4, :-30] = np.nan  # too short: skipped
+    history = _panel(values)
+    new_values = np.concatenate([new.panels["failed_logins"].to_numpy(), new.panels["logins"].to_numpy()])
+    new = _panel(new_values, start=history.index[-1] + pd.Timedelta(hours=1))
+
+    def fit_and_score():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the skipped context
+            det = STLDetector(periods=periods, device="cpu").fit(history)
+        return det, det.score(new).to_numpy()
+
+    whole, whole_scores = fit_and_score()
+    monkeypatch.setattr(stl_module, "_FIT_BLOCK_POINTS", 3 * history.n_times)
+    blocks, block_scores = fit_and_score()
+    assert list(blocks.skipped_contexts_) == ["asn4"] and not whole.robust_fit_.all() and whole.robust_fit_.any()
+    np.testing.assert_array_equal(block_scores, whole_scores)
+    np.testing.assert_array_equal(blocks.threshold_, whole.threshold_)
+    for name in whole._fitted_state_kinds():
+        a, b = getattr(whole, name), getattr(blocks, name)
+        if isinstance(a, dict):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a), name
+        elif isinstance(a, np.ndarray):
+            assert np.array_equal(a, b, equal_nan=True), name
+        else:
+            assert list(a) == list(b) if isinstance(a, pd.Index) else a == b, name
+
+
 def test_new_data_after_a_gap_keeps_the_phase():
     """Scoring may start hours after the fit ends: the seasonal shape stays aligned with the clock."""
     rng = np.random.default_rng(6)
