@@ -275,3 +275,24 @@ def test_gpu_scores_equal_cpu_scores_with_a_level_window():
     np.testing.assert_allclose(gpu.component_units_, cpu.component_units_, rtol=1e-12)
     np.testing.assert_allclose(backend.to_numpy(gpu.score(x[:, 1500:]).values), cpu.score(x[:, 1500:]).values,
                                rtol=1e-12, equal_nan=True)
+
+
+def test_scores_do_not_depend_on_the_block_of_contexts(monkeypatch):
+    """rolling_robust_zscore gathers its past windows a block of contexts at a time
+    (_MAX_BLOCK_ELEMENTS); blocks of one context give the same scores, bit for bit."""
+    from tsanomaly.detectors import baseline as baseline_module
+
+    rng = np.random.default_rng(11)
+    x = rng.poisson(30, size=(7, 24 * 20)).astype(float)
+    x[2, 100:140] = np.nan
+
+    def fit_and_score():
+        det = RollingZScoreDetector(window=5, seasonal_period=24, level_window=96, device="cpu").fit(x[:, :400])
+        return det.component_units_, det.score(x[:, 400:]).values
+
+    units, scores = fit_and_score()
+    monkeypatch.setattr(baseline_module, "_MAX_BLOCK_ELEMENTS", {"cpu": 1, "gpu": 1})
+    block_units, block_scores = fit_and_score()
+    np.testing.assert_array_equal(block_units, units)
+    np.testing.assert_array_equal(block_scores, scores)
+    assert np.isfinite(scores).mean() > 0.9
