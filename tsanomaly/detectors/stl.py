@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -499,6 +500,17 @@ def _poisson_deviance(count, mu, xp):
     with np.errstate(divide="ignore", invalid="ignore"):
         term = xp.where(x > 0, x * xp.log(x / m), 0.0) - (x - m)
     return xp.sign(x - m) * xp.sqrt(xp.maximum(2.0 * term, 0.0))
+
+
+class _ContextsFit(NamedTuple):
+    """What STLDetector fits on a block of contexts."""
+
+    state: dict  # per-context arrays (see STLDetector._fit_state), out-of-sample inflation applied
+    train: object  # (n_ctx, n) training scores
+    skipped: object  # (n_ctx,) bool: too few observed points to decompose
+    robust_fit: object  # (n_ctx,) bool: decomposed with robustness weights
+    inflation: object  # (n_ctx,) out-of-sample widening of the scale, >= 1
+    n_folds: int  # held-out folds (depends on n and the configuration only)
 
 
 def _concatenate_rows(blocks, xp):
@@ -1048,7 +1060,8 @@ class STLDetector(BaseDetector):
         block = n_ctx if xp is not np else max(1, _FIT_BLOCK_POINTS // max(n, 1))
         fits = [self._fit_contexts(values[lo:lo + block], cfg, xp) for lo in range(0, n_ctx, block)]
         state, train, skipped, robust_fit, inflation = (
-            _concatenate_rows([fit[k] for fit in fits], xp) for k in range(5)
+            _concatenate_rows([getattr(fit, part) for fit in fits], xp)
+            for part in ("state", "train", "skipped", "robust_fit", "inflation")
         )
         n_skipped = int(skipped.sum())
         self.skipped_contexts_ = panel.contexts[backend.to_numpy(skipped)]
@@ -1056,7 +1069,7 @@ class STLDetector(BaseDetector):
             warnings.warn("STLDetector: " + _skip_message(n_skipped, n_ctx, cfg, n), UserWarning, stacklevel=3)
         self.robust_fit_ = robust_fit
         self.holdout_ = int(self._holdout_length(n, cfg))
-        self.holdout_folds_ = fits[0][5]  # the same for every block: it depends on n and cfg only
+        self.holdout_folds_ = fits[0].n_folds  # the same for every block: it depends on n and cfg only
         self.scale_inflation_ = inflation
         self.level_ = state["level"]
         self.slope_ = state["slope"]
@@ -1068,9 +1081,8 @@ class STLDetector(BaseDetector):
                 setattr(self, name + "_", state[name])
         return train
 
-    def _fit_contexts(self, values, cfg, xp):
-        """Fit a block of contexts: ``(state, train, skipped, robust_fit, inflation, n_folds)``, the
-        state with the out-of-sample inflation applied, ``train`` the training scores (n_ctx, n)."""
+    def _fit_contexts(self, values, cfg, xp) -> "_ContextsFit":
+        """Fit a block of contexts (``values``: (n_ctx, n) raw); see :class:`_ContextsFit`."""
         n_ctx, n = values.shape
         z = self._transformed(values)
         state, insample, skipped, robust_fit = self._fit_state(values, z, cfg, xp)
@@ -1099,7 +1111,7 @@ class STLDetector(BaseDetector):
             train = self._combine(insample, z, xp)
         self._inflate(state, inflation, xp)
         state.pop("level_noise", None)
-        return state, train, skipped, robust_fit, inflation, n_folds
+        return _ContextsFit(state, train, skipped, robust_fit, inflation, n_folds)
 
     def _fit_state(self, values, z, cfg, xp):
         """Per-context state fitted on a history (``values`` raw, ``z`` transformed, same shape).
