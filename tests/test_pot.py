@@ -114,6 +114,31 @@ def test_per_context_rows_are_calibrated_separately():
     assert thresholds[1] == pytest.approx(pot_threshold(x[1][~np.isnan(x[1])], risk=1e-4))
 
 
+@pytest.mark.parametrize("initial_quantile, risk", [(0.98, 1e-3), (0.9, 1e-2)])
+def test_per_context_thresholds_are_pot_fit_of_each_row_bit_for_bit(initial_quantile, risk):
+    """pot_thresholds fits rows with as many excesses together (_fit_gpd_rows): each row's
+    threshold must still be exactly pot_fit's on its own finite scores."""
+    rng = np.random.default_rng(12)
+    x = np.vstack([
+        rng.normal(size=(40, 1000)),                     # light tails
+        rng.standard_t(2, size=(40, 1000)),              # heavy tails
+        rng.poisson(3, size=(40, 1000)).astype(float),   # ties at the initial quantile
+        rng.uniform(size=(10, 1000)),                    # bounded: gamma near -1
+    ])
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[5, 20:] = np.nan  # too few scores: the quantile fallback
+    x[6] = np.nan  # none
+    thresholds, fallback = pot_thresholds(x, risk=risk, initial_quantile=initial_quantile)
+    for row, (threshold, fell_back) in enumerate(zip(thresholds, fallback)):
+        finite = x[row][~np.isnan(x[row])]
+        if finite.size == 0:
+            assert np.isnan(threshold) and fell_back
+            continue
+        fit = pot_fit(finite, risk=risk, initial_quantile=initial_quantile)
+        assert (threshold, fell_back) == (fit.threshold, fit.fallback), row
+    assert fallback[5] and fallback[6] and (~fallback).sum() > 80  # most rows get a GPD fit
+
+
 def test_global_fallback_warns_and_uses_the_quantile():
     scores = np.arange(100.0)  # 2 excesses over the 0.98 quantile < min_excesses=10
     with pytest.warns(RuntimeWarning, match="fell back"):

