@@ -85,7 +85,8 @@ def saved(panels, tmp_path_factory):
 
 def _damaged(path, out, name, how, member=None):
     """A copy of the model file at ``path`` with fitted attribute ``name`` set to null
-    (``how="null"``) or its array one row short (``how="rows"``); ``member``: in that
+    (``how="null"``), its array one row or one column short (``"rows"``, ``"columns"``) or,
+    for a dict of arrays by period, its period doubled (``"period"``); ``member``: in that
     ensemble member's state instead."""
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("model.json"))
@@ -94,9 +95,11 @@ def _damaged(path, out, name, how, member=None):
     state = meta["state"] if member is None else meta["state"]["members_"]["items"][member]["state"]
     if how == "null":
         state[name] = {"kind": "json", "value": None}
+    elif how == "period":  # a dict of arrays by period ("array_dict"): its period renamed
+        state[name]["keys"] = {str(int(period) * 2): key for period, key in state[name]["keys"].items()}
     else:
         key = state[name]["key"]  # an "array" entry: {"kind": "array", "key": ...}
-        arrays[key] = arrays[key][:-1]
+        arrays[key] = arrays[key][:-1] if how == "rows" else arrays[key][:, :-1]
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with zipfile.ZipFile(out, "w") as archive:
@@ -128,6 +131,10 @@ def test_an_intact_model_file_loads_and_scores_identically(saved, panels, name):
         ("stl", "scale_", "rows"),
         ("stl", "recent_values_", "null"),
         ("stl", "seasonal_shape_", "null"),
+        ("stl", "seasonal_shape_", "period"),
+        ("stl", "scale_", "columns"),
+        ("stl", "level_center_", "columns"),
+        ("stl", "recent_values_", "columns"),
         ("mp", "history_", "null"),
         ("mp", "past_points_", "rows"),
         ("mp", "scale_", "null"),

@@ -1045,6 +1045,29 @@ class STLDetector(BaseDetector):
                          dispersion_spread_="vector", dispersion_floor_="vector", recent_values_="matrix")
         return kinds
 
+    def _check_fitted_state(self) -> None:
+        """The base's checks of each attribute's kind, then the widths scoring indexes by: one
+        seasonal shape per fitted period, as wide as its period; the per-phase tables as wide as
+        the shortest period; the kept values one short of the window."""
+        super()._check_fitted_state()
+        periods = [int(p) for p in self.periods_]
+        if sorted(self.seasonal_shape_) != sorted(str(p) for p in periods):
+            raise ValueError(
+                f"STLDetector's fitted seasonal_shape_ has periods {sorted(self.seasonal_shape_)} but periods_ is "
+                f"{periods}: the file is damaged"
+            )
+        widths = {f"seasonal_shape_['{p}']": (self.seasonal_shape_[str(p)], p) for p in periods}
+        widths["scale_"] = (self.scale_, min(periods))
+        if self.variance_window != 0:
+            widths.update(level_center_=(self.level_center_, min(periods)),
+                          dispersion_center_=(self.dispersion_center_, min(periods)),
+                          recent_values_=(self.recent_values_, self._window() - 1))
+        for name, (array, width) in widths.items():
+            if array.shape[1] != width:
+                raise ValueError(
+                    f"STLDetector's fitted {name} has {array.shape[1]} columns, not {width}: the file is damaged"
+                )
+
     # -------------------------------------------------------------- fit
     def _fit(self, values, panel):
         self._validate()
