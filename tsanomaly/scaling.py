@@ -44,7 +44,7 @@ def nanmedian(x, axis=-1, keepdims=False):
     what every detector's robust statistics call.  Why not ``numpy.nanmedian`` itself: on
     slices shorter than 600 values -- the rows of a panel of short series, the past windows
     of the baseline -- it sorts through masked arrays, 5-10 times slower than one sort of the
-    whole block (NaN sorts last, so the ``k`` finite values of a slice are its first ``k``).
+    whole block.
     On 20,000 contexts x 360 hours that was 18 of the baseline's 20 s of fitting.  CuPy
     arrays go to ``cupy.nanmedian``.
 
@@ -73,10 +73,9 @@ def nanmedian(x, axis=-1, keepdims=False):
     if moved.shape[-1] == 0:
         median = np.full(moved.shape[:-1], np.nan, dtype=moved.dtype)
     else:
-        ordered = np.sort(moved, axis=-1)
-        n_finite = moved.shape[-1] - np.isnan(moved).sum(axis=-1)
-        low = np.take_along_axis(ordered, np.maximum((n_finite - 1) // 2, 0)[..., None], axis=-1)[..., 0]
-        high = np.take_along_axis(ordered, (n_finite // 2)[..., None], axis=-1)[..., 0]
+        ordered, n_finite = _sorted_slices(moved)
+        low = _at(ordered, np.maximum((n_finite - 1) // 2, 0))
+        high = _at(ordered, n_finite // 2)
         with np.errstate(invalid="ignore", over="ignore"):  # -inf and inf in the middle: NaN, as NumPy's
             median = np.where(n_finite % 2 == 1, low, (low + high) / 2)
         median = np.where(n_finite > 0, median, np.nan)
@@ -145,12 +144,20 @@ def nanquantile(x, q: float, axis: int = -1):
     moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
     if moved.shape[-1] == 0:
         return np.full(moved.shape[:-1], np.nan)
-    ordered = np.sort(moved, axis=-1)  # NaN last: the k finite values of a slice come first
-    n_finite = moved.shape[-1] - np.isnan(moved).sum(axis=-1)
+    ordered, n_finite = _sorted_slices(moved)
     lower, upper, gamma = linear_quantile_positions(np.maximum(n_finite, 1), q)
-    below = np.take_along_axis(ordered, lower[..., None], axis=-1)[..., 0]
-    above = np.take_along_axis(ordered, upper[..., None], axis=-1)[..., 0]
-    return np.where(n_finite > 0, lerp(below, above, gamma), np.nan)
+    return np.where(n_finite > 0, lerp(_at(ordered, lower), _at(ordered, upper), gamma), np.nan)
+
+
+def _sorted_slices(moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each slice along the last axis sorted, and its count of values that are not NaN: NaN
+    sorts last, so the ``k`` finite values of a slice are its first ``k``."""
+    return np.sort(moved, axis=-1), moved.shape[-1] - np.isnan(moved).sum(axis=-1)
+
+
+def _at(ordered: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``ordered[..., positions]`` slice by slice (``positions`` has ``ordered``'s shape minus its last axis)."""
+    return np.take_along_axis(ordered, positions[..., None], axis=-1)[..., 0]
 
 
 def robust_center_scale(values):

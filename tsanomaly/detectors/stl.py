@@ -1081,7 +1081,8 @@ class STLDetector(BaseDetector):
         # 100,000 contexts x 168 hours), and freed temporaries are reused instead of fresh memory
         # being mapped for each. The GPU takes the whole panel at once.
         block = n_ctx if xp is not np else max(1, _FIT_BLOCK_POINTS // max(n, 1))
-        fits = [self._fit_contexts(values[lo:lo + block], cfg, xp) for lo in range(0, n_ctx, block)]
+        hold = self._holdout_length(n, cfg)
+        fits = [self._fit_contexts(values[lo:lo + block], cfg, hold, xp) for lo in range(0, n_ctx, block)]
         state, train, skipped, robust_fit, inflation = (
             _concatenate_rows([getattr(fit, part) for fit in fits], xp)
             for part in ("state", "train", "skipped", "robust_fit", "inflation")
@@ -1091,7 +1092,7 @@ class STLDetector(BaseDetector):
         if n_skipped:
             warnings.warn("STLDetector: " + _skip_message(n_skipped, n_ctx, cfg, n), UserWarning, stacklevel=3)
         self.robust_fit_ = robust_fit
-        self.holdout_ = int(self._holdout_length(n, cfg))
+        self.holdout_ = int(hold)
         self.holdout_folds_ = fits[0].n_folds  # the same for every block: it depends on n and cfg only
         self.scale_inflation_ = inflation
         self.level_ = state["level"]
@@ -1104,12 +1105,12 @@ class STLDetector(BaseDetector):
                 setattr(self, name + "_", state[name])
         return train
 
-    def _fit_contexts(self, values, cfg, xp) -> "_ContextsFit":
-        """Fit a block of contexts (``values``: (n_ctx, n) raw); see :class:`_ContextsFit`."""
+    def _fit_contexts(self, values, cfg, hold, xp) -> "_ContextsFit":
+        """Fit a block of contexts (``values``: (n_ctx, n) raw) with held-out blocks of ``hold``
+        points (0: none); see :class:`_ContextsFit`."""
         n_ctx, n = values.shape
         z = self._transformed(values)
         state, insample, skipped, robust_fit = self._fit_state(values, z, cfg, xp)
-        hold = self._holdout_length(n, cfg)
         inflation = xp.ones(n_ctx)
         n_folds = 0
         if hold:
