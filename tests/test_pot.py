@@ -1,9 +1,9 @@
 """Peaks-over-threshold calibration: known tails, scipy's GPD fit, fallback and NaN handling."""
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 
-from tsanomaly.pot import fit_gpd, pot_fit, pot_threshold, pot_thresholds
+from tsanomaly.pot import _brent, _grimshaw, _root_grids, _scan, fit_gpd, pot_fit, pot_threshold, pot_thresholds
 
 
 def _gpd_quantile(c, scale, risk):
@@ -48,6 +48,38 @@ def test_fit_gpd_likelihood_is_at_least_scipys(c):
     assert ours >= ref - 1e-6 * abs(ref)
     assert gamma == pytest.approx(c_ref, abs=2e-3)
     assert sigma == pytest.approx(scale_ref, rel=2e-3)
+
+
+def test_brent_on_arrays_takes_brentqs_steps_bit_for_bit():
+    """_brent refines many brackets at once; each root must be scipy.optimize.brentq's, bit for
+    bit, on Grimshaw's equation for excesses of light, heavy, bounded and tied tails."""
+    rng = np.random.default_rng(7)
+    samples = [rng.exponential(1.0, 25), rng.pareto(1.5, 25) + 1e-3, rng.uniform(size=25) + 1e-6,
+               np.round(rng.exponential(3.0, 25)) + 1.0, rng.beta(0.5, 3.0, 25) + 1e-4]
+    yn = np.array([y / y.mean() for y in samples for _ in range(8)])
+    ends = np.where(np.arange(yn.shape[0]) % 2 == 0, -1.0 / yn.max(axis=1),
+                    2.0 * (1.0 - yn.min(axis=1)) / yn.min(axis=1) ** 2)
+    grids = _root_grids(ends)
+    scans = _scan(grids, yn)
+    row, k = np.nonzero(np.sign(scans[:, :-1]) * np.sign(scans[:, 1:]) < 0)
+    assert row.size >= 10  # several rows have roots to refine
+    lo, hi, xtol = grids[row, k], grids[row, k + 1], 1e-14 * np.abs(ends[row])
+    roots = _brent(lambda x, active: _grimshaw(x, yn[row[active]]), lo, hi, xtol, 1e-12)
+    for i in range(row.size):
+        def w(x, y=yn[row[i]]):
+            return float(_grimshaw(np.array([x]), y[None, :])[0])
+        assert roots[i] == optimize.brentq(w, lo[i], hi[i], xtol=xtol[i], rtol=1e-12), i
+
+
+def test_brent_returns_a_bracket_end_where_f_is_zero_and_rejects_brackets_without_a_sign_change():
+    def f(x, active):
+        return x - 1.0
+
+    roots = _brent(f, np.array([1.0, 0.0, -3.0]), np.array([2.0, 1.0, 4.0]), np.full(3, 1e-15), 1e-12)
+    assert roots[0] == 1.0 and roots[1] == 1.0  # exact zeros at the lower and upper end
+    assert roots[2] == pytest.approx(1.0, abs=1e-11)
+    with pytest.raises(ValueError, match="different signs"):
+        _brent(f, np.array([2.0]), np.array([3.0]), np.array([1e-15]), 1e-12)
 
 
 def test_fit_gpd_is_scale_equivariant():
