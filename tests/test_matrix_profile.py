@@ -709,3 +709,42 @@ def test_gpu_plain_distances_equal_cpu(precision):
     else:
         bound = 2 * 24 * SINGLE_PRECISION_RHO_BOUND * np.nanvar(np.where(np.isfinite(batch), batch, np.nan), axis=1)
         assert np.all(np.abs(gpu.profile**2 - cpu.profile**2)[finite] <= np.broadcast_to(bound[:, None], finite.shape)[finite])
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"normalize": False},
+    {"neighbours": "all", "smoothing": 3},
+    {"difference": True, "normalize": False, "smoothing": 2},
+])
+def test_detector_in_blocks_of_contexts_equals_the_whole_panel(monkeypatch, options):
+    """On the CPU the profile is computed for blocks of contexts (backend.CPU_BLOCK_POINTS): blocks
+    of 2 give the fit's state, thresholds, training scores and new scores, bit for bit, of one
+    block -- with a late-starting context, a gappy one and a context unseen at fit."""
+    from tsanomaly import backend
+
+    rng = np.random.default_rng(46)
+    values = np.cumsum(rng.standard_normal((7, 400)), axis=1) + 50.0
+    values[2, :250] = np.nan  # starts late
+    values[4, ::9] = np.nan  # gaps
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[299]), panel.time_slice(start=panel.index[300])
+    fresh = Panel(values[:1, 300:] * 2.0, pd.Index(["unseen"], name="ctx"), new.index)
+    new = Panel(np.vstack([new.to_numpy(), fresh.to_numpy()]), new.contexts.append(fresh.contexts), new.index)
+
+    def run():
+        det = MatrixProfileDetector(window=12, history=100, device="cpu", threshold="quantile", per_context=True,
+                                    **options)
+        train = det.fit_score(history).to_numpy()
+        return det, train, det.score(new).to_numpy()
+
+    whole, whole_train, whole_scores = run()
+    monkeypatch.setattr(backend, "CPU_BLOCK_POINTS", 2 * history.n_times)
+    assert len(backend.context_blocks(history.n_contexts, history.n_times, np)) == 4
+    blocks, block_train, block_scores = run()
+    assert np.isfinite(whole_scores[-1]).any() and np.isfinite(whole_train[2]).any()
+    np.testing.assert_array_equal(block_train, whole_train)
+    np.testing.assert_array_equal(block_scores, whole_scores)
+    np.testing.assert_array_equal(blocks.threshold_, whole.threshold_)
+    for name in whole._fitted_state_kinds():
+        np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name))

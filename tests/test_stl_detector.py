@@ -165,10 +165,10 @@ def test_gaps_score_nan_and_short_contexts_are_skipped_with_one_warning():
 
 @pytest.mark.parametrize("periods", [24, [24, 168]])
 def test_fitting_in_blocks_of_contexts_changes_nothing(monkeypatch, periods):
-    """On the CPU contexts are fitted in blocks (_FIT_BLOCK_POINTS); blocks of 3 give the same
+    """On the CPU contexts are fitted in blocks (backend.CPU_BLOCK_POINTS); blocks of 3 give the same
     fitted state, thresholds and scores, bit for bit, as one block -- with skipped, sparse
     (non-robust) and dense contexts spread over the blocks."""
-    from tsanomaly.detectors import stl as stl_module
+    from tsanomaly import backend
 
     data = make_security_panel(n_contexts=10, n_days=28, seed=7, clean_days=21)
     history, new = data.split(data.index[0] + pd.Timedelta(days=21))
@@ -185,7 +185,7 @@ def test_fitting_in_blocks_of_contexts_changes_nothing(monkeypatch, periods):
         return det, det.score(new).to_numpy()
 
     whole, whole_scores = fit_and_score()
-    monkeypatch.setattr(stl_module, "_FIT_BLOCK_POINTS", 3 * history.n_times)
+    monkeypatch.setattr(backend, "CPU_BLOCK_POINTS", 3 * history.n_times)
     blocks, block_scores = fit_and_score()
     assert list(blocks.skipped_contexts_) == ["asn4"] and not whole.robust_fit_.all() and whole.robust_fit_.any()
     np.testing.assert_array_equal(block_scores, whole_scores)

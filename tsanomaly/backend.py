@@ -23,6 +23,8 @@ __all__ = [
     "array_module",
     "to_device",
     "to_numpy",
+    "CPU_BLOCK_POINTS",
+    "context_blocks",
     "cuda_kernels_dir",
     "kernel_source",
     "kernel_sources_hash",
@@ -147,6 +149,28 @@ def to_numpy(x) -> np.ndarray:
     if is_device_array(x):
         return x.get()
     return np.asarray(x)
+
+
+#: Points (contexts x times) that a detector's CPU fit or score works on at a time. Contexts
+#: are independent in the per-context detectors, so the CPU takes them in blocks: the working
+#: arrays (a few dozen of the block's size) stay in cache-sized, reusable memory instead of
+#: being mapped afresh at the whole panel's size each time. The GPU takes the whole panel.
+CPU_BLOCK_POINTS = 1 << 20
+
+
+def context_blocks(n_contexts: int, n_times: int, xp, points: int | None = None) -> list[slice]:
+    """Row slices covering ``n_contexts`` contexts: one for the whole panel on the GPU (``xp``
+    CuPy), blocks of about ``points // n_times`` contexts (at least one) on the CPU (``xp`` NumPy);
+    ``points`` defaults to :data:`CPU_BLOCK_POINTS`, read at each call.
+
+    Examples
+    --------
+    >>> context_blocks(5, 400_000, np)
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    points = CPU_BLOCK_POINTS if points is None else points
+    block = n_contexts if xp is not np else max(1, points // max(n_times, 1))
+    return [slice(lo, min(lo + block, n_contexts)) for lo in range(0, n_contexts, max(block, 1))]
 
 
 def cuda_kernels_dir() -> Path:

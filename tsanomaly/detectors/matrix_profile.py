@@ -610,6 +610,19 @@ class MatrixProfileDetector(BaseDetector):
             return scores
         return _trailing_nanmean(scores, lag + 1)[:, lag:]
 
+    def _blocked_scores(self, x, col_start, first_window, n_out, data_start, scale):
+        """:meth:`_scores_from` the profile of ``x`` (n_contexts, n) from ``col_start`` on, computed
+        for blocks of contexts on the CPU (:func:`backend.context_blocks`; contexts are independent,
+        so the scores are those of the whole panel at once, with a fraction of its working memory)
+        and for the whole panel on the GPU. ``data_start`` (n_contexts,) and ``scale``
+        (n_contexts,) or None are per context, as in those methods."""
+        xp = backend.array_module(x)
+        scores = xp.empty((x.shape[0], n_out))
+        for rows in backend.context_blocks(x.shape[0], x.shape[1], xp):
+            dist, _ = self._profile(x[rows], col_start, None if scale is None else scale[rows])
+            scores[rows] = self._scores_from(dist, first_window, n_out, data_start[rows])
+        return scores
+
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds); ``scale_`` is None when z-normalised."""
         kinds = {"history_": "matrix", "past_points_": "vector"}
@@ -629,8 +642,7 @@ class MatrixProfileDetector(BaseDetector):
         self.scale_ = None if self.normalize else self._unit(values)
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
-        dist, _ = self._profile(values, 0, self.scale_)
-        return self._scores_from(dist, -(m - 1), values.shape[1], start)
+        return self._blocked_scores(values, 0, -(m - 1), values.shape[1], start, self.scale_)
 
     def _score(self, values, panel: Panel, rows: np.ndarray):
         m, _ = self._validate()
@@ -652,8 +664,8 @@ class MatrixProfileDetector(BaseDetector):
             unseen = np.flatnonzero(rows < 0)
             if unseen.size:  # contexts first seen now: in units of their own scored data
                 scale[unseen] = self._unit(values[xp.asarray(unseen)])
-        dist, _ = self._profile(x, max(0, first_window - (int(self.smoothing) - 1)), scale)
-        return self._scores_from(dist, first_window, n_new, data_start)
+        col_start = max(0, first_window - (int(self.smoothing) - 1))
+        return self._blocked_scores(x, col_start, first_window, n_new, data_start, scale)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``)."""

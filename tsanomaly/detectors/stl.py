@@ -462,11 +462,10 @@ _MIN_DISPERSION = 0.1
 _MIN_LOG_SPREAD = 0.1
 # statsmodels' bisquare robustness weights: weight 0 beyond 6 x median |remainder|.
 _BISQUARE_SCALE = 6.0
-# Points (contexts x times) fitted together on the CPU (see STLDetector._fit). Measured on 2 cores,
-# period 24, peak memory of the process: 100,000 contexts x 168 hours fit in 33.8 s and 3.15 GB at
-# once, 21.6 s and 1.17 GB in blocks of 2^20 points (6,241 contexts); 10,000 x 504 hours in 10.0 s
-# and 1.22 GB at once, 7.3 s and 0.54 GB in blocks (2,080 contexts).
-_FIT_BLOCK_POINTS = 1 << 20
+# Contexts are fitted in blocks of backend.CPU_BLOCK_POINTS on the CPU (see STLDetector._fit). Measured
+# on 2 cores, period 24, peak memory of the process: 100,000 contexts x 168 hours fit in 33.8 s and
+# 3.15 GB at once, 21.6 s and 1.17 GB in blocks of 2^20 points (6,241 contexts); 10,000 x 504 hours
+# in 10.0 s and 1.22 GB at once, 7.3 s and 0.54 GB in blocks (2,080 contexts).
 
 
 def _forward(z, transform, xp):
@@ -1080,9 +1079,8 @@ class STLDetector(BaseDetector):
         # arrays of a block stay small (a few dozen arrays of the panel's size otherwise: 3 GB at
         # 100,000 contexts x 168 hours), and freed temporaries are reused instead of fresh memory
         # being mapped for each. The GPU takes the whole panel at once.
-        block = n_ctx if xp is not np else max(1, _FIT_BLOCK_POINTS // max(n, 1))
         hold = self._holdout_length(n, cfg)
-        fits = [self._fit_contexts(values[lo:lo + block], cfg, hold, xp) for lo in range(0, n_ctx, block)]
+        fits = [self._fit_contexts(values[rows], cfg, hold, xp) for rows in backend.context_blocks(n_ctx, n, xp)]
         state, train, skipped, robust_fit, inflation = (
             _concatenate_rows([getattr(fit, part) for fit in fits], xp)
             for part in ("state", "train", "skipped", "robust_fit", "inflation")
