@@ -132,6 +132,31 @@ def test_fit_score_scores_the_history(detector, panels):
     np.testing.assert_array_equal(detector.threshold_, np.full(history.n_contexts, detector.global_threshold_))
 
 
+def test_min_fit_times_is_the_shortest_history_with_a_finite_score(detector, panels):
+    """Where a detector states min_fit_times (jobs refuse shorter histories before fitting), a
+    history one step shorter gives no finite training score and that long gives one."""
+    import warnings
+
+    from sklearn.base import clone
+
+    from tsanomaly.base import CalibrationWarning
+
+    need = detector.min_fit_times()
+    if need is None:
+        pytest.skip(f"{type(detector).__name__} does not state its shortest history")
+    history, _ = panels
+    assert 2 <= need <= history.n_times
+
+    def finite_scores(n_times):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)
+            scores = clone(detector).fit_score(history.time_slice(end=history.index[n_times - 1]))
+        return np.isfinite(scores.to_numpy()).any()
+
+    assert not finite_scores(need - 1)
+    assert finite_scores(need)
+
+
 def test_scores_do_not_depend_on_other_contexts(detector, panels):
     """Scoring a subset of contexts, in another order, gives the same rows (contexts can be sharded)."""
     history, new = panels

@@ -389,13 +389,23 @@ def test_a_freq_the_data_does_not_follow_is_not_asked_for_again(tables, tmp_path
 
 
 @pytest.mark.parametrize(
-    "detector, params, days, needs",
+    "detector, params, days, needs, has",
     [
-        ("baseline", ["--param", "window=5"], 2, "48 points (2 days on the 'h' grid)"),
-        ("mp", ["--param", "window=200"], 8, "192 points (8 days on the 'h' grid)"),
+        # min_periods = 3 days of the same hour, then one point: 3 x 24 + 1
+        ("baseline", ["--param", "window=5"], 2, 73, "48 points (2 days on the 'h' grid)"),
+        # min_history = 672 // 4 points of past, then one window of 200
+        ("mp", ["--param", "window=200"], 8, 368, "192 points (8 days on the 'h' grid)"),
     ],
 )
-def test_a_history_too_short_to_ever_alert_is_refused(tables, tmp_path, capsys, detector, params, days, needs):
+def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp_path, capsys, monkeypatch,
+                                                                     detector, params, days, needs, has):
+    from tsanomaly.detectors.matrix_profile import MatrixProfileDetector
+
+    def never(self, values, panel):
+        raise AssertionError("the fit ran")
+
+    for cls in (RollingZScoreDetector, MatrixProfileDetector):
+        monkeypatch.setattr(cls, "_fit", never)
     history, _ = tables
     short = history[history["ts"] < history["ts"].min() + pd.Timedelta(days=days)]
     model = tmp_path / "m.tsa"
@@ -403,9 +413,23 @@ def test_a_history_too_short_to_ever_alert_is_refused(tables, tmp_path, capsys, 
             "--value", "failed_logins", "--detector", detector, "--save", str(model), *params]
     assert main(args) == 2
     err = _one_line_error(capsys)
-    assert f"gets no finite score from a history of {needs}" in err
+    assert f"needs a history of at least {needs} points to score anything, and this one has {has}" in err
     assert "could never alert; fit on a longer history or use a shorter window" in err
     assert "window=" in err and ("RollingZScoreDetector" in err or "MatrixProfileDetector" in err)
+    assert not model.exists()
+
+
+def test_a_history_without_a_finite_score_is_refused_after_the_fit(tables, tmp_path, capsys):
+    """Long enough, but no value observed: the fit runs and its infinite threshold is refused."""
+    history, _ = tables
+    empty = history.assign(failed_logins=np.nan)
+    model = tmp_path / "m.tsa"
+    args = ["fit", "--input", _write(empty, tmp_path / "h.csv"), "--context", "country,asn", "--time", "ts",
+            "--value", "failed_logins", "--detector", "baseline", "--param", "window=5", "--fill", "nan",
+            "--save", str(model)]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "gets no finite score from a history of" in err and "its alert threshold is inf" in err
     assert not model.exists()
 
 

@@ -206,6 +206,17 @@ class BaseDetector:
             stacklevel=stacklevel,
         )
 
+    def min_fit_times(self) -> int | None:
+        """Fewest time steps a history needs for a fully observed context to get a finite training score.
+
+        Shorter histories give no finite training score at all, hence an infinite
+        threshold (see :meth:`warn_if_uncalibrated`); a job checks this before it
+        fits (:func:`tsanomaly.jobs.fit_file`), instead of learning it after a long
+        fit. ``None`` where the detector does not state it (the base); the check
+        after the fit still applies. Raises ValueError on invalid parameters.
+        """
+        return None
+
     def _fit(self, values, panel: Panel):  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -357,6 +357,7 @@ def fit_frame(
     freq: str | None = None,
     device: str | None = None,
     source: str = "the input",
+    require_alerts: bool = False,
 ) -> BaseDetector:
     """Fit a detector on a long table and attach the table mapping (``job_columns_``).
 
@@ -380,6 +381,13 @@ def fit_frame(
         Grid step; inferred from the timestamps when omitted.
     device : {"auto", "cpu", "cuda"}, optional
         Overrides the detector's ``device`` parameter.
+    source : str, default "the input"
+        How error messages name the table.
+    require_alerts : bool, default False
+        Raise ValueError when the fitted model could never alert: before the fit when the
+        history is shorter than the detector's :meth:`~BaseDetector.min_fit_times`, after it
+        when no training score is finite (the threshold is then infinite). Without it such a
+        fit only warns (:class:`~tsanomaly.base.CalibrationWarning`).
 
     Returns
     -------
@@ -416,8 +424,18 @@ def fit_frame(
     log.info(
         "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times, panel.index[0], panel.index[-1]
     )
+    if require_alerts:
+        _check_history_length(det, panel)
     started = _time.perf_counter()
-    det.fit(panel)
+    if require_alerts:
+        with warnings.catch_warnings():
+            # _check_can_alert below turns the uncalibrated case into one error; the
+            # library's warning would print the same news twice.
+            warnings.simplefilter("ignore", CalibrationWarning)
+            det.fit(panel)
+        _check_can_alert(det)
+    else:
+        det.fit(panel)
     log.info("fitted %r in %.2f s; global threshold %.4g", det, _time.perf_counter() - started, det.global_threshold_)
     columns.freq = det.freq_
     columns.detector = name
@@ -453,15 +471,46 @@ def fit_file(
     if not save.parent.exists():
         raise FileNotFoundError(f"folder for --save does not exist: {save.parent}")
     frame = _read(input, columns)
-    with warnings.catch_warnings():
-        # _check_can_alert below turns the uncalibrated case into the job's one-line error;
-        # the library's warning would print the same news twice.
-        warnings.simplefilter("ignore", CalibrationWarning)
-        det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input))
-    _check_can_alert(det)
+    det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input),
+                    require_alerts=True)
     det.save(save)  # BaseDetector.save writes a temporary file and renames it: atomic too
     log.info("saved the model to %s", save)
     return det
+
+
+def _history_description(n_times: int, freq: str | None) -> str:
+    """``n_times`` points of history, with their span where the grid has a fixed step ``freq``."""
+    length = f"{n_times} points"
+    try:
+        span = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) * n_times
+        length += f" ({str(span).replace(' 00:00:00', '')} on the {freq!r} grid)"
+    except (TypeError, ValueError):
+        pass  # no fixed step to turn into a duration; the count alone says it
+    return length
+
+
+def _too_short(det: BaseDetector, problem: str) -> ValueError:
+    """The job's error for a history too short for ``det``: ``problem``, then what to change."""
+    params = det.get_params()
+    knobs = ("window", "period", "periods", "seasonal_period", "min_periods", "history", "min_history")
+    sizes = ", ".join(f"{k}={params[k]!r}" for k in knobs if k in params)
+    return ValueError(
+        f"{problem}; fit on a longer history or use a shorter window or period"
+        + (f" (now {sizes}; set with --param)" if sizes else "")
+    )
+
+
+def _check_history_length(det: BaseDetector, panel: Panel) -> None:
+    """Raise ValueError, before the fit, when ``panel``'s history is shorter than ``det`` needs
+    for any finite training score (:meth:`BaseDetector.min_fit_times`): the fit, which can take
+    minutes on many contexts, would only end in :func:`_check_can_alert`'s error."""
+    need = det.min_fit_times()
+    if need is None or panel.n_times >= need:
+        return
+    freq = panel.index.freqstr if isinstance(panel.index, pd.DatetimeIndex) else None
+    raise _too_short(det, (
+        f"{det!r} needs a history of at least {need} points to score anything, and this one has "
+        f"{_history_description(panel.n_times, freq)}, so the model could never alert"))
 
 
 def _check_can_alert(det: BaseDetector) -> None:
@@ -475,19 +524,9 @@ def _check_can_alert(det: BaseDetector) -> None:
     threshold = float(det.global_threshold_)
     if np.isfinite(threshold):
         return
-    length = f"{det.n_fit_times_} points"
-    try:
-        span = pd.Timedelta(pd.tseries.frequencies.to_offset(det.freq_)) * det.n_fit_times_
-        length += f" ({str(span).replace(' 00:00:00', '')} on the {det.freq_!r} grid)"
-    except (TypeError, ValueError):
-        pass  # no fixed step to turn into a duration; the count alone says it
-    params = det.get_params()
-    sizes = ", ".join(f"{k}={params[k]!r}" for k in ("window", "period", "periods", "seasonal_period") if k in params)
-    raise ValueError(
-        f"{det!r} gets no finite score from a history of {length}, so its alert threshold is {threshold} "
-        f"and the model could never alert; fit on a longer history or use a shorter window or period"
-        + (f" (now {sizes}; set with --param)" if sizes else "")
-    )
+    raise _too_short(det, (
+        f"{det!r} gets no finite score from a history of {_history_description(det.n_fit_times_, det.freq_)}, "
+        f"so its alert threshold is {threshold} and the model could never alert"))
 
 
 # ---------------------------------------------------------------------- score

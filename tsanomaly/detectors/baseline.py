@@ -248,6 +248,19 @@ class RollingZScoreDetector(BaseDetector):
             raise ValueError(f"floor_fraction must be a finite number >= 0, got {self.floor_fraction!r}")
         score_direction(0.0, self.direction)
 
+    def min_fit_times(self) -> int:
+        """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
+        a point needs ``min_periods`` past points at its phase (``min_periods * seasonal_period + 1``
+        steps); with ``level_window``, the level comparison scores from the first refresh anchor
+        with ``min_periods`` points before it, whichever comes first."""
+        self._validate()
+        min_periods = self._min_periods()
+        need = min_periods * self._lag() + 1
+        if self.level_window is not None:
+            refresh = self._level_refresh()
+            need = min(need, -(-min_periods // refresh) * refresh + 1)
+        return need
+
     def _n_kept(self) -> int:
         """History points that ``score`` needs: the seasonal past, and the level window
         before the latest refresh."""

@@ -202,6 +202,13 @@ class EnsembleDetector(BaseDetector):
         """Checked at load (see BaseDetector._fitted_state_kinds); each member checks its own state as it loads."""
         return {"members_": "detectors", "member_quantiles_": ("matrix", "members_"), "member_scale_": ("vector", "members_")}
 
+    def min_fit_times(self) -> int | None:
+        """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`): the
+        ensemble scores a point that any member scores, so the smallest of the members' (None when a
+        member does not state its own)."""
+        needs = [member.min_fit_times() for member in self._members()]
+        return None if any(need is None for need in needs) else min(needs)
+
     def _fit(self, values, panel: Panel):
         self.members_ = []
         calibration = []

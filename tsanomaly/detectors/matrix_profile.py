@@ -547,6 +547,18 @@ class MatrixProfileDetector(BaseDetector):
             return max(int(self.history) // 4, exclusion + 1)
         return int(self.min_history)
 
+    def min_fit_times(self) -> int | None:
+        """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
+        the first scored window starts ``min_history`` points after the first observation and
+        needs a neighbour more than ``exclusion`` points away (so it starts at least
+        ``exclusion + 1`` points in, ``exclusion + 2`` with ``difference``, whose first window
+        holds the undefined first difference). None when ``exclusion >= history``: no window
+        then has a neighbour within reach."""
+        m, exclusion = self._validate()
+        if exclusion >= int(self.history):
+            return None
+        return max(self._min_history(), exclusion + 1 + int(bool(self.difference))) + m
+
     def _keep(self):
         # The last window's look-back, plus the smoothing-1 windows before it that its score averages.
         return int(self.history) + int(self.window) - 1 + int(self.smoothing) - 1
