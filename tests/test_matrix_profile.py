@@ -175,6 +175,35 @@ def test_left_profile_from_a_column_onwards_and_bounded_lag():
         np.testing.assert_array_equal(li[0, col_start:], expected_idx[col_start:])
 
 
+@pytest.mark.parametrize("precision", ["double", "single"])
+@pytest.mark.parametrize("n_ctx", [1, 6])  # threads over diagonal blocks, then over contexts
+def test_join_without_rows_gives_the_same_left_profile(precision, n_ctx):
+    """rows=False (the detector's left profile) skips the right profile's distances only."""
+    rng = np.random.default_rng(18)
+    x = np.stack([walk_with_gaps(rng, 400) for _ in range(n_ctx)])
+    for normalize in (True, False):
+        full = mp_cpu.join(x, None, 16, 4, precision, 250, 120, normalize=normalize)
+        left = mp_cpu.join(x, None, 16, 4, precision, 250, 120, normalize=normalize, rows=False)
+        assert left[0] is None and left[1] is None
+        np.testing.assert_array_equal(left[2], full[2])
+        np.testing.assert_array_equal(left[3], full[3])
+    ab = mp_cpu.join(x[:, :200], x[:, 200:], 16, 4, precision, rows=False)  # AB-joins keep their profile
+    assert ab[0] is not None and ab[2] is None
+
+
+@pytest.mark.gpu
+def test_gpu_join_without_rows_gives_the_same_left_profile():
+    import cupy as cp
+
+    rng = np.random.default_rng(18)
+    x = cp.asarray(np.stack([walk_with_gaps(rng, 400) for _ in range(6)]))
+    full = mp_gpu.join(x, None, 16, 4, "double", 250, 120)
+    left = mp_gpu.join(x, None, 16, 4, "double", 250, 120, rows=False)
+    assert left[0] is None and left[1] is None
+    np.testing.assert_array_equal(cp.asnumpy(left[2]), cp.asnumpy(full[2]))
+    np.testing.assert_array_equal(cp.asnumpy(left[3]), cp.asnumpy(full[3]))
+
+
 # ---------------------------------------------------------------------------- batches
 def test_batch_equals_per_context_results():
     """Threads over contexts (batch) and over diagonal blocks (one series) give identical bits."""

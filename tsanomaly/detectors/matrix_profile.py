@@ -200,18 +200,19 @@ def _centre_and_scale(x):
     return centre, xp.where(spread > 0, spread, 1.0)
 
 
-def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, normalize=True):
+def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, normalize=True, rows=True):
     """The device kernel's join (see :func:`tsanomaly.kernels.mp_cpu.join`), z-normalised or plain.
 
     Plain distances (``normalize=False``) are computed on each context's series shifted
     by its mean and divided by its std (those of ``a`` and ``b`` together, so that both
     get the same map): a shift does not change a plain distance, and the recurrence's raw
     products then stay of the data's own size rather than of its level. They are scaled
-    back, so they come out in the data's units.
+    back, so they come out in the data's units. ``rows=False`` (self-joins): the row minima
+    (right profile) come back as None, their distances not computed.
     """
     kernel = _kernel(device)
     if normalize:
-        return kernel.join(a, b, m, exclusion, precision, col_start, max_lag)
+        return kernel.join(a, b, m, exclusion, precision, col_start, max_lag, rows=rows)
     xp = backend.array_module(a)
     centre, spread = _centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
 
@@ -220,9 +221,10 @@ def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, norm
 
     row_d, row_i, col_d, col_i = kernel.join(
         standardised(a), None if b is None else standardised(b), m, exclusion, precision, col_start, max_lag,
-        normalize=False,
+        normalize=False, rows=rows,
     )
-    return row_d * spread[:, None], row_i, None if col_d is None else col_d * spread[:, None], col_i
+    return (None if row_d is None else row_d * spread[:, None], row_i,
+            None if col_d is None else col_d * spread[:, None], col_i)
 
 
 # ---------------------------------------------------------------------------- public function
@@ -385,7 +387,8 @@ def left_profile(x, m, exclusion, precision, device, col_start=0, max_lag=None, 
     -------
     dist, index : arrays, shape (n_contexts, n - m + 1), on ``device``
     """
-    _, _, dist, index = _join(device, x, None, m, exclusion, precision, col_start, max_lag, normalize)
+    # rows=False: the right profile's distances, which this discards, are not computed
+    _, _, dist, index = _join(device, x, None, m, exclusion, precision, col_start, max_lag, normalize, rows=False)
     return dist, index
 
 

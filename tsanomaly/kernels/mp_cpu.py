@@ -476,7 +476,7 @@ def _pair_distances(A, B, index, m, use_lo, columns):
     return out
 
 
-def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normalize=True, tile_rows=None,
+def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normalize=True, rows=True, tile_rows=None,
          tile_diags=None):
     """Row and column minima of the z-normalised (or plain) distance matrix of a batch of series.
 
@@ -502,14 +502,17 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normaliz
         False: plain Euclidean distances between the windows as they are. The
         recurrence then runs on raw products, so callers should centre and scale each
         series first (:func:`tsanomaly.detectors.matrix_profile.matrix_profile` does).
+    rows : bool, default True
+        Self-joins only: False skips the row minima's distances (the right profile), which
+        a caller that wants only the left profile would discard; they are then None.
     tile_rows, tile_diags : int, optional
         Restart period of the recurrence and diagonals per block (tests shrink them).
 
     Returns
     -------
-    row_dist, row_index : numpy.ndarray, shape (n_contexts, n_a - m + 1)
+    row_dist, row_index : numpy.ndarray, shape (n_contexts, n_a - m + 1), or None
         Nearest column window of each row window (self-join: the right profile,
-        AB-join: the profile); inf and -1 where there is none.
+        AB-join: the profile); inf and -1 where there is none. None with ``rows=False``.
     col_dist, col_index : numpy.ndarray, shape (n_contexts, n_b - m + 1), or None
         Self-join only: nearest earlier window of each window (the left profile).
     """
@@ -547,8 +550,11 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normaliz
                 if self_join:
                     col_keys[c] = cols
     # The keys chose the neighbours; the reported distances are recomputed for them.
-    ri = _key_index(row_keys, idx_bits, use_lo)
-    row = (_pair_distances(prep_a.terms, prep_b.terms, ri, m, use_lo, False), ri)
+    if rows or not self_join:
+        ri = _key_index(row_keys, idx_bits, use_lo)
+        row = (_pair_distances(prep_a.terms, prep_b.terms, ri, m, use_lo, False), ri)
+    else:
+        row = (None, None)
     if not self_join:
         return row + (None, None)
     ci = _key_index(col_keys, idx_bits, use_lo)

@@ -176,7 +176,8 @@ def diagonal_slices(k_begin, k_end, tile_diags, max_tiles=_MAX_GRID_YZ):
     return [(k, min(k + step, k_end)) for k in range(k_begin, k_end, step)]
 
 
-def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize):
+def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize,
+                rows):
     prep_a = _Prepared(cp, module, TA, m, single, normalize)
     self_join = TB is None
     prep_b = prep_a if self_join else _Prepared(cp, module, TB, m, single, normalize)
@@ -219,7 +220,7 @@ def _join_chunk(cp, module, TA, TB, m, exclusion, single, col_start, max_lag, ti
             )
         return dist, index
 
-    row = unpack(row_keys, n_a, False)
+    row = unpack(row_keys, n_a, False) if rows or not self_join else (None, None)
     col = unpack(col_keys, n_b, True) if self_join else (None, None)
     return row + col
 
@@ -232,7 +233,7 @@ def _bytes_per_context(n_a, n_b, m, single):
     return (n_a + n_b) * per_point + (n_a + n_b) * per_window
 
 
-def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normalize=True, tile_rows=None,
+def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normalize=True, rows=True, tile_rows=None,
          tile_diags=None):
     """Row and column minima of the z-normalised (or plain) distance matrix of a batch of series, on the GPU.
 
@@ -262,7 +263,8 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normaliz
         stop = min(n_ctx, start + chunk)
         try:
             parts.append(_join_chunk(cp, module, TA[start:stop], None if TB is None else TB[start:stop], m,
-                                     exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize))
+                                     exclusion, single, col_start, max_lag, tile_rows, tile_diags, normalize,
+                                     rows))
         except cp.cuda.memory.OutOfMemoryError:
             if chunk == 1:
                 raise
