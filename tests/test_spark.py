@@ -155,6 +155,28 @@ def test_split_merge_round_trip_scores_like_the_original():
     assert (~seen).sum() == 3
 
 
+@pytest.mark.parametrize("name", ["baseline", "mp", "lstm"])
+def test_merge_state_without_rows_scores_every_context_as_unseen(name):
+    """No per-context row (none of the contexts to score was fitted): the merged detector scores
+    them from a cold start, as the original detector scores contexts it never saw."""
+    if name == "lstm":
+        pytest.importorskip("torch")
+    history, new = _frames(n_contexts=4)
+    # short enough for a cold start within the 5 new days
+    params = {"baseline": {"window": 3}, "mp": {"window": 12, "history": 48},
+              "lstm": {"window": 12, "hidden": 8, "epochs": 1}}[name]
+    reference = tsanomaly.make_detector(name, device="cpu", **params).fit(_panel(history))
+    global_state, rows = tss.split_state(reference)
+    merged = tss.merge_state(global_state, rows.iloc[:0])
+    panel = _panel(new)
+    assert (merged.context_rows(panel) < 0).all()
+    got = merged.score(panel).to_numpy()
+    # the same contexts under labels the reference never saw
+    fresh = tsanomaly.Panel(panel.to_numpy(), pd.Index([f"new{k}" for k in range(panel.n_contexts)]), panel.index)
+    np.testing.assert_array_equal(got, reference.score(fresh).to_numpy())
+    assert np.isfinite(got).any()
+
+
 def test_split_state_keeps_dtypes_and_shapes():
     detector = RollingZScoreDetector(window=3, seasonal_period=None).fit(np.arange(60.0).reshape(5, 12))
     detector.extra_ = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)  # per-context, 3-D, float32

@@ -583,7 +583,9 @@ def merge_state(global_state: dict, per_context: pd.DataFrame, device: str | Non
         As returned by :func:`split_state` (or ``SparkModel.global_state``).
     per_context : pandas.DataFrame
         Rows for any subset of contexts, in any order: the detector's
-        ``contexts_`` follows the rows.
+        ``contexts_`` follows the rows. With no rows at all, the detector scores
+        every context as unseen at fit (a cold start, as on one machine); its
+        ``contexts_`` then holds one placeholder label that equals no context.
     device : {"auto", "cpu", "cuda"}, optional
         Override the ``device`` parameter.
 
@@ -600,7 +602,7 @@ def merge_state(global_state: dict, per_context: pd.DataFrame, device: str | Non
                if c not in per_context.columns]
     if missing:
         raise ValueError(f"the per-context rows lack columns {missing}")
-    return _with_contexts(_template(global_state, device), global_state, per_context)
+    return _with_contexts(_template(global_state, device), global_state, per_context, placeholder=True)
 
 
 def _canonical_global(global_state: dict) -> str:
