@@ -9,9 +9,8 @@ import math
 
 import numpy as np
 
-from benchmarks.common import best_time, require_device
+from benchmarks.common import _DetectorFit, best_time, require_device
 from tsanomaly.backend import to_device
-from tsanomaly.datasets import make_security_panel
 from tsanomaly.detectors.matrix_profile import MatrixProfileDetector, matrix_profile
 
 
@@ -67,26 +66,12 @@ class MatrixProfileBatch:
         return self.n_contexts * self_join_pairs(self.length, self.m) / seconds
 
 
-class MatrixProfileDetectorFit:
+class MatrixProfileDetectorFit(_DetectorFit):
     """MatrixProfileDetector.fit with its defaults (window 24, history 672): 15 days of hourly
     counts (360 points) per context; peak memory too, which profiling blocks of contexts bounds."""
 
     params = (["cpu", "cuda"], [20_000])
-    param_names = ["device", "n_contexts"]
-    unit = "series/s"
-    timeout = 900
+    n_days = 15
 
-    def setup(self, device, n_contexts):
-        require_device(device)
-        data = make_security_panel(n_contexts=n_contexts, n_days=15, seed=0)
-        self.history = data.panels["logins"].to(device)
-        self.device = device
-
-    def _fit(self):
-        return MatrixProfileDetector(device=self.device).fit(self.history)
-
-    def track_fit_series_per_second(self, device, n_contexts):
-        return n_contexts / best_time(self._fit, device, repeat=1)
-
-    def peakmem_fit(self, device, n_contexts):
-        self._fit()
+    def make(self, device):
+        return MatrixProfileDetector(device=device)

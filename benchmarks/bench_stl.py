@@ -6,10 +6,9 @@ of 2,016 points (12 weeks) for 1,000 contexts (and 10,000 on the GPU).  The
 series are the negative-binomial counts of ``benchmarks/compare_stl.py``.
 statsmodels' side of the comparison is in ``benchmarks/compare.py stl``.
 """
-from benchmarks.common import best_time, require_device
+from benchmarks.common import _DetectorFit, best_time, require_device
 from benchmarks.compare_stl import MSTL_POINTS, STL_POINTS, make_series
 from tsanomaly import backend
-from tsanomaly.datasets import make_security_panel
 from tsanomaly.detectors.stl import STLDetector, decompose
 
 
@@ -53,26 +52,9 @@ class MSTLThroughput:
         return n_contexts / seconds
 
 
-class STLDetectorFit:
+class STLDetectorFit(_DetectorFit):
     """STLDetector.fit (decomposition, held-out folds, per-context state): 21 days of hourly counts
     (504 points, period 24) per context; peak memory too, which fitting in blocks of contexts bounds."""
 
-    params = (["cpu", "cuda"], [10_000])
-    param_names = ["device", "n_contexts"]
-    unit = "series/s"
-    timeout = 900
-
-    def setup(self, device, n_contexts):
-        require_device(device)
-        data = make_security_panel(n_contexts=n_contexts, n_days=21, seed=0)
-        self.history = data.panels["logins"].to(device)
-        self.device = device
-
-    def _fit(self):
-        return STLDetector(periods=24, device=self.device).fit(self.history)
-
-    def track_fit_series_per_second(self, device, n_contexts):
-        return n_contexts / best_time(self._fit, device, repeat=1)
-
-    def peakmem_fit(self, device, n_contexts):
-        self._fit()
+    def make(self, device):
+        return STLDetector(periods=24, device=device)

@@ -36,3 +36,36 @@ def best_time(fn, device: str = "cpu", repeat: int = 3, warmup: int = 1) -> floa
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+class _DetectorFit:
+    """Base of the ASV cases that time a detector's fit on hourly logins per context
+    (``make_security_panel``) and record the fit's peak memory. A subclass sets ``n_days`` and
+    ``make(device)``, the detector. Named with an underscore: ASV, which collects every public
+    class of the benchmark folder, must not run this base itself."""
+
+    params = (["cpu", "cuda"], [10_000])
+    param_names = ["device", "n_contexts"]
+    unit = "series/s"
+    timeout = 900
+    n_days = 21
+
+    def make(self, device):
+        raise NotImplementedError
+
+    def setup(self, device, n_contexts):
+        from tsanomaly.datasets import make_security_panel
+
+        require_device(device)
+        data = make_security_panel(n_contexts=n_contexts, n_days=self.n_days, seed=0)
+        self.history = data.panels["logins"].to(device)
+        self.device = device
+
+    def _fit(self):
+        return self.make(self.device).fit(self.history)
+
+    def track_fit_series_per_second(self, device, n_contexts):
+        return n_contexts / best_time(self._fit, device, repeat=1)
+
+    def peakmem_fit(self, device, n_contexts):
+        self._fit()
