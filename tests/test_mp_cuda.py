@@ -465,6 +465,14 @@ def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision,
             assert grid[1] == 3
         if name.startswith("mp_stats"):
             assert args[5] == np.int32(normalize)
+    # rows=False (the detector's left profile): the row minima are not finalised
+    launches.clear()
+    out = mp_gpu.join(a, None, 12, 3, precision, 40, 100, normalize=normalize, rows=False, tile_rows=16,
+                      tile_diags=8)
+    assert out[0] is None and out[1] is None and out[2].shape == (3, 289)
+    finalised = [args[-2] for name, _, _, args in launches if name.startswith("mp_finalize")]
+    assert [name for name, *_ in launches] == stats + [f"mp_join_{suffix}", f"mp_finalize_{suffix}"]
+    assert finalised == [np.int32(True)]  # the column minima's pass
 
 
 @pytest.fixture(scope="module")
