@@ -88,3 +88,22 @@ def test_contamination_that_cannot_be_calibrated_is_a_value_error(value):
         validate_threshold_params("quantile", value, False)
     with pytest.raises(ValueError, match="contamination"):
         calibrate(np.arange(100.0)[None, :], contamination=value)
+
+
+@pytest.mark.parametrize("threshold", ["quantile", "pot"])
+@pytest.mark.parametrize("per_context", [False, True])
+def test_calibrate_ignores_infinite_scores_and_leaves_the_input_as_it_was(threshold, per_context):
+    """Infinite training scores count as unscored (as NaN do), and the caller's array is not
+    written to: calibrate copies it only to replace them."""
+    rng = np.random.default_rng(3)
+    scores = rng.exponential(size=(4, 2000))
+    scores[0, :5] = np.inf
+    scores[1, 7] = -np.inf
+    scores[2, :10] = np.nan
+    given = scores.copy()
+    got = thresholds.calibrate(scores, threshold, 0.001, per_context)
+    np.testing.assert_array_equal(scores, given)
+    as_nan = np.where(np.isinf(scores), np.nan, scores)
+    expected = thresholds.calibrate(as_nan, threshold, 0.001, per_context)
+    np.testing.assert_array_equal(got[0], expected[0])
+    assert got[1] == expected[1] and np.isfinite(got[0]).all()

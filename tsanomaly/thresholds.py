@@ -118,14 +118,18 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         a fixed numeric threshold excepted).
     """
     validate_threshold_params(threshold, contamination, per_context)
-    scores = backend.to_numpy(train_scores).astype(np.float64, copy=True)
-    scores[~np.isfinite(scores)] = np.nan
+    # Read, never written: a copy of the scores (hundreds of MB for 100,000 contexts) only where
+    # infinite scores must become NaN, which the quantile and POT rules ignore.
+    scores = np.asarray(backend.to_numpy(train_scores), dtype=np.float64)
+    is_finite = np.isfinite(scores)
+    if np.isinf(scores).any():
+        scores = np.where(is_finite, scores, np.nan)
     n_contexts = scores.shape[0]
     if not isinstance(threshold, str):
         value = float(threshold)
         return np.full(n_contexts, value), value
 
-    finite = scores[np.isfinite(scores)]
+    finite = scores[is_finite]
     if finite.size == 0:
         return np.full(n_contexts, np.inf), float(np.inf)
     if threshold == "quantile":
@@ -136,17 +140,17 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         global_value = float(pot_threshold(finite, risk=contamination, initial_quantile=_pot_initial_quantile(contamination)))
     thresholds = np.full(n_contexts, global_value)
     if per_context:
-        enough = np.isfinite(scores).sum(axis=1) >= MIN_SCORES_PER_CONTEXT
+        enough = is_finite.sum(axis=1) >= MIN_SCORES_PER_CONTEXT
         if enough.any():
+            rows = scores if enough.all() else scores[enough]
             if threshold == "quantile":
-                own = nanquantile(scores[enough], 1.0 - contamination, axis=1)
+                own = nanquantile(rows, 1.0 - contamination, axis=1)
             else:
                 from tsanomaly.pot import pot_thresholds
 
                 # Contexts with too few excesses fall back to their own quantile (pot_thresholds).
-                own = pot_thresholds(
-                    scores[enough], risk=contamination, initial_quantile=_pot_initial_quantile(contamination)
-                ).thresholds
+                own = pot_thresholds(rows, risk=contamination, initial_quantile=_pot_initial_quantile(contamination)
+                                     ).thresholds
             thresholds[enough] = own
     return thresholds, global_value
 
