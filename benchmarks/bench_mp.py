@@ -11,6 +11,7 @@ import numpy as np
 
 from benchmarks.common import _DetectorFit, best_time, require_device
 from tsanomaly.backend import to_device
+from tsanomaly.datasets import make_security_panel
 from tsanomaly.detectors.matrix_profile import MatrixProfileDetector, matrix_profile
 
 
@@ -75,3 +76,24 @@ class MatrixProfileDetectorFit(_DetectorFit):
 
     def make(self, device):
         return MatrixProfileDetector(device=device)
+
+
+class MatrixProfileDetectorScore:
+    """MatrixProfileDetector.score of one new day per context (the hourly or daily job), after a
+    fit on 15 days with the defaults: the left profile of 24 new windows against the kept history."""
+
+    params = (["cpu", "cuda"], [20_000])
+    param_names = ["device", "n_contexts"]
+    unit = "series/s"
+    timeout = 900
+
+    def setup(self, device, n_contexts):
+        require_device(device)
+        data = make_security_panel(n_contexts=n_contexts, n_days=16, seed=0)
+        history, new = data.split(data.index[-24])
+        self.new = new.panels["logins"].to(device)
+        self.detector = MatrixProfileDetector(device=device).fit(history.panels["logins"].to(device))
+        self.device = device
+
+    def track_score_series_per_second(self, device, n_contexts):
+        return n_contexts / best_time(lambda: self.detector.score(self.new), device)
