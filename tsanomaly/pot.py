@@ -65,20 +65,6 @@ def _root_grids(ends: np.ndarray) -> np.ndarray:
     return grids
 
 
-def _log_likelihood(y: np.ndarray, gamma: float, sigma: float) -> float:
-    """GPD log-likelihood of excesses ``y`` (all > 0)."""
-    if sigma <= 0:
-        return -np.inf
-    if gamma == 0.0:
-        return float(-y.shape[0] * np.log(sigma) - y.sum() / sigma)
-    if gamma == -1.0:  # uniform on [0, sigma]
-        return float(-y.shape[0] * np.log(sigma)) if y.max() <= sigma else -np.inf
-    z = 1.0 + gamma * y / sigma
-    if (z <= 0).any():
-        return -np.inf
-    return float(-y.shape[0] * np.log(sigma) - (1.0 + 1.0 / gamma) * np.log(z).sum())
-
-
 def fit_gpd(excesses) -> tuple[float, float]:
     """Maximum-likelihood fit of a generalised Pareto distribution (location 0) to excesses.
 
@@ -252,6 +238,7 @@ def _fit_gpd_rows(excesses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Per row, on NumPy scalars: there ``y_min**2`` is C's pow, which rounds differently from the
     # array square for about 1 value in 1,000 (3 of 100,000 thresholds then moved in their last bits).
     ends = [_root_interval_ends(y_min[i], y_max[i]) for i in range(n_rows)]
+    block = max(1, _SCAN_ELEMENTS // n)  # rows per block of the (rows x excesses) temporaries below
     # candidates (row, gamma, sigma) in normalised units: the exponential, and the uniform on
     # [0, max Y] -- the boundary gamma = -1 beyond which the likelihood is unbounded
     rows = [np.arange(n_rows), np.arange(n_rows)]
@@ -267,21 +254,19 @@ def _fit_gpd_rows(excesses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         row = side_rows[bracket_row]
         root = np.empty(row.shape[0])
         # Brent's method on blocks of brackets whose excesses fill at most _SCAN_ELEMENTS
-        block = max(1, _SCAN_ELEMENTS // n)
         for b in range(0, row.shape[0], block):
             part = slice(b, b + block)
             part_yn = yn[row[part]]
             root[part] = _brent(lambda x, active: _grimshaw(x, part_yn[active]),
                                 grids[bracket_row[part], k[part]], grids[bracket_row[part], k[part] + 1],
                                 1e-14 * np.abs(side_ends[bracket_row[part]]), 1e-12)
-        gamma = np.add.reduce(np.log1p(root[:, None] * yn[row]), axis=1) / n if row.size else np.empty(0)
+        gamma = np.add.reduce(np.log1p(root[:, None] * yn[row]), axis=1) / n
         real = gamma != 0.0
         rows.append(row[real])
         gammas.append(gamma[real])
         sigmas.append(gamma[real] / root[real])
     row, gamma, sigma = np.concatenate(rows), np.concatenate(gammas), np.concatenate(sigmas)
     ll = np.empty(row.shape[0])
-    block = max(1, _SCAN_ELEMENTS // n)
     for b in range(0, row.shape[0], block):
         part = slice(b, b + block)
         ll[part] = _log_likelihoods(yn[row[part]], gamma[part], sigma[part])
