@@ -85,9 +85,9 @@ def saved(panels, tmp_path_factory):
 
 def _damaged(path, out, name, how, member=None):
     """A copy of the model file at ``path`` with fitted attribute ``name`` set to null
-    (``how="null"``), its array one row or one column short (``"rows"``, ``"columns"``) or,
-    for a dict of arrays by period, its period doubled (``"period"``); ``member``: in that
-    ensemble member's state instead."""
+    (``how="null"``), its array one row or one column short (``"rows"``, ``"columns"``), its
+    array's first value NaN (``"nan"``) or, for a dict of arrays by period, its period doubled
+    (``"period"``); ``member``: in that ensemble member's state instead."""
     with zipfile.ZipFile(path) as archive:
         meta = json.loads(archive.read("model.json"))
         with np.load(io.BytesIO(archive.read("arrays.npz"))) as npz:
@@ -99,7 +99,11 @@ def _damaged(path, out, name, how, member=None):
         state[name]["keys"] = {str(int(period) * 2): key for period, key in state[name]["keys"].items()}
     else:
         key = state[name]["key"]  # an "array" entry: {"kind": "array", "key": ...}
-        arrays[key] = arrays[key][:-1] if how == "rows" else arrays[key][:, :-1]
+        if how == "nan":
+            arrays[key] = arrays[key].astype(np.float64)
+            arrays[key].flat[0] = np.nan
+        else:
+            arrays[key] = arrays[key][:-1] if how == "rows" else arrays[key][:, :-1]
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with zipfile.ZipFile(out, "w") as archive:
@@ -143,6 +147,8 @@ def test_an_intact_model_file_loads_and_scores_identically(saved, panels, name):
         ("lstm", "err_center_", "rows"),
         ("ensemble", "member_quantiles_", "null"),
         ("ensemble", "member_scale_", "rows"),
+        ("baseline", "threshold_", "nan"),  # a context that could never alert, silently
+        ("mp", "threshold_", "rows"),
     ],
 )
 def test_damaged_detector_state_is_a_value_error_at_load(saved, tmp_path, name, attribute, how):

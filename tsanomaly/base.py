@@ -783,6 +783,7 @@ def _check_base_state(detector: "BaseDetector") -> None:
         not isinstance(threshold, np.ndarray)
         or threshold.dtype.kind not in "iuf"
         or threshold.shape != (len(detector.contexts_),)
+        or np.isnan(threshold).any()  # calibrate gives each context a number or inf, never NaN
     ):
         raise damaged("threshold_")
     global_threshold = detector.global_threshold_
