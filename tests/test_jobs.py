@@ -419,6 +419,16 @@ def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp
     assert not model.exists()
 
 
+@pytest.mark.parametrize("n_times, freq, text", [
+    (48, "h", "48 points (2 days on the 'h' grid)"),
+    (10, "15min", "10 points (02:30:00 on the '15min' grid)"),
+    (3, "MS", "3 points"),  # months: no fixed duration
+    (10, None, "10 points"),  # a grid of positions
+])
+def test_a_history_is_described_by_its_points_and_span(n_times, freq, text):
+    assert jobs._history_description(n_times, freq) == text
+
+
 def test_a_history_without_a_finite_score_is_refused_after_the_fit(tables, tmp_path, capsys):
     """Long enough, but no value observed: the fit runs and its infinite threshold is refused."""
     history, _ = tables

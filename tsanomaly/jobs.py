@@ -481,12 +481,14 @@ def fit_file(
 def _history_description(n_times: int, freq: str | None) -> str:
     """``n_times`` points of history, with their span where the grid has a fixed step ``freq``."""
     length = f"{n_times} points"
+    if freq is None:  # a grid of positions: the count alone says it
+        return length
     try:
-        span = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) * n_times
-        length += f" ({str(span).replace(' 00:00:00', '')} on the {freq!r} grid)"
+        span = str(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) * n_times)
     except (TypeError, ValueError):
-        pass  # no fixed step to turn into a duration; the count alone says it
-    return length
+        return length  # no fixed step (months) to turn into a duration
+    span = span.replace(" 00:00:00", "").removeprefix("0 days ")
+    return f"{length} ({span} on the {freq!r} grid)"
 
 
 def _too_short(det: BaseDetector, problem: str) -> ValueError:
