@@ -59,7 +59,7 @@ import pandas as pd
 
 from tsanomaly import io as tsio
 from tsanomaly import thresholds
-from tsanomaly.base import BaseDetector, CalibrationWarning
+from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description
 from tsanomaly.base import load as load_detector
 from tsanomaly.panel import Panel
 
@@ -424,18 +424,16 @@ def fit_frame(
     log.info(
         "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times, panel.index[0], panel.index[-1]
     )
-    if require_alerts:
-        _check_history_length(det, panel)
     started = _time.perf_counter()
-    if require_alerts:
-        with warnings.catch_warnings():
+    with warnings.catch_warnings():
+        if require_alerts:
+            _check_history_length(det, panel)
             # _check_can_alert below turns the uncalibrated case into one error; the
             # library's warning would print the same news twice.
             warnings.simplefilter("ignore", CalibrationWarning)
-            det.fit(panel)
-        _check_can_alert(det)
-    else:
         det.fit(panel)
+    if require_alerts:
+        _check_can_alert(det)
     log.info("fitted %r in %.2f s; global threshold %.4g", det, _time.perf_counter() - started, det.global_threshold_)
     columns.freq = det.freq_
     columns.detector = name
@@ -509,7 +507,7 @@ def _check_history_length(det: BaseDetector, panel: Panel) -> None:
     need = det.min_fit_times()
     if need is None or panel.n_times >= need:
         return
-    freq = panel.index.freqstr if isinstance(panel.index, pd.DatetimeIndex) else None
+    freq, _ = _grid_description(panel.index)  # the freq_ the fit would record
     raise _too_short(det, (
         f"{det!r} needs a history of at least {need} points to score anything, and this one has "
         f"{_history_description(panel.n_times, freq)}, so the model could never alert"))
