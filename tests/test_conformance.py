@@ -134,7 +134,8 @@ def test_fit_score_scores_the_history(detector, panels):
 
 def test_min_fit_times_is_the_shortest_history_with_a_finite_score(detector, panels):
     """Where a detector states min_fit_times (jobs refuse shorter histories before fitting), a
-    history one step shorter gives no finite training score and that long gives one."""
+    history one step shorter gives no finite training score (or, where the detector says its fit
+    raises on a short history, a ValueError) and that long gives one."""
     import warnings
 
     from sklearn.base import clone
@@ -153,8 +154,40 @@ def test_min_fit_times_is_the_shortest_history_with_a_finite_score(detector, pan
             scores = clone(detector).fit_score(history.time_slice(end=history.index[n_times - 1]))
         return np.isfinite(scores.to_numpy()).any()
 
-    assert not finite_scores(need - 1)
+    if detector._fit_raises_when_short:
+        with pytest.raises(ValueError):
+            finite_scores(need - 1)
+    else:
+        assert not finite_scores(need - 1)
     assert finite_scores(need)
+
+
+def test_an_ensemble_needs_the_history_of_each_member_whose_fit_raises(panels):
+    """The ensemble scores what any member scores, but fits every member: a member whose fit
+    raises on a short history (STL) sets the ensemble's need, not the smallest member's."""
+    import warnings
+
+    from tsanomaly.base import CalibrationWarning
+    from tsanomaly.detectors.ensemble import EnsembleDetector
+    from tsanomaly.detectors.stl import STLDetector
+
+    history, _ = panels
+    plain = RollingZScoreDetector(window=8, seasonal_period=None)
+    stl = STLDetector(periods=24, device="cpu")
+    assert plain.min_fit_times() < stl.min_fit_times() < RollingZScoreDetector().min_fit_times()
+    both = EnsembleDetector(detectors=[plain, stl])
+    assert both.min_fit_times() == stl.min_fit_times() and both._fit_raises_when_short
+    with pytest.raises(ValueError, match="two full cycles"):
+        both.fit(history.time_slice(end=history.index[stl.min_fit_times() - 2]))
+    # STL scores where the default baseline (a week of the same hour) cannot yet
+    late = EnsembleDetector(detectors=[RollingZScoreDetector(), stl])
+    assert late.min_fit_times() == stl.min_fit_times()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        scores = late.fit_score(history.time_slice(end=history.index[stl.min_fit_times() - 1]))
+    assert np.isfinite(scores.to_numpy()).any()
+    # without such a member, the smallest member's need (checked on _ensemble() above)
+    assert not EnsembleDetector(detectors=[plain, RollingZScoreDetector()])._fit_raises_when_short
 
 
 def test_scores_do_not_depend_on_other_contexts(detector, panels):

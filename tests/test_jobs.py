@@ -389,22 +389,25 @@ def test_a_freq_the_data_does_not_follow_is_not_asked_for_again(tables, tmp_path
 
 
 @pytest.mark.parametrize(
-    "detector, params, days, needs, has",
+    "detector, params, days, needs, has, knob",
     [
         # min_periods = 3 days of the same hour, then one point: 3 x 24 + 1
-        ("baseline", ["--param", "window=5"], 2, 73, "48 points (2 days on the 'h' grid)"),
+        ("baseline", ["--param", "window=5"], 2, 73, "48 points (2 days on the 'h' grid)", "window=5"),
         # min_history = 672 // 4 points of past, then one window of 200
-        ("mp", ["--param", "window=200"], 8, 368, "192 points (8 days on the 'h' grid)"),
+        ("mp", ["--param", "window=200"], 8, 368, "192 points (8 days on the 'h' grid)", "window=200"),
+        # two full daily cycles (STL's own fit would raise, with a message that names no parameter)
+        ("stl", [], 1, 48, "24 points (1 day on the 'h' grid)", "periods=24"),
     ],
 )
 def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp_path, capsys, monkeypatch,
-                                                                     detector, params, days, needs, has):
+                                                                     detector, params, days, needs, has, knob):
     from tsanomaly.detectors.matrix_profile import MatrixProfileDetector
+    from tsanomaly.detectors.stl import STLDetector
 
     def never(self, values, panel):
         raise AssertionError("the fit ran")
 
-    for cls in (RollingZScoreDetector, MatrixProfileDetector):
+    for cls in (RollingZScoreDetector, MatrixProfileDetector, STLDetector):
         monkeypatch.setattr(cls, "_fit", never)
     history, _ = tables
     short = history[history["ts"] < history["ts"].min() + pd.Timedelta(days=days)]
@@ -415,13 +418,16 @@ def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp
     err = _one_line_error(capsys)
     assert f"needs a history of at least {needs} points to score anything, and this one has {has}" in err
     assert "could never alert; fit on a longer history or use a shorter window" in err
-    assert "window=" in err and ("RollingZScoreDetector" in err or "MatrixProfileDetector" in err)
+    assert f"(now {knob}" in err and knob in err
     assert not model.exists()
 
 
 @pytest.mark.parametrize("n_times, freq, text", [
     (48, "h", "48 points (2 days on the 'h' grid)"),
     (10, "15min", "10 points (02:30:00 on the '15min' grid)"),
+    (24, "h", "24 points (1 day on the 'h' grid)"),
+    (26, "h", "26 points (1 day 02:00:00 on the 'h' grid)"),
+    (1, "h", "1 point (01:00:00 on the 'h' grid)"),
     (3, "MS", "3 points"),  # months: no fixed duration
     (10, None, "10 points"),  # a grid of positions
 ])

@@ -211,6 +211,23 @@ def test_seeded_fits_are_reproducible_on_cpu(panels):
     assert any(not np.array_equal(a.weights_[n], c.weights_[n]) for n in a.weights_)
 
 
+@pytest.mark.parametrize("params, need", [
+    (dict(), 15),  # 15 - round(0.2 * 15) = 12 training points: one window
+    (dict(validation_fraction=0.0), WINDOW),
+    (dict(validation_fraction=0.5, window=5), 9),  # round(4.5) = 4 held out
+    (dict(validation_fraction=0.75, window=4), 14),  # round(10.5) = 10 held out
+])
+def test_min_fit_times_is_the_shortest_history_that_fits_and_scores(panels, params, need):
+    """The training part of the shortest history holds one window; one point less raises."""
+    history, _ = panels
+    det = tiny(epochs=1, **params)
+    assert det.min_fit_times() == need
+    with pytest.raises(ValueError, match="needs at least"):
+        tiny(epochs=1, **params).fit(history.time_slice(end=history.index[need - 2]))
+    scores = det.fit_score(history.time_slice(end=history.index[need - 1])).to_numpy()
+    assert np.isfinite(scores).any()
+
+
 def test_the_held_out_tail_is_never_trained_on(panels):
     """Shuffling the last validation_fraction of the history (which leaves every context's
     median and MAD, hence the scaling, unchanged) changes the error calibration, not the weights."""

@@ -344,6 +344,25 @@ def test_threshold_is_calibrated_on_out_of_sample_scores():
     assert np.isfinite(det.fit_score(three_days).to_numpy()).mean() > 0.95 and det.holdout_ == 0
 
 
+@pytest.mark.parametrize("params, need", [
+    (dict(periods=24), 2 * DAY),
+    (dict(periods=12, holdout_folds=0, variance_window=0), 24),
+    (dict(periods=[24, 168]), 2 * DAY + 1),  # MSTL keeps a period below half the length
+    (dict(periods=[168, 6, 24]), 13),
+])
+def test_min_fit_times_is_the_shortest_history_that_fits_and_scores(params, need):
+    """Jobs refuse a history shorter than min_fit_times before fitting; STL's own fit raises on it."""
+    det = STLDetector(device="cpu", **params)
+    assert det.min_fit_times() == need
+    values, _ = _counts(np.random.default_rng(3), 2, 15)
+    with pytest.raises(ValueError, match="two full cycles"):
+        STLDetector(device="cpu", **params).fit(_panel(values[:, : need - 1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MSTL drops the longer periods, with a warning
+        scores = det.fit_score(_panel(values[:, :need])).to_numpy()
+    assert np.isfinite(scores).any()
+
+
 def test_level_shift_finds_a_farm_on_a_sparse_context():
     """A farm posting 2-4 registrations every hour where 0-1 a few times a day is usual."""
     rng = np.random.default_rng(15)

@@ -214,8 +214,15 @@ class BaseDetector:
         fits (:func:`tsanomaly.jobs.fit_file`), instead of learning it after a long
         fit. ``None`` where the detector does not state it (the base); the check
         after the fit still applies. Raises ValueError on invalid parameters.
+        Where :attr:`_fit_raises_when_short` is set, ``fit`` raises ValueError on a
+        shorter history instead of giving it no finite score.
         """
         return None
+
+    #: True where ``fit`` raises ValueError on a history shorter than :meth:`min_fit_times`
+    #: (STL, the LSTM), False where it fits and scores nothing (an ensemble, which fits every
+    #: member, tells the two apart).
+    _fit_raises_when_short = False
 
     def _fit(self, values, panel: Panel):  # pragma: no cover - abstract
         raise NotImplementedError

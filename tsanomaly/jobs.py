@@ -478,7 +478,7 @@ def fit_file(
 
 def _history_description(n_times: int, freq: str | None) -> str:
     """``n_times`` points of history, with their span where the grid has a fixed step ``freq``."""
-    length = f"{n_times} points"
+    length = f"{n_times} point" + ("" if n_times == 1 else "s")
     if freq is None:  # a grid of positions: the count alone says it
         return length
     try:
@@ -486,6 +486,8 @@ def _history_description(n_times: int, freq: str | None) -> str:
     except (TypeError, ValueError):
         return length  # no fixed step (months) to turn into a duration
     span = span.replace(" 00:00:00", "").removeprefix("0 days ")
+    if span.startswith("1 days"):  # pandas writes "1 days"
+        span = "1 day" + span.removeprefix("1 days")
     return f"{length} ({span} on the {freq!r} grid)"
 
 

@@ -204,10 +204,21 @@ class EnsembleDetector(BaseDetector):
 
     def min_fit_times(self) -> int | None:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`): the
-        ensemble scores a point that any member scores, so the smallest of the members' (None when a
-        member does not state its own)."""
-        needs = [member.min_fit_times() for member in self._members()]
-        return None if any(need is None for need in needs) else min(needs)
+        ensemble scores a point that any member scores, so the smallest of the members', but it fits
+        every member, so at least the length of each member whose fit raises on a shorter history
+        (None when a member does not state its own)."""
+        members = self._members()
+        needs = [member.min_fit_times() for member in members]
+        if any(need is None for need in needs):
+            return None
+        raising = [need for member, need in zip(members, needs) if member._fit_raises_when_short]
+        return max([min(needs)] + raising)
+
+    @property
+    def _fit_raises_when_short(self) -> bool:
+        """Whether the fit raises below :meth:`min_fit_times`: where a member's does (an ensemble's
+        need is then that of its longest such member)."""
+        return any(member._fit_raises_when_short for member in self._members())
 
     def _fit(self, values, panel: Panel):
         self.members_ = []

@@ -319,6 +319,25 @@ class LSTMAutoencoderDetector(BaseDetector):
         if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
+    _fit_raises_when_short = True  # see BaseDetector.min_fit_times
+
+    def min_fit_times(self) -> int:
+        """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
+        the training part, what ``validation_fraction`` leaves of the history, must hold one
+        ``window`` (the shortest history :meth:`_split` accepts)."""
+        self._validate()
+        window, fraction = int(self.window), float(self.validation_fraction)
+        # Below (window - 1) / (1 - fraction) points the training part, n - round(fraction * n)
+        # <= n (1 - fraction) + 1/2, is shorter than a window: search upwards from there.
+        n_times = max(window, int((window - 1) / (1.0 - fraction)))
+        while self._training_times(n_times) < window:
+            n_times += 1
+        return n_times
+
+    def _training_times(self, n_times: int) -> int:
+        """Points of a history of ``n_times`` left for training after the validation tail."""
+        return n_times - int(round(self.validation_fraction * n_times))
+
     def _stride(self) -> int:
         return max(1, self.window // 4) if self.stride is None else int(self.stride)
 
@@ -418,8 +437,8 @@ class LSTMAutoencoderDetector(BaseDetector):
     def _split(self, n_times: int) -> tuple[int, int]:
         """``(n_val, n_train_times)`` of a history of ``n_times`` points; raises when too short."""
         L = int(self.window)
-        n_val = int(round(self.validation_fraction * n_times))
-        n_train_times = n_times - n_val
+        n_train_times = self._training_times(n_times)
+        n_val = n_times - n_train_times
         if n_train_times < L:
             raise ValueError(
                 f"the history has {n_times} points, {n_train_times} of them for training "

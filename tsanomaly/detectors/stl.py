@@ -931,6 +931,19 @@ class STLDetector(BaseDetector):
         if self.min_scale is not None and (not is_finite_real(self.min_scale) or self.min_scale < 0):
             raise ValueError(f"min_scale must be None or a finite number >= 0, got {self.min_scale!r}")
 
+    _fit_raises_when_short = True  # see BaseDetector.min_fit_times
+
+    def min_fit_times(self) -> int:
+        """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
+        the shortest history that keeps a period. STL needs two full cycles of its period; MSTL
+        keeps a period only below half the history's length, so it needs one point more than two
+        cycles of its shortest period (the longer ones are then dropped, with a warning). A
+        history that long is decomposed in sample (no held-out block fits in it)."""
+        self._validate()
+        # any length checks the other parameters; a huge one keeps every period
+        periods = self._config(2**62, warn=False).periods
+        return 2 * min(periods) + (1 if len(periods) > 1 else 0)
+
     def _window(self) -> int:
         if self.variance_window is None:
             return int(min(self.periods_))
