@@ -91,6 +91,25 @@ def test_fit_then_score_round_trip_for_each_format(tables, tmp_path, ext, capsys
     assert f"{len(expected)} alerts" in stdout and "0 contexts unseen at fit" in stdout
 
 
+def test_the_summary_counts_in_words_that_fit_the_number(tables, tmp_path, capsys, caplog):
+    """One context, one time, one unseen context: no "1 contexts"."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    one = history[history["asn"] == "AS1001"]
+    assert main(_fit_args(_write(one, tmp_path / "h.csv"), model, "--param", "seasonal_period=null")) == 0
+    assert "on 1 context x " in capsys.readouterr().out
+    first = today[today["ts"] == today["ts"].min()]
+    new = first[first["asn"].isin(["AS1001", "AS1002"])]
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        assert main(["score", "--model", str(model), "--input", _write(new, tmp_path / "t.csv"),
+                     "--output", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "scored 2 contexts x 1 time (" in out and "; 1 context unseen at fit (" in out
+    assert "0 fitted contexts got no finite score" in out and "0 fitted contexts absent" in out
+    assert any(r.getMessage().startswith("1 context was not in the fitted history") for r in caplog.records)
+    assert [jobs._count(n, "alert") for n in (0, 1, 2)] == ["0 alerts", "1 alert", "2 alerts"]
+
+
 def test_model_remembers_columns_so_score_needs_only_three_paths(tables, tmp_path):
     history, _ = tables
     model = tmp_path / "m.tsa"
@@ -163,7 +182,7 @@ def test_fitted_contexts_absent_from_the_input_are_counted(tables):
     det = jobs.fit_frame(history, ["country", "asn"], "ts", "failed_logins", detector="baseline", params={"window": 5})
     result = jobs.score_frame(det, today[today["asn"] != "AS1003"])
     assert result.n_absent == 1 and result.panel.n_contexts == 7
-    assert "1 fitted contexts absent from the input" in result.summary()
+    assert "1 fitted context absent from the input" in result.summary()
 
 
 def test_a_single_new_hour_is_scored_on_the_fitted_grid(tables, tmp_path):
@@ -280,7 +299,7 @@ def test_a_fitted_context_with_only_missing_values_is_counted(tables, caplog):
     with caplog.at_level(logging.WARNING, logger="tsanomaly"):
         result = jobs.score_frame(det, blank)
     assert result.n_unscored == 1
-    assert "1 fitted contexts got no finite score" in result.summary()
+    assert "1 fitted context got no finite score" in result.summary()
     assert any("1 of them have only missing values" in r.getMessage() for r in caplog.records)
 
 

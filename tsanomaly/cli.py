@@ -76,7 +76,7 @@ def _cmd_fit(args) -> int:
         )
     )
     print(
-        f"fitted {det!r} on {len(det.contexts_)} contexts x {det.n_fit_times_} times "
+        f"fitted {det!r} on {jobs._count(len(det.contexts_), 'context')} x {jobs._count(det.n_fit_times_, 'time')} "
         f"(up to {det.fit_end_}); saved to {args.save}"
     )
     return 0

@@ -476,9 +476,14 @@ def fit_file(
     return det
 
 
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    """``n`` and the noun that fits it: "1 context", "2 contexts" (``plural`` where not ``singular + "s"``)."""
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def _history_description(n_times: int, freq: str | None) -> str:
     """``n_times`` points of history, with their span where the grid has a fixed step ``freq``."""
-    length = f"{n_times} point" + ("" if n_times == 1 else "s")
+    length = _count(n_times, "point")
     if freq is None:  # a grid of positions: the count alone says it
         return length
     try:
@@ -576,13 +581,14 @@ class ScoreResult:
         n_skipped = int((self.unseen["status"] == "skipped").sum())
         n_cold = len(self.unseen) - n_skipped
         span = f"{self.panel.index[0]} .. {self.panel.index[-1]}" if self.panel.n_times else "no times"
+        n_alerting = self.alerts[self.columns.context].drop_duplicates().shape[0] if len(self.alerts) else 0
         return (
-            f"scored {self.panel.n_contexts} contexts x {self.panel.n_times} times ({span}) of "
-            f"{self.columns.value!r} with {type(self.detector).__name__}: {len(self.alerts)} alerts on "
-            f"{self.alerts[self.columns.context].drop_duplicates().shape[0] if len(self.alerts) else 0} contexts; "
-            f"{len(self.unseen)} contexts unseen at fit ({n_cold} scored from a cold start, {n_skipped} skipped); "
-            f"{self.n_unscored} fitted contexts got no finite score (they could not alert); "
-            f"{self.n_absent} fitted contexts absent from the input"
+            f"scored {_count(self.panel.n_contexts, 'context')} x {_count(self.panel.n_times, 'time')} ({span}) of "
+            f"{self.columns.value!r} with {type(self.detector).__name__}: {_count(len(self.alerts), 'alert')} on "
+            f"{_count(n_alerting, 'context')}; "
+            f"{_count(len(self.unseen), 'context')} unseen at fit ({n_cold} scored from a cold start, {n_skipped} skipped); "
+            f"{_count(self.n_unscored, 'fitted context')} got no finite score (they could not alert); "
+            f"{_count(self.n_absent, 'fitted context')} absent from the input"
         )
 
 
@@ -682,8 +688,8 @@ def score_frame(
         n_skipped = int((unseen["status"] == "skipped").sum())
         examples = ", ".join(str(c) for c in panel.contexts[unseen_rows][:5])
         log.warning(
-            "%d contexts were not in the fitted history (%d scored from a cold start, %d skipped: no score), e.g. %s",
-            len(unseen),
+            "%s not in the fitted history (%d scored from a cold start, %d skipped: no score), e.g. %s",
+            _count(len(unseen), "context was", "contexts were"),
             len(unseen) - n_skipped,
             n_skipped,
             examples,
