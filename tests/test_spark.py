@@ -627,6 +627,26 @@ def test_fit_refuses_bad_columns_and_arguments_with_a_value_error(small_history,
         tss.fit(sdf, RollingZScoreDetector(device="cpu"), **kwargs)
 
 
+@pytest.mark.parametrize("name, need", [("baseline", 169), ("stl", 48), ("mp", 192)])
+def test_fit_refuses_a_history_too_short_to_alert_before_any_shard_runs(small_history, monkeypatch, name, need):
+    """Fourteen days are enough; a day and a half is not: one ValueError naming the need and the parameters,
+    before the cluster fits a model that could never alert (or STL fails in every shard)."""
+    from tsanomaly.detectors import make_detector
+
+    def never(*args, **kwargs):
+        raise AssertionError("a shard ran")
+
+    monkeypatch.setattr(tss, "_fit_shard", never)
+    monkeypatch.setattr(tss, "_probe_specs", never)
+    functions, _ = tss._require_pyspark()
+    short = small_history.where(functions.col("ts") < pd.Timestamp("2024-01-02 12:00"))
+    with pytest.raises(ValueError) as info:
+        tss.fit(short, make_detector(name, device="cpu"), context=CONTEXT, time="ts", value=VALUE)
+    message = str(info.value)
+    assert f"needs a history of at least {need} points to score anything, and this one has 36 points" in message
+    assert "could never alert" in message and "(now " in message and "--param" not in message
+
+
 def test_score_and_from_detector_refuse_a_time_column_named_like_an_output(spark, frames, baseline_fit):
     _, new = frames
     model, reference = baseline_fit

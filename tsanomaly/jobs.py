@@ -427,7 +427,7 @@ def fit_frame(
     started = _time.perf_counter()
     with warnings.catch_warnings():
         if require_alerts:
-            _check_history_length(det, panel)
+            check_history_length(det, panel.n_times, _grid_description(panel.index)[0])  # the fit's freq_
             # _check_can_alert below turns the uncalibrated case into one error; the
             # library's warning would print the same news twice.
             warnings.simplefilter("ignore", CalibrationWarning)
@@ -496,28 +496,30 @@ def _history_description(n_times: int, freq: str | None) -> str:
     return f"{length} ({span} on the {freq!r} grid)"
 
 
-def _too_short(det: BaseDetector, problem: str) -> ValueError:
-    """The job's error for a history too short for ``det``: ``problem``, then what to change."""
+def _too_short(det: BaseDetector, problem: str, how: str | None = "set with --param") -> ValueError:
+    """The job's error for a history too short for ``det``: ``problem``, then what to change
+    (``how``: where the parameters are set)."""
     params = det.get_params()
     knobs = ("window", "period", "periods", "seasonal_period", "min_periods", "history", "min_history")
     sizes = ", ".join(f"{k}={params[k]!r}" for k in knobs if k in params)
     return ValueError(
         f"{problem}; fit on a longer history or use a shorter window or period"
-        + (f" (now {sizes}; set with --param)" if sizes else "")
+        + (f" (now {sizes}" + (f"; {how})" if how else ")") if sizes else "")
     )
 
 
-def _check_history_length(det: BaseDetector, panel: Panel) -> None:
-    """Raise ValueError, before the fit, when ``panel``'s history is shorter than ``det`` needs
-    for any finite training score (:meth:`BaseDetector.min_fit_times`): the fit, which can take
-    minutes on many contexts, would only end in :func:`_check_can_alert`'s error."""
+def check_history_length(det: BaseDetector, n_times: int, freq: str | None, how: str | None = "set with --param") -> None:
+    """Raise ValueError, before a fit, when a history of ``n_times`` steps of ``freq`` (None: a grid
+    of positions) is shorter than ``det`` needs for any finite training score
+    (:meth:`BaseDetector.min_fit_times`): the fit, which can take minutes on many contexts (or a
+    cluster's time, :func:`tsanomaly.spark.fit`), would give a model that can never alert. ``how``
+    ends the message: where the detector's parameters are set."""
     need = det.min_fit_times()
-    if need is None or panel.n_times >= need:
+    if need is None or n_times >= need:
         return
-    freq, _ = _grid_description(panel.index)  # the freq_ the fit would record
     raise _too_short(det, (
         f"{det!r} needs a history of at least {need} points to score anything, and this one has "
-        f"{_history_description(panel.n_times, freq)}, so the model could never alert"))
+        f"{_history_description(n_times, freq)}, so the model could never alert"), how)
 
 
 def _check_can_alert(det: BaseDetector) -> None:

@@ -150,6 +150,7 @@ from tsanomaly.base import (
     _encode_state,
     _to_json,
 )
+from tsanomaly.jobs import check_history_length
 from tsanomaly.panel import Panel, _regular_grid
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
@@ -1369,8 +1370,9 @@ def fit(
     ------
     ValueError
         Empty data, a missing or non-numeric column, a column named like an output
-        column, timestamps that fit no grid, an argument out of range, or no
-        context that could be fitted.
+        column, timestamps that fit no grid, an argument out of range, a history
+        shorter than the detector's ``min_fit_times()`` (checked before any shard
+        runs: the model could never alert), or no context that could be fitted.
     NotImplementedError
         For a detector that fits across contexts without the two-step hooks.
     """
@@ -1403,6 +1405,9 @@ def fit(
     spark = sdf.sparkSession
     everything = _prepared(sdf, names, time, value, codec)
     grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
+    # Before any shard runs: a history too short to score anything gives a model that can never
+    # alert (and, for STL or the LSTM, a failure in every shard, each bisected to single contexts).
+    check_history_length(detector, grid["n_times"], grid["freq"], how=None)
     keys = _keys(names)  # the context columns' names until the state is returned
     prepared = everything.where(_labelled(keys))
     shards = _n_shards(spark, n_estimate, contexts_per_shard, n_shards)
