@@ -1405,8 +1405,7 @@ def fit(
     spark = sdf.sparkSession
     everything = _prepared(sdf, names, time, value, codec)
     grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
-    # Before any shard runs: a history too short to score anything gives a model that can never
-    # alert (and, for STL or the LSTM, a failure in every shard, each bisected to single contexts).
+    # Before any shard runs: a history too short to score anything gives a model that can never alert.
     check_history_length(detector, grid["n_times"], grid["freq"], how=None)
     keys = _keys(names)  # the context columns' names until the state is returned
     prepared = everything.where(_labelled(keys))
