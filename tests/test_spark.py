@@ -177,6 +177,28 @@ def test_merge_state_without_rows_scores_every_context_as_unseen(name):
     assert np.isfinite(got).any()
 
 
+@pytest.mark.parametrize("n_levels", [1, 2])
+def test_a_model_merged_without_rows_still_matches_no_context_after_save_and_load(tmp_path, n_levels):
+    """The placeholder's label is saved as a mark, not as its text: after load, a context named
+    "<no context>" is unseen at fit like any other, and scores from a cold start."""
+    history, new = _frames(n_contexts=4)
+    reference = tsanomaly.make_detector("baseline", device="cpu", window=3).fit(_panel(history))
+    global_state, rows = tss.split_state(reference)
+    if n_levels == 1:
+        global_state = dict(global_state, context=["asn"])
+    merged = tss.merge_state(global_state, rows.iloc[:0])
+    assert merged.contexts_.nlevels == n_levels
+    merged.save(tmp_path / "m.tsa")
+    loaded = tsanomaly.load(tmp_path / "m.tsa")
+    panel = _panel(new)
+    labels = ["<no context>"] + [f"new{k}" for k in range(1, panel.n_contexts)]
+    text = pd.Index(labels) if n_levels == 1 else pd.MultiIndex.from_arrays([labels, labels])
+    named = tsanomaly.Panel(panel.to_numpy(), text, panel.index)
+    assert (loaded.context_rows(named) < 0).all() and (loaded.context_rows(panel) < 0).all()
+    np.testing.assert_array_equal(loaded.score(named).to_numpy(), merged.score(panel).to_numpy())
+    assert repr(loaded.contexts_[0]) == repr(merged.contexts_[0])
+
+
 def test_split_state_keeps_dtypes_and_shapes():
     detector = RollingZScoreDetector(window=3, seasonal_period=None).fit(np.arange(60.0).reshape(5, 12))
     detector.extra_ = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)  # per-context, 3-D, float32

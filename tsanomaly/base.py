@@ -46,6 +46,21 @@ class NotFittedError(ValueError, AttributeError):
     """Raised when a detector is used before ``fit`` (same bases as scikit-learn's)."""
 
 
+class Unmatched:
+    """A context label equal to no other label, itself included (object identity).
+
+    A detector merged from no per-context rows (:func:`tsanomaly.spark.merge_state`) holds one
+    placeholder row under such a label, so that every context it scores is unseen at fit. A
+    saved model keeps the mark: after :func:`load` the label still matches nothing, not even a
+    context named by its text.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no context>"
+
+
 class CalibrationWarning(UserWarning):
     """Emitted by ``fit`` when the calibrated threshold is infinite, so the detector can never alert.
 
@@ -892,10 +907,13 @@ def _encode_state(name, value, meta_state: dict, arrays: dict, prefix: str = "")
         for k, column in enumerate(frame.columns):
             key = f"{key_base}/level{k}"
             data = frame[column].to_numpy()
+            level = {"key": key, "name": None if column is None else str(column)}
+            if data.dtype == object and len(data) and all(isinstance(label, Unmatched) for label in data):
+                level["unmatched"] = True  # restored as Unmatched labels, not as their text
             if data.dtype.kind not in "biufM":
                 data = data.astype(str)  # labels are restored as strings unless numeric
             arrays[key] = data
-            columns.append({"key": key, "name": None if column is None else str(column)})
+            columns.append(level)
         meta_state[name] = {"kind": "index", "levels": columns, "multi": isinstance(value, pd.MultiIndex)}
     elif isinstance(value, np.ndarray):
         if value.dtype == object:
@@ -947,7 +965,10 @@ def _decode_state(encoded: dict, arrays: dict, device: str | None = None, name: 
         for level in _json_field(encoded, "levels", list, what):
             if not isinstance(level, dict) or not isinstance(level.get("name"), (str, type(None))):
                 raise ValueError(f"{what} in model.json has a malformed index level: the file is damaged")
-            levels.append(pd.Index(_saved_array(arrays, level.get("key"), name), name=level.get("name")))
+            labels = _saved_array(arrays, level.get("key"), name)
+            if level.get("unmatched") is True:
+                labels = np.array([Unmatched() for _ in range(len(labels))], dtype=object)
+            levels.append(pd.Index(labels, name=level.get("name")))
         if not levels:
             raise ValueError(f"{what} in model.json has no levels: the file is damaged")
         if _json_field(encoded, "multi", bool, what):

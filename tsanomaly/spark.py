@@ -144,6 +144,7 @@ from tsanomaly.base import (
     _DETECTOR_REGISTRY,
     BaseDetector,
     CalibrationWarning,
+    Unmatched,
     _build_detector,
     _check_base_state,
     _decode_state,
@@ -528,15 +529,6 @@ def _set_per_context(detector, specs: list, frame: pd.DataFrame, names: list[str
         setattr(detector, name, value)
 
 
-class _Unmatched:
-    """The label of :func:`_add_placeholder`'s context: equal to no other label."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<no context>"
-
-
 def _add_placeholder(detector: BaseDetector, specs: list, names: list[str]) -> None:
     """Give a detector without per-context rows one placeholder row that matches no context.
 
@@ -546,7 +538,7 @@ def _add_placeholder(detector: BaseDetector, specs: list, names: list[str]) -> N
     read there: the placeholder (zeros, under a label equal to nothing) is that
     row, so every context of the shard stays unseen and scores as on one machine.
     """
-    label = np.array([_Unmatched()], dtype=object)
+    label = np.array([Unmatched()], dtype=object)
     detector.contexts_ = (pd.Index(label, name=names[0]) if len(names) == 1
                           else pd.MultiIndex.from_arrays([label] * len(names), names=names))
     for spec in specs:
