@@ -502,10 +502,8 @@ def _too_short(det: BaseDetector, problem: str, how: str | None = "set with --pa
     params = det.get_params()
     knobs = ("window", "period", "periods", "seasonal_period", "min_periods", "history", "min_history")
     sizes = ", ".join(f"{k}={params[k]!r}" for k in knobs if k in params)
-    return ValueError(
-        f"{problem}; fit on a longer history or use a shorter window or period"
-        + (f" (now {sizes}" + (f"; {how})" if how else ")") if sizes else "")
-    )
+    now = f" (now {sizes}; {how})" if how else f" (now {sizes})"
+    return ValueError(f"{problem}; fit on a longer history or use a shorter window or period" + (now if sizes else ""))
 
 
 def check_history_length(det: BaseDetector, n_times: int, freq: str | None, how: str | None = "set with --param") -> None:

@@ -848,6 +848,8 @@ class STLDetector(BaseDetector):
     """
 
     explanation_columns = ("expected", "observed", "trend", "seasonal", "fired")
+    #: The fit raises ValueError on a history shorter than :meth:`min_fit_times`.
+    _fit_raises_when_short = True
     #: The parts of the score, in the order ``fired`` reports them.
     score_parts = ("deviation", "level_shift", "low_variance")
 
@@ -930,8 +932,6 @@ class STLDetector(BaseDetector):
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
         if self.min_scale is not None and (not is_finite_real(self.min_scale) or self.min_scale < 0):
             raise ValueError(f"min_scale must be None or a finite number >= 0, got {self.min_scale!r}")
-
-    _fit_raises_when_short = True  # see BaseDetector.min_fit_times
 
     def min_fit_times(self) -> int:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
