@@ -441,6 +441,22 @@ def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp
     assert not model.exists()
 
 
+def test_a_fixed_threshold_lets_a_short_history_fit(tables, tmp_path, capsys):
+    """A numeric threshold needs no training score: the fit runs (it did before the early check,
+    which refused it) and new data that extends the history can be scored against it; STL's fit
+    still needs two cycles."""
+    history, _ = tables
+    short = history[history["ts"] < history["ts"].min() + pd.Timedelta(days=2)]
+    path = _write(short, tmp_path / "h.csv")
+    assert main(_fit_args(path, tmp_path / "m.tsa", "--param", "threshold=8")) == 0
+    assert "fitted RollingZScoreDetector(threshold=8" in capsys.readouterr().out
+    one_day = _write(short[short["ts"] < short["ts"].min() + pd.Timedelta(days=1)], tmp_path / "d.csv")
+    args = ["fit", "--input", one_day, "--context", "country,asn", "--time", "ts", "--value", "failed_logins",
+            "--detector", "stl", "--param", "threshold=8", "--save", str(tmp_path / "s.tsa")]
+    assert main(args) == 2
+    assert "needs a history of at least 48 points" in _one_line_error(capsys)
+
+
 @pytest.mark.parametrize("n_times, freq, text", [
     (48, "h", "48 points (2 days on the 'h' grid)"),
     (10, "15min", "10 points (02:30:00 on the '15min' grid)"),

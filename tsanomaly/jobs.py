@@ -510,10 +510,15 @@ def check_history_length(det: BaseDetector, n_times: int, freq: str | None, how:
     """Raise ValueError, before a fit, when a history of ``n_times`` steps of ``freq`` (None: a grid
     of positions) is shorter than ``det`` needs for any finite training score
     (:meth:`BaseDetector.min_fit_times`): the fit, which can take minutes on many contexts (or a
-    cluster's time, :func:`tsanomaly.spark.fit`), would give a model that can never alert. ``how``
-    ends the message: where the detector's parameters are set."""
+    cluster's time, :func:`tsanomaly.spark.fit`), would give a model whose threshold, calibrated
+    on those scores, can never be reached, or (STL, the LSTM) would raise. A fixed threshold
+    (a number) needs no training score, so a detector whose fit runs on a shorter history is
+    let through: it may score, and alert, once new data extends what it has seen. ``how`` ends
+    the message: where the detector's parameters are set."""
     need = det.min_fit_times()
     if need is None or n_times >= need:
+        return
+    if not isinstance(det.threshold, str) and not det._fit_raises_when_short:
         return
     raise _too_short(det, (
         f"{det!r} needs a history of at least {need} points to score anything, and this one has "
