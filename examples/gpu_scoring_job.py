@@ -34,6 +34,7 @@ use ``--contexts`` there.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -42,12 +43,6 @@ import pandas as pd
 
 import tsanomaly
 from tsanomaly.detectors import make_detector
-
-# Fewest days of history each detector can fit with its default parameters: the STL needs two
-# daily cycles; the LSTM autoencoder needs its 48-hour window in the 80% of the history it
-# trains on (the rest is held out), so three days. The others fit on one.
-MIN_HISTORY_DAYS = {"stl": 2, "lstm": 3}
-
 
 def make_chunk(first: int, n: int, history_days: int, seed: int, burst_rate: float = 0.001):
     """Hourly counts for contexts ``first .. first + n - 1``: (history Panel, new-day Panel, bursty rows).
@@ -101,9 +96,12 @@ def main(argv=None) -> int:
     n_contexts, chunk = (2000, 500) if args.small else (args.contexts, args.chunk)
     if n_contexts < 1 or chunk < 1:
         parser.error("--contexts and --chunk must be positive")
-    # The new day is always scored (it follows the history), so only the history can be too short;
-    # with 0 days the split would wrap to the last point of the new day.
-    min_days = MIN_HISTORY_DAYS.get(args.detector, 1)
+    # The new day is always scored (it follows the history), so only the history can be too short:
+    # shorter than the detector needs for a finite training score, its calibrated threshold could
+    # never be reached (STL: two daily cycles; the LSTM: a 48-hour window in the 80% of the history
+    # it trains on; the baseline: seven past days at the same hour; the matrix profile: a quarter of
+    # its four-week look-back, then one window).
+    min_days = max(1, math.ceil(make_detector(args.detector).min_fit_times() / 24))
     if args.history_days < min_days:
         parser.error(
             f"--history-days must be at least {min_days} for the {args.detector} detector, got {args.history_days}"

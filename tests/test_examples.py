@@ -185,9 +185,11 @@ def test_spark_job_input_folder_depends_on_the_split(tmp_path):
     assert ends[1] - ends[0] == pd.Timedelta(days=1)
 
 
-@pytest.mark.parametrize("detector, days, minimum", [("baseline", "0", 1), ("stl", "1", 2)])
+@pytest.mark.parametrize("detector, days, minimum", [("baseline", "0", 8), ("baseline", "7", 8), ("stl", "1", 2),
+                                                    ("mp", "7", 8)])
 def test_gpu_scoring_job_rejects_a_too_short_history(detector, days, minimum, capsys):
-    # --history-days 0 used to wrap the split to the new day's last point; the STL needs two cycles.
+    # --history-days 0 used to wrap the split to the new day's last point; each detector states the
+    # history it needs (min_fit_times): the baseline 169 hours, the matrix profile 192, STL 48.
     err = _usage_error(
         "gpu_scoring_job.py", ["--small", "--device", "cpu", "--detector", detector, "--history-days", days], capsys
     )
