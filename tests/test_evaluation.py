@@ -190,6 +190,34 @@ def test_peak_separation_is_checked_whatever_the_combine_rule(combine, bad):
                          peak_separation=bad).fit(x)
 
 
+def test_members_can_be_named_as_the_command_line_and_a_model_file_give_them(tmp_path):
+    """A short name, or a dict of a short name and parameters, builds the same member as the
+    detector itself: the same scores, saved and loaded with the names kept."""
+    import tsanomaly
+
+    x = np.random.default_rng(2).poisson(20.0, size=(3, 24 * 9)).astype(float)
+    objects = EnsembleDetector(detectors=[RollingZScoreDetector(), STLDetector(periods=12)]).fit(x[:, :168 + 24])
+    named = EnsembleDetector(detectors=["baseline", {"name": "stl", "periods": 12}]).fit(x[:, :168 + 24])
+    np.testing.assert_array_equal(named.score(x[:, 168 + 24:]).to_numpy(), objects.score(x[:, 168 + 24:]).to_numpy())
+    assert [type(m).__name__ for m in named.members_] == ["RollingZScoreDetector", "STLDetector"]
+    assert named.min_fit_times() == STLDetector(periods=12).min_fit_times()
+    named.save(tmp_path / "e.tsa")
+    loaded = tsanomaly.load(tmp_path / "e.tsa")
+    assert loaded.detectors == ["baseline", {"name": "stl", "periods": 12}]
+    np.testing.assert_array_equal(loaded.score(x[:, 168 + 24:]).to_numpy(), named.score(x[:, 168 + 24:]).to_numpy())
+
+
+@pytest.mark.parametrize("spec, message", [
+    (3, "ensemble members must be tsanomaly detectors, short names such as 'stl', or dicts"),
+    ({"periods": 24}, "ensemble members must be tsanomaly detectors, short names such as 'stl', or dicts"),
+    ("arima", "unknown detector 'arima'"),
+    ({"name": "stl", "perods": 24}, "STLDetector has no parameter 'perods'; valid: "),
+])
+def test_a_member_spec_that_names_no_detector_is_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        EnsembleDetector(detectors=["baseline", spec]).fit(np.random.default_rng(2).normal(size=(2, 100)))
+
+
 def test_detectors_must_be_a_list():
     x = np.random.default_rng(2).normal(size=(2, 100))
     with pytest.raises(ValueError, match="detectors must be a list of tsanomaly detectors, got RollingZScoreDetector"):

@@ -441,6 +441,21 @@ def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp
     assert not model.exists()
 
 
+def test_an_ensemble_of_named_members_is_fitted_from_the_command_line(tables, tmp_path, capsys):
+    """--param detectors=[...] names the members (a bare ensemble is the baseline alone)."""
+    history, today = tables
+    model = tmp_path / "e.tsa"
+    args = ["fit", "--input", _write(history, tmp_path / "h.csv"), "--context", "country,asn", "--time", "ts",
+            "--value", "failed_logins", "--detector", "ensemble", "--save", str(model),
+            "--param", 'detectors=[{"name": "baseline", "window": 5}, {"name": "stl", "periods": 24}]']
+    assert main(args) == 0
+    det = tsanomaly.load(model)
+    assert [type(m).__name__ for m in det.members_] == ["RollingZScoreDetector", "STLDetector"]
+    assert main(["score", "--model", str(model), "--input", _write(today, tmp_path / "t.csv"),
+                 "--output", str(tmp_path / "a.csv")]) == 0
+    assert "with EnsembleDetector: " in capsys.readouterr().out
+
+
 def test_a_fixed_threshold_lets_a_short_history_fit(tables, tmp_path, capsys):
     """A numeric threshold needs no training score: the fit runs (it did before the early check,
     which refused it) and new data that extends the history can be scored against it; STL's fit

@@ -117,13 +117,35 @@ def _member_scale(quantiles: np.ndarray, finite: np.ndarray) -> float:
     return float(robust_center_scale(finite[None, :])[1][0])
 
 
+def _member(spec) -> BaseDetector:
+    """An ensemble member from its spec: a detector, a short name (``"stl"``), or a dict of a
+    short name and parameters (``{"name": "stl", "periods": [24, 168]}``), the forms a model file
+    and the command line's ``--param detectors=[...]`` can hold."""
+    from tsanomaly.detectors import make_detector
+
+    if isinstance(spec, BaseDetector):
+        return spec
+    if isinstance(spec, str):
+        return make_detector(spec)
+    if isinstance(spec, dict) and isinstance(spec.get("name"), str):
+        # set_params, not the constructor: a misspelt name is a ValueError that lists the valid ones
+        return make_detector(spec["name"]).set_params(**{key: value for key, value in spec.items() if key != "name"})
+    raise ValueError(
+        "ensemble members must be tsanomaly detectors, short names such as 'stl', or dicts such as "
+        f"{{'name': 'stl', 'periods': 24}}; got {spec!r}"
+    )
+
+
 class EnsembleDetector(BaseDetector):
     """Average of several detectors' calibrated scores.
 
     Parameters
     ----------
-    detectors : list of BaseDetector
-        The members (unfitted; each is cloned at fit). Default: the rolling
+    detectors : list
+        The members (unfitted; each is cloned at fit): detectors, short names of
+        :func:`tsanomaly.detectors.make_detector` (``"stl"``), or dicts of a short
+        name and parameters (``{"name": "mp", "window": 12}``), as the command line
+        gives them (``--param 'detectors=["baseline", "stl"]'``). Default: the rolling
         z-score baseline alone.
     combine : {"rank", "zmean", "max", "peak"}, default "rank"
         How members' scores are put on one scale before averaging (see module docstring).
@@ -174,12 +196,9 @@ class EnsembleDetector(BaseDetector):
         # A single detector passed bare would otherwise fail in list() with a TypeError.
         if self.detectors is not None and not isinstance(self.detectors, (list, tuple)):
             raise ValueError(f"detectors must be a list of tsanomaly detectors, got {type(self.detectors).__name__}")
-        members = list(self.detectors) if self.detectors else [RollingZScoreDetector()]
+        members = [_member(spec) for spec in self.detectors] if self.detectors else [RollingZScoreDetector()]
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
-        for member in members:
-            if not isinstance(member, BaseDetector):
-                raise ValueError(f"ensemble members must be tsanomaly detectors, got {type(member).__name__}")
         # Checked whatever combine is: a bad value must not wait, unnoticed, for combine="peak".
         if self.peak_separation is not None and not (is_int(self.peak_separation) and self.peak_separation >= 1):
             raise ValueError(f"peak_separation must be None or a positive integer, got {self.peak_separation!r}")
