@@ -1,6 +1,7 @@
 """Detection quality of the LSTM autoencoder on synthetic security panels, beside STL and the baseline.
 
     python benchmarks/lstm_quality.py [--contexts 200] [--days 28] [--seed 0] [--device auto]
+                                      [--max-train-windows N] [--only lstm_ae,...]
 
 Protocol (issue 4): ``make_security_panel`` data; for each metric (logins,
 failed logins, registrations) a detector is fitted on the first three weeks
@@ -24,7 +25,7 @@ from tsanomaly import metrics
 from tsanomaly.datasets import METRICS, make_security_panel
 
 
-def _detectors(device: str) -> dict:
+def _detectors(device: str, max_train_windows: int | None = None) -> dict:
     """Factories of the detectors compared, by name; a detector whose module is missing is left out."""
     from tsanomaly.detectors import RollingZScoreDetector
 
@@ -32,7 +33,7 @@ def _detectors(device: str) -> dict:
     try:
         from tsanomaly.detectors.lstm_ae import LSTMAutoencoderDetector
 
-        factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(device=device, seed=0)
+        factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(device=device, seed=0, max_train_windows=max_train_windows)
     except ImportError as exc:
         print(f"lstm_ae left out: {exc}", file=sys.stderr)
     try:
@@ -66,12 +67,16 @@ def main(argv=None) -> int:
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-train-windows", type=int, default=None, help="the LSTM's max_train_windows")
+    parser.add_argument("--only", default=None, help="comma-separated detectors to run (default: all)")
     args = parser.parse_args(argv)
 
     data = make_security_panel(n_contexts=args.contexts, n_days=args.days, seed=args.seed)
     split_at = data.index[0] + pd.Timedelta(days=21)
     history, new = data.split(split_at)
-    factories = _detectors(args.device)
+    factories = _detectors(args.device, args.max_train_windows)
+    if args.only:
+        factories = {name: f for name, f in factories.items() if name in args.only.split(",")}
     print(
         f"make_security_panel(n_contexts={args.contexts}, n_days={args.days}, seed={args.seed}); "
         f"fit before {split_at.date()}, score the rest; AUC-ROC of point scores (NaN = lowest)\n"

@@ -228,6 +228,36 @@ def test_min_fit_times_is_the_shortest_history_that_fits_and_scores(panels, para
     assert np.isfinite(scores).any()
 
 
+def test_max_train_windows_trains_each_network_on_a_seeded_sample(panels):
+    """A cap below the training set trains on that many windows, the same ones each time; a cap
+    at or above it changes nothing, bit for bit."""
+    history, new = panels
+    full = tiny(epochs=1).fit(history)
+    n = int(full.n_train_windows_[0])
+    same = tiny(epochs=1, max_train_windows=n).fit(history)
+    for name in full.weights_:
+        np.testing.assert_array_equal(same.weights_[name], full.weights_[name])
+    capped = tiny(epochs=1, max_train_windows=n // 3).fit(history)
+    again = tiny(epochs=1, max_train_windows=n // 3).fit(history)
+    assert capped.n_train_windows_.tolist() == [n // 3]
+    assert any(not np.array_equal(capped.weights_[k], full.weights_[k]) for k in full.weights_)
+    np.testing.assert_array_equal(capped.score(new).to_numpy(), again.score(new).to_numpy())
+    # a network per cluster draws its own sample, each of at most the cap
+    clustered = tiny(epochs=1, clusters=2, max_train_windows=n // 4).fit(history)
+    assert (clustered.n_train_windows_ <= n // 4).all() and clustered.n_train_windows_.sum() > 0
+
+
+def test_a_cap_on_the_training_windows_keeps_the_two_step_fit_equal_to_one_fit(two_shapes):
+    """The sample is drawn from the windows in canonical context order: a fit of the global step
+    on the contexts in another order, then of the context step, equals one fit, bit for bit."""
+    history, new = two_shapes
+    one = tiny(epochs=1, max_train_windows=40).fit(history)
+    shuffled = history.take(np.random.default_rng(0).permutation(history.n_contexts))
+    other = tiny(epochs=1, max_train_windows=40).fit(shuffled)
+    for name in one.weights_:
+        np.testing.assert_array_equal(other.weights_[name], one.weights_[name])
+
+
 def test_the_held_out_tail_is_never_trained_on(panels):
     """Shuffling the last validation_fraction of the history (which leaves every context's
     median and MAD, hence the scaling, unchanged) changes the error calibration, not the weights."""
@@ -394,6 +424,8 @@ def test_cuda_without_a_torch_gpu_raises_a_clear_error(monkeypatch):
         (dict(validation_fraction=True), r"validation_fraction must be a number in \[0, 1\)"),
         (dict(epochs=True), "epochs must be an integer >= 0"),
         (dict(seed=np.True_), "seed must be a non-negative integer"),
+        (dict(max_train_windows=0), "max_train_windows must be an integer >= 1, got 0"),
+        (dict(max_train_windows=2.5), "max_train_windows must be an integer >= 1, got 2.5"),
     ],
 )
 def test_bad_parameters_are_rejected_at_fit(panels, params, message):

@@ -100,6 +100,12 @@ class LSTMAutoencoderDetector(BaseDetector):
         Passes over the training windows (see "Training amount" below).
     batch_size : int, default 1024
         Windows per optimisation step.
+    max_train_windows : int or None, default None
+        Most training windows each network sees: a sample of them drawn once
+        (seeded by ``seed``, the same on every device), so that the training
+        amount (``epochs`` passes over at most this many windows) stays what the
+        defaults were chosen for however many contexts a panel has. None trains
+        on every window. Every context is still scaled, calibrated and scored.
     lr : float, default 3e-3
         Adam learning rate: a finite number > 0.
     clusters : int or None, default None
@@ -250,6 +256,8 @@ class LSTMAutoencoderDetector(BaseDetector):
     #: (``cluster_centers_``, weights, pooled error statistics) is global state,
     #: whatever its first axis happens to measure.
     per_context_attributes = ("center_", "scale_", "history_", "cluster_", "err_center_", "err_scale_")
+    #: The fit raises ValueError on a history shorter than :meth:`min_fit_times`.
+    _fit_raises_when_short = True
 
     def __init__(
         self,
@@ -259,6 +267,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         stride=None,
         epochs=12,
         batch_size=1024,
+        max_train_windows=None,
         lr=3e-3,
         clusters=None,
         period=24,
@@ -279,6 +288,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         self.stride = stride
         self.epochs = epochs
         self.batch_size = batch_size
+        self.max_train_windows = max_train_windows
         self.lr = lr
         self.clusters = clusters
         self.period = period
@@ -305,6 +315,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         integer("period", 1)
         if self.stride is not None:
             integer("stride", 1)
+        if self.max_train_windows is not None:
+            integer("max_train_windows", 1)
         if self.clusters is not None:
             integer("clusters", 1)
         # An infinite learning rate (1e400 read from JSON is inf) turns every weight, and so
@@ -318,8 +330,6 @@ class LSTMAutoencoderDetector(BaseDetector):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-
-    _fit_raises_when_short = True  # see BaseDetector.min_fit_times
 
     def min_fit_times(self) -> int:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
@@ -337,6 +347,17 @@ class LSTMAutoencoderDetector(BaseDetector):
     def _training_times(self, n_times: int) -> int:
         """Points of a history of ``n_times`` left for training after the validation tail."""
         return n_times - int(round(self.validation_fraction * n_times))
+
+    def _train_sample(self, windows, k: int):
+        """At most ``max_train_windows`` of network ``k``'s training ``windows`` (rows, in canonical
+        order): a sample drawn once, seeded by ``seed + k``, kept in that order."""
+        torch = _import_torch()
+        n = windows.shape[0]
+        if self.max_train_windows is None or n <= int(self.max_train_windows):
+            return windows
+        generator = torch.Generator().manual_seed(int(self.seed) + k)  # on the CPU: the same rows on every device
+        keep = torch.randperm(n, generator=generator)[: int(self.max_train_windows)].sort().values
+        return windows[keep.to(windows.device)]
 
     def _stride(self) -> int:
         return max(1, self.window // 4) if self.stride is None else int(self.stride)
@@ -494,6 +515,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         for k in range(self.n_models_):
             windows = train_view[cluster_sorted == k].reshape(-1, L)
             windows = windows[~torch.isnan(windows).any(dim=1)]
+            windows = self._train_sample(windows, k)
             windows = windows.clamp(-_INPUT_CLIP, _INPUT_CLIP).to(torch.float32).contiguous()
             model = kernels.build_model(self.hidden, self.layers, self.seed + k, self.device_)
             with _training_threads(self.device_):
