@@ -156,7 +156,7 @@ class LSTMAutoencoderDetector(BaseDetector):
     train_loss_ : ndarray, shape (n_models, epochs)
         Mean training loss per epoch (scaled units squared).
     n_train_windows_ : ndarray of int, shape (n_models,)
-        Training windows of each network.
+        Training windows of each network (at most ``max_train_windows``).
 
     Notes
     -----
@@ -212,9 +212,9 @@ class LSTMAutoencoderDetector(BaseDetector):
     (9,000 training windows); see ``benchmarks/lstm_quality.py``. With every
     window, the optimisation steps would grow with the number of contexts, and
     the network would over-train the same way: at 2,000 contexts (seeds 0, 1)
-    the pooled AUC-ROC was 0.835 / 0.823 on all 60,000 windows, 0.822 on
-    16,384 (seed 0) and 0.886 / 0.875 on ``max_train_windows=8192``, in half
-    the fit time. So the training set is capped at about the size the defaults
+    the pooled AUC-ROC was 0.835 / 0.823 on all (about 60,000) windows, 0.822 on
+    16,384 (seed 0) and 0.886 / 0.875 on ``max_train_windows=8192``, in about
+    half the fit time. So the training set is capped at about the size the defaults
     were chosen on, and the fit's training time stops growing with the panel.
 
     **Missing values.** A window holding a NaN is not scored, so one missing
