@@ -416,6 +416,8 @@ def test_a_freq_the_data_does_not_follow_is_not_asked_for_again(tables, tmp_path
         ("mp", ["--param", "window=200"], 8, 368, "192 points (8 days on the 'h' grid)", "window=200"),
         # two full daily cycles (STL's own fit would raise, with a message that names no parameter)
         ("stl", [], 1, 48, "24 points (1 day on the 'h' grid)", "periods=24"),
+        # a window of 48 in the 80% of the history it trains on
+        ("lstm", [], 2, 60, "48 points (2 days on the 'h' grid)", "window=48, period=24, validation_fraction=0.2"),
     ],
 )
 def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp_path, capsys, monkeypatch,
@@ -428,6 +430,11 @@ def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp
 
     for cls in (RollingZScoreDetector, MatrixProfileDetector, STLDetector):
         monkeypatch.setattr(cls, "_fit", never)
+    if detector == "lstm":
+        pytest.importorskip("torch")
+        from tsanomaly.detectors.lstm_ae import LSTMAutoencoderDetector
+
+        monkeypatch.setattr(LSTMAutoencoderDetector, "_fit", never)
     history, _ = tables
     short = history[history["ts"] < history["ts"].min() + pd.Timedelta(days=days)]
     model = tmp_path / "m.tsa"

@@ -500,7 +500,8 @@ def _too_short(det: BaseDetector, problem: str, how: str | None = "set with --pa
     """The job's error for a history too short for ``det``: ``problem``, then what to change
     (``how``: where the parameters are set)."""
     params = det.get_params()
-    knobs = ("window", "period", "periods", "seasonal_period", "min_periods", "history", "min_history")
+    knobs = ("window", "period", "periods", "seasonal_period", "min_periods", "history", "min_history",
+             "validation_fraction")
     sizes = ", ".join(f"{k}={params[k]!r}" for k in knobs if k in params)
     now = f" (now {sizes}; {how})" if how else f" (now {sizes})"
     return ValueError(f"{problem}; fit on a longer history or use a shorter window or period" + (now if sizes else ""))
