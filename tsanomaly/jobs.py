@@ -71,6 +71,7 @@ __all__ = [
     "ScoreResult",
     "parse_params",
     "frame_to_panel",
+    "check_history_length",
     "fit_frame",
     "fit_file",
     "load_model",
