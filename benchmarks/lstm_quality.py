@@ -1,7 +1,7 @@
 """Detection quality of the LSTM autoencoder on synthetic security panels, beside STL and the baseline.
 
     python benchmarks/lstm_quality.py [--contexts 200] [--days 28] [--seed 0] [--device auto]
-                                      [--max-train-windows N] [--only lstm_ae,...]
+                                      [--max-train-windows N|all] [--only lstm_ae,...]
 
 Protocol (issue 4): ``make_security_panel`` data; for each metric (logins,
 failed logins, registrations) a detector is fitted on the first three weeks
@@ -25,15 +25,16 @@ from tsanomaly import metrics
 from tsanomaly.datasets import METRICS, make_security_panel
 
 
-def _detectors(device: str, max_train_windows: int | None = None) -> dict:
-    """Factories of the detectors compared, by name; a detector whose module is missing is left out."""
+def _detectors(device: str, lstm_params: dict | None = None) -> dict:
+    """Factories of the detectors compared, by name; a detector whose module is missing is left out.
+    ``lstm_params`` are passed to the LSTM (none: its defaults)."""
     from tsanomaly.detectors import RollingZScoreDetector
 
     factories = {"lstm_ae": None, "stl": None, "baseline": lambda: RollingZScoreDetector(device=device)}
     try:
         from tsanomaly.detectors.lstm_ae import LSTMAutoencoderDetector
 
-        factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(device=device, seed=0, max_train_windows=max_train_windows)
+        factories["lstm_ae"] = lambda: LSTMAutoencoderDetector(device=device, seed=0, **(lstm_params or {}))
     except ImportError as exc:
         print(f"lstm_ae left out: {exc}", file=sys.stderr)
     try:
@@ -67,14 +68,18 @@ def main(argv=None) -> int:
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--max-train-windows", type=int, default=None, help="the LSTM's max_train_windows")
+    parser.add_argument("--max-train-windows", default=None,
+                        help="the LSTM's max_train_windows: a number, or 'all' for every window (default: its default)")
     parser.add_argument("--only", default=None, help="comma-separated detectors to run (default: all)")
     args = parser.parse_args(argv)
 
     data = make_security_panel(n_contexts=args.contexts, n_days=args.days, seed=args.seed)
     split_at = data.index[0] + pd.Timedelta(days=21)
     history, new = data.split(split_at)
-    factories = _detectors(args.device, args.max_train_windows)
+    lstm_params = {}
+    if args.max_train_windows is not None:
+        lstm_params["max_train_windows"] = None if args.max_train_windows == "all" else int(args.max_train_windows)
+    factories = _detectors(args.device, lstm_params)
     if args.only:
         factories = {name: f for name, f in factories.items() if name in args.only.split(",")}
     print(
