@@ -181,6 +181,12 @@ def _kernels(device: str):
     return stl_cpu
 
 
+def _length_keeping(period: int, several: bool) -> int:
+    """Shortest history whose decomposition keeps ``period``: two full cycles for STL; MSTL
+    (``several`` periods) keeps a period only below half the history's length, one point more."""
+    return 2 * period + (1 if several else 0)
+
+
 def _min_observations(cfg: _StlConfig, n_time: int) -> int:
     """Observed points a context needs: two full cycles of its longest period."""
     return min(n_time, 2 * max(cfg.periods))
@@ -942,7 +948,7 @@ class STLDetector(BaseDetector):
         self._validate()
         # any length checks the other parameters; a huge one keeps every period
         periods = self._config(2**62, warn=False).periods
-        return 2 * min(periods) + (1 if len(periods) > 1 else 0)
+        return _length_keeping(min(periods), len(periods) > 1)
 
     def _window(self) -> int:
         if self.variance_window is None:
@@ -1022,9 +1028,8 @@ class STLDetector(BaseDetector):
 
     @staticmethod
     def _min_fit_length(cfg: _StlConfig) -> int:
-        """Shortest history decomposed with the same periods: STL needs two cycles, MSTL keeps a
-        period only below half the length."""
-        return 2 * max(cfg.periods) + (1 if len(cfg.periods) > 1 else 0)
+        """Shortest history decomposed with the same periods (all of them kept)."""
+        return _length_keeping(max(cfg.periods), len(cfg.periods) > 1)
 
     def _holdout_length(self, n: int, cfg: _StlConfig) -> int:
         """Points of one held-out block: whole cycles of the shortest period, at most half of the
