@@ -6,8 +6,10 @@ well a large model detects (``benchmarks/lstm_quality.py`` measures that).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -247,6 +249,38 @@ def test_max_train_windows_trains_each_network_on_a_seeded_sample(panels):
     assert (clustered.n_train_windows_ <= n // 4).all() and clustered.n_train_windows_.sum() > 0
 
 
+def test_a_capped_fit_trains_on_the_seeded_sample_of_every_complete_window(two_shapes, monkeypatch):
+    """The capped fit copies only its sample out of the history; the windows it trains on are
+    exactly those the seeded draw picks from the full list of NaN-free training windows (the list
+    an uncapped fit trains on), in the same order, for each network."""
+    from tsanomaly.kernels import lstm_torch
+
+    history, _ = two_shapes
+    values = history.values.copy()
+    values[1, 30:33] = np.nan  # windows through a gap are left out
+    values[6, 100] = np.nan
+    history = tsanomaly.Panel(values, history.contexts, history.index)
+    trained = []  # the windows handed to each network's training, in fit order
+    real_train = lstm_torch.train_model
+
+    def recording_train(model, windows, **kwargs):
+        trained.append(windows.clone())
+        return real_train(model, windows, **kwargs)
+
+    monkeypatch.setattr(lstm_torch, "train_model", recording_train)
+
+    tiny(epochs=1, clusters=2, max_train_windows=None).fit(history)
+    every = trained[:]
+    trained.clear()
+    cap = 50
+    tiny(epochs=1, clusters=2, max_train_windows=cap).fit(history)
+    assert len(trained) == len(every) == 2
+    for k, (sample, full) in enumerate(zip(trained, every)):
+        assert not torch.isnan(full).any()
+        keep = torch.randperm(len(full), generator=torch.Generator().manual_seed(k))[:cap].sort().values
+        torch.testing.assert_close(sample, full[keep], rtol=0, atol=0)
+
+
 def test_a_cap_on_the_training_windows_keeps_the_two_step_fit_equal_to_one_fit(two_shapes):
     """The sample is drawn from the windows in canonical context order: a fit of the global step
     on the contexts in another order, then of the context step, equals one fit, bit for bit."""
@@ -467,3 +501,15 @@ def test_gpu_fit_runs_on_the_device_and_scores_like_its_cpu_copy(panels, tmp_pat
     np.testing.assert_allclose(
         backend.to_numpy(gpu.score(new).values), cpu.score(new).to_numpy(), rtol=rtol, atol=atol, equal_nan=True
     )
+
+
+def test_the_memory_benchmark_reaches_the_first_training(tmp_path):
+    """benchmarks/lstm_memory.py stops a fit where the first network would train; it relies on
+    the fit calling ``lstm_torch.train_model``, which this keeps in view."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "lstm_memory.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--contexts", "300", "--max-train-windows", "100"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "up to the first network's training, on windows of shape (100, 48)" in done.stdout

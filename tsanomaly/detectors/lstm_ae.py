@@ -106,7 +106,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         amount (``epochs`` passes over at most this many windows) stays what the
         defaults were chosen for however many contexts a panel has (see
         "Training amount" below). None trains on every window. Every context is
-        still scaled, calibrated and scored.
+        still scaled, calibrated and scored. Only the sampled windows are copied
+        out of the history, which bounds the fit's memory for training too.
     lr : float, default 3e-3
         Adam learning rate: a finite number > 0.
     clusters : int or None, default None
@@ -355,16 +356,15 @@ class LSTMAutoencoderDetector(BaseDetector):
         """Points of a history of ``n_times`` left for training after the validation tail."""
         return n_times - int(round(self.validation_fraction * n_times))
 
-    def _train_sample(self, windows, k: int):
-        """At most ``max_train_windows`` of network ``k``'s training ``windows`` (rows, in canonical
-        order): a sample drawn once, seeded by ``seed + k``, kept in that order."""
+    def _train_sample(self, n: int, k: int):
+        """Which of network ``k``'s ``n`` training windows it trains on: ``None`` for all of them,
+        else the sorted positions of at most ``max_train_windows`` (a CPU tensor of int64),
+        drawn once and seeded by ``seed + k``."""
         torch = _import_torch()
-        n = windows.shape[0]
         if self.max_train_windows is None or n <= int(self.max_train_windows):
-            return windows
+            return None
         generator = torch.Generator().manual_seed(int(self.seed) + k)  # on the CPU: the same rows on every device
-        keep = torch.randperm(n, generator=generator)[: int(self.max_train_windows)].sort().values
-        return windows[keep.to(windows.device)]
+        return torch.randperm(n, generator=generator)[: int(self.max_train_windows)].sort().values
 
     def _stride(self) -> int:
         return max(1, self.window // 4) if self.stride is None else int(self.stride)
@@ -512,17 +512,22 @@ class LSTMAutoencoderDetector(BaseDetector):
         self.n_models_ = int(self.cluster_centers_.shape[0])
         cluster = self._nearest_cluster(profiles)  # per row of `values`
 
-        # Training windows: wholly before the held-out tail, every `stride` points; one
-        # strided view of the whole panel (rows in canonical order), then one copy per
-        # cluster (on the device).
-        sorted_z = z if (order == np.arange(n_ctx)).all() else z[self._tensor(order)]
-        train_view = sorted_z[:, :n_train_times].unfold(1, L, self._stride())  # (n_ctx, n_w, L)
-        cluster_sorted = self._tensor(cluster[order])
+        # Training windows: wholly before the held-out tail, every `stride` points, without a
+        # NaN; taken row by row in canonical order. Only the windows a network trains on are
+        # copied out of the strided view: the sample is drawn among the positions of the
+        # NaN-free windows first, so a capped fit of a large panel never holds all of them.
+        train_view = z[:, :n_train_times].unfold(1, L, self._stride())  # (n_ctx, n_w, L), a view
+        complete = ~torch.isnan(z[:, :n_train_times]).unfold(1, L, self._stride()).any(dim=2)  # (n_ctx, n_w)
+        order_t = self._tensor(order)
         weights, losses, counts = {}, [], []
         for k in range(self.n_models_):
-            windows = train_view[cluster_sorted == k].reshape(-1, L)
-            windows = windows[~torch.isnan(windows).any(dim=1)]
-            windows = self._train_sample(windows, k)
+            rows_k = order_t[self._tensor(cluster[order] == k)]  # network k's rows, canonical order
+            row_pos, window_pos = torch.nonzero(complete[rows_k], as_tuple=True)  # row-major
+            keep = self._train_sample(len(row_pos), k)
+            if keep is not None:
+                keep = keep.to(row_pos.device)
+                row_pos, window_pos = row_pos[keep], window_pos[keep]
+            windows = train_view[rows_k[row_pos], window_pos]  # (n_windows, L), a copy
             windows = windows.clamp(-_INPUT_CLIP, _INPUT_CLIP).to(torch.float32).contiguous()
             model = kernels.build_model(self.hidden, self.layers, self.seed + k, self.device_)
             with _training_threads(self.device_):
@@ -540,7 +545,7 @@ class LSTMAutoencoderDetector(BaseDetector):
             counts.append(windows.shape[0])
             weights.update({f"c{k}.{name}": value for name, value in kernels.model_arrays(model).items()})
             del windows
-        del train_view, sorted_z
+        del train_view, complete
         self.weights_ = weights
         self.train_loss_ = np.stack(losses)
         self.n_train_windows_ = np.asarray(counts, dtype=np.int64)
