@@ -553,7 +553,7 @@ class LSTMAutoencoderDetector(BaseDetector):
 
         # Errors of every window of the history; those wholly inside the held-out tail
         # give the pooled statistics (column j of `errors` is the window starting at j).
-        errors, _ = self._window_errors(z, self._tensor(cluster))
+        errors = self._window_errors(z, self._tensor(cluster))
         held_out = errors[:, self._first_held_out(n_val, n_train_times) :]
         self.pool_err_center_, self.pool_err_scale_ = self._pooled_error_stats(held_out, cluster)
         # _fit_contexts on the same values (as in _fit) reuses this work instead of redoing it.
@@ -581,7 +581,7 @@ class LSTMAutoencoderDetector(BaseDetector):
             center, scale = robust_center_scale(values)
             z = self._scaled(values, center, scale)
             cluster = self._nearest_cluster(self._profiles(z))
-            errors, _ = self._window_errors(z, self._tensor(cluster))
+            errors = self._window_errors(z, self._tensor(cluster))
             del z
         self.center_, self.scale_ = center, scale
         self.history_ = values[:, n_times - (L - 1) :].copy()
@@ -649,7 +649,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         return np.argmin(dist, axis=1).astype(np.int64)
 
     # -------------------------------------------------------------- errors and scores
-    def _window_errors(self, z, cluster):
+    def _window_errors(self, z, cluster, with_expected: bool = False):
         """Reconstruction errors of every window of ``z`` (stride 1).
 
         Parameters
@@ -658,6 +658,9 @@ class LSTMAutoencoderDetector(BaseDetector):
             Scaled series on the device (NaN = missing).
         cluster : torch.Tensor of int64, shape (n_contexts,)
             Network of each row.
+        with_expected : bool, default False
+            Also return the reconstructions (only explanations need them; a
+            fit of 100,000 contexts x 720 h would hold 0.5 GiB of them).
 
         Returns
         -------
@@ -667,7 +670,8 @@ class LSTMAutoencoderDetector(BaseDetector):
             ``max(1, window // 6)`` points (observed minus reconstructed,
             scaled units); NaN where the window holds a NaN.
         expected : torch.Tensor, shape (n_contexts, n_times - window + 1), float64
-            Reconstruction of each window's newest point (scaled units).
+            Only with ``with_expected``: the reconstruction of each window's
+            newest point (scaled units).
         """
         torch = _import_torch()
         kernels = _kernels()
@@ -675,9 +679,9 @@ class LSTMAutoencoderDetector(BaseDetector):
         n_ctx, n_times = z.shape
         n_win = max(0, n_times - L + 1)
         errors = torch.full((n_ctx, n_win, 2), float("nan"), dtype=torch.float64, device=z.device)
-        expected = torch.full((n_ctx, n_win), float("nan"), dtype=torch.float64, device=z.device)
+        expected = torch.full((n_ctx, n_win), float("nan"), dtype=torch.float64, device=z.device) if with_expected else None
         if n_win == 0 or n_ctx == 0:
-            return errors, expected
+            return (errors, expected) if with_expected else errors
         batch, pad = self._score_batches()
         recent = self._recent()
         rows_per_chunk = max(1, _MAX_SCORE_WINDOWS // n_win)
@@ -695,8 +699,9 @@ class LSTMAutoencoderDetector(BaseDetector):
                 diff = windows - recon
                 err = torch.stack([diff[:, -1], diff[:, -recent:].mean(dim=1)], dim=1)
                 errors[chunk] = err.masked_fill(bad[:, None], float("nan")).reshape(len(chunk), n_win, 2)
-                expected[chunk] = recon[:, -1].reshape(len(chunk), n_win)
-        return errors, expected
+                if with_expected:
+                    expected[chunk] = recon[:, -1].reshape(len(chunk), n_win)
+        return (errors, expected) if with_expected else errors
 
     def _pooled_error_stats(self, held_out, cluster):
         """Median and robust scale of each cluster's held-out errors, pooled over its contexts.
@@ -747,7 +752,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         torch = _import_torch()
         c = self._tensor(np.asarray(center), torch.float64)[:, None, :]
         s = self._tensor(np.asarray(scale), torch.float64)[:, None, :]
-        return (((errors - c) / s) ** 2).mean(dim=2).sqrt()
+        z = errors - c  # one temporary the size of `errors`, then worked on in place
+        return z.div_(s).square_().mean(dim=2).sqrt_()
 
     # -------------------------------------------------------------- score
     def _with_past(self, values, panel: Panel, rows: np.ndarray):
@@ -790,7 +796,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         x, steps = self._with_past(values, panel, rows)
         center, scale, err_center, err_scale, cluster = self._row_state(values, rows, steps)
         z = self._scaled(x, center, scale)
-        errors, _ = self._window_errors(z, self._tensor(cluster))
+        errors = self._window_errors(z, self._tensor(cluster))
         scores = self._standardise(errors, err_center, err_scale)  # (n, n_past + n_new - L + 1)
         # The window ending at new point j starts at column n_past + j - L + 1 of x.
         n_new = values.shape[1]
@@ -813,7 +819,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         cols = ends[:, None] - np.arange(L - 1, -1, -1)[None, :]
         windows = np.where(cols >= 0, x[ctx_rows[:, None], np.maximum(cols, 0)], np.nan)
         z = self._scaled(windows, center[ctx_rows], scale[ctx_rows])
-        _, expected = self._window_errors(z, self._tensor(cluster[ctx_rows]))
+        _, expected = self._window_errors(z, self._tensor(cluster[ctx_rows]), with_expected=True)
         expected = expected[:, 0].cpu().numpy()
         return {
             "expected": expected * scale[ctx_rows] + center[ctx_rows],
