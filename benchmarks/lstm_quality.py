@@ -1,4 +1,5 @@
-"""Detection quality of the LSTM autoencoder on synthetic security panels, beside STL and the baseline.
+"""Detection quality of the LSTM autoencoder on synthetic security panels, beside STL, the baseline
+and the default ensemble (of those two).
 
     python benchmarks/lstm_quality.py [--contexts 200] [--days 28] [--seed 0] [--device auto]
                                       [--max-train-windows N|all] [--only lstm_ae,...]
@@ -38,11 +39,13 @@ def _detectors(device: str, lstm_params: dict | None = None) -> dict:
     except ImportError as exc:
         print(f"lstm_ae left out: {exc}", file=sys.stderr)
     try:
+        from tsanomaly.detectors.ensemble import EnsembleDetector
         from tsanomaly.detectors.stl import STLDetector
 
         factories["stl"] = lambda: STLDetector(periods=24, device=device)
+        factories["ensemble"] = lambda: EnsembleDetector(device=device)  # its defaults: baseline and STL
     except ImportError as exc:
-        print(f"stl left out: {exc}", file=sys.stderr)
+        print(f"stl and ensemble left out: {exc}", file=sys.stderr)
     return {name: f for name, f in factories.items() if f is not None}
 
 

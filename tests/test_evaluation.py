@@ -50,8 +50,8 @@ def test_rank_ensemble_of_identical_members_is_the_members_cdf():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 600))
     member = RollingZScoreDetector(window=10, seasonal_period=None)
-    single = EnsembleDetector(detectors=[member]).fit(x[:, :400])
-    double = EnsembleDetector(detectors=[member, member]).fit(x[:, :400])
+    single = EnsembleDetector(detectors=[member], combine="rank").fit(x[:, :400])
+    double = EnsembleDetector(detectors=[member, member], combine="rank").fit(x[:, :400])
     np.testing.assert_allclose(single.score(x[:, 400:]).values, double.score(x[:, 400:]).values)
     scores = single.score(x[:, 400:]).values
     assert np.nanmin(scores) >= 0.0 and np.nanmax(scores) <= 1.0
@@ -205,6 +205,24 @@ def test_members_can_be_named_as_the_command_line_and_a_model_file_give_them(tmp
     loaded = tsanomaly.load(tmp_path / "e.tsa")
     assert loaded.detectors == ["baseline", {"name": "stl", "periods": 12}]
     np.testing.assert_array_equal(loaded.score(x[:, 168 + 24:]).to_numpy(), named.score(x[:, 168 + 24:]).to_numpy())
+
+
+def test_the_default_ensemble_is_the_most_surprised_of_the_baseline_and_stl():
+    """Without detectors, the members are the baseline and STL with their defaults, and a point's
+    score is the larger of their scores over their training maxima; the ensemble needs the
+    history STL needs, since STL's fit raises on less."""
+    x = np.random.default_rng(3).poisson(30.0, size=(4, 24 * 10)).astype(float)
+    x[1, 24 * 9 + 5] = 120.0  # a burst in the new data
+    default = EnsembleDetector().fit(x[:, : 24 * 9])
+    assert [type(m).__name__ for m in default.members_] == ["RollingZScoreDetector", "STLDetector"]
+    assert default.min_fit_times() == STLDetector().min_fit_times() == 48
+    spelt_out = EnsembleDetector(detectors=[RollingZScoreDetector(), STLDetector()], combine="max").fit(x[:, : 24 * 9])
+    np.testing.assert_array_equal(default.score(x[:, 24 * 9 :]).to_numpy(), spelt_out.score(x[:, 24 * 9 :]).to_numpy())
+    ratios = []
+    for member in (RollingZScoreDetector(), STLDetector()):
+        train_max = np.nanmax(member.fit_score(x[:, : 24 * 9]).to_numpy())
+        ratios.append(member.score(x[:, 24 * 9 :]).to_numpy() / train_max)
+    np.testing.assert_allclose(default.score(x[:, 24 * 9 :]).to_numpy(), np.fmax(*ratios), rtol=1e-12)
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -449,7 +449,7 @@ def test_a_history_too_short_to_ever_alert_is_refused_before_the_fit(tables, tmp
 
 
 def test_an_ensemble_of_named_members_is_fitted_from_the_command_line(tables, tmp_path, capsys):
-    """--param detectors=[...] names the members (a bare ensemble is the baseline alone)."""
+    """--param detectors=[...] names the members (without it, the baseline and STL with their defaults)."""
     history, today = tables
     model = tmp_path / "e.tsa"
     args = ["fit", "--input", _write(history, tmp_path / "h.csv"), "--context", "country,asn", "--time", "ts",

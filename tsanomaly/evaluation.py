@@ -189,7 +189,8 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
         smoothed over one window, of the values and of their first difference, each z-normalised and
         plain: four profiles, peak-combined), ``"mp-multi"`` (``mp`` plus the z-normalised views at half
         and twice the period, see the module docstring),
-        ``"lstm"`` or ``"ensemble"`` (rank average of baseline, STL and the unsmoothed MP).
+        ``"lstm"`` or ``"ensemble"`` (rank average of baseline, STL and the unsmoothed MP:
+        ``combine="rank"`` is set here, not left to the ensemble's default).
     period : int
         Dominant period in samples (after block averaging); windows never exceed half
         the training part.
@@ -237,7 +238,7 @@ def make_benchmark_detector(name: str, period: int, n_train: int, n_total: int, 
         # ensemble: 0.400 unsmoothed, 0.336 smoothed).
         members = [make_benchmark_detector(m, period, n_train, n_total, counts, device) for m in ("baseline", "stl")]
         members.append(profile(window, smoothing=1))
-        return make_detector("ensemble", detectors=members, device=device)
+        return make_detector("ensemble", detectors=members, combine="rank", device=device)
     raise ValueError(f"unknown detector {name!r}; choose from {BENCHMARK_DETECTORS}")
 
 
