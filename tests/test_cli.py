@@ -61,6 +61,14 @@ def test_demo_rejects_days_without_history_and_negative_top(option, message, cap
     assert message in _one_line_error(capsys)
 
 
+@pytest.mark.parametrize("detector, short, need", [("baseline", 14, 15), ("mp", 14, 15), ("stl", 8, 9)])
+def test_demo_refuses_days_that_leave_the_detector_too_short_a_history(detector, short, need, capsys):
+    """The baseline and the matrix profile need over a week of history, STL two days: with fewer,
+    the baseline calibrated an infinite threshold and printed "precision nan" with status 0."""
+    assert main(["demo", "--detector", detector, "--contexts", "10", "--days", str(short)]) == 2
+    assert f"--days must be at least {need} for --detector {detector}" in _one_line_error(capsys)
+
+
 def test_run_demo_needs_a_day_to_fit_and_a_day_to_score():
     from tsanomaly.demo import run_demo
 

@@ -238,6 +238,8 @@ def test_a_member_spec_that_names_no_detector_is_refused(spec, message):
 
 def test_detectors_must_be_a_list():
     x = np.random.default_rng(2).normal(size=(2, 100))
+    with pytest.raises(ValueError, match=r"detectors is an empty list; .* default members \['baseline', 'stl'\]"):
+        EnsembleDetector(detectors=[]).fit(x)
     with pytest.raises(ValueError, match="detectors must be a list of tsanomaly detectors, got RollingZScoreDetector"):
         EnsembleDetector(detectors=RollingZScoreDetector(window=6, seasonal_period=None)).fit(x)
     pair = (RollingZScoreDetector(window=6, seasonal_period=None), RollingZScoreDetector(window=8, seasonal_period=None))
@@ -291,9 +293,12 @@ def test_zmean_leaves_out_a_member_whose_training_scores_are_constant(fit_level,
     # training score was measured against a single 0 with the same floor.
     det, x, new = _beside_a_baseline(_FixedScores(fit_level, score_level), "zmean")
     assert np.isnan(det.member_scale_[1])
-    # Alone, such a member leaves every point unscored: nothing can fire.
+    # Alone, no member has a unit: the member's own units are kept, and the ensemble alerts
+    # where the member alone does (everywhere after a constant history, nowhere without a
+    # finite training score).
     lone = EnsembleDetector(detectors=[_FixedScores(fit_level, score_level)], combine="zmean").fit(x)
-    assert np.isnan(lone.score(new).values).all() and not lone.predict(new).values.any()
+    member = _FixedScores(fit_level, score_level).fit(x)
+    np.testing.assert_array_equal(lone.predict(new).values, member.predict(new).values)
 
 
 @pytest.mark.filterwarnings("ignore:.*no training score was finite")
@@ -301,6 +306,27 @@ def test_zmean_leaves_out_a_member_whose_training_scores_are_constant(fit_level,
 def test_max_leaves_out_a_member_whose_training_maximum_is_not_positive(fit_level, score_level):
     # Nothing to divide by: the old floor of 1e-12 turned a later 0.5 into a ratio of 5e11.
     _beside_a_baseline(_FixedScores(fit_level, score_level), "max")
+
+
+@pytest.mark.parametrize("combine", ["max", "zmean", "rank"])
+def test_an_ensemble_fitted_on_a_history_without_events_alerts_on_the_first_as_its_members_do(combine):
+    """All-zero history (a context that never saw a failed login): the baseline and STL score 0
+    everywhere and calibrate a threshold of 0, so a later burst alerts. No member has a unit
+    there ("max": no training maximum above 0; "zmean": no spread), and leaving them all out left
+    the ensemble with an infinite threshold; "rank" mapped the burst to 1, the rank of the zeros
+    themselves."""
+    history = np.zeros((3, 24 * 9))
+    new = np.zeros((3, 24))
+    new[1, 5] = 40.0
+    members = [RollingZScoreDetector(), STLDetector()]
+    for member in members:
+        assert member.fit(history).predict(new).values[1, 5]
+    det = EnsembleDetector(combine=combine).fit(history)
+    assert np.isfinite(det.global_threshold_)
+    flags = det.predict(new).values
+    assert flags[1, 5] and not flags[[0, 2]].any()
+    # and nothing alerts on more of the same
+    assert not det.predict(np.zeros((3, 24))).values.any()
 
 
 def test_zmean_scales_a_mostly_constant_member_by_its_mean_absolute_deviation():

@@ -31,6 +31,19 @@ def _cmd_demo(args) -> int:
         )
     if args.top < 0:
         raise UserError(f"--top must be 0 or more, got {args.top}")
+    # A history shorter than the detector needs for a finite training score calibrates an
+    # infinite threshold: no alert, "precision nan", exit status 0 (the baseline needs a week).
+    from tsanomaly.detectors import make_detector
+
+    need = make_detector(args.detector).min_fit_times()
+    history_hours = (args.days - SCORED_DAYS) * 24
+    if need is not None and history_hours < need:
+        need_days = -(-need // 24)
+        raise UserError(
+            f"--days must be at least {SCORED_DAYS + need_days} for --detector {args.detector}: it needs "
+            f"{need} hours of history before the {SCORED_DAYS} scored days, and --days {args.days} leaves "
+            f"{history_hours}"
+        )
     result = _job_errors(
         lambda: run_demo(
             detector=args.detector,
@@ -126,7 +139,7 @@ def _add_job_commands(commands) -> None:
     fit.add_argument("--context", required=True, help="context column(s), comma-separated, e.g. country,asn")
     fit.add_argument("--time", required=True, help="timestamp column")
     fit.add_argument("--value", required=True, help="numeric value column, e.g. failed_logins")
-    fit.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm (default: stl)")
+    fit.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm | ensemble (default: stl)")
     fit.add_argument("--save", required=True, help="model file to write, e.g. model.tsa")
     fit.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -251,7 +264,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="score a synthetic security panel with injected attacks")
-    demo.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm (default: stl)")
+    demo.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm | ensemble (default: stl)")
     demo.add_argument("--contexts", type=int, default=200, help="number of (country, ASN) contexts")
     demo.add_argument(
         "--days", type=int, default=28, help="days of hourly data, at least 8; the last week is scored (default: 28)"

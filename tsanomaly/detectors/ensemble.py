@@ -30,6 +30,17 @@ onto a common scale learnt from the training scores, then averages:
   views, each of which sees some kinds of anomaly best); a point's score depends
   on its whole batch, so it is no rule for streaming.
 
+Where **no** member has a unit (``"zmean"``: every member's training scores
+are all equal; ``"max"``: no member's training maximum is above 0), as on a
+history without a single event, where the baseline and STL score 0 everywhere,
+leaving every member out would leave the ensemble unable ever to alert while
+its members alert on the first event. Each member's score is then kept in its
+own units instead (``"zmean"``: less its training median; ``"max"``: as it is).
+For ``"rank"``, a member whose training scores are all one value maps a score
+below, at and above it to 0, 0.5 and 1 (the mid-rank of the tie), so that a
+score above everything it saw ranks above its training scores rather than
+equal to them.
+
 Members score each context independently, and so does the ensemble.
 """
 from __future__ import annotations
@@ -207,7 +218,12 @@ class EnsembleDetector(BaseDetector):
         # A single detector passed bare would otherwise fail in list() with a TypeError.
         if self.detectors is not None and not isinstance(self.detectors, (list, tuple)):
             raise ValueError(f"detectors must be a list of tsanomaly detectors, got {type(self.detectors).__name__}")
-        members = [_member(spec) for spec in (self.detectors or DEFAULT_MEMBERS)]
+        if self.detectors is not None and len(self.detectors) == 0:
+            raise ValueError(
+                f"detectors is an empty list; name at least one member, or leave detectors out for the "
+                f"default members {list(DEFAULT_MEMBERS)}"
+            )
+        members = [_member(spec) for spec in (DEFAULT_MEMBERS if self.detectors is None else self.detectors)]
         if self.combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {COMBINE_RULES}, got {self.combine!r}")
         # Checked whatever combine is: a bad value must not wait, unnoticed, for combine="peak".
@@ -277,19 +293,38 @@ class EnsembleDetector(BaseDetector):
         self.member_scale_ = np.array(scales)
         return self._combine(member_scores)
 
+    def _has_unit(self, k: int) -> bool:
+        """Whether member ``k``'s training scores give it a unit under ``combine="max"`` (a
+        training maximum above 0) or ``"zmean"`` (a finite scale); ``"rank"`` and ``"peak"``
+        always have one."""
+        if self.combine == "max":
+            return float(self.member_quantiles_[k][-1]) > 0
+        if self.combine == "zmean":
+            return bool(np.isfinite(self.member_scale_[k]))
+        return True
+
     def _calibrated(self, k: int, scores: np.ndarray) -> np.ndarray:
         quantiles = self.member_quantiles_[k]
+        # A member without a unit is left out, unless no member has one (see the module docstring).
+        own_units = not any(self._has_unit(j) for j in range(len(self.members_)))
         if self.combine == "rank":
-            mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
+            if quantiles[0] == quantiles[-1]:  # one value: np.interp would map it, and all above, to 1
+                mapped = np.sign(scores - quantiles[0]) * 0.5 + 0.5
+            else:
+                mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
         elif self.combine == "max":
             top = float(quantiles[-1])  # the training maximum
             # Not above 0: no unit (a floor such as 1e-12 would make any later score a ratio near 1e12).
-            mapped = scores / top if top > 0 else np.full(scores.shape, np.nan)
+            if top > 0:
+                mapped = scores / top
+            else:
+                mapped = scores if own_units else np.full(scores.shape, np.nan)
         elif self.combine == "peak":
             mapped = scores / _second_peak(scores, self._separation(self.members_[k]))
         else:
             # NaN for a member with no unit (constant training scores, see _member_scale): left out.
-            mapped = (scores - quantiles[_N_QUANTILES // 2]) / self.member_scale_[k]
+            scale = 1.0 if own_units else self.member_scale_[k]
+            mapped = (scores - quantiles[_N_QUANTILES // 2]) / scale
         return np.where(np.isfinite(scores), mapped, np.nan)
 
     def _combine(self, member_scores: list) -> np.ndarray:
