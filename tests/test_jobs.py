@@ -4,6 +4,7 @@ from __future__ import annotations
 import io as _io
 import json
 import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -301,6 +302,26 @@ def test_a_fitted_context_with_only_missing_values_is_counted(tables, caplog):
     assert result.n_unscored == 1
     assert "1 fitted context got no finite score" in result.summary()
     assert any("1 of them have only missing values" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("detector, params", [
+    ("baseline", {"window": 5}), ("mp", {"window": 6}), ("stl", {"periods": 24}), ("ensemble", {}),
+])
+def test_a_context_unobserved_in_the_fitted_history_is_named_as_the_cause(tables, caplog, detector, params):
+    """A context whose history is all missing gets no score on full new data; the warning said
+    "the new data is too short or too sparse for the detector's window", which it is not."""
+    history, today = tables
+    blank = history.assign(failed_logins=history["failed_logins"].where(history["asn"] != "AS1003"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # STL warns at fit that it skips the context
+        det = jobs.fit_frame(blank, "country,asn", "ts", "failed_logins", detector=detector, params=params, fill="nan")
+    assert det.fitted_without_data().tolist() == [asn == "AS1003" for asn in det.contexts_.get_level_values("asn")]
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        result = jobs.score_frame(det, today)
+    assert result.n_unscored == 1
+    message = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][0]
+    assert "likely cause: 1 of them had no observed value in the fitted history" in message
+    assert "too short or too sparse" not in message
 
 
 # ---------------------------------------------------------------------- user errors: exit 2, one line

@@ -362,6 +362,25 @@ class BaseDetector:
         scores = self._score(panel.values, panel, rows)
         return panel.with_values(scores)
 
+    def fitted_without_data(self) -> np.ndarray:
+        """Which fitted contexts the model holds no observed value for, to score new data from.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (n_fitted_contexts,)
+            True where the history the detector kept from ``fit`` (``history_``: the
+            last points that a new point's score looks back on) is all missing.
+            Detectors that keep no history return all False unless they say
+            otherwise (STL: the contexts it skipped at fit). A job names these as
+            the cause when such contexts get no score.
+        """
+        self.check_fitted()
+        history = getattr(self, "history_", None)
+        if history is None or np.ndim(history) != 2:
+            return np.zeros(len(self.contexts_), dtype=bool)
+        history = backend.to_numpy(history)
+        return ~np.isfinite(history).any(axis=1)
+
     def with_kept_history(self, values, panel: Panel, rows: np.ndarray, history):
         """New values preceded by each context's history kept from ``fit``.
 

@@ -727,6 +727,12 @@ def _warn_unscored(det: BaseDetector, panel: Panel, score_values: np.ndarray, ro
     all_missing = int((~np.isfinite(panel.to_numpy()[unscored]).any(axis=1)).sum())
     if all_missing:
         causes.append(f"{all_missing} of them have only missing values in the new data")
+    no_history = int(det.fitted_without_data()[rows[unscored]].sum())
+    if no_history:
+        causes.append(
+            f"{no_history} of them had no observed value in the fitted history that the model keeps to score "
+            "new data (fit on a history in which they were observed)"
+        )
     if not causes:
         causes.append("the new data is too short or too sparse for the detector's window")
     examples = ", ".join(str(c) for c in panel.contexts[unscored][:5])

@@ -244,6 +244,12 @@ class EnsembleDetector(BaseDetector):
             )
         return int(separation)
 
+    def fitted_without_data(self) -> np.ndarray:
+        """The contexts none of the members holds data for (a point is scored if any member scores
+        it; see :meth:`tsanomaly.base.BaseDetector.fitted_without_data`)."""
+        self.check_fitted()
+        return np.logical_and.reduce([member.fitted_without_data() for member in self.members_])
+
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds); each member checks its own state as it loads."""
         return {"members_": "detectors", "member_quantiles_": ("matrix", "members_"), "member_scale_": ("vector", "members_")}

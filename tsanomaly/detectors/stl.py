@@ -1050,6 +1050,13 @@ class STLDetector(BaseDetector):
         if "level_noise" in state:
             state["level_spread"] = xp.maximum(state["level_spread"], inflation * state["level_noise"])
 
+    def fitted_without_data(self) -> np.ndarray:
+        """The contexts skipped at fit (too few observed points for two cycles of the longest
+        period): their state is NaN, so they score nothing (see
+        :meth:`tsanomaly.base.BaseDetector.fitted_without_data`)."""
+        self.check_fitted()
+        return np.asarray(self.contexts_.isin(self.skipped_contexts_), dtype=bool)
+
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds)."""
         kinds = {
