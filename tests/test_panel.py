@@ -216,3 +216,21 @@ def test_a_one_hour_slice_keeps_its_freq_and_is_scored():
     assert last_hour.n_times == 1 and last_hour.freq == history.freq
     assert det.steps_after_fit(last_hour) == 1
     assert det.score(last_hour).shape == (2, 1)
+
+
+def test_timestamps_with_offsets_are_read_as_utc_instants_across_a_daylight_saving_switch():
+    """Local time written with its offset (+01:00, then +02:00 after the switch on 2024-03-31):
+    the text failed to parse ("Mixed timezones detected"); the same instants as a time-zone-aware
+    column worked. Both give the UTC grid now, and naive text is kept as written."""
+    local = pd.date_range("2024-03-30 00:00", periods=72, freq="h", tz="Europe/Berlin")
+    values = np.arange(72.0)
+    aware = pd.DataFrame({"ctx": "DE", "ts": local, "n": values})
+    text = aware.assign(ts=[t.isoformat() for t in local])
+    assert text["ts"].str.endswith("+01:00").any() and text["ts"].str.endswith("+02:00").any()
+    expected = pd.date_range(local[0].tz_convert("UTC").tz_localize(None), periods=72, freq="h", unit="ns")
+    for frame in (aware, text):
+        panel = Panel.from_frame(frame, "ctx", "ts", "n")
+        pd.testing.assert_index_equal(panel.index, expected, check_names=False)
+        np.testing.assert_array_equal(panel.values[0], values)
+    naive = Panel.from_frame(_frame(), ["country", "asn"], "ts", "logins")
+    assert naive.index[0] == pd.Timestamp("2024-01-01 00:00") and naive.index.tz is None

@@ -189,9 +189,11 @@ class Panel:
                 f"column {value!r} holds an infinite value {numeric.iloc[pos]} for context {context_of(pos)!r}"
             )
 
-        # Timestamps: parseable, then one regular grid.
+        # Timestamps: parseable, then one regular grid. Read as UTC: timestamps with offsets
+        # become the instants they name (local time that changes offset at a daylight-saving
+        # switch, which pandas refuses to parse otherwise), and naive ones are kept as written.
         try:
-            stamps = pd.to_datetime(df[time])
+            stamps = pd.to_datetime(df[time], utc=True)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"column {time!r} holds values that are not timestamps: {exc}") from exc
         if stamps.isna().any():
@@ -200,8 +202,7 @@ class Panel:
                 f"column {time!r} holds a missing or unparseable timestamp {df[time].iloc[pos]!r} "
                 f"for context {context_of(pos)!r}"
             )
-        if getattr(stamps.dt, "tz", None) is not None:
-            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = stamps.dt.tz_localize(None)
         # One unit for the integer arithmetic of the grid (pandas may parse to us or s).
         stamps = stamps.dt.as_unit("ns")
 
