@@ -284,11 +284,33 @@ def test_fitted_contexts_without_any_score_are_counted_and_warned(tables, caplog
     assert result.n_unscored == 8 and len(result.unseen) == 0
     assert "8 fitted contexts got no finite score (they could not alert)" in result.summary()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "8 of 8 fitted contexts got no finite score" in warnings[0]
-    assert "starts 240 grid steps after the end of the fitted history" in warnings[0]
+    assert len(warnings) == 2  # the gap itself (see the next test), then what it cost
+    assert "8 of 8 fitted contexts got no finite score" in warnings[1]
+    assert "starts 240 grid steps after the end of the fitted history" in warnings[1]
     caplog.clear()
     assert jobs.score_frame(det, today).n_unscored == 0
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("fill", ["zero", "nan"])
+def test_new_data_that_starts_after_a_gap_is_warned_about(tables, caplog, fill):
+    """A batch whose first hours have no row (an outage on every context) starts the grid at its
+    first row: the hours before are not scored, even with fill="zero", where absent rows inside the
+    table count as zero events. That went without a word."""
+    history, today = tables
+    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5},
+                         fill=fill)
+    late = today[today["ts"] >= today["ts"].min() + pd.Timedelta("8h")]
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        result = jobs.score_frame(det, late, source="today.csv")
+    assert result.panel.index[0] == pd.Timestamp(FIT_END) + pd.Timedelta("9h")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("today.csv starts 8 points (08:00:00 on the 'h' grid) after the fitted history ends")
+    assert ("not those before its first row" in warnings[0]) == (fill == "zero")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        jobs.score_frame(det, today)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 

@@ -701,10 +701,35 @@ def score_frame(
             n_skipped,
             examples,
         )
+    _warn_gap_before(det, panel, columns, source)
     n_unscored = _warn_unscored(det, panel, score_values, rows)
     if n_absent:
         log.info("%d fitted contexts have no row in %s and were not scored", n_absent, source)
     return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds, n_unscored=n_unscored)
+
+
+def _warn_gap_before(det: BaseDetector, panel: Panel, columns: JobColumns, source: str) -> None:
+    """Log a warning when the new data starts later than the step after the fitted history.
+
+    The grid of a table runs from its own first row, so the steps between the fit's end and
+    that row are not scored, and the detector looks back on them as missing. With
+    ``fill="zero"`` an absent row inside the table's span counts as zero events, but an
+    absent row before its first one cannot: an outage at the start of a batch (no row for
+    any context in its first hours) would otherwise go unscored without a word.
+    """
+    gap = det.steps_after_fit(panel) - 1
+    if gap <= 0:
+        return
+    zero_rows = (
+        "; rows absent inside its span count as zero events, but not those before its first row: to score "
+        "those steps, give them rows (zero counts included)"
+        if columns.fill == "zero" else ""
+    )
+    log.warning(
+        "%s starts %s after the fitted history ends (%s; its first row is at %s): those steps are not scored, "
+        "and the detector sees them as missing%s",
+        source, _history_description(gap, det.freq_), det.fit_end_, panel.index[0], zero_rows,
+    )
 
 
 def _warn_unscored(det: BaseDetector, panel: Panel, score_values: np.ndarray, rows: np.ndarray) -> int:
