@@ -218,6 +218,48 @@ def test_context_labels_match_across_formats(tables, tmp_path):
     assert len(result.unseen) == 0 and result.n_absent == 0
 
 
+@pytest.mark.parametrize("score_ext", ["csv", "jsonl", "parquet"])
+def test_whole_floats_are_the_same_context_as_the_integer(tables, tmp_path, score_ext):
+    """An integer ASN column that held a null is float64 in Parquet (13335.0): fitted from it, a
+    model must match the ASNs read as integers or text, and the injected bursts must alert.
+    Before, the fitted labels were "1000.0" and every new context was unseen (exit 0, no alert)."""
+    history, today = tables
+    as_int = lambda f: f.assign(asn=f["asn"].str[2:].astype(int))  # noqa: E731
+    model = tmp_path / "m.tsa"
+    floats = as_int(history).assign(asn=lambda f: f["asn"].astype(np.float64))
+    assert main(_fit_args(_write(floats, tmp_path / "h.parquet"), model)) == 0
+    assert pd.read_parquet(tmp_path / "h.parquet")["asn"].dtype == np.float64
+    assert sorted({asn for _, asn in tsanomaly.load(model).contexts_}) == [str(1000 + k) for k in range(8)]
+    new = as_int(today) if score_ext != "jsonl" else as_int(today).assign(asn=lambda f: f["asn"].astype(str))
+    result = jobs.score_file(model, _write(new, tmp_path / f"t.{score_ext}"), tmp_path / "a.csv")
+    assert len(result.unseen) == 0 and result.n_absent == 0
+    assert len(result.alerts) == len(_reference_alerts(history, today)) >= 2
+
+
+def test_labels_as_text_turns_whole_floats_into_the_integers_text():
+    floats = pd.Series([13335.0, 2.5, np.nan, -0.0, 1e20, 13335.0])
+    assert tsio.labels_as_text(floats).tolist() == ["13335", "2.5", np.nan, "0", "1" + "0" * 20, "13335"]
+    # Per value, not per column: 13335.0 has one text whatever its neighbours.
+    assert tsio.labels_as_text(pd.Series([13335.0])).tolist() == ["13335"]
+    mixed = pd.Series([13335, "13335", 13335.0, 0.5, True, None, "0123"], dtype=object)
+    assert tsio.labels_as_text(mixed).tolist() == ["13335", "13335", "13335", "0.5", "True", np.nan, "0123"]
+    for dtype in ("float32", "Float64", "category"):
+        column = pd.Series([13335.0, 2.5, None], dtype=dtype)
+        assert tsio.labels_as_text(column).tolist() == ["13335", "2.5", np.nan], dtype
+    text = pd.Series(["13335.0", "0123", "NA"])  # text is kept verbatim, numbers or not
+    assert tsio.labels_as_text(text).tolist() == ["13335.0", "0123", "NA"]
+
+
+def test_frame_to_panel_and_read_table_give_whole_floats_one_text(tmp_path):
+    frame = pd.DataFrame({"asn": [13335.0, 13335.0, 15169.0], "ts": ["2024-01-01 00:00", "2024-01-01 01:00",
+                          "2024-01-01 00:00"], "logins": [1.0, 2.0, 3.0]})
+    panel = jobs.frame_to_panel(frame, jobs.JobColumns.parse("asn", "ts", "logins", "zero"))
+    assert list(panel.contexts) == ["13335", "15169"]
+    for ext in ("parquet", "jsonl"):  # JSON lines written from a float column hold 13335.0 too
+        back = tsio.read_table(tsio.write_table(frame, tmp_path / f"f.{ext}"), text_columns=["asn"])
+        assert back["asn"].tolist() == ["13335", "13335", "15169"], ext
+
+
 def _labelled(frame):
     """``frame`` with labels that CSV readers mangle: ASNs with a leading zero, and Namibia's code "NA"."""
     asns = {f"AS{1000 + k}": f"0{123 + k}" for k in range(8)}

@@ -165,3 +165,128 @@ def test_a_damaged_ensemble_member_is_a_value_error_at_load(saved, tmp_path):
     damaged = _damaged(path, tmp_path / "damaged.tsa", "history_", "null", member=0)
     with pytest.raises(ValueError, match=r"RollingZScoreDetector's fitted history_ is None.*damaged"):
         tsanomaly.load(damaged)
+
+
+# ---------------------------------------------------------------------- context labels
+# Labels of an object level used to be saved as their text, so after load the context 1 was "1"
+# and NaN (a context of its own for Panel.from_frame) was "nan": both unseen, scores changed.
+PARIS = pd.Timestamp("2024-01-01 00:00:00.000000001", tz="Europe/Paris")
+LABELS = {
+    "int-and-text": pd.Index([1, "b", np.int64(7)], dtype=object),
+    "text-and-nan": pd.Index(["a", np.nan, "c"], dtype=object),
+    "text-and-none": pd.Index(["a", None, "c"], dtype=object),
+    "floats-and-ints": pd.Index([2.5, 3, float("inf")], dtype=object),
+    "bool-and-text": pd.Index([True, False, "x"], dtype=object),
+    "timestamps-and-text": pd.Index([PARIS, pd.Timestamp("2024-01-02"), "a"], dtype=object),
+    "na-nat-and-text": pd.Index([pd.NA, pd.NaT, "a"], dtype=object),
+    "all-ints-in-object": pd.Index([1, 2, 3], dtype=object),
+    "zoned-datetimes": pd.DatetimeIndex(["2024-01-01", "2024-07-01", "2024-12-31"], tz="Europe/Paris", name="day"),
+    "multi-mixed": pd.MultiIndex.from_arrays([[1, "b", 1], [np.nan, 2.5, "x"]], names=["asn", "shard"]),
+    "unnamed-text": pd.Index(["a", "b", "c"]),
+}
+
+
+def _same_label(a, b) -> bool:
+    """Equal and of the same type (NaN equal to NaN, singletons by identity)."""
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and len(a) == len(b) and all(map(_same_label, a, b))
+    if isinstance(a, float) and np.isnan(a):
+        return isinstance(b, float) and np.isnan(b)
+    if a is None or a is pd.NA or a is pd.NaT:
+        return b is a
+    python_type = lambda v: type(v.item()) if isinstance(v, np.generic) else type(v)  # noqa: E731
+    same = python_type(a) is python_type(b) and a == b
+    return same and (not isinstance(a, pd.Timestamp) or (str(a.tz), a.unit) == (str(b.tz), b.unit))
+
+
+@pytest.mark.parametrize("labels", LABELS.values(), ids=LABELS.keys())
+def test_context_labels_load_back_as_they_were_fitted(panels, tmp_path, labels):
+    history, new = (tsanomaly.Panel(p.values, labels, p.index) for p in panels)
+    det = RollingZScoreDetector(window=4, seasonal_period=None, device="cpu").fit(history)
+    det.save(tmp_path / "model.tsa")
+    loaded = tsanomaly.load(tmp_path / "model.tsa")
+    assert all(map(_same_label, list(det.contexts_), list(loaded.contexts_))), list(loaded.contexts_)
+    assert loaded.contexts_.names == det.contexts_.names and loaded.contexts_.dtype == det.contexts_.dtype
+    assert len(loaded.unseen_contexts(new)) == 0
+    np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
+
+
+@pytest.mark.parametrize(
+    "label, why",
+    [
+        (pd.Timestamp("2024-01-01").date(), "of type date"),
+        (("a", 1), "of type tuple"),
+        ("a\x00", "ends with a NUL character"),
+    ],
+)
+def test_a_label_a_model_file_cannot_hold_is_refused_at_save(panels, tmp_path, label, why):
+    history, _ = panels
+    history = tsanomaly.Panel(history.values, pd.Index([label, "b", "c"], dtype=object), history.index)
+    det = RollingZScoreDetector(window=4, seasonal_period=None, device="cpu").fit(history)
+    with pytest.raises(ValueError, match=f"cannot save fitted attribute contexts_: its label .* {why}"):
+        det.save(tmp_path / "model.tsa")
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial file
+
+
+def _model_json_and_arrays(path):
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("model.json"))
+        with np.load(io.BytesIO(archive.read("arrays.npz"))) as npz:
+            return meta, {key: npz[key] for key in npz.files}
+
+
+def _rewrite(path, meta, arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.json", json.dumps(meta))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    return path
+
+
+def test_text_and_numeric_labels_keep_the_layout_of_earlier_files(saved):
+    # Files written before labels carried their types: text levels as a text array, numeric ones
+    # as their array, entries {"key", "name"} only. Those files still load the same way.
+    _, path = saved("baseline")
+    meta, arrays = _model_json_and_arrays(path)
+    (level,) = meta["state"]["contexts_"]["levels"]
+    assert level == {"key": "contexts_/level0", "name": "ctx"}
+    assert arrays["contexts_/level0"].tolist() == ["a", "b", "c"]
+
+
+def test_a_file_written_before_label_types_loads_its_text_labels(panels, tmp_path):
+    # What earlier versions wrote for the labels [1, "b", 7]: their text, no "types" entry.
+    history, _ = panels
+    labels = pd.Index([1, "b", 7], dtype=object)
+    det = RollingZScoreDetector(window=4, seasonal_period=None, device="cpu")
+    det.fit(tsanomaly.Panel(history.values, labels, history.index)).save(tmp_path / "new.tsa")
+    meta, arrays = _model_json_and_arrays(tmp_path / "new.tsa")
+    level = meta["state"]["contexts_"]["levels"][0]
+    del arrays[level.pop("types")["key"]]
+    loaded = tsanomaly.load(_rewrite(tmp_path / "old.tsa", meta, arrays))
+    assert list(loaded.contexts_) == ["1", "b", "7"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda level, arrays: level["types"].update(names=["str", "pickle"]), id="unknown-type"),
+        pytest.param(lambda level, arrays: arrays.update({level["types"]["key"]: np.array([0, 1, 5], np.uint8)}),
+                     id="code-out-of-range"),
+        pytest.param(lambda level, arrays: arrays.update({level["types"]["key"]: np.array([0, 1], np.uint8)}),
+                     id="codes-too-few"),
+        pytest.param(lambda level, arrays: arrays.update({level["key"]: np.array(["x", "b", "7"])}),
+                     id="int-text-not-a-number"),
+        pytest.param(lambda level, arrays: level.update(types="int"), id="types-not-an-object"),
+    ],
+)
+def test_damaged_label_types_are_a_value_error_at_load(panels, tmp_path, damage):
+    history, _ = panels
+    det = RollingZScoreDetector(window=4, seasonal_period=None, device="cpu")
+    det.fit(tsanomaly.Panel(history.values, pd.Index([1, "b", 7], dtype=object), history.index))
+    det.save(tmp_path / "model.tsa")
+    meta, arrays = _model_json_and_arrays(tmp_path / "model.tsa")
+    damage(meta["state"]["contexts_"]["levels"][0], arrays)
+    damaged = _rewrite(tmp_path / "damaged.tsa", meta, arrays)
+    with pytest.raises(ValueError, match="contexts_.*malformed index level.*damaged"):
+        tsanomaly.load(damaged)

@@ -501,7 +501,15 @@ class BaseDetector:
         """Write the fitted detector to ``path``: a zip of ``model.json`` and ``arrays.npz``.
 
         Parameters are stored as JSON and arrays as ``.npz`` without pickle,
-        so loading a model file cannot run code.
+        so loading a model file cannot run code. Context labels load back
+        equal and of the same type, so a loaded model scores as this one.
+
+        Raises
+        ------
+        ValueError
+            When a context label cannot be stored faithfully: labels may be
+            text, integers, floats, booleans, None/NaN/NA/NaT or pandas
+            Timestamps (see :func:`_encode_level`). Nothing is written then.
         """
         self.check_fitted()
         arrays = {}
@@ -923,15 +931,10 @@ def _encode_state(name, value, meta_state: dict, arrays: dict, prefix: str = "")
     if isinstance(value, pd.Index):
         frame = value.to_frame(index=False)
         columns = []
-        for k, column in enumerate(frame.columns):
-            key = f"{key_base}/level{k}"
-            data = frame[column].to_numpy()
-            level = {"key": key, "name": None if column is None else str(column)}
-            if data.dtype == object and len(data) and all(isinstance(label, Unmatched) for label in data):
-                level["unmatched"] = True  # restored as Unmatched labels, not as their text
-            if data.dtype.kind not in "biufM":
-                data = data.astype(str)  # labels are restored as strings unless numeric
-            arrays[key] = data
+        # The index's own names: to_frame names an unnamed level 0, which would come back as "0".
+        for k, (column, level_name) in enumerate(zip(frame.columns, value.names)):
+            level = _encode_level(frame[column], f"{key_base}/level{k}", arrays, name)
+            level["name"] = None if level_name is None else str(level_name)
             columns.append(level)
         meta_state[name] = {"kind": "index", "levels": columns, "multi": isinstance(value, pd.MultiIndex)}
     elif isinstance(value, np.ndarray):
@@ -959,6 +962,177 @@ def _encode_state(name, value, meta_state: dict, arrays: dict, prefix: str = "")
         meta_state[name] = {"kind": "json", "value": encoded}
 
 
+# Types a label of an object index level may have in a model file. arrays.npz holds no Python
+# objects, so a level whose labels are not all text is stored as each label's text beside a
+# code naming its type, and rebuilt label by label: before, every label became its text, so
+# after load the context 1 was "1" and NaN was "nan", unseen among the contexts scored.
+_LABEL_TYPES = ("str", "int", "float", "bool", "none", "na", "nat", "timestamp")
+
+
+def _label_type(label) -> str | None:
+    """The name in :data:`_LABEL_TYPES` of ``label``'s type, or None when a model file cannot hold it."""
+    if isinstance(label, str):
+        return "str"
+    if label is None:
+        return "none"
+    if label is pd.NA:
+        return "na"
+    if label is pd.NaT:
+        return "nat"
+    if isinstance(label, (bool, np.bool_)):  # before int: bool is an int subclass
+        return "bool"
+    if isinstance(label, (int, np.integer)):
+        return "int"
+    if isinstance(label, (float, np.floating)):
+        return "float"
+    if isinstance(label, pd.Timestamp):
+        return "timestamp"
+    return None
+
+
+def _label_text(label, kind: str) -> str:
+    """``label`` (of type ``kind``) as the text :func:`_label_from_text` reads back exactly."""
+    if kind == "str":
+        return str(label)
+    if kind in ("none", "na", "nat"):
+        return ""
+    if kind == "bool":
+        return str(bool(label))
+    if kind == "int":
+        return str(int(label))
+    if kind == "float":
+        return repr(float(label))  # the shortest text that reads back as the same float; "nan", "inf"
+    # A timestamp: ISO 8601 (to the nanosecond), its unit, and its time zone's name, which the
+    # ISO offset alone loses (Europe/Paris is +01:00 in winter only). No part holds a space.
+    return " ".join([label.isoformat(), label.unit] + ([] if label.tz is None else [str(label.tz)]))
+
+
+def _label_from_text(text: str, kind: str):
+    """Inverse of :func:`_label_text`; ValueError (or TypeError) for a text that is not of ``kind``."""
+    if kind == "str":
+        return text
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "bool":
+        if text not in ("True", "False"):
+            raise ValueError(f"{text!r} is not a boolean")
+        return text == "True"
+    if kind == "none":
+        return None
+    if kind == "na":
+        return pd.NA
+    if kind == "nat":
+        return pd.NaT
+    stamp, unit, *zone = text.split(" ")
+    label = pd.Timestamp(stamp).as_unit(unit)
+    return label.tz_convert(zone[0]) if zone else label
+
+
+def _encode_level(column: pd.Series, key: str, arrays: dict, attribute: str) -> dict:
+    """Store one index level's labels in ``arrays`` under ``key``; its entry in model.json (without its name).
+
+    Numbers, booleans and naive timestamps of a typed level are stored as their array,
+    labels that are all text as text (both as before), a time-zone-aware level as UTC
+    instants and the zone's name, and any other level label by label with its type, so
+    that every label loads back equal, of the same type, as the same context.
+
+    Raises
+    ------
+    ValueError
+        When a label cannot be stored faithfully (its type is not one of
+        :data:`_LABEL_TYPES`, a text ending in NUL, a time zone known by no name),
+        rather than saving a label that would load as another one.
+    """
+    def refuse(label, why: str) -> ValueError:
+        return ValueError(f"cannot save fitted attribute {attribute}: its label {label!r} {why}")
+
+    level = {"key": key}
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        zone = str(column.dtype.tz)
+        instants = pd.DatetimeIndex(column).tz_convert("UTC").tz_localize(None)
+        try:
+            restored = instants.tz_localize("UTC").tz_convert(zone)
+        except (ValueError, TypeError, KeyError):
+            restored = None
+        if restored is None or str(restored.tz) != zone:
+            raise refuse(column.iloc[0], f"has a time zone ({zone}) that does not load back under its name")
+        arrays[key] = instants.to_numpy()
+        level["tz"] = zone
+        return level
+    data = column.to_numpy()
+    if data.dtype.kind in "biufmM":
+        arrays[key] = data
+        return level
+    if pd.api.types.infer_dtype(data, skipna=False) in ("string", "empty"):
+        # All text (or no label), the usual case, checked without a loop over a million labels:
+        # the layout of every version. NumPy's text arrays drop a trailing NUL: refused below.
+        text = data.astype(str)
+        if (np.char.str_len(text) == np.fromiter(map(len, data), dtype=np.int64, count=len(data))).all():
+            arrays[key] = text
+            return level
+    labels = list(data)
+    if labels and all(isinstance(label, Unmatched) for label in labels):
+        level["unmatched"] = True  # restored as Unmatched labels, not as their text
+        arrays[key] = data.astype(str)
+        return level
+    kinds = [_label_type(label) for label in labels]
+    for label, kind in zip(labels, kinds):
+        if kind is None:
+            raise refuse(
+                label,
+                f"is of type {type(label).__name__}, which a model file cannot hold; context labels may be "
+                "text, integers, floats, booleans, None/NaN/NA/NaT or pandas Timestamps",
+            )
+        if kind == "str" and label.endswith("\x00"):
+            raise refuse(label, "ends with a NUL character, which NumPy's text arrays drop")
+        if kind == "timestamp":
+            # A zone is stored by its name: one that names no zone (a dateutil file) is refused.
+            try:
+                restored = _label_from_text(_label_text(label, kind), kind)
+            except (ValueError, TypeError, KeyError):
+                restored = None
+            if restored is None or restored != label or str(restored.tz) != str(label.tz):
+                raise refuse(label, f"has a time zone ({label.tz}) that does not load back under its name")
+    names = sorted(set(kinds), key=_LABEL_TYPES.index)
+    arrays[key] = np.array([_label_text(label, kind) for label, kind in zip(labels, kinds)], dtype=str)
+    arrays[f"{key}/types"] = np.array([names.index(kind) for kind in kinds], dtype=np.uint8)
+    level["types"] = {"key": f"{key}/types", "names": names}
+    return level
+
+
+def _decode_level(level: dict, arrays: dict, name: str) -> pd.Index:
+    """Inverse of :func:`_encode_level` (files without "types" or "tz" are read as every version wrote them)."""
+    damaged = f"fitted attribute {name!r} in model.json has a malformed index level: the file is damaged"
+    labels = _saved_array(arrays, level.get("key"), name)
+    if level.get("unmatched") is True:
+        labels = np.array([Unmatched() for _ in range(len(labels))], dtype=object)
+    elif "tz" in level:
+        if not isinstance(level["tz"], str) or labels.dtype.kind != "M":
+            raise ValueError(damaged)
+        try:
+            return pd.DatetimeIndex(labels).tz_localize("UTC").tz_convert(level["tz"]).rename(level.get("name"))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(damaged) from exc
+    elif "types" in level:
+        types = level["types"]
+        names = types.get("names") if isinstance(types, dict) else None
+        if not isinstance(names, list) or not all(n in _LABEL_TYPES for n in names) or labels.dtype.kind != "U":
+            raise ValueError(damaged)
+        codes = _saved_array(arrays, types.get("key"), name)
+        if codes.dtype.kind not in "iu" or codes.shape != labels.shape or ((codes < 0) | (codes >= len(names))).any():
+            raise ValueError(damaged)
+        decoded = np.empty(len(labels), dtype=object)
+        try:
+            for k, (text, code) in enumerate(zip(labels.tolist(), codes.tolist())):
+                decoded[k] = _label_from_text(text, names[code])
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(damaged) from exc
+        return pd.Index(decoded, dtype=object, name=level.get("name"))
+    return pd.Index(labels, name=level.get("name"))
+
+
 def _saved_array(arrays: dict, key, name: str) -> np.ndarray:
     """The array stored under ``key``; ValueError when arrays.npz lacks it."""
     if not isinstance(key, str) or key not in arrays:
@@ -984,10 +1158,7 @@ def _decode_state(encoded: dict, arrays: dict, device: str | None = None, name: 
         for level in _json_field(encoded, "levels", list, what):
             if not isinstance(level, dict) or not isinstance(level.get("name"), (str, type(None))):
                 raise ValueError(f"{what} in model.json has a malformed index level: the file is damaged")
-            labels = _saved_array(arrays, level.get("key"), name)
-            if level.get("unmatched") is True:
-                labels = np.array([Unmatched() for _ in range(len(labels))], dtype=object)
-            levels.append(pd.Index(labels, name=level.get("name")))
+            levels.append(_decode_level(level, arrays, name))
         if not levels:
             raise ValueError(f"{what} in model.json has no levels: the file is damaged")
         if _json_field(encoded, "multi", bool, what):

@@ -21,14 +21,16 @@ Supported extensions (case-insensitive): ``.csv``, ``.csv.gz``, ``.parquet``,
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["FORMATS", "table_format", "read_table", "write_table", "write_text", "atomic_path"]
+__all__ = ["FORMATS", "table_format", "read_table", "labels_as_text", "write_table", "write_text", "atomic_path"]
 
 #: Extension -> format name. Longest suffixes first so ".csv.gz" wins over ".gz".
 FORMATS = {
@@ -90,8 +92,9 @@ def read_table(
         exactly as written: in CSV no number parsing (the ASN ``0123`` stays
         ``"0123"``) and none of pandas' NA strings (``NA`` is Namibia, not a
         missing value); only an empty cell is missing. Numbers in JSON lines
-        and typed Parquet columns become their text (``123`` -> ``"123"``).
-        A missing value stays missing (NaN), for the caller to report.
+        and typed Parquet columns become their text by :func:`labels_as_text`
+        (``123`` and ``123.0`` -> ``"123"``). A missing value stays missing
+        (NaN), for the caller to report.
 
     Returns
     -------
@@ -143,7 +146,7 @@ def read_table(
         frame = frame[wanted]
     for col in text:
         if col in frame.columns:
-            frame[col] = _as_text(frame[col])
+            frame[col] = labels_as_text(frame[col])
     return frame
 
 
@@ -164,10 +167,86 @@ def _csv_text_options(names: Sequence[str], text: Sequence[str]) -> dict:
     return {"dtype": {col: str for col in text}, "keep_default_na": False, "na_values": na_values}
 
 
-def _as_text(column: pd.Series) -> pd.Series:
-    """``column`` as text, with missing values left missing (``astype(str)`` alone writes "nan" in pandas 2)."""
+def labels_as_text(column: pd.Series) -> pd.Series:
+    """Context labels as text: the one rule by which a job's labels match across files and formats.
+
+    Text is kept verbatim. A float whose value is a whole number becomes the
+    integer's text (``13335.0`` -> ``"13335"``): an integer column that held a
+    null anywhere is stored as float64 in Parquet and read as float64 from JSON
+    lines, and its ``13335.0`` must name the same context as the integer
+    ``13335`` or the text ``"13335"`` read from another file. Any other value
+    becomes ``str(value)`` (``2.5`` -> ``"2.5"``, ``True`` -> ``"True"``).
+
+    Parameters
+    ----------
+    column : pandas.Series
+        One context column, of any dtype (object columns may mix types).
+
+    Returns
+    -------
+    pandas.Series
+        Text labels, same index and name; missing values (None, NaN, NA) stay
+        missing (NaN), for the caller to report (``astype(str)`` alone writes
+        "nan" in pandas 2).
+
+    Notes
+    -----
+    The rule holds per value, never per column: ``13335.0`` becomes ``"13335"``
+    whatever else its column holds, so a label's text does not depend on the
+    other rows of the file it came in (history and new data differ). A float
+    that is not a whole number keeps pandas' text (the shortest that reads back
+    as the same float), which equals a CSV's text for it as written by pandas
+    or Python. Whole numbers of 2**53 or more read from a float column are the
+    float's value, which may differ from the integer written originally (floats
+    cannot hold every such integer).
+
+    Examples
+    --------
+    >>> labels_as_text(pd.Series([13335.0, 2.5, None])).tolist()
+    ['13335', '2.5', nan]
+    >>> labels_as_text(pd.Series([13335, "13335", 13335.0], dtype=object)).tolist()
+    ['13335', '13335', '13335']
+    """
     missing = column.isna()
-    return column.astype(str).where(~missing)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # The text of each category, taken by code: a dictionary-encoded Parquet column
+        # of floats follows the same rule as a plain float column.
+        categories = labels_as_text(pd.Series(column.cat.categories)).to_numpy(dtype=object)
+        text = _by_code(categories, column.cat.codes.to_numpy(), column)
+    elif pd.api.types.is_float_dtype(column.dtype):
+        text = _float_labels_as_text(column)
+    elif column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
+        # Mixed values (JSON lines with numbers and text in one column): value by value.
+        text = column.map(_label_as_text, na_action="ignore")
+    else:
+        text = column
+    return text.astype(str).where(~missing)
+
+
+def _float_labels_as_text(column: pd.Series) -> pd.Series:
+    """:func:`labels_as_text` of a float column, computed once per distinct value (labels repeat per time)."""
+    codes, uniques = pd.factorize(column)  # missing values get code -1
+    uniques = pd.Series(uniques)
+    text = uniques.astype(str).to_numpy(dtype=object)  # pandas' text, kept for non-whole values
+    values = uniques.to_numpy(dtype=np.float64, na_value=np.nan)
+    whole = np.isfinite(values) & (np.trunc(values) == values)
+    fits = whole & (np.abs(values) < 2.0**63)  # int64 holds them; larger ones through Python's int
+    text[fits] = values[fits].astype(np.int64).astype(str).tolist()
+    text[whole & ~fits] = [str(int(v)) for v in values[whole & ~fits]]
+    return _by_code(text, codes, column)
+
+
+def _by_code(text: np.ndarray, codes: np.ndarray, column: pd.Series) -> pd.Series:
+    """``text[codes]`` as a Series like ``column``; code -1 (a missing value) gives None, masked by the caller."""
+    labels = text.take(np.maximum(codes, 0)) if len(text) else np.full(len(codes), None, dtype=object)
+    return pd.Series(labels, index=column.index, name=column.name)
+
+
+def _label_as_text(value) -> str:
+    """One label's text under :func:`labels_as_text`'s rule."""
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _check_columns(path, wanted, present) -> None:

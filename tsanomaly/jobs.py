@@ -17,10 +17,11 @@ Conventions a job can rely on:
 - **Context labels are strings.** The context columns are read as text
   (a CSV's ``0123`` keeps its leading zero and ``NA``, Namibia, is a label,
   not a missing value; an empty cell is a missing label and an error) and
-  converted with ``astype(str)`` at fit and at score time, so an ASN read as
-  the integer ``13335`` from Parquet and as the text ``"13335"`` from JSON
-  lines or CSV is the same context, and the model file stores labels
-  without guessing types.
+  converted by :func:`tsanomaly.io.labels_as_text` at fit and at score time,
+  so an ASN read as the integer ``13335`` from Parquet, as the float
+  ``13335.0`` from a Parquet column that held a null, and as the text
+  ``"13335"`` from JSON lines or CSV is the same context, and the model file
+  stores labels without guessing types.
 - **Contexts unseen at fit** (a new ASN) are never a crash. The detector
   scores them from a cold start where it can; those that get no finite score
   at all are *skipped*. Both are stated in the output: the alerts carry a
@@ -282,7 +283,7 @@ def parse_params(items: Sequence[str] | None) -> dict:
 def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = None, source="the input") -> Panel:
     """Build the Panel a job scores from a long table, the same way at fit and at score time.
 
-    Context labels become strings, timestamps are parsed by
+    Context labels become text (:func:`tsanomaly.io.labels_as_text`), timestamps are parsed by
     :meth:`Panel.from_frame`, absent buckets follow ``columns.fill``.
 
     Parameters
@@ -318,7 +319,9 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
                 f"{source}: column {col!r} has {int(missing.sum())} rows without a context label "
                 f"(first at row {int(np.flatnonzero(missing)[0])})"
             )
-        frame[col] = frame[col].astype(str)
+        # The same rule as the reader's (a frame passed to fit_frame has not been through it):
+        # 13335, 13335.0 and "13335" are one label.
+        frame[col] = tsio.labels_as_text(frame[col])
     if pd.api.types.is_numeric_dtype(frame[columns.time]) and not pd.api.types.is_bool_dtype(frame[columns.time]):
         # pandas would read epoch numbers as nanoseconds since 1970: refuse rather than guess the unit.
         raise ValueError(
