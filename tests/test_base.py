@@ -303,3 +303,59 @@ def test_alerts_refuse_scores_that_are_no_matching_array(fitted, scores, match):
     det, new = fitted
     with pytest.raises(ValueError, match=match):
         det.alerts(new, scores=scores)
+
+
+# ---------------------------------------------------------------------- context columns named like alert columns
+def _renamed(panel: Panel, names) -> Panel:
+    """``panel`` with its context column(s) named ``names`` (a second column "asn" when two names)."""
+    labels = list(panel.contexts)
+    contexts = (pd.Index(labels, name=names[0]) if len(names) == 1
+                else pd.MultiIndex.from_arrays([labels, [f"AS{k}" for k in range(len(labels))]], names=names))
+    return Panel(panel.values, contexts, panel.index)
+
+
+@pytest.mark.parametrize("names", [["start"], ["peak_score"], ["country", "detector"], ["expected"]])
+def test_alerts_refuse_a_context_column_named_like_an_alert_column_before_scoring(fitted, names):
+    # 'start' gave two 'start' columns; 'peak_score' raised "The column label 'peak_score' is not unique"
+    # from the sort; 'expected' (an explanation of this detector) was overwritten by the explanation.
+    det, new = fitted
+    history = _renamed(_hourly(np.random.default_rng(4).normal(size=(3, 24 * 10))), names)
+    det = RollingZScoreDetector(window=5, seasonal_period=None).fit(history)
+    det.score = lambda *args, **kwargs: pytest.fail("scored before the names were checked")
+    with pytest.raises(ValueError) as info:
+        det.alerts(_renamed(new, names))
+    message = str(info.value)
+    clash = names[-1] if len(names) > 1 else names[0]
+    assert f"context column {clash!r} has the name of a column that tsanomaly writes in the alerts" in message
+    assert "rename it before building the Panel" in message
+
+
+def test_alerts_of_a_frame_with_a_context_column_named_start_are_refused():
+    # The reported case, through Panel.from_frame.
+    index = pd.date_range("2024-03-01", periods=24 * 10, freq="1h")
+    frame = pd.DataFrame({"start": np.repeat(["a", "b"], len(index)), "ts": np.tile(index, 2),
+                          "n": np.random.default_rng(0).poisson(10, 2 * len(index)).astype(float)})
+    panel = Panel.from_frame(frame, context="start", time="ts", value="n")
+    det = RollingZScoreDetector(window=5, seasonal_period=None).fit(panel.loc[:"2024-03-08 23:00"])
+    with pytest.raises(ValueError, match="context column 'start'"):
+        det.alerts(panel.loc["2024-03-09 00:00":])
+    renamed = Panel.from_frame(frame.rename(columns={"start": "account"}), context="account", time="ts", value="n")
+    assert list(det.fit(renamed.loc[:"2024-03-08 23:00"]).alerts(renamed.loc["2024-03-09 00:00":]).columns[:2]) == [
+        "account", "start"]
+
+
+@pytest.mark.parametrize("make", [lambda: RollingZScoreDetector(window=5, seasonal_period=None),
+                                  lambda: MatrixProfileDetector(window=6), lambda: _Echo()])
+def test_alert_columns_list_every_column_alerts_write_after_the_contexts(make):
+    # The names the check reserves are the names alerts() writes: a column added to alerts() and not to
+    # ALERT_COLUMNS or a detector's explanation_columns would slip past the check.
+    rng = np.random.default_rng(5)
+    det = make().fit(_hourly(rng.normal(size=(3, 24 * 10))))
+    new = _hourly(rng.normal(size=(3, 48)), start="2024-03-11")
+    scores = np.full((3, 48), -1e9)  # given scores: alerts where the test wants them, whatever the detector
+    scores[1, 20:23] = 1e9
+    alerts = det.alerts(new, scores=scores)
+    assert len(alerts) == 1
+    assert list(alerts.columns) == ["country", *det.alert_columns()]
+    no_alert = det.alerts(new, scores=np.full((3, 48), -1e9))  # the columns of an empty table, too
+    assert len(no_alert) == 0 and list(no_alert.columns) == ["country", *det.alert_columns()]

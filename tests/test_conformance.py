@@ -206,10 +206,11 @@ def test_predict_is_boolean_and_alerts_have_the_columns(detector, panels):
     assert flags.values.dtype == np.bool_
     assert flags.shape == new.shape
     alerts = detector.alerts(new)
-    for column in ["asn", "start", "end", "peak_time", "peak_score", "n_points", "threshold", "detector"]:
-        assert column in alerts.columns
-    for column in detector.explanation_columns:
-        assert column in alerts.columns
+    # Exactly the listed columns: alert_columns() is what alerts() and the jobs refuse as context names,
+    # so an explanation column missing from explanation_columns could duplicate a user's column.
+    assert list(alerts.columns) == ["asn", "start", "end", "peak_time", "peak_score", "n_points", "threshold",
+                                    "detector", *detector.explanation_columns]
+    assert list(alerts.columns) == ["asn", *detector.alert_columns()]
     assert int(flags.to_numpy().sum()) == int(alerts["n_points"].sum())
     if len(alerts):
         assert (alerts["peak_score"] > alerts["threshold"]).all()  # flagged = strictly above

@@ -636,6 +636,151 @@ def test_bad_arguments_exit_2():
     assert exc.value.code == 2
 
 
+# ---------------------------------------------------------------------- user columns named like output columns
+_ROLES = {"context": "country", "time": "ts", "value": "failed_logins"}
+
+
+def _named(frame, role, name):
+    """``frame`` with the context column "country", the time or the value column renamed ``name``."""
+    return frame.rename(columns={_ROLES[role]: name})
+
+
+def _fit_named(path, model, role, name, *extra):
+    columns = dict(_ROLES, **{role: name})
+    return ["fit", "--input", path, "--context", f"{columns['context']},asn", "--time", columns["time"], "--value",
+            columns["value"], "--detector", "baseline", "--save", str(model), *PARAMS, *extra]
+
+
+@pytest.mark.parametrize("role, name, table", [
+    ("context", "cold_start", "the alerts"),  # score replaced the labels by the job's False
+    ("context", "metric", "the alerts"),  # score failed: "cannot insert metric, already exists"
+    ("context", "start", "the alerts"),  # two 'start' columns: Parquet refused them, the report crashed
+    ("context", "expected", "the alerts"),  # an explanation column of the baseline
+    ("context", "status", "the table of unseen contexts of --unseen"),
+    ("value", "score", "the scores table of --scores"),  # --scores overwrote the values with the scores
+    ("value", "flag", "the scores table of --scores"),
+    ("time", "threshold", "the scores table of --scores"),
+])
+def test_fit_refuses_a_column_named_like_an_output_column_before_reading(tables, tmp_path, capsys, monkeypatch,
+                                                                         role, name, table):
+    history, _ = tables
+    path = _write(_named(history, role, name), tmp_path / "h.csv")
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the history was read")
+
+    monkeypatch.setattr(tsio, "read_table", unread)  # refused before the (long) read and fit
+    model = tmp_path / "m.tsa"
+    assert main(_fit_named(path, model, role, name)) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith(f"tsanomaly fit: error: {path}: {role} column {name!r} has the name of a column that "
+                          f"tsanomaly writes in {table}")
+    assert "rename the column in the data" in err
+    assert not model.exists()
+
+
+def test_fit_frame_refuses_a_colliding_column_of_a_detector_instance(tables):
+    history, _ = tables
+    with pytest.raises(ValueError, match="context column 'observed' has the name of a column"):
+        jobs.fit_frame(_named(history, "context", "observed"), "observed,asn", "ts", "failed_logins",
+                       detector=RollingZScoreDetector(window=5))
+
+
+@pytest.fixture
+def model_fitted_before_the_check(tables, tmp_path, monkeypatch):
+    """A model whose context column is named "start", fitted as tsanomaly fit did before it refused such names."""
+    history, today = tables
+    model = tmp_path / "old.tsa"
+    with monkeypatch.context() as patch:
+        patch.setattr(jobs.JobColumns, "check_names", lambda *args, **kwargs: None)
+        assert main(_fit_named(_write(_named(history, "context", "start"), tmp_path / "h.csv"), model,
+                               "context", "start")) == 0
+    return model, _write(_named(today, "context", "start"), tmp_path / "t.parquet")
+
+
+def test_score_refuses_a_model_whose_context_column_collides(model_fitted_before_the_check, tmp_path, capsys):
+    model, today = model_fitted_before_the_check
+    capsys.readouterr()
+    out = tmp_path / "alerts.parquet"  # Parquet used to fail late: "Duplicate column names found"
+    assert main(["score", "--model", str(model), "--input", today, "--output", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert err.startswith(f"tsanomaly score: error: {model}: context column 'start' has the name of a column")
+    assert "rename the column in the history and the new data, and fit the model again" in err
+    assert not out.exists()
+
+
+def test_report_refuses_a_model_whose_context_column_collides(model_fitted_before_the_check, tmp_path, capsys):
+    model, today = model_fitted_before_the_check
+    capsys.readouterr()
+    out = tmp_path / "r.html"  # the report used to exit with a traceback from plot_alert
+    assert main(["report", "--model", str(model), "--input", today, "--out", str(out)]) == 2
+    assert f"tsanomaly report: error: {model}: context column 'start'" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_an_older_model_is_refused_only_for_the_tables_it_would_break(tables, tmp_path, capsys, monkeypatch):
+    # A value column named "score" broke only the --scores table: a daily job that never asked for it
+    # keeps working after the upgrade, and asking for it is refused before the input is read.
+    history, today = tables
+    model = tmp_path / "old.tsa"
+    with monkeypatch.context() as patch:
+        patch.setattr(jobs.JobColumns, "check_names", lambda *args, **kwargs: None)
+        assert main(_fit_named(_write(_named(history, "value", "score"), tmp_path / "h.csv"), model,
+                               "value", "score")) == 0
+    new = _write(_named(today, "value", "score"), tmp_path / "t.csv")
+    assert main(["score", "--model", str(model), "--input", new, "--output", str(tmp_path / "a.csv")]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(tsio, "read_table", lambda *args, **kwargs: pytest.fail("the input was read"))
+    assert main(["score", "--model", str(model), "--input", new, "--output", str(tmp_path / "b.csv"),
+                 "--scores", str(tmp_path / "s.csv")]) == 2
+    assert f"{model}: value column 'score' has the name of a column that tsanomaly writes in the scores table" in (
+        _one_line_error(capsys))
+    assert not (tmp_path / "b.csv").exists() and not (tmp_path / "s.csv").exists()
+
+
+def test_score_frame_and_scores_frame_refuse_columns_given_by_hand_that_collide(tables):
+    # Columns given from Python (not checked by fit): each function refuses the names of the table it builds.
+    history, today = tables
+    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5})
+    columns = jobs.JobColumns(["metric", "asn"], "ts", "failed_logins", freq=det.freq_)
+    with pytest.raises(ValueError, match="the input: context column 'metric' has the name of a column that "
+                                         "tsanomaly writes in the alerts"):
+        jobs.score_frame(det, today.rename(columns={"country": "metric"}), columns)
+    columns = jobs.JobColumns(["country", "asn"], "ts", "score", freq=det.freq_)
+    result = jobs.score_frame(det, today.rename(columns={"failed_logins": "score"}), columns)
+    with pytest.raises(ValueError, match="value column 'score' has the name of a column that tsanomaly writes in "
+                                         "the scores table"):
+        jobs.scores_frame(result)
+
+
+def test_a_time_column_named_like_an_alert_column_is_fine(tables, tmp_path):
+    # Only the scores table holds the time column, so "start" (the bucket's start) is not refused.
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_named(_write(_named(history, "time", "start"), tmp_path / "h.csv"), model, "time", "start")) == 0
+    result = jobs.score_file(model, _write(_named(today, "time", "start"), tmp_path / "t.csv"), tmp_path / "a.csv",
+                             scores=tmp_path / "s.csv")
+    assert len(result.alerts) and result.alerts.columns.is_unique
+    scores = tsio.read_table(tmp_path / "s.csv")
+    assert list(scores.columns) == ["country", "asn", "start", "failed_logins", "score", "threshold", "flag"]
+
+
+def test_output_columns_list_every_column_a_job_writes(tables):
+    # The reserved names are the names the job writes: a column added to an output and not to
+    # output_columns would slip past the check.
+    history, today = tables
+    known = history[history["asn"] != "AS1002"]
+    det = jobs.fit_frame(known, "country,asn", "ts", "failed_logins", detector="baseline",
+                         params={"window": 5, "seasonal_period": None})
+    result = jobs.score_frame(det, today)
+    reserved = jobs.output_columns(det)
+    assert len(result.alerts) and len(result.unseen) == 1
+    assert list(result.alerts.columns) == ["country", "asn", "metric", *det.alert_columns(), "cold_start"]
+    assert set(reserved["alerts"]) == set(det.alert_columns()) | set(jobs.JOB_ALERT_COLUMNS)
+    assert list(result.unseen.columns) == ["country", "asn", *reserved["unseen"]]
+    assert list(jobs.scores_frame(result).columns) == ["country", "asn", "ts", "failed_logins", *reserved["scores"]]
+
+
 # ---------------------------------------------------------------------- atomic output
 def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))

@@ -681,6 +681,19 @@ def test_score_and_from_detector_refuse_a_time_column_named_like_an_output(spark
         tss.from_detector(spark, reference, time="reason", value=VALUE)
 
 
+def test_a_context_column_named_like_an_explanation_column_is_refused(small_history, frames, baseline_fit):
+    # The baseline explains its alerts with "expected" and "observed": a context column of that name
+    # gave the alerts two columns of one name, and writing them failed at the end of the job.
+    with pytest.raises(ValueError, match=r"context column\(s\) \['expected'\] clash .*'observed'"):
+        tss.fit(small_history.withColumnRenamed("asn", "expected"), RollingZScoreDetector(device="cpu"),
+                context=["country", "expected"], time="ts", value=VALUE)
+    _, new = frames
+    model, _ = baseline_fit
+    renamed = _spark_frame(small_history.sparkSession, new.head(4)).withColumnRenamed("asn", "observed")
+    with pytest.raises(ValueError, match=r"context column\(s\) \['observed'\] clash"):
+        tss.score(renamed, model, context=["country", "observed"])
+
+
 def test_rows_without_a_context_are_counted_and_reported(spark):
     from pyspark.sql import functions as F
 

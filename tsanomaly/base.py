@@ -30,7 +30,8 @@ from tsanomaly import backend, thresholds
 from tsanomaly.panel import Panel
 from tsanomaly.validation import is_int
 
-__all__ = ["BaseDetector", "CalibrationWarning", "NotFittedError", "load", "MODEL_FORMAT"]
+__all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "NotFittedError", "check_column_names", "load",
+           "MODEL_FORMAT"]
 
 MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
@@ -40,6 +41,63 @@ MODEL_FORMAT_VERSION = 1
 # BaseDetector subclass (tsanomaly's, or one already imported), never an
 # arbitrary import path.
 _DETECTOR_REGISTRY: dict[str, type] = {}
+
+#: The columns :meth:`BaseDetector.alerts` writes after the context columns, in order; each
+#: detector's ``explanation_columns`` follow (:meth:`BaseDetector.alert_columns` gives both).
+#: The context columns keep the user's names, so none of them may take one of these names
+#: (:func:`check_column_names`); the jobs add their own columns on top (``tsanomaly.jobs.output_columns``).
+ALERT_COLUMNS = ("start", "end", "peak_time", "peak_score", "n_points", "threshold", "detector")
+
+
+def check_column_names(columns: dict, added, table: str, fix: str, source: str | None = None) -> None:
+    """Raise ValueError when a user's column has the name of a column tsanomaly adds to the same table.
+
+    Output tables hold the user's own columns (the context columns, and in a
+    scores file the time and value columns) under their names beside the
+    columns tsanomaly computes; a shared name would give a table two columns
+    of that name (Parquet refuses to write it, pandas to select it) or let the
+    computed column overwrite the user's. The check runs before the work
+    (before a fit, before scoring), so the error comes early and names the
+    column, rather than as a traceback or a corrupted file at the end.
+
+    Parameters
+    ----------
+    columns : dict
+        ``{role: name or names}`` of the user's columns in that table, e.g.
+        ``{"context column": ["country", "asn"], "value column": "failed_logins"}``;
+        the role names the column in the message.
+    added : sequence of str
+        The columns tsanomaly writes in that table.
+    table : str
+        How the message names the table ("the alerts").
+    fix : str
+        What the user should do, ending the message ("rename it before building the Panel").
+    source : str, optional
+        Prefixed to the message (a file name).
+
+    Raises
+    ------
+    ValueError
+        Naming the first colliding column, the table and ``fix``.
+
+    Examples
+    --------
+    >>> check_column_names({"context column": ["country"]}, ALERT_COLUMNS, "the alerts", "rename it")
+    >>> check_column_names({"context column": ["start"]}, ALERT_COLUMNS, "the alerts", "rename it")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: context column 'start' has the name of a column that tsanomaly writes in the alerts, ...; rename it (...)
+    """
+    added = tuple(added)
+    for role, names in columns.items():
+        for name in [names] if isinstance(names, str) else names:
+            if name in added:
+                prefix = f"{source}: " if source else ""
+                raise ValueError(
+                    f"{prefix}{role} {name!r} has the name of a column that tsanomaly writes in {table}, which "
+                    f"would then hold two columns {name!r} or lose yours; {fix} (the names tsanomaly writes "
+                    f"there: {', '.join(added)})"
+                )
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -99,8 +157,21 @@ class BaseDetector:
         tolerance each detector states.
     """
 
-    #: Explanation columns this detector adds to its alerts (documentation; ``_explain`` fills them).
+    #: Explanation columns this detector adds to its alerts (``_explain`` fills them). They are
+    #: reserved like :data:`ALERT_COLUMNS` (see :meth:`alert_columns`), so list every one here.
     explanation_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def alert_columns(cls) -> tuple[str, ...]:
+        """The columns :meth:`alerts` writes after the context columns.
+
+        Returns
+        -------
+        tuple of str
+            :data:`ALERT_COLUMNS`, then the detector's ``explanation_columns``;
+            no context column may have one of these names.
+        """
+        return ALERT_COLUMNS + tuple(cls.explanation_columns)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -460,9 +531,14 @@ class BaseDetector:
         Raises
         ------
         ValueError
-            When ``scores`` does not match ``panel`` (other contexts, times or shape).
+            When ``scores`` does not match ``panel`` (other contexts, times or shape),
+            or when a context column has the name of an alert column
+            (:meth:`alert_columns`): the table would hold both under one name.
         """
         panel = _as_panel(panel, after=self)
+        # Before scoring, which can take long: the context columns come first in the table.
+        check_column_names({"context column": _context_names(panel.contexts)}, self.alert_columns(), "the alerts",
+                           "rename it before building the Panel")
         if scores is None:
             scores = self.score(panel)
         rows = self.context_rows(panel)
@@ -691,10 +767,17 @@ def _runs(flags: np.ndarray):
     return start_rows.astype(np.int64), starts.astype(np.int64), (ends - 1).astype(np.int64)
 
 
+def _context_names(contexts: pd.Index) -> list:
+    """The names of the context columns of an alerts table: the index's level names, or
+    ``"context"`` for a single unnamed level (a Panel built from an array)."""
+    # to_frame on no rows: the column names pandas would give, without copying millions of labels.
+    names = list(contexts[:0].to_frame(index=False).columns)
+    return ["context"] if names in ([None], [0]) else names
+
+
 def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
     frame = contexts.to_frame(index=False)
-    if list(frame.columns) in ([None], [0]):
-        frame.columns = ["context"]
+    frame.columns = _context_names(contexts)
     return frame.iloc[rows].reset_index(drop=True)
 
 

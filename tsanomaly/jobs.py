@@ -39,6 +39,14 @@ Conventions a job can rely on:
   score, so no finite alert threshold).
 - **Atomic output.** Every file is written through :mod:`tsanomaly.io`: a job
   killed half-way leaves the previous output or none, never a truncated one.
+- **The user's columns keep their names and their values.** The outputs hold
+  them beside the columns tsanomaly computes (:func:`output_columns`), so a
+  context column named like one of those (``start``, ``metric``,
+  ``cold_start``...), or a time or value column named like a column of the
+  scores table (``score``, ``threshold``, ``flag``), is refused: by ``fit``
+  before it reads the history, and by ``score`` and ``report``, for the
+  tables they write, when they load a model fitted before the check existed.
+  The message names the column.
 - **User errors** (bad arguments, unreadable files, missing columns, a data
   grid that does not follow the fitted one) raise ``ValueError`` or
   ``FileNotFoundError`` with a one-line message; the CLI maps them to exit 2.
@@ -60,16 +68,18 @@ import pandas as pd
 
 from tsanomaly import io as tsio
 from tsanomaly import thresholds
-from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description
+from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
 from tsanomaly.panel import Panel
 
 __all__ = [
     "JOB_ATTRIBUTE",
+    "JOB_ALERT_COLUMNS",
     "DEFAULT_CHUNK_SIZE",
     "JobColumns",
     "Progress",
     "ScoreResult",
+    "output_columns",
     "parse_params",
     "frame_to_panel",
     "check_history_length",
@@ -92,6 +102,47 @@ JOB_ATTRIBUTE = "job_columns_"
 DEFAULT_CHUNK_SIZE = 100_000
 
 FILL_RULES = ("zero", "nan")
+
+#: Columns a job adds to a detector's alerts (:meth:`BaseDetector.alert_columns`): the metric
+#: (the value column's name) after the context columns, and whether the context was unseen at fit.
+JOB_ALERT_COLUMNS = ("metric", "cold_start")
+
+
+def output_columns(detector) -> dict[str, tuple[str, ...]]:
+    """Every column a job writes beside the user's own, per table it writes.
+
+    The one list of reserved names: the user's columns in a table must take
+    none of them (:meth:`JobColumns.check_names`). The alerts hold the context
+    columns; the scores table (``--scores``) the context, time and value
+    columns; the unseen-context table (``--unseen``) the context columns.
+
+    Parameters
+    ----------
+    detector : BaseDetector or BaseDetector subclass
+        Its ``explanation_columns`` are part of the alerts.
+
+    Returns
+    -------
+    dict
+        ``{"alerts": ..., "scores": ..., "unseen": ...}``, each a tuple of
+        column names (see :func:`score_frame` and :func:`scores_frame`).
+
+    Examples
+    --------
+    >>> from tsanomaly.detectors import RollingZScoreDetector
+    >>> output_columns(RollingZScoreDetector)["scores"]
+    ('score', 'threshold', 'flag')
+    """
+    return {
+        "alerts": detector.alert_columns() + JOB_ALERT_COLUMNS,
+        "scores": ("score", "threshold", "flag"),
+        "unseen": ("status", "n_points"),
+    }
+
+
+# How messages name the tables of output_columns.
+_TABLE_NAMES = {"alerts": "the alerts", "scores": "the scores table of --scores",
+                "unseen": "the table of unseen contexts of --unseen"}
 
 
 # ---------------------------------------------------------------------- progress bar
@@ -247,6 +298,39 @@ class JobColumns:
         if fill not in FILL_RULES:
             raise ValueError(f"fill must be one of {FILL_RULES}, got {fill!r}")
         return cls(context=context, time=time, value=value, fill=fill)
+
+    def check_names(self, detector, fix: str = "rename the column in the data", source: str | None = None,
+                    tables=None) -> None:
+        """Raise ValueError when one of these columns has the name of a column the job writes beside it.
+
+        Called before the work that would end in a broken table: by a fit before
+        it reads the history (every table: the model must serve every output),
+        and when a model is loaded to write some of them (it may have been
+        fitted before this check existed).
+
+        Parameters
+        ----------
+        detector : BaseDetector or BaseDetector subclass
+            The model's detector (its explanation columns are in the alerts).
+        fix : str
+            What to do, ending the message.
+        source : str, optional
+            Prefixed to the message (the input file or the model file).
+        tables : iterable of str, optional
+            Keys of :func:`output_columns` to check; all of them by default.
+
+        Raises
+        ------
+        ValueError
+            Naming the first colliding column and the table (see :func:`output_columns`).
+        """
+        reserved = output_columns(detector)
+        for table in reserved if tables is None else tables:
+            added = reserved[table]
+            own = {"context column": self.context}
+            if table == "scores":  # the only table that carries the time and value columns
+                own.update({"time column": self.time, "value column": self.value})
+            check_column_names(own, added, _TABLE_NAMES[table], fix, source)
 
 
 def parse_params(items: Sequence[str] | None) -> dict:
@@ -424,6 +508,7 @@ def fit_frame(
         det.set_params(**params)
     if device is not None:
         det.set_params(device=device)
+    columns.check_names(det, source=source)  # before the fit: its model could not write its outputs
     panel = frame_to_panel(frame, columns, freq=freq, source=source)
     log.info(
         "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times, panel.index[0], panel.index[-1]
@@ -461,9 +546,15 @@ def fit_file(
         Besides what :func:`fit_frame` raises: ``save`` is empty or names a
         folder, or the history is too short for the detector (no finite
         training score, hence no finite alert threshold: the model could
-        never alert, so it is not saved).
+        never alert, so it is not saved). A column named like an output
+        column (:meth:`JobColumns.check_names`) is refused before the input is read.
     """
+    from tsanomaly.detectors import detector_class
+
     columns = JobColumns.parse(context, time, value, fill)
+    # The detector's class is enough to know its alert columns: refuse a colliding name before the
+    # (long) read; fit_frame checks again, for its callers from Python.
+    columns.check_names(detector_class(detector) if isinstance(detector, str) else detector, source=str(input))
     # Checked before the (long) fit. Path("") is Path("."), a folder, so the empty name is caught first.
     if not str(save).strip():
         raise ValueError("--save needs a model file name, e.g. --save model.tsa")
@@ -602,8 +693,21 @@ class ScoreResult:
         )
 
 
-def load_model(path, device: str | None = None) -> tuple[BaseDetector, JobColumns]:
+def load_model(path, device: str | None = None, outputs=None) -> tuple[BaseDetector, JobColumns]:
     """Load a model written by :func:`fit_file` and its table mapping.
+
+    Parameters
+    ----------
+    path : str or Path
+    device : {"auto", "cpu", "cuda"}, optional
+        Overrides the saved device.
+    outputs : iterable of str, optional
+        The tables the caller will write with the model (keys of
+        :func:`output_columns`: ``"alerts"``, ``"scores"``, ``"unseen"``); all
+        of them by default. A model fitted before ``fit`` refused colliding
+        names is refused only for the tables it would break, so a job that
+        does not ask for ``--scores`` keeps working with a value column named
+        ``score``.
 
     Raises
     ------
@@ -611,7 +715,9 @@ def load_model(path, device: str | None = None) -> tuple[BaseDetector, JobColumn
         No such file.
     ValueError
         The file is not a tsanomaly model, or was saved without
-        ``job_columns_`` (fitted from Python on a Panel rather than by a job).
+        ``job_columns_`` (fitted from Python on a Panel rather than by a job),
+        or a column it names has the name of a column of one of the
+        ``outputs`` (a model fitted before ``fit`` refused those).
     """
     path = Path(path)
     if not path.exists():
@@ -628,7 +734,11 @@ def load_model(path, device: str | None = None) -> tuple[BaseDetector, JobColumn
             f"{path} holds a {type(det).__name__} fitted without column names; fit it with "
             "`tsanomaly fit` (or set det.job_columns_ via tsanomaly.jobs.fit_frame) to score files"
         )
-    return det, JobColumns.from_json(data, source=str(path))
+    columns = JobColumns.from_json(data, source=str(path))
+    # Before the input is read and scored: such a model would write a broken table at the end.
+    columns.check_names(det, fix="rename the column in the history and the new data, and fit the model again",
+                        source=str(path), tables=outputs)
+    return det, columns
 
 
 def score_panel(
@@ -676,6 +786,9 @@ def score_frame(
     if columns is None:
         columns = JobColumns.from_json(getattr(det, JOB_ATTRIBUTE))
     det.check_fitted()
+    # Columns given by hand were never checked. The alerts alone: they are always built, and a model
+    # loaded for a job that writes no --unseen table need not avoid that table's names.
+    columns.check_names(det, source=source, tables=("alerts",))
     panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source).to("cpu")
     started = _time.perf_counter()
     scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
@@ -793,6 +906,7 @@ def scores_frame(result: ScoreResult) -> pd.DataFrame:
     Points with neither an observation nor a score are left out.
     """
     cols = result.columns
+    cols.check_names(result.detector, tables=("scores",))  # the values would be overwritten by the scores
     frame = result.panel.to_frame(value=cols.value, time=cols.time, dropna=False)
     frame.columns = list(cols.context) + [cols.time, cols.value]
     scores = result.scores.to_numpy().reshape(-1)
@@ -844,7 +958,9 @@ def score_file(
             tsio.table_format(path)
             if not Path(path).parent.exists():
                 raise FileNotFoundError(f"output folder does not exist: {Path(path).parent}")
-    det, columns = load_model(model, device=device)
+    # Only the tables asked for: a model fitted before fit refused colliding names may still serve the others.
+    written = [table for table, path in (("alerts", output), ("scores", scores), ("unseen", unseen)) if path is not None]
+    det, columns = load_model(model, device=device, outputs=written)
     frame = _read(input, columns)
     result = score_frame(det, frame, columns, chunk_size=chunk_size, progress=progress, source=str(input))
     tsio.write_table(result.alerts, output)
@@ -898,7 +1014,8 @@ def report_file(
         raise ValueError(f"--top must be >= 0, got {top}")
     if not Path(out).parent.exists():
         raise FileNotFoundError(f"output folder does not exist: {Path(out).parent}")
-    loaded = [(path, *load_model(path, device=device)) for path in models]
+    # The report shows the alerts (and counts the unseen contexts, under their own column names).
+    loaded = [(path, *load_model(path, device=device, outputs=("alerts",))) for path in models]
     needed = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.columns()))
     labels = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.context))
     frame = tsio.read_table(input, columns=needed, text_columns=labels)

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tsanomaly.base import ALERT_COLUMNS
+from tsanomaly.jobs import JOB_ALERT_COLUMNS
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA
 
@@ -50,9 +52,7 @@ __all__ = [
 BAND_SIGMAS = 3.0
 
 #: Columns of an alert that are not explanations (shown in their own places).
-_ALERT_BASE_COLUMNS = (
-    "start", "end", "peak_time", "peak_score", "n_points", "threshold", "detector", "metric", "cold_start",
-)
+_ALERT_BASE_COLUMNS = ALERT_COLUMNS + JOB_ALERT_COLUMNS
 
 # Points of recent history drawn before the scored data, at most.
 _MAX_HISTORY_POINTS = 24 * 14

@@ -142,6 +142,7 @@ import pandas as pd
 from tsanomaly import backend, thresholds
 from tsanomaly.base import (
     _DETECTOR_REGISTRY,
+    ALERT_COLUMNS,
     BaseDetector,
     CalibrationWarning,
     Unmatched,
@@ -1061,8 +1062,9 @@ def _check_columns(sdf, columns: list[str], value: str) -> None:
         )
 
 
-_OUTPUT_NAMES = ("reason", "score", "scores", "start", "end", "peak_time", "peak_score", "n_points",
-                 "threshold", "detector")
+# The scores table's own columns, then the alerts' (the list kept in tsanomaly.base, so the two stay one);
+# a detector's explanation columns join them in _check_names.
+_OUTPUT_NAMES = ("reason", "score", "scores") + ALERT_COLUMNS
 
 
 def _context_list(context) -> list[str]:
@@ -1076,17 +1078,19 @@ def _context_list(context) -> list[str]:
     return names
 
 
-def _check_names(names: list[str], time: str, value: str | None = None) -> None:
+def _check_names(names: list[str], time: str, value: str | None = None, detector=None) -> None:
     """ValueError when a context or time column would collide with an output or internal column.
 
     The scores table holds the context columns, the time column, ``score`` and
-    ``reason``; the alerts table the context columns and the alert columns. The
-    value column is not output, but it must be none of the others.
+    ``reason``; the alerts table the context columns and the alert columns,
+    the explanation columns of ``detector`` (a detector or its class) included.
+    The value column is not output, but it must be none of the others.
     """
-    clash = [n for n in names if n in _OUTPUT_NAMES or n == time or n.startswith("_")]
+    outputs = _OUTPUT_NAMES + (tuple(detector.explanation_columns) if detector is not None else ())
+    clash = [n for n in names if n in outputs or n == time or n.startswith("_")]
     if clash:
         raise ValueError(
-            f"context column(s) {clash} clash with the time column, with output columns {list(_OUTPUT_NAMES)} or "
+            f"context column(s) {clash} clash with the time column, with output columns {list(outputs)} or "
             "with tsanomaly.spark's internal columns (leading '_'); rename them"
         )
     if time in _OUTPUT_NAMES:
@@ -1390,7 +1394,7 @@ def fit(
         raise ValueError(f"sample_contexts must be an integer >= 1, got {sample_contexts!r}")
     names = _context_list(context)
     _check_columns(sdf, names + [time], value)
-    _check_names(names, time, value)
+    _check_names(names, time, value, detector)
     codec = _time_codec(sdf.schema, time)
     cls = type(detector)
     mode = _fit_mode(detector)
@@ -1882,7 +1886,7 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     _check_fill(fill)
     global_state, frame = split_state(detector, context)
     names = global_state["context"]
-    _check_names(names, time, value)
+    _check_names(names, time, value, detector)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
     frame["reason"] = None
@@ -1994,7 +1998,7 @@ def score(
     if len(names) != len(global_state["context"]):
         raise ValueError(f"the model has context columns {global_state['context']}, got {names}")
     _check_columns(sdf, names + [time], value)
-    _check_names(names, time, value)
+    _check_names(names, time, value, _detector_class(global_state["class"]))
     codec = _time_codec(sdf.schema, time)
     # The shards see the context columns, of the new data and of the state, under their _keys.
     keys = _keys(names)
