@@ -383,16 +383,18 @@ def test_level_shift_finds_a_farm_on_a_sparse_context():
 
 def test_rolling_stats_equal_direct_computation():
     rng = np.random.default_rng(16)
-    x = rng.normal(5.0, 1.0, size=(6, 200))
+    x = rng.normal(5.0, 1.0, size=(7, 200))
     x[1, 20:40] = np.nan
-    x[2, ::3] = np.nan
+    x[2, ::3] = np.nan  # 8 of every 24 missing: too few observed, never a window
     x[3] = 7.0
     x[4, 50:120] = 1e9  # a level far from the row's median: the running sums must not cancel
     x[5, 60:100] = 0.0
+    x[6, ::8] = np.nan  # 3 of every 24 missing: enough observed (21 = 7/8 of 24)
     mean, sd = _rolling_stats(x, 24, np)
+    assert np.isnan(mean[2]).all() and np.isfinite(mean[6, 23:]).all()
     for col in range(23, 200):
         block = x[:, col - 23:col + 1]
-        enough = np.isfinite(block).sum(axis=1) >= 12
+        enough = np.isfinite(block).sum(axis=1) >= 21
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             np.testing.assert_allclose(mean[:, col], np.where(enough, np.nanmean(block, axis=1), np.nan),
@@ -400,6 +402,22 @@ def test_rolling_stats_equal_direct_computation():
             np.testing.assert_allclose(sd[:, col], np.where(enough, np.nanstd(block, axis=1), np.nan),
                                        rtol=1e-9, atol=1e-9)
     assert np.isnan(mean[:, :23]).all() and (sd[3, 23:] == 0).all()
+
+
+def test_a_batch_scored_a_day_after_the_fit_does_not_alert_on_clean_contexts():
+    """A daily job with a weekly fit scores batches that start days after the fitted history. The
+    first windows of the batch reach back over the missing days; at half a window observed, the
+    window of the batch's first 12 hours (half a daily cycle) was compared with whole-day windows
+    and fired level-shift and low-variance alerts on all 20 clean contexts."""
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-03-01", periods=24 * 18, freq="h")
+    rate = 30 + 15 * np.sin(2 * np.pi * np.arange(len(index)) / 24)
+    panel = tsanomaly.Panel(rng.poisson(rate, size=(20, len(index))).astype(float), [f"c{i}" for i in range(20)], index)
+    det = STLDetector().fit(panel.loc[:"2024-03-14 23:00"])
+    following = det.alerts(panel.loc["2024-03-15 00:00":"2024-03-15 23:00"])
+    for day in ("2024-03-16", "2024-03-17"):
+        later = det.alerts(panel.loc[f"{day} 00:00":f"{day} 23:00"])
+        assert later["context"].nunique() <= max(2, following["context"].nunique()), later
 
 
 @pytest.mark.parametrize(
