@@ -359,3 +359,43 @@ def test_alert_columns_list_every_column_alerts_write_after_the_contexts(make):
     assert list(alerts.columns) == ["country", *det.alert_columns()]
     no_alert = det.alerts(new, scores=np.full((3, 48), -1e9))  # the columns of an empty table, too
     assert len(no_alert) == 0 and list(no_alert.columns) == ["country", *det.alert_columns()]
+
+
+@pytest.mark.parametrize("freq", ["W", "MS", "ME"])
+def test_a_calendar_grid_of_weeks_or_months_scores_after_the_fit(freq):
+    """A weekly (W-SUN) or monthly index fitted and saved fine, then every score failed inside
+    pandas ("Value must be Timedelta ..., not Week"): a calendar step has no fixed duration."""
+    index = pd.date_range("2019-01-01", periods=60, freq=freq)
+    panel = tsanomaly.Panel(np.random.default_rng(0).poisson(100, (2, 60)).astype(float), ["a", "b"], index)
+    det = tsanomaly.RollingZScoreDetector(seasonal_period=4, window=4).fit(panel.loc[: index[51]])
+    assert det.steps_after_fit(panel.loc[index[52]:]) == 1 and det.steps_after_fit(panel.loc[index[55]:]) == 4
+    assert np.isfinite(det.score(panel.loc[index[52]:]).values).all()
+    with pytest.raises(ValueError, match="new data must start after the fitted history"):
+        det.score(panel.loc[index[40]:])
+
+
+def test_a_panel_with_a_time_zone_scored_by_a_naive_fit_is_a_clear_error():
+    index = pd.date_range("2024-03-01", periods=240, freq="h")
+    det = tsanomaly.RollingZScoreDetector().fit(
+        tsanomaly.Panel(np.random.default_rng(0).poisson(20, (2, 240)).astype(float), ["a", "b"], index))
+    aware = pd.date_range(index[-1] + pd.Timedelta("1h"), periods=3, freq="h", tz="UTC")
+    with pytest.raises(ValueError, match="the panel's time grid has a time zone and the fitted has none"):
+        det.score(tsanomaly.Panel(np.ones((2, 3)), ["a", "b"], aware))
+
+
+def test_contexts_with_other_levels_than_the_fit_are_refused_not_all_unseen():
+    """Context columns swapped (or one level for two) matched no fitted context: every score NaN,
+    no alert and no warning, so an attack went unseen."""
+    index = pd.date_range("2024-03-01", periods=24 * 9, freq="h")
+    values = np.random.default_rng(0).poisson(30, (4, len(index))).astype(float)
+    pairs = pd.MultiIndex.from_product([["US", "DE"], ["1", "2"]], names=["country", "asn"])
+    det = tsanomaly.RollingZScoreDetector().fit(tsanomaly.Panel(values[:, :-24], pairs, index[:-24]))
+    new = values[:, -24:]
+    swapped = pairs.swaplevel()
+    with pytest.raises(ValueError, match=r"levels \['asn', 'country'\] but the detector was fitted on contexts with "
+                                         r"levels \['country', 'asn'\]"):
+        det.score(tsanomaly.Panel(new, swapped, index[-24:]))
+    with pytest.raises(ValueError, match="levels"):
+        det.score(tsanomaly.Panel(new, pd.Index(["US", "DE", "x", "y"], name="country"), index[-24:]))
+    unnamed = pairs.set_names([None, None])  # names unknown on one side: matched on the labels
+    assert np.isfinite(det.score(tsanomaly.Panel(new, unnamed, index[-24:])).values).any()

@@ -470,6 +470,20 @@ def test_negative_counts_need_transform_none():
     assert np.isfinite(scores).all()
 
 
+def test_a_negative_count_is_named_by_its_context_and_time():
+    """The message gave "row 5, time position 0": positions in a block of the sorted panel, which a
+    user of the command line cannot map back to the data."""
+    values = np.abs(np.random.default_rng(9).normal(size=(3, 5 * DAY)))
+    history, new = _split(values, 4 * DAY)
+    history.values[2, 7] = -3.0
+    with pytest.raises(ValueError, match=rf"got -3.0 for context {history.contexts[2]!r} at {history.index[7]}"):
+        STLDetector(device="cpu").fit(history)
+    fitted = STLDetector(device="cpu").fit(history.with_values(np.abs(history.values)))
+    new.values[1, 3] = -1.0
+    with pytest.raises(ValueError, match=rf"got -1.0 for context {new.contexts[1]!r} at {new.index[3]}"):
+        fitted.score(new)
+
+
 @pytest.mark.gpu
 def test_gpu_scores_equal_cpu_scores():
     rng = np.random.default_rng(10)

@@ -355,9 +355,24 @@ class BaseDetector:
             )
 
     def context_rows(self, panel: Panel) -> np.ndarray:
-        """Row of the fitted per-context state for each context of ``panel``; -1 where unseen at fit."""
+        """Row of the fitted per-context state for each context of ``panel``; -1 where unseen at fit.
+
+        Raises
+        ------
+        ValueError
+            When the panel's contexts have another number of levels than the fitted
+            ones, or other level names (where both are named): no context would
+            match, and every one would be scored as unseen, without an alert.
+        """
         self.check_fitted()
-        return np.asarray(self.contexts_.get_indexer(panel.contexts), dtype=np.int64)
+        fitted, new = self.contexts_, panel.contexts
+        named = all(name is not None for name in list(fitted.names) + list(new.names))
+        if fitted.nlevels != new.nlevels or (named and list(fitted.names) != list(new.names)):
+            raise ValueError(
+                f"the panel's contexts have levels {list(new.names)} but the detector was fitted on contexts "
+                f"with levels {list(fitted.names)}; build the panel from the same context columns, in the same order"
+            )
+        return np.asarray(fitted.get_indexer(new), dtype=np.int64)
 
     def unseen_contexts(self, panel) -> pd.Index:
         """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
@@ -399,14 +414,32 @@ class BaseDetector:
                 f"placed after the fitted one ({fitted}); build the panel with Panel(...) or "
                 "Panel.from_frame so that its DatetimeIndex has freq set"
             )
-        step = pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq_))
-        delta = pd.Timestamp(panel.index[0]) - pd.Timestamp(self.fit_end_)
-        steps, remainder = divmod(delta, step)
-        if remainder != pd.Timedelta(0):
+        first, fit_end = pd.Timestamp(panel.index[0]), pd.Timestamp(self.fit_end_)
+        if (first.tz is None) != (fit_end.tz is None):
+            # pandas cannot subtract one from the other (a TypeError deep in here)
+            aware, naive = ("the panel's", "the fitted") if fit_end.tz is None else ("the fitted", "the panel's")
             raise ValueError(
-                f"the panel starts at {panel.index[0]}, which is not on the fitted grid "
-                f"(step {self.freq_} from {self.fit_end_})"
+                f"{aware} time grid has a time zone and {naive} has none (fitted up to {self.fit_end_}, "
+                f"the panel starts at {first}); give both in the same kind of timestamps"
             )
+        not_on_grid = ValueError(
+            f"the panel starts at {panel.index[0]}, which is not on the fitted grid "
+            f"(step {self.freq_} from {self.fit_end_})"
+        )
+        offset = pd.tseries.frequencies.to_offset(self.freq_)
+        try:
+            step = pd.Timedelta(offset)
+        except (TypeError, ValueError):
+            # A calendar step (weeks anchored on a weekday, months): no fixed duration to divide
+            # by, so count the grid's points from the fit's end instead.
+            if not offset.is_on_offset(first):
+                raise not_on_grid from None
+            if first <= fit_end:
+                return -(len(pd.date_range(first, fit_end, freq=offset)) - 1)
+            return len(pd.date_range(fit_end, first, freq=offset)) - 1
+        steps, remainder = divmod(first - fit_end, step)
+        if remainder != pd.Timedelta(0):
+            raise not_on_grid
         return int(steps)
 
     def score(self, panel) -> Panel:

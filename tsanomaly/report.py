@@ -576,7 +576,7 @@ def render_report(
     out.append(
         '<p class="muted">alerts by detector: '
         + ", ".join(f"{html.escape(name)} {count}" for name, count in by_detector.items())
-        + ". Scores are higher = more anomalous; an alert is a run of consecutive points at or over the "
+        + ". Scores are higher = more anomalous; an alert is a run of consecutive points above the "
         "threshold.</p>"
     )
 

@@ -973,17 +973,23 @@ class STLDetector(BaseDetector):
                                self.seasonal_deg, self.trend_deg, self.low_pass_deg, self.inner_iter,
                                self.outer_iter, self.iterate, warn=warn)
 
-    def _transformed(self, values):
+    def _check_counts(self, values, panel) -> None:
+        """ValueError naming the context and time of the first negative value, when a transform
+        (which needs counts) is set; ``values`` are ``panel``'s, row for row."""
+        if self.transform is None:
+            return
         xp = backend.array_module(values)
-        if self.transform is not None:
-            negative = values < 0
-            if bool(negative.any()):
-                row, col = (int(v) for v in xp.argwhere(negative)[0])
-                raise ValueError(
-                    f"transform={self.transform!r} needs counts >= 0, got {float(values[row, col])} "
-                    f"(row {row}, time position {col}); use transform=None for signed data"
-                )
-        return _forward(values, self.transform, xp)
+        negative = values < 0
+        if bool(negative.any()):
+            row, col = (int(v) for v in xp.argwhere(negative)[0])
+            raise ValueError(
+                f"transform={self.transform!r} needs counts >= 0, got {float(values[row, col])} for context "
+                f"{panel.contexts[row]!r} at {panel.index[col]}; use transform=None for signed data"
+            )
+
+    def _transformed(self, values):
+        """The values on the transformed scale (checked by :meth:`_check_counts` first)."""
+        return _forward(values, self.transform, backend.array_module(values))
 
     def _count_floor(self, expected, xp):
         """The noise a count has at least, on the transformed scale, at an expected (transformed) value.
@@ -1108,6 +1114,7 @@ class STLDetector(BaseDetector):
     # -------------------------------------------------------------- fit
     def _fit(self, values, panel):
         self._validate()
+        self._check_counts(values, panel)
         xp = backend.array_module(values)
         n_ctx, n = values.shape
         cfg = self._config(n)
@@ -1375,6 +1382,7 @@ class STLDetector(BaseDetector):
         unseen contexts are NaN.
         """
         xp = backend.array_module(values)
+        self._check_counts(values, panel)
         steps = self.steps_after_fit(panel, require_new=True)
         seen = xp.asarray(rows >= 0)
         take = xp.asarray(np.maximum(rows, 0))
