@@ -686,15 +686,21 @@ def test_fit_frame_refuses_a_colliding_column_of_a_detector_instance(tables):
                        detector=RollingZScoreDetector(window=5))
 
 
-@pytest.fixture
-def model_fitted_before_the_check(tables, tmp_path, monkeypatch):
-    """A model whose context column is named "start", fitted as tsanomaly fit did before it refused such names."""
-    history, today = tables
+def _fit_before_the_check(history, tmp_path, monkeypatch, role, name):
+    """A model whose ``role`` column ("context", "value") is named ``name``, fitted as tsanomaly fit
+    did before it refused such names."""
     model = tmp_path / "old.tsa"
     with monkeypatch.context() as patch:
         patch.setattr(jobs.JobColumns, "check_names", lambda *args, **kwargs: None)
-        assert main(_fit_named(_write(_named(history, "context", "start"), tmp_path / "h.csv"), model,
-                               "context", "start")) == 0
+        assert main(_fit_named(_write(_named(history, role, name), tmp_path / "h.csv"), model, role, name)) == 0
+    return model
+
+
+@pytest.fixture
+def model_fitted_before_the_check(tables, tmp_path, monkeypatch):
+    """A model whose context column is named "start", and new data with that column."""
+    history, today = tables
+    model = _fit_before_the_check(history, tmp_path, monkeypatch, "context", "start")
     return model, _write(_named(today, "context", "start"), tmp_path / "t.parquet")
 
 
@@ -722,11 +728,7 @@ def test_an_older_model_is_refused_only_for_the_tables_it_would_break(tables, tm
     # A value column named "score" broke only the --scores table: a daily job that never asked for it
     # keeps working after the upgrade, and asking for it is refused before the input is read.
     history, today = tables
-    model = tmp_path / "old.tsa"
-    with monkeypatch.context() as patch:
-        patch.setattr(jobs.JobColumns, "check_names", lambda *args, **kwargs: None)
-        assert main(_fit_named(_write(_named(history, "value", "score"), tmp_path / "h.csv"), model,
-                               "value", "score")) == 0
+    model = _fit_before_the_check(history, tmp_path, monkeypatch, "value", "score")
     new = _write(_named(today, "value", "score"), tmp_path / "t.csv")
     assert main(["score", "--model", str(model), "--input", new, "--output", str(tmp_path / "a.csv")]) == 0
     capsys.readouterr()

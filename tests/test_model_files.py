@@ -83,15 +83,28 @@ def saved(panels, tmp_path_factory):
     return get
 
 
+def _model_json_and_arrays(path):
+    with zipfile.ZipFile(path) as archive:
+        meta = json.loads(archive.read("model.json"))
+        with np.load(io.BytesIO(archive.read("arrays.npz"))) as npz:
+            return meta, {key: npz[key] for key in npz.files}
+
+
+def _rewrite(path, meta, arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.json", json.dumps(meta))
+        archive.writestr("arrays.npz", buffer.getvalue())
+    return path
+
+
 def _damaged(path, out, name, how, member=None):
     """A copy of the model file at ``path`` with fitted attribute ``name`` set to null
     (``how="null"``), its array one row or one column short (``"rows"``, ``"columns"``), its
     array's first value NaN (``"nan"``) or, for a dict of arrays by period, its period doubled
     (``"period"``); ``member``: in that ensemble member's state instead."""
-    with zipfile.ZipFile(path) as archive:
-        meta = json.loads(archive.read("model.json"))
-        with np.load(io.BytesIO(archive.read("arrays.npz"))) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+    meta, arrays = _model_json_and_arrays(path)
     state = meta["state"] if member is None else meta["state"]["members_"]["items"][member]["state"]
     if how == "null":
         state[name] = {"kind": "json", "value": None}
@@ -104,12 +117,7 @@ def _damaged(path, out, name, how, member=None):
             arrays[key].flat[0] = np.nan
         else:
             arrays[key] = arrays[key][:-1] if how == "rows" else arrays[key][:, :-1]
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("model.json", json.dumps(meta))
-        archive.writestr("arrays.npz", buffer.getvalue())
-    return out
+    return _rewrite(out, meta, arrays)
 
 
 DETECTORS = ["baseline", "stl", "mp", "lstm", "ensemble"]
@@ -226,22 +234,6 @@ def test_a_label_a_model_file_cannot_hold_is_refused_at_save(panels, tmp_path, l
     with pytest.raises(ValueError, match=f"cannot save fitted attribute contexts_: its label .* {why}"):
         det.save(tmp_path / "model.tsa")
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a partial file
-
-
-def _model_json_and_arrays(path):
-    with zipfile.ZipFile(path) as archive:
-        meta = json.loads(archive.read("model.json"))
-        with np.load(io.BytesIO(archive.read("arrays.npz"))) as npz:
-            return meta, {key: npz[key] for key in npz.files}
-
-
-def _rewrite(path, meta, arrays):
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("model.json", json.dumps(meta))
-        archive.writestr("arrays.npz", buffer.getvalue())
-    return path
 
 
 def test_text_and_numeric_labels_keep_the_layout_of_earlier_files(saved):
