@@ -171,8 +171,10 @@ def test_merge_state_without_rows_scores_every_context_as_unseen(name):
     panel = _panel(new)
     assert (merged.context_rows(panel) < 0).all()
     got = merged.score(panel).to_numpy()
-    # the same contexts under labels the reference never saw
-    fresh = tsanomaly.Panel(panel.to_numpy(), pd.Index([f"new{k}" for k in range(panel.n_contexts)]), panel.index)
+    # the same contexts under labels the reference never saw (with the same levels: another
+    # structure is refused)
+    labels = [f"new{k}" for k in range(panel.n_contexts)]
+    fresh = tsanomaly.Panel(panel.to_numpy(), pd.MultiIndex.from_arrays([labels, labels], names=CONTEXT), panel.index)
     np.testing.assert_array_equal(got, reference.score(fresh).to_numpy())
     assert np.isfinite(got).any()
 
@@ -191,6 +193,9 @@ def test_a_model_merged_without_rows_still_matches_no_context_after_save_and_loa
     merged.save(tmp_path / "m.tsa")
     loaded = tsanomaly.load(tmp_path / "m.tsa")
     panel = _panel(new)
+    if n_levels == 1:  # the new data's contexts with the model's one level
+        panel = tsanomaly.Panel(panel.to_numpy(), pd.Index([f"AS{k}" for k in range(panel.n_contexts)], name="asn"),
+                                panel.index)
     labels = ["<no context>"] + [f"new{k}" for k in range(1, panel.n_contexts)]
     text = pd.Index(labels) if n_levels == 1 else pd.MultiIndex.from_arrays([labels, labels])
     named = tsanomaly.Panel(panel.to_numpy(), text, panel.index)
