@@ -201,3 +201,29 @@ def test_bad_scores_raise():
         pot_thresholds(np.arange(10.0))
     with pytest.raises(ValueError, match="row 1"):
         pot_thresholds(np.array([[1.0, 2.0], [np.inf, 1.0]]))
+
+
+def test_scores_tied_with_the_initial_quantile_up_to_their_last_bits_are_not_excesses():
+    """A detector's scores of sparse counts repeat one value up to rounding. Those "excesses" of
+    2e-16 made the GPD fit gamma 19 and sigma 5e-16, and the threshold 4e8: nothing could alert.
+    They are ties now, and the fit is that of the real tail alone."""
+    tail = np.random.default_rng(0).exponential(0.3, 100) + 1.0
+    bulk = np.r_[np.zeros(9000), np.full(800, 1.0)]
+    tied = pot_fit(np.r_[bulk, np.full(100, 1.0 + 2e-16), tail])
+    exact = pot_fit(np.r_[bulk, np.full(100, 1.0), tail])  # the same scores, ties exact
+    assert not tied.fallback and tied.n_excesses == 100
+    assert (tied.gamma, tied.sigma, tied.threshold) == (exact.gamma, exact.sigma, exact.threshold)
+    assert tied.threshold < 5.0
+    per_row = pot_thresholds(np.r_[bulk, np.full(100, 1.0 + 2e-16), tail][None, :])
+    assert per_row.thresholds[0] == tied.threshold
+
+
+def test_fewer_excesses_than_the_risk_asks_for_fall_back_to_the_quantile():
+    """With ties at the initial quantile, less than the target risk lies above it: the GPD
+    quantile extrapolated below every score (-50 for scores >= 0), and every point alerted."""
+    scores = np.zeros(10_000)
+    scores[:50] = np.arange(1.0, 51.0)  # 50 excesses, fewer than risk x n = 100
+    with pytest.warns(RuntimeWarning, match="or than the 100 that risk=0.01 asks for"):
+        assert pot_threshold(scores, risk=0.01, initial_quantile=0.98) == np.quantile(scores, 0.99) == 0.0
+    per_row = pot_thresholds(scores[None, :], risk=0.01, initial_quantile=0.98)
+    assert per_row.fallback[0] and per_row.thresholds[0] == 0.0

@@ -48,6 +48,11 @@ from tsanomaly.scaling import nanquantile
 __all__ = ["POTFit", "POTThresholds", "fit_gpd", "gpd_quantile", "pot_fit", "pot_threshold", "pot_thresholds"]
 
 _X_MIN = 1e-4  # |x| below this (in units of 1 / mean excess) is indistinguishable from gamma = 0
+# Scores within this share of the largest |score| above the initial threshold are ties with it,
+# not excesses. Detectors' scores of sparse counts repeat one value up to its last bits; those
+# "excesses" of 1e-16 made the GPD fit a mixture of a spike at 0 and the real tail (gamma 19,
+# sigma 5e-16) and put the threshold at 1e8 to 1e23, where nothing could alert.
+_TIE_TOLERANCE = 1e-9
 # Bound, in elements, of the (grid points x excesses) temporary of the root scan (16 MB).
 _SCAN_ELEMENTS = 2_000_000
 
@@ -321,15 +326,31 @@ def _check_params(risk, initial_quantile, min_excesses):
         raise ValueError(f"min_excesses must be an integer >= 2, got {min_excesses!r}")
 
 
+def _tie_limit(initial, largest):
+    """The score above which a score exceeds the initial threshold ``initial`` (not a tie with it),
+    given the ``largest`` absolute score; arrays broadcast."""
+    return initial + _TIE_TOLERANCE * largest
+
+
+def _too_few(n_excesses, n, risk: float, min_excesses: int):
+    """Where the GPD fit is not used (the quantile rule instead): fewer than ``min_excesses``
+    excesses, or fewer than ``risk * n`` of them. In the latter case (ties at the initial
+    quantile leave less than the target risk above it) the score exceeded with probability
+    ``risk`` lies at or below the initial threshold, inside the bulk that the tail model does
+    not describe; its formula would extrapolate below every score (a threshold of -354 for
+    scores >= 0, and an alert at every point)."""
+    return (n_excesses < min_excesses) | (n_excesses <= risk * n)
+
+
 def _fit_finite(x: np.ndarray, risk: float, initial_quantile: float, min_excesses: int) -> POTFit:
     """POT on a 1-D array of finite scores (may be empty)."""
     n = x.shape[0]
     if n == 0:
         return POTFit(np.nan, np.nan, np.nan, np.nan, 0, 0, True)
     t = float(np.quantile(x, initial_quantile))
-    peaks = x[x > t] - t
+    peaks = x[x > _tie_limit(t, float(np.abs(x).max()))] - t
     n_t = peaks.shape[0]
-    if n_t < min_excesses:
+    if _too_few(n_t, n, risk, min_excesses):
         return POTFit(float(np.quantile(x, 1.0 - risk)), t, np.nan, np.nan, n, n_t, True)
     gamma, sigma = fit_gpd(peaks)
     return POTFit(gpd_quantile(t, gamma, sigma, risk, n, n_t), t, gamma, sigma, n, n_t, False)
@@ -397,8 +418,10 @@ def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, mi
     -------
     float
         The threshold; flag ``score > threshold``. When there are fewer than
-        ``min_excesses`` excesses, the empirical quantile ``1 - risk`` is returned and a
-        ``RuntimeWarning`` says so.
+        ``min_excesses`` excesses, or no more than ``risk`` times the number of
+        scores (ties at the initial quantile), the empirical quantile ``1 - risk``
+        is returned and a ``RuntimeWarning`` says so. Scores within 1e-9 of the
+        largest |score| above the initial quantile count as ties with it.
 
     Examples
     --------
@@ -411,7 +434,8 @@ def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, mi
     if fit.fallback:
         warnings.warn(
             f"POT fell back to the {1 - risk} quantile: {fit.n_excesses} excesses over the "
-            f"{initial_quantile} quantile of {fit.n_obs} scores, min_excesses={min_excesses}",
+            f"{initial_quantile} quantile of {fit.n_obs} scores, fewer than min_excesses={min_excesses} "
+            f"or than the {risk * fit.n_obs:g} that risk={risk} asks for (scores tied at the initial quantile)",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -465,12 +489,15 @@ def pot_thresholds(
     # at once where it can be: the quantiles, and the GPD fits of the rows with as many excesses.
     n_obs = (~np.isnan(a)).sum(axis=1)
     initial = nanquantile(a, initial_quantile, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows without a finite score: NaN
+        largest = np.nanmax(np.abs(a), axis=1)
     with np.errstate(invalid="ignore"):  # NaN rows and scores compare False
-        above = a > initial[:, None]
+        above = a > _tie_limit(initial, largest)[:, None]
     n_excesses = above.sum(axis=1)
     thresholds = np.full(a.shape[0], np.nan)
     fallback = np.ones(a.shape[0], dtype=bool)  # rows with no finite score stay NaN
-    few = (n_obs > 0) & (n_excesses < min_excesses)
+    few = (n_obs > 0) & _too_few(n_excesses, n_obs, risk, min_excesses)
     thresholds[few] = nanquantile(a[few], 1.0 - risk, axis=1)
     fitted = (n_obs > 0) & ~few
     for count in np.unique(n_excesses[fitted]):
