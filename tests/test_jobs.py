@@ -4,6 +4,7 @@ from __future__ import annotations
 import io as _io
 import json
 import logging
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -822,6 +823,22 @@ def test_a_failed_write_keeps_the_previous_output(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tsio.write_table(pd.DataFrame({"asn": ["AS2"], "peak_score": [1.0]}), out)
     pd.testing.assert_frame_equal(pd.read_parquet(out), previous)
+    assert _leftovers(tmp_path) == []
+
+
+def test_replacing_an_output_keeps_its_permissions_and_its_link(tmp_path):
+    """The temporary file got the umask's mode (0644), so an alerts file restricted to 0600 became
+    readable by all at the next run; a symbolic link was replaced by a file, its target left stale."""
+    out = tmp_path / "alerts.csv"
+    first, second = pd.DataFrame({"asn": ["AS1"], "n": [1]}), pd.DataFrame({"asn": ["AS2"], "n": [2]})
+    tsio.write_table(first, out)
+    os.chmod(out, 0o600)
+    tsio.write_table(second, out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "latest.csv"
+    link.symlink_to(out)
+    tsio.write_table(first, link)
+    assert link.is_symlink() and tsio.read_table(out, text_columns=["asn"])["asn"].tolist() == ["AS1"]
     assert _leftovers(tmp_path) == []
 
 

@@ -288,8 +288,15 @@ def atomic_path(path) -> Path:
 
 
 def _atomic_write(path, write: Callable) -> Path:
-    """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path`` atomically."""
+    """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path`` atomically.
+
+    An existing file keeps its permissions (an alerts file an operator restricted to 0600 must
+    not become readable by all at the next run), and a symbolic link keeps pointing at the file
+    it names, which is the one replaced (replacing the link itself left its target stale).
+    """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     if path.is_dir():
         raise ValueError(f"output {path} is a folder; name a file")
     if not path.parent.exists():
@@ -306,6 +313,8 @@ def _atomic_write(path, write: Callable) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())  # the data is on disk before the name points at it
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
         # Any failure, KeyboardInterrupt included: the old output (if any) stays untouched.
