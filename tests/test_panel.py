@@ -178,6 +178,24 @@ def test_two_timestamps_give_the_grids_step():
         Panel(np.ones((1, 2)), ["a"], index[::-1])
 
 
+@pytest.mark.parametrize("n", [2, 3, 48])
+@pytest.mark.parametrize("keep_freq", [False, True])
+def test_decreasing_timestamps_are_refused_whatever_their_number(n, keep_freq):
+    # Three or more were taken as a grid of negative step ("-1h", inferred or kept by the
+    # reversal), two were refused: the same error for every length.
+    index = pd.date_range("2024-01-01", periods=n, freq="h")[::-1]
+    if not keep_freq:
+        index = pd.DatetimeIndex(index, freq=None)
+    with pytest.raises(ValueError, match="the timestamps must increase, got 2024-01-0. ..:00:00 then"):
+        Panel(np.zeros((1, n)), ["a"], index)
+
+
+def test_timestamps_out_of_order_are_named():
+    index = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 02:00", "2024-01-01 01:00", "2024-01-01 03:00"])
+    with pytest.raises(ValueError, match="must increase, got 2024-01-01 02:00:00 then 2024-01-01 01:00:00"):
+        Panel(np.zeros((1, 4)), ["a"], index)
+
+
 def test_one_timestamp_needs_freq():
     with pytest.raises(ValueError, match=r"one timestamp \(2024-01-01 00:00:00\) does not give the grid's step"):
         Panel(np.ones((1, 1)), ["a"], pd.DatetimeIndex(["2024-01-01"]))

@@ -30,7 +30,7 @@ class Panel:
         One label per row; a ``MultiIndex`` when a context is several columns
         (for example country and ASN). Labels must be unique.
     index : pandas.DatetimeIndex, pandas.RangeIndex or sequence, length n_times
-        The time grid. A DatetimeIndex must be regular: without ``freq`` set,
+        The time grid. A DatetimeIndex must increase and be regular: without ``freq`` set,
         it is inferred (from the one step between them for two timestamps; a
         single timestamp gives no step, so it needs ``freq`` set, e.g.
         ``pd.date_range(ts, periods=1, freq="h")``). A RangeIndex must have
@@ -44,7 +44,8 @@ class Panel:
         For values that are not 2-D or do not match the axes' lengths,
         duplicate contexts, infinite values, and a time grid that is not one
         of the above (integers that are not consecutive, a RangeIndex whose
-        step is not 1, irregular timestamps, a single timestamp without
+        step is not 1, timestamps that do not increase (whatever their number,
+        ``freq`` set or not), irregular timestamps, a single timestamp without
         ``freq``).
 
     Examples
@@ -385,6 +386,16 @@ def _time_grid(index) -> pd.Index:
                 )
             return pd.RangeIndex(int(index[0]), int(index[0]) + len(index), name=index.name)
         index = pd.DatetimeIndex(index)
+    if len(index) >= 2:
+        # Checked for every length, with or without freq: pd.infer_freq reads three or more
+        # decreasing timestamps as a regular grid of negative step ("-1h"), and a reversed
+        # date_range keeps such a freq, which steps_after_fit would count backwards.
+        steps = np.diff(index.asi8)
+        if not (steps > 0).all():
+            pos = int(np.flatnonzero(steps <= 0)[0])
+            raise ValueError(
+                f"Panel index: the timestamps must increase, got {index[pos]} then {index[pos + 1]}"
+            )
     if index.freq is not None or len(index) == 0:
         return index
     if len(index) == 1:
@@ -393,10 +404,7 @@ def _time_grid(index) -> pd.Index:
             f"freq set, e.g. pd.date_range(ts, periods=1, freq=\"h\")"
         )
     if len(index) == 2:
-        step = index[1] - index[0]
-        if step <= pd.Timedelta(0):
-            raise ValueError(f"Panel index: the timestamps must increase, got {index[0]} then {index[1]}")
-        freq = pd.tseries.frequencies.to_offset(step)
+        freq = pd.tseries.frequencies.to_offset(index[1] - index[0])
     else:
         freq = pd.infer_freq(index)
         if freq is None:
