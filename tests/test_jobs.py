@@ -415,6 +415,16 @@ def test_missing_column_at_score_time(tables, tmp_path, capsys):
     assert not (tmp_path / "a.csv").exists()
 
 
+def test_epoch_numbers_in_the_time_column_are_refused(tables, tmp_path, capsys):
+    history, _ = tables
+    epochs = history.assign(ts=history["ts"].astype("int64") // 10**9)
+    path = _write(epochs, tmp_path / "h.csv")
+    assert main(_fit_args(path, tmp_path / "m.tsa")) == 2
+    err = _one_line_error(capsys)
+    assert f"{path}: column 'ts' holds numbers, not timestamps; write ISO 8601 text" in err
+    assert not (tmp_path / "m.tsa").exists()
+
+
 def test_unknown_detector(tables, tmp_path, capsys):
     history, _ = tables
     args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa")

@@ -109,6 +109,19 @@ def test_bad_input_names_column_context_and_value(mutate, message):
         Panel.from_frame(mutate(_frame()), context=["country", "asn"], time="ts", value="logins")
 
 
+@pytest.mark.parametrize("dtype", ["int64", "float64", "Int64", object])
+def test_epoch_numbers_are_refused_not_read_as_nanoseconds(dtype):
+    # They gave a 1970 grid with a step of 3600 ns; the CLI already refused them.
+    df = pd.DataFrame({"asn": ["AS1"] * 3, "ts": [1710806400, 1710810000, 1710813600], "n": [5, 7, 6]})
+    df["ts"] = df["ts"].astype(dtype)
+    with pytest.raises(ValueError, match=r"column 'ts' holds numbers, not timestamps; convert it first, "
+                                         r"e.g. df\['ts'\] = pd.to_datetime\(df\['ts'\], unit=\"s\"\)"):
+        Panel.from_frame(df, context="asn", time="ts", value="n")
+    converted = df.assign(ts=pd.to_datetime(df["ts"].astype("int64"), unit="s"))
+    panel = Panel.from_frame(converted, context="asn", time="ts", value="n")
+    assert panel.index[0] == pd.Timestamp("2024-03-19") and panel.freq == pd.tseries.frequencies.to_offset("h")
+
+
 @pytest.mark.parametrize("freq", ["0h", "-1h", "-15min"])
 def test_a_step_that_is_not_positive_is_refused(freq):
     with pytest.raises(ValueError, match=f"freq '{freq}' must be a positive step"):

@@ -70,7 +70,7 @@ from tsanomaly import io as tsio
 from tsanomaly import thresholds
 from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
-from tsanomaly.panel import Panel
+from tsanomaly.panel import Panel, check_time_not_numeric
 
 __all__ = [
     "JOB_ATTRIBUTE",
@@ -406,13 +406,11 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         # The same rule as the reader's (a frame passed to fit_frame has not been through it):
         # 13335, 13335.0 and "13335" are one label.
         frame[col] = tsio.labels_as_text(frame[col])
-    if pd.api.types.is_numeric_dtype(frame[columns.time]) and not pd.api.types.is_bool_dtype(frame[columns.time]):
-        # pandas would read epoch numbers as nanoseconds since 1970: refuse rather than guess the unit.
-        raise ValueError(
-            f"{source}: column {columns.time!r} holds numbers, not timestamps; "
-            "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
-        )
     try:
+        # Before from_frame, which refuses numbers too, but with a fix for Python users.
+        check_time_not_numeric(
+            frame[columns.time], columns.time, "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
+        )
         return Panel.from_frame(
             frame,
             context=columns.context[0] if len(columns.context) == 1 else columns.context,

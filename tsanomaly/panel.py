@@ -133,7 +133,8 @@ class Panel:
         context : str or list of str
             Column(s) naming the context; several give a MultiIndex.
         time : str
-            Timestamp column (anything ``pandas.to_datetime`` reads).
+            Timestamp column: datetimes, or text that ``pandas.to_datetime``
+            reads; not numbers (convert epochs with ``pd.to_datetime(..., unit=)``).
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
@@ -152,7 +153,8 @@ class Panel:
         ValueError
             Naming the column, the context and the value for: an empty frame, a
             missing column, duplicate (context, time) rows, non-numeric or
-            infinite values, unparseable timestamps, timestamps that fit no
+            infinite values, numbers in the time column (epochs: their unit is
+            not guessed), unparseable timestamps, timestamps that fit no
             regular frequency.
         """
         if fill not in ("nan", "zero"):
@@ -189,6 +191,8 @@ class Panel:
             raise ValueError(
                 f"column {value!r} holds an infinite value {numeric.iloc[pos]} for context {context_of(pos)!r}"
             )
+
+        check_time_not_numeric(df[time], time, f"convert it first, e.g. df[{time!r}] = pd.to_datetime(df[{time!r}], unit=\"s\")")
 
         # Timestamps: parseable, then one regular grid. Read as UTC: timestamps with offsets
         # become the instants they name (local time that changes offset at a daylight-saving
@@ -319,8 +323,8 @@ class Panel:
         dropna : bool
             Drop missing observations (NaN), so that ``from_frame(to_frame())``
             round trips for a DatetimeIndex panel. A RangeIndex panel's time
-            column holds integers, which ``from_frame`` would read as
-            timestamps, so it does not round trip that way.
+            column holds integers, which ``from_frame`` refuses (it does not
+            guess an epoch's unit), so it does not round trip that way.
         """
         values = self.to_numpy()
         n_ctx, n_time = values.shape
@@ -410,6 +414,40 @@ def _time_grid(index) -> pd.Index:
         if freq is None:
             raise ValueError("Panel index: the timestamps fit no regular frequency")
     return pd.DatetimeIndex(index, freq=freq)
+
+
+def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
+    """Refuse a time column of numbers: pandas would read them as nanoseconds since 1970.
+
+    An epoch in seconds (1710806400) then becomes a 1970 timestamp and an hourly grid a step
+    of 3600 ns, without a word; the unit is the caller's to say, so it is refused rather than
+    guessed. :meth:`Panel.from_frame` and the jobs' reader (:func:`tsanomaly.jobs.frame_to_panel`)
+    both call it, each with its own way to fix it.
+
+    Parameters
+    ----------
+    column : pandas.Series
+        The time column.
+    name : str
+        Its name, for the message.
+    fix : str
+        What to do instead, appended to the message.
+
+    Raises
+    ------
+    ValueError
+        When the column's dtype is numeric (booleans aside: pandas refuses those itself), or it
+        is an object column whose values are all numbers.
+    """
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return
+    numeric = pd.api.types.is_numeric_dtype(dtype)
+    if not numeric and dtype == object:
+        # Python ints in an object column are read as nanoseconds too.
+        numeric = pd.api.types.infer_dtype(column, skipna=True) in ("integer", "floating", "mixed-integer-float", "decimal")
+    if numeric:
+        raise ValueError(f"column {name!r} holds numbers, not timestamps; {fix}")
 
 
 def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd.Index]:
