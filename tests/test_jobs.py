@@ -425,6 +425,24 @@ def test_epoch_numbers_in_the_time_column_are_refused(tables, tmp_path, capsys):
     assert not (tmp_path / "m.tsa").exists()
 
 
+def test_iso_8601_forms_mix_in_one_file_and_other_text_is_named(tables, tmp_path, capsys):
+    history, _ = tables
+    text = history["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Every other row with milliseconds: pandas took the first row's layout for all and refused these.
+    text = text.where(np.arange(len(text)) % 2 == 0, history["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    mixed = _write(history.assign(ts=text), tmp_path / "mixed.csv")
+    assert main(_fit_args(mixed, tmp_path / "m.tsa")) == 0
+    reference = tsanomaly.load(tmp_path / "m.tsa")
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "plain.tsa")) == 0
+    assert reference.fit_end_ == tsanomaly.load(tmp_path / "plain.tsa").fit_end_
+    capsys.readouterr()
+    bad = _write(history.assign(ts=text.where(np.arange(len(text)) != 3, "03/01/2024 10:00")), tmp_path / "bad.csv")
+    assert main(_fit_args(bad, tmp_path / "bad.tsa")) == 2
+    err = _one_line_error(capsys)
+    assert f"{bad}: column 'ts' holds '03/01/2024 10:00' for context (" in err
+    assert "which is not an ISO 8601 timestamp" in err and "You might want to try" not in err
+
+
 def test_unknown_detector(tables, tmp_path, capsys):
     history, _ = tables
     args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa")

@@ -109,6 +109,34 @@ def test_bad_input_names_column_context_and_value(mutate, message):
         Panel.from_frame(mutate(_frame()), context=["country", "asn"], time="ts", value="logins")
 
 
+@pytest.mark.parametrize("dtype", [object, "str"])
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00.000Z", "2024-01-01T02:00:00Z"],  # with and without fraction
+        ["2024-01-01", "2024-01-01T01:00:00", "2024-01-01 02:00"],  # a date alone beside datetimes
+        ["2024-01-01T01:00:00+01:00", "2024-01-01T01:00:00", "2024-01-01T02:00:00.000000+00:00"],
+    ],
+)
+def test_iso_8601_text_may_mix_its_forms(stamps, dtype):
+    # pandas inferred one layout from the first value and refused the others.
+    df = pd.DataFrame({"asn": ["a", "a", "b"], "ts": pd.Series(stamps, dtype=dtype), "n": [1.0, 2.0, 3.0]})
+    panel = Panel.from_frame(df, context="asn", time="ts", value="n")
+    expected = pd.date_range("2024-01-01", periods=3, freq="h", name="ts")
+    assert panel.index.equals(expected) and panel.freq == expected.freq
+    np.testing.assert_array_equal(panel.values, [[1, 2, np.nan], [np.nan, np.nan, 3]])
+
+
+@pytest.mark.parametrize("bad", ["01/02/2024 01:00", "yesterday"])
+def test_text_that_is_not_iso_8601_is_named_with_its_context(bad):
+    df = _frame().assign(ts=["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 03:00", bad, "2024-01-01 03:00"])
+    with pytest.raises(ValueError) as info:
+        Panel.from_frame(df, context=["country", "asn"], time="ts", value="logins")
+    message = str(info.value)
+    assert message.startswith(f"column 'ts' holds {bad!r} for context ('BR', 'AS2'), which is not an ISO 8601 timestamp")
+    assert "You might want to try" not in message
+
+
 @pytest.mark.parametrize("dtype", ["int64", "float64", "Int64", object])
 def test_epoch_numbers_are_refused_not_read_as_nanoseconds(dtype):
     # They gave a 1970 grid with a step of 3600 ns; the CLI already refused them.

@@ -133,8 +133,10 @@ class Panel:
         context : str or list of str
             Column(s) naming the context; several give a MultiIndex.
         time : str
-            Timestamp column: datetimes, or text that ``pandas.to_datetime``
-            reads; not numbers (convert epochs with ``pd.to_datetime(..., unit=)``).
+            Timestamp column: datetimes, or ISO 8601 text (its forms may mix:
+            ``2024-03-30``, ``2024-03-30 15:00``, ``2024-03-30T15:00:00.000Z``;
+            offsets give the UTC instant, text without one is kept as written);
+            not numbers (convert epochs with ``pd.to_datetime(..., unit=)``).
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
@@ -154,7 +156,8 @@ class Panel:
             Naming the column, the context and the value for: an empty frame, a
             missing column, duplicate (context, time) rows, non-numeric or
             infinite values, numbers in the time column (epochs: their unit is
-            not guessed), unparseable timestamps, timestamps that fit no
+            not guessed), text that is not ISO 8601 (naming the first such
+            value), missing timestamps, timestamps that fit no
             regular frequency.
         """
         if fill not in ("nan", "zero"):
@@ -194,13 +197,11 @@ class Panel:
 
         check_time_not_numeric(df[time], time, f"convert it first, e.g. df[{time!r}] = pd.to_datetime(df[{time!r}], unit=\"s\")")
 
-        # Timestamps: parseable, then one regular grid. Read as UTC: timestamps with offsets
-        # become the instants they name (local time that changes offset at a daylight-saving
-        # switch, which pandas refuses to parse otherwise), and naive ones are kept as written.
-        try:
-            stamps = pd.to_datetime(df[time], utc=True)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"column {time!r} holds values that are not timestamps: {exc}") from exc
+        # Timestamps: parseable (text as ISO 8601), then one regular grid. Read as UTC: timestamps
+        # with offsets become the instants they name (local time that changes offset at a
+        # daylight-saving switch, which pandas refuses to parse otherwise), and naive ones are
+        # kept as written.
+        stamps = _parse_timestamps(df[time], time, context_of)
         if stamps.isna().any():
             pos = int(np.flatnonzero(stamps.isna().to_numpy())[0])
             raise ValueError(
@@ -414,6 +415,63 @@ def _time_grid(index) -> pd.Index:
         if freq is None:
             raise ValueError("Panel index: the timestamps fit no regular frequency")
     return pd.DatetimeIndex(index, freq=freq)
+
+
+def _parse_timestamps(column: pd.Series, name: str, context_of) -> pd.Series:
+    """The time column as UTC-aware timestamps (NaT where missing), or a ValueError naming a bad value.
+
+    Text is read as ISO 8601 (``format="ISO8601"``): without it pandas infers one layout from
+    the first value and refuses every other valid form, such as ``...T01:00:00.000Z`` after
+    ``...T00:00:00Z``, or a date alone beside datetimes, with a message that ends in "You
+    might want to try:" and nothing after it. Other columns (datetimes, Timestamps mixed
+    with text) are left to pandas' own reading.
+
+    Parameters
+    ----------
+    column : pandas.Series
+    name : str
+        The column's name, for the messages.
+    context_of : callable
+        Row position -> context label, for the messages.
+
+    Raises
+    ------
+    ValueError
+        Naming the column, the first value that is not an ISO 8601 timestamp and its context.
+    """
+    text = pd.api.types.is_string_dtype(column.dtype) or (
+        column.dtype == object and pd.api.types.is_string_dtype(column)  # scans the values: all text
+    )
+    if not text:
+        try:
+            return pd.to_datetime(column, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"column {name!r} holds values that are not timestamps: {_first_line(exc)}") from exc
+    try:
+        return pd.to_datetime(column, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        # pandas names the value but not its row: find the first that fails on its own. Only
+        # the values that coerce to NaT are tried ("", "NaT" and None among them, which parse
+        # as missing and are reported as such after this function).
+        coerced = pd.to_datetime(column, utc=True, format="ISO8601", errors="coerce")
+        for pos in np.flatnonzero(coerced.isna().to_numpy() & column.notna().to_numpy()):
+            raw = column.iloc[pos]
+            try:
+                pd.to_datetime(pd.Series([raw], dtype=object), utc=True, format="ISO8601")
+            except (ValueError, TypeError) as bad:
+                raise ValueError(
+                    f"column {name!r} holds {raw!r} for context {context_of(int(pos))!r}, which is not an "
+                    "ISO 8601 timestamp (such as 2024-03-30T15:00:00, 2024-03-30 15:00 or "
+                    "2024-03-30T15:00:00+02:00)"
+                ) from bad
+        raise ValueError(f"column {name!r} holds values that are not timestamps: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without pandas' empty "You might want to try:" hint."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(". You might want to try:")[0].removesuffix("You might want to try:").strip()
 
 
 def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
