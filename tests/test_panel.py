@@ -293,3 +293,23 @@ def test_timestamps_with_offsets_are_read_as_utc_instants_across_a_daylight_savi
         np.testing.assert_array_equal(panel.values[0], values)
     naive = Panel.from_frame(_frame(), ["country", "asn"], "ts", "logins")
     assert naive.index[0] == pd.Timestamp("2024-01-01 00:00") and naive.index.tz is None
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (dict(value="asn"), r"to_frame: value='asn' is also the name of a context column \(context columns: \['asn'\]\)"),
+        (dict(time="asn"), r"to_frame: time='asn' is also the name of a context column"),
+        (dict(value="t", time="t"), "to_frame: value and time are both named 't'"),
+    ],
+)
+def test_to_frame_refuses_a_name_that_would_overwrite_another_column(names, message):
+    # The context labels (or the times) were silently replaced by the other column.
+    panel = Panel(np.array([[1.0, 2.0], [3.0, 4.0]]), pd.Index(["AS1", "AS2"], name="asn"),
+                  pd.date_range("2024-01-01", periods=2, freq="h"))
+    with pytest.raises(ValueError, match=message):
+        panel.to_frame(**names)
+    unnamed = Panel.from_array(np.ones((2, 3)), contexts=pd.Index(["a", "b"]))
+    with pytest.raises(ValueError, match="value='context' is also the name of a context column"):
+        unnamed.to_frame(value="context")
+    assert panel.to_frame(value="n", time="ts").columns.tolist() == ["asn", "ts", "n"]

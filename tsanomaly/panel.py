@@ -326,12 +326,27 @@ class Panel:
             round trips for a DatetimeIndex panel. A RangeIndex panel's time
             column holds integers, which ``from_frame`` refuses (it does not
             guess an epoch's unit), so it does not round trip that way.
+
+        Raises
+        ------
+        ValueError
+            When ``value`` and ``time`` are the same name, or either is the name of a
+            context column (``"context"`` for an unnamed one): the frame would hold one
+            column where two are meant, the context labels overwritten without a word.
         """
-        values = self.to_numpy()
-        n_ctx, n_time = values.shape
         context_frame = self.contexts.to_frame(index=False)
         if context_frame.columns.tolist() == [None] or context_frame.columns.tolist() == [0]:
             context_frame.columns = ["context"]
+        if value == time:
+            raise ValueError(f"to_frame: value and time are both named {value!r}; give them different names")
+        for option, name in (("value", value), ("time", time)):
+            if name in context_frame.columns:
+                raise ValueError(
+                    f"to_frame: {option}={name!r} is also the name of a context column "
+                    f"(context columns: {context_frame.columns.tolist()}); pass another {option}= name"
+                )
+        values = self.to_numpy()
+        n_ctx, n_time = values.shape
         frame = context_frame.loc[np.repeat(np.arange(n_ctx), n_time)].reset_index(drop=True)
         frame[time] = np.tile(np.asarray(self.index), n_ctx)
         frame[value] = values.reshape(-1)
