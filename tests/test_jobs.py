@@ -416,6 +416,34 @@ def test_missing_column_at_score_time(tables, tmp_path, capsys):
     assert not (tmp_path / "a.csv").exists()
 
 
+def test_epoch_numbers_in_the_time_column_are_refused(tables, tmp_path, capsys):
+    history, _ = tables
+    epochs = history.assign(ts=history["ts"].astype("int64") // 10**9)
+    path = _write(epochs, tmp_path / "h.csv")
+    assert main(_fit_args(path, tmp_path / "m.tsa")) == 2
+    err = _one_line_error(capsys)
+    assert f"{path}: column 'ts' holds numbers, not timestamps; write ISO 8601 text" in err
+    assert not (tmp_path / "m.tsa").exists()
+
+
+def test_iso_8601_forms_mix_in_one_file_and_other_text_is_named(tables, tmp_path, capsys):
+    history, _ = tables
+    text = history["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Every other row with milliseconds: pandas took the first row's layout for all and refused these.
+    text = text.where(np.arange(len(text)) % 2 == 0, history["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    mixed = _write(history.assign(ts=text), tmp_path / "mixed.csv")
+    assert main(_fit_args(mixed, tmp_path / "m.tsa")) == 0
+    reference = tsanomaly.load(tmp_path / "m.tsa")
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "plain.tsa")) == 0
+    assert reference.fit_end_ == tsanomaly.load(tmp_path / "plain.tsa").fit_end_
+    capsys.readouterr()
+    bad = _write(history.assign(ts=text.where(np.arange(len(text)) != 3, "03/01/2024 10:00")), tmp_path / "bad.csv")
+    assert main(_fit_args(bad, tmp_path / "bad.tsa")) == 2
+    err = _one_line_error(capsys)
+    assert f"{bad}: column 'ts' holds '03/01/2024 10:00' for context (" in err
+    assert "which is not an ISO 8601 timestamp" in err and "You might want to try" not in err
+
+
 def test_unknown_detector(tables, tmp_path, capsys):
     history, _ = tables
     args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa")
@@ -946,3 +974,73 @@ def test_frame_to_panel_leaves_the_callers_frame_as_it_was():
     panel = jobs.frame_to_panel(frame, jobs.JobColumns.parse("asn", "ts", "logins", "zero"))
     assert list(panel.contexts) == ["13335", "15169"]
     pd.testing.assert_frame_equal(frame, before)
+
+
+# ---------------------------------------------------------------------- an output over an input or another output
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_fit_refuses_to_save_the_model_over_its_history(tables, tmp_path, capsys, monkeypatch):
+    # The history was replaced by the model, with exit status 0.
+    history, _ = tables
+    path = _write(history, tmp_path / "h.csv")
+    monkeypatch.chdir(tmp_path)
+    before = _files(tmp_path)
+    for save in (path, "h.csv", "./sub/../h.csv"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        assert main(_fit_args(path, save)) == 2
+        err = _one_line_error(capsys)
+        assert f"--save {Path(save)} is the same file as --input {path}: writing it would replace that input" in err
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("second", ["--scores", "--unseen"])
+def test_score_refuses_two_outputs_in_one_file_or_an_output_over_an_input(tables, tmp_path, capsys, second):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    today_path = _write(today, tmp_path / "t.csv")
+    capsys.readouterr()
+    before = _files(tmp_path)
+    alerts = tmp_path / "a.csv"
+    # Two tables in one file: the second won, and the summary said the alerts were written there.
+    args = ["score", "--model", str(model), "--input", today_path, "--output", str(alerts), second, str(alerts)]
+    assert main(args) == 2
+    assert f"{second} {alerts} is the same file as --output {alerts}: writing it would replace the other output" in (
+        _one_line_error(capsys))
+    for inp, out in (("--input", today_path), ("--model", str(model))):
+        args = ["score", "--model", str(model), "--input", today_path, "--output", str(alerts), second, out]
+        assert main(args) == 2
+        assert f"{second} {out} is the same file as {inp} {out}: writing it would replace that input" in (
+            _one_line_error(capsys))
+    assert _files(tmp_path) == before
+    # Distinct files still work.
+    args = ["score", "--model", str(model), "--input", today_path, "--output", str(alerts), second, str(tmp_path / "b.csv")]
+    assert main(args) == 0
+
+
+def test_report_refuses_to_write_over_its_input(tables, tmp_path, capsys):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    hist_path = _write(history, tmp_path / "h.parquet")
+    assert main(_fit_args(hist_path, model)) == 0
+    today_path = _write(today, tmp_path / "n.parquet")
+    capsys.readouterr()
+    before = _files(tmp_path)
+    for option, out in (("--input", today_path), ("--history", hist_path), ("--model", str(model))):
+        args = ["report", "--model", str(model), "--input", today_path, "--history", hist_path, "--out", out]
+        assert main(args) == 2
+        assert f"--out {out} is the same file as {option} {out}: writing it would replace that input" in (
+            _one_line_error(capsys))
+    assert _files(tmp_path) == before
+
+
+def test_a_hard_link_to_the_input_is_the_same_file(tables, tmp_path, capsys):
+    history, _ = tables
+    path = _write(history, tmp_path / "h.csv")
+    link = tmp_path / "link.csv"
+    link.hardlink_to(path)
+    assert main(_fit_args(path, link)) == 2
+    assert f"--save {link} is the same file as --input {path}" in _one_line_error(capsys)
+    assert link.read_bytes() == Path(path).read_bytes()

@@ -109,6 +109,47 @@ def test_bad_input_names_column_context_and_value(mutate, message):
         Panel.from_frame(mutate(_frame()), context=["country", "asn"], time="ts", value="logins")
 
 
+@pytest.mark.parametrize("dtype", [object, "str"])
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00.000Z", "2024-01-01T02:00:00Z"],  # with and without fraction
+        ["2024-01-01", "2024-01-01T01:00:00", "2024-01-01 02:00"],  # a date alone beside datetimes
+        ["2024-01-01T01:00:00+01:00", "2024-01-01T01:00:00", "2024-01-01T02:00:00.000000+00:00"],
+    ],
+)
+def test_iso_8601_text_may_mix_its_forms(stamps, dtype):
+    # pandas inferred one layout from the first value and refused the others.
+    df = pd.DataFrame({"asn": ["a", "a", "b"], "ts": pd.Series(stamps, dtype=dtype), "n": [1.0, 2.0, 3.0]})
+    panel = Panel.from_frame(df, context="asn", time="ts", value="n")
+    expected = pd.date_range("2024-01-01", periods=3, freq="h", name="ts")
+    assert panel.index.equals(expected) and panel.freq == expected.freq
+    np.testing.assert_array_equal(panel.values, [[1, 2, np.nan], [np.nan, np.nan, 3]])
+
+
+@pytest.mark.parametrize("bad", ["01/02/2024 01:00", "yesterday"])
+def test_text_that_is_not_iso_8601_is_named_with_its_context(bad):
+    df = _frame().assign(ts=["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 03:00", bad, "2024-01-01 03:00"])
+    with pytest.raises(ValueError) as info:
+        Panel.from_frame(df, context=["country", "asn"], time="ts", value="logins")
+    message = str(info.value)
+    assert message.startswith(f"column 'ts' holds {bad!r} for context ('BR', 'AS2'), which is not an ISO 8601 timestamp")
+    assert "You might want to try" not in message
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float64", "Int64", object])
+def test_epoch_numbers_are_refused_not_read_as_nanoseconds(dtype):
+    # They gave a 1970 grid with a step of 3600 ns; the CLI already refused them.
+    df = pd.DataFrame({"asn": ["AS1"] * 3, "ts": [1710806400, 1710810000, 1710813600], "n": [5, 7, 6]})
+    df["ts"] = df["ts"].astype(dtype)
+    with pytest.raises(ValueError, match=r"column 'ts' holds numbers, not timestamps; convert it first, "
+                                         r"e.g. df\['ts'\] = pd.to_datetime\(df\['ts'\], unit=\"s\"\)"):
+        Panel.from_frame(df, context="asn", time="ts", value="n")
+    converted = df.assign(ts=pd.to_datetime(df["ts"].astype("int64"), unit="s"))
+    panel = Panel.from_frame(converted, context="asn", time="ts", value="n")
+    assert panel.index[0] == pd.Timestamp("2024-03-19") and panel.freq == pd.tseries.frequencies.to_offset("h")
+
+
 @pytest.mark.parametrize("freq", ["0h", "-1h", "-15min"])
 def test_a_step_that_is_not_positive_is_refused(freq):
     with pytest.raises(ValueError, match=f"freq '{freq}' must be a positive step"):
@@ -178,6 +219,24 @@ def test_two_timestamps_give_the_grids_step():
         Panel(np.ones((1, 2)), ["a"], index[::-1])
 
 
+@pytest.mark.parametrize("n", [2, 3, 48])
+@pytest.mark.parametrize("keep_freq", [False, True])
+def test_decreasing_timestamps_are_refused_whatever_their_number(n, keep_freq):
+    # Three or more were taken as a grid of negative step ("-1h", inferred or kept by the
+    # reversal), two were refused: the same error for every length.
+    index = pd.date_range("2024-01-01", periods=n, freq="h")[::-1]
+    if not keep_freq:
+        index = pd.DatetimeIndex(index, freq=None)
+    with pytest.raises(ValueError, match="the timestamps must increase, got 2024-01-0. ..:00:00 then"):
+        Panel(np.zeros((1, n)), ["a"], index)
+
+
+def test_timestamps_out_of_order_are_named():
+    index = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 02:00", "2024-01-01 01:00", "2024-01-01 03:00"])
+    with pytest.raises(ValueError, match="must increase, got 2024-01-01 02:00:00 then 2024-01-01 01:00:00"):
+        Panel(np.zeros((1, 4)), ["a"], index)
+
+
 def test_one_timestamp_needs_freq():
     with pytest.raises(ValueError, match=r"one timestamp \(2024-01-01 00:00:00\) does not give the grid's step"):
         Panel(np.ones((1, 1)), ["a"], pd.DatetimeIndex(["2024-01-01"]))
@@ -234,3 +293,23 @@ def test_timestamps_with_offsets_are_read_as_utc_instants_across_a_daylight_savi
         np.testing.assert_array_equal(panel.values[0], values)
     naive = Panel.from_frame(_frame(), ["country", "asn"], "ts", "logins")
     assert naive.index[0] == pd.Timestamp("2024-01-01 00:00") and naive.index.tz is None
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (dict(value="asn"), r"to_frame: value='asn' is also the name of a context column \(context columns: \['asn'\]\)"),
+        (dict(time="asn"), r"to_frame: time='asn' is also the name of a context column"),
+        (dict(value="t", time="t"), "to_frame: value and time are both named 't'"),
+    ],
+)
+def test_to_frame_refuses_a_name_that_would_overwrite_another_column(names, message):
+    # The context labels (or the times) were silently replaced by the other column.
+    panel = Panel(np.array([[1.0, 2.0], [3.0, 4.0]]), pd.Index(["AS1", "AS2"], name="asn"),
+                  pd.date_range("2024-01-01", periods=2, freq="h"))
+    with pytest.raises(ValueError, match=message):
+        panel.to_frame(**names)
+    unnamed = Panel.from_array(np.ones((2, 3)), contexts=pd.Index(["a", "b"]))
+    with pytest.raises(ValueError, match="value='context' is also the name of a context column"):
+        unnamed.to_frame(value="context")
+    assert panel.to_frame(value="n", time="ts").columns.tolist() == ["asn", "ts", "n"]

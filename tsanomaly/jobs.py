@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time as _time
 import warnings
@@ -70,7 +71,7 @@ from tsanomaly import io as tsio
 from tsanomaly import thresholds
 from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
-from tsanomaly.panel import Panel
+from tsanomaly.panel import Panel, check_time_not_numeric
 
 __all__ = [
     "JOB_ATTRIBUTE",
@@ -83,6 +84,7 @@ __all__ = [
     "parse_params",
     "frame_to_panel",
     "check_history_length",
+    "check_distinct_paths",
     "fit_frame",
     "fit_file",
     "load_model",
@@ -406,13 +408,11 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         # The same rule as the reader's (a frame passed to fit_frame has not been through it):
         # 13335, 13335.0 and "13335" are one label.
         frame[col] = tsio.labels_as_text(frame[col])
-    if pd.api.types.is_numeric_dtype(frame[columns.time]) and not pd.api.types.is_bool_dtype(frame[columns.time]):
-        # pandas would read epoch numbers as nanoseconds since 1970: refuse rather than guess the unit.
-        raise ValueError(
-            f"{source}: column {columns.time!r} holds numbers, not timestamps; "
-            "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
-        )
     try:
+        # Before from_frame, which refuses numbers too, but with a fix for Python users.
+        check_time_not_numeric(
+            frame[columns.time], columns.time, "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
+        )
         return Panel.from_frame(
             frame,
             context=columns.context[0] if len(columns.context) == 1 else columns.context,
@@ -423,6 +423,50 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         )
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from exc
+
+
+def check_distinct_paths(inputs: Sequence[tuple[str, object]], outputs: Sequence[tuple[str, object]]) -> None:
+    """Refuse an output path that is an input's file or another output's, before any work.
+
+    ``fit --input h.csv --save h.csv`` replaced the history with the model, ``report --input
+    n.parquet --out n.parquet`` the data with the page, and ``score --output a.csv --scores
+    a.csv`` wrote two tables to one file (the second one won) while the summary said the alerts
+    were written there. Paths are compared resolved (``./a.csv``, ``dir/../a.csv`` and a
+    symbolic link name one file), and by :func:`os.path.samefile` where both exist (a hard link).
+
+    Parameters
+    ----------
+    inputs, outputs : sequence of (option, path)
+        The option that named each path (``"--input"``), for the message; ``None`` paths are
+        skipped.
+
+    Raises
+    ------
+    ValueError
+        Naming both options and the path.
+    """
+
+    def same(a: Path, b: Path) -> bool:
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return os.path.samefile(a, b)
+        except OSError:  # one of them does not exist yet: not the same file
+            return False
+
+    # (option, path, what writing over it would destroy), inputs first, then each output in turn.
+    seen = [(option, Path(path), "that input") for option, path in inputs if path is not None and str(path).strip()]
+    for option, path in outputs:
+        if path is None or not str(path).strip():
+            continue  # an empty name is each command's own error, with its own advice
+        path = Path(path)
+        for other_option, other, lost in seen:
+            if same(path, other):
+                raise ValueError(
+                    f"{option} {path} is the same file as {other_option} {other}: writing it would replace "
+                    f"{lost}; name another file"
+                )
+        seen.append((option, path, "the other output"))
 
 
 def _read(path, columns: JobColumns) -> pd.DataFrame:
@@ -547,10 +591,12 @@ def fit_file(
         folder, or the history is too short for the detector (no finite
         training score, hence no finite alert threshold: the model could
         never alert, so it is not saved). A column named like an output
-        column (:meth:`JobColumns.check_names`) is refused before the input is read.
+        column (:meth:`JobColumns.check_names`) is refused before the input is read,
+        and so is ``save`` naming the input's file (:func:`check_distinct_paths`).
     """
     from tsanomaly.detectors import detector_class
 
+    check_distinct_paths([("--input", input)], [("--save", save)])
     columns = JobColumns.parse(context, time, value, fill)
     # The detector's class is enough to know its alert columns: refuse a colliding name before the
     # (long) read; fit_frame checks again, for its callers from Python.
@@ -951,7 +997,16 @@ def score_file(
     Returns
     -------
     ScoreResult
+
+    Raises
+    ------
+    ValueError
+        Before any work, when an output path is the model's or the input's file, or another
+        output's (:func:`check_distinct_paths`); besides what :func:`score_frame` raises.
     """
+    check_distinct_paths(
+        [("--model", model), ("--input", input)], [("--output", output), ("--scores", scores), ("--unseen", unseen)]
+    )
     # Check every output's extension before the (long) work, so a typo fails at once.
     for path in (output, scores, unseen):
         if path is not None:
@@ -1007,11 +1062,18 @@ def report_file(
     -------
     list of ScoreResult
         One per model.
+
+    Raises
+    ------
+    ValueError
+        Before any work, when ``out`` is the file of a model, of ``input`` or of ``history``
+        (:func:`check_distinct_paths`); besides what :func:`score_frame` raises.
     """
     from tsanomaly import report
 
     if top < 0:
         raise ValueError(f"--top must be >= 0, got {top}")
+    check_distinct_paths([*(("--model", m) for m in models), ("--input", input), ("--history", history)], [("--out", out)])
     if not Path(out).parent.exists():
         raise FileNotFoundError(f"output folder does not exist: {Path(out).parent}")
     # The report shows the alerts (and counts the unseen contexts, under their own column names).

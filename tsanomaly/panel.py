@@ -30,7 +30,7 @@ class Panel:
         One label per row; a ``MultiIndex`` when a context is several columns
         (for example country and ASN). Labels must be unique.
     index : pandas.DatetimeIndex, pandas.RangeIndex or sequence, length n_times
-        The time grid. A DatetimeIndex must be regular: without ``freq`` set,
+        The time grid. A DatetimeIndex must increase and be regular: without ``freq`` set,
         it is inferred (from the one step between them for two timestamps; a
         single timestamp gives no step, so it needs ``freq`` set, e.g.
         ``pd.date_range(ts, periods=1, freq="h")``). A RangeIndex must have
@@ -44,7 +44,8 @@ class Panel:
         For values that are not 2-D or do not match the axes' lengths,
         duplicate contexts, infinite values, and a time grid that is not one
         of the above (integers that are not consecutive, a RangeIndex whose
-        step is not 1, irregular timestamps, a single timestamp without
+        step is not 1, timestamps that do not increase (whatever their number,
+        ``freq`` set or not), irregular timestamps, a single timestamp without
         ``freq``).
 
     Examples
@@ -132,7 +133,10 @@ class Panel:
         context : str or list of str
             Column(s) naming the context; several give a MultiIndex.
         time : str
-            Timestamp column (anything ``pandas.to_datetime`` reads).
+            Timestamp column: datetimes, or ISO 8601 text (its forms may mix:
+            ``2024-03-30``, ``2024-03-30 15:00``, ``2024-03-30T15:00:00.000Z``;
+            offsets give the UTC instant, text without one is kept as written);
+            not numbers (convert epochs with ``pd.to_datetime(..., unit=)``).
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
@@ -151,7 +155,9 @@ class Panel:
         ValueError
             Naming the column, the context and the value for: an empty frame, a
             missing column, duplicate (context, time) rows, non-numeric or
-            infinite values, unparseable timestamps, timestamps that fit no
+            infinite values, numbers in the time column (epochs: their unit is
+            not guessed), text that is not ISO 8601 (naming the first such
+            value), missing timestamps, timestamps that fit no
             regular frequency.
         """
         if fill not in ("nan", "zero"):
@@ -189,13 +195,13 @@ class Panel:
                 f"column {value!r} holds an infinite value {numeric.iloc[pos]} for context {context_of(pos)!r}"
             )
 
-        # Timestamps: parseable, then one regular grid. Read as UTC: timestamps with offsets
-        # become the instants they name (local time that changes offset at a daylight-saving
-        # switch, which pandas refuses to parse otherwise), and naive ones are kept as written.
-        try:
-            stamps = pd.to_datetime(df[time], utc=True)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"column {time!r} holds values that are not timestamps: {exc}") from exc
+        check_time_not_numeric(df[time], time, f"convert it first, e.g. df[{time!r}] = pd.to_datetime(df[{time!r}], unit=\"s\")")
+
+        # Timestamps: parseable (text as ISO 8601), then one regular grid. Read as UTC: timestamps
+        # with offsets become the instants they name (local time that changes offset at a
+        # daylight-saving switch, which pandas refuses to parse otherwise), and naive ones are
+        # kept as written.
+        stamps = _parse_timestamps(df[time], time, context_of)
         if stamps.isna().any():
             pos = int(np.flatnonzero(stamps.isna().to_numpy())[0])
             raise ValueError(
@@ -318,14 +324,29 @@ class Panel:
         dropna : bool
             Drop missing observations (NaN), so that ``from_frame(to_frame())``
             round trips for a DatetimeIndex panel. A RangeIndex panel's time
-            column holds integers, which ``from_frame`` would read as
-            timestamps, so it does not round trip that way.
+            column holds integers, which ``from_frame`` refuses (it does not
+            guess an epoch's unit), so it does not round trip that way.
+
+        Raises
+        ------
+        ValueError
+            When ``value`` and ``time`` are the same name, or either is the name of a
+            context column (``"context"`` for an unnamed one): the frame would hold one
+            column where two are meant, the context labels overwritten without a word.
         """
-        values = self.to_numpy()
-        n_ctx, n_time = values.shape
         context_frame = self.contexts.to_frame(index=False)
         if context_frame.columns.tolist() == [None] or context_frame.columns.tolist() == [0]:
             context_frame.columns = ["context"]
+        if value == time:
+            raise ValueError(f"to_frame: value and time are both named {value!r}; give them different names")
+        for option, name in (("value", value), ("time", time)):
+            if name in context_frame.columns:
+                raise ValueError(
+                    f"to_frame: {option}={name!r} is also the name of a context column "
+                    f"(context columns: {context_frame.columns.tolist()}); pass another {option}= name"
+                )
+        values = self.to_numpy()
+        n_ctx, n_time = values.shape
         frame = context_frame.loc[np.repeat(np.arange(n_ctx), n_time)].reset_index(drop=True)
         frame[time] = np.tile(np.asarray(self.index), n_ctx)
         frame[value] = values.reshape(-1)
@@ -385,6 +406,16 @@ def _time_grid(index) -> pd.Index:
                 )
             return pd.RangeIndex(int(index[0]), int(index[0]) + len(index), name=index.name)
         index = pd.DatetimeIndex(index)
+    if len(index) >= 2:
+        # Checked for every length, with or without freq: pd.infer_freq reads three or more
+        # decreasing timestamps as a regular grid of negative step ("-1h"), and a reversed
+        # date_range keeps such a freq, which steps_after_fit would count backwards.
+        steps = np.diff(index.asi8)
+        if not (steps > 0).all():
+            pos = int(np.flatnonzero(steps <= 0)[0])
+            raise ValueError(
+                f"Panel index: the timestamps must increase, got {index[pos]} then {index[pos + 1]}"
+            )
     if index.freq is not None or len(index) == 0:
         return index
     if len(index) == 1:
@@ -393,15 +424,103 @@ def _time_grid(index) -> pd.Index:
             f"freq set, e.g. pd.date_range(ts, periods=1, freq=\"h\")"
         )
     if len(index) == 2:
-        step = index[1] - index[0]
-        if step <= pd.Timedelta(0):
-            raise ValueError(f"Panel index: the timestamps must increase, got {index[0]} then {index[1]}")
-        freq = pd.tseries.frequencies.to_offset(step)
+        freq = pd.tseries.frequencies.to_offset(index[1] - index[0])
     else:
         freq = pd.infer_freq(index)
         if freq is None:
             raise ValueError("Panel index: the timestamps fit no regular frequency")
     return pd.DatetimeIndex(index, freq=freq)
+
+
+def _parse_timestamps(column: pd.Series, name: str, context_of) -> pd.Series:
+    """The time column as UTC-aware timestamps (NaT where missing), or a ValueError naming a bad value.
+
+    Text is read as ISO 8601 (``format="ISO8601"``): without it pandas infers one layout from
+    the first value and refuses every other valid form, such as ``...T01:00:00.000Z`` after
+    ``...T00:00:00Z``, or a date alone beside datetimes, with a message that ends in "You
+    might want to try:" and nothing after it. Other columns (datetimes, Timestamps mixed
+    with text) are left to pandas' own reading.
+
+    Parameters
+    ----------
+    column : pandas.Series
+    name : str
+        The column's name, for the messages.
+    context_of : callable
+        Row position -> context label, for the messages.
+
+    Raises
+    ------
+    ValueError
+        Naming the column, the first value that is not an ISO 8601 timestamp and its context.
+    """
+    text = pd.api.types.is_string_dtype(column.dtype) or (
+        column.dtype == object and pd.api.types.is_string_dtype(column)  # scans the values: all text
+    )
+    if not text:
+        try:
+            return pd.to_datetime(column, utc=True)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"column {name!r} holds values that are not timestamps: {_first_line(exc)}") from exc
+    try:
+        return pd.to_datetime(column, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        # pandas names the value but not its row: find the first that fails on its own. Only
+        # the values that coerce to NaT are tried ("", "NaT" and None among them, which parse
+        # as missing and are reported as such after this function).
+        coerced = pd.to_datetime(column, utc=True, format="ISO8601", errors="coerce")
+        for pos in np.flatnonzero(coerced.isna().to_numpy() & column.notna().to_numpy()):
+            raw = column.iloc[pos]
+            try:
+                pd.to_datetime(pd.Series([raw], dtype=object), utc=True, format="ISO8601")
+            except (ValueError, TypeError) as bad:
+                raise ValueError(
+                    f"column {name!r} holds {raw!r} for context {context_of(int(pos))!r}, which is not an "
+                    "ISO 8601 timestamp (such as 2024-03-30T15:00:00, 2024-03-30 15:00 or "
+                    "2024-03-30T15:00:00+02:00)"
+                ) from bad
+        raise ValueError(f"column {name!r} holds values that are not timestamps: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without pandas' empty "You might want to try:" hint."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(". You might want to try:")[0].removesuffix("You might want to try:").strip()
+
+
+def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
+    """Refuse a time column of numbers: pandas would read them as nanoseconds since 1970.
+
+    An epoch in seconds (1710806400) then becomes a 1970 timestamp and an hourly grid a step
+    of 3600 ns, without a word; the unit is the caller's to say, so it is refused rather than
+    guessed. :meth:`Panel.from_frame` and the jobs' reader (:func:`tsanomaly.jobs.frame_to_panel`)
+    both call it, each with its own way to fix it.
+
+    Parameters
+    ----------
+    column : pandas.Series
+        The time column.
+    name : str
+        Its name, for the message.
+    fix : str
+        What to do instead, appended to the message.
+
+    Raises
+    ------
+    ValueError
+        When the column's dtype is numeric (booleans aside: pandas refuses those itself), or it
+        is an object column whose values are all numbers.
+    """
+    dtype = column.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return
+    numeric = pd.api.types.is_numeric_dtype(dtype)
+    if not numeric and dtype == object:
+        # Python ints in an object column are read as nanoseconds too.
+        numeric = pd.api.types.infer_dtype(column, skipna=True) in ("integer", "floating", "mixed-integer-float", "decimal")
+    if numeric:
+        raise ValueError(f"column {name!r} holds numbers, not timestamps; {fix}")
 
 
 def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd.Index]:
