@@ -313,3 +313,11 @@ def test_to_frame_refuses_a_name_that_would_overwrite_another_column(names, mess
     with pytest.raises(ValueError, match="value='context' is also the name of a context column"):
         unnamed.to_frame(value="context")
     assert panel.to_frame(value="n", time="ts").columns.tolist() == ["asn", "ts", "n"]
+
+
+def test_a_time_zone_aware_bound_on_a_naive_grid_is_a_value_error():
+    panel = Panel(np.zeros((1, 24)), ["a"], pd.date_range("2024-01-01", periods=24, freq="h"))
+    with pytest.raises(ValueError, match=r"time_slice\(Timestamp\('2024-01-01 05:00:00\+0000', tz='UTC'\), None\) on a "
+                                         r"time grid from 2024-01-01 00:00:00 \(without a time zone\)"):
+        panel.time_slice(pd.Timestamp("2024-01-01 05:00", tz="UTC"))
+    assert panel.time_slice(pd.Timestamp("2024-01-01 05:00")).n_times == 19

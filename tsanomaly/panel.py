@@ -298,8 +298,21 @@ class Panel:
         return _TimeLocator(self)
 
     def time_slice(self, start=None, end=None) -> "Panel":
-        """Points with ``start <= time <= end`` (labels of the index)."""
-        positions = self.index.slice_indexer(start, end)
+        """Points with ``start <= time <= end`` (labels of the index).
+
+        Raises
+        ------
+        ValueError
+            When a bound cannot be compared with the index (a time-zone-aware
+            bound on a naive grid, or the reverse), where pandas raises a TypeError.
+        """
+        try:
+            positions = self.index.slice_indexer(start, end)
+        except TypeError as exc:
+            raise ValueError(
+                f"time_slice({start!r}, {end!r}) on a time grid from {self.index[0] if len(self.index) else None} "
+                f"({'with' if getattr(self.index, 'tz', None) is not None else 'without'} a time zone): {exc}"
+            ) from exc
         return Panel(self.values[:, positions], self.contexts, self.index[positions])
 
     # ------------------------------------------------------------------ conversion
