@@ -561,6 +561,34 @@ def test_detector_unseen_context_starts_cold():
     assert np.isnan(scores[1, :first]).all() and np.isfinite(scores[1, first:]).all()
 
 
+def test_a_context_without_data_at_fit_starts_cold_like_an_unseen_one():
+    """Its past_points_ of 0 put its first observation at the fit's end, so it was scored one
+    point after its first observation in the new data, with inflated scores, not min_history on."""
+    rng = np.random.default_rng(29)
+    values = np.cumsum(rng.standard_normal((2, 300)), axis=1)
+    values[1, :210] = np.nan  # no data at fit; observed from the new data's 11th point
+    panel = _hourly_panel(values)
+    history, new = panel.time_slice(end=panel.index[199]), panel.time_slice(start=panel.index[200])
+    det = MatrixProfileDetector(window=10, history=50, min_history=20, device="cpu").fit(history)
+    seen = det.score(new).to_numpy()[1]
+    unseen = det.score(Panel(new.values[[1]], pd.Index(["new"]), new.index)).to_numpy()[0]
+    np.testing.assert_array_equal(seen, unseen)
+    assert np.flatnonzero(np.isfinite(seen))[0] == 10 + 20 + 10 - 1
+
+
+@pytest.mark.parametrize("smoothing", [1, 3])
+def test_first_differences_score_the_same_after_a_fit_as_in_one_batch(smoothing):
+    """The kept history's first difference is NaN, so the neighbour window `history` points back
+    was lost and the first scores after a fit differed from the same data scored in one batch
+    (past neighbours only: a score never changes once computed)."""
+    values = np.random.default_rng(30).standard_normal((20, 40))
+    panel = Panel(values, pd.Index([f"c{k}" for k in range(20)]), pd.RangeIndex(0, 40))
+    params = dict(window=4, history=10, min_history=0, difference=True, smoothing=smoothing, device="cpu", threshold=1.0)
+    batch = MatrixProfileDetector(**params).fit_score(panel).to_numpy()[:, 30:]
+    stream = MatrixProfileDetector(**params).fit(panel.time_slice(end=29)).score(panel.time_slice(start=30)).to_numpy()
+    np.testing.assert_allclose(stream, batch, rtol=1e-12, atol=1e-12)
+
+
 def test_detector_rejects_bad_parameters():
     panel = _hourly_panel(np.zeros((1, 50)))
     with pytest.raises(ValueError, match="history must be"):

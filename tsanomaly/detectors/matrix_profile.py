@@ -563,8 +563,11 @@ class MatrixProfileDetector(BaseDetector):
         return max(self._min_history(), exclusion + 1 + int(bool(self.difference))) + m
 
     def _keep(self):
-        # The last window's look-back, plus the smoothing-1 windows before it that its score averages.
-        return int(self.history) + int(self.window) - 1 + int(self.smoothing) - 1
+        # The last window's look-back, plus the smoothing-1 windows before it that its score averages,
+        # plus, for first differences, the value before the oldest: the kept history's first
+        # difference is NaN (see _compared), which lost the neighbour window exactly `history`
+        # points back and made the first score after a fit differ from the same data in one batch.
+        return int(self.history) + int(self.window) - 1 + int(self.smoothing) - 1 + int(bool(self.difference))
 
     def _compared(self, x):
         """The series whose windows are compared: x, or its first difference (same length, so
@@ -670,9 +673,12 @@ class MatrixProfileDetector(BaseDetector):
             return xp.full(values.shape, xp.nan)
         # First observation: before the kept history for fitted contexts, in the new data otherwise.
         kept = self.history_.shape[1]  # history_ is a CuPy array after a fit on the GPU: no np.asarray
-        seen_start = kept - np.asarray(self.past_points_)[np.maximum(rows, 0)]
+        past_points = np.asarray(self.past_points_)[np.maximum(rows, 0)]
+        seen_start = kept - past_points
         new_start = offset + backend.to_numpy(_first_observation(values))
-        data_start = xp.asarray(np.where(rows >= 0, seen_start, new_start))
+        # A fitted context without any observation at fit starts in the new data, as an unseen one
+        # does (its past_points_ of 0 put its start at the fit's end, skipping min_history).
+        data_start = xp.asarray(np.where((rows >= 0) & (past_points > 0), seen_start, new_start))
         scale = None
         if not self.normalize:
             scale = np.asarray(self.scale_)[np.maximum(rows, 0)]
