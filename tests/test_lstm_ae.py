@@ -513,3 +513,20 @@ def test_the_memory_benchmark_reaches_the_first_training(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "up to the first network's training, on windows of shape (100, 48)" in done.stdout
+
+
+def test_a_context_without_data_at_fit_is_scored_like_an_unseen_one(panels):
+    """A context in the history with no observation got scaling 0 and 1: its raw counts were read
+    as scaled units and alerted far above every threshold. It starts cold now, as under a label
+    the model never saw."""
+    history, new = panels
+    values = history.values.copy()
+    values[1] = np.nan
+    blank = tsanomaly.Panel(values, history.contexts, history.index)
+    det = tiny(epochs=1).fit(blank)
+    assert np.isnan(det.center_[1]) and np.isfinite(np.delete(det.center_, 1)).all()
+    assert det.fitted_without_data().tolist() == [k == 1 for k in range(history.n_contexts)]
+    scores = det.score(new).to_numpy()
+    renamed = tsanomaly.Panel(new.values[[1]], pd.Index(["never seen"], name=new.contexts.name), new.index)
+    np.testing.assert_array_equal(scores[1], det.score(renamed).to_numpy()[0])
+    assert np.isfinite(scores[1]).any()

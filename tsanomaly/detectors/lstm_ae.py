@@ -225,7 +225,8 @@ class LSTMAutoencoderDetector(BaseDetector):
     **Unseen contexts** are scaled by their own new data, join the cluster
     whose centre is nearest to their own new daily profile (cluster 0 when the
     new data does not cover every phase), and are standardised with that
-    cluster's pooled held-out errors.
+    cluster's pooled held-out errors. So is a context that was in the history
+    without a single observation (its ``center_`` and ``scale_`` are NaN).
 
     **Two fit steps (Spark).** ``_fit`` is :meth:`_fit_global` (clusters,
     weights, pooled error statistics, from all contexts, taken in sorted label
@@ -583,7 +584,13 @@ class LSTMAutoencoderDetector(BaseDetector):
             cluster = self._nearest_cluster(self._profiles(z))
             errors = self._window_errors(z, self._tensor(cluster))
             del z
-        self.center_, self.scale_ = center, scale
+        # A context without any observation has no scaling of its own (robust_center_scale gives
+        # 0 and 1): NaN marks it, so that scoring scales it by its new data, as an unseen context.
+        # With 0 and 1 its raw counts were read as scaled units, far beyond every threshold.
+        xp = backend.array_module(values)
+        unobserved = ~xp.isfinite(values).any(axis=1)
+        self.center_ = xp.where(unobserved, xp.nan, center)
+        self.scale_ = xp.where(unobserved, xp.nan, scale)
         self.history_ = values[:, n_times - (L - 1) :].copy()
         self.cluster_ = cluster
         held_out = errors[:, self._first_held_out(n_val, n_train_times) :]
@@ -766,10 +773,11 @@ class LSTMAutoencoderDetector(BaseDetector):
         Returns NumPy arrays: center, scale (n,), err_center, err_scale (n, 2), cluster (n,).
         """
         rows = np.asarray(rows)
-        seen = rows >= 0
         safe = np.maximum(rows, 0)
         center = backend.to_numpy(self.center_)[safe].astype(np.float64)
         scale = backend.to_numpy(self.scale_)[safe].astype(np.float64)
+        # A fitted context without data at fit (NaN scaling) starts cold like an unseen one.
+        seen = (rows >= 0) & np.isfinite(center)
         err_center = np.asarray(self.err_center_)[safe].astype(np.float64)
         err_scale = np.asarray(self.err_scale_)[safe].astype(np.float64)
         cluster = np.asarray(self.cluster_)[safe].astype(np.int64)
