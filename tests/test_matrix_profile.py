@@ -589,6 +589,13 @@ def test_first_differences_score_the_same_after_a_fit_as_in_one_batch(smoothing)
     np.testing.assert_allclose(stream, batch, rtol=1e-12, atol=1e-12)
 
 
+def test_a_series_shorter_than_any_window_is_not_told_to_use_an_impossible_one():
+    with pytest.raises(ValueError, match="no window fits; give a series of at least 3 points"):
+        matrix_profile(np.zeros(2), 4)
+    with pytest.raises(ValueError, match="no window fits; use m <= 3 or a longer series"):
+        matrix_profile(np.zeros(3), 4)
+
+
 def test_detector_rejects_bad_parameters():
     panel = _hourly_panel(np.zeros((1, 50)))
     with pytest.raises(ValueError, match="history must be"):

@@ -524,6 +524,13 @@ def test_ucr_correct_tolerance_boundaries():
         assert ucr_correct(scores, 300, 500, 510) is expected, loc
 
 
+def test_ucr_correct_refuses_positions_that_are_not_integers():
+    """A float position failed in slicing with a TypeError; NumPy integers are positions too."""
+    with pytest.raises(ValueError, match=r"train_end must be an integer \(a position in the series\), got 10.5"):
+        ucr_correct(np.arange(100.0), 10.5, 50, 52)
+    assert ucr_correct(np.arange(100.0), np.int64(10), 50, 99)
+
+
 def test_ucr_correct_ignores_the_training_part_and_nan():
     scores = np.zeros(1000)
     scores[50] = 10.0  # in the training part: ignored

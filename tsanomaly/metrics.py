@@ -40,6 +40,8 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from tsanomaly.validation import is_int
+
 __all__ = [
     "auc_roc",
     "auc_pr",
@@ -827,6 +829,10 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
     if s.ndim != 1:
         raise ValueError(f"scores must be 1-D, got shape {s.shape}")
     n = s.shape[0]
+    for label, position in (("train_end", train_end), ("anomaly_start", anomaly_start), ("anomaly_end", anomaly_end),
+                            ("tolerance", tolerance)):
+        if not is_int(position):  # a float index would fail later in slicing, with pandas' TypeError
+            raise ValueError(f"{label} must be an integer (a position in the series), got {position!r}")
     if not 0 <= train_end < n:
         raise ValueError(f"train_end must lie in [0, {n - 1}] for {n} scores, got {train_end}")
     if not 0 <= anomaly_start <= anomaly_end < n:

@@ -139,10 +139,9 @@ def _check_lengths(values, lengths, m, name):
     if lengths is None:
         if n < m:
             where = "the series" if values.shape[0] == 1 else f"every context (from context 0 to {values.shape[0] - 1})"
-            raise ValueError(
-                f"{name} has {n} points in {where}, fewer than the window m={m}: no window fits; "
-                f"use m <= {n} or a longer series"
-            )
+            # m is at least 3 (_check_window): a series shorter than that has no window to offer
+            fix = f"use m <= {n} or a longer series" if n >= 3 else "give a series of at least 3 points"
+            raise ValueError(f"{name} has {n} points in {where}, fewer than the window m={m}: no window fits; {fix}")
         return
     for c, length in enumerate(lengths):
         if length < m:
