@@ -256,8 +256,11 @@ def _check_columns(path, wanted, present) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without pandas' "You might want to try:" hint,
+    whose advice (pass ``format=``) follows on lines a one-line message drops."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(". You might want to try:")[0].removesuffix("You might want to try:").strip()
 
 
 # ---------------------------------------------------------------------- writing

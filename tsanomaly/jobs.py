@@ -863,15 +863,17 @@ def score_frame(
             n_skipped,
             examples,
         )
-    _warn_gap_before(det, panel, columns, source)
-    n_unscored = _warn_unscored(det, panel, score_values, rows)
+    gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
+    _warn_gap_before(det, panel, gap, columns, source)
+    n_unscored = _warn_unscored(det, panel, gap, score_values, rows)
     if n_absent:
         log.info("%d fitted contexts have no row in %s and were not scored", n_absent, source)
     return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds, n_unscored=n_unscored)
 
 
-def _warn_gap_before(det: BaseDetector, panel: Panel, columns: JobColumns, source: str) -> None:
-    """Log a warning when the new data starts later than the step after the fitted history.
+def _warn_gap_before(det: BaseDetector, panel: Panel, gap: int, columns: JobColumns, source: str) -> None:
+    """Log a warning when the new data starts ``gap`` > 0 grid steps after the step following the
+    fitted history.
 
     The grid of a table runs from its own first row, so the steps between the fit's end and
     that row are not scored, and the detector looks back on them as missing. With
@@ -879,7 +881,6 @@ def _warn_gap_before(det: BaseDetector, panel: Panel, columns: JobColumns, sourc
     absent row before its first one cannot: an outage at the start of a batch (no row for
     any context in its first hours) would otherwise go unscored without a word.
     """
-    gap = det.steps_after_fit(panel) - 1
     if gap <= 0:
         return
     zero_rows = (
@@ -894,8 +895,9 @@ def _warn_gap_before(det: BaseDetector, panel: Panel, columns: JobColumns, sourc
     )
 
 
-def _warn_unscored(det: BaseDetector, panel: Panel, score_values: np.ndarray, rows: np.ndarray) -> int:
-    """Count the fitted contexts of ``panel`` without any finite score, and log a warning naming them.
+def _warn_unscored(det: BaseDetector, panel: Panel, gap: int, score_values: np.ndarray, rows: np.ndarray) -> int:
+    """Count the fitted contexts of ``panel`` without any finite score, and log a warning naming them
+    (``gap``: grid steps between the fitted history and the new data, one likely cause).
 
     Such a context cannot alert, so "0 alerts" would read as "all quiet" when
     nothing was measured. Unseen contexts are counted apart (``unseen``).
@@ -905,7 +907,6 @@ def _warn_unscored(det: BaseDetector, panel: Panel, score_values: np.ndarray, ro
     if len(unscored) == 0:
         return 0
     causes = []
-    gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
     if gap > 0:
         causes.append(
             f"the new data starts {gap} grid steps after the end of the fitted history, a longer gap than "

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
+from tsanomaly.io import _first_line
 
 __all__ = ["Panel"]
 
@@ -493,13 +494,6 @@ def _parse_timestamps(column: pd.Series, name: str, context_of) -> pd.Series:
                     "2024-03-30T15:00:00+02:00)"
                 ) from bad
         raise ValueError(f"column {name!r} holds values that are not timestamps: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, without pandas' empty "You might want to try:" hint."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line.split(". You might want to try:")[0].removesuffix("You might want to try:").strip()
 
 
 def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:

@@ -1063,8 +1063,9 @@ def _check_columns(sdf, columns: list[str], value: str) -> None:
 
 
 # The scores table's own columns, then the alerts' (the list kept in tsanomaly.base, so the two stay one);
-# a detector's explanation columns join them in _check_names.
-_OUTPUT_NAMES = ("reason", "score", "scores") + ALERT_COLUMNS
+# a detector's explanation columns join them in _check_names (BaseDetector.alert_columns).
+_SCORE_NAMES = ("reason", "score", "scores")
+_OUTPUT_NAMES = _SCORE_NAMES + ALERT_COLUMNS
 
 
 def _context_list(context) -> list[str]:
@@ -1086,7 +1087,7 @@ def _check_names(names: list[str], time: str, value: str | None = None, detector
     the explanation columns of ``detector`` (a detector or its class) included.
     The value column is not output, but it must be none of the others.
     """
-    outputs = _OUTPUT_NAMES + (tuple(detector.explanation_columns) if detector is not None else ())
+    outputs = _SCORE_NAMES + (detector.alert_columns() if detector is not None else ALERT_COLUMNS)
     clash = [n for n in names if n in outputs or n == time or n.startswith("_")]
     if clash:
         raise ValueError(
