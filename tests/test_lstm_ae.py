@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 
 import tsanomaly  # noqa: E402
 from tsanomaly import backend  # noqa: E402
+from tsanomaly.base import min_observed  # noqa: E402
 from tsanomaly.detectors.lstm_ae import TOLERANCE, LSTMAutoencoderDetector  # noqa: E402
 
 WINDOW = 12
@@ -77,20 +78,35 @@ def fitted(panels):
 
 
 # ---------------------------------------------------------------------- shapes and causality
-def test_scores_have_the_panel_shape_and_nan_only_where_a_window_is_incomplete(fitted, panels):
+def test_scores_have_the_panel_shape_and_nan_only_where_a_window_is_too_incomplete(fitted, panels):
     history, new = panels
     scores = fitted.score(new).to_numpy()
     assert scores.shape == new.shape and scores.dtype == np.float64
     # The kept history tail gives the first new points full windows: all finite.
     assert np.isfinite(scores).all()
     train = fitted.fit_score(history).to_numpy()
-    # The first window-1 points of the history have no full window; row 4's NaN at 30
-    # blanks the windows that contain it, i.e. those ending at 30 .. 30 + window - 1.
-    assert np.isnan(train[:, : WINDOW - 1]).all()
+    # The first window-1 points of the history have no full window; row 4's NaN at 30 has
+    # no score of its own, and the windows after it, with 11 of 12 points observed
+    # (min_observed(12) = 11), are scored.
+    assert min_observed(WINDOW) == WINDOW - 1
     blank = np.zeros(train.shape, dtype=bool)
     blank[:, : WINDOW - 1] = True
-    blank[4, 30 : 30 + WINDOW] = True
+    blank[4, 30] = True
     np.testing.assert_array_equal(np.isnan(train), blank)
+
+
+def test_a_window_needs_seven_eighths_of_its_points_and_its_newest(panels):
+    """Scored where at least min_observed(window) points are observed, the newest among them."""
+    history, new = panels
+    det = tiny(window=16).fit(history)
+    assert min_observed(16) == 14
+    values = new.to_numpy().copy()
+    values[1, 30:32] = np.nan  # two missing: the windows over them keep 14 of 16 points
+    values[3, 30:33] = np.nan  # three missing: the windows over all three keep 13
+    scores = det.score(new.with_values(values)).to_numpy()
+    assert np.isnan(scores[1, 30:32]).all() and np.isfinite(np.delete(scores[1], [30, 31])).all()
+    # Row 3: windows ending at 32 .. 45 hold all three NaN (NaN); from 46 on, two or fewer.
+    np.testing.assert_array_equal(np.isnan(scores[3]), np.isin(np.arange(N_NEW), np.arange(30, 46)))
 
 
 def test_changing_a_future_point_never_changes_an_earlier_score(fitted, panels):
@@ -105,15 +121,34 @@ def test_changing_a_future_point_never_changes_an_earlier_score(fitted, panels):
         assert (changed[:, pos] != base[:, pos]).all()  # the window ending at pos did change
 
 
+def test_missing_points_enter_as_the_median_and_leave_the_error_out(fitted):
+    """The window's errors are measured on its observed points only: the newest point's error, and
+    the mean over the observed ones among the newest window // 6; the network reads a missing
+    point as the context's median (0 in scaled units)."""
+    from tsanomaly.kernels import lstm_torch
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(1, WINDOW))
+    z[0, -2] = np.nan  # in the recent part (the newest 2 points for window 12)
+    errors = fitted._window_errors(torch.tensor(z), torch.zeros(1, dtype=torch.int64))
+    inputs = torch.tensor(np.nan_to_num(z), dtype=torch.float32)
+    recon = lstm_torch.reconstruct(fitted._models[0], inputs, batch_size=1024, pad_batches=True)
+    diff = z[0] - recon.double().numpy()[0]
+    assert fitted._recent() == 2
+    np.testing.assert_allclose(errors[0, 0].numpy(), [diff[-1], diff[-1]], rtol=1e-12)  # the NaN is left out
+
+
 def test_a_point_only_reaches_the_window_after_it(fitted, panels):
-    """A NaN at new position p blanks exactly the scores p .. p + window - 1."""
+    """A point at new position p changes exactly the scores p .. p + window - 1."""
     _, new = panels
+    base = fitted.score(new).to_numpy()
     values = new.to_numpy().copy()
     values[1, 20] = np.nan
     scores = fitted.score(new.with_values(values)).to_numpy()
-    assert np.isnan(scores[1, 20 : 20 + WINDOW]).all()
-    assert np.isfinite(np.delete(scores[1], np.arange(20, 20 + WINDOW))).all()
-    assert np.isfinite(scores[[0, 2, 3, 4]]).all()
+    assert np.isnan(scores[1, 20]) and np.isfinite(scores[1]).sum() == N_NEW - 1
+    changed = ~np.isclose(scores, base, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.flatnonzero(changed[1]), np.arange(20, 20 + WINDOW))
+    np.testing.assert_array_equal(scores[[0, 2, 3, 4]], base[[0, 2, 3, 4]])
 
 
 def test_a_gap_after_the_fit_blanks_only_the_windows_that_reach_into_it(fitted, panels):
@@ -121,7 +156,10 @@ def test_a_gap_after_the_fit_blanks_only_the_windows_that_reach_into_it(fitted, 
     whole = fitted.score(new).to_numpy()
     later = new.time_slice(start=new.index[30])  # 30 points missing between fit and new data
     part = fitted.score(later).to_numpy()
-    assert np.isnan(part[:, : WINDOW - 1]).all()
+    # The window ending at the k-th new point holds k observed points: scored from
+    # min_observed(window) on, equal to the scores without a gap once the gap is out of reach.
+    first = min_observed(WINDOW) - 1
+    assert np.isnan(part[:, :first]).all() and np.isfinite(part[:, first:]).all()
     np.testing.assert_array_equal(part[:, WINDOW - 1 :], whole[:, 30 + WINDOW - 1 :])
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import math
 import warnings
 import zipfile
 import zlib
@@ -30,8 +31,8 @@ from tsanomaly import backend, thresholds
 from tsanomaly.panel import Panel
 from tsanomaly.validation import is_int
 
-__all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "NotFittedError", "check_column_names", "load",
-           "MODEL_FORMAT"]
+__all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
+           "check_column_names", "load", "min_observed", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
@@ -47,6 +48,18 @@ _DETECTOR_REGISTRY: dict[str, type] = {}
 #: The context columns keep the user's names, so none of them may take one of these names
 #: (:func:`check_column_names`); the jobs add their own columns on top (``tsanomaly.jobs.output_columns``).
 ALERT_COLUMNS = ("start", "end", "peak_time", "peak_score", "n_points", "threshold", "detector")
+
+#: Share of a window's points that must be observed for a score computed over the window
+#: (STL's rolling mean and spread, the LSTM's reconstruction of the window ending at a
+#: point): one missing bucket must not blank a window's worth of scores after it, but a
+#: window that saw only part of what it summarises is not compared with whole ones.
+#: The measurements that chose it are in the two detectors' modules.
+MIN_OBSERVED_SHARE = 0.875
+
+
+def min_observed(window: int) -> int:
+    """Fewest observed points a window of ``window`` points needs to be scored (:data:`MIN_OBSERVED_SHARE`)."""
+    return math.ceil(MIN_OBSERVED_SHARE * int(window))
 
 
 def check_column_names(columns: dict, added, table: str, fix: str, source: str | None = None) -> None:

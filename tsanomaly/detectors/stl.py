@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector
+from tsanomaly.base import BaseDetector, min_observed
 from tsanomaly.detectors.baseline import score_direction
 from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA, nanmedian
 from tsanomaly.validation import check_flag, is_finite_real, is_int
@@ -555,8 +555,8 @@ def _phase_values(table, start, length, xp):
     return table[:, phases]
 
 
-# Share of a rolling window that must be observed for its mean and spread. The windowed scores
-# compare a window with the fit's windows ending at the same phase, all of a whole cycle, so a
+# Share of a rolling window that must be observed for its mean and spread (base.MIN_OBSERVED_SHARE,
+# chosen here; the LSTM uses it too). The windowed scores compare a window with the fit's windows ending at the same phase, all of a whole cycle, so a
 # window that sees only part of the cycle has another mean and spread even in clean data. At
 # half (the former rule) a batch scored a day after the fit's end, whose first window reaches
 # back over the missing day, alerted on all 20 clean contexts of a test panel at its 12th point
@@ -564,7 +564,6 @@ def _phase_values(table, start, length, xp):
 # does (2), and the pooled AUC-ROC on make_security_panel (seeds 0-2) is unchanged: 0.943,
 # 0.941, 0.951. Whole windows only (1.0) lose the windowed scores around every missing point:
 # 0.937, 0.938, 0.929.
-_MIN_WINDOW_SHARE = 0.875
 
 # Bound on the (contexts x times) block of running sums computed at once, in
 # elements, so memory stays well under 1 GB however many contexts there are.
@@ -574,7 +573,7 @@ _MAX_BLOCK_ELEMENTS = 8_000_000
 def _rolling_stats(x, window, xp):
     """Mean and standard deviation (``ddof=0``) of the ``window`` values ending at each column, NaN ignored.
 
-    Both NaN before a full window or where less than ``_MIN_WINDOW_SHARE`` of it is finite.
+    Both NaN before a full window or where less than ``base.MIN_OBSERVED_SHARE`` of it is finite.
     Computed from running sums of each row minus its median, so that a large
     level does not cancel the squares of small deviations; windows where the
     sums may still have cancelled most digits are recomputed from their values.
@@ -606,7 +605,7 @@ def _rolling_block(x, window, xp):
     s1 = window_sums(y)
     squares = y * y
     s2 = window_sums(squares)
-    enough = count >= max(2, math.ceil(_MIN_WINDOW_SHARE * window))
+    enough = count >= max(2, min_observed(window))
     with np.errstate(invalid="ignore", divide="ignore"):  # windows without data give NaN
         m = s1 / count
         var = xp.maximum(s2 / count - m * m, 0.0)
