@@ -506,3 +506,31 @@ def test_nab_isolation_forest_finds_a_broken_cycle(tmp_path):
     for fit in ("history", "all"):
         for stamp in ("end", "centre"):
             assert result[(fit, stamp)] > 0.8
+
+
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_accuracy_script_takes_options_as_opt_value_and_opt_equals_value(form, monkeypatch):
+    # benchmarks/accuracy.py looked for "--data" in argv: "--data=PATH" was missed, the
+    # default was appended after it and won (argparse keeps the last), so the report ran on
+    # ../shared/data and overwrote benchmarks/results/accuracy.md whatever --out said.
+    from tsanomaly.cli import _build_parser
+
+    module = _benchmark_script("accuracy")
+    seen = []
+    monkeypatch.setattr(module, "cli_main", lambda argv: seen.append(argv) or 0)
+    given = {"--data": "/elsewhere/data", "--detectors": "mp", "--out": "/elsewhere/report.md"}
+    argv = [part for opt, value in given.items() for part in ((opt, value) if form == "separate" else (f"{opt}={value}",))]
+    assert module.main([*argv, "--limit", "2"]) == 0
+    (called,) = seen
+    assert called[0] == "evaluate" and called[-2:] == ["--limit", "2"]  # the rest passed on as given
+    # What `tsanomaly evaluate` will read: each option once, with the user's value.
+    args = _build_parser().parse_args(called)
+    assert (args.data, args.detectors, args.out, args.limit) == ("/elsewhere/data", "mp", "/elsewhere/report.md", 2)
+    for opt in given:
+        assert sum(part == opt or part.startswith(opt + "=") for part in called) == 1, called
+    # Without them, the defaults: the shared data, every benchmark detector, the results file.
+    seen.clear()
+    module.main([])
+    args = _build_parser().parse_args(seen[0])
+    assert args.detectors == "baseline,stl,mp,mp-multi,lstm,ensemble"
+    assert args.out.endswith("benchmarks/results/accuracy.md") and args.data.endswith("shared/data")
