@@ -142,10 +142,40 @@ def test_evaluate_on_cuda_without_a_gpu_is_a_user_error(monkeypatch, tmp_path, c
 
 
 def test_evaluate_report_quotes_the_command_after_a_global_flag(tmp_path, capsys):
-    root = _write_nab(tmp_path)
-    out = tmp_path / "report.md"
+    root = _write_nab(tmp_path / "data")
+    out = tmp_path / "report.md"  # outside the data folder, which holds only inputs
     assert main(["-v", *_evaluate(root, "--out", str(out))]) == 0
     capsys.readouterr()
     # The quote used to be argv[1:], which repeated the sub-command after -v: "evaluate evaluate".
     expected = f"Made with: `tsanomaly evaluate --data {root} --datasets nab --detectors baseline --out {out}`"
     assert expected in out.read_text()
+
+
+def test_evaluate_refuses_an_out_that_would_replace_an_input_before_any_work(tmp_path, capsys, monkeypatch):
+    # --out naming the data folder's README (or a data or labels file) replaced it with the
+    # report, after the whole run.
+    root = _write_nab(tmp_path / "data")
+    (root / "README.md").write_text("the data set's README\n")
+    link = tmp_path / "link.md"
+    link.symlink_to(root / "README.md")
+    hard = tmp_path / "hard.csv"
+    hard.hardlink_to(root / "nab" / "data" / "cat" / "cycle.csv")
+    inputs = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    import tsanomaly.evaluation
+
+    monkeypatch.setattr(tsanomaly.evaluation, "evaluate", lambda *a, **k: pytest.fail("ran before refusing --out"))
+    for out, message in [
+        (root / "README.md", "lies inside the data folder"),
+        (root / "nab" / "labels" / "combined_windows.json", "lies inside the data folder"),
+        (root / "nab" / "new.md", "lies inside the data folder"),  # not an input yet, but inside the data set
+        (tmp_path / "data" / "nab" / ".." / "README.md", "lies inside the data folder"),
+        (link, "lies inside the data folder"),  # a link is written through, to the README
+        (hard, "hard link"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "missing" / "r.md", "does not exist"),
+    ]:
+        assert main(_evaluate(root, "--out", str(out))) == 2, out
+        assert message in _one_line_error(capsys), out
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == inputs
+    assert main(_evaluate(root, "--out", "")) == 2
+    assert "--out names no file" in _one_line_error(capsys)

@@ -190,6 +190,46 @@ def _add_job_commands(commands) -> None:
     report.set_defaults(handler=_cmd_report)
 
 
+def _check_evaluate_out(out, data) -> None:
+    """Refuse, before any work, an ``--out`` that would write into the data set or over one of its files.
+
+    ``--out ../shared/data/README.md`` (or a data or labels file) replaced an input with the
+    report, after a run of many minutes. Every file under ``--data`` belongs to the data set
+    (data, labels, its README), so the report may not go anywhere inside it; a hard link
+    elsewhere to one of its files is refused too. A missing output folder, or a folder given
+    as the file, is found here rather than when the report is written at the end.
+    """
+    import os
+    from pathlib import Path
+
+    path, root = Path(out), Path(data)
+    if not str(out).strip():
+        raise UserError("--out names no file; give the Markdown file to write, e.g. --out accuracy.md")
+    target = path.resolve()  # a symbolic link is written through (see tsanomaly.io), so its target counts
+    if root.is_dir() and target.is_relative_to(root.resolve()):
+        raise UserError(
+            f"--out {out} lies inside the data folder --data {data}, whose files are the inputs "
+            f"(data, labels, README); write the report outside it"
+        )
+    if target.is_dir():
+        raise UserError(f"--out {out} is a folder; name the Markdown file to write")
+    if not target.parent.is_dir():
+        raise UserError(f"--out {out}: its folder {target.parent} does not exist; create it or name another file")
+    # Another name of the same file (a hard link) can only exist when the file has several links.
+    if root.is_dir() and target.exists() and target.stat().st_nlink > 1:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                try:
+                    same = os.path.samefile(os.path.join(folder, name), target)
+                except OSError:
+                    continue
+                if same:
+                    raise UserError(
+                        f"--out {out} is the same file (a hard link) as {os.path.join(folder, name)} of the "
+                        f"data set: writing the report would replace that input; name another file"
+                    )
+
+
 def _cmd_evaluate(args) -> int:
     from pathlib import Path
 
@@ -214,6 +254,8 @@ def _cmd_evaluate(args) -> int:
         raise UserError(f"--datasets names no data set; valid names: {', '.join(readers)}")
     if args.max_points < 1:
         raise UserError(f"--max-points must be at least 1, got {args.max_points}")
+    if args.out is not None:
+        _check_evaluate_out(args.out, args.data)
 
     def run():
         evaluations = []
@@ -252,7 +294,9 @@ def _add_evaluate_command(commands) -> None:
     evaluate.add_argument("--limit", type=int, default=None, help="first N files of each data set")
     evaluate.add_argument("--max-points", type=int, default=50_000, help="longer series are block-averaged")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--out", default=None, help="also write the Markdown table to this file")
+    evaluate.add_argument(
+        "--out", default=None, help="also write the Markdown table to this file (outside --data: its files are the inputs)"
+    )
     evaluate.set_defaults(handler=_cmd_evaluate)
 
 
