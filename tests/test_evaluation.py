@@ -534,3 +534,28 @@ def test_accuracy_script_takes_options_as_opt_value_and_opt_equals_value(form, m
     args = _build_parser().parse_args(seen[0])
     assert args.detectors == "baseline,stl,mp,mp-multi,lstm,ensemble"
     assert args.out.endswith("benchmarks/results/accuracy.md") and args.data.endswith("shared/data")
+
+
+def _fixed_scores(monkeypatch, make):
+    """Make evaluate() see the scores ``make(record, name)`` instead of running a detector."""
+    import tsanomaly.evaluation as evaluation
+    from tsanomaly.evaluation import SeriesScores
+
+    def fake(record, name, **kwargs):
+        scores = np.asarray(make(record, name), dtype=np.float64).copy()
+        scores[: record.train_end] = np.nan
+        return SeriesScores(scores, np.zeros(scores.size, dtype=bool), period=25, factor=1, seconds=0.0,
+                            location_scores=scores, threshold=1.0)
+
+    monkeypatch.setattr(evaluation, "score_series", fake)
+
+
+@pytest.mark.parametrize("value", [np.nan, 3.0], ids=["all-nan", "constant"])
+def test_ucr_top1_counts_all_nan_or_constant_scores_as_a_miss(value, monkeypatch):
+    # The anomaly right after the training part: evaluate() read NaN as -inf, and the argmax of
+    # scores that are all -inf (or all equal) is the first scored point, within the tolerance.
+    record = _synthetic_record(train_end=500, anomaly=(520, 530))
+    _fixed_scores(monkeypatch, lambda record, name: np.full(record.labels.size, value))
+    result = evaluate([record], "ucr", detectors=["baseline"], progress=False)
+    assert result.per_file["ucr_correct"].tolist() == [False]
+    assert result.summary["top1_accuracy"].tolist() == [0.0]

@@ -541,6 +541,21 @@ def test_ucr_correct_ignores_the_training_part_and_nan():
     assert not ucr_correct(scores, 300, 500, 510)
 
 
+@pytest.mark.parametrize("tail", [np.nan, 0.0, 7.5, -np.inf, np.inf], ids=["nan", "zero", "constant", "-inf", "inf"])
+def test_ucr_correct_counts_scores_that_name_no_location_as_a_miss(tail):
+    # The anomaly starts right after the training part: the first scored point lies within the
+    # tolerance. All-NaN scores (read as -inf by the report) and constant scores used to put
+    # the top-1 there and count as correct.
+    scores = np.arange(1000.0)  # the training part may hold anything
+    scores[300:] = tail
+    assert not ucr_correct(scores, 300, 320, 330)
+    assert not ucr_correct(np.where(np.isnan(scores), -np.inf, scores), 300, 320, 330)
+    # One point above the others names it, even when they are all NaN (the lowest score).
+    scores[325] = np.inf if tail == -np.inf or np.isnan(tail) else tail + 1
+    if tail != np.inf:
+        assert ucr_correct(scores, 300, 320, 330)
+
+
 def test_ucr_correct_takes_the_first_of_tied_maxima():
     scores = np.zeros(1000)
     scores[[505, 900]] = 1.0  # first maximum at 505 -> correct

@@ -15,7 +15,8 @@ principles, never per file):
 4. metrics on the scored part: AUC-ROC, AUC-PR, VUS-PR and range-based F1
    (of the detector's own calibrated flags) per file, averaged over files;
    NAB's standard score over the corpus (threshold swept, as NAB does); UCR's
-   top-1 accuracy.
+   top-1 accuracy (scores that are all NaN or all equal after the training part name
+   no location: a miss, see :func:`tsanomaly.metrics.ucr_correct`).
 
 The LSTM autoencoder sees at most :data:`LSTM_MAX_POINTS` points per series
 (more block averaging), and STL and the ensemble a period of at most
@@ -452,7 +453,8 @@ def evaluate(records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: i
             row.update(_point_metrics(record, result, centred=dataset == "ucr"))
             if dataset == "ucr":
                 (start, end), = record.windows
-                row["ucr_correct"] = metrics.ucr_correct(np.nan_to_num(result.location_scores, nan=-np.inf), record.train_end, start, end)
+                # All-NaN or constant scores name no location: a miss (see metrics.ucr_correct).
+                row["ucr_correct"] = metrics.ucr_correct(result.location_scores, record.train_end, start, end)
             else:
                 nab_files[name].append(record.nab_file(np.nan_to_num(nab_alert_scores(result), nan=-np.inf)))
             rows.append(row)

@@ -802,8 +802,12 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
 
     The UCR anomaly archive's rule (Wu & Keogh, TKDE 2021; KDD Cup 2021): a detector names one
     location per file -- here the argmax of ``scores[train_end:]`` (first one on ties, NaN
-    ignored) -- and is correct when ``anomaly_start - tolerance <= location <= anomaly_end +
-    tolerance``. All positions are 0-based, ``anomaly_end`` inclusive.
+    the lowest score) -- and is correct when ``anomaly_start - tolerance <= location <=
+    anomaly_end + tolerance``. All positions are 0-based, ``anomaly_end`` inclusive.
+
+    Scores that are all NaN, or all equal, after ``train_end`` name no location and count as a
+    **miss**: every point ties for the top, and taking the first one would credit a detector
+    that knows nothing whenever the anomaly lies within ``tolerance`` of ``train_end``.
 
     Parameters
     ----------
@@ -818,7 +822,8 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
     Returns
     -------
     bool
-        False when every score after ``train_end`` is NaN (no location named).
+        False when every score after ``train_end`` is NaN or all of them are equal (no
+        location named).
 
     Raises
     ------
@@ -839,10 +844,10 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
         raise ValueError(f"anomaly range ({anomaly_start}, {anomaly_end}) is not inside [0, {n - 1}]")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    tail = s[train_end:]
-    if np.isnan(tail).all():
+    tail = np.where(np.isnan(s[train_end:]), -np.inf, s[train_end:])  # NaN: the lowest score
+    if tail.max() == tail.min():  # all NaN, or one value everywhere: no point stands out
         return False
-    loc = train_end + int(np.nanargmax(tail))
+    loc = train_end + int(np.argmax(tail))
     return bool(anomaly_start - tolerance <= loc <= anomaly_end + tolerance)
 
 
