@@ -559,3 +559,19 @@ def test_ucr_top1_counts_all_nan_or_constant_scores_as_a_miss(value, monkeypatch
     result = evaluate([record], "ucr", detectors=["baseline"], progress=False)
     assert result.per_file["ucr_correct"].tolist() == [False]
     assert result.summary["top1_accuracy"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize("value", [np.nan, 3.0], ids=["all-nan", "constant"])
+def test_scores_without_information_get_the_no_skill_metrics_in_the_report(value, monkeypatch):
+    from tsanomaly import metrics
+
+    record = _synthetic_record()
+    _fixed_scores(monkeypatch, lambda record, name: np.full(record.labels.size, value))
+    row = evaluate([record], "ucr", detectors=["baseline"], progress=False).per_file.iloc[0]
+    labels = record.labels[record.train_end :]
+    share = labels.mean()  # 11 of 700 scored points
+    assert row["auc_roc"] == 0.5 and row["auc_pr"] == pytest.approx(share)
+    # VUS-PR: the share of each buffer's soft label mass, about that of random scores (it was 0.54).
+    random = metrics.vus_pr(labels, np.random.default_rng(0).random(labels.size))
+    assert share < row["vus_pr"] < 0.1 and row["vus_pr"] == pytest.approx(random, abs=0.02)
+    assert row["range_f1"] == 0.0  # nothing flagged
