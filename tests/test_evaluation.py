@@ -575,3 +575,53 @@ def test_scores_without_information_get_the_no_skill_metrics_in_the_report(value
     random = metrics.vus_pr(labels, np.random.default_rng(0).random(labels.size))
     assert share < row["vus_pr"] < 0.1 and row["vus_pr"] == pytest.approx(random, abs=0.02)
     assert row["range_f1"] == 0.0  # nothing flagged
+
+
+def test_evaluate_refuses_no_record_and_a_detector_named_twice():
+    record = _synthetic_record()
+    with pytest.raises(ValueError, match="no labelled series to evaluate in the ucr data set"):
+        evaluate([], "ucr", detectors=["baseline"], progress=False)
+    with pytest.raises(ValueError, match=r"2 file\(s\) could not be read, first a.txt: bad"):
+        evaluate([], "ucr", detectors=["baseline"], progress=False, unreadable=[("a.txt", "bad"), ("b.txt", "bad")])
+    with pytest.raises(ValueError, match="'stl' named more than once"):
+        evaluate([record], "ucr", detectors=["stl", "baseline", "stl"], progress=False)
+    with pytest.raises(ValueError, match="no detector to run"):
+        evaluate([record], "ucr", detectors=[], progress=False)
+
+
+def test_a_detector_failing_on_a_file_is_scored_as_giving_no_score(monkeypatch):
+    import tsanomaly.evaluation as evaluation
+
+    first, second = _synthetic_record(), _synthetic_record(anomaly=(1000, 1010))
+    second = type(second)("other", *[getattr(second, f) for f in ("panel", "labels", "windows", "train_end", "rows", "row_windows")])
+    good = evaluation.score_series
+
+    def flaky(record, name, **kwargs):
+        if record.name == "synthetic":
+            raise RuntimeError("out of luck\nsecond line")
+        return good(record, name, **kwargs)
+
+    monkeypatch.setattr(evaluation, "score_series", flaky)
+    result = evaluate([first, second], "ucr", detectors=["mp"], progress=False)
+    failed, ok = result.per_file.iloc[0], result.per_file.iloc[1]
+    assert failed["error"] == "RuntimeError: out of luck" and ok["error"] == ""
+    assert not failed["ucr_correct"] and ok["ucr_correct"]  # a miss: no location named
+    assert failed["auc_roc"] == 0.5 and failed["range_f1"] == 0.0
+    (row,) = result.summary.to_dict("records")
+    assert (row["files"], row["failed"], row["top1_accuracy"]) == (2, 1, 0.5)
+    assert result.notes == ["mp failed on synthetic (RuntimeError: out of luck): scored as giving no score"]
+    assert "## UCR (2 files)" in format_markdown([result], "cmd")
+
+
+def test_the_report_counts_the_files_of_the_data_set_and_those_the_aucs_cover(monkeypatch):
+    with_anomaly = _synthetic_record()
+    quiet = _synthetic_record()
+    quiet = type(quiet)("quiet", quiet.panel, np.zeros_like(quiet.labels), [], quiet.train_end, quiet.rows, [])
+    _fixed_scores(monkeypatch, lambda record, name: np.random.default_rng(0).random(record.labels.size))
+    result = evaluate([with_anomaly, quiet], "nab", detectors=["baseline", "stl"], progress=False,
+                      unreadable=[("cat/bad.csv", "cat/bad.csv: value at row 3 is not a number: 'x'")])
+    assert (result.n_files, result.n_ranked) == (3, 1)
+    assert result.summary["files"].tolist() == [2, 2] and result.summary["failed"].tolist() == [0, 0]
+    text = format_markdown([result], "cmd")
+    assert "## NAB (3 files, 1 of them unreadable; AUC, VUS and range F1 over the 1 with anomalous and normal points to score)" in text
+    assert "- cat/bad.csv: not read, in no detector's figures (value at row 3 is not a number: 'x')" in text

@@ -205,6 +205,42 @@ def test_read_ucr_rejects_inconsistent_labels(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
+# empty data sets, and files that cannot be read
+# ------------------------------------------------------------------------------------------
+def test_readers_refuse_an_empty_data_set(tmp_path):
+    # An empty list reached the accuracy report, which failed with KeyError: 'detector'.
+    nab = tmp_path / "nab"
+    (nab / "data" / "cat").mkdir(parents=True)
+    (nab / "labels").mkdir()
+    (nab / "labels" / "combined_windows.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"no NAB data file in .*nab/data: expected <category>/<name>.csv"):
+        read_nab(nab)
+    ucr = tmp_path / "ucr"
+    (ucr / "data").mkdir(parents=True)
+    (ucr / "data" / "notes.txt").write_text("not a series")
+    with pytest.raises(ValueError, match=r"no UCR series: no file named like NNN_UCR_Anomaly_"):
+        read_ucr(ucr)
+    (ucr / "labels.csv").write_text("file,train_end,anomaly_start,anomaly_end\n")
+    with pytest.raises(ValueError, match=r"no UCR series: .*labels.csv lists no file"):
+        read_ucr(ucr)
+
+
+def test_readers_hand_a_file_that_cannot_be_read_to_on_error_and_read_the_others(tmp_path):
+    root = _write_nab(tmp_path / "nab", extra_label={"catB/flat.csv": [["2024-02-01 01:00", "soon"]]})
+    with pytest.raises(ValueError):
+        read_nab(root)  # by default, the first error is raised
+    failed = []
+    series = read_nab(root, on_error=lambda name, exc: failed.append((name, type(exc))))
+    assert [s.name for s in series] == ["catA/toy"]
+    assert [name for name, _ in failed] == ["catB/flat.csv"]
+    root = _write_ucr(tmp_path / "ucr", extra={"004_UCR_Anomaly_text_2_3_3.txt": "1\n2\nx\n4\n"})
+    failed = []
+    series = read_ucr(root, on_error=lambda name, exc: failed.append((name, str(exc))))
+    assert [s.name for s in series] == ["001_UCR_Anomaly_toy_10_15_17", "002_UCR_Anomaly_oneline_5_8_8"]
+    assert failed == [("004_UCR_Anomaly_text_2_3_3.txt", failed[0][1])] and "not a list of numbers" in failed[0][1]
+
+
+# ------------------------------------------------------------------------------------------
 # real data (CI has it at ../shared/data; skipped elsewhere)
 # ------------------------------------------------------------------------------------------
 needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no labelled data at {SHARED_DATA}")

@@ -3,6 +3,8 @@
 Each sub-command lives in its own ``_cmd_*`` function and registers its
 arguments in ``_build_parser``. User errors (bad arguments, unreadable or
 malformed input) exit with status 2 and a one-line reason, never a traceback.
+``evaluate`` exits with status 1 when its report is complete but lists a file that
+could not be read or a detector that failed on a file.
 """
 from __future__ import annotations
 
@@ -244,6 +246,10 @@ def _cmd_evaluate(args) -> int:
             f"--detectors: unknown or no detector name(s) {unknown or args.detectors!r}; "
             f"valid names: {', '.join(BENCHMARK_DETECTORS)}"
         )
+    twice = sorted({d for d in detectors if detectors.count(d) > 1})
+    if twice:
+        # It was run twice and counted twice: the summary said twice the number of files.
+        raise UserError(f"--detectors names {', '.join(twice)} more than once; name each detector once")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in datasets if d not in readers]
     # Checked here: the loop below skips names it has no reader for, which would print an
@@ -257,28 +263,56 @@ def _cmd_evaluate(args) -> int:
     if args.out is not None:
         _check_evaluate_out(args.out, args.data)
 
-    def run():
-        evaluations = []
-        for dataset, reader in readers.items():
-            folder = Path(args.data) / dataset
-            if dataset not in datasets:
-                continue
+    def read():
+        # Every data set is found and read before any detector runs: a missing ucr/ folder or a
+        # malformed labels file used to end the run after the minutes NAB had taken.
+        folders = {dataset: Path(args.data) / dataset for dataset in readers if dataset in datasets}
+        for folder in folders.values():
             if not folder.is_dir():
                 raise UserError(f"data folder {folder} not found (expected {args.data}/nab and {args.data}/ucr)")
+        loaded = {}
+        for dataset, folder in folders.items():
+            unreadable = []
             # NAB's detectors see each file's records in order (its traffic files have jittered,
             # gappy timestamps that would leave a time grid mostly empty), and NAB scores records.
             kwargs = {"grid": "rows"} if dataset == "nab" else {}
-            records = reader(folder, limit=args.limit, **kwargs)
-            evaluations.append(evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device))
-        return evaluations
+            # A file that cannot be read is reported, with why, and the others are scored.
+            records = readers[dataset](
+                folder, limit=args.limit, on_error=lambda name, exc: unreadable.append((name, str(exc))), **kwargs
+            )
+            if not records and unreadable:
+                raise UserError(
+                    f"none of the {len(unreadable)} file(s) in {folder} could be read; the first: {unreadable[0][1]}"
+                )
+            if not records:  # the readers refuse an empty data set; this is the last line of defence
+                raise UserError(f"no labelled series in {folder}")
+            loaded[dataset] = records, unreadable
+        return loaded
 
-    evaluations = _job_errors(run)
+    def run(loaded):
+        return [
+            evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device, unreadable=unreadable)
+            for dataset, (records, unreadable) in loaded.items()
+        ]
+
+    loaded = _job_errors(read)
+    evaluations = _job_errors(lambda: run(loaded))
     text = format_markdown(evaluations, "tsanomaly evaluate " + " ".join(args.command_line))
     print(text)
     if args.out:
         from tsanomaly.io import write_text
 
         write_text(text, args.out)
+    failed = sum(int(ev.summary["failed"].sum()) for ev in evaluations)
+    unreadable = sum(len(ev.unreadable) for ev in evaluations)
+    if failed or unreadable:
+        # The report is complete, but not every file was scored by every detector: exit status 1.
+        print(
+            f"tsanomaly evaluate: {unreadable} file(s) could not be read and {failed} (detector, file) run(s) "
+            "failed; the report lists them under its tables",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -286,7 +320,9 @@ def _add_evaluate_command(commands) -> None:
     """Register ``evaluate``: detectors on the NAB and UCR labelled sets (see tsanomaly.evaluation)."""
     evaluate = commands.add_parser(
         "evaluate", help="accuracy of the detectors on labelled NAB and UCR data",
-        description="Fit each detector on each file's training part, score the rest, print the metrics per data set.",
+        description="Fit each detector on each file's training part, score the rest, print the metrics per data set. "
+        "A file that cannot be read, or a detector that fails on a file, is listed under the table (the "
+        "detector's run counted as giving no score) and the exit status is 1.",
     )
     evaluate.add_argument("--data", required=True, help="folder holding nab/ and ucr/ (e.g. ../shared/data)")
     evaluate.add_argument("--datasets", default="nab,ucr", help="comma-separated: nab, ucr (default: both)")

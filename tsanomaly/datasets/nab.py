@@ -167,8 +167,21 @@ def _time_grid(ts: pd.DatetimeIndex, values: np.ndarray, key: str):
     return grid_values, index, rows
 
 
+def _each_file(keys, read_one, on_error) -> list:
+    """``read_one(key)`` for each key; with ``on_error``, a file that fails is handed to it and left out."""
+    out = []
+    for key in keys:
+        try:
+            out.append(read_one(key))
+        except Exception as exc:  # noqa: BLE001 - with on_error, no file's failure ends the reading
+            if on_error is None:
+                raise
+            on_error(key, exc)
+    return out
+
+
 def read_nab(
-    path, files: Iterable[str] | None = None, limit: int | None = None, grid: str = "time"
+    path, files: Iterable[str] | None = None, limit: int | None = None, grid: str = "time", on_error=None
 ) -> list[LabelledSeries]:
     """Read NAB series with their anomaly windows.
 
@@ -190,6 +203,11 @@ def read_nab(
         averaged, grid points without rows are NaN (NAB's real-traffic files have many gaps
         and jittered timestamps, so their grid can be several times longer than the file).
         ``"rows"``: a RangeIndex over the file's rows, as NAB's own detectors see the data.
+    on_error : callable, optional
+        Called as ``on_error(file, exception)`` for a data file that cannot be read (its CSV,
+        values, timestamps or windows); the file is then left out and the others are read.
+        By default the first such error is raised. Errors of the data set as a whole (no
+        ``data/`` folder, an unreadable labels file) are always raised.
 
     Returns
     -------
@@ -203,7 +221,7 @@ def read_nab(
     FileNotFoundError
         When ``path`` lacks ``data/`` or the labels file.
     ValueError
-        On an unknown file name, a file missing from the labels, bad columns, a ``value`` that
+        When ``data/`` holds no data file; on an unknown file name, a file missing from the labels, bad columns, a ``value`` that
         is not a number (a blank cell is read as missing, NaN), unsorted timestamps, infinite
         values, or a window covering no row.
 
@@ -224,6 +242,9 @@ def read_nab(
     with open(labels_path) as fh:
         all_windows = json.load(fh)
     keys = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*.csv"))
+    if not keys:
+        # An empty list would reach the caller as an empty report (or a KeyError in its summary).
+        raise ValueError(f"no NAB data file in {data_dir}: expected <category>/<name>.csv files in it")
     by_base: dict[str, list[str]] = {}
     for k in keys:
         by_base.setdefault(k.rsplit("/", 1)[-1], []).append(k)
@@ -235,8 +256,7 @@ def read_nab(
         matches = by_base.get(item, [])
         return matches[0] if len(matches) == 1 else None
 
-    out = []
-    for key in _select(keys, files, limit, alias):
+    def read_one(key):
         if key not in all_windows:
             raise ValueError(f"{key} has no entry in {labels_path}")
         frame = pd.read_csv(data_dir / key)
@@ -265,5 +285,6 @@ def read_nab(
         train_end = int(rows[probation]) if probation < n_rows else index.shape[0]
         name = key[: -len(".csv")]
         panel = Panel(grid_values[None, :], pd.Index([name]), index)
-        out.append(LabelledSeries(name, panel, labels, windows, train_end, rows, row_windows))
-    return out
+        return LabelledSeries(name, panel, labels, windows, train_end, rows, row_windows)
+
+    return _each_file(_select(keys, files, limit, alias), read_one, on_error)

@@ -24,19 +24,20 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from tsanomaly.datasets.nab import LabelledSeries, _select
+from tsanomaly.datasets.nab import LabelledSeries, _each_file, _select
 from tsanomaly.panel import Panel
 
 __all__ = ["read_ucr"]
 
 _NAME = re.compile(r"^(\d+)_UCR_Anomaly_(.+)_(\d+)_(\d+)_(\d+)\.txt(?:\.gz)?$")
+_PATTERN = "NNN_UCR_Anomaly_<name>_<trainEnd>_<start>_<end>.txt[.gz]"
 
 
 def _parse_name(file_name: str) -> dict:
     m = _NAME.match(file_name)
     if m is None:
         raise ValueError(
-            f"{file_name!r} does not follow NNN_UCR_Anomaly_<name>_<trainEnd>_<start>_<end>.txt[.gz]"
+            f"{file_name!r} does not follow {_PATTERN}"
         )
     return {
         "file": file_name,
@@ -63,7 +64,7 @@ def _read_values(path: Path) -> np.ndarray:
         raise ValueError(f"{path.name}: not a list of numbers ({exc})") from exc
 
 
-def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None) -> list[LabelledSeries]:
+def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None, on_error=None) -> list[LabelledSeries]:
     """Read UCR anomaly-archive series with their labelled anomaly and training part.
 
     Returns one :class:`~tsanomaly.datasets.nab.LabelledSeries` per file (series differ in
@@ -81,6 +82,11 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None)
         Subset to read: file names (with or without ``.txt.gz``) or archive ids (``"005"``, 5).
     limit : int, optional
         Read at most this many files (after ``files``).
+    on_error : callable, optional
+        Called as ``on_error(file, exception)`` for a data file that cannot be read (missing,
+        not numbers, labels that do not fit it); the file is then left out and the others are
+        read. By default the first such error is raised. Errors of the data set as a whole (no
+        ``data/`` folder, a malformed ``labels.csv``) are always raised.
 
     Returns
     -------
@@ -91,7 +97,7 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None)
     FileNotFoundError
         When ``path`` has no ``data/`` folder, or ``labels.csv`` names a missing file.
     ValueError
-        On an unknown file, a name that is not an archive name, labels.csv disagreeing with a
+        When there is no series (no archive file in ``data/``, or ``labels.csv`` lists none); on an unknown file, a name that is not an archive name, labels.csv disagreeing with a
         file name or length, a non-numeric or infinite value, or an anomaly outside the series
         or inside the training part.
 
@@ -126,6 +132,10 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None)
     else:
         meta = {p.name: _parse_name(p.name) for p in data_dir.iterdir() if _NAME.match(p.name)}
     keys = sorted(meta)
+    if not keys:
+        # An empty list would reach the caller as an empty report (or a KeyError in its summary).
+        where = f"{labels_path} lists no file" if labels_path.is_file() else f"no file named like {_PATTERN} in {data_dir}"
+        raise ValueError(f"no UCR series: {where}")
     by_stem = {_stem(k): k for k in keys}
     by_id: dict[int, list[str]] = {}
     for k in keys:
@@ -140,8 +150,7 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None)
             return by_id[int(item)][0]
         return None
 
-    out = []
-    for key in _select(keys, files, limit, alias):
+    def read_one(key):
         info = meta[key]
         file_path = data_dir / key
         if not file_path.is_file():
@@ -164,5 +173,6 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None)
         name = _stem(key)
         panel = Panel(values[None, :], pd.Index([name]), pd.RangeIndex(n))
         windows = [(start, end)]
-        out.append(LabelledSeries(name, panel, labels, windows, train_end, np.arange(n), list(windows)))
-    return out
+        return LabelledSeries(name, panel, labels, windows, train_end, np.arange(n), list(windows))
+
+    return _each_file(_select(keys, files, limit, alias), read_one, on_error)
