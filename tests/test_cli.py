@@ -221,7 +221,7 @@ def test_evaluate_reports_an_unreadable_file_and_scores_the_others(tmp_path, cap
     text = out.read_text()
     assert "## NAB (2 files, 1 of them unreadable)" in text
     assert "| baseline | 1 | 0 |" in text  # the readable file, scored
-    assert "- cat/broken.csv: not read, in no detector's figures (" in text and "EOF inside string" in text
+    assert "- cat/broken.csv: not read, in no detector's figures (not a readable CSV file (Error tokenizing data" in text
 
 
 def test_evaluate_records_a_detector_failing_on_one_file_and_goes_on(tmp_path, capsys, monkeypatch):
@@ -247,3 +247,12 @@ def test_evaluate_records_a_detector_failing_on_one_file_and_goes_on(tmp_path, c
     text = out.read_text()
     assert "## NAB (2 files)" in text and "| baseline | 2 | 1 |" in text
     assert "- baseline failed on cat/cycle (LinAlgError: SVD did not converge): scored as giving no score" in text
+
+
+def test_evaluate_names_a_malformed_labels_file_in_one_line(tmp_path, capsys):
+    # json's own message ("Expecting value: line 1 column 1") named no file.
+    root = _write_nab(tmp_path)
+    labels = root / "nab" / "labels" / "combined_windows.json"
+    labels.write_text("")
+    assert main(_evaluate(root)) == 2
+    assert f"{labels}: not valid JSON (Expecting value: line 1 column 1 (char 0))" in _one_line_error(capsys)

@@ -132,6 +132,69 @@ def test_read_nab_rejects_text_values_and_keeps_blank_cells_missing(tmp_path, gr
         read_nab(root, files=["flat"], grid=grid)
 
 
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ("{not json", r"combined_windows.json: not valid JSON \(Expecting property name"),
+        ("[1, 2]", r"combined_windows.json: expected a JSON object .* got a list"),
+    ],
+    ids=["malformed", "not-an-object"],
+)
+def test_read_nab_names_a_bad_labels_file(tmp_path, labels, message):
+    # json.load's own message named no file; a list gave "catA/toy.csv has no entry".
+    root = _write_nab(tmp_path)
+    (root / "labels" / "combined_windows.json").write_text(labels)
+    with pytest.raises(ValueError, match=message):
+        read_nab(root)
+
+
+@pytest.mark.parametrize(
+    "windows, message",
+    [
+        ("soon", r"catB/flat.csv: in combined_windows.json, the windows must be a list of \[start, end\] pairs, got 'soon'"),
+        ([5], r"catB/flat.csv: in combined_windows.json, a window must be \[start, end\], got 5"),  # was TypeError
+        ([["2024-02-01 01:00", "yesterday"]], r"catB/flat.csv: in combined_windows.json, window .*: 'yesterday' is not a timestamp"),
+        ([["2024-02-01 01:00", None]], r"catB/flat.csv: in combined_windows.json, window .*: None is not a timestamp"),
+        ([["2024-02-01 03:00", "2024-02-01 01:00"]], "ends before it starts"),
+        ([["2024-02-01 01:00+00:00", "2024-02-01 02:00+00:00"]],  # was TypeError: Cannot compare tz-naive and tz-aware
+         r"catB/flat.csv: in combined_windows.json, window .* is in UTC but the file's timestamps are without a timezone; "
+         "write both with a timezone or both without"),
+        ([["2024-02-01 00:00", "2024-02-01 01:00"], ["2024-02-01 01:00", "2024-02-01 02:00"]], "overlap; merge them into one"),
+    ],
+    ids=["not-a-list", "not-a-pair", "bad-timestamp", "null", "reversed", "timezone", "overlap"],
+)
+def test_read_nab_names_the_file_and_the_window_that_is_wrong(tmp_path, windows, message):
+    root = _write_nab(tmp_path, extra_label={"catB/flat.csv": windows})
+    with pytest.raises(ValueError, match=message):
+        read_nab(root, files=["flat"])
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (["2024-02-01 00:00:00,1", "yesterday,2"], r"catB/flat.csv: timestamp at row 1 is not a date in the format of row 0: 'yesterday'"),
+        (["2024-02-01T00:00:00+00:00,1", "2024-02-01T02:00:00+01:00,2"], "catB/flat.csv: timestamps mix timezones or UTC offsets"),
+        (["2024-02-01 00:00:00,1", ",2"], "catB/flat.csv: row 1 has no timestamp"),
+        (["2024-02-01 01:00:00,1", "2024-02-01 00:00:00,2"], r"catB/flat.csv: timestamps are not sorted: row 1 .* sort the file by time"),
+        (['"2024-02-01 00:00:00,1'], r"catB/flat.csv: not a readable CSV file \(Error tokenizing data"),
+    ],
+    ids=["not-a-date", "mixed-offsets", "no-timestamp", "unsorted", "malformed-csv"],
+)
+def test_read_nab_names_the_file_and_row_of_a_bad_timestamp(tmp_path, rows, message):
+    root = _write_nab(tmp_path)
+    (root / "data" / "catB" / "flat.csv").write_text("\n".join(["timestamp,value", *rows]) + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_nab(root, files=["flat"])
+
+
+def test_read_nab_reads_timestamps_and_windows_with_a_timezone(tmp_path):
+    root = _write_nab(tmp_path, extra_label={"catB/flat.csv": [["2024-02-01T01:00:00Z", "2024-02-01T02:00:00+00:00"]]})
+    flat = root / "data" / "catB" / "flat.csv"
+    flat.write_text(flat.read_text().replace(":00:00,", ":00:00+00:00,"))
+    (series,) = read_nab(root, files=["flat"])
+    assert series.panel.index.tz is not None and series.windows == [(1, 2)]
+
+
 # ------------------------------------------------------------------------------------------
 # UCR fixture
 # ------------------------------------------------------------------------------------------
