@@ -221,3 +221,20 @@ def test_band_is_on_the_log_scale_for_counts_only(shift, log_scale):
     section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
     _, notes = report.plot_alert(section, section.alerts.iloc[0])
     assert ("log(1 + x)" in notes["band"]) is log_scale
+
+
+@pytest.mark.parametrize("top", ["0", "-2"])
+def test_report_refuses_top_below_one_before_any_work(top, tmp_path, capsys):
+    # --top 0 wrote a page that said "No alerts: every scored point stayed at or under its
+    # threshold" above a summary counting three alerts.
+    history, today = _split(_frame())
+    model = _model(tmp_path, history)
+    out = tmp_path / "r.html"
+    args = ["report", "--model", str(model), "--input", str(tsio.write_table(today, tmp_path / "t.csv")), "--out", str(out)]
+    assert main([*args, "--top", top]) == 2
+    err = capsys.readouterr().err
+    assert f"--top must be at least 1 (contexts plotted per model), got {top}" in err and err.count("\n") == 1
+    assert not out.exists()
+    section = report.ReportSection.from_detector(tsanomaly.load(model), tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
+    with pytest.raises(ValueError, match="top must be at least 1"):
+        report.render_report([section], top=int(top))

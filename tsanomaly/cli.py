@@ -183,7 +183,7 @@ def _add_job_commands(commands) -> None:
     report.add_argument("--input", required=True, help=f"new rows with the models' columns; {formats}")
     report.add_argument("--out", required=True, help="HTML file to write")
     report.add_argument(
-        "--top", type=int, default=10, help="contexts plotted per model, its top alert each (default: 10)"
+        "--top", type=int, default=10, help="contexts plotted per model, its top alert each; at least 1 (default: 10)"
     )
     report.add_argument("--history", default=None, help="history file, drawn in grey before the scored data")
     report.add_argument("--title", default=None, help="page title")

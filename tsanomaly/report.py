@@ -516,7 +516,7 @@ def render_report(
     sections : sequence of ReportSection
         One per model (metric or detector).
     top : int, default 10
-        Alerts plotted per section, most anomalous first, one per context.
+        Alerts plotted per section, most anomalous first, one per context; at least 1.
     title : str, optional
     source : str, optional
         Where the scored data came from (shown under the title).
@@ -527,9 +527,16 @@ def render_report(
         HTML with one ``<img>`` per plotted alert (see :func:`top_alerts`:
         ``min(top, contexts with alerts)`` per section) and the summary numbers in elements with ids
         ``total-contexts`` and ``total-alerts``.
+
+    Raises
+    ------
+    ValueError
+        When ``top`` is less than 1: the page would say "No alerts" about alerts it left out.
     """
     from tsanomaly.jobs import Progress
 
+    if top < 1:
+        raise ValueError(f"top must be at least 1 (alerts plotted per section), got {top}")
     sections = list(sections)
     title = title or "tsanomaly alert report"
     contexts = set()
