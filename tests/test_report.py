@@ -238,3 +238,17 @@ def test_report_refuses_top_below_one_before_any_work(top, tmp_path, capsys):
     section = report.ReportSection.from_detector(tsanomaly.load(model), tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
     with pytest.raises(ValueError, match="top must be at least 1"):
         report.render_report([section], top=int(top))
+
+
+@pytest.mark.parametrize("name", ["a$^$b", "$x_{$", "$x$ usd", "price$", r"back\$slash$"])
+def test_dollar_signs_in_the_value_name_are_drawn_as_they_are(name, tmp_path):
+    # Two dollar signs made matplotlib read the name as mathtext: a parse error (an empty
+    # one-line error from the CLI) or, for "$x$ usd", an italic x.
+    from matplotlib import cbook
+
+    assert not cbook.is_math_text(report._literal(name))
+    history, today = _split(_frame().rename(columns={"logins": name}))
+    det = jobs.fit_frame(history, "asn", "ts", name, detector="baseline", params={"window": 4})
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", name), value=name)
+    page = report.render_report([section], top=1)
+    assert len(_images(page)) == 1
