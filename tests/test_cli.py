@@ -256,3 +256,15 @@ def test_evaluate_names_a_malformed_labels_file_in_one_line(tmp_path, capsys):
     labels.write_text("")
     assert main(_evaluate(root)) == 2
     assert f"{labels}: not valid JSON (Expecting value: line 1 column 1 (char 0))" in _one_line_error(capsys)
+
+
+def test_an_error_whose_message_starts_with_a_newline_is_not_reported_as_empty(tmp_path, capsys, monkeypatch):
+    # Matplotlib's mathtext errors begin with "\n": the CLI printed "error: " and nothing else.
+    import tsanomaly.evaluation
+
+    def fail(*args, **kwargs):
+        raise ValueError("\n$x_{$\n    ^\nExpected end of text")
+
+    monkeypatch.setattr(tsanomaly.evaluation, "format_markdown", fail)
+    assert main(_evaluate(_write_nab(tmp_path))) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "tsanomaly evaluate: error: $x_{$"

@@ -374,7 +374,9 @@ def main(argv=None) -> int:
     except (UserError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         if args.verbose:
             log.exception("failed")
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # The first line that says something: matplotlib's parse errors, for one, start with a newline.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = lines[0] if lines else type(exc).__name__
         print(f"tsanomaly {args.command}: error: {message}", file=sys.stderr)
         return 2
 
