@@ -261,10 +261,52 @@ def test_read_ucr_rejects_inconsistent_labels(tmp_path):
     with pytest.raises(ValueError, match="train_end"):
         read_ucr(root, files=["003"])
     root = _write_ucr(tmp_path / "d", extra={"004_UCR_Anomaly_text_2_3_3.txt": "1\n2\nx\n4\n"})
-    with pytest.raises(ValueError, match="not a list of numbers"):
+    with pytest.raises(ValueError, match=r"004_UCR_Anomaly_text_2_3_3.txt: value 2 \('x'\) is not a number"):
         read_ucr(root, files=["004"])
     with pytest.raises(FileNotFoundError):
         read_ucr(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("003_UCR_Anomaly_gz_2_3_3.txt.gz", b"plain text", r"003_UCR_Anomaly_gz_2_3_3.txt.gz: cannot be read \(Not a gzipped file"),
+        ("003_UCR_Anomaly_gz_2_3_3.txt.gz", gzip.compress(bytes(range(256)) * 40)[:200],  # was EOFError
+         r"003_UCR_Anomaly_gz_2_3_3.txt.gz: cannot be read \(Compressed file ended"),
+        ("003_UCR_Anomaly_bin_2_3_3.txt", b"\xff\xfe\x00\x01", r"003_UCR_Anomaly_bin_2_3_3.txt: cannot be read \('utf-8' codec"),
+        ("003_UCR_Anomaly_empty_2_3_3.txt", b" \n", "003_UCR_Anomaly_empty_2_3_3.txt: the file holds no values"),
+    ],
+    ids=["not-gzip", "truncated-gzip", "not-text", "empty"],
+)
+def test_read_ucr_names_a_file_that_cannot_be_read(tmp_path, name, content, message):
+    root = _write_ucr(tmp_path)
+    (root / "data" / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_ucr(root, files=["003"])
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,,17,30", "labels.csv: anomaly_start of 001_UCR_Anomaly_toy_10_15_17.txt.gz is blank"),
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,ten,15,17,30",
+         "labels.csv: train_end of 001_UCR_Anomaly_toy_10_15_17.txt.gz is not a whole number: 'ten'"),
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,thirty",
+         "labels.csv: length of 001_UCR_Anomaly_toy_10_15_17.txt.gz is not a whole number: 'thirty'"),
+        ("toy.txt,001,toy,10,15,17,30", "labels.csv: row 0: 'toy.txt' does not follow NNN_UCR_Anomaly_"),
+        (",001,toy,10,15,17,30", "labels.csv: row 0 names no file"),
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,30\n001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,30",
+         r"labels.csv: 001_UCR_Anomaly_toy_10_15_17.txt.gz is listed twice \(rows 0 and 1\)"),
+        ('"001_UCR_Anomaly_toy_10_15_17.txt.gz,001', r"labels.csv: not a readable CSV file \(Error tokenizing data"),
+    ],
+    ids=["blank", "text", "length-text", "bad-name", "no-file", "twice", "malformed"],
+)
+def test_read_ucr_names_the_row_of_labels_csv_that_is_wrong(tmp_path, row, message):
+    # int() of a blank cell or of text raised "cannot convert float NaN to integer" or "invalid
+    # literal for int()", naming neither the labels file nor the series.
+    header = UCR_LABELS.splitlines()[0]
+    with pytest.raises(ValueError, match=message):
+        read_ucr(_write_ucr(tmp_path, f"{header}\n{row}\n"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -300,7 +342,7 @@ def test_readers_hand_a_file_that_cannot_be_read_to_on_error_and_read_the_others
     failed = []
     series = read_ucr(root, on_error=lambda name, exc: failed.append((name, str(exc))))
     assert [s.name for s in series] == ["001_UCR_Anomaly_toy_10_15_17", "002_UCR_Anomaly_oneline_5_8_8"]
-    assert failed == [("004_UCR_Anomaly_text_2_3_3.txt", failed[0][1])] and "not a list of numbers" in failed[0][1]
+    assert failed == [("004_UCR_Anomaly_text_2_3_3.txt", failed[0][1])] and "value 2 ('x') is not a number" in failed[0][1]
 
 
 # ------------------------------------------------------------------------------------------
