@@ -276,10 +276,13 @@ def _cmd_evaluate(args) -> int:
             # NAB's detectors see each file's records in order (its traffic files have jittered,
             # gappy timestamps that would leave a time grid mostly empty), and NAB scores records.
             kwargs = {"grid": "rows"} if dataset == "nab" else {}
-            # A file that cannot be read is reported, with why, and the others are scored.
-            records = readers[dataset](
-                folder, limit=args.limit, on_error=lambda name, exc: unreadable.append((name, str(exc))), **kwargs
-            )
+            def on_error(name, exc, unreadable=unreadable):
+                # A file that cannot be read is reported, with why, and the others are scored. The
+                # readers' own errors name the file and the fix; anything else keeps its type.
+                ours = isinstance(exc, (ValueError, OSError))
+                unreadable.append((name, str(exc) if ours else f"{type(exc).__name__}: {exc}"))
+
+            records = readers[dataset](folder, limit=args.limit, on_error=on_error, **kwargs)
             if not records and unreadable:
                 raise UserError(
                     f"none of the {len(unreadable)} file(s) in {folder} could be read; the first: {unreadable[0][1]}"

@@ -112,6 +112,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend, metrics
+from tsanomaly.io import _first_line
 from tsanomaly.panel import Panel
 from tsanomaly.periods import estimate_period
 from tsanomaly.thresholds import above_threshold, suppress_repeats
@@ -443,8 +444,7 @@ _PER_FILE_COLUMNS = ["detector", "file", "period", "factor", "seconds", "auc_roc
 
 def _reason(exc: BaseException) -> str:
     """``"TypeName: first line of the message"``, for a table or a one-line note."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {_first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def evaluate(
