@@ -233,7 +233,7 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     ``(soft label mass) / n`` -- the precision of their only operating point, flagging every
     point at recall 1 (with ``max_buffer=0``, the share of anomalous points, as :func:`auc_pr`
     and scikit-learn give). The reference's curves join that one point to (0, 1) and (1, 1)
-    with straight lines, which rated a constant score about 0.5 on VUS-PR whatever the share
+    with straight lines, which rated a constant score 0.5 or more on VUS-PR whatever the share
     of anomalies, and above 0.5 on VUS-ROC (buffered labels lower the FPR of flagging all).
 
     Parameters
