@@ -211,6 +211,8 @@ def main(argv=None) -> int:
     parser.add_argument("--report", default=None, help="also write an HTML report with plots to this file")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
+    if args.report and args.top < 1:  # the report plots the top alerts: at least one (render_report)
+        parser.error(f"--top must be at least 1 with --report, got {args.top}")
 
     started = time.perf_counter()
     try:

@@ -142,10 +142,129 @@ def test_evaluate_on_cuda_without_a_gpu_is_a_user_error(monkeypatch, tmp_path, c
 
 
 def test_evaluate_report_quotes_the_command_after_a_global_flag(tmp_path, capsys):
-    root = _write_nab(tmp_path)
-    out = tmp_path / "report.md"
+    root = _write_nab(tmp_path / "data")
+    out = tmp_path / "report.md"  # outside the data folder, which holds only inputs
     assert main(["-v", *_evaluate(root, "--out", str(out))]) == 0
     capsys.readouterr()
     # The quote used to be argv[1:], which repeated the sub-command after -v: "evaluate evaluate".
     expected = f"Made with: `tsanomaly evaluate --data {root} --datasets nab --detectors baseline --out {out}`"
     assert expected in out.read_text()
+
+
+def test_evaluate_refuses_an_out_that_would_replace_an_input_before_any_work(tmp_path, capsys, monkeypatch):
+    # --out naming the data folder's README (or a data or labels file) replaced it with the
+    # report, after the whole run.
+    root = _write_nab(tmp_path / "data")
+    (root / "README.md").write_text("the data set's README\n")
+    link = tmp_path / "link.md"
+    link.symlink_to(root / "README.md")
+    hard = tmp_path / "hard.csv"
+    hard.hardlink_to(root / "nab" / "data" / "cat" / "cycle.csv")
+    inputs = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    import tsanomaly.evaluation
+
+    monkeypatch.setattr(tsanomaly.evaluation, "evaluate", lambda *a, **k: pytest.fail("ran before refusing --out"))
+    for out, message in [
+        (root / "README.md", "lies inside the data folder"),
+        (root / "nab" / "labels" / "combined_windows.json", "lies inside the data folder"),
+        (root / "nab" / "new.md", "lies inside the data folder"),  # not an input yet, but inside the data set
+        (tmp_path / "data" / "nab" / ".." / "README.md", "lies inside the data folder"),
+        (link, "lies inside the data folder"),  # a link is written through, to the README
+        (hard, "hard link"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "missing" / "r.md", "does not exist"),
+    ]:
+        assert main(_evaluate(root, "--out", str(out))) == 2, out
+        assert message in _one_line_error(capsys), out
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == inputs
+    assert main(_evaluate(root, "--out", "")) == 2
+    assert "--out names no file" in _one_line_error(capsys)
+
+
+def test_evaluate_refuses_a_detector_named_twice(tmp_path, capsys):
+    # It was run twice and counted twice: "## NAB (2 files)" for a data set of one file.
+    assert main(_evaluate(_write_nab(tmp_path), "--detectors", "baseline,stl,baseline")) == 2
+    assert "--detectors names baseline more than once" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("dataset", ["nab", "ucr"])
+def test_evaluate_on_an_empty_data_set_says_so(dataset, tmp_path, capsys):
+    # An empty data set ended in "error: 'detector'" (a KeyError of the empty summary).
+    (tmp_path / dataset / "data").mkdir(parents=True)
+    (tmp_path / dataset / "labels").mkdir()
+    (tmp_path / dataset / "labels" / "combined_windows.json").write_text("{}")
+    assert main(["evaluate", "--data", str(tmp_path), "--datasets", dataset, "--detectors", "baseline"]) == 2
+    err = _one_line_error(capsys)
+    assert f"no {dataset.upper()}" in err and str(tmp_path / dataset / "data") in err
+
+
+def test_evaluate_finds_a_missing_data_set_before_running_any(tmp_path, capsys, monkeypatch):
+    # ucr/ missing was found after NAB had been scored (minutes on the real data).
+    import tsanomaly.evaluation
+
+    monkeypatch.setattr(tsanomaly.evaluation, "evaluate", lambda *a, **k: pytest.fail("scored before finding ucr/ missing"))
+    root = _write_nab(tmp_path)
+    assert main(["evaluate", "--data", str(root), "--detectors", "baseline"]) == 2
+    assert f"data folder {root / 'ucr'} not found" in _one_line_error(capsys)
+
+
+def test_evaluate_reports_an_unreadable_file_and_scores_the_others(tmp_path, capsys):
+    # A malformed CSV ended the run with pandas' error, naming no file and scoring none.
+    root = _write_nab(tmp_path / "data")
+    (root / "nab" / "data" / "cat" / "broken.csv").write_text('timestamp,value\n2024-01-01 00:00:00,1\n"2024-01-01 01:00')
+    labels = root / "nab" / "labels" / "combined_windows.json"
+    labels.write_text(labels.read_text().replace("{", '{"cat/broken.csv": [], ', 1))
+    out = tmp_path / "report.md"
+    assert main(_evaluate(root, "--out", str(out))) == 1
+    captured = capsys.readouterr()
+    assert "1 file(s) could not be read and 0 (detector, file) run(s) failed" in captured.err
+    text = out.read_text()
+    assert "## NAB (2 files, 1 of them unreadable)" in text
+    assert "| baseline | 1 | 0 |" in text  # the readable file, scored
+    assert "- cat/broken.csv: not read, in no detector's figures (not a readable CSV file (Error tokenizing data" in text
+
+
+def test_evaluate_records_a_detector_failing_on_one_file_and_goes_on(tmp_path, capsys, monkeypatch):
+    import tsanomaly.evaluation
+
+    root = _write_nab(tmp_path / "data")
+    second = root / "nab" / "data" / "cat" / "second.csv"
+    second.write_bytes((root / "nab" / "data" / "cat" / "cycle.csv").read_bytes())
+    labels = root / "nab" / "labels" / "combined_windows.json"
+    windows = json.loads(labels.read_text())
+    labels.write_text(json.dumps({**windows, "cat/second.csv": windows["cat/cycle.csv"]}))
+    real = tsanomaly.evaluation.score_series
+
+    def flaky(record, name, **kwargs):
+        if record.name == "cat/cycle":  # read first: the run must go on to cat/second
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real(record, name, **kwargs)
+
+    monkeypatch.setattr(tsanomaly.evaluation, "score_series", flaky)
+    out = tmp_path / "report.md"
+    assert main(_evaluate(root, "--out", str(out))) == 1
+    assert "0 file(s) could not be read and 1 (detector, file) run(s) failed" in capsys.readouterr().err
+    text = out.read_text()
+    assert "## NAB (2 files)" in text and "| baseline | 2 | 1 |" in text
+    assert "- baseline failed on cat/cycle (LinAlgError: SVD did not converge): scored as giving no score" in text
+
+
+def test_evaluate_names_a_malformed_labels_file_in_one_line(tmp_path, capsys):
+    # json's own message ("Expecting value: line 1 column 1") named no file.
+    root = _write_nab(tmp_path)
+    labels = root / "nab" / "labels" / "combined_windows.json"
+    labels.write_text("")
+    assert main(_evaluate(root)) == 2
+    assert f"{labels}: not valid JSON (Expecting value: line 1 column 1 (char 0))" in _one_line_error(capsys)
+
+
+def test_an_error_whose_message_starts_with_a_newline_is_not_reported_as_empty(tmp_path, capsys, monkeypatch):
+    # Matplotlib's mathtext errors begin with "\n": the CLI printed "error: " and nothing else.
+    import tsanomaly.evaluation
+
+    def fail(*args, **kwargs):
+        raise ValueError("\n$x_{$\n    ^\nExpected end of text")
+
+    monkeypatch.setattr(tsanomaly.evaluation, "format_markdown", fail)
+    assert main(_evaluate(_write_nab(tmp_path))) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "tsanomaly evaluate: error: $x_{$"

@@ -506,3 +506,122 @@ def test_nab_isolation_forest_finds_a_broken_cycle(tmp_path):
     for fit in ("history", "all"):
         for stamp in ("end", "centre"):
             assert result[(fit, stamp)] > 0.8
+
+
+@pytest.mark.parametrize("form", ["separate", "joined"])
+def test_accuracy_script_takes_options_as_opt_value_and_opt_equals_value(form, monkeypatch):
+    # benchmarks/accuracy.py looked for "--data" in argv: "--data=PATH" was missed, the
+    # default was appended after it and won (argparse keeps the last), so the report ran on
+    # ../shared/data and overwrote benchmarks/results/accuracy.md whatever --out said.
+    from tsanomaly.cli import _build_parser
+
+    module = _benchmark_script("accuracy")
+    seen = []
+    monkeypatch.setattr(module, "cli_main", lambda argv: seen.append(argv) or 0)
+    given = {"--data": "/elsewhere/data", "--detectors": "mp", "--out": "/elsewhere/report.md"}
+    argv = [part for opt, value in given.items() for part in ((opt, value) if form == "separate" else (f"{opt}={value}",))]
+    assert module.main([*argv, "--limit", "2"]) == 0
+    (called,) = seen
+    assert called[0] == "evaluate" and called[-2:] == ["--limit", "2"]  # the rest passed on as given
+    # What `tsanomaly evaluate` will read: each option once, with the user's value.
+    args = _build_parser().parse_args(called)
+    assert (args.data, args.detectors, args.out, args.limit) == ("/elsewhere/data", "mp", "/elsewhere/report.md", 2)
+    for opt in given:
+        assert sum(part == opt or part.startswith(opt + "=") for part in called) == 1, called
+    # Without them, the defaults: the shared data, every benchmark detector, the results file.
+    seen.clear()
+    module.main([])
+    args = _build_parser().parse_args(seen[0])
+    assert args.detectors == "baseline,stl,mp,mp-multi,lstm,ensemble"
+    assert args.out.endswith("benchmarks/results/accuracy.md") and args.data.endswith("shared/data")
+
+
+def _fixed_scores(monkeypatch, make):
+    """Make evaluate() see the scores ``make(record, name)`` instead of running a detector."""
+    import tsanomaly.evaluation as evaluation
+    from tsanomaly.evaluation import SeriesScores
+
+    def fake(record, name, **kwargs):
+        scores = np.asarray(make(record, name), dtype=np.float64).copy()
+        scores[: record.train_end] = np.nan
+        return SeriesScores(scores, np.zeros(scores.size, dtype=bool), period=25, factor=1, seconds=0.0,
+                            location_scores=scores, threshold=1.0)
+
+    monkeypatch.setattr(evaluation, "score_series", fake)
+
+
+@pytest.mark.parametrize("value", [np.nan, 3.0], ids=["all-nan", "constant"])
+def test_ucr_top1_counts_all_nan_or_constant_scores_as_a_miss(value, monkeypatch):
+    # The anomaly right after the training part: evaluate() read NaN as -inf, and the argmax of
+    # scores that are all -inf (or all equal) is the first scored point, within the tolerance.
+    record = _synthetic_record(train_end=500, anomaly=(520, 530))
+    _fixed_scores(monkeypatch, lambda record, name: np.full(record.labels.size, value))
+    result = evaluate([record], "ucr", detectors=["baseline"], progress=False)
+    assert result.per_file["ucr_correct"].tolist() == [False]
+    assert result.summary["top1_accuracy"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize("value", [np.nan, 3.0], ids=["all-nan", "constant"])
+def test_scores_without_information_get_the_no_skill_metrics_in_the_report(value, monkeypatch):
+    from tsanomaly import metrics
+
+    record = _synthetic_record()
+    _fixed_scores(monkeypatch, lambda record, name: np.full(record.labels.size, value))
+    row = evaluate([record], "ucr", detectors=["baseline"], progress=False).per_file.iloc[0]
+    labels = record.labels[record.train_end :]
+    share = labels.mean()  # 11 of 700 scored points
+    assert row["auc_roc"] == 0.5 and row["auc_pr"] == pytest.approx(share)
+    # VUS-PR: the share of each buffer's soft label mass, about that of random scores (it was 0.54).
+    random = metrics.vus_pr(labels, np.random.default_rng(0).random(labels.size))
+    assert share < row["vus_pr"] < 0.1 and row["vus_pr"] == pytest.approx(random, abs=0.02)
+    assert row["range_f1"] == 0.0  # nothing flagged
+
+
+def test_evaluate_refuses_no_record_and_a_detector_named_twice():
+    record = _synthetic_record()
+    with pytest.raises(ValueError, match="no labelled series to evaluate in the ucr data set"):
+        evaluate([], "ucr", detectors=["baseline"], progress=False)
+    with pytest.raises(ValueError, match=r"2 file\(s\) could not be read, first a.txt: bad"):
+        evaluate([], "ucr", detectors=["baseline"], progress=False, unreadable=[("a.txt", "bad"), ("b.txt", "bad")])
+    with pytest.raises(ValueError, match="'stl' named more than once"):
+        evaluate([record], "ucr", detectors=["stl", "baseline", "stl"], progress=False)
+    with pytest.raises(ValueError, match="no detector to run"):
+        evaluate([record], "ucr", detectors=[], progress=False)
+
+
+def test_a_detector_failing_on_a_file_is_scored_as_giving_no_score(monkeypatch):
+    import tsanomaly.evaluation as evaluation
+
+    first, second = _synthetic_record(), _synthetic_record(anomaly=(1000, 1010))
+    second = type(second)("other", *[getattr(second, f) for f in ("panel", "labels", "windows", "train_end", "rows", "row_windows")])
+    good = evaluation.score_series
+
+    def flaky(record, name, **kwargs):
+        if record.name == "synthetic":
+            raise RuntimeError("out of luck\nsecond line")
+        return good(record, name, **kwargs)
+
+    monkeypatch.setattr(evaluation, "score_series", flaky)
+    result = evaluate([first, second], "ucr", detectors=["mp"], progress=False)
+    failed, ok = result.per_file.iloc[0], result.per_file.iloc[1]
+    assert failed["error"] == "RuntimeError: out of luck" and ok["error"] == ""
+    assert not failed["ucr_correct"] and ok["ucr_correct"]  # a miss: no location named
+    assert failed["auc_roc"] == 0.5 and failed["range_f1"] == 0.0
+    (row,) = result.summary.to_dict("records")
+    assert (row["files"], row["failed"], row["top1_accuracy"]) == (2, 1, 0.5)
+    assert result.notes == ["mp failed on synthetic (RuntimeError: out of luck): scored as giving no score"]
+    assert "## UCR (2 files)" in format_markdown([result], "cmd")
+
+
+def test_the_report_counts_the_files_of_the_data_set_and_those_the_aucs_cover(monkeypatch):
+    with_anomaly = _synthetic_record()
+    quiet = _synthetic_record()
+    quiet = type(quiet)("quiet", quiet.panel, np.zeros_like(quiet.labels), [], quiet.train_end, quiet.rows, [])
+    _fixed_scores(monkeypatch, lambda record, name: np.random.default_rng(0).random(record.labels.size))
+    result = evaluate([with_anomaly, quiet], "nab", detectors=["baseline", "stl"], progress=False,
+                      unreadable=[("cat/bad.csv", "cat/bad.csv: value at row 3 is not a number: 'x'")])
+    assert (result.n_files, result.n_ranked) == (3, 1)
+    assert result.summary["files"].tolist() == [2, 2] and result.summary["failed"].tolist() == [0, 0]
+    text = format_markdown([result], "cmd")
+    assert "## NAB (3 files, 1 of them unreadable; AUC, VUS and range F1 over the 1 with anomalous and normal points to score)" in text
+    assert "- cat/bad.csv: not read, in no detector's figures (value at row 3 is not a number: 'x')" in text

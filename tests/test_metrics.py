@@ -157,6 +157,31 @@ def test_vus_perfect_scores_give_one():
     assert result.pr == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("value", [np.nan, -np.inf, 0.0, 4.2], ids=["all-nan", "-inf", "zero", "constant"])
+def test_scores_without_information_get_the_no_skill_value_of_every_metric(value):
+    # VUS followed the reference's curves, joined from (0, 1) for PR and to (1, 1) for ROC:
+    # scores that rank nothing got VUS-PR 0.71 here (0.52 on the longer file below, where 1.5% of
+    # the points are anomalous) and VUS-ROC 0.54, above chance.
+    scores = np.full(VUS_LABELS.size, value)
+    c = math.sqrt(0.5)
+    # Buffers 0 and 1 keep the labels (mass 2 of 6 points); buffer 2 adds c on each side.
+    result = vus(VUS_LABELS, scores, max_buffer=2, n_thresholds=None)
+    assert result.roc == 0.5
+    assert result.pr == pytest.approx((2 / 6 + 2 / 6 + (2 + 2 * c) / 6) / 3)
+    assert vus(VUS_LABELS, scores, max_buffer=0) == (0.5, pytest.approx(2 / 6))
+    # The point-wise AUCs agree, and with scikit-learn (which takes no NaN: any constant).
+    assert auc_roc(VUS_LABELS, scores) == roc_auc_score(VUS_LABELS, np.zeros(6)) == 0.5
+    assert auc_pr(VUS_LABELS, scores) == pytest.approx(average_precision_score(VUS_LABELS, np.zeros(6)))
+    assert auc_pr(VUS_LABELS, scores) == pytest.approx(2 / 6)
+    # On a realistic file, no better than random scores (VUS's buffers favour those a little).
+    labels = np.zeros(2000, dtype=bool)
+    labels[700:730] = True
+    flat = vus(labels, np.full(labels.size, value))
+    rng = np.random.default_rng(0)
+    random = np.mean([vus(labels, rng.random(labels.size)) for _ in range(10)], axis=0)
+    assert flat.roc == 0.5 < random[0] and flat.pr < random[1] < 0.1
+
+
 def _reference_range_auc(labels, score, window, n_thr):
     """Direct transcription of the definitions, one threshold and one point at a time."""
     n = len(labels)
@@ -539,6 +564,21 @@ def test_ucr_correct_ignores_the_training_part_and_nan():
     assert ucr_correct(scores, 300, 500, 510)
     scores[300:] = np.nan  # nothing named after train_end
     assert not ucr_correct(scores, 300, 500, 510)
+
+
+@pytest.mark.parametrize("tail", [np.nan, 0.0, 7.5, -np.inf, np.inf], ids=["nan", "zero", "constant", "-inf", "inf"])
+def test_ucr_correct_counts_scores_that_name_no_location_as_a_miss(tail):
+    # The anomaly starts right after the training part: the first scored point lies within the
+    # tolerance. All-NaN scores (read as -inf by the report) and constant scores used to put
+    # the top-1 there and count as correct.
+    scores = np.arange(1000.0)  # the training part may hold anything
+    scores[300:] = tail
+    assert not ucr_correct(scores, 300, 320, 330)
+    assert not ucr_correct(np.where(np.isnan(scores), -np.inf, scores), 300, 320, 330)
+    # One point above the others names it, even when they are all NaN (the lowest score).
+    scores[325] = np.inf if tail == -np.inf or np.isnan(tail) else tail + 1
+    if tail != np.inf:
+        assert ucr_correct(scores, 300, 320, 330)
 
 
 def test_ucr_correct_takes_the_first_of_tied_maxima():

@@ -132,6 +132,69 @@ def test_read_nab_rejects_text_values_and_keeps_blank_cells_missing(tmp_path, gr
         read_nab(root, files=["flat"], grid=grid)
 
 
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ("{not json", r"combined_windows.json: not valid JSON \(Expecting property name"),
+        ("[1, 2]", r"combined_windows.json: expected a JSON object .* got a list"),
+    ],
+    ids=["malformed", "not-an-object"],
+)
+def test_read_nab_names_a_bad_labels_file(tmp_path, labels, message):
+    # json.load's own message named no file; a list gave "catA/toy.csv has no entry".
+    root = _write_nab(tmp_path)
+    (root / "labels" / "combined_windows.json").write_text(labels)
+    with pytest.raises(ValueError, match=message):
+        read_nab(root)
+
+
+@pytest.mark.parametrize(
+    "windows, message",
+    [
+        ("soon", r"catB/flat.csv: in combined_windows.json, the windows must be a list of \[start, end\] pairs, got 'soon'"),
+        ([5], r"catB/flat.csv: in combined_windows.json, a window must be \[start, end\], got 5"),  # was TypeError
+        ([["2024-02-01 01:00", "yesterday"]], r"catB/flat.csv: in combined_windows.json, window .*: 'yesterday' is not a timestamp"),
+        ([["2024-02-01 01:00", None]], r"catB/flat.csv: in combined_windows.json, window .*: None is not a timestamp"),
+        ([["2024-02-01 03:00", "2024-02-01 01:00"]], "ends before it starts"),
+        ([["2024-02-01 01:00+00:00", "2024-02-01 02:00+00:00"]],  # was TypeError: Cannot compare tz-naive and tz-aware
+         r"catB/flat.csv: in combined_windows.json, window .* is in UTC but the file's timestamps are without a timezone; "
+         "write both with a timezone or both without"),
+        ([["2024-02-01 00:00", "2024-02-01 01:00"], ["2024-02-01 01:00", "2024-02-01 02:00"]], "overlap; merge them into one"),
+    ],
+    ids=["not-a-list", "not-a-pair", "bad-timestamp", "null", "reversed", "timezone", "overlap"],
+)
+def test_read_nab_names_the_file_and_the_window_that_is_wrong(tmp_path, windows, message):
+    root = _write_nab(tmp_path, extra_label={"catB/flat.csv": windows})
+    with pytest.raises(ValueError, match=message):
+        read_nab(root, files=["flat"])
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (["2024-02-01 00:00:00,1", "yesterday,2"], r"catB/flat.csv: timestamp at row 1 is not a date in the format of row 0: 'yesterday'"),
+        (["2024-02-01T00:00:00+00:00,1", "2024-02-01T02:00:00+01:00,2"], "catB/flat.csv: timestamps mix timezones or UTC offsets"),
+        (["2024-02-01 00:00:00,1", ",2"], "catB/flat.csv: row 1 has no timestamp"),
+        (["2024-02-01 01:00:00,1", "2024-02-01 00:00:00,2"], r"catB/flat.csv: timestamps are not sorted: row 1 .* sort the file by time"),
+        (['"2024-02-01 00:00:00,1'], r"catB/flat.csv: not a readable CSV file \(Error tokenizing data"),
+    ],
+    ids=["not-a-date", "mixed-offsets", "no-timestamp", "unsorted", "malformed-csv"],
+)
+def test_read_nab_names_the_file_and_row_of_a_bad_timestamp(tmp_path, rows, message):
+    root = _write_nab(tmp_path)
+    (root / "data" / "catB" / "flat.csv").write_text("\n".join(["timestamp,value", *rows]) + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_nab(root, files=["flat"])
+
+
+def test_read_nab_reads_timestamps_and_windows_with_a_timezone(tmp_path):
+    root = _write_nab(tmp_path, extra_label={"catB/flat.csv": [["2024-02-01T01:00:00Z", "2024-02-01T02:00:00+00:00"]]})
+    flat = root / "data" / "catB" / "flat.csv"
+    flat.write_text(flat.read_text().replace(":00:00,", ":00:00+00:00,"))
+    (series,) = read_nab(root, files=["flat"])
+    assert series.panel.index.tz is not None and series.windows == [(1, 2)]
+
+
 # ------------------------------------------------------------------------------------------
 # UCR fixture
 # ------------------------------------------------------------------------------------------
@@ -198,10 +261,88 @@ def test_read_ucr_rejects_inconsistent_labels(tmp_path):
     with pytest.raises(ValueError, match="train_end"):
         read_ucr(root, files=["003"])
     root = _write_ucr(tmp_path / "d", extra={"004_UCR_Anomaly_text_2_3_3.txt": "1\n2\nx\n4\n"})
-    with pytest.raises(ValueError, match="not a list of numbers"):
+    with pytest.raises(ValueError, match=r"004_UCR_Anomaly_text_2_3_3.txt: value 2 \('x'\) is not a number"):
         read_ucr(root, files=["004"])
     with pytest.raises(FileNotFoundError):
         read_ucr(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("003_UCR_Anomaly_gz_2_3_3.txt.gz", b"plain text", r"003_UCR_Anomaly_gz_2_3_3.txt.gz: cannot be read \(Not a gzipped file"),
+        ("003_UCR_Anomaly_gz_2_3_3.txt.gz", gzip.compress(bytes(range(256)) * 40)[:200],  # was EOFError
+         r"003_UCR_Anomaly_gz_2_3_3.txt.gz: cannot be read \(Compressed file ended"),
+        ("003_UCR_Anomaly_bin_2_3_3.txt", b"\xff\xfe\x00\x01", r"003_UCR_Anomaly_bin_2_3_3.txt: cannot be read \('utf-8' codec"),
+        ("003_UCR_Anomaly_empty_2_3_3.txt", b" \n", "003_UCR_Anomaly_empty_2_3_3.txt: the file holds no values"),
+    ],
+    ids=["not-gzip", "truncated-gzip", "not-text", "empty"],
+)
+def test_read_ucr_names_a_file_that_cannot_be_read(tmp_path, name, content, message):
+    root = _write_ucr(tmp_path)
+    (root / "data" / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        read_ucr(root, files=["003"])
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,,17,30", "labels.csv: anomaly_start of 001_UCR_Anomaly_toy_10_15_17.txt.gz is blank"),
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,ten,15,17,30",
+         "labels.csv: train_end of 001_UCR_Anomaly_toy_10_15_17.txt.gz is not a whole number: 'ten'"),
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,thirty",
+         "labels.csv: length of 001_UCR_Anomaly_toy_10_15_17.txt.gz is not a whole number: 'thirty'"),
+        ("toy.txt,001,toy,10,15,17,30", "labels.csv: row 0: 'toy.txt' does not follow NNN_UCR_Anomaly_"),
+        (",001,toy,10,15,17,30", "labels.csv: row 0 names no file"),
+        ("001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,30\n001_UCR_Anomaly_toy_10_15_17.txt.gz,001,toy,10,15,17,30",
+         r"labels.csv: 001_UCR_Anomaly_toy_10_15_17.txt.gz is listed twice \(rows 0 and 1\)"),
+        ('"001_UCR_Anomaly_toy_10_15_17.txt.gz,001', r"labels.csv: not a readable CSV file \(Error tokenizing data"),
+    ],
+    ids=["blank", "text", "length-text", "bad-name", "no-file", "twice", "malformed"],
+)
+def test_read_ucr_names_the_row_of_labels_csv_that_is_wrong(tmp_path, row, message):
+    # int() of a blank cell or of text raised "cannot convert float NaN to integer" or "invalid
+    # literal for int()", naming neither the labels file nor the series.
+    header = UCR_LABELS.splitlines()[0]
+    with pytest.raises(ValueError, match=message):
+        read_ucr(_write_ucr(tmp_path, f"{header}\n{row}\n"))
+
+
+# ------------------------------------------------------------------------------------------
+# empty data sets, and files that cannot be read
+# ------------------------------------------------------------------------------------------
+def test_readers_refuse_an_empty_data_set(tmp_path):
+    # An empty list reached the accuracy report, which failed with KeyError: 'detector'.
+    nab = tmp_path / "nab"
+    (nab / "data" / "cat").mkdir(parents=True)
+    (nab / "labels").mkdir()
+    (nab / "labels" / "combined_windows.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"no NAB data file in .*nab/data: expected <category>/<name>.csv"):
+        read_nab(nab)
+    ucr = tmp_path / "ucr"
+    (ucr / "data").mkdir(parents=True)
+    (ucr / "data" / "notes.txt").write_text("not a series")
+    with pytest.raises(ValueError, match=r"no UCR series: no file named like NNN_UCR_Anomaly_"):
+        read_ucr(ucr)
+    (ucr / "labels.csv").write_text("file,train_end,anomaly_start,anomaly_end\n")
+    with pytest.raises(ValueError, match=r"no UCR series: .*labels.csv lists no file"):
+        read_ucr(ucr)
+
+
+def test_readers_hand_a_file_that_cannot_be_read_to_on_error_and_read_the_others(tmp_path):
+    root = _write_nab(tmp_path / "nab", extra_label={"catB/flat.csv": [["2024-02-01 01:00", "soon"]]})
+    with pytest.raises(ValueError):
+        read_nab(root)  # by default, the first error is raised
+    failed = []
+    series = read_nab(root, on_error=lambda name, exc: failed.append((name, type(exc))))
+    assert [s.name for s in series] == ["catA/toy"]
+    assert [name for name, _ in failed] == ["catB/flat.csv"]
+    root = _write_ucr(tmp_path / "ucr", extra={"004_UCR_Anomaly_text_2_3_3.txt": "1\n2\nx\n4\n"})
+    failed = []
+    series = read_ucr(root, on_error=lambda name, exc: failed.append((name, str(exc))))
+    assert [s.name for s in series] == ["001_UCR_Anomaly_toy_10_15_17", "002_UCR_Anomaly_oneline_5_8_8"]
+    assert failed == [("004_UCR_Anomaly_text_2_3_3.txt", failed[0][1])] and "value 2 ('x') is not a number" in failed[0][1]
 
 
 # ------------------------------------------------------------------------------------------

@@ -221,3 +221,34 @@ def test_band_is_on_the_log_scale_for_counts_only(shift, log_scale):
     section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
     _, notes = report.plot_alert(section, section.alerts.iloc[0])
     assert ("log(1 + x)" in notes["band"]) is log_scale
+
+
+@pytest.mark.parametrize("top", ["0", "-2"])
+def test_report_refuses_top_below_one_before_any_work(top, tmp_path, capsys):
+    # --top 0 wrote a page that said "No alerts: every scored point stayed at or under its
+    # threshold" above a summary counting three alerts.
+    history, today = _split(_frame())
+    model = _model(tmp_path, history)
+    out = tmp_path / "r.html"
+    args = ["report", "--model", str(model), "--input", str(tsio.write_table(today, tmp_path / "t.csv")), "--out", str(out)]
+    assert main([*args, "--top", top]) == 2
+    err = capsys.readouterr().err
+    assert f"--top must be at least 1 (contexts plotted per model), got {top}" in err and err.count("\n") == 1
+    assert not out.exists()
+    section = report.ReportSection.from_detector(tsanomaly.load(model), tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
+    with pytest.raises(ValueError, match="top must be at least 1"):
+        report.render_report([section], top=int(top))
+
+
+@pytest.mark.parametrize("name", ["a$^$b", "$x_{$", "$x$ usd", "price$", r"back\$slash$"])
+def test_dollar_signs_in_the_value_name_are_drawn_as_they_are(name, tmp_path):
+    # Two dollar signs made matplotlib read the name as mathtext: a parse error (an empty
+    # one-line error from the CLI) or, for "$x$ usd", an italic x.
+    from matplotlib import cbook
+
+    assert not cbook.is_math_text(report._literal(name))
+    history, today = _split(_frame().rename(columns={"logins": name}))
+    det = jobs.fit_frame(history, "asn", "ts", name, detector="baseline", params={"window": 4})
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", name), value=name)
+    page = report.render_report([section], top=1)
+    assert len(_images(page)) == 1

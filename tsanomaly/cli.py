@@ -3,6 +3,8 @@
 Each sub-command lives in its own ``_cmd_*`` function and registers its
 arguments in ``_build_parser``. User errors (bad arguments, unreadable or
 malformed input) exit with status 2 and a one-line reason, never a traceback.
+``evaluate`` exits with status 1 when its report is complete but lists a file that
+could not be read or a detector that failed on a file.
 """
 from __future__ import annotations
 
@@ -181,13 +183,53 @@ def _add_job_commands(commands) -> None:
     report.add_argument("--input", required=True, help=f"new rows with the models' columns; {formats}")
     report.add_argument("--out", required=True, help="HTML file to write")
     report.add_argument(
-        "--top", type=int, default=10, help="contexts plotted per model, its top alert each (default: 10)"
+        "--top", type=int, default=10, help="contexts plotted per model, its top alert each; at least 1 (default: 10)"
     )
     report.add_argument("--history", default=None, help="history file, drawn in grey before the scored data")
     report.add_argument("--title", default=None, help="page title")
     report.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")
     report.add_argument("-v", "--verbose", **verbose)
     report.set_defaults(handler=_cmd_report)
+
+
+def _check_evaluate_out(out, data) -> None:
+    """Refuse, before any work, an ``--out`` that would write into the data set or over one of its files.
+
+    ``--out ../shared/data/README.md`` (or a data or labels file) replaced an input with the
+    report, after a run of many minutes. Every file under ``--data`` belongs to the data set
+    (data, labels, its README), so the report may not go anywhere inside it; a hard link
+    elsewhere to one of its files is refused too. A missing output folder, or a folder given
+    as the file, is found here rather than when the report is written at the end.
+    """
+    import os
+    from pathlib import Path
+
+    path, root = Path(out), Path(data)
+    if not str(out).strip():
+        raise UserError("--out names no file; give the Markdown file to write, e.g. --out accuracy.md")
+    target = path.resolve()  # a symbolic link is written through (see tsanomaly.io), so its target counts
+    if root.is_dir() and target.is_relative_to(root.resolve()):
+        raise UserError(
+            f"--out {out} lies inside the data folder --data {data}, whose files are the inputs "
+            f"(data, labels, README); write the report outside it"
+        )
+    if target.is_dir():
+        raise UserError(f"--out {out} is a folder; name the Markdown file to write")
+    if not target.parent.is_dir():
+        raise UserError(f"--out {out}: its folder {target.parent} does not exist; create it or name another file")
+    # Another name of the same file (a hard link) can only exist when the file has several links.
+    if root.is_dir() and target.exists() and target.stat().st_nlink > 1:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                try:
+                    same = os.path.samefile(os.path.join(folder, name), target)
+                except OSError:
+                    continue
+                if same:
+                    raise UserError(
+                        f"--out {out} is the same file (a hard link) as {os.path.join(folder, name)} of the "
+                        f"data set: writing the report would replace that input; name another file"
+                    )
 
 
 def _cmd_evaluate(args) -> int:
@@ -204,6 +246,10 @@ def _cmd_evaluate(args) -> int:
             f"--detectors: unknown or no detector name(s) {unknown or args.detectors!r}; "
             f"valid names: {', '.join(BENCHMARK_DETECTORS)}"
         )
+    twice = sorted({d for d in detectors if detectors.count(d) > 1})
+    if twice:
+        # It was run twice and counted twice: the summary said twice the number of files.
+        raise UserError(f"--detectors names {', '.join(twice)} more than once; name each detector once")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     unknown = [d for d in datasets if d not in readers]
     # Checked here: the loop below skips names it has no reader for, which would print an
@@ -214,29 +260,62 @@ def _cmd_evaluate(args) -> int:
         raise UserError(f"--datasets names no data set; valid names: {', '.join(readers)}")
     if args.max_points < 1:
         raise UserError(f"--max-points must be at least 1, got {args.max_points}")
+    if args.out is not None:
+        _check_evaluate_out(args.out, args.data)
 
-    def run():
-        evaluations = []
-        for dataset, reader in readers.items():
-            folder = Path(args.data) / dataset
-            if dataset not in datasets:
-                continue
+    def read():
+        # Every data set is found and read before any detector runs: a missing ucr/ folder or a
+        # malformed labels file used to end the run after the minutes NAB had taken.
+        folders = {dataset: Path(args.data) / dataset for dataset in readers if dataset in datasets}
+        for folder in folders.values():
             if not folder.is_dir():
                 raise UserError(f"data folder {folder} not found (expected {args.data}/nab and {args.data}/ucr)")
+        loaded = {}
+        for dataset, folder in folders.items():
+            unreadable = []
             # NAB's detectors see each file's records in order (its traffic files have jittered,
             # gappy timestamps that would leave a time grid mostly empty), and NAB scores records.
             kwargs = {"grid": "rows"} if dataset == "nab" else {}
-            records = reader(folder, limit=args.limit, **kwargs)
-            evaluations.append(evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device))
-        return evaluations
+            def on_error(name, exc, unreadable=unreadable):
+                # A file that cannot be read is reported, with why, and the others are scored. The
+                # readers' own errors name the file and the fix; anything else keeps its type.
+                ours = isinstance(exc, (ValueError, OSError))
+                unreadable.append((name, str(exc) if ours else f"{type(exc).__name__}: {exc}"))
 
-    evaluations = _job_errors(run)
+            records = readers[dataset](folder, limit=args.limit, on_error=on_error, **kwargs)
+            if not records and unreadable:
+                raise UserError(
+                    f"none of the {len(unreadable)} file(s) in {folder} could be read; the first: {unreadable[0][1]}"
+                )
+            if not records:  # the readers refuse an empty data set; this is the last line of defence
+                raise UserError(f"no labelled series in {folder}")
+            loaded[dataset] = records, unreadable
+        return loaded
+
+    def run(loaded):
+        return [
+            evaluate(records, dataset, detectors, max_points=args.max_points, device=args.device, unreadable=unreadable)
+            for dataset, (records, unreadable) in loaded.items()
+        ]
+
+    loaded = _job_errors(read)
+    evaluations = _job_errors(lambda: run(loaded))
     text = format_markdown(evaluations, "tsanomaly evaluate " + " ".join(args.command_line))
     print(text)
     if args.out:
         from tsanomaly.io import write_text
 
         write_text(text, args.out)
+    failed = sum(int(ev.summary["failed"].sum()) for ev in evaluations)
+    unreadable = sum(len(ev.unreadable) for ev in evaluations)
+    if failed or unreadable:
+        # The report is complete, but not every file was scored by every detector: exit status 1.
+        print(
+            f"tsanomaly evaluate: {unreadable} file(s) could not be read and {failed} (detector, file) run(s) "
+            "failed; the report lists them under its tables",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -244,7 +323,9 @@ def _add_evaluate_command(commands) -> None:
     """Register ``evaluate``: detectors on the NAB and UCR labelled sets (see tsanomaly.evaluation)."""
     evaluate = commands.add_parser(
         "evaluate", help="accuracy of the detectors on labelled NAB and UCR data",
-        description="Fit each detector on each file's training part, score the rest, print the metrics per data set.",
+        description="Fit each detector on each file's training part, score the rest, print the metrics per data set. "
+        "A file that cannot be read, or a detector that fails on a file, is listed under the table (the "
+        "detector's run counted as giving no score) and the exit status is 1.",
     )
     evaluate.add_argument("--data", required=True, help="folder holding nab/ and ucr/ (e.g. ../shared/data)")
     evaluate.add_argument("--datasets", default="nab,ucr", help="comma-separated: nab, ucr (default: both)")
@@ -252,7 +333,9 @@ def _add_evaluate_command(commands) -> None:
     evaluate.add_argument("--limit", type=int, default=None, help="first N files of each data set")
     evaluate.add_argument("--max-points", type=int, default=50_000, help="longer series are block-averaged")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--out", default=None, help="also write the Markdown table to this file")
+    evaluate.add_argument(
+        "--out", default=None, help="also write the Markdown table to this file (outside --data: its files are the inputs)"
+    )
     evaluate.set_defaults(handler=_cmd_evaluate)
 
 
@@ -294,7 +377,9 @@ def main(argv=None) -> int:
     except (UserError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         if args.verbose:
             log.exception("failed")
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # The first line that says something: matplotlib's parse errors, for one, start with a newline.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        message = lines[0] if lines else type(exc).__name__
         print(f"tsanomaly {args.command}: error: {message}", file=sys.stderr)
         return 2
 

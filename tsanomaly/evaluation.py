@@ -15,7 +15,8 @@ principles, never per file):
 4. metrics on the scored part: AUC-ROC, AUC-PR, VUS-PR and range-based F1
    (of the detector's own calibrated flags) per file, averaged over files;
    NAB's standard score over the corpus (threshold swept, as NAB does); UCR's
-   top-1 accuracy.
+   top-1 accuracy (scores that are all NaN or all equal after the training part name
+   no location: a miss, see :func:`tsanomaly.metrics.ucr_correct`).
 
 The LSTM autoencoder sees at most :data:`LSTM_MAX_POINTS` points per series
 (more block averaging), and STL and the ensemble a period of at most
@@ -111,6 +112,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend, metrics
+from tsanomaly.io import _first_line
 from tsanomaly.panel import Panel
 from tsanomaly.periods import estimate_period
 from tsanomaly.thresholds import above_threshold, suppress_repeats
@@ -406,16 +408,56 @@ def _point_metrics(record, result: SeriesScores, centred: bool = False) -> dict:
 
 @dataclass
 class Evaluation:
-    """Per-file rows and the per-detector summary of one data set."""
+    """Per-file rows and the per-detector summary of one data set.
+
+    Attributes
+    ----------
+    dataset : str
+    per_file : pandas.DataFrame
+        One row per (detector, file) run, with an ``error`` column: empty, or why the
+        detector failed on the file (it is then scored as giving no score).
+    summary : pandas.DataFrame
+        One row per detector: ``files`` (files it ran on), ``failed`` (of which it failed on),
+        the metrics' means, ``seconds``, and ``top1_accuracy`` (UCR) or ``nab_standard`` (NAB).
+    notes : list of str
+        Lines printed under the table: detectors not run, failures, unreadable files.
+    n_files : int
+        Files of the data set, unreadable ones included.
+    n_ranked : int
+        Files whose scored part holds anomalous and normal points: those that AUC, VUS and
+        range F1 are averaged over (the others give NaN).
+    unreadable : list of (str, str)
+        ``(file, reason)`` of each file that could not be read, in no metric.
+    """
 
     dataset: str
     per_file: pd.DataFrame
     summary: pd.DataFrame
     notes: list = field(default_factory=list)
+    n_files: int = 0
+    n_ranked: int = 0
+    unreadable: list = field(default_factory=list)
 
 
-def evaluate(records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: int = 50_000, device: str = "auto", progress=True) -> Evaluation:
+_PER_FILE_COLUMNS = ["detector", "file", "period", "factor", "seconds", "auc_roc", "auc_pr", "vus_pr", "range_f1", "error"]
+
+
+def _reason(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"``, for a table or a one-line note."""
+    return f"{type(exc).__name__}: {_first_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
+def evaluate(
+    records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: int = 50_000, device: str = "auto",
+    progress=True, unreadable=(),
+) -> Evaluation:
     """Run each detector on each labelled series and summarise the metrics.
+
+    A detector that raises an error on a file does not stop the run: the file is scored as if
+    the detector had given no score at all (all NaN: AUC-ROC 0.5, AUC-PR and VUS-PR the no-skill
+    values, range F1 0, a UCR miss, no NAB detection), counted in the summary's ``failed``
+    column and listed, with the error, under the table. Only an error that is not the file's
+    (a missing GPU) stops it; a missing optional dependency leaves the detector out, with a note.
 
     Parameters
     ----------
@@ -423,22 +465,44 @@ def evaluate(records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: i
     dataset : {"nab", "ucr"}
         Which extra metric to compute: the NAB score or UCR top-1 accuracy.
     detectors : sequence of str
-        Detector short names.
+        Detector short names, each named once.
     progress : bool
         Print one line per (detector, file) to stderr.
+    unreadable : sequence of (str, str)
+        ``(file, reason)`` of the data set's files that could not be read (see the readers'
+        ``on_error``): listed in the report and counted in its number of files.
 
     Returns
     -------
     Evaluation
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``dataset``, no detector, a detector named twice, or no record.
     """
+    from tsanomaly.backend import GPUUnavailableError
+
     if dataset not in ("nab", "ucr"):
         raise ValueError(f"dataset must be 'nab' or 'ucr', got {dataset!r}")
+    detectors = [detectors] if isinstance(detectors, str) else list(detectors)
+    if not detectors:
+        raise ValueError(f"no detector to run; name at least one of {', '.join(BENCHMARK_DETECTORS)}")
+    twice = sorted({name for name in detectors if detectors.count(name) > 1})
+    if twice:
+        # Run twice, a detector was counted twice: its rows doubled the summary's file count.
+        raise ValueError(f"detector(s) {', '.join(map(repr, twice))} named more than once; name each detector once")
+    records, unreadable = list(records), [(str(name), str(reason)) for name, reason in unreadable]
+    if not records:
+        extra = f" ({len(unreadable)} file(s) could not be read, first {unreadable[0][0]}: {unreadable[0][1]})" if unreadable else ""
+        raise ValueError(f"no labelled series to evaluate in the {dataset} data set{extra}")
     rows, nab_files, notes = [], {name: [] for name in detectors}, []
     total = len(records) * len(detectors)
     done = 0
     for name in detectors:
         for record in records:
             done += 1
+            started, error = time.perf_counter(), ""
             try:
                 result = score_series(
                     record, name, max_points=min(max_points, LSTM_MAX_POINTS) if name == "lstm" else max_points,
@@ -448,19 +512,33 @@ def evaluate(records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: i
             except ImportError as exc:
                 notes.append(f"{name}: not run ({exc})")
                 break
-            row = {"detector": name, "file": record.name, "period": result.period, "factor": result.factor, "seconds": result.seconds}
+            except GPUUnavailableError:
+                raise  # the machine's, not the file's: every file would fail the same way
+            except Exception as exc:  # noqa: BLE001 - one file's failure must not end the run
+                # Scored as a detector that gives no score: every metric's no-skill value.
+                error = _reason(exc)
+                missing = np.full(record.labels.size, np.nan)
+                result = SeriesScores(missing, np.zeros(missing.size, dtype=bool), 0, 1, time.perf_counter() - started, missing)
+                notes.append(f"{name} failed on {record.name} ({error}): scored as giving no score")
+            row = {"detector": name, "file": record.name, "period": np.nan if error else result.period,
+                   "factor": np.nan if error else result.factor, "seconds": result.seconds, "error": error}
             row.update(_point_metrics(record, result, centred=dataset == "ucr"))
             if dataset == "ucr":
                 (start, end), = record.windows
-                row["ucr_correct"] = metrics.ucr_correct(np.nan_to_num(result.location_scores, nan=-np.inf), record.train_end, start, end)
+                # All-NaN or constant scores name no location: a miss (see metrics.ucr_correct).
+                row["ucr_correct"] = metrics.ucr_correct(result.location_scores, record.train_end, start, end)
             else:
                 nab_files[name].append(record.nab_file(np.nan_to_num(nab_alert_scores(result), nan=-np.inf)))
             rows.append(row)
             if progress:
-                print(f"[{done}/{total}] {dataset} {name:9s} {record.name[:48]:48s} {result.seconds:6.1f}s", file=sys.stderr, flush=True)
-    per_file = pd.DataFrame(rows)
-    summary = per_file.groupby("detector", sort=False).agg(
+                status = f"FAILED: {error}" if error else f"{result.seconds:6.1f}s"
+                print(f"[{done}/{total}] {dataset} {name:9s} {record.name[:48]:48s} {status}", file=sys.stderr, flush=True)
+    extra_columns = ["ucr_correct"] if dataset == "ucr" else []
+    per_file = pd.DataFrame(rows, columns=_PER_FILE_COLUMNS + extra_columns)
+    grouped = per_file.groupby("detector", sort=False)
+    summary = grouped.agg(
         files=("file", "count"),
+        failed=("error", lambda errors: int((errors != "").sum())),
         auc_roc=("auc_roc", "mean"),
         auc_pr=("auc_pr", "mean"),
         vus_pr=("vus_pr", "mean"),
@@ -468,7 +546,7 @@ def evaluate(records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: i
         seconds=("seconds", "sum"),
     )
     if dataset == "ucr":
-        summary["top1_accuracy"] = per_file.groupby("detector", sort=False)["ucr_correct"].mean()
+        summary["top1_accuracy"] = grouped["ucr_correct"].mean().astype(float)
     else:
         # NAB's normalisation needs at least one anomaly window in the corpus.
         has_windows = any(len(record.windows) for record in records)
@@ -476,7 +554,9 @@ def evaluate(records, dataset: str, detectors=BENCHMARK_DETECTORS, max_points: i
             metrics.nab_corpus_score(nab_files[name], profile="standard").score if nab_files[name] and has_windows else np.nan
             for name in summary.index
         ]
-    return Evaluation(dataset, per_file, summary.reset_index(), notes)
+    notes += [f"{name}: not read, in no detector's figures ({reason.removeprefix(name + ': ')})" for name, reason in unreadable]
+    n_ranked = sum(1 for r in records if r.labels[int(r.train_end):].any() and not r.labels[int(r.train_end):].all())
+    return Evaluation(dataset, per_file, summary.reset_index(), notes, len(records) + len(unreadable), n_ranked, unreadable)
 
 
 def format_markdown(evaluations, command: str) -> str:
@@ -504,7 +584,14 @@ def format_markdown(evaluations, command: str) -> str:
         "",
     ]
     for ev in evaluations:
-        lines += [f"## {ev.dataset.upper()} ({ev.summary['files'].max() if len(ev.summary) else 0} files)", ""]
+        # The data set's files, not the summary's rows: a detector's count can be short of it
+        # (not run), and the AUC/VUS/range F1 means cover only the files they are defined on.
+        header = f"## {ev.dataset.upper()} ({ev.n_files} file{'' if ev.n_files == 1 else 's'}"
+        if ev.unreadable:
+            header += f", {len(ev.unreadable)} of them unreadable"
+        if ev.n_ranked < ev.n_files - len(ev.unreadable):
+            header += f"; AUC, VUS and range F1 over the {ev.n_ranked} with anomalous and normal points to score"
+        lines += [header + ")", ""]
         table = ev.summary.copy()
         for column in table.columns:
             if table[column].dtype.kind == "f":

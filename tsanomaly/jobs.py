@@ -1052,7 +1052,7 @@ def report_file(
     out : str or Path
         The HTML file, written atomically.
     top : int, default 10
-        Alerts plotted per model: the most anomalous alert of each of the
+        Alerts plotted per model, at least 1: the most anomalous alert of each of the
         ``top`` most anomalous contexts (see :func:`tsanomaly.report.top_alerts`).
     history : str or Path, optional
         The history the models were fitted on (or its recent part): plotted in
@@ -1067,13 +1067,15 @@ def report_file(
     Raises
     ------
     ValueError
-        Before any work, when ``out`` is the file of a model, of ``input`` or of ``history``
-        (:func:`check_distinct_paths`); besides what :func:`score_frame` raises.
+        Before any work, when ``top`` is less than 1, or ``out`` is the file of a model, of
+        ``input`` or of ``history`` (:func:`check_distinct_paths`); besides what
+        :func:`score_frame` raises.
     """
     from tsanomaly import report
 
-    if top < 0:
-        raise ValueError(f"--top must be >= 0, got {top}")
+    if top < 1:
+        # --top 0 wrote a page that said "No alerts" above a table of alerts it did not plot.
+        raise ValueError(f"--top must be at least 1 (contexts plotted per model), got {top}")
     check_distinct_paths([*(("--model", m) for m in models), ("--input", input), ("--history", history)], [("--out", out)])
     if not Path(out).parent.exists():
         raise FileNotFoundError(f"output folder does not exist: {Path(out).parent}")

@@ -10,6 +10,10 @@ Conventions used by every function here:
   with each other, so a NaN never raises an alert before a finite score does (a detector that
   cannot score a point is not rewarded for it). Scores are never dropped, so every metric sees
   the same number of points as the labels.
+- **Scores that carry no information -- all NaN, or all equal -- get the no-skill value**: AUC-ROC
+  and VUS-ROC 0.5; AUC-PR the share of anomalous points (scikit-learn's average precision of a
+  constant score); VUS-PR that share with each buffer's soft labels; UCR top-1 a miss. A
+  detector that cannot score a file is not rewarded for it, and never beats chance.
 - Bad input (length mismatch, no positive label, non-boolean labels, unknown options) raises a
   ``ValueError`` that says what was received and what is allowed.
 
@@ -224,6 +228,14 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     mean of each over the ``max_buffer + 1`` buffer lengths. This follows the reference code of
     the authors (TheDatumOrg/VUS, ``RangeAUC_volume``), including its threshold grid.
 
+    Scores that are all NaN or all equal (no information) are the one departure from the
+    reference: they get the no-skill values, ``roc = 0.5`` and ``pr`` the mean over buffers of
+    ``(soft label mass) / n`` -- the precision of their only operating point, flagging every
+    point at recall 1 (with ``max_buffer=0``, the share of anomalous points, as :func:`auc_pr`
+    and scikit-learn give). The reference's curves join that one point to (0, 1) and (1, 1)
+    with straight lines, which rated a constant score 0.5 or more on VUS-PR whatever the share
+    of anomalies, and above 0.5 on VUS-ROC (buffered labels lower the FPR of flagging all).
+
     Parameters
     ----------
     labels : array-like of bool, shape (n_times,)
@@ -240,7 +252,7 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     Returns
     -------
     VUS
-        ``(roc, pr)``, each in [0, 1].
+        ``(roc, pr)``, each in [0, 1]; the no-skill values for all-NaN or constant scores.
 
     Raises
     ------
@@ -266,6 +278,8 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     n_flagged = np.cumsum(np.bincount(k_first, minlength=n_thr + 1)[:n_thr]).astype(np.float64)
     k_pad = np.concatenate((k_first, [n_thr]))  # sentinel for reduceat
 
+    # All NaN (-inf here) or one value everywhere: one threshold flags every point at once.
+    no_information = bool(s.max() == s.min())
     seg_s, seg_e = _segments(y)
     n_pos = float(y.sum())
     rocs = np.empty(max_buffer + 1)
@@ -280,6 +294,11 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
             after = seg_e + d
             soft[after[after < n]] += c
         np.minimum(soft, 1.0, out=soft)
+        if no_information:
+            # The only operating point: recall 1 at precision soft mass / n. No ranking, no
+            # curve to interpolate (see the docstring): the no-skill values.
+            rocs[w], prs[w] = 0.5, soft.sum() / n
+            continue
         idx = np.flatnonzero(soft > 0)
         tp = np.cumsum(np.bincount(k_first[idx], weights=soft[idx], minlength=n_thr + 1)[:n_thr])
         # buffered ranges, merged when they touch (the reference's new_sequence)
@@ -802,8 +821,12 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
 
     The UCR anomaly archive's rule (Wu & Keogh, TKDE 2021; KDD Cup 2021): a detector names one
     location per file -- here the argmax of ``scores[train_end:]`` (first one on ties, NaN
-    ignored) -- and is correct when ``anomaly_start - tolerance <= location <= anomaly_end +
-    tolerance``. All positions are 0-based, ``anomaly_end`` inclusive.
+    the lowest score) -- and is correct when ``anomaly_start - tolerance <= location <=
+    anomaly_end + tolerance``. All positions are 0-based, ``anomaly_end`` inclusive.
+
+    Scores that are all NaN, or all equal, after ``train_end`` name no location and count as a
+    **miss**: every point ties for the top, and taking the first one would credit a detector
+    that knows nothing whenever the anomaly lies within ``tolerance`` of ``train_end``.
 
     Parameters
     ----------
@@ -818,7 +841,8 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
     Returns
     -------
     bool
-        False when every score after ``train_end`` is NaN (no location named).
+        False when every score after ``train_end`` is NaN or all of them are equal (no
+        location named).
 
     Raises
     ------
@@ -839,10 +863,10 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
         raise ValueError(f"anomaly range ({anomaly_start}, {anomaly_end}) is not inside [0, {n - 1}]")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    tail = s[train_end:]
-    if np.isnan(tail).all():
+    tail = np.where(np.isnan(s[train_end:]), -np.inf, s[train_end:])  # NaN: the lowest score
+    if tail.max() == tail.min():  # all NaN, or one value everywhere: no point stands out
         return False
-    loc = train_end + int(np.nanargmax(tail))
+    loc = train_end + int(np.argmax(tail))
     return bool(anomaly_start - tolerance <= loc <= anomaly_end + tolerance)
 
 

@@ -276,6 +276,16 @@ def _window_length(detector) -> int | None:
 
 
 # ---------------------------------------------------------------------- plotting
+def _literal(text) -> str:
+    """``text`` for a matplotlib label, shown as it is.
+
+    Matplotlib reads the part of a label between two dollar signs as mathtext: a value column
+    named ``a$^$b`` or ``$x_{$`` made the plot fail with a parse error, and ``$x$`` came
+    out as an italic x. An escaped dollar sign (``\\$``) is drawn as a plain one.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def _context_key(alert: pd.Series, columns) -> object:
     values = tuple(alert[c] for c in columns)
     return values[0] if len(values) == 1 else values
@@ -383,7 +393,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     if len(x_hist):
         ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history")
         ax.axvline(t_new[0] - half, color="#666666", ls=":", lw=1.0)
-    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=section.value)
+    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=_literal(section.value))
     if np.isfinite(expected).any():
         ax.plot(t_new, expected, color="#e07b00", lw=1.2, ls="--", label="expected")
         if np.isfinite(sigma):
@@ -425,7 +435,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     elif neighbour_col:
         notes["neighbour"] = f"no nearest-neighbour time in column {neighbour_col!r} for this alert"
 
-    ax.set_ylabel(section.value)
+    ax.set_ylabel(_literal(section.value))
     # Above the axes, so that it never hides a spike at the left edge.
     ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, ncol=8, frameon=False, borderaxespad=0.2)
     ax.grid(alpha=0.25)
@@ -516,7 +526,7 @@ def render_report(
     sections : sequence of ReportSection
         One per model (metric or detector).
     top : int, default 10
-        Alerts plotted per section, most anomalous first, one per context.
+        Alerts plotted per section, most anomalous first, one per context; at least 1.
     title : str, optional
     source : str, optional
         Where the scored data came from (shown under the title).
@@ -527,9 +537,16 @@ def render_report(
         HTML with one ``<img>`` per plotted alert (see :func:`top_alerts`:
         ``min(top, contexts with alerts)`` per section) and the summary numbers in elements with ids
         ``total-contexts`` and ``total-alerts``.
+
+    Raises
+    ------
+    ValueError
+        When ``top`` is less than 1: the page would say "No alerts" about alerts it left out.
     """
     from tsanomaly.jobs import Progress
 
+    if top < 1:
+        raise ValueError(f"top must be at least 1 (alerts plotted per section), got {top}")
     sections = list(sections)
     title = title or "tsanomaly alert report"
     contexts = set()

@@ -20,6 +20,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from tsanomaly.io import _first_line
 from tsanomaly.panel import Panel
 
 __all__ = ["LabelledSeries", "read_nab"]
@@ -116,22 +117,74 @@ def _select(keys: list[str], files, limit, aliases) -> list[str]:
     return keys
 
 
-def _row_windows(ts: pd.DatetimeIndex, windows, key: str) -> list[tuple[int, int]]:
+def _row_windows(ts: pd.DatetimeIndex, windows, key: str, labels_name: str) -> list[tuple[int, int]]:
+    """The windows of ``key`` in the labels file as inclusive row ranges of the file's timestamps ``ts``."""
+    where = f"{key}: in {labels_name},"
+    if not isinstance(windows, list):
+        raise ValueError(f"{where} the windows must be a list of [start, end] pairs, got {windows!r}")
+    aware = ts.tz is not None
     out = []
     for pair in windows:
-        if len(pair) != 2:
-            raise ValueError(f"{key}: a window must be [start, end], got {pair!r}")
-        start, end = pd.Timestamp(pair[0]), pd.Timestamp(pair[1])
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"{where} a window must be [start, end], got {pair!r}")
+        stamps = []
+        for text in pair:
+            try:
+                stamp = pd.Timestamp(text)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{where} window {pair!r}: {text!r} is not a timestamp ({_first_line(exc)})") from exc
+            if pd.isna(stamp):
+                raise ValueError(f"{where} window {pair!r}: {text!r} is not a timestamp")
+            # pandas cannot compare a timestamp with a timezone to one without (a TypeError): which
+            # clock a naive one reads is for the user to say, not for the reader to guess.
+            if (stamp.tz is not None) != aware:
+                raise ValueError(
+                    f"{where} window {pair!r} is {'in ' + str(stamp.tz) if stamp.tz is not None else 'without a timezone'} "
+                    f"but the file's timestamps are {'in ' + str(ts.tz) if aware else 'without a timezone'}; "
+                    f"write both with a timezone or both without"
+                )
+            stamps.append(stamp)
+        start, end = stamps
+        if end < start:
+            raise ValueError(f"{where} window {pair!r} ends before it starts")
         i = int(ts.searchsorted(start, side="left"))
         j = int(ts.searchsorted(end, side="right")) - 1
         if j < i:
             raise ValueError(f"{key}: window [{pair[0]}, {pair[1]}] covers no row of the file")
         out.append((i, j))
-    out.sort()
-    for (_, e0), (s1, _) in zip(out, out[1:]):
-        if s1 <= e0:
-            raise ValueError(f"{key}: anomaly windows overlap")
-    return out
+    order = sorted(range(len(out)), key=out.__getitem__)
+    for a, b in zip(order, order[1:]):
+        if out[b][0] <= out[a][1]:
+            raise ValueError(f"{where} anomaly windows {windows[a]!r} and {windows[b]!r} overlap; merge them into one")
+    return sorted(out)
+
+
+def _timestamps(column: pd.Series, key: str) -> pd.DatetimeIndex:
+    """The ``timestamp`` column as a sorted DatetimeIndex; a ValueError naming the file and the row otherwise."""
+    try:
+        ts = pd.DatetimeIndex(pd.to_datetime(column))
+    except (ValueError, TypeError) as exc:
+        # pandas names the value but not its row, and mixed UTC offsets are a ValueError too.
+        parsed = pd.to_datetime(column, errors="coerce", utc=True)
+        bad = np.flatnonzero(parsed.isna().to_numpy() & column.notna().to_numpy())
+        if bad.size:
+            row = int(bad[0])
+            # pandas reads every row in the format it infers from the first one.
+            format_note = " in the format of row 0" if row else ""
+            raise ValueError(f"{key}: timestamp at row {row} is not a date{format_note}: {column.iloc[row]!r}") from exc
+        raise ValueError(
+            f"{key}: timestamps mix timezones or UTC offsets ({_first_line(exc)}); write them all in one timezone"
+        ) from exc
+    missing = np.flatnonzero(ts.isna())
+    if missing.size:
+        raise ValueError(f"{key}: row {int(missing[0])} has no timestamp")
+    if not ts.is_monotonic_increasing:
+        row = int(np.flatnonzero(np.diff(ts.asi8) < 0)[0]) + 1
+        raise ValueError(
+            f"{key}: timestamps are not sorted: row {row} ({ts[row]}) comes before row {row - 1} ({ts[row - 1]}); "
+            "sort the file by time"
+        )
+    return ts.as_unit("ns")
 
 
 def _numeric_values(column: pd.Series, key: str) -> np.ndarray:
@@ -167,8 +220,21 @@ def _time_grid(ts: pd.DatetimeIndex, values: np.ndarray, key: str):
     return grid_values, index, rows
 
 
+def _each_file(keys, read_one, on_error) -> list:
+    """``read_one(key)`` for each key; with ``on_error``, a file that fails is handed to it and left out."""
+    out = []
+    for key in keys:
+        try:
+            out.append(read_one(key))
+        except Exception as exc:  # noqa: BLE001 - with on_error, no file's failure ends the reading
+            if on_error is None:
+                raise
+            on_error(key, exc)
+    return out
+
+
 def read_nab(
-    path, files: Iterable[str] | None = None, limit: int | None = None, grid: str = "time"
+    path, files: Iterable[str] | None = None, limit: int | None = None, grid: str = "time", on_error=None
 ) -> list[LabelledSeries]:
     """Read NAB series with their anomaly windows.
 
@@ -190,6 +256,11 @@ def read_nab(
         averaged, grid points without rows are NaN (NAB's real-traffic files have many gaps
         and jittered timestamps, so their grid can be several times longer than the file).
         ``"rows"``: a RangeIndex over the file's rows, as NAB's own detectors see the data.
+    on_error : callable, optional
+        Called as ``on_error(file, exception)`` for a data file that cannot be read (its CSV,
+        values, timestamps or windows); the file is then left out and the others are read.
+        By default the first such error is raised. Errors of the data set as a whole (no
+        ``data/`` folder, an unreadable labels file) are always raised.
 
     Returns
     -------
@@ -203,9 +274,12 @@ def read_nab(
     FileNotFoundError
         When ``path`` lacks ``data/`` or the labels file.
     ValueError
-        On an unknown file name, a file missing from the labels, bad columns, a ``value`` that
-        is not a number (a blank cell is read as missing, NaN), unsorted timestamps, infinite
-        values, or a window covering no row.
+        When ``data/`` holds no data file or the labels file is not a JSON object; on an
+        unknown file name, a file missing from the labels, a file that is not CSV, bad columns,
+        a ``value`` that is not a number (a blank cell is read as missing, NaN), a timestamp
+        that is missing or not a date, unsorted timestamps, infinite values, or a window that
+        is not a pair of timestamps, has a timezone where the file has none (or the reverse),
+        covers no row or overlaps another. Each message names the file.
 
     Examples
     --------
@@ -217,13 +291,25 @@ def read_nab(
     root = Path(path)
     data_dir = root / "data"
     labels_path = root / "labels" / "combined_windows.json"
+    layout = "NAB's layout: <path>/data/<category>/<name>.csv and <path>/labels/combined_windows.json"
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"no NAB data folder at {data_dir}")
+        raise FileNotFoundError(f"no NAB data folder at {data_dir} ({layout})")
     if not labels_path.is_file():
-        raise FileNotFoundError(f"no NAB labels file at {labels_path}")
-    with open(labels_path) as fh:
-        all_windows = json.load(fh)
+        raise FileNotFoundError(f"no NAB labels file at {labels_path} ({layout})")
+    try:
+        with open(labels_path, encoding="utf-8") as fh:
+            all_windows = json.load(fh)
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{labels_path}: not valid JSON ({_first_line(exc)})") from exc
+    if not isinstance(all_windows, dict):
+        raise ValueError(
+            f'{labels_path}: expected a JSON object {{"<category>/<name>.csv": [[start, end], ...]}}, '
+            f"got a {type(all_windows).__name__}"
+        )
     keys = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.glob("*/*.csv"))
+    if not keys:
+        # An empty list would reach the caller as an empty report (or a KeyError in its summary).
+        raise ValueError(f"no NAB data file in {data_dir}: expected <category>/<name>.csv files in it")
     by_base: dict[str, list[str]] = {}
     for k in keys:
         by_base.setdefault(k.rsplit("/", 1)[-1], []).append(k)
@@ -235,23 +321,23 @@ def read_nab(
         matches = by_base.get(item, [])
         return matches[0] if len(matches) == 1 else None
 
-    out = []
-    for key in _select(keys, files, limit, alias):
+    def read_one(key):
         if key not in all_windows:
-            raise ValueError(f"{key} has no entry in {labels_path}")
-        frame = pd.read_csv(data_dir / key)
+            raise ValueError(f'{key} has no entry in {labels_path}; add "{key}": [] (no anomaly) or its windows')
+        try:
+            frame = pd.read_csv(data_dir / key)
+        except ValueError as exc:  # pandas' ParserError, EmptyDataError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"{key}: not a readable CSV file ({_first_line(exc)}); NAB files have timestamp,value rows") from exc
         missing = {"timestamp", "value"} - set(frame.columns)
         if missing:
             raise ValueError(f"{key}: missing column(s) {sorted(missing)}; NAB files have timestamp,value")
         if frame.shape[0] == 0:
             raise ValueError(f"{key}: the file has no rows")
-        ts = pd.DatetimeIndex(pd.to_datetime(frame["timestamp"])).as_unit("ns")
-        if not ts.is_monotonic_increasing:
-            raise ValueError(f"{key}: timestamps are not sorted")
+        ts = _timestamps(frame["timestamp"], key)
         values = _numeric_values(frame["value"], key)
         if np.isinf(values).any():
             raise ValueError(f"{key}: infinite value at row {int(np.flatnonzero(np.isinf(values))[0])}")
-        row_windows = _row_windows(ts, all_windows[key], key)
+        row_windows = _row_windows(ts, all_windows[key], key, labels_path.name)
         n_rows = ts.shape[0]
         if grid == "time":
             grid_values, index, rows = _time_grid(ts, values, key)
@@ -265,5 +351,6 @@ def read_nab(
         train_end = int(rows[probation]) if probation < n_rows else index.shape[0]
         name = key[: -len(".csv")]
         panel = Panel(grid_values[None, :], pd.Index([name]), index)
-        out.append(LabelledSeries(name, panel, labels, windows, train_end, rows, row_windows))
-    return out
+        return LabelledSeries(name, panel, labels, windows, train_end, rows, row_windows)
+
+    return _each_file(_select(keys, files, limit, alias), read_one, on_error)
