@@ -610,6 +610,32 @@ def test_a_shard_of_unusable_contexts_lists_them_as_failed(spark):
     model.unpersist()
 
 
+def test_stl_fit_with_a_context_too_short_to_decompose_matches_single_machine(spark):
+    # STL kept the labels of the contexts it skips (under two cycles observed) as global state:
+    # the shard holding the short context disagreed with the others, and the fit was refused as
+    # "not separable by context". The skip is per-context state now; the context scores NaN.
+    stl = pytest.importorskip("tsanomaly.detectors.stl")
+    history, new = _frames(n_contexts=4, seed=1)
+    short = tuple(history[CONTEXT].drop_duplicates().sort_values(CONTEXT).iloc[0])
+    history = history[~_rows_of(history, short) | (history["ts"] >= history["ts"].max() - pd.Timedelta("9h"))]
+    sdf = _spark_frame(spark, history)
+    n_shards = 3
+    assert sdf.select(tss._shard_key(CONTEXT, n_shards)).distinct().count() > 1, "the case needs several shards"
+    with pytest.warns(UserWarning, match="1 of 4 contexts have fewer than 48 observed points"):
+        reference = stl.STLDetector(periods=24, device="cpu").fit(_panel(history))
+    model = tss.fit(sdf, stl.STLDetector(periods=24, device="cpu"), context=CONTEXT, time="ts", value=VALUE,
+                    n_shards=n_shards)
+    assert model.failed().count() == 0
+    assert list(model.to_detector().skipped_contexts_) == [short] == list(reference.skipped_contexts_)
+    _assert_fitted_equal(model, reference, rtol=1e-9)
+    result = tss.score(_spark_frame(spark, new), model)
+    got = _scores_of(result)
+    assert got.loc[_rows_of(got, short), "score"].isna().all()
+    _assert_scores_equal(got, reference, new, rtol=1e-9)
+    result.unpersist()
+    model.unpersist()
+
+
 @pytest.mark.parametrize("contamination", [0.015, 0.03])
 def test_pot_global_threshold_uses_calibrates_initial_quantile(spark, contamination):
     # The driver took pot_threshold's default 0.98 where calibrate lowers it to 1 - 2 x contamination:
