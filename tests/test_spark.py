@@ -80,6 +80,25 @@ class GlobalScaleDetector(BaseDetector):
         return np.abs(values - median[:, None]) / self.scale_
 
 
+class EchoDetector(BaseDetector):
+    """Scores each value as itself: the training scores are the history, as the test writes it."""
+
+    fit_is_per_context = True
+
+    def __init__(self, threshold="pot", contamination=0.01, per_context=False, device="cpu"):
+        self.threshold = threshold
+        self.contamination = contamination
+        self.per_context = per_context
+        self.device = device
+
+    def _fit(self, values, panel):
+        self.last_ = values[:, -1].copy()
+        return values.copy()
+
+    def _score(self, values, panel, rows):
+        return values.copy()
+
+
 # ---------------------------------------------------------------------- data and references
 def _frames(n_contexts=36, seed=7):
     """(history, new) long frames: 14 days of hourly failed logins, then 5 days, with missing buckets."""
@@ -646,6 +665,41 @@ def test_pot_global_threshold_uses_calibrates_initial_quantile(spark, contaminat
                     value=VALUE)
     reference = RollingZScoreDetector(**params).fit(_panel(history))
     assert model.to_detector().global_threshold_ == reference.global_threshold_
+    model.unpersist()
+
+
+@pytest.mark.parametrize("case", ["few excesses", "ties at the initial quantile"])
+def test_pot_global_threshold_counts_excesses_as_pot_does(spark, case):
+    # The driver counted every score strictly above the initial quantile as an excess (pot leaves out
+    # those within its tie tolerance of it) and fitted the GPD from 10 excesses on (pot needs more
+    # than risk x n too): a GPD fit where pot falls back to the quantile, a threshold of -8 for
+    # scores >= 0 instead of 0. 3000 scores, risk 0.01: 30 excesses at least, the 60th largest is
+    # the initial quantile.
+    rng = np.random.default_rng(0)
+    n_contexts, n_times = 10, 300
+    values = np.zeros(n_contexts * n_times)
+    cells = rng.permutation(values.size)
+    if case == "few excesses":  # 20 excesses: enough for min_excesses, not for the risk
+        values[cells[:20]] = rng.exponential(5.0, 20) + 1
+    else:  # 40 excesses, then 15 scores barely above 100 others (ties with the initial quantile)
+        values[cells[:40]] = rng.exponential(5.0, 40) + 1
+        values[cells[40:55]] = 2e-12
+        values[cells[55:155]] = 1e-12
+    frame = pd.DataFrame({"c": np.repeat([f"c{k}" for k in range(n_contexts)], n_times),
+                          "ts": np.tile(pd.date_range("2024-01-01", periods=n_times, freq="h"), n_contexts),
+                          "v": values})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        reference = EchoDetector().fit(tsanomaly.Panel.from_frame(frame, "c", "ts", "v"))
+        model = tss.fit(spark.createDataFrame(frame), EchoDetector(), context="c", time="ts", value="v",
+                        n_shards=2, tail_size=4)
+    fell_back = [str(w.message) for w in caught if "POT fell back" in str(w.message)]
+    assert model.to_detector().global_threshold_ == reference.global_threshold_
+    if case == "few excesses":  # as on one machine, with the same warning
+        assert reference.global_threshold_ == 0.0
+        assert len(fell_back) == 2 and fell_back[0] == fell_back[1], fell_back
+    else:
+        assert reference.global_threshold_ > 1 and not fell_back
     model.unpersist()
 
 

@@ -829,6 +829,9 @@ def _fit_rows(detector: BaseDetector, train: np.ndarray, spec: dict) -> pd.DataF
     frame["_tail_pos"] = _object_column(positions)
     frame["_tail_min"] = tail_min
     frame["_truncated"] = truncated
+    # The largest finite |score| (NaN without a finite score): POT's tie tolerance scales with it.
+    magnitude = np.where(np.isfinite(train), np.abs(train), -np.inf)
+    frame["_abs_max"] = np.where(n_finite > 0, magnitude.max(axis=1, initial=-np.inf), np.nan)
     frame["reason"] = None
     shared = np.full(n, None, dtype=object)
     if n:
@@ -901,6 +904,7 @@ def _fit_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
         frame["_tail_pos"] = _object_column([np.zeros(0, dtype=np.int32)] * len(bad))
         frame["_tail_min"] = np.nan
         frame["_truncated"] = False
+        frame["_abs_max"] = np.nan
         frames.append(frame)
     return _finish(frames, spec["columns"], spec["int_columns"], spec["bool_columns"], spec["object_columns"])
 
@@ -1436,7 +1440,7 @@ def fit(
         raise ValueError(f"context column(s) {sorted(clash)} clash with the detector's per-context state columns")
     state_types = {s["column"]: s["spark_type"] for s in specs}
     internal = {"_n_finite": "bigint", "_tail": "array<double>", "_tail_pos": "array<int>", "_tail_min": "double",
-                "_truncated": "boolean", "reason": "string", "_global": "string"}
+                "_truncated": "boolean", "_abs_max": "double", "reason": "string", "_global": "string"}
     types = {**state_types, **internal}
     context_types = {n: sdf.schema[n].dataType.simpleString() for n in names}
     key_types = {k: context_types[n] for n, k in zip(names, keys)}
@@ -1546,10 +1550,13 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
     threshold = detector.threshold
     refitted = 0
     for _attempt in range(3):
+        # Spark's max takes NaN for the largest double: the contexts without a finite score are left out.
+        abs_max = functions.col("_abs_max")
         totals = raw.agg(functions.sum("_n_finite").alias("scores"),
                          functions.sum(functions.size("_tail")).alias("kept"),
                          functions.count(functions.lit(1)).alias("n"),
-                         functions.count("reason").alias("failed")).first()
+                         functions.count("reason").alias("failed"),
+                         functions.max(functions.when(~functions.isnan(abs_max), abs_max)).alias("largest")).first()
         counts = {"n": int(totals["n"]), "failed": int(totals["failed"]), "refitted": refitted}
         n, m = int(totals["scores"] or 0), int(totals["kept"] or 0)
         if not isinstance(threshold, str):
@@ -1559,7 +1566,7 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
         if threshold == "quantile":
             value, deepest = _quantile_threshold(raw, n, m, 1.0 - detector.contamination)
         else:
-            value, deepest = _pot_threshold(raw, n, m, detector.contamination, names)
+            value, deepest = _pot_threshold(raw, n, m, detector.contamination, names, float(totals["largest"]))
         hidden = functions.col("_truncated")
         if deepest is not None:
             hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
@@ -1636,10 +1643,15 @@ def _quantile_threshold(raw, n: int, m: int, q: float):
     return lerp(stats[deep], stats[shallow], gamma), stats[deep]
 
 
-def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
-    """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order)."""
+def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str], largest: float):
+    """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order).
+
+    ``largest`` is the largest absolute finite score, which sets pot's tie tolerance: the
+    excesses and the fallback to the quantile are decided by pot's own rules (``_tie_limit``,
+    ``_too_few``), so that the threshold is the single-machine one.
+    """
     functions, _ = _require_pyspark()
-    from tsanomaly.pot import fit_gpd, gpd_quantile
+    from tsanomaly.pot import _fallback_message, _tie_limit, _too_few, fit_gpd, gpd_quantile
 
     initial_quantile, min_excesses = _pot_defaults(risk)
     lower, upper, gamma_q = linear_quantile_positions(n, initial_quantile)
@@ -1657,22 +1669,18 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
            .orderBy(functions.desc("v")).limit(deep + 1).toPandas())
     ordered = np.sort(top["v"].to_numpy(np.float64))[::-1]
     t = lerp(ordered[deep], ordered[shallow], gamma_q)
-    peaks = top[top["v"].to_numpy(np.float64) > t]
+    peaks = top[top["v"].to_numpy(np.float64) > _tie_limit(t, largest)]
     # Single-machine order: contexts sorted as Panel.from_frame sorts them, then time.
     labels = _contexts_index(peaks, names)
     rank = labels.unique().sort_values().get_indexer(labels)
     order = np.lexsort((peaks["pos"].to_numpy(), rank))
     excesses = peaks["v"].to_numpy(np.float64)[order] - t
     n_t = excesses.shape[0]
-    if n_t < min_excesses:
+    if _too_few(n_t, n, risk, min_excesses):
+        # The quantile 1 - risk lies above the initial one (risk < 1 - initial_quantile): within the top.
         low_r, up_r, gamma_r = linear_quantile_positions(n, 1.0 - risk)
         value = lerp(ordered[n - 1 - low_r], ordered[n - 1 - up_r], gamma_r)
-        warnings.warn(
-            f"POT fell back to the {1 - risk} quantile: {n_t} excesses over the {initial_quantile} quantile "
-            f"of {n} scores, min_excesses={min_excesses}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(_fallback_message(n_t, n, risk, initial_quantile, min_excesses), RuntimeWarning, stacklevel=3)
         return value, ordered[deep]
     gamma, sigma = fit_gpd(excesses)
     return gpd_quantile(t, gamma, sigma, risk, n, n_t), ordered[deep]
