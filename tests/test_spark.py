@@ -713,6 +713,7 @@ def small_history(spark):
     ("no value column", "column 'failed_logins' is missing"),
     ("time named score", "time column 'score' clashes with the output columns"),
     ("time named reason", "time column 'reason' clashes with the output columns"),
+    ("time named Score", "time column 'Score' clashes with the output columns"),
     ({"context": []}, "context must name at least one column"),
     ({"sample_contexts": 0}, "sample_contexts must be an integer >= 1, got 0"),
     ({"min_observations": "x"}, "min_observations must be an integer >= 0, got 'x'"),
@@ -777,6 +778,50 @@ def test_a_context_column_named_like_an_explanation_column_is_refused(small_hist
     renamed = _spark_frame(small_history.sparkSession, new.head(4)).withColumnRenamed("asn", "observed")
     with pytest.raises(ValueError, match=r"context column\(s\) \['observed'\] clash"):
         tss.score(renamed, model, context=["country", "observed"])
+
+
+@pytest.mark.parametrize("asn, match", [
+    ("Reason", r"context column\(s\) \['Reason'\] clash with the time column, with output columns"),
+    ("Start", r"context column\(s\) \['Start'\] clash"),
+    ("History_", r"context column\(s\) \['History_'\] clash with the detector's per-context state columns"),
+])
+def test_names_that_differ_from_the_added_columns_only_in_letter_case_are_refused(spark, small_history, frames,
+                                                                                  baseline_fit, asn, match):
+    # Spark takes Reason for reason unless spark.sql.caseSensitive is true: such a context column passed
+    # the check and the state or the outputs failed later with AMBIGUOUS_REFERENCE (at score, save,
+    # failed()). The check compares names as the session does.
+    context = ["country", asn]
+    with pytest.raises(ValueError, match=match) as info:
+        tss.fit(small_history.withColumnRenamed("asn", asn), RollingZScoreDetector(device="cpu"), context=context,
+                time="ts", value=VALUE)
+    assert "regardless of letter case unless spark.sql.caseSensitive is true" in str(info.value)
+    _, new = frames
+    model, reference = baseline_fit
+    with pytest.raises(ValueError, match=match):
+        tss.from_detector(spark, reference, context=context, time="ts", value=VALUE)
+    if asn != "History_":  # the state is not an output of score
+        with pytest.raises(ValueError, match=match):
+            tss.score(_spark_frame(spark, new.head(4)).withColumnRenamed("asn", asn), model, context=context)
+    with pytest.raises(ValueError, match=r"value column 'TS' is also the time column"):
+        tss.fit(small_history.withColumnRenamed(VALUE, "TS"), RollingZScoreDetector(device="cpu"), context=CONTEXT,
+                time="ts", value="TS")
+
+
+def test_a_case_sensitive_session_takes_names_that_differ_in_letter_case(spark):
+    history, new = _frames(n_contexts=3, seed=1)
+    history, new = (frame.rename(columns={"asn": "Reason"}) for frame in (history, new))
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    try:
+        model = tss.fit(spark.createDataFrame(history), RollingZScoreDetector(window=5, device="cpu"),
+                        context=["country", "Reason"], time="ts", value=VALUE)
+        assert model.failed().count() == 0
+        result = tss.score(spark.createDataFrame(new), model)
+        assert result.scores.columns == ["country", "Reason", "ts", "score", "reason"]
+        assert result.scores.where(result.scores["reason"].isNotNull()).count() == 0
+        result.unpersist()
+        model.unpersist()
+    finally:
+        spark.conf.unset("spark.sql.caseSensitive")
 
 
 def test_rows_without_a_context_are_counted_and_reported(spark):

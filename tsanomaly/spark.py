@@ -1083,28 +1083,72 @@ def _context_list(context) -> list[str]:
     return names
 
 
-def _check_names(names: list[str], time: str, value: str | None = None, detector=None) -> None:
+def _case_sensitive(spark) -> bool:
+    """Whether ``spark`` tells column names apart by letter case (``spark.sql.caseSensitive``, false by default)."""
+    try:
+        return str(spark.conf.get("spark.sql.caseSensitive", "false")).strip().lower() == "true"
+    except Exception:  # noqa: BLE001 - a session that cannot say: Spark's default
+        return False
+
+
+def _name_key(case_sensitive: bool):
+    """The form in which Spark compares column names: as they are, or lower-cased.
+
+    By default Spark resolves ``Reason`` and ``reason`` to one column, so a user's
+    column named like one tsanomaly adds, up to letter case, passed an exact
+    comparison and failed later with AMBIGUOUS_REFERENCE (at score, save, failed()).
+    """
+    return (lambda name: name) if case_sensitive else str.lower
+
+
+_CASE_HINT = " (Spark compares column names regardless of letter case unless spark.sql.caseSensitive is true)"
+
+
+def _check_names(names: list[str], time: str, value: str | None = None, detector=None,
+                 case_sensitive: bool = False) -> None:
     """ValueError when a context or time column would collide with an output or internal column.
 
     The scores table holds the context columns, the time column, ``score`` and
     ``reason``; the alerts table the context columns and the alert columns,
     the explanation columns of ``detector`` (a detector or its class) included.
-    The value column is not output, but it must be none of the others.
+    The value column is not output, but it must be none of the others. Names
+    are compared as the session compares them: regardless of letter case
+    unless ``case_sensitive`` (:func:`_case_sensitive`).
     """
+    key = _name_key(case_sensitive)
+    hint = "" if case_sensitive else _CASE_HINT
     outputs = _SCORE_NAMES + (detector.alert_columns() if detector is not None else ALERT_COLUMNS)
-    clash = [n for n in names if n in outputs or n == time or n.startswith("_")]
+    taken = {key(n) for n in outputs} | {key(time)}
+    context_keys = [key(n) for n in names]
+    clash = [n for n, k in zip(names, context_keys)
+             if k in taken or n.startswith("_") or context_keys.count(k) > 1]
     if clash:
         raise ValueError(
-            f"context column(s) {clash} clash with the time column, with output columns {list(outputs)} or "
-            "with tsanomaly.spark's internal columns (leading '_'); rename them"
+            f"context column(s) {clash} clash with the time column, with output columns {list(outputs)}, "
+            f"with each other or with tsanomaly.spark's internal columns (leading '_'){hint}; rename them"
         )
-    if time in _OUTPUT_NAMES:
+    # The time column is in the scores table only: beside the exact output names (refused as ever),
+    # the names that table holds are refused up to letter case too.
+    if time in _OUTPUT_NAMES or key(time) in {key(n) for n in _SCORE_NAMES}:
         raise ValueError(
             f"time column {time!r} clashes with the output columns {list(_OUTPUT_NAMES)} "
-            "(the scores table would hold two columns of that name); rename it"
+            f"(the scores table would hold two columns of that name){hint}; rename it"
         )
-    if value is not None and (value == time or value in names):
-        raise ValueError(f"value column {value!r} is also the time column or a context column")
+    if value is not None and (key(value) == key(time) or key(value) in context_keys):
+        raise ValueError(f"value column {value!r} is also the time column or a context column{hint}")
+
+
+def _check_state_names(names: list[str], specs: list, case_sensitive: bool = False) -> None:
+    """ValueError when a context column has the name of a per-context state column (``specs``), which
+    the state table holds beside it; compared as :func:`_check_names` compares names."""
+    key = _name_key(case_sensitive)
+    columns = {key(spec["column"]) for spec in specs}
+    clash = [n for n in names if key(n) in columns]
+    if clash:
+        raise ValueError(
+            f"context column(s) {clash} clash with the detector's per-context state columns "
+            f"{[spec['column'] for spec in specs]}{'' if case_sensitive else _CASE_HINT}; rename them"
+        )
 
 
 def _keys(names: list[str]) -> list[str]:
@@ -1399,11 +1443,12 @@ def fit(
         raise ValueError(f"sample_contexts must be an integer >= 1, got {sample_contexts!r}")
     names = _context_list(context)
     _check_columns(sdf, names + [time], value)
-    _check_names(names, time, value, detector)
+    spark = sdf.sparkSession
+    case_sensitive = _case_sensitive(spark)
+    _check_names(names, time, value, detector, case_sensitive)
     codec = _time_codec(sdf.schema, time)
     cls = type(detector)
     mode = _fit_mode(detector)
-    spark = sdf.sparkSession
     everything = _prepared(sdf, names, time, value, codec)
     grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
     # Before any shard runs: a history too short to score anything gives a model that can never alert.
@@ -1435,9 +1480,7 @@ def fit(
         specs, explanations = _probe_specs(detector, grid, keys)
         broadcasts = []
     spec["layout"] = _layout(specs)
-    clash = {s["column"] for s in specs} & set(names)
-    if clash:
-        raise ValueError(f"context column(s) {sorted(clash)} clash with the detector's per-context state columns")
+    _check_state_names(names, specs, case_sensitive)
     state_types = {s["column"]: s["spark_type"] for s in specs}
     internal = {"_n_finite": "bigint", "_tail": "array<double>", "_tail_pos": "array<int>", "_tail_min": "double",
                 "_truncated": "boolean", "_abs_max": "double", "reason": "string", "_global": "string"}
@@ -1895,7 +1938,9 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     _check_fill(fill)
     global_state, frame = split_state(detector, context)
     names = global_state["context"]
-    _check_names(names, time, value, detector)
+    case_sensitive = _case_sensitive(spark)
+    _check_names(names, time, value, detector, case_sensitive)
+    _check_state_names(names, global_state["per_context"], case_sensitive)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
     frame["reason"] = None
@@ -2007,7 +2052,7 @@ def score(
     if len(names) != len(global_state["context"]):
         raise ValueError(f"the model has context columns {global_state['context']}, got {names}")
     _check_columns(sdf, names + [time], value)
-    _check_names(names, time, value, _detector_class(global_state["class"]))
+    _check_names(names, time, value, _detector_class(global_state["class"]), _case_sensitive(sdf.sparkSession))
     codec = _time_codec(sdf.schema, time)
     # The shards see the context columns, of the new data and of the state, under their _keys.
     keys = _keys(names)
