@@ -512,6 +512,31 @@ def test_detector_fitted_on_one_machine_scores_on_spark(spark, frames, baseline_
     result.unpersist()
 
 
+def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_machine(spark):
+    # The fitted end kept its zone while the shards build their grids in UTC without one: every
+    # detector refused its panel, and every score was null with a reason about a "panel".
+    history, new = _frames(n_contexts=3, seed=1)
+
+    def in_paris(frame):  # the same instants, on a grid in a zone with daylight saving time
+        panel = _panel(frame)
+        index = panel.index.tz_localize("UTC").tz_convert("Europe/Paris")
+        return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
+
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(in_paris(history))
+    assert pd.Timestamp(reference.fit_end_).tz is not None
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE)
+    assert model.global_state["state"]["fit_end_"]["value"] == "2024-01-14T23:00:00"  # midnight in Paris
+    result = tss.score(_spark_frame(spark, new), model)
+    got = _scores_of(result)
+    expected = reference.score(in_paris(new)).to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
+    assert merged["score_ref"].notna().any()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    result.unpersist()
+
+
 def test_deep_order_statistics_are_bracketed_exactly(spark, monkeypatch):
     rng = np.random.default_rng(3)
     tails = [np.sort(rng.standard_normal(rng.integers(0, 40)))[::-1] for _ in range(60)]

@@ -1914,6 +1914,23 @@ def load_model(spark, path: str) -> SparkModel:
     return SparkModel(global_state, state)
 
 
+def _utc_fit_end(detector: BaseDetector) -> str:
+    """``fit_end_`` of a detector fitted on a DatetimeIndex grid, as the shards' grids hold it: UTC, no zone.
+
+    Spark's timestamps are instants, and every shard builds its grid in UTC from
+    epoch nanoseconds (:func:`_grid_index`): a fitted end that kept its zone made
+    each shard's detector refuse its panel ("the fitted time grid has a time zone
+    and the panel's has none"), so that every score was null. The fitted state
+    is positional, so the same instant without its zone scores the same points
+    alike. (A saved ``fit_end_`` keeps only its UTC offset, not its zone's rules:
+    like one machine, Spark steps from it by the grid's step, in absolute time.)
+    """
+    fit_end = pd.Timestamp(detector.fit_end_)
+    if fit_end.tz is None:
+        return detector.fit_end_
+    return fit_end.tz_convert("UTC").tz_localize(None).isoformat()
+
+
 def from_detector(spark, detector: BaseDetector, context=None, time: str = "time", value: str = "value",
                   fill: str = "nan") -> SparkModel:
     """Ship a detector fitted on one machine to Spark (its per-context state becomes a DataFrame).
@@ -1922,7 +1939,10 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     ----------
     spark : pyspark.sql.SparkSession
     detector : BaseDetector
-        Fitted on a DatetimeIndex grid.
+        Fitted on a DatetimeIndex grid. A grid with a time zone is taken as the
+        instants it holds, in UTC as Spark's timestamps are (the model's
+        ``fit_end_`` is the UTC time, without a zone): the scores equal the
+        detector's at the same instants.
     context : str or list of str, optional
         Context column names; default: the names of ``detector.contexts_``.
     time, value, fill
@@ -1943,6 +1963,7 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     _check_state_names(names, global_state["per_context"], case_sensitive)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
+    _encode_state("fit_end_", _utc_fit_end(detector), global_state["state"], {})
     frame["reason"] = None
     ddl = {}
     for name in names:
