@@ -874,6 +874,30 @@ def test_rows_without_a_context_are_counted_and_reported(spark):
     model.unpersist()
 
 
+def test_context_columns_of_another_type_than_at_fit_are_refused_unless_a_wider_integer(spark, baseline_fit):
+    # score cast the new labels to the fitted type silently: asn fitted as the string "13335" and scored
+    # as the double 13335.0 became "13335.0", and every context was unseen (a cold start, no warning);
+    # "AS13335" cast to bigint became null, and the rows were left out as without a context.
+    from pyspark.sql import functions as F
+
+    history, new = _frames(n_contexts=3, seed=1)
+    codes = {asn: 13335 + k for k, asn in enumerate(sorted(set(history["asn"])))}
+    history, new = (frame.assign(asn=frame["asn"].map(codes)) for frame in (history, new))
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(_panel(history))
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE)  # asn: bigint
+    sdf = _spark_frame(spark, new)
+    with pytest.raises(ValueError, match=r"context column 'asn' is string in the new data but was bigint at fit.*"
+                                         r"convert the column to bigint first"):
+        tss.score(sdf.withColumn("asn", F.concat(F.lit("AS"), F.col("asn").cast("string"))), model)
+    string_model, _ = baseline_fit  # asn: string
+    with pytest.raises(ValueError, match=r"context column 'asn' is double in the new data but was string at fit"):
+        tss.score(sdf.withColumn("asn", F.col("asn").cast("double")), string_model)
+    # A narrower integer type keeps every label: scored as on one machine.
+    result = tss.score(sdf.withColumn("asn", F.col("asn").cast("int")), model)
+    _assert_scores_equal(_scores_of(result), reference, new)
+    result.unpersist()
+
+
 def test_context_columns_with_dots_in_their_names(spark):
     history, new = _frames(n_contexts=3, seed=1)
     dotted = ["country", "as.n"]

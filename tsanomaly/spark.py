@@ -1161,6 +1161,32 @@ def _keys(names: list[str]) -> list[str]:
     return [f"_k{k}" for k in range(len(names))]
 
 
+# Spark's integer types, narrowest first: a label of one is read unchanged as any wider one.
+_INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
+
+
+def _check_context_types(sdf, context_types: dict) -> None:
+    """ValueError when a context column of ``sdf`` has another type than at fit (``context_types``).
+
+    :func:`score` casts the new labels to the fitted types to match them with the
+    fitted state, and a cast can change a label: the string "13335" was fitted, the
+    double 13335.0 arrives as "13335.0" and every context was unseen (scored from a
+    cold start, without a word); "AS13335" cast to bigint is null (the rows left out
+    as unlabelled) or fails under ANSI mode. Only a wider integer type is taken as it
+    is, whose labels the cast keeps.
+    """
+    for name, fitted in context_types.items():
+        new = sdf.schema[name].dataType.simpleString()
+        if new == fitted or (new in _INTEGER_TYPES and fitted in _INTEGER_TYPES
+                             and _INTEGER_TYPES.index(new) <= _INTEGER_TYPES.index(fitted)):
+            continue
+        raise ValueError(
+            f"context column {name!r} is {new} in the new data but was {fitted} at fit, so its labels would not "
+            f"match the fitted contexts' (a cast can rewrite or lose them: 13335.0 as a string is '13335.0'); "
+            f"convert the column to {fitted} first, so that each context's label is the one it had at fit"
+        )
+
+
 def _prepared(sdf, names: list[str], time: str, value: str, codec: str, context_types=None):
     """The columns a shard needs: the context columns (renamed :func:`_keys`), ``_t`` (epoch
     micros or NTZ timestamp), ``_v`` (double). Rows without a context label are still there."""
@@ -2060,7 +2086,8 @@ def score(
     ------
     ValueError
         When ``fill`` is not "nan" or "zero", or the new data starts before the end of the
-        history or off its grid.
+        history or off its grid, or a context column has another type than at fit (a wider
+        integer type is taken as it is).
     """
     global_state = model.global_state
     data = global_state.get("data", {})
@@ -2081,6 +2108,7 @@ def score(
     state = model.state.select(*[_col(old).alias(k) for old, k in zip(fitted_names, keys)],
                                *_cols([c for c in model.state.columns if c not in fitted_names]))
     context_types = {n: model.state.schema[old].dataType.simpleString() for n, old in zip(names, fitted_names)}
+    _check_context_types(sdf, context_types)
     key_types = {k: context_types[n] for n, k in zip(names, keys)}
     everything = _prepared(sdf, names, time, value, codec, context_types)
     labelled = _labelled(keys)
