@@ -80,6 +80,25 @@ class GlobalScaleDetector(BaseDetector):
         return np.abs(values - median[:, None]) / self.scale_
 
 
+class EchoDetector(BaseDetector):
+    """Scores each value as itself: the training scores are the history, as the test writes it."""
+
+    fit_is_per_context = True
+
+    def __init__(self, threshold="pot", contamination=0.01, per_context=False, device="cpu"):
+        self.threshold = threshold
+        self.contamination = contamination
+        self.per_context = per_context
+        self.device = device
+
+    def _fit(self, values, panel):
+        self.last_ = values[:, -1].copy()
+        return values.copy()
+
+    def _score(self, values, panel, rows):
+        return values.copy()
+
+
 # ---------------------------------------------------------------------- data and references
 def _frames(n_contexts=36, seed=7):
     """(history, new) long frames: 14 days of hourly failed logins, then 5 days, with missing buckets."""
@@ -493,6 +512,31 @@ def test_detector_fitted_on_one_machine_scores_on_spark(spark, frames, baseline_
     result.unpersist()
 
 
+def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_machine(spark):
+    # The fitted end kept its zone while the shards build their grids in UTC without one: every
+    # detector refused its panel, and every score was null with a reason about a "panel".
+    history, new = _frames(n_contexts=3, seed=1)
+
+    def in_paris(frame):  # the same instants, on a grid in a zone with daylight saving time
+        panel = _panel(frame)
+        index = panel.index.tz_localize("UTC").tz_convert("Europe/Paris")
+        return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
+
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(in_paris(history))
+    assert pd.Timestamp(reference.fit_end_).tz is not None
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE)
+    assert model.global_state["state"]["fit_end_"]["value"] == "2024-01-14T23:00:00"  # midnight in Paris
+    result = tss.score(_spark_frame(spark, new), model)
+    got = _scores_of(result)
+    expected = reference.score(in_paris(new)).to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
+    assert merged["score_ref"].notna().any()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    result.unpersist()
+
+
 def test_deep_order_statistics_are_bracketed_exactly(spark, monkeypatch):
     rng = np.random.default_rng(3)
     tails = [np.sort(rng.standard_normal(rng.integers(0, 40)))[::-1] for _ in range(60)]
@@ -610,6 +654,32 @@ def test_a_shard_of_unusable_contexts_lists_them_as_failed(spark):
     model.unpersist()
 
 
+def test_stl_fit_with_a_context_too_short_to_decompose_matches_single_machine(spark):
+    # STL kept the labels of the contexts it skips (under two cycles observed) as global state:
+    # the shard holding the short context disagreed with the others, and the fit was refused as
+    # "not separable by context". The skip is per-context state now; the context scores NaN.
+    stl = pytest.importorskip("tsanomaly.detectors.stl")
+    history, new = _frames(n_contexts=4, seed=1)
+    short = tuple(history[CONTEXT].drop_duplicates().sort_values(CONTEXT).iloc[0])
+    history = history[~_rows_of(history, short) | (history["ts"] >= history["ts"].max() - pd.Timedelta("9h"))]
+    sdf = _spark_frame(spark, history)
+    n_shards = 3
+    assert sdf.select(tss._shard_key(CONTEXT, n_shards)).distinct().count() > 1, "the case needs several shards"
+    with pytest.warns(UserWarning, match="1 of 4 contexts have fewer than 48 observed points"):
+        reference = stl.STLDetector(periods=24, device="cpu").fit(_panel(history))
+    model = tss.fit(sdf, stl.STLDetector(periods=24, device="cpu"), context=CONTEXT, time="ts", value=VALUE,
+                    n_shards=n_shards)
+    assert model.failed().count() == 0
+    assert list(model.to_detector().skipped_contexts_) == [short] == list(reference.skipped_contexts_)
+    _assert_fitted_equal(model, reference, rtol=1e-9)
+    result = tss.score(_spark_frame(spark, new), model)
+    got = _scores_of(result)
+    assert got.loc[_rows_of(got, short), "score"].isna().all()
+    _assert_scores_equal(got, reference, new, rtol=1e-9)
+    result.unpersist()
+    model.unpersist()
+
+
 @pytest.mark.parametrize("contamination", [0.015, 0.03])
 def test_pot_global_threshold_uses_calibrates_initial_quantile(spark, contamination):
     # The driver took pot_threshold's default 0.98 where calibrate lowers it to 1 - 2 x contamination:
@@ -623,6 +693,41 @@ def test_pot_global_threshold_uses_calibrates_initial_quantile(spark, contaminat
     model.unpersist()
 
 
+@pytest.mark.parametrize("case", ["few excesses", "ties at the initial quantile"])
+def test_pot_global_threshold_counts_excesses_as_pot_does(spark, case):
+    # The driver counted every score strictly above the initial quantile as an excess (pot leaves out
+    # those within its tie tolerance of it) and fitted the GPD from 10 excesses on (pot needs more
+    # than risk x n too): a GPD fit where pot falls back to the quantile, a threshold of -8 for
+    # scores >= 0 instead of 0. 3000 scores, risk 0.01: 30 excesses at least, the 60th largest is
+    # the initial quantile.
+    rng = np.random.default_rng(0)
+    n_contexts, n_times = 10, 300
+    values = np.zeros(n_contexts * n_times)
+    cells = rng.permutation(values.size)
+    if case == "few excesses":  # 20 excesses: enough for min_excesses, not for the risk
+        values[cells[:20]] = rng.exponential(5.0, 20) + 1
+    else:  # 40 excesses, then 15 scores barely above 100 others (ties with the initial quantile)
+        values[cells[:40]] = rng.exponential(5.0, 40) + 1
+        values[cells[40:55]] = 2e-12
+        values[cells[55:155]] = 1e-12
+    frame = pd.DataFrame({"c": np.repeat([f"c{k}" for k in range(n_contexts)], n_times),
+                          "ts": np.tile(pd.date_range("2024-01-01", periods=n_times, freq="h"), n_contexts),
+                          "v": values})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        reference = EchoDetector().fit(tsanomaly.Panel.from_frame(frame, "c", "ts", "v"))
+        model = tss.fit(spark.createDataFrame(frame), EchoDetector(), context="c", time="ts", value="v",
+                        n_shards=2, tail_size=4)
+    fell_back = [str(w.message) for w in caught if "POT fell back" in str(w.message)]
+    assert model.to_detector().global_threshold_ == reference.global_threshold_
+    if case == "few excesses":  # as on one machine, with the same warning
+        assert reference.global_threshold_ == 0.0
+        assert len(fell_back) == 2 and fell_back[0] == fell_back[1], fell_back
+    else:
+        assert reference.global_threshold_ > 1 and not fell_back
+    model.unpersist()
+
+
 @pytest.fixture(scope="module")
 def small_history(spark):
     history, _ = _frames(n_contexts=3, seed=1)
@@ -633,6 +738,7 @@ def small_history(spark):
     ("no value column", "column 'failed_logins' is missing"),
     ("time named score", "time column 'score' clashes with the output columns"),
     ("time named reason", "time column 'reason' clashes with the output columns"),
+    ("time named Score", "time column 'Score' clashes with the output columns"),
     ({"context": []}, "context must name at least one column"),
     ({"sample_contexts": 0}, "sample_contexts must be an integer >= 1, got 0"),
     ({"min_observations": "x"}, "min_observations must be an integer >= 0, got 'x'"),
@@ -699,6 +805,50 @@ def test_a_context_column_named_like_an_explanation_column_is_refused(small_hist
         tss.score(renamed, model, context=["country", "observed"])
 
 
+@pytest.mark.parametrize("asn, match", [
+    ("Reason", r"context column\(s\) \['Reason'\] clash with the time column, with output columns"),
+    ("Start", r"context column\(s\) \['Start'\] clash"),
+    ("History_", r"context column\(s\) \['History_'\] clash with the detector's per-context state columns"),
+])
+def test_names_that_differ_from_the_added_columns_only_in_letter_case_are_refused(spark, small_history, frames,
+                                                                                  baseline_fit, asn, match):
+    # Spark takes Reason for reason unless spark.sql.caseSensitive is true: such a context column passed
+    # the check and the state or the outputs failed later with AMBIGUOUS_REFERENCE (at score, save,
+    # failed()). The check compares names as the session does.
+    context = ["country", asn]
+    with pytest.raises(ValueError, match=match) as info:
+        tss.fit(small_history.withColumnRenamed("asn", asn), RollingZScoreDetector(device="cpu"), context=context,
+                time="ts", value=VALUE)
+    assert "regardless of letter case unless spark.sql.caseSensitive is true" in str(info.value)
+    _, new = frames
+    model, reference = baseline_fit
+    with pytest.raises(ValueError, match=match):
+        tss.from_detector(spark, reference, context=context, time="ts", value=VALUE)
+    if asn != "History_":  # the state is not an output of score
+        with pytest.raises(ValueError, match=match):
+            tss.score(_spark_frame(spark, new.head(4)).withColumnRenamed("asn", asn), model, context=context)
+    with pytest.raises(ValueError, match=r"value column 'TS' is also the time column"):
+        tss.fit(small_history.withColumnRenamed(VALUE, "TS"), RollingZScoreDetector(device="cpu"), context=CONTEXT,
+                time="ts", value="TS")
+
+
+def test_a_case_sensitive_session_takes_names_that_differ_in_letter_case(spark):
+    history, new = _frames(n_contexts=3, seed=1)
+    history, new = (frame.rename(columns={"asn": "Reason"}) for frame in (history, new))
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    try:
+        model = tss.fit(spark.createDataFrame(history), RollingZScoreDetector(window=5, device="cpu"),
+                        context=["country", "Reason"], time="ts", value=VALUE)
+        assert model.failed().count() == 0
+        result = tss.score(spark.createDataFrame(new), model)
+        assert result.scores.columns == ["country", "Reason", "ts", "score", "reason"]
+        assert result.scores.where(result.scores["reason"].isNotNull()).count() == 0
+        result.unpersist()
+        model.unpersist()
+    finally:
+        spark.conf.unset("spark.sql.caseSensitive")
+
+
 def test_rows_without_a_context_are_counted_and_reported(spark):
     from pyspark.sql import functions as F
 
@@ -722,6 +872,30 @@ def test_rows_without_a_context_are_counted_and_reported(spark):
     assert set(result.scores.toPandas()["asn"]) == set(new["asn"]) - {asn}
     result.unpersist()
     model.unpersist()
+
+
+def test_context_columns_of_another_type_than_at_fit_are_refused_unless_a_wider_integer(spark, baseline_fit):
+    # score cast the new labels to the fitted type silently: asn fitted as the string "13335" and scored
+    # as the double 13335.0 became "13335.0", and every context was unseen (a cold start, no warning);
+    # "AS13335" cast to bigint became null, and the rows were left out as without a context.
+    from pyspark.sql import functions as F
+
+    history, new = _frames(n_contexts=3, seed=1)
+    codes = {asn: 13335 + k for k, asn in enumerate(sorted(set(history["asn"])))}
+    history, new = (frame.assign(asn=frame["asn"].map(codes)) for frame in (history, new))
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(_panel(history))
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE)  # asn: bigint
+    sdf = _spark_frame(spark, new)
+    with pytest.raises(ValueError, match=r"context column 'asn' is string in the new data but was bigint at fit.*"
+                                         r"convert the column to bigint first"):
+        tss.score(sdf.withColumn("asn", F.concat(F.lit("AS"), F.col("asn").cast("string"))), model)
+    string_model, _ = baseline_fit  # asn: string
+    with pytest.raises(ValueError, match=r"context column 'asn' is double in the new data but was string at fit"):
+        tss.score(sdf.withColumn("asn", F.col("asn").cast("double")), string_model)
+    # A narrower integer type keeps every label: scored as on one machine.
+    result = tss.score(sdf.withColumn("asn", F.col("asn").cast("int")), model)
+    _assert_scores_equal(_scores_of(result), reference, new)
+    result.unpersist()
 
 
 def test_context_columns_with_dots_in_their_names(spark):

@@ -163,6 +163,29 @@ def test_gaps_score_nan_and_short_contexts_are_skipped_with_one_warning():
     assert np.isfinite(scores[3]).all()
 
 
+def test_skipped_contexts_are_per_context_state_and_old_model_files_still_load(tmp_path):
+    # The skipped contexts' labels were a fitted attribute of their own, global state for
+    # tsanomaly.spark, which then refused the fit when shards skipped different contexts. The
+    # flags are now per-context state (skipped_), the labels read from them; files saved with
+    # the labels still load, to the same flags.
+    rng = np.random.default_rng(5)
+    values, _ = _counts(rng, 3, 5)
+    values[1, :-30] = np.nan  # 30 observed hours < two days
+    with pytest.warns(UserWarning, match="1 of 3 contexts have fewer than 48 observed points"):
+        det = STLDetector(periods=24, device="cpu").fit(_panel(values))
+    assert det.skipped_.tolist() == [False, True, False] and list(det.skipped_contexts_) == ["asn1"]
+    assert "skipped_contexts_" not in vars(det)
+    det.save(tmp_path / "new.tsa")
+    assert tsanomaly.load(tmp_path / "new.tsa").skipped_.tolist() == [False, True, False]
+    # A file in the earlier layout: the labels in place of the flags.
+    old = STLDetector(periods=24, device="cpu")
+    vars(old).update({k: v for k, v in vars(det).items() if k != "skipped_"}, skipped_contexts_=det.skipped_contexts_)
+    old.save(tmp_path / "old.tsa")
+    loaded = tsanomaly.load(tmp_path / "old.tsa")
+    assert loaded.skipped_.tolist() == [False, True, False] and list(loaded.skipped_contexts_) == ["asn1"]
+    np.testing.assert_array_equal(loaded.fitted_without_data(), det.fitted_without_data())
+
+
 @pytest.mark.parametrize("periods", [24, [24, 168]])
 def test_fitting_in_blocks_of_contexts_changes_nothing(monkeypatch, periods):
     """On the CPU contexts are fitted in blocks (backend.CPU_BLOCK_POINTS); blocks of 3 give the same

@@ -432,14 +432,19 @@ def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, mi
     """
     fit = pot_fit(scores, risk=risk, initial_quantile=initial_quantile, min_excesses=min_excesses)
     if fit.fallback:
-        warnings.warn(
-            f"POT fell back to the {1 - risk} quantile: {fit.n_excesses} excesses over the "
-            f"{initial_quantile} quantile of {fit.n_obs} scores, fewer than min_excesses={min_excesses} "
-            f"or than the {risk * fit.n_obs:g} that risk={risk} asks for (scores tied at the initial quantile)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(_fallback_message(fit.n_excesses, fit.n_obs, risk, initial_quantile, min_excesses),
+                      RuntimeWarning, stacklevel=2)
     return fit.threshold
+
+
+def _fallback_message(n_excesses: int, n: int, risk: float, initial_quantile: float, min_excesses: int) -> str:
+    """The warning of :func:`pot_threshold` when :func:`_too_few` sends it to the quantile rule
+    (also given by ``tsanomaly.spark``, which applies the same rule to the scores of all shards)."""
+    return (
+        f"POT fell back to the {1 - risk} quantile: {n_excesses} excesses over the "
+        f"{initial_quantile} quantile of {n} scores, fewer than min_excesses={min_excesses} "
+        f"or than the {risk * n:g} that risk={risk} asks for (scores tied at the initial quantile)"
+    )
 
 
 class POTThresholds(NamedTuple):

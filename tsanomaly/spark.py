@@ -829,6 +829,9 @@ def _fit_rows(detector: BaseDetector, train: np.ndarray, spec: dict) -> pd.DataF
     frame["_tail_pos"] = _object_column(positions)
     frame["_tail_min"] = tail_min
     frame["_truncated"] = truncated
+    # The largest finite |score| (NaN without a finite score): POT's tie tolerance scales with it.
+    magnitude = np.where(np.isfinite(train), np.abs(train), -np.inf)
+    frame["_abs_max"] = np.where(n_finite > 0, magnitude.max(axis=1, initial=-np.inf), np.nan)
     frame["reason"] = None
     shared = np.full(n, None, dtype=object)
     if n:
@@ -901,6 +904,7 @@ def _fit_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
         frame["_tail_pos"] = _object_column([np.zeros(0, dtype=np.int32)] * len(bad))
         frame["_tail_min"] = np.nan
         frame["_truncated"] = False
+        frame["_abs_max"] = np.nan
         frames.append(frame)
     return _finish(frames, spec["columns"], spec["int_columns"], spec["bool_columns"], spec["object_columns"])
 
@@ -1079,28 +1083,72 @@ def _context_list(context) -> list[str]:
     return names
 
 
-def _check_names(names: list[str], time: str, value: str | None = None, detector=None) -> None:
+def _case_sensitive(spark) -> bool:
+    """Whether ``spark`` tells column names apart by letter case (``spark.sql.caseSensitive``, false by default)."""
+    try:
+        return str(spark.conf.get("spark.sql.caseSensitive", "false")).strip().lower() == "true"
+    except Exception:  # noqa: BLE001 - a session that cannot say: Spark's default
+        return False
+
+
+def _name_key(case_sensitive: bool):
+    """The form in which Spark compares column names: as they are, or lower-cased.
+
+    By default Spark resolves ``Reason`` and ``reason`` to one column, so a user's
+    column named like one tsanomaly adds, up to letter case, passed an exact
+    comparison and failed later with AMBIGUOUS_REFERENCE (at score, save, failed()).
+    """
+    return (lambda name: name) if case_sensitive else str.lower
+
+
+_CASE_HINT = " (Spark compares column names regardless of letter case unless spark.sql.caseSensitive is true)"
+
+
+def _check_names(names: list[str], time: str, value: str | None = None, detector=None,
+                 case_sensitive: bool = False) -> None:
     """ValueError when a context or time column would collide with an output or internal column.
 
     The scores table holds the context columns, the time column, ``score`` and
     ``reason``; the alerts table the context columns and the alert columns,
     the explanation columns of ``detector`` (a detector or its class) included.
-    The value column is not output, but it must be none of the others.
+    The value column is not output, but it must be none of the others. Names
+    are compared as the session compares them: regardless of letter case
+    unless ``case_sensitive`` (:func:`_case_sensitive`).
     """
+    key = _name_key(case_sensitive)
+    hint = "" if case_sensitive else _CASE_HINT
     outputs = _SCORE_NAMES + (detector.alert_columns() if detector is not None else ALERT_COLUMNS)
-    clash = [n for n in names if n in outputs or n == time or n.startswith("_")]
+    taken = {key(n) for n in outputs} | {key(time)}
+    context_keys = [key(n) for n in names]
+    clash = [n for n, k in zip(names, context_keys)
+             if k in taken or n.startswith("_") or context_keys.count(k) > 1]
     if clash:
         raise ValueError(
-            f"context column(s) {clash} clash with the time column, with output columns {list(outputs)} or "
-            "with tsanomaly.spark's internal columns (leading '_'); rename them"
+            f"context column(s) {clash} clash with the time column, with output columns {list(outputs)}, "
+            f"with each other or with tsanomaly.spark's internal columns (leading '_'){hint}; rename them"
         )
-    if time in _OUTPUT_NAMES:
+    # The time column is in the scores table only: beside the exact output names (refused as ever),
+    # the names that table holds are refused up to letter case too.
+    if time in _OUTPUT_NAMES or key(time) in {key(n) for n in _SCORE_NAMES}:
         raise ValueError(
             f"time column {time!r} clashes with the output columns {list(_OUTPUT_NAMES)} "
-            "(the scores table would hold two columns of that name); rename it"
+            f"(the scores table would hold two columns of that name){hint}; rename it"
         )
-    if value is not None and (value == time or value in names):
-        raise ValueError(f"value column {value!r} is also the time column or a context column")
+    if value is not None and (key(value) == key(time) or key(value) in context_keys):
+        raise ValueError(f"value column {value!r} is also the time column or a context column{hint}")
+
+
+def _check_state_names(names: list[str], specs: list, case_sensitive: bool = False) -> None:
+    """ValueError when a context column has the name of a per-context state column (``specs``), which
+    the state table holds beside it; compared as :func:`_check_names` compares names."""
+    key = _name_key(case_sensitive)
+    columns = {key(spec["column"]) for spec in specs}
+    clash = [n for n in names if key(n) in columns]
+    if clash:
+        raise ValueError(
+            f"context column(s) {clash} clash with the detector's per-context state columns "
+            f"{[spec['column'] for spec in specs]}{'' if case_sensitive else _CASE_HINT}; rename them"
+        )
 
 
 def _keys(names: list[str]) -> list[str]:
@@ -1111,6 +1159,32 @@ def _keys(names: list[str]) -> list[str]:
     names come back on the outputs. (A leading ``_`` is refused in context names.)
     """
     return [f"_k{k}" for k in range(len(names))]
+
+
+# Spark's integer types, narrowest first: a label of one is read unchanged as any wider one.
+_INTEGER_TYPES = ("tinyint", "smallint", "int", "bigint")
+
+
+def _check_context_types(sdf, context_types: dict) -> None:
+    """ValueError when a context column of ``sdf`` has another type than at fit (``context_types``).
+
+    :func:`score` casts the new labels to the fitted types to match them with the
+    fitted state, and a cast can change a label: the string "13335" was fitted, the
+    double 13335.0 arrives as "13335.0" and every context was unseen (scored from a
+    cold start, without a word); "AS13335" cast to bigint is null (the rows left out
+    as unlabelled) or fails under ANSI mode. Only a wider integer type is taken as it
+    is, whose labels the cast keeps.
+    """
+    for name, fitted in context_types.items():
+        new = sdf.schema[name].dataType.simpleString()
+        if new == fitted or (new in _INTEGER_TYPES and fitted in _INTEGER_TYPES
+                             and _INTEGER_TYPES.index(new) <= _INTEGER_TYPES.index(fitted)):
+            continue
+        raise ValueError(
+            f"context column {name!r} is {new} in the new data but was {fitted} at fit, so its labels would not "
+            f"match the fitted contexts' (a cast can rewrite or lose them: 13335.0 as a string is '13335.0'); "
+            f"convert the column to {fitted} first, so that each context's label is the one it had at fit"
+        )
 
 
 def _prepared(sdf, names: list[str], time: str, value: str, codec: str, context_types=None):
@@ -1395,11 +1469,12 @@ def fit(
         raise ValueError(f"sample_contexts must be an integer >= 1, got {sample_contexts!r}")
     names = _context_list(context)
     _check_columns(sdf, names + [time], value)
-    _check_names(names, time, value, detector)
+    spark = sdf.sparkSession
+    case_sensitive = _case_sensitive(spark)
+    _check_names(names, time, value, detector, case_sensitive)
     codec = _time_codec(sdf.schema, time)
     cls = type(detector)
     mode = _fit_mode(detector)
-    spark = sdf.sparkSession
     everything = _prepared(sdf, names, time, value, codec)
     grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
     # Before any shard runs: a history too short to score anything gives a model that can never alert.
@@ -1431,12 +1506,10 @@ def fit(
         specs, explanations = _probe_specs(detector, grid, keys)
         broadcasts = []
     spec["layout"] = _layout(specs)
-    clash = {s["column"] for s in specs} & set(names)
-    if clash:
-        raise ValueError(f"context column(s) {sorted(clash)} clash with the detector's per-context state columns")
+    _check_state_names(names, specs, case_sensitive)
     state_types = {s["column"]: s["spark_type"] for s in specs}
     internal = {"_n_finite": "bigint", "_tail": "array<double>", "_tail_pos": "array<int>", "_tail_min": "double",
-                "_truncated": "boolean", "reason": "string", "_global": "string"}
+                "_truncated": "boolean", "_abs_max": "double", "reason": "string", "_global": "string"}
     types = {**state_types, **internal}
     context_types = {n: sdf.schema[n].dataType.simpleString() for n in names}
     key_types = {k: context_types[n] for n, k in zip(names, keys)}
@@ -1546,10 +1619,13 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
     threshold = detector.threshold
     refitted = 0
     for _attempt in range(3):
+        # Spark's max takes NaN for the largest double: the contexts without a finite score are left out.
+        abs_max = functions.col("_abs_max")
         totals = raw.agg(functions.sum("_n_finite").alias("scores"),
                          functions.sum(functions.size("_tail")).alias("kept"),
                          functions.count(functions.lit(1)).alias("n"),
-                         functions.count("reason").alias("failed")).first()
+                         functions.count("reason").alias("failed"),
+                         functions.max(functions.when(~functions.isnan(abs_max), abs_max)).alias("largest")).first()
         counts = {"n": int(totals["n"]), "failed": int(totals["failed"]), "refitted": refitted}
         n, m = int(totals["scores"] or 0), int(totals["kept"] or 0)
         if not isinstance(threshold, str):
@@ -1559,7 +1635,7 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
         if threshold == "quantile":
             value, deepest = _quantile_threshold(raw, n, m, 1.0 - detector.contamination)
         else:
-            value, deepest = _pot_threshold(raw, n, m, detector.contamination, names)
+            value, deepest = _pot_threshold(raw, n, m, detector.contamination, names, float(totals["largest"]))
         hidden = functions.col("_truncated")
         if deepest is not None:
             hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
@@ -1636,10 +1712,15 @@ def _quantile_threshold(raw, n: int, m: int, q: float):
     return lerp(stats[deep], stats[shallow], gamma), stats[deep]
 
 
-def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
-    """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order)."""
+def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str], largest: float):
+    """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order).
+
+    ``largest`` is the largest absolute finite score, which sets pot's tie tolerance: the
+    excesses and the fallback to the quantile are decided by pot's own rules (``_tie_limit``,
+    ``_too_few``), so that the threshold is the single-machine one.
+    """
     functions, _ = _require_pyspark()
-    from tsanomaly.pot import fit_gpd, gpd_quantile
+    from tsanomaly.pot import _fallback_message, _tie_limit, _too_few, fit_gpd, gpd_quantile
 
     initial_quantile, min_excesses = _pot_defaults(risk)
     lower, upper, gamma_q = linear_quantile_positions(n, initial_quantile)
@@ -1657,22 +1738,18 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str]):
            .orderBy(functions.desc("v")).limit(deep + 1).toPandas())
     ordered = np.sort(top["v"].to_numpy(np.float64))[::-1]
     t = lerp(ordered[deep], ordered[shallow], gamma_q)
-    peaks = top[top["v"].to_numpy(np.float64) > t]
+    peaks = top[top["v"].to_numpy(np.float64) > _tie_limit(t, largest)]
     # Single-machine order: contexts sorted as Panel.from_frame sorts them, then time.
     labels = _contexts_index(peaks, names)
     rank = labels.unique().sort_values().get_indexer(labels)
     order = np.lexsort((peaks["pos"].to_numpy(), rank))
     excesses = peaks["v"].to_numpy(np.float64)[order] - t
     n_t = excesses.shape[0]
-    if n_t < min_excesses:
+    if _too_few(n_t, n, risk, min_excesses):
+        # The quantile 1 - risk lies above the initial one (risk < 1 - initial_quantile): within the top.
         low_r, up_r, gamma_r = linear_quantile_positions(n, 1.0 - risk)
         value = lerp(ordered[n - 1 - low_r], ordered[n - 1 - up_r], gamma_r)
-        warnings.warn(
-            f"POT fell back to the {1 - risk} quantile: {n_t} excesses over the {initial_quantile} quantile "
-            f"of {n} scores, min_excesses={min_excesses}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(_fallback_message(n_t, n, risk, initial_quantile, min_excesses), RuntimeWarning, stacklevel=3)
         return value, ordered[deep]
     gamma, sigma = fit_gpd(excesses)
     return gpd_quantile(t, gamma, sigma, risk, n, n_t), ordered[deep]
@@ -1863,6 +1940,23 @@ def load_model(spark, path: str) -> SparkModel:
     return SparkModel(global_state, state)
 
 
+def _utc_fit_end(detector: BaseDetector) -> str:
+    """``fit_end_`` of a detector fitted on a DatetimeIndex grid, as the shards' grids hold it: UTC, no zone.
+
+    Spark's timestamps are instants, and every shard builds its grid in UTC from
+    epoch nanoseconds (:func:`_grid_index`): a fitted end that kept its zone made
+    each shard's detector refuse its panel ("the fitted time grid has a time zone
+    and the panel's has none"), so that every score was null. The fitted state
+    is positional, so the same instant without its zone scores the same points
+    alike. (A saved ``fit_end_`` keeps only its UTC offset, not its zone's rules:
+    like one machine, Spark steps from it by the grid's step, in absolute time.)
+    """
+    fit_end = pd.Timestamp(detector.fit_end_)
+    if fit_end.tz is None:
+        return detector.fit_end_
+    return fit_end.tz_convert("UTC").tz_localize(None).isoformat()
+
+
 def from_detector(spark, detector: BaseDetector, context=None, time: str = "time", value: str = "value",
                   fill: str = "nan") -> SparkModel:
     """Ship a detector fitted on one machine to Spark (its per-context state becomes a DataFrame).
@@ -1871,7 +1965,10 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     ----------
     spark : pyspark.sql.SparkSession
     detector : BaseDetector
-        Fitted on a DatetimeIndex grid.
+        Fitted on a DatetimeIndex grid. A grid with a time zone is taken as the
+        instants it holds, in UTC as Spark's timestamps are (the model's
+        ``fit_end_`` is the UTC time, without a zone): the scores equal the
+        detector's at the same instants.
     context : str or list of str, optional
         Context column names; default: the names of ``detector.contexts_``.
     time, value, fill
@@ -1887,9 +1984,12 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     _check_fill(fill)
     global_state, frame = split_state(detector, context)
     names = global_state["context"]
-    _check_names(names, time, value, detector)
+    case_sensitive = _case_sensitive(spark)
+    _check_names(names, time, value, detector, case_sensitive)
+    _check_state_names(names, global_state["per_context"], case_sensitive)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
+    _encode_state("fit_end_", _utc_fit_end(detector), global_state["state"], {})
     frame["reason"] = None
     ddl = {}
     for name in names:
@@ -1986,7 +2086,8 @@ def score(
     ------
     ValueError
         When ``fill`` is not "nan" or "zero", or the new data starts before the end of the
-        history or off its grid.
+        history or off its grid, or a context column has another type than at fit (a wider
+        integer type is taken as it is).
     """
     global_state = model.global_state
     data = global_state.get("data", {})
@@ -1999,7 +2100,7 @@ def score(
     if len(names) != len(global_state["context"]):
         raise ValueError(f"the model has context columns {global_state['context']}, got {names}")
     _check_columns(sdf, names + [time], value)
-    _check_names(names, time, value, _detector_class(global_state["class"]))
+    _check_names(names, time, value, _detector_class(global_state["class"]), _case_sensitive(sdf.sparkSession))
     codec = _time_codec(sdf.schema, time)
     # The shards see the context columns, of the new data and of the state, under their _keys.
     keys = _keys(names)
@@ -2007,6 +2108,7 @@ def score(
     state = model.state.select(*[_col(old).alias(k) for old, k in zip(fitted_names, keys)],
                                *_cols([c for c in model.state.columns if c not in fitted_names]))
     context_types = {n: model.state.schema[old].dataType.simpleString() for n, old in zip(names, fitted_names)}
+    _check_context_types(sdf, context_types)
     key_types = {k: context_types[n] for n, k in zip(names, keys)}
     everything = _prepared(sdf, names, time, value, codec, context_types)
     labelled = _labelled(keys)

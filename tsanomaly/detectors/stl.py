@@ -755,9 +755,12 @@ class STLDetector(BaseDetector):
 
     Attributes
     ----------
+    skipped_ : bool array, shape (n_contexts,)
+        True for the contexts with fewer than two full cycles of the longest
+        period observed in the history; their scores are NaN (one warning at fit
+        says how many).
     skipped_contexts_ : pandas.Index
-        Contexts with fewer than two full cycles of the longest period observed
-        in the history; their scores are NaN (one warning at fit says how many).
+        Those contexts' labels (read from ``skipped_``).
     robust_fit_ : bool array, shape (n_contexts,)
         False where the robust decomposition collapsed and the context was
         decomposed without robustness weights (see Notes).
@@ -1073,12 +1076,29 @@ class STLDetector(BaseDetector):
         period): their state is NaN, so they score nothing (see
         :meth:`tsanomaly.base.BaseDetector.fitted_without_data`)."""
         self.check_fitted()
-        return np.asarray(self.contexts_.isin(self.skipped_contexts_), dtype=bool)
+        skipped = vars(self).get("skipped_")
+        if skipped is None:  # a model saved before skipped_ existed: the labels it kept
+            labels = vars(self).get("_saved_skipped_contexts", self.contexts_[:0])
+            return np.asarray(self.contexts_.isin(labels), dtype=bool)
+        return np.asarray(backend.to_numpy(skipped), dtype=bool)
+
+    @property
+    def skipped_contexts_(self) -> pd.Index:
+        """The contexts skipped at fit (see ``skipped_``), as labels."""
+        return self.contexts_[self.fitted_without_data()]
+
+    @skipped_contexts_.setter
+    def skipped_contexts_(self, contexts) -> None:
+        # Earlier versions kept the skipped contexts' labels as a fitted attribute, which tsanomaly.spark
+        # took for global state (it differed between shards); their model files still set it at load.
+        # The labels are kept aside and matched against contexts_ when read (contexts_ may come later,
+        # or change: a Spark shard's detector holds its own contexts); load turns them into skipped_.
+        self._saved_skipped_contexts = contexts
 
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds)."""
         kinds = {
-            "periods_": "int_list", "decomposition_": "dict", "skipped_contexts_": "index", "robust_fit_": "vector",
+            "periods_": "int_list", "decomposition_": "dict", "skipped_": "vector", "robust_fit_": "vector",
             "holdout_": "int", "holdout_folds_": "int", "scale_inflation_": "vector", "level_": "vector",
             "slope_": "vector", "seasonal_shape_": "matrices", "scale_": "matrix",
         }
@@ -1091,6 +1111,13 @@ class STLDetector(BaseDetector):
         """The base's checks of each attribute's kind, then the widths scoring indexes by: one
         seasonal shape per fitted period, as wide as its period; the per-phase tables as wide as
         the shortest period; the kept values one short of the window."""
+        saved = vars(self).pop("_saved_skipped_contexts", None)
+        if saved is not None and "skipped_" not in vars(self):  # a file saved before skipped_ existed
+            if not isinstance(saved, pd.Index):
+                raise ValueError(
+                    f"STLDetector's fitted skipped_contexts_ is {saved!r}, not an index: the file is damaged"
+                )
+            self.skipped_ = np.asarray(self.contexts_.isin(saved), dtype=bool)
         super()._check_fitted_state()
         periods = [int(p) for p in self.periods_]
         if sorted(self.seasonal_shape_) != sorted(str(p) for p in periods):
@@ -1130,7 +1157,9 @@ class STLDetector(BaseDetector):
             for part in ("state", "train", "skipped", "robust_fit", "inflation")
         )
         n_skipped = int(skipped.sum())
-        self.skipped_contexts_ = panel.contexts[backend.to_numpy(skipped)]
+        # One flag per context, not the skipped labels: per-context state, which tsanomaly.spark
+        # splits by context (a list of labels would be global state, and differ between shards).
+        self.skipped_ = np.asarray(backend.to_numpy(skipped), dtype=bool)
         if n_skipped:
             warnings.warn("STLDetector: " + _skip_message(n_skipped, n_ctx, cfg, n), UserWarning, stacklevel=3)
         self.robust_fit_ = robust_fit
