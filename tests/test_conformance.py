@@ -222,6 +222,20 @@ def test_a_boolean_panel_scores_as_its_float_copy(detector, panels):
     assert np.isfinite(from_float).any()
 
 
+def test_a_panel_without_time_steps_or_contexts_scores_empty(detector, panels):
+    """An empty batch (no new bucket yet, or no context in it) scores as an empty result of its
+    shape without an alert, as the baseline did; the matrix profile failed on 0 time steps
+    (argmax of an empty sequence)."""
+    history, new = panels
+    detector.fit(history)
+    for empty in (new.time_slice(end=history.index[-1]), new.take([])):
+        assert 0 in empty.shape
+        scores = detector.score(empty)
+        assert scores.shape == empty.shape and scores.values.dtype == np.float64
+        assert scores.contexts.equals(empty.contexts) and scores.index.equals(empty.index)
+        assert len(detector.alerts(empty)) == 0
+
+
 def test_predict_is_boolean_and_alerts_have_the_columns(detector, panels):
     history, new = panels
     detector.fit(history)

@@ -668,7 +668,8 @@ class MatrixProfileDetector(BaseDetector):
         n_new = values.shape[1]
         offset = x.shape[1] - n_new  # position of the first new point
         first_window = offset - (m - 1)  # the window that ends on it
-        if x.shape[1] < m:
+        # No new time step: nothing to score (and _first_observation has no column to look at).
+        if n_new == 0 or x.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         # First observation: before the kept history for fitted contexts, in the new data otherwise.
         kept = self.history_.shape[1]  # history_ is a CuPy array after a fit on the GPU: no np.asarray
