@@ -383,6 +383,32 @@ def test_a_panel_with_a_time_zone_scored_by_a_naive_fit_is_a_clear_error():
         det.score(tsanomaly.Panel(np.ones((2, 3)), ["a", "b"], aware))
 
 
+def test_a_boolean_panel_reaches_the_detector_as_float64():
+    """Panel keeps booleans (predict's flags); fit, fit_score, score and the fit hook that
+    tsanomaly.spark calls (prepare_fit) hand the detector float64, as docs/CONTRACT.md promises."""
+    seen = []
+
+    class Recorder(_Echo):
+        def _fit(self, values, panel):
+            seen.append(values.dtype)
+            return super()._fit(values, panel)
+
+        def _score(self, values, panel, rows):
+            seen.append(values.dtype)
+            return super()._score(values, panel, rows)
+
+    index = pd.date_range("2024-03-01", periods=6, freq="1h", name="ts")
+    flags = Panel(np.arange(12).reshape(2, 6) % 3 == 0, pd.Index(["a", "b"], name="country"), index)
+    history, new = flags.time_slice(end=flags.index[3]), flags.time_slice(start=flags.index[4])
+    assert history.values.dtype == np.bool_
+    det = Recorder()
+    assert det.prepare_fit(history).values.dtype == np.float64
+    det.fit_score(history)
+    scores = det.fit(history).score(new)
+    assert seen == [np.float64] * 3
+    np.testing.assert_array_equal(scores.values, new.values.astype(np.float64))
+
+
 def test_contexts_with_other_levels_than_the_fit_are_refused_not_all_unseen():
     """Context columns swapped (or one level for two) matched no fitted context: every score NaN,
     no alert and no warning, so an attack went unseen."""

@@ -58,6 +58,22 @@ def test_gap_after_fit_counts_as_missing():
     np.testing.assert_allclose(det.score(later).values, expected, rtol=1e-12, equal_nan=True)
 
 
+@pytest.mark.parametrize("params", [{"seasonal_period": None}, {"seasonal_period": 6, "level_window": 12}])
+def test_a_context_without_data_at_fit_starts_cold_like_an_unseen_one(params):
+    """A fitted context that was all NaN at fit kept the 1e-12 placeholder floor, so its sparse
+    new counts (a quiet ASN: 0 or 1 event an hour) scored about 1e12; it scores as an unseen one."""
+    rng = np.random.default_rng(3)
+    x = np.vstack([rng.poisson(20, size=(1, 90)), (rng.random((1, 90)) < 0.2)]).astype(float)
+    x[1, :60] = np.nan  # no data for the quiet context in the history
+    index = pd.date_range("2024-01-01", periods=90, freq="1h")
+    det = RollingZScoreDetector(window=4, **params).fit(Panel(x[:, :60], ["busy", "quiet"], index[:60]))
+    assert det.fitted_without_data().tolist() == [False, True]
+    seen = det.score(Panel(x[:, 60:], ["busy", "quiet"], index[60:])).values[1]
+    unseen = det.score(Panel(x[1:, 60:], ["new"], index[60:])).values[0]
+    np.testing.assert_array_equal(seen, unseen)
+    assert np.isfinite(seen).any() and np.nanmax(seen) < 100
+
+
 def test_new_data_before_the_fit_end_is_refused():
     index = pd.date_range("2024-01-01", periods=60, freq="1h")
     panel = Panel(np.random.default_rng(2).normal(size=(1, 60)), ["a"], index)

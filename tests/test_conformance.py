@@ -199,6 +199,43 @@ def test_scores_do_not_depend_on_other_contexts(detector, panels):
     np.testing.assert_allclose(subset, full[[4, 1]], rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+def test_a_boolean_panel_scores_as_its_float_copy(detector, panels):
+    """Panel keeps boolean values (predict's flags); given to fit and score (0/1 events), they
+    reach every detector as float64, as the contract promises: STL's log1p of booleans was
+    float16, so its scores differed from those of the same values as floats."""
+    from sklearn.base import clone
+
+    history, new = panels
+    flags = np.random.default_rng(7).random((history.n_contexts, history.n_times + new.n_times)) < 0.3
+    as_bool = history.with_values(flags[:, : history.n_times]), new.with_values(flags[:, history.n_times :])
+    assert as_bool[0].values.dtype == np.bool_
+    as_float = [panel.with_values(panel.values.astype(np.float64)) for panel in as_bool]
+
+    def train_and_new_scores(pair):
+        fitted = clone(detector)
+        train = fitted.fit_score(pair[0]).to_numpy()
+        return train, fitted.score(pair[1]).to_numpy()
+
+    for from_bool, from_float in zip(train_and_new_scores(as_bool), train_and_new_scores(as_float)):
+        assert from_bool.dtype == np.float64
+        np.testing.assert_array_equal(from_bool, from_float)
+    assert np.isfinite(from_float).any()
+
+
+def test_a_panel_without_time_steps_or_contexts_scores_empty(detector, panels):
+    """An empty batch (no new bucket yet, or no context in it) scores as an empty result of its
+    shape without an alert, as the baseline did; the matrix profile failed on 0 time steps
+    (argmax of an empty sequence)."""
+    history, new = panels
+    detector.fit(history)
+    for empty in (new.time_slice(end=history.index[-1]), new.take([])):
+        assert 0 in empty.shape
+        scores = detector.score(empty)
+        assert scores.shape == empty.shape and scores.values.dtype == np.float64
+        assert scores.contexts.equals(empty.contexts) and scores.index.equals(empty.index)
+        assert len(detector.alerts(empty)) == 0
+
+
 def test_predict_is_boolean_and_alerts_have_the_columns(detector, panels):
     history, new = panels
     detector.fit(history)

@@ -561,15 +561,19 @@ def test_detector_unseen_context_starts_cold():
     assert np.isnan(scores[1, :first]).all() and np.isfinite(scores[1, first:]).all()
 
 
-def test_a_context_without_data_at_fit_starts_cold_like_an_unseen_one():
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a_context_without_data_at_fit_starts_cold_like_an_unseen_one(normalize):
     """Its past_points_ of 0 put its first observation at the fit's end, so it was scored one
-    point after its first observation in the new data, with inflated scores, not min_history on."""
+    point after its first observation in the new data, with inflated scores, not min_history on;
+    with plain distances, its scale_ of 1 (no data to take a spread from) stood for the unit of
+    its new data, so a large context alerted everywhere and a quiet one nowhere."""
     rng = np.random.default_rng(29)
     values = np.cumsum(rng.standard_normal((2, 300)), axis=1)
+    values[1] *= 50.0  # a spread far from 1
     values[1, :210] = np.nan  # no data at fit; observed from the new data's 11th point
     panel = _hourly_panel(values)
     history, new = panel.time_slice(end=panel.index[199]), panel.time_slice(start=panel.index[200])
-    det = MatrixProfileDetector(window=10, history=50, min_history=20, device="cpu").fit(history)
+    det = MatrixProfileDetector(window=10, history=50, min_history=20, normalize=normalize, device="cpu").fit(history)
     seen = det.score(new).to_numpy()[1]
     unseen = det.score(Panel(new.values[[1]], pd.Index(["new"]), new.index)).to_numpy()[0]
     np.testing.assert_array_equal(seen, unseen)

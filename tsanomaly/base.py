@@ -261,7 +261,8 @@ class BaseDetector:
         """Check the threshold settings and set the state every fit starts from; returns the panel on the device.
 
         Sets ``device_`` (``device`` when given, else resolved from the ``device``
-        parameter), ``contexts_``, ``n_fit_times_``, ``freq_`` and ``fit_end_``.
+        parameter), ``contexts_``, ``n_fit_times_``, ``freq_`` and ``fit_end_``. The
+        returned panel's values are float64 (a boolean panel's are converted).
         :meth:`fit` calls it before ``_fit``; so does :mod:`tsanomaly.spark` before
         the two-step fit hooks.
         """
@@ -269,7 +270,8 @@ class BaseDetector:
         if panel.n_times == 0 or panel.n_contexts == 0:
             raise ValueError(f"cannot fit on an empty panel of shape {panel.shape}")
         self.device_ = backend.resolve_device(self.device) if device is None else device
-        panel = panel.to(self.device_)
+        # Also here, not only in fit's _as_panel: tsanomaly.spark calls this hook with its own Panels.
+        panel = _float_panel(panel).to(self.device_)
         self.contexts_ = panel.contexts
         self.n_fit_times_ = int(panel.n_times)
         self.freq_, self.fit_end_ = _grid_description(panel.index)
@@ -732,19 +734,35 @@ def _read_model_file(path) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------------- helpers
 def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
-    """``panel`` itself, or an array wrapped as a Panel.
+    """``panel`` itself (its values as float64), or an array wrapped as a Panel.
 
     With ``after`` (a fitted detector on a RangeIndex grid), an array's time
     axis continues the fitted one, so ``det.fit(x_train).score(x_new)`` works
     on plain arrays.
+
+    A Panel of other values than float64 (a boolean one: Panel keeps booleans, which
+    are meant for ``predict``'s flags) comes back with its values as float64, which
+    every detector's ``_fit`` and ``_score`` are promised (docs/CONTRACT.md).
     """
     if isinstance(panel, Panel):
-        return panel
+        return _float_panel(panel)
     panel = Panel.from_array(panel)
     if after is not None and hasattr(after, "fit_end_") and after.freq_ is None:
         start = int(after.fit_end_) + 1
         panel = Panel(panel.values, panel.contexts, pd.RangeIndex(start, start + panel.n_times, name="time"))
     return panel
+
+
+def _float_panel(panel: Panel) -> Panel:
+    """``panel`` itself when its values are float64, else the same panel with them as float64.
+
+    A boolean Panel (0/1 events given as flags) passed to ``fit`` or ``score`` must score as
+    its float copy; detectors computing on booleans do not (``np.log1p`` of a boolean array is
+    float16, which moved STL's scores by up to 0.22).
+    """
+    if panel.values.dtype == np.float64:
+        return panel
+    return panel.with_values(panel.values.astype(np.float64))
 
 
 def _checked_scores(scores, panel: Panel) -> np.ndarray:

@@ -357,9 +357,12 @@ class RollingZScoreDetector(BaseDetector):
         self._validate()
         xp = backend.array_module(values)
         x = self.with_kept_history(values, panel, rows, self.history_)
-        seen = xp.asarray(rows >= 0)
-        # Unseen contexts start cold: their scale floor comes from the new data itself.
-        floor = xp.where(seen, xp.asarray(self.scale_floor_)[xp.asarray(np.maximum(rows, 0))], self._scale_floor(values))
+        # Unseen contexts start cold: their scale floor comes from the new data itself. So does a
+        # fitted context whose kept history is all missing (all NaN at fit: its fitted floor is the
+        # 1e-12 placeholder, which made its new data score about 1e12): its past is the new data anyway.
+        safe_rows = np.maximum(rows, 0)
+        seen = xp.asarray((rows >= 0) & ~self.fitted_without_data()[safe_rows])
+        floor = xp.where(seen, xp.asarray(self.scale_floor_)[xp.asarray(safe_rows)], self._scale_floor(values))
         # x's first column on the fit's clock: the first new point lies at n_fit_times_ - 1 + steps.
         origin = self.n_fit_times_ - 1 + self.steps_after_fit(panel) - (x.shape[1] - values.shape[1])
         return self._combine(self._components(x, values.shape[1], floor, origin))

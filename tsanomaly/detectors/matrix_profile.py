@@ -452,8 +452,8 @@ class MatrixProfileDetector(BaseDetector):
         score is then divided by ``sqrt(2 * window)`` and by the context's robust
         standard deviation in the fitted data (``1.4826 MAD``, floored for sparse counts:
         :func:`tsanomaly.scaling.robust_center_scale`; of the first difference with
-        ``difference=True``; for a context first seen when scoring, of its own scored
-        data), so it stays comparable across contexts and a burst in the history shrinks
+        ``difference=True``; for a context first seen when scoring, or without any
+        observation in the fitted data, of its own scored data), so it stays comparable across contexts and a burst in the history shrinks
         later scores far less than with the standard deviation: about 1 between two
         unrelated windows of Gaussian data.
     smoothing : int, default 1
@@ -668,22 +668,24 @@ class MatrixProfileDetector(BaseDetector):
         n_new = values.shape[1]
         offset = x.shape[1] - n_new  # position of the first new point
         first_window = offset - (m - 1)  # the window that ends on it
-        if x.shape[1] < m:
+        # No new time step: nothing to score (and _first_observation has no column to look at).
+        if n_new == 0 or x.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         # First observation: before the kept history for fitted contexts, in the new data otherwise.
         kept = self.history_.shape[1]  # history_ is a CuPy array after a fit on the GPU: no np.asarray
         past_points = np.asarray(self.past_points_)[np.maximum(rows, 0)]
+        # A fitted context without any observation at fit starts cold in the new data, as an unseen
+        # one does: its past_points_ of 0 put its start at the fit's end (skipping min_history), and
+        # its scale_ of 1 (robust_center_scale of an all-NaN row) read plain distances as units.
+        cold = (rows < 0) | (past_points == 0)
         seen_start = kept - past_points
         new_start = offset + backend.to_numpy(_first_observation(values))
-        # A fitted context without any observation at fit starts in the new data, as an unseen one
-        # does (its past_points_ of 0 put its start at the fit's end, skipping min_history).
-        data_start = xp.asarray(np.where((rows >= 0) & (past_points > 0), seen_start, new_start))
+        data_start = xp.asarray(np.where(cold, new_start, seen_start))
         scale = None
         if not self.normalize:
             scale = np.asarray(self.scale_)[np.maximum(rows, 0)]
-            unseen = np.flatnonzero(rows < 0)
-            if unseen.size:  # contexts first seen now: in units of their own scored data
-                scale[unseen] = self._unit(values[xp.asarray(unseen)])
+            if cold.any():  # in units of their own scored data
+                scale[cold] = self._unit(values[xp.asarray(np.flatnonzero(cold))])
         col_start = max(0, first_window - (int(self.smoothing) - 1))
         return self._blocked_scores(x, col_start, first_window, n_new, data_start, scale)
 
