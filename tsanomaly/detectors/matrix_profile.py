@@ -453,9 +453,10 @@ class MatrixProfileDetector(BaseDetector):
         standard deviation in the fitted data (``1.4826 MAD``, floored for sparse counts:
         :func:`tsanomaly.scaling.robust_center_scale`; of the first difference with
         ``difference=True``; for a context first seen when scoring, or without any
-        observation in the fitted data, of its own scored data), so it stays comparable across contexts and a burst in the history shrinks
-        later scores far less than with the standard deviation: about 1 between two
-        unrelated windows of Gaussian data.
+        observation in the fitted data, of its own scored data), so it stays
+        comparable across contexts and a burst in the history shrinks later scores
+        far less than with the standard deviation: about 1 between two unrelated
+        windows of Gaussian data.
     smoothing : int, default 1
         Score each point by the mean distance of the last ``smoothing`` windows (an
         anomaly raises every window that overlaps it; a window unusual only by its
