@@ -885,7 +885,9 @@ def test_model_save_is_atomic_too(tables, tmp_path, monkeypatch):
     def fail_after_writing(self, name, data, *args, **kwargs):
         real_writestr(self, name, data, *args, **kwargs)  # the bytes reach the file being written...
         self.fp.flush()
-        written.append((name, Path(self.filename).name, Path(self.filename).stat().st_size))
+        # The zip is written through a handle; the files beside the model say which one it is.
+        others = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("h.csv", "m.tsa"))
+        written.append((name, others, os.fstat(self.fp.fileno()).st_size))
         if name == "arrays.npz":
             raise OSError("no space left on device")  # ...and then the disk fills up
 
@@ -896,10 +898,10 @@ def test_model_save_is_atomic_too(tables, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert model.read_bytes() == before
     assert tsanomaly.load(model).window == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "m.tsa"]  # no m.tsa.partial left
-    # The failure came after both members had reached a file beside the model (not the model itself).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "m.tsa"]  # no temporary file left
+    # The failure came after both members had reached a hidden file beside the model (not the model itself).
     assert [name for name, _, _ in written] == ["model.json", "arrays.npz"]
-    assert all(target != model.name and size > 0 for _, target, size in written)
+    assert all(len(others) == 1 and others[0].startswith(".m.tsa.") and size > 0 for _, others, size in written)
 
 
 @pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl", "jsonl.gz"])

@@ -626,28 +626,38 @@ class BaseDetector:
         so loading a model file cannot run code. Context labels load back
         equal and of the same type, so a loaded model scores as this one.
 
+        The file is written as every output of a job is (:mod:`tsanomaly.io`):
+        to a hidden temporary file of its own in the same folder, then moved
+        into place atomically, so a reader sees the previous model or the new
+        one, never half of one, and two saves at once do not write into one
+        temporary file. A replaced file keeps its permissions, and a path that
+        is a symbolic link is written to the link's target.
+
         Raises
         ------
         ValueError
             When a context label cannot be stored faithfully: labels may be
             text, integers, floats, booleans, None/NaN/NA/NaT or pandas
-            Timestamps (see :func:`_encode_level`). Nothing is written then.
+            Timestamps (see :func:`_encode_level`); when ``path`` is a folder.
+            Nothing is written then.
+        FileNotFoundError
+            When the folder of ``path`` does not exist.
         """
+        # The writer of every job output (this module's ``io`` is the standard library's).
+        from tsanomaly.io import _atomic_write
+
         self.check_fitted()
         arrays = {}
         meta = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, **_encode_detector(self, "", arrays)}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+
+        def write(handle):
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr("model.json", json.dumps(meta, indent=1))
                 archive.writestr("arrays.npz", buffer.getvalue())
-            tmp.replace(path)  # atomic: a reader never sees a half-written model
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        _atomic_write(path, write)
 
 
 def load(path, device: str | None = None) -> BaseDetector:
