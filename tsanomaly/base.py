@@ -439,17 +439,31 @@ class BaseDetector:
             f"the panel starts at {panel.index[0]}, which is not on the fitted grid "
             f"(step {self.freq_} from {self.fit_end_})"
         )
+        if first.tz is not None:
+            # fit_end_ is ISO text with the UTC offset of that instant, not the zone's name: read
+            # back, it is in a fixed-offset zone, which date_range refuses to mix with the panel's
+            # and which would step days and weeks by 24 h across a daylight-saving switch. The
+            # same instant on the panel's clock steps as the panel's own grid does.
+            fit_end = fit_end.tz_convert(first.tz)
         offset = pd.tseries.frequencies.to_offset(self.freq_)
-        try:
-            step = pd.Timedelta(offset)
-        except (TypeError, ValueError):
-            # A calendar step (weeks anchored on a weekday, months): no fixed duration to divide
-            # by, so count the grid's points from the fit's end instead.
-            if not offset.is_on_offset(first):
-                raise not_on_grid from None
-            if first <= fit_end:
-                return -(len(pd.date_range(first, fit_end, freq=offset)) - 1)
-            return len(pd.date_range(fit_end, first, freq=offset)) - 1
+        # A step of hours or less is a fixed duration. Days are one on a grid without a time zone
+        # only: in a zone with daylight saving a day lasts 23 or 25 h once a year, and a daily or
+        # weekly grid (pandas' date_range in that zone) keeps the wall-clock time instead.
+        fixed = isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day)
+        step = None
+        if fixed or first.tz is None:
+            try:
+                step = pd.Timedelta(offset)
+            except (TypeError, ValueError):
+                pass  # weeks anchored on a weekday, months: no fixed duration
+        if step is None:
+            # A calendar step: count the grid's points between the fit's end and the panel's start,
+            # which must both be points of one grid (the range from the earlier one reaches the later).
+            earlier, later = (first, fit_end) if first <= fit_end else (fit_end, first)
+            points = pd.date_range(earlier, later, freq=offset)
+            if len(points) == 0 or points[0] != earlier or points[-1] != later:
+                raise not_on_grid
+            return len(points) - 1 if first > fit_end else -(len(points) - 1)
         steps, remainder = divmod(first - fit_end, step)
         if remainder != pd.Timedelta(0):
             raise not_on_grid
