@@ -1076,6 +1076,54 @@ def test_report_refuses_to_write_over_its_input(tables, tmp_path, capsys):
     assert _files(tmp_path) == before
 
 
+@pytest.mark.parametrize("option", ["--output", "--scores", "--unseen"])
+def test_score_refuses_an_output_that_cannot_be_written_before_writing_any(tables, tmp_path, capsys, option):
+    """`--output a.csv --scores dir.csv`, dir.csv a folder: exit 2, but a.csv was already replaced. The
+    outputs are written one after another, and the folder was found only when its turn came."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.parquet"), model)) == 0
+    today_path = _write(today, tmp_path / "n.parquet")
+    example = {"--output": "alerts.csv", "--scores": "scores.csv", "--unseen": "unseen.csv"}[option]
+    folder, missing = tmp_path / "dir.csv", tmp_path / "no" / "x.csv"
+    folder.mkdir()
+    for bad, message in ((folder, f"{option} {folder} is a folder; name a file, e.g. {option} {folder / example}"),
+                         (missing, f"{option} {missing}: its folder {missing.parent} does not exist")):
+        outputs = {"--output": tmp_path / "a.csv", "--scores": tmp_path / "s.csv", "--unseen": tmp_path / "u.csv"}
+        for path in outputs.values():
+            path.write_text("previous\n")
+        outputs[option] = bad
+        before = _files(tmp_path)
+        capsys.readouterr()
+        args = ["score", "--model", str(model), "--input", today_path, *(a for o, p in outputs.items() for a in (o, str(p)))]
+        assert main(args) == 2
+        assert message in _one_line_error(capsys)
+        assert _files(tmp_path) == before  # no output replaced
+        # Refused before any work: a model that does not exist is not even looked for.
+        args[args.index("--model") + 1] = str(tmp_path / "absent.tsa")
+        assert main(args) == 2
+        assert message in _one_line_error(capsys)
+
+
+def test_fit_and_report_refuse_a_folder_or_a_missing_folder_before_any_work(tables, tmp_path, capsys):
+    history, _ = tables
+    path = _write(history, tmp_path / "h.csv")
+    folder, missing = tmp_path / "out", tmp_path / "no" / "x"
+    folder.mkdir()
+    before = _files(tmp_path)
+    absent = str(tmp_path / "absent.csv")  # fit refuses its output before it reads the input
+    assert main(_fit_args(absent, missing / "m.tsa")) == 2
+    assert f"--save {missing / 'm.tsa'}: its folder {missing} does not exist" in _one_line_error(capsys)
+    report = ["report", "--model", str(tmp_path / "absent.tsa"), "--input", path, "--out"]
+    assert main([*report, str(folder)]) == 2
+    assert f"--out {folder} is a folder; name an HTML file, e.g. --out {folder / 'report.html'}" in _one_line_error(capsys)
+    assert main([*report, str(missing / "r.html")]) == 2
+    assert f"--out {missing / 'r.html'}: its folder {missing} does not exist" in _one_line_error(capsys)
+    assert main([*report, ""]) == 2
+    assert "--out needs a file name, e.g. --out report.html" in _one_line_error(capsys)
+    assert _files(tmp_path) == before and list(folder.iterdir()) == []
+
+
 def test_a_hard_link_to_the_input_is_the_same_file(tables, tmp_path, capsys):
     history, _ = tables
     path = _write(history, tmp_path / "h.csv")

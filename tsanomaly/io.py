@@ -30,7 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["FORMATS", "table_format", "read_table", "labels_as_text", "write_table", "write_text", "atomic_path"]
+__all__ = ["FORMATS", "table_format", "read_table", "labels_as_text", "check_output_path", "write_table", "write_text",
+           "atomic_path"]
 
 #: Extension -> format name. Longest suffixes first so ".csv.gz" wins over ".gz".
 FORMATS = {
@@ -290,6 +291,50 @@ def atomic_path(path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
+def check_output_path(path, option: str = "output", what: str = "a file", example: str | None = None) -> Path:
+    """Refuse an output path that cannot be written, and return the file that will be written.
+
+    A command with several outputs checks each before any work (before reading its input,
+    and before it writes the first output): one found unwritable only when its turn came
+    left the outputs written before it replaced, the job half done.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output; a symbolic link is written to its target (:func:`write_table`), which is
+        the path checked.
+    option : str, default "output"
+        How messages name it (``"--scores"``).
+    what : str, default "a file"
+        What it should name ("a model file").
+    example : str, optional
+        A file name the message suggests inside a folder given by mistake (``"model.tsa"``).
+
+    Returns
+    -------
+    Path
+        The file written: ``path``, or its target when it is a symbolic link.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is a folder (a link to one included).
+    FileNotFoundError
+        The folder that would hold it does not exist.
+    """
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.is_dir():
+        hint = f", e.g. {option} {path / example}" if example else ""
+        raise ValueError(f"{option} {path} is a folder; name {what}{hint}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"{option} {path}: its folder {target.parent} does not exist; create it or name {what} in an "
+            "existing folder"
+        )
+    return target
+
+
 def _atomic_write(path, write: Callable) -> Path:
     """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path`` atomically.
 
@@ -297,13 +342,7 @@ def _atomic_write(path, write: Callable) -> Path:
     not become readable by all at the next run), and a symbolic link keeps pointing at the file
     it names, which is the one replaced (replacing the link itself left its target stale).
     """
-    path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    if path.is_dir():
-        raise ValueError(f"output {path} is a folder; name a file")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    path = check_output_path(path)
     tmp = atomic_path(path)
     try:
         # O_EXCL: never write through a file (or link) that someone else put there; mode 0o666
