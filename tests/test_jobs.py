@@ -1105,6 +1105,15 @@ def test_score_refuses_an_output_that_cannot_be_written_before_writing_any(table
         assert message in _one_line_error(capsys)
 
 
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_score_refuses_a_chunk_size_below_one_before_any_work(tmp_path, capsys, size):
+    """--chunk-size 0 was refused only once the model was loaded and the input read."""
+    args = ["score", "--model", str(tmp_path / "absent.tsa"), "--input", str(tmp_path / "absent.csv"),
+            "--output", str(tmp_path / "a.csv"), "--chunk-size", size]
+    assert main(args) == 2
+    assert f"--chunk-size must be a positive number of contexts, got {size}" in _one_line_error(capsys)
+
+
 def test_fit_and_report_refuse_a_folder_or_a_missing_folder_before_any_work(tables, tmp_path, capsys):
     history, _ = tables
     path = _write(history, tmp_path / "h.csv")

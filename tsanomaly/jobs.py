@@ -1013,11 +1013,13 @@ def score_file(
     ------
     ValueError
         Before any work, when an output path is the model's or the input's file, or another
-        output's (:func:`check_distinct_paths`), has an unsupported extension, or is a folder;
-        besides what :func:`score_frame` raises.
+        output's (:func:`check_distinct_paths`), has an unsupported extension, or is a folder,
+        and when ``chunk_size`` is less than 1; besides what :func:`score_frame` raises.
     FileNotFoundError
         Before any work, when the folder of an output does not exist.
     """
+    if chunk_size < 1:  # score_panel refuses it too, but only once the model is loaded and the input read
+        raise ValueError(f"--chunk-size must be a positive number of contexts, got {chunk_size}")
     check_distinct_paths(
         [("--model", model), ("--input", input)], [("--output", output), ("--scores", scores), ("--unseen", unseen)]
     )
