@@ -237,6 +237,29 @@ def test_whole_floats_are_the_same_context_as_the_integer(tables, tmp_path, scor
     assert len(result.alerts) == len(_reference_alerts(history, today)) >= 2
 
 
+@pytest.mark.parametrize("keys", [["ts"], ["country", "asn", "ts"]], ids=["ts", "all-keys"])
+def test_parquet_key_columns_stored_as_the_index_are_read_as_columns(tables, tmp_path, keys):
+    """df.set_index("ts").to_parquet(...) (or a groupby().sum() result) keeps its keys in the pandas index,
+    which read_parquet(columns=...) returns as the index: "column 'ts' is missing" though the file holds it."""
+    history, today = tables
+    plain = {name: _write(frame, tmp_path / f"{name}.parquet") for name, frame in (("h", history), ("t", today))}
+    indexed = {}
+    for name, frame in (("h", history), ("t", today)):
+        indexed[name] = str(tmp_path / f"{name}_indexed.parquet")
+        frame.set_index(keys).to_parquet(indexed[name])
+    assert "ts" not in pd.read_parquet(indexed["h"], columns=["country", "asn", "ts", "failed_logins"]).columns
+    results = []
+    for files in (plain, indexed):
+        model = tmp_path / "m.tsa"
+        assert main(_fit_args(files["h"], model)) == 0
+        results.append(jobs.score_file(model, files["t"], tmp_path / "a.csv", scores=tmp_path / "s.csv"))
+    pd.testing.assert_frame_equal(results[1].alerts, results[0].alerts)
+    np.testing.assert_array_equal(results[1].scores.to_numpy(), results[0].scores.to_numpy())
+    assert len(results[0].alerts) >= 2
+    frame = tsio.read_table(indexed["t"])  # without columns: the index's columns come first, as in the file
+    assert list(frame.columns) == [*keys, *(c for c in today.columns if c not in keys)]
+
+
 def test_a_job_model_scores_a_python_panel_of_the_same_integer_labels(tables, tmp_path):
     """The README's quick start on a model from `tsanomaly fit`: the job stores its labels as text
     ("1000"), Panel.from_frame keeps the Parquet file's integers (1000), and "1000" != 1000 left every

@@ -87,7 +87,8 @@ def read_table(
     columns : sequence of str, optional
         Read only these columns (cheaper for wide Parquet files). A column
         absent from the file raises ValueError naming it and the columns
-        the file has.
+        the file has. A Parquet file's named index levels (pandas writes a
+        DataFrame's index there) are columns like the others.
     text_columns : sequence of str, optional
         Columns holding labels (a job's context columns), returned as text
         exactly as written: in CSV no number parsing (the ASN ``0123`` stays
@@ -126,7 +127,7 @@ def read_table(
             names = wanted if wanted is not None else present
             frame = pd.read_csv(path, usecols=wanted, **_csv_text_options(names, text))
         elif fmt == "parquet":
-            frame = pd.read_parquet(path, columns=wanted)
+            frame = _index_as_columns(pd.read_parquet(path, columns=wanted))
         else:
             # dtype=False: no guessing from column names or contents (read_json would turn a column
             # named "timestamp" into dates and "0123" into 123); timestamps stay text and are parsed
@@ -149,6 +150,18 @@ def read_table(
         if col in frame.columns:
             frame[col] = labels_as_text(frame[col])
     return frame
+
+
+def _index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its named index levels as columns (those a column does not already name).
+
+    pandas writes a DataFrame's index to Parquet as columns, and reads them back as the index
+    (also when ``columns=`` names them): ``counts.groupby(["country", "asn", "ts"]).sum()
+    .to_parquet(path)`` holds its keys there, where a job looked for its columns in vain
+    although the file's schema lists them. Unnamed levels (row numbers) stay the index.
+    """
+    names = [name for name in frame.index.names if name is not None and name not in frame.columns]
+    return frame.reset_index(level=names) if names else frame
 
 
 def _csv_text_options(names: Sequence[str], text: Sequence[str]) -> dict:
