@@ -292,29 +292,12 @@ def test_a_job_model_scores_a_python_panel_of_the_same_integer_labels(tables, tm
     new = pd.read_parquet(_write(as_int(today), tmp_path / "t.parquet"))
     panel = tsanomaly.Panel.from_frame(new, ["country", "asn"], "ts", "failed_logins", fill="zero")
     assert ("US", 1000) in panel.contexts
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # and no warning about unseen contexts
-        assert len(det.unseen_contexts(panel)) == 0
-        alerts = det.alerts(panel)
+    assert len(det.unseen_contexts(panel)) == 0
+    alerts = det.alerts(panel)
     job = jobs.score_frame(det, new)
     np.testing.assert_array_equal(det.score(panel).to_numpy(), job.scores.to_numpy())  # same order: "1000".."1007"
     assert len(alerts) == len(job.alerts) >= 2
     np.testing.assert_array_equal(alerts["peak_score"].to_numpy(), job.alerts["peak_score"].to_numpy())
-
-
-def test_a_job_reports_unseen_contexts_itself_not_with_the_librarys_warning(tables, caplog):
-    """The library warns when most of a panel's contexts are unseen; a job logs its own warning (with
-    the cold starts and skips), which must not come twice, once per chunk."""
-    history, today = tables
-    det = jobs.fit_frame(history, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5})
-    renamed = today.assign(asn=today["asn"] + "x")  # every context unseen
-    with warnings.catch_warnings(record=True) as record, caplog.at_level(logging.WARNING, logger="tsanomaly"):
-        warnings.simplefilter("always")
-        result = jobs.score_frame(det, renamed, chunk_size=3)
-        jobs.scores_frame(result)
-    assert len(result.unseen) == 8
-    assert [str(w.message) for w in record if "fitted history" in str(w.message)] == []
-    assert sum("not in the fitted history" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_labels_as_text_turns_whole_floats_into_the_integers_text():

@@ -20,10 +20,8 @@ import io
 import json
 import math
 import warnings
-import weakref
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -378,16 +376,6 @@ class BaseDetector:
         ``"13335"``) scores a panel built by ``Panel.from_frame`` from a Parquet
         file of integers (``13335``).
 
-        Warns
-        -----
-        UserWarning
-            When more than half of the panel's contexts were not in the fitted
-            history: they get no alert threshold of their own and most get no
-            score, which usually means the panel was built from other columns,
-            or labels of other types, than the fitted one. The message names
-            examples of both. Once per panel: :meth:`score`, :meth:`alerts` and
-            the detectors ask for the rows of one panel several times.
-
         Raises
         ------
         ValueError
@@ -403,9 +391,7 @@ class BaseDetector:
                 f"the panel's contexts have levels {list(new.names)} but the detector was fitted on contexts "
                 f"with levels {list(fitted.names)}; build the panel from the same context columns, in the same order"
             )
-        rows = np.asarray(fitted.get_indexer(_labels_as_fitted(fitted, new)), dtype=np.int64)
-        _warn_if_mostly_unseen(self, new, rows)
-        return rows
+        return np.asarray(fitted.get_indexer(_labels_as_fitted(fitted, new)), dtype=np.int64)
 
     def unseen_contexts(self, panel) -> pd.Index:
         """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
@@ -869,55 +855,6 @@ def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
     frame = contexts.to_frame(index=False)
     frame.columns = _context_names(contexts)
     return frame.iloc[rows].reset_index(drop=True)
-
-
-#: Detector -> weak reference to the contexts of the panel it last warned about (see
-#: _warn_if_mostly_unseen); weak both ways, so that neither outlives its user for a warning.
-_WARNED_UNSEEN: "weakref.WeakKeyDictionary[BaseDetector, weakref.ref]" = weakref.WeakKeyDictionary()
-
-
-def _warn_if_mostly_unseen(detector: "BaseDetector", contexts: pd.Index, rows: np.ndarray) -> None:
-    """Warn when more than half of ``contexts`` (a panel's) have no fitted row (``rows`` < 0).
-
-    A panel of new contexts is no error (a new ASN is scored from a cold start), but one whose
-    contexts are mostly unknown to the model is usually the fitted contexts under other labels
-    (other columns, or ``13335`` against ``"13335"``): every score NaN or cold, every threshold
-    the global one, and no word about it. One warning per panel: score, alerts and the detectors'
-    own ``_score`` ask for the rows of the same panel's contexts (the same Index object) in turn.
-    """
-    n_unseen = int((rows < 0).sum())
-    if 2 * n_unseen <= len(rows):
-        return
-    fitted = detector.contexts_
-    first = fitted[0] if isinstance(fitted[0], tuple) else (fitted[0],)
-    if len(fitted) == 1 and any(isinstance(label, Unmatched) for label in first):
-        return  # Spark's shard without fitted contexts: a placeholder that matches nothing, by design
-    warned = _WARNED_UNSEEN.get(detector)
-    if warned is not None and warned() is contexts:
-        return
-    _WARNED_UNSEEN[detector] = weakref.ref(contexts)
-    examples = ", ".join(repr(label) for label in contexts[rows < 0][:3])
-    warnings.warn(
-        f"most of the panel's contexts were not in the fitted history: {n_unseen} of {len(rows)} "
-        f"(e.g. {examples}), so they are scored from a cold start or not at all and alert against the "
-        f"global threshold; if they are the fitted contexts, build the panel from the same context "
-        f"columns with labels of the same types (fitted: e.g. {', '.join(repr(label) for label in fitted[:3])})",
-        UserWarning,
-        stacklevel=_stacklevel_outside_tsanomaly(),  # the user's call of score, alerts, ...
-    )
-
-
-def _stacklevel_outside_tsanomaly() -> int:
-    """The ``stacklevel`` that names, for a warning issued by this function's caller, the first
-    frame outside the tsanomaly package: the user's line, however deep the call went."""
-    import os
-    import sys
-
-    package = os.path.join(os.path.dirname(__file__), "")  # with the separator: not tsanomaly_x/
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _labels_as_fitted(fitted: pd.Index, new: pd.Index) -> pd.Index:

@@ -60,7 +60,6 @@ import sys
 import time as _time
 import warnings
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -834,10 +833,9 @@ def score_frame(
     columns.check_names(det, source=source, tables=("alerts",))
     panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source).to("cpu")
     started = _time.perf_counter()
-    with _unseen_reported_here():
-        scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
-        seconds = _time.perf_counter() - started
-        rows = det.context_rows(panel)
+    scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    seconds = _time.perf_counter() - started
+    rows = det.context_rows(panel)
     unseen_rows = np.flatnonzero(rows < 0)
     score_values = scores.to_numpy()
     has_score = np.isfinite(score_values[unseen_rows]).any(axis=1) if len(unseen_rows) else np.zeros(0, bool)
@@ -867,17 +865,6 @@ def score_frame(
     if n_absent:
         log.info("%d fitted contexts have no row in %s and were not scored", n_absent, source)
     return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds, n_unscored=n_unscored)
-
-
-@contextmanager
-def _unseen_reported_here():
-    """Silence the library's warning about a panel of mostly unseen contexts
-    (:meth:`BaseDetector.context_rows`): a job reports every unseen context itself, in its log
-    (naming those scored from a cold start and those skipped), its summary and ``--unseen``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="most of the panel's contexts were not in the fitted history",
-                                category=UserWarning)
-        yield
 
 
 def _warn_gap_before(det: BaseDetector, panel: Panel, gap: int, columns: JobColumns, source: str) -> None:
@@ -966,8 +953,7 @@ def scores_frame(result: ScoreResult) -> pd.DataFrame:
     frame = result.panel.to_frame(value=cols.value, time=cols.time, dropna=False)
     frame.columns = list(cols.context) + [cols.time, cols.value]
     scores = result.scores.to_numpy().reshape(-1)
-    with _unseen_reported_here():
-        context_thresholds = result.detector._thresholds_for(result.detector.context_rows(result.panel))
+    context_thresholds = result.detector._thresholds_for(result.detector.context_rows(result.panel))
     frame["score"] = scores
     frame["threshold"] = np.repeat(context_thresholds, result.panel.n_times)
     frame["flag"] = thresholds.above_threshold(scores, frame["threshold"].to_numpy())
