@@ -374,6 +374,32 @@ def test_a_calendar_grid_of_weeks_or_months_scores_after_the_fit(freq):
         det.score(panel.loc[index[40]:])
 
 
+@pytest.mark.parametrize("freq, start, k", [("W-SUN", "2024-01-07", 12), ("D", "2024-02-09", 50)])
+def test_a_grid_of_days_or_weeks_in_a_time_zone_scores_across_daylight_saving(tmp_path, freq, start, k):
+    """fit_end_ is ISO text with a fixed UTC offset (+01:00): a weekly grid in Europe/Berlin failed in
+    pandas ("Start and end cannot both be tz-aware with different timezones"), and a daily one that
+    crossed the switch to summer time (a 23 h day) was "not on the fitted grid"."""
+    index = pd.date_range(start, periods=k + 10, freq=freq, tz="Europe/Berlin")
+    assert index[k - 1].utcoffset() == pd.Timedelta("1h") and index[k + 2].utcoffset() == pd.Timedelta("2h")
+    panel = tsanomaly.Panel(np.random.default_rng(0).poisson(20, (2, len(index))).astype(float), ["a", "b"], index)
+    make = lambda: tsanomaly.RollingZScoreDetector(seasonal_period=1, window=4)  # noqa: E731
+    det = make().fit(panel.loc[: index[k - 1]])
+    det.save(tmp_path / "model.tsa")
+    for model in (det, tsanomaly.load(tmp_path / "model.tsa")):
+        assert [model.steps_after_fit(panel.loc[index[k + s]:]) for s in range(4)] == [1, 2, 3, 4]
+        # Right after the fit: the scores of the whole series, fitted at once.
+        np.testing.assert_allclose(model.score(panel.loc[index[k]:]).to_numpy(),
+                                   make().fit_score(panel).to_numpy()[:, k:])
+        # Two steps later, past the switch: as if those two steps had been missing.
+        missing = panel.to_numpy()[:, k:].copy()
+        missing[:, :2] = np.nan
+        np.testing.assert_array_equal(model.score(panel.loc[index[k + 2]:]).to_numpy(),
+                                      model.score(tsanomaly.Panel(missing, ["a", "b"], index[k:])).to_numpy()[:, 2:])
+    off_grid = pd.date_range(index[k] + pd.Timedelta("1h"), periods=2, freq=freq)  # 01:00, not midnight
+    with pytest.raises(ValueError, match="not on the fitted grid"):
+        det.score(tsanomaly.Panel(np.ones((2, 2)), ["a", "b"], off_grid))
+
+
 def test_a_panel_with_a_time_zone_scored_by_a_naive_fit_is_a_clear_error():
     index = pd.date_range("2024-03-01", periods=240, freq="h")
     det = tsanomaly.RollingZScoreDetector().fit(
@@ -407,6 +433,28 @@ def test_a_boolean_panel_reaches_the_detector_as_float64():
     scores = det.fit(history).score(new)
     assert seen == [np.float64] * 3
     np.testing.assert_array_equal(scores.values, new.values.astype(np.float64))
+
+
+def test_text_labels_of_a_fit_match_the_same_labels_given_as_numbers():
+    """A model fitted on text labels (as a job stores them: "13335") and a panel of the same labels as
+    numbers (13335, or 13335.0 from a float column) compare by the jobs' rule, level by level."""
+    index = pd.date_range("2024-03-01", periods=24 * 9, freq="h")
+    values = np.random.default_rng(0).poisson(30, (3, len(index))).astype(float)
+    text = pd.MultiIndex.from_arrays([["US", "US", "DE"], ["13335", "7", "3320"]], names=["country", "asn"])
+    det = tsanomaly.RollingZScoreDetector().fit(tsanomaly.Panel(values[:, :-24], text, index[:-24]))
+    same = tsanomaly.Panel(values[:, -24:], text, index[-24:])
+    rows, reference = det.context_rows(same), det.score(same).to_numpy()
+    for asn in ([13335, 7, 3320], [13335.0, 7.0, 3320.0], pd.Categorical([13335, 7, 3320])):
+        labels = pd.MultiIndex.from_arrays([["US", "US", "DE"], asn], names=["country", "asn"])
+        panel = tsanomaly.Panel(values[:, -24:], labels, index[-24:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            np.testing.assert_array_equal(det.context_rows(panel), rows)
+            np.testing.assert_array_equal(det.score(panel).to_numpy(), reference)
+    # Numbers that are not the fitted text stay unseen.
+    other = tsanomaly.Panel(values[:, -24:], pd.MultiIndex.from_arrays(
+        [["US", "US", "DE"], [13335.5, 8, 1]], names=["country", "asn"]), index[-24:])
+    assert (det.context_rows(other) == -1).all()
 
 
 def test_contexts_with_other_levels_than_the_fit_are_refused_not_all_unseen():

@@ -93,6 +93,25 @@ def test_fit_then_score_round_trip_for_each_format(tables, tmp_path, ext, capsys
     assert f"{len(expected)} alerts" in stdout and "0 contexts unseen at fit" in stdout
 
 
+@pytest.mark.parametrize("ext", ["jsonl", "jsonl.gz"])
+def test_json_lines_values_are_read_exactly_as_from_csv_and_parquet(tmp_path, ext):
+    """pandas' fast JSON number parser read 96.6538079735436 one unit in the last place off, so a
+    value from JSON lines differed from the same value from CSV or Parquet (scores, alerts too)."""
+    values = [96.6538079735436, 112.8088422732691, 0.1, 1e-300, 13335.0]
+    frame = pd.DataFrame({"asn": ["a"] * len(values), "n": values})
+    text = "".join(json.dumps(row) + "\n" for row in frame.to_dict("records"))  # Python's shortest repr
+    path = tmp_path / f"v.{ext}"
+    if ext.endswith(".gz"):
+        import gzip
+
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    for other in (_write(frame, tmp_path / "v.csv"), _write(frame, tmp_path / "v.parquet"), path):
+        read = tsio.read_table(other, columns=["asn", "n"], text_columns=["asn"])["n"].to_numpy()
+        assert read.tolist() == values, other
+
+
 def test_the_summary_counts_in_words_that_fit_the_number(tables, tmp_path, capsys, caplog):
     """One context, one time, one unseen context: no "1 contexts"."""
     history, today = tables
@@ -235,6 +254,50 @@ def test_whole_floats_are_the_same_context_as_the_integer(tables, tmp_path, scor
     result = jobs.score_file(model, _write(new, tmp_path / f"t.{score_ext}"), tmp_path / "a.csv")
     assert len(result.unseen) == 0 and result.n_absent == 0
     assert len(result.alerts) == len(_reference_alerts(history, today)) >= 2
+
+
+@pytest.mark.parametrize("keys", [["ts"], ["country", "asn", "ts"]], ids=["ts", "all-keys"])
+def test_parquet_key_columns_stored_as_the_index_are_read_as_columns(tables, tmp_path, keys):
+    """df.set_index("ts").to_parquet(...) (or a groupby().sum() result) keeps its keys in the pandas index,
+    which read_parquet(columns=...) returns as the index: "column 'ts' is missing" though the file holds it."""
+    history, today = tables
+    plain = {name: _write(frame, tmp_path / f"{name}.parquet") for name, frame in (("h", history), ("t", today))}
+    indexed = {}
+    for name, frame in (("h", history), ("t", today)):
+        indexed[name] = str(tmp_path / f"{name}_indexed.parquet")
+        frame.set_index(keys).to_parquet(indexed[name])
+    assert "ts" not in pd.read_parquet(indexed["h"], columns=["country", "asn", "ts", "failed_logins"]).columns
+    results = []
+    for files in (plain, indexed):
+        model = tmp_path / "m.tsa"
+        assert main(_fit_args(files["h"], model)) == 0
+        results.append(jobs.score_file(model, files["t"], tmp_path / "a.csv", scores=tmp_path / "s.csv"))
+    pd.testing.assert_frame_equal(results[1].alerts, results[0].alerts)
+    np.testing.assert_array_equal(results[1].scores.to_numpy(), results[0].scores.to_numpy())
+    assert len(results[0].alerts) >= 2
+    frame = tsio.read_table(indexed["t"])  # without columns: the index's columns come first, as in the file
+    assert list(frame.columns) == [*keys, *(c for c in today.columns if c not in keys)]
+
+
+def test_a_job_model_scores_a_python_panel_of_the_same_integer_labels(tables, tmp_path):
+    """The README's quick start on a model from `tsanomaly fit`: the job stores its labels as text
+    ("1000"), Panel.from_frame keeps the Parquet file's integers (1000), and "1000" != 1000 left every
+    context unseen: every score NaN, no alert, and no warning."""
+    history, today = tables
+    as_int = lambda f: f.assign(asn=f["asn"].str[2:].astype(np.int64))  # noqa: E731
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(as_int(history), tmp_path / "h.parquet"), model)) == 0
+    det = tsanomaly.load(model)
+    assert ("US", "1000") in det.contexts_
+    new = pd.read_parquet(_write(as_int(today), tmp_path / "t.parquet"))
+    panel = tsanomaly.Panel.from_frame(new, ["country", "asn"], "ts", "failed_logins", fill="zero")
+    assert ("US", 1000) in panel.contexts
+    assert len(det.unseen_contexts(panel)) == 0
+    alerts = det.alerts(panel)
+    job = jobs.score_frame(det, new)
+    np.testing.assert_array_equal(det.score(panel).to_numpy(), job.scores.to_numpy())  # same order: "1000".."1007"
+    assert len(alerts) == len(job.alerts) >= 2
+    np.testing.assert_array_equal(alerts["peak_score"].to_numpy(), job.alerts["peak_score"].to_numpy())
 
 
 def test_labels_as_text_turns_whole_floats_into_the_integers_text():
@@ -885,7 +948,9 @@ def test_model_save_is_atomic_too(tables, tmp_path, monkeypatch):
     def fail_after_writing(self, name, data, *args, **kwargs):
         real_writestr(self, name, data, *args, **kwargs)  # the bytes reach the file being written...
         self.fp.flush()
-        written.append((name, Path(self.filename).name, Path(self.filename).stat().st_size))
+        # The zip is written through a handle; the files beside the model say which one it is.
+        others = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("h.csv", "m.tsa"))
+        written.append((name, others, os.fstat(self.fp.fileno()).st_size))
         if name == "arrays.npz":
             raise OSError("no space left on device")  # ...and then the disk fills up
 
@@ -896,10 +961,10 @@ def test_model_save_is_atomic_too(tables, tmp_path, monkeypatch):
     monkeypatch.undo()
     assert model.read_bytes() == before
     assert tsanomaly.load(model).window == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "m.tsa"]  # no m.tsa.partial left
-    # The failure came after both members had reached a file beside the model (not the model itself).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.csv", "m.tsa"]  # no temporary file left
+    # The failure came after both members had reached a hidden file beside the model (not the model itself).
     assert [name for name, _, _ in written] == ["model.json", "arrays.npz"]
-    assert all(target != model.name and size > 0 for _, target, size in written)
+    assert all(len(others) == 1 and others[0].startswith(".m.tsa.") and size > 0 for _, others, size in written)
 
 
 @pytest.mark.parametrize("ext", ["csv", "parquet", "jsonl", "jsonl.gz"])
@@ -1034,6 +1099,63 @@ def test_report_refuses_to_write_over_its_input(tables, tmp_path, capsys):
         assert f"--out {out} is the same file as {option} {out}: writing it would replace that input" in (
             _one_line_error(capsys))
     assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("option", ["--output", "--scores", "--unseen"])
+def test_score_refuses_an_output_that_cannot_be_written_before_writing_any(tables, tmp_path, capsys, option):
+    """`--output a.csv --scores dir.csv`, dir.csv a folder: exit 2, but a.csv was already replaced. The
+    outputs are written one after another, and the folder was found only when its turn came."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.parquet"), model)) == 0
+    today_path = _write(today, tmp_path / "n.parquet")
+    example = {"--output": "alerts.csv", "--scores": "scores.csv", "--unseen": "unseen.csv"}[option]
+    folder, missing = tmp_path / "dir.csv", tmp_path / "no" / "x.csv"
+    folder.mkdir()
+    for bad, message in ((folder, f"{option} {folder} is a folder; name a file, e.g. {option} {folder / example}"),
+                         (missing, f"{option} {missing}: its folder {missing.parent} does not exist")):
+        outputs = {"--output": tmp_path / "a.csv", "--scores": tmp_path / "s.csv", "--unseen": tmp_path / "u.csv"}
+        for path in outputs.values():
+            path.write_text("previous\n")
+        outputs[option] = bad
+        before = _files(tmp_path)
+        capsys.readouterr()
+        args = ["score", "--model", str(model), "--input", today_path, *(a for o, p in outputs.items() for a in (o, str(p)))]
+        assert main(args) == 2
+        assert message in _one_line_error(capsys)
+        assert _files(tmp_path) == before  # no output replaced
+        # Refused before any work: a model that does not exist is not even looked for.
+        args[args.index("--model") + 1] = str(tmp_path / "absent.tsa")
+        assert main(args) == 2
+        assert message in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("size", ["0", "-3"])
+def test_score_refuses_a_chunk_size_below_one_before_any_work(tmp_path, capsys, size):
+    """--chunk-size 0 was refused only once the model was loaded and the input read."""
+    args = ["score", "--model", str(tmp_path / "absent.tsa"), "--input", str(tmp_path / "absent.csv"),
+            "--output", str(tmp_path / "a.csv"), "--chunk-size", size]
+    assert main(args) == 2
+    assert f"--chunk-size must be a positive number of contexts, got {size}" in _one_line_error(capsys)
+
+
+def test_fit_and_report_refuse_a_folder_or_a_missing_folder_before_any_work(tables, tmp_path, capsys):
+    history, _ = tables
+    path = _write(history, tmp_path / "h.csv")
+    folder, missing = tmp_path / "out", tmp_path / "no" / "x"
+    folder.mkdir()
+    before = _files(tmp_path)
+    absent = str(tmp_path / "absent.csv")  # fit refuses its output before it reads the input
+    assert main(_fit_args(absent, missing / "m.tsa")) == 2
+    assert f"--save {missing / 'm.tsa'}: its folder {missing} does not exist" in _one_line_error(capsys)
+    report = ["report", "--model", str(tmp_path / "absent.tsa"), "--input", path, "--out"]
+    assert main([*report, str(folder)]) == 2
+    assert f"--out {folder} is a folder; name an HTML file, e.g. --out {folder / 'report.html'}" in _one_line_error(capsys)
+    assert main([*report, str(missing / "r.html")]) == 2
+    assert f"--out {missing / 'r.html'}: its folder {missing} does not exist" in _one_line_error(capsys)
+    assert main([*report, ""]) == 2
+    assert "--out needs a file name, e.g. --out report.html" in _one_line_error(capsys)
+    assert _files(tmp_path) == before and list(folder.iterdir()) == []
 
 
 def test_a_hard_link_to_the_input_is_the_same_file(tables, tmp_path, capsys):

@@ -282,3 +282,45 @@ def test_damaged_label_types_are_a_value_error_at_load(panels, tmp_path, damage)
     damaged = _rewrite(tmp_path / "damaged.tsa", meta, arrays)
     with pytest.raises(ValueError, match="contexts_.*malformed index level.*damaged"):
         tsanomaly.load(damaged)
+
+
+# ---------------------------------------------------------------------- writing model files
+def test_save_keeps_permissions_and_links_like_every_output(saved, tmp_path):
+    """save wrote ``<name>.partial`` and renamed it over the path: a model restricted to 0600 became
+    0644, and a symbolic link became a file of its own while the model it named stayed stale."""
+    det, _ = saved("baseline")
+    model = tmp_path / "model.tsa"
+    det.save(model)
+    model.chmod(0o600)
+    det.save(model)
+    assert model.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "latest.tsa"
+    link.symlink_to(model)
+    model.write_bytes(b"stale")
+    det.save(link)
+    assert link.is_symlink() and link.resolve() == model.resolve()
+    assert tsanomaly.load(model).get_params() == det.get_params()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.tsa", "model.tsa"]  # no temporary file left
+
+
+def test_two_saves_at_once_write_separate_temporary_files(saved, panels, tmp_path, monkeypatch):
+    """Both saves wrote ``model.tsa.partial``: the second truncated the first's file, renamed it into
+    place, and the first then wrote the rest of its zip into the model and failed to rename."""
+    det, _ = saved("baseline")
+    other = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(panels[0])
+    model = tmp_path / "model.tsa"
+    real_writestr = zipfile.ZipFile.writestr
+    nested = []
+
+    def save_the_other_meanwhile(self, name, data, *args, **kwargs):
+        real_writestr(self, name, data, *args, **kwargs)
+        if not nested:  # once, between the first save's two members
+            nested.append(name)
+            other.save(model)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", save_the_other_meanwhile)
+    det.save(model)
+    monkeypatch.undo()
+    assert nested == ["model.json"]
+    assert tsanomaly.load(model).window == det.window  # the last save to finish wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tsa"]

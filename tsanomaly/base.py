@@ -22,7 +22,6 @@ import math
 import warnings
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -372,6 +371,13 @@ class BaseDetector:
     def context_rows(self, panel: Panel) -> np.ndarray:
         """Row of the fitted per-context state for each context of ``panel``; -1 where unseen at fit.
 
+        A level (context column) whose fitted labels are all text, matched with
+        labels of the panel that are not (numbers, categories), is matched by
+        their text under :func:`tsanomaly.io.labels_as_text`, the rule of the
+        scoring jobs: a model fitted by ``tsanomaly fit`` (labels read as text,
+        ``"13335"``) scores a panel built by ``Panel.from_frame`` from a Parquet
+        file of integers (``13335``).
+
         Raises
         ------
         ValueError
@@ -387,7 +393,7 @@ class BaseDetector:
                 f"the panel's contexts have levels {list(new.names)} but the detector was fitted on contexts "
                 f"with levels {list(fitted.names)}; build the panel from the same context columns, in the same order"
             )
-        return np.asarray(fitted.get_indexer(new), dtype=np.int64)
+        return np.asarray(fitted.get_indexer(_labels_as_fitted(fitted, new)), dtype=np.int64)
 
     def unseen_contexts(self, panel) -> pd.Index:
         """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
@@ -441,17 +447,31 @@ class BaseDetector:
             f"the panel starts at {panel.index[0]}, which is not on the fitted grid "
             f"(step {self.freq_} from {self.fit_end_})"
         )
+        if first.tz is not None:
+            # fit_end_ is ISO text with the UTC offset of that instant, not the zone's name: read
+            # back, it is in a fixed-offset zone, which date_range refuses to mix with the panel's
+            # and which would step days and weeks by 24 h across a daylight-saving switch. The
+            # same instant on the panel's clock steps as the panel's own grid does.
+            fit_end = fit_end.tz_convert(first.tz)
         offset = pd.tseries.frequencies.to_offset(self.freq_)
-        try:
-            step = pd.Timedelta(offset)
-        except (TypeError, ValueError):
-            # A calendar step (weeks anchored on a weekday, months): no fixed duration to divide
-            # by, so count the grid's points from the fit's end instead.
-            if not offset.is_on_offset(first):
-                raise not_on_grid from None
-            if first <= fit_end:
-                return -(len(pd.date_range(first, fit_end, freq=offset)) - 1)
-            return len(pd.date_range(fit_end, first, freq=offset)) - 1
+        # A step of hours or less is a fixed duration. Days are one on a grid without a time zone
+        # only: in a zone with daylight saving a day lasts 23 or 25 h once a year, and a daily or
+        # weekly grid (pandas' date_range in that zone) keeps the wall-clock time instead.
+        fixed = isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day)
+        step = None
+        if fixed or first.tz is None:
+            try:
+                step = pd.Timedelta(offset)
+            except (TypeError, ValueError):
+                pass  # weeks anchored on a weekday, months: no fixed duration
+        if step is None:
+            # A calendar step: count the grid's points between the fit's end and the panel's start,
+            # which must both be points of one grid (the range from the earlier one reaches the later).
+            earlier, later = (first, fit_end) if first <= fit_end else (fit_end, first)
+            points = pd.date_range(earlier, later, freq=offset)
+            if len(points) == 0 or points[0] != earlier or points[-1] != later:
+                raise not_on_grid
+            return len(points) - 1 if first > fit_end else -(len(points) - 1)
         steps, remainder = divmod(first - fit_end, step)
         if remainder != pd.Timedelta(0):
             raise not_on_grid
@@ -628,28 +648,38 @@ class BaseDetector:
         so loading a model file cannot run code. Context labels load back
         equal and of the same type, so a loaded model scores as this one.
 
+        The file is written as every output of a job is (:mod:`tsanomaly.io`):
+        to a hidden temporary file of its own in the same folder, then moved
+        into place atomically, so a reader sees the previous model or the new
+        one, never half of one, and two saves at once do not write into one
+        temporary file. A replaced file keeps its permissions, and a path that
+        is a symbolic link is written to the link's target.
+
         Raises
         ------
         ValueError
             When a context label cannot be stored faithfully: labels may be
             text, integers, floats, booleans, None/NaN/NA/NaT or pandas
-            Timestamps (see :func:`_encode_level`). Nothing is written then.
+            Timestamps (see :func:`_encode_level`); when ``path`` is a folder.
+            Nothing is written then.
+        FileNotFoundError
+            When the folder of ``path`` does not exist.
         """
+        # The writer of every job output (this module's ``io`` is the standard library's).
+        from tsanomaly.io import _atomic_write
+
         self.check_fitted()
         arrays = {}
         meta = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, **_encode_detector(self, "", arrays)}
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+
+        def write(handle):
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr("model.json", json.dumps(meta, indent=1))
                 archive.writestr("arrays.npz", buffer.getvalue())
-            tmp.replace(path)  # atomic: a reader never sees a half-written model
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        _atomic_write(path, write)
 
 
 def load(path, device: str | None = None) -> BaseDetector:
@@ -843,6 +873,33 @@ def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
     frame = contexts.to_frame(index=False)
     frame.columns = _context_names(contexts)
     return frame.iloc[rows].reset_index(drop=True)
+
+
+def _labels_as_fitted(fitted: pd.Index, new: pd.Index) -> pd.Index:
+    """``new`` with the labels of each level as text where the fitted level's labels are all text
+    and ``new``'s are not (:func:`tsanomaly.io.labels_as_text`), so that both compare by one rule.
+
+    A model fitted by a job holds its labels as text (``"13335"``), however the file stored them;
+    a panel built in Python from the same data holds them as they were read (``13335``), and
+    ``"13335" != 13335`` would leave every context unseen. Levels already alike are kept.
+    """
+    from tsanomaly.io import labels_as_text
+
+    def text(labels) -> bool:
+        return pd.api.types.infer_dtype(labels, skipna=True) == "string"
+
+    multi = isinstance(new, pd.MultiIndex)
+    fitted_levels = fitted.levels if isinstance(fitted, pd.MultiIndex) else [fitted]
+    new_levels = new.levels if multi else [new]
+    convert = [not text(mine) and text(theirs) for mine, theirs in zip(new_levels, fitted_levels)]
+    if not any(convert) or len(new) == 0:
+        return new
+    arrays = [
+        labels_as_text(pd.Series(new.get_level_values(k))).to_numpy(dtype=object) if change
+        else new.get_level_values(k)
+        for k, change in enumerate(convert)
+    ]
+    return pd.MultiIndex.from_arrays(arrays, names=new.names) if multi else pd.Index(arrays[0], name=new.name)
 
 
 def _to_json(value):

@@ -30,7 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["FORMATS", "table_format", "read_table", "labels_as_text", "write_table", "write_text", "atomic_path"]
+__all__ = ["FORMATS", "table_format", "read_table", "labels_as_text", "check_output_path", "write_table", "write_text",
+           "atomic_path"]
 
 #: Extension -> format name. Longest suffixes first so ".csv.gz" wins over ".gz".
 FORMATS = {
@@ -86,7 +87,8 @@ def read_table(
     columns : sequence of str, optional
         Read only these columns (cheaper for wide Parquet files). A column
         absent from the file raises ValueError naming it and the columns
-        the file has.
+        the file has. A Parquet file's named index levels (pandas writes a
+        DataFrame's index there) are columns like the others.
     text_columns : sequence of str, optional
         Columns holding labels (a job's context columns), returned as text
         exactly as written: in CSV no number parsing (the ASN ``0123`` stays
@@ -125,12 +127,14 @@ def read_table(
             names = wanted if wanted is not None else present
             frame = pd.read_csv(path, usecols=wanted, **_csv_text_options(names, text))
         elif fmt == "parquet":
-            frame = pd.read_parquet(path, columns=wanted)
+            frame = _index_as_columns(pd.read_parquet(path, columns=wanted))
         else:
             # dtype=False: no guessing from column names or contents (read_json would turn a column
             # named "timestamp" into dates and "0123" into 123); timestamps stay text and are parsed
-            # once, by Panel.from_frame, the same way for every format.
-            frame = pd.read_json(path, lines=True, dtype=False)
+            # once, by Panel.from_frame, the same way for every format. precise_float: pandas' fast
+            # parser misses some numbers by one unit in the last place (96.6538079735436), so a
+            # value read from JSON lines differed from the same value read from CSV or Parquet.
+            frame = pd.read_json(path, lines=True, dtype=False, precise_float=True)
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -148,6 +152,18 @@ def read_table(
         if col in frame.columns:
             frame[col] = labels_as_text(frame[col])
     return frame
+
+
+def _index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its named index levels as columns (those a column does not already name).
+
+    pandas writes a DataFrame's index to Parquet as columns, and reads them back as the index
+    (also when ``columns=`` names them): ``counts.groupby(["country", "asn", "ts"]).sum()
+    .to_parquet(path)`` holds its keys there, where a job looked for its columns in vain
+    although the file's schema lists them. Unnamed levels (row numbers) stay the index.
+    """
+    names = [name for name in frame.index.names if name is not None and name not in frame.columns]
+    return frame.reset_index(level=names) if names else frame
 
 
 def _csv_text_options(names: Sequence[str], text: Sequence[str]) -> dict:
@@ -290,6 +306,50 @@ def atomic_path(path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
+def check_output_path(path, option: str = "output", what: str = "a file", example: str | None = None) -> Path:
+    """Refuse an output path that cannot be written, and return the file that will be written.
+
+    A command with several outputs checks each before any work (before reading its input,
+    and before it writes the first output): one found unwritable only when its turn came
+    left the outputs written before it replaced, the job half done.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output; a symbolic link is written to its target (:func:`write_table`), which is
+        the path checked.
+    option : str, default "output"
+        How messages name it (``"--scores"``).
+    what : str, default "a file"
+        What it should name ("a model file").
+    example : str, optional
+        A file name the message suggests inside a folder given by mistake (``"model.tsa"``).
+
+    Returns
+    -------
+    Path
+        The file written: ``path``, or its target when it is a symbolic link.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is a folder (a link to one included).
+    FileNotFoundError
+        The folder that would hold it does not exist.
+    """
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.is_dir():
+        hint = f", e.g. {option} {path / example}" if example else ""
+        raise ValueError(f"{option} {path} is a folder; name {what}{hint}")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"{option} {path}: its folder {target.parent} does not exist; create it or name {what} in an "
+            "existing folder"
+        )
+    return target
+
+
 def _atomic_write(path, write: Callable) -> Path:
     """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path`` atomically.
 
@@ -297,13 +357,7 @@ def _atomic_write(path, write: Callable) -> Path:
     not become readable by all at the next run), and a symbolic link keeps pointing at the file
     it names, which is the one replaced (replacing the link itself left its target stale).
     """
-    path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    if path.is_dir():
-        raise ValueError(f"output {path} is a folder; name a file")
-    if not path.parent.exists():
-        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    path = check_output_path(path)
     tmp = atomic_path(path)
     try:
         # O_EXCL: never write through a file (or link) that someone else put there; mode 0o666

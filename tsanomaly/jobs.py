@@ -604,11 +604,7 @@ def fit_file(
     # Checked before the (long) fit. Path("") is Path("."), a folder, so the empty name is caught first.
     if not str(save).strip():
         raise ValueError("--save needs a model file name, e.g. --save model.tsa")
-    save = Path(save)
-    if save.is_dir():
-        raise ValueError(f"--save {save} is a folder; name a model file, e.g. --save {save / 'model.tsa'}")
-    if not save.parent.exists():
-        raise FileNotFoundError(f"folder for --save does not exist: {save.parent}")
+    tsio.check_output_path(save, "--save", what="a model file", example="model.tsa")
     frame = _read(input, columns)
     det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input),
                     require_alerts=True)
@@ -1003,17 +999,23 @@ def score_file(
     ------
     ValueError
         Before any work, when an output path is the model's or the input's file, or another
-        output's (:func:`check_distinct_paths`); besides what :func:`score_frame` raises.
+        output's (:func:`check_distinct_paths`), has an unsupported extension, or is a folder,
+        and when ``chunk_size`` is less than 1; besides what :func:`score_frame` raises.
+    FileNotFoundError
+        Before any work, when the folder of an output does not exist.
     """
+    if chunk_size < 1:  # score_panel refuses it too, but only once the model is loaded and the input read
+        raise ValueError(f"--chunk-size must be a positive number of contexts, got {chunk_size}")
     check_distinct_paths(
         [("--model", model), ("--input", input)], [("--output", output), ("--scores", scores), ("--unseen", unseen)]
     )
-    # Check every output's extension before the (long) work, so a typo fails at once.
-    for path in (output, scores, unseen):
+    # Every output is checked before the (long) work, and before the first one is written: a typo in
+    # an extension, or a folder given as --scores, found when its turn came left the alerts replaced.
+    for option, path, example in (("--output", output, "alerts.csv"), ("--scores", scores, "scores.csv"),
+                                  ("--unseen", unseen, "unseen.csv")):
         if path is not None:
             tsio.table_format(path)
-            if not Path(path).parent.exists():
-                raise FileNotFoundError(f"output folder does not exist: {Path(path).parent}")
+            tsio.check_output_path(path, option, example=example)
     # Only the tables asked for: a model fitted before fit refused colliding names may still serve the others.
     written = [table for table, path in (("alerts", output), ("scores", scores), ("unseen", unseen)) if path is not None]
     det, columns = load_model(model, device=device, outputs=written)
@@ -1068,8 +1070,10 @@ def report_file(
     ------
     ValueError
         Before any work, when ``top`` is less than 1, or ``out`` is the file of a model, of
-        ``input`` or of ``history`` (:func:`check_distinct_paths`); besides what
+        ``input`` or of ``history`` (:func:`check_distinct_paths`), or a folder; besides what
         :func:`score_frame` raises.
+    FileNotFoundError
+        Before any work, when the folder of ``out`` does not exist.
     """
     from tsanomaly import report
 
@@ -1077,8 +1081,9 @@ def report_file(
         # --top 0 wrote a page that said "No alerts" above a table of alerts it did not plot.
         raise ValueError(f"--top must be at least 1 (contexts plotted per model), got {top}")
     check_distinct_paths([*(("--model", m) for m in models), ("--input", input), ("--history", history)], [("--out", out)])
-    if not Path(out).parent.exists():
-        raise FileNotFoundError(f"output folder does not exist: {Path(out).parent}")
+    if not str(out).strip():  # Path("") is Path("."), a folder
+        raise ValueError("--out needs a file name, e.g. --out report.html")
+    tsio.check_output_path(out, "--out", what="an HTML file", example="report.html")
     # The report shows the alerts (and counts the unseen contexts, under their own column names).
     loaded = [(path, *load_model(path, device=device, outputs=("alerts",))) for path in models]
     needed = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.columns()))
