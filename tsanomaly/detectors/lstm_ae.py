@@ -114,7 +114,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         Train one network per group of contexts with a similar daily shape:
         tslearn's ``TimeSeriesKMeans`` (Euclidean, seeded) on each context's
         scaled daily profile (the mean of its scaled series at each phase of
-        ``period``). None trains one global network.
+        ``period``), over the contexts with at least one training window; the
+        others join the nearest centre. None trains one global network.
     period : int, default 24
         Points per cycle of the daily profile used by ``clusters``.
     validation_fraction : float, default 0.2
