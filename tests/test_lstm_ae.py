@@ -375,6 +375,26 @@ def test_fit_is_the_global_step_then_the_context_step_and_shards_agree(two_shape
         np.testing.assert_array_equal(getattr(det, name), value)
 
 
+def test_errors_reconstructed_a_few_contexts_at_a_time_give_the_same_fit_and_scores(two_shapes, monkeypatch):
+    """Fit and score reconstruct and standardise the windows a block of contexts at a time,
+    so that the errors of a large panel's whole history are never held at once: the block
+    size must change nothing, neither the fitted state nor a score."""
+    from tsanomaly.detectors import lstm_ae
+
+    history, new = two_shapes
+    reference = tiny(clusters=2)
+    reference_train = reference.fit_score(history).to_numpy()
+    reference_new = reference.score(new).to_numpy()
+    n_windows = history.n_times - WINDOW + 1
+    monkeypatch.setattr(lstm_ae, "_MAX_SCORE_WINDOWS", 3 * n_windows)  # blocks of 3 contexts: 3 + 3 + 2
+    blocked = tiny(clusters=2)
+    assert len(blocked._row_blocks(history.n_contexts, n_windows)) == 3
+    np.testing.assert_array_equal(blocked.fit_score(history).to_numpy(), reference_train)
+    for name in (*reference.per_context_attributes, "pool_err_center_", "pool_err_scale_"):
+        np.testing.assert_array_equal(getattr(blocked, name), getattr(reference, name), err_msg=name)
+    np.testing.assert_array_equal(blocked.score(new).to_numpy(), reference_new)
+
+
 def test_fit_does_not_depend_on_the_order_of_the_contexts(two_shapes):
     history, _ = two_shapes
     perm = np.random.default_rng(2).permutation(history.n_contexts)
@@ -434,6 +454,38 @@ def test_clustered_fit_puts_every_context_in_exactly_one_cluster(two_shapes):
     assert len(set(det.cluster_[:4])) == 1 and len(set(det.cluster_[4:])) == 1
     assert det.cluster_[0] != det.cluster_[4]
     assert np.isfinite(det.score(new).to_numpy()).all()
+
+
+def test_contexts_without_a_training_window_draw_no_cluster_of_their_own(two_shapes):
+    """A context with no data in the history has a made-up (flat) profile: k-means gave it a
+    centre of its own, whose network had no window to train on and scored unseen contexts
+    near it with untrained weights. The centres come from the contexts that train."""
+    history, _ = two_shapes
+    values = history.to_numpy().copy()
+    values[[0, 4]] = np.nan  # one context of each shape without data
+    det = tiny(clusters=2).fit(history.with_values(values))
+    assert det.n_models_ == 2 and (det.n_train_windows_ > 0).all()
+    # The two centres are still the two daily shapes: each trainable context sits with its group.
+    assert len(set(det.cluster_[1:4])) == 1 and len(set(det.cluster_[5:])) == 1
+    assert det.cluster_[1] != det.cluster_[5]
+    flat = det.cluster_centers_.std(axis=1)
+    assert (flat > 0.5).all(), f"a centre is flat (std {flat}): drawn by the contexts without data"
+
+
+def test_more_clusters_than_contexts_with_a_training_window_is_refused(two_shapes):
+    history, _ = two_shapes
+    values = history.to_numpy().copy()
+    values[2:] = np.nan
+    with pytest.raises(ValueError, match="clusters=3 exceeds the number of contexts with a training window"):
+        tiny(clusters=3).fit(history.with_values(values))
+
+
+def test_a_history_without_any_training_window_is_refused(panels):
+    history, _ = panels
+    values = history.to_numpy().copy()
+    values[:, ::WINDOW - 1] = np.nan  # a gap in every stretch of WINDOW points
+    with pytest.raises(ValueError, match="no context has a training window"):
+        tiny().fit(history.with_values(values))
 
 
 def test_unseen_context_joins_the_nearest_cluster(two_shapes):

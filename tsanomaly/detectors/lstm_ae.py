@@ -114,7 +114,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         Train one network per group of contexts with a similar daily shape:
         tslearn's ``TimeSeriesKMeans`` (Euclidean, seeded) on each context's
         scaled daily profile (the mean of its scaled series at each phase of
-        ``period``). None trains one global network.
+        ``period``), over the contexts with at least one training window; the
+        others join the nearest centre. None trains one global network.
     period : int, default 24
         Points per cycle of the daily profile used by ``clusters``.
     validation_fraction : float, default 0.2
@@ -522,17 +523,40 @@ class LSTMAutoencoderDetector(BaseDetector):
         z = self._scaled(values, center, scale)  # float64 (n_ctx, n_times)
         order = _canonical_order(getattr(panel, "contexts", None), n_ctx)
 
-        profiles = self._profiles(z)
-        self.cluster_centers_ = self._cluster_centers(profiles[order])
-        self.n_models_ = int(self.cluster_centers_.shape[0])
-        cluster = self._nearest_cluster(profiles)  # per row of `values`
-
         # Training windows: wholly before the held-out tail, every `stride` points, without a
         # NaN; taken row by row in canonical order. Only the windows a network trains on are
         # copied out of the strided view: the sample is drawn among the positions of the
         # NaN-free windows first, so a capped fit of a large panel never holds all of them.
         train_view = z[:, :n_train_times].unfold(1, L, self._stride())  # (n_ctx, n_w, L), a view
         complete = ~torch.isnan(z[:, :n_train_times]).unfold(1, L, self._stride()).any(dim=2)  # (n_ctx, n_w)
+        trainable = complete.any(dim=1).cpu().numpy()  # contexts with a training window
+        if not trainable.any():
+            raise ValueError(
+                f"no context has a training window: every stretch of window={L} points before the "
+                f"held-out tail (the first {n_train_times} of {n_times}) holds a missing value; fit on "
+                "a history with fewer gaps, fill them (fill='zero' for counts) or use a smaller window"
+            )
+
+        # The clusters are drawn from the contexts that train the networks. A context without a
+        # training window (no data in the history, say) has a made-up profile (0 where nothing
+        # was observed): k-means gave such contexts a centre of their own, whose network then
+        # had nothing to train on, and unseen contexts near it were scored by untrained weights.
+        profiles = self._profiles(z)
+        self.cluster_centers_ = self._cluster_centers(profiles[order[trainable[order]]])
+        cluster = self._nearest_cluster(profiles)  # per row of `values`
+        used = np.unique(cluster[trainable])
+        if len(used) < self.cluster_centers_.shape[0]:
+            # k-means can still leave a centre that no trainable context is nearest to.
+            warnings.warn(
+                f"LSTMAutoencoderDetector: {self.cluster_centers_.shape[0] - len(used)} of the "
+                f"{self.cluster_centers_.shape[0]} clusters hold no context with a training window and "
+                f"are dropped: {len(used)} networks are trained",
+                UserWarning,
+                stacklevel=3,
+            )
+            self.cluster_centers_ = self.cluster_centers_[used]  # still numbered by size
+            cluster = self._nearest_cluster(profiles)  # the trainable contexts keep their centres
+        self.n_models_ = int(self.cluster_centers_.shape[0])
         order_t = self._tensor(order)
         weights, losses, counts = {}, [], []
         for k in range(self.n_models_):
@@ -566,13 +590,13 @@ class LSTMAutoencoderDetector(BaseDetector):
         self.n_train_windows_ = np.asarray(counts, dtype=np.int64)
         self._build_models()  # the networks rebuilt from weights_, as every later step sees them
 
-        # Errors of every window of the history; those wholly inside the held-out tail
-        # give the pooled statistics (column j of `errors` is the window starting at j).
-        errors = self._window_errors(z, self._tensor(cluster))
-        held_out = errors[:, self._first_held_out(n_val, n_train_times) :]
+        # The errors of the held-out windows give the pooled statistics: only those windows are
+        # reconstructed here (column j of `held_out` is the window starting at first + j).
+        first = self._first_held_out(n_val, n_train_times)
+        held_out = self._window_errors(z[:, first:], self._tensor(cluster))
         self.pool_err_center_, self.pool_err_scale_ = self._pooled_error_stats(held_out, cluster)
-        # _fit_contexts on the same values (as in _fit) reuses this work instead of redoing it.
-        self._fit_cache = (values, center, scale, cluster, errors)
+        # _fit_contexts on the same values (as in _fit) reuses the scaling and clusters.
+        self._fit_cache = (values, center, scale, cluster)
 
     def _fit_contexts(self, values, panel: Panel):
         """Per-context state given the global state of :meth:`_fit_global`; returns the training scores.
@@ -591,13 +615,12 @@ class LSTMAutoencoderDetector(BaseDetector):
         L = int(self.window)
         n_val, n_train_times = self._split(n_times)
         if cache is not None and cache[0] is values:
-            _, center, scale, cluster, errors = cache
+            _, center, scale, cluster = cache
+            z = self._scaled(values, center, scale)
         else:
             center, scale = robust_center_scale(values)
             z = self._scaled(values, center, scale)
             cluster = self._nearest_cluster(self._profiles(z))
-            errors = self._window_errors(z, self._tensor(cluster))
-            del z
         # A context without any observation has no scaling of its own (robust_center_scale gives
         # 0 and 1): NaN marks it, so that scoring scales it by its new data, as an unseen context.
         # With 0 and 1 its raw counts were read as scaled units, far beyond every threshold.
@@ -607,13 +630,27 @@ class LSTMAutoencoderDetector(BaseDetector):
         self.scale_ = xp.where(unobserved, xp.nan, scale)
         self.history_ = values[:, n_times - (L - 1) :].copy()
         self.cluster_ = cluster
-        held_out = errors[:, self._first_held_out(n_val, n_train_times) :]
-        self.err_center_, self.err_scale_ = self._context_error_stats(held_out, cluster)
+        # Every window's errors, a block of contexts at a time: each context's statistics come
+        # from its own held-out windows (and the pooled ones), so a block is standardised as soon
+        # as it is reconstructed, and the errors of the whole history are never held at once
+        # (two float64 per window: 1 GiB at 100,000 contexts x 720 hours).
         torch = _import_torch()
-        scores = self._standardise(errors, self.err_center_, self.err_scale_)
-        out = torch.full((n_ctx, n_times), float("nan"), dtype=torch.float64, device=errors.device)
-        out[:, L - 1 :] = scores
+        first = self._first_held_out(n_val, n_train_times)
+        cluster_t = self._tensor(cluster)
+        self.err_center_, self.err_scale_ = np.empty((n_ctx, 2)), np.empty((n_ctx, 2))
+        out = torch.full((n_ctx, n_times), float("nan"), dtype=torch.float64, device=z.device)
+        for block in self._row_blocks(n_ctx, n_times - L + 1):
+            errors = self._window_errors(z[block], cluster_t[block])
+            err_center, err_scale = self._context_error_stats(errors[:, first:], cluster[block])
+            self.err_center_[block], self.err_scale_[block] = err_center, err_scale
+            out[block, L - 1 :] = self._standardise(errors, err_center, err_scale)
         return self._array(out)
+
+    @staticmethod
+    def _row_blocks(n_rows: int, n_windows: int):
+        """Slices of rows whose windows (``n_windows`` per row) number about ``_MAX_SCORE_WINDOWS``."""
+        step = max(1, _MAX_SCORE_WINDOWS // max(1, n_windows))
+        return [slice(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
 
     def _scaled(self, values, center, scale):
         """``(values - center) / scale`` per row, as a float64 torch tensor on the device."""
@@ -646,7 +683,9 @@ class LSTMAutoencoderDetector(BaseDetector):
             return profiles.mean(axis=0, keepdims=True)
         k = int(self.clusters)
         if k > n_ctx:
-            raise ValueError(f"clusters={k} exceeds the number of contexts ({n_ctx}); use at most {n_ctx}")
+            raise ValueError(
+                f"clusters={k} exceeds the number of contexts with a training window ({n_ctx}); use at most {n_ctx}"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tslearn warns at import that h5py is absent
             from tslearn.clustering import TimeSeriesKMeans
@@ -821,8 +860,13 @@ class LSTMAutoencoderDetector(BaseDetector):
         x, steps = self._with_past(values, panel, rows)
         center, scale, err_center, err_scale, cluster = self._row_state(values, rows, steps)
         z = self._scaled(x, center, scale)
-        errors = self._window_errors(z, self._tensor(cluster))
-        scores = self._standardise(errors, err_center, err_scale)  # (n, n_past + n_new - L + 1)
+        # Errors, then scores, a block of contexts at a time (see _fit_contexts).
+        cluster_t = self._tensor(cluster)
+        n_windows = max(0, z.shape[1] - int(self.window) + 1)  # n_past + n_new - L + 1
+        scores = torch.empty((z.shape[0], n_windows), dtype=torch.float64, device=z.device)
+        for block in self._row_blocks(z.shape[0], n_windows):
+            errors = self._window_errors(z[block], cluster_t[block])
+            scores[block] = self._standardise(errors, err_center[block], err_scale[block])
         # The window ending at new point j starts at column n_past + j - L + 1 of x.
         n_new = values.shape[1]
         first = (x.shape[1] - n_new) - (int(self.window) - 1)
