@@ -182,6 +182,28 @@ def test_scores_without_information_get_the_no_skill_value_of_every_metric(value
     assert flat.roc == 0.5 < random[0] and flat.pr < random[1] < 0.1
 
 
+def test_a_constant_after_a_warm_up_of_nan_gets_the_no_skill_values_too():
+    """A detector's warm-up (NaN, the lowest score) before a constant ranked the constant above
+    the warm-up: VUS-PR 0.53 and VUS-ROC 0.52 here, against 0.063 and 0.5 without the warm-up;
+    and UCR's argmax of the tied scores was the first scored point, a hit when the anomaly lay
+    within the tolerance of it."""
+    labels = np.zeros(1000, dtype=bool)
+    labels[520:541] = True
+    warm_up = np.full(1000, 3.0)
+    warm_up[:10] = np.nan
+    assert vus(labels, warm_up) == vus(labels, np.full(1000, 3.0))
+    assert vus(labels, warm_up).roc == 0.5
+    tail = np.full(1000, 3.0)
+    tail[500:510] = np.nan  # the scored part starts with a warm-up
+    assert not ucr_correct(tail, 500, 520, 540)
+    tail[530] = 4.0  # one point above the constant names it
+    assert ucr_correct(tail, 500, 520, 540)
+    only = np.full(1000, np.nan)
+    only[530] = 1.0  # one scored point among NaN stands out too
+    assert ucr_correct(only, 500, 520, 540)
+    assert vus(labels, only).roc > 0.5
+
+
 def _reference_range_auc(labels, score, window, n_thr):
     """Direct transcription of the definitions, one threshold and one point at a time."""
     n = len(labels)

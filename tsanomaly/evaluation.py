@@ -15,8 +15,8 @@ principles, never per file):
 4. metrics on the scored part: AUC-ROC, AUC-PR, VUS-PR and range-based F1
    (of the detector's own calibrated flags) per file, averaged over files;
    NAB's standard score over the corpus (threshold swept, as NAB does); UCR's
-   top-1 accuracy (scores that are all NaN or all equal after the training part name
-   no location: a miss, see :func:`tsanomaly.metrics.ucr_correct`).
+   top-1 accuracy (scores that are all NaN, or equal wherever not NaN, after the training
+   part name no location: a miss, see :func:`tsanomaly.metrics.ucr_correct`).
 
 The LSTM autoencoder sees at most :data:`LSTM_MAX_POINTS` points per series
 (more block averaging), and STL and the ensemble a period of at most

@@ -10,7 +10,9 @@ Conventions used by every function here:
   with each other, so a NaN never raises an alert before a finite score does (a detector that
   cannot score a point is not rewarded for it). Scores are never dropped, so every metric sees
   the same number of points as the labels.
-- **Scores that carry no information -- all NaN, or all equal -- get the no-skill value**: AUC-ROC
+- **Scores that carry no information -- all NaN, or one value wherever they are not NaN (a
+  constant after a warm-up) -- get the no-skill value** (AUC-ROC and AUC-PR: all NaN or all
+  equal; NaN among equal scores ranks those points lowest there): AUC-ROC
   and VUS-ROC 0.5; AUC-PR the share of anomalous points (scikit-learn's average precision of a
   constant score); VUS-PR that share with each buffer's soft labels; UCR top-1 a miss. A
   detector that cannot score a file is not rewarded for it, and never beats chance.
@@ -228,8 +230,8 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     mean of each over the ``max_buffer + 1`` buffer lengths. This follows the reference code of
     the authors (TheDatumOrg/VUS, ``RangeAUC_volume``), including its threshold grid.
 
-    Scores that are all NaN or all equal (no information) are the one departure from the
-    reference: they get the no-skill values, ``roc = 0.5`` and ``pr`` the mean over buffers of
+    Scores that are all NaN, or equal wherever they are not NaN (no information: a constant
+    after a detector's warm-up of NaN too), are the one departure from the reference: they get the no-skill values, ``roc = 0.5`` and ``pr`` the mean over buffers of
     ``(soft label mass) / n`` -- the precision of their only operating point, flagging every
     point at recall 1 (with ``max_buffer=0``, the share of anomalous points, as :func:`auc_pr`
     and scikit-learn give). The reference's curves join that one point to (0, 1) and (1, 1)
@@ -278,8 +280,7 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     n_flagged = np.cumsum(np.bincount(k_first, minlength=n_thr + 1)[:n_thr]).astype(np.float64)
     k_pad = np.concatenate((k_first, [n_thr]))  # sentinel for reduceat
 
-    # All NaN (-inf here) or one value everywhere: one threshold flags every point at once.
-    no_information = bool(s.max() == s.min())
+    no_information = _ranks_nothing(s)
     seg_s, seg_e = _segments(y)
     n_pos = float(y.sum())
     rocs = np.empty(max_buffer + 1)
@@ -816,6 +817,17 @@ def nab_sweep(
 # --------------------------------------------------------------------------------------------
 # UCR anomaly archive top-1 accuracy (Wu & Keogh 2021)
 # --------------------------------------------------------------------------------------------
+def _ranks_nothing(scores: np.ndarray) -> bool:
+    """Whether ``scores`` (NaN already read as ``-inf``) rank no scored point above another.
+
+    True when nothing is scored, or when every scored point has the same score -- also
+    after a detector's warm-up of NaN, a constant that the NaN-lowest convention would
+    otherwise rank above the warm-up. One scored point among NaN does stand out.
+    """
+    scored = scores[scores > -np.inf]
+    return bool(scored.size == 0 or (scored.size > 1 and scored.max() == scored.min()))
+
+
 def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, tolerance: int = 100) -> bool:
     """Whether the top-scored point after the training part hits the labelled anomaly.
 
@@ -824,9 +836,10 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
     the lowest score) -- and is correct when ``anomaly_start - tolerance <= location <=
     anomaly_end + tolerance``. All positions are 0-based, ``anomaly_end`` inclusive.
 
-    Scores that are all NaN, or all equal, after ``train_end`` name no location and count as a
-    **miss**: every point ties for the top, and taking the first one would credit a detector
-    that knows nothing whenever the anomaly lies within ``tolerance`` of ``train_end``.
+    Scores that are all NaN, or equal wherever they are not NaN, after ``train_end`` name no
+    location and count as a **miss**: every scored point ties for the top, and taking the first
+    one would credit a detector that knows nothing whenever the anomaly lies within
+    ``tolerance`` of its first scored point.
 
     Parameters
     ----------
@@ -864,7 +877,7 @@ def ucr_correct(scores, train_end: int, anomaly_start: int, anomaly_end: int, to
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     tail = np.where(np.isnan(s[train_end:]), -np.inf, s[train_end:])  # NaN: the lowest score
-    if tail.max() == tail.min():  # all NaN, or one value everywhere: no point stands out
+    if _ranks_nothing(tail):  # the argmax of tied scores would be the first scored point
         return False
     loc = train_end + int(np.argmax(tail))
     return bool(anomaly_start - tolerance <= loc <= anomaly_end + tolerance)
