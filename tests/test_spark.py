@@ -537,6 +537,24 @@ def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_m
     result.unpersist()
 
 
+def test_from_detector_warns_of_a_zoned_grid_of_days_which_spark_steps_in_utc(spark):
+    # One machine steps a daily grid in Europe/Paris by the wall clock (a 23-hour day at the March
+    # switch); Spark steps in UTC, so every point after the switch was off its grid, without a word.
+    index = pd.date_range("2024-01-01", periods=60, freq="D", tz="Europe/Paris", name="ts")
+    values = np.random.default_rng(0).poisson(30, (2, 60)).astype(float)
+    contexts = pd.MultiIndex.from_tuples([("US", "a"), ("DE", "b")], names=CONTEXT)
+    daily = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, index))
+    with pytest.warns(UserWarning, match="Spark steps in UTC"):
+        tss.from_detector(spark, daily, time="ts", value=VALUE)
+    hourly_index = pd.date_range("2024-01-01", periods=60, freq="h", tz="Europe/Paris", name="ts")
+    hourly = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, hourly_index))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Spark steps in UTC")  # hours: fixed durations everywhere
+        tss.from_detector(spark, hourly, time="ts", value=VALUE)
+
+
 def test_deep_order_statistics_are_bracketed_exactly(spark, monkeypatch):
     rng = np.random.default_rng(3)
     tails = [np.sort(rng.standard_normal(rng.integers(0, 40)))[::-1] for _ in range(60)]
@@ -895,6 +913,13 @@ def test_context_columns_of_another_type_than_at_fit_are_refused_unless_a_wider_
     # A narrower integer type keeps every label: scored as on one machine.
     result = tss.score(sdf.withColumn("asn", F.col("asn").cast("int")), model)
     _assert_scores_equal(_scores_of(result), reference, new)
+    result.unpersist()
+    # So do integers against text labels (a model from `tsanomaly fit` holds "13335"), as on one machine.
+    text_history, text_new = (frame.assign(asn=frame["asn"].astype(str)) for frame in (history, new))
+    text_reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(_panel(text_history))
+    result = tss.score(sdf, tss.from_detector(spark, text_reference, time="ts", value=VALUE))  # asn: bigint
+    got = _scores_of(result)
+    _assert_scores_equal(got.assign(asn=got["asn"].astype(str)), text_reference, text_new)
     result.unpersist()
 
 

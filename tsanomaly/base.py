@@ -31,7 +31,7 @@ from tsanomaly.panel import Panel
 from tsanomaly.validation import is_int
 
 __all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
-           "check_column_names", "load", "min_observed", "MODEL_FORMAT"]
+           "check_column_names", "load", "min_observed", "MODEL_FORMAT", "steps_by_wall_clock"]
 
 MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
@@ -454,12 +454,9 @@ class BaseDetector:
             # same instant on the panel's clock steps as the panel's own grid does.
             fit_end = fit_end.tz_convert(first.tz)
         offset = pd.tseries.frequencies.to_offset(self.freq_)
-        # A step of hours or less is a fixed duration. Days are one on a grid without a time zone
-        # only: in a zone with daylight saving a day lasts 23 or 25 h once a year, and a daily or
-        # weekly grid (pandas' date_range in that zone) keeps the wall-clock time instead.
-        fixed = isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day)
         step = None
-        if fixed or first.tz is None:
+        # A fixed duration divides the gap, except for days, weeks and months on a zoned grid.
+        if not steps_by_wall_clock(self.freq_) or first.tz is None:
             try:
                 step = pd.Timedelta(offset)
             except (TypeError, ValueError):
@@ -781,6 +778,17 @@ def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
         start = int(after.fit_end_) + 1
         panel = Panel(panel.values, panel.contexts, pd.RangeIndex(start, start + panel.n_times, name="time"))
     return panel
+
+
+def steps_by_wall_clock(freq: str) -> bool:
+    """Whether a grid of step ``freq`` in a time zone steps by the wall clock, not by a fixed duration.
+
+    A step of hours or less is a fixed duration. Days, weeks and months are not: in a zone
+    with daylight saving a day lasts 23 or 25 h once a year, and a daily or weekly grid
+    (pandas' ``date_range`` in that zone) keeps the wall-clock time instead.
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
 
 
 def _float_panel(panel: Panel) -> Panel:

@@ -151,6 +151,7 @@ from tsanomaly.base import (
     _decode_state,
     _encode_state,
     _to_json,
+    steps_by_wall_clock,
 )
 from tsanomaly.jobs import check_history_length
 from tsanomaly.panel import Panel, _regular_grid
@@ -1172,13 +1173,17 @@ def _check_context_types(sdf, context_types: dict) -> None:
     fitted state, and a cast can change a label: the string "13335" was fitted, the
     double 13335.0 arrives as "13335.0" and every context was unseen (scored from a
     cold start, without a word); "AS13335" cast to bigint is null (the rows left out
-    as unlabelled) or fails under ANSI mode. Only a wider integer type is taken as it
-    is, whose labels the cast keeps.
+    as unlabelled) or fails under ANSI mode. Only casts that keep the labels are taken:
+    an integer type into a wider one, or into text (13335 is "13335", as on one machine).
     """
     for name, fitted in context_types.items():
         new = sdf.schema[name].dataType.simpleString()
         if new == fitted or (new in _INTEGER_TYPES and fitted in _INTEGER_TYPES
                              and _INTEGER_TYPES.index(new) <= _INTEGER_TYPES.index(fitted)):
+            continue
+        if new in _INTEGER_TYPES and fitted == "string":
+            # Integers into text are exact ("13335"), the rule of tsanomaly.io.labels_as_text and
+            # of a single machine's context_rows: a model from `tsanomaly fit` holds text labels.
             continue
         raise ValueError(
             f"context column {name!r} is {new} in the new data but was {fitted} at fit, so its labels would not "
@@ -1948,12 +1953,26 @@ def _utc_fit_end(detector: BaseDetector) -> str:
     each shard's detector refuse its panel ("the fitted time grid has a time zone
     and the panel's has none"), so that every score was null. The fitted state
     is positional, so the same instant without its zone scores the same points
-    alike. (A saved ``fit_end_`` keeps only its UTC offset, not its zone's rules:
-    like one machine, Spark steps from it by the grid's step, in absolute time.)
+    alike. Spark steps from it in absolute time, which one machine does for steps of
+    hours or less only: a grid of days, weeks or months in a zone with daylight saving
+    follows the wall clock there (:func:`tsanomaly.base.steps_by_wall_clock`), and its
+    points after a switch lie an hour off Spark's UTC grid (those contexts then get the
+    reason "not on the grid"). A saved ``fit_end_`` keeps the UTC offset, not the zone's
+    rules, so that case cannot be told apart from a zone without daylight saving: it is
+    warned about.
     """
     fit_end = pd.Timestamp(detector.fit_end_)
     if fit_end.tz is None:
         return detector.fit_end_
+    if fit_end.utcoffset() != pd.Timedelta(0) and steps_by_wall_clock(detector.freq_):
+        warnings.warn(
+            f"tsanomaly.spark: the detector was fitted on a grid of {detector.freq_} steps with a time zone "
+            f"(UTC offset {fit_end.utcoffset()} at its end); Spark steps in UTC, so if that zone has daylight "
+            "saving, the points after a switch are off the grid and their contexts are not scored. Fit on "
+            "UTC timestamps, or on steps of hours or less, to score such data on Spark",
+            UserWarning,
+            stacklevel=3,
+        )
     return fit_end.tz_convert("UTC").tz_localize(None).isoformat()
 
 
