@@ -1155,6 +1155,8 @@ def test_fit_and_report_refuse_a_folder_or_a_missing_folder_before_any_work(tabl
     assert f"--out {missing / 'r.html'}: its folder {missing} does not exist" in _one_line_error(capsys)
     assert main([*report, ""]) == 2
     assert "--out needs a file name, e.g. --out report.html" in _one_line_error(capsys)
+    assert main([*report, str(Path(path) / "r.html")]) == 2  # "inside" a file: not a missing folder
+    assert f"--out {Path(path) / 'r.html'}: {path} is a file, not a folder" in _one_line_error(capsys)
     assert _files(tmp_path) == before and list(folder.iterdir()) == []
 
 

@@ -342,6 +342,8 @@ def check_output_path(path, option: str = "output", what: str = "a file", exampl
     if target.is_dir():
         hint = f", e.g. {option} {path / example}" if example else ""
         raise ValueError(f"{option} {path} is a folder; name {what}{hint}")
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ValueError(f"{option} {path}: {target.parent} is a file, not a folder; name {what} in a folder")
     if not target.parent.is_dir():
         raise FileNotFoundError(
             f"{option} {path}: its folder {target.parent} does not exist; create it or name {what} in an "
