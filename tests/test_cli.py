@@ -28,6 +28,16 @@ def test_demo_prints_alerts_and_precision_recall(capsys):
     assert "credential_stuffing" in out
 
 
+def test_demo_on_too_few_contexts_for_an_attack_says_so(capsys):
+    # Three contexts draw no attack: the demo printed "Empty DataFrame" and "recall nan".
+    assert main(["demo", "--detector", "baseline", "--contexts", "3", "--days", "28"]) == 0
+    out = capsys.readouterr().out
+    assert "No attack was injected" in out and "recall n/a" in out
+    assert "Empty DataFrame" not in out and "nan" not in out
+    assert main(["demo", "--detector", "baseline", "--contexts", "10", "--days", "28"]) == 0
+    assert "Injected attacks found" in capsys.readouterr().out  # the count the message suggests
+
+
 def test_unknown_detector_is_a_user_error(capsys):
     status = main(["demo", "--detector", "nope", "--contexts", "10"])
     err = capsys.readouterr().err

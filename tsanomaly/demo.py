@@ -115,12 +115,21 @@ def print_demo(result: DemoResult, top: int = 15) -> None:
         print(f"Top {min(top, len(result.alerts))} of {len(result.alerts)} alerts:")
         print(result.alerts[columns + extra].head(top).to_string(index=False))
         print()
-        per_kind = result.attacks.groupby("kind")["found"].agg(["sum", "count"])
-        per_kind.columns = ["found", "injected"]
-        print("Injected attacks found, by kind:")
-        print(per_kind.to_string())
+        if len(result.attacks):
+            per_kind = result.attacks.groupby("kind")["found"].agg(["sum", "count"])
+            per_kind.columns = ["found", "injected"]
+            print("Injected attacks found, by kind:")
+            print(per_kind.to_string())
+        else:
+            # About 15% of the contexts receive an attack: a handful of contexts may get none.
+            print("No attack was injected into so few contexts: run with more --contexts (10 or more).")
     print()
     print(
-        f"precision {result.precision:.2f} (alerts that overlap an injected attack), "
-        f"recall {result.recall:.2f} (attacks with at least one alert); {result.seconds:.1f} s"
+        f"precision {_share(result.precision)} (alerts that overlap an injected attack), "
+        f"recall {_share(result.recall)} (attacks with at least one alert); {result.seconds:.1f} s"
     )
+
+
+def _share(value: float) -> str:
+    """A precision or recall for the console: "n/a" where nothing was there to count (NaN)."""
+    return "n/a" if np.isnan(value) else f"{value:.2f}"
