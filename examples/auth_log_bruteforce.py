@@ -85,6 +85,12 @@ DETECTOR_PARAMS = {
 }
 
 
+
+def _attempts(count, noun: str = "attempt") -> str:
+    """``"1 attempt"``, ``"3 attempts"``: a count of log lines for the console."""
+    count = int(count)
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
 def parse_auth_log(path, year: int = 2017, max_lines: int | None = None):
     """Failed attempts and successful logins from an sshd log.
 
@@ -169,9 +175,9 @@ def describe_alert(alert, failed: pd.DataFrame, accepted: pd.DataFrame, bucket: 
     during = from_source[(from_source["time"] >= alert["start"]) & (from_source["time"] < span_end)]
     expected = f", expected {alert['expected']:.1f}" if "expected" in alert and np.isfinite(alert["expected"]) else ""
     lines = [
-        f"source {source}: {len(mine)} failed attempts from {alert['start']:%Y-%m-%d %H:%M} to "
+        f"source {source}: {_attempts(len(mine), 'failed attempt')} from {alert['start']:%Y-%m-%d %H:%M} to "
         f"{span_end:%Y-%m-%d %H:%M} (peak {alert['peak_time']:%Y-%m-%d %H:%M}: "
-        f"{int(alert['observed'])} attempts{expected}; score {alert['peak_score']:.1f}, "
+        f"{_attempts(alert['observed'])}{expected}; score {alert['peak_score']:.1f}, "
         f"threshold {alert['threshold']:.1f})",
         f"  accounts tried: {len(users)} — "
         + ", ".join(f"{u} ({c})" for u, c in users.head(6).items())
@@ -275,8 +281,8 @@ def main(argv=None) -> int:
     totals = pd.Series(panel.to_numpy().sum(axis=0), index=panel.index)
     busiest = totals.sort_values(ascending=False, kind="stable").head(3)
     print(
-        "busiest hours overall: "
-        + ", ".join(f"{t:%Y-%m-%d %H:%M} ({int(v)} attempts)" for t, v in busiest.items())
+        f"busiest {args.bucket} buckets overall: "
+        + ", ".join(f"{t:%Y-%m-%d %H:%M} ({_attempts(v)})" for t, v in busiest.items())
     )
     print(f"{len(alerts)} alerts on {alerts['source'].nunique()} sources ({len(unseen)} sources new since the fit)")
     # A source whose scores are all NaN cannot alert: say so, or a detector without a cold
