@@ -252,3 +252,36 @@ def test_dollar_signs_in_the_value_name_are_drawn_as_they_are(name, tmp_path):
     section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", name), value=name)
     page = report.render_report([section], top=1)
     assert len(_images(page)) == 1
+
+
+def _positions_panels():
+    """History and new data of three contexts on a time axis of positions (Panel.from_array)."""
+    rng = np.random.default_rng(0)
+    values = rng.poisson(50, size=(3, 24 * 9)).astype(float)
+    values[:, -10] += 3000
+    history = tsanomaly.Panel.from_array(values[:, : 24 * 8])
+    new = tsanomaly.Panel(values[:, 24 * 8 :], history.contexts, pd.RangeIndex(24 * 8, 24 * 9))
+    return history, new
+
+
+def test_a_time_axis_of_positions_is_refused_up_front():
+    # Panel.from_array counts time steps 0, 1, 2...: the report scored it, then failed while
+    # plotting with "Converting an integer to a NumPy datetime requires a specified unit".
+    history, new = _positions_panels()
+    det = RollingZScoreDetector(window=4, seasonal_period=None).fit(history)
+    with pytest.raises(ValueError, match="the report needs a time axis of timestamps, but the scored panel has a RangeIndex"):
+        report.ReportSection.from_detector(det, new)
+    # A section built by hand (as from_result does) is refused by render_report before any plot.
+    scores = det.score(new)
+    section = report.ReportSection(det, new, scores, det.alerts(new, scores=scores), ["context"])
+    assert len(section.alerts) > 0
+    with pytest.raises(ValueError, match="needs a time axis of timestamps, but the scored panel of section 0"):
+        report.render_report([section])
+    with pytest.raises(ValueError, match="needs a time axis of timestamps"):
+        report.plot_alert(section, section.alerts.iloc[0])
+    # A history of positions beside timestamped data is refused too.
+    stamped = tsanomaly.Panel(new.to_numpy(), new.contexts, pd.date_range("2024-01-09", periods=new.n_times, freq="h"))
+    det = RollingZScoreDetector(window=4, seasonal_period=None).fit(
+        tsanomaly.Panel(history.to_numpy(), history.contexts, pd.date_range("2024-01-01", periods=history.n_times, freq="h")))
+    with pytest.raises(ValueError, match="but the history has a RangeIndex"):
+        report.ReportSection.from_detector(det, stamped, history=history)

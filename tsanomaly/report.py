@@ -115,7 +115,31 @@ class ReportSection:
 
     @classmethod
     def from_detector(cls, detector, panel: Panel, name: str | None = None, value: str = "value", history=None):
-        """Score ``panel`` with a fitted detector and build the section (for notebooks and examples)."""
+        """Score ``panel`` with a fitted detector and build the section (for notebooks and examples).
+
+        Parameters
+        ----------
+        detector : BaseDetector
+            Fitted.
+        panel : Panel
+            The data to score, on a time axis of timestamps.
+        name : str, optional
+            How the report names this model; the detector's class name by default.
+        value : str, default "value"
+            The metric's name.
+        history : Panel, optional
+            Data before ``panel``, drawn in grey; on a time axis of timestamps too.
+
+        Raises
+        ------
+        ValueError
+            When ``panel`` or ``history`` has no time axis of timestamps (a Panel built by
+            ``Panel.from_array`` counts its steps 0, 1, 2...): the report draws and names
+            times. Checked before scoring.
+        """
+        _check_time_axis(panel, "the scored panel")
+        if history is not None:
+            _check_time_axis(history, "the history")
         scores = detector.score(panel)
         alerts = detector.alerts(panel, scores=scores)
         columns = [c if c is not None else "context" for c in panel.contexts.names]
@@ -141,6 +165,24 @@ class ReportSection:
     @property
     def detector_name(self) -> str:
         return type(self.detector).__name__
+
+
+def _check_time_axis(panel: Panel, what: str) -> None:
+    """Raise ValueError unless ``panel``'s time axis is made of timestamps.
+
+    The report is about *when* an alert fired: it plots against dates and writes
+    spans, peaks and neighbour windows as timestamps. A Panel on a time axis of
+    positions (``Panel.from_array``'s ``RangeIndex``) failed deep inside the
+    plotting ("Converting an integer to a NumPy datetime requires a specified
+    unit"), after the scoring, so it is refused up front instead.
+    """
+    if not isinstance(panel.index, pd.DatetimeIndex):
+        raise ValueError(
+            f"the report needs a time axis of timestamps, but {what} has a {type(panel.index).__name__} "
+            f"(time steps {panel.index[:3].tolist()}...); build the Panel on a pandas.DatetimeIndex, e.g. "
+            "Panel(values, contexts, pd.date_range(start, periods=n_times, freq='h')) or Panel.from_frame "
+            "with a time column of timestamps"
+        )
 
 
 # ---------------------------------------------------------------------- expected values
@@ -303,11 +345,21 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     png : bytes
     notes : dict
         What the plot shows, for its caption (band method, neighbour time...).
+
+    Raises
+    ------
+    ValueError
+        When the section's panel or history has no time axis of timestamps.
+    KeyError
+        When the alert's context is not in the section's panel.
     """
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    _check_time_axis(section.panel, "the scored panel")
+    if section.history is not None:
+        _check_time_axis(section.history, "the history")
     notes = {}
     key = _context_key(alert, section.context_columns)
     row = int(section.panel.contexts.get_indexer([key])[0])
@@ -542,12 +594,18 @@ def render_report(
     ------
     ValueError
         When ``top`` is less than 1: the page would say "No alerts" about alerts it left out.
+        When a section's panel or history has no time axis of timestamps (checked before any
+        plotting; see :meth:`ReportSection.from_detector`).
     """
     from tsanomaly.jobs import Progress
 
     if top < 1:
         raise ValueError(f"top must be at least 1 (alerts plotted per section), got {top}")
     sections = list(sections)
+    for k, s in enumerate(sections):
+        _check_time_axis(s.panel, f"the scored panel of section {k} ({s.name!r})")
+        if s.history is not None:
+            _check_time_axis(s.history, f"the history of section {k} ({s.name!r})")
     title = title or "tsanomaly alert report"
     contexts = set()
     for s in sections:
