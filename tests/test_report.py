@@ -285,3 +285,26 @@ def test_a_time_axis_of_positions_is_refused_up_front():
         tsanomaly.Panel(history.to_numpy(), history.contexts, pd.date_range("2024-01-01", periods=history.n_times, freq="h")))
     with pytest.raises(ValueError, match="but the history has a RangeIndex"):
         report.ReportSection.from_detector(det, stamped, history=history)
+
+
+@pytest.mark.parametrize("names", [[None, None], ["country", None], [None]])
+def test_unnamed_context_levels_are_named_as_the_alerts_name_them(names):
+    # from_detector guessed "context" for every unnamed level while alerts() names an unnamed
+    # level of a MultiIndex by its position: rendering failed with a KeyError.
+    rng = np.random.default_rng(0)
+    values = rng.poisson(50, size=(3, 24 * 9)).astype(float)
+    values[:, -10] += 3000
+    index = pd.date_range("2024-01-01", periods=values.shape[1], freq="h")
+    if len(names) == 1:
+        contexts = pd.Index(["US", "BR", "FR"], name=names[0])
+    else:
+        contexts = pd.MultiIndex.from_tuples([("US", 1), ("US", 2), ("BR", 1)], names=names)
+    history = tsanomaly.Panel(values[:, : 24 * 8], contexts, index[: 24 * 8])
+    new = tsanomaly.Panel(values[:, 24 * 8 :], contexts, index[24 * 8 :])
+    det = RollingZScoreDetector(window=4).fit(history)
+    section = report.ReportSection.from_detector(det, new)
+    alert_context_columns = list(det.alerts(new).columns[: contexts.nlevels])
+    assert section.context_columns == alert_context_columns
+    assert list(section.unseen.columns) == [*alert_context_columns, "status"]
+    page = report.render_report([section])
+    assert len(_images(page)) == 3

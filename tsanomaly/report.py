@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tsanomaly.base import ALERT_COLUMNS
+from tsanomaly.base import ALERT_COLUMNS, _context_names
 from tsanomaly.jobs import JOB_ALERT_COLUMNS
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA
@@ -72,8 +72,10 @@ class ReportSection:
         The scored data and its scores (host arrays, same axes).
     alerts : pandas.DataFrame
         ``detector.alerts(panel)``, most anomalous first.
-    context_columns : list of str
-        Names of the context columns of ``alerts``.
+    context_columns : list
+        Names of the context columns of ``alerts``: the context levels' names, ``"context"``
+        for a single unnamed level, the level's position for an unnamed level of a MultiIndex
+        (as :meth:`BaseDetector.alerts` names them).
     value : str
         The metric's name (the value column).
     name : str
@@ -142,9 +144,10 @@ class ReportSection:
             _check_time_axis(history, "the history")
         scores = detector.score(panel)
         alerts = detector.alerts(panel, scores=scores)
-        columns = [c if c is not None else "context" for c in panel.contexts.names]
-        if columns == [0]:
-            columns = ["context"]
+        # The names alerts() gives its context columns (one rule, written once): an unnamed level of
+        # a MultiIndex is named by its position there, and guessing "context" for it made the
+        # report look up a column the alerts do not have (KeyError).
+        columns = _context_names(panel.contexts)
         rows = detector.context_rows(panel)
         unseen = panel.contexts[rows < 0].to_frame(index=False)
         unseen.columns = columns
