@@ -308,3 +308,46 @@ def test_unnamed_context_levels_are_named_as_the_alerts_name_them(names):
     assert list(section.unseen.columns) == [*alert_context_columns, "status"]
     page = report.render_report([section])
     assert len(_images(page)) == 3
+
+
+@pytest.mark.parametrize("names", [["asn"], ["country", None]])
+def test_from_detector_tags_new_contexts_and_counts_absent_ones(names):
+    # from_detector's alerts had no cold_start column, so an alert of a context unseen at fit
+    # was never tagged "new context", and the summary said 0 fitted contexts absent whatever
+    # the input held; the CLI's sections (from_result) got both right.
+    rng = np.random.default_rng(0)
+    n_hist, n_new = 24 * 8, 24
+    index = pd.date_range("2024-01-01", periods=n_hist + n_new, freq="h")
+    values = rng.poisson(50, size=(5, n_hist + n_new)).astype(float)
+    values[[0, 4], n_hist + 10] += 3000  # a fitted context and the new one both alert
+    labels = [("US", 1), ("US", 2), ("BR", 1), ("BR", 2), ("FR", 9)]
+    if len(names) == 1:
+        contexts = pd.Index([f"{c}{a}" for c, a in labels], name=names[0])
+    else:
+        contexts = pd.MultiIndex.from_tuples(labels, names=names)
+    history = tsanomaly.Panel(values[:4, :n_hist], contexts[:4], index[:n_hist])  # the 5th is new
+    new_rows = [0, 1, 4]  # two fitted contexts (rows 2 and 3) are absent from the new data
+    new = tsanomaly.Panel(values[new_rows, n_hist:], contexts[new_rows], index[n_hist:])
+    det = RollingZScoreDetector(window=4, seasonal_period=None).fit(history)
+    section = report.ReportSection.from_detector(det, new)
+    assert section.n_absent == 2
+    columns = section.context_columns
+    keys = [report._context_key(a, columns) for _, a in section.alerts.iterrows()]
+    assert contexts[4] in keys and contexts[0] in keys
+    assert section.alerts["cold_start"].tolist() == [key == contexts[4] for key in keys]
+    assert section.unseen["status"].tolist() == ["cold_start"]
+    page = report.render_report([section])
+    # Tagged once in the table, and stated in its plot's facts; the fitted context is not.
+    assert page.count('<span class="cold">new context</span>') == 1
+    assert page.count("new since the fit: scored from a cold start") == 1
+    summary = re.search(r'<tr id="summary-0">.*?</tr>', page).group(0)
+    assert re.findall(r'<td class="num">([^<]*)</td>', summary)[-2:] == ["1 / 0", "2"]
+
+
+def test_from_detector_refuses_a_context_column_named_cold_start():
+    history, today = _split(_frame().rename(columns={"asn": "cold_start"}))
+    det = RollingZScoreDetector(window=4).fit(tsanomaly.Panel.from_frame(history, "cold_start", "ts", "logins"))
+    new = tsanomaly.Panel.from_frame(today, "cold_start", "ts", "logins")
+    with pytest.raises(ValueError, match="context column 'cold_start' has the name of a column that tsanomaly "
+                                         "writes in the report's alerts"):
+        report.ReportSection.from_detector(det, new)

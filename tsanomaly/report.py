@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tsanomaly.base import ALERT_COLUMNS, _context_names
+from tsanomaly.base import ALERT_COLUMNS, _context_names, check_column_names
 from tsanomaly.jobs import JOB_ALERT_COLUMNS
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA
@@ -71,7 +71,8 @@ class ReportSection:
     panel, scores : Panel
         The scored data and its scores (host arrays, same axes).
     alerts : pandas.DataFrame
-        ``detector.alerts(panel)``, most anomalous first.
+        ``detector.alerts(panel)``, most anomalous first, with the boolean ``cold_start``
+        column of the scoring jobs (the alert's context was unseen at fit: tagged "new context").
     context_columns : list
         Names of the context columns of ``alerts``: the context levels' names, ``"context"``
         for a single unnamed level, the level's position for an unnamed level of a MultiIndex
@@ -137,22 +138,33 @@ class ReportSection:
         ValueError
             When ``panel`` or ``history`` has no time axis of timestamps (a Panel built by
             ``Panel.from_array`` counts its steps 0, 1, 2...): the report draws and names
-            times. Checked before scoring.
+            times. When a context column is named ``cold_start``, the column added to the
+            alerts (see ``alerts`` above). Both checked before scoring.
         """
         _check_time_axis(panel, "the scored panel")
         if history is not None:
             _check_time_axis(history, "the history")
-        scores = detector.score(panel)
-        alerts = detector.alerts(panel, scores=scores)
         # The names alerts() gives its context columns (one rule, written once): an unnamed level of
         # a MultiIndex is named by its position there, and guessing "context" for it made the
         # report look up a column the alerts do not have (KeyError).
         columns = _context_names(panel.contexts)
+        # The alerts get a cold_start column below, as the scoring jobs write it: a context column
+        # of that name would be overwritten. Refused before the scoring, which can take long.
+        check_column_names({"context column": columns}, ("cold_start",), "the report's alerts",
+                           "rename it before building the Panel")
+        scores = detector.score(panel)
+        alerts = detector.alerts(panel, scores=scores)
         rows = detector.context_rows(panel)
-        unseen = panel.contexts[rows < 0].to_frame(index=False)
+        unseen_rows = rows < 0
+        unseen = panel.contexts[unseen_rows].to_frame(index=False)
         unseen.columns = columns
-        has = np.isfinite(scores.to_numpy()[rows < 0]).any(axis=1) if (rows < 0).any() else np.zeros(0, bool)
+        has = np.isfinite(scores.to_numpy()[unseen_rows]).any(axis=1) if unseen_rows.any() else np.zeros(0, bool)
         unseen["status"] = np.where(has, "cold_start", "skipped")
+        # What the report reads to tag an alert "new context" (the scoring jobs' column): without
+        # it, an alert of a context unseen at fit looked like any other.
+        alerts["cold_start"] = unseen_rows[panel.contexts.get_indexer(_alert_contexts(alerts, columns))]
+        # Fitted contexts with no row in the panel (the scoring jobs' count, ScoreResult.n_absent).
+        n_absent = int(len(detector.contexts_) - np.unique(rows[~unseen_rows]).size)
         return cls(
             detector=detector,
             panel=panel.to("cpu"),
@@ -162,6 +174,7 @@ class ReportSection:
             value=value,
             name=name or type(detector).__name__,
             unseen=unseen,
+            n_absent=n_absent,
             history=history,
         )
 
@@ -329,6 +342,13 @@ def _literal(text) -> str:
     out as an italic x. An escaped dollar sign (``\\$``) is drawn as a plain one.
     """
     return str(text).replace("$", r"\$")
+
+
+def _alert_contexts(alerts: pd.DataFrame, columns) -> pd.Index:
+    """The context of each alert (one row each) as an index comparable with the panel's contexts."""
+    if len(columns) == 1:
+        return pd.Index(alerts[columns[0]])
+    return pd.MultiIndex.from_frame(alerts[list(columns)])
 
 
 def _context_key(alert: pd.Series, columns) -> object:
