@@ -351,3 +351,29 @@ def test_from_detector_refuses_a_context_column_named_cold_start():
     with pytest.raises(ValueError, match="context column 'cold_start' has the name of a column that tsanomaly "
                                          "writes in the report's alerts"):
         report.ReportSection.from_detector(det, new)
+
+
+class _ScoredSpanNeighbourDetector(_NeighbourDetector):
+    """Explains each alert by a window 5 hours into the scored span."""
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        columns = super()._explain(panel, scores, ctx_rows, peak_pos)
+        columns["neighbor_time"] = np.full(len(ctx_rows), np.asarray(panel.index)[0] + pd.Timedelta(hours=5))
+        return columns
+
+
+@pytest.mark.parametrize("detector, with_history", [(_NeighbourDetector, True), (_ScoredSpanNeighbourDetector, False)])
+def test_a_neighbour_left_out_of_the_plotted_window_is_not_blamed_on_the_history(detector, with_history):
+    # Two weeks scored, the alert at their end: the plot shows a window around the alert, so a
+    # neighbour in the history (passed) or early in the scored span is left out. The note said
+    # "pass the history to see it" all the same.
+    history, today = _split(_frame(days=24, bursts=((3, -10, 1, 300),)), days_new=14)
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins")
+    det = detector(window=4).fit(hist)
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    section = report.ReportSection.from_detector(det, new, history=hist if with_history else None)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert "shown" in notes  # the window around the alert, not the whole scored span
+    window_start = notes["shown"].split(" – ")[0]
+    assert notes["neighbour"].endswith(f" — before the plotted window, which starts {window_start}")
+    assert "pass the history" not in notes["neighbour"]

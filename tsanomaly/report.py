@@ -497,8 +497,15 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         notes["neighbour"] = f"nearest neighbour window starts {neighbour}, ends {end}"
         if np.datetime64(end) >= shown_from:
             ax.axvspan(neighbour - half, end + half, color="#7b2cbf", alpha=0.2, lw=0, label="nearest neighbour")
-        else:
+        elif section.history is None and lo == 0:
+            # The plot starts where the scored data starts, so the neighbour lies before it, in
+            # the history: passing the history is what would show it.
             notes["neighbour"] += " — before the plotted span (pass the history to see it)"
+        else:
+            # The history was passed (and did not reach the neighbour, or the window around the
+            # alert left it out), or the neighbour lies in the scored span before the window:
+            # passing the history would not help, so the note must not ask for it.
+            notes["neighbour"] += f" — before the plotted window, which starts {pd.Timestamp(shown_from)}"
         if window and step is not None:
             # The alerted window itself (scores are stamped at a window's last point), outlined in
             # the neighbour's colour so the two shapes can be compared by eye.
