@@ -377,3 +377,26 @@ def test_a_neighbour_left_out_of_the_plotted_window_is_not_blamed_on_the_history
     window_start = notes["shown"].split(" – ")[0]
     assert notes["neighbour"].endswith(f" — before the plotted window, which starts {window_start}")
     assert "pass the history" not in notes["neighbour"]
+
+
+@pytest.mark.parametrize("name", ["_fails", "__x", "_$x$_"])
+def test_a_value_name_starting_with_an_underscore_keeps_its_legend_entry(name, monkeypatch):
+    # Matplotlib leaves labels starting with "_" out of the legend: the plotted series lost its entry.
+    from matplotlib.figure import Figure
+
+    legends = []
+    savefig = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    history, today = _split(_frame().rename(columns={"logins": name}))
+    det = RollingZScoreDetector(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", name))
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", name), value=name)
+    report.plot_alert(section, section.alerts.iloc[0])
+    [legend] = legends
+    # As drawn: the zero-width space draws nothing, an escaped dollar sign draws a plain one.
+    assert [t.replace("\u200b", "").replace("\\$", "$") for t in legend].count(name) == 1
+    assert report._literal("plain") == "plain"  # other names are left as they are

@@ -340,8 +340,13 @@ def _literal(text) -> str:
     Matplotlib reads the part of a label between two dollar signs as mathtext: a value column
     named ``a$^$b`` or ``$x_{$`` made the plot fail with a parse error, and ``$x$`` came
     out as an italic x. An escaped dollar sign (``\\$``) is drawn as a plain one.
+
+    Matplotlib also leaves out of the legend every artist whose label starts with an
+    underscore (its mark for "no label"): a value column named ``_fails`` lost the series'
+    entry. Such a label is prefixed with a zero-width space, which draws nothing.
     """
-    return str(text).replace("$", r"\$")
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def _alert_contexts(alerts: pd.DataFrame, columns) -> pd.Index:
