@@ -400,3 +400,19 @@ def test_a_value_name_starting_with_an_underscore_keeps_its_legend_entry(name, m
     # As drawn: the zero-width space draws nothing, an escaped dollar sign draws a plain one.
     assert [t.replace("\u200b", "").replace("\\$", "$") for t in legend].count(name) == 1
     assert report._literal("plain") == "plain"  # other names are left as they are
+
+
+def test_contexts_scored_leaves_out_contexts_that_got_no_score():
+    # A context unseen at fit that the detector skips (no cold start: every score NaN) was
+    # counted among the "contexts scored", in the model's row and in the total.
+    from tsanomaly.detectors import make_detector
+
+    history, today = _split(_frame(n_ctx=5))
+    history = history[history["asn"] != "AS4"]  # AS4 is new in today's data
+    det = make_detector("stl", periods=24).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
+    assert section.unseen["status"].tolist() == ["skipped"]  # the STL detector has no cold start
+    page = report.render_report([section])
+    assert _number(page, "total-contexts") == 4
+    assert re.search(r'<td class="num contexts">(\d+)</td>', page).group(1) == "4"
+    assert re.search(r'<tr id="summary-0">.*?</tr>', page).group(0).count('<td class="num">0 / 1</td>') == 1

@@ -3,8 +3,8 @@
 One page, no external resources (styles inline, plots embedded as base64 PNG),
 so it can be mailed, attached to a ticket or opened offline:
 
-- a summary: per model, the metric, the detector, contexts scored, alerts,
-  contexts unseen at fit; totals across models;
+- a summary: per model, the metric, the detector, contexts scored (those with
+  at least one finite score), alerts, contexts unseen at fit; totals across models;
 - a table of the top alerts;
 - for each top alert, a plot of the context's series (with the recent history
   in grey when it is given) and, under it, its scores against the threshold.
@@ -586,6 +586,16 @@ def _explanation_columns(section: ReportSection) -> list[str]:
     return [c for c in section.alerts.columns if c not in _ALERT_BASE_COLUMNS and c not in section.context_columns]
 
 
+def _scored_contexts(section: ReportSection) -> pd.Index:
+    """The contexts of ``section`` with at least one finite score: the report's "contexts scored".
+
+    A context unseen at fit that the detector cannot score from a cold start ("skipped"), or
+    one whose data are all missing, is in the panel but got no score: counting the panel's
+    contexts put it among the contexts scored.
+    """
+    return section.panel.contexts[np.isfinite(section.scores.to_numpy()).any(axis=1)]
+
+
 def top_alerts(section: ReportSection, top: int) -> pd.DataFrame:
     """The alerts a report plots: the most anomalous alert of each of the ``top`` most anomalous contexts.
 
@@ -623,7 +633,8 @@ def render_report(
     str
         HTML with one ``<img>`` per plotted alert (see :func:`top_alerts`:
         ``min(top, contexts with alerts)`` per section) and the summary numbers in elements with ids
-        ``total-contexts`` and ``total-alerts``.
+        ``total-contexts`` (contexts with at least one finite score, in any section: a context
+        skipped as unseen at fit is not counted) and ``total-alerts``.
 
     Raises
     ------
@@ -642,9 +653,10 @@ def render_report(
         if s.history is not None:
             _check_time_axis(s.history, f"the history of section {k} ({s.name!r})")
     title = title or "tsanomaly alert report"
+    scored = [_scored_contexts(s) for s in sections]
     contexts = set()
-    for s in sections:
-        contexts.update(s.panel.contexts.tolist())
+    for labels in scored:
+        contexts.update(labels.tolist())
     total_alerts = sum(len(s.alerts) for s in sections)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -674,7 +686,7 @@ def render_report(
         per_ctx = " (per context)" if getattr(s.detector, "per_context", False) else ""
         out.append(
             f'<tr id="summary-{k}"><td>{_e(s.name)}</td><td>{_e(s.detector_name)}</td><td>{_e(s.value)}</td>'
-            f'<td class="num contexts">{s.panel.n_contexts}</td><td class="num">{s.panel.n_times}</td>'
+            f'<td class="num contexts">{len(scored[k])}</td><td class="num">{s.panel.n_times}</td>'
             f'<td>{html.escape(span)}</td><td class="num alerts">{len(s.alerts)}</td><td class="num">{with_alerts}</td>'
             f'<td class="num">{n_cold} / {n_skip}</td><td class="num">{s.n_absent}</td>'
             f"<td>{_e(thr)}{per_ctx}</td></tr>"
