@@ -252,3 +252,167 @@ def test_dollar_signs_in_the_value_name_are_drawn_as_they_are(name, tmp_path):
     section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", name), value=name)
     page = report.render_report([section], top=1)
     assert len(_images(page)) == 1
+
+
+def _positions_panels():
+    """History and new data of three contexts on a time axis of positions (Panel.from_array)."""
+    rng = np.random.default_rng(0)
+    values = rng.poisson(50, size=(3, 24 * 9)).astype(float)
+    values[:, -10] += 3000
+    history = tsanomaly.Panel.from_array(values[:, : 24 * 8])
+    new = tsanomaly.Panel(values[:, 24 * 8 :], history.contexts, pd.RangeIndex(24 * 8, 24 * 9))
+    return history, new
+
+
+def test_a_time_axis_of_positions_is_refused_up_front():
+    # Panel.from_array counts time steps 0, 1, 2...: the report scored it, then failed while
+    # plotting with "Converting an integer to a NumPy datetime requires a specified unit".
+    history, new = _positions_panels()
+    det = RollingZScoreDetector(window=4, seasonal_period=None).fit(history)
+    with pytest.raises(ValueError, match="the report needs a time axis of timestamps, but the scored panel has a RangeIndex"):
+        report.ReportSection.from_detector(det, new)
+    # A section built by hand (as from_result does) is refused by render_report before any plot.
+    scores = det.score(new)
+    section = report.ReportSection(det, new, scores, det.alerts(new, scores=scores), ["context"])
+    assert len(section.alerts) > 0
+    with pytest.raises(ValueError, match="needs a time axis of timestamps, but the scored panel of section 0"):
+        report.render_report([section])
+    with pytest.raises(ValueError, match="needs a time axis of timestamps"):
+        report.plot_alert(section, section.alerts.iloc[0])
+    # A history of positions beside timestamped data is refused too.
+    stamped = tsanomaly.Panel(new.to_numpy(), new.contexts, pd.date_range("2024-01-09", periods=new.n_times, freq="h"))
+    det = RollingZScoreDetector(window=4, seasonal_period=None).fit(
+        tsanomaly.Panel(history.to_numpy(), history.contexts, pd.date_range("2024-01-01", periods=history.n_times, freq="h")))
+    with pytest.raises(ValueError, match="but the history has a RangeIndex"):
+        report.ReportSection.from_detector(det, stamped, history=history)
+
+
+@pytest.mark.parametrize("names", [[None, None], ["country", None], [None]])
+def test_unnamed_context_levels_are_named_as_the_alerts_name_them(names):
+    # from_detector guessed "context" for every unnamed level while alerts() names an unnamed
+    # level of a MultiIndex by its position: rendering failed with a KeyError.
+    rng = np.random.default_rng(0)
+    values = rng.poisson(50, size=(3, 24 * 9)).astype(float)
+    values[:, -10] += 3000
+    index = pd.date_range("2024-01-01", periods=values.shape[1], freq="h")
+    if len(names) == 1:
+        contexts = pd.Index(["US", "BR", "FR"], name=names[0])
+    else:
+        contexts = pd.MultiIndex.from_tuples([("US", 1), ("US", 2), ("BR", 1)], names=names)
+    history = tsanomaly.Panel(values[:, : 24 * 8], contexts, index[: 24 * 8])
+    new = tsanomaly.Panel(values[:, 24 * 8 :], contexts, index[24 * 8 :])
+    det = RollingZScoreDetector(window=4).fit(history)
+    section = report.ReportSection.from_detector(det, new)
+    alert_context_columns = list(det.alerts(new).columns[: contexts.nlevels])
+    assert section.context_columns == alert_context_columns
+    assert list(section.unseen.columns) == [*alert_context_columns, "status"]
+    page = report.render_report([section])
+    assert len(_images(page)) == 3
+
+
+@pytest.mark.parametrize("names", [["asn"], ["country", None]])
+def test_from_detector_tags_new_contexts_and_counts_absent_ones(names):
+    # from_detector's alerts had no cold_start column, so an alert of a context unseen at fit
+    # was never tagged "new context", and the summary said 0 fitted contexts absent whatever
+    # the input held; the CLI's sections (from_result) got both right.
+    rng = np.random.default_rng(0)
+    n_hist, n_new = 24 * 8, 24
+    index = pd.date_range("2024-01-01", periods=n_hist + n_new, freq="h")
+    values = rng.poisson(50, size=(5, n_hist + n_new)).astype(float)
+    values[[0, 4], n_hist + 10] += 3000  # a fitted context and the new one both alert
+    labels = [("US", 1), ("US", 2), ("BR", 1), ("BR", 2), ("FR", 9)]
+    if len(names) == 1:
+        contexts = pd.Index([f"{c}{a}" for c, a in labels], name=names[0])
+    else:
+        contexts = pd.MultiIndex.from_tuples(labels, names=names)
+    history = tsanomaly.Panel(values[:4, :n_hist], contexts[:4], index[:n_hist])  # the 5th is new
+    new_rows = [0, 1, 4]  # two fitted contexts (rows 2 and 3) are absent from the new data
+    new = tsanomaly.Panel(values[new_rows, n_hist:], contexts[new_rows], index[n_hist:])
+    det = RollingZScoreDetector(window=4, seasonal_period=None).fit(history)
+    section = report.ReportSection.from_detector(det, new)
+    assert section.n_absent == 2
+    columns = section.context_columns
+    keys = [report._context_key(a, columns) for _, a in section.alerts.iterrows()]
+    assert contexts[4] in keys and contexts[0] in keys
+    assert section.alerts["cold_start"].tolist() == [key == contexts[4] for key in keys]
+    assert section.unseen["status"].tolist() == ["cold_start"]
+    page = report.render_report([section])
+    # Tagged once in the table, and stated in its plot's facts; the fitted context is not.
+    assert page.count('<span class="cold">new context</span>') == 1
+    assert page.count("new since the fit: scored from a cold start") == 1
+    summary = re.search(r'<tr id="summary-0">.*?</tr>', page).group(0)
+    assert re.findall(r'<td class="num">([^<]*)</td>', summary)[-2:] == ["1 / 0", "2"]
+
+
+def test_from_detector_refuses_a_context_column_named_cold_start():
+    history, today = _split(_frame().rename(columns={"asn": "cold_start"}))
+    det = RollingZScoreDetector(window=4).fit(tsanomaly.Panel.from_frame(history, "cold_start", "ts", "logins"))
+    new = tsanomaly.Panel.from_frame(today, "cold_start", "ts", "logins")
+    with pytest.raises(ValueError, match="context column 'cold_start' has the name of a column that tsanomaly "
+                                         "writes in the report's alerts"):
+        report.ReportSection.from_detector(det, new)
+
+
+class _ScoredSpanNeighbourDetector(_NeighbourDetector):
+    """Explains each alert by a window 5 hours into the scored span."""
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        columns = super()._explain(panel, scores, ctx_rows, peak_pos)
+        columns["neighbor_time"] = np.full(len(ctx_rows), np.asarray(panel.index)[0] + pd.Timedelta(hours=5))
+        return columns
+
+
+@pytest.mark.parametrize("detector, with_history", [(_NeighbourDetector, True), (_ScoredSpanNeighbourDetector, False)])
+def test_a_neighbour_left_out_of_the_plotted_window_is_not_blamed_on_the_history(detector, with_history):
+    # Two weeks scored, the alert at their end: the plot shows a window around the alert, so a
+    # neighbour in the history (passed) or early in the scored span is left out. The note said
+    # "pass the history to see it" all the same.
+    history, today = _split(_frame(days=24, bursts=((3, -10, 1, 300),)), days_new=14)
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins")
+    det = detector(window=4).fit(hist)
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    section = report.ReportSection.from_detector(det, new, history=hist if with_history else None)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert "shown" in notes  # the window around the alert, not the whole scored span
+    window_start = notes["shown"].split(" – ")[0]
+    assert notes["neighbour"].endswith(f" — before the plotted window, which starts {window_start}")
+    assert "pass the history" not in notes["neighbour"]
+
+
+@pytest.mark.parametrize("name", ["_fails", "__x", "_$x$_"])
+def test_a_value_name_starting_with_an_underscore_keeps_its_legend_entry(name, monkeypatch):
+    # Matplotlib leaves labels starting with "_" out of the legend: the plotted series lost its entry.
+    from matplotlib.figure import Figure
+
+    legends = []
+    savefig = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    history, today = _split(_frame().rename(columns={"logins": name}))
+    det = RollingZScoreDetector(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", name))
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", name), value=name)
+    report.plot_alert(section, section.alerts.iloc[0])
+    [legend] = legends
+    # As drawn: the zero-width space draws nothing, an escaped dollar sign draws a plain one.
+    assert [t.replace("\u200b", "").replace("\\$", "$") for t in legend].count(name) == 1
+    assert report._literal("plain") == "plain"  # other names are left as they are
+
+
+def test_contexts_scored_leaves_out_contexts_that_got_no_score():
+    # A context unseen at fit that the detector skips (no cold start: every score NaN) was
+    # counted among the "contexts scored", in the model's row and in the total.
+    from tsanomaly.detectors import make_detector
+
+    history, today = _split(_frame(n_ctx=5))
+    history = history[history["asn"] != "AS4"]  # AS4 is new in today's data
+    det = make_detector("stl", periods=24).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
+    assert section.unseen["status"].tolist() == ["skipped"]  # the STL detector has no cold start
+    page = report.render_report([section])
+    assert _number(page, "total-contexts") == 4
+    assert re.search(r'<td class="num contexts">(\d+)</td>', page).group(1) == "4"
+    assert re.search(r'<tr id="summary-0">.*?</tr>', page).group(0).count('<td class="num">0 / 1</td>') == 1

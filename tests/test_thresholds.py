@@ -107,3 +107,20 @@ def test_calibrate_ignores_infinite_scores_and_leaves_the_input_as_it_was(thresh
     expected = thresholds.calibrate(as_nan, threshold, 0.001, per_context)
     np.testing.assert_array_equal(got[0], expected[0])
     assert got[1] == expected[1] and np.isfinite(got[0]).all()
+
+
+def test_suppress_repeats_takes_the_panel_that_score_gives():
+    # The README applies suppress_repeats to det.score()'s output, a Panel: a TypeError.
+    import pandas as pd
+
+    from tsanomaly import Panel
+
+    values = np.array([[1.0, 5.0, 6.0, 5.5, 2.0, 7.0], [np.nan, 2.0, 1.0, 3.0, 3.0, 0.5]])
+    contexts = pd.Index(["a", "b"], name="asn")
+    index = pd.date_range("2024-01-01", periods=6, freq="h")
+    out = suppress_repeats(Panel(values, contexts, index), refractory=3)
+    assert isinstance(out, Panel)
+    assert out.contexts.equals(contexts) and out.index.equals(index)
+    np.testing.assert_array_equal(out.to_numpy(), suppress_repeats(values, refractory=3))
+    with pytest.raises(ValueError, match="refractory must be an integer >= 1"):
+        suppress_repeats(Panel(values, contexts, index), refractory=0)

@@ -3,8 +3,8 @@
 One page, no external resources (styles inline, plots embedded as base64 PNG),
 so it can be mailed, attached to a ticket or opened offline:
 
-- a summary: per model, the metric, the detector, contexts scored, alerts,
-  contexts unseen at fit; totals across models;
+- a summary: per model, the metric, the detector, contexts scored (those with
+  at least one finite score), alerts, contexts unseen at fit; totals across models;
 - a table of the top alerts;
 - for each top alert, a plot of the context's series (with the recent history
   in grey when it is given) and, under it, its scores against the threshold.
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tsanomaly.base import ALERT_COLUMNS
+from tsanomaly.base import ALERT_COLUMNS, _context_names, check_column_names
 from tsanomaly.jobs import JOB_ALERT_COLUMNS
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA
@@ -71,9 +71,12 @@ class ReportSection:
     panel, scores : Panel
         The scored data and its scores (host arrays, same axes).
     alerts : pandas.DataFrame
-        ``detector.alerts(panel)``, most anomalous first.
-    context_columns : list of str
-        Names of the context columns of ``alerts``.
+        ``detector.alerts(panel)``, most anomalous first, with the boolean ``cold_start``
+        column of the scoring jobs (the alert's context was unseen at fit: tagged "new context").
+    context_columns : list
+        Names of the context columns of ``alerts``: the context levels' names, ``"context"``
+        for a single unnamed level, the level's position for an unnamed level of a MultiIndex
+        (as :meth:`BaseDetector.alerts` names them).
     value : str
         The metric's name (the value column).
     name : str
@@ -115,17 +118,53 @@ class ReportSection:
 
     @classmethod
     def from_detector(cls, detector, panel: Panel, name: str | None = None, value: str = "value", history=None):
-        """Score ``panel`` with a fitted detector and build the section (for notebooks and examples)."""
+        """Score ``panel`` with a fitted detector and build the section (for notebooks and examples).
+
+        Parameters
+        ----------
+        detector : BaseDetector
+            Fitted.
+        panel : Panel
+            The data to score, on a time axis of timestamps.
+        name : str, optional
+            How the report names this model; the detector's class name by default.
+        value : str, default "value"
+            The metric's name.
+        history : Panel, optional
+            Data before ``panel``, drawn in grey; on a time axis of timestamps too.
+
+        Raises
+        ------
+        ValueError
+            When ``panel`` or ``history`` has no time axis of timestamps (a Panel built by
+            ``Panel.from_array`` counts its steps 0, 1, 2...): the report draws and names
+            times. When a context column is named ``cold_start``, the column added to the
+            alerts (see ``alerts`` above). Both checked before scoring.
+        """
+        _check_time_axis(panel, "the scored panel")
+        if history is not None:
+            _check_time_axis(history, "the history")
+        # The names alerts() gives its context columns (one rule, written once): an unnamed level of
+        # a MultiIndex is named by its position there, and guessing "context" for it made the
+        # report look up a column the alerts do not have (KeyError).
+        columns = _context_names(panel.contexts)
+        # The alerts get a cold_start column below, as the scoring jobs write it: a context column
+        # of that name would be overwritten. Refused before the scoring, which can take long.
+        check_column_names({"context column": columns}, ("cold_start",), "the report's alerts",
+                           "rename it before building the Panel")
         scores = detector.score(panel)
         alerts = detector.alerts(panel, scores=scores)
-        columns = [c if c is not None else "context" for c in panel.contexts.names]
-        if columns == [0]:
-            columns = ["context"]
         rows = detector.context_rows(panel)
-        unseen = panel.contexts[rows < 0].to_frame(index=False)
+        unseen_rows = rows < 0
+        unseen = panel.contexts[unseen_rows].to_frame(index=False)
         unseen.columns = columns
-        has = np.isfinite(scores.to_numpy()[rows < 0]).any(axis=1) if (rows < 0).any() else np.zeros(0, bool)
+        has = np.isfinite(scores.to_numpy()[unseen_rows]).any(axis=1) if unseen_rows.any() else np.zeros(0, bool)
         unseen["status"] = np.where(has, "cold_start", "skipped")
+        # What the report reads to tag an alert "new context" (the scoring jobs' column): without
+        # it, an alert of a context unseen at fit looked like any other.
+        alerts["cold_start"] = unseen_rows[panel.contexts.get_indexer(_alert_contexts(alerts, columns))]
+        # Fitted contexts with no row in the panel (the scoring jobs' count, ScoreResult.n_absent).
+        n_absent = int(len(detector.contexts_) - np.unique(rows[~unseen_rows]).size)
         return cls(
             detector=detector,
             panel=panel.to("cpu"),
@@ -135,12 +174,31 @@ class ReportSection:
             value=value,
             name=name or type(detector).__name__,
             unseen=unseen,
+            n_absent=n_absent,
             history=history,
         )
 
     @property
     def detector_name(self) -> str:
         return type(self.detector).__name__
+
+
+def _check_time_axis(panel: Panel, what: str) -> None:
+    """Raise ValueError unless ``panel``'s time axis is made of timestamps.
+
+    The report is about *when* an alert fired: it plots against dates and writes
+    spans, peaks and neighbour windows as timestamps. A Panel on a time axis of
+    positions (``Panel.from_array``'s ``RangeIndex``) failed deep inside the
+    plotting ("Converting an integer to a NumPy datetime requires a specified
+    unit"), after the scoring, so it is refused up front instead.
+    """
+    if not isinstance(panel.index, pd.DatetimeIndex):
+        raise ValueError(
+            f"the report needs a time axis of timestamps, but {what} has a {type(panel.index).__name__} "
+            f"(time steps {panel.index[:3].tolist()}...); build the Panel on a pandas.DatetimeIndex, e.g. "
+            "Panel(values, contexts, pd.date_range(start, periods=n_times, freq='h')) or Panel.from_frame "
+            "with a time column of timestamps"
+        )
 
 
 # ---------------------------------------------------------------------- expected values
@@ -282,8 +340,20 @@ def _literal(text) -> str:
     Matplotlib reads the part of a label between two dollar signs as mathtext: a value column
     named ``a$^$b`` or ``$x_{$`` made the plot fail with a parse error, and ``$x$`` came
     out as an italic x. An escaped dollar sign (``\\$``) is drawn as a plain one.
+
+    Matplotlib also leaves out of the legend every artist whose label starts with an
+    underscore (its mark for "no label"): a value column named ``_fails`` lost the series'
+    entry. Such a label is prefixed with a zero-width space, which draws nothing.
     """
-    return str(text).replace("$", r"\$")
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
+
+def _alert_contexts(alerts: pd.DataFrame, columns) -> pd.Index:
+    """The context of each alert (one row each) as an index comparable with the panel's contexts."""
+    if len(columns) == 1:
+        return pd.Index(alerts[columns[0]])
+    return pd.MultiIndex.from_frame(alerts[list(columns)])
 
 
 def _context_key(alert: pd.Series, columns) -> object:
@@ -303,11 +373,21 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     png : bytes
     notes : dict
         What the plot shows, for its caption (band method, neighbour time...).
+
+    Raises
+    ------
+    ValueError
+        When the section's panel or history has no time axis of timestamps.
+    KeyError
+        When the alert's context is not in the section's panel.
     """
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    _check_time_axis(section.panel, "the scored panel")
+    if section.history is not None:
+        _check_time_axis(section.history, "the history")
     notes = {}
     key = _context_key(alert, section.context_columns)
     row = int(section.panel.contexts.get_indexer([key])[0])
@@ -422,8 +502,15 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         notes["neighbour"] = f"nearest neighbour window starts {neighbour}, ends {end}"
         if np.datetime64(end) >= shown_from:
             ax.axvspan(neighbour - half, end + half, color="#7b2cbf", alpha=0.2, lw=0, label="nearest neighbour")
-        else:
+        elif section.history is None and lo == 0:
+            # The plot starts where the scored data starts, so the neighbour lies before it, in
+            # the history: passing the history is what would show it.
             notes["neighbour"] += " — before the plotted span (pass the history to see it)"
+        else:
+            # The history was passed (and did not reach the neighbour, or the window around the
+            # alert left it out), or the neighbour lies in the scored span before the window:
+            # passing the history would not help, so the note must not ask for it.
+            notes["neighbour"] += f" — before the plotted window, which starts {pd.Timestamp(shown_from)}"
         if window and step is not None:
             # The alerted window itself (scores are stamped at a window's last point), outlined in
             # the neighbour's colour so the two shapes can be compared by eye.
@@ -499,6 +586,16 @@ def _explanation_columns(section: ReportSection) -> list[str]:
     return [c for c in section.alerts.columns if c not in _ALERT_BASE_COLUMNS and c not in section.context_columns]
 
 
+def _scored_contexts(section: ReportSection) -> pd.Index:
+    """The contexts of ``section`` with at least one finite score: the report's "contexts scored".
+
+    A context unseen at fit that the detector cannot score from a cold start ("skipped"), or
+    one whose data are all missing, is in the panel but got no score: counting the panel's
+    contexts put it among the contexts scored.
+    """
+    return section.panel.contexts[np.isfinite(section.scores.to_numpy()).any(axis=1)]
+
+
 def top_alerts(section: ReportSection, top: int) -> pd.DataFrame:
     """The alerts a report plots: the most anomalous alert of each of the ``top`` most anomalous contexts.
 
@@ -536,22 +633,30 @@ def render_report(
     str
         HTML with one ``<img>`` per plotted alert (see :func:`top_alerts`:
         ``min(top, contexts with alerts)`` per section) and the summary numbers in elements with ids
-        ``total-contexts`` and ``total-alerts``.
+        ``total-contexts`` (contexts with at least one finite score, in any section: a context
+        skipped as unseen at fit is not counted) and ``total-alerts``.
 
     Raises
     ------
     ValueError
         When ``top`` is less than 1: the page would say "No alerts" about alerts it left out.
+        When a section's panel or history has no time axis of timestamps (checked before any
+        plotting; see :meth:`ReportSection.from_detector`).
     """
     from tsanomaly.jobs import Progress
 
     if top < 1:
         raise ValueError(f"top must be at least 1 (alerts plotted per section), got {top}")
     sections = list(sections)
+    for k, s in enumerate(sections):
+        _check_time_axis(s.panel, f"the scored panel of section {k} ({s.name!r})")
+        if s.history is not None:
+            _check_time_axis(s.history, f"the history of section {k} ({s.name!r})")
     title = title or "tsanomaly alert report"
+    scored = [_scored_contexts(s) for s in sections]
     contexts = set()
-    for s in sections:
-        contexts.update(s.panel.contexts.tolist())
+    for labels in scored:
+        contexts.update(labels.tolist())
     total_alerts = sum(len(s.alerts) for s in sections)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -581,7 +686,7 @@ def render_report(
         per_ctx = " (per context)" if getattr(s.detector, "per_context", False) else ""
         out.append(
             f'<tr id="summary-{k}"><td>{_e(s.name)}</td><td>{_e(s.detector_name)}</td><td>{_e(s.value)}</td>'
-            f'<td class="num contexts">{s.panel.n_contexts}</td><td class="num">{s.panel.n_times}</td>'
+            f'<td class="num contexts">{len(scored[k])}</td><td class="num">{s.panel.n_times}</td>'
             f'<td>{html.escape(span)}</td><td class="num alerts">{len(s.alerts)}</td><td class="num">{with_alerts}</td>'
             f'<td class="num">{n_cold} / {n_skip}</td><td class="num">{s.n_absent}</td>'
             f"<td>{_e(thr)}{per_ctx}</td></tr>"

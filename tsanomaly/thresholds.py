@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
+from tsanomaly.panel import Panel
 from tsanomaly.scaling import nanquantile
 from tsanomaly.validation import check_flag, is_finite_real, is_int
 
@@ -169,17 +170,18 @@ def suppress_repeats(scores, refractory: int):
 
     Parameters
     ----------
-    scores : array_like, shape (n_times,) or (n_contexts, n_times)
-        Scores in time order (higher = more anomalous); NaN for steps not scored. NumPy or CuPy
-        (computed on the host; the result is NumPy).
+    scores : Panel or array_like, shape (n_times,) or (n_contexts, n_times)
+        Scores in time order (higher = more anomalous); NaN for steps not scored: a detector's
+        ``score(panel)``, or its values. NumPy or CuPy (computed on the host; the result is NumPy).
     refractory : int
         Look-back in steps, at least 1.
 
     Returns
     -------
-    numpy.ndarray of float64, the shape of ``scores``
-        The score where it is an onset, NaN elsewhere. The first scored step of a context is
-        always an onset.
+    Panel, or numpy.ndarray of float64 the shape of ``scores``
+        The score where it is an onset, NaN elsewhere: a Panel with the contexts and times of
+        ``scores`` when ``scores`` is a Panel, else an array. The first scored step of a context
+        is always an onset.
 
     Raises
     ------
@@ -193,6 +195,10 @@ def suppress_repeats(scores, refractory: int):
     """
     if not is_int(refractory) or refractory < 1:
         raise ValueError(f"refractory must be an integer >= 1, got {refractory!r}")
+    if isinstance(scores, Panel):
+        # det.score() gives a Panel (the README's use), which np.asarray cannot read (a TypeError):
+        # its values are suppressed and the result keeps its contexts and times, as score() did.
+        return scores.with_values(suppress_repeats(scores.to_numpy(), refractory))
     values = np.asarray(backend.to_numpy(scores), dtype=np.float64)
     if values.ndim not in (1, 2):
         raise ValueError(f"scores must be 1-D or 2-D (n_contexts, n_times), got shape {values.shape}")
