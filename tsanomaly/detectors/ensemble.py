@@ -28,14 +28,20 @@ onto a common scale learnt from the training scores, then averages:
   everything else it saw in the batch decides. Made for offline review of a
   recording that holds one event to find (matrix profiles of several windows and
   views, each of which sees some kinds of anomaly best); a point's score depends
-  on its whole batch, so it is no rule for streaming.
+  on its whole batch, so it is no rule for streaming. Where a member's second peak
+  in a context is not above 0 (it scores 0 everywhere outside its top: a quiet
+  series, such as an ASN with a handful of failed logins), the batch gives that
+  member no unit there, and its scores of that context are divided by its training
+  maximum instead, the unit of ``"max"``; a member whose training maximum is not
+  above 0 either is left out of that context.
 
 Where **no** member has a unit (``"zmean"``: every member's training scores
-are all equal; ``"max"``: no member's training maximum is above 0), as on a
-history without a single event, where the baseline and STL score 0 everywhere,
-leaving every member out would leave the ensemble unable ever to alert while
-its members alert on the first event. Each member's score is then kept in its
-own units instead (``"zmean"``: less its training median; ``"max"``: as it is).
+are all equal; ``"max"``, and ``"peak"`` where a batch gives none: no member's
+training maximum is above 0), as on a history without a single event, where the
+baseline and STL score 0 everywhere, leaving every member out would leave the
+ensemble unable ever to alert while its members alert on the first event. Each
+member's score is then kept in its own units instead (``"zmean"``: less its
+training median; ``"max"``, ``"peak"``: as it is).
 For ``"rank"``, a member whose training scores are all one value maps a score
 below, at and above it to 0, 0.5 and 1 (the mid-rank of the tie), so that a
 score above everything it saw ranks above its training scores rather than
@@ -85,7 +91,9 @@ def _second_peak(scores: np.ndarray, separation: int) -> np.ndarray:
     -------
     numpy.ndarray, shape (1,) or (n_contexts, 1)
         Broadcasts against ``scores``. Where a row has no finite score that far
-        away, its highest score (ratio 1: nothing stands out); floored at 1e-12.
+        away, its highest score (ratio 1: nothing stands out); NaN where it has no
+        finite score. Not floored: a second peak of 0 or below gives no unit, which
+        the caller handles (see ``EnsembleDetector._calibrated``).
     """
     rows = np.atleast_2d(scores).astype(np.float64, copy=True)
     rows[~np.isfinite(rows)] = -np.inf
@@ -95,7 +103,7 @@ def _second_peak(scores: np.ndarray, separation: int) -> np.ndarray:
     near = np.abs(positions[None, :] - top[:, None]) <= separation
     second = np.where(near, -np.inf, rows).max(axis=1)
     second = np.where(np.isfinite(second), second, first)
-    second = np.maximum(np.where(np.isfinite(second), second, 1.0), 1e-12)
+    second = np.where(np.isfinite(second), second, np.nan)
     return second.reshape((1,) if np.ndim(scores) == 1 else (-1, 1))
 
 
@@ -301,9 +309,10 @@ class EnsembleDetector(BaseDetector):
 
     def _has_unit(self, k: int) -> bool:
         """Whether member ``k``'s training scores give it a unit under ``combine="max"`` (a
-        training maximum above 0) or ``"zmean"`` (a finite scale); ``"rank"`` and ``"peak"``
-        always have one."""
-        if self.combine == "max":
+        training maximum above 0) or ``"zmean"`` (a finite scale); ``"rank"`` always has one.
+        Under ``"peak"``, the unit a context falls back on where the batch gives none (a
+        training maximum above 0)."""
+        if self.combine in ("max", "peak"):
             return float(self.member_quantiles_[k][-1]) > 0
         if self.combine == "zmean":
             return bool(np.isfinite(self.member_scale_[k]))
@@ -326,7 +335,16 @@ class EnsembleDetector(BaseDetector):
             else:
                 mapped = scores if own_units else np.full(scores.shape, np.nan)
         elif self.combine == "peak":
-            mapped = scores / _second_peak(scores, self._separation(self.members_[k]))
+            second = _second_peak(scores, self._separation(self.members_[k]))
+            # A second peak not above 0 (a quiet context the member scores 0 outside its top)
+            # gives no unit: the old floor of 1e-12 turned the top of every such context into a
+            # ratio near 1e12, above any real event, and the calibrated threshold with it (1.8e14
+            # beside a burst of 26). The training maximum, combine="max"'s unit, stands in; where
+            # that is not above 0 either, the member is left out of the context, or keeps its own
+            # units where no member has a training maximum above 0 (a history without events).
+            top = float(quantiles[-1])
+            fallback = top if top > 0 else (1.0 if own_units else np.nan)
+            mapped = scores / np.where(second > 0, second, fallback)
         else:
             # NaN for a member with no unit (constant training scores, see _member_scale): left out.
             scale = 1.0 if own_units else self.member_scale_[k]
