@@ -258,6 +258,29 @@ def test_the_default_ensemble_is_the_most_surprised_of_the_baseline_and_stl():
     np.testing.assert_allclose(default.score(x[:, 24 * 9 :]).to_numpy(), np.fmax(*ratios), rtol=1e-12)
 
 
+def test_explanations_tell_members_of_one_class_apart():
+    """member_scores named each member by its class alone: two matrix profiles at windows 12 and
+    24 read "MatrixProfileDetector=0.353, MatrixProfileDetector=0.616". Members of one class add
+    the parameters they differ in, identical ones their place; a class met once keeps its name."""
+    import re
+
+    x = np.random.default_rng(4).poisson(20.0, size=(2, 260)).astype(float)
+    x[1, 240] = 90.0
+    members = [RollingZScoreDetector(window=6, seasonal_period=None), RollingZScoreDetector(window=24, seasonal_period=None),
+               STLDetector(periods=12)]
+    det = EnsembleDetector(detectors=members).fit(x[:, :200])
+    text = det.alerts(x[:, 200:])["member_scores"].iloc[0]
+    assert re.fullmatch(r"RollingZScoreDetector\(window=6\)=\S+, RollingZScoreDetector\(window=24\)=\S+, STLDetector=\S+", text)
+    # Unchanged where every class is met once; identical members by their place in the list.
+    from tsanomaly.detectors.ensemble import _member_labels
+
+    assert _member_labels([RollingZScoreDetector(), STLDetector()]) == ["RollingZScoreDetector", "STLDetector"]
+    twice = [RollingZScoreDetector(window=6), RollingZScoreDetector(window=6), RollingZScoreDetector(window=8)]
+    assert _member_labels(twice) == ["RollingZScoreDetector(window=6)#1", "RollingZScoreDetector(window=6)#2",
+                                     "RollingZScoreDetector(window=8)"]
+    assert _member_labels([STLDetector(), STLDetector()]) == ["STLDetector#1", "STLDetector#2"]
+
+
 @pytest.mark.parametrize("spec, message", [
     (3, "ensemble members must be tsanomaly detectors, short names such as 'stl', or dicts"),
     ({"periods": 24}, "ensemble members must be tsanomaly detectors, short names such as 'stl', or dicts"),

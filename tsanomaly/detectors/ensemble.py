@@ -140,6 +140,40 @@ def _member_scale(quantiles: np.ndarray, finite: np.ndarray) -> float:
     return float(robust_center_scale(finite[None, :])[1][0])
 
 
+def _member_labels(members: list) -> list:
+    """How each member is named in the ensemble's explanations.
+
+    Parameters
+    ----------
+    members : list of BaseDetector
+
+    Returns
+    -------
+    list of str
+        The class name where no other member shares the class, so that the labels of an
+        ensemble of distinct classes stay as they were. Members of one class (matrix
+        profiles at several windows, as made for ``combine="peak"``) add the parameters in
+        which they differ, ``MatrixProfileDetector(window=12)``: by class name alone their
+        scores could not be told apart. Members that still share a label (the same
+        class and parameters) add their place in the list, from 1:
+        ``MatrixProfileDetector#2``.
+    """
+    from tsanomaly.base import _same_value
+
+    names = [type(member).__name__ for member in members]
+    labels = list(names)
+    for name in dict.fromkeys(names):
+        same = [k for k, other in enumerate(names) if other == name]
+        if len(same) < 2:
+            continue
+        params = [members[k].get_params() for k in same]
+        differ = [key for key in params[0] if any(not _same_value(params[0][key], p.get(key)) for p in params[1:])]
+        if differ:
+            for k, p in zip(same, params):
+                labels[k] = f"{name}({', '.join(f'{key}={p[key]!r}' for key in differ)})"
+    return [f"{label}#{k + 1}" if labels.count(label) > 1 else label for k, label in enumerate(labels)]
+
+
 def _member(spec) -> BaseDetector:
     """An ensemble member from its spec: a detector, a short name (``"stl"``), or a dict of a
     short name and parameters (``{"name": "stl", "periods": [24, 168]}``), the forms a model file
@@ -206,7 +240,10 @@ class EnsembleDetector(BaseDetector):
     -----
     Higher = more anomalous. A point's ensemble score is the mean (``"max"``,
     ``"peak"``: the largest) over the members that scored it (NaN members are
-    left out; NaN when none scored it).
+    left out; NaN when none scored it). Alerts explain it by ``member_scores``,
+    each member's calibrated score at the peak as ``name=value`` text, a member
+    named by its class, with the parameters it differs in where another member
+    shares the class (``MatrixProfileDetector(window=12)=0.353``).
     """
 
     explanation_columns = ("member_scores",)
@@ -365,10 +402,11 @@ class EnsembleDetector(BaseDetector):
         return self._combine(self._member_scores(values, panel, rows))
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
-        """Each member's calibrated score at the peak, as ``name=value`` text."""
+        """Each member's calibrated score at the peak, as ``name=value`` text (names from
+        :func:`_member_labels`)."""
         rows = self.context_rows(panel)
         calibrated = [self._calibrated(k, s) for k, s in enumerate(self._member_scores(panel.values, panel, rows))]
-        names = [type(m).__name__ for m in self.members_]
+        names = _member_labels(self.members_)
         text = []
         for r, t in zip(ctx_rows, peak_pos):
             text.append(", ".join(f"{name}={calibrated[k][r, t]:.3g}" for k, name in enumerate(names)))
