@@ -180,6 +180,39 @@ def test_peak_ensemble_divides_each_member_by_its_second_peak_and_takes_the_larg
     assert fixed.fit(np.abs(x[:, :400])).score(np.abs(x[:, 400:])).values.shape == (3, 300)
 
 
+def test_peak_measures_a_quiet_context_by_the_training_maximum_not_a_floored_second_peak():
+    """Quiet contexts (0 outside one blip: a second peak of 0) used to be divided by a floor of
+    1e-12: their blips scored about 1e14, and so did the threshold, so that a real burst of
+    ratio 26 on a busy context did not alert. Without a second peak, a member's scores of the
+    context are measured against its training maximum, the unit of combine="max"."""
+    from tsanomaly.detectors.ensemble import _second_peak
+
+    rng = np.random.default_rng(0)
+    n, m = 24 * 14, 24 * 7
+    busy = rng.poisson(50 + 20 * np.sin(np.arange(n + m) * 2 * np.pi / 24), size=(4, n + m)).astype(float)
+    busy[0, n + 80] += 500.0  # the attack to find
+    quiet = np.zeros((3, n + m))
+    quiet[:, 200] = 2.0  # one blip in the history and one in the new week, each context
+    quiet[:, n + 50] = 1.0
+    x = np.vstack([busy, quiet])
+    det = EnsembleDetector(combine="peak", peak_separation=24).fit(x[:, :n])
+    assert det.global_threshold_ < 10  # was 1.8e14
+    scores = det.score(x[:, n:]).values
+    assert np.nanmax(scores[0]) > 20 * np.nanmax(scores[4:])  # the quiet blips do not dominate
+    flags = det.predict(x[:, n:]).values
+    assert flags[0, 80] and not flags[1:].any()
+    # The quiet contexts' scores: each member's own over its second peak where that is above 0
+    # (STL spreads a blip over its neighbours), else over its training maximum (the baseline).
+    ratios, without_second = [], []
+    for k, member in enumerate(det.members_):
+        own = member.score(x[:, n:]).values[4:]
+        second = _second_peak(own, 24)
+        without_second.append((second == 0).all())
+        ratios.append(own / np.where(second > 0, second, det.member_quantiles_[k][-1]))
+    assert without_second == [True, False]
+    np.testing.assert_allclose(scores[4:], np.fmax(*ratios), rtol=1e-12)
+
+
 @pytest.mark.parametrize("combine", ["rank", "zmean", "max", "peak"])
 @pytest.mark.parametrize("bad", [-1, 0, "abc", 2.5, True, float("nan")])
 def test_peak_separation_is_checked_whatever_the_combine_rule(combine, bad):
@@ -223,6 +256,29 @@ def test_the_default_ensemble_is_the_most_surprised_of_the_baseline_and_stl():
         train_max = np.nanmax(member.fit_score(x[:, : 24 * 9]).to_numpy())
         ratios.append(member.score(x[:, 24 * 9 :]).to_numpy() / train_max)
     np.testing.assert_allclose(default.score(x[:, 24 * 9 :]).to_numpy(), np.fmax(*ratios), rtol=1e-12)
+
+
+def test_explanations_tell_members_of_one_class_apart():
+    """member_scores named each member by its class alone: two matrix profiles at windows 12 and
+    24 read "MatrixProfileDetector=0.353, MatrixProfileDetector=0.616". Members of one class add
+    the parameters they differ in, identical ones their place; a class met once keeps its name."""
+    import re
+
+    x = np.random.default_rng(4).poisson(20.0, size=(2, 260)).astype(float)
+    x[1, 240] = 90.0
+    members = [RollingZScoreDetector(window=6, seasonal_period=None), RollingZScoreDetector(window=24, seasonal_period=None),
+               STLDetector(periods=12)]
+    det = EnsembleDetector(detectors=members).fit(x[:, :200])
+    text = det.alerts(x[:, 200:])["member_scores"].iloc[0]
+    assert re.fullmatch(r"RollingZScoreDetector\(window=6\)=\S+, RollingZScoreDetector\(window=24\)=\S+, STLDetector=\S+", text)
+    # Unchanged where every class is met once; identical members by their place in the list.
+    from tsanomaly.detectors.ensemble import _member_labels
+
+    assert _member_labels([RollingZScoreDetector(), STLDetector()]) == ["RollingZScoreDetector", "STLDetector"]
+    twice = [RollingZScoreDetector(window=6), RollingZScoreDetector(window=6), RollingZScoreDetector(window=8)]
+    assert _member_labels(twice) == ["RollingZScoreDetector(window=6)#1", "RollingZScoreDetector(window=6)#2",
+                                     "RollingZScoreDetector(window=8)"]
+    assert _member_labels([STLDetector(), STLDetector()]) == ["STLDetector#1", "STLDetector#2"]
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -272,13 +328,14 @@ class _FixedScores(BaseDetector):
         return self._scores(values.shape, self.score_level)
 
 
-def _beside_a_baseline(member, combine):
-    """(ensemble of a baseline and ``member``, the baseline's ensemble alone, new data), fitted."""
+def _beside_a_baseline(member, combine, **params):
+    """(ensemble of a baseline and ``member``, the baseline's ensemble alone, new data), fitted;
+    ``params`` go to both ensembles."""
     x = np.random.default_rng(2).normal(size=(2, 300))
     new = np.random.default_rng(3).normal(size=(2, 50))
     base = RollingZScoreDetector(window=6, seasonal_period=None)
-    alone = EnsembleDetector(detectors=[base], combine=combine).fit(x)
-    det = EnsembleDetector(detectors=[base, member], combine=combine).fit(x)
+    alone = EnsembleDetector(detectors=[base], combine=combine, **params).fit(x)
+    det = EnsembleDetector(detectors=[base, member], combine=combine, **params).fit(x)
     np.testing.assert_allclose(det.score(new).values, alone.score(new).values, rtol=1e-12)
     assert det.global_threshold_ == pytest.approx(alone.global_threshold_, rel=1e-12)
     return det, x, new
@@ -308,7 +365,31 @@ def test_max_leaves_out_a_member_whose_training_maximum_is_not_positive(fit_leve
     _beside_a_baseline(_FixedScores(fit_level, score_level), "max")
 
 
-@pytest.mark.parametrize("combine", ["max", "zmean", "rank"])
+class _LoneBump(_FixedScores):
+    """A stand-in member that scores 0 at fit, and at scoring 0 but for ``bump`` at one point:
+    no training maximum above 0 and, in the new data, no second peak above 0."""
+
+    def _fit(self, values, panel):
+        return np.zeros(values.shape)
+
+    def _score(self, values, panel, rows):
+        out = np.zeros(values.shape)
+        out[:, 3] = self.bump
+        return out
+
+
+def test_peak_leaves_out_a_member_without_a_second_peak_or_a_training_maximum():
+    # Neither gives a unit: the old floor of 1e-12 made the bump a ratio of 5e12. Beside a
+    # member with a unit it is left out; alone, it keeps its own units (a history without
+    # events), and alerts on its bump as the member alone does.
+    _beside_a_baseline(_LoneBump(bump=5.0), "peak", peak_separation=6)
+    x, new = np.zeros((2, 300)), np.zeros((2, 50))
+    lone = EnsembleDetector(detectors=[_LoneBump(bump=5.0)], combine="peak", peak_separation=6).fit(x)
+    np.testing.assert_array_equal(lone.predict(new).values, _LoneBump(bump=5.0).fit(x).predict(new).values)
+    assert lone.predict(new).values[:, 3].all()
+
+
+@pytest.mark.parametrize("combine", ["max", "zmean", "rank", "peak"])
 def test_an_ensemble_fitted_on_a_history_without_events_alerts_on_the_first_as_its_members_do(combine):
     """All-zero history (a context that never saw a failed login): the baseline and STL score 0
     everywhere and calibrate a threshold of 0, so a later burst alerts. No member has a unit
@@ -321,7 +402,7 @@ def test_an_ensemble_fitted_on_a_history_without_events_alerts_on_the_first_as_i
     members = [RollingZScoreDetector(), STLDetector()]
     for member in members:
         assert member.fit(history).predict(new).values[1, 5]
-    det = EnsembleDetector(combine=combine).fit(history)
+    det = EnsembleDetector(combine=combine, peak_separation=24).fit(history)  # STL has no window for "peak"
     assert np.isfinite(det.global_threshold_)
     flags = det.predict(new).values
     assert flags[1, 5] and not flags[[0, 2]].any()
