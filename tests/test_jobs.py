@@ -1101,6 +1101,18 @@ def test_report_refuses_to_write_over_its_input(tables, tmp_path, capsys):
     assert _files(tmp_path) == before
 
 
+def test_an_output_that_is_a_loop_of_links_or_ends_in_a_separator_is_refused_clearly(tmp_path):
+    # A loop of symbolic links raised resolve()'s RuntimeError (a traceback from the CLI), and
+    # "new/" (a folder to be) was taken for a file named "new".
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    with pytest.raises(ValueError, match=r"--scores .*loop\.csv is a loop of symbolic links"):
+        tsio.check_output_path(loop, "--scores")
+    with pytest.raises(ValueError, match=r"--out .*new/ is a folder; name a file"):
+        tsio.check_output_path(f"{tmp_path}/new/", "--out")
+    assert tsio.check_output_path(tmp_path / "fine.csv") == tmp_path / "fine.csv"
+
+
 @pytest.mark.parametrize("option", ["--output", "--scores", "--unseen"])
 def test_score_refuses_an_output_that_cannot_be_written_before_writing_any(tables, tmp_path, capsys, option):
     """`--output a.csv --scores dir.csv`, dir.csv a folder: exit 2, but a.csv was already replaced. The

@@ -207,7 +207,10 @@ def _check_evaluate_out(out, data) -> None:
     path, root = Path(out), Path(data)
     if not str(out).strip():
         raise UserError("--out names no file; give the Markdown file to write, e.g. --out accuracy.md")
-    target = path.resolve()  # a symbolic link is written through (see tsanomaly.io), so its target counts
+    try:
+        target = path.resolve()  # a symbolic link is written through (see tsanomaly.io), so its target counts
+    except RuntimeError:  # a loop of symbolic links
+        raise UserError(f"--out {out} is a loop of symbolic links; name the Markdown file to write") from None
     if root.is_dir() and target.is_relative_to(root.resolve()):
         raise UserError(
             f"--out {out} lies inside the data folder --data {data}, whose files are the inputs "

@@ -337,11 +337,16 @@ def check_output_path(path, option: str = "output", what: str = "a file", exampl
     FileNotFoundError
         The folder that would hold it does not exist.
     """
+    given = str(path)
     path = Path(path)
-    target = path.resolve() if path.is_symlink() else path
-    if target.is_dir():
+    try:
+        target = path.resolve() if path.is_symlink() else path
+    except RuntimeError:  # a loop of symbolic links: resolve() gives up with RuntimeError
+        raise ValueError(f"{option} {path} is a loop of symbolic links; name {what}") from None
+    # Path drops a trailing separator ("out/" is Path("out")): the name of a folder to be, not a file.
+    if target.is_dir() or given.endswith(("/", os.sep)):
         hint = f", e.g. {option} {path / example}" if example else ""
-        raise ValueError(f"{option} {path} is a folder; name {what}{hint}")
+        raise ValueError(f"{option} {given} is a folder; name {what}{hint}")
     if target.parent.exists() and not target.parent.is_dir():
         raise ValueError(f"{option} {path}: {target.parent} is a file, not a folder; name {what} in a folder")
     if not target.parent.is_dir():
