@@ -695,7 +695,8 @@ class ScoreResult:
     unseen : pandas.DataFrame
         One row per context unseen at fit: the context columns, ``status``
         (``"cold_start"`` when it got finite scores, ``"skipped"`` when none)
-        and ``n_points`` (its observed points).
+        and ``n_points`` (its points with a value on the panel's grid: with
+        ``fill="zero"`` the buckets without a row, filled with 0, count too).
     n_absent : int
         Fitted contexts with no row in the new data (not scored).
     detector : BaseDetector
