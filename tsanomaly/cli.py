@@ -204,22 +204,19 @@ def _check_evaluate_out(out, data) -> None:
     import os
     from pathlib import Path
 
+    from tsanomaly.io import check_output_path
+
     path, root = Path(out), Path(data)
     if not str(out).strip():
         raise UserError("--out names no file; give the Markdown file to write, e.g. --out accuracy.md")
-    try:
-        target = path.resolve()  # a symbolic link is written through (see tsanomaly.io), so its target counts
-    except RuntimeError:  # a loop of symbolic links
-        raise UserError(f"--out {out} is a loop of symbolic links; name the Markdown file to write") from None
+    # A folder, a missing folder or a loop of links: the checks of every output, before the data's.
+    check_output_path(out, "--out", what="the Markdown file to write")
+    target = path.resolve()  # a symbolic link is written through (see tsanomaly.io), so its target counts
     if root.is_dir() and target.is_relative_to(root.resolve()):
         raise UserError(
             f"--out {out} lies inside the data folder --data {data}, whose files are the inputs "
             f"(data, labels, README); write the report outside it"
         )
-    if target.is_dir():
-        raise UserError(f"--out {out} is a folder; name the Markdown file to write")
-    if not target.parent.is_dir():
-        raise UserError(f"--out {out}: its folder {target.parent} does not exist; create it or name another file")
     # Another name of the same file (a hard link) can only exist when the file has several links.
     if root.is_dir() and target.exists() and target.stat().st_nlink > 1:
         for folder, _, names in os.walk(root):
@@ -380,10 +377,9 @@ def main(argv=None) -> int:
     except (UserError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:
         if args.verbose:
             log.exception("failed")
-        # The first line that says something: matplotlib's parse errors, for one, start with a newline.
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        message = lines[0] if lines else type(exc).__name__
-        print(f"tsanomaly {args.command}: error: {message}", file=sys.stderr)
+        from tsanomaly.io import _first_line  # the first line that says something (matplotlib's start with a newline)
+
+        print(f"tsanomaly {args.command}: error: {_first_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -85,6 +85,7 @@ __all__ = [
     "frame_to_panel",
     "check_history_length",
     "check_distinct_paths",
+    "count_absent",
     "fit_frame",
     "fit_file",
     "load_model",
@@ -423,6 +424,11 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         )
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from exc
+
+
+def count_absent(det: BaseDetector, rows: np.ndarray) -> int:
+    """Fitted contexts of ``det`` that a panel does not hold (``rows``: its :meth:`BaseDetector.context_rows`)."""
+    return int(len(det.contexts_) - np.unique(rows[rows >= 0]).size)
 
 
 def check_distinct_paths(inputs: Sequence[tuple[str, object]], outputs: Sequence[tuple[str, object]]) -> None:
@@ -843,7 +849,7 @@ def score_frame(
     unseen = _context_table(panel.contexts, unseen_rows, columns)
     unseen["status"] = np.where(has_score, "cold_start", "skipped")
     unseen["n_points"] = np.isfinite(panel.to_numpy()[unseen_rows]).sum(axis=1).astype(np.int64)
-    n_absent = int(len(det.contexts_) - np.unique(rows[rows >= 0]).size)
+    n_absent = count_absent(det, rows)
 
     # Context columns come back as the model stored them; make them strings like the panel's.
     alerts.insert(len(columns.context), "metric", columns.value)

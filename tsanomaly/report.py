@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly.base import ALERT_COLUMNS, _context_names, check_column_names
-from tsanomaly.jobs import JOB_ALERT_COLUMNS
+from tsanomaly.jobs import JOB_ALERT_COLUMNS, count_absent
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA
 
@@ -163,8 +163,7 @@ class ReportSection:
         # What the report reads to tag an alert "new context" (the scoring jobs' column): without
         # it, an alert of a context unseen at fit looked like any other.
         alerts["cold_start"] = unseen_rows[panel.contexts.get_indexer(_alert_contexts(alerts, columns))]
-        # Fitted contexts with no row in the panel (the scoring jobs' count, ScoreResult.n_absent).
-        n_absent = int(len(detector.contexts_) - np.unique(rows[~unseen_rows]).size)
+        n_absent = count_absent(detector, rows)  # the scoring jobs' count, ScoreResult.n_absent
         return cls(
             detector=detector,
             panel=panel.to("cpu"),

@@ -630,20 +630,19 @@ class LSTMAutoencoderDetector(BaseDetector):
         self.scale_ = xp.where(unobserved, xp.nan, scale)
         self.history_ = values[:, n_times - (L - 1) :].copy()
         self.cluster_ = cluster
-        # Every window's errors, a block of contexts at a time: each context's statistics come
-        # from its own held-out windows (and the pooled ones), so a block is standardised as soon
-        # as it is reconstructed, and the errors of the whole history are never held at once
-        # (two float64 per window: 1 GiB at 100,000 contexts x 720 hours).
         torch = _import_torch()
         first = self._first_held_out(n_val, n_train_times)
-        cluster_t = self._tensor(cluster)
         self.err_center_, self.err_scale_ = np.empty((n_ctx, 2)), np.empty((n_ctx, 2))
+
+        def held_out_stats(errors, block):
+            # Each context's statistics come from its own held-out windows (and the pooled ones),
+            # so a block is standardised as soon as it is reconstructed.
+            stats = self._context_error_stats(errors[:, first:], cluster[block])
+            self.err_center_[block], self.err_scale_[block] = stats
+            return stats
+
         out = torch.full((n_ctx, n_times), float("nan"), dtype=torch.float64, device=z.device)
-        for block in self._row_blocks(n_ctx, n_times - L + 1):
-            errors = self._window_errors(z[block], cluster_t[block])
-            err_center, err_scale = self._context_error_stats(errors[:, first:], cluster[block])
-            self.err_center_[block], self.err_scale_[block] = err_center, err_scale
-            out[block, L - 1 :] = self._standardise(errors, err_center, err_scale)
+        self._standardised_windows(z, cluster, held_out_stats, into=out[:, L - 1 :])
         return self._array(out)
 
     @staticmethod
@@ -651,6 +650,30 @@ class LSTMAutoencoderDetector(BaseDetector):
         """Slices of rows whose windows (``n_windows`` per row) number about ``_MAX_SCORE_WINDOWS``."""
         step = max(1, _MAX_SCORE_WINDOWS // max(1, n_windows))
         return [slice(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
+
+    def _standardised_windows(self, z, cluster, error_stats, into) -> None:
+        """Score every window of ``z``, reconstructing and standardising a block of contexts at a time.
+
+        The errors of the whole panel are never held at once (two float64 per window: 1 GiB
+        at 100,000 contexts x 720 hours), only those of about ``_MAX_SCORE_WINDOWS`` windows.
+
+        Parameters
+        ----------
+        z : torch.Tensor, shape (n_contexts, n_times), float64
+            Scaled series on the device (NaN = missing).
+        cluster : numpy.ndarray of int64, shape (n_contexts,)
+            Network of each row.
+        error_stats : callable
+            ``error_stats(errors, block)`` -> ``(center, scale)``, each of shape (n_block, 2):
+            how the errors of the rows ``block`` (a slice; ``errors`` of shape (n_block,
+            n_windows, 2), see :meth:`_window_errors`) are standardised.
+        into : torch.Tensor, shape (n_contexts, n_times - window + 1), float64
+            Receives the scores (see :meth:`_standardise`); column j is the window starting at j.
+        """
+        cluster_t = self._tensor(cluster)
+        for block in self._row_blocks(z.shape[0], into.shape[1]):
+            errors = self._window_errors(z[block], cluster_t[block])
+            into[block] = self._standardise(errors, *error_stats(errors, block))
 
     def _scaled(self, values, center, scale):
         """``(values - center) / scale`` per row, as a float64 torch tensor on the device."""
@@ -860,13 +883,9 @@ class LSTMAutoencoderDetector(BaseDetector):
         x, steps = self._with_past(values, panel, rows)
         center, scale, err_center, err_scale, cluster = self._row_state(values, rows, steps)
         z = self._scaled(x, center, scale)
-        # Errors, then scores, a block of contexts at a time (see _fit_contexts).
-        cluster_t = self._tensor(cluster)
         n_windows = max(0, z.shape[1] - int(self.window) + 1)  # n_past + n_new - L + 1
         scores = torch.empty((z.shape[0], n_windows), dtype=torch.float64, device=z.device)
-        for block in self._row_blocks(z.shape[0], n_windows):
-            errors = self._window_errors(z[block], cluster_t[block])
-            scores[block] = self._standardise(errors, err_center[block], err_scale[block])
+        self._standardised_windows(z, cluster, lambda errors, block: (err_center[block], err_scale[block]), scores)
         # The window ending at new point j starts at column n_past + j - L + 1 of x.
         n_new = values.shape[1]
         first = (x.shape[1] - n_new) - (int(self.window) - 1)
