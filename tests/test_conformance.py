@@ -254,6 +254,19 @@ def test_predict_is_boolean_and_alerts_have_the_columns(detector, panels):
         assert alerts["peak_score"].is_monotonic_decreasing
 
 
+def test_explanation_types_declare_the_spark_type_of_every_explanation_column(detector, panels):
+    # tsanomaly.spark builds the alert schema from these before any shard runs; a column read off a
+    # probe's alerts instead came out "double" for the matrix profile's timestamps (no alert raised).
+    from tsanomaly.spark import _explanation_kind
+
+    history, new = panels
+    alerts = detector.fit(history).alerts(new)
+    assert set(detector.explanation_types) == set(detector.explanation_columns)
+    assert len(alerts)  # the burst is flagged, so the column types can be read
+    assert {name: _explanation_kind(alerts[name]) for name in detector.explanation_columns} == \
+        detector.explanation_types
+
+
 @pytest.mark.parametrize("constant", [0.0, 7.0])
 def test_a_constant_history_does_not_alert_on_the_same_constant(detector, constant):
     """A context that never changes (a country with always 0 events) calibrates a threshold equal

@@ -172,6 +172,11 @@ class BaseDetector:
     #: Explanation columns this detector adds to its alerts (``_explain`` fills them). They are
     #: reserved like :data:`ALERT_COLUMNS` (see :meth:`alert_columns`), so list every one here.
     explanation_columns: tuple[str, ...] = ()
+    #: Spark type of each explanation column (``"double"``, ``"bigint"``, ``"boolean"``,
+    #: ``"timestamp"`` or ``"string"``); tsanomaly.spark needs the alert schema before any shard
+    #: runs, and reads a column left out here off the alerts of a synthetic burst, which a
+    #: detector may not flag.
+    explanation_types: dict = {}
 
     @classmethod
     def alert_columns(cls) -> tuple[str, ...]:

@@ -185,6 +185,7 @@ class RollingZScoreDetector(BaseDetector):
     """
 
     explanation_columns = ("expected", "observed")
+    explanation_types = {"expected": "double", "observed": "double"}
     #: Fitted state kept per context (tsanomaly.spark); ``component_units_`` is shared.
     per_context_attributes = ("scale_floor_", "history_")
 

@@ -253,6 +253,7 @@ class EnsembleDetector(BaseDetector):
     """
 
     explanation_columns = ("member_scores",)
+    explanation_types = {"member_scores": "string"}
 
     def __init__(
         self, detectors=None, combine="max", peak_separation=None, threshold="quantile", contamination=0.001, per_context=False, device="auto"

@@ -276,6 +276,7 @@ class LSTMAutoencoderDetector(BaseDetector):
     """
 
     explanation_columns = ("expected", "observed", "cluster")
+    explanation_types = {"expected": "double", "observed": "double", "cluster": "bigint"}
     #: Fitted attributes with one row per context (see tsanomaly.spark); the rest
     #: (``cluster_centers_``, weights, pooled error statistics) is global state,
     #: whatever its first axis happens to measure.

@@ -493,6 +493,7 @@ class MatrixProfileDetector(BaseDetector):
     """
 
     explanation_columns = ("neighbour_start", "neighbour_time")
+    explanation_types = {"neighbour_start": "timestamp", "neighbour_time": "timestamp"}
 
     def __init__(
         self,

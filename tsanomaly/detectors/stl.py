@@ -869,6 +869,8 @@ class STLDetector(BaseDetector):
     """
 
     explanation_columns = ("expected", "observed", "trend", "seasonal", "fired")
+    explanation_types = {"expected": "double", "observed": "double", "trend": "double", "seasonal": "double",
+                         "fired": "string"}
     #: The fit raises ValueError on a history shorter than :meth:`min_fit_times`.
     _fit_raises_when_short = True
     #: The parts of the score, in the order ``fired`` reports them.
