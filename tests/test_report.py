@@ -146,19 +146,75 @@ def test_expected_band_uses_the_detectors_expected_value(tmp_path):
         assert expected[new.index.get_loc(alert["peak_time"])] == pytest.approx(alert["expected"])
 
 
-def test_detectors_without_expected_value_fall_back_to_a_rolling_median():
-    class NoExplanation(RollingZScoreDetector):
-        explanation_columns = ()
+class _NoExplanation(RollingZScoreDetector):
+    explanation_columns = ()
 
-        def _explain(self, panel, scores, ctx_rows, peak_pos):
-            return {}
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        return {}
 
+
+def test_detectors_without_expected_value_fall_back_to_a_rolling_median_without_earlier_days():
     history, today = _split(_frame())
-    det = NoExplanation(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    det = _NoExplanation(window=4).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
     section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"))
     assert report.expected_values(det, section.panel.take([0]), section.scores.to_numpy()[[0]])[0] is None
     _, notes = report.plot_alert(section, section.alerts.iloc[0])
-    assert notes["band"].startswith("rolling median of the")
+    assert notes["band"].startswith("rolling median of the")  # two scored days: no day has two earlier ones
+
+
+def test_with_earlier_days_the_fallback_band_follows_the_daily_cycle():
+    """Hourly counts with a daily cycle: the same hour of the preceding days, a band about half as wide."""
+    history, today = _split(_frame())
+    history_panel = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins")
+    det = _NoExplanation(window=4).fit(history_panel)
+    section = report.ReportSection.from_detector(det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins"),
+                                                 history=history_panel)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert notes["band"].startswith("median of the same time of day in up to 7 preceding days")
+
+    row = history_panel.to_numpy()[0]  # no burst in this context
+    seasonal, how = report._fallback_expected(row, 24 * 3, pd.Timedelta("1h"))
+    rolling = report._rolling_expected(row, 24 * 3, 48)
+    assert how.startswith("median of the same time")
+    assert report._robust_spread(row[-72:], seasonal) < 0.6 * report._robust_spread(row[-72:], rolling)
+
+
+def test_a_gap_between_history_and_scored_data_keeps_the_fallback_on_the_calendar():
+    values = np.arange(5.0)
+    index = pd.date_range("2024-01-01", periods=5, freq="1h")
+    step = pd.Timedelta("1h")
+    on_time = report._history_on_the_grid(values, index, index[-1] + step, step)
+    np.testing.assert_array_equal(on_time, values)
+    gap = report._history_on_the_grid(values, index, index[-1] + 4 * step, step)  # 3 steps missing
+    np.testing.assert_array_equal(gap, [0, 1, 2, 3, 4, np.nan, np.nan, np.nan])
+    assert len(report._history_on_the_grid(values, index, index[-1] + step * 1.5, step)) == 0  # off the grid
+    assert len(report._history_on_the_grid(values, index, index[-1] + 3000 * step, step)) == 0  # out of reach
+
+
+def test_without_a_daily_cycle_the_fallback_keeps_the_rolling_median():
+    rng = np.random.default_rng(3)
+    drifting = 1000 + np.cumsum(rng.normal(0, 5, 24 * 10))  # a random walk: yesterday says little
+    _, how = report._fallback_expected(drifting, 24, pd.Timedelta("1h"))
+    assert how.startswith("rolling median")
+
+
+@pytest.mark.parametrize("step, period", [("1h", 24), ("5min", 288), ("1D", 7), ("7min", 0), ("2D", 0), (None, 0)])
+def test_the_fallback_cycle_is_the_calendar_day_or_week(step, period):
+    assert report._calendar_period(None if step is None else pd.Timedelta(step)) == period
+
+
+def test_an_ensemble_band_uses_its_first_member_with_an_expected_value():
+    from tsanomaly.detectors.ensemble import EnsembleDetector
+
+    history, today = _split(_frame())
+    members = [_NoExplanation(window=4), RollingZScoreDetector(window=6)]
+    det = EnsembleDetector(detectors=members).fit(tsanomaly.Panel.from_frame(history, "asn", "ts", "logins"))
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    scores = det.score(new).to_numpy()[[0]]
+    expected, how = report.expected_values(det, new.take([0]), scores)
+    assert how == "RollingZScoreDetector's expected value"
+    own, _ = report.expected_values(det.members_[1], new.take([0]), scores)
+    np.testing.assert_array_equal(expected, own)
 
 
 class _NeighbourDetector(RollingZScoreDetector):

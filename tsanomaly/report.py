@@ -10,10 +10,11 @@ so it can be mailed, attached to a ticket or opened offline:
   in grey when it is given) and, under it, its scores against the threshold.
   The plot shows the **expected value band** — the detector's own expected
   value where it explains one (``expected``; for the STL detector
-  ``expected`` or ``trend + seasonal``), else a rolling median of the
-  preceding points — widened by three robust standard deviations of the
-  residual; the **anomalous span** shaded in red; and, for the matrix-profile
-  detector, the alert's **nearest-neighbour window** shaded in purple (the
+  ``expected`` or ``trend + seasonal``; for an ensemble, its first member's),
+  else the median of the same time of day in the preceding days (or a rolling
+  median of the preceding points, whichever fits the series better) — widened
+  by three robust standard deviations of the residual; the **anomalous span**
+  shaded in red; and, for the matrix-profile detector, the alert's **nearest-neighbour window** shaded in purple (the
   most similar earlier stretch: a large distance to it is what made the alert).
 
 Rendering uses matplotlib's Agg canvas directly, never pyplot, so building a
@@ -48,6 +49,8 @@ __all__ = [
     "top_alerts",
 ]
 
+#: Cycles whose same phase gives the expected value of a detector that explains none.
+SEASONAL_CYCLES = 7
 #: Half-width of the expected-value band, in robust standard deviations of the residual.
 BAND_SIGMAS = 3.0
 
@@ -227,6 +230,12 @@ def expected_values(detector, panel: Panel, scores: np.ndarray) -> tuple[np.ndar
     """
     names = set(getattr(type(detector), "explanation_columns", ()))
     if "expected" not in names and not {"trend", "seasonal"} <= names:
+        # An ensemble explains its members' scores, not an expected value; its first member that
+        # has one gives the band (the default ensemble's baseline and STL both do).
+        for member, label in _fitted_members(detector):
+            expected, how = expected_values(member, panel, scores)
+            if expected is not None:
+                return expected, f"{label}'s expected value" if how == "detector's expected value" else f"{label}'s {how}"
         return None, f"{type(detector).__name__} explains no expected value"
     n = panel.n_times
     try:
@@ -245,6 +254,114 @@ def expected_values(detector, panel: Panel, scores: np.ndarray) -> tuple[np.ndar
     if expected.shape != (n,) or not np.isfinite(expected).any():
         return None, "the detector's expected value is unusable"
     return expected, how
+
+
+def _fitted_members(detector) -> list:
+    """``(member, label)`` of a fitted ensemble's members, in order; ``[]`` for other detectors."""
+    members = getattr(detector, "members_", None)
+    if not isinstance(members, list):
+        return []
+    from tsanomaly.detectors.ensemble import _member_labels
+
+    return list(zip(members, _member_labels(members)))
+
+
+def _seasonal_expected(series: np.ndarray, n_new: int, period: int) -> np.ndarray:
+    """Median of the points one to :data:`SEASONAL_CYCLES` periods before each of the last ``n_new`` points.
+
+    Causal and NaN-aware; NaN where fewer than two of those points are observed.
+    """
+    n = len(series)
+    lagged = np.full((SEASONAL_CYCLES, n_new), np.nan)
+    for k in range(1, SEASONAL_CYCLES + 1):
+        positions = np.arange(n - n_new, n) - k * period
+        ok = positions >= 0
+        lagged[k - 1, ok] = series[positions[ok]]
+    enough = np.isfinite(lagged).sum(axis=0) >= 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: not enough, NaN anyway
+        return np.where(enough, np.nanmedian(lagged, axis=0), np.nan)
+
+
+def _calendar_period(step) -> int:
+    """Steps in a day for a grid finer than a day that divides it, 7 for a daily grid, else 0.
+
+    The calendar, not an estimate: a period estimated from a few weeks of small counts came
+    out at 23 or 25 hours for one hourly series in four, and seven cycles of 25 hours put
+    the "same phase" seven hours off.
+    """
+    if step is None or pd.Timedelta(step) <= pd.Timedelta(0):
+        return 0
+    step, day = pd.Timedelta(step), pd.Timedelta(days=1)
+    if step < day and day % step == pd.Timedelta(0):
+        return int(day // step)
+    return 7 if step == day else 0
+
+
+def _robust_spread(series: np.ndarray, expected: np.ndarray) -> float:
+    """Robust σ of ``series - expected`` (on the log(1 + x) scale for counts); inf with too few points."""
+    forward = np.log1p if np.nanmin(series, initial=0.0) >= 0 else (lambda v: v)
+    with np.errstate(invalid="ignore"):
+        residual = forward(series) - forward(np.maximum(expected, 0.0) if forward is np.log1p else expected)
+    residual = residual[np.isfinite(residual)]
+    if residual.size < 8:
+        return np.inf
+    return float(MAD_TO_SIGMA * np.median(np.abs(residual - np.median(residual))))
+
+
+def _fallback_expected(series: np.ndarray, n_new: int, step) -> tuple[np.ndarray, str]:
+    """Expected values for a detector that explains none, from the series alone (causal).
+
+    The median of the same time of day in the preceding days (of the same weekday, for a
+    daily grid), or a rolling median of the preceding points, whichever leaves the smaller
+    robust spread over the whole series: hourly counts have a daily cycle, and a median of
+    the last hours puts 3 am and the daily peak in one band. The first one or two cycles,
+    which have too few earlier ones, take the rolling median.
+
+    Parameters
+    ----------
+    series : numpy.ndarray, shape (n,)
+        The context's history, then its scored points.
+    n_new : int
+        Scored points, at the end of ``series``.
+    step : pandas.Timedelta or None
+        The grid's step.
+
+    Returns
+    -------
+    expected : numpy.ndarray, shape (n_new,)
+    how : str
+        The rule used, for the plot's legend.
+    """
+    window = int(min(48, max(5, len(series) // 6)))
+    rolling = _rolling_expected(series, len(series), window)
+    candidates = [(rolling, f"rolling median of the {window} preceding points")]
+    period = _calendar_period(step)
+    seasonal = _seasonal_expected(series, len(series), period) if period > 1 else np.full(len(series), np.nan)
+    if np.isfinite(seasonal[len(series) - n_new:]).any():
+        same = "weekday in up to {} preceding weeks" if period == 7 else "time of day in up to {} preceding days"
+        # Filled with the rolling median where fewer than two earlier cycles are observed.
+        seasonal = np.where(np.isfinite(seasonal), seasonal, rolling)
+        candidates.append((seasonal, "median of the same " + same.format(SEASONAL_CYCLES)))
+    spreads = [_robust_spread(series, expected) for expected, _ in candidates]
+    expected, how = candidates[int(np.argmin(spreads))]  # a tie keeps the rolling median
+    return expected[len(series) - n_new:], how
+
+
+def _history_on_the_grid(values: np.ndarray, index: pd.DatetimeIndex, first_scored, step) -> np.ndarray:
+    """A context's history followed by NaN for the steps missing before the first scored time.
+
+    The fallback's expected values count steps back from the scored points, so a gap between
+    the history and the scored data must be kept as missing points; a history off the scored
+    grid (not a whole number of steps before it) is left out.
+    """
+    if not len(index) or step is None:
+        return values
+    missing = (pd.Timestamp(first_scored) - pd.Timestamp(index[-1])) / pd.Timedelta(step) - 1
+    # A gap longer than the fallback ever reaches back (7 days of 5-minute steps) leaves it out too.
+    if missing < 0 or missing != int(missing) or missing > SEASONAL_CYCLES * 288:
+        return values[:0]
+    return np.concatenate([values, np.full(int(missing), np.nan)])
 
 
 def _rolling_expected(series: np.ndarray, n_new: int, window: int) -> np.ndarray:
@@ -402,6 +519,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
 
     # Recent history of the same context, if given: grey, before the scored data.
     x_hist = np.zeros(0)
+    x_before = x_hist  # all of the context's history, which may reach further back than the plot
     t_hist = np.zeros(0, dtype="datetime64[ns]")
     neighbour_col = neighbour_column(section.detector)
     neighbour = _as_timestamp(alert.get(neighbour_col)) if neighbour_col else None
@@ -420,14 +538,14 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
                 # Reach back to show the nearest neighbour, which is what explains the alert.
                 start_pos = int(max(0, hist.index.searchsorted(neighbour) - 12))
             x_hist = hist.to_numpy()[hrow, start_pos:]
+            x_before = _history_on_the_grid(hist.to_numpy()[hrow], hist.index, section.panel.index[0], step)
             t_hist = np.asarray(hist.index)[start_pos:]
 
     # Expected values: the detector's own, else a rolling median of the preceding points.
     expected, how = expected_values(section.detector, one, s_new[None, :])
     if expected is None:
-        window_med = int(min(48, max(5, (len(x_hist) + len(x_new)) // 6)))
-        expected = _rolling_expected(np.concatenate([x_hist, x_new]), len(x_new), window_med)
-        how = f"rolling median of the {window_med} preceding points ({how})"
+        expected, fallback = _fallback_expected(np.concatenate([x_before, x_new]), len(x_new), step)
+        how = f"{fallback} ({how})"
     # The band's width comes from the residual outside every alert of this context: the
     # anomalies themselves must not widen the band that is meant to show what is normal.
     same = section.alerts
