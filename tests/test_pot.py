@@ -214,11 +214,29 @@ def test_global_fallback_warns_and_uses_the_quantile():
         ({"risk": 0.0}, "risk"),
         ({"initial_quantile": 1.0}, "initial_quantile"),
         ({"min_excesses": 1}, "min_excesses"),
+        # not numbers, or not finite: a TypeError or OverflowError from the comparisons before
+        ({"risk": None}, "risk"),
+        ({"risk": "0.001"}, "risk"),
+        ({"risk": np.nan}, "risk"),
+        ({"initial_quantile": None}, "initial_quantile"),
+        ({"min_excesses": None}, "min_excesses"),
+        ({"min_excesses": np.inf}, "min_excesses"),
+        ({"min_excesses": np.nan}, "min_excesses"),
+        ({"min_excesses": 10.5}, "min_excesses"),
+        ({"min_excesses": True}, "min_excesses"),
     ],
 )
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         pot_threshold(np.arange(1000.0), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        pot_fit(np.arange(1000.0), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        pot_thresholds(np.arange(1000.0)[None, :], **kwargs)
+
+
+def test_min_excesses_may_be_an_integral_float():
+    assert pot_fit(np.arange(1000.0), min_excesses=10.0) == pot_fit(np.arange(1000.0), min_excesses=10)
 
 
 def test_bad_scores_raise():

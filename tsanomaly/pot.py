@@ -44,6 +44,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tsanomaly.scaling import nanquantile
+from tsanomaly.validation import is_finite_real
 
 __all__ = ["POTFit", "POTThresholds", "fit_gpd", "gpd_quantile", "pot_fit", "pot_threshold", "pot_thresholds"]
 
@@ -324,16 +325,20 @@ class POTFit:
 
 
 def _check_params(risk, initial_quantile, min_excesses):
-    if not 0.0 < risk < 1.0:
-        raise ValueError(f"risk must lie in (0, 1), got {risk!r}")
-    if not 0.0 < initial_quantile < 1.0:
-        raise ValueError(f"initial_quantile must lie in (0, 1), got {initial_quantile!r}")
+    """ValueError for parameters :func:`pot_fit` cannot use. Each is checked to be a finite number
+    (tsanomaly.validation) before its range: ``None < 1`` is a TypeError, ``int(inf)`` an
+    OverflowError, and every comparison with NaN is False."""
+    if not is_finite_real(risk) or not 0.0 < risk < 1.0:
+        raise ValueError(f"risk must be a number in (0, 1), got {risk!r}")
+    if not is_finite_real(initial_quantile) or not 0.0 < initial_quantile < 1.0:
+        raise ValueError(f"initial_quantile must be a number in (0, 1), got {initial_quantile!r}")
     if risk >= 1.0 - initial_quantile:
         raise ValueError(
             f"risk={risk!r} must be smaller than 1 - initial_quantile = {1.0 - initial_quantile:.6g}: "
             "POT extrapolates beyond the initial quantile; lower risk or initial_quantile"
         )
-    if int(min_excesses) != min_excesses or min_excesses < 2:
+    # an integral float (10.0) is accepted, as it always was
+    if not is_finite_real(min_excesses) or int(min_excesses) != min_excesses or min_excesses < 2:
         raise ValueError(f"min_excesses must be an integer >= 2, got {min_excesses!r}")
 
 
