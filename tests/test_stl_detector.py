@@ -453,10 +453,14 @@ def test_a_batch_scored_a_day_after_the_fit_does_not_alert_on_clean_contexts():
         (dict(trend_clip=0), "trend_clip must be a finite number > 0"),
         # NaN / inf / bools, silently accepted before: min_scale=NaN made every score NaN,
         # min_scale=inf every score about 1e-308 (and the threshold with them).
-        (dict(min_scale=float("nan")), "min_scale must be None or a finite number >= 0"),
-        (dict(min_scale=float("inf")), "min_scale must be None or a finite number >= 0"),
-        (dict(min_scale=True), "min_scale must be None or a finite number >= 0"),
-        (dict(min_scale="0.1"), "min_scale must be None or a finite number >= 0"),
+        (dict(min_scale=float("nan")), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale=float("inf")), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale=True), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale="0.1"), "min_scale must be None or a finite number > 0"),
+        # a lower bound of 0 is none: a flat history's zero scale made scores infinite, and score,
+        # predict and alerts failed (see test_min_scale_zero_is_refused)
+        (dict(min_scale=0.0), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale=-0.1), "min_scale must be None or a finite number > 0"),
         (dict(trend_clip=float("inf")), "trend_clip must be a finite number > 0"),
         (dict(trend_clip=float("nan")), "trend_clip must be a finite number > 0"),
         (dict(trend_clip=True), "trend_clip must be a finite number > 0"),
@@ -475,6 +479,21 @@ def test_bad_parameters_raise_at_fit(params, message):
     history, _ = _split(_counts(rng, 2, 10)[0], 9 * DAY)
     with pytest.raises(ValueError, match=message):
         STLDetector(**params, device="cpu").fit(history)
+
+
+def test_min_scale_zero_is_refused():
+    """min_scale=0 was accepted as a lower bound of the scale; a context whose history is flat then
+    had a scale of 0, and a single event scored inf: score, predict and alerts raised (the Panel
+    of scores refuses inf), and fit_score too."""
+    history = tsanomaly.Panel.from_array(np.zeros((1, 21 * DAY)))
+    with pytest.raises(ValueError, match="min_scale"):
+        STLDetector(min_scale=0.0, device="cpu").fit(history)
+    with pytest.raises(ValueError, match="min_scale"):
+        STLDetector(min_scale=0, device="cpu").fit_score(history)
+    # a positive bound keeps the scores finite
+    new = tsanomaly.Panel.from_array([[0.0, 0.0, 3.0, 0.0]], index=pd.RangeIndex(21 * DAY, 21 * DAY + 4, name="time"))
+    scores = STLDetector(min_scale=1e-3, device="cpu").fit(history).score(new).to_numpy()
+    assert np.isfinite(scores).all() and scores[0, 2] > 100
 
 
 def test_finite_numeric_parameters_of_any_real_type_are_accepted():

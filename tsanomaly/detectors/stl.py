@@ -748,8 +748,9 @@ class STLDetector(BaseDetector):
         (the scale is at least a millionth of the typical level).  So a zero
         where 6 events are expected scores about 3.5 (Poisson p = 0.0025), not
         38, and 30 events where 0-1 are usual about 7-12.  A finite number
-        >= 0: a fixed lower bound of ``scale`` on the transformed scale, no
-        count model.
+        > 0: a fixed lower bound of ``scale`` on the transformed scale, no
+        count model (0 is refused: a flat history's scale would be 0, and
+        any deviation from it infinite).
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -953,8 +954,12 @@ class STLDetector(BaseDetector):
             raise ValueError(f"holdout_seasons must be a positive integer, got {self.holdout_seasons!r}")
         if not is_int(self.holdout_folds) or self.holdout_folds < 0:
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
-        if self.min_scale is not None and (not is_finite_real(self.min_scale) or self.min_scale < 0):
-            raise ValueError(f"min_scale must be None or a finite number >= 0, got {self.min_scale!r}")
+        # A bound of 0 is no bound: a flat history's scale is 0, and its first event scores inf.
+        if self.min_scale is not None and (not is_finite_real(self.min_scale) or not self.min_scale > 0):
+            raise ValueError(
+                f"min_scale must be None or a finite number > 0, got {self.min_scale!r}: it bounds the "
+                "scale from below, and with 0 a flat history's scale is 0 (use a small positive bound or None)"
+            )
 
     def min_fit_times(self) -> int:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
