@@ -163,6 +163,29 @@ def test_gaps_score_nan_and_short_contexts_are_skipped_with_one_warning():
     assert np.isfinite(scores[3]).all()
 
 
+@pytest.mark.parametrize("transform", [None, "log1p"])
+def test_a_phase_never_observed_in_the_history_takes_the_contexts_scale(transform):
+    """A context never observed at 03:00 in the history had a NaN scale there (its shrinkage
+    towards the context's scale computed 0 x NaN): a burst at 03:00 scored NaN without a
+    transform, and only by the count model with one. With no observation of its own, the phase's
+    scale is the shrinkage target, the context's scale."""
+    rng = np.random.default_rng(0)
+    values, _ = _counts(rng, 2, 22)
+    n_hist = 21 * DAY
+    values[0, 3:n_hist:DAY] = np.nan
+    values[:, n_hist + 3] *= 10  # a burst at 03:00 in both contexts
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, transform=transform, device="cpu").fit(history)
+    assert bool(det.robust_fit_[0])
+    z = history.to_numpy() if transform is None else np.log1p(history.to_numpy())
+    remainder = decompose(z, periods=24, device="cpu").remainder[0]
+    overall = 1.4826 * np.nanmedian(np.abs(remainder - np.nanmedian(remainder)))
+    assert det.scale_[0, 3] == pytest.approx(overall * det.scale_inflation_[0], rel=1e-9)
+    scores = det.score(new).to_numpy()
+    assert np.isfinite(scores).all()
+    assert (scores[:, 3] > 10).all()
+
+
 def test_skipped_contexts_are_per_context_state_and_old_model_files_still_load(tmp_path):
     # The skipped contexts' labels were a fitted attribute of their own, global state for
     # tsanomaly.spark, which then refused the fit when shards skipped different contexts. The

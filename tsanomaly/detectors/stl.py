@@ -772,7 +772,9 @@ class STLDetector(BaseDetector):
         Per period, the seasonal value of each phase ``t mod period`` (``t``
         counted from the first fitted point).
     scale_ : array, shape (n_contexts, shortest period)
-        Robust scale of the remainder per phase, times ``scale_inflation_``.
+        Robust scale of the remainder per phase, shrunk towards the context's
+        overall scale (and equal to it at a phase never observed in the
+        history), times ``scale_inflation_``.
     scale_inflation_ : array, shape (n_contexts,)
         Robust scale (>= 1) of the held-out standardised deviations: how much
         larger the out-of-sample deviations are than the in-sample remainder.
@@ -1281,7 +1283,10 @@ class STLDetector(BaseDetector):
         overall = _robust_scale(remainder, xp)
         phase_scale = _robust_scale(by_phase, xp)
         count = xp.isfinite(by_phase).sum(axis=2)
-        blended = xp.sqrt((count * phase_scale**2 + _SHRINK * overall[:, None] ** 2) / (count + _SHRINK))
+        # a phase never observed has no scale of its own (NaN, and 0 x NaN is NaN): it takes the
+        # shrinkage target, the context's scale (a NaN scale scored nothing there without a transform)
+        phase_var = xp.where(count > 0, phase_scale**2, 0.0)
+        blended = xp.sqrt((count * phase_var + _SHRINK * overall[:, None] ** 2) / (count + _SHRINK))
         scale = xp.maximum(blended, 0.25 * overall[:, None])
         if self.min_scale is not None:
             scale = xp.maximum(scale, float(self.min_scale))
