@@ -186,6 +186,28 @@ def test_a_phase_never_observed_in_the_history_takes_the_contexts_scale(transfor
     assert (scores[:, 3] > 10).all()
 
 
+def test_a_variance_window_longer_than_the_history_keeps_its_width_and_saves(tmp_path):
+    """With variance_window more than one point longer than the history, the kept values
+    ``z[:, n - (w - 1):]`` started at a negative column and wrapped: 99 columns for a window of 300
+    on 200 points, and the saved model failed its own check at load ("damaged"). The values before
+    the history are missing: NaN on the left, so the first windows of new data see the history
+    where it was."""
+    rng = np.random.default_rng(0)
+    values = rng.poisson(20, size=(2, 10 * DAY)).astype(float)
+    n_hist = 9 * DAY
+    history, new = _split(values, n_hist)
+    for w in (n_hist + 1, n_hist + 2, 300):
+        det = STLDetector(periods=24, variance_window=w, device="cpu").fit(history)
+        kept = det.recent_values_
+        assert kept.shape == (2, w - 1)
+        assert np.isnan(kept[:, : w - 1 - n_hist]).all()
+        np.testing.assert_array_equal(kept[:, w - 1 - n_hist:], np.log1p(history.to_numpy()))
+        path = tmp_path / f"w{w}.tsa"
+        det.save(path)
+        loaded = tsanomaly.load(path)
+        np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
+
+
 def test_skipped_contexts_are_per_context_state_and_old_model_files_still_load(tmp_path):
     # The skipped contexts' labels were a fitted attribute of their own, global state for
     # tsanomaly.spark, which then refused the fit when shards skipped different contexts. The

@@ -548,6 +548,15 @@ def _by_phase(x, period, xp):
     return padded.reshape(n_ctx, n_cycles, period).transpose(0, 2, 1)
 
 
+def _last_columns(x, width, xp):
+    """The last ``width`` columns of ``x`` (n_ctx, n), a copy; NaN-padded on the left when the
+    history is shorter (the points before it were not observed). ``x[:, n - width:]`` would
+    start at a negative column there, and wrap."""
+    n_ctx, n = x.shape
+    pad = xp.full((n_ctx, max(0, width - n)), xp.nan)
+    return xp.concatenate([pad, x[:, max(0, n - width):]], axis=1)
+
+
 def _phase_values(table, start, length, xp):
     """``table[:, (start + j) mod period]`` for ``j < length``: per-phase values laid along time."""
     period = table.shape[1]
@@ -800,7 +809,8 @@ class STLDetector(BaseDetector):
         they can resolve).
     recent_values_ : array, shape (n_contexts, variance_window - 1)
         The last transformed observations of the history (the end of the last
-        season), which complete the first windows of new data.
+        season), which complete the first windows of new data; NaN before the
+        history's first point when the window is longer than the history.
 
     Notes
     -----
@@ -1329,7 +1339,7 @@ class STLDetector(BaseDetector):
             state.update(level_center=level_center, level_spread=level_spread, level_noise=level_noise,
                          dispersion_center=center,
                          dispersion_spread=spread, dispersion_floor=floor,
-                         recent_values=z[:, n - (w - 1):].copy())
+                         recent_values=_last_columns(z, w - 1, xp))
             insample["low_variance"] = (_phase_values(center, 0, n, xp) - log_disp) / spread[:, None]
             insample["level_shift"] = score_direction(gap / level_spread[:, None], self.direction)
         return state, insample, skipped, robust_fit
