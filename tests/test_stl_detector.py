@@ -541,6 +541,30 @@ def test_min_scale_zero_is_refused():
     assert np.isfinite(scores).all() and scores[0, 2] > 100
 
 
+@pytest.mark.parametrize("periods, seasonal", [
+    (np.array([24, 168]), np.array([11, 15])),
+    ([24, 168], [np.int64(11), 15]),
+])
+def test_list_like_periods_and_windows_are_kept_as_tuples_and_round_trip(tmp_path, periods, seasonal):
+    """periods=np.array([24, 168]) fitted, but save raised TypeError (an ndarray is not JSON). The
+    detector keeps list-like periods and seasonal windows as tuples of int, which clone, save and
+    load keep as they are."""
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(3)
+    history, new = _split(_counts(rng, 2, 22)[0], 21 * DAY)
+    det = STLDetector(periods=periods, seasonal=seasonal, device="cpu").fit(history)
+    assert det.periods == (24, 168) and det.seasonal == (11, 15)
+    assert all(type(v) is int for v in det.periods + det.seasonal)
+    copy = clone(det)
+    assert copy.get_params() == det.get_params()
+    det.save(tmp_path / "model.tsa")
+    loaded = tsanomaly.load(tmp_path / "model.tsa")
+    assert loaded.get_params() == det.get_params()
+    np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
+    np.testing.assert_array_equal(copy.fit(history).score(new).to_numpy(), det.score(new).to_numpy())
+
+
 def test_finite_numeric_parameters_of_any_real_type_are_accepted():
     rng = np.random.default_rng(8)
     history, new = _split(_counts(rng, 2, 10)[0], 9 * DAY)

@@ -685,7 +685,8 @@ class STLDetector(BaseDetector):
     ----------
     periods : int or sequence of int, default 24
         Seasonal period(s) in time steps: 24 for a daily cycle of hourly data,
-        ``(24, 168)`` for daily and weekly.
+        ``(24, 168)`` for daily and weekly. A list or array of periods (and
+        of ``seasonal`` windows) is kept as a tuple of int from the fit on.
     robust : bool, default True
         Robust STL (bisquare re-weighting), so past attacks in the history
         do not bend the fitted shape.  With a transform, contexts whose robust
@@ -944,7 +945,17 @@ class STLDetector(BaseDetector):
         self.device = device
 
     # -------------------------------------------------------------- parameters
+    def _normalise_sequences(self) -> None:
+        """Keep list-like ``periods`` and ``seasonal`` as tuples of int (ValueError when they are not
+        integers): an ndarray is no JSON (save raised TypeError), and a list came back from a model
+        file unlike the tuple. Scalars and None stay as given."""
+        for name in ("periods", "seasonal"):
+            value = getattr(self, name)
+            if value is not None and not is_int(value):
+                setattr(self, name, _as_int_tuple(value, name))
+
     def _validate(self) -> None:
+        self._normalise_sequences()
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         score_direction(0.0, self.direction)
@@ -1138,6 +1149,7 @@ class STLDetector(BaseDetector):
                 )
             self.skipped_ = np.asarray(self.contexts_.isin(saved), dtype=bool)
         super()._check_fitted_state()
+        self._normalise_sequences()  # JSON gave lists for the tuples that were saved
         periods = [int(p) for p in self.periods_]
         if sorted(self.seasonal_shape_) != sorted(str(p) for p in periods):
             raise ValueError(
