@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from tsanomaly.pot import _brent, _grimshaw, _root_grids, _scan, fit_gpd, pot_fit, pot_threshold, pot_thresholds
+from tsanomaly.pot import (
+    _RTOL, _bracket_xtol, _brent, _grimshaw, _root_grids, _scan, fit_gpd, gpd_quantile, pot_fit, pot_threshold,
+    pot_thresholds,
+)
 
 
 def _gpd_quantile(c, scale, risk):
@@ -50,6 +53,31 @@ def test_fit_gpd_likelihood_is_at_least_scipys(c):
     assert sigma == pytest.approx(scale_ref, rel=2e-3)
 
 
+@pytest.mark.parametrize(
+    "c, seed, extra",
+    [
+        (0.3, 0, 1e-11),  # one excess just above the initial threshold
+        (1.5, 5, None),  # heavy tail: the smallest normalised excess is about 1e-7
+    ],
+)
+def test_fit_gpd_converges_when_the_root_interval_is_long(c, seed, extra):
+    """A tiny smallest excess makes the interval of the positive root 2 (1 - y_min) / y_min**2
+    long (2e22 for an excess of 1e-11). Brent's tolerance was a share of that length, so it
+    stopped at the first step, far from the root: gamma 0.266 for scipy's 0.298, the threshold
+    25.5 for 28.9 (heavy tail: log-likelihood 0.56 below scipy's)."""
+    y = stats.genpareto.rvs(c, scale=1.0, size=2000, random_state=np.random.default_rng(seed))
+    if extra is not None:
+        y = np.append(y, extra)
+    gamma, sigma = fit_gpd(y)
+    c_ref, _, scale_ref = stats.genpareto.fit(y, c, floc=0, scale=1.0)
+    ours = stats.genpareto.logpdf(y, gamma, 0, sigma).sum()
+    ref = stats.genpareto.logpdf(y, c_ref, 0, scale_ref).sum()
+    assert ours >= ref - 1e-9 * abs(ref)
+    n = 100 * y.size  # the excesses of 2% of the scores
+    assert gpd_quantile(0.0, gamma, sigma, 1e-5, n, y.size) == pytest.approx(
+        gpd_quantile(0.0, c_ref, scale_ref, 1e-5, n, y.size), rel=1e-3)
+
+
 def test_brent_on_arrays_takes_brentqs_steps_bit_for_bit():
     """_brent refines many brackets at once; each root must be scipy.optimize.brentq's, bit for
     bit, on Grimshaw's equation for excesses of light, heavy, bounded and tied tails."""
@@ -63,12 +91,13 @@ def test_brent_on_arrays_takes_brentqs_steps_bit_for_bit():
     scans = _scan(grids, yn)
     row, k = np.nonzero(np.sign(scans[:, :-1]) * np.sign(scans[:, 1:]) < 0)
     assert row.size >= 10  # several rows have roots to refine
-    lo, hi, xtol = grids[row, k], grids[row, k + 1], 1e-14 * np.abs(ends[row])
-    roots = _brent(lambda x, active: _grimshaw(x, yn[row[active]]), lo, hi, xtol, 1e-12)
+    lo, hi = grids[row, k], grids[row, k + 1]
+    xtol = _bracket_xtol(lo, hi)  # the tolerances of _fit_gpd_rows
+    roots = _brent(lambda x, active: _grimshaw(x, yn[row[active]]), lo, hi, xtol, _RTOL)
     for i in range(row.size):
         def w(x, y=yn[row[i]]):
             return float(_grimshaw(np.array([x]), y[None, :])[0])
-        assert roots[i] == optimize.brentq(w, lo[i], hi[i], xtol=xtol[i], rtol=1e-12), i
+        assert roots[i] == optimize.brentq(w, lo[i], hi[i], xtol=xtol[i], rtol=_RTOL), i
 
 
 def test_brent_returns_a_bracket_end_where_f_is_zero_and_rejects_brackets_without_a_sign_change():
@@ -185,11 +214,29 @@ def test_global_fallback_warns_and_uses_the_quantile():
         ({"risk": 0.0}, "risk"),
         ({"initial_quantile": 1.0}, "initial_quantile"),
         ({"min_excesses": 1}, "min_excesses"),
+        # not numbers, or not finite: a TypeError or OverflowError from the comparisons before
+        ({"risk": None}, "risk"),
+        ({"risk": "0.001"}, "risk"),
+        ({"risk": np.nan}, "risk"),
+        ({"initial_quantile": None}, "initial_quantile"),
+        ({"min_excesses": None}, "min_excesses"),
+        ({"min_excesses": np.inf}, "min_excesses"),
+        ({"min_excesses": np.nan}, "min_excesses"),
+        ({"min_excesses": 10.5}, "min_excesses"),
+        ({"min_excesses": True}, "min_excesses"),
     ],
 )
 def test_bad_parameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         pot_threshold(np.arange(1000.0), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        pot_fit(np.arange(1000.0), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        pot_thresholds(np.arange(1000.0)[None, :], **kwargs)
+
+
+def test_min_excesses_may_be_an_integral_float():
+    assert pot_fit(np.arange(1000.0), min_excesses=10.0) == pot_fit(np.arange(1000.0), min_excesses=10)
 
 
 def test_bad_scores_raise():

@@ -163,6 +163,51 @@ def test_gaps_score_nan_and_short_contexts_are_skipped_with_one_warning():
     assert np.isfinite(scores[3]).all()
 
 
+@pytest.mark.parametrize("transform", [None, "log1p"])
+def test_a_phase_never_observed_in_the_history_takes_the_contexts_scale(transform):
+    """A context never observed at 03:00 in the history had a NaN scale there (its shrinkage
+    towards the context's scale computed 0 x NaN): a burst at 03:00 scored NaN without a
+    transform, and only by the count model with one. With no observation of its own, the phase's
+    scale is the shrinkage target, the context's scale."""
+    rng = np.random.default_rng(0)
+    values, _ = _counts(rng, 2, 22)
+    n_hist = 21 * DAY
+    values[0, 3:n_hist:DAY] = np.nan
+    values[:, n_hist + 3] *= 10  # a burst at 03:00 in both contexts
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, transform=transform, device="cpu").fit(history)
+    assert bool(det.robust_fit_[0])
+    z = history.to_numpy() if transform is None else np.log1p(history.to_numpy())
+    remainder = decompose(z, periods=24, device="cpu").remainder[0]
+    overall = 1.4826 * np.nanmedian(np.abs(remainder - np.nanmedian(remainder)))
+    assert det.scale_[0, 3] == pytest.approx(overall * det.scale_inflation_[0], rel=1e-9)
+    scores = det.score(new).to_numpy()
+    assert np.isfinite(scores).all()
+    assert (scores[:, 3] > 10).all()
+
+
+def test_a_variance_window_longer_than_the_history_keeps_its_width_and_saves(tmp_path):
+    """With variance_window more than one point longer than the history, the kept values
+    ``z[:, n - (w - 1):]`` started at a negative column and wrapped: 99 columns for a window of 300
+    on 200 points, and the saved model failed its own check at load ("damaged"). The values before
+    the history are missing: NaN on the left, so the first windows of new data see the history
+    where it was."""
+    rng = np.random.default_rng(0)
+    values = rng.poisson(20, size=(2, 10 * DAY)).astype(float)
+    n_hist = 9 * DAY
+    history, new = _split(values, n_hist)
+    for w in (n_hist + 1, n_hist + 2, 300):
+        det = STLDetector(periods=24, variance_window=w, device="cpu").fit(history)
+        kept = det.recent_values_
+        assert kept.shape == (2, w - 1)
+        assert np.isnan(kept[:, : w - 1 - n_hist]).all()
+        np.testing.assert_array_equal(kept[:, w - 1 - n_hist:], np.log1p(history.to_numpy()))
+        path = tmp_path / f"w{w}.tsa"
+        det.save(path)
+        loaded = tsanomaly.load(path)
+        np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
+
+
 def test_skipped_contexts_are_per_context_state_and_old_model_files_still_load(tmp_path):
     # The skipped contexts' labels were a fitted attribute of their own, global state for
     # tsanomaly.spark, which then refused the fit when shards skipped different contexts. The
@@ -453,10 +498,14 @@ def test_a_batch_scored_a_day_after_the_fit_does_not_alert_on_clean_contexts():
         (dict(trend_clip=0), "trend_clip must be a finite number > 0"),
         # NaN / inf / bools, silently accepted before: min_scale=NaN made every score NaN,
         # min_scale=inf every score about 1e-308 (and the threshold with them).
-        (dict(min_scale=float("nan")), "min_scale must be None or a finite number >= 0"),
-        (dict(min_scale=float("inf")), "min_scale must be None or a finite number >= 0"),
-        (dict(min_scale=True), "min_scale must be None or a finite number >= 0"),
-        (dict(min_scale="0.1"), "min_scale must be None or a finite number >= 0"),
+        (dict(min_scale=float("nan")), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale=float("inf")), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale=True), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale="0.1"), "min_scale must be None or a finite number > 0"),
+        # a lower bound of 0 is none: a flat history's zero scale made scores infinite, and score,
+        # predict and alerts failed (see test_min_scale_zero_is_refused)
+        (dict(min_scale=0.0), "min_scale must be None or a finite number > 0"),
+        (dict(min_scale=-0.1), "min_scale must be None or a finite number > 0"),
         (dict(trend_clip=float("inf")), "trend_clip must be a finite number > 0"),
         (dict(trend_clip=float("nan")), "trend_clip must be a finite number > 0"),
         (dict(trend_clip=True), "trend_clip must be a finite number > 0"),
@@ -475,6 +524,45 @@ def test_bad_parameters_raise_at_fit(params, message):
     history, _ = _split(_counts(rng, 2, 10)[0], 9 * DAY)
     with pytest.raises(ValueError, match=message):
         STLDetector(**params, device="cpu").fit(history)
+
+
+def test_min_scale_zero_is_refused():
+    """min_scale=0 was accepted as a lower bound of the scale; a context whose history is flat then
+    had a scale of 0, and a single event scored inf: score, predict and alerts raised (the Panel
+    of scores refuses inf), and fit_score too."""
+    history = tsanomaly.Panel.from_array(np.zeros((1, 21 * DAY)))
+    with pytest.raises(ValueError, match="min_scale"):
+        STLDetector(min_scale=0.0, device="cpu").fit(history)
+    with pytest.raises(ValueError, match="min_scale"):
+        STLDetector(min_scale=0, device="cpu").fit_score(history)
+    # a positive bound keeps the scores finite
+    new = tsanomaly.Panel.from_array([[0.0, 0.0, 3.0, 0.0]], index=pd.RangeIndex(21 * DAY, 21 * DAY + 4, name="time"))
+    scores = STLDetector(min_scale=1e-3, device="cpu").fit(history).score(new).to_numpy()
+    assert np.isfinite(scores).all() and scores[0, 2] > 100
+
+
+@pytest.mark.parametrize("periods, seasonal", [
+    (np.array([24, 168]), np.array([11, 15])),
+    ([24, 168], [np.int64(11), 15]),
+])
+def test_list_like_periods_and_windows_are_kept_as_tuples_and_round_trip(tmp_path, periods, seasonal):
+    """periods=np.array([24, 168]) fitted, but save raised TypeError (an ndarray is not JSON). The
+    detector keeps list-like periods and seasonal windows as tuples of int, which clone, save and
+    load keep as they are."""
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(3)
+    history, new = _split(_counts(rng, 2, 22)[0], 21 * DAY)
+    det = STLDetector(periods=periods, seasonal=seasonal, device="cpu").fit(history)
+    assert det.periods == (24, 168) and det.seasonal == (11, 15)
+    assert all(type(v) is int for v in det.periods + det.seasonal)
+    copy = clone(det)
+    assert copy.get_params() == det.get_params()
+    det.save(tmp_path / "model.tsa")
+    loaded = tsanomaly.load(tmp_path / "model.tsa")
+    assert loaded.get_params() == det.get_params()
+    np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
+    np.testing.assert_array_equal(copy.fit(history).score(new).to_numpy(), det.score(new).to_numpy())
 
 
 def test_finite_numeric_parameters_of_any_real_type_are_accepted():

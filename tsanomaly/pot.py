@@ -44,6 +44,7 @@ from typing import NamedTuple
 import numpy as np
 
 from tsanomaly.scaling import nanquantile
+from tsanomaly.validation import is_finite_real
 
 __all__ = ["POTFit", "POTThresholds", "fit_gpd", "gpd_quantile", "pot_fit", "pot_threshold", "pot_thresholds"]
 
@@ -53,6 +54,8 @@ _X_MIN = 1e-4  # |x| below this (in units of 1 / mean excess) is indistinguishab
 # "excesses" of 1e-16 made the GPD fit a mixture of a spike at 0 and the real tail (gamma 19,
 # sigma 5e-16) and put the threshold at 1e8 to 1e23, where nothing could alert.
 _TIE_TOLERANCE = 1e-9
+# Brent's relative tolerance on the roots of Grimshaw's equation (its absolute one: _bracket_xtol).
+_RTOL = 1e-12
 # Bound, in elements, of the (grid points x excesses) temporary of the root scan (16 MB).
 _SCAN_ELEMENTS = 2_000_000
 
@@ -229,6 +232,15 @@ def _log_likelihoods(yn: np.ndarray, gamma: np.ndarray, sigma: np.ndarray) -> np
     return np.where(np.isnan(ll), -np.inf, ll)
 
 
+def _bracket_xtol(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Brent's absolute tolerance for the roots bracketed by grid points ``[lo, hi]`` (k,): a
+    sliver of the bracket's end nearer 0, which the root exceeds in size, so that the root is
+    found to ``_RTOL`` of itself whatever the length of its interval. (A share of the interval's
+    far end instead, 2 (1 - y_min) / y_min**2, was 2e8 when one normalised excess was 1e-11:
+    Brent stopped at its first step, gamma 0.266 for the likelihood's 0.298.)"""
+    return 1e-14 * np.minimum(np.abs(lo), np.abs(hi))
+
+
 def _fit_gpd_rows(excesses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`fit_gpd` of each row of ``excesses`` (n_rows, n_excesses), all positive.
 
@@ -262,9 +274,9 @@ def _fit_gpd_rows(excesses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         for b in range(0, row.shape[0], block):
             part = slice(b, b + block)
             part_yn = yn[row[part]]
-            root[part] = _brent(lambda x, active: _grimshaw(x, part_yn[active]),
-                                grids[bracket_row[part], k[part]], grids[bracket_row[part], k[part] + 1],
-                                1e-14 * np.abs(side_ends[bracket_row[part]]), 1e-12)
+            lo, hi = grids[bracket_row[part], k[part]], grids[bracket_row[part], k[part] + 1]
+            root[part] = _brent(lambda x, active: _grimshaw(x, part_yn[active]), lo, hi,
+                                _bracket_xtol(lo, hi), _RTOL)
         gamma = np.add.reduce(np.log1p(root[:, None] * yn[row]), axis=1) / n
         real = gamma != 0.0
         rows.append(row[real])
@@ -313,16 +325,20 @@ class POTFit:
 
 
 def _check_params(risk, initial_quantile, min_excesses):
-    if not 0.0 < risk < 1.0:
-        raise ValueError(f"risk must lie in (0, 1), got {risk!r}")
-    if not 0.0 < initial_quantile < 1.0:
-        raise ValueError(f"initial_quantile must lie in (0, 1), got {initial_quantile!r}")
+    """ValueError for parameters :func:`pot_fit` cannot use. Each is checked to be a finite number
+    (tsanomaly.validation) before its range: ``None < 1`` is a TypeError, ``int(inf)`` an
+    OverflowError, and every comparison with NaN is False."""
+    if not is_finite_real(risk) or not 0.0 < risk < 1.0:
+        raise ValueError(f"risk must be a number in (0, 1), got {risk!r}")
+    if not is_finite_real(initial_quantile) or not 0.0 < initial_quantile < 1.0:
+        raise ValueError(f"initial_quantile must be a number in (0, 1), got {initial_quantile!r}")
     if risk >= 1.0 - initial_quantile:
         raise ValueError(
             f"risk={risk!r} must be smaller than 1 - initial_quantile = {1.0 - initial_quantile:.6g}: "
             "POT extrapolates beyond the initial quantile; lower risk or initial_quantile"
         )
-    if int(min_excesses) != min_excesses or min_excesses < 2:
+    # an integral float (10.0) is accepted, as it always was
+    if not is_finite_real(min_excesses) or int(min_excesses) != min_excesses or min_excesses < 2:
         raise ValueError(f"min_excesses must be an integer >= 2, got {min_excesses!r}")
 
 

@@ -6,7 +6,9 @@ for one period, MSTL (Bandara, Hyndman & Bergmeir 2021) for several -- on the
 CPU (Numba, :mod:`tsanomaly.kernels.stl_cpu`) or the GPU (CuPy,
 :mod:`tsanomaly.kernels.stl_gpu`).  Parameters, defaults and results follow
 statsmodels' ``STL`` and ``MSTL``: for the same parameters the components agree
-with statsmodels' to about 1e-12 relative to the series' scale.
+with statsmodels' to about 1e-12 relative to the series' scale (robust fits of
+series of two or three cycles excepted, where statsmodels' own result hangs on
+its rounding: see :func:`decompose`).
 
 References
 ----------
@@ -354,7 +356,8 @@ def decompose(x, periods=24, robust=True, seasonal=None, trend=None, low_pass=No
     2021), as ``statsmodels.tsa.seasonal.MSTL(y, periods, windows=seasonal,
     iterate, stl_kwargs=...)`` without a Box-Cox transform (``lmbda=None``).
     For the same parameters every component agrees with statsmodels' to
-    about 1e-12 relative to the series' scale (float64), on every context.
+    about 1e-12 relative to the series' scale (float64), on every context --
+    except robust fits of series of two or three cycles (see Notes).
 
     Parameters
     ----------
@@ -412,11 +415,20 @@ def decompose(x, periods=24, robust=True, seasonal=None, trend=None, low_pass=No
     statsmodels' ``seasonal_jump``, ``trend_jump`` and ``low_pass_jump`` are 1
     (their default): every point is fitted.
 
-    Robust STL of series with very few cycles of a period (say three weeks
-    with a weekly period) can be ill-conditioned: the bisquare iterations
-    amplify rounding, and statsmodels' own components move by up to 1e-6 of
-    the scale when its input moves by one ulp.  There the agreement is of
-    that order, as for any two implementations that round differently.
+    Robust STL of series with very few cycles of a period is
+    ill-conditioned: the bisquare iterations amplify rounding.  With two
+    cycles (the shortest series accepted) the seasonal smoother nearly fits
+    the two points of each cycle-subseries, the remainder is close to zero
+    and the robustness weights rest on its rounding: statsmodels' own
+    components move by up to twice the series' standard deviation when one
+    input moves by one ulp, and ours differ from statsmodels' by as much
+    (every one of 20 series of Poisson counts, period 24 or 168).  With
+    three cycles they often differ by 1e-6 to about one standard deviation,
+    again as much as statsmodels moves by itself: on so few cycles the
+    robust components depend on rounding, as those of any two
+    implementations that round differently do.  From four cycles on (in the
+    same measurement), and without ``robust`` at any length, the agreement
+    is about 1e-12.
 
     Examples
     --------
@@ -548,6 +560,15 @@ def _by_phase(x, period, xp):
     return padded.reshape(n_ctx, n_cycles, period).transpose(0, 2, 1)
 
 
+def _last_columns(x, width, xp):
+    """The last ``width`` columns of ``x`` (n_ctx, n), a copy; NaN-padded on the left when the
+    history is shorter (the points before it were not observed). ``x[:, n - width:]`` would
+    start at a negative column there, and wrap."""
+    n_ctx, n = x.shape
+    pad = xp.full((n_ctx, max(0, width - n)), xp.nan)
+    return xp.concatenate([pad, x[:, max(0, n - width):]], axis=1)
+
+
 def _phase_values(table, start, length, xp):
     """``table[:, (start + j) mod period]`` for ``j < length``: per-phase values laid along time."""
     period = table.shape[1]
@@ -676,7 +697,8 @@ class STLDetector(BaseDetector):
     ----------
     periods : int or sequence of int, default 24
         Seasonal period(s) in time steps: 24 for a daily cycle of hourly data,
-        ``(24, 168)`` for daily and weekly.
+        ``(24, 168)`` for daily and weekly. A list or array of periods (and
+        of ``seasonal`` windows) is kept as a tuple of int from the fit on.
     robust : bool, default True
         Robust STL (bisquare re-weighting), so past attacks in the history
         do not bend the fitted shape.  With a transform, contexts whose robust
@@ -748,8 +770,9 @@ class STLDetector(BaseDetector):
         (the scale is at least a millionth of the typical level).  So a zero
         where 6 events are expected scores about 3.5 (Poisson p = 0.0025), not
         38, and 30 events where 0-1 are usual about 7-12.  A finite number
-        >= 0: a fixed lower bound of ``scale`` on the transformed scale, no
-        count model.
+        > 0: a fixed lower bound of ``scale`` on the transformed scale, no
+        count model (0 is refused: a flat history's scale would be 0, and
+        any deviation from it infinite).
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -771,7 +794,9 @@ class STLDetector(BaseDetector):
         Per period, the seasonal value of each phase ``t mod period`` (``t``
         counted from the first fitted point).
     scale_ : array, shape (n_contexts, shortest period)
-        Robust scale of the remainder per phase, times ``scale_inflation_``.
+        Robust scale of the remainder per phase, shrunk towards the context's
+        overall scale (and equal to it at a phase never observed in the
+        history), times ``scale_inflation_``.
     scale_inflation_ : array, shape (n_contexts,)
         Robust scale (>= 1) of the held-out standardised deviations: how much
         larger the out-of-sample deviations are than the in-sample remainder.
@@ -797,7 +822,8 @@ class STLDetector(BaseDetector):
         they can resolve).
     recent_values_ : array, shape (n_contexts, variance_window - 1)
         The last transformed observations of the history (the end of the last
-        season), which complete the first windows of new data.
+        season), which complete the first windows of new data; NaN before the
+        history's first point when the window is longer than the history.
 
     Notes
     -----
@@ -931,7 +957,17 @@ class STLDetector(BaseDetector):
         self.device = device
 
     # -------------------------------------------------------------- parameters
+    def _normalise_sequences(self) -> None:
+        """Keep list-like ``periods`` and ``seasonal`` as tuples of int (ValueError when they are not
+        integers): an ndarray is no JSON (save raised TypeError), and a list came back from a model
+        file unlike the tuple. Scalars and None stay as given."""
+        for name in ("periods", "seasonal"):
+            value = getattr(self, name)
+            if value is not None and not is_int(value):
+                setattr(self, name, _as_int_tuple(value, name))
+
     def _validate(self) -> None:
+        self._normalise_sequences()
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         score_direction(0.0, self.direction)
@@ -953,8 +989,12 @@ class STLDetector(BaseDetector):
             raise ValueError(f"holdout_seasons must be a positive integer, got {self.holdout_seasons!r}")
         if not is_int(self.holdout_folds) or self.holdout_folds < 0:
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
-        if self.min_scale is not None and (not is_finite_real(self.min_scale) or self.min_scale < 0):
-            raise ValueError(f"min_scale must be None or a finite number >= 0, got {self.min_scale!r}")
+        # A bound of 0 is no bound: a flat history's scale is 0, and its first event scores inf.
+        if self.min_scale is not None and (not is_finite_real(self.min_scale) or not self.min_scale > 0):
+            raise ValueError(
+                f"min_scale must be None or a finite number > 0, got {self.min_scale!r}: it bounds the "
+                "scale from below, and with 0 a flat history's scale is 0 (use a small positive bound or None)"
+            )
 
     def min_fit_times(self) -> int:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
@@ -1121,6 +1161,7 @@ class STLDetector(BaseDetector):
                 )
             self.skipped_ = np.asarray(self.contexts_.isin(saved), dtype=bool)
         super()._check_fitted_state()
+        self._normalise_sequences()  # JSON gave lists for the tuples that were saved
         periods = [int(p) for p in self.periods_]
         if sorted(self.seasonal_shape_) != sorted(str(p) for p in periods):
             raise ValueError(
@@ -1276,7 +1317,10 @@ class STLDetector(BaseDetector):
         overall = _robust_scale(remainder, xp)
         phase_scale = _robust_scale(by_phase, xp)
         count = xp.isfinite(by_phase).sum(axis=2)
-        blended = xp.sqrt((count * phase_scale**2 + _SHRINK * overall[:, None] ** 2) / (count + _SHRINK))
+        # a phase never observed has no scale of its own (NaN, and 0 x NaN is NaN): it takes the
+        # shrinkage target, the context's scale (a NaN scale scored nothing there without a transform)
+        phase_var = xp.where(count > 0, phase_scale**2, 0.0)
+        blended = xp.sqrt((count * phase_var + _SHRINK * overall[:, None] ** 2) / (count + _SHRINK))
         scale = xp.maximum(blended, 0.25 * overall[:, None])
         if self.min_scale is not None:
             scale = xp.maximum(scale, float(self.min_scale))
@@ -1319,7 +1363,7 @@ class STLDetector(BaseDetector):
             state.update(level_center=level_center, level_spread=level_spread, level_noise=level_noise,
                          dispersion_center=center,
                          dispersion_spread=spread, dispersion_floor=floor,
-                         recent_values=z[:, n - (w - 1):].copy())
+                         recent_values=_last_columns(z, w - 1, xp))
             insample["low_variance"] = (_phase_values(center, 0, n, xp) - log_disp) / spread[:, None]
             insample["level_shift"] = score_direction(gap / level_spread[:, None], self.direction)
         return state, insample, skipped, robust_fit
