@@ -473,3 +473,20 @@ def test_contexts_with_other_levels_than_the_fit_are_refused_not_all_unseen():
         det.score(tsanomaly.Panel(new, pd.Index(["US", "DE", "x", "y"], name="country"), index[-24:]))
     unnamed = pairs.set_names([None, None])  # names unknown on one side: matched on the labels
     assert np.isfinite(det.score(tsanomaly.Panel(new, unnamed, index[-24:])).values).any()
+
+
+@pytest.mark.parametrize("zone", [None, "Europe/Paris"])
+def test_alerts_of_a_quiet_day_have_the_column_types_of_a_busy_one(zone):
+    """Daily outputs keep one schema: times stay (zoned) timestamps when no alert is raised."""
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-03-01", periods=24 * 28, freq="h", tz=zone, name="ts")
+    values = rng.poisson(50, size=(2, len(index))).astype(float)
+    values[1, -10] = 900
+    panel = Panel(values, pd.Index(["a", "b"], name="asn"), index)
+    history, new = panel.time_slice(end=index[24 * 21 - 1]), panel.time_slice(start=index[24 * 21])
+    detector = RollingZScoreDetector(window=8, device="cpu").fit(history)
+    busy = detector.alerts(new)
+    quiet = detector.alerts(new, scores=new.with_values(np.zeros(new.shape)))
+    assert len(busy) and not len(quiet)
+    assert quiet.dtypes.to_dict() == busy.dtypes.to_dict()
+    assert str(quiet["start"].dtype) == ("datetime64[us]" if zone is None else f"datetime64[us, {zone}]")

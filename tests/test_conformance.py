@@ -265,6 +265,11 @@ def test_explanation_types_declare_the_spark_type_of_every_explanation_column(de
     assert len(alerts)  # the burst is flagged, so the column types can be read
     assert {name: _explanation_kind(alerts[name]) for name in detector.explanation_columns} == \
         detector.explanation_types
+    # A quiet day's table has the same column types (daily Parquet partitions keep one schema).
+    quiet = detector.alerts(new.take([0]), scores=new.take([0]).with_values(np.zeros((1, new.n_times))))
+    assert len(quiet) == 0
+    assert quiet[list(detector.explanation_columns)].dtypes.to_dict() == \
+        alerts[list(detector.explanation_columns)].dtypes.to_dict()
 
 
 @pytest.mark.parametrize("constant", [0.0, 7.0])

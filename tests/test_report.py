@@ -472,3 +472,19 @@ def test_contexts_scored_leaves_out_contexts_that_got_no_score():
     assert _number(page, "total-contexts") == 4
     assert re.search(r'<td class="num contexts">(\d+)</td>', page).group(1) == "4"
     assert re.search(r'<tr id="summary-0">.*?</tr>', page).group(0).count('<td class="num">0 / 1</td>') == 1
+
+
+def test_a_zoned_grid_is_drawn_like_its_utc_instants():
+    """A panel in a time zone gets the same plot notes as the same instants without a zone (was TypeError)."""
+    history, today = _split(_frame())
+    naive = [tsanomaly.Panel.from_frame(f, "asn", "ts", "logins") for f in (history, today)]
+    zoned = [tsanomaly.Panel(p.values, p.contexts, p.index.tz_localize("UTC").tz_convert("Europe/Paris"))
+             for p in naive]
+    notes = []
+    for hist, new in (naive, zoned):
+        det = RollingZScoreDetector(window=4).fit(hist)
+        section = report.ReportSection.from_detector(det, new, history=hist)
+        notes.append(report.plot_alert(section, section.alerts.iloc[0])[1])
+        assert "<img" in report.render_report([section])
+    assert notes[1].pop("times") == "axis in Europe/Paris; times in these notes in UTC"
+    assert notes[0] == notes[1]

@@ -623,9 +623,10 @@ class BaseDetector:
         context_frame = _context_frame(panel.contexts, ctx_rows)
         table = pd.DataFrame(
             {
-                "start": np.asarray(panel.index)[starts],
-                "end": np.asarray(panel.index)[ends],
-                "peak_time": np.asarray(panel.index)[peak_pos],
+                # Index.take keeps a zoned grid's dtype when no alert is raised too (NumPy gives objects).
+                "start": panel.index.take(starts),
+                "end": panel.index.take(ends),
+                "peak_time": panel.index.take(peak_pos),
                 "peak_score": score_values[ctx_rows, peak_pos],
                 "n_points": ends - starts + 1,
                 "threshold": per_row[ctx_rows],
@@ -638,8 +639,12 @@ class BaseDetector:
             for name, column in self._explain(host_panel, score_values, ctx_rows, peak_pos).items():
                 table[name] = column
         else:
+            # Typed as when there are alerts, so a quiet day's (or chunk's) table has the columns of a
+            # busy one: Parquet partitions and chunks concatenated by the jobs keep one schema.
+            empty = {"double": np.zeros(0), "bigint": np.zeros(0, np.int64), "boolean": np.zeros(0, bool),
+                     "timestamp": panel.index[:0], "string": pd.Series(dtype="str")}
             for name in self.explanation_columns:
-                table[name] = pd.Series(dtype=np.float64)
+                table[name] = empty[self.explanation_types.get(name, "double")]
         return table.sort_values("peak_score", ascending=False, kind="stable").reset_index(drop=True)
 
     # ------------------------------------------------------------------ persistence

@@ -29,7 +29,7 @@ import datetime as _dt
 import html
 import io as _io
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -428,6 +428,33 @@ def _neighbour_end_column(detector, start_column: str) -> str | None:
     return ends[0] if ends else None
 
 
+def _naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    return index.tz_convert(None) if index.tz is not None else index
+
+
+def _in_utc(section: "ReportSection") -> "ReportSection":
+    """The section with its panels, scores and alerts on naive UTC times (for drawing only)."""
+    def panel_in_utc(panel):
+        return None if panel is None else Panel(panel.values, panel.contexts, _naive_utc(panel.index))
+
+    return replace(section, panel=panel_in_utc(section.panel), scores=panel_in_utc(section.scores),
+                               history=panel_in_utc(section.history), alerts=_alert_in_utc(section.alerts))
+
+
+def _alert_in_utc(alert):
+    """An alert (Series) or alerts table (DataFrame) with every zoned time as a naive UTC one."""
+    alert = alert.copy()
+    if isinstance(alert, pd.DataFrame):
+        for name in alert.columns:
+            if isinstance(alert[name].dtype, pd.DatetimeTZDtype):
+                alert[name] = alert[name].dt.tz_convert(None)
+        return alert
+    for name, value in alert.items():
+        if isinstance(value, pd.Timestamp) and value.tz is not None:
+            alert[name] = value.tz_convert(None)
+    return alert
+
+
 def _as_timestamp(value):
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -509,7 +536,13 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     row = int(section.panel.contexts.get_indexer([key])[0])
     if row < 0:
         raise KeyError(f"context {key!r} of an alert is not in the scored panel")
-    one = section.panel.take([row])
+    one = section.panel.take([row])  # on the fitted grid, for the detector's own expected values
+    # A zoned grid is drawn in UTC instants (NumPy and matplotlib compare naive times) and
+    # labelled in its zone's wall clock below; the detector still sees the grid it was fitted on.
+    zone = section.panel.index.tz
+    if zone is not None:
+        section, alert = _in_utc(section), _alert_in_utc(alert)
+        notes["times"] = f"axis in {zone}; times in these notes in UTC"
     x_new = one.to_numpy()[0]
     s_new = section.scores.to_numpy()[row]
     t_new = np.asarray(section.panel.index)
@@ -650,9 +683,9 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     ax_s.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0)
     ax_s.set_ylabel("score", fontsize=9)
     ax_s.grid(alpha=0.25)
-    locator = mdates.AutoDateLocator()
+    locator = mdates.AutoDateLocator(tz=zone)
     ax_s.xaxis.set_major_locator(locator)
-    ax_s.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax_s.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone))
     ax_s.text(0.995, 0.92, "threshold", transform=ax_s.transAxes, ha="right", va="top", fontsize=8, color="#c00000")
     fig.subplots_adjust(left=0.07, right=0.99, top=0.93, bottom=0.1)
 
