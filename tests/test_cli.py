@@ -79,6 +79,26 @@ def test_demo_refuses_days_that_leave_the_detector_too_short_a_history(detector,
     assert f"--days must be at least {need} for --detector {detector}" in _one_line_error(capsys)
 
 
+def test_demo_help_states_the_fewest_days_each_detector_needs():
+    """The help's figures are those the command enforces (it said "at least 8", which no detector accepts)."""
+    import argparse
+    import math
+    import re
+
+    from tsanomaly.cli import _build_parser
+    from tsanomaly.demo import SCORED_DAYS
+    from tsanomaly.detectors import make_detector
+
+    parser = _build_parser()
+    demo = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["demo"]
+    text = " ".join(next(a for a in demo._actions if "--days" in a.option_strings).help.split())
+    stated = {name: int(days) for days, names in re.findall(r"(\d+) for ([a-z, ]+?)(?:,|\s\()", text)
+              for name in re.split(r",? and |, ", names.strip())}
+    pytest.importorskip("torch")
+    assert stated == {name: SCORED_DAYS + math.ceil(make_detector(name).min_fit_times() / 24)
+                      for name in ("baseline", "stl", "mp", "lstm", "ensemble")}
+
+
 def test_run_demo_needs_a_day_to_fit_and_a_day_to_score():
     from tsanomaly.demo import run_demo
 

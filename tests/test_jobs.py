@@ -452,6 +452,20 @@ def test_a_context_unobserved_in_the_fitted_history_is_named_as_the_cause(tables
     assert "too short or too sparse" not in message
 
 
+def test_a_context_first_seen_shortly_before_the_fits_end_is_not_blamed_on_the_new_data(tables, caplog):
+    """Ten observed hours of history, a full new day: the cause named covers the short history too."""
+    history, today = tables
+    late = history["ts"] > history["ts"].max() - pd.Timedelta(hours=10)
+    short = history.assign(failed_logins=history["failed_logins"].where((history["asn"] != "AS1003") | late))
+    det = jobs.fit_frame(short, "country,asn", "ts", "failed_logins", detector="baseline", params={"window": 5},
+                         fill="nan")
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        result = jobs.score_frame(det, today)
+    assert result.n_unscored == 1
+    message = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING][0]
+    assert "in the new data or in the part of the fitted history the model keeps" in message
+
+
 # ---------------------------------------------------------------------- user errors: exit 2, one line
 def _one_line_error(capsys):
     err = capsys.readouterr().err
@@ -1180,3 +1194,21 @@ def test_a_hard_link_to_the_input_is_the_same_file(tables, tmp_path, capsys):
     assert main(_fit_args(path, link)) == 2
     assert f"--save {link} is the same file as --input {path}" in _one_line_error(capsys)
     assert link.read_bytes() == Path(path).read_bytes()
+
+
+def test_unseen_labels_spelled_as_floats_of_fitted_ones_are_named_as_the_likely_cause(tables, tmp_path, caplog):
+    """A CSV keeps labels as written: 13335.0 is a new context for a model fitted on 13335, and the warning says why."""
+    history, today = tables
+    history, today = history.copy(), today.copy()
+    history["asn"] = history["asn"].str[2:].astype(int)
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.parquet"), model)) == 0
+    today["asn"] = today["asn"].str[2:].astype(float)  # 1000.0: an integer column that once held a null
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        assert main(["score", "--model", str(model), "--input", _write(today, tmp_path / "t.csv"),
+                     "--output", str(tmp_path / "a.csv")]) == 0
+    warning = next(r.getMessage() for r in caplog.records if "not in the fitted history" in r.getMessage())
+    assert "8 of them match a fitted context once a trailing '.0' is dropped" in warning
+    assert jobs._float_spelling_hint(pd.Index(["AS7", "12.5"]), pd.Index(["AS7.0", "12"])) == ""
+    assert "1 of them" in jobs._float_spelling_hint(pd.MultiIndex.from_tuples([("US", "-3.00")]),
+                                                   pd.MultiIndex.from_tuples([("US", "-3")]))

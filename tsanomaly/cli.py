@@ -350,7 +350,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detector", default="stl", help="baseline | stl | mp | lstm | ensemble (default: stl)")
     demo.add_argument("--contexts", type=int, default=200, help="number of (country, ASN) contexts")
     demo.add_argument(
-        "--days", type=int, default=28, help="days of hourly data, at least 8; the last week is scored (default: 28)"
+        "--days", type=int, default=28,
+        help="days of hourly data; the last week is scored and the days before it fit the detector, so at least "
+             "9 for stl and ensemble, 10 for lstm, 15 for baseline and mp (default: 28)",
     )
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     demo.add_argument("--seed", type=int, default=7)

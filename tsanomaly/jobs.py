@@ -56,6 +56,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time as _time
 import warnings
@@ -860,11 +861,12 @@ def score_frame(
         n_skipped = int((unseen["status"] == "skipped").sum())
         examples = ", ".join(str(c) for c in panel.contexts[unseen_rows][:5])
         log.warning(
-            "%s not in the fitted history (%d scored from a cold start, %d skipped: no score), e.g. %s",
+            "%s not in the fitted history (%d scored from a cold start, %d skipped: no score), e.g. %s%s",
             _count(len(unseen), "context was", "contexts were"),
             len(unseen) - n_skipped,
             n_skipped,
             examples,
+            _float_spelling_hint(panel.contexts[unseen_rows], det.contexts_),
         )
     gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
     _warn_gap_before(det, panel, gap, columns, source)
@@ -898,6 +900,28 @@ def _warn_gap_before(det: BaseDetector, panel: Panel, gap: int, columns: JobColu
     )
 
 
+_WHOLE_FLOAT = re.compile(r"^(-?\d+)\.0+$")
+
+
+def _float_spelling_hint(unseen: pd.Index, fitted: pd.Index) -> str:
+    """A hint when unseen labels are fitted ones spelled as floats (``13335.0`` for ``13335``), else "".
+
+    A CSV keeps labels as written, and pandas writes a column of whole numbers that once
+    held a null as floats: every context of such a file then reads as new, and is missed.
+    """
+    def whole(label):
+        parts = label if isinstance(label, tuple) else (label,)
+        return tuple(_WHOLE_FLOAT.sub(r"\1", str(part)) for part in parts)
+
+    fitted_keys = {whole(label) for label in fitted}
+    matches = [label for label in unseen if whole(label) in fitted_keys]
+    if not matches:
+        return ""
+    return (f"; {len(matches)} of them match a fitted context once a trailing '.0' is dropped (e.g. {matches[0]}): "
+            "whole numbers written as floats, as pandas writes an integer column that holds a null? "
+            "Write them as integers")
+
+
 def _warn_unscored(det: BaseDetector, panel: Panel, gap: int, score_values: np.ndarray, rows: np.ndarray) -> int:
     """Count the fitted contexts of ``panel`` without any finite score, and log a warning naming them
     (``gap``: grid steps between the fitted history and the new data, one likely cause).
@@ -925,7 +949,10 @@ def _warn_unscored(det: BaseDetector, panel: Panel, gap: int, score_values: np.n
             "new data (fit on a history in which they were observed)"
         )
     if not causes:
-        causes.append("the new data is too short or too sparse for the detector's window")
+        # Which of the two the jobs cannot tell: a history with a few observed points (a context
+        # first seen hours before the fit's end) looks like one without enough new data.
+        causes.append("too few observed points for the detector's window, in the new data or in the part of "
+                      "the fitted history the model keeps (a context first seen shortly before the fit's end)")
     examples = ", ".join(str(c) for c in panel.contexts[unscored][:5])
     log.warning(
         "%d of %d fitted contexts got no finite score, so they could not alert (e.g. %s); likely cause: %s",
