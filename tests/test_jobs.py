@@ -1180,3 +1180,37 @@ def test_a_hard_link_to_the_input_is_the_same_file(tables, tmp_path, capsys):
     assert main(_fit_args(path, link)) == 2
     assert f"--save {link} is the same file as --input {path}" in _one_line_error(capsys)
     assert link.read_bytes() == Path(path).read_bytes()
+
+
+def _local_days(tz="Europe/Berlin"):
+    index = pd.date_range("2024-01-01", periods=100, freq="D", tz=tz, unit="ns")
+    counts = np.random.default_rng(0).poisson(50, 100).astype(float)
+    return index, pd.DataFrame({"asn": "AS1", "ts": index, "n": counts})
+
+
+def test_daily_counts_in_a_time_zone_fit_in_winter_and_score_in_summer(tmp_path):
+    """Read as UTC, local midnights were 23:00 before the switch to summer time and 22:00 after:
+    the new week was "not on the fitted grid". A column with a zone keeps it on a daily grid."""
+    index, frame = _local_days()
+    winter, summer = index < "2024-03-31", (index >= "2024-04-01") & (index < "2024-04-08")
+    det = jobs.fit_frame(frame[winter], "asn", "ts", "n", detector="baseline", params={"window": 7})
+    assert det.freq_ == "D" and pd.Timestamp(det.fit_end_) == index[winter][-1]
+    det.save(tmp_path / "model.tsa")
+    # The reference: the same data as Panels on the zoned grid, which Panel(...) always accepted.
+    reference = RollingZScoreDetector(window=7).fit(tsanomaly.Panel(frame.n[winter].to_numpy()[None], ["AS1"], index[winter]))
+    expected = reference.score(tsanomaly.Panel(frame.n[summer].to_numpy()[None], ["AS1"], index[summer])).to_numpy()
+    for model in (det, tsanomaly.load(tmp_path / "model.tsa")):
+        result = jobs.score_frame(model, frame[summer])
+        pd.testing.assert_index_equal(result.panel.index, index[summer], check_names=False)
+        assert np.isfinite(expected).all()
+        np.testing.assert_array_equal(result.scores.to_numpy(), expected)
+
+
+def test_daily_counts_with_utc_offsets_scored_across_daylight_saving_say_to_give_the_zone():
+    """The same days as ISO text with offsets: each side of the switch loads (in UTC), but the
+    summer days are an hour off the winter grid; the error says why and how to fix it."""
+    index, frame = _local_days()
+    frame["ts"] = [t.isoformat() for t in index]
+    det = jobs.fit_frame(frame[frame.ts < "2024-03-31"], "asn", "ts", "n", detector="baseline", params={"window": 7})
+    with pytest.raises(ValueError, match=r"(?s)not on the fitted grid.*daylight-saving.*time zone"):
+        jobs.score_frame(det, frame[(frame.ts >= "2024-04-01") & (frame.ts < "2024-04-08")])

@@ -321,3 +321,44 @@ def test_a_time_zone_aware_bound_on_a_naive_grid_is_a_value_error():
                                          r"time grid from 2024-01-01 00:00:00 \(without a time zone\)"):
         panel.time_slice(pd.Timestamp("2024-01-01 05:00", tz="UTC"))
     assert panel.time_slice(pd.Timestamp("2024-01-01 05:00")).n_times == 19
+
+
+@pytest.mark.parametrize("freq, start", [("D", "2024-03-25"), ("7D", "2024-03-04")])
+def test_days_or_weeks_in_a_time_zone_load_across_daylight_saving_on_the_wall_clock(freq, start):
+    """Daily data in local time: midnight in Europe/Berlin is 23:00 UTC in winter and 22:00 in
+    summer, so read as UTC the step across the switch was 23 h and from_frame refused the column
+    ("fits no regular grid of step 1 days"), while Panel(values, contexts, index) took the same
+    index. A column with a zone keeps it for a step of days or weeks, which follows the wall clock."""
+    index = pd.date_range(start, periods=14, freq=freq, tz="Europe/Berlin", unit="ns")
+    assert index[0].utcoffset() != index[-1].utcoffset()  # the series crosses the switch
+    values = np.arange(14.0)
+    frame = pd.DataFrame({"c": "a", "ts": index, "v": values}).drop(index=5)  # a gap too
+    panel = Panel.from_frame(frame, "c", "ts", "v")
+    pd.testing.assert_index_equal(panel.index, index, check_names=False)
+    assert panel.freq == pd.tseries.frequencies.to_offset(freq)
+    np.testing.assert_array_equal(panel.values[0], np.where(np.arange(14) == 5, np.nan, values))
+    # freq given: the same grid.
+    pd.testing.assert_index_equal(Panel.from_frame(frame, "c", "ts", "v", freq=freq).index, panel.index)
+    # A fixed duration of 24 h is another grid, read in UTC as before (it fits the data nowhere).
+    with pytest.raises(ValueError, match="is off the grid of step 1 days"):
+        Panel.from_frame(frame, "c", "ts", "v", freq="24h")
+
+
+def test_days_written_with_utc_offsets_across_daylight_saving_say_to_give_the_zone():
+    """Text with offsets names instants but not the zone: read as UTC, local midnights move by an
+    hour at the switch. The error said to pass freq=, which cannot help; it says why, and what can."""
+    index = pd.date_range("2024-03-25", periods=14, freq="D", tz="Europe/Berlin", unit="ns")
+    frame = pd.DataFrame({"c": "a", "ts": [t.isoformat() for t in index], "v": 1.0})
+    with pytest.raises(ValueError, match=r"(?s)UTC offset.*23 or 25 h.*daylight-saving.*tz_convert\('Europe/Berlin'\)") as info:
+        Panel.from_frame(frame, "c", "ts", "v")
+    assert "pass freq=" not in str(info.value)
+    # With the zone given, it loads on the wall clock.
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert("Europe/Berlin")
+    pd.testing.assert_index_equal(Panel.from_frame(frame, "c", "ts", "v").index, index, check_names=False)
+
+
+def test_days_at_a_wall_clock_time_that_a_switch_skips_are_a_value_error_naming_the_column():
+    # 02:30 does not exist in Europe/Berlin on 2024-03-31: the grid has no instant for that day.
+    days = pd.DatetimeIndex(["2024-03-29 02:30", "2024-03-30 02:30", "2024-04-01 02:30"]).tz_localize("Europe/Berlin")
+    with pytest.raises(ValueError, match=r"column 'ts': the grid of step D .* has no single instant for every point"):
+        Panel.from_frame(pd.DataFrame({"c": "a", "ts": days, "v": 1.0}), "c", "ts", "v")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend, thresholds
-from tsanomaly.panel import Panel
+from tsanomaly.panel import _DST_SHIFT, Panel, steps_by_wall_clock
 from tsanomaly.validation import is_int
 
 __all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
@@ -476,6 +476,18 @@ class BaseDetector:
             return len(points) - 1 if first > fit_end else -(len(points) - 1)
         steps, remainder = divmod(first - fit_end, step)
         if remainder != pd.Timedelta(0):
+            off_by = min(remainder, step - remainder)
+            if first.tz is None and step % pd.Timedelta("1D") == pd.Timedelta(0) and off_by <= _DST_SHIFT:
+                # A naive grid of days an hour or two off: most likely local times given with UTC
+                # offsets, which Panel.from_frame reads as UTC instants, on both sides of a switch.
+                raise ValueError(
+                    f"{not_on_grid} but {off_by} off it: if these are local times "
+                    "written with UTC offsets (read as UTC instants), a daylight-saving switch moved a step of "
+                    "days by an hour or two in UTC. Give the timestamps' time zone at fit and at score time "
+                    "(zone-aware timestamps, e.g. pd.to_datetime(column, utc=True).dt.tz_convert('Europe/Berlin'); "
+                    "on the command line a Parquet timestamp column with its zone): days and weeks then follow "
+                    "the wall clock"
+                )
             raise not_on_grid
         return int(steps)
 
@@ -783,17 +795,6 @@ def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
         start = int(after.fit_end_) + 1
         panel = Panel(panel.values, panel.contexts, pd.RangeIndex(start, start + panel.n_times, name="time"))
     return panel
-
-
-def steps_by_wall_clock(freq: str) -> bool:
-    """Whether a grid of step ``freq`` in a time zone steps by the wall clock, not by a fixed duration.
-
-    A step of hours or less is a fixed duration. Days, weeks and months are not: in a zone
-    with daylight saving a day lasts 23 or 25 h once a year, and a daily or weekly grid
-    (pandas' ``date_range`` in that zone) keeps the wall-clock time instead.
-    """
-    offset = pd.tseries.frequencies.to_offset(freq)
-    return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
 
 
 def _float_panel(panel: Panel) -> Panel:

@@ -7,6 +7,7 @@ is that matrix together with its two axes.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -138,6 +139,14 @@ class Panel:
             ``2024-03-30``, ``2024-03-30 15:00``, ``2024-03-30T15:00:00.000Z``;
             offsets give the UTC instant, text without one is kept as written);
             not numbers (convert epochs with ``pd.to_datetime(..., unit=)``).
+            The grid is naive, in UTC where the timestamps name instants, except
+            for a column of zone-aware timestamps (a zone other than UTC in its
+            dtype) on a grid of days or weeks (an inferred step of whole days, or
+            ``freq="D"``, ``"7D"``): that grid keeps the zone and follows the wall
+            clock across daylight-saving switches, as ``pd.date_range(...,
+            tz=zone)`` does. Text with UTC offsets names no zone: days written in
+            local time are refused across a switch (23 or 25 h apart in UTC), with
+            a message that says to give the zone.
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
@@ -209,11 +218,12 @@ class Panel:
                 f"column {time!r} holds a missing or unparseable timestamp {df[time].iloc[pos]!r} "
                 f"for context {context_of(pos)!r}"
             )
-        stamps = stamps.dt.tz_localize(None)
         # One unit for the integer arithmetic of the grid (pandas may parse to us or s).
         stamps = stamps.dt.as_unit("ns")
 
-        grid = _regular_grid(stamps, freq, time, context_of)
+        grid = _regular_grid(stamps, freq, time, context_of, zone=_column_zone(df[time]), raw=df[time])
+        # The rows on the grid's clock: its zone's (days or weeks in a column's zone), else naive UTC.
+        stamps = stamps.dt.tz_localize(None) if grid.tz is None else stamps.dt.tz_convert(grid.tz)
 
         # Integer codes of each row's context (contexts sorted, so that the same data always
         # gives the same row order) and time bucket. Codes rather than labels: hashing and
@@ -388,6 +398,21 @@ class _TimeLocator:
         return self._panel.time_slice(key.start, key.stop)
 
 
+def steps_by_wall_clock(freq) -> bool:
+    """Whether a grid of step ``freq`` in a time zone steps by the wall clock, not by a fixed duration.
+
+    A step of hours or less is a fixed duration. Days, weeks and months are not: in a zone
+    with daylight saving a day lasts 23 or 25 h once a year, and a daily or weekly grid
+    (pandas' ``date_range`` in that zone) keeps the wall-clock time instead.
+
+    Parameters
+    ----------
+    freq : str or pandas.DateOffset
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
+
+
 def _is_unit_step(index: pd.Index) -> bool:
     return len(index) < 2 or bool(np.all(np.diff(np.asarray(index)) == 1))
 
@@ -556,21 +581,64 @@ def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd
     return combined.astype(np.int64, copy=False), contexts
 
 
-def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.DatetimeIndex:
-    """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none."""
-    unique = pd.DatetimeIndex(np.sort(stamps.unique())).as_unit("ns")
+def _column_zone(column: pd.Series):
+    """The time zone of a time column's dtype, or None for naive timestamps, text and UTC.
+
+    UTC has no daylight saving, so its grids stay naive UTC as they always were; a zone whose
+    offset changes keeps its wall clock on a grid of days or weeks (see :func:`_regular_grid`).
+    """
+    zone = getattr(column.dtype, "tz", None)
+    return None if zone is None or str(zone) in ("UTC", "Etc/UTC") else zone
+
+
+# Nanoseconds in a day: an inferred step that is a whole number of days follows the wall clock in a zone.
+_DAY_NS = 86_400 * 10**9
+# The largest daylight-saving shift in use (2 h, Antarctica/Troll): a daily grid an hour or two off.
+_DST_SHIFT = pd.Timedelta("2h")
+_UTC_OFFSET_TEXT = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+
+
+def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=None, raw=None) -> pd.DatetimeIndex:
+    """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none.
+
+    Parameters
+    ----------
+    instants : pandas.Series
+        The timestamps as UTC-aware datetimes (ns); naive ones were read as written.
+    freq : str or None
+        The step given, or None to infer the most common step.
+    time_col : str
+        The column's name, for the messages.
+    context_of : callable
+        Row position -> context label, for the messages.
+    zone : tzinfo, optional
+        The column's own time zone (:func:`_column_zone`). A grid whose step follows the wall
+        clock (days, weeks: :func:`steps_by_wall_clock`; an inferred step that is a whole number
+        of days) is then built in that zone, as ``pd.date_range(..., tz=zone)`` builds it, since
+        in UTC such a step lasts 23 or 25 h across a daylight-saving switch. Any other grid is
+        naive UTC.
+    raw : pandas.Series, optional
+        The column as given, to say in the message when text with UTC offsets is the cause.
+    """
+    utc = instants.dt.tz_localize(None)
+    # The wall clock of the column's zone: the inferred step is that of the data as written locally.
+    wall = utc if zone is None else instants.dt.tz_convert(zone).dt.tz_localize(None)
     if freq is None:
-        if len(unique) < 2:
+        unique_wall = pd.DatetimeIndex(np.sort(wall.unique())).as_unit("ns")
+        if len(unique_wall) < 2:
             raise ValueError(
-                f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= "
+                f"column {time_col!r} has a single distinct timestamp {unique_wall[0]}; pass freq= "
                 "(--freq on the command line) to say the grid's step"
             )
-        steps = np.diff(unique.asi8)
+        steps = np.diff(unique_wall.asi8)
         # The most common step between distinct timestamps is the grid's step (ties: the
         # smaller); gaps are whole multiples of it (missing buckets), anything else fits no grid.
         values, counts = np.unique(steps, return_counts=True)
         step_ns = int(values[np.argmax(counts)])
-        offset = pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
+        if zone is not None and step_ns % _DAY_NS == 0:
+            offset = pd.offsets.Day(step_ns // _DAY_NS)  # calendar days, which date_range steps on the wall clock
+        else:
+            offset = pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
     else:
         offset = pd.tseries.frequencies.to_offset(freq)
         try:
@@ -580,20 +648,50 @@ def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.Date
         # A zero step divides by zero below and a negative one builds an empty grid: refuse both here.
         if step_ns <= 0:
             raise ValueError(f"freq {freq!r} must be a positive step, such as '1h' or '15min'")
-    origin = unique[0].value
-    off_grid = (stamps.astype("int64").to_numpy() - origin) % step_ns != 0
+    by_wall_clock = zone is not None and steps_by_wall_clock(offset)
+    stamps = wall if by_wall_clock else utc
+    start, end = stamps.min(), stamps.max()
+    off_grid = (stamps.astype("int64").to_numpy() - start.value) % step_ns != 0
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
         where = f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r}"
         step = pd.Timedelta(step_ns, unit="ns")
+        shift = pd.Timedelta((int(stamps.iloc[pos].value) - start.value) % step_ns, unit="ns")
+        written = raw.iloc[pos] if raw is not None else None
+        if (
+            step_ns % _DAY_NS == 0
+            and min(shift, step - shift) <= _DST_SHIFT
+            and isinstance(written, str)
+            and _UTC_OFFSET_TEXT.search(written.strip())
+        ):
+            # Neither freq= nor resampling helps: the zone is what is missing.
+            raise ValueError(
+                f"{where} (written {written!r}) is {min(shift, step - shift)} off the grid of step {step} "
+                f"starting at {start} (UTC). Text with a UTC offset is read as the UTC instant it names, "
+                "and a step of a day or more in local time lasts 23 or 25 h in UTC across a daylight-saving "
+                "switch, so it fits no grid in UTC. Give the time zone instead: zone-aware "
+                f"timestamps, e.g. df[{time_col!r}] = pd.to_datetime(df[{time_col!r}], utc=True)"
+                ".dt.tz_convert('Europe/Berlin') (on the command line, a Parquet timestamp column with its "
+                "zone), whose days and weeks follow the wall clock"
+            )
         if freq is None:
             raise ValueError(
                 f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
-                f"starting at {unique[0]}; pass freq= (--freq on the command line) to give the step, or resample first"
+                f"starting at {start}; pass freq= (--freq on the command line) to give the step, or resample first"
             )
         # The step was given: asking for freq= again would not help, the data's timestamps are off it.
         raise ValueError(
-            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {unique[0]}: the data's "
+            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {start}: the data's "
             "timestamps do not follow that step; resample the data to it first (one row per context and bucket)"
         )
-    return pd.date_range(unique[0], unique[-1], freq=offset, name=time_col, unit="ns")
+    if by_wall_clock:
+        # Between the first and last instants on the zone's clock: date_range keeps the wall-clock time.
+        first, last = instants.min().tz_convert(zone), instants.max().tz_convert(zone)
+        try:
+            return pd.date_range(first, last, freq=offset, name=time_col, unit="ns")
+        except ValueError as exc:  # a point at a wall-clock time that a switch skips or repeats
+            raise ValueError(
+                f"column {time_col!r}: the grid of step {offset.freqstr} from {first} to {last} in its time zone "
+                f"has no single instant for every point: {_first_line(exc)}"
+            ) from exc
+    return pd.date_range(start, end, freq=offset, name=time_col, unit="ns")
