@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend, thresholds
-from tsanomaly.panel import _DST_SHIFT, Panel, steps_by_wall_clock
+from tsanomaly.panel import _DST_SHIFT, Panel, same_step, steps_by_wall_clock
 from tsanomaly.validation import is_int
 
 __all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
@@ -409,7 +409,9 @@ class BaseDetector:
         """Grid steps from the last fitted time to ``panel``'s first time (1 = it follows at once).
 
         Raises ValueError when the panel's grid differs from the fitted one
-        (another frequency, or times that fall between the fitted grid's points),
+        (another step, compared by :func:`tsanomaly.panel.same_step` so that one grid
+        written two ways, ``"D"`` and ``"24h"``, is one; or times that fall between the
+        fitted grid's points),
         and, with ``require_new``, when the panel does not start after the fitted history.
         """
         steps = self._steps_after_fit(panel)
@@ -422,7 +424,8 @@ class BaseDetector:
 
     def _steps_after_fit(self, panel: Panel) -> int:
         freq, _ = _grid_description(panel.index)
-        if freq != self.freq_:
+        # Compared as steps, not as text: one grid has several names ('D', '24h'; 'W-SUN', '168h').
+        if not same_step(freq, self.freq_, zoned=getattr(panel.index, "tz", None) is not None):
             raise ValueError(
                 f"the panel's time grid has frequency {freq!r} but the detector was fitted on {self.freq_!r}"
             )

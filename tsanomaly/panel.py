@@ -18,6 +18,13 @@ from tsanomaly.io import _first_line
 
 __all__ = ["Panel"]
 
+# Nanoseconds in a day: an inferred step that is a whole number of days follows the wall clock in a zone.
+_DAY_NS = 86_400 * 10**9
+# The largest daylight-saving shift in use (2 h, Antarctica/Troll): a daily grid an hour or two off.
+_DST_SHIFT = pd.Timedelta("2h")
+# The end of ISO 8601 text that carries a UTC offset ("Z", "+02:00", "-0530").
+_UTC_OFFSET_TEXT = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+
 
 class Panel:
     """Many contexts on one regular time grid.
@@ -33,8 +40,9 @@ class Panel:
         (for example country and ASN). Labels must be unique.
     index : pandas.DatetimeIndex, pandas.RangeIndex or sequence, length n_times
         The time grid. A DatetimeIndex must increase and be regular: without ``freq`` set,
-        it is inferred (from the one step between them for two timestamps; a
-        single timestamp gives no step, so it needs ``freq`` set, e.g.
+        it is inferred (from the one step between them for two timestamps,
+        read on the wall clock with a time zone: two local midnights are
+        ``"D"`` apart even across a daylight-saving switch; a single timestamp gives no step, so it needs ``freq`` set, e.g.
         ``pd.date_range(ts, periods=1, freq="h")``). A RangeIndex must have
         step 1. Any other index or sequence of integers must be consecutive
         (``[5, 6, 7]`` becomes ``RangeIndex(5, 8)``); anything else is read as
@@ -413,6 +421,52 @@ def steps_by_wall_clock(freq) -> bool:
     return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
 
 
+def same_step(freq, other, zoned: bool) -> bool:
+    """Whether two frequencies step one grid the same way, however each was written.
+
+    One grid gets several names: pandas infers ``"D"`` or ``"W-SUN"`` from three or more
+    timestamps, two timestamps give their difference (``"24h"``, ``"168h"``), a step given as
+    a duration stays one (``"7D"``). On a naive grid these are durations and compare as such
+    (a week anchored on a weekday is 7 days: the grid's points then fall on that weekday). On a
+    grid with a time zone, days and weeks follow the wall clock (:func:`steps_by_wall_clock`)
+    and a duration does not, so ``"D"`` and ``"24h"`` are two grids there, and never equal.
+
+    Parameters
+    ----------
+    freq, other : str or pandas.DateOffset or None
+        None for a RangeIndex grid (equal only to None).
+    zoned : bool
+        Whether the grids have a time zone.
+    """
+    if freq is None or other is None:
+        return freq is None and other is None
+
+    def key(f):
+        offset = pd.tseries.frequencies.to_offset(f)
+        if isinstance(offset, pd.offsets.Week):
+            duration = pd.Timedelta(days=7 * offset.n)
+        else:
+            try:
+                duration = pd.Timedelta(offset)
+            except (TypeError, ValueError):
+                return ("calendar", offset)  # months, quarters...: no duration, compared as offsets
+        return ("wall clock" if zoned and steps_by_wall_clock(offset) else "duration", duration)
+
+    return key(freq) == key(other)
+
+
+def _step_offset(step_ns: int, zoned: bool) -> pd.DateOffset:
+    """The offset of a step inferred from timestamps (``step_ns`` on the wall clock of their zone).
+
+    In a time zone a whole number of days is a step of calendar days (``"D"``, ``"7D"``), which
+    ``date_range`` keeps on the wall clock across daylight-saving switches, as ``pd.infer_freq``
+    names such a grid; anything else is the fixed duration (``"24h"`` on a naive grid, as before).
+    """
+    if zoned and step_ns > 0 and step_ns % _DAY_NS == 0:
+        return pd.offsets.Day(step_ns // _DAY_NS)
+    return pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
+
+
 def _is_unit_step(index: pd.Index) -> bool:
     return len(index) < 2 or bool(np.all(np.diff(np.asarray(index)) == 1))
 
@@ -463,7 +517,10 @@ def _time_grid(index) -> pd.Index:
             f"freq set, e.g. pd.date_range(ts, periods=1, freq=\"h\")"
         )
     if len(index) == 2:
-        freq = pd.tseries.frequencies.to_offset(index[1] - index[0])
+        # The difference on the wall clock: two local midnights 23 h apart across a
+        # daylight-saving switch are one day, the step pd.infer_freq gives three of them.
+        wall = index.tz_localize(None) if index.tz is not None else index
+        freq = _step_offset((wall[1] - wall[0]).as_unit("ns").value, zoned=index.tz is not None)
     else:
         freq = pd.infer_freq(index)
         if freq is None:
@@ -591,20 +648,13 @@ def _column_zone(column: pd.Series):
     return None if zone is None or str(zone) in ("UTC", "Etc/UTC") else zone
 
 
-# Nanoseconds in a day: an inferred step that is a whole number of days follows the wall clock in a zone.
-_DAY_NS = 86_400 * 10**9
-# The largest daylight-saving shift in use (2 h, Antarctica/Troll): a daily grid an hour or two off.
-_DST_SHIFT = pd.Timedelta("2h")
-_UTC_OFFSET_TEXT = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
-
-
 def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=None, raw=None) -> pd.DatetimeIndex:
     """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none.
 
     Parameters
     ----------
     instants : pandas.Series
-        The timestamps as UTC-aware datetimes (ns); naive ones were read as written.
+        The timestamps: UTC-aware datetimes (from_frame), or naive ones taken as written.
     freq : str or None
         The step given, or None to infer the most common step.
     time_col : str
@@ -620,7 +670,8 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
     raw : pandas.Series, optional
         The column as given, to say in the message when text with UTC offsets is the cause.
     """
-    utc = instants.dt.tz_localize(None)
+    instants = instants.dt.as_unit("ns")  # one unit for the integer arithmetic below
+    utc = instants.dt.tz_localize(None)  # a no-op on naive timestamps (tsanomaly.spark's)
     # The wall clock of the column's zone: the inferred step is that of the data as written locally.
     wall = utc if zone is None else instants.dt.tz_convert(zone).dt.tz_localize(None)
     if freq is None:
@@ -635,10 +686,7 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
         # smaller); gaps are whole multiples of it (missing buckets), anything else fits no grid.
         values, counts = np.unique(steps, return_counts=True)
         step_ns = int(values[np.argmax(counts)])
-        if zone is not None and step_ns % _DAY_NS == 0:
-            offset = pd.offsets.Day(step_ns // _DAY_NS)  # calendar days, which date_range steps on the wall clock
-        else:
-            offset = pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
+        offset = _step_offset(step_ns, zoned=zone is not None)
     else:
         offset = pd.tseries.frequencies.to_offset(freq)
         try:
