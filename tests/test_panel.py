@@ -137,6 +137,18 @@ def test_text_that_is_not_iso_8601_is_named_with_its_context(bad):
     assert "You might want to try" not in message
 
 
+@pytest.mark.parametrize("categories", [[1710806400, 1710810000, 1710813600], [1710806400.0, 1710810000.0, 1710813600.0],
+                                        pd.Index([1710806400, 1710810000, 1710813600], dtype=object)])
+def test_epoch_numbers_in_a_categorical_column_are_refused_too(categories):
+    # The check looked at numeric and object dtypes only: categories of numbers became 1970 stamps.
+    df = pd.DataFrame({"asn": ["AS1"] * 3, "ts": pd.Categorical(categories), "n": [5, 7, 6]})
+    with pytest.raises(ValueError, match=r"column 'ts' holds numbers, not timestamps; convert it first"):
+        Panel.from_frame(df, "asn", "ts", "n")
+    # Categories of text are timestamps as ever.
+    text = df.assign(ts=pd.Categorical(["2024-03-19 00:00", "2024-03-19 01:00", "2024-03-19 02:00"]))
+    assert Panel.from_frame(text, "asn", "ts", "n").index[0] == pd.Timestamp("2024-03-19")
+
+
 @pytest.mark.parametrize("dtype", ["int64", "float64", "Int64", object])
 def test_epoch_numbers_are_refused_not_read_as_nanoseconds(dtype):
     # They gave a 1970 grid with a step of 3600 ns; the CLI already refused them.

@@ -599,8 +599,12 @@ def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
     ------
     ValueError
         When the column's dtype is numeric (booleans aside: pandas refuses those itself), or it
-        is an object column whose values are all numbers.
+        is an object column whose values are all numbers, or a categorical column whose
+        categories are either.
     """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # pandas reads the categories, so they are what must not be numbers.
+        column = column.cat.categories.to_series()
     dtype = column.dtype
     if pd.api.types.is_bool_dtype(dtype):
         return
