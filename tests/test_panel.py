@@ -1,6 +1,8 @@
 """Panel: construction from long frames, alignment, round trips, selection, and every bad-input error."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,6 +77,29 @@ def test_from_array_and_selection():
     assert Panel.from_array(np.arange(5.0)).shape == (1, 5)
     with pytest.raises(KeyError, match="'z'"):
         panel.select(["z"])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_select_takes_any_sequence_of_labels_and_refuses_one_twice(multi):
+    """A Series of labels raised NotImplementedError ("fillna is not defined for MultiIndex"), and a
+    label given twice the constructor's "contexts must be unique", which select never mentioned."""
+    labels = [("US", "a"), ("BR", "b"), ("DE", "c")] if multi else ["a", "b", "c"]
+    contexts = pd.MultiIndex.from_tuples(labels) if multi else pd.Index(labels)
+    panel = Panel(np.arange(6.0).reshape(3, 2), contexts, pd.date_range("2024-01-01", periods=2, freq="h"))
+    wanted = [labels[2], labels[0]]
+    expected = [[4.0, 5.0], [0.0, 1.0]]
+    array = np.empty(2, dtype=object)
+    array[:] = wanted  # one object per label, tuples included
+    for given in (wanted, pd.Series(wanted), pd.Index(wanted), tuple(wanted), iter(wanted), array):
+        if multi and isinstance(given, tuple):
+            continue  # a tuple is one label of a MultiIndex
+        selected = panel.select(given)
+        assert selected.contexts.tolist() == wanted and selected.values.tolist() == expected
+    assert panel.select(labels[1]).contexts.tolist() == [labels[1]]  # one label, a tuple for a MultiIndex
+    with pytest.raises(ValueError, match=f"select: the label {re.escape(repr(labels[0]))} is given 2 times"):
+        panel.select([labels[0], labels[0], labels[2]])
+    with pytest.raises(KeyError, match="contexts not in this panel"):
+        panel.select(pd.Series([labels[0], ("XX", "z") if multi else "z"]))
 
 
 def test_time_slice_by_timestamps():

@@ -302,9 +302,37 @@ class Panel:
         return Panel(self.values[xp.asarray(rows_np)], self.contexts[rows_np], self.index)
 
     def select(self, labels) -> "Panel":
-        """Select contexts by label; raises KeyError naming the labels that are absent."""
-        if not isinstance(labels, (list, pd.Index, np.ndarray)):
+        """Select contexts by label, in the order given.
+
+        Parameters
+        ----------
+        labels : label or iterable of labels
+            One context label (a tuple is one label of a MultiIndex), or any
+            iterable of them: list, tuple, pandas Series or Index, array.
+            Each label at most once, since a Panel's contexts are unique.
+
+        Raises
+        ------
+        KeyError
+            Naming the labels that are not contexts of this panel.
+        ValueError
+            When a label is given more than once.
+        """
+        one_label = isinstance(labels, tuple) and isinstance(self.contexts, pd.MultiIndex)
+        if one_label or isinstance(labels, (str, bytes)) or not pd.api.types.is_list_like(labels):
             labels = [labels]
+        # A plain list of labels: pandas reads a Series or an Index passed to get_indexer on
+        # a MultiIndex as an index to align (NotImplementedError, "fillna is not defined").
+        labels = list(labels)
+        counts: dict = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        repeated = next(((label, n) for label, n in counts.items() if n > 1), None)
+        if repeated is not None:
+            raise ValueError(
+                f"select: the label {repeated[0]!r} is given {repeated[1]} times; a Panel's contexts are unique, "
+                "so give each label once"
+            )
         positions = self.contexts.get_indexer(labels)
         if (positions < 0).any():
             missing = [lab for lab, p in zip(labels, positions) if p < 0]
