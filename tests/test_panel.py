@@ -68,6 +68,22 @@ def test_round_trip_through_frame():
     assert again.equals(panel)
 
 
+def test_to_frame_round_trips_as_its_docstring_says():
+    """The docstring promised from_frame(to_frame()) round trips any DatetimeIndex panel; it does so
+    only where nothing from_frame needs was dropped or reordered, which it now says."""
+    index = pd.date_range("2024-01-01", periods=4, freq="h", unit="ns", name="ts")
+    values = np.array([[np.nan, 1.0, 2.0, np.nan], [np.nan] * 4, [3.0, np.nan, 4.0, 5.0]])
+    panel = Panel(values, pd.Index(["c", "b", "a"], name="asn"), index)  # contexts not sorted
+    rebuilt = lambda frame: Panel.from_frame(frame, "asn", "ts", "n")  # noqa: E731
+    dropped = rebuilt(panel.to_frame(value="n", time="ts"))
+    assert dropped.contexts.tolist() == ["a", "c"] and dropped.n_times == 4  # "b" (all NaN) left out
+    assert rebuilt(panel.to_frame(value="n", time="ts", dropna=False)).equals(panel.select(["a", "b", "c"]))
+    full = panel.select(["a", "c"]).with_values(np.array([[3.0, np.nan, 4.0, np.nan], [0.0, 1.0, 2.0, np.nan]]))
+    trimmed = rebuilt(full.to_frame(value="n", time="ts"))
+    assert trimmed.n_times == 3 and trimmed.index[-1] == index[2]  # the last time held no value
+    assert rebuilt(full.to_frame(value="n", time="ts", dropna=False)).equals(full)
+
+
 def test_from_array_and_selection():
     x = np.arange(12.0).reshape(3, 4)
     panel = Panel.from_array(x, contexts=["a", "b", "c"])

@@ -382,10 +382,18 @@ class Panel:
         value, time : str
             Names of the value and time columns.
         dropna : bool
-            Drop missing observations (NaN), so that ``from_frame(to_frame())``
-            round trips for a DatetimeIndex panel. A RangeIndex panel's time
-            column holds integers, which ``from_frame`` refuses (it does not
-            guess an epoch's unit), so it does not round trip that way.
+            Drop missing observations (NaN). :meth:`from_frame` rebuilds a
+            DatetimeIndex panel from this frame (same contexts, grid and values)
+            only where nothing it needs was dropped or reordered: it sorts the
+            contexts, keeps only the contexts with a row, spans the grid from the
+            first to the last timestamp present, and reads a grid with a time zone
+            in UTC unless its step is days or weeks. With ``dropna=False`` every
+            context and time keeps its row (NaN values), so a naive panel with
+            sorted contexts round trips; with ``dropna=True`` it does when, in
+            addition, every context holds a value and the first and last times
+            too. A RangeIndex panel's time column holds integers, which
+            ``from_frame`` refuses (it does not guess an epoch's unit), so it does
+            not round trip that way.
 
         Raises
         ------
