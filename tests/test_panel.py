@@ -84,6 +84,22 @@ def test_to_frame_round_trips_as_its_docstring_says():
     assert rebuilt(full.to_frame(value="n", time="ts", dropna=False)).equals(full)
 
 
+def test_nullable_values_are_read_as_nan_and_text_is_a_value_error():
+    """A pivot of an Int64 column holds pd.NA where a bucket is absent: Panel raised a bare
+    TypeError ("float() argument must be ... not 'NAType'")."""
+    ts = pd.date_range("2024-01-01", periods=3, freq="h")
+    df = pd.DataFrame({"asn": ["a", "a", "a", "b", "b"], "ts": [ts[0], ts[1], ts[2], ts[0], ts[2]],
+                       "n": pd.array([1, 2, 3, 4, 5], dtype="Int64")})
+    wide = df.pivot(index="asn", columns="ts", values="n")
+    panel = Panel(wide, wide.index, wide.columns)
+    assert panel.values.dtype == np.float64
+    np.testing.assert_array_equal(panel.values, [[1.0, 2.0, 3.0], [4.0, np.nan, 5.0]])
+    mixed = np.array([[1.0, None, pd.NA], [np.nan, 2, "x"]], dtype=object)
+    with pytest.raises(ValueError, match=r"Panel values hold a non-numeric value 'x' for context 'b' at 2024-01-01 02:00:00"):
+        Panel(mixed, ["a", "b"], ts)
+    np.testing.assert_array_equal(Panel(mixed[:, :2], ["a", "b"], ts[:2]).values, [[1.0, np.nan], [np.nan, 2.0]])
+
+
 def test_from_array_and_selection():
     x = np.arange(12.0).reshape(3, 4)
     panel = Panel.from_array(x, contexts=["a", "b", "c"])

@@ -33,7 +33,8 @@ class Panel:
     ----------
     values : array_like, shape (n_contexts, n_times)
         Observations as float64, NumPy (host) or CuPy (device). NaN marks a
-        missing observation; infinities are rejected. A boolean array is kept
+        missing observation (so does ``pd.NA`` from pandas' nullable types, as
+        in a pivot of an ``Int64`` column); infinities are rejected. A boolean array is kept
         boolean (flags from ``predict``).
     contexts : pandas.Index or sequence, length n_contexts
         One label per row; a ``MultiIndex`` when a context is several columns
@@ -52,7 +53,7 @@ class Panel:
     ------
     ValueError
         For values that are not 2-D or do not match the axes' lengths,
-        duplicate contexts, infinite values, and a time grid that is not one
+        duplicate contexts, non-numeric or infinite values, and a time grid that is not one
         of the above (integers that are not consecutive, a RangeIndex whose
         step is not 1, timestamps that do not increase (whatever their number,
         ``freq`` set or not), irregular timestamps, a single timestamp without
@@ -71,6 +72,9 @@ class Panel:
     def __init__(self, values, contexts, index):
         xp = backend.array_module(values)
         values = xp.asarray(values)
+        not_numeric = None
+        if values.dtype == object:  # host only: CuPy has no object arrays
+            values, not_numeric = _object_values_as_float(values)
         if values.dtype != xp.bool_:  # boolean Panels hold flags (predict); the rest is float64
             values = values.astype(xp.float64, copy=False)
         if values.ndim != 2:
@@ -85,6 +89,11 @@ class Panel:
         if not contexts.is_unique:
             duplicated = contexts[contexts.duplicated()][0]
             raise ValueError(f"Panel contexts must be unique; context {duplicated!r} appears more than once")
+        if not_numeric is not None:
+            (row, col), value = not_numeric
+            raise ValueError(
+                f"Panel values hold a non-numeric value {value!r} for context {contexts[row]!r} at {index[col]}"
+            )
         if values.dtype != xp.bool_ and bool(xp.isinf(values).any()):
             row, col = (int(v) for v in xp.argwhere(xp.isinf(values))[0])
             raise ValueError(
@@ -430,6 +439,32 @@ class Panel:
             and self.index.equals(other.index)
             and np.array_equal(self.to_numpy(), other.to_numpy(), equal_nan=True)
         )
+
+
+def _object_values_as_float(values: np.ndarray):
+    """An object array as float64 (missing values NaN), and the first value that is no number.
+
+    pandas' nullable columns (``Int64``, ``Float64``, ``boolean``) come out of a pivot or
+    ``to_numpy`` as objects holding ``pd.NA`` where a value is absent, which NumPy cannot turn
+    into a float. Missing values (``pd.NA``, None, NaN) become NaN; numbers, and text that
+    reads as one, become floats, as :meth:`Panel.from_frame` reads its value column.
+
+    Returns
+    -------
+    values : float64 array, same shape
+    not_numeric : ((row, col), value) or None
+        The position and value of the first element that is neither missing nor a number
+        (the caller names its context and time), NaN in ``values``.
+    """
+    flat = values.ravel()
+    missing = pd.isna(flat)
+    numbers = pd.to_numeric(pd.Series(flat, dtype=object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(numbers) & ~missing
+    not_numeric = None
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        not_numeric = (tuple(int(i) for i in np.unravel_index(pos, values.shape)), flat[pos])
+    return numbers.reshape(values.shape), not_numeric
 
 
 class _TimeLocator:
