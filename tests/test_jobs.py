@@ -1214,3 +1214,11 @@ def test_daily_counts_with_utc_offsets_scored_across_daylight_saving_say_to_give
     det = jobs.fit_frame(frame[frame.ts < "2024-03-31"], "asn", "ts", "n", detector="baseline", params={"window": 7})
     with pytest.raises(ValueError, match=r"(?s)not on the fitted grid.*daylight-saving.*time zone"):
         jobs.score_frame(det, frame[(frame.ts >= "2024-04-01") & (frame.ts < "2024-04-08")])
+
+
+def test_a_parameter_too_large_for_a_float_is_a_one_line_error(tables, tmp_path, capsys):
+    # is_finite_real(10**400) raised OverflowError: a traceback instead of the parameter's error.
+    history, _ = tables
+    args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--param", "contamination=" + "9" * 400)
+    assert main(args) == 2
+    assert "contamination must be a number in (0, 0.5)" in _one_line_error(capsys)
