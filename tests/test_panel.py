@@ -100,6 +100,14 @@ def test_nullable_values_are_read_as_nan_and_text_is_a_value_error():
     np.testing.assert_array_equal(Panel(mixed[:, :2], ["a", "b"], ts[:2]).values, [[1.0, np.nan], [np.nan, 2.0]])
 
 
+@pytest.mark.parametrize("index", [pd.DatetimeIndex(["2024-01-01", None]), ["2024-01-01", None],
+                                   pd.DatetimeIndex(["2024-01-01", "NaT", "2024-01-01 02:00"])])
+def test_a_missing_timestamp_in_the_index_is_a_value_error_naming_it(index):
+    # NaT reached the step's inference: TypeError "Argument 'freq' has incorrect type (expected str, got NaTType)".
+    with pytest.raises(ValueError, match=r"Panel index: time point 1 of \d is missing \(NaT\)"):
+        Panel(np.ones((1, len(index))), ["a"], index)
+
+
 def test_from_array_and_selection():
     x = np.arange(12.0).reshape(3, 4)
     panel = Panel.from_array(x, contexts=["a", "b", "c"])

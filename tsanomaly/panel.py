@@ -43,7 +43,8 @@ class Panel:
         The time grid. A DatetimeIndex must increase and be regular: without ``freq`` set,
         it is inferred (from the one step between them for two timestamps,
         read on the wall clock with a time zone: two local midnights are
-        ``"D"`` apart even across a daylight-saving switch; a single timestamp gives no step, so it needs ``freq`` set, e.g.
+        ``"D"`` apart even across a daylight-saving switch; a single
+        timestamp gives no step, so it needs ``freq`` set, e.g.
         ``pd.date_range(ts, periods=1, freq="h")``). A RangeIndex must have
         step 1. Any other index or sequence of integers must be consecutive
         (``[5, 6, 7]`` becomes ``RangeIndex(5, 8)``); anything else is read as
@@ -53,11 +54,11 @@ class Panel:
     ------
     ValueError
         For values that are not 2-D or do not match the axes' lengths,
-        duplicate contexts, non-numeric or infinite values, and a time grid that is not one
-        of the above (integers that are not consecutive, a RangeIndex whose
-        step is not 1, timestamps that do not increase (whatever their number,
-        ``freq`` set or not), irregular timestamps, a single timestamp without
-        ``freq``).
+        duplicate contexts, non-numeric or infinite values, and a time grid
+        that is not one of the above (integers that are not consecutive, a
+        RangeIndex whose step is not 1, a missing timestamp (NaT), timestamps
+        that do not increase (whatever their number, ``freq`` set or not),
+        irregular timestamps, a single timestamp without ``freq``).
 
     Examples
     --------
@@ -570,6 +571,13 @@ def _time_grid(index) -> pd.Index:
                 )
             return pd.RangeIndex(int(index[0]), int(index[0]) + len(index), name=index.name)
         index = pd.DatetimeIndex(index)
+    if index.hasnans:
+        # Before the checks below, which would compare NaT (its integer is the smallest) or
+        # infer a step from it (a TypeError deep in pandas).
+        pos = int(np.flatnonzero(index.isna())[0])
+        raise ValueError(
+            f"Panel index: time point {pos} of {len(index)} is missing (NaT); every time point needs a timestamp"
+        )
     if len(index) >= 2:
         # Checked for every length, with or without freq: pd.infer_freq reads three or more
         # decreasing timestamps as a regular grid of negative step ("-1h"), and a reversed
