@@ -490,3 +490,51 @@ def test_alerts_of_a_quiet_day_have_the_column_types_of_a_busy_one(zone):
     assert len(busy) and not len(quiet)
     assert quiet.dtypes.to_dict() == busy.dtypes.to_dict()
     assert str(quiet["start"].dtype) == ("datetime64[us]" if zone is None else f"datetime64[us, {zone}]")
+
+
+def _daily_detector(index, values):
+    return RollingZScoreDetector(window=7, seasonal_period=None, device="cpu").fit(Panel(values, ["a"], index))
+
+
+@pytest.mark.parametrize("freq", ["D", "W-SUN"])
+def test_one_grid_built_two_ways_is_one_grid_for_the_detector(tmp_path, freq):
+    """The same grid got another frequency string depending on how it was built: 'D' or 'W-SUN'
+    (pd.infer_freq, three or more points), '24h' or '168h' (two points, and from_frame's inferred
+    step), '7D'. The detector compared the strings and refused new data on the fitted grid."""
+    days = pd.date_range("2024-01-07", periods=40, freq=freq, unit="ns")
+    values = np.random.default_rng(0).poisson(50, (1, 40)).astype(float)
+    det = _daily_detector(list(days[:38]), values[:, :38])
+    expected = det.score(Panel(values[:, 38:], ["a"], days[38:])).to_numpy()  # the grid with freq set
+    assert np.isfinite(expected).all()
+    two_points = Panel(values[:, 38:], ["a"], list(days[38:]))
+    frame = pd.DataFrame({"c": "a", "ts": days, "v": values[0]})
+    from_frame = Panel.from_frame(frame.iloc[38:], "c", "ts", "v")
+    assert {two_points.freq.freqstr, from_frame.freq.freqstr} != {det.freq_}  # other strings, one grid
+    for new in (two_points, from_frame):
+        np.testing.assert_array_equal(det.score(new).to_numpy(), expected)
+    # The reverse: fitted on from_frame's step ('24h', '168h'), scored on the pandas frequency,
+    # also by a model saved that way (the strings of older files).
+    fitted = _daily_detector(Panel.from_frame(frame.iloc[:38], "c", "ts", "v").index, values[:, :38])
+    fitted.save(tmp_path / "model.tsa")
+    for model in (fitted, tsanomaly.load(tmp_path / "model.tsa")):
+        np.testing.assert_array_equal(model.score(Panel(values[:, 38:], ["a"], days[38:])).to_numpy(), expected)
+    # Another step is still refused.
+    with pytest.raises(ValueError, match="the panel's time grid has frequency '12h'"):
+        det.score(Panel(values[:, 38:], ["a"], pd.date_range(days[38], periods=2, freq="12h")))
+
+
+def test_in_a_time_zone_days_are_not_a_fixed_duration_for_the_detector():
+    """In a zone a day is one step of the wall clock; 24 h (or 23 h, two points across the switch to
+    summer time read as a duration) is another grid: equal durations must not make them one."""
+    index = pd.date_range("2024-03-01", periods=40, freq="D", tz="Europe/Berlin", unit="ns")
+    values = np.random.default_rng(0).poisson(50, (1, 40)).astype(float)
+    det = _daily_detector(index[:30], values[:, :30])  # up to 2024-03-30
+    # Two local midnights across the switch, 23 h apart: the daily grid, one step after the fit.
+    across = Panel(values[:, 30:32], ["a"], list(index[30:32]))
+    assert index[31] - index[30] == pd.Timedelta("23h")
+    assert across.freq == pd.offsets.Day(1) and det.steps_after_fit(across) == 1
+    np.testing.assert_array_equal(det.score(across).to_numpy(), det.score(Panel(values[:, 30:32], ["a"], index[30:32])).to_numpy())
+    for fixed in ("24h", "23h"):
+        grid = pd.date_range(index[30], periods=2, freq=fixed)
+        with pytest.raises(ValueError, match=f"the panel's time grid has frequency '{fixed}' but the detector was fitted on 'D'"):
+            det.score(Panel(values[:, 30:32], ["a"], grid))

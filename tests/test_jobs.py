@@ -1212,3 +1212,45 @@ def test_unseen_labels_spelled_as_floats_of_fitted_ones_are_named_as_the_likely_
     assert jobs._float_spelling_hint(pd.Index(["AS7", "12.5"]), pd.Index(["AS7.0", "12"])) == ""
     assert "1 of them" in jobs._float_spelling_hint(pd.MultiIndex.from_tuples([("US", "-3.00")]),
                                                    pd.MultiIndex.from_tuples([("US", "-3")]))
+
+
+def _local_days(tz="Europe/Berlin"):
+    index = pd.date_range("2024-01-01", periods=100, freq="D", tz=tz, unit="ns")
+    counts = np.random.default_rng(0).poisson(50, 100).astype(float)
+    return index, pd.DataFrame({"asn": "AS1", "ts": index, "n": counts})
+
+
+def test_daily_counts_in_a_time_zone_fit_in_winter_and_score_in_summer(tmp_path):
+    """Read as UTC, local midnights were 23:00 before the switch to summer time and 22:00 after:
+    the new week was "not on the fitted grid". A column with a zone keeps it on a daily grid."""
+    index, frame = _local_days()
+    winter, summer = index < "2024-03-31", (index >= "2024-04-01") & (index < "2024-04-08")
+    det = jobs.fit_frame(frame[winter], "asn", "ts", "n", detector="baseline", params={"window": 7})
+    assert det.freq_ == "D" and pd.Timestamp(det.fit_end_) == index[winter][-1]
+    det.save(tmp_path / "model.tsa")
+    # The reference: the same data as Panels on the zoned grid, which Panel(...) always accepted.
+    reference = RollingZScoreDetector(window=7).fit(tsanomaly.Panel(frame.n[winter].to_numpy()[None], ["AS1"], index[winter]))
+    expected = reference.score(tsanomaly.Panel(frame.n[summer].to_numpy()[None], ["AS1"], index[summer])).to_numpy()
+    for model in (det, tsanomaly.load(tmp_path / "model.tsa")):
+        result = jobs.score_frame(model, frame[summer])
+        pd.testing.assert_index_equal(result.panel.index, index[summer], check_names=False)
+        assert np.isfinite(expected).all()
+        np.testing.assert_array_equal(result.scores.to_numpy(), expected)
+
+
+def test_daily_counts_with_utc_offsets_scored_across_daylight_saving_say_to_give_the_zone():
+    """The same days as ISO text with offsets: each side of the switch loads (in UTC), but the
+    summer days are an hour off the winter grid; the error says why and how to fix it."""
+    index, frame = _local_days()
+    frame["ts"] = [t.isoformat() for t in index]
+    det = jobs.fit_frame(frame[frame.ts < "2024-03-31"], "asn", "ts", "n", detector="baseline", params={"window": 7})
+    with pytest.raises(ValueError, match=r"(?s)not on the fitted grid.*daylight-saving.*time zone"):
+        jobs.score_frame(det, frame[(frame.ts >= "2024-04-01") & (frame.ts < "2024-04-08")])
+
+
+def test_a_parameter_too_large_for_a_float_is_a_one_line_error(tables, tmp_path, capsys):
+    # is_finite_real(10**400) raised OverflowError: a traceback instead of the parameter's error.
+    history, _ = tables
+    args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--param", "contamination=" + "9" * 400)
+    assert main(args) == 2
+    assert "contamination must be a number in (0, 0.5)" in _one_line_error(capsys)

@@ -1,6 +1,8 @@
 """Panel: construction from long frames, alignment, round trips, selection, and every bad-input error."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,6 +68,46 @@ def test_round_trip_through_frame():
     assert again.equals(panel)
 
 
+def test_to_frame_round_trips_as_its_docstring_says():
+    """The docstring promised from_frame(to_frame()) round trips any DatetimeIndex panel; it does so
+    only where nothing from_frame needs was dropped or reordered, which it now says."""
+    index = pd.date_range("2024-01-01", periods=4, freq="h", unit="ns", name="ts")
+    values = np.array([[np.nan, 1.0, 2.0, np.nan], [np.nan] * 4, [3.0, np.nan, 4.0, 5.0]])
+    panel = Panel(values, pd.Index(["c", "b", "a"], name="asn"), index)  # contexts not sorted
+    rebuilt = lambda frame: Panel.from_frame(frame, "asn", "ts", "n")  # noqa: E731
+    dropped = rebuilt(panel.to_frame(value="n", time="ts"))
+    assert dropped.contexts.tolist() == ["a", "c"] and dropped.n_times == 4  # "b" (all NaN) left out
+    assert rebuilt(panel.to_frame(value="n", time="ts", dropna=False)).equals(panel.select(["a", "b", "c"]))
+    full = panel.select(["a", "c"]).with_values(np.array([[3.0, np.nan, 4.0, np.nan], [0.0, 1.0, 2.0, np.nan]]))
+    trimmed = rebuilt(full.to_frame(value="n", time="ts"))
+    assert trimmed.n_times == 3 and trimmed.index[-1] == index[2]  # the last time held no value
+    assert rebuilt(full.to_frame(value="n", time="ts", dropna=False)).equals(full)
+
+
+def test_nullable_values_are_read_as_nan_and_text_is_a_value_error():
+    """A pivot of an Int64 column holds pd.NA where a bucket is absent: Panel raised a bare
+    TypeError ("float() argument must be ... not 'NAType'")."""
+    ts = pd.date_range("2024-01-01", periods=3, freq="h")
+    df = pd.DataFrame({"asn": ["a", "a", "a", "b", "b"], "ts": [ts[0], ts[1], ts[2], ts[0], ts[2]],
+                       "n": pd.array([1, 2, 3, 4, 5], dtype="Int64")})
+    wide = df.pivot(index="asn", columns="ts", values="n")
+    panel = Panel(wide, wide.index, wide.columns)
+    assert panel.values.dtype == np.float64
+    np.testing.assert_array_equal(panel.values, [[1.0, 2.0, 3.0], [4.0, np.nan, 5.0]])
+    mixed = np.array([[1.0, None, pd.NA], [np.nan, 2, "x"]], dtype=object)
+    with pytest.raises(ValueError, match=r"Panel values hold a non-numeric value 'x' for context 'b' at 2024-01-01 02:00:00"):
+        Panel(mixed, ["a", "b"], ts)
+    np.testing.assert_array_equal(Panel(mixed[:, :2], ["a", "b"], ts[:2]).values, [[1.0, np.nan], [np.nan, 2.0]])
+
+
+@pytest.mark.parametrize("index", [pd.DatetimeIndex(["2024-01-01", None]), ["2024-01-01", None],
+                                   pd.DatetimeIndex(["2024-01-01", "NaT", "2024-01-01 02:00"])])
+def test_a_missing_timestamp_in_the_index_is_a_value_error_naming_it(index):
+    # NaT reached the step's inference: TypeError "Argument 'freq' has incorrect type (expected str, got NaTType)".
+    with pytest.raises(ValueError, match=r"Panel index: time point 1 of \d is missing \(NaT\)"):
+        Panel(np.ones((1, len(index))), ["a"], index)
+
+
 def test_from_array_and_selection():
     x = np.arange(12.0).reshape(3, 4)
     panel = Panel.from_array(x, contexts=["a", "b", "c"])
@@ -75,6 +117,29 @@ def test_from_array_and_selection():
     assert Panel.from_array(np.arange(5.0)).shape == (1, 5)
     with pytest.raises(KeyError, match="'z'"):
         panel.select(["z"])
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_select_takes_any_sequence_of_labels_and_refuses_one_twice(multi):
+    """A Series of labels raised NotImplementedError ("fillna is not defined for MultiIndex"), and a
+    label given twice the constructor's "contexts must be unique", which select never mentioned."""
+    labels = [("US", "a"), ("BR", "b"), ("DE", "c")] if multi else ["a", "b", "c"]
+    contexts = pd.MultiIndex.from_tuples(labels) if multi else pd.Index(labels)
+    panel = Panel(np.arange(6.0).reshape(3, 2), contexts, pd.date_range("2024-01-01", periods=2, freq="h"))
+    wanted = [labels[2], labels[0]]
+    expected = [[4.0, 5.0], [0.0, 1.0]]
+    array = np.empty(2, dtype=object)
+    array[:] = wanted  # one object per label, tuples included
+    for given in (wanted, pd.Series(wanted), pd.Index(wanted), tuple(wanted), iter(wanted), array):
+        if multi and isinstance(given, tuple):
+            continue  # a tuple is one label of a MultiIndex
+        selected = panel.select(given)
+        assert selected.contexts.tolist() == wanted and selected.values.tolist() == expected
+    assert panel.select(labels[1]).contexts.tolist() == [labels[1]]  # one label, a tuple for a MultiIndex
+    with pytest.raises(ValueError, match=f"select: the label {re.escape(repr(labels[0]))} is given 2 times"):
+        panel.select([labels[0], labels[0], labels[2]])
+    with pytest.raises(KeyError, match="contexts not in this panel"):
+        panel.select(pd.Series([labels[0], ("XX", "z") if multi else "z"]))
 
 
 def test_time_slice_by_timestamps():
@@ -135,6 +200,18 @@ def test_text_that_is_not_iso_8601_is_named_with_its_context(bad):
     message = str(info.value)
     assert message.startswith(f"column 'ts' holds {bad!r} for context ('BR', 'AS2'), which is not an ISO 8601 timestamp")
     assert "You might want to try" not in message
+
+
+@pytest.mark.parametrize("categories", [[1710806400, 1710810000, 1710813600], [1710806400.0, 1710810000.0, 1710813600.0],
+                                        pd.Index([1710806400, 1710810000, 1710813600], dtype=object)])
+def test_epoch_numbers_in_a_categorical_column_are_refused_too(categories):
+    # The check looked at numeric and object dtypes only: categories of numbers became 1970 stamps.
+    df = pd.DataFrame({"asn": ["AS1"] * 3, "ts": pd.Categorical(categories), "n": [5, 7, 6]})
+    with pytest.raises(ValueError, match=r"column 'ts' holds numbers, not timestamps; convert it first"):
+        Panel.from_frame(df, "asn", "ts", "n")
+    # Categories of text are timestamps as ever.
+    text = df.assign(ts=pd.Categorical(["2024-03-19 00:00", "2024-03-19 01:00", "2024-03-19 02:00"]))
+    assert Panel.from_frame(text, "asn", "ts", "n").index[0] == pd.Timestamp("2024-03-19")
 
 
 @pytest.mark.parametrize("dtype", ["int64", "float64", "Int64", object])
@@ -321,3 +398,44 @@ def test_a_time_zone_aware_bound_on_a_naive_grid_is_a_value_error():
                                          r"time grid from 2024-01-01 00:00:00 \(without a time zone\)"):
         panel.time_slice(pd.Timestamp("2024-01-01 05:00", tz="UTC"))
     assert panel.time_slice(pd.Timestamp("2024-01-01 05:00")).n_times == 19
+
+
+@pytest.mark.parametrize("freq, start", [("D", "2024-03-25"), ("7D", "2024-03-04")])
+def test_days_or_weeks_in_a_time_zone_load_across_daylight_saving_on_the_wall_clock(freq, start):
+    """Daily data in local time: midnight in Europe/Berlin is 23:00 UTC in winter and 22:00 in
+    summer, so read as UTC the step across the switch was 23 h and from_frame refused the column
+    ("fits no regular grid of step 1 days"), while Panel(values, contexts, index) took the same
+    index. A column with a zone keeps it for a step of days or weeks, which follows the wall clock."""
+    index = pd.date_range(start, periods=14, freq=freq, tz="Europe/Berlin", unit="ns")
+    assert index[0].utcoffset() != index[-1].utcoffset()  # the series crosses the switch
+    values = np.arange(14.0)
+    frame = pd.DataFrame({"c": "a", "ts": index, "v": values}).drop(index=5)  # a gap too
+    panel = Panel.from_frame(frame, "c", "ts", "v")
+    pd.testing.assert_index_equal(panel.index, index, check_names=False)
+    assert panel.freq == pd.tseries.frequencies.to_offset(freq)
+    np.testing.assert_array_equal(panel.values[0], np.where(np.arange(14) == 5, np.nan, values))
+    # freq given: the same grid.
+    pd.testing.assert_index_equal(Panel.from_frame(frame, "c", "ts", "v", freq=freq).index, panel.index)
+    # A fixed duration of 24 h is another grid, read in UTC as before (it fits the data nowhere).
+    with pytest.raises(ValueError, match="is off the grid of step 1 days"):
+        Panel.from_frame(frame, "c", "ts", "v", freq="24h")
+
+
+def test_days_written_with_utc_offsets_across_daylight_saving_say_to_give_the_zone():
+    """Text with offsets names instants but not the zone: read as UTC, local midnights move by an
+    hour at the switch. The error said to pass freq=, which cannot help; it says why, and what can."""
+    index = pd.date_range("2024-03-25", periods=14, freq="D", tz="Europe/Berlin", unit="ns")
+    frame = pd.DataFrame({"c": "a", "ts": [t.isoformat() for t in index], "v": 1.0})
+    with pytest.raises(ValueError, match=r"(?s)UTC offset.*23 or 25 h.*daylight-saving.*tz_convert\('Europe/Berlin'\)") as info:
+        Panel.from_frame(frame, "c", "ts", "v")
+    assert "pass freq=" not in str(info.value)
+    # With the zone given, it loads on the wall clock.
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_convert("Europe/Berlin")
+    pd.testing.assert_index_equal(Panel.from_frame(frame, "c", "ts", "v").index, index, check_names=False)
+
+
+def test_days_at_a_wall_clock_time_that_a_switch_skips_are_a_value_error_naming_the_column():
+    # 02:30 does not exist in Europe/Berlin on 2024-03-31: the grid has no instant for that day.
+    days = pd.DatetimeIndex(["2024-03-29 02:30", "2024-03-30 02:30", "2024-04-01 02:30"]).tz_localize("Europe/Berlin")
+    with pytest.raises(ValueError, match=r"column 'ts': the grid of step D .* has no single instant for every point"):
+        Panel.from_frame(pd.DataFrame({"c": "a", "ts": days, "v": 1.0}), "c", "ts", "v")

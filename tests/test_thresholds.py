@@ -7,6 +7,7 @@ import pytest
 
 from tsanomaly import thresholds
 from tsanomaly.thresholds import calibrate, suppress_repeats, validate_threshold_params
+from tsanomaly.validation import is_finite_real
 
 
 def test_onsets_by_hand():
@@ -124,3 +125,12 @@ def test_suppress_repeats_takes_the_panel_that_score_gives():
     np.testing.assert_array_equal(out.to_numpy(), suppress_repeats(values, refractory=3))
     with pytest.raises(ValueError, match="refractory must be an integer >= 1"):
         suppress_repeats(Panel(values, contexts, index), refractory=0)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 10**309])
+def test_an_integer_too_large_for_a_float_is_refused_not_an_overflow(value):
+    # math.isfinite(10**400) raised OverflowError: a traceback from --param contamination=1000...0.
+    assert not is_finite_real(value)
+    with pytest.raises(ValueError, match=r"contamination must be a number in \(0, 0.5\)"):
+        validate_threshold_params("quantile", value, False)
+    assert is_finite_real(10**300) and is_finite_real(np.int64(2**62))  # large but a float holds them

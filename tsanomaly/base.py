@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend, thresholds
-from tsanomaly.panel import Panel
+from tsanomaly.panel import _DST_SHIFT, Panel, same_step, steps_by_wall_clock
 from tsanomaly.validation import is_int
 
 __all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
@@ -409,7 +409,9 @@ class BaseDetector:
         """Grid steps from the last fitted time to ``panel``'s first time (1 = it follows at once).
 
         Raises ValueError when the panel's grid differs from the fitted one
-        (another frequency, or times that fall between the fitted grid's points),
+        (another step, compared by :func:`tsanomaly.panel.same_step` so that one grid
+        written two ways, ``"D"`` and ``"24h"``, is one; or times that fall between the
+        fitted grid's points),
         and, with ``require_new``, when the panel does not start after the fitted history.
         """
         steps = self._steps_after_fit(panel)
@@ -422,7 +424,8 @@ class BaseDetector:
 
     def _steps_after_fit(self, panel: Panel) -> int:
         freq, _ = _grid_description(panel.index)
-        if freq != self.freq_:
+        # Compared as steps, not as text: one grid has several names ('D', '24h'; 'W-SUN', '168h').
+        if not same_step(freq, self.freq_, zoned=getattr(panel.index, "tz", None) is not None):
             raise ValueError(
                 f"the panel's time grid has frequency {freq!r} but the detector was fitted on {self.freq_!r}"
             )
@@ -476,6 +479,18 @@ class BaseDetector:
             return len(points) - 1 if first > fit_end else -(len(points) - 1)
         steps, remainder = divmod(first - fit_end, step)
         if remainder != pd.Timedelta(0):
+            off_by = min(remainder, step - remainder)
+            if first.tz is None and step % pd.Timedelta("1D") == pd.Timedelta(0) and off_by <= _DST_SHIFT:
+                # A naive grid of days an hour or two off: most likely local times given with UTC
+                # offsets, which Panel.from_frame reads as UTC instants, on both sides of a switch.
+                raise ValueError(
+                    f"{not_on_grid} but {off_by} off it: if these are local times "
+                    "written with UTC offsets (read as UTC instants), a daylight-saving switch moved a step of "
+                    "days by an hour or two in UTC. Give the timestamps' time zone at fit and at score time "
+                    "(zone-aware timestamps, e.g. pd.to_datetime(column, utc=True).dt.tz_convert('Europe/Berlin'); "
+                    "on the command line a Parquet timestamp column with its zone): days and weeks then follow "
+                    "the wall clock"
+                )
             raise not_on_grid
         return int(steps)
 
@@ -788,17 +803,6 @@ def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
         start = int(after.fit_end_) + 1
         panel = Panel(panel.values, panel.contexts, pd.RangeIndex(start, start + panel.n_times, name="time"))
     return panel
-
-
-def steps_by_wall_clock(freq: str) -> bool:
-    """Whether a grid of step ``freq`` in a time zone steps by the wall clock, not by a fixed duration.
-
-    A step of hours or less is a fixed duration. Days, weeks and months are not: in a zone
-    with daylight saving a day lasts 23 or 25 h once a year, and a daily or weekly grid
-    (pandas' ``date_range`` in that zone) keeps the wall-clock time instead.
-    """
-    offset = pd.tseries.frequencies.to_offset(freq)
-    return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
 
 
 def _float_panel(panel: Panel) -> Panel:

@@ -7,6 +7,7 @@ is that matrix together with its two axes.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +18,13 @@ from tsanomaly.io import _first_line
 
 __all__ = ["Panel"]
 
+# Nanoseconds in a day: an inferred step that is a whole number of days follows the wall clock in a zone.
+_DAY_NS = 86_400 * 10**9
+# The largest daylight-saving shift in use (2 h, Antarctica/Troll): a daily grid an hour or two off.
+_DST_SHIFT = pd.Timedelta("2h")
+# The end of ISO 8601 text that carries a UTC offset ("Z", "+02:00", "-0530").
+_UTC_OFFSET_TEXT = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+
 
 class Panel:
     """Many contexts on one regular time grid.
@@ -25,15 +33,18 @@ class Panel:
     ----------
     values : array_like, shape (n_contexts, n_times)
         Observations as float64, NumPy (host) or CuPy (device). NaN marks a
-        missing observation; infinities are rejected. A boolean array is kept
+        missing observation (so does ``pd.NA`` from pandas' nullable types, as
+        in a pivot of an ``Int64`` column); infinities are rejected. A boolean array is kept
         boolean (flags from ``predict``).
     contexts : pandas.Index or sequence, length n_contexts
         One label per row; a ``MultiIndex`` when a context is several columns
         (for example country and ASN). Labels must be unique.
     index : pandas.DatetimeIndex, pandas.RangeIndex or sequence, length n_times
         The time grid. A DatetimeIndex must increase and be regular: without ``freq`` set,
-        it is inferred (from the one step between them for two timestamps; a
-        single timestamp gives no step, so it needs ``freq`` set, e.g.
+        it is inferred (from the one step between them for two timestamps,
+        read on the wall clock with a time zone: two local midnights are
+        ``"D"`` apart even across a daylight-saving switch; a single
+        timestamp gives no step, so it needs ``freq`` set, e.g.
         ``pd.date_range(ts, periods=1, freq="h")``). A RangeIndex must have
         step 1. Any other index or sequence of integers must be consecutive
         (``[5, 6, 7]`` becomes ``RangeIndex(5, 8)``); anything else is read as
@@ -43,11 +54,11 @@ class Panel:
     ------
     ValueError
         For values that are not 2-D or do not match the axes' lengths,
-        duplicate contexts, infinite values, and a time grid that is not one
-        of the above (integers that are not consecutive, a RangeIndex whose
-        step is not 1, timestamps that do not increase (whatever their number,
-        ``freq`` set or not), irregular timestamps, a single timestamp without
-        ``freq``).
+        duplicate contexts, non-numeric or infinite values, and a time grid
+        that is not one of the above (integers that are not consecutive, a
+        RangeIndex whose step is not 1, a missing timestamp (NaT), timestamps
+        that do not increase (whatever their number, ``freq`` set or not),
+        irregular timestamps, a single timestamp without ``freq``).
 
     Examples
     --------
@@ -62,6 +73,9 @@ class Panel:
     def __init__(self, values, contexts, index):
         xp = backend.array_module(values)
         values = xp.asarray(values)
+        not_numeric = None
+        if values.dtype == object:  # host only: CuPy has no object arrays
+            values, not_numeric = _object_values_as_float(values)
         if values.dtype != xp.bool_:  # boolean Panels hold flags (predict); the rest is float64
             values = values.astype(xp.float64, copy=False)
         if values.ndim != 2:
@@ -76,6 +90,11 @@ class Panel:
         if not contexts.is_unique:
             duplicated = contexts[contexts.duplicated()][0]
             raise ValueError(f"Panel contexts must be unique; context {duplicated!r} appears more than once")
+        if not_numeric is not None:
+            (row, col), value = not_numeric
+            raise ValueError(
+                f"Panel values hold a non-numeric value {value!r} for context {contexts[row]!r} at {index[col]}"
+            )
         if values.dtype != xp.bool_ and bool(xp.isinf(values).any()):
             row, col = (int(v) for v in xp.argwhere(xp.isinf(values))[0])
             raise ValueError(
@@ -138,6 +157,14 @@ class Panel:
             ``2024-03-30``, ``2024-03-30 15:00``, ``2024-03-30T15:00:00.000Z``;
             offsets give the UTC instant, text without one is kept as written);
             not numbers (convert epochs with ``pd.to_datetime(..., unit=)``).
+            The grid is naive, in UTC where the timestamps name instants, except
+            for a column of zone-aware timestamps (a zone other than UTC in its
+            dtype) on a grid of days or weeks (an inferred step of whole days, or
+            ``freq="D"``, ``"7D"``): that grid keeps the zone and follows the wall
+            clock across daylight-saving switches, as ``pd.date_range(...,
+            tz=zone)`` does. Text with UTC offsets names no zone: days written in
+            local time are refused across a switch (23 or 25 h apart in UTC), with
+            a message that says to give the zone.
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
@@ -209,11 +236,12 @@ class Panel:
                 f"column {time!r} holds a missing or unparseable timestamp {df[time].iloc[pos]!r} "
                 f"for context {context_of(pos)!r}"
             )
-        stamps = stamps.dt.tz_localize(None)
         # One unit for the integer arithmetic of the grid (pandas may parse to us or s).
         stamps = stamps.dt.as_unit("ns")
 
-        grid = _regular_grid(stamps, freq, time, context_of)
+        grid = _regular_grid(stamps, freq, time, context_of, zone=_column_zone(df[time]), raw=df[time])
+        # The rows on the grid's clock: its zone's (days or weeks in a column's zone), else naive UTC.
+        stamps = stamps.dt.tz_localize(None) if grid.tz is None else stamps.dt.tz_convert(grid.tz)
 
         # Integer codes of each row's context (contexts sorted, so that the same data always
         # gives the same row order) and time bucket. Codes rather than labels: hashing and
@@ -284,9 +312,37 @@ class Panel:
         return Panel(self.values[xp.asarray(rows_np)], self.contexts[rows_np], self.index)
 
     def select(self, labels) -> "Panel":
-        """Select contexts by label; raises KeyError naming the labels that are absent."""
-        if not isinstance(labels, (list, pd.Index, np.ndarray)):
+        """Select contexts by label, in the order given.
+
+        Parameters
+        ----------
+        labels : label or iterable of labels
+            One context label (a tuple is one label of a MultiIndex), or any
+            iterable of them: list, tuple, pandas Series or Index, array.
+            Each label at most once, since a Panel's contexts are unique.
+
+        Raises
+        ------
+        KeyError
+            Naming the labels that are not contexts of this panel.
+        ValueError
+            When a label is given more than once.
+        """
+        one_label = isinstance(labels, tuple) and isinstance(self.contexts, pd.MultiIndex)
+        if one_label or isinstance(labels, (str, bytes)) or not pd.api.types.is_list_like(labels):
             labels = [labels]
+        # A plain list of labels: pandas reads a Series or an Index passed to get_indexer on
+        # a MultiIndex as an index to align (NotImplementedError, "fillna is not defined").
+        labels = list(labels)
+        counts: dict = {}
+        for label in labels:
+            counts[label] = counts.get(label, 0) + 1
+        repeated = next(((label, n) for label, n in counts.items() if n > 1), None)
+        if repeated is not None:
+            raise ValueError(
+                f"select: the label {repeated[0]!r} is given {repeated[1]} times; a Panel's contexts are unique, "
+                "so give each label once"
+            )
         positions = self.contexts.get_indexer(labels)
         if (positions < 0).any():
             missing = [lab for lab, p in zip(labels, positions) if p < 0]
@@ -336,10 +392,18 @@ class Panel:
         value, time : str
             Names of the value and time columns.
         dropna : bool
-            Drop missing observations (NaN), so that ``from_frame(to_frame())``
-            round trips for a DatetimeIndex panel. A RangeIndex panel's time
-            column holds integers, which ``from_frame`` refuses (it does not
-            guess an epoch's unit), so it does not round trip that way.
+            Drop missing observations (NaN). :meth:`from_frame` rebuilds a
+            DatetimeIndex panel from this frame (same contexts, grid and values)
+            only where nothing it needs was dropped or reordered: it sorts the
+            contexts, keeps only the contexts with a row, spans the grid from the
+            first to the last timestamp present, and reads a grid with a time zone
+            in UTC unless its step is days or weeks. With ``dropna=False`` every
+            context and time keeps its row (NaN values), so a naive panel with
+            sorted contexts round trips; with ``dropna=True`` it does when, in
+            addition, every context holds a value and the first and last times
+            too. A RangeIndex panel's time column holds integers, which
+            ``from_frame`` refuses (it does not guess an epoch's unit), so it does
+            not round trip that way.
 
         Raises
         ------
@@ -378,6 +442,32 @@ class Panel:
         )
 
 
+def _object_values_as_float(values: np.ndarray):
+    """An object array as float64 (missing values NaN), and the first value that is no number.
+
+    pandas' nullable columns (``Int64``, ``Float64``, ``boolean``) come out of a pivot or
+    ``to_numpy`` as objects holding ``pd.NA`` where a value is absent, which NumPy cannot turn
+    into a float. Missing values (``pd.NA``, None, NaN) become NaN; numbers, and text that
+    reads as one, become floats, as :meth:`Panel.from_frame` reads its value column.
+
+    Returns
+    -------
+    values : float64 array, same shape
+    not_numeric : ((row, col), value) or None
+        The position and value of the first element that is neither missing nor a number
+        (the caller names its context and time), NaN in ``values``.
+    """
+    flat = values.ravel()
+    missing = pd.isna(flat)
+    numbers = pd.to_numeric(pd.Series(flat, dtype=object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(numbers) & ~missing
+    not_numeric = None
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        not_numeric = (tuple(int(i) for i in np.unravel_index(pos, values.shape)), flat[pos])
+    return numbers.reshape(values.shape), not_numeric
+
+
 class _TimeLocator:
     def __init__(self, panel: Panel):
         self._panel = panel
@@ -386,6 +476,67 @@ class _TimeLocator:
         if not isinstance(key, slice) or key.step is not None:
             raise TypeError("panel.loc takes a time slice, e.g. panel.loc['2024-03-01':'2024-03-07']")
         return self._panel.time_slice(key.start, key.stop)
+
+
+def steps_by_wall_clock(freq) -> bool:
+    """Whether a grid of step ``freq`` in a time zone steps by the wall clock, not by a fixed duration.
+
+    A step of hours or less is a fixed duration. Days, weeks and months are not: in a zone
+    with daylight saving a day lasts 23 or 25 h once a year, and a daily or weekly grid
+    (pandas' ``date_range`` in that zone) keeps the wall-clock time instead.
+
+    Parameters
+    ----------
+    freq : str or pandas.DateOffset
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
+
+
+def same_step(freq, other, zoned: bool) -> bool:
+    """Whether two frequencies step one grid the same way, however each was written.
+
+    One grid gets several names: pandas infers ``"D"`` or ``"W-SUN"`` from three or more
+    timestamps, two timestamps give their difference (``"24h"``, ``"168h"``), a step given as
+    a duration stays one (``"7D"``). On a naive grid these are durations and compare as such
+    (a week anchored on a weekday is 7 days: the grid's points then fall on that weekday). On a
+    grid with a time zone, days and weeks follow the wall clock (:func:`steps_by_wall_clock`)
+    and a duration does not, so ``"D"`` and ``"24h"`` are two grids there, and never equal.
+
+    Parameters
+    ----------
+    freq, other : str or pandas.DateOffset or None
+        None for a RangeIndex grid (equal only to None).
+    zoned : bool
+        Whether the grids have a time zone.
+    """
+    if freq is None or other is None:
+        return freq is None and other is None
+
+    def key(f):
+        offset = pd.tseries.frequencies.to_offset(f)
+        if isinstance(offset, pd.offsets.Week):
+            duration = pd.Timedelta(days=7 * offset.n)
+        else:
+            try:
+                duration = pd.Timedelta(offset)
+            except (TypeError, ValueError):
+                return ("calendar", offset)  # months, quarters...: no duration, compared as offsets
+        return ("wall clock" if zoned and steps_by_wall_clock(offset) else "duration", duration)
+
+    return key(freq) == key(other)
+
+
+def _step_offset(step_ns: int, zoned: bool) -> pd.DateOffset:
+    """The offset of a step inferred from timestamps (``step_ns`` on the wall clock of their zone).
+
+    In a time zone a whole number of days is a step of calendar days (``"D"``, ``"7D"``), which
+    ``date_range`` keeps on the wall clock across daylight-saving switches, as ``pd.infer_freq``
+    names such a grid; anything else is the fixed duration (``"24h"`` on a naive grid, as before).
+    """
+    if zoned and step_ns > 0 and step_ns % _DAY_NS == 0:
+        return pd.offsets.Day(step_ns // _DAY_NS)
+    return pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
 
 
 def _is_unit_step(index: pd.Index) -> bool:
@@ -420,6 +571,13 @@ def _time_grid(index) -> pd.Index:
                 )
             return pd.RangeIndex(int(index[0]), int(index[0]) + len(index), name=index.name)
         index = pd.DatetimeIndex(index)
+    if index.hasnans:
+        # Before the checks below, which would compare NaT (its integer is the smallest) or
+        # infer a step from it (a TypeError deep in pandas).
+        pos = int(np.flatnonzero(index.isna())[0])
+        raise ValueError(
+            f"Panel index: time point {pos} of {len(index)} is missing (NaT); every time point needs a timestamp"
+        )
     if len(index) >= 2:
         # Checked for every length, with or without freq: pd.infer_freq reads three or more
         # decreasing timestamps as a regular grid of negative step ("-1h"), and a reversed
@@ -438,7 +596,10 @@ def _time_grid(index) -> pd.Index:
             f"freq set, e.g. pd.date_range(ts, periods=1, freq=\"h\")"
         )
     if len(index) == 2:
-        freq = pd.tseries.frequencies.to_offset(index[1] - index[0])
+        # The difference on the wall clock: two local midnights 23 h apart across a
+        # daylight-saving switch are one day, the step pd.infer_freq gives three of them.
+        wall = index.tz_localize(None) if index.tz is not None else index
+        freq = _step_offset((wall[1] - wall[0]).as_unit("ns").value, zoned=index.tz is not None)
     else:
         freq = pd.infer_freq(index)
         if freq is None:
@@ -517,8 +678,12 @@ def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
     ------
     ValueError
         When the column's dtype is numeric (booleans aside: pandas refuses those itself), or it
-        is an object column whose values are all numbers.
+        is an object column whose values are all numbers, or a categorical column whose
+        categories are either.
     """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # pandas reads the categories, so they are what must not be numbers.
+        column = column.cat.categories.to_series()
     dtype = column.dtype
     if pd.api.types.is_bool_dtype(dtype):
         return
@@ -556,21 +721,55 @@ def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd
     return combined.astype(np.int64, copy=False), contexts
 
 
-def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.DatetimeIndex:
-    """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none."""
-    unique = pd.DatetimeIndex(np.sort(stamps.unique())).as_unit("ns")
+def _column_zone(column: pd.Series):
+    """The time zone of a time column's dtype, or None for naive timestamps, text and UTC.
+
+    UTC has no daylight saving, so its grids stay naive UTC as they always were; a zone whose
+    offset changes keeps its wall clock on a grid of days or weeks (see :func:`_regular_grid`).
+    """
+    zone = getattr(column.dtype, "tz", None)
+    return None if zone is None or str(zone) in ("UTC", "Etc/UTC") else zone
+
+
+def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=None, raw=None) -> pd.DatetimeIndex:
+    """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none.
+
+    Parameters
+    ----------
+    instants : pandas.Series
+        The timestamps: UTC-aware datetimes (from_frame), or naive ones taken as written.
+    freq : str or None
+        The step given, or None to infer the most common step.
+    time_col : str
+        The column's name, for the messages.
+    context_of : callable
+        Row position -> context label, for the messages.
+    zone : tzinfo, optional
+        The column's own time zone (:func:`_column_zone`). A grid whose step follows the wall
+        clock (days, weeks: :func:`steps_by_wall_clock`; an inferred step that is a whole number
+        of days) is then built in that zone, as ``pd.date_range(..., tz=zone)`` builds it, since
+        in UTC such a step lasts 23 or 25 h across a daylight-saving switch. Any other grid is
+        naive UTC.
+    raw : pandas.Series, optional
+        The column as given, to say in the message when text with UTC offsets is the cause.
+    """
+    instants = instants.dt.as_unit("ns")  # one unit for the integer arithmetic below
+    utc = instants.dt.tz_localize(None)  # a no-op on naive timestamps (tsanomaly.spark's)
+    # The wall clock of the column's zone: the inferred step is that of the data as written locally.
+    wall = utc if zone is None else instants.dt.tz_convert(zone).dt.tz_localize(None)
     if freq is None:
-        if len(unique) < 2:
+        unique_wall = pd.DatetimeIndex(np.sort(wall.unique())).as_unit("ns")
+        if len(unique_wall) < 2:
             raise ValueError(
-                f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= "
+                f"column {time_col!r} has a single distinct timestamp {unique_wall[0]}; pass freq= "
                 "(--freq on the command line) to say the grid's step"
             )
-        steps = np.diff(unique.asi8)
+        steps = np.diff(unique_wall.asi8)
         # The most common step between distinct timestamps is the grid's step (ties: the
         # smaller); gaps are whole multiples of it (missing buckets), anything else fits no grid.
         values, counts = np.unique(steps, return_counts=True)
         step_ns = int(values[np.argmax(counts)])
-        offset = pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns"))
+        offset = _step_offset(step_ns, zoned=zone is not None)
     else:
         offset = pd.tseries.frequencies.to_offset(freq)
         try:
@@ -580,20 +779,50 @@ def _regular_grid(stamps: pd.Series, freq, time_col: str, context_of) -> pd.Date
         # A zero step divides by zero below and a negative one builds an empty grid: refuse both here.
         if step_ns <= 0:
             raise ValueError(f"freq {freq!r} must be a positive step, such as '1h' or '15min'")
-    origin = unique[0].value
-    off_grid = (stamps.astype("int64").to_numpy() - origin) % step_ns != 0
+    by_wall_clock = zone is not None and steps_by_wall_clock(offset)
+    stamps = wall if by_wall_clock else utc
+    start, end = stamps.min(), stamps.max()
+    off_grid = (stamps.astype("int64").to_numpy() - start.value) % step_ns != 0
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
         where = f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r}"
         step = pd.Timedelta(step_ns, unit="ns")
+        shift = pd.Timedelta((int(stamps.iloc[pos].value) - start.value) % step_ns, unit="ns")
+        written = raw.iloc[pos] if raw is not None else None
+        if (
+            step_ns % _DAY_NS == 0
+            and min(shift, step - shift) <= _DST_SHIFT
+            and isinstance(written, str)
+            and _UTC_OFFSET_TEXT.search(written.strip())
+        ):
+            # Neither freq= nor resampling helps: the zone is what is missing.
+            raise ValueError(
+                f"{where} (written {written!r}) is {min(shift, step - shift)} off the grid of step {step} "
+                f"starting at {start} (UTC). Text with a UTC offset is read as the UTC instant it names, "
+                "and a step of a day or more in local time lasts 23 or 25 h in UTC across a daylight-saving "
+                "switch, so it fits no grid in UTC. Give the time zone instead: zone-aware "
+                f"timestamps, e.g. df[{time_col!r}] = pd.to_datetime(df[{time_col!r}], utc=True)"
+                ".dt.tz_convert('Europe/Berlin') (on the command line, a Parquet timestamp column with its "
+                "zone), whose days and weeks follow the wall clock"
+            )
         if freq is None:
             raise ValueError(
                 f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
-                f"starting at {unique[0]}; pass freq= (--freq on the command line) to give the step, or resample first"
+                f"starting at {start}; pass freq= (--freq on the command line) to give the step, or resample first"
             )
         # The step was given: asking for freq= again would not help, the data's timestamps are off it.
         raise ValueError(
-            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {unique[0]}: the data's "
+            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {start}: the data's "
             "timestamps do not follow that step; resample the data to it first (one row per context and bucket)"
         )
-    return pd.date_range(unique[0], unique[-1], freq=offset, name=time_col, unit="ns")
+    if by_wall_clock:
+        # Between the first and last instants on the zone's clock: date_range keeps the wall-clock time.
+        first, last = instants.min().tz_convert(zone), instants.max().tz_convert(zone)
+        try:
+            return pd.date_range(first, last, freq=offset, name=time_col, unit="ns")
+        except ValueError as exc:  # a point at a wall-clock time that a switch skips or repeats
+            raise ValueError(
+                f"column {time_col!r}: the grid of step {offset.freqstr} from {first} to {last} in its time zone "
+                f"has no single instant for every point: {_first_line(exc)}"
+            ) from exc
+    return pd.date_range(start, end, freq=offset, name=time_col, unit="ns")

@@ -20,13 +20,16 @@ def is_finite_real(value) -> bool:
 
     Numeric parameters are checked with this before their range: every comparison with NaN
     is False, so a refusal written as ``value < 0`` lets NaN through, and inf accepted as a
-    scale or a step turns scores into 0 or NaN.
+    scale or a step turns scores into 0 or NaN. An integer too large for a float (``10**400``)
+    is False too: the parameters are used as floats, where it would be inf (``math.isfinite``
+    raised OverflowError on it, a traceback from ``--param contamination=1000...``).
     """
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, (bool, np.bool_))
-        and math.isfinite(value)
-    )
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_flag(value, name: str) -> None:
