@@ -301,6 +301,41 @@ def test_constant_and_non_finite_rules_by_hand():
         assert np.all(np.isinf(all_nan.profile)) and np.all(all_nan.index == -1)
 
 
+@pytest.mark.parametrize("scale, precision", [(1e20, "single"), (1e-25, "single"), (1e155, "double"),
+                                              (1e-160, "double"), (2.0**-60, "double")])
+def test_z_normalised_join_is_unaffected_by_the_datas_scale(scale, precision):
+    """z-normalised distances do not depend on the data's scale; the kernels' window sums of
+    squares and products did: at 1e20 or 1e-25 in single precision, 1e155 or 1e-160 in double,
+    they overflowed or underflowed, every neighbour was wrong and distances were off by ~4.
+    Each series is scaled by a power of two before the join (exact), so a power-of-two scale
+    gives the very same results, and any other one results within the precision's bound."""
+    rng = np.random.default_rng(0)
+    x = walk_with_gaps(rng, 400)
+    m = 8
+    ref = naive_matrix_profile(x, m)
+    D = distance_matrix(x, m)
+    got = matrix_profile(x * scale, m, device="cpu", precision=precision)
+    same_scale = matrix_profile(x, m, device="cpu", precision=precision)
+    if math.frexp(scale)[0] == 0.5:  # a power of two
+        for name in FIELDS:
+            np.testing.assert_array_equal(getattr(got, name), getattr(same_scale, name), err_msg=name)
+    if precision == "double":
+        assert_profile_equal(got, ref, D, got.exclusion)
+    else:
+        i, j = np.indices(D.shape)
+        D[np.abs(i - j) <= got.exclusion] = np.inf
+        assert_within_single_bound(got.profile, got.index, ref["profile"], D, m)
+        assert np.mean(got.index == same_scale.index) > 0.95
+    # AB-joins too, each series at its own scale.
+    b = walk_with_gaps(rng, 150)
+    ab = matrix_profile(x * scale, m, T_B=b / scale, device="cpu", precision=precision)
+    ref_ab = naive_matrix_profile(x, m, T_B=b)
+    if precision == "double":
+        assert_neighbours(ab.profile, ab.index, ref_ab["profile"], ref_ab["index"], distance_matrix(x, m, b))
+    else:
+        assert_within_single_bound(ab.profile, ab.index, ref_ab["profile"], distance_matrix(x, m, b), m)
+
+
 # ---------------------------------------------------------------------------- validation
 def test_validation_errors_name_the_problem():
     x = np.arange(20.0)
@@ -399,6 +434,19 @@ def test_gpu_batch_of_short_series_equals_cpu():
     gpu_ab = matrix_profile(batch[:, :300], 24, T_B=batch[:, 300:], device="cuda", precision="single")
     cpu_ab = matrix_profile(batch[:, :300], 24, T_B=batch[:, 300:], device="cpu", precision="double")
     assert np.all(np.abs(gpu_ab.profile**2 - cpu_ab.profile**2) <= 2 * 24 * SINGLE_PRECISION_RHO_BOUND)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scale, precision", [(1e20, "single"), (1e155, "double")])
+def test_gpu_z_normalised_join_is_unaffected_by_the_datas_scale(scale, precision):
+    rng = np.random.default_rng(0)
+    x = np.stack([walk_with_gaps(rng, 400) for _ in range(3)])
+    gpu = matrix_profile(x * scale, 8, device="cuda", precision=precision)
+    cpu = matrix_profile(x, 8, device="cpu", precision="double")
+    bound = 2 * 8 * SINGLE_PRECISION_RHO_BOUND if precision == "single" else 1e-8
+    finite = np.isfinite(cpu.profile)
+    np.testing.assert_array_equal(np.isfinite(gpu.profile), finite)
+    assert np.all(np.abs(gpu.profile[finite] ** 2 - cpu.profile[finite] ** 2) <= bound)
 
 
 # ---------------------------------------------------------------------------- detector

@@ -199,9 +199,27 @@ def _centre_and_scale(x):
     return centre, xp.where(spread > 0, spread, 1.0)
 
 
+def _power_of_two_scaled(x):
+    """Each row of ``x`` divided by the power of two at or above its largest finite ``|value|``
+    (rows without a non-zero finite value unchanged), a contiguous array of ``x``'s module.
+
+    Exact (no rounding; NaN and inf stay as they are), and the kernels' arithmetic commutes with
+    it, so z-normalised results are bit for bit those of ``x`` wherever ``x``'s window sums of
+    squares and products neither overflow nor underflow -- which, on the scaled series, they
+    then do not (at 1e20 or 1e-25 in single precision, 1e155 or 1e-160 in double, they did).
+    """
+    xp = backend.array_module(x)
+    peak = xp.max(xp.where(xp.isfinite(x), xp.abs(x), 0.0), axis=1)
+    _, exponent = xp.frexp(peak)  # peak = f * 2**exponent with f in [0.5, 1); exponent 0 for 0
+    return xp.ascontiguousarray(xp.ldexp(x, -exponent[:, None]))
+
+
 def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, normalize=True, rows=True):
     """The device kernel's join (see :func:`tsanomaly.kernels.mp_cpu.join`), z-normalised or plain.
 
+    z-normalised distances are computed on each series (of ``a``, and of ``b`` on its own)
+    scaled by a power of two to at most 1 in absolute value (:func:`_power_of_two_scaled`):
+    they do not change, and the window sums of squares cannot overflow or underflow.
     Plain distances (``normalize=False``) are computed on each context's series shifted
     by its mean and divided by its std (those of ``a`` and ``b`` together, so that both
     get the same map): a shift does not change a plain distance, and the recurrence's raw
@@ -211,7 +229,8 @@ def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, norm
     """
     kernel = _kernel(device)
     if normalize:
-        return kernel.join(a, b, m, exclusion, precision, col_start, max_lag, rows=rows)
+        return kernel.join(_power_of_two_scaled(a), None if b is None else _power_of_two_scaled(b), m, exclusion,
+                           precision, col_start, max_lag, rows=rows)
     xp = backend.array_module(a)
     centre, spread = _centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
 
@@ -299,7 +318,10 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     Edge cases (same on CPU and GPU): windows with NaN/inf are never anyone's
     neighbour and get inf / -1; two constant windows are at distance 0, a
     constant and a non-constant one at ``sqrt(m)``; ties go to the smaller
-    index. Cost: about ``n_windows**2 / 2`` window pairs per context for a
+    index. z-normalised results do not depend on the data's scale: each
+    series is first divided by a power of two (exact), so values of 1e-160 or
+    1e155 (1e-25 or 1e20 in single precision) neither underflow nor overflow
+    the window sums. Cost: about ``n_windows**2 / 2`` window pairs per context for a
     self-join.
 
     References
