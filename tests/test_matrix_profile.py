@@ -590,6 +590,31 @@ def test_detector_training_scores_and_planted_discord():
     assert top["neighbour_time"] == top["neighbour_start"] + 23 * pd.Timedelta("1h")
 
 
+def test_difference_alert_neighbour_window_spans_the_values_its_steps_come_from():
+    """With difference=True a window of `window` steps spans window + 1 values, the neighbour's as
+    the alerted one's; neighbour_start was one step late (the neighbour's second value)."""
+    rng = np.random.default_rng(0)
+    n, m = 480, 12
+    x = rng.poisson(30 * (1 + np.sin(np.arange(n) * 2 * np.pi / 24)), size=(1, n)).astype(float)
+    x[0, 411:417] += 80
+    panel = _hourly_panel(x)
+    det = MatrixProfileDetector(window=m, history=168, difference=True, device="cpu", contamination=0.05)
+    det.fit(panel.time_slice(end=panel.index[335]))
+    new = panel.time_slice(start=panel.index[336])
+    alert = det.alerts(new).iloc[0]
+    # The neighbour from the profile of the steps, by brute force: step k = x[k] - x[k-1] (NaN for k = 0).
+    steps = np.r_[np.nan, np.diff(x[0])]
+    t = panel.index.get_loc(alert["peak_time"])
+    w = t - (m - 1)  # the alerted window of steps starts at step w, its values at point w - 1
+    excl = math.ceil(m / 4)
+    d = distance_matrix(steps, m)[w]
+    candidates = np.arange(max(0, w - det.history), w - excl)
+    neighbour = candidates[np.argmin(d[candidates])]
+    assert alert["neighbour_start"] == panel.index[neighbour - 1]
+    assert alert["neighbour_time"] == panel.index[neighbour + m - 1]
+    assert alert["neighbour_time"] - alert["neighbour_start"] == m * pd.Timedelta("1h")
+
+
 def test_detector_unseen_context_starts_cold():
     rng = np.random.default_rng(28)
     values = np.cumsum(rng.standard_normal((3, 300)), axis=1)

@@ -495,7 +495,8 @@ class MatrixProfileDetector(BaseDetector):
     ``1/sqrt(2)`` against non-constant ones only. Alerts carry
     ``neighbour_start`` / ``neighbour_time``: start and end of the nearest window (an
     earlier one unless ``neighbours="all"``) to the alerted one (the score's own
-    timestamps are window ends).
+    timestamps are window ends); with ``difference=True`` the window's ``window + 1``
+    values, from the one its first step starts at.
 
     References
     ----------
@@ -714,7 +715,8 @@ class MatrixProfileDetector(BaseDetector):
         return self._blocked_scores(x, col_start, first_window, n_new, data_start, scale)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
-        """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``)."""
+        """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``):
+        its first and last value (``window + 1`` values with ``difference``)."""
         m = int(self.window)
         unique, inverse = np.unique(ctx_rows, return_inverse=True)
         sub = panel.take(unique)
@@ -726,7 +728,9 @@ class MatrixProfileDetector(BaseDetector):
         neighbour = index[inverse, offset - (m - 1) + peak_pos]
         times = _times_before(panel.index, offset, self.freq_)
         valid = neighbour >= 0
-        start_pos = np.where(valid, neighbour, 0)
+        # A window of first differences starts one value earlier, at the value its first step
+        # comes from (its first step is never the undefined one: that window is nobody's neighbour).
+        start_pos = np.where(valid, neighbour - int(bool(self.difference)), 0)
         end_pos = np.where(valid, neighbour + m - 1, 0)
         start = np.asarray(times)[start_pos]
         end = np.asarray(times)[end_pos]
