@@ -336,6 +336,21 @@ def test_z_normalised_join_is_unaffected_by_the_datas_scale(scale, precision):
         assert_within_single_bound(ab.profile, ab.index, ref_ab["profile"], distance_matrix(x, m, b), m)
 
 
+def test_ties_go_to_the_smaller_index_up_to_rounding():
+    """Documented behaviour (no fix): neighbours are chosen on 1 - rho as the recurrence computes
+    it, so windows at exactly the same true distance are tied only where rounding agrees. Here
+    windows 6 and 9 are both at distance 0 from window 16 (all three are [0, 0, 1]); rounding
+    puts 9 nearer, and the reported distance is exact. Equal computed values (constant windows,
+    through the rule) do go to the smaller index."""
+    T = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1], float)
+    D = distance_matrix(T, 3)
+    for precision in ("double", "single"):
+        mp = matrix_profile(T, 3, device="cpu", precision=precision)
+        assert D[16, 6] == D[16, 9] == 0.0 and mp.left_profile[16] == 0.0
+        assert mp.left_index[16] in (6, 9)
+        assert mp.left_index[14] == 1  # window 14 = [0, 0, 0]: constant, like 1..5 and 12..13
+
+
 # ---------------------------------------------------------------------------- validation
 def test_validation_errors_name_the_problem():
     x = np.arange(20.0)

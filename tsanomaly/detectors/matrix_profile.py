@@ -24,8 +24,16 @@ Rules shared by both devices
   z-normalised distances only: plain distances need no rule).
 * Trivial matches: a self-join skips pairs with ``|i - j| <= exclusion``
   (default ``ceil(m / 4)``); an AB-join compares everything.
-* Ties go to the smaller index; the full profile takes the left neighbour when
-  left and right are equally near.
+* Ties go to the smaller index up to rounding: neighbours are chosen on ``1 - rho``
+  as the recurrence computes it (kept to ``52 - log2(n_windows)`` bits in double,
+  see ``precision``), so the smaller index wins among windows whose *computed* values
+  are equal, and among windows at exactly the same true distance the one that
+  rounding put a few ulps nearer wins (``T = [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0,
+  0, 0, 0, 0, 0, 1]``, ``m = 3``: window 16's left neighbour is 9, though 6 is at
+  distance 0 too). For the same reason the CPU and the GPU (which rounds differently:
+  fused multiply-adds) may pick different neighbours among near-equal distances;
+  the reported distances agree. The full profile takes the left neighbour when left
+  and right are equally near.
 """
 from __future__ import annotations
 
@@ -318,7 +326,8 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     Edge cases (same on CPU and GPU): windows with NaN/inf are never anyone's
     neighbour and get inf / -1; two constant windows are at distance 0, a
     constant and a non-constant one at ``sqrt(m)``; ties go to the smaller
-    index. z-normalised results do not depend on the data's scale: each
+    index up to rounding (among near-equal distances, CPU and GPU may choose
+    different neighbours: see the module docstring). z-normalised results do not depend on the data's scale: each
     series is first divided by a power of two (exact), so values of 1e-160 or
     1e155 (1e-25 or 1e20 in single precision) neither underflow nor overflow
     the window sums. Cost: about ``n_windows**2 / 2`` window pairs per context for a
