@@ -784,6 +784,19 @@ def test_plain_ab_join_and_batch_match_brute_force():
         np.testing.assert_allclose(together.profile[c], alone["profile"], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("level, jump", [(1e8, 0.0), (0.0, 1e5)])
+def test_plain_distances_are_exact_at_any_level_and_below_the_documented_shift_limit(level, jump):
+    """Documented limit of normalize=False (double): a constant level of any size is removed by the
+    centring; a level shift J over unit noise costs the squared distances ~eps J**2 of their
+    precision, harmless at 1e5 (neighbours wrong from about 1e6 on: see matrix_profile)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(400) + level
+    x[200:] += jump
+    got = matrix_profile(x, 8, device="cpu", normalize=False)
+    ref = naive_matrix_profile(x, 8, normalize=False)
+    assert_profile_equal(got, ref, distance_matrix(x, 8, normalize=False), got.exclusion, atol=1e-6)
+
+
 def test_plain_distances_see_amplitude_that_z_normalising_removes():
     """One cycle at twice the amplitude is the same shape: invisible z-normalised, the top discord plain."""
     t = np.arange(24 * 30)
