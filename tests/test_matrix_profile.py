@@ -550,7 +550,8 @@ def test_detector_smoothing_is_a_trailing_mean_of_window_distances():
     panel = _hourly_panel(x)
     plain = MatrixProfileDetector(window=24, history=300, device="cpu").fit_score(panel).to_numpy()
     smooth = MatrixProfileDetector(window=24, history=300, smoothing=7, device="cpu")
-    expected = pd.DataFrame(plain.T).rolling(7, min_periods=1).mean().to_numpy().T
+    expected = pd.DataFrame(plain.T).rolling(7, min_periods=1).mean().to_numpy().T.copy()
+    expected[1, 700] = np.nan  # the missing point itself scores NaN, as with every detector
     np.testing.assert_allclose(smooth.fit_score(panel).to_numpy(), expected, atol=1e-12, rtol=0, equal_nan=True)
     fit_part, scored = panel.time_slice(end=panel.index[499]), panel.time_slice(start=panel.index[500])
     chunked = smooth.fit(fit_part).score(scored).to_numpy()
@@ -558,6 +559,29 @@ def test_detector_smoothing_is_a_trailing_mean_of_window_distances():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="smoothing"):
             MatrixProfileDetector(window=24, history=300, smoothing=bad).fit(fit_part)
+
+
+@pytest.mark.parametrize("neighbours, difference", [("past", False), ("all", False), ("past", True)])
+def test_smoothed_score_of_a_missing_point_is_nan(neighbours, difference):
+    """A missing point scores NaN, as with the other detectors (BaseDetector.score); with
+    smoothing > 1 it got the mean of the earlier windows' distances, which do not hold it.
+    The observed points after it keep their trailing means of the windows that have no gap."""
+    rng = np.random.default_rng(43)
+    x = np.sin(2 * np.pi * np.arange(600) / 24)[None, :] + 0.1 * rng.standard_normal((2, 600))
+    x[0, 450] = np.nan
+    x[1, 200] = np.nan  # in the fitted part
+    panel = _hourly_panel(x)
+    params = dict(window=12, history=200, smoothing=6, neighbours=neighbours, difference=difference, device="cpu")
+    plain = MatrixProfileDetector(**{**params, "smoothing": 1}).fit_score(panel).to_numpy()
+    expected = pd.DataFrame(plain.T).rolling(6, min_periods=1).mean().to_numpy().T.copy()
+    expected[np.isnan(x)] = np.nan
+    det = MatrixProfileDetector(**params)
+    np.testing.assert_allclose(det.fit_score(panel).to_numpy(), expected, atol=1e-12, rtol=0, equal_nan=True)
+    chunked = det.fit(panel.time_slice(end=panel.index[399])).score(panel.time_slice(start=panel.index[400]))
+    scores = chunked.to_numpy()
+    assert np.isnan(scores[0, 50]) and np.isfinite(scores[0, [49, 51]]).all()
+    if neighbours == "past":  # "all" looks at the rest of the batch, which differs here
+        np.testing.assert_allclose(scores, expected[:, 400:], atol=1e-12, rtol=0, equal_nan=True)
 
 
 @pytest.mark.gpu

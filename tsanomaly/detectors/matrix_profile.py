@@ -513,9 +513,12 @@ class MatrixProfileDetector(BaseDetector):
 
     Notes
     -----
-    Windows with a missing point score NaN, as do points with no complete window
-    or less than ``min_history`` points of past (so a context seen for the first
-    time is scored from its ``min_history + window``-th point on: a cold start). A constant window (all counts equal,
+    A window with a missing point has no distance and scores NaN, and so does a
+    missing point, as with every detector (with ``smoothing > 1`` an observed point's
+    score is the mean over those of its last ``smoothing`` windows that have no
+    missing point, NaN if none), as do points with no complete window or less than
+    ``min_history`` points of past (so a context seen for the first time is scored
+    from its ``min_history + window``-th point on: a cold start). A constant window (all counts equal,
     e.g. zeros at night) scores 0 against an earlier constant window and
     ``1/sqrt(2)`` against non-constant ones only. Alerts carry
     ``neighbour_start`` / ``neighbour_time``: start and end of the nearest window (an
@@ -682,13 +685,16 @@ class MatrixProfileDetector(BaseDetector):
         for blocks of contexts on the CPU (:func:`backend.context_blocks`; contexts are independent,
         so the scores are those of the whole panel at once, with a fraction of its working memory)
         and for the whole panel on the GPU. ``data_start`` (n_contexts,) and ``scale``
-        (n_contexts,) or None are per context, as in those methods."""
+        (n_contexts,) or None are per context, as in those methods. A scored time whose own
+        point is missing scores NaN, as with every detector: with ``smoothing > 1`` the windows
+        ending before it would otherwise give it their mean."""
         xp = backend.array_module(x)
         scores = xp.empty((x.shape[0], n_out))
         for rows in backend.context_blocks(x.shape[0], x.shape[1], xp):
             dist, _ = self._profile(x[rows], col_start, None if scale is None else scale[rows])
             scores[rows] = self._scores_from(dist, first_window, n_out, data_start[rows])
-        return scores
+        end = first_window + int(self.window) - 1  # the scored times: the windows' last points
+        return xp.where(xp.isfinite(x[:, end : end + n_out]), scores, xp.nan)
 
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds); ``scale_`` is None when z-normalised."""
