@@ -21,7 +21,7 @@
 // one 64-bit key per row and per column (the value's bits over the index, see the header),
 // with a plain read first so that the atomic runs only on an improvement. After the tile,
 // each shared entry that holds a candidate is merged into the global profile with one
-// 64-bit atomicMin: value and index change together, and ties go to the smaller index.
+// 64-bit atomicMin: value and index change together, and ties (equal keys) go to the smaller index.
 //
 // Launches per batch (mp_gpu.py): mp_stats_* (window terms, a thread per window),
 // mp_flags_* (restart windows, a thread per context; z-normalised distances only),

@@ -56,7 +56,9 @@
 //
 // Minima are kept as one 64-bit key per profile entry, the value's bits above the index
 // bits, so that atomicMin updates value and index together and ties go to the smaller
-// index. The key orders by u = 1 - rho >= 0 (a non-negative float's bits order like
+// index -- ties of u as computed: two windows at exactly the same true distance can get u a
+// few ulps apart, and then the nearer by rounding wins, which can differ from the CPU's choice
+// (mp_cpu.py rounds without fused multiply-adds). The key orders by u = 1 - rho >= 0 (a non-negative float's bits order like
 // unsigned integers), i.e. by distance, smallest first.
 //   float:  key = bits32(u) << 32 | index                 (u exact as computed)
 //   double: key = (bits64(u) & ~(2^b - 1)) | index         b = index bits (b = bit length of

@@ -312,3 +312,44 @@ def test_scores_do_not_depend_on_the_block_of_contexts(monkeypatch):
     np.testing.assert_array_equal(block_units, units)
     np.testing.assert_array_equal(block_scores, scores)
     assert np.isfinite(scores).mean() > 0.9
+
+
+@pytest.mark.parametrize("level", [0.0, 1e6 + 0.1])
+def test_a_context_flat_for_the_whole_fit_gets_the_shared_constant_row_scale(level):
+    """A context with no spread at all in the fit had the 1e-12 fallback floor, so one extra
+    event scored 1e12 (and a constant 1e6 + 0.1, whose float standard deviation is 2e-10, about
+    4e10). Its floor is now the scale tsanomaly.scaling gives a constant row: 1 for zeros, 1e-3
+    x |value| otherwise -- whatever floor_fraction, which has no spread to take a fraction of."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(5, size=(2, 504)).astype(float)
+    x[1] = level
+    new = np.full((2, 24), level)
+    new[0] = 5.0
+    new[0, 5], new[1, 5] = 15.0, level + 1.0
+    unit = 1.0 if level == 0 else 1e-3 * level
+    for floor_fraction in (0.1, 0.0):
+        det = RollingZScoreDetector(floor_fraction=floor_fraction, device="cpu").fit(x)
+        assert det.scale_floor_[1] == unit
+        scores = det.score(new).values[:, 5]
+        assert scores[1] == pytest.approx(1.0 / unit, rel=1e-9)
+    # The fit's threshold is calibrated on the same floors (floor_fraction = 0 lets the
+    # Poisson context's own flat pasts reach 1e12, as documented).
+    assert RollingZScoreDetector(device="cpu").fit(x).global_threshold_ < 10
+    # A context with spread keeps floor_fraction x its spread.
+    assert det.scale_floor_[0] == 1e-12  # floor_fraction = 0: only the past's own MAD
+    det = RollingZScoreDetector(device="cpu").fit(x)
+    assert det.scale_floor_[0] == pytest.approx(0.1 * max(1.4826 * np.median(np.abs(x[0] - np.median(x[0]))), x[0].std()))
+    assert det.score(new).values[0, 5] == pytest.approx(4.4966, abs=1e-4)  # unchanged
+
+
+@pytest.mark.gpu
+def test_gpu_floors_of_flat_contexts_equal_cpu_floors():
+    from tsanomaly import backend
+
+    x = np.random.default_rng(8).poisson(5, size=(4, 200)).astype(float)
+    x[1], x[2], x[3] = 0.0, 7.0, np.nan
+    cpu = RollingZScoreDetector(device="cpu").fit(x[:, :150])
+    gpu = RollingZScoreDetector(device="cuda").fit(x[:, :150])
+    np.testing.assert_array_equal(backend.to_numpy(gpu.scale_floor_), cpu.scale_floor_)
+    np.testing.assert_allclose(backend.to_numpy(gpu.score(x[:, 150:]).values), cpu.score(x[:, 150:]).values,
+                               rtol=1e-12, equal_nan=True)

@@ -301,6 +301,56 @@ def test_constant_and_non_finite_rules_by_hand():
         assert np.all(np.isinf(all_nan.profile)) and np.all(all_nan.index == -1)
 
 
+@pytest.mark.parametrize("scale, precision", [(1e20, "single"), (1e-25, "single"), (1e155, "double"),
+                                              (1e-160, "double"), (2.0**-60, "double")])
+def test_z_normalised_join_is_unaffected_by_the_datas_scale(scale, precision):
+    """z-normalised distances do not depend on the data's scale; the kernels' window sums of
+    squares and products did: at 1e20 or 1e-25 in single precision, 1e155 or 1e-160 in double,
+    they overflowed or underflowed, every neighbour was wrong and distances were off by ~4.
+    Each series is scaled by a power of two before the join (exact), so a power-of-two scale
+    gives the very same results, and any other one results within the precision's bound."""
+    rng = np.random.default_rng(0)
+    x = walk_with_gaps(rng, 400)
+    m = 8
+    ref = naive_matrix_profile(x, m)
+    D = distance_matrix(x, m)
+    got = matrix_profile(x * scale, m, device="cpu", precision=precision)
+    same_scale = matrix_profile(x, m, device="cpu", precision=precision)
+    if math.frexp(scale)[0] == 0.5:  # a power of two
+        for name in FIELDS:
+            np.testing.assert_array_equal(getattr(got, name), getattr(same_scale, name), err_msg=name)
+    if precision == "double":
+        assert_profile_equal(got, ref, D, got.exclusion)
+    else:
+        i, j = np.indices(D.shape)
+        D[np.abs(i - j) <= got.exclusion] = np.inf
+        assert_within_single_bound(got.profile, got.index, ref["profile"], D, m)
+        assert np.mean(got.index == same_scale.index) > 0.95
+    # AB-joins too, each series at its own scale.
+    b = walk_with_gaps(rng, 150)
+    ab = matrix_profile(x * scale, m, T_B=b / scale, device="cpu", precision=precision)
+    ref_ab = naive_matrix_profile(x, m, T_B=b)
+    if precision == "double":
+        assert_neighbours(ab.profile, ab.index, ref_ab["profile"], ref_ab["index"], distance_matrix(x, m, b))
+    else:
+        assert_within_single_bound(ab.profile, ab.index, ref_ab["profile"], distance_matrix(x, m, b), m)
+
+
+def test_ties_go_to_the_smaller_index_up_to_rounding():
+    """Documented behaviour (no fix): neighbours are chosen on 1 - rho as the recurrence computes
+    it, so windows at exactly the same true distance are tied only where rounding agrees. Here
+    windows 6 and 9 are both at distance 0 from window 16 (all three are [0, 0, 1]); rounding
+    puts 9 nearer, and the reported distance is exact. Equal computed values (constant windows,
+    through the rule) do go to the smaller index."""
+    T = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1], float)
+    D = distance_matrix(T, 3)
+    for precision in ("double", "single"):
+        mp = matrix_profile(T, 3, device="cpu", precision=precision)
+        assert D[16, 6] == D[16, 9] == 0.0 and mp.left_profile[16] == 0.0
+        assert mp.left_index[16] in (6, 9)
+        assert mp.left_index[14] == 1  # window 14 = [0, 0, 0]: constant, like 1..5 and 12..13
+
+
 # ---------------------------------------------------------------------------- validation
 def test_validation_errors_name_the_problem():
     x = np.arange(20.0)
@@ -401,6 +451,19 @@ def test_gpu_batch_of_short_series_equals_cpu():
     assert np.all(np.abs(gpu_ab.profile**2 - cpu_ab.profile**2) <= 2 * 24 * SINGLE_PRECISION_RHO_BOUND)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("scale, precision", [(1e20, "single"), (1e155, "double")])
+def test_gpu_z_normalised_join_is_unaffected_by_the_datas_scale(scale, precision):
+    rng = np.random.default_rng(0)
+    x = np.stack([walk_with_gaps(rng, 400) for _ in range(3)])
+    gpu = matrix_profile(x * scale, 8, device="cuda", precision=precision)
+    cpu = matrix_profile(x, 8, device="cpu", precision="double")
+    bound = 2 * 8 * SINGLE_PRECISION_RHO_BOUND if precision == "single" else 1e-8
+    finite = np.isfinite(cpu.profile)
+    np.testing.assert_array_equal(np.isfinite(gpu.profile), finite)
+    assert np.all(np.abs(gpu.profile[finite] ** 2 - cpu.profile[finite] ** 2) <= bound)
+
+
 # ---------------------------------------------------------------------------- detector
 def _hourly_panel(values, start="2024-01-01"):
     index = pd.date_range(start, periods=values.shape[1], freq="1h", name="ts")
@@ -487,7 +550,8 @@ def test_detector_smoothing_is_a_trailing_mean_of_window_distances():
     panel = _hourly_panel(x)
     plain = MatrixProfileDetector(window=24, history=300, device="cpu").fit_score(panel).to_numpy()
     smooth = MatrixProfileDetector(window=24, history=300, smoothing=7, device="cpu")
-    expected = pd.DataFrame(plain.T).rolling(7, min_periods=1).mean().to_numpy().T
+    expected = pd.DataFrame(plain.T).rolling(7, min_periods=1).mean().to_numpy().T.copy()
+    expected[1, 700] = np.nan  # the missing point itself scores NaN, as with every detector
     np.testing.assert_allclose(smooth.fit_score(panel).to_numpy(), expected, atol=1e-12, rtol=0, equal_nan=True)
     fit_part, scored = panel.time_slice(end=panel.index[499]), panel.time_slice(start=panel.index[500])
     chunked = smooth.fit(fit_part).score(scored).to_numpy()
@@ -495,6 +559,29 @@ def test_detector_smoothing_is_a_trailing_mean_of_window_distances():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="smoothing"):
             MatrixProfileDetector(window=24, history=300, smoothing=bad).fit(fit_part)
+
+
+@pytest.mark.parametrize("neighbours, difference", [("past", False), ("all", False), ("past", True)])
+def test_smoothed_score_of_a_missing_point_is_nan(neighbours, difference):
+    """A missing point scores NaN, as with the other detectors (BaseDetector.score); with
+    smoothing > 1 it got the mean of the earlier windows' distances, which do not hold it.
+    The observed points after it keep their trailing means of the windows that have no gap."""
+    rng = np.random.default_rng(43)
+    x = np.sin(2 * np.pi * np.arange(600) / 24)[None, :] + 0.1 * rng.standard_normal((2, 600))
+    x[0, 450] = np.nan
+    x[1, 200] = np.nan  # in the fitted part
+    panel = _hourly_panel(x)
+    params = dict(window=12, history=200, smoothing=6, neighbours=neighbours, difference=difference, device="cpu")
+    plain = MatrixProfileDetector(**{**params, "smoothing": 1}).fit_score(panel).to_numpy()
+    expected = pd.DataFrame(plain.T).rolling(6, min_periods=1).mean().to_numpy().T.copy()
+    expected[np.isnan(x)] = np.nan
+    det = MatrixProfileDetector(**params)
+    np.testing.assert_allclose(det.fit_score(panel).to_numpy(), expected, atol=1e-12, rtol=0, equal_nan=True)
+    chunked = det.fit(panel.time_slice(end=panel.index[399])).score(panel.time_slice(start=panel.index[400]))
+    scores = chunked.to_numpy()
+    assert np.isnan(scores[0, 50]) and np.isfinite(scores[0, [49, 51]]).all()
+    if neighbours == "past":  # "all" looks at the rest of the batch, which differs here
+        np.testing.assert_allclose(scores, expected[:, 400:], atol=1e-12, rtol=0, equal_nan=True)
 
 
 @pytest.mark.gpu
@@ -540,6 +627,31 @@ def test_detector_training_scores_and_planted_discord():
     neighbour = int(np.argmin(d[max(0, w - det.history) :])) + max(0, w - det.history)
     assert top["neighbour_start"] == new.index[0] - (offset - neighbour) * pd.Timedelta("1h")
     assert top["neighbour_time"] == top["neighbour_start"] + 23 * pd.Timedelta("1h")
+
+
+def test_difference_alert_neighbour_window_spans_the_values_its_steps_come_from():
+    """With difference=True a window of `window` steps spans window + 1 values, the neighbour's as
+    the alerted one's; neighbour_start was one step late (the neighbour's second value)."""
+    rng = np.random.default_rng(0)
+    n, m = 480, 12
+    x = rng.poisson(30 * (1 + np.sin(np.arange(n) * 2 * np.pi / 24)), size=(1, n)).astype(float)
+    x[0, 411:417] += 80
+    panel = _hourly_panel(x)
+    det = MatrixProfileDetector(window=m, history=168, difference=True, device="cpu", contamination=0.05)
+    det.fit(panel.time_slice(end=panel.index[335]))
+    new = panel.time_slice(start=panel.index[336])
+    alert = det.alerts(new).iloc[0]
+    # The neighbour from the profile of the steps, by brute force: step k = x[k] - x[k-1] (NaN for k = 0).
+    steps = np.r_[np.nan, np.diff(x[0])]
+    t = panel.index.get_loc(alert["peak_time"])
+    w = t - (m - 1)  # the alerted window of steps starts at step w, its values at point w - 1
+    excl = math.ceil(m / 4)
+    d = distance_matrix(steps, m)[w]
+    candidates = np.arange(max(0, w - det.history), w - excl)
+    neighbour = candidates[np.argmin(d[candidates])]
+    assert alert["neighbour_start"] == panel.index[neighbour - 1]
+    assert alert["neighbour_time"] == panel.index[neighbour + m - 1]
+    assert alert["neighbour_time"] - alert["neighbour_start"] == m * pd.Timedelta("1h")
 
 
 def test_detector_unseen_context_starts_cold():
@@ -694,6 +806,19 @@ def test_plain_ab_join_and_batch_match_brute_force():
     for c in range(3):
         alone = naive_matrix_profile(batch[c], 12, normalize=False)
         np.testing.assert_allclose(together.profile[c], alone["profile"], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("level, jump", [(1e8, 0.0), (0.0, 1e5)])
+def test_plain_distances_are_exact_at_any_level_and_below_the_documented_shift_limit(level, jump):
+    """Documented limit of normalize=False (double): a constant level of any size is removed by the
+    centring; a level shift J over unit noise costs the squared distances ~eps J**2 of their
+    precision, harmless at 1e5 (neighbours wrong from about 1e6 on: see matrix_profile)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(400) + level
+    x[200:] += jump
+    got = matrix_profile(x, 8, device="cpu", normalize=False)
+    ref = naive_matrix_profile(x, 8, normalize=False)
+    assert_profile_equal(got, ref, distance_matrix(x, 8, normalize=False), got.exclusion, atol=1e-6)
 
 
 def test_plain_distances_see_amplitude_that_z_normalising_removes():

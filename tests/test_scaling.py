@@ -103,3 +103,13 @@ def test_nanmedian_on_cupy_equals_numpy():
     x = rng.normal(size=(50, 24, 7))
     x[rng.random(x.shape) < 0.2] = np.nan
     np.testing.assert_array_equal(cupy.asnumpy(nanmedian(cupy.asarray(x), axis=1)), nanmedian(x, axis=1))
+
+
+def test_constant_row_scale_is_robust_center_scales_rule_for_rows_without_spread():
+    from tsanomaly.scaling import constant_row_scale
+
+    rows = np.array([[0.0] * 4, [5.0] * 4, [-2e6] * 4, [np.nan] * 4, [np.nan, 3.0, 3.0, np.nan]])
+    center, scale = robust_center_scale(rows)
+    np.testing.assert_array_equal(constant_row_scale(center), scale)
+    np.testing.assert_array_equal(scale, [1.0, 5e-3, 2e3, 1.0, 3e-3])
+    np.testing.assert_array_equal(constant_row_scale(np.array([np.nan, 0.0])), [1.0, 1.0])

@@ -19,7 +19,7 @@ from tsanomaly import backend
 
 __all__ = [
     "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "linear_quantile_positions", "lerp", "nanmedian", "nanquantile",
-    "robust_center_scale",
+    "constant_row_scale", "robust_center_scale",
 ]
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian data.
@@ -168,7 +168,7 @@ def robust_center_scale(values):
     mean absolute deviation from the median (the same estimate of sigma for
     Gaussian data; non-zero unless the row is constant, whereas the MAD of a
     mostly-zero count series is 0), at least ``1e-3 * |median|`` (a constant
-    row), and 1 for a row of zeros (or of NaN).
+    row), and 1 for a row of zeros (or of NaN): :func:`constant_row_scale`.
 
     Parameters
     ----------
@@ -188,6 +188,27 @@ def robust_center_scale(values):
         mean_dev = MEAN_ABS_TO_SIGMA * xp.nanmean(dev, axis=1)
     center = xp.nan_to_num(center, nan=0.0)
     scale = xp.maximum(xp.nan_to_num(mad, nan=0.0), _MEAN_DEV_FLOOR * xp.nan_to_num(mean_dev, nan=0.0))
-    scale = xp.maximum(scale, _REL_SCALE_FLOOR * xp.abs(center))
-    scale = xp.where(scale > 0, scale, 1.0)
+    scale = xp.where(scale > 0, xp.maximum(scale, _REL_SCALE_FLOOR * xp.abs(center)), constant_row_scale(center))
     return center, scale
+
+
+def constant_row_scale(value):
+    """The scale of a row without any spread (constant, or without finite values): ``1e-3 * |value|``,
+    and 1 where that is 0 (a row of zeros) or ``value`` is NaN (no finite value).
+
+    :func:`robust_center_scale`'s rule for such rows, shared with the detectors whose own
+    spread estimate is 0 there (the baseline's scale floor), so that one extra event in a
+    context that was flat scores the same, in its units, whichever detector sees it.
+
+    Parameters
+    ----------
+    value : array, shape (n_contexts,), NumPy or CuPy
+        The row's value (its median).
+
+    Returns
+    -------
+    array of ``value``'s shape and array module, positive.
+    """
+    xp = backend.array_module(value)
+    scale = _REL_SCALE_FLOOR * xp.abs(xp.nan_to_num(value, nan=0.0))
+    return xp.where(scale > 0, scale, 1.0)

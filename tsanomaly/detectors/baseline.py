@@ -16,7 +16,7 @@ import numpy as np
 from tsanomaly import backend, thresholds
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import MAD_TO_SIGMA, nanmedian
+from tsanomaly.scaling import MAD_TO_SIGMA, constant_row_scale, nanmedian
 from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = [
@@ -158,9 +158,14 @@ class RollingZScoreDetector(BaseDetector):
         The scale of each point's past is at least this fraction of the
         context's overall spread in the training data (the larger of its
         robust scale and its standard deviation), so a context that was flat
-        for a while does not turn one extra event into an alert. A finite
-        number >= 0: 0 leaves only the past's own MAD (and a minimum of 1e-12);
-        above 1 the floor exceeds the context's whole spread.
+        for a while does not turn one extra event into an alert. A context
+        with no spread at all in the training data (constant: all zero, say)
+        has none to take a fraction of; its floor is the scale
+        :func:`tsanomaly.scaling.robust_center_scale` gives a constant row
+        (:func:`tsanomaly.scaling.constant_row_scale`: 1 for zeros, ``1e-3 *
+        |value|`` otherwise), whatever ``floor_fraction``. A finite number
+        >= 0: 0 leaves only the past's own MAD (and a minimum of 1e-12)
+        elsewhere; above 1 the floor exceeds the context's whole spread.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -279,8 +284,17 @@ class RollingZScoreDetector(BaseDetector):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             spread = xp.fmax(robust_scale(x, axis=1), xp.nanstd(x, axis=1))
+        # Constant (or all missing, or no point at all): tested exactly, as a constant row's
+        # float standard deviation need not be 0 (2e-10 for 1e6 + 0.1).
+        median = nanmedian(x, axis=1)
+        flat = ~(xp.nansum(xp.abs(x - median[:, None]), axis=1) > 0)
         floor = self.floor_fraction * spread
-        # A context with no spread at all still needs a positive scale.
+        # A context with no spread at all has none to take a fraction of: it gets the scale that
+        # robust_center_scale (the matrix profile's unit of plain distances) gives a constant row,
+        # 1 for zeros and 1e-3 x |value| otherwise. 1e-12 made one extra event in an all-zero
+        # context score 1e12.
+        floor = xp.where(flat, constant_row_scale(median), floor)
+        # floor_fraction = 0 leaves the past's own MAD, which still needs a positive floor.
         return xp.maximum(xp.nan_to_num(floor, nan=0.0), 1e-12)
 
     # -------------------------------------------------------------- fit / score
@@ -360,7 +374,8 @@ class RollingZScoreDetector(BaseDetector):
         x = self.with_kept_history(values, panel, rows, self.history_)
         # Unseen contexts start cold: their scale floor comes from the new data itself. So does a
         # fitted context whose kept history is all missing (all NaN at fit: its fitted floor is the
-        # 1e-12 placeholder, which made its new data score about 1e12): its past is the new data anyway.
+        # placeholder of a row without data, 1, and was 1e-12, which made its new data score about
+        # 1e12): its past is the new data anyway.
         safe_rows = np.maximum(rows, 0)
         seen = xp.asarray((rows >= 0) & ~self.fitted_without_data()[safe_rows])
         floor = xp.where(seen, xp.asarray(self.scale_floor_)[xp.asarray(safe_rows)], self._scale_floor(values))

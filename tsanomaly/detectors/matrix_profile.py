@@ -24,8 +24,16 @@ Rules shared by both devices
   z-normalised distances only: plain distances need no rule).
 * Trivial matches: a self-join skips pairs with ``|i - j| <= exclusion``
   (default ``ceil(m / 4)``); an AB-join compares everything.
-* Ties go to the smaller index; the full profile takes the left neighbour when
-  left and right are equally near.
+* Ties go to the smaller index up to rounding: neighbours are chosen on ``1 - rho``
+  as the recurrence computes it (kept to ``52 - log2(n_windows)`` bits in double,
+  see ``precision``), so the smaller index wins among windows whose *computed* values
+  are equal, and among windows at exactly the same true distance the one that
+  rounding put a few ulps nearer wins (``T = [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0,
+  0, 0, 0, 0, 0, 1]``, ``m = 3``: window 16's left neighbour is 9, though 6 is at
+  distance 0 too). For the same reason the CPU and the GPU (which rounds differently:
+  fused multiply-adds) may pick different neighbours among near-equal distances;
+  the reported distances agree. The full profile takes the left neighbour when left
+  and right are equally near.
 """
 from __future__ import annotations
 
@@ -199,9 +207,27 @@ def _centre_and_scale(x):
     return centre, xp.where(spread > 0, spread, 1.0)
 
 
+def _power_of_two_scaled(x):
+    """Each row of ``x`` divided by the power of two at or above its largest finite ``|value|``
+    (rows without a non-zero finite value unchanged), a contiguous array of ``x``'s module.
+
+    Exact (no rounding; NaN and inf stay as they are), and the kernels' arithmetic commutes with
+    it, so z-normalised results are bit for bit those of ``x`` wherever ``x``'s window sums of
+    squares and products neither overflow nor underflow -- which, on the scaled series, they
+    then do not (at 1e20 or 1e-25 in single precision, 1e155 or 1e-160 in double, they did).
+    """
+    xp = backend.array_module(x)
+    peak = xp.max(xp.where(xp.isfinite(x), xp.abs(x), 0.0), axis=1)
+    _, exponent = xp.frexp(peak)  # peak = f * 2**exponent with f in [0.5, 1); exponent 0 for 0
+    return xp.ascontiguousarray(xp.ldexp(x, -exponent[:, None]))
+
+
 def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, normalize=True, rows=True):
     """The device kernel's join (see :func:`tsanomaly.kernels.mp_cpu.join`), z-normalised or plain.
 
+    z-normalised distances are computed on each series (of ``a``, and of ``b`` on its own)
+    scaled by a power of two to at most 1 in absolute value (:func:`_power_of_two_scaled`):
+    they do not change, and the window sums of squares cannot overflow or underflow.
     Plain distances (``normalize=False``) are computed on each context's series shifted
     by its mean and divided by its std (those of ``a`` and ``b`` together, so that both
     get the same map): a shift does not change a plain distance, and the recurrence's raw
@@ -211,7 +237,8 @@ def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, norm
     """
     kernel = _kernel(device)
     if normalize:
-        return kernel.join(a, b, m, exclusion, precision, col_start, max_lag, rows=rows)
+        return kernel.join(_power_of_two_scaled(a), None if b is None else _power_of_two_scaled(b), m, exclusion,
+                           precision, col_start, max_lag, rows=rows)
     xp = backend.array_module(a)
     centre, spread = _centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
 
@@ -279,6 +306,20 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
         is relative to the whole series' variance: where level shifts dwarf the local
         variation (the walks with jumps), single precision blurs the local detail and
         most neighbours differ from double's; use ``"double"`` there.
+        Double precision has the same limit further out: the recurrence's terms are
+        the windows' squared norms about the context's mean, and a distance between two
+        windows is their difference, so a level shift ``J`` over noise of standard
+        deviation ``s`` costs the squared distances of the order of ``eps (J / s)**2``
+        of their precision. The reported distance is accurate for the neighbour chosen (recomputed
+        from the windows); the choice is what goes wrong. Measured (double, ``m = 8``,
+        three series of 1,000 points of unit Gaussian noise with one jump half-way,
+        against brute force): a jump of 1e6 leaves 0.3% of the windows with a
+        neighbour that is not the nearest, at most 0.3% farther; 1e7, 28%, up to 1.8
+        times farther; 1e8, 98%, up to 7.5 times. A constant level of any size is
+        harmless (the centring removes it: a level of 1e8 gives results exact to
+        rounding), a shift is not: no shift of the whole series centres both sides of
+        it. Differencing the series first turns the shift into one large step (1e8:
+        0.8% of neighbours not the nearest); z-normalised distances are not affected.
 
     Returns
     -------
@@ -299,7 +340,11 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
     Edge cases (same on CPU and GPU): windows with NaN/inf are never anyone's
     neighbour and get inf / -1; two constant windows are at distance 0, a
     constant and a non-constant one at ``sqrt(m)``; ties go to the smaller
-    index. Cost: about ``n_windows**2 / 2`` window pairs per context for a
+    index up to rounding (among near-equal distances, CPU and GPU may choose
+    different neighbours: see the module docstring). z-normalised results do not depend on the data's scale: each
+    series is first divided by a power of two (exact), so values of 1e-160 or
+    1e155 (1e-25 or 1e20 in single precision) neither underflow nor overflow
+    the window sums. Cost: about ``n_windows**2 / 2`` window pairs per context for a
     self-join.
 
     References
@@ -456,7 +501,9 @@ class MatrixProfileDetector(BaseDetector):
         observation in the fitted data, of its own scored data), so it stays
         comparable across contexts and a burst in the history shrinks later scores
         far less than with the standard deviation: about 1 between two unrelated
-        windows of Gaussian data.
+        windows of Gaussian data. Where a level shift is 1e7 or more times the local
+        noise, the neighbours chosen lose their accuracy, in double precision too (see
+        :func:`matrix_profile`'s ``normalize``); ``difference=True`` avoids that.
     smoothing : int, default 1
         Score each point by the mean distance of the last ``smoothing`` windows (an
         anomaly raises every window that overlaps it; a window unusual only by its
@@ -466,14 +513,18 @@ class MatrixProfileDetector(BaseDetector):
 
     Notes
     -----
-    Windows with a missing point score NaN, as do points with no complete window
-    or less than ``min_history`` points of past (so a context seen for the first
-    time is scored from its ``min_history + window``-th point on: a cold start). A constant window (all counts equal,
+    A window with a missing point has no distance and scores NaN, and so does a
+    missing point, as with every detector (with ``smoothing > 1`` an observed point's
+    score is the mean over those of its last ``smoothing`` windows that have no
+    missing point, NaN if none), as do points with no complete window or less than
+    ``min_history`` points of past (so a context seen for the first time is scored
+    from its ``min_history + window``-th point on: a cold start). A constant window (all counts equal,
     e.g. zeros at night) scores 0 against an earlier constant window and
     ``1/sqrt(2)`` against non-constant ones only. Alerts carry
     ``neighbour_start`` / ``neighbour_time``: start and end of the nearest window (an
     earlier one unless ``neighbours="all"``) to the alerted one (the score's own
-    timestamps are window ends).
+    timestamps are window ends); with ``difference=True`` the window's ``window + 1``
+    values, from the one its first step starts at.
 
     References
     ----------
@@ -634,13 +685,16 @@ class MatrixProfileDetector(BaseDetector):
         for blocks of contexts on the CPU (:func:`backend.context_blocks`; contexts are independent,
         so the scores are those of the whole panel at once, with a fraction of its working memory)
         and for the whole panel on the GPU. ``data_start`` (n_contexts,) and ``scale``
-        (n_contexts,) or None are per context, as in those methods."""
+        (n_contexts,) or None are per context, as in those methods. A scored time whose own
+        point is missing scores NaN, as with every detector: with ``smoothing > 1`` the windows
+        ending before it would otherwise give it their mean."""
         xp = backend.array_module(x)
         scores = xp.empty((x.shape[0], n_out))
         for rows in backend.context_blocks(x.shape[0], x.shape[1], xp):
             dist, _ = self._profile(x[rows], col_start, None if scale is None else scale[rows])
             scores[rows] = self._scores_from(dist, first_window, n_out, data_start[rows])
-        return scores
+        end = first_window + int(self.window) - 1  # the scored times: the windows' last points
+        return xp.where(xp.isfinite(x[:, end : end + n_out]), scores, xp.nan)
 
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds); ``scale_`` is None when z-normalised."""
@@ -692,7 +746,8 @@ class MatrixProfileDetector(BaseDetector):
         return self._blocked_scores(x, col_start, first_window, n_new, data_start, scale)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
-        """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``)."""
+        """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``):
+        its first and last value (``window + 1`` values with ``difference``)."""
         m = int(self.window)
         unique, inverse = np.unique(ctx_rows, return_inverse=True)
         sub = panel.take(unique)
@@ -704,7 +759,9 @@ class MatrixProfileDetector(BaseDetector):
         neighbour = index[inverse, offset - (m - 1) + peak_pos]
         times = _times_before(panel.index, offset, self.freq_)
         valid = neighbour >= 0
-        start_pos = np.where(valid, neighbour, 0)
+        # A window of first differences starts one value earlier, at the value its first step
+        # comes from (its first step is never the undefined one: that window is nobody's neighbour).
+        start_pos = np.where(valid, neighbour - int(bool(self.difference)), 0)
         end_pos = np.where(valid, neighbour + m - 1, 0)
         start = np.asarray(times)[start_pos]
         end = np.asarray(times)[end_pos]

@@ -21,8 +21,10 @@ by row; at each row one fused, vectorised loop advances every lane (diagonal),
 folds each cell into the column minima (the left profile of the later window)
 and reduces the row minimum (the right profile of the earlier one). Minima are
 the GPU's 64-bit keys (``mp::pack_key``: u's bits over the index), so a minimum
-is an argmin in one integer instruction, ties go to the smaller index, and the
-CPU and GPU choose neighbours by the same rule. The distance to each chosen
+is an argmin in one integer instruction, ties (equal keys) go to the smaller
+index, and the CPU and GPU choose neighbours by the same rule -- on values that
+each rounds its own way (the GPU fuses multiply-adds), so among windows at
+near-equal (or exactly equal) true distances the two may choose differently. The distance to each chosen
 neighbour is then recomputed from the windows' differences (``mp::pair_distance``).
 One long series: threads take diagonal blocks (balanced by cell count) and keep
 private minima merged at the end. Many series: threads take whole contexts.
@@ -284,7 +286,7 @@ def _lanes(qt, B, col_keys, j0, b0, b1, i, dfi, dgi, invi, Hi, zero, key, step, 
     into the column minima (if `want_cols`), and return min(key, the row's smallest key).
 
     A key is ``_key_high(u, keep) | index`` with u = 1 - rho >= 0 (mp::pack_key):
-    integer order = distance order, ties to the smaller index, and a minimum over keys
+    integer order = distance order, equal keys to the smaller index, and a minimum over keys
     is an argmin, in one vectorised integer instruction. One fused pass; the same order
     of operations as mp::qt_step and mp::cell_u, without the fused multiply-adds.
     """
