@@ -87,3 +87,36 @@ def test_gpu_ci_records_a_missing_cupy_and_still_runs_the_tests(tmp_path, pytest
     assert "pytest ran: -m pytest -m gpu" in (out / "pytest-gpu.log").read_text()
     for name in ("stl", "mp", "lstm", "mp-plain"):
         assert "compare ran" in (out / f"compare-{name}.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    "cupy_sees, torch_sees, expected",
+    [(False, False, ["cpu"]), (True, False, ["cpu"]), (True, True, ["cpu", "cuda"])],
+)
+def test_compare_lstm_defaults_to_the_cpu_and_a_visible_gpu(monkeypatch, cupy_sees, torch_sees, expected):
+    """`compare.py lstm` defaulted to --device cpu, so GPU CI's run of it never timed the GPU;
+    its default is now auto, as for stl and mp: the CPU, and the GPU when CuPy and PyTorch see one."""
+    torch = pytest.importorskip("torch")
+    from benchmarks import common, compare_lstm
+
+    monkeypatch.setattr(common, "gpu_available", lambda: cupy_sees)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: torch_sees)
+    ran = []
+    monkeypatch.setattr(compare_lstm, "compare", lambda args, device: ran.append(device))
+    assert compare_lstm._parser().parse_args([]).device == "auto"
+    assert compare_lstm.main([]) == 0
+    assert ran == expected
+    ran.clear()
+    assert compare_lstm.main(["--device", "cpu"]) == 0
+    assert ran == ["cpu"]
+
+
+def test_compare_devices_is_shared_by_stl_and_mp(monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "gpu_available", lambda: True)
+    assert common.compare_devices("auto") == ["cpu", "cuda"]
+    assert common.compare_devices("cuda") == ["cuda"]
+    monkeypatch.setattr(common, "gpu_available", lambda: False)
+    assert common.compare_devices("auto") == ["cpu"]
+
