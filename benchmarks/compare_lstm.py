@@ -51,6 +51,25 @@ def _timed(fn, device):
     return result, time.perf_counter() - start
 
 
+def _check(parser: argparse.ArgumentParser, args) -> None:
+    """parser.error (exit 2) for settings the comparison cannot run with."""
+    from tsanomaly.detectors.lstm_ae import LSTMAutoencoderDetector
+
+    if args.contexts < 1:
+        parser.error(f"--contexts must be at least 1, not {args.contexts}")
+    try:
+        epochs = {} if args.epochs is None else {"epochs": args.epochs}
+        need = LSTMAutoencoderDetector(window=args.window, hidden=args.hidden, **epochs).min_fit_times()
+    except ValueError as exc:
+        parser.error(str(exc))
+    min_days = 7 + -(-need // 24)  # a scored week after at least `need` hourly points of history
+    if args.days < min_days:
+        parser.error(
+            f"--days must be at least {min_days} with --window {args.window}: the last 7 days are scored "
+            f"and the detector needs {need} hourly points of history before them (got --days {args.days})"
+        )
+
+
 def compare(args, device: str) -> None:
     """Time the global model and the per-context models on ``device`` and print the table."""
     from tsanomaly.detectors.lstm_ae import LSTMAutoencoderDetector
@@ -90,10 +109,9 @@ def compare(args, device: str) -> None:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    if args.days < 9:
-        print("--days must be at least 9 (a week is scored)", file=sys.stderr)
-        return 2
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
     for device in compare_devices(args.device, torch=True):
         compare(args, device)
     return 0

@@ -120,3 +120,23 @@ def test_compare_devices_is_shared_by_stl_and_mp(monkeypatch):
     monkeypatch.setattr(common, "gpu_available", lambda: False)
     assert common.compare_devices("auto") == ["cpu"]
 
+
+def test_compare_lstm_rejects_a_history_shorter_than_the_detectors_minimum(monkeypatch, capsys):
+    """--days 9 passed the old check (>= 9) and then crashed in fit: window 48 needs 60 hourly
+    points (LSTMAutoencoderDetector.min_fit_times) before the scored week, so 10 days."""
+    pytest.importorskip("torch")
+    from benchmarks import compare_lstm
+
+    ran = []
+    monkeypatch.setattr(compare_lstm, "compare", lambda args, device: ran.append(device))
+    with pytest.raises(SystemExit) as exit_:
+        compare_lstm.main(["--days", "9", "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert "--days must be at least 10 with --window 48" in capsys.readouterr().err
+    assert not ran
+    assert compare_lstm.main(["--days", "10", "--device", "cpu"]) == 0
+    assert compare_lstm.main(["--days", "9", "--window", "24", "--device", "cpu"]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        compare_lstm.main(["--window", "1", "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert "window" in capsys.readouterr().err
