@@ -185,3 +185,15 @@ def test_lstm_quality_skips_a_metric_without_attacks(capsys):
     assert [line.split()[1] for line in table.splitlines() if line.startswith("logins")] == ["NaN"]
     assert lstm_quality.main(["--contexts", "2", "--only", "baseline"]) == 0  # no attack at all
     assert "(no attack in the scored weeks)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["-h"], 0), ([], 2), (["isolation_forest"], 2)])
+def test_compare_help_exits_0_and_a_missing_command_2(argv, code):
+    """`compare.py --help` printed its help and exited 2, as for a missing or unknown sub-command."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), *argv],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == code, done.stderr
+    assert "usage: compare.py {stl,mp,lstm} [options]" in done.stdout + done.stderr
+    assert "Side-by-side throughput" in done.stdout
