@@ -12,6 +12,25 @@ def require_device(device: str) -> None:
         raise NotImplementedError("no CUDA device visible")
 
 
+def compare_devices(requested: str, torch: bool = False) -> list[str]:
+    """The devices a ``compare.py`` sub-command runs on for its ``--device`` option.
+
+    ``"auto"``: the CPU, and the GPU too when one is visible (to CuPy, and to PyTorch as well
+    when ``torch`` is true: the LSTM needs both); ``"cpu"`` or ``"cuda"``: that device alone.
+    """
+    if requested != "auto":
+        return [requested]
+    visible = gpu_available()
+    if visible and torch:
+        try:
+            import torch as torch_module
+        except ImportError:
+            visible = False
+        else:
+            visible = torch_module.cuda.is_available()
+    return ["cpu"] + (["cuda"] if visible else [])
+
+
 def synchronize(device: str) -> None:
     """Wait for queued GPU work, so a timer sees the kernel's end, not its launch."""
     if device == "cuda":

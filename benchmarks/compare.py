@@ -18,9 +18,14 @@ COMMANDS = ("stl", "mp", "lstm")
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: compare.py {{{','.join(COMMANDS)}}} [options]"
+    if argv and argv[0] in ("-h", "--help"):  # asked for: help on stdout, success
+        print(__doc__)
+        print(usage)
+        return 0
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
-        print(f"usage: compare.py {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return 2
     root = Path(__file__).resolve().parents[1]
     if str(root) not in sys.path:

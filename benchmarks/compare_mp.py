@@ -38,7 +38,14 @@ import math
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import compare_devices  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,14 +114,6 @@ def _report(title, pairs, best, reference, device):
         extra = f", {ref_cpu / cpu:.2f}x in CPU time" if device == "cpu" else ""
         print(f"  ratio {name} / {reference}: {ref_wall / wall:.2f}x in wall time{extra}")
     print()
-
-
-def _devices(requested):
-    from tsanomaly.backend import gpu_available
-
-    if requested == "auto":
-        return ["cpu"] + (["cuda"] if gpu_available() else [])
-    return [requested]
 
 
 def _stumpy_function(args, gpu):
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
     import numba
 
     print(f"numba threads: {numba.get_num_threads()}")
-    for device in _devices(args.device):
+    for device in compare_devices(args.device):
         if args.case in ("selfjoin", "all"):
             compare_self_join(args, device)
         if args.case in ("batch", "all"):

@@ -32,7 +32,14 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from pathlib import Path
+
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import compare_devices  # noqa: E402
 
 STL_POINTS = 720
 MSTL_POINTS = 2016
@@ -151,9 +158,7 @@ def main(argv=None) -> int:
         import numba
 
         numba.set_num_threads(args.threads)
-    from tsanomaly.backend import gpu_available
-
-    devices = (["cpu"] + (["cuda"] if gpu_available() else [])) if args.device == "auto" else [args.device]
+    devices = compare_devices(args.device)
     cases = ["stl", "mstl"] if args.case == "all" else [args.case]
     print(f"machine: {os.cpu_count()} logical CPUs; "
           f"load average {os.getloadavg()[0]:.2f} (other jobs on the cores slow both sides)\n")
