@@ -298,3 +298,23 @@ def test_an_error_whose_message_starts_with_a_newline_is_not_reported_as_empty(t
     monkeypatch.setattr(tsanomaly.evaluation, "format_markdown", fail)
     assert main(_evaluate(_write_nab(tmp_path))) == 2
     assert capsys.readouterr().err.splitlines()[-1] == "tsanomaly evaluate: error: $x_{$"
+
+
+def test_a_warning_is_one_line_naming_the_command_not_a_source_line(tmp_path, capsys, monkeypatch):
+    """STL drops a weekly period on 12 days: said as the errors are, not as 'base.py:286: UserWarning: ...'."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-03-01", periods=24 * 12, freq="h")
+    frame = pd.concat([pd.DataFrame({"ctx": c, "ts": index, "n": rng.poisson(30, len(index))}) for c in "ab"])
+    frame.to_csv(tmp_path / "h.csv", index=False)
+    # Python's own display (pytest records warnings instead): the formatted text to stderr.
+    monkeypatch.setattr(warnings, "showwarning", lambda message, category, filename, lineno, file=None, line=None:
+                        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["fit", "--input", str(tmp_path / "h.csv"), "--context", "ctx", "--time", "ts", "--value", "n",
+                     "--detector", "stl", "--param", "periods=[24,168]", "--save", str(tmp_path / "m.tsa")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("tsanomaly fit: warning: periods [168] are at least half the series' length"), err
+    assert err.count("\n") == 1 and ".py:" not in err and err.rstrip().endswith("(UserWarning)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -374,6 +375,11 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
     )
+    # A warning reads like the errors below, one line, without Python's source file and line
+    # (which meant nothing to the user of a command: "base.py:286: UserWarning: ...").
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *_, **__: (
+        f"tsanomaly {args.command}: warning: {message} ({category.__name__})\n")
     try:
         return int(args.handler(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:
@@ -383,6 +389,8 @@ def main(argv=None) -> int:
 
         print(f"tsanomaly {args.command}: error: {_first_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":  # pragma: no cover
