@@ -1238,6 +1238,21 @@ def test_daily_counts_in_a_time_zone_fit_in_winter_and_score_in_summer(tmp_path)
         np.testing.assert_array_equal(result.scores.to_numpy(), expected)
 
 
+def test_a_model_fitted_on_naive_utc_days_still_scores_a_zoned_column(tmp_path):
+    """Models saved before zoned day grids existed (the column read as naive UTC instants) score
+    the same column as they did: the job reads it in UTC for them, not on the zone's wall clock."""
+    index, frame = _local_days()
+    winter = frame[index < "2024-03-20"]
+    later = frame[(index >= "2024-03-20") & (index < "2024-03-28")]  # before the switch: one UTC grid
+    as_before = winter.assign(ts=winter["ts"].dt.tz_convert(None))
+    old = jobs.fit_frame(as_before, "asn", "ts", "n", detector="baseline", params={"window": 7}, freq="D")
+    assert pd.Timestamp(old.fit_end_).tz is None and jobs.fitted_in_utc(old)
+    old.save(tmp_path / "old.tsa")
+    expected = jobs.score_frame(old, later.assign(ts=later["ts"].dt.tz_convert(None))).scores.to_numpy()
+    for model in (old, tsanomaly.load(tmp_path / "old.tsa")):
+        np.testing.assert_array_equal(jobs.score_frame(model, later).scores.to_numpy(), expected)
+
+
 def test_daily_counts_with_utc_offsets_scored_across_daylight_saving_say_to_give_the_zone():
     """The same days as ISO text with offsets: each side of the switch loads (in UTC), but the
     summer days are an hour off the winter grid; the error says why and how to fix it."""

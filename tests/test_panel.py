@@ -439,3 +439,21 @@ def test_days_at_a_wall_clock_time_that_a_switch_skips_are_a_value_error_naming_
     days = pd.DatetimeIndex(["2024-03-29 02:30", "2024-03-30 02:30", "2024-04-01 02:30"]).tz_localize("Europe/Berlin")
     with pytest.raises(ValueError, match=r"column 'ts': the grid of step D .* has no single instant for every point"):
         Panel.from_frame(pd.DataFrame({"c": "a", "ts": days, "v": 1.0}), "c", "ts", "v")
+
+
+def test_rows_of_a_2d_array_select_contexts_of_a_multiindex():
+    contexts = pd.MultiIndex.from_tuples([("US", "a"), ("DE", "b"), ("FR", "c")])
+    panel = Panel(np.arange(9.0).reshape(3, 3), contexts, pd.date_range("2024-01-01", periods=3, freq="h"))
+    chosen = panel.select(np.array([["US", "a"], ["FR", "c"]]))  # e.g. df[["country", "asn"]].to_numpy()
+    assert chosen.contexts.tolist() == [("US", "a"), ("FR", "c")]
+    assert panel.select([["DE", "b"]]).values.tolist() == [[3.0, 4.0, 5.0]]
+
+
+@pytest.mark.parametrize("utc_hours", [["2024-03-31 00:00Z", "2024-03-31 01:00Z"], ["2024-10-27 00:00Z", "2024-10-27 01:00Z"]])
+def test_zoned_hours_either_side_of_a_switch_are_one_hour_apart(utc_hours):
+    """An hourly step is a duration, inferred in UTC as the grid is built (on the wall clock the two
+    hours were 2 h apart in spring and one time in autumn: refused)."""
+    stamps = pd.to_datetime(utc_hours).tz_convert("Europe/Berlin")
+    panel = Panel.from_frame(pd.DataFrame({"c": "a", "n": 1.0, "ts": stamps}), "c", "ts", "n")
+    assert panel.index.tz is None and panel.freq == pd.tseries.frequencies.to_offset("h")
+    assert list(panel.index) == list(pd.to_datetime(utc_hours).tz_convert(None))

@@ -449,7 +449,8 @@ class BaseDetector:
             aware, naive = ("the panel's", "the fitted") if fit_end.tz is None else ("the fitted", "the panel's")
             raise ValueError(
                 f"{aware} time grid has a time zone and {naive} has none (fitted up to {self.fit_end_}, "
-                f"the panel starts at {first}); give both in the same kind of timestamps"
+                f"the panel starts at {first}); give both in the same kind of timestamps (a model fitted on "
+                "naive UTC times scores a zoned column converted with .dt.tz_convert(None))"
             )
         not_on_grid = ValueError(
             f"the panel starts at {panel.index[0]}, which is not on the fitted grid "

@@ -368,7 +368,8 @@ def parse_params(items: Sequence[str] | None) -> dict:
     return params
 
 
-def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = None, source="the input") -> Panel:
+def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = None, source="the input",
+                   naive_utc: bool = False) -> Panel:
     """Build the Panel a job scores from a long table, the same way at fit and at score time.
 
     Context labels become text (:func:`tsanomaly.io.labels_as_text`), timestamps are parsed by
@@ -381,6 +382,10 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
     columns : JobColumns
     freq : str, optional
         Grid step; ``columns.freq`` when omitted, inferred when both are None.
+    naive_utc : bool, default False
+        Read zone-aware timestamps as naive UTC instants, for a model fitted on such a grid
+        (:func:`fitted_in_utc`): ``Panel.from_frame`` keeps a zone on grids of days or weeks
+        since 2026-12-07, and a model fitted before on the same column has a naive grid.
     source : str
         Named in error messages (the file's path).
 
@@ -415,6 +420,8 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         check_time_not_numeric(
             frame[columns.time], columns.time, "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
         )
+        if naive_utc and getattr(frame[columns.time].dtype, "tz", None) is not None:
+            frame = frame.assign(**{columns.time: frame[columns.time].dt.tz_convert(None)})
         return Panel.from_frame(
             frame,
             context=columns.context[0] if len(columns.context) == 1 else columns.context,
@@ -425,6 +432,12 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         )
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from exc
+
+
+def fitted_in_utc(det: BaseDetector) -> bool:
+    """Whether ``det`` was fitted on a grid of naive timestamps, which a zoned column of new data
+    must be read onto as UTC instants (:func:`frame_to_panel`'s ``naive_utc``)."""
+    return isinstance(det.fit_end_, str) and pd.Timestamp(det.fit_end_).tz is None
 
 
 def count_absent(det: BaseDetector, rows: np.ndarray) -> int:
@@ -839,7 +852,8 @@ def score_frame(
     # Columns given by hand were never checked. The alerts alone: they are always built, and a model
     # loaded for a job that writes no --unseen table need not avoid that table's names.
     columns.check_names(det, source=source, tables=("alerts",))
-    panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source).to("cpu")
+    panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source,
+                           naive_utc=fitted_in_utc(det)).to("cpu")
     started = _time.perf_counter()
     scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
     seconds = _time.perf_counter() - started
@@ -910,11 +924,19 @@ def _float_spelling_hint(unseen: pd.Index, fitted: pd.Index) -> str:
     held a null as floats: every context of such a file then reads as new, and is missed.
     """
     def whole(label):
-        parts = label if isinstance(label, tuple) else (label,)
-        return tuple(_WHOLE_FLOAT.sub(r"\1", str(part)) for part in parts)
+        if isinstance(label, tuple):
+            return tuple(_WHOLE_FLOAT.sub(r"\1", str(part)) for part in label)
+        return _WHOLE_FLOAT.sub(r"\1", str(label))
 
-    fitted_keys = {whole(label) for label in fitted}
-    matches = [label for label in unseen if whole(label) in fitted_keys]
+    # Only the unseen labels are rewritten (there are few; a model may hold millions of contexts).
+    rewritten = [(label, whole(label)) for label in unseen]
+    rewritten = [(label, key) for label, key in rewritten if key != label]
+    if not rewritten:
+        return ""
+    candidates = [key for _, key in rewritten]
+    index = pd.MultiIndex.from_tuples(candidates) if isinstance(fitted, pd.MultiIndex) else pd.Index(candidates)
+    found = np.asarray(index.isin(fitted), dtype=bool)
+    matches = [label for (label, _), hit in zip(rewritten, found) if hit]
     if not matches:
         return ""
     return (f"; {len(matches)} of them match a fitted context once a trailing '.0' is dropped (e.g. {matches[0]}): "
@@ -1131,7 +1153,8 @@ def report_file(
         result = score_frame(det, frame, columns, progress=progress, source=str(input))
         history_panel = None
         if history_frame is not None:
-            history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history))
+            history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history),
+                                           naive_utc=fitted_in_utc(det))
         section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel)
         result.extra["plotted"] = len(report.top_alerts(section, top))
         results.append(result)

@@ -333,7 +333,9 @@ class Panel:
             labels = [labels]
         # A plain list of labels: pandas reads a Series or an Index passed to get_indexer on
         # a MultiIndex as an index to align (NotImplementedError, "fillna is not defined").
-        labels = list(labels)
+        # Rows of a 2-D array (df[["country", "asn"]].to_numpy()) or lists are labels of a MultiIndex.
+        labels = [tuple(label) if pd.api.types.is_list_like(label) and not isinstance(label, tuple) else label
+                  for label in labels]
         counts: dict = {}
         for label in labels:
             counts[label] = counts.get(label, 0) + 1
@@ -731,6 +733,21 @@ def _column_zone(column: pd.Series):
     return None if zone is None or str(zone) in ("UTC", "Etc/UTC") else zone
 
 
+def _most_common_step(stamps: pd.Series, time_col: str) -> int:
+    """The most common step (ns) between the distinct timestamps (ties: the smaller): the grid's step.
+
+    Gaps are whole multiples of it (missing buckets); anything else fits no grid.
+    """
+    unique = pd.DatetimeIndex(np.sort(stamps.unique())).as_unit("ns")
+    if len(unique) < 2:
+        raise ValueError(
+            f"column {time_col!r} has a single distinct timestamp {unique[0]}; pass freq= "
+            "(--freq on the command line) to say the grid's step"
+        )
+    values, counts = np.unique(np.diff(unique.asi8), return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=None, raw=None) -> pd.DatetimeIndex:
     """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none.
 
@@ -758,17 +775,12 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
     # The wall clock of the column's zone: the inferred step is that of the data as written locally.
     wall = utc if zone is None else instants.dt.tz_convert(zone).dt.tz_localize(None)
     if freq is None:
-        unique_wall = pd.DatetimeIndex(np.sort(wall.unique())).as_unit("ns")
-        if len(unique_wall) < 2:
-            raise ValueError(
-                f"column {time_col!r} has a single distinct timestamp {unique_wall[0]}; pass freq= "
-                "(--freq on the command line) to say the grid's step"
-            )
-        steps = np.diff(unique_wall.asi8)
-        # The most common step between distinct timestamps is the grid's step (ties: the
-        # smaller); gaps are whole multiples of it (missing buckets), anything else fits no grid.
-        values, counts = np.unique(steps, return_counts=True)
-        step_ns = int(values[np.argmax(counts)])
+        step_ns = _most_common_step(utc, time_col)
+        if zone is not None and step_ns >= _DAY_NS - _DST_SHIFT.value:
+            # Days or more: measured on the zone's wall clock, where a day across a switch is still
+            # one (23 or 25 h in UTC). Shorter steps are durations: in UTC, as the grid is built, so
+            # that two hours either side of a switch are not taken for 0 or 2 h apart.
+            step_ns = _most_common_step(wall, time_col)
         offset = _step_offset(step_ns, zoned=zone is not None)
     else:
         offset = pd.tseries.frequencies.to_offset(freq)
@@ -820,7 +832,9 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
         first, last = instants.min().tz_convert(zone), instants.max().tz_convert(zone)
         try:
             return pd.date_range(first, last, freq=offset, name=time_col, unit="ns")
-        except ValueError as exc:  # a point at a wall-clock time that a switch skips or repeats
+        # A point at a wall-clock time that a switch skips or repeats: ValueError from pandas'
+        # own zones, pytz's NonExistentTimeError / AmbiguousTimeError (no ValueErrors) from its.
+        except Exception as exc:  # noqa: BLE001 - re-raised as the ValueError the callers report
             raise ValueError(
                 f"column {time_col!r}: the grid of step {offset.freqstr} from {first} to {last} in its time zone "
                 f"has no single instant for every point: {_first_line(exc)}"
