@@ -488,3 +488,20 @@ def test_a_zoned_grid_is_drawn_like_its_utc_instants():
         assert "<img" in report.render_report([section])
     assert notes[1].pop("times") == "axis in Europe/Paris; times in these notes in UTC"
     assert notes[0] == notes[1]
+
+
+def test_a_zoned_day_grid_across_a_daylight_saving_switch_is_drawn_with_its_history():
+    """In UTC such a grid steps 23 h at the switch, no Panel's grid: the plot converts only what it draws."""
+    index = pd.date_range("2024-01-01", "2024-04-15", freq="D", tz="Europe/Berlin")  # crosses 2024-03-31
+    values = np.random.default_rng(0).poisson(100, (2, len(index))).astype(float)
+    values[0, -3] = 1000
+    history = tsanomaly.Panel(values[:, :-20], ["a", "b"], index[:-20])
+    new = tsanomaly.Panel(values[:, -20:], ["a", "b"], index[-20:])
+    det = RollingZScoreDetector(seasonal_period=7, contamination=0.02).fit(history)
+    section = report.ReportSection.from_detector(det, new, history=history)
+    assert "<img" in report.render_report([section])
+    # The history before a gap that spans the switch: the steps are counted on the wall clock.
+    padded = report._history_on_the_grid(np.ones(3), index[80:83], index[86], "D")  # 2024-03-21..23, then 27
+    np.testing.assert_array_equal(padded, [1, 1, 1, np.nan, np.nan, np.nan])
+    across = report._history_on_the_grid(np.ones(3), index[85:88], index[92], "D")  # 26..28 March, then 2 April
+    assert np.isnan(across[3:]).all() and len(across) == 3 + 4

@@ -29,7 +29,7 @@ import datetime as _dt
 import html
 import io as _io
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -348,20 +348,41 @@ def _fallback_expected(series: np.ndarray, n_new: int, step) -> tuple[np.ndarray
     return expected[len(series) - n_new:], how
 
 
-def _history_on_the_grid(values: np.ndarray, index: pd.DatetimeIndex, first_scored, step) -> np.ndarray:
+def _history_on_the_grid(values: np.ndarray, index: pd.DatetimeIndex, first_scored, freq) -> np.ndarray:
     """A context's history followed by NaN for the steps missing before the first scored time.
 
     The fallback's expected values count steps back from the scored points, so a gap between
     the history and the scored data must be kept as missing points; a history off the scored
-    grid (not a whole number of steps before it) is left out.
+    grid (``first_scored`` not a whole number of steps ``freq`` after it, counted on the grid,
+    so on the wall clock for days in a time zone) is left out.
     """
-    if not len(index) or step is None:
+    if not len(index) or freq is None:
         return values
-    missing = (pd.Timestamp(first_scored) - pd.Timestamp(index[-1])) / pd.Timedelta(step) - 1
+    last, first = pd.Timestamp(index[-1]), pd.Timestamp(first_scored)
     # A gap longer than the fallback ever reaches back (7 days of 5-minute steps) leaves it out too.
-    if missing < 0 or missing != int(missing) or missing > SEASONAL_CYCLES * 288:
+    reach = SEASONAL_CYCLES * 288
+    if not last < first or (first - last) > (reach + 1) * _grid_step(freq) + pd.Timedelta(hours=2):
         return values[:0]
-    return np.concatenate([values, np.full(int(missing), np.nan)])
+    between = pd.date_range(last, first, freq=freq)
+    if between[-1] != first:
+        return values[:0]
+    return np.concatenate([values, np.full(len(between) - 2, np.nan)])
+
+
+def _grid_step(freq) -> pd.Timedelta | None:
+    """A grid's step as a duration (a day for a zoned day, whose length varies), None without one."""
+    if freq is None:
+        return None
+    try:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
+    except (TypeError, ValueError):  # months, anchored weeks...: no fixed duration
+        offset = pd.tseries.frequencies.to_offset(freq)
+        return pd.Timedelta(days=7 * offset.n) if isinstance(offset, pd.offsets.Week) else None
+
+
+def _drawn_times(index: pd.DatetimeIndex) -> np.ndarray:
+    """The grid's times as naive UTC datetime64, as NumPy compares them and matplotlib draws them."""
+    return np.asarray(index.tz_convert(None) if index.tz is not None else index)
 
 
 def _rolling_expected(series: np.ndarray, n_new: int, window: int) -> np.ndarray:
@@ -430,15 +451,6 @@ def _neighbour_end_column(detector, start_column: str) -> str | None:
 
 def _naive_utc(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return index.tz_convert(None) if index.tz is not None else index
-
-
-def _in_utc(section: "ReportSection") -> "ReportSection":
-    """The section with its panels, scores and alerts on naive UTC times (for drawing only)."""
-    def panel_in_utc(panel):
-        return None if panel is None else Panel(panel.values, panel.contexts, _naive_utc(panel.index))
-
-    return replace(section, panel=panel_in_utc(section.panel), scores=panel_in_utc(section.scores),
-                               history=panel_in_utc(section.history), alerts=_alert_in_utc(section.alerts))
 
 
 def _alert_in_utc(alert):
@@ -537,18 +549,21 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     if row < 0:
         raise KeyError(f"context {key!r} of an alert is not in the scored panel")
     one = section.panel.take([row])  # on the fitted grid, for the detector's own expected values
-    # A zoned grid is drawn in UTC instants (NumPy and matplotlib compare naive times) and
-    # labelled in its zone's wall clock below; the detector still sees the grid it was fitted on.
+    # A zoned grid is drawn in UTC instants (NumPy and matplotlib compare naive times), labelled
+    # in its zone's wall clock below; the panels stay on their grid (in UTC a zoned day grid
+    # steps 23 or 25 h at a switch, no Panel's grid).
     zone = section.panel.index.tz
+    alerts = section.alerts
     if zone is not None:
-        section, alert = _in_utc(section), _alert_in_utc(alert)
+        alert, alerts = _alert_in_utc(alert), _alert_in_utc(alerts)
         notes["times"] = f"axis in {zone}; times in these notes in UTC"
     x_new = one.to_numpy()[0]
     s_new = section.scores.to_numpy()[row]
-    t_new = np.asarray(section.panel.index)
-    step = section.panel.index[1] - section.panel.index[0] if section.panel.n_times > 1 else None
-    if step is None and section.panel.index.freq is not None:
-        step = pd.Timedelta(section.panel.index.freq)
+    t_new = _drawn_times(section.panel.index)
+    freq = section.panel.index.freq
+    step = _grid_step(freq)
+    if step is None and section.panel.n_times > 1:
+        step = section.panel.index[1] - section.panel.index[0]
 
     # Recent history of the same context, if given: grey, before the scored data.
     x_hist = np.zeros(0)
@@ -567,12 +582,13 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
             # enough to see what normal looked like without squeezing the scored part.
             n_show = min(_MAX_HISTORY_POINTS, max(48, section.panel.n_times))
             start_pos = max(0, hist.n_times - n_show)
-            if neighbour is not None and len(hist.index) and neighbour < hist.index[start_pos]:
+            hist_times = _drawn_times(hist.index)
+            if neighbour is not None and len(hist_times) and np.datetime64(neighbour) < hist_times[start_pos]:
                 # Reach back to show the nearest neighbour, which is what explains the alert.
-                start_pos = int(max(0, hist.index.searchsorted(neighbour) - 12))
+                start_pos = int(max(0, np.searchsorted(hist_times, np.datetime64(neighbour)) - 12))
             x_hist = hist.to_numpy()[hrow, start_pos:]
-            x_before = _history_on_the_grid(hist.to_numpy()[hrow], hist.index, section.panel.index[0], step)
-            t_hist = np.asarray(hist.index)[start_pos:]
+            x_before = _history_on_the_grid(hist.to_numpy()[hrow], hist.index, section.panel.index[0], freq)
+            t_hist = hist_times[start_pos:]
 
     # Expected values: the detector's own, else a rolling median of the preceding points.
     expected, how = expected_values(section.detector, one, s_new[None, :])
@@ -581,7 +597,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         how = f"{fallback} ({how})"
     # The band's width comes from the residual outside every alert of this context: the
     # anomalies themselves must not widen the band that is meant to show what is normal.
-    same = section.alerts
+    same = alerts
     for col in section.context_columns:
         same = same[same[col] == alert[col]]
     in_alerts = np.zeros(len(t_new), dtype=bool)
