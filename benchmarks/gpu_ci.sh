@@ -43,7 +43,7 @@ status=0
 python3 -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$out/pytest-gpu.log" || status=1
 
 if python3 -c "import asv" 2>/dev/null; then
-  asv machine --yes >/dev/null
+  asv machine --yes >/dev/null || status=1  # under set -e it would end the job here
   asv run -E existing:same --set-commit-hash "$(git rev-parse HEAD)" --show-stderr 2>&1 | tee "$out/asv.log" || status=1
 else
   echo "asv is not installed: ASV suite not run" | tee "$out/asv.log"; status=1

@@ -176,6 +176,9 @@ def main(argv=None) -> int:
 
     if "lstm_ae" in factories:
         lstm = table.loc["pooled", "lstm_ae"]
+        if np.isnan(lstm):  # no attacked (or no normal) point was scored: nothing to judge
+            print("\nLSTM pooled AUC-ROC not measured (no attacked point scored): targets not judged")
+            return 0
         verdict = f"\nLSTM pooled AUC-ROC {lstm:.4f} (target >= 0.9: {'met' if lstm >= 0.9 else 'NOT met'})"
         if "stl" in factories:
             stl = table.loc["pooled", "stl"]

@@ -315,31 +315,36 @@ def test_scores_do_not_depend_on_the_block_of_contexts(monkeypatch):
 
 
 @pytest.mark.parametrize("level", [0.0, 1e6 + 0.1])
-def test_a_context_flat_for_the_whole_fit_gets_the_shared_constant_row_scale(level):
+def test_a_context_flat_for_the_whole_fit_is_floored_like_one_with_a_single_event(level):
     """A context with no spread at all in the fit had the 1e-12 fallback floor, so one extra
     event scored 1e12 (and a constant 1e6 + 0.1, whose float standard deviation is 2e-10, about
-    4e10). Its floor is now the scale tsanomaly.scaling gives a constant row: 1 for zeros, 1e-3
-    x |value| otherwise -- whatever floor_fraction, which has no spread to take a fraction of."""
+    4e10). It is now floored as if it had had one event of one unit (the unit tsanomaly.scaling
+    gives a constant row: 1 for zeros, 1e-3 x |value| otherwise): its first events score exactly
+    like those of a context that had a single such event (a floor of a whole unit made it need
+    seven events to alert where the other needed one)."""
     rng = np.random.default_rng(0)
-    x = rng.poisson(5, size=(2, 504)).astype(float)
-    x[1] = level
-    new = np.full((2, 24), level)
-    new[0] = 5.0
-    new[0, 5], new[1, 5] = 15.0, level + 1.0
     unit = 1.0 if level == 0 else 1e-3 * level
-    for floor_fraction in (0.1, 0.0):
-        det = RollingZScoreDetector(floor_fraction=floor_fraction, device="cpu").fit(x)
-        assert det.scale_floor_[1] == unit
-        scores = det.score(new).values[:, 5]
-        assert scores[1] == pytest.approx(1.0 / unit, rel=1e-9)
-    # The fit's threshold is calibrated on the same floors (floor_fraction = 0 lets the
-    # Poisson context's own flat pasts reach 1e12, as documented).
-    assert RollingZScoreDetector(device="cpu").fit(x).global_threshold_ < 10
-    # A context with spread keeps floor_fraction x its spread.
-    assert det.scale_floor_[0] == 1e-12  # floor_fraction = 0: only the past's own MAD
+    x = rng.poisson(5, size=(3, 504)).astype(float)
+    x[1] = level  # never an event
+    x[2] = level
+    x[2, 100] = level + unit  # one event of one unit
+    new = np.full((3, 24), level)
+    new[0] = 5.0
+    new[0, 5] = 15.0
+    new[1:, 5] = level + 3 * unit  # three events
     det = RollingZScoreDetector(device="cpu").fit(x)
+    assert det.scale_floor_[1] == pytest.approx(0.1 * unit * np.sqrt(503) / 504, rel=1e-12)
+    assert det.scale_floor_[1] == pytest.approx(det.scale_floor_[2], rel=1e-6)
+    scores = det.score(new).values[:, 5]
+    assert scores[1] == pytest.approx(scores[2], rel=1e-6) and scores[1] > 100
+    assert len(det.alerts(new)) >= 2  # the first events of both quiet contexts alert
+    # The fit's threshold is calibrated on the same floors.
+    assert det.global_threshold_ < 10
+    # A context with spread keeps floor_fraction x its spread.
     assert det.scale_floor_[0] == pytest.approx(0.1 * max(1.4826 * np.median(np.abs(x[0] - np.median(x[0]))), x[0].std()))
-    assert det.score(new).values[0, 5] == pytest.approx(4.4966, abs=1e-4)  # unchanged
+    assert scores[0] == pytest.approx(4.4966, abs=1e-4)  # unchanged
+    # floor_fraction = 0 leaves only the past's own MAD and the 1e-12 minimum, as documented.
+    assert RollingZScoreDetector(floor_fraction=0.0, device="cpu").fit(x).scale_floor_[1] == 1e-12
 
 
 @pytest.mark.gpu

@@ -171,6 +171,10 @@ def test_lstm_quality_accepts_the_short_name_lstm(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "lstm_ae" in out and "baseline" not in out.split("AUC-ROC per metric")[1]
     assert "LSTM pooled AUC-ROC" in out
+    # No attack at all: no AUC to judge (the verdict said "NOT met" for a NaN).
+    assert lstm_quality.main(["--contexts", "2", "--only", "lstm,stl"]) == 0
+    out = capsys.readouterr().out
+    assert "not measured (no attacked point scored)" in out and "NOT met" not in out
 
 
 def test_lstm_quality_skips_a_metric_without_attacks(capsys):

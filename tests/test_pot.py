@@ -274,3 +274,10 @@ def test_fewer_excesses_than_the_risk_asks_for_fall_back_to_the_quantile():
         assert pot_threshold(scores, risk=0.01, initial_quantile=0.98) == np.quantile(scores, 0.99) == 0.0
     per_row = pot_thresholds(scores[None, :], risk=0.01, initial_quantile=0.98)
     assert per_row.fallback[0] and per_row.thresholds[0] == 0.0
+
+
+def test_parameters_given_as_0d_arrays_are_their_values():
+    scores = np.abs(np.random.default_rng(0).standard_t(3, 2000))
+    expected = pot_threshold(scores, risk=1e-4, initial_quantile=0.98, min_excesses=10)
+    got = pot_threshold(scores, risk=np.array(1e-4), initial_quantile=np.array(0.98), min_excesses=np.array(10))
+    assert got == expected

@@ -545,22 +545,20 @@ def test_min_scale_zero_is_refused():
     (np.array([24, 168]), np.array([11, 15])),
     ([24, 168], [np.int64(11), 15]),
 ])
-def test_list_like_periods_and_windows_are_kept_as_tuples_and_round_trip(tmp_path, periods, seasonal):
+def test_list_like_periods_and_windows_round_trip_and_stay_as_given(tmp_path, periods, seasonal):
     """periods=np.array([24, 168]) fitted, but save raised TypeError (an ndarray is not JSON). The
-    detector keeps list-like periods and seasonal windows as tuples of int, which clone, save and
-    load keep as they are."""
+    parameters stay as given (fit does not change them, as in scikit-learn); clone, save and load
+    give the same scores (the model file holds lists)."""
     from sklearn.base import clone
 
     rng = np.random.default_rng(3)
     history, new = _split(_counts(rng, 2, 22)[0], 21 * DAY)
-    det = STLDetector(periods=periods, seasonal=seasonal, device="cpu").fit(history)
-    assert det.periods == (24, 168) and det.seasonal == (11, 15)
-    assert all(type(v) is int for v in det.periods + det.seasonal)
+    det = STLDetector(periods=periods, seasonal=seasonal, device="cpu")
+    assert det.min_fit_times() > 0 and det.fit(history).periods is periods and det.seasonal is seasonal
     copy = clone(det)
-    assert copy.get_params() == det.get_params()
     det.save(tmp_path / "model.tsa")
     loaded = tsanomaly.load(tmp_path / "model.tsa")
-    assert loaded.get_params() == det.get_params()
+    assert list(loaded.periods) == [24, 168] and list(loaded.seasonal) == [11, 15]
     np.testing.assert_array_equal(loaded.score(new).to_numpy(), det.score(new).to_numpy())
     np.testing.assert_array_equal(copy.fit(history).score(new).to_numpy(), det.score(new).to_numpy())
 
@@ -608,3 +606,17 @@ def test_gpu_scores_equal_cpu_scores():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         np.testing.assert_allclose(gpu.threshold_, cpu.threshold_, rtol=1e-9)
+
+
+def test_a_model_fitted_with_min_scale_zero_before_it_was_refused_still_scores(tmp_path):
+    """min_scale=0 is refused at fit since 2026-12-07; a model file saved with it still scores."""
+    rng = np.random.default_rng(4)
+    history, new = _split(_counts(rng, 2, 22)[0], 21 * DAY)
+    det = STLDetector(min_scale=0.05, device="cpu").fit(history)
+    expected = det.set_params(min_scale=0.0).score(new).to_numpy()  # as a model saved with 0 scored
+    det.save(tmp_path / "model.tsa")
+    loaded = tsanomaly.load(tmp_path / "model.tsa")
+    assert loaded.min_scale == 0.0
+    np.testing.assert_array_equal(loaded.score(new).to_numpy(), expected)
+    with pytest.raises(ValueError, match="min_scale must be None or a finite number > 0"):
+        loaded.fit(history)

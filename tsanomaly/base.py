@@ -932,6 +932,8 @@ def _to_json(value):
         return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
+    if isinstance(value, np.ndarray):  # a parameter given as an array (periods=np.array([24, 168]))
+        return _to_json(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -327,7 +327,9 @@ class POTFit:
 def _check_params(risk, initial_quantile, min_excesses):
     """ValueError for parameters :func:`pot_fit` cannot use. Each is checked to be a finite number
     (tsanomaly.validation) before its range: ``None < 1`` is a TypeError, ``int(inf)`` an
-    OverflowError, and every comparison with NaN is False."""
+    OverflowError, and every comparison with NaN is False. A 0-d array counts as its value."""
+    risk, initial_quantile, min_excesses = (
+        v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v for v in (risk, initial_quantile, min_excesses))
     if not is_finite_real(risk) or not 0.0 < risk < 1.0:
         raise ValueError(f"risk must be a number in (0, 1), got {risk!r}")
     if not is_finite_real(initial_quantile) or not 0.0 < initial_quantile < 1.0:

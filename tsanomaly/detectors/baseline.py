@@ -160,12 +160,12 @@ class RollingZScoreDetector(BaseDetector):
         robust scale and its standard deviation), so a context that was flat
         for a while does not turn one extra event into an alert. A context
         with no spread at all in the training data (constant: all zero, say)
-        has none to take a fraction of; its floor is the scale
-        :func:`tsanomaly.scaling.robust_center_scale` gives a constant row
-        (:func:`tsanomaly.scaling.constant_row_scale`: 1 for zeros, ``1e-3 *
-        |value|`` otherwise), whatever ``floor_fraction``. A finite number
-        >= 0: 0 leaves only the past's own MAD (and a minimum of 1e-12)
-        elsewhere; above 1 the floor exceeds the context's whole spread.
+        is given the spread it would have with one event of one unit among
+        its points (the unit :func:`tsanomaly.scaling.constant_row_scale`
+        gives: 1 for zeros, ``1e-3 * |value|`` otherwise), so its first event
+        scores like one in a context that had a single event before. A finite
+        number >= 0: 0 leaves only the past's own MAD (and a minimum of
+        1e-12); above 1 the floor exceeds the context's whole spread.
     threshold, contamination, per_context, device
         See :class:`tsanomaly.base.BaseDetector`.
 
@@ -288,12 +288,15 @@ class RollingZScoreDetector(BaseDetector):
         # float standard deviation need not be 0 (2e-10 for 1e6 + 0.1).
         median = nanmedian(x, axis=1)
         flat = ~(xp.nansum(xp.abs(x - median[:, None]), axis=1) > 0)
+        # A context with no spread at all is given the spread it would have with one event of one
+        # unit -- the scale robust_center_scale gives a constant row (the matrix profile's unit of
+        # plain distances): 1 for zeros, 1e-3 x |value| otherwise -- among its n observed points,
+        # whose standard deviation is unit x sqrt(n - 1) / n. So a context that never had an event
+        # is floored exactly like one that had a single event (1e-12 made its first event score
+        # 1e12; a floor of a whole unit made it the least sensitive context of all).
+        n = xp.maximum(xp.sum(xp.isfinite(x), axis=1), 2)
+        spread = xp.where(flat, constant_row_scale(median) * xp.sqrt(n - 1.0) / n, spread)
         floor = self.floor_fraction * spread
-        # A context with no spread at all has none to take a fraction of: it gets the scale that
-        # robust_center_scale (the matrix profile's unit of plain distances) gives a constant row,
-        # 1 for zeros and 1e-3 x |value| otherwise. 1e-12 made one extra event in an all-zero
-        # context score 1e12.
-        floor = xp.where(flat, constant_row_scale(median), floor)
         # floor_fraction = 0 leaves the past's own MAD, which still needs a positive floor.
         return xp.maximum(xp.nan_to_num(floor, nan=0.0), 1e-12)
 

@@ -697,8 +697,7 @@ class STLDetector(BaseDetector):
     ----------
     periods : int or sequence of int, default 24
         Seasonal period(s) in time steps: 24 for a daily cycle of hourly data,
-        ``(24, 168)`` for daily and weekly. A list or array of periods (and
-        of ``seasonal`` windows) is kept as a tuple of int from the fit on.
+        ``(24, 168)`` for daily and weekly (a list or array too).
     robust : bool, default True
         Robust STL (bisquare re-weighting), so past attacks in the history
         do not bend the fitted shape.  With a transform, contexts whose robust
@@ -957,17 +956,11 @@ class STLDetector(BaseDetector):
         self.device = device
 
     # -------------------------------------------------------------- parameters
-    def _normalise_sequences(self) -> None:
-        """Keep list-like ``periods`` and ``seasonal`` as tuples of int (ValueError when they are not
-        integers): an ndarray is no JSON (save raised TypeError), and a list came back from a model
-        file unlike the tuple. Scalars and None stay as given."""
-        for name in ("periods", "seasonal"):
+    def _validate(self, fitting: bool = True) -> None:
+        for name in ("periods", "seasonal"):  # as _config reads them (the parameters stay as given)
             value = getattr(self, name)
             if value is not None and not is_int(value):
-                setattr(self, name, _as_int_tuple(value, name))
-
-    def _validate(self) -> None:
-        self._normalise_sequences()
+                _as_int_tuple(value, name)
         if self.transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         score_direction(0.0, self.direction)
@@ -990,7 +983,9 @@ class STLDetector(BaseDetector):
         if not is_int(self.holdout_folds) or self.holdout_folds < 0:
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
         # A bound of 0 is no bound: a flat history's scale is 0, and its first event scores inf.
-        if self.min_scale is not None and (not is_finite_real(self.min_scale) or not self.min_scale > 0):
+        # Refused for a fit only: a model fitted with 0 before the rule still scores as it did.
+        lowest_ok = (lambda v: v > 0) if fitting else (lambda v: v >= 0)
+        if self.min_scale is not None and (not is_finite_real(self.min_scale) or not lowest_ok(self.min_scale)):
             raise ValueError(
                 f"min_scale must be None or a finite number > 0, got {self.min_scale!r}: it bounds the "
                 "scale from below, and with 0 a flat history's scale is 0 (use a small positive bound or None)"
@@ -1161,7 +1156,6 @@ class STLDetector(BaseDetector):
                 )
             self.skipped_ = np.asarray(self.contexts_.isin(saved), dtype=bool)
         super()._check_fitted_state()
-        self._normalise_sequences()  # JSON gave lists for the tuples that were saved
         periods = [int(p) for p in self.periods_]
         if sorted(self.seasonal_shape_) != sorted(str(p) for p in periods):
             raise ValueError(
@@ -1475,7 +1469,7 @@ class STLDetector(BaseDetector):
 
     # -------------------------------------------------------------- score / explain
     def _score(self, values, panel, rows):
-        self._validate()
+        self._validate(fitting=False)
         xp = backend.array_module(values)
         parts = self._track(values, panel, rows)
         return self._combine(parts, values, xp)
