@@ -115,3 +115,15 @@ def test_a_kernel_folder_override_that_is_missing_or_empty_is_an_error(tmp_path,
     monkeypatch.setenv("TSANOMALY_CUDA_KERNELS", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"TSANOMALY_CUDA_KERNELS=.*holds no \.cu file"):
         backend.kernel_source("matrix_profile.cu")
+
+
+def test_free_device_bytes_counts_the_blocks_cupys_pool_keeps(monkeypatch):
+    """CuPy's pool keeps freed blocks from the driver: chunk budgets count them as free."""
+    import types
+
+    fake = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (3 << 30, 80 << 30))),
+        get_default_memory_pool=lambda: types.SimpleNamespace(free_bytes=lambda: 5 << 30),
+    )
+    monkeypatch.setattr(backend, "array_module", lambda device: fake)
+    assert backend.free_device_bytes() == 8 << 30

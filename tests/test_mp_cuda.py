@@ -437,8 +437,9 @@ def test_gpu_driver_launches_match_the_kernels(tmp_path, monkeypatch, precision,
 
     fake = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
     fake.empty = np.zeros  # the kernels that would fill these buffers do not run: no garbage to cast
-    fake.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(mem_info=(8 << 30, 16 << 30)),
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (8 << 30, 16 << 30)),
                                       memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError))
+    fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 0, free_all_blocks=lambda: None)
     module = types.SimpleNamespace(get_function=lambda name: _FakeKernel(name, params[name], launches))
     monkeypatch.setattr(backend, "array_module", lambda device: fake)
     monkeypatch.setattr(backend, "load_cuda_module", lambda filename, opts=(): module)
@@ -497,8 +498,9 @@ def _fake_cupy_and_module(monkeypatch, params, launches):
 
     fake = types.SimpleNamespace(**{name: getattr(np, name) for name in dir(np) if not name.startswith("_")})
     fake.empty = np.zeros
-    fake.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(mem_info=(8 << 30, 16 << 30)),
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (8 << 30, 16 << 30)),
                                       memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError))
+    fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 0, free_all_blocks=lambda: None)
     module = types.SimpleNamespace(get_function=lambda name: _FakeKernel(name, params[name], launches))
     monkeypatch.setattr(backend, "array_module", lambda device: fake)
     monkeypatch.setattr(backend, "load_cuda_module", lambda filename, opts=(): module)

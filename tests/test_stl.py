@@ -450,6 +450,7 @@ def _fake_cupy_for_stl(monkeypatch, params, launches, allocations):
     fake.cuda = types.SimpleNamespace(
         Device=Device, runtime=types.SimpleNamespace(memGetInfo=lambda: (8 << 30, 16 << 30)),
         memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError))
+    fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 0, free_all_blocks=lambda: None)
     module = types.SimpleNamespace(get_function=kernel)
     monkeypatch.setattr(backend, "array_module", lambda device: fake)
     monkeypatch.setattr(backend, "load_cuda_module", lambda filename, opts=(): module)

@@ -158,6 +158,15 @@ def to_numpy(x) -> np.ndarray:
 CPU_BLOCK_POINTS = 1 << 20
 
 
+def free_device_bytes() -> int:
+    """Bytes of GPU memory a new allocation can take: the driver's free memory and the blocks
+    CuPy's default pool keeps after they were freed (it does not hand them back to the driver,
+    so the driver's figure alone shrinks the chunks after every large step)."""
+    cupy = array_module("cuda")
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+
+
 def context_blocks(n_contexts: int, n_times: int, xp, points: int | None = None) -> list[slice]:
     """Row slices covering ``n_contexts`` contexts: one for the whole panel on the GPU (``xp``
     CuPy), blocks of about ``points // n_times`` contexts (at least one) on the CPU (``xp`` NumPy);

@@ -535,8 +535,9 @@ class BaseDetector:
         history = getattr(self, "history_", None)
         if history is None or np.ndim(history) != 2:
             return np.zeros(len(self.contexts_), dtype=bool)
-        history = backend.to_numpy(history)
-        return ~np.isfinite(history).any(axis=1)
+        # Reduced where the history lives: a GPU fit's history stays there, and only the flags move.
+        xp = backend.array_module(history)
+        return backend.to_numpy(~xp.isfinite(history).any(axis=1))
 
     def with_kept_history(self, values, panel: Panel, rows: np.ndarray, history):
         """New values preceded by each context's history kept from ``fit``.
@@ -566,9 +567,15 @@ class BaseDetector:
         """
         xp = backend.array_module(values)
         steps = self.steps_after_fit(panel, require_new=True)
-        history = xp.asarray(history)
+        take = np.maximum(rows, 0)
+        if xp is np and backend.is_device_array(history):
+            # Host values (alerts explain on the host) and a history kept on the GPU by a fit there:
+            # CuPy refuses an implicit copy (np.asarray), so copy the rows needed, explicitly.
+            kept = backend.to_numpy(history[take])
+        else:
+            kept = xp.asarray(history)[xp.asarray(take)]
         seen = xp.asarray(rows >= 0)
-        past = xp.where(seen[:, None], history[xp.asarray(np.maximum(rows, 0))], xp.nan)
+        past = xp.where(seen[:, None], kept, xp.nan)
         gap = xp.full((values.shape[0], min(steps - 1, history.shape[1])), xp.nan)
         return xp.concatenate([past, gap, values], axis=1)
 

@@ -403,7 +403,10 @@ class EnsembleDetector(BaseDetector):
             return np.nanmax(stacked, axis=0) if self.combine in ("max", "peak") else np.nanmean(stacked, axis=0)
 
     def _member_scores(self, values, panel: Panel, rows: np.ndarray) -> list:
-        return [backend.to_numpy(member._score(values, panel, rows)) for member in self.members_]
+        # Each member on its own device (an explicit one may differ from the ensemble's; alerts
+        # explain on the host): _score skips the move that BaseDetector.score makes.
+        return [backend.to_numpy(member._score(backend.to_device(values, member.device_), panel.to(member.device_), rows))
+                for member in self.members_]
 
     def _score(self, values, panel: Panel, rows: np.ndarray):
         return self._combine(self._member_scores(values, panel, rows))

@@ -254,8 +254,7 @@ def join(TA, TB, m, exclusion, precision, col_start=0, max_lag=None, *, normaliz
     n_ctx = TA.shape[0]
     n_a = TA.shape[1] - m + 1
     n_b = (TA if TB is None else TB).shape[1] - m + 1
-    free, _ = cp.cuda.Device().mem_info
-    budget = max(free // 2, 1)
+    budget = max(backend.free_device_bytes() // 2, 1)
     chunk = int(max(1, min(n_ctx, budget // max(1, _bytes_per_context(n_a, n_b, m, single)))))
     parts = []
     start = 0

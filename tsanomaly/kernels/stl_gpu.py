@@ -70,8 +70,7 @@ def _plans(device_id: int, n, p, seasonal, trend, low_pass, seasonal_deg, trend_
 
 
 def _chunk_size(n_ctx: int, bytes_per_context: int) -> int:
-    cp = backend.array_module("cuda")
-    free, _ = cp.cuda.runtime.memGetInfo()
+    free = backend.free_device_bytes()
     return max(1, min(n_ctx, int(free * _MEMORY_FRACTION) // max(1, bytes_per_context)))
 
 
@@ -124,6 +123,7 @@ def stl(y, period, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_
         except cp.cuda.memory.OutOfMemoryError:
             if chunk == 1:
                 raise
+            cp.get_default_memory_pool().free_all_blocks()  # as the matrix profile does before retrying
             chunk = max(1, chunk // 2)
             continue
         blocks = (m + _THREADS - 1) // _THREADS
