@@ -1,11 +1,13 @@
 """Period estimation, the ensemble detector, and a short accuracy run on the real labelled data."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from tsanomaly import RollingZScoreDetector, STLDetector
+from tsanomaly import Panel, RollingZScoreDetector, STLDetector
 from tsanomaly.base import BaseDetector
 from tsanomaly.cli import main
 from tsanomaly.detectors.ensemble import EnsembleDetector
@@ -706,3 +708,41 @@ def test_the_report_counts_the_files_of_the_data_set_and_those_the_aucs_cover(mo
     text = format_markdown([result], "cmd")
     assert "## NAB (3 files, 1 of them unreadable; AUC, VUS and range F1 over the 1 with anomalous and normal points to score)" in text
     assert "- cat/bad.csv: not read, in no detector's figures (value at row 3 is not a number: 'x')" in text
+
+
+def test_rank_leaves_out_a_member_without_a_finite_training_score():
+    """Five days of history: enough for STL, none for the baseline's week. Its quantiles were the
+    placeholder 0, so "rank" mapped every later positive baseline score to 1: a member absent from
+    the training means that set the threshold counted in every later one (76 alerts for STL's 53)."""
+    rng = np.random.default_rng(1)
+    index = pd.date_range("2024-01-01", periods=24 * 30, freq="h")
+    x = rng.poisson(20 + 10 * np.sin(np.arange(len(index)) * 2 * np.pi / 24), size=(8, len(index))).astype(float)
+    panel = Panel(x, pd.Index(list("abcdefgh"), name="ctx"), index)
+    history, new = panel.time_slice(end=index[24 * 5 - 1]), panel.time_slice(start=index[24 * 5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        both = EnsembleDetector(combine="rank").fit(history)
+        stl_only = EnsembleDetector(detectors=["stl"], combine="rank").fit(history)
+    assert not np.isfinite(both.members_[0].fit_score(history).to_numpy()).any()
+    assert np.isnan(both.member_quantiles_[0]).all()
+    np.testing.assert_array_equal(both.score(new).to_numpy(), stl_only.score(new).to_numpy())
+
+
+def test_peak_takes_a_second_peak_of_rounding_noise_for_none():
+    """Quiet contexts (zeros and a dozen isolated 1-3s): z-normalised distances between spikes of
+    different heights are 1e-16, not 0, and as second peaks they made ratios (and the calibrated
+    threshold) near 1e15, so no real event could alert. The training maximum stands in, as for 0."""
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-01-01", periods=24 * 21, freq="h")
+    x = rng.poisson(30 + 10 * np.sin(np.arange(len(index)) * 2 * np.pi / 24), size=(10, len(index))).astype(float)
+    for row in range(6):
+        x[row] = 0
+        x[row, rng.choice(len(index), 12, replace=False)] = rng.integers(1, 4, size=12)
+    panel = Panel(x, pd.Index([f"c{k}" for k in range(10)], name="ctx"), index)
+    history, new = panel.time_slice(end=index[24 * 14 - 1]), panel.time_slice(start=index[24 * 14])
+    members = [{"name": "mp", "window": 12}, {"name": "mp", "window": 24}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = EnsembleDetector(detectors=members, combine="peak", peak_separation=12).fit(history)
+    assert det.global_threshold_ < 10
+    assert np.nanmax(det.score(new).to_numpy()) < 10

@@ -113,6 +113,12 @@ def _second_peak(scores: np.ndarray, separation: int) -> np.ndarray:
     return second.reshape((1,) if np.ndim(scores) == 1 else (-1, 1))
 
 
+#: A second peak at most this fraction of the member's training maximum is rounding noise, no unit
+#: (``combine="peak"``): 1e-9 is far above float64 rounding of distances of order 1, far below any
+#: real second peak.
+_PEAK_NOISE = 1e-9
+
+
 def _member_scale(quantiles: np.ndarray, finite: np.ndarray) -> float:
     """The unit of a member's robust z-score (``combine="zmean"``).
 
@@ -234,7 +240,8 @@ class EnsembleDetector(BaseDetector):
     members_ : list of BaseDetector
         The fitted copies of the members.
     member_quantiles_ : numpy.ndarray, shape (n_members, 1001)
-        Quantiles of each member's finite training scores (all 0 when it had none).
+        Quantiles of each member's finite training scores (all NaN when it had none: no unit
+        under any rule, left out; model files saved before 2026-12-07 hold 0 there).
     member_scale_ : numpy.ndarray, shape (n_members,)
         The unit of each member's robust z-score (``combine="zmean"``): 1.4826 x the
         MAD of its training scores; where that is 0, the scale of
@@ -341,10 +348,15 @@ class EnsembleDetector(BaseDetector):
             self.members_.append(fitted)
             finite = train[np.isfinite(train)]
             if finite.size == 0:
-                finite = np.zeros(1)
-            quantiles = np.quantile(finite, np.linspace(0.0, 1.0, _N_QUANTILES))
-            calibration.append(quantiles)
-            scales.append(_member_scale(quantiles, finite))
+                # No finite training score (a history shorter than the member needs): no unit under
+                # any rule, NaN quantiles (zeros made "rank" map every later positive score to 1, a
+                # member absent from the training means that set the threshold counting in later ones).
+                calibration.append(np.full(_N_QUANTILES, np.nan))
+                scales.append(np.nan)
+            else:
+                quantiles = np.quantile(finite, np.linspace(0.0, 1.0, _N_QUANTILES))
+                calibration.append(quantiles)
+                scales.append(_member_scale(quantiles, finite))
             member_scores.append(train)
         # Row k: the training-score quantiles of member k (rank), from which the median (zmean) follows.
         self.member_quantiles_ = np.vstack(calibration)
@@ -360,14 +372,16 @@ class EnsembleDetector(BaseDetector):
             return float(self.member_quantiles_[k][-1]) > 0
         if self.combine == "zmean":
             return bool(np.isfinite(self.member_scale_[k]))
-        return True
+        return bool(np.isfinite(self.member_quantiles_[k][0]))  # rank: any finite training score
 
     def _calibrated(self, k: int, scores: np.ndarray) -> np.ndarray:
         quantiles = self.member_quantiles_[k]
         # A member without a unit is left out, unless no member has one (see the module docstring).
         own_units = not any(self._has_unit(j) for j in range(len(self.members_)))
         if self.combine == "rank":
-            if quantiles[0] == quantiles[-1]:  # one value: np.interp would map it, and all above, to 1
+            if not np.isfinite(quantiles[0]):  # no finite training score: no ranks to place it in
+                mapped = scores if own_units else np.full(scores.shape, np.nan)
+            elif quantiles[0] == quantiles[-1]:  # one value: np.interp would map it, and all above, to 1
                 mapped = np.sign(scores - quantiles[0]) * 0.5 + 0.5
             else:
                 mapped = np.interp(scores, quantiles, np.linspace(0.0, 1.0, _N_QUANTILES))
@@ -388,11 +402,15 @@ class EnsembleDetector(BaseDetector):
             # units where no member has a training maximum above 0 (a history without events).
             top = float(quantiles[-1])
             fallback = top if top > 0 else (1.0 if own_units else np.nan)
-            mapped = scores / np.where(second > 0, second, fallback)
+            # "Not above 0" up to rounding: z-normalised distances between spikes of different
+            # heights in a quiet context come out at 1e-16, not 0, and made ratios near 1e15.
+            noise = _PEAK_NOISE * top if top > 0 else 0.0
+            mapped = scores / np.where(second > noise, second, fallback)
         else:
             # NaN for a member with no unit (constant training scores, see _member_scale): left out.
             scale = 1.0 if own_units else self.member_scale_[k]
-            mapped = (scores - quantiles[_N_QUANTILES // 2]) / scale
+            centre = quantiles[_N_QUANTILES // 2]
+            mapped = (scores - (centre if np.isfinite(centre) else 0.0)) / scale
         return np.where(np.isfinite(scores), mapped, np.nan)
 
     def _combine(self, member_scores: list) -> np.ndarray:

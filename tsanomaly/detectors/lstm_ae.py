@@ -199,8 +199,9 @@ class LSTMAutoencoderDetector(BaseDetector):
     last hours, such as slow rises or a changed night level). Each is turned
     into a robust z-score with the median and MAD of the context's held-out
     errors, and the point's score is the root mean square of the two. Scores
-    are causal (a point's score depends only on the window ending at it, never
-    on later points), in units of the context's own normal error, and
+    are causal for contexts seen at fit (a point's score depends only on the
+    window ending at it, never on later points; for an unseen context see
+    below), in units of the context's own normal error, and
     comparable across contexts; higher = more anomalous. (The whole-window
     mean was tried instead of the recent mean: it keeps a short burst's score
     high for a whole window after it, and on make_security_panel data its
@@ -242,6 +243,9 @@ class LSTMAutoencoderDetector(BaseDetector):
     new data does not cover every phase), and are standardised with that
     cluster's pooled held-out errors. So is a context that was in the history
     without a single observation (its ``center_`` and ``scale_`` are NaN).
+    Their scores are therefore not causal: they depend on the whole scored
+    batch (scaling and cluster), so scoring a day at once and hour by hour
+    gives different scores for such a context until it is fitted.
 
     **Two fit steps (Spark).** ``_fit`` is :meth:`_fit_global` (clusters,
     weights, pooled error statistics, from all contexts, taken in sorted label
