@@ -67,6 +67,7 @@ def test_gpu_ci_records_a_missing_cupy_and_still_runs_the_tests(tmp_path, pytest
         bin_dir / "python3",
         'case "$1 $2" in\n'
         '  "-m pip") exit 0 ;;\n'
+        '  "-c import asv") exit 0 ;;\n'  # asv is shimmed below, installed or not
         f'  "-m pytest") echo "pytest ran: $*"; exit {pytest_status} ;;\n'
         '  "benchmarks/compare.py "*) echo "compare ran: $*"; exit 0 ;;\n'
         "esac\n"
