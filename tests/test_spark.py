@@ -547,6 +547,11 @@ def test_from_detector_warns_of_a_zoned_grid_of_days_which_spark_steps_in_utc(sp
         tsanomaly.Panel(values, contexts, index))
     with pytest.warns(UserWarning, match="Spark steps in UTC"):
         tss.from_detector(spark, daily, time="ts", value=VALUE)
+    # London's offset is 0 in winter, as UTC's: the warning came only for a non-zero offset.
+    london = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, index.tz_convert("UTC").tz_convert("Europe/London").normalize()))
+    with pytest.warns(UserWarning, match="Spark steps in UTC"):
+        tss.from_detector(spark, london, time="ts", value=VALUE)
     hourly_index = pd.date_range("2024-01-01", periods=60, freq="h", tz="Europe/Paris", name="ts")
     hourly = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
         tsanomaly.Panel(values, contexts, hourly_index))
@@ -994,3 +999,38 @@ def test_load_model_says_which_model_is_damaged(spark, baseline_fit, tmp_path):
         with pytest.raises(ValueError, match=re.escape(path) + " is not a tsanomaly Spark model or is damaged") as info:
             tss.load_model(spark, path)
         assert match in str(info.value), (case, str(info.value))
+
+
+@pytest.mark.parametrize("option", [{"n_shards": 2.5}, {"n_shards": True}, {"contexts_per_shard": "100"},
+                                    {"n_shards": 2, "contexts_per_shard": 0}])
+def test_shard_counts_are_whole_numbers_checked_before_any_spark_work(spark, option):
+    # 2.5 was taken as 2, True as 1, "100" raised TypeError after a pass over the data.
+    history, new = _frames(n_contexts=3, seed=1)
+    with pytest.raises(ValueError, match="n_shards|contexts_per_shard"):
+        tss.fit(_spark_frame(spark, history), RollingZScoreDetector(window=5), context=CONTEXT, time="ts",
+                value=VALUE, **option)
+
+
+def test_a_backtick_in_a_context_name_goes_through_from_detector(spark):
+    history, new = _frames(n_contexts=3, seed=1)
+    renamed = {"country": "coun`try"}
+    history, new = history.rename(columns=renamed), new.rename(columns=renamed)
+    names = ["coun`try", "asn"]
+    det = RollingZScoreDetector(window=5, contamination=0.05, device="cpu").fit(
+        tsanomaly.Panel.from_frame(history, names, "ts", VALUE))
+    model = tss.from_detector(spark, det, time="ts", value=VALUE)  # ParseException: the name's backtick
+    scores = tss.score(spark.createDataFrame(new[names + ["ts", VALUE]]), model).scores.toPandas()
+    assert list(scores.columns[:2]) == names and scores["score"].notna().any()
+
+
+def test_a_model_saved_with_probed_explanation_types_scores_with_the_declared_ones(spark):
+    """Models saved before the built-in detectors declared explanation_types hold what a probe read:
+    the matrix profile's neighbour times as doubles (of nanoseconds) when the probe raised no alert."""
+    mp = pytest.importorskip("tsanomaly.detectors.matrix_profile")
+    history, new = _frames(n_contexts=4, seed=3)
+    det = mp.MatrixProfileDetector(window=12, contamination=0.1, device="cpu").fit(_panel(history))
+    model = tss.from_detector(spark, det, time="ts", value=VALUE)
+    model.global_state["explanations"] = [["neighbour_start", "double"], ["neighbour_time", "double"]]
+    alerts = tss.score(_spark_frame(spark, new), model).alerts
+    assert dict(alerts.dtypes)["neighbour_start"] == "timestamp"
+    assert dict(alerts.dtypes)["neighbour_time"] == "timestamp"

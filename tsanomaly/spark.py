@@ -1238,13 +1238,19 @@ def _shard_key(names: list[str], n_shards: int):
     return functions.pmod(functions.xxhash64(*_cols(names)), functions.lit(n_shards))
 
 
+def _check_shard_args(n_shards, contexts_per_shard) -> None:
+    """ValueError for shard counts that are not whole numbers >= 1, before any Spark work (2.5 was
+    taken as 2, True as 1, and "100" was a TypeError after a pass over the data)."""
+    if n_shards is not None and (not is_int(n_shards) or n_shards < 1):
+        raise ValueError(f"n_shards must be None or an integer >= 1, got {n_shards!r}")
+    if not is_int(contexts_per_shard) or contexts_per_shard < 1:
+        raise ValueError(f"contexts_per_shard must be an integer >= 1, got {contexts_per_shard!r}")
+
+
 def _n_shards(spark, n_contexts: int, contexts_per_shard: int, n_shards: int | None) -> int:
+    _check_shard_args(n_shards, contexts_per_shard)
     if n_shards is not None:
-        if int(n_shards) < 1:
-            raise ValueError(f"n_shards must be >= 1, got {n_shards!r}")
         return int(n_shards)
-    if contexts_per_shard < 1:
-        raise ValueError(f"contexts_per_shard must be >= 1, got {contexts_per_shard!r}")
     try:
         parallelism = spark.sparkContext.defaultParallelism
     except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext
@@ -1379,7 +1385,7 @@ def _object_columns(types: dict) -> list[str]:
 
 
 def _ddl(name: str, spark_type: str) -> str:
-    return f"`{name}` {spark_type}"
+    return f"`{name.replace('`', '``')}` {spark_type}"  # a backtick inside a quoted name is doubled
 
 
 def fit(
@@ -1468,6 +1474,7 @@ def fit(
         _check_params(detector.contamination, q0, min_excesses)
     if not is_int(min_observations) or min_observations < 0:
         raise ValueError(f"min_observations must be an integer >= 0, got {min_observations!r}")
+    _check_shard_args(n_shards, contexts_per_shard)
     if tail_size is not None and (not is_int(tail_size) or tail_size < 1):
         raise ValueError(f"tail_size must be None or an integer >= 1, got {tail_size!r}")
     if not is_int(sample_contexts) or sample_contexts < 1:
@@ -1958,13 +1965,14 @@ def _utc_fit_end(detector: BaseDetector) -> str:
     follows the wall clock there (:func:`tsanomaly.base.steps_by_wall_clock`), and its
     points after a switch lie an hour off Spark's UTC grid (those contexts then get the
     reason "not on the grid"). A saved ``fit_end_`` keeps the UTC offset, not the zone's
-    rules, so that case cannot be told apart from a zone without daylight saving: it is
-    warned about.
+    rules, so that case cannot be told apart from a zone without daylight saving (UTC
+    itself, or London in winter at offset 0): it is warned about whatever the offset.
     """
     fit_end = pd.Timestamp(detector.fit_end_)
     if fit_end.tz is None:
         return detector.fit_end_
-    if fit_end.utcoffset() != pd.Timedelta(0) and steps_by_wall_clock(detector.freq_):
+    # Whatever the offset at the end: 0 is Europe/London in winter as well as UTC.
+    if steps_by_wall_clock(detector.freq_):
         warnings.warn(
             f"tsanomaly.spark: the detector was fitted on a grid of {detector.freq_} steps with a time zone "
             f"(UTC offset {fit_end.utcoffset()} at its end); Spark steps in UTC, so if that zone has daylight "
@@ -2112,6 +2120,7 @@ def score(
     data = global_state.get("data", {})
     fill = fill or data.get("fill", "nan")
     _check_fill(fill)  # before any Spark work, so a typo fails at once
+    _check_shard_args(n_shards, contexts_per_shard)
     functions, _ = _require_pyspark()
     names = _context_list(context if context is not None else global_state["context"])
     time = time or data.get("time")
@@ -2157,7 +2166,11 @@ def score(
     payload = json.dumps(global_state)
     shipped = _broadcast(spark, payload)
     cls = _detector_class(global_state["class"])
-    explanations = global_state.get("explanations") or [[name, "double"] for name in cls.explanation_columns]
+    # The class's declared types first: a model saved before the built-in detectors declared them
+    # holds what a probe read (the matrix profile's times as doubles when the probe raised no alert).
+    declared = dict(getattr(cls, "explanation_types", {}))
+    saved = dict(global_state.get("explanations") or [])
+    explanations = [[name, declared.get(name) or saved.get(name, "double")] for name in cls.explanation_columns]
     alert_types = {"_a_start": "array<int>", "_a_end": "array<int>", "_a_peak": "array<int>",
                    "_a_peak_score": "array<double>", "_a_threshold": "array<double>"}
     alert_types.update({f"_a_x{k}": "array<bigint>" if kind == "timestamp" else f"array<{kind}>"
