@@ -1034,3 +1034,22 @@ def test_a_model_saved_with_probed_explanation_types_scores_with_the_declared_on
     alerts = tss.score(_spark_frame(spark, new), model).alerts
     assert dict(alerts.dtypes)["neighbour_start"] == "timestamp"
     assert dict(alerts.dtypes)["neighbour_time"] == "timestamp"
+
+
+def test_the_global_fit_samples_contexts_with_observed_values(spark):
+    """The sample for _fit_global was drawn among all contexts: an all-null one drawn into it
+    shrank it, and drawn alone failed the fit inside a task (a Py4J PythonException)."""
+    history, _ = _frames(n_contexts=4, seed=3)
+    contexts = history[CONTEXT].drop_duplicates().sort_values(CONTEXT).to_numpy().tolist()
+    blank = history.copy()
+    keep = (blank["country"] == contexts[0][0]) & (blank["asn"] == contexts[0][1])
+    blank.loc[~keep, VALUE] = np.nan  # one context with data, three without
+    level = dict(window=4, seasonal_period=24, level_window=24 * 7, contamination=0.01)
+    model = tss.fit(_spark_frame(spark, blank), RollingZScoreDetector(**level), context=CONTEXT, time="ts",
+                    value=VALUE, sample_contexts=1)
+    assert model.global_state["fit"]["mode"] == "global"
+    model.unpersist()
+    blank[VALUE] = np.nan
+    with pytest.raises(ValueError, match="observed values to fit the global model on"):
+        tss.fit(_spark_frame(spark, blank), RollingZScoreDetector(**level), context=CONTEXT, time="ts",
+                value=VALUE, sample_contexts=1)

@@ -1502,13 +1502,22 @@ def fit(
         "per_context_threshold": bool(detector.per_context) and isinstance(detector.threshold, str),
     }
     if mode == "global":
-        sample_keys = (prepared.select(*keys).distinct()
+        # Drawn among the contexts with enough observed values: one without any (all null) drawn
+        # into the sample shrank it and, drawn alone, failed the fit inside a task (a Py4J error).
+        observed = _col("_v").isNotNull() & ~functions.isnan(_col("_v"))
+        sample_keys = (prepared.where(observed).groupBy(*keys).count()
+                       .where(_col("count") >= max(int(min_observations), 1)).select(*keys)
                        .orderBy(functions.xxhash64(*keys), *keys)
                        .limit(int(sample_contexts)))
         sample = prepared.join(sample_keys, keys, "left_semi").withColumn("_one", functions.lit(0))
         global_spec = dict(spec)
-        shipped = sample.groupBy("_one").applyInPandas(
-            lambda pdf: _fit_global_shard(pdf, global_spec), "global_state string").first()["global_state"]
+        row = sample.groupBy("_one").applyInPandas(
+            lambda pdf: _fit_global_shard(pdf, global_spec), "global_state string").first()
+        if row is None:
+            raise ValueError(
+                f"no context has {max(int(min_observations), 1)} or more observed values to fit the global model on"
+            )
+        shipped = row["global_state"]
         specs = json.loads(shipped)["per_context"]
         explanations = json.loads(shipped)["explanations"]
         spec["global"] = _broadcast(spark, shipped)
