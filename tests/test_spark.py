@@ -1053,3 +1053,19 @@ def test_the_global_fit_samples_contexts_with_observed_values(spark):
     with pytest.raises(ValueError, match="observed values to fit the global model on"):
         tss.fit(_spark_frame(spark, blank), RollingZScoreDetector(**level), context=CONTEXT, time="ts",
                 value=VALUE, sample_contexts=1)
+
+
+def test_a_date_column_is_told_to_become_a_timestamp_ntz(spark):
+    """The hint said to_timestamp, which reads a date at midnight in the session's time zone: a
+    daylight-saving switch then moves the days by an hour in UTC and the fit fails on the grid."""
+    history, _ = _frames(n_contexts=2, seed=1)
+    daily = history.assign(day=history["ts"].dt.normalize()).groupby(CONTEXT + ["day"], as_index=False)[VALUE].sum()
+    sdf = spark.createDataFrame(daily).withColumn("day", pyspark_functions().to_date("day"))
+    with pytest.raises(TypeError, match=r"cast\('timestamp_ntz'\)"):
+        tss.fit(sdf, RollingZScoreDetector(window=3, seasonal_period=None), context=CONTEXT, time="day", value=VALUE)
+
+
+def pyspark_functions():
+    from pyspark.sql import functions
+
+    return functions

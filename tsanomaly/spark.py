@@ -1023,10 +1023,14 @@ def _time_codec(schema, time: str) -> str:
         return "ltz"
     if isinstance(data_type, types.TimestampNTZType):
         return "ntz"
-    raise TypeError(
-        f"column {time!r} has type {data_type.simpleString()}; tsanomaly.spark needs a timestamp "
-        f"(convert it with pyspark.sql.functions.to_timestamp)"
-    )
+    if isinstance(data_type, types.DateType):
+        # to_timestamp reads a date as midnight in the session's time zone, which a daylight-saving
+        # switch moves by an hour in UTC: a grid of days then fits no regular grid.
+        fix = (f"convert it with col({time!r}).cast('timestamp_ntz'), which keeps each day at midnight "
+               "whatever the session's time zone")
+    else:
+        fix = "convert it with pyspark.sql.functions.to_timestamp"
+    raise TypeError(f"column {time!r} has type {data_type.simpleString()}; tsanomaly.spark needs a timestamp ({fix})")
 
 
 def _times_from_spark(column: pd.Series, codec: str) -> pd.Series:
