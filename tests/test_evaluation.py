@@ -746,3 +746,22 @@ def test_peak_takes_a_second_peak_of_rounding_noise_for_none():
         det = EnsembleDetector(detectors=members, combine="peak", peak_separation=12).fit(history)
     assert det.global_threshold_ < 10
     assert np.nanmax(det.score(new).to_numpy()) < 10
+
+
+def test_blocks_longer_than_the_training_part_are_refused_not_fitted_on_test_points():
+    """max_points=2 averaged 600-point blocks for a 500-point training part: the one training block
+    rounded up reached into the test part (the anomaly with it) and the rest went unscored."""
+    record = _synthetic_record()
+    with pytest.raises(ValueError, match="longer than the training part"):
+        score_series(record, "baseline", max_points=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one training block: the baseline cannot calibrate (it says so)
+        assert score_series(record, "baseline", max_points=3).factor == 400  # 400 <= 500: one training block
+
+
+def test_nab_windows_and_timestamps_with_and_without_a_zone_are_a_value_error():
+    from tsanomaly import metrics
+
+    stamps = pd.date_range("2020-01-01", periods=20, freq="h", tz="UTC")
+    with pytest.raises(ValueError, match="both have a time zone or both have none"):
+        metrics.nab_file(np.zeros(20), [("2020-01-01 10:00", "2020-01-01 13:00")], timestamps=stamps)

@@ -332,7 +332,13 @@ def score_series(
     if max_period is not None:
         factor = max(factor, math.ceil(full_period / max_period))
     reduced = _block_mean(values, factor)
-    reduced_train = max(1, train_end // factor)
+    if train_end // factor < 1:
+        # Rounding the training part up to one block would fit on test points (the anomaly too).
+        raise ValueError(
+            f"{record.name}: blocks of {factor} points (max_points={max_points}, max_period={max_period}) are "
+            f"longer than the training part ({train_end} points); raise max_points or max_period"
+        )
+    reduced_train = train_end // factor
     period = max(2, int(round(full_period / factor)))
     history = Panel.from_array(reduced[:reduced_train], contexts=[record.name])
     new = Panel.from_array(reduced[reduced_train:], contexts=[record.name])

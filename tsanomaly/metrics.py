@@ -659,6 +659,11 @@ def _window_positions(windows, n, timestamps):
             raise ValueError("timestamps must be increasing")
         out = []
         for a, b in pairs:
+            if (pd.Timestamp(a).tz is None) != (ts.tz is None) or (pd.Timestamp(b).tz is None) != (ts.tz is None):
+                raise ValueError(
+                    f"window ({a}, {b}) and timestamps must both have a time zone or both have none "
+                    f"(timestamps: {ts.tz or 'none'})"
+                )
             i = int(ts.searchsorted(pd.Timestamp(a), side="left"))
             j = int(ts.searchsorted(pd.Timestamp(b), side="right")) - 1
             if j < i:
