@@ -1269,3 +1269,51 @@ def test_a_parameter_too_large_for_a_float_is_a_one_line_error(tables, tmp_path,
     args = _fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--param", "contamination=" + "9" * 400)
     assert main(args) == 2
     assert "contamination must be a number in (0, 0.5)" in _one_line_error(capsys)
+
+
+def test_json_lines_keep_every_float_exactly(tmp_path):
+    """pandas' to_json kept 10 decimal places: 3e-11 was written as 0.0 and 1.234567890123e-07 as 1.235e-07."""
+    values = [1.234567890123e-7, 3e-11, 0.1 + 0.2, 13.294095225512603, np.nan]
+    frame = pd.DataFrame({"asn": ["a"] * len(values), "ts": pd.date_range("2024-01-01", periods=5, freq="h"),
+                          "rate": values, "n": np.arange(5), "flag": [True, False, True, False, True]})
+    for name in ("out.jsonl", "out.jsonl.gz"):
+        tsio.write_table(frame, tmp_path / name)
+        back = tsio.read_table(tmp_path / name)
+        np.testing.assert_array_equal(back["rate"].to_numpy(), np.asarray(values))
+        assert back["n"].tolist() == list(range(5)) and back["flag"].tolist() == frame["flag"].tolist()
+        assert pd.to_datetime(back["ts"]).tolist() == frame["ts"].tolist()
+
+
+def test_json_lines_with_a_byte_order_mark_are_read_like_csv(tmp_path):
+    row = '{"asn":"AS1","ts":"2024-01-11T00:00:00","n":1}\n'
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + row.encode())
+    assert tsio.read_table(tmp_path / "bom.jsonl")["asn"].tolist() == ["AS1"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tables, tmp_path, capsys):
+    """--scores in a folder that cannot be written was found after the alerts file had been written."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    alerts = tmp_path / "alerts.csv"
+    status = main(["score", "--model", str(model), "--input", _write(today, tmp_path / "t.csv"),
+                   "--output", str(alerts), "--scores", "/proc/scores.csv"])
+    assert status == 2 and "cannot write in /proc" in capsys.readouterr().err
+    assert not alerts.exists()
+
+
+def test_an_output_name_of_255_bytes_can_be_written(tmp_path):
+    name = "a" * 251 + ".csv"  # the temporary file's name added 14 bytes to it: "File name too long"
+    tsio.write_table(pd.DataFrame({"x": [1]}), tmp_path / name)
+    assert (tmp_path / name).exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_empty_time_column_is_said_to_hold_no_timestamp_not_numbers(tables, tmp_path, capsys):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    (tmp_path / "t.csv").write_text(today.assign(ts=None).to_csv(index=False))
+    assert main(["score", "--model", str(model), "--input", str(tmp_path / "t.csv"),
+                 "--output", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "holds numbers" not in err and "missing or unparseable timestamp" in err

@@ -21,9 +21,11 @@ Supported extensions (case-insensitive): ``.csv``, ``.csv.gz``, ``.parquet``,
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -134,7 +136,8 @@ def read_table(
             # once, by Panel.from_frame, the same way for every format. precise_float: pandas' fast
             # parser misses some numbers by one unit in the last place (96.6538079735436), so a
             # value read from JSON lines differed from the same value read from CSV or Parquet.
-            frame = pd.read_json(path, lines=True, dtype=False, precise_float=True)
+            # utf-8-sig: a byte-order mark (PowerShell's Out-File writes one) is skipped, as for CSV.
+            frame = pd.read_json(path, lines=True, dtype=False, precise_float=True, encoding="utf-8-sig")
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -289,11 +292,40 @@ def _write_parquet(frame: pd.DataFrame, handle) -> None:
 
 
 def _write_jsonl(frame: pd.DataFrame, handle) -> None:
-    # ISO timestamps: the default (epoch milliseconds) reads back as plain integers. Nanoseconds,
-    # pandas' finest unit: a coarser one truncates, so sub-second buckets (00:00:00.250 and .500)
-    # would be written as one time. Every stamp then has the same text layout, which
-    # pandas.to_datetime needs to parse a column in one format.
-    handle.write(frame.to_json(orient="records", lines=True, date_format="iso", date_unit="ns").encode("utf-8"))
+    # One JSON object per row, built a column at a time (json.dumps per row is 3x slower).
+    keys = [json.dumps(str(column)) + ":" for column in frame.columns]
+    columns = [_json_texts(frame[column]) for column in frame.columns]
+    lines = ("{" + ",".join(key + value for key, value in zip(keys, row)) + "}\n" for row in zip(*columns))
+    handle.write("".join(lines).encode("utf-8"))
+
+
+def _json_texts(column: pd.Series) -> list:
+    """Each value of a column as JSON text; missing values (and infinities, which JSON lacks) as null.
+
+    Floats as Python writes them, the shortest text that reads back as the same float: pandas'
+    to_json keeps 10 decimal places (15 at most), so 3e-11 was written as 0.0 and a score within
+    1e-10 of its threshold as equal to it. Times as pandas writes them, ISO with nanoseconds
+    (zoned ones in UTC, "Z"): the default (epoch milliseconds) reads back as plain integers, a
+    coarser unit truncates sub-second buckets, and one text layout per column is what
+    pandas.to_datetime parses in one format.
+    """
+    dtype = column.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        stamps = json.loads(column.to_json(orient="values", date_format="iso", date_unit="ns"))
+        return ["null" if stamp is None else json.dumps(stamp) for stamp in stamps]
+    if pd.api.types.is_bool_dtype(dtype) and not column.hasnans:
+        return ["true" if value else "false" for value in column.tolist()]
+    if pd.api.types.is_float_dtype(dtype) and isinstance(dtype, np.dtype):
+        return [repr(value) if math.isfinite(value) else "null" for value in column.tolist()]
+    if pd.api.types.is_integer_dtype(dtype) and isinstance(dtype, np.dtype):
+        return [str(value) for value in column.tolist()]
+    values = column.astype(object).where(column.notna(), None).tolist()
+    return [json.dumps(value, default=_json_scalar) for value in values]
+
+
+def _json_scalar(value):
+    """A NumPy scalar (or anything else json does not know) as JSON: its Python value, else its text."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 #: Format -> writer(frame, binary handle). Tests replace entries to simulate a failure mid-write.
@@ -303,7 +335,9 @@ _WRITERS: dict[str, Callable] = {"csv": _write_csv, "parquet": _write_parquet, "
 def atomic_path(path) -> Path:
     """A fresh hidden temporary path in the folder of ``path`` (same file system, so os.replace is atomic)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # The name cut to 120 bytes: with the 14 added, a valid name of up to 255 bytes stays valid.
+    stem = path.name.encode("utf-8")[:120].decode("utf-8", errors="ignore")
+    return path.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
 
 
 def check_output_path(path, option: str = "output", what: str = "a file", example: str | None = None) -> Path:
@@ -354,6 +388,14 @@ def check_output_path(path, option: str = "output", what: str = "a file", exampl
             f"{option} {path}: its folder {target.parent} does not exist; create it or name {what} in an "
             "existing folder"
         )
+    # A file made and removed there: a folder without write permission (or a read-only file system)
+    # was found only when the output was written, after the job's work and after its other outputs.
+    try:
+        handle, probe = tempfile.mkstemp(dir=target.parent, prefix=".tsanomaly-", suffix=".probe")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write in {target.parent} ({exc.strerror or exc})") from None
     return target
 
 

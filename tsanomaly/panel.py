@@ -683,6 +683,8 @@ def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
         is an object column whose values are all numbers, or a categorical column whose
         categories are either.
     """
+    if len(column) and column.isna().all():
+        return  # no value at all (an empty CSV column reads as float NaN): not numbers; said elsewhere
     if isinstance(column.dtype, pd.CategoricalDtype):
         # pandas reads the categories, so they are what must not be numbers.
         column = column.cat.categories.to_series()
