@@ -1317,3 +1317,16 @@ def test_an_empty_time_column_is_said_to_hold_no_timestamp_not_numbers(tables, t
                  "--output", str(tmp_path / "a.csv")]) == 2
     err = capsys.readouterr().err
     assert "holds numbers" not in err and "missing or unparseable timestamp" in err
+
+
+@pytest.mark.parametrize("entry", [
+    {"context": "country", "time": "ts", "value": "n"},  # a string: read as the columns c, o, u...
+    {"context": [1, 2], "time": "ts", "value": "n"},
+    {"context": ["country"], "time": ["ts"], "value": "n"},
+    {"context": ["country"], "time": "ts", "value": "n", "fill": "bogus"},
+])
+def test_a_damaged_job_columns_entry_is_blamed_on_the_model_not_the_input(entry):
+    with pytest.raises(ValueError, match="the model has a malformed"):
+        jobs.JobColumns.from_json(entry)
+    good = jobs.JobColumns.from_json({"context": ["country"], "time": "ts", "value": "n", "fill": "nan"})
+    assert good.context == ["country"] and good.fill == "nan"

@@ -270,6 +270,16 @@ class JobColumns:
 
     @classmethod
     def from_json(cls, data: dict, source="the model") -> "JobColumns":
+        # Checked here: a damaged entry ("context": "country" read as the columns c, o, u...) was
+        # otherwise blamed on the input file ("column 'c' is missing").
+        malformed = ValueError(f"{source} has a malformed {JOB_ATTRIBUTE} entry: {data!r}")
+        if not isinstance(data, dict):
+            raise malformed
+        context = data.get("context")
+        if (not isinstance(context, list) or not context or not all(isinstance(c, str) for c in context)
+                or not isinstance(data.get("time"), str) or not isinstance(data.get("value"), str)
+                or data.get("fill", "zero") not in FILL_RULES):
+            raise malformed
         try:
             return cls(
                 context=list(data["context"]),
