@@ -1330,3 +1330,26 @@ def test_a_damaged_job_columns_entry_is_blamed_on_the_model_not_the_input(entry)
         jobs.JobColumns.from_json(entry)
     good = jobs.JobColumns.from_json({"context": ["country"], "time": "ts", "value": "n", "fill": "nan"})
     assert good.context == ["country"] and good.fill == "nan"
+
+
+def test_json_lines_write_what_json_and_pandas_read_back(tmp_path):
+    """No Infinity (not JSON) from nullable or object columns, times in object columns as ISO text,
+    a subnormal float as 0.0 (pandas' reader refuses to decode one), and unique column names."""
+    frame = pd.DataFrame({"f": pd.array([1.5, None, np.inf], dtype="Float64"),
+                          "o": pd.Series([np.inf, "x", pd.Timestamp("2024-01-01 05:00")], dtype=object),
+                          "tiny": [1e-310, 5e-324, 2.5]})
+    tsio.write_table(frame, tmp_path / "x.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert [row["f"] for row in lines] == [1.5, None, None] and lines[0]["o"] is None
+    assert lines[2]["o"] == "2024-01-01T05:00:00" and "Infinity" not in (tmp_path / "x.jsonl").read_text()
+    assert tsio.read_table(tmp_path / "x.jsonl")["tiny"].tolist() == [0.0, 0.0, 2.5]
+    with pytest.raises(ValueError, match="unique column names"):
+        tsio.write_table(pd.DataFrame([[1, 2]], columns=["a", "a"]), tmp_path / "d.jsonl")
+
+
+def test_a_probe_that_cannot_be_removed_still_means_the_folder_takes_files(tmp_path, monkeypatch):
+    def refuse(path):
+        raise PermissionError("append-only folder")
+
+    monkeypatch.setattr(tsio.os, "unlink", refuse)
+    assert tsio.check_output_path(tmp_path / "out.csv") == tmp_path / "out.csv"

@@ -505,3 +505,19 @@ def test_a_zoned_day_grid_across_a_daylight_saving_switch_is_drawn_with_its_hist
     np.testing.assert_array_equal(padded, [1, 1, 1, np.nan, np.nan, np.nan])
     across = report._history_on_the_grid(np.ones(3), index[85:88], index[92], "D")  # 26..28 March, then 2 April
     assert np.isnan(across[3:]).all() and len(across) == 3 + 4
+
+
+def test_a_monthly_grid_with_its_history_is_drawn_and_an_anchored_grid_keeps_its_days():
+    """_history_on_the_grid multiplied by a calendar step's duration, which months have none of (a
+    TypeError), and took a history of Wednesdays for one on the Sunday grid (date_range rolls its start)."""
+    index = pd.date_range("2020-01-01", periods=48, freq="MS")
+    values = np.random.default_rng(0).poisson(100, (2, 48)).astype(float)
+    values[0, -3] = 1000
+    history = tsanomaly.Panel(values[:, :36], ["a", "b"], index[:36])
+    new = tsanomaly.Panel(values[:, 36:], ["a", "b"], index[36:])
+    det = RollingZScoreDetector(window=4, seasonal_period=None, contamination=0.05).fit(history)
+    assert "<img" in report.render_report([report.ReportSection.from_detector(det, new, history=history)])
+    np.testing.assert_array_equal(report._history_on_the_grid(np.ones(3), index[33:36], index[37], "MS"),
+                                  [1, 1, 1, np.nan])
+    wednesdays = pd.date_range("2024-01-03", periods=10, freq="7D")
+    assert len(report._history_on_the_grid(np.ones(10), wednesdays, pd.Timestamp("2024-03-17"), "W-SUN")) == 0

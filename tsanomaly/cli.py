@@ -379,7 +379,8 @@ def main(argv=None) -> int:
     # (which meant nothing to the user of a command: "base.py:286: UserWarning: ...").
     formatwarning = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *_, **__: (
-        f"tsanomaly {args.command}: warning: {message} ({category.__name__})\n")
+        f"tsanomaly {args.command}: warning: {str(message).strip().splitlines()[0] if str(message).strip() else ''} "
+        f"({category.__name__})\n")
     try:
         return int(args.handler(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyError, ImportError) as exc:

@@ -359,12 +359,15 @@ def _history_on_the_grid(values: np.ndarray, index: pd.DatetimeIndex, first_scor
     if not len(index) or freq is None:
         return values
     last, first = pd.Timestamp(index[-1]), pd.Timestamp(first_scored)
-    # A gap longer than the fallback ever reaches back (7 days of 5-minute steps) leaves it out too.
+    # A gap longer than the fallback ever reaches back (7 days of 5-minute steps) leaves it out too;
+    # a calendar step (months) has no fixed duration to bound it by, but few steps fit in a span.
     reach = SEASONAL_CYCLES * 288
-    if not last < first or (first - last) > (reach + 1) * _grid_step(freq) + pd.Timedelta(hours=2):
+    step = _grid_step(freq)
+    if not last < first or (step is not None and (first - last) > (reach + 1) * step + pd.Timedelta(hours=2)):
         return values[:0]
     between = pd.date_range(last, first, freq=freq)
-    if between[-1] != first:
+    # Both ends on the grid: date_range rolls a start off an anchored grid (a Wednesday, weeks on Sunday).
+    if len(between) < 2 or between[0] != last or between[-1] != first or len(between) - 2 > reach:
         return values[:0]
     return np.concatenate([values, np.full(len(between) - 2, np.nan)])
 

@@ -1508,7 +1508,8 @@ def fit(
     if mode == "global":
         # Drawn among the contexts with enough observed values: one without any (all null) drawn
         # into the sample shrank it and, drawn alone, failed the fit inside a task (a Py4J error).
-        observed = _col("_v").isNotNull() & ~functions.isnan(_col("_v"))
+        observed = (_col("_v").isNotNull() & ~functions.isnan(_col("_v"))
+                    & (functions.abs(_col("_v")) != functions.lit(float("inf"))))
         sample_keys = (prepared.where(observed).groupBy(*keys).count()
                        .where(_col("count") >= max(int(min_observations), 1)).select(*keys)
                        .orderBy(functions.xxhash64(*keys), *keys)
