@@ -495,6 +495,25 @@ def steps_by_wall_clock(freq) -> bool:
     return not (isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day))
 
 
+def step_duration(freq) -> pd.Timedelta | None:
+    """A grid step's length: a week is 7 days whatever weekday anchors it, a day 24 h (however
+    long a zoned day across a switch lasts); None for calendar steps (months...) and for None.
+
+    Parameters
+    ----------
+    freq : str or pandas.DateOffset or None
+    """
+    if freq is None:
+        return None
+    offset = pd.tseries.frequencies.to_offset(freq)
+    if isinstance(offset, pd.offsets.Week):
+        return pd.Timedelta(days=7 * offset.n)
+    try:
+        return pd.Timedelta(offset)
+    except (TypeError, ValueError):
+        return None
+
+
 def same_step(freq, other, zoned: bool) -> bool:
     """Whether two frequencies step one grid the same way, however each was written.
 
@@ -517,13 +536,9 @@ def same_step(freq, other, zoned: bool) -> bool:
 
     def key(f):
         offset = pd.tseries.frequencies.to_offset(f)
-        if isinstance(offset, pd.offsets.Week):
-            duration = pd.Timedelta(days=7 * offset.n)
-        else:
-            try:
-                duration = pd.Timedelta(offset)
-            except (TypeError, ValueError):
-                return ("calendar", offset)  # months, quarters...: no duration, compared as offsets
+        duration = step_duration(offset)
+        if duration is None:
+            return ("calendar", offset)  # months, quarters...: no duration, compared as offsets
         return ("wall clock" if zoned and steps_by_wall_clock(offset) else "duration", duration)
 
     return key(freq) == key(other)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from tsanomaly.base import ALERT_COLUMNS, _context_names, check_column_names
 from tsanomaly.jobs import JOB_ALERT_COLUMNS, count_absent
-from tsanomaly.panel import Panel
+from tsanomaly.panel import Panel, step_duration
 from tsanomaly.scaling import MAD_TO_SIGMA
 
 __all__ = [
@@ -299,14 +299,33 @@ def _calendar_period(step) -> int:
 
 
 def _robust_spread(series: np.ndarray, expected: np.ndarray) -> float:
-    """Robust σ of ``series - expected`` (on the log(1 + x) scale for counts); inf with too few points."""
-    forward = np.log1p if np.nanmin(series, initial=0.0) >= 0 else (lambda v: v)
+    """Robust σ of ``series - expected`` on the band's scale (:func:`_band_scale`); inf with too few points."""
+    _, forward, _, centre = _band_scale(series, expected)
     with np.errstate(invalid="ignore"):
-        residual = forward(series) - forward(np.maximum(expected, 0.0) if forward is np.log1p else expected)
+        residual = forward(series) - centre
     residual = residual[np.isfinite(residual)]
-    if residual.size < 8:
-        return np.inf
-    return float(MAD_TO_SIGMA * np.median(np.abs(residual - np.median(residual))))
+    return _mad_sigma(residual) if residual.size >= 8 else np.inf
+
+
+def _band_scale(observed: np.ndarray, expected: np.ndarray):
+    """``(counts, forward, inverse, centre)``: the scale a band is drawn on, and its centre there.
+
+    Counts (no negative value, expected value included) get their band on the log(1 + x)
+    scale: their noise grows with their level, so a band as wide at 3 am as at the daily peak
+    would be too wide at night and too narrow by day. Other data get a band of constant width.
+    """
+    counts = np.nanmin(observed, initial=0.0) >= 0 and np.nanmin(expected, initial=0.0) > -0.5
+    forward, inverse = (np.log1p, np.expm1) if counts else (_same, _same)
+    return counts, forward, inverse, forward(np.maximum(expected, 0.0) if counts else expected)
+
+
+def _same(values):
+    return values
+
+
+def _mad_sigma(values: np.ndarray) -> float:
+    """1.4826 x the MAD of finite ``values`` (at least one)."""
+    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
 
 
 def _fallback_expected(series: np.ndarray, n_new: int, step) -> tuple[np.ndarray, str]:
@@ -362,7 +381,7 @@ def _history_on_the_grid(values: np.ndarray, index: pd.DatetimeIndex, first_scor
     # A gap longer than the fallback ever reaches back (7 days of 5-minute steps) leaves it out too;
     # a calendar step (months) has no fixed duration to bound it by, but few steps fit in a span.
     reach = SEASONAL_CYCLES * 288
-    step = _grid_step(freq)
+    step = step_duration(freq)
     if not last < first or (step is not None and (first - last) > (reach + 1) * step + pd.Timedelta(hours=2)):
         return values[:0]
     between = pd.date_range(last, first, freq=freq)
@@ -370,17 +389,6 @@ def _history_on_the_grid(values: np.ndarray, index: pd.DatetimeIndex, first_scor
     if len(between) < 2 or between[0] != last or between[-1] != first or len(between) - 2 > reach:
         return values[:0]
     return np.concatenate([values, np.full(len(between) - 2, np.nan)])
-
-
-def _grid_step(freq) -> pd.Timedelta | None:
-    """A grid's step as a duration (a day for a zoned day, whose length varies), None without one."""
-    if freq is None:
-        return None
-    try:
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(freq))
-    except (TypeError, ValueError):  # months, anchored weeks...: no fixed duration
-        offset = pd.tseries.frequencies.to_offset(freq)
-        return pd.Timedelta(days=7 * offset.n) if isinstance(offset, pd.offsets.Week) else None
 
 
 def _drawn_times(index: pd.DatetimeIndex) -> np.ndarray:
@@ -415,7 +423,7 @@ def _robust_sigma(residual: np.ndarray) -> float:
     r = residual[np.isfinite(residual)]
     if r.size < 2:
         return float("nan")
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
+    sigma = _mad_sigma(r)
     if sigma == 0.0:
         sigma = float(np.std(r))
     return sigma
@@ -564,7 +572,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     s_new = section.scores.to_numpy()[row]
     t_new = _drawn_times(section.panel.index)
     freq = section.panel.index.freq
-    step = _grid_step(freq)
+    step = step_duration(freq)
     if step is None and section.panel.n_times > 1:
         step = section.panel.index[1] - section.panel.index[0]
 
@@ -606,13 +614,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     in_alerts = np.zeros(len(t_new), dtype=bool)
     for start, end in zip(same["start"], same["end"]):
         in_alerts |= (t_new >= np.datetime64(start)) & (t_new <= np.datetime64(end))
-    # Counts (no negative value, expected value included) get their band on the log(1 + x)
-    # scale: their noise grows with their level, so a band as wide at 3 am as at the daily peak
-    # would be too wide at night and too narrow by day. Other data get a band of constant width.
-    observed = np.concatenate([x_hist, x_new])
-    counts = np.nanmin(observed, initial=0.0) >= 0 and np.nanmin(expected, initial=0.0) > -0.5
-    forward, inverse = (np.log1p, np.expm1) if counts else (lambda v: v, lambda v: v)
-    centre = forward(np.maximum(expected, 0.0) if counts else expected)
+    counts, forward, inverse, centre = _band_scale(np.concatenate([x_hist, x_new]), expected)
     with np.errstate(invalid="ignore"):
         residual = np.where(in_alerts, np.nan, forward(x_new) - centre)
     sigma = _robust_sigma(residual)

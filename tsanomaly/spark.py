@@ -1252,7 +1252,7 @@ def _check_shard_args(n_shards, contexts_per_shard) -> None:
 
 
 def _n_shards(spark, n_contexts: int, contexts_per_shard: int, n_shards: int | None) -> int:
-    _check_shard_args(n_shards, contexts_per_shard)
+    """Shards for ``n_contexts``; the arguments were checked by :func:`_check_shard_args` up front."""
     if n_shards is not None:
         return int(n_shards)
     try:

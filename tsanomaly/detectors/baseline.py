@@ -116,13 +116,6 @@ def rolling_robust_zscore(
     return out
 
 
-def robust_scale(x, axis=-1):
-    """1.4826 x median absolute deviation along ``axis``, ignoring NaN (NumPy or CuPy)."""
-    xp = backend.array_module(x)
-    median = nanmedian(x, axis=axis, keepdims=True)
-    return MAD_TO_SIGMA * nanmedian(xp.abs(x - median), axis=axis)
-
-
 class RollingZScoreDetector(BaseDetector):
     """Robust z-score of each point against a rolling median and MAD of the preceding points.
 
@@ -281,13 +274,15 @@ class RollingZScoreDetector(BaseDetector):
         xp = backend.array_module(x)
         # Sparse counts (an ASN with a failed login now and then) have a MAD of 0: the
         # standard deviation then sets the floor, so one extra event is not a huge score.
+        median = nanmedian(x, axis=1)
+        deviation = xp.abs(x - median[:, None])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            spread = xp.fmax(robust_scale(x, axis=1), xp.nanstd(x, axis=1))
+            # 1.4826 x MAD, from the deviations the flat test below needs too
+            spread = xp.fmax(MAD_TO_SIGMA * nanmedian(deviation, axis=1), xp.nanstd(x, axis=1))
         # Constant (or all missing, or no point at all): tested exactly, as a constant row's
         # float standard deviation need not be 0 (2e-10 for 1e6 + 0.1).
-        median = nanmedian(x, axis=1)
-        flat = ~(xp.nansum(xp.abs(x - median[:, None]), axis=1) > 0)
+        flat = ~(xp.nansum(deviation, axis=1) > 0)
         # A context with no spread at all is given the spread it would have with one event of one
         # unit -- the scale robust_center_scale gives a constant row (the matrix profile's unit of
         # plain distances): 1 for zeros, 1e-3 x |value| otherwise -- among its n observed points,

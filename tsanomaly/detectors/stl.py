@@ -984,8 +984,8 @@ class STLDetector(BaseDetector):
             raise ValueError(f"holdout_folds must be a non-negative integer, got {self.holdout_folds!r}")
         # A bound of 0 is no bound: a flat history's scale is 0, and its first event scores inf.
         # Refused for a fit only: a model fitted with 0 before the rule still scores as it did.
-        lowest_ok = (lambda v: v > 0) if fitting else (lambda v: v >= 0)
-        if self.min_scale is not None and (not is_finite_real(self.min_scale) or not lowest_ok(self.min_scale)):
+        if self.min_scale is not None and (not is_finite_real(self.min_scale) or self.min_scale < 0
+                                           or (fitting and self.min_scale == 0)):
             raise ValueError(
                 f"min_scale must be None or a finite number > 0, got {self.min_scale!r}: it bounds the "
                 "scale from below, and with 0 a flat history's scale is 0 (use a small positive bound or None)"
