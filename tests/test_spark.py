@@ -1069,3 +1069,18 @@ def pyspark_functions():
     from pyspark.sql import functions
 
     return functions
+
+
+def test_a_model_is_not_appended_to_another(spark, baseline_fit, tmp_path):
+    # Spark's "append" wrote a second global line and a second row per context: load_model
+    # then refused the folder as damaged, after the first model had been spoiled.
+    model, _ = baseline_fit
+    path = str(tmp_path / "model")
+    model.save(path)
+    with pytest.raises(ValueError, match="appending a model"):
+        model.save(path, mode="append")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        model.save(str(tmp_path / "other"), mode="overwite")
+    assert not (tmp_path / "other").exists()
+    model.save(path, mode="overwrite")
+    assert tss.load_model(spark, path).global_state == model.global_state

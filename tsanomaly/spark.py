@@ -172,6 +172,8 @@ __all__ = [
 
 SPARK_MODEL_FORMAT = "tsanomaly-spark-model"
 SPARK_MODEL_FORMAT_VERSION = 1
+# Spark's save modes that leave one model at a path (append would mix two).
+_SAVE_MODES = ("error", "errorifexists", "overwrite", "ignore")
 
 #: Contexts per shard when ``n_shards`` is not given: big enough to amortise a
 #: Python call and run the detector batched, small enough that a shard's long
@@ -1830,8 +1832,19 @@ class SparkModel:
         """Write ``path/global`` (the global state, one JSON line) and ``path/state`` (Parquet).
 
         Any file system Spark writes to works (local, HDFS, S3); ``mode`` is
-        Spark's save mode (``"error"``, ``"overwrite"``).
+        Spark's save mode: ``"error"`` (or ``"errorifexists"``), ``"overwrite"`` or
+        ``"ignore"``.
+
+        Raises
+        ------
+        ValueError
+            For ``mode="append"`` (a second model appended to the first is no model:
+            two global lines and two rows per context) or any other mode, before
+            anything is written.
         """
+        if mode not in _SAVE_MODES:
+            raise ValueError(f"mode must be one of {', '.join(map(repr, _SAVE_MODES))}, got {mode!r}"
+                             + (": appending a model to another makes a damaged one" if mode == "append" else ""))
         spark = self.state.sparkSession
         line = json.dumps(self.global_state)
         spark.createDataFrame([(line,)], "value string").coalesce(1).write.mode(mode).text(f"{path}/global")
