@@ -1055,6 +1055,17 @@ def test_the_global_fit_samples_contexts_with_observed_values(spark):
                 value=VALUE, sample_contexts=1)
 
 
+def test_a_global_fit_on_a_sample_without_usable_contexts_says_why_on_the_driver(spark):
+    """Every context of the sample had duplicate rows: the fit raised inside a task, and the user
+    read a Py4J PythonException instead of the reason."""
+    history, _ = _frames(n_contexts=2, seed=3)
+    doubled = pd.concat([history, history], ignore_index=True)
+    level = dict(window=4, seasonal_period=24, level_window=24 * 7, contamination=0.01)
+    with pytest.raises(ValueError, match=r"sample .* has usable data \(2 contexts, 2 x duplicate rows at"):
+        tss.fit(_spark_frame(spark, doubled), RollingZScoreDetector(**level), context=CONTEXT, time="ts",
+                value=VALUE, sample_contexts=2)
+
+
 def test_a_date_column_is_told_to_become_a_timestamp_ntz(spark):
     """The hint said to_timestamp, which reads a date at midnight in the session's time zone: a
     daylight-saving switch then moves the days by an hour in UTC and the fit fails on the grid."""

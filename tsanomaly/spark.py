@@ -917,7 +917,10 @@ def _fit_global_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
     data = _shard_data(pdf, spec, spec["min_observations"])
     good = np.flatnonzero(_usable(data.reasons))
     if not len(good):
-        raise ValueError("no context of the sample has usable data to fit the global model on")
+        # Said on the driver: an error raised here reaches the user as a Py4J trace.
+        counts = pd.Series(data.reasons).value_counts()
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in counts.head(3).items())
+        return pd.DataFrame({"global_state": [None], "reason": [f"{len(data.reasons)} contexts, {reasons}"]})
     device = _task_device(spec["device"])
     params = dict(spec["params"], device=device)
     detector = _detector_class(spec["class"], spec["class_module"])(**params)
@@ -930,7 +933,7 @@ def _fit_global_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
     global_state, _ = split_state(detector, spec["context"])
     global_state["params"] = spec["params"]
     global_state["explanations"] = _explanation_kinds(detector)
-    return pd.DataFrame({"global_state": [json.dumps(global_state)]})
+    return pd.DataFrame({"global_state": [json.dumps(global_state)], "reason": [None]})
 
 
 def _score_piece(detector: BaseDetector, panel: Panel):
@@ -1519,10 +1522,15 @@ def fit(
         sample = prepared.join(sample_keys, keys, "left_semi").withColumn("_one", functions.lit(0))
         global_spec = dict(spec)
         row = sample.groupBy("_one").applyInPandas(
-            lambda pdf: _fit_global_shard(pdf, global_spec), "global_state string").first()
+            lambda pdf: _fit_global_shard(pdf, global_spec), "global_state string, reason string").first()
         if row is None:
             raise ValueError(
                 f"no context has {max(int(min_observations), 1)} or more observed values to fit the global model on"
+            )
+        if row["global_state"] is None:
+            raise ValueError(
+                f"no context of the sample drawn to fit the global model on has usable data ({row['reason']}); "
+                "mend those contexts' rows or leave them out"
             )
         shipped = row["global_state"]
         specs = json.loads(shipped)["per_context"]
