@@ -134,7 +134,7 @@ def test_pot_fit_reports_its_parts():
     assert not fit.fallback
     assert fit.n_obs == 50_000
     assert fit.n_excesses == 1000  # 2% of 50 000 lie strictly above the 0.98 quantile
-    assert fit.initial_threshold == pytest.approx(np.quantile(scores, 0.98))
+    assert fit.initial_threshold == np.quantile(scores, 0.98, method="lower")  # an order statistic
     assert fit.sigma == pytest.approx(2.0, rel=0.1)  # memoryless: excesses are Exp(scale 2)
     assert abs(fit.gamma) < 0.1
 
@@ -281,3 +281,47 @@ def test_parameters_given_as_0d_arrays_are_their_values():
     expected = pot_threshold(scores, risk=1e-4, initial_quantile=0.98, min_excesses=10)
     got = pot_threshold(scores, risk=np.array(1e-4), initial_quantile=np.array(0.98), min_excesses=np.array(10))
     assert got == expected
+
+
+def _counts_lattice(seed=4):
+    """502 scores of a sparse count context: a continuous bulk below 4.1, then the scores of
+    1 to 5 events, repeated (made after a failed-logins context of make_security_panel)."""
+    rng = np.random.default_rng(seed)
+    tail = np.repeat([6.1139, 12.2278, 18.3417, 24.4556, 30.5695], [62, 5, 3, 1, 2])
+    return rng.permutation(np.concatenate([rng.uniform(0.0, 4.1, 429), tail]))
+
+
+def test_the_initial_threshold_is_a_score_so_a_lattice_of_counts_fits_no_heavy_tail():
+    # An interpolated initial threshold (12.1055) lay just below the scores of 2 events: five
+    # excesses of 0.12 beside steps of 6.1 made gamma 2.3 and the threshold 288, over 9x the
+    # largest score, where the context could never alert.
+    x = _counts_lattice()
+    fit = pot_fit(x, risk=1e-3)
+    assert fit.initial_threshold == 6.1139
+    assert not fit.fallback and fit.gamma < 0.5
+    assert x.max() - 2.0 < fit.threshold < x.max()  # above all but the two 5-event scores
+    assert pot_thresholds(x[None, :], risk=1e-3).thresholds[0] == fit.threshold
+
+
+def test_a_fit_contradicted_by_its_own_scores_falls_back_to_the_quantile():
+    # Ten tied excesses fit a uniform law whose 1 - risk quantile (0.95) lay below the tied value:
+    # 2% of the training points, and every later score of 1, alerted with risk=1e-3.
+    x = np.zeros(502)  # as long as _counts_lattice(), to stack them
+    x[:10] = 1.0
+    fit = pot_fit(x, risk=1e-3)
+    assert fit.fallback and fit.n_excesses == 10
+    assert fit.threshold == np.quantile(x, 1 - 1e-3) == 1.0
+    with pytest.warns(RuntimeWarning, match="exceeded by more of them than risk=0.001 allows"):
+        assert pot_threshold(x, risk=1e-3) == 1.0
+    rows = pot_thresholds(np.stack([x, _counts_lattice()]), risk=1e-3)
+    assert rows.thresholds[0] == 1.0 and rows.fallback.tolist() == [True, False]
+
+
+def test_the_fit_does_not_depend_on_the_order_of_the_scores():
+    # The excesses were fitted in the scores' order, and their sums rounded differently: 15
+    # thresholds from 20 orders of the same scores (a global threshold then depended on the order
+    # of the contexts, and Spark had to rebuild a single machine's order).
+    y = np.random.default_rng(5).standard_normal(5000)
+    orders = [np.random.default_rng(k).permutation(y) for k in range(20)]
+    assert len({pot_fit(z, risk=1e-3).threshold for z in orders}) == 1
+    assert len(set(pot_thresholds(np.stack(orders), risk=1e-3).thresholds.tolist())) == 1

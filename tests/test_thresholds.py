@@ -1,6 +1,8 @@
 """Threshold settings (thresholds.validate_threshold_params, calibrate) and alert post-processing:
 one alert per incident (thresholds.suppress_repeats)."""
 import doctest
+import warnings
+
 
 import numpy as np
 import pytest
@@ -134,3 +136,17 @@ def test_an_integer_too_large_for_a_float_is_refused_not_an_overflow(value):
     with pytest.raises(ValueError, match=r"contamination must be a number in \(0, 0.5\)"):
         validate_threshold_params("quantile", value, False)
     assert is_finite_real(10**300) and is_finite_real(np.int64(2**62))  # large but a float holds them
+
+
+def test_per_context_pot_says_when_contexts_fall_back_to_the_quantile():
+    # STL holds out 336 scores per context, fewer than the ~500 that ten excesses over the 0.98
+    # quantile need: threshold="pot" was the quantile rule for every context, and nothing said so.
+    scores = np.random.default_rng(0).exponential(1.0, (4, 336))
+    with pytest.warns(RuntimeWarning, match=r"fell back to the quantile rule for 4 of 4 contexts .*median 336 "
+                                            r"training scores.* about 500 scores"):
+        own, _ = calibrate(scores, "pot", 0.001, per_context=True)
+    assert np.array_equal(own, np.quantile(scores, 0.999, axis=1))
+    long_enough = np.random.default_rng(0).exponential(1.0, (4, 2000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calibrate(long_enough, "pot", 0.001, per_context=True)

@@ -11,8 +11,30 @@ so the score exceeded with probability ``q`` (the *risk*) is
     z_q = t + sigma / gamma * ((q * n / N_t) ** (-gamma) - 1)            (t - sigma * log(q n / N_t))
 
 with ``n`` observations of which ``N_t`` exceed ``t``. ``t`` is a high empirical quantile of the
-training scores (``initial_quantile``, 0.98 as in the paper) and ``(gamma, sigma)`` are the
-maximum-likelihood estimates on the excesses.
+training scores (``initial_quantile``, 0.98 as in the paper), taken as an order statistic (NumPy's
+``method="lower"``) as in the extreme-value literature, and ``(gamma, sigma)`` are the
+maximum-likelihood estimates on the excesses, in increasing order (so the fit does not depend
+on the order of the scores).
+
+Two guards for scores that are not continuous, such as a detector's scores of sparse counts,
+which repeat a few values (1, 2, 3 events) many times:
+
+- ``t`` is a score, so ties with it are no excesses. An interpolated ``t`` just below a repeated
+  value made excesses of almost 0 beside whole steps of the lattice; the GPD read them as a
+  heavy tail (``gamma`` 2.3) and put the threshold at 9x the largest training score, where the
+  context could never alert (7 of 300 contexts of ``make_security_panel``'s failed logins).
+- A fit whose threshold is exceeded by more training scores than ``risk`` allows (a
+  Binomial(n, risk) count reaches as many with probability below ``_CONTRADICTED``) is
+  contradicted by its own data and replaced by the empirical quantile. Ten tied excesses fit a
+  uniform distribution whose quantile lies below the tied value itself, so every later score
+  of that value alerted (2% of the training points, with ``risk=1e-3``).
+
+Measured on ``make_security_panel(n_contexts=300, n_days=35, clean_days=28, seed=3)`` with the
+baseline's per-context thresholds (``risk=1e-3``): contexts with more than 1% of their own
+training scores above the threshold 7/6/0 -> 0/0/0 (registrations/failed logins/logins);
+thresholds above 3x the training maximum 0/7/8 -> 0/0/0. On 1,000 continuous samples of 504
+scores the median |log| error of the threshold against the true quantile moved from 0.131 to
+0.125 (exponential), 0.089 to 0.087 (normal) and 0.319 to 0.299 (Pareto, shape 1/3).
 
 The fit uses **Grimshaw's trick** (Grimshaw, "Computing maximum likelihood estimates for the
 generalized Pareto distribution", Technometrics 1993), as Siffer et al. do: the two-parameter
@@ -42,6 +64,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import scipy.special
 
 from tsanomaly.scaling import nanquantile
 from tsanomaly.validation import is_finite_real
@@ -54,6 +77,11 @@ _X_MIN = 1e-4  # |x| below this (in units of 1 / mean excess) is indistinguishab
 # "excesses" of 1e-16 made the GPD fit a mixture of a spike at 0 and the real tail (gamma 19,
 # sigma 5e-16) and put the threshold at 1e8 to 1e23, where nothing could alert.
 _TIE_TOLERANCE = 1e-9
+# A fit is contradicted by its training scores when a Binomial(n, risk) count would reach the
+# number of them above its threshold with a probability below this (see the module docstring).
+_CONTRADICTED = 1e-3
+# Fewest excesses for a GPD fit (two parameters from fewer than about ten points are noise).
+DEFAULT_MIN_EXCESSES = 10
 # Brent's relative tolerance on the roots of Grimshaw's equation (its absolute one: _bracket_xtol).
 _RTOL = 1e-12
 # Bound, in elements, of the (grid points x excesses) temporary of the root scan (16 MB).
@@ -311,8 +339,9 @@ class POTFit:
     n_excesses : int
         Scores strictly above ``initial_threshold``.
     fallback : bool
-        True when there were fewer than ``min_excesses`` excesses and ``threshold`` is the
-        plain empirical quantile ``1 - risk`` instead.
+        True when ``threshold`` is the plain empirical quantile ``1 - risk`` instead of the
+        GPD's: there were fewer than ``min_excesses`` excesses, or the GPD's threshold was
+        exceeded by more training scores than ``risk`` allows (see the module docstring).
     """
 
     threshold: float
@@ -360,18 +389,41 @@ def _too_few(n_excesses, n, risk: float, min_excesses: int):
     return (n_excesses < min_excesses) | (n_excesses <= risk * n)
 
 
+def _contradicted(n_above, n, risk: float):
+    """Where a fitted threshold is exceeded by ``n_above`` of ``n`` training scores, more than a
+    Binomial(n, risk) count reaches with probability ``_CONTRADICTED``; arrays broadcast."""
+    n_above = np.asarray(n_above)
+    # bdtrc(k, n, p) = P(X > k), so P(X >= n_above) = bdtrc(n_above - 1, n, p)
+    tail = scipy.special.bdtrc(np.maximum(n_above - 1, 0), n, risk)
+    return (n_above > 0) & (tail < _CONTRADICTED)
+
+
+def _tail_threshold(excesses: np.ndarray, t: float, n: int, risk: float, min_excesses: int, count_above):
+    """The GPD threshold from the ``excesses`` over ``t`` of ``n`` training scores, or ``None``
+    where the quantile rule must replace it (:func:`_too_few`, :func:`_contradicted`);
+    ``count_above(z)`` counts the training scores above ``z``. Returns ``(threshold, gamma, sigma)``.
+    Shared with ``tsanomaly.spark``, which holds only the top of the scores."""
+    n_t = excesses.shape[0]
+    if _too_few(n_t, n, risk, min_excesses):
+        return None, np.nan, np.nan
+    gamma, sigma = fit_gpd(np.sort(excesses))
+    z = gpd_quantile(t, gamma, sigma, risk, n, n_t)
+    if _contradicted(count_above(z), n, risk):
+        return None, np.nan, np.nan
+    return z, gamma, sigma
+
+
 def _fit_finite(x: np.ndarray, risk: float, initial_quantile: float, min_excesses: int) -> POTFit:
     """POT on a 1-D array of finite scores (may be empty)."""
     n = x.shape[0]
     if n == 0:
         return POTFit(np.nan, np.nan, np.nan, np.nan, 0, 0, True)
-    t = float(np.quantile(x, initial_quantile))
+    t = float(np.quantile(x, initial_quantile, method="lower"))
     peaks = x[x > _tie_limit(t, float(np.abs(x).max()))] - t
-    n_t = peaks.shape[0]
-    if _too_few(n_t, n, risk, min_excesses):
-        return POTFit(float(np.quantile(x, 1.0 - risk)), t, np.nan, np.nan, n, n_t, True)
-    gamma, sigma = fit_gpd(peaks)
-    return POTFit(gpd_quantile(t, gamma, sigma, risk, n, n_t), t, gamma, sigma, n, n_t, False)
+    z, gamma, sigma = _tail_threshold(peaks, t, n, risk, min_excesses, lambda z: int((x > z).sum()))
+    if z is None:
+        return POTFit(float(np.quantile(x, 1.0 - risk)), t, np.nan, np.nan, n, peaks.shape[0], True)
+    return POTFit(z, t, gamma, sigma, n, peaks.shape[0], False)
 
 
 def gpd_quantile(t: float, gamma: float, sigma: float, risk: float, n: int, n_t: int) -> float:
@@ -391,7 +443,9 @@ def _finite(scores, name="scores") -> np.ndarray:
     return a
 
 
-def pot_fit(scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_excesses: int = 10) -> POTFit:
+def pot_fit(
+    scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_excesses: int = DEFAULT_MIN_EXCESSES
+) -> POTFit:
     """Peaks-over-threshold fit on one set of scores (Siffer et al., KDD 2017).
 
     Parameters
@@ -425,7 +479,9 @@ def pot_fit(scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_exce
     return _fit_finite(a, risk, initial_quantile, int(min_excesses))
 
 
-def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_excesses: int = 10) -> float:
+def pot_threshold(
+    scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_excesses: int = DEFAULT_MIN_EXCESSES
+) -> float:
     """One POT threshold for all scores (Siffer et al., KDD 2017).
 
     Fits a generalised Pareto distribution to the excesses of ``scores`` over their
@@ -437,9 +493,10 @@ def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, mi
     float
         The threshold; flag ``score > threshold``. When there are fewer than
         ``min_excesses`` excesses, or no more than ``risk`` times the number of
-        scores (ties at the initial quantile), the empirical quantile ``1 - risk``
-        is returned and a ``RuntimeWarning`` says so. Scores within 1e-9 of the
-        largest |score| above the initial quantile count as ties with it.
+        scores (ties at the initial quantile), or the GPD's threshold is exceeded
+        by more training scores than ``risk`` allows, the empirical quantile
+        ``1 - risk`` is returned and a ``RuntimeWarning`` says so. Scores within
+        1e-9 of the largest |score| above the initial quantile count as ties with it.
 
     Examples
     --------
@@ -456,8 +513,14 @@ def pot_threshold(scores, risk: float = 1e-4, initial_quantile: float = 0.98, mi
 
 
 def _fallback_message(n_excesses: int, n: int, risk: float, initial_quantile: float, min_excesses: int) -> str:
-    """The warning of :func:`pot_threshold` when :func:`_too_few` sends it to the quantile rule
-    (also given by ``tsanomaly.spark``, which applies the same rule to the scores of all shards)."""
+    """The warning of :func:`pot_threshold` when it falls back to the quantile rule (also given
+    by ``tsanomaly.spark``, which applies the same rules to the scores of all shards)."""
+    if not _too_few(n_excesses, n, risk, min_excesses):
+        return (
+            f"POT fell back to the {1 - risk} quantile: the GPD fitted to {n_excesses} excesses over the "
+            f"{initial_quantile} quantile of {n} scores gave a threshold exceeded by more of them than "
+            f"risk={risk} allows (scores that repeat a few values, such as counts, fit no GPD)"
+        )
     return (
         f"POT fell back to the {1 - risk} quantile: {n_excesses} excesses over the "
         f"{initial_quantile} quantile of {n} scores, fewer than min_excesses={min_excesses} "
@@ -474,14 +537,15 @@ class POTThresholds(NamedTuple):
 
 
 def pot_thresholds(
-    scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_excesses: int = 10
+    scores, risk: float = 1e-4, initial_quantile: float = 0.98, min_excesses: int = DEFAULT_MIN_EXCESSES
 ) -> POTThresholds:
     """POT thresholds per context (one row of ``scores`` per context).
 
-    Each row is calibrated on its own as in :func:`pot_threshold`. A row with fewer than
-    ``min_excesses`` excesses over its ``initial_quantile`` falls back to its empirical
-    quantile ``1 - risk``; a row with no finite score gets a NaN threshold. Both are reported
-    in ``fallback``.
+    Each row is calibrated on its own as in :func:`pot_threshold`. A row that
+    :func:`pot_threshold` would send to the quantile rule (too few excesses over its
+    ``initial_quantile``, or a GPD contradicted by its own scores) gets its empirical
+    quantile ``1 - risk``; a row with no finite score gets a NaN threshold. Both are
+    reported in ``fallback``.
 
     Parameters
     ----------
@@ -511,7 +575,7 @@ def pot_thresholds(
     # Row by row this is pot_fit (tests/test_pot.py checks it bit for bit), computed for all rows
     # at once where it can be: the quantiles, and the GPD fits of the rows with as many excesses.
     n_obs = (~np.isnan(a)).sum(axis=1)
-    initial = nanquantile(a, initial_quantile, axis=1)
+    initial = nanquantile(a, initial_quantile, axis=1, method="lower")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows without a finite score: NaN
         largest = np.nanmax(np.abs(a), axis=1)
@@ -525,11 +589,15 @@ def pot_thresholds(
     fitted = (n_obs > 0) & ~few
     for count in np.unique(n_excesses[fitted]):
         rows = np.flatnonzero(fitted & (n_excesses == count))
-        excesses = (a[rows] - initial[rows, None])[above[rows]].reshape(rows.shape[0], count)
+        excesses = np.sort((a[rows] - initial[rows, None])[above[rows]].reshape(rows.shape[0], count), axis=1)
         gamma, sigma = _fit_gpd_rows(excesses)
         for row, row_gamma, row_sigma in zip(rows, gamma, sigma):
             thresholds[row] = gpd_quantile(
                 float(initial[row]), float(row_gamma), float(row_sigma), risk, int(n_obs[row]), int(count)
             )
         fallback[rows] = False
+    with np.errstate(invalid="ignore"):  # NaN scores compare False
+        contradicted = ~fallback & _contradicted((a > thresholds[:, None]).sum(axis=1), n_obs, risk)
+    thresholds[contradicted] = nanquantile(a[contradicted], 1.0 - risk, axis=1)
+    fallback[contradicted] = True
     return POTThresholds(thresholds, fallback)

@@ -124,8 +124,8 @@ def lerp(a, b, gamma):
         return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)[()]  # 0-d: a NumPy float
 
 
-def nanquantile(x, q: float, axis: int = -1):
-    """Quantile ``q`` along ``axis`` ignoring NaN (NumPy's "linear" method), NaN where nothing is finite.
+def nanquantile(x, q: float, axis: int = -1, method: str = "linear"):
+    """Quantile ``q`` along ``axis`` ignoring NaN (NumPy's "linear" or "lower" method), NaN where nothing is finite.
 
     Equal to ``numpy.nanquantile`` bit for bit. Why not ``numpy.nanquantile`` itself: with a
     NaN anywhere it computes each slice in a Python-level loop, 4.0 s for the per-context
@@ -138,17 +138,23 @@ def nanquantile(x, q: float, axis: int = -1):
     q : float
         In [0, 1].
     axis : int, default -1
+    method : {"linear", "lower"}, default "linear"
+        NumPy's method of the same name: interpolate between the two order statistics
+        around ``(n - 1) * q``, or take the lower one (a value of the slice).
 
     Returns
     -------
     numpy.ndarray of float64, ``x``'s shape without ``axis``.
     """
+    if method not in ("linear", "lower"):
+        raise ValueError(f"method must be 'linear' or 'lower', got {method!r}")
     moved = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
     if moved.shape[-1] == 0:
         return np.full(moved.shape[:-1], np.nan)
     ordered, n_finite = _sorted_slices(moved)
     lower, upper, gamma = linear_quantile_positions(np.maximum(n_finite, 1), q)
-    return np.where(n_finite > 0, lerp(_at(ordered, lower), _at(ordered, upper), gamma), np.nan)
+    value = _at(ordered, lower) if method == "lower" else lerp(_at(ordered, lower), _at(ordered, upper), gamma)
+    return np.where(n_finite > 0, value, np.nan)
 
 
 def _sorted_slices(moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

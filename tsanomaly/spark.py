@@ -127,7 +127,6 @@ import base64
 import copy
 import hashlib
 import importlib
-import inspect
 import json
 import math
 import sys
@@ -795,7 +794,8 @@ def _fit_piece(panel: Panel, spec: dict, device: str):
 
 
 def _tails(train: np.ndarray, tail_size: int | None):
-    """Per context: finite count, the largest finite scores (descending) and their time positions."""
+    """Per context: finite count, the largest finite scores (descending), the smallest of them, and
+    whether the tail was cut."""
     finite = np.isfinite(train)
     n_finite = finite.sum(axis=1)
     keep = train.shape[1] if tail_size is None else min(int(tail_size), train.shape[1])
@@ -804,9 +804,8 @@ def _tails(train: np.ndarray, tail_size: int | None):
     top = np.take_along_axis(filled, order, axis=1)
     sizes = np.minimum(n_finite, keep)
     tails = [top[r, : sizes[r]] for r in range(len(train))]
-    positions = [order[r, : sizes[r]].astype(np.int32) for r in range(len(train))]
     tail_min = np.array([t[-1] if len(t) else np.nan for t in tails])
-    return n_finite, tails, positions, tail_min, sizes < n_finite
+    return n_finite, tails, tail_min, sizes < n_finite
 
 
 def _fit_rows(detector: BaseDetector, train: np.ndarray, spec: dict) -> pd.DataFrame:
@@ -826,10 +825,9 @@ def _fit_rows(detector: BaseDetector, train: np.ndarray, spec: dict) -> pd.DataF
         own = np.isfinite(train).sum(axis=1) >= thresholds.MIN_SCORES_PER_CONTEXT
         placeholder[own] = np.asarray(detector.threshold_, dtype=np.float64)[own]
     frame["threshold_"] = placeholder
-    n_finite, tails, positions, tail_min, truncated = _tails(train, spec["tail_size"])
+    n_finite, tails, tail_min, truncated = _tails(train, spec["tail_size"])
     frame["_n_finite"] = n_finite.astype(np.int64)
     frame["_tail"] = _object_column(tails)
-    frame["_tail_pos"] = _object_column(positions)
     frame["_tail_min"] = tail_min
     frame["_truncated"] = truncated
     # The largest finite |score| (NaN without a finite score): POT's tie tolerance scales with it.
@@ -904,7 +902,6 @@ def _fit_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
         frame = _bad_rows(data.contexts[bad], reasons[bad], names)
         frame["_n_finite"] = 0
         frame["_tail"] = _object_column([np.zeros(0)] * len(bad))
-        frame["_tail_pos"] = _object_column([np.zeros(0, dtype=np.int32)] * len(bad))
         frame["_tail_min"] = np.nan
         frame["_truncated"] = False
         frame["_abs_max"] = np.nan
@@ -1544,7 +1541,7 @@ def fit(
     spec["layout"] = _layout(specs)
     _check_state_names(names, specs, case_sensitive)
     state_types = {s["column"]: s["spark_type"] for s in specs}
-    internal = {"_n_finite": "bigint", "_tail": "array<double>", "_tail_pos": "array<int>", "_tail_min": "double",
+    internal = {"_n_finite": "bigint", "_tail": "array<double>", "_tail_min": "double",
                 "_truncated": "boolean", "_abs_max": "double", "reason": "string", "_global": "string"}
     types = {**state_types, **internal}
     context_types = {n: sdf.schema[n].dataType.simpleString() for n in names}
@@ -1627,10 +1624,9 @@ def _describe_shard_difference(class_path: str, shared: list[str]) -> str:
 def _pot_defaults(contamination: float) -> tuple[float, int]:
     """``initial_quantile`` and ``min_excesses`` that ``thresholds.calibrate`` gives ``pot_threshold``:
     its initial quantile for this contamination (the same function), ``min_excesses`` its default."""
-    from tsanomaly.pot import pot_threshold
+    from tsanomaly.pot import DEFAULT_MIN_EXCESSES
 
-    parameters = inspect.signature(pot_threshold).parameters
-    return thresholds._pot_initial_quantile(contamination), int(parameters["min_excesses"].default)
+    return thresholds._pot_initial_quantile(contamination), DEFAULT_MIN_EXCESSES
 
 
 def _broadcast(spark, payload: str):
@@ -1671,7 +1667,7 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
         if threshold == "quantile":
             value, deepest = _quantile_threshold(raw, n, m, 1.0 - detector.contamination)
         else:
-            value, deepest = _pot_threshold(raw, n, m, detector.contamination, names, float(totals["largest"]))
+            value, deepest = _pot_threshold(raw, n, m, detector.contamination, float(totals["largest"]))
         hidden = functions.col("_truncated")
         if deepest is not None:
             hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
@@ -1748,19 +1744,21 @@ def _quantile_threshold(raw, n: int, m: int, q: float):
     return lerp(stats[deep], stats[shallow], gamma), stats[deep]
 
 
-def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str], largest: float):
-    """``pot_threshold`` over all finite training scores, exactly (excesses in single-machine order).
+def _pot_threshold(raw, n: int, m: int, risk: float, largest: float):
+    """``pot_threshold`` over all finite training scores, exactly.
 
     ``largest`` is the largest absolute finite score, which sets pot's tie tolerance: the
     excesses and the fallback to the quantile are decided by pot's own rules (``_tie_limit``,
-    ``_too_few``), so that the threshold is the single-machine one.
+    ``_tail_threshold``), so that the threshold is the single-machine one. Every score above
+    the initial threshold lies in the top ``deep + 1`` collected, and so does every score above
+    the GPD's threshold, which is higher.
     """
     functions, _ = _require_pyspark()
-    from tsanomaly.pot import _fallback_message, _tie_limit, _too_few, fit_gpd, gpd_quantile
+    from tsanomaly.pot import _fallback_message, _tail_threshold, _tie_limit
 
     initial_quantile, min_excesses = _pot_defaults(risk)
-    lower, upper, gamma_q = linear_quantile_positions(n, initial_quantile)
-    deep, shallow = n - 1 - lower, n - 1 - upper
+    lower, _, _ = linear_quantile_positions(n, initial_quantile)
+    deep = n - 1 - lower  # pot's initial threshold: the "lower" order statistic
     if deep >= m:
         return None, None
     if deep + 1 > _COLLECT_LIMIT:
@@ -1768,27 +1766,17 @@ def _pot_threshold(raw, n: int, m: int, risk: float, names: list[str], largest: 
             f"threshold='pot' over {n} training scores needs their top {deep + 1} on the driver, more than "
             f"{_COLLECT_LIMIT}; use threshold='quantile' or per_context=True"
         )
-    zipped = functions.explode(functions.arrays_zip("_tail", "_tail_pos")).alias("z")
-    top = (raw.select(*_cols(names), zipped).select(*_cols(names), functions.col("z._tail").alias("v"),
-                                                   functions.col("z._tail_pos").alias("pos"))
-           .orderBy(functions.desc("v")).limit(deep + 1).toPandas())
-    ordered = np.sort(top["v"].to_numpy(np.float64))[::-1]
-    t = lerp(ordered[deep], ordered[shallow], gamma_q)
-    peaks = top[top["v"].to_numpy(np.float64) > _tie_limit(t, largest)]
-    # Single-machine order: contexts sorted as Panel.from_frame sorts them, then time.
-    labels = _contexts_index(peaks, names)
-    rank = labels.unique().sort_values().get_indexer(labels)
-    order = np.lexsort((peaks["pos"].to_numpy(), rank))
-    excesses = peaks["v"].to_numpy(np.float64)[order] - t
-    n_t = excesses.shape[0]
-    if _too_few(n_t, n, risk, min_excesses):
+    ordered = _top_values(raw, deep + 1)
+    t = ordered[deep]
+    excesses = ordered[ordered > _tie_limit(t, largest)] - t
+    value, _, _ = _tail_threshold(excesses, t, n, risk, min_excesses, lambda z: int((ordered > z).sum()))
+    if value is None:
         # The quantile 1 - risk lies above the initial one (risk < 1 - initial_quantile): within the top.
         low_r, up_r, gamma_r = linear_quantile_positions(n, 1.0 - risk)
         value = lerp(ordered[n - 1 - low_r], ordered[n - 1 - up_r], gamma_r)
-        warnings.warn(_fallback_message(n_t, n, risk, initial_quantile, min_excesses), RuntimeWarning, stacklevel=3)
-        return value, ordered[deep]
-    gamma, sigma = fit_gpd(excesses)
-    return gpd_quantile(t, gamma, sigma, risk, n, n_t), ordered[deep]
+        warnings.warn(_fallback_message(excesses.shape[0], n, risk, initial_quantile, min_excesses),
+                      RuntimeWarning, stacklevel=3)
+    return value, ordered[deep]
 
 
 class SparkModel:

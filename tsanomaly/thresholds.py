@@ -29,6 +29,8 @@ the preceding ``refractory`` steps.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -150,10 +152,32 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
                 from tsanomaly.pot import pot_thresholds
 
                 # Contexts with too few excesses fall back to their own quantile (pot_thresholds).
-                own = pot_thresholds(rows, risk=contamination, initial_quantile=_pot_initial_quantile(contamination)
-                                     ).thresholds
+                initial_quantile = _pot_initial_quantile(contamination)
+                own, fell_back = pot_thresholds(rows, risk=contamination, initial_quantile=initial_quantile)
+                _warn_pot_fallbacks(fell_back, is_finite[enough].sum(axis=1), initial_quantile)
             thresholds[enough] = own
     return thresholds, global_value
+
+
+def _warn_pot_fallbacks(fell_back: np.ndarray, n_scores: np.ndarray, initial_quantile: float) -> None:
+    """RuntimeWarning when per-context POT gave some contexts their quantile instead.
+
+    Silent, a short history made ``threshold="pot"`` the quantile rule for every context (STL
+    holds out 336 scores per context, fewer than the 500 that ten excesses over the 0.98
+    quantile need), and nothing said so.
+    """
+    from tsanomaly.pot import DEFAULT_MIN_EXCESSES
+
+    if not fell_back.any():
+        return
+    needed = int(np.ceil(DEFAULT_MIN_EXCESSES / (1.0 - initial_quantile)))
+    warnings.warn(
+        f"threshold='pot' fell back to the quantile rule for {int(fell_back.sum())} of {fell_back.size} "
+        f"contexts with their own threshold (median {int(np.median(n_scores[fell_back]))} training scores "
+        f"each): a context's GPD fit needs {DEFAULT_MIN_EXCESSES} excesses over its {initial_quantile:g} "
+        f"quantile, about {needed} scores, and scores that do not repeat a few values (counts)",
+        RuntimeWarning, stacklevel=4,
+    )
 
 
 def suppress_repeats(scores, refractory: int):
