@@ -677,6 +677,7 @@ def test_a_fixed_threshold_lets_a_short_history_fit(tables, tmp_path, capsys):
     (26, "h", "26 points (1 day 02:00:00 on the 'h' grid)"),
     (1, "h", "1 point (01:00:00 on the 'h' grid)"),
     (3, "MS", "3 points"),  # months: no fixed duration
+    (10, "W-SUN", "10 points (70 days on the 'W-SUN' grid)"),  # a week anchored on a weekday is 7 days
     (10, None, "10 points"),  # a grid of positions
 ])
 def test_a_history_is_described_by_its_points_and_span(n_times, freq, text):
@@ -1353,3 +1354,37 @@ def test_a_probe_that_cannot_be_removed_still_means_the_folder_takes_files(tmp_p
 
     monkeypatch.setattr(tsio.os, "unlink", refuse)
     assert tsio.check_output_path(tmp_path / "out.csv") == tmp_path / "out.csv"
+
+
+# ---------------------------------------------------------------------- weeks anchored on a weekday
+@pytest.mark.parametrize("freq, start", [("W", "2023-01-01"), ("W-MON", "2023-01-02")])
+def test_a_model_fitted_with_an_anchored_week_is_saved_and_scores_later_data(tmp_path, capsys, freq, start):
+    """--freq W (pandas' weekly, W-SUN) was refused as "not a fixed step". The model records the
+    anchored week, and score reads later weeks on it (the model's freq, not --freq again)."""
+    index = pd.date_range(start, periods=60, freq=freq)
+    values = np.random.default_rng(5).poisson(30, (4, 60)).astype(float)
+    values[2, 55] += 300
+    frame = pd.DataFrame({"asn": np.repeat([f"AS{k}" for k in range(4)], 60), "ts": np.tile(index, 4),
+                          "n": values.ravel()})
+    history, new = frame[frame["ts"] <= index[47]], frame[frame["ts"] > index[47]]
+    model, alerts = tmp_path / "weekly.tsa", tmp_path / "alerts.csv"
+    fit = ["fit", "--input", _write(history, tmp_path / "h.csv"), "--context", "asn", "--time", "ts", "--value", "n",
+           "--detector", "baseline", "--param", "window=6", "--param", "seasonal_period=null", "--save", str(model),
+           "--freq", freq]
+    assert main(fit) == 0, capsys.readouterr().err
+    det = tsanomaly.load(model)
+    assert det.freq_ == pd.tseries.frequencies.to_offset(freq).freqstr  # W-SUN, W-MON
+    assert main(["score", "--model", str(model), "--input", _write(new, tmp_path / "n.csv"),
+                 "--output", str(alerts)]) == 0, capsys.readouterr().err
+    got = pd.read_csv(alerts)
+    # The same job through the library API.
+    reference = RollingZScoreDetector(window=6, seasonal_period=None).fit(
+        tsanomaly.Panel.from_frame(history, "asn", "ts", "n", freq=freq, fill="zero"))
+    expected = reference.alerts(tsanomaly.Panel.from_frame(new, "asn", "ts", "n", freq=freq, fill="zero"))
+    assert len(got) == len(expected) > 0 and "AS2" in set(got["asn"])
+    assert pd.to_datetime(got["start"]).tolist() == expected["start"].tolist()
+    # Later rows off the model's weekday are refused, naming the first one.
+    shifted = new.assign(ts=new["ts"] + pd.Timedelta(days=1))
+    assert main(["score", "--model", str(model), "--input", _write(shifted, tmp_path / "s.csv"),
+                 "--output", str(alerts)]) == 2
+    assert "is a week anchored on" in _one_line_error(capsys)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tsanomaly
 from tsanomaly import Panel, RollingZScoreDetector
 
 
@@ -457,3 +458,125 @@ def test_zoned_hours_either_side_of_a_switch_are_one_hour_apart(utc_hours):
     panel = Panel.from_frame(pd.DataFrame({"c": "a", "n": 1.0, "ts": stamps}), "c", "ts", "n")
     assert panel.index.tz is None and panel.freq == pd.tseries.frequencies.to_offset("h")
     assert list(panel.index) == list(pd.to_datetime(utc_hours).tz_convert(None))
+
+
+# ---------------------------------------------------------------------- weeks anchored on a weekday
+@pytest.mark.parametrize("freq, start", [("W", "2024-01-07"), ("W-SUN", "2024-01-07"), ("W-MON", "2024-01-01"),
+                                         ("2W-MON", "2024-01-01")])
+def test_an_anchored_week_is_a_step_of_seven_days_on_its_weekday(freq, start):
+    """freq="W" (pandas' name for weekly data, W-SUN) was refused as "not a fixed step", like a month."""
+    index = pd.date_range(start, periods=10, freq=freq, unit="ns")
+    frame = pd.DataFrame({"c": "a", "ts": index, "v": np.arange(10.0)}).drop(index=4)  # a gap too
+    panel = Panel.from_frame(frame, "c", "ts", "v", freq=freq)
+    pd.testing.assert_index_equal(panel.index, index, check_names=False)
+    assert panel.freq == pd.tseries.frequencies.to_offset(freq)  # W-SUN for "W": what a saved model records
+    np.testing.assert_array_equal(panel.values[0], np.where(np.arange(10) == 4, np.nan, np.arange(10.0)))
+
+
+def test_an_anchored_week_keeps_the_first_points_time_of_day_as_date_range_does():
+    """pandas' date_range(freq="W-SUN") does not require midnight: from 10:00 it gives Sundays at 10:00."""
+    index = pd.date_range("2024-01-07 10:00", periods=6, freq="W", unit="ns")
+    frame = pd.DataFrame({"c": "a", "ts": index, "v": 1.0})
+    pd.testing.assert_index_equal(Panel.from_frame(frame, "c", "ts", "v", freq="W").index, index, check_names=False)
+    # A Sunday at another time of day is on the weekday, but off the grid.
+    frame.loc[3, "ts"] = pd.Timestamp("2024-01-28 00:00")
+    with pytest.raises(ValueError, match=r"timestamp 2024-01-28 00:00:00 for context 'a' is off the grid of step 7 days"
+                                         r".*keeps the first point's time of day"):
+        Panel.from_frame(frame, "c", "ts", "v", freq="W")
+
+
+def test_a_week_off_its_anchor_weekday_is_refused_naming_the_first_such_timestamp():
+    sundays = pd.date_range("2024-01-07", periods=6, freq="W-SUN", unit="ns")
+    frame = pd.DataFrame({"c": ["a"] * 6 + ["b", "b"], "v": 1.0,
+                          "ts": [*sundays, pd.Timestamp("2024-01-22"), pd.Timestamp("2024-01-15")]})
+    with pytest.raises(ValueError, match=r"column 'ts': timestamp 2024-01-22 00:00:00 for context 'b' is a Monday, but "
+                                         r"freq='W' is a week anchored on Sunday \(SUN\).*pass freq='W-MON'"):
+        Panel.from_frame(frame, "c", "ts", "v", freq="W")
+    with pytest.raises(ValueError, match=r"timestamp 2024-01-07 00:00:00 for context 'a' is a Sunday, but freq='W-MON' "
+                                         r"is a week anchored on Monday.*pass freq='W-SUN'.*or '7D'"):
+        Panel.from_frame(frame.iloc[:6], "c", "ts", "v", freq="W-MON")
+    # Not anchored, the same Sundays are 7-day steps (inferred or given), as before.
+    assert Panel.from_frame(frame.iloc[:6], "c", "ts", "v", freq="7D").n_times == 6
+
+
+@pytest.mark.parametrize("freq, start", [("W", "2024-03-03"), ("W-MON", "2024-03-04")])
+def test_anchored_weeks_in_a_time_zone_follow_the_wall_clock_as_7d_does(freq, start):
+    """A zoned column keeps its zone for a grid of weeks: its weekdays and midnights are those of
+    the wall clock, across the switch to summer time (2024-03-31), as date_range in that zone."""
+    index = pd.date_range(start, periods=8, freq=freq, tz="Europe/Berlin", unit="ns")
+    assert index[0].utcoffset() != index[-1].utcoffset()
+    frame = pd.DataFrame({"c": "a", "ts": index, "v": np.arange(8.0)}).drop(index=2)
+    panel = Panel.from_frame(frame, "c", "ts", "v", freq=freq)
+    pd.testing.assert_index_equal(panel.index, index, check_names=False)
+    assert panel.freq == pd.tseries.frequencies.to_offset(freq) and str(panel.index.tz) == "Europe/Berlin"
+    assert Panel.from_frame(frame, "c", "ts", "v", freq="7D").index.equals(panel.index)  # the same points
+    # Local midnight is 23:00 or 22:00 the day before in UTC: on a naive UTC grid it is off the weekday.
+    in_utc = frame.assign(ts=frame["ts"].dt.tz_convert("UTC"))
+    before = index[0].tz_convert("UTC").tz_localize(None)
+    with pytest.raises(ValueError, match=rf"timestamp {before} for context 'a' is a \w+day in UTC, but freq='{freq}'"):
+        Panel.from_frame(in_utc, "c", "ts", "v", freq=freq)
+    other = "W-MON" if freq == "W" else "W-SUN"
+    with pytest.raises(ValueError, match=rf"timestamp {index[0].tz_localize(None)} .* on the wall clock of "
+                                         rf"Europe/Berlin, but freq='{other}'"):
+        Panel.from_frame(frame, "c", "ts", "v", freq=other)
+
+
+def test_weeks_written_with_utc_offsets_say_the_weekday_is_that_of_utc():
+    index = pd.date_range("2024-01-07", periods=5, freq="W", tz="Europe/Berlin")
+    frame = pd.DataFrame({"c": "a", "ts": [t.isoformat() for t in index], "v": 1.0})
+    with pytest.raises(ValueError, match=r"is a Saturday, but freq='W'.*written '2024-01-07T00:00:00\+01:00'.*"
+                                         r"UTC instant.*tz_convert\('Europe/Berlin'\)"):
+        Panel.from_frame(frame, "c", "ts", "v", freq="W")
+
+
+@pytest.mark.parametrize("freq, offset, step", [
+    ("W", pd.offsets.Week(weekday=6), "7D"),
+    ("W-MON", pd.offsets.Week(weekday=0), "7D"),
+    ("2W-SAT", pd.offsets.Week(2, weekday=5), "14D"),
+    (pd.offsets.Week(), pd.offsets.Day(7), "7D"),  # no weekday: its text "W" would read back as W-SUN
+    ("7D", pd.offsets.Day(7), "7D"),
+    ("15min", pd.offsets.Minute(15), "15min"),
+])
+def test_grid_step_reads_fixed_steps_and_anchored_weeks(freq, offset, step):
+    from tsanomaly.panel import grid_step
+
+    assert grid_step(freq) == (offset, pd.Timedelta(step))
+
+
+@pytest.mark.parametrize("freq, message", [
+    ("MS", "freq 'MS' is not a fixed step .*'W' or 'W-MON'"),
+    ("B", "freq 'B' is not a fixed step"),
+    ("-1W", "freq '-1W' must be a positive step"),
+])
+def test_calendar_steps_and_negative_weeks_are_still_refused(freq, message):
+    index = pd.date_range("2024-01-07", periods=5, freq="W")
+    with pytest.raises(ValueError, match=message):
+        Panel.from_frame(pd.DataFrame({"c": "a", "ts": index, "v": 1.0}), "c", "ts", "v", freq=freq)
+
+
+@pytest.mark.parametrize("tz", [None, "Europe/Berlin"])
+@pytest.mark.parametrize("freq, start", [("W", "2023-01-01"), ("W-MON", "2023-01-02")])
+def test_a_model_fitted_on_anchored_weeks_is_saved_loaded_and_scores_later_data(tmp_path, tz, freq, start):
+    """freq_ is the anchored week (W-SUN, W-MON); the loaded model places later weeks after its
+    history whether they are read with that freq or inferred (168 h naive, 7 D zoned)."""
+    from tsanomaly.detectors.stl import STLDetector
+
+    index = pd.date_range(start, periods=70, freq=freq, tz=tz, unit="ns")
+    values = np.random.default_rng(3).poisson(40, (3, 70)).astype(float)
+    values[1, 62] += 400
+    frame = pd.DataFrame({"c": np.repeat(["x", "y", "z"], 70), "ts": np.tile(index, 3), "v": values.ravel()})
+    history, new = frame[frame["ts"] <= index[55]], frame[frame["ts"] > index[55]]
+    later = new[new["ts"] >= index[60]]  # four weeks after the history: a gap
+    for det in (RollingZScoreDetector(window=6, seasonal_period=None), STLDetector(periods=4)):
+        det.fit(Panel.from_frame(history, "c", "ts", "v", freq=freq))
+        assert det.freq_ == pd.tseries.frequencies.to_offset(freq).freqstr
+        det.save(tmp_path / "weekly.tsa")
+        loaded = tsanomaly.load(tmp_path / "weekly.tsa")
+        assert loaded.freq_ == det.freq_
+        for given in (freq, None):
+            panel = Panel.from_frame(new, "c", "ts", "v", freq=given)
+            assert loaded.steps_after_fit(panel) == 1
+            np.testing.assert_array_equal(loaded.score(panel).to_numpy(), det.score(panel).to_numpy())
+            assert loaded.steps_after_fit(Panel.from_frame(later, "c", "ts", "v", freq=given)) == 5
+        alerts = loaded.alerts(Panel.from_frame(new, "c", "ts", "v", freq=freq))
+        assert (alerts["c"] == "y").any()

@@ -560,6 +560,33 @@ def test_from_detector_warns_of_a_zoned_grid_of_days_which_spark_steps_in_utc(sp
         tss.from_detector(spark, hourly, time="ts", value=VALUE)
 
 
+def test_a_grid_of_anchored_weeks_fits_and_scores_as_on_one_machine(spark):
+    """freq="W-MON" was refused ("not a fixed step"), and a weekly model's step had no duration
+    (pd.Timedelta of a Week) when Spark laid out the grid: a week anchored on a weekday is 7 days."""
+    index = pd.date_range("2024-01-01", periods=40, freq="W-MON")
+    values = np.random.default_rng(7).poisson(30, (3, 40)).astype(float)
+    values[1, 35] += 300
+    frame = pd.DataFrame({"country": "US", "asn": np.repeat(["a", "b", "c"], 40), "ts": np.tile(index, 3),
+                          VALUE: values.ravel()})
+    history, new = frame[frame["ts"] <= index[29]], frame[frame["ts"] > index[29]]
+    params = dict(window=6, seasonal_period=None, device="cpu")
+    model = tss.fit(_spark_frame(spark, history), RollingZScoreDetector(**params), context=CONTEXT, time="ts",
+                    value=VALUE, freq="W-MON", n_shards=2)
+    reference = RollingZScoreDetector(**params).fit(tsanomaly.Panel.from_frame(history, CONTEXT, "ts", VALUE,
+                                                                               freq="W-MON"))
+    assert model.global_state["state"]["freq_"]["value"] == reference.freq_ == "W-MON"
+    scored = tss.score(_spark_frame(spark, new), model)
+    got = scored.alerts.toPandas()
+    scored.unpersist()
+    model.unpersist()
+    expected = reference.alerts(tsanomaly.Panel.from_frame(new, CONTEXT, "ts", VALUE, freq="W-MON"))
+    assert len(got) == len(expected) > 0
+    assert sorted(zip(got["asn"], pd.to_datetime(got["start"]))) == sorted(zip(expected["asn"], expected["start"]))
+    with pytest.raises(ValueError, match="is a Monday, but freq='W' is a week anchored on Sunday"):
+        tss.fit(_spark_frame(spark, history), RollingZScoreDetector(**params), context=CONTEXT, time="ts",
+                value=VALUE, freq="W")
+
+
 def test_deep_order_statistics_are_bracketed_exactly(spark, monkeypatch):
     rng = np.random.default_rng(3)
     tails = [np.sort(rng.standard_normal(rng.integers(0, 40)))[::-1] for _ in range(60)]

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend, thresholds
-from tsanomaly.panel import _DST_SHIFT, Panel, same_step, steps_by_wall_clock
+from tsanomaly.panel import _DST_SHIFT, Panel, same_step, step_duration, steps_by_wall_clock
 from tsanomaly.validation import is_int
 
 __all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
@@ -464,12 +464,11 @@ class BaseDetector:
             fit_end = fit_end.tz_convert(first.tz)
         offset = pd.tseries.frequencies.to_offset(self.freq_)
         step = None
-        # A fixed duration divides the gap, except for days, weeks and months on a zoned grid.
+        # A fixed duration divides the gap, except for days, weeks and months on a zoned grid. On a
+        # naive grid a week anchored on a weekday is 7 days (step_duration): the fit's end falls on
+        # that weekday, so a whole number of weeks after it does too.
         if not steps_by_wall_clock(self.freq_) or first.tz is None:
-            try:
-                step = pd.Timedelta(offset)
-            except (TypeError, ValueError):
-                pass  # weeks anchored on a weekday, months: no fixed duration
+            step = step_duration(offset)  # None for months: no fixed duration
         if step is None:
             # A calendar step: count the grid's points between the fit's end and the panel's start,
             # which must both be points of one grid (the range from the earlier one reaches the later).

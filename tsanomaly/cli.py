@@ -152,7 +152,10 @@ def _add_job_commands(commands) -> None:
         "--fill", default="zero", choices=["zero", "nan"],
         help="an absent (context, time) row means zero events (counts, default) or a missing value",
     )
-    fit.add_argument("--freq", default=None, help="grid step such as 1h or 15min (default: inferred)")
+    fit.add_argument(
+        "--freq", default=None,
+        help="grid step such as 1h, 15min, 7D, or W / W-MON (weeks on that weekday) (default: inferred)",
+    )
     fit.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the detector's")
     fit.add_argument("-v", "--verbose", **verbose)
     fit.set_defaults(handler=_cmd_fit)

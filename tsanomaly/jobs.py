@@ -72,7 +72,7 @@ from tsanomaly import io as tsio
 from tsanomaly import thresholds
 from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
-from tsanomaly.panel import Panel, check_time_not_numeric
+from tsanomaly.panel import Panel, check_time_not_numeric, step_duration
 
 __all__ = [
     "JOB_ATTRIBUTE",
@@ -653,10 +653,10 @@ def _history_description(n_times: int, freq: str | None) -> str:
     length = _count(n_times, "point")
     if freq is None:  # a grid of positions: the count alone says it
         return length
-    try:
-        span = str(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) * n_times)
-    except (TypeError, ValueError):
+    step = step_duration(freq)  # a week anchored on a weekday is 7 days
+    if step is None:
         return length  # no fixed step (months) to turn into a duration
+    span = str(step * n_times)
     span = span.replace(" 00:00:00", "").removeprefix("0 days ")
     if span.startswith("1 days"):  # pandas writes "1 days"
         span = "1 day" + span.removeprefix("1 days")

@@ -160,16 +160,24 @@ class Panel:
             The grid is naive, in UTC where the timestamps name instants, except
             for a column of zone-aware timestamps (a zone other than UTC in its
             dtype) on a grid of days or weeks (an inferred step of whole days, or
-            ``freq="D"``, ``"7D"``): that grid keeps the zone and follows the wall
-            clock across daylight-saving switches, as ``pd.date_range(...,
+            ``freq="D"``, ``"7D"``, ``"W"``): that grid keeps the zone and follows the
+            wall clock across daylight-saving switches, as ``pd.date_range(...,
             tz=zone)`` does. Text with UTC offsets names no zone: days written in
             local time are refused across a switch (23 or 25 h apart in UTC), with
             a message that says to give the zone.
         value : str
             Numeric value column (a count, for example).
         freq : str, optional
-            Grid frequency (``"1h"``, ``"15min"``...). Inferred as the most
-            common step between distinct timestamps when omitted.
+            Grid frequency: a fixed step (``"15min"``, ``"1h"``, ``"D"``, ``"7D"``...)
+            or a week anchored on a weekday (``"W"``, which pandas reads as
+            ``"W-SUN"``, ``"W-MON"`` ... ``"W-SAT"``, ``"2W-MON"``): a step of 7 days
+            whose timestamps must all fall on that weekday (on the wall clock of a
+            zoned grid, else in the grid's naive or UTC time), each at the first
+            one's time of day, as ``pd.date_range(..., freq="W-SUN")`` gives them;
+            the Panel's ``freq`` is then that week (``W-SUN`` for ``"W"``). Calendar
+            steps (months ``"MS"``, business days ``"B"``) are refused. Inferred as
+            the most common step between distinct timestamps when omitted (a
+            weekly grid is then ``168h``, or ``7D`` in a zone, not anchored).
         fill : {"nan", "zero"}
             What absent buckets hold: NaN (missing) or 0 (counts: no event
             recorded means zero events).
@@ -186,7 +194,9 @@ class Panel:
             infinite values, numbers in the time column (epochs: their unit is
             not guessed), text that is not ISO 8601 (naming the first such
             value), missing timestamps, timestamps that fit no
-            regular frequency.
+            regular frequency or are off the grid of ``freq`` (for an anchored
+            week, naming the first timestamp on another weekday), a ``freq`` that
+            is no fixed step or week, or is not positive.
         """
         if fill not in ("nan", "zero"):
             raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
@@ -514,6 +524,42 @@ def step_duration(freq) -> pd.Timedelta | None:
         return None
 
 
+def grid_step(freq) -> tuple[pd.DateOffset, pd.Timedelta]:
+    """The offset and the length of a regular grid's step given as ``freq``, or a ValueError.
+
+    The one reading of a step that a caller gives (``Panel.from_frame``'s ``freq=``, the
+    command line's ``--freq``, ``tsanomaly.spark``'s fit): a fixed step (``"15min"``, ``"1h"``,
+    ``"D"``, ``"7D"``) or a week anchored on a weekday (``"W"``, which pandas reads as
+    ``"W-SUN"``, ``"W-MON"`` ... ``"W-SAT"``, ``"2W-MON"``): a step of 7 days per week, whose
+    points fall on that weekday (checked against the data by :func:`_regular_grid`). Calendar steps
+    (months, quarters, business days) have no length and are refused. A week without a
+    weekday (``pd.offsets.Week()``, whose text ``"W"`` pandas would read back as ``"W-SUN"``)
+    is the plain step of 7 days, ``"7D"``.
+
+    Parameters
+    ----------
+    freq : str or pandas.DateOffset
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    if isinstance(offset, pd.offsets.Week) and offset.weekday is None:
+        offset = pd.offsets.Day(7 * offset.n)
+    step = step_duration(offset)
+    if step is None:
+        raise ValueError(
+            f"freq {freq!r} is not a fixed step (calendar offsets such as 'MS' are not supported; "
+            "a fixed step such as '1h' or '7D', or a week anchored on a weekday such as 'W' or 'W-MON', is)"
+        )
+    # A zero step divides by zero in _regular_grid and a negative one builds an empty grid: refuse both.
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"freq {freq!r} must be a positive step, such as '1h' or '15min'")
+    return offset, step
+
+
+def _anchor_weekday(offset) -> int | None:
+    """The weekday (Monday 0) a grid of step ``offset`` falls on: a week's anchor, else None."""
+    return offset.weekday if isinstance(offset, pd.offsets.Week) else None
+
+
 def same_step(freq, other, zoned: bool) -> bool:
     """Whether two frequencies step one grid the same way, however each was written.
 
@@ -765,6 +811,48 @@ def _most_common_step(stamps: pd.Series, time_col: str) -> int:
     return int(values[np.argmax(counts)])
 
 
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _check_weekday(stamps: pd.Series, weekday: int, freq, offset, time_col: str, context_of, zone, raw) -> None:
+    """Raise a ValueError naming the first timestamp (in row order) that is not on the anchor ``weekday``.
+
+    The grid of an anchored week is what ``pd.date_range(first, last, freq="W-SUN")`` builds:
+    its points fall on that weekday, each at the first point's time of day. pandas does not
+    require midnight (``date_range("2026-01-04 10:00", periods=3, freq="W-SUN")`` gives Sundays
+    at 10:00), so neither does this: the time of day is free, and one for every point, which
+    the step check of :func:`_regular_grid` enforces (points 7 days apart share it). The
+    weekday is read on the grid's clock: the zone's wall clock for a zoned column, else the
+    naive (UTC) timestamps the grid is built from.
+    """
+    days = stamps.dt.day_of_week.to_numpy()
+    wrong = days != weekday
+    if not wrong.any():
+        return
+    pos = int(np.flatnonzero(wrong)[0])
+    found = int(days[pos])
+    anchor = offset.freqstr.split("-")[-1]
+    alike = f"{offset.n}W-{_WEEKDAYS[found][:3].upper()}" if offset.n != 1 else f"W-{_WEEKDAYS[found][:3].upper()}"
+    written = raw.iloc[pos] if raw is not None else None
+    if zone is not None:
+        clock = f" on the wall clock of {zone}"
+    else:  # a column in UTC, or instants named with UTC offsets, is on a naive UTC grid
+        clock = " in UTC" if raw is not None and getattr(raw.dtype, "tz", None) is not None else ""
+    why = ""
+    if zone is None and isinstance(written, str) and _UTC_OFFSET_TEXT.search(written.strip()):
+        why = (
+            f" (written {written!r}: text with a UTC offset is read as the UTC instant it names, and the "
+            "grid's weekdays are those of UTC; to keep local weekdays give the time zone instead, "
+            f"e.g. df[{time_col!r}] = pd.to_datetime(df[{time_col!r}], utc=True).dt.tz_convert('Europe/Berlin'))"
+        )
+    raise ValueError(
+        f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r} is a "
+        f"{_WEEKDAYS[found]}{clock}, but freq={freq!r} is a week anchored on {_WEEKDAYS[weekday]} ({anchor}): "
+        f"its points fall on {_WEEKDAYS[weekday]}s{why}; pass freq={alike!r} for weeks on {_WEEKDAYS[found]}s, "
+        "or '7D' for 7-day steps from the first timestamp, or resample the data to the anchored weeks first"
+    )
+
+
 def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=None, raw=None) -> pd.DatetimeIndex:
     """One regular DatetimeIndex covering every timestamp, or a ValueError saying which one fits none.
 
@@ -773,7 +861,8 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
     instants : pandas.Series
         The timestamps: UTC-aware datetimes (from_frame), or naive ones taken as written.
     freq : str or None
-        The step given, or None to infer the most common step.
+        The step given (read by :func:`grid_step`: a fixed step, or a week anchored on a weekday,
+        whose timestamps must then all fall on that weekday), or None to infer the most common step.
     time_col : str
         The column's name, for the messages.
     context_of : callable
@@ -800,16 +889,13 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
             step_ns = _most_common_step(wall, time_col)
         offset = _step_offset(step_ns, zoned=zone is not None)
     else:
-        offset = pd.tseries.frequencies.to_offset(freq)
-        try:
-            step_ns = int(pd.Timedelta(offset).value)
-        except ValueError as exc:
-            raise ValueError(f"freq {freq!r} is not a fixed step (calendar offsets such as 'MS' are not supported)") from exc
-        # A zero step divides by zero below and a negative one builds an empty grid: refuse both here.
-        if step_ns <= 0:
-            raise ValueError(f"freq {freq!r} must be a positive step, such as '1h' or '15min'")
+        offset, step = grid_step(freq)
+        step_ns = int(step.as_unit("ns").value)
     by_wall_clock = zone is not None and steps_by_wall_clock(offset)
     stamps = wall if by_wall_clock else utc
+    weekday = _anchor_weekday(offset)
+    if weekday is not None:
+        _check_weekday(stamps, weekday, freq, offset, time_col, context_of, zone if by_wall_clock else None, raw)
     start, end = stamps.min(), stamps.max()
     off_grid = (stamps.astype("int64").to_numpy() - start.value) % step_ns != 0
     if off_grid.any():
@@ -840,8 +926,12 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
                 f"starting at {start}; pass freq= (--freq on the command line) to give the step, or resample first"
             )
         # The step was given: asking for freq= again would not help, the data's timestamps are off it.
+        same_time = ""
+        if weekday is not None and shift % pd.Timedelta(days=1) != pd.Timedelta(0):  # on the weekday (checked above)
+            same_time = (f" (a week anchored on {_WEEKDAYS[weekday]} keeps the first point's time of day, "
+                         "as pd.date_range does)")
         raise ValueError(
-            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {start}: the data's "
+            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {start}{same_time}: the data's "
             "timestamps do not follow that step; resample the data to it first (one row per context and bucket)"
         )
     if by_wall_clock:

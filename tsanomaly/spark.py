@@ -153,7 +153,7 @@ from tsanomaly.base import (
     steps_by_wall_clock,
 )
 from tsanomaly.jobs import check_history_length
-from tsanomaly.panel import Panel, _regular_grid
+from tsanomaly.panel import Panel, _regular_grid, step_duration
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
 
@@ -1302,7 +1302,7 @@ def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, 
         return tuple(value) if len(names) > 1 else value[0]
 
     index = _regular_grid(stamps, freq, time, context_of)
-    step = int(pd.Timedelta(index.freq).value)
+    step = int(step_duration(index.freq).as_unit("ns").value)  # a week anchored on a weekday is 7 days
     grid = {"start": int(index[0].value), "step": step, "n_times": len(index), "freq": index.freq.freqstr,
             "name": time}
     return grid, int(per_time["rows"].max()), n_unlabelled
@@ -1428,7 +1428,9 @@ def fit(
     value : str
         Numeric column; null is a missing observation.
     freq : str, optional
-        Grid step; inferred from the distinct timestamps as ``Panel.from_frame`` does.
+        Grid step, read as ``Panel.from_frame`` reads it (a fixed step, or a week
+        anchored on a weekday such as ``"W"`` or ``"W-MON"``); inferred from the
+        distinct timestamps as ``Panel.from_frame`` does when omitted.
         The grid is one for all contexts: a timestamp off it, in any context,
         fails the fit with a ValueError naming that context.
     fill : {"nan", "zero"}
@@ -2176,7 +2178,11 @@ def score(
     fit_end = pd.Timestamp(_global_attribute(global_state, "fit_end_"))
     if freq is None:
         raise ValueError("the model was fitted on a RangeIndex grid; tsanomaly.spark scores timestamped data")
-    step = int(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value)
+    step = step_duration(freq)  # None for months, which no fit on Spark gives (its grids have a fixed step)
+    if step is None:
+        raise ValueError(f"the model was fitted on a grid of {freq!r} steps, which have no fixed length; "
+                         "tsanomaly.spark scores grids of a fixed step")
+    step = int(step.as_unit("ns").value)
     steps, remainder = divmod(int(lo) - fit_end.value, step)
     if remainder or steps < 1:
         raise ValueError(
