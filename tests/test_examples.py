@@ -194,3 +194,16 @@ def test_gpu_scoring_job_rejects_a_too_short_history(detector, days, minimum, ca
         "gpu_scoring_job.py", ["--small", "--device", "cpu", "--detector", detector, "--history-days", days], capsys
     )
     assert f"--history-days must be at least {minimum} for the {detector} detector, got {days}" in err
+
+
+def test_spark_job_counts_an_attack_found_only_by_an_alert_during_it():
+    # An alert anywhere in the scored week on an attacked context used to count as finding it.
+    found = runpy.run_path(str(EXAMPLES / "spark_scoring_job.py"))["attacks_found"]
+    attacks = pd.DataFrame({"country": ["US", "DE"], "asn": ["AS1-0", "AS2-0"], "kind": ["outage", "slow_drip"],
+                            "start": pd.to_datetime(["2024-01-23 10:00", "2024-01-24 00:00"]),
+                            "end": pd.to_datetime(["2024-01-23 14:00", "2024-01-26 23:00"])})
+    alerts = pd.DataFrame({"country": ["US", "DE"], "asn": ["AS1-0", "AS2-0"],
+                           "start": pd.to_datetime(["2024-01-27 10:00", "2024-01-26 23:00"]).tz_localize("UTC"),
+                           "end": pd.to_datetime(["2024-01-27 12:00", "2024-01-27 02:00"]).tz_localize("UTC")})
+    assert found(attacks, alerts)["asn"].tolist() == ["AS2-0"]
+    assert len(found(attacks, alerts.iloc[:0])) == 0

@@ -1015,6 +1015,13 @@ def test_parse_params_reads_json_values_and_text():
         jobs.parse_params(["a=1", "a=2"])
 
 
+def test_parse_params_reads_pythons_booleans():
+    # `--param per_context=True` stayed the text 'True' and was refused: "per_context must be True or
+    # False, got 'True'", asking for what the user had typed.
+    assert jobs.parse_params(["per_context=True", "normalize=FALSE", "a=False"]) == {
+        "per_context": True, "normalize": False, "a": False}
+
+
 def test_progress_bar_draws_only_on_a_terminal():
     quiet = _io.StringIO()  # not a TTY, like a cron log
     with jobs.Progress(3, "scoring", stream=quiet) as bar:

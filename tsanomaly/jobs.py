@@ -351,8 +351,8 @@ def parse_params(items: Sequence[str] | None) -> dict:
     """Turn ``["window=24", "direction=up", "periods=[24,168]"]`` into constructor parameters.
 
     Each value is read as JSON when it parses (numbers, ``true``/``false``,
-    ``null``, lists) and kept as text otherwise; ``None`` is accepted for
-    ``null``.
+    ``null``, lists) and kept as text otherwise; Python's spellings are accepted
+    too: ``None`` for ``null``, ``True``/``False`` (any case) for the booleans.
 
     Raises
     ------
@@ -370,6 +370,10 @@ def parse_params(items: Sequence[str] | None) -> dict:
         raw = raw.strip()
         if raw in ("None", "none"):
             params[key] = None
+            continue
+        # `per_context=True` stayed the text 'True', refused as "must be True or False, got 'True'".
+        if raw.lower() in ("true", "false"):
+            params[key] = raw.lower() == "true"
             continue
         try:
             params[key] = json.loads(raw)
