@@ -1361,14 +1361,12 @@ def _reference_json_lines(frame: pd.DataFrame) -> bytes:
 
     Text as json.dumps writes it (ASCII, \\u escapes); floats as repr (the shortest text that reads
     back), null for NaN and infinities, 0.0 for a subnormal; datetime columns as ISO text with nine
-    fractional digits, zone-aware ones in UTC with "Z"; times in object columns by isoformat().
+    fractional digits, zone-aware ones with their UTC offset; times in object columns by isoformat().
     """
     def value_text(value, kind):
         if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
             return "null"
         if kind == "M":
-            if value.tz is not None:
-                return json.dumps(value.tz_convert("UTC").tz_localize(None).isoformat(timespec="nanoseconds") + "Z")
             return json.dumps(value.isoformat(timespec="nanoseconds"))
         if isinstance(value, (bool, np.bool_)):
             return "true" if value else "false"
@@ -1413,6 +1411,10 @@ def test_json_lines_match_a_value_at_a_time_reference_byte_for_byte(tmp_path, mo
         "ts": np.resize(pd.DatetimeIndex(["2024-01-01", "2024-01-01 00:00:00.000000001", pd.NaT]).to_numpy(), n),
         "ts_s": pd.Series(np.resize(pd.date_range("1900-01-01", periods=4, freq="D"), n)).astype("datetime64[s]"),
         "zoned": np.resize(berlin.append(pd.DatetimeIndex([pd.NaT], tz="Europe/Berlin")), n),
+        "st_johns": pd.Series(pd.date_range("2026-03-07 12:00:00.5", periods=n, freq="37min", tz="America/St_Johns")),
+        "lmt": pd.Series(np.resize(pd.DatetimeIndex(["1900-01-01", "2024-06-01 12:00"]).tz_localize("Europe/Amsterdam"),
+                                   n)).dt.as_unit("s"),
+        "utc": np.resize(pd.DatetimeIndex(["2024-01-01 00:00:00.000001", pd.NaT], tz="UTC"), n),
         "repeated": np.resize(floats, n),
         "score": np.concatenate([floats, rng.integers(-2**63, 2**63 - 1, n - len(floats)).view(np.float64)]),
         "f32": np.resize(np.array([0.1, 1e-40, np.inf, 3.4e38], dtype=np.float32), n),
@@ -1435,3 +1437,31 @@ def test_json_lines_match_a_value_at_a_time_reference_byte_for_byte(tmp_path, mo
     assert written.decode().splitlines()[:40] == expected.decode().splitlines()[:40]
     assert written == expected
     assert [json.loads(line)["country"] for line in written.decode().splitlines()[:len(texts)]] == texts
+
+
+def test_json_lines_keep_the_utc_offset_of_zoned_times_as_csv_does(tmp_path):
+    """JSON lines wrote zone-aware times in UTC ("...T01:00:00.000000000Z") where CSV keeps the local
+    clock and its offset ("2026-03-29 03:00:00+02:00"); both keep it now, and name the same instants
+    for tsanomaly's readers and for pandas'."""
+    starts = pd.date_range("2026-03-29 00:00", periods=4, freq="h", tz="Europe/Berlin")  # across the switch
+    alerts = pd.DataFrame({"asn": ["AS1", "AS2", "AS3", "AS4"], "start": starts,
+                           "peak_time": starts + pd.Timedelta("30min"), "peak_score": [5.0, 6.5, 7.25, 8.0]})
+    csv = tsio.write_table(alerts, tmp_path / "a.csv")
+    jsonl = tsio.write_table(alerts, tmp_path / "a.jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [row["start"] for row in rows] == [
+        "2026-03-29T00:00:00.000000000+01:00", "2026-03-29T01:00:00.000000000+01:00",
+        "2026-03-29T03:00:00.000000000+02:00", "2026-03-29T04:00:00.000000000+02:00",
+    ]
+    assert tsio.read_table(csv)["start"].tolist()[2] == "2026-03-29 03:00:00+02:00"  # the same clock and offset
+    for path in (csv, jsonl):
+        for name in ("start", "peak_time"):
+            text = tsio.read_table(path)[name]
+            assert pd.to_datetime(text, utc=True, format="ISO8601").tolist() == alerts[name].tolist(), (path, name)
+            # pandas' own reader (default options: a column named *_time is read as dates, where it can)
+            back = pd.read_json(path, lines=True)[name] if path == jsonl else text
+            assert pd.to_datetime(back, utc=True).tolist() == alerts[name].tolist(), (path, name)
+    # A job reads them as the same instants: a Panel from either file has the UTC grid of the original.
+    panels = [tsanomaly.Panel.from_frame(tsio.read_table(path), "asn", "start", "peak_score") for path in (csv, jsonl)]
+    assert panels[0].index.equals(panels[1].index)
+    assert panels[0].index.equals(pd.DatetimeIndex(starts.tz_convert(None), name="start", freq="h"))

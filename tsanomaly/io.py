@@ -325,10 +325,11 @@ def _json_texts(column: pd.Series) -> list:
     Floats as Python writes them, the shortest text that reads back as the same float: pandas'
     to_json keeps 10 decimal places (15 at most), so 3e-11 was written as 0.0 and a score within
     1e-10 of its threshold as equal to it. Text as json.dumps writes it (ASCII: other characters
-    as \\u escapes). Times as pandas writes them, ISO with nanoseconds (zoned ones in UTC, "Z"):
-    the default (epoch milliseconds) reads back as plain integers, a coarser unit truncates
-    sub-second buckets, and one text layout per column is what pandas.to_datetime parses in one
-    format. Any other column (object, timedelta...) value by value, by :func:`_object_texts`.
+    as \\u escapes). Times as ISO text with nanoseconds, zone-aware ones on their local clock with
+    its UTC offset, as in CSV and in object columns (see :func:`write_table`): the default (epoch
+    milliseconds) reads back as plain integers, a coarser unit truncates sub-second buckets, and
+    one text layout per column is what pandas.to_datetime parses in one format. Any other column
+    (object, timedelta...) value by value, by :func:`_object_texts`.
     """
     dtype = column.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -406,22 +407,43 @@ def _by_distinct(values: np.ndarray, texts_of: Callable[[np.ndarray], list]) -> 
 
 
 def _time_texts(column: pd.Series) -> list:
-    """A datetime column as ISO text with nine fractional digits; zone-aware times in UTC, with "Z"."""
-    zoned = isinstance(column.dtype, pd.DatetimeTZDtype)
-    values = (column.dt.tz_convert("UTC").dt.tz_localize(None) if zoned else column).to_numpy()
+    """A datetime column as ISO text with nine fractional digits; zone-aware times on their local
+    clock with its UTC offset (``2026-03-29T03:00:00.000000000+02:00``), as ``isoformat()`` writes them."""
+    zone = column.dt.tz
+    values = (column.dt.tz_convert("UTC").dt.tz_localize(None) if zone is not None else column).to_numpy()
     known = values[~np.isnat(values)]
-    years = np.array([known.min(), known.max()]).astype("datetime64[Y]").astype(np.int64) + 1970 if len(known) else [1]
+    years = np.array([known.min(), known.max()]).astype("datetime64[Y]").astype(np.int64) + 1970 if len(known) else [2000]
+    if zone is not None and (min(years) < 2 or max(years) > 9998):
+        # Local years that may leave 1 to 9999 (NumPy writes those otherwise): value by value, or
+        # in UTC by pandas where Python cannot hold a local year (year 0, year 10000).
+        try:
+            return ["null" if stamp is pd.NaT else json.dumps(stamp.isoformat(timespec="nanoseconds"))
+                    for stamp in column.tolist()]
+        except (NotImplementedError, ValueError, OverflowError):
+            years = [0]
     if min(years) < 1 or max(years) > 9999:
         # Years NumPy and pandas write differently (outside 1 to 9999): pandas' own text.
         stamps = json.loads(column.to_json(orient="values", date_format="iso", date_unit="ns"))
         return ["null" if stamp is None else json.dumps(stamp) for stamp in stamps]
-    suffix = 'Z"' if zoned else '"'
 
     def texts_of(times: np.ndarray) -> list:
-        return ["null" if text == "NaT" else '"' + text + suffix
-                for text in np.datetime_as_string(times, unit="ns").tolist()]
+        if zone is None:
+            return ["null" if text == "NaT" else '"' + text + '"'
+                    for text in np.datetime_as_string(times, unit="ns").tolist()]
+        # The local clock, and its offset from UTC as isoformat() writes it ("+02:00", "-03:30").
+        local = pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(zone).tz_localize(None).to_numpy()
+        shifts = (local - times).astype("timedelta64[us]").astype(np.int64)
+        offsets = {shift: _offset_text(shift) for shift in set(shifts[~np.isnat(times)].tolist())}
+        return ["null" if text == "NaT" else '"' + text + offsets[shift] + '"'
+                for text, shift in zip(np.datetime_as_string(local, unit="ns").tolist(), shifts.tolist())]
 
     return _by_distinct(values, texts_of)
+
+
+def _offset_text(microseconds: int) -> str:
+    """A UTC offset as ``isoformat()`` ends a time with it: ``+02:00``, ``-03:30``, ``+00:19:32``."""
+    zone = _dt.timezone(_dt.timedelta(microseconds=microseconds))
+    return _dt.datetime(2000, 1, 1, tzinfo=zone).isoformat()[len("2000-01-01T00:00:00"):]
 
 
 #: The smallest normal float64: pandas' JSON reader cannot decode a subnormal one (a range error).
@@ -558,7 +580,16 @@ def write_table(frame: pd.DataFrame, path) -> Path:
         Written without its index. Timestamps are written as ISO 8601 text in
         CSV and JSON lines (JSON lines always with nine fractional digits, so
         sub-second times stay distinct), so :func:`read_table` and
-        ``Panel.from_frame`` read them back exactly.
+        ``Panel.from_frame`` read them back exactly. Zone-aware timestamps keep
+        their local clock and UTC offset in both (``2026-03-29 03:00:00+02:00``
+        in CSV, ``2026-03-29T03:00:00.000000000+02:00`` in JSON lines): the
+        same instant as in UTC, and the local time an analyst reading an alert
+        expects. Text with an offset is read back as the instant it names (by
+        ``Panel.from_frame``, ``pandas.to_datetime(..., utc=True)``), not as a
+        zone: the zone itself is kept by Parquet only. (``pandas.read_json``
+        left to guess turns a column named like a time, ``peak_time``, into
+        dates only where its offsets agree, and leaves text across a
+        daylight-saving switch: parse it with ``pandas.to_datetime(..., utc=True)``.)
     path : str or Path
         Destination; its folder must exist. An existing file is replaced only
         once the new one is complete.
