@@ -4,6 +4,7 @@ from __future__ import annotations
 import io as _io
 import json
 import logging
+import math
 import os
 import warnings
 import zipfile
@@ -1395,3 +1396,114 @@ def test_a_model_fitted_with_an_anchored_week_is_saved_and_scores_later_data(tmp
     assert main(["score", "--model", str(model), "--input", _write(shifted, tmp_path / "s.csv"),
                  "--output", str(alerts)]) == 2
     assert "is a week anchored on" in _one_line_error(capsys)
+
+
+def _reference_json_lines(frame: pd.DataFrame) -> bytes:
+    """JSON lines by the documented rules, a value at a time: the writer's fast paths must agree byte for byte.
+
+    Text as json.dumps writes it (ASCII, \\u escapes); floats as repr (the shortest text that reads
+    back), null for NaN and infinities, 0.0 for a subnormal; datetime columns as ISO text with nine
+    fractional digits, zone-aware ones with their UTC offset; times in object columns by isoformat().
+    """
+    def value_text(value, kind):
+        if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+            return "null"
+        if kind == "M":
+            return json.dumps(value.isoformat(timespec="nanoseconds"))
+        if isinstance(value, (bool, np.bool_)):
+            return "true" if value else "false"
+        if isinstance(value, (int, np.integer)):
+            return str(int(value))
+        if isinstance(value, (float, np.floating)):
+            value = float(value)
+            if not np.isfinite(value):
+                return "null"
+            subnormal = value != 0 and abs(value) < 2.2250738585072014e-308
+            return repr(math.copysign(0.0, value) if subnormal else value)
+        if isinstance(value, pd.Timestamp):
+            return json.dumps(value.isoformat())
+        assert isinstance(value, str), value
+        return json.dumps(value)
+
+    columns = [(json.dumps(name), frame[name].dtype.kind, frame[name].astype(object).tolist())
+               for name in frame.columns]
+    lines = []
+    for row in range(len(frame)):
+        lines.append("{" + ",".join(f"{key}:{value_text(values[row], kind)}" for key, kind, values in columns) + "}\n")
+    return "".join(lines).encode("utf-8")
+
+
+@pytest.mark.parametrize("chunk", [7, None])
+def test_json_lines_match_a_value_at_a_time_reference_byte_for_byte(tmp_path, monkeypatch, chunk):
+    """The writer formats columns in bulk (each distinct value once, floats by repr over a list, text by
+    json's own escaping): every column kind and tricky value gives the bytes json.dumps would."""
+    if chunk is not None:
+        monkeypatch.setattr(tsio, "_JSONL_CHUNK", chunk)
+    n = 3000  # above the 1024 values the writer judges repeats on, so both of its ways are taken
+    texts = ["plain", 'quote"', "back\\slash", "new\nline", "tab\t", "cr\r", "ctl\x00\x1f\x7f", "\u2028\u2029",
+             "Côte d'Ivoire", "中文", "😀 emoji", "", "/<>&%s{}", None]
+    floats = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-320, -5e-324, 2.2250738585072014e-308, 3e-11, 1e300, 1e16,
+              1e-5, 0.1 + 0.2, 13335.0, 1.7976931348623157e308, -123.456]
+    berlin = pd.date_range("2026-03-29 00:00", periods=5, freq="h", tz="Europe/Berlin")  # across the switch
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({
+        "country": np.resize(np.array(texts, dtype=object), n),
+        "asn": pd.Series(np.resize(np.array(texts, dtype=object), n), dtype="str"),
+        "label": pd.Categorical(np.resize(np.array(texts, dtype=object), n)),
+        "ts": np.resize(pd.DatetimeIndex(["2024-01-01", "2024-01-01 00:00:00.000000001", pd.NaT]).to_numpy(), n),
+        "ts_s": pd.Series(np.resize(pd.date_range("1900-01-01", periods=4, freq="D"), n)).astype("datetime64[s]"),
+        "zoned": np.resize(berlin.append(pd.DatetimeIndex([pd.NaT], tz="Europe/Berlin")), n),
+        "st_johns": pd.Series(pd.date_range("2026-03-07 12:00:00.5", periods=n, freq="37min", tz="America/St_Johns")),
+        "lmt": pd.Series(np.resize(pd.DatetimeIndex(["1900-01-01", "2024-06-01 12:00"]).tz_localize("Europe/Amsterdam"),
+                                   n)).dt.as_unit("s"),
+        "utc": np.resize(pd.DatetimeIndex(["2024-01-01 00:00:00.000001", pd.NaT], tz="UTC"), n),
+        "repeated": np.resize(floats, n),
+        "score": np.concatenate([floats, rng.integers(-2**63, 2**63 - 1, n - len(floats)).view(np.float64)]),
+        "f32": np.resize(np.array([0.1, 1e-40, np.inf, 3.4e38], dtype=np.float32), n),
+        "n": np.resize(np.array([0, -1, 2**62, -2**63]), n),
+        "u": np.resize(np.array([2**64 - 1, 0], dtype=np.uint64), n),
+        "flag": np.resize([True, False, False], n),
+        "count": pd.array(np.resize(np.array([1, None, -2**63, 2**63 - 1], dtype=object), n), dtype="Int64"),
+        "maybe": pd.array(np.resize(np.array([True, None, False], dtype=object), n), dtype="boolean"),
+        "ratio": pd.array(np.resize(np.array([1.5, None, np.inf, 3e-11, -0.0], dtype=object), n), dtype="Float64"),
+        "mixed": pd.Series(np.resize(np.array(
+            [1, 2.5, 'say "hi"\n', True, None, pd.NA, np.inf, 1e-320, pd.Timestamp("2024-01-01 05:00"),
+             pd.Timestamp("2026-03-29 03:00", tz="Europe/Berlin"), np.float32(0.1), np.int64(7), "é"],
+            dtype=object), n),
+            dtype=object),
+        'odd "name"\t中': 1.0,
+    })
+    tsio.write_table(frame, tmp_path / "x.jsonl")
+    written = (tmp_path / "x.jsonl").read_bytes()
+    expected = _reference_json_lines(frame)
+    assert written.decode().splitlines()[:40] == expected.decode().splitlines()[:40]
+    assert written == expected
+    assert [json.loads(line)["country"] for line in written.decode().splitlines()[:len(texts)]] == texts
+
+
+def test_json_lines_keep_the_utc_offset_of_zoned_times_as_csv_does(tmp_path):
+    """JSON lines wrote zone-aware times in UTC ("...T01:00:00.000000000Z") where CSV keeps the local
+    clock and its offset ("2026-03-29 03:00:00+02:00"); both keep it now, and name the same instants
+    for tsanomaly's readers and for pandas'."""
+    starts = pd.date_range("2026-03-29 00:00", periods=4, freq="h", tz="Europe/Berlin")  # across the switch
+    alerts = pd.DataFrame({"asn": ["AS1", "AS2", "AS3", "AS4"], "start": starts,
+                           "peak_time": starts + pd.Timedelta("30min"), "peak_score": [5.0, 6.5, 7.25, 8.0]})
+    csv = tsio.write_table(alerts, tmp_path / "a.csv")
+    jsonl = tsio.write_table(alerts, tmp_path / "a.jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [row["start"] for row in rows] == [
+        "2026-03-29T00:00:00.000000000+01:00", "2026-03-29T01:00:00.000000000+01:00",
+        "2026-03-29T03:00:00.000000000+02:00", "2026-03-29T04:00:00.000000000+02:00",
+    ]
+    assert tsio.read_table(csv)["start"].tolist()[2] == "2026-03-29 03:00:00+02:00"  # the same clock and offset
+    for path in (csv, jsonl):
+        for name in ("start", "peak_time"):
+            text = tsio.read_table(path)[name]
+            assert pd.to_datetime(text, utc=True, format="ISO8601").tolist() == alerts[name].tolist(), (path, name)
+            # pandas' own reader (default options: a column named *_time is read as dates, where it can)
+            back = pd.read_json(path, lines=True)[name] if path == jsonl else text
+            assert pd.to_datetime(back, utc=True).tolist() == alerts[name].tolist(), (path, name)
+    # A job reads them as the same instants: a Panel from either file has the UTC grid of the original.
+    panels = [tsanomaly.Panel.from_frame(tsio.read_table(path), "asn", "start", "peak_score") for path in (csv, jsonl)]
+    assert panels[0].index.equals(panels[1].index)
+    assert panels[0].index.equals(pd.DatetimeIndex(starts.tz_convert(None), name="start", freq="h"))

@@ -293,14 +293,30 @@ def _write_parquet(frame: pd.DataFrame, handle) -> None:
 
 
 def _write_jsonl(frame: pd.DataFrame, handle) -> None:
-    # One JSON object per row, built a column at a time (json.dumps per row is 2x slower; pandas'
-    # to_json, 3x faster, rounds floats).
+    # One JSON object per row. A chunk of rows at a time, each column becomes a list of JSON texts
+    # (each distinct value formatted once where values repeat: labels, times, thresholds), and the
+    # lines one join of keys and texts. json.dumps per value and a join per row took 3x as long as
+    # this; pandas' to_json, about as fast, rounds floats.
     if not frame.columns.is_unique:
         raise ValueError(f"JSON lines need unique column names, got {list(frame.columns)}")
-    keys = [json.dumps(str(column)) + ":" for column in frame.columns]
-    columns = [_json_texts(frame[column]) for column in frame.columns]
-    lines = ("{" + ",".join(key + value for key, value in zip(keys, row)) + "}\n" for row in zip(*columns))
-    handle.write("".join(lines).encode("utf-8"))
+    if len(frame.columns) == 0:
+        return
+    # The text before each value ('{"a":' for the first, ',"b":' for the others), and '}\n' after the last.
+    keys = [("{" if k == 0 else ",") + json.dumps(str(name)) + ":" for k, name in enumerate(frame.columns)]
+    columns = [frame.iloc[:, k] for k in range(len(frame.columns))]
+    width = 2 * len(columns) + 1
+    for start in range(0, len(frame), _JSONL_CHUNK):
+        n = min(_JSONL_CHUNK, len(frame) - start)
+        parts = [None] * (n * width)
+        for k, column in enumerate(columns):
+            parts[2 * k::width] = [keys[k]] * n
+            parts[2 * k + 1::width] = _json_texts(column.iloc[start:start + n])
+        parts[width - 1::width] = ["}\n"] * n
+        handle.write("".join(parts).encode("utf-8"))
+
+
+#: Rows formatted at a time: bounds the memory a file of many millions of scores takes.
+_JSONL_CHUNK = 100_000
 
 
 def _json_texts(column: pd.Series) -> list:
@@ -308,24 +324,126 @@ def _json_texts(column: pd.Series) -> list:
 
     Floats as Python writes them, the shortest text that reads back as the same float: pandas'
     to_json keeps 10 decimal places (15 at most), so 3e-11 was written as 0.0 and a score within
-    1e-10 of its threshold as equal to it. Times as pandas writes them, ISO with nanoseconds
-    (zoned ones in UTC, "Z"): the default (epoch milliseconds) reads back as plain integers, a
-    coarser unit truncates sub-second buckets, and one text layout per column is what
-    pandas.to_datetime parses in one format.
+    1e-10 of its threshold as equal to it. Text as json.dumps writes it (ASCII: other characters
+    as \\u escapes). Times as ISO text with nanoseconds, zone-aware ones on their local clock with
+    its UTC offset, as in CSV and in object columns (see :func:`write_table`): the default (epoch
+    milliseconds) reads back as plain integers, a coarser unit truncates sub-second buckets, and
+    one text layout per column is what pandas.to_datetime parses in one format. Any other column
+    (object, timedelta...) value by value, by :func:`_object_texts`.
     """
     dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        # Each category's text once, as an object column's value; a missing value (code -1) null.
+        categories = pd.Series(column.cat.categories.astype(object), dtype=object)
+        texts = np.array(_object_texts(categories) + ["null"], dtype=object)
+        return texts.take(column.cat.codes.to_numpy()).tolist()
     if pd.api.types.is_datetime64_any_dtype(dtype):
-        stamps = json.loads(column.to_json(orient="values", date_format="iso", date_unit="ns"))
-        return ["null" if stamp is None else json.dumps(stamp) for stamp in stamps]
-    if pd.api.types.is_bool_dtype(dtype) and not column.hasnans:
-        return ["true" if value else "false" for value in column.tolist()]
-    if pd.api.types.is_float_dtype(dtype) and isinstance(dtype, np.dtype):
-        return [_float_text(value) for value in column.tolist()]
-    if pd.api.types.is_integer_dtype(dtype) and isinstance(dtype, np.dtype):
-        return [str(value) for value in column.tolist()]
+        if not isinstance(dtype, (np.dtype, pd.DatetimeTZDtype)):  # pyarrow's timestamps
+            column = pd.Series(pd.DatetimeIndex(column))
+        return _time_texts(column)
+    if pd.api.types.is_string_dtype(dtype) and (
+        dtype != object or pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty")
+    ):
+        codes, uniques = pd.factorize(column)  # a missing value: code -1
+        texts = np.array(list(map(_encode_text, uniques.tolist())) + ["null"], dtype=object)
+        return texts.take(codes).tolist()
+    if isinstance(dtype, np.dtype) and (dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize <= 8)):
+        return _number_texts(column.to_numpy())
+    if isinstance(dtype, _NULLABLE_NUMBERS):
+        # Nullable Int64, Float64, boolean: as the NumPy column of their values, missing ones null.
+        values = column.to_numpy(dtype=dtype.numpy_dtype, na_value=np.nan if dtype.kind == "f" else 0)
+        texts = _number_texts(values)
+        for pos in np.flatnonzero(column.isna().to_numpy()):
+            texts[pos] = "null"
+        return texts
+    return _object_texts(column)
+
+
+#: pandas' nullable numbers and booleans: a NumPy array of values and a mask of missing ones.
+_NULLABLE_NUMBERS = (pd.BooleanDtype, pd.Float32Dtype, pd.Float64Dtype, pd.Int8Dtype, pd.Int16Dtype, pd.Int32Dtype,
+                     pd.Int64Dtype, pd.UInt8Dtype, pd.UInt16Dtype, pd.UInt32Dtype, pd.UInt64Dtype)
+
+#: json.dumps of a str (json's own function): the text quoted and escaped, in ASCII (\\u escapes).
+_encode_text = json.encoder.encode_basestring_ascii
+
+
+def _object_texts(column: pd.Series) -> list:
+    """Value by value: floats by :func:`_float_text`, times by ``isoformat()``, the rest by json.dumps."""
     values = column.astype(object).where(column.notna(), None).tolist()
     return [_float_text(float(value)) if isinstance(value, (float, np.floating)) else json.dumps(value, default=_json_scalar)
             for value in values]
+
+
+def _number_texts(values: np.ndarray) -> list:
+    """JSON texts of a NumPy array of bools, integers or floats (floats by :func:`_float_text`'s rule)."""
+    if values.dtype.kind == "b":
+        return np.where(values, "true", "false").astype(object).tolist()
+    if values.dtype.kind == "f":
+        return _by_distinct(values.astype(np.float64, copy=False), _float_texts)
+    return _by_distinct(values, lambda distinct: list(map(str, distinct.tolist())))
+
+
+def _float_texts(values: np.ndarray) -> list:
+    """:func:`_float_text` of each float64, ``repr`` in one pass and the odd values (NaN, inf, subnormal) after."""
+    texts = list(map(float.__repr__, values.tolist()))
+    odd = ~np.isfinite(values) | ((values != 0) & (np.abs(values) < _SMALLEST_NORMAL))
+    for pos in np.flatnonzero(odd):
+        texts[pos] = _float_text(float(values[pos]))
+    return texts
+
+
+def _by_distinct(values: np.ndarray, texts_of: Callable[[np.ndarray], list]) -> list:
+    """``texts_of(values)``, calling it on each distinct value once when the first values repeat.
+
+    Distinct by their bits (floats and times by their 64 bits: 0.0 and -0.0 stay apart). Only
+    the first values are judged: a threshold, a count or a time repeats, a score seldom does,
+    and finding the distinct values of a column without repeats only adds to its time.
+    """
+    bits = values.view(np.int64) if values.dtype.kind in "fM" else values
+    if len(bits) <= 1024 or len(np.unique(bits[:1024])) > 512:
+        return texts_of(values)
+    codes, distinct = pd.factorize(bits)
+    return np.array(texts_of(distinct.view(values.dtype)), dtype=object).take(codes).tolist()
+
+
+def _time_texts(column: pd.Series) -> list:
+    """A datetime column as ISO text with nine fractional digits; zone-aware times on their local
+    clock with its UTC offset (``2026-03-29T03:00:00.000000000+02:00``), as ``isoformat()`` writes them."""
+    zone = column.dt.tz
+    values = (column.dt.tz_convert("UTC").dt.tz_localize(None) if zone is not None else column).to_numpy()
+    known = values[~np.isnat(values)]
+    years = np.array([known.min(), known.max()]).astype("datetime64[Y]").astype(np.int64) + 1970 if len(known) else [2000]
+    if zone is not None and (min(years) < 2 or max(years) > 9998):
+        # Local years that may leave 1 to 9999 (NumPy writes those otherwise): value by value, or
+        # in UTC by pandas where Python cannot hold a local year (year 0, year 10000).
+        try:
+            return ["null" if stamp is pd.NaT else json.dumps(stamp.isoformat(timespec="nanoseconds"))
+                    for stamp in column.tolist()]
+        except (NotImplementedError, ValueError, OverflowError):
+            years = [0]
+    if min(years) < 1 or max(years) > 9999:
+        # Years NumPy and pandas write differently (outside 1 to 9999): pandas' own text.
+        stamps = json.loads(column.to_json(orient="values", date_format="iso", date_unit="ns"))
+        return ["null" if stamp is None else json.dumps(stamp) for stamp in stamps]
+
+    def texts_of(times: np.ndarray) -> list:
+        if zone is None:
+            return ["null" if text == "NaT" else '"' + text + '"'
+                    for text in np.datetime_as_string(times, unit="ns").tolist()]
+        # The local clock, and its offset from UTC as isoformat() writes it ("+02:00", "-03:30").
+        local = pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(zone).tz_localize(None).to_numpy()
+        shifts = (local - times).astype("timedelta64[us]").astype(np.int64)
+        offsets = {shift: _offset_text(shift) for shift in set(shifts[~np.isnat(times)].tolist())}
+        return ["null" if text == "NaT" else '"' + text + offsets[shift] + '"'
+                for text, shift in zip(np.datetime_as_string(local, unit="ns").tolist(), shifts.tolist())]
+
+    return _by_distinct(values, texts_of)
+
+
+def _offset_text(microseconds: int) -> str:
+    """A UTC offset as ``isoformat()`` ends a time with it: ``+02:00``, ``-03:30``, ``+00:19:32``."""
+    zone = _dt.timezone(_dt.timedelta(microseconds=microseconds))
+    return _dt.datetime(2000, 1, 1, tzinfo=zone).isoformat()[len("2000-01-01T00:00:00"):]
 
 
 #: The smallest normal float64: pandas' JSON reader cannot decode a subnormal one (a range error).
@@ -462,7 +580,16 @@ def write_table(frame: pd.DataFrame, path) -> Path:
         Written without its index. Timestamps are written as ISO 8601 text in
         CSV and JSON lines (JSON lines always with nine fractional digits, so
         sub-second times stay distinct), so :func:`read_table` and
-        ``Panel.from_frame`` read them back exactly.
+        ``Panel.from_frame`` read them back exactly. Zone-aware timestamps keep
+        their local clock and UTC offset in both (``2026-03-29 03:00:00+02:00``
+        in CSV, ``2026-03-29T03:00:00.000000000+02:00`` in JSON lines): the
+        same instant as in UTC, and the local time an analyst reading an alert
+        expects. Text with an offset is read back as the instant it names (by
+        ``Panel.from_frame``, ``pandas.to_datetime(..., utc=True)``), not as a
+        zone: the zone itself is kept by Parquet only. (``pandas.read_json``
+        left to guess turns a column named like a time, ``peak_time``, into
+        dates only where its offsets agree, and leaves text across a
+        daylight-saving switch: parse it with ``pandas.to_datetime(..., utc=True)``.)
     path : str or Path
         Destination; its folder must exist. An existing file is replaced only
         once the new one is complete.
