@@ -63,10 +63,11 @@ def test_demo_scores_the_last_week_whatever_the_days(monkeypatch):
 @pytest.mark.parametrize(
     "option, message",
     [(["--days", "7"], "--days must be at least 8"), (["--days", "0"], "--days must be at least 8"),
-     (["--top", "-1"], "--top must be 0 or more")],
+     (["--top", "-1"], "--top must be 0 or more"), (["--seed", "-1"], "--seed must be 0 or more")],
 )
 def test_demo_rejects_days_without_history_and_negative_top(option, message, capsys):
-    # --days 7 used to fit on all of it, score an empty panel and print "precision nan" with status 0.
+    # --days 7 used to fit on all of it, score an empty panel and print "precision nan" with status 0;
+    # --seed -1 printed numpy's "expected non-negative integer", naming no option.
     assert main(["demo", "--detector", "baseline", "--contexts", "10", *option]) == 2
     assert message in _one_line_error(capsys)
 
