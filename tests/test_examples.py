@@ -194,3 +194,51 @@ def test_gpu_scoring_job_rejects_a_too_short_history(detector, days, minimum, ca
         "gpu_scoring_job.py", ["--small", "--device", "cpu", "--detector", detector, "--history-days", days], capsys
     )
     assert f"--history-days must be at least {minimum} for the {detector} detector, got {days}" in err
+
+
+def test_auth_log_lists_the_strongest_known_source_when_the_top_alert_is_new(tmp_path, capsys):
+    # known.iloc[1:] assumed the top alert was on a known source: with a new source on top it was
+    # listed twice and the strongest alert on a known source never printed.
+    import random
+
+    rng = random.Random(0)
+    lines = []
+
+    def add(day, hour, minute, source, n, user="bob"):
+        for k in range(n):
+            lines.append((day, hour, minute, k, f"Mar {day:2d} {hour:02d}:{minute:02d}:{k % 60:02d} host sshd[1]: "
+                                               f"Failed password for {user} from {source} port 22 ssh2"))
+
+    for day in range(1, 6):  # a known source: about one failure an hour over the history
+        for hour in range(24):
+            add(day, hour, 5, "10.0.0.1", rng.choice([0, 1, 1, 2]))
+    add(6, 10, 0, "10.0.0.1", 5)  # its strongest alert
+    add(7, 3, 0, "203.0.113.9", 50, user="root")  # a new source, on top
+    for day in range(6, 9):
+        for hour in range(0, 24, 6):
+            lines.append((day, hour, 30, 0, f"Mar {day:2d} {hour:02d}:30:00 host CRON[2]: session opened"))
+    folder = _write_log(tmp_path / "log", [line[-1] for line in sorted(lines)])
+    out = _run("auth_log_bruteforce.py", [str(folder), "--history-days", "4.5", "--device", "cpu"], capsys)
+    assert "BRUTE-FORCE EPISODE (top alert): 203.0.113.9" in out
+    assert out.count("source 203.0.113.9:") == 1
+    known = out.split("other alerts on sources seen in the history:")[1]
+    assert known.lstrip().startswith("source 10.0.0.1: 5 failed attempts from 2017-03-06 10:00")
+
+
+def test_auth_log_detector_periods_follow_the_bucket():
+    # The docstring promises a daily period for the STL and a 6-hour window for mp: they were 24
+    # and 6 buckets whatever --bucket (12 hours and 3 hours at 30min).
+    params = runpy.run_path(str(EXAMPLES / "auth_log_bruteforce.py"))["detector_params"]
+    assert params("stl", "1h")["periods"] == 24 and params("mp", "1h")["window"] == 6
+    assert params("stl", "30min")["periods"] == 48 and params("mp", "30min")["window"] == 12
+    assert params("stl", "2h")["periods"] == 12 and params("mp", "2h")["window"] == 3
+    assert params("mp", "4h")["window"] == 3  # the matrix profile's smallest window
+    with pytest.raises(ValueError, match="--bucket must divide a day"):
+        params("stl", "5h")
+
+
+def test_auth_log_stl_at_30min_needs_two_days_of_history(shared_data, capsys):
+    err = _usage_error("auth_log_bruteforce.py", [str(shared_data / "authlog"), "--small", "--detector", "stl",
+                                                  "--bucket", "30min", "--history-days", "1.5", "--device", "cpu"],
+                       capsys)
+    assert "--detector stl needs two cycles of its period in the history (96 buckets)" in err
