@@ -31,7 +31,9 @@ daily cycle, and there are only a few days of history. Its threshold is a fixed 
 z-score (``--threshold``, default 8) because the history is too short to calibrate a
 quantile. ``--detector stl`` or ``--detector mp`` score the same panel with those
 detectors (a daily period for the STL; a 6-hour window and a threshold of 0.7 on its
-absolute scale for the matrix profile). The matrix profile compares shapes, not sizes: on
+absolute scale for the matrix profile). Both are counted in buckets of ``--bucket``: 24 and
+6 at one hour, 48 and 12 at 30 minutes, 12 and 3 at two hours (the STL needs a bucket that
+divides a day; the matrix profile's window is at least 3 buckets). The matrix profile compares shapes, not sizes: on
 sparse per-source counts (one burst in weeks of zeros) every burst looks alike to it, so it
 ranks them poorly here; it is there to compare.
 
@@ -78,11 +80,36 @@ _MONTHS = {m: k for k, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct N
 # Detector parameters for hourly per-source counts (see the module docstring for why). The
 # thresholds are fixed: robust z-scores of 8 for the baseline and the STL, and for the matrix
 # profile 0.7 on its absolute scale (correlation below 0.51 with every earlier window).
+# The STL's period (a day) and the matrix profile's window (6 hours) are given here for hourly
+# buckets; detector_params rescales them to --bucket.
 DETECTOR_PARAMS = {
     "baseline": {"window": 24, "seasonal_period": None, "direction": "up", "threshold": 8.0},
     "stl": {"periods": 24, "threshold": 8.0},
     "mp": {"window": 6, "threshold": 0.7},
 }
+
+
+def detector_params(detector: str, bucket: str) -> dict:
+    """DETECTOR_PARAMS[detector] for ``bucket``: the STL's period is a day and the mp window 6 hours, in buckets.
+
+    Raises
+    ------
+    ValueError
+        For the STL, when ``bucket`` does not divide a day into two buckets or more.
+    """
+    params = dict(DETECTOR_PARAMS[detector])
+    step = pd.Timedelta(bucket)
+    if detector == "stl":
+        per_day = pd.Timedelta("1D") / step
+        if per_day < 2 or per_day != int(per_day):
+            raise ValueError(
+                f"--detector stl takes a day as its period: --bucket must divide a day into 2 buckets or more, "
+                f"got {bucket}"
+            )
+        params["periods"] = int(per_day)
+    elif detector == "mp":
+        params["window"] = max(3, int(round(pd.Timedelta("6h") / step)))
+    return params
 
 
 
@@ -219,6 +246,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.report and args.top < 1:  # the report plots the top alerts: at least one (render_report)
         parser.error(f"--top must be at least 1 with --report, got {args.top}")
+    try:
+        if pd.Timedelta(args.bucket) <= pd.Timedelta(0):
+            raise ValueError(f"--bucket must be a positive duration, got {args.bucket}")
+        params = detector_params(args.detector, args.bucket)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     started = time.perf_counter()
     try:
@@ -241,11 +274,11 @@ def main(argv=None) -> int:
     # Say why there is nothing to do rather than fit or score an empty panel.
     if history.n_times == 0:
         parser.error(f"--history-days {args.history_days:g} covers no whole {args.bucket} bucket: nothing to fit")
-    if args.detector == "stl" and history.n_times < 2 * DETECTOR_PARAMS["stl"]["periods"]:
-        # The STL decomposition needs two full cycles of its period (24 buckets) in the history.
+    if args.detector == "stl" and history.n_times < 2 * params["periods"]:
+        # The STL decomposition needs two full cycles of its period (a day) in the history.
         parser.error(
             f"--detector stl needs two cycles of its period in the history "
-            f"({2 * DETECTOR_PARAMS['stl']['periods']} buckets); --history-days {args.history_days:g} gives "
+            f"({2 * params['periods']} buckets); --history-days {args.history_days:g} gives "
             f"{history.n_times}"
         )
     if new.n_times == 0:
@@ -265,7 +298,6 @@ def main(argv=None) -> int:
         f"fitting {args.detector} on {history.n_contexts} sources x {history.n_times} buckets "
         f"(up to {history.index[-1]}), scoring {new.n_contexts} sources x {new.n_times} buckets"
     )
-    params = dict(DETECTOR_PARAMS[args.detector])
     if args.threshold is not None:
         params["threshold"] = args.threshold
     det = make_detector(args.detector, device=args.device, **params)
@@ -300,8 +332,12 @@ def main(argv=None) -> int:
         print("no brute-force episode found")
         return 0
 
-    known = alerts[~alerts["new_source"]]
+    # The top alert is explained first; the lists below hold the others, whichever kind of
+    # source the top one is (a new top source used to be listed twice, and the strongest
+    # alert on a known source skipped).
     top = alerts.iloc[0]
+    others = alerts.drop(index=alerts.index[0])
+    known = others[~others["new_source"]]
     print()
     print(
         f"BRUTE-FORCE EPISODE (top alert): {top['source']}, "
@@ -310,18 +346,19 @@ def main(argv=None) -> int:
     )
     for line in describe_alert(top, failed, accepted, args.bucket, history.index[-1]):
         print("  " + line)
-    if len(known) > 1:
+    if len(known) and args.top > 1:
         print()
         print("other alerts on sources seen in the history:")
-        for _, alert in known.iloc[1 : args.top].iterrows():
+        for _, alert in known.head(args.top - 1).iterrows():
             for line in describe_alert(alert, failed, accepted, args.bucket, history.index[-1]):
                 print("  " + line)
     # Cold-start sources tie on score (one burst against a silent past gives the same robust
     # z-score whatever its size), so they are listed by volume.
-    cold = alerts[alerts["new_source"]].sort_values("observed", ascending=False, kind="stable")
+    cold = others[others["new_source"]].sort_values("observed", ascending=False, kind="stable")
     if len(cold):
         print()
-        print(f"new sources with alerts ({len(cold)}), by attempts at their peak:")
+        other = "other " if top["new_source"] else ""
+        print(f"{other}new sources with alerts ({len(cold)}), by attempts at their peak:")
         for _, alert in cold.head(args.top).iterrows():
             for line in describe_alert(alert, failed, accepted, args.bucket, history.index[-1]):
                 print("  " + line)

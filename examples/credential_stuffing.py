@@ -148,9 +148,11 @@ def main(argv=None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--detector", default="stl", help="stl | baseline | mp | lstm (default: stl)")
-    parser.add_argument("--contexts", type=int, default=300, help="(country, ASN) contexts (default 300)")
+    parser.add_argument(
+        "--contexts", type=int, default=None, help="(country, ASN) contexts (default 300; 60 with --small)"
+    )
     parser.add_argument("--asns", type=int, default=4, help="ASNs the campaign goes through (default 4)")
-    parser.add_argument("--small", action="store_true", help="60 contexts: a quick run")
+    parser.add_argument("--small", action="store_true", help="60 contexts unless --contexts says: a quick run")
     parser.add_argument(
         "--contamination", type=float, default=1e-4,
         help="share of training points over the threshold (default 1e-4: about one false alarm per "
@@ -160,7 +162,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--report", default=None, help="also write the analyst's HTML report to this file")
     args = parser.parse_args(argv)
-    n_contexts = 60 if args.small else args.contexts
+    # An explicit --contexts wins over --small (it used to be silently replaced by 60).
+    n_contexts = args.contexts if args.contexts is not None else (60 if args.small else 300)
+    if n_contexts < 1:
+        parser.error(f"--contexts must be 1 or more, got {n_contexts}")
 
     started = time.perf_counter()
     data = make_security_panel(n_contexts=n_contexts, n_days=HISTORY_DAYS + 7, seed=args.seed, attack_rate=0.0)

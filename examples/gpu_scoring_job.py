@@ -11,8 +11,10 @@ state never depends on other contexts; only the quantile threshold is calibrated
 chunk, which for exchangeable chunks changes nothing material).
 
 The data is synthetic and generated chunk by chunk on the host (a daily cycle in a
-random time zone, Poisson counts, sizes spanning three orders of magnitude); 0.1% of
-the contexts get a burst on the new day, so the run also prints how many were found.
+random time zone, Poisson counts, sizes spanning three orders of magnitude), in fixed
+blocks of 1,000 contexts each with its own random stream, so that a context's data
+does not depend on ``--chunk``; 0.1% of the contexts get a 3-hour burst on the new day,
+and the run prints how many bursts an alert overlapped.
 Generation is timed apart: the throughput printed is for fitting + scoring +
 collecting alerts, including the host-to-device copies a real job would pay.
 The first chunk includes the one-off start-up (CUDA context, kernel compilation), so
@@ -44,29 +46,58 @@ import pandas as pd
 import tsanomaly
 from tsanomaly.detectors import make_detector
 
-def make_chunk(first: int, n: int, history_days: int, seed: int, burst_rate: float = 0.001):
-    """Hourly counts for contexts ``first .. first + n - 1``: (history Panel, new-day Panel, bursty rows).
+#: Contexts per random stream: the data of a context depends on the seed and its number only,
+#: whatever --chunk (a chunk takes the rows it needs from the blocks it overlaps).
+BLOCK = 1000
+BURST_HOURS = 3
 
-    Each chunk has its own random stream (seeded by ``seed`` and ``first``), so a chunk's
-    data does not depend on the chunk size used before it.
-    """
-    rng = np.random.default_rng([seed, first])
+
+def _make_block(block: int, history_days: int, seed: int, burst_rate: float):
+    """Counts (BLOCK x hours) of contexts ``block * BLOCK ..``, and the bursts' rows and first hours."""
+    rng = np.random.default_rng([seed, block])
     n_times = 24 * (history_days + 1)
-    index = pd.date_range("2024-05-01", periods=n_times, freq="1h", name="ts")
     hours = np.arange(n_times) % 24
-    level = np.exp(rng.normal(np.log(20.0), 1.2, size=(n, 1)))  # ~1 .. 1,000 events per hour
-    offset = rng.integers(-8, 10, size=(n, 1))
+    level = np.exp(rng.normal(np.log(20.0), 1.2, size=(BLOCK, 1)))  # ~1 .. 1,000 events per hour
+    offset = rng.integers(-8, 10, size=(BLOCK, 1))
     daily = 1.0 + 0.7 * np.cos(2 * np.pi * ((hours[None, :] + offset) % 24 - 14) / 24)
     values = rng.poisson(level * daily).astype(np.float64)
-    bursty = np.flatnonzero(rng.random(n) < burst_rate)
-    if len(bursty):
-        start = 24 * history_days + rng.integers(0, 20, size=len(bursty))
-        for row, s in zip(bursty, start):
-            values[row, s : s + 3] += np.maximum(8 * level[row, 0], 60)
+    bursty = np.flatnonzero(rng.random(BLOCK) < burst_rate)
+    start = 24 * history_days + rng.integers(0, 20, size=len(bursty))
+    for row, s in zip(bursty, start):
+        values[row, s : s + BURST_HOURS] += np.maximum(8 * level[row, 0], 60)
+    return values, bursty, start
+
+
+def make_chunk(first: int, n: int, history_days: int, seed: int, burst_rate: float = 0.001):
+    """Hourly counts for contexts ``first .. first + n - 1``: (history Panel, new-day Panel, bursts).
+
+    ``bursts`` is a DataFrame with one row per injected burst: ``context``, ``start``, ``end``
+    (inclusive hours). The data are generated in blocks of ``BLOCK`` contexts, each with its
+    own random stream (seeded by ``seed`` and the block number), so a context's data does not
+    depend on the chunk size.
+    """
+    n_times = 24 * (history_days + 1)
+    index = pd.date_range("2024-05-01", periods=n_times, freq="1h", name="ts")
+    parts, bursts = [], []
+    for block in range(first // BLOCK, (first + n - 1) // BLOCK + 1):
+        values, bursty, start = _make_block(block, history_days, seed, burst_rate)
+        lo, hi = max(first, block * BLOCK) - block * BLOCK, min(first + n, (block + 1) * BLOCK) - block * BLOCK
+        parts.append(values[lo:hi])
+        keep = (bursty >= lo) & (bursty < hi)
+        bursts.append(pd.DataFrame({"context": block * BLOCK + bursty[keep], "start": index[start[keep]],
+                                    "end": index[start[keep] + BURST_HOURS - 1]}))
     contexts = pd.RangeIndex(first, first + n, name="context")
-    panel = tsanomaly.Panel(values, contexts, index)
+    panel = tsanomaly.Panel(np.vstack(parts), contexts, index)
     split = 24 * history_days
-    return panel.time_slice(end=index[split - 1]), panel.time_slice(start=index[split]), contexts[bursty]
+    history, new = panel.time_slice(end=index[split - 1]), panel.time_slice(start=index[split])
+    return history, new, pd.concat(bursts, ignore_index=True)
+
+
+def bursts_found(bursts: pd.DataFrame, alerts: pd.DataFrame) -> int:
+    """How many bursts an alert on their context overlaps in time (an alert elsewhere in the day does not count)."""
+    pairs = bursts.merge(alerts[["context", "start", "end"]], on="context", suffixes=("", "_alert"))
+    overlap = (pairs["start_alert"] <= pairs["end"]) & (pairs["end_alert"] >= pairs["start"])
+    return int(pairs.loc[overlap, ["context", "start"]].drop_duplicates().shape[0])
 
 
 def _gpu_memory_note(device: str) -> str:
@@ -85,17 +116,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--contexts", type=int, default=1_000_000, help="number of contexts (default 1,000,000)")
-    parser.add_argument("--chunk", type=int, default=100_000, help="contexts per chunk (default 100,000)")
+    parser.add_argument(
+        "--contexts", type=int, default=None, help="number of contexts (default 1,000,000; 2,000 with --small)"
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="contexts per chunk (default 100,000; 500 with --small)"
+    )
     parser.add_argument("--history-days", type=int, default=14, help="days of hourly history per context")
     parser.add_argument("--detector", default="stl", help="stl | baseline | mp | lstm (default: stl)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--small", action="store_true", help="2,000 contexts in chunks of 500")
+    parser.add_argument(
+        "--small", action="store_true", help="2,000 contexts in chunks of 500, unless --contexts or --chunk say"
+    )
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
-    n_contexts, chunk = (2000, 500) if args.small else (args.contexts, args.chunk)
-    if n_contexts < 1 or chunk < 1:
-        parser.error("--contexts and --chunk must be positive")
+    # Explicit --contexts and --chunk win over --small (they used to be silently replaced).
+    n_contexts = args.contexts if args.contexts is not None else (2000 if args.small else 1_000_000)
+    chunk = args.chunk if args.chunk is not None else (500 if args.small else 100_000)
+    if n_contexts < 1:
+        parser.error(f"--contexts must be 1 or more, got {n_contexts}")
+    if chunk < 1:
+        parser.error(f"--chunk must be 1 or more, got {chunk}")
     # The new day is always scored (it follows the history), so only the history can be too short:
     # shorter than the detector needs for a finite training score, its calibrated threshold could
     # never be reached (STL: two daily cycles; the LSTM: a 48-hour window in the 80% of the history
@@ -119,7 +160,7 @@ def main(argv=None) -> int:
         first = k * chunk
         n = min(chunk, n_contexts - first)
         t0 = time.perf_counter()
-        history, new, bursty = make_chunk(first, n, args.history_days, args.seed)
+        history, new, bursts = make_chunk(first, n, args.history_days, args.seed)
         t1 = time.perf_counter()
         det = make_detector(args.detector, device=args.device)
         det.fit(history)
@@ -128,8 +169,8 @@ def main(argv=None) -> int:
         gen_seconds += t1 - t0
         work_seconds.append(t2 - t1)
         total_alerts += len(alerts)
-        injected += len(bursty)
-        found += int(pd.Index(bursty).isin(alerts["context"]).sum())
+        injected += len(bursts)
+        found += bursts_found(bursts, alerts)
         print(
             f"  chunk {k + 1}/{n_chunks}: {n:,} contexts in {t2 - t1:6.2f} s "
             f"({n / (t2 - t1):,.0f} contexts/s), {len(alerts)} alerts{_gpu_memory_note(device)}"

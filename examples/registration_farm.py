@@ -122,8 +122,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--countries", type=int, default=8, help="countries (x 4 device types), at most 8")
-    parser.add_argument("--small", action="store_true", help="3 countries: a quick run")
+    parser.add_argument(
+        "--countries", type=int, default=None,
+        help=f"countries (x 4 device types), from 2 (the farm is in {FARM[0]}) to {len(COUNTRIES)} "
+             f"(default {len(COUNTRIES)}; 3 with --small)",
+    )
+    parser.add_argument("--small", action="store_true", help="3 countries unless --countries says: a quick run")
     parser.add_argument("--mp-window", type=int, default=24, help="matrix profile window in hours (default 24)")
     parser.add_argument(
         "--mp-threshold", type=float, default=0.7,
@@ -134,7 +138,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
-    n_countries = 3 if args.small else max(2, min(args.countries, len(COUNTRIES)))
+    # An explicit --countries wins over --small; out of range it is refused (it used to be clamped
+    # to 2..8 without a word, and --small replaced it).
+    n_countries = args.countries if args.countries is not None else (3 if args.small else len(COUNTRIES))
+    if not 2 <= n_countries <= len(COUNTRIES):
+        parser.error(
+            f"--countries must be from 2 (the farm is in {FARM[0]}, the second country) to {len(COUNTRIES)}, "
+            f"got {n_countries}"
+        )
 
     started = time.perf_counter()
     panel, farm_start, farm_end = inject_farm(make_registrations(n_countries, args.seed), args.seed)

@@ -75,6 +75,27 @@ def write_input(out: Path, n_contexts: int, days: int, history_days: int, seed: 
     return folder
 
 
+def attacks_found(attacks, alerts):
+    """The attacks (one row each) with an alert on their context whose span overlaps theirs.
+
+    Both tables hold the context columns and inclusive ``start``/``end``; times are compared in
+    UTC (Spark hands back zoned or naive UTC timestamps, the attack table is naive UTC).
+    """
+    import pandas as pd
+
+    def naive_utc(column):
+        column = pd.to_datetime(column)
+        return column.dt.tz_convert("UTC").dt.tz_localize(None) if column.dt.tz is not None else column
+
+    attacks = attacks.reset_index(drop=True)
+    attacks = attacks.assign(attack_row=np.arange(len(attacks)),
+                             start=naive_utc(attacks["start"]), end=naive_utc(attacks["end"]))
+    alerts = alerts[CONTEXT + ["start", "end"]].assign(start=naive_utc(alerts["start"]), end=naive_utc(alerts["end"]))
+    pairs = attacks.merge(alerts, on=CONTEXT, suffixes=("", "_alert"))
+    overlap = (pairs["start_alert"] <= pairs["end"]) & (pairs["end_alert"] >= pairs["start"])
+    return attacks.drop(columns="attack_row")[attacks["attack_row"].isin(pairs.loc[overlap, "attack_row"])]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contexts", type=int, default=100_000, help="number of (country, ASN) contexts")
@@ -148,10 +169,11 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    attacks = pd.read_csv(folder / "attacks.csv")
-    alerted = alerts.select(*CONTEXT).distinct().toPandas()
-    found = attacks.merge(alerted, on=CONTEXT).drop_duplicates(CONTEXT)
-    print(f"attacked contexts with an alert: {len(found)} of {attacks[CONTEXT].drop_duplicates().shape[0]}")
+    attacks = pd.read_csv(folder / "attacks.csv", parse_dates=["start", "end"])
+    # Found: an alert on the attacked context whose span overlaps the attack's (an alert on
+    # that context at another time of the scored week does not count).
+    found = attacks_found(attacks, alerts.select(*CONTEXT, "start", "end").toPandas())
+    print(f"attacks with an alert during them: {len(found)} of {len(attacks)}")
     spark.stop()
     return 0
 

@@ -63,10 +63,11 @@ def test_demo_scores_the_last_week_whatever_the_days(monkeypatch):
 @pytest.mark.parametrize(
     "option, message",
     [(["--days", "7"], "--days must be at least 8"), (["--days", "0"], "--days must be at least 8"),
-     (["--top", "-1"], "--top must be 0 or more")],
+     (["--top", "-1"], "--top must be 0 or more"), (["--seed", "-1"], "--seed must be 0 or more")],
 )
 def test_demo_rejects_days_without_history_and_negative_top(option, message, capsys):
-    # --days 7 used to fit on all of it, score an empty panel and print "precision nan" with status 0.
+    # --days 7 used to fit on all of it, score an empty panel and print "precision nan" with status 0;
+    # --seed -1 printed numpy's "expected non-negative integer", naming no option.
     assert main(["demo", "--detector", "baseline", "--contexts", "10", *option]) == 2
     assert message in _one_line_error(capsys)
 
@@ -107,6 +108,48 @@ def test_run_demo_needs_a_day_to_fit_and_a_day_to_score():
         run_demo("baseline", n_contexts=10, n_days=7)
     with pytest.raises(ValueError, match="need 1 <= history_days < n_days"):
         run_demo("baseline", n_contexts=10, n_days=28, history_days=28)
+
+
+def test_demo_matches_alerts_against_the_labelled_buckets():
+    # A night_bot's [start, end] runs from its first attacked night to its last: an alert in the
+    # unlabelled daytime between them used to count as a hit (and found the attack).
+    from tsanomaly.datasets import make_security_panel
+    from tsanomaly.demo import match_alerts
+
+    data = make_security_panel(n_contexts=200, n_days=28, seed=7, clean_days=21)
+    attack = data.attacks[data.attacks["kind"] == "night_bot"].iloc[[0]].reset_index(drop=True)
+    row = data.labels["logins"].contexts.get_loc((attack.at[0, "country"], attack.at[0, "asn"]))
+    labelled = data.labels["logins"].values[row]
+    inside = (data.index >= attack.at[0, "start"]) & (data.index <= attack.at[0, "end"])
+    day, night = data.index[inside & ~labelled][10], data.index[inside & labelled][3]
+
+    def alert(at, metric="logins"):
+        return pd.DataFrame({"country": [attack.at[0, "country"]], "asn": [attack.at[0, "asn"]],
+                             "metric": [metric], "start": [at], "end": [at]})
+
+    context = ["country", "asn"]
+    hit, found = match_alerts(alert(day), attack, context, labels=data.labels)
+    assert not hit[0] and not found[0]
+    hit, found = match_alerts(alert(night), attack, context, labels=data.labels)
+    assert hit[0] and found[0]
+    hit, found = match_alerts(alert(night, "failed_logins"), attack, context, labels=data.labels)
+    assert not hit[0] and not found[0]  # a metric the attack did not change
+    hit, _ = match_alerts(alert(day), attack, context)
+    assert hit[0]  # without labels: any overlap of the two spans, as before
+
+
+def test_demo_counts_an_alert_as_an_attack_only_on_a_labelled_bucket():
+    from tsanomaly.datasets import make_security_panel
+    from tsanomaly.demo import run_demo
+
+    result = run_demo("baseline", n_contexts=40, n_days=28, device="cpu")
+    data = make_security_panel(n_contexts=40, n_days=28, seed=7, clean_days=21)
+    for alert in result.alerts.itertuples():
+        label = data.labels[alert.metric]
+        row = label.contexts.get_loc((alert.country, alert.asn))
+        covered = label.values[row, (data.index >= alert.start) & (data.index <= alert.end)].any()
+        assert alert.attack == covered
+    assert result.precision == result.alerts["attack"].mean()
 
 
 def _without_cupy(monkeypatch):

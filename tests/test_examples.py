@@ -5,6 +5,7 @@ import re
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -196,6 +197,54 @@ def test_gpu_scoring_job_rejects_a_too_short_history(detector, days, minimum, ca
     assert f"--history-days must be at least {minimum} for the {detector} detector, got {days}" in err
 
 
+def test_auth_log_lists_the_strongest_known_source_when_the_top_alert_is_new(tmp_path, capsys):
+    # known.iloc[1:] assumed the top alert was on a known source: with a new source on top it was
+    # listed twice and the strongest alert on a known source never printed.
+    import random
+
+    rng = random.Random(0)
+    lines = []
+
+    def add(day, hour, minute, source, n, user="bob"):
+        for k in range(n):
+            lines.append((day, hour, minute, k, f"Mar {day:2d} {hour:02d}:{minute:02d}:{k % 60:02d} host sshd[1]: "
+                                               f"Failed password for {user} from {source} port 22 ssh2"))
+
+    for day in range(1, 6):  # a known source: about one failure an hour over the history
+        for hour in range(24):
+            add(day, hour, 5, "10.0.0.1", rng.choice([0, 1, 1, 2]))
+    add(6, 10, 0, "10.0.0.1", 5)  # its strongest alert
+    add(7, 3, 0, "203.0.113.9", 50, user="root")  # a new source, on top
+    for day in range(6, 9):
+        for hour in range(0, 24, 6):
+            lines.append((day, hour, 30, 0, f"Mar {day:2d} {hour:02d}:30:00 host CRON[2]: session opened"))
+    folder = _write_log(tmp_path / "log", [line[-1] for line in sorted(lines)])
+    out = _run("auth_log_bruteforce.py", [str(folder), "--history-days", "4.5", "--device", "cpu"], capsys)
+    assert "BRUTE-FORCE EPISODE (top alert): 203.0.113.9" in out
+    assert out.count("source 203.0.113.9:") == 1
+    known = out.split("other alerts on sources seen in the history:")[1]
+    assert known.lstrip().startswith("source 10.0.0.1: 5 failed attempts from 2017-03-06 10:00")
+
+
+def test_auth_log_detector_periods_follow_the_bucket():
+    # The docstring promises a daily period for the STL and a 6-hour window for mp: they were 24
+    # and 6 buckets whatever --bucket (12 hours and 3 hours at 30min).
+    params = runpy.run_path(str(EXAMPLES / "auth_log_bruteforce.py"))["detector_params"]
+    assert params("stl", "1h")["periods"] == 24 and params("mp", "1h")["window"] == 6
+    assert params("stl", "30min")["periods"] == 48 and params("mp", "30min")["window"] == 12
+    assert params("stl", "2h")["periods"] == 12 and params("mp", "2h")["window"] == 3
+    assert params("mp", "4h")["window"] == 3  # the matrix profile's smallest window
+    with pytest.raises(ValueError, match="--bucket must divide a day"):
+        params("stl", "5h")
+
+
+def test_auth_log_stl_at_30min_needs_two_days_of_history(shared_data, capsys):
+    err = _usage_error("auth_log_bruteforce.py", [str(shared_data / "authlog"), "--small", "--detector", "stl",
+                                                  "--bucket", "30min", "--history-days", "1.5", "--device", "cpu"],
+                       capsys)
+    assert "--detector stl needs two cycles of its period in the history (96 buckets)" in err
+
+
 def test_spark_job_counts_an_attack_found_only_by_an_alert_during_it():
     # An alert anywhere in the scored week on an attacked context used to count as finding it.
     found = runpy.run_path(str(EXAMPLES / "spark_scoring_job.py"))["attacks_found"]
@@ -207,3 +256,57 @@ def test_spark_job_counts_an_attack_found_only_by_an_alert_during_it():
                            "end": pd.to_datetime(["2024-01-27 12:00", "2024-01-27 02:00"]).tz_localize("UTC")})
     assert found(attacks, alerts)["asn"].tolist() == ["AS2-0"]
     assert len(found(attacks, alerts.iloc[:0])) == 0
+
+
+@pytest.mark.parametrize(
+    "name, args, expected",
+    [
+        ("credential_stuffing.py", ["--small", "--contexts", "80", "--detector", "baseline"],
+         "failed logins per hour for 80 (country, ASN) contexts"),
+        ("gpu_scoring_job.py", ["--small", "--contexts", "100", "--chunk", "50", "--detector", "baseline"],
+         "100 contexts x (336 history + 24 new) hourly points, 2 chunks of 50"),
+        ("registration_farm.py", ["--small", "--countries", "4", "--methods", "threshold"],
+         "registrations per hour for 16 (country, device) contexts"),
+    ],
+)
+def test_an_explicit_option_wins_over_small(name, args, expected, capsys):
+    # --small used to replace --contexts, --chunk and --countries without a word.
+    assert expected in _run(name, args + ["--device", "cpu"], capsys)
+
+
+@pytest.mark.parametrize(
+    "name, args, message",
+    [
+        ("credential_stuffing.py", ["--contexts", "0"], "--contexts must be 1 or more, got 0"),
+        ("gpu_scoring_job.py", ["--contexts", "0"], "--contexts must be 1 or more, got 0"),
+        ("gpu_scoring_job.py", ["--small", "--chunk", "0"], "--chunk must be 1 or more, got 0"),
+        ("registration_farm.py", ["--countries", "1"], "--countries must be from 2"),
+        ("registration_farm.py", ["--countries", "20"], "--countries must be from 2 (the farm is in BR, the second "
+                                                        "country) to 8, got 20"),
+    ],
+)
+def test_an_out_of_range_option_is_refused(name, args, message, capsys):
+    # --countries 1 ran 2 countries and 20 ran 8 (clamped silently).
+    assert message in _usage_error(name, args + ["--device", "cpu"], capsys)
+
+
+def test_gpu_scoring_job_data_do_not_depend_on_the_chunk_size():
+    # Each chunk was seeded by (seed, first context): another --chunk gave other data.
+    make_chunk = runpy.run_path(str(EXAMPLES / "gpu_scoring_job.py"))["make_chunk"]
+    whole_history, whole_new, whole_bursts = make_chunk(0, 2500, 14, 3, burst_rate=0.01)
+    parts = [make_chunk(first, n, 14, 3, burst_rate=0.01) for first, n in ((0, 700), (700, 1300), (2000, 500))]
+    for k, whole in ((0, whole_history), (1, whole_new)):
+        assert np.array_equal(np.vstack([p[k].to_numpy() for p in parts]), whole.to_numpy())
+    pd.testing.assert_frame_equal(pd.concat([p[2] for p in parts], ignore_index=True), whole_bursts)
+    assert len(whole_bursts) > 0
+
+
+def test_gpu_scoring_job_counts_a_burst_found_only_by_an_alert_during_it():
+    # Any alert on a bursty context, at any hour of the new day, used to count as finding the burst.
+    found = runpy.run_path(str(EXAMPLES / "gpu_scoring_job.py"))["bursts_found"]
+    bursts = pd.DataFrame({"context": [5, 9], "start": pd.to_datetime(["2024-05-15 03:00", "2024-05-15 10:00"]),
+                           "end": pd.to_datetime(["2024-05-15 05:00", "2024-05-15 12:00"])})
+    alerts = pd.DataFrame({"context": [5, 9, 9], "start": pd.to_datetime(["2024-05-15 20:00", "2024-05-15 12:00",
+                                                                          "2024-05-15 13:00"]),
+                           "end": pd.to_datetime(["2024-05-15 21:00", "2024-05-15 12:00", "2024-05-15 14:00"])})
+    assert found(bursts, alerts) == 1

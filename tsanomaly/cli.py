@@ -34,6 +34,8 @@ def _cmd_demo(args) -> int:
         )
     if args.top < 0:
         raise UserError(f"--top must be 0 or more, got {args.top}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {args.seed}")
     # A history shorter than the detector needs for a finite training score calibrates an
     # infinite threshold: no alert, "precision nan", exit status 0 (the baseline needs a week).
     from tsanomaly.detectors import make_detector

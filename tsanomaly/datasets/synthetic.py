@@ -14,7 +14,8 @@ a generator that imitates its features:
   ``registration_farm``    registrations rise for days with unnaturally low variance;
   ``slow_drip``            failed logins rise slowly by tens of percent, sustained over days;
   ``outage``               every metric drops towards zero for a few hours;
-  ``night_bot``            logins at night rise to daytime levels (a shifted daily shape).
+  ``night_bot``            logins at night rise to daytime levels (a shifted daily shape);
+                           labelled on the buckets that overlap 00:00-05:00 local time.
 
 Attacks only fall after ``clean_days``, so the first weeks can serve as clean history.
 """
@@ -71,8 +72,13 @@ class SecurityPanel:
         return self.panels["logins"].index
 
     def split(self, at) -> tuple["SecurityPanel", "SecurityPanel"]:
-        """(before, from ``at`` on): history to fit on and new data to score."""
+        """(before, from ``at`` on): history to fit on and new data to score.
+
+        The index is naive UTC; an ``at`` with a time zone is converted to UTC first.
+        """
         at = pd.Timestamp(at)
+        if at.tzinfo is not None:
+            at = at.tz_convert("UTC").tz_localize(None)
         end_history = at - self.index.freq
 
         def cut(panels, **kw):
@@ -128,19 +134,26 @@ def make_security_panel(
     n_days : int
         Length in days.
     freq : str
-        Bucket size: ``"1h"`` (default) or any divisor of a day such as ``"15min"``.
+        Bucket size: ``"1h"`` (default) or any divisor of a day such as ``"15min"``, ``"6h"``
+        or ``"1D"``. Counts are per bucket. A ``night_bot`` raises each bucket that overlaps
+        00:00-05:00 local time by the share of it that falls at night: clearly at hourly and
+        shorter buckets, less at a few hours, hardly above the noise at 12 hours or a day.
     seed : int
-        Same seed, same data.
+        Same seed, same data; 0 or more.
     start : str
-        First timestamp (UTC).
+        First timestamp, read as UTC: a naive timestamp (the index is naive UTC). A
+        timestamp with a time zone is refused; convert it first, e.g.
+        ``pd.Timestamp(start).tz_convert("UTC").tz_localize(None)``.
     clean_days : int
-        No attack starts before this day, so ``split`` at it gives clean
+        0 or more. No attack starts before this day, so ``split`` at it gives clean
         history; ``n_days // 2`` when it is not less than ``n_days``.
     attack_rate : float
         Share of contexts that receive one attack (at least one of each kind
         when there are enough contexts).
     missing_rate : float
-        Share of buckets that are missing (NaN), in short runs.
+        Rate of missing (NaN) buckets, in short runs (1-3 buckets); in [0, 1). Runs may
+        overlap, so the share actually missing is about ``1 - exp(-0.95 * missing_rate)``:
+        the rate itself for small values (0.002 gives 0.2%), 9% for 0.1, 38% for 0.5.
 
     Returns
     -------
@@ -158,8 +171,22 @@ def make_security_panel(
         raise ValueError(f"need n_contexts >= 1 and n_days >= 2, got {n_contexts} and {n_days}")
     if not 0 <= attack_rate <= 1:
         raise ValueError(f"attack_rate must lie in [0, 1], got {attack_rate}")
+    if not 0 <= missing_rate < 1:
+        raise ValueError(f"missing_rate must lie in [0, 1), got {missing_rate}")
+    if clean_days < 0:
+        raise ValueError(f"clean_days must be 0 or more, got {clean_days}")
+    if isinstance(seed, (int, np.integer)) and seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if pd.Timestamp(start).tzinfo is not None:
+        raise ValueError(
+            f"start must be a naive timestamp, read as UTC (the index is naive UTC), got {start!r}; "
+            f"convert it first, e.g. pd.Timestamp(start).tz_convert('UTC').tz_localize(None)"
+        )
     step = pd.Timedelta(freq)
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"freq must be a positive bucket size that divides a day, got {freq!r}")
     per_hour = pd.Timedelta("1h") / step
+    step_hours = 1.0 / per_hour
     per_day = int(round(24 * per_hour))
     if per_day < 1 or not np.isclose(pd.Timedelta("1D") / step, per_day):
         raise ValueError(f"freq must divide a day, got {freq!r}")
@@ -223,7 +250,9 @@ def make_security_panel(
             rates["failed_logins"][ctx, span] += extra
         elif kind == "registration_farm":
             level = np.nanmean(rates["registrations"][ctx]) * rng.uniform(2.0, 4.0) + 2.0 / per_hour
-            steady[ctx, span] = np.round(level)
+            # At least one a bucket: at short buckets (5 min) the level rounds to 0, and a farm
+            # would add nothing (and the jitter below would go negative).
+            steady[ctx, span] = max(np.round(level), 1.0)
         elif kind == "slow_drip":
             ramp = np.linspace(0.0, 1.0, length)
             rates["failed_logins"][ctx, span] *= 1.0 + rng.uniform(0.4, 0.8) * np.minimum(1.0, 2 * ramp)
@@ -232,9 +261,16 @@ def make_security_panel(
             for m in METRICS:
                 rates[m][ctx, span] *= 0.03
         elif kind == "night_bot":
-            night = (local_hour[ctx] < 5.0) & mask
+            # The buckets that overlap 00:00-05:00 local time (at coarse freq a bucket can
+            # start in the evening and run past midnight); each is raised towards the day
+            # level by the share of it that falls at night (all of it at hourly freq).
+            share = _night_share(local_hour[ctx], step_hours)
+            night = (share > 0) & mask
+            if not night.any():  # not reached: a span of a day or more always holds a night
+                continue
             day_level = np.percentile(rates["logins"][ctx], 80)
-            rates["logins"][ctx, night] = day_level
+            raised = (1.0 - share[night]) * rates["logins"][ctx, night] + share[night] * day_level
+            rates["logins"][ctx, night] = np.maximum(rates["logins"][ctx, night], raised)
             mask = night
         for m in ATTACK_METRICS[kind]:
             labels[m][ctx] |= mask
@@ -259,7 +295,7 @@ def make_security_panel(
         counts = rng.negative_binomial(dispersion, dispersion / (dispersion + mu)).astype(np.float64)
         if m == "registrations":
             farm = ~np.isnan(steady)
-            counts[farm] = steady[farm] + rng.integers(-1, 2, size=int(farm.sum()))
+            counts[farm] = np.maximum(steady[farm] + rng.integers(-1, 2, size=int(farm.sum())), 0.0)
         counts[missing] = np.nan
         panels[m] = Panel(counts, contexts, index)
     label_panels = {m: Panel(labels[m], contexts, index) for m in METRICS}
@@ -268,8 +304,19 @@ def make_security_panel(
     return SecurityPanel(panels, label_panels, attacks)
 
 
+def _night_share(local_hour: np.ndarray, step_hours: float) -> np.ndarray:
+    """Share of each bucket [h, h + step) (local hours, h in [0, 24)) that falls at night, 00:00-05:00.
+
+    A bucket of up to a day overlaps at most two nights: the one it starts in and the next.
+    """
+    end = local_hour + step_hours
+    overlap = np.clip(np.minimum(end, 5.0) - local_hour, 0.0, None)
+    overlap += np.clip(np.minimum(end, 29.0) - np.maximum(local_hour, 24.0), 0.0, None)
+    return overlap / step_hours
+
+
 def _missing_mask(rng, n_contexts: int, n_times: int, rate: float) -> np.ndarray:
-    """Missing buckets in short runs (1-3 buckets), about ``rate`` of all buckets."""
+    """Missing buckets in short runs (1-3 buckets): about ``1 - exp(-0.95 * rate)`` of all buckets (runs overlap)."""
     missing = np.zeros((n_contexts, n_times), dtype=bool)
     n_runs = rng.binomial(n_contexts * n_times, rate / 2.0)
     if n_runs:
