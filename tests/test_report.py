@@ -521,3 +521,49 @@ def test_a_monthly_grid_with_its_history_is_drawn_and_an_anchored_grid_keeps_its
                                   [1, 1, 1, np.nan])
     wednesdays = pd.date_range("2024-01-03", periods=10, freq="7D")
     assert len(report._history_on_the_grid(np.ones(10), wednesdays, pd.Timestamp("2024-03-17"), "W-SUN")) == 0
+
+
+@pytest.mark.parametrize("value, text", [
+    (1999999.0, "1,999,999"),  # was 2e+06
+    (12345.0, "12,345"),  # was 1.234e+04
+    (np.int64(1234567), "1,234,567"),
+    (np.float64(674479.461756), "674,479"),
+    (22.581276, "22.5813"),
+    (32.5, "32.5"),
+    (0.0, "0"),
+    (0.000123456, "0.000123456"),
+    (1e20, "1e+20"),
+    (np.nan, "—"),
+    (None, "—"),  # was "None"
+    (pd.NA, "—"),  # was "<NA>"
+    (pd.NaT, "—"),  # was "NaT"
+    (np.datetime64("NaT"), "—"),
+    (True, "yes"),
+    ("AS13335", "AS13335"),
+    (pd.Timestamp("2024-05-01 13:00"), "2024-05-01 13:00:00"),
+])
+def test_numbers_are_written_in_full_and_missing_values_as_a_dash(value, text):
+    assert report._fmt(value) == text
+
+
+def test_a_score_just_above_its_threshold_never_reads_as_equal_to_it():
+    assert report._fmt(10.03124) != report._fmt(10.02981)  # equal at 4 significant digits
+    score, threshold = report._fmt_score(np.float64(10.0312412), np.float64(10.0312411))
+    assert score != threshold and float(score) > float(threshold)
+    assert report._fmt_score(2.5, 2.5) == ("2.5", "2.5")
+    assert report._fmt_score(np.nan, 3.0) == ("—", "3")
+
+
+def test_large_counts_are_written_in_full_in_the_alert_table_and_facts():
+    rng = np.random.default_rng(3)
+    index = pd.date_range("2024-04-01", periods=24 * 12, freq="h")
+    values = rng.poisson(30, (3, len(index))).astype(float)
+    values[1, -10] = 1999999.0  # a two-million failed-login hour
+    values[2, -5] = 12345.0
+    full = tsanomaly.Panel(values, pd.Index(["a", "b", "c"], name="asn"), index)
+    hist, new = full.time_slice(end=index[-49]), full.time_slice(start=index[-48])
+    section = report.ReportSection.from_detector(RollingZScoreDetector(window=4).fit(hist), new)
+    page = report.render_report([section])
+    assert "observed=1,999,999" in page and "<th>observed</th><td>1,999,999</td>" in page
+    assert "observed=12,345" in page and "<th>observed</th><td>12,345</td>" in page
+    assert "e+0" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)

@@ -734,19 +734,65 @@ section.alert img { width: 100%; max-width: 1050px; display: block; }
 """
 
 
-def _fmt(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "" if np.isnan(value) else f"{value:.4g}"
-    if isinstance(value, (pd.Timestamp, np.datetime64)):
-        stamp = pd.Timestamp(value)
-        return "" if pd.isna(stamp) else str(stamp)
+#: How the report writes a missing value (NaN, NaT, None, pd.NA).
+MISSING = "—"
+# Significant digits of a number that is not whole.
+_DIGITS = 6
+
+
+def _fmt(value, digits: int = _DIGITS) -> str:
+    """A value as the report's tables and notes write it.
+
+    Whole numbers in full with thousands separators (2,000,000 failed logins, not ``2e+06``),
+    other numbers to ``digits`` significant digits (without trailing zeros), missing values
+    (NaN, NaT, None, pd.NA) as :data:`MISSING`, booleans as yes/no, timestamps as pandas writes them.
+    """
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
+    if pd.api.types.is_scalar(value) and not isinstance(value, str) and pd.isna(value):
+        return MISSING
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return _fmt_float(float(value), digits)
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return str(pd.Timestamp(value))
     return str(value)
 
 
+def _fmt_float(value: float, digits: int) -> str:
+    if not np.isfinite(value):
+        return str(value)  # inf, -inf
+    size = abs(value)
+    if value.is_integer() and size < 1e15:
+        return f"{value:,.0f}"
+    if size >= 1e15 or size < 1e-4:
+        return f"{value:.{digits}g}"
+    decimals = max(0, digits - (int(np.floor(np.log10(size))) + 1))
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _fmt_score(score, threshold) -> tuple[str, str]:
+    """``score`` and ``threshold`` formatted with enough digits to tell them apart when they differ.
+
+    An alert's peak score is above its threshold: written to the same six digits, a score a hair
+    above it read as equal to it.
+    """
+    for digits in range(_DIGITS, 18):
+        a, b = _fmt(score, digits), _fmt(threshold, digits)
+        if a != b or not _is_number(score) or not _is_number(threshold) or float(score) == float(threshold):
+            return a, b
+    return a, b
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and np.isfinite(value)
+
+
 def _points(n) -> str:
-    return f"{int(n)} point" + ("" if int(n) == 1 else "s")
+    return f"{int(n):,} point" + ("" if int(n) == 1 else "s")
 
 
 def _e(value) -> str:
@@ -896,12 +942,13 @@ def render_report(
                 key = _context_key(a, s.context_columns)
                 cold = ' <span class="cold">new context</span>' if bool(a.get("cold_start", False)) else ""
                 detail = ", ".join(f"{html.escape(c)}={_e(a[c])}" for c in expl)
+                peak_score, threshold = _fmt_score(a["peak_score"], a["threshold"])
                 out.append(
                     f'<tr><td><a href="#alert-{rank}">{rank}</a></td><td>{html.escape(_context_label(key))}{cold}</td>'
                     f"<td>{_e(s.value)}</td><td>{_e(s.detector_name)}</td>"
                     f"<td>{_e(a['start'])}</td><td>{_e(a['end'])}</td>"
-                    f'<td class="num">{_e(a["n_points"])}</td><td class="num">{_e(a["peak_score"])}</td>'
-                    f'<td class="num">{_e(a["threshold"])}</td><td>{detail}</td></tr>'
+                    f'<td class="num">{_e(a["n_points"])}</td><td class="num">{html.escape(peak_score)}</td>'
+                    f'<td class="num">{html.escape(threshold)}</td><td>{detail}</td></tr>'
                 )
         out.append("</table>")
         rank = 0
@@ -920,12 +967,10 @@ def render_report(
                         f'<img alt="alert {rank}: {label}, {_e(a["start"])} to {_e(a["end"])}" '
                         f'src="data:image/png;base64,{encoded}">'
                     )
+                    peak_score, threshold = _fmt_score(a["peak_score"], a["threshold"])
                     facts = [
                         ("span", f"{_fmt(a['start'])} – {_fmt(a['end'])} ({_points(a['n_points'])})"),
-                        (
-                            "peak",
-                            f"{_fmt(a['peak_time'])}: score {_fmt(a['peak_score'])} (threshold {_fmt(a['threshold'])})",
-                        ),
+                        ("peak", f"{_fmt(a['peak_time'])}: score {peak_score} (threshold {threshold})"),
                     ]
                     facts += [(c, _fmt(a[c])) for c in expl]
                     if bool(a.get("cold_start", False)):
