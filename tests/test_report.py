@@ -567,3 +567,23 @@ def test_large_counts_are_written_in_full_in_the_alert_table_and_facts():
     assert "observed=1,999,999" in page and "<th>observed</th><td>1,999,999</td>" in page
     assert "observed=12,345" in page and "<th>observed</th><td>12,345</td>" in page
     assert "e+0" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)
+
+
+@pytest.mark.parametrize("label", [np.nan, "unknown"])
+def test_a_missing_context_label_is_one_context_with_its_other_alerts(label):
+    # NaN never equals itself: the other alert of a context whose label is missing (an IP without
+    # an ASN name) was neither shaded nor counted, and widened the band (library path only).
+    frame = _frame(bursts=((1, -30, 3, 500), (1, -10, 2, 400), (3, -10, 1, 300)))
+    frame["asn"] = frame["asn"].astype(object)
+    frame.loc[frame["asn"] == "AS1", "asn"] = label
+    history, today = _split(frame)
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins", fill="zero")
+    det = RollingZScoreDetector(window=4).fit(hist)
+    section = report.ReportSection.from_detector(
+        det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins", fill="zero"), history=hist)
+    mine = section.alerts["asn"].isna() if isinstance(label, float) else section.alerts["asn"] == "unknown"
+    assert mine.sum() == 2
+    first = section.alerts[mine].iloc[0]
+    _, notes = report.plot_alert(section, first)
+    assert notes["other alerts"].startswith("1 more on this context")
+    np.testing.assert_array_equal(report._same_context(section.alerts, first, ["asn"]), mine.to_numpy())

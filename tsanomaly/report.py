@@ -527,6 +527,22 @@ def _context_key(alert: pd.Series, columns) -> object:
     return values[0] if len(values) == 1 else values
 
 
+def _same_context(alerts: pd.DataFrame, alert: pd.Series, columns) -> np.ndarray:
+    """Which rows of ``alerts`` are of ``alert``'s context, a missing label (NaN, None) equal to itself.
+
+    ``==`` never matches NaN: the other alerts of a context whose label is missing were neither
+    shaded nor counted, and they widened its band.
+    """
+    mask = np.ones(len(alerts), dtype=bool)
+    for col in columns:
+        value, column = alert[col], alerts[col]
+        if pd.api.types.is_scalar(value) and pd.isna(value):
+            mask &= column.isna().to_numpy()
+        else:
+            mask &= (column == value).fillna(False).to_numpy(dtype=bool)
+    return mask
+
+
 def _context_label(key) -> str:
     return " / ".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
 
@@ -608,9 +624,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         how = f"{fallback} ({how})"
     # The band's width comes from the residual outside every alert of this context: the
     # anomalies themselves must not widen the band that is meant to show what is normal.
-    same = alerts
-    for col in section.context_columns:
-        same = same[same[col] == alert[col]]
+    same = alerts[_same_context(alerts, alert, section.context_columns)]
     in_alerts = np.zeros(len(t_new), dtype=bool)
     for start, end in zip(same["start"], same["end"]):
         in_alerts |= (t_new >= np.datetime64(start)) & (t_new <= np.datetime64(end))
