@@ -587,3 +587,99 @@ def test_a_missing_context_label_is_one_context_with_its_other_alerts(label):
     _, notes = report.plot_alert(section, first)
     assert notes["other alerts"].startswith("1 more on this context")
     np.testing.assert_array_equal(report._same_context(section.alerts, first, ["asn"]), mine.to_numpy())
+
+
+def _drawn_figures(monkeypatch):
+    """The figures plot_alert draws, as they are when saved (a list filled as plots are made)."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    savefig = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return figures
+
+
+def _xlim(ax):
+    from matplotlib import dates as mdates
+
+    return [pd.Timestamp(mdates.num2date(x)).tz_localize(None) for x in ax.get_xlim()]
+
+
+@pytest.mark.parametrize("with_history", [True, False])
+def test_other_alerts_of_the_context_outside_the_plotted_window_do_not_stretch_the_axis(monkeypatch, with_history):
+    # 60 scored days, the plot shows ten around the alert: the other alerts of the context, weeks
+    # away, were shaded all the same, and the axis ran from mid-April to July.
+    figures = _drawn_figures(monkeypatch)
+    rng = np.random.default_rng(3)
+    index = pd.date_range("2024-04-01", periods=24 * 90, freq="h")
+    hours = np.arange(len(index)) % 24
+    values = rng.poisson(30 * (1 + 0.5 * np.sin(2 * np.pi * hours / 24)), (2, len(index))).astype(float)
+    values[1, -20] += 600
+    values[1, -1400] += 300
+    values[1, -1410] += 400  # another alert inside the plotted window
+    full = tsanomaly.Panel(values, pd.Index(["a", "b"], name="asn"), index)
+    hist, new = full.time_slice(end=index[-1441]), full.time_slice(start=index[-1440])
+    det = RollingZScoreDetector(window=4).fit(hist)
+    section = report.ReportSection.from_detector(det, new, history=hist if with_history else None)
+    alert = section.alerts[section.alerts["peak_time"] == index[-1400]].iloc[0]
+    assert (section.alerts["asn"] == "b").sum() > 1
+    _, notes = report.plot_alert(section, alert)
+    shown_from, shown_to = (pd.Timestamp(t) for t in notes["shown"].split(" of ")[0].split(" – "))
+    half = pd.Timedelta(minutes=30)
+    first = shown_from - pd.Timedelta(days=14) if with_history else shown_from  # two weeks of hourly history
+    [fig] = figures
+    assert _xlim(fig.axes[0]) == [first - half, shown_to + half]
+    assert _xlim(fig.axes[1]) == _xlim(fig.axes[0])
+    # Every shaded span lies inside the axis.
+    assert len(fig.axes[0].patches) == 2  # this alert and the other one in the window
+    for patch in fig.axes[0].patches:
+        xs = [pd.Timestamp(mdates_x).tz_localize(None) for mdates_x in _patch_x(patch)]
+        assert first - half <= min(xs) and max(xs) <= shown_to + half
+    assert re.fullmatch(r"\d+ more on this context, 1 of them in the plotted range, shaded lightly",
+                        notes["other alerts"])
+
+
+def _patch_x(patch):
+    from matplotlib import dates as mdates
+
+    return [mdates.num2date(x) for x in patch.get_path().transformed(patch.get_patch_transform()).vertices[:, 0]]
+
+
+class _StraddlingNeighbourDetector(_NeighbourDetector):
+    """Explains each alert by a window that starts 2 hours before ``neighbour`` (set by the test)."""
+
+    neighbour = pd.Timestamp("2024-04-01")
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        columns = super()._explain(panel, scores, ctx_rows, peak_pos)
+        columns["neighbor_time"] = np.full(len(ctx_rows), np.datetime64(self.neighbour - pd.Timedelta(hours=2)))
+        return columns
+
+
+def test_a_neighbour_window_straddling_the_plotted_window_is_cut_at_the_axis_and_said_so(monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    history, today = _split(_frame(days=24, bursts=((3, -10, 1, 300),)), days_new=14)
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins")
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    det = _StraddlingNeighbourDetector(window=4).fit(hist)
+    alerts = det.alerts(new)
+    alert = alerts.iloc[0]
+    n = new.n_times
+    lo, _ = report._plot_window(n, new.index.get_loc(alert["start"]), new.index.get_loc(alert["end"]),
+                                report._MAX_PLOT_POINTS)
+    assert lo > 0
+    det.neighbour = new.index[lo]  # the neighbour window runs from 2 h before the plotted window into it
+    section = report.ReportSection.from_detector(det, new, history=hist)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert notes["neighbour"].endswith(f"it starts before the plotted window, which starts {new.index[lo]}")
+    [fig] = figures
+    left, right = _xlim(fig.axes[0])
+    assert left == new.index[lo] - pd.Timedelta(minutes=30)
+    [band] = [p for p in fig.axes[0].patches if p.get_label() == "nearest neighbour"]
+    xs = [pd.Timestamp(x).tz_localize(None) for x in _patch_x(band)]
+    assert min(xs) == left and max(xs) == new.index[lo] + pd.Timedelta(minutes=90)

@@ -408,6 +408,14 @@ def _span(alert, half) -> tuple[pd.Timestamp, pd.Timestamp]:
     return pd.Timestamp(alert["start"]) - half, pd.Timestamp(alert["end"]) + half
 
 
+def _x_limits(t_hist: np.ndarray, t_new: np.ndarray, half: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The plot's x range: from the first drawn point (history, else scored) to the last, half a step beyond each."""
+    first = pd.Timestamp(t_hist[0] if len(t_hist) else t_new[0])
+    last = pd.Timestamp(t_new[-1])
+    pad = half if half > pd.Timedelta(0) else pd.Timedelta(hours=1)  # one point and no step: still a range
+    return first - pad, last + pad
+
+
 def _plot_window(n: int, start: int, end: int, width: int) -> tuple[int, int]:
     """[lo, hi) of at most ``width`` points (more if the alert is longer) centred on positions start..end."""
     width = max(width, end - start + 1 + 48)
@@ -645,8 +653,6 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         expected, centre = expected[lo:hi], centre[lo:hi]
     scale = " on the log(1 + x) scale" if counts else ""
     notes["band"] = f"{how} ± {BAND_SIGMAS:g} robust σ of the residual outside alerts{scale} (σ = {sigma:.3g})"
-    if len(same) > 1:
-        notes["other alerts"] = f"{len(same) - 1} more on this context, shaded lightly"
 
     fig = Figure(figsize=(10.5, 4.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -654,6 +660,10 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     ax = fig.add_subplot(grid[0])
     ax_s = fig.add_subplot(grid[1], sharex=ax)
     half = (step or pd.Timedelta(0)) / 2
+    # The x axis is the plotted points (history, then the scored window) and half a step on each
+    # side, set below: shading reaching out of it (another alert of the context weeks away, a long
+    # alerted window) stretched the autoscaled axis far past the window the notes say is shown.
+    left, right = _x_limits(t_hist, t_new, half)
 
     if len(x_hist):
         ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history")
@@ -667,11 +677,21 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
                 t_new, np.maximum(lower, 0.0) if counts else lower, inverse(centre + BAND_SIGMAS * sigma),
                 color="#e07b00", alpha=0.18, lw=0, label=f"expected ± {BAND_SIGMAS:g}σ",
             )
-    # Other alerts of the same context, lightly; this one clearly.
+    # Other alerts of the same context, lightly (those in the plotted range); this one clearly.
+    n_other = n_other_shown = 0
     for _, other in same.iterrows():
         if other["start"] == alert["start"]:
             continue
-        ax.axvspan(*_span(other, half), color="#c00000", alpha=0.06, lw=0)
+        n_other += 1
+        other_from, other_to = _span(other, half)
+        if other_to >= left and other_from <= right:
+            n_other_shown += 1
+            ax.axvspan(max(other_from, left), min(other_to, right), color="#c00000", alpha=0.06, lw=0)
+    if n_other:
+        notes["other alerts"] = f"{n_other} more on this context" + (
+            ", shaded lightly" if n_other_shown == n_other
+            else f", {n_other_shown} of them in the plotted range, shaded lightly"
+        )
     ax.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0, label="alert span")
     peak = np.datetime64(alert["peak_time"])
     peak_pos = int(np.searchsorted(t_new, peak))
@@ -686,7 +706,10 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         shown_from = t_hist[0] if len(t_hist) else t_new[0]
         notes["neighbour"] = f"nearest neighbour window starts {neighbour}, ends {end}"
         if np.datetime64(end) >= shown_from:
-            ax.axvspan(neighbour - half, end + half, color="#7b2cbf", alpha=0.2, lw=0, label="nearest neighbour")
+            ax.axvspan(max(neighbour - half, left), end + half, color="#7b2cbf", alpha=0.2, lw=0,
+                       label="nearest neighbour")
+            if neighbour - half < left:
+                notes["neighbour"] += f" — it starts before the plotted window, which starts {pd.Timestamp(shown_from)}"
         elif section.history is None and lo == 0:
             # The plot starts where the scored data starts, so the neighbour lies before it, in
             # the history: passing the history is what would show it.
@@ -700,10 +723,15 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
             # The alerted window itself (scores are stamped at a window's last point), outlined in
             # the neighbour's colour so the two shapes can be compared by eye.
             peak_stamp = pd.Timestamp(alert["peak_time"])
+            window_from = peak_stamp - (window - 1) * step
             ax.axvspan(
-                peak_stamp - (window - 1) * step - half, peak_stamp + half,
+                max(window_from - half, left), peak_stamp + half,
                 facecolor="none", edgecolor="#7b2cbf", lw=1.2, ls="--", label="alerted window",
             )
+            if window_from - half < left:
+                notes["alerted window"] = (
+                    f"{window} points from {window_from} to the peak; it starts before the plotted window"
+                )
     elif neighbour_col:
         notes["neighbour"] = f"no nearest-neighbour time in column {neighbour_col!r} for this alert"
 
@@ -717,6 +745,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     ax_s.axhline(float(alert["threshold"]), color="#c00000", ls="--", lw=1.0)
     ax_s.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0)
     ax_s.set_ylabel("score", fontsize=9)
+    ax.set_xlim(left, right)  # shared with the scores' axes
     ax_s.grid(alpha=0.25)
     locator = mdates.AutoDateLocator(tz=zone)
     ax_s.xaxis.set_major_locator(locator)
