@@ -486,7 +486,7 @@ def test_a_zoned_grid_is_drawn_like_its_utc_instants():
         section = report.ReportSection.from_detector(det, new, history=hist)
         notes.append(report.plot_alert(section, section.alerts.iloc[0])[1])
         assert "<img" in report.render_report([section])
-    assert notes[1].pop("times") == "axis in Europe/Paris; times in these notes in UTC"
+    assert notes[1].pop("times") == "in Europe/Paris (axis, facts and notes)"
     assert notes[0] == notes[1]
 
 
@@ -683,3 +683,27 @@ def test_a_neighbour_window_straddling_the_plotted_window_is_cut_at_the_axis_and
     [band] = [p for p in fig.axes[0].patches if p.get_label() == "nearest neighbour"]
     xs = [pd.Timestamp(x).tz_localize(None) for x in _patch_x(band)]
     assert min(xs) == left and max(xs) == new.index[lo] + pd.Timedelta(minutes=90)
+
+
+def test_on_a_zoned_grid_the_notes_write_times_in_its_zone_as_the_facts_do():
+    # The notes were written from the alert converted to naive UTC, the facts beside them from the
+    # alert itself: "neighbor_time 2024-04-09 20:00:00+02:00" above "starts 2024-04-09 18:00:00".
+    history, today = _split(_frame(days=24, bursts=((3, -10, 1, 300),)), days_new=14)
+    naive = [tsanomaly.Panel.from_frame(f, "asn", "ts", "logins") for f in (history, today)]
+    hist, new = [tsanomaly.Panel(p.values, p.contexts, p.index.tz_localize("UTC").tz_convert("Europe/Paris"))
+                 for p in naive]
+    det = _NeighbourDetector(window=4).fit(hist)
+    section = report.ReportSection.from_detector(det, new, history=hist)
+    alert = section.alerts.iloc[0]
+    _, notes = report.plot_alert(section, alert)
+    stamp = alert["neighbor_time"]
+    assert stamp.tz is not None
+    end = stamp + pd.Timedelta(hours=3)
+    assert notes["neighbour"].startswith(f"nearest neighbour window starts {stamp}, ends {end}")
+    shown_from, shown_to = notes["shown"].split(" of ")[0].split(" – ")
+    assert pd.Timestamp(shown_from) in new.index and pd.Timestamp(shown_to) in new.index
+    assert shown_from.endswith("+02:00") and shown_to.endswith("+02:00")
+    assert notes["times"] == "in Europe/Paris (axis, facts and notes)"
+    page = report.render_report([section], top=1)
+    assert "in UTC" not in page
+    assert f"<th>neighbor_time</th><td>{stamp}</td>" in page and f"window starts {stamp}," in page

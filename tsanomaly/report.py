@@ -486,6 +486,12 @@ def _alert_in_utc(alert):
     return alert
 
 
+def _in_zone(stamp, zone) -> pd.Timestamp:
+    """A naive UTC time (as drawn) in ``zone``'s wall clock; as it is without a zone or when already zoned."""
+    stamp = pd.Timestamp(stamp)
+    return stamp.tz_localize("UTC").tz_convert(zone) if zone is not None and stamp.tz is None else stamp
+
+
 def _as_timestamp(value):
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -591,7 +597,12 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     alerts = section.alerts
     if zone is not None:
         alert, alerts = _alert_in_utc(alert), _alert_in_utc(alerts)
-        notes["times"] = f"axis in {zone}; times in these notes in UTC"
+        notes["times"] = f"in {zone} (axis, facts and notes)"
+
+    def when(stamp) -> pd.Timestamp:
+        # A time drawn (naive UTC on a zoned grid) as the notes write it: in the grid's zone, as the
+        # alert's own facts beside them are. The notes were in UTC, the facts in the zone, in one table.
+        return _in_zone(stamp, zone)
     x_new = one.to_numpy()[0]
     s_new = section.scores.to_numpy()[row]
     t_new = _drawn_times(section.panel.index)
@@ -646,7 +657,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     span_pos = np.flatnonzero((t_new >= np.datetime64(alert["start"])) & (t_new <= np.datetime64(alert["end"])))
     lo, hi = _plot_window(len(t_new), int(span_pos[0]), int(span_pos[-1]), _MAX_PLOT_POINTS)
     if lo > 0 or hi < len(t_new):
-        notes["shown"] = f"{pd.Timestamp(t_new[lo])} – {pd.Timestamp(t_new[hi - 1])} of the scored span"
+        notes["shown"] = f"{when(t_new[lo])} – {when(t_new[hi - 1])} of the scored span"
         if lo > 0:  # the history no longer touches the plotted part
             x_hist, t_hist = x_hist[:0], t_hist[:0]
         x_new, s_new, t_new = x_new[lo:hi], s_new[lo:hi], t_new[lo:hi]
@@ -704,12 +715,12 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         else:
             end = neighbour + (window - 1) * step if (window and step is not None) else neighbour
         shown_from = t_hist[0] if len(t_hist) else t_new[0]
-        notes["neighbour"] = f"nearest neighbour window starts {neighbour}, ends {end}"
+        notes["neighbour"] = f"nearest neighbour window starts {when(neighbour)}, ends {when(end)}"
         if np.datetime64(end) >= shown_from:
             ax.axvspan(max(neighbour - half, left), end + half, color="#7b2cbf", alpha=0.2, lw=0,
                        label="nearest neighbour")
             if neighbour - half < left:
-                notes["neighbour"] += f" — it starts before the plotted window, which starts {pd.Timestamp(shown_from)}"
+                notes["neighbour"] += f" — it starts before the plotted window, which starts {when(shown_from)}"
         elif section.history is None and lo == 0:
             # The plot starts where the scored data starts, so the neighbour lies before it, in
             # the history: passing the history is what would show it.
@@ -718,7 +729,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
             # The history was passed (and did not reach the neighbour, or the window around the
             # alert left it out), or the neighbour lies in the scored span before the window:
             # passing the history would not help, so the note must not ask for it.
-            notes["neighbour"] += f" — before the plotted window, which starts {pd.Timestamp(shown_from)}"
+            notes["neighbour"] += f" — before the plotted window, which starts {when(shown_from)}"
         if window and step is not None:
             # The alerted window itself (scores are stamped at a window's last point), outlined in
             # the neighbour's colour so the two shapes can be compared by eye.
@@ -730,7 +741,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
             )
             if window_from - half < left:
                 notes["alerted window"] = (
-                    f"{window} points from {window_from} to the peak; it starts before the plotted window"
+                    f"{window} points from {when(window_from)} to the peak; it starts before the plotted window"
                 )
     elif neighbour_col:
         notes["neighbour"] = f"no nearest-neighbour time in column {neighbour_col!r} for this alert"
