@@ -707,3 +707,46 @@ def test_on_a_zoned_grid_the_notes_write_times_in_its_zone_as_the_facts_do():
     page = report.render_report([section], top=1)
     assert "in UTC" not in page
     assert f"<th>neighbor_time</th><td>{stamp}</td>" in page and f"window starts {stamp}," in page
+
+
+def test_hourly_input_with_a_time_zone_says_its_times_are_in_utc(tmp_path):
+    # Panel.from_frame keeps an hourly column in America/New_York as naive UTC times: the page showed
+    # 22:00 for a burst at 18:00 local and never said which clock it used.
+    frame = _frame(days=16)
+    frame["ts"] = frame["ts"].dt.tz_localize("America/New_York")
+    history, today = _split(frame, 3)
+    model = _model(tmp_path, history)
+    out = tmp_path / "r.html"
+    [result] = jobs.report_file([model], tsio.write_table(today, tmp_path / "t.parquet"), out)
+    assert result.panel.index.tz is None and len(result.alerts)
+    page = out.read_text()
+    assert re.search(r'<p class="muted" id="times-zone">Times on this page are in UTC\. ', page)
+    assert page.count("<th>times</th><td>in UTC (axis, facts and notes)</td>") == len(_images(page))
+    # Naive input: shown as written, no zone claimed.
+    naive_history, naive_today = _split(_frame(days=16), 3)
+    model = _model(tmp_path, naive_history, name="naive.tsa")
+    jobs.report_file([model], tsio.write_table(naive_today, tmp_path / "n.parquet"), out)
+    page = out.read_text()
+    assert 'id="times-zone"' not in page and "<th>times</th><td>in " not in page
+
+
+def test_times_in_utc_tells_a_zoned_or_offset_column_on_a_naive_grid():
+    naive = pd.date_range("2024-04-01", periods=3, freq="h")
+    zoned = pd.Series(naive.tz_localize("America/New_York"))
+    assert report.times_in_utc(zoned, naive)
+    assert report.times_in_utc(pd.Series(naive.tz_localize("UTC")), naive)
+    assert report.times_in_utc(pd.Series(["2024-04-01T00:00:00+02:00", None]), naive)
+    assert report.times_in_utc(pd.Series(["2024-04-01T00:00:00Z"]), naive)
+    assert not report.times_in_utc(pd.Series(["2024-04-01T00:00:00"]), naive)
+    assert not report.times_in_utc(pd.Series(naive), naive)
+    assert not report.times_in_utc(zoned, zoned.dt.tz_convert("Europe/Paris").array)  # a zoned grid names its zone
+
+
+def test_a_zoned_grid_names_its_zone_on_the_page():
+    history, today = _split(_frame())
+    hist, new = [tsanomaly.Panel.from_frame(f, "asn", "ts", "logins") for f in (history, today)]
+    hist, new = [tsanomaly.Panel(p.values, p.contexts, p.index.tz_localize("UTC").tz_convert("Europe/Paris"))
+                 for p in (hist, new)]
+    section = report.ReportSection.from_detector(RollingZScoreDetector(window=4).fit(hist), new)
+    page = report.render_report([section])
+    assert '<p class="muted" id="times-zone">Times on this page are in Europe/Paris.</p>' in page

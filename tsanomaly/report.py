@@ -46,6 +46,7 @@ __all__ = [
     "neighbour_column",
     "plot_alert",
     "render_report",
+    "times_in_utc",
     "top_alerts",
 ]
 
@@ -90,6 +91,11 @@ class ReportSection:
         Fitted contexts with no data in the input.
     history : Panel, optional
         Data before ``panel`` (the history the model was fitted on), drawn in grey.
+    times_in : str, optional
+        The zone the times of a naive grid are in, when known, stated on the page: ``"UTC"``
+        where the input's time column had a time zone or UTC offsets, which ``Panel.from_frame``
+        reads as naive UTC instants on grids finer than a day (:func:`times_in_utc` tells).
+        A zoned grid names its own zone; a naive one without it is shown as written.
     """
 
     detector: object
@@ -102,9 +108,11 @@ class ReportSection:
     unseen: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"status": []}))
     n_absent: int = 0
     history: Panel | None = None
+    times_in: str | None = None
 
     @classmethod
-    def from_result(cls, result, name: str = "model", history: Panel | None = None) -> "ReportSection":
+    def from_result(cls, result, name: str = "model", history: Panel | None = None,
+                    times_in: str | None = None) -> "ReportSection":
         """Build from a :class:`tsanomaly.jobs.ScoreResult`."""
         return cls(
             detector=result.detector,
@@ -117,6 +125,7 @@ class ReportSection:
             unseen=result.unseen,
             n_absent=result.n_absent,
             history=history,
+            times_in=times_in,
         )
 
     @classmethod
@@ -183,6 +192,38 @@ class ReportSection:
     @property
     def detector_name(self) -> str:
         return type(self.detector).__name__
+
+    @property
+    def zone_shown(self) -> str | None:
+        """The zone of the times this section shows: its grid's, else :attr:`times_in` (None: unknown)."""
+        zone = getattr(self.panel.index, "tz", None)
+        return str(zone) if zone is not None else self.times_in
+
+
+def times_in_utc(column: pd.Series, index: pd.Index) -> bool:
+    """Whether a grid built from time ``column`` shows its times in UTC without saying so.
+
+    ``Panel.from_frame`` reads a column with a time zone or text with UTC offsets as UTC
+    instants, and keeps them naive UTC unless the grid is of days or weeks in a zone: an hourly
+    column in America/New_York is shown as naive UTC times, which the page must then name.
+    True when ``index`` is naive and ``column`` has a zone (UTC included) or its first value is
+    text ending in a UTC offset.
+    """
+    if getattr(index, "tz", None) is not None:
+        return False
+    if getattr(column.dtype, "tz", None) is not None:
+        return True
+    if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+        from tsanomaly.panel import _UTC_OFFSET_TEXT
+
+        first = column.dropna()
+        if len(first):
+            value = first.iloc[0]
+            return isinstance(value, str) and bool(_UTC_OFFSET_TEXT.search(value.strip()))
+        return False
+    # Timestamps that are not text nor datetimes (datetime.datetime objects): aware ones are instants.
+    first = column.dropna()
+    return bool(len(first)) and isinstance(first.iloc[0], _dt.datetime) and first.iloc[0].tzinfo is not None
 
 
 def _check_time_axis(panel: Panel, what: str) -> None:
@@ -598,6 +639,8 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     if zone is not None:
         alert, alerts = _alert_in_utc(alert), _alert_in_utc(alerts)
         notes["times"] = f"in {zone} (axis, facts and notes)"
+    elif section.times_in is not None:
+        notes["times"] = f"in {section.times_in} (axis, facts and notes)"
 
     def when(stamp) -> pd.Timestamp:
         # A time drawn (naive UTC on a zoned grid) as the notes write it: in the grid's zone, as the
@@ -794,6 +837,21 @@ MISSING = "—"
 _DIGITS = 6
 
 
+def _zone_line(sections) -> list[str]:
+    """The page's line saying which zone its times are in, where it is known ([] where it is not)."""
+    zones = [(s.name, s.zone_shown, s.times_in is not None and s.panel.index.tz is None) for s in sections]
+    known = [(name, zone, utc) for name, zone, utc in zones if zone is not None]
+    if not known:
+        return []
+    why = (" The input's time column has a time zone or UTC offsets: times on a grid finer than a day are "
+           "kept in UTC.") if any(utc for _, _, utc in known) else ""
+    if len({zone for _, zone, _ in known}) == 1 and len(known) == len(zones):
+        text = f"Times on this page are in {known[0][1]}."
+    else:
+        text = "Times are " + "; ".join(f"in {zone} for {name}" for name, zone, _ in known) + "."
+    return [f'<p class="muted" id="times-zone">{html.escape(text + why)}</p>']
+
+
 def _fmt(value, digits: int = _DIGITS) -> str:
     """A value as the report's tables and notes write it.
 
@@ -938,6 +996,7 @@ def render_report(
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<div class="muted">generated {generated}' + (f" from {html.escape(source)}" if source else "") + "</div>",
+        *_zone_line(sections),
         '<div class="totals">',
         f'<div>contexts scored<b id="total-contexts">{len(contexts)}</b></div>',
         f'<div>alerts<b id="total-alerts">{total_alerts}</b></div>',
