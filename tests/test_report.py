@@ -750,3 +750,55 @@ def test_a_zoned_grid_names_its_zone_on_the_page():
     section = report.ReportSection.from_detector(RollingZScoreDetector(window=4).fit(hist), new)
     page = report.render_report([section])
     assert '<p class="muted" id="times-zone">Times on this page are in Europe/Paris.</p>' in page
+
+
+def _one_new_day(with_history=True):
+    """A daily job's report: one new day, an alert on it (yesterday's job)."""
+    rng = np.random.default_rng(3)
+    index = pd.date_range("2024-01-01", periods=120, freq="D")
+    values = rng.poisson(30, (3, len(index))).astype(float)
+    values[1, -1] += 500
+    full = tsanomaly.Panel(values, pd.Index(["a", "b", "c"], name="asn"), index)
+    hist, new = full.time_slice(end=index[-2]), full.time_slice(start=index[-1])
+    det = RollingZScoreDetector(window=4).fit(hist)
+    return report.ReportSection.from_detector(det, new, history=hist if with_history else None)
+
+
+def test_a_single_new_point_is_drawn_with_markers_and_a_band_from_the_history(monkeypatch):
+    # One new day: value, expected value and score were lines of one point (nothing drawn), and the
+    # band's σ came from that point alone (none: "σ = nan", no band).
+    figures = _drawn_figures(monkeypatch)
+    section = _one_new_day()
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    [fig] = figures
+    ax, ax_s = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name in (section.value, "expected"):
+        assert len(lines[name].get_xdata()) == 1 and lines[name].get_marker() == "o"
+    [score] = [line for line in ax_s.get_lines() if len(line.get_xdata()) == 1 and line.get_linestyle() == "-"]
+    assert score.get_marker() == "o"
+    assert "nan" not in notes["band"]
+    sigma = float(re.search(r"σ = ([0-9.]+)\)", notes["band"]).group(1))
+    assert sigma > 0 and "the history's residual" in notes["band"]
+    # The band is drawn, and visible at its one point: a bar from its lower to its upper edge.
+    bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    [bar] = bars
+    [[(_, low), (_, high)]] = bar.get_segments()
+    assert high > low
+
+
+def test_without_points_for_a_band_the_caption_says_so():
+    section = _one_new_day(with_history=False)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert notes["band"].endswith("; no band: too few points to estimate its width")
+    assert "σ" not in notes["band"]
+
+
+def test_markers_show_every_point_of_a_short_series_and_the_isolated_points_of_a_long_one():
+    short = np.arange(10.0)
+    assert report._markers(short)["marker"] == "o" and "markevery" not in report._markers(short)
+    long = np.arange(200.0)
+    assert report._markers(long) == {}  # a plain line
+    long[[50, 52]] = np.nan  # 51 has no finite neighbour
+    long[0:1] = np.nan  # 1 still has 2 after it
+    assert np.flatnonzero(report._markers(long)["markevery"]).tolist() == [51]

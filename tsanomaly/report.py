@@ -62,6 +62,10 @@ _ALERT_BASE_COLUMNS = ALERT_COLUMNS + JOB_ALERT_COLUMNS
 _MAX_HISTORY_POINTS = 24 * 14
 # Points of the scored data drawn around an alert, at least this many when there are more.
 _MAX_PLOT_POINTS = 24 * 10
+# Series of at most this many points are drawn with a marker at every point.
+_MARKED_POINTS = 60
+# Residuals the band's σ needs from the scored span before the history's are used instead.
+_MIN_BAND_POINTS = 8
 
 
 @dataclass
@@ -467,6 +471,35 @@ def _plot_window(n: int, start: int, end: int, width: int) -> tuple[int, int]:
     return max(0, hi - width), hi
 
 
+def _history_sigma(history: np.ndarray, step, counts: bool, forward) -> tuple[float, str]:
+    """Robust σ of a context's history about the fallback's causal median of it, on the band's scale.
+
+    ``(nan, how)`` with fewer than :data:`_MIN_BAND_POINTS` residuals.
+    """
+    expected, how = _fallback_expected(history, len(history), step)
+    with np.errstate(invalid="ignore"):
+        residual = forward(history) - forward(np.maximum(expected, 0.0) if counts else expected)
+    if np.isfinite(residual).sum() < _MIN_BAND_POINTS:
+        return float("nan"), how
+    return _robust_sigma(residual), how
+
+
+def _isolated(values: np.ndarray) -> np.ndarray:
+    """Finite points whose neighbours on both sides are missing (or absent): a line draws nothing there."""
+    finite = np.isfinite(values)
+    before = np.concatenate([[False], finite[:-1]])
+    after = np.concatenate([finite[1:], [False]])
+    return finite & ~before & ~after
+
+
+def _markers(values: np.ndarray) -> dict:
+    """Marker keywords for ``ax.plot``: every point of a short series, only the isolated ones of a long one."""
+    if len(values) <= _MARKED_POINTS:
+        return {"marker": "o", "ms": 3.0}
+    alone = _isolated(values)
+    return {"marker": "o", "ms": 3.0, "markevery": alone} if alone.any() else {}
+
+
 def _robust_sigma(residual: np.ndarray) -> float:
     """1.4826 x MAD of the finite residuals; the standard deviation when the MAD is 0 (sparse counts)."""
     r = residual[np.isfinite(residual)]
@@ -694,6 +727,15 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     with np.errstate(invalid="ignore"):
         residual = np.where(in_alerts, np.nan, forward(x_new) - centre)
     sigma = _robust_sigma(residual)
+    sigma_from = "the residual outside alerts"
+    if np.isfinite(residual).sum() < _MIN_BAND_POINTS and len(x_before):
+        # A daily job's one new day, or a few points: too few residuals for a robust σ (none at all
+        # with fewer than two; the caption said "σ = nan"). The history's residual about a causal
+        # median of itself gives the scale of the context's noise instead.
+        hist_sigma, hist_how = _history_sigma(x_before, step, counts, forward)
+        if np.isfinite(hist_sigma):
+            sigma = hist_sigma
+            sigma_from = f"the history's residual about its {hist_how} (too few scored points outside alerts)"
 
     # Weeks of scored points would squeeze the alert into a few pixels: show a window around it
     # (the band above was still estimated on the whole scored span).
@@ -706,7 +748,10 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         x_new, s_new, t_new = x_new[lo:hi], s_new[lo:hi], t_new[lo:hi]
         expected, centre = expected[lo:hi], centre[lo:hi]
     scale = " on the log(1 + x) scale" if counts else ""
-    notes["band"] = f"{how} ± {BAND_SIGMAS:g} robust σ of the residual outside alerts{scale} (σ = {sigma:.3g})"
+    if np.isfinite(sigma):
+        notes["band"] = f"{how} ± {BAND_SIGMAS:g} robust σ of {sigma_from}{scale} (σ = {sigma:.3g})"
+    else:
+        notes["band"] = f"{how}; no band: too few points to estimate its width"
 
     fig = Figure(figsize=(10.5, 4.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -719,18 +764,24 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     # alerted window) stretched the autoscaled axis far past the window the notes say is shown.
     left, right = _x_limits(t_hist, t_new, half)
 
+    # Lines draw nothing for a point without a finite neighbour (one new day, a point between gaps):
+    # markers show it (every point of a short series, the isolated ones of a long one).
     if len(x_hist):
-        ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history")
+        ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history", **_markers(x_hist))
         ax.axvline(t_new[0] - half, color="#666666", ls=":", lw=1.0)
-    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=_literal(section.value))
+    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=_literal(section.value), **_markers(x_new))
     if np.isfinite(expected).any():
-        ax.plot(t_new, expected, color="#e07b00", lw=1.2, ls="--", label="expected")
+        ax.plot(t_new, expected, color="#e07b00", lw=1.2, ls="--", label="expected", **_markers(expected))
         if np.isfinite(sigma):
             lower = inverse(centre - BAND_SIGMAS * sigma)
-            ax.fill_between(
-                t_new, np.maximum(lower, 0.0) if counts else lower, inverse(centre + BAND_SIGMAS * sigma),
-                color="#e07b00", alpha=0.18, lw=0, label=f"expected ± {BAND_SIGMAS:g}σ",
-            )
+            lower = np.maximum(lower, 0.0) if counts else lower
+            upper = inverse(centre + BAND_SIGMAS * sigma)
+            ax.fill_between(t_new, lower, upper, color="#e07b00", alpha=0.18, lw=0,
+                            label=f"expected ± {BAND_SIGMAS:g}σ")
+            # fill_between has no width at an isolated point: a bar there.
+            alone = _isolated(upper - lower)
+            if alone.any():
+                ax.vlines(t_new[alone], lower[alone], upper[alone], color="#e07b00", alpha=0.35, lw=6)
     # Other alerts of the same context, lightly (those in the plotted range); this one clearly.
     n_other = n_other_shown = 0
     for _, other in same.iterrows():
@@ -795,7 +846,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     ax.grid(alpha=0.25)
     ax.tick_params(labelbottom=False)
 
-    ax_s.plot(t_new, s_new, color="#444444", lw=1.0)
+    ax_s.plot(t_new, s_new, color="#444444", lw=1.0, **_markers(s_new))
     ax_s.axhline(float(alert["threshold"]), color="#c00000", ls="--", lw=1.0)
     ax_s.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0)
     ax_s.set_ylabel("score", fontsize=9)
