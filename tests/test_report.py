@@ -802,3 +802,30 @@ def test_markers_show_every_point_of_a_short_series_and_the_isolated_points_of_a
     long[[50, 52]] = np.nan  # 51 has no finite neighbour
     long[0:1] = np.nan  # 1 still has 2 after it
     assert np.flatnonzero(report._markers(long)["markevery"]).tolist() == [51]
+
+
+@pytest.mark.parametrize("name", ["r#1.html", "100% report.html", "a b?.html", "plain.html"])
+def test_the_screenshot_script_percent_encodes_the_report_url(tmp_path, name):
+    # "file://$REPORT_ABS" named another file for a report called "r#1.html" (a fragment) or one
+    # with "%20" in its name, and none for a space.
+    import shutil
+    import subprocess
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
+    folder = tmp_path / "my reports"
+    folder.mkdir()
+    path = folder / name
+    path.write_text("<html></html>")
+    # Sourced with a report that does not exist: a script that ran on when sourced (no guard) stops
+    # at its first check instead of installing Chromium and taking a screenshot.
+    missing = tmp_path / "no such report.html"
+    url = subprocess.run(["bash", "-c", 'source "$1" "$2"; file_url "$3"', "_", str(script), str(missing), str(path)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    parsed = urlparse(url)
+    assert parsed.scheme == "file" and not parsed.fragment and not parsed.query
+    assert Path(unquote(parsed.path)) == path.resolve()
+    assert " " not in url
