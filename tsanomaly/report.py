@@ -13,7 +13,8 @@ so it can be mailed, attached to a ticket or opened offline:
   ``expected`` or ``trend + seasonal``; for an ensemble, its first member's),
   else the median of the same time of day in the preceding days (or a rolling
   median of the preceding points, whichever fits the series better) — widened
-  by three robust standard deviations of the residual; the **anomalous span**
+  by three robust standard deviations of the residual (of the history's, when the
+  scored span has too few points: a daily job's one new day); the **anomalous span**
   shaded in red; and, for the matrix-profile detector, the alert's **nearest-neighbour window** shaded in purple (the
   most similar earlier stretch: a large distance to it is what made the alert).
 
