@@ -12,6 +12,17 @@
 # needs this script: tests check the HTML itself.
 set -euo pipefail
 
+# The file:// URL of a file, percent-encoded: a path with "#", "%", "?" or a space pasted after
+# file:// names another file ("#" starts a fragment, "%20" is a space) or none.
+file_url() {
+    python3 -c 'import sys; from pathlib import Path; print(Path(sys.argv[1]).resolve().as_uri())' "$1"
+}
+
+# Sourced (the tests do, to check file_url): define the functions, run nothing.
+if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then
+    return 0
+fi
+
 REPORT="${1:-}"
 OUT="${2:-report.png}"
 SIZE="${3:-1280x2400}"
@@ -70,7 +81,7 @@ OUT_ABS="$(cd "$(dirname "$OUT")" && pwd)/$(basename "$OUT")"
 "$CHROME" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$WORK/profile" --hide-scrollbars \
-    --screenshot="$OUT_ABS" --window-size="${SIZE/x/,}" "file://$REPORT_ABS" 2>"$WORK/chromium.log" || {
+    --screenshot="$OUT_ABS" --window-size="${SIZE/x/,}" "$(file_url "$REPORT_ABS")" 2>"$WORK/chromium.log" || {
     echo "Chromium failed; its log:" >&2
     cat "$WORK/chromium.log" >&2
     exit 1

@@ -486,7 +486,7 @@ def test_a_zoned_grid_is_drawn_like_its_utc_instants():
         section = report.ReportSection.from_detector(det, new, history=hist)
         notes.append(report.plot_alert(section, section.alerts.iloc[0])[1])
         assert "<img" in report.render_report([section])
-    assert notes[1].pop("times") == "axis in Europe/Paris; times in these notes in UTC"
+    assert notes[1].pop("times") == "in Europe/Paris (axis, facts and notes)"
     assert notes[0] == notes[1]
 
 
@@ -521,3 +521,311 @@ def test_a_monthly_grid_with_its_history_is_drawn_and_an_anchored_grid_keeps_its
                                   [1, 1, 1, np.nan])
     wednesdays = pd.date_range("2024-01-03", periods=10, freq="7D")
     assert len(report._history_on_the_grid(np.ones(10), wednesdays, pd.Timestamp("2024-03-17"), "W-SUN")) == 0
+
+
+@pytest.mark.parametrize("value, text", [
+    (1999999.0, "1,999,999"),  # was 2e+06
+    (12345.0, "12,345"),  # was 1.234e+04
+    (np.int64(1234567), "1,234,567"),
+    (np.float64(674479.461756), "674,479"),
+    (22.581276, "22.5813"),
+    (32.5, "32.5"),
+    (0.0, "0"),
+    (0.000123456, "0.000123456"),
+    (1e20, "1e+20"),
+    (np.nan, "—"),
+    (None, "—"),  # was "None"
+    (pd.NA, "—"),  # was "<NA>"
+    (pd.NaT, "—"),  # was "NaT"
+    (np.datetime64("NaT"), "—"),
+    (True, "yes"),
+    ("AS13335", "AS13335"),
+    (pd.Timestamp("2024-05-01 13:00"), "2024-05-01 13:00:00"),
+])
+def test_numbers_are_written_in_full_and_missing_values_as_a_dash(value, text):
+    assert report._fmt(value) == text
+
+
+def test_a_score_just_above_its_threshold_never_reads_as_equal_to_it():
+    assert report._fmt(10.03124) != report._fmt(10.02981)  # equal at 4 significant digits
+    score, threshold = report._fmt_score(np.float64(10.0312412), np.float64(10.0312411))
+    assert score != threshold and float(score) > float(threshold)
+    assert report._fmt_score(2.5, 2.5) == ("2.5", "2.5")
+    assert report._fmt_score(np.nan, 3.0) == ("—", "3")
+
+
+def test_large_counts_are_written_in_full_in_the_alert_table_and_facts():
+    rng = np.random.default_rng(3)
+    index = pd.date_range("2024-04-01", periods=24 * 12, freq="h")
+    values = rng.poisson(30, (3, len(index))).astype(float)
+    values[1, -10] = 1999999.0  # a two-million failed-login hour
+    values[2, -5] = 12345.0
+    full = tsanomaly.Panel(values, pd.Index(["a", "b", "c"], name="asn"), index)
+    hist, new = full.time_slice(end=index[-49]), full.time_slice(start=index[-48])
+    section = report.ReportSection.from_detector(RollingZScoreDetector(window=4).fit(hist), new)
+    page = report.render_report([section])
+    assert "observed=1,999,999" in page and "<th>observed</th><td>1,999,999</td>" in page
+    assert "observed=12,345" in page and "<th>observed</th><td>12,345</td>" in page
+    assert "e+0" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)
+
+
+@pytest.mark.parametrize("label", [np.nan, "unknown"])
+def test_a_missing_context_label_is_one_context_with_its_other_alerts(label):
+    # NaN never equals itself: the other alert of a context whose label is missing (an IP without
+    # an ASN name) was neither shaded nor counted, and widened the band (library path only).
+    frame = _frame(bursts=((1, -30, 3, 500), (1, -10, 2, 400), (3, -10, 1, 300)))
+    frame["asn"] = frame["asn"].astype(object)
+    frame.loc[frame["asn"] == "AS1", "asn"] = label
+    history, today = _split(frame)
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins", fill="zero")
+    det = RollingZScoreDetector(window=4).fit(hist)
+    section = report.ReportSection.from_detector(
+        det, tsanomaly.Panel.from_frame(today, "asn", "ts", "logins", fill="zero"), history=hist)
+    mine = section.alerts["asn"].isna() if isinstance(label, float) else section.alerts["asn"] == "unknown"
+    assert mine.sum() == 2
+    first = section.alerts[mine].iloc[0]
+    _, notes = report.plot_alert(section, first)
+    assert notes["other alerts"].startswith("1 more on this context")
+    np.testing.assert_array_equal(report._same_context(section.alerts, first, ["asn"]), mine.to_numpy())
+
+
+def _drawn_figures(monkeypatch):
+    """The figures plot_alert draws, as they are when saved (a list filled as plots are made)."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    savefig = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return figures
+
+
+def _xlim(ax):
+    from matplotlib import dates as mdates
+
+    return [pd.Timestamp(mdates.num2date(x)).tz_localize(None) for x in ax.get_xlim()]
+
+
+@pytest.mark.parametrize("with_history", [True, False])
+def test_other_alerts_of_the_context_outside_the_plotted_window_do_not_stretch_the_axis(monkeypatch, with_history):
+    # 60 scored days, the plot shows ten around the alert: the other alerts of the context, weeks
+    # away, were shaded all the same, and the axis ran from mid-April to July.
+    figures = _drawn_figures(monkeypatch)
+    rng = np.random.default_rng(3)
+    index = pd.date_range("2024-04-01", periods=24 * 90, freq="h")
+    hours = np.arange(len(index)) % 24
+    values = rng.poisson(30 * (1 + 0.5 * np.sin(2 * np.pi * hours / 24)), (2, len(index))).astype(float)
+    values[1, -20] += 600
+    values[1, -1400] += 300
+    values[1, -1410] += 400  # another alert inside the plotted window
+    full = tsanomaly.Panel(values, pd.Index(["a", "b"], name="asn"), index)
+    hist, new = full.time_slice(end=index[-1441]), full.time_slice(start=index[-1440])
+    det = RollingZScoreDetector(window=4).fit(hist)
+    section = report.ReportSection.from_detector(det, new, history=hist if with_history else None)
+    alert = section.alerts[section.alerts["peak_time"] == index[-1400]].iloc[0]
+    assert (section.alerts["asn"] == "b").sum() > 1
+    _, notes = report.plot_alert(section, alert)
+    shown_from, shown_to = (pd.Timestamp(t) for t in notes["shown"].split(" of ")[0].split(" – "))
+    half = pd.Timedelta(minutes=30)
+    first = shown_from - pd.Timedelta(days=14) if with_history else shown_from  # two weeks of hourly history
+    [fig] = figures
+    assert _xlim(fig.axes[0]) == [first - half, shown_to + half]
+    assert _xlim(fig.axes[1]) == _xlim(fig.axes[0])
+    # Every shaded span lies inside the axis.
+    assert len(fig.axes[0].patches) == 2  # this alert and the other one in the window
+    for patch in fig.axes[0].patches:
+        xs = [pd.Timestamp(mdates_x).tz_localize(None) for mdates_x in _patch_x(patch)]
+        assert first - half <= min(xs) and max(xs) <= shown_to + half
+    assert re.fullmatch(r"\d+ more on this context, 1 of them in the plotted range, shaded lightly",
+                        notes["other alerts"])
+
+
+def _patch_x(patch):
+    from matplotlib import dates as mdates
+
+    return [mdates.num2date(x) for x in patch.get_path().transformed(patch.get_patch_transform()).vertices[:, 0]]
+
+
+class _StraddlingNeighbourDetector(_NeighbourDetector):
+    """Explains each alert by a window that starts 2 hours before ``neighbour`` (set by the test)."""
+
+    neighbour = pd.Timestamp("2024-04-01")
+
+    def _explain(self, panel, scores, ctx_rows, peak_pos):
+        columns = super()._explain(panel, scores, ctx_rows, peak_pos)
+        columns["neighbor_time"] = np.full(len(ctx_rows), np.datetime64(self.neighbour - pd.Timedelta(hours=2)))
+        return columns
+
+
+def test_a_neighbour_window_straddling_the_plotted_window_is_cut_at_the_axis_and_said_so(monkeypatch):
+    figures = _drawn_figures(monkeypatch)
+    history, today = _split(_frame(days=24, bursts=((3, -10, 1, 300),)), days_new=14)
+    hist = tsanomaly.Panel.from_frame(history, "asn", "ts", "logins")
+    new = tsanomaly.Panel.from_frame(today, "asn", "ts", "logins")
+    det = _StraddlingNeighbourDetector(window=4).fit(hist)
+    alerts = det.alerts(new)
+    alert = alerts.iloc[0]
+    n = new.n_times
+    lo, _ = report._plot_window(n, new.index.get_loc(alert["start"]), new.index.get_loc(alert["end"]),
+                                report._MAX_PLOT_POINTS)
+    assert lo > 0
+    det.neighbour = new.index[lo]  # the neighbour window runs from 2 h before the plotted window into it
+    section = report.ReportSection.from_detector(det, new, history=hist)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert notes["neighbour"].endswith(f"it starts before the plotted window, which starts {new.index[lo]}")
+    [fig] = figures
+    left, right = _xlim(fig.axes[0])
+    assert left == new.index[lo] - pd.Timedelta(minutes=30)
+    [band] = [p for p in fig.axes[0].patches if p.get_label() == "nearest neighbour"]
+    xs = [pd.Timestamp(x).tz_localize(None) for x in _patch_x(band)]
+    assert min(xs) == left and max(xs) == new.index[lo] + pd.Timedelta(minutes=90)
+
+
+def test_on_a_zoned_grid_the_notes_write_times_in_its_zone_as_the_facts_do():
+    # The notes were written from the alert converted to naive UTC, the facts beside them from the
+    # alert itself: "neighbor_time 2024-04-09 20:00:00+02:00" above "starts 2024-04-09 18:00:00".
+    history, today = _split(_frame(days=24, bursts=((3, -10, 1, 300),)), days_new=14)
+    naive = [tsanomaly.Panel.from_frame(f, "asn", "ts", "logins") for f in (history, today)]
+    hist, new = [tsanomaly.Panel(p.values, p.contexts, p.index.tz_localize("UTC").tz_convert("Europe/Paris"))
+                 for p in naive]
+    det = _NeighbourDetector(window=4).fit(hist)
+    section = report.ReportSection.from_detector(det, new, history=hist)
+    alert = section.alerts.iloc[0]
+    _, notes = report.plot_alert(section, alert)
+    stamp = alert["neighbor_time"]
+    assert stamp.tz is not None
+    end = stamp + pd.Timedelta(hours=3)
+    assert notes["neighbour"].startswith(f"nearest neighbour window starts {stamp}, ends {end}")
+    shown_from, shown_to = notes["shown"].split(" of ")[0].split(" – ")
+    assert pd.Timestamp(shown_from) in new.index and pd.Timestamp(shown_to) in new.index
+    assert shown_from.endswith("+02:00") and shown_to.endswith("+02:00")
+    assert notes["times"] == "in Europe/Paris (axis, facts and notes)"
+    page = report.render_report([section], top=1)
+    assert "in UTC" not in page
+    assert f"<th>neighbor_time</th><td>{stamp}</td>" in page and f"window starts {stamp}," in page
+
+
+def test_hourly_input_with_a_time_zone_says_its_times_are_in_utc(tmp_path):
+    # Panel.from_frame keeps an hourly column in America/New_York as naive UTC times: the page showed
+    # 22:00 for a burst at 18:00 local and never said which clock it used.
+    frame = _frame(days=16)
+    frame["ts"] = frame["ts"].dt.tz_localize("America/New_York")
+    history, today = _split(frame, 3)
+    model = _model(tmp_path, history)
+    out = tmp_path / "r.html"
+    [result] = jobs.report_file([model], tsio.write_table(today, tmp_path / "t.parquet"), out)
+    assert result.panel.index.tz is None and len(result.alerts)
+    page = out.read_text()
+    assert re.search(r'<p class="muted" id="times-zone">Times on this page are in UTC\. ', page)
+    assert page.count("<th>times</th><td>in UTC (axis, facts and notes)</td>") == len(_images(page))
+    # Naive input: shown as written, no zone claimed.
+    naive_history, naive_today = _split(_frame(days=16), 3)
+    model = _model(tmp_path, naive_history, name="naive.tsa")
+    jobs.report_file([model], tsio.write_table(naive_today, tmp_path / "n.parquet"), out)
+    page = out.read_text()
+    assert 'id="times-zone"' not in page and "<th>times</th><td>in " not in page
+
+
+def test_times_in_utc_tells_a_zoned_or_offset_column_on_a_naive_grid():
+    naive = pd.date_range("2024-04-01", periods=3, freq="h")
+    zoned = pd.Series(naive.tz_localize("America/New_York"))
+    assert report.times_in_utc(zoned, naive)
+    assert report.times_in_utc(pd.Series(naive.tz_localize("UTC")), naive)
+    assert report.times_in_utc(pd.Series(["2024-04-01T00:00:00+02:00", None]), naive)
+    assert report.times_in_utc(pd.Series(["2024-04-01T00:00:00Z"]), naive)
+    assert not report.times_in_utc(pd.Series(["2024-04-01T00:00:00"]), naive)
+    assert not report.times_in_utc(pd.Series(naive), naive)
+    assert not report.times_in_utc(zoned, zoned.dt.tz_convert("Europe/Paris").array)  # a zoned grid names its zone
+
+
+def test_a_zoned_grid_names_its_zone_on_the_page():
+    history, today = _split(_frame())
+    hist, new = [tsanomaly.Panel.from_frame(f, "asn", "ts", "logins") for f in (history, today)]
+    hist, new = [tsanomaly.Panel(p.values, p.contexts, p.index.tz_localize("UTC").tz_convert("Europe/Paris"))
+                 for p in (hist, new)]
+    section = report.ReportSection.from_detector(RollingZScoreDetector(window=4).fit(hist), new)
+    page = report.render_report([section])
+    assert '<p class="muted" id="times-zone">Times on this page are in Europe/Paris.</p>' in page
+
+
+def _one_new_day(with_history=True):
+    """A daily job's report: one new day, an alert on it (yesterday's job)."""
+    rng = np.random.default_rng(3)
+    index = pd.date_range("2024-01-01", periods=120, freq="D")
+    values = rng.poisson(30, (3, len(index))).astype(float)
+    values[1, -1] += 500
+    full = tsanomaly.Panel(values, pd.Index(["a", "b", "c"], name="asn"), index)
+    hist, new = full.time_slice(end=index[-2]), full.time_slice(start=index[-1])
+    det = RollingZScoreDetector(window=4).fit(hist)
+    return report.ReportSection.from_detector(det, new, history=hist if with_history else None)
+
+
+def test_a_single_new_point_is_drawn_with_markers_and_a_band_from_the_history(monkeypatch):
+    # One new day: value, expected value and score were lines of one point (nothing drawn), and the
+    # band's σ came from that point alone (none: "σ = nan", no band).
+    figures = _drawn_figures(monkeypatch)
+    section = _one_new_day()
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    [fig] = figures
+    ax, ax_s = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name in (section.value, "expected"):
+        assert len(lines[name].get_xdata()) == 1 and lines[name].get_marker() == "o"
+    [score] = [line for line in ax_s.get_lines() if len(line.get_xdata()) == 1 and line.get_linestyle() == "-"]
+    assert score.get_marker() == "o"
+    assert "nan" not in notes["band"]
+    sigma = float(re.search(r"σ = ([0-9.]+)\)", notes["band"]).group(1))
+    assert sigma > 0 and "the history's residual" in notes["band"]
+    # The band is drawn, and visible at its one point: a bar from its lower to its upper edge.
+    bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    [bar] = bars
+    [[(_, low), (_, high)]] = bar.get_segments()
+    assert high > low
+
+
+def test_without_points_for_a_band_the_caption_says_so():
+    section = _one_new_day(with_history=False)
+    _, notes = report.plot_alert(section, section.alerts.iloc[0])
+    assert notes["band"].endswith("; no band: too few points to estimate its width")
+    assert "σ" not in notes["band"]
+
+
+def test_markers_show_every_point_of_a_short_series_and_the_isolated_points_of_a_long_one():
+    short = np.arange(10.0)
+    assert report._markers(short)["marker"] == "o" and "markevery" not in report._markers(short)
+    long = np.arange(200.0)
+    assert report._markers(long) == {}  # a plain line
+    long[[50, 52]] = np.nan  # 51 has no finite neighbour
+    long[0:1] = np.nan  # 1 still has 2 after it
+    assert np.flatnonzero(report._markers(long)["markevery"]).tolist() == [51]
+
+
+@pytest.mark.parametrize("name", ["r#1.html", "100% report.html", "a b?.html", "plain.html"])
+def test_the_screenshot_script_percent_encodes_the_report_url(tmp_path, name):
+    # "file://$REPORT_ABS" named another file for a report called "r#1.html" (a fragment) or one
+    # with "%20" in its name, and none for a space.
+    import shutil
+    import subprocess
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
+    folder = tmp_path / "my reports"
+    folder.mkdir()
+    path = folder / name
+    path.write_text("<html></html>")
+    # Sourced with a report that does not exist: a script that ran on when sourced (no guard) stops
+    # at its first check instead of installing Chromium and taking a screenshot.
+    missing = tmp_path / "no such report.html"
+    url = subprocess.run(["bash", "-c", 'source "$1" "$2"; file_url "$3"', "_", str(script), str(missing), str(path)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    parsed = urlparse(url)
+    assert parsed.scheme == "file" and not parsed.fragment and not parsed.query
+    assert Path(unquote(parsed.path)) == path.resolve()
+    assert " " not in url

@@ -1169,7 +1169,11 @@ def report_file(
         if history_frame is not None:
             history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history),
                                            naive_utc=fitted_in_utc(det))
-        section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel)
+        # An hourly column with a time zone (or UTC offsets) is scored on a naive UTC grid: the page
+        # must say its times are in UTC, or 22:00 reads as the analyst's own 22:00.
+        in_utc = report.times_in_utc(frame[columns.time], result.panel.index)
+        section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel,
+                                                   times_in="UTC" if in_utc else None)
         result.extra["plotted"] = len(report.top_alerts(section, top))
         results.append(result)
         sections.append(section)

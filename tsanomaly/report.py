@@ -13,7 +13,8 @@ so it can be mailed, attached to a ticket or opened offline:
   ``expected`` or ``trend + seasonal``; for an ensemble, its first member's),
   else the median of the same time of day in the preceding days (or a rolling
   median of the preceding points, whichever fits the series better) — widened
-  by three robust standard deviations of the residual; the **anomalous span**
+  by three robust standard deviations of the residual (of the history's, when the
+  scored span has too few points: a daily job's one new day); the **anomalous span**
   shaded in red; and, for the matrix-profile detector, the alert's **nearest-neighbour window** shaded in purple (the
   most similar earlier stretch: a large distance to it is what made the alert).
 
@@ -46,6 +47,7 @@ __all__ = [
     "neighbour_column",
     "plot_alert",
     "render_report",
+    "times_in_utc",
     "top_alerts",
 ]
 
@@ -61,6 +63,10 @@ _ALERT_BASE_COLUMNS = ALERT_COLUMNS + JOB_ALERT_COLUMNS
 _MAX_HISTORY_POINTS = 24 * 14
 # Points of the scored data drawn around an alert, at least this many when there are more.
 _MAX_PLOT_POINTS = 24 * 10
+# Series of at most this many points are drawn with a marker at every point.
+_MARKED_POINTS = 60
+# Residuals the band's σ needs from the scored span before the history's are used instead.
+_MIN_BAND_POINTS = 8
 
 
 @dataclass
@@ -90,6 +96,11 @@ class ReportSection:
         Fitted contexts with no data in the input.
     history : Panel, optional
         Data before ``panel`` (the history the model was fitted on), drawn in grey.
+    times_in : str, optional
+        The zone the times of a naive grid are in, when known, stated on the page: ``"UTC"``
+        where the input's time column had a time zone or UTC offsets, which ``Panel.from_frame``
+        reads as naive UTC instants on grids finer than a day (:func:`times_in_utc` tells).
+        A zoned grid names its own zone; a naive one without it is shown as written.
     """
 
     detector: object
@@ -102,9 +113,11 @@ class ReportSection:
     unseen: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"status": []}))
     n_absent: int = 0
     history: Panel | None = None
+    times_in: str | None = None
 
     @classmethod
-    def from_result(cls, result, name: str = "model", history: Panel | None = None) -> "ReportSection":
+    def from_result(cls, result, name: str = "model", history: Panel | None = None,
+                    times_in: str | None = None) -> "ReportSection":
         """Build from a :class:`tsanomaly.jobs.ScoreResult`."""
         return cls(
             detector=result.detector,
@@ -117,6 +130,7 @@ class ReportSection:
             unseen=result.unseen,
             n_absent=result.n_absent,
             history=history,
+            times_in=times_in,
         )
 
     @classmethod
@@ -183,6 +197,38 @@ class ReportSection:
     @property
     def detector_name(self) -> str:
         return type(self.detector).__name__
+
+    @property
+    def zone_shown(self) -> str | None:
+        """The zone of the times this section shows: its grid's, else :attr:`times_in` (None: unknown)."""
+        zone = getattr(self.panel.index, "tz", None)
+        return str(zone) if zone is not None else self.times_in
+
+
+def times_in_utc(column: pd.Series, index: pd.Index) -> bool:
+    """Whether a grid built from time ``column`` shows its times in UTC without saying so.
+
+    ``Panel.from_frame`` reads a column with a time zone or text with UTC offsets as UTC
+    instants, and keeps them naive UTC unless the grid is of days or weeks in a zone: an hourly
+    column in America/New_York is shown as naive UTC times, which the page must then name.
+    True when ``index`` is naive and ``column`` has a zone (UTC included) or its first value is
+    text ending in a UTC offset.
+    """
+    if getattr(index, "tz", None) is not None:
+        return False
+    if getattr(column.dtype, "tz", None) is not None:
+        return True
+    if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+        from tsanomaly.panel import _UTC_OFFSET_TEXT
+
+        first = column.dropna()
+        if len(first):
+            value = first.iloc[0]
+            return isinstance(value, str) and bool(_UTC_OFFSET_TEXT.search(value.strip()))
+        return False
+    # Timestamps that are not text nor datetimes (datetime.datetime objects): aware ones are instants.
+    first = column.dropna()
+    return bool(len(first)) and isinstance(first.iloc[0], _dt.datetime) and first.iloc[0].tzinfo is not None
 
 
 def _check_time_axis(panel: Panel, what: str) -> None:
@@ -408,6 +454,14 @@ def _span(alert, half) -> tuple[pd.Timestamp, pd.Timestamp]:
     return pd.Timestamp(alert["start"]) - half, pd.Timestamp(alert["end"]) + half
 
 
+def _x_limits(t_hist: np.ndarray, t_new: np.ndarray, half: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The plot's x range: from the first drawn point (history, else scored) to the last, half a step beyond each."""
+    first = pd.Timestamp(t_hist[0] if len(t_hist) else t_new[0])
+    last = pd.Timestamp(t_new[-1])
+    pad = half if half > pd.Timedelta(0) else pd.Timedelta(hours=1)  # one point and no step: still a range
+    return first - pad, last + pad
+
+
 def _plot_window(n: int, start: int, end: int, width: int) -> tuple[int, int]:
     """[lo, hi) of at most ``width`` points (more if the alert is longer) centred on positions start..end."""
     width = max(width, end - start + 1 + 48)
@@ -416,6 +470,35 @@ def _plot_window(n: int, start: int, end: int, width: int) -> tuple[int, int]:
     lo = max(0, (start + end) // 2 - width // 2)
     hi = min(n, lo + width)
     return max(0, hi - width), hi
+
+
+def _history_sigma(history: np.ndarray, step, counts: bool, forward) -> tuple[float, str]:
+    """Robust σ of a context's history about the fallback's causal median of it, on the band's scale.
+
+    ``(nan, how)`` with fewer than :data:`_MIN_BAND_POINTS` residuals.
+    """
+    expected, how = _fallback_expected(history, len(history), step)
+    with np.errstate(invalid="ignore"):
+        residual = forward(history) - forward(np.maximum(expected, 0.0) if counts else expected)
+    if np.isfinite(residual).sum() < _MIN_BAND_POINTS:
+        return float("nan"), how
+    return _robust_sigma(residual), how
+
+
+def _isolated(values: np.ndarray) -> np.ndarray:
+    """Finite points whose neighbours on both sides are missing (or absent): a line draws nothing there."""
+    finite = np.isfinite(values)
+    before = np.concatenate([[False], finite[:-1]])
+    after = np.concatenate([finite[1:], [False]])
+    return finite & ~before & ~after
+
+
+def _markers(values: np.ndarray) -> dict:
+    """Marker keywords for ``ax.plot``: every point of a short series, only the isolated ones of a long one."""
+    if len(values) <= _MARKED_POINTS:
+        return {"marker": "o", "ms": 3.0}
+    alone = _isolated(values)
+    return {"marker": "o", "ms": 3.0, "markevery": alone} if alone.any() else {}
 
 
 def _robust_sigma(residual: np.ndarray) -> float:
@@ -478,6 +561,12 @@ def _alert_in_utc(alert):
     return alert
 
 
+def _in_zone(stamp, zone) -> pd.Timestamp:
+    """A naive UTC time (as drawn) in ``zone``'s wall clock; as it is without a zone or when already zoned."""
+    stamp = pd.Timestamp(stamp)
+    return stamp.tz_localize("UTC").tz_convert(zone) if zone is not None and stamp.tz is None else stamp
+
+
 def _as_timestamp(value):
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -527,6 +616,22 @@ def _context_key(alert: pd.Series, columns) -> object:
     return values[0] if len(values) == 1 else values
 
 
+def _same_context(alerts: pd.DataFrame, alert: pd.Series, columns) -> np.ndarray:
+    """Which rows of ``alerts`` are of ``alert``'s context, a missing label (NaN, None) equal to itself.
+
+    ``==`` never matches NaN: the other alerts of a context whose label is missing were neither
+    shaded nor counted, and they widened its band.
+    """
+    mask = np.ones(len(alerts), dtype=bool)
+    for col in columns:
+        value, column = alert[col], alerts[col]
+        if pd.api.types.is_scalar(value) and pd.isna(value):
+            mask &= column.isna().to_numpy()
+        else:
+            mask &= (column == value).fillna(False).to_numpy(dtype=bool)
+    return mask
+
+
 def _context_label(key) -> str:
     return " / ".join(str(v) for v in key) if isinstance(key, tuple) else str(key)
 
@@ -567,7 +672,14 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     alerts = section.alerts
     if zone is not None:
         alert, alerts = _alert_in_utc(alert), _alert_in_utc(alerts)
-        notes["times"] = f"axis in {zone}; times in these notes in UTC"
+        notes["times"] = f"in {zone} (axis, facts and notes)"
+    elif section.times_in is not None:
+        notes["times"] = f"in {section.times_in} (axis, facts and notes)"
+
+    def when(stamp) -> pd.Timestamp:
+        # A time drawn (naive UTC on a zoned grid) as the notes write it: in the grid's zone, as the
+        # alert's own facts beside them are. The notes were in UTC, the facts in the zone, in one table.
+        return _in_zone(stamp, zone)
     x_new = one.to_numpy()[0]
     s_new = section.scores.to_numpy()[row]
     t_new = _drawn_times(section.panel.index)
@@ -608,9 +720,7 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         how = f"{fallback} ({how})"
     # The band's width comes from the residual outside every alert of this context: the
     # anomalies themselves must not widen the band that is meant to show what is normal.
-    same = alerts
-    for col in section.context_columns:
-        same = same[same[col] == alert[col]]
+    same = alerts[_same_context(alerts, alert, section.context_columns)]
     in_alerts = np.zeros(len(t_new), dtype=bool)
     for start, end in zip(same["start"], same["end"]):
         in_alerts |= (t_new >= np.datetime64(start)) & (t_new <= np.datetime64(end))
@@ -618,21 +728,31 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     with np.errstate(invalid="ignore"):
         residual = np.where(in_alerts, np.nan, forward(x_new) - centre)
     sigma = _robust_sigma(residual)
+    sigma_from = "the residual outside alerts"
+    if np.isfinite(residual).sum() < _MIN_BAND_POINTS and len(x_before):
+        # A daily job's one new day, or a few points: too few residuals for a robust σ (none at all
+        # with fewer than two; the caption said "σ = nan"). The history's residual about a causal
+        # median of itself gives the scale of the context's noise instead.
+        hist_sigma, hist_how = _history_sigma(x_before, step, counts, forward)
+        if np.isfinite(hist_sigma):
+            sigma = hist_sigma
+            sigma_from = f"the history's residual about its {hist_how} (too few scored points outside alerts)"
 
     # Weeks of scored points would squeeze the alert into a few pixels: show a window around it
     # (the band above was still estimated on the whole scored span).
     span_pos = np.flatnonzero((t_new >= np.datetime64(alert["start"])) & (t_new <= np.datetime64(alert["end"])))
     lo, hi = _plot_window(len(t_new), int(span_pos[0]), int(span_pos[-1]), _MAX_PLOT_POINTS)
     if lo > 0 or hi < len(t_new):
-        notes["shown"] = f"{pd.Timestamp(t_new[lo])} – {pd.Timestamp(t_new[hi - 1])} of the scored span"
+        notes["shown"] = f"{when(t_new[lo])} – {when(t_new[hi - 1])} of the scored span"
         if lo > 0:  # the history no longer touches the plotted part
             x_hist, t_hist = x_hist[:0], t_hist[:0]
         x_new, s_new, t_new = x_new[lo:hi], s_new[lo:hi], t_new[lo:hi]
         expected, centre = expected[lo:hi], centre[lo:hi]
     scale = " on the log(1 + x) scale" if counts else ""
-    notes["band"] = f"{how} ± {BAND_SIGMAS:g} robust σ of the residual outside alerts{scale} (σ = {sigma:.3g})"
-    if len(same) > 1:
-        notes["other alerts"] = f"{len(same) - 1} more on this context, shaded lightly"
+    if np.isfinite(sigma):
+        notes["band"] = f"{how} ± {BAND_SIGMAS:g} robust σ of {sigma_from}{scale} (σ = {sigma:.3g})"
+    else:
+        notes["band"] = f"{how}; no band: too few points to estimate its width"
 
     fig = Figure(figsize=(10.5, 4.2), dpi=100)
     FigureCanvasAgg(fig)
@@ -640,24 +760,44 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     ax = fig.add_subplot(grid[0])
     ax_s = fig.add_subplot(grid[1], sharex=ax)
     half = (step or pd.Timedelta(0)) / 2
+    # The x axis is the plotted points (history, then the scored window) and half a step on each
+    # side, set below: shading reaching out of it (another alert of the context weeks away, a long
+    # alerted window) stretched the autoscaled axis far past the window the notes say is shown.
+    left, right = _x_limits(t_hist, t_new, half)
 
+    # Lines draw nothing for a point without a finite neighbour (one new day, a point between gaps):
+    # markers show it (every point of a short series, the isolated ones of a long one).
     if len(x_hist):
-        ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history")
+        ax.plot(t_hist, x_hist, color="#9a9a9a", lw=1.0, label="history", **_markers(x_hist))
         ax.axvline(t_new[0] - half, color="#666666", ls=":", lw=1.0)
-    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=_literal(section.value))
+    ax.plot(t_new, x_new, color="#1f4e79", lw=1.4, label=_literal(section.value), **_markers(x_new))
     if np.isfinite(expected).any():
-        ax.plot(t_new, expected, color="#e07b00", lw=1.2, ls="--", label="expected")
+        ax.plot(t_new, expected, color="#e07b00", lw=1.2, ls="--", label="expected", **_markers(expected))
         if np.isfinite(sigma):
             lower = inverse(centre - BAND_SIGMAS * sigma)
-            ax.fill_between(
-                t_new, np.maximum(lower, 0.0) if counts else lower, inverse(centre + BAND_SIGMAS * sigma),
-                color="#e07b00", alpha=0.18, lw=0, label=f"expected ± {BAND_SIGMAS:g}σ",
-            )
-    # Other alerts of the same context, lightly; this one clearly.
+            lower = np.maximum(lower, 0.0) if counts else lower
+            upper = inverse(centre + BAND_SIGMAS * sigma)
+            ax.fill_between(t_new, lower, upper, color="#e07b00", alpha=0.18, lw=0,
+                            label=f"expected ± {BAND_SIGMAS:g}σ")
+            # fill_between has no width at an isolated point: a bar there.
+            alone = _isolated(upper - lower)
+            if alone.any():
+                ax.vlines(t_new[alone], lower[alone], upper[alone], color="#e07b00", alpha=0.35, lw=6)
+    # Other alerts of the same context, lightly (those in the plotted range); this one clearly.
+    n_other = n_other_shown = 0
     for _, other in same.iterrows():
         if other["start"] == alert["start"]:
             continue
-        ax.axvspan(*_span(other, half), color="#c00000", alpha=0.06, lw=0)
+        n_other += 1
+        other_from, other_to = _span(other, half)
+        if other_to >= left and other_from <= right:
+            n_other_shown += 1
+            ax.axvspan(max(other_from, left), min(other_to, right), color="#c00000", alpha=0.06, lw=0)
+    if n_other:
+        notes["other alerts"] = f"{n_other} more on this context" + (
+            ", shaded lightly" if n_other_shown == n_other
+            else f", {n_other_shown} of them in the plotted range, shaded lightly"
+        )
     ax.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0, label="alert span")
     peak = np.datetime64(alert["peak_time"])
     peak_pos = int(np.searchsorted(t_new, peak))
@@ -670,9 +810,12 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
         else:
             end = neighbour + (window - 1) * step if (window and step is not None) else neighbour
         shown_from = t_hist[0] if len(t_hist) else t_new[0]
-        notes["neighbour"] = f"nearest neighbour window starts {neighbour}, ends {end}"
+        notes["neighbour"] = f"nearest neighbour window starts {when(neighbour)}, ends {when(end)}"
         if np.datetime64(end) >= shown_from:
-            ax.axvspan(neighbour - half, end + half, color="#7b2cbf", alpha=0.2, lw=0, label="nearest neighbour")
+            ax.axvspan(max(neighbour - half, left), end + half, color="#7b2cbf", alpha=0.2, lw=0,
+                       label="nearest neighbour")
+            if neighbour - half < left:
+                notes["neighbour"] += f" — it starts before the plotted window, which starts {when(shown_from)}"
         elif section.history is None and lo == 0:
             # The plot starts where the scored data starts, so the neighbour lies before it, in
             # the history: passing the history is what would show it.
@@ -681,15 +824,20 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
             # The history was passed (and did not reach the neighbour, or the window around the
             # alert left it out), or the neighbour lies in the scored span before the window:
             # passing the history would not help, so the note must not ask for it.
-            notes["neighbour"] += f" — before the plotted window, which starts {pd.Timestamp(shown_from)}"
+            notes["neighbour"] += f" — before the plotted window, which starts {when(shown_from)}"
         if window and step is not None:
             # The alerted window itself (scores are stamped at a window's last point), outlined in
             # the neighbour's colour so the two shapes can be compared by eye.
             peak_stamp = pd.Timestamp(alert["peak_time"])
+            window_from = peak_stamp - (window - 1) * step
             ax.axvspan(
-                peak_stamp - (window - 1) * step - half, peak_stamp + half,
+                max(window_from - half, left), peak_stamp + half,
                 facecolor="none", edgecolor="#7b2cbf", lw=1.2, ls="--", label="alerted window",
             )
+            if window_from - half < left:
+                notes["alerted window"] = (
+                    f"{window} points from {when(window_from)} to the peak; it starts before the plotted window"
+                )
     elif neighbour_col:
         notes["neighbour"] = f"no nearest-neighbour time in column {neighbour_col!r} for this alert"
 
@@ -699,10 +847,11 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     ax.grid(alpha=0.25)
     ax.tick_params(labelbottom=False)
 
-    ax_s.plot(t_new, s_new, color="#444444", lw=1.0)
+    ax_s.plot(t_new, s_new, color="#444444", lw=1.0, **_markers(s_new))
     ax_s.axhline(float(alert["threshold"]), color="#c00000", ls="--", lw=1.0)
     ax_s.axvspan(*_span(alert, half), color="#c00000", alpha=0.18, lw=0)
     ax_s.set_ylabel("score", fontsize=9)
+    ax.set_xlim(left, right)  # shared with the scores' axes
     ax_s.grid(alpha=0.25)
     locator = mdates.AutoDateLocator(tz=zone)
     ax_s.xaxis.set_major_locator(locator)
@@ -734,19 +883,80 @@ section.alert img { width: 100%; max-width: 1050px; display: block; }
 """
 
 
-def _fmt(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "" if np.isnan(value) else f"{value:.4g}"
-    if isinstance(value, (pd.Timestamp, np.datetime64)):
-        stamp = pd.Timestamp(value)
-        return "" if pd.isna(stamp) else str(stamp)
+#: How the report writes a missing value (NaN, NaT, None, pd.NA).
+MISSING = "—"
+# Significant digits of a number that is not whole.
+_DIGITS = 6
+
+
+def _zone_line(sections) -> list[str]:
+    """The page's line saying which zone its times are in, where it is known ([] where it is not)."""
+    zones = [(s.name, s.zone_shown, s.times_in is not None and s.panel.index.tz is None) for s in sections]
+    known = [(name, zone, utc) for name, zone, utc in zones if zone is not None]
+    if not known:
+        return []
+    why = (" The input's time column has a time zone or UTC offsets: times on a grid finer than a day are "
+           "kept in UTC.") if any(utc for _, _, utc in known) else ""
+    if len({zone for _, zone, _ in known}) == 1 and len(known) == len(zones):
+        text = f"Times on this page are in {known[0][1]}."
+    else:
+        text = "Times are " + "; ".join(f"in {zone} for {name}" for name, zone, _ in known) + "."
+    return [f'<p class="muted" id="times-zone">{html.escape(text + why)}</p>']
+
+
+def _fmt(value, digits: int = _DIGITS) -> str:
+    """A value as the report's tables and notes write it.
+
+    Whole numbers in full with thousands separators (2,000,000 failed logins, not ``2e+06``),
+    other numbers to ``digits`` significant digits (without trailing zeros), missing values
+    (NaN, NaT, None, pd.NA) as :data:`MISSING`, booleans as yes/no, timestamps as pandas writes them.
+    """
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
+    if pd.api.types.is_scalar(value) and not isinstance(value, str) and pd.isna(value):
+        return MISSING
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return _fmt_float(float(value), digits)
+    if isinstance(value, (pd.Timestamp, np.datetime64)):
+        return str(pd.Timestamp(value))
     return str(value)
 
 
+def _fmt_float(value: float, digits: int) -> str:
+    if not np.isfinite(value):
+        return str(value)  # inf, -inf
+    size = abs(value)
+    if value.is_integer() and size < 1e15:
+        return f"{value:,.0f}"
+    if size >= 1e15 or size < 1e-4:
+        return f"{value:.{digits}g}"
+    decimals = max(0, digits - (int(np.floor(np.log10(size))) + 1))
+    text = f"{value:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _fmt_score(score, threshold) -> tuple[str, str]:
+    """``score`` and ``threshold`` formatted with enough digits to tell them apart when they differ.
+
+    An alert's peak score is above its threshold: written to the same six digits, a score a hair
+    above it read as equal to it.
+    """
+    for digits in range(_DIGITS, 18):
+        a, b = _fmt(score, digits), _fmt(threshold, digits)
+        if a != b or not _is_number(score) or not _is_number(threshold) or float(score) == float(threshold):
+            return a, b
+    return a, b
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and np.isfinite(value)
+
+
 def _points(n) -> str:
-    return f"{int(n)} point" + ("" if int(n) == 1 else "s")
+    return f"{int(n):,} point" + ("" if int(n) == 1 else "s")
 
 
 def _e(value) -> str:
@@ -838,6 +1048,7 @@ def render_report(
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<div class="muted">generated {generated}' + (f" from {html.escape(source)}" if source else "") + "</div>",
+        *_zone_line(sections),
         '<div class="totals">',
         f'<div>contexts scored<b id="total-contexts">{len(contexts)}</b></div>',
         f'<div>alerts<b id="total-alerts">{total_alerts}</b></div>',
@@ -896,12 +1107,13 @@ def render_report(
                 key = _context_key(a, s.context_columns)
                 cold = ' <span class="cold">new context</span>' if bool(a.get("cold_start", False)) else ""
                 detail = ", ".join(f"{html.escape(c)}={_e(a[c])}" for c in expl)
+                peak_score, threshold = _fmt_score(a["peak_score"], a["threshold"])
                 out.append(
                     f'<tr><td><a href="#alert-{rank}">{rank}</a></td><td>{html.escape(_context_label(key))}{cold}</td>'
                     f"<td>{_e(s.value)}</td><td>{_e(s.detector_name)}</td>"
                     f"<td>{_e(a['start'])}</td><td>{_e(a['end'])}</td>"
-                    f'<td class="num">{_e(a["n_points"])}</td><td class="num">{_e(a["peak_score"])}</td>'
-                    f'<td class="num">{_e(a["threshold"])}</td><td>{detail}</td></tr>'
+                    f'<td class="num">{_e(a["n_points"])}</td><td class="num">{html.escape(peak_score)}</td>'
+                    f'<td class="num">{html.escape(threshold)}</td><td>{detail}</td></tr>'
                 )
         out.append("</table>")
         rank = 0
@@ -920,12 +1132,10 @@ def render_report(
                         f'<img alt="alert {rank}: {label}, {_e(a["start"])} to {_e(a["end"])}" '
                         f'src="data:image/png;base64,{encoded}">'
                     )
+                    peak_score, threshold = _fmt_score(a["peak_score"], a["threshold"])
                     facts = [
                         ("span", f"{_fmt(a['start'])} – {_fmt(a['end'])} ({_points(a['n_points'])})"),
-                        (
-                            "peak",
-                            f"{_fmt(a['peak_time'])}: score {_fmt(a['peak_score'])} (threshold {_fmt(a['threshold'])})",
-                        ),
+                        ("peak", f"{_fmt(a['peak_time'])}: score {peak_score} (threshold {threshold})"),
                     ]
                     facts += [(c, _fmt(a[c])) for c in expl]
                     if bool(a.get("cold_start", False)):
