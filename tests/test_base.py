@@ -536,5 +536,89 @@ def test_in_a_time_zone_days_are_not_a_fixed_duration_for_the_detector():
     np.testing.assert_array_equal(det.score(across).to_numpy(), det.score(Panel(values[:, 30:32], ["a"], index[30:32])).to_numpy())
     for fixed in ("24h", "23h"):
         grid = pd.date_range(index[30], periods=2, freq=fixed)
-        with pytest.raises(ValueError, match=f"the panel's time grid has frequency '{fixed}' but the detector was fitted on 'D'"):
+        with pytest.raises(ValueError, match=f"the panel's time grid has frequency '{fixed}' but the detector was fitted on frequency 'D'"):
             det.score(Panel(values[:, 30:32], ["a"], grid))
+
+
+# ---------------------------------------------------------------------- a detector's lifecycle in a job
+def _hourly_panel(days=21, seed=0):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-01-01", periods=24 * days, freq="h")
+    shape = 1 + 0.5 * np.sin(2 * np.pi * np.arange(len(index)) / 24)
+    values = rng.poisson(np.array([5, 50, 500, 5000])[:, None] * shape).astype(float)
+    return Panel(values, pd.Index(["small", "mid", "big", "huge"], name="asn"), index)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: tsanomaly.STLDetector(periods=24, device="cpu"),
+    lambda: tsanomaly.EnsembleDetector(device="cpu"),
+])
+def test_a_failed_refit_leaves_the_detector_as_it_was(make):
+    # prepare_fit set the new contexts and grid before _fit raised: the old per-context state was
+    # then looked up under the new contexts' rows (17 STL alerts where the model gave 2), and an
+    # ensemble kept one member of two and scored everything NaN.
+    panel = _hourly_panel()
+    history, day = panel.loc[:"2024-01-14 23:00"], panel.loc["2024-01-15 00:00":"2024-01-15 23:00"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = make().fit(history)
+    expected = det.score(day).to_numpy()
+    state = dict(vars(det))
+    too_short = panel.loc["2024-01-14 00:00":"2024-01-14 05:00"].take([3, 2, 1, 0])
+    with pytest.raises(ValueError):
+        det.fit(too_short)
+    assert vars(det).keys() == state.keys() and all(vars(det)[k] is v for k, v in state.items())
+    np.testing.assert_array_equal(det.score(day).to_numpy(), expected)
+
+
+def test_changing_a_parameter_of_a_fitted_detector_asks_for_a_new_fit():
+    # The detectors read their parameters when scoring: window=20 set after a fit with window=14
+    # scored a history kept for 14 (and save() wrote the mix as a valid model).
+    panel = _hourly_panel()
+    history, day = panel.loc[:"2024-01-14 23:00"], panel.loc["2024-01-15 00:00":"2024-01-15 23:00"]
+    det = RollingZScoreDetector(device="cpu").fit(history)
+    det.set_params(window=14, device="cpu")  # the same window, and the device: the fit stands
+    det.score(day)
+    det.set_params(window=20)
+    assert det.window == 20 and not [name for name in vars(det) if name.endswith("_")]
+    with pytest.raises(tsanomaly.NotFittedError):
+        det.score(day)
+    np.testing.assert_array_equal(det.fit(history).score(day).to_numpy(),
+                                  RollingZScoreDetector(window=20, device="cpu").fit(history).score(day).to_numpy())
+
+
+def test_a_model_fitted_on_integer_labels_scores_the_same_labels_as_text():
+    # Fitted on integer ASNs (Parquet), scored with "13335" (JSON lines): every context was unseen,
+    # no point scored, no alert, no warning.
+    panel = _hourly_panel()
+    as_ints = Panel(panel.values, pd.Index([13335, 15169, 7922, 3320], name="asn"), panel.index)
+    as_text = Panel(panel.values, pd.Index(["13335", "15169", "7922", "3320"], name="asn"), panel.index)
+    det = RollingZScoreDetector(device="cpu").fit(as_ints.loc[:"2024-01-14 23:00"])
+    day = as_text.loc["2024-01-15 00:00":"2024-01-15 23:00"].take([2, 0])
+    assert det.context_rows(day).tolist() == [2, 0]
+    assert len(det.unseen_contexts(day)) == 0
+    np.testing.assert_array_equal(det.score(day).to_numpy(),
+                                  det.score(as_ints.loc["2024-01-15 00:00":"2024-01-15 23:00"].take([2, 0])).to_numpy())
+
+
+def test_scoring_a_panel_that_does_not_follow_the_fit_warns_of_the_gap():
+    # Fitted once and scored batch after batch, a job lost its scores without a word: each batch
+    # after the first is preceded by steps the detector never saw (an hourly matrix profile
+    # scored nothing after its first hour).
+    panel = _hourly_panel()
+    det = RollingZScoreDetector(device="cpu").fit(panel.loc[:"2024-01-14 23:00"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        det.score(panel.loc["2024-01-15 00:00":"2024-01-15 23:00"])  # follows the fit at once: no warning
+    with pytest.warns(tsanomaly.HistoryGapWarning, match=r"starts 24 step\(s\) after .* ends at 2024-01-14T23:00"):
+        det.score(panel.loc["2024-01-16 00:00":"2024-01-16 23:00"])
+
+
+def test_steps_after_fit_before_fit_and_a_range_index_after_timestamps_say_what_is_wrong():
+    panel = _hourly_panel()
+    with pytest.raises(tsanomaly.NotFittedError):
+        RollingZScoreDetector().steps_after_fit(panel)
+    det = RollingZScoreDetector(device="cpu").fit(panel.loc[:"2024-01-14 23:00"])
+    with pytest.raises(ValueError, match=r"has a RangeIndex \(integer positions, no timestamps\) but the detector "
+                                         r"was fitted on frequency 'h'"):
+        det.score(Panel(np.ones((4, 24)), panel.contexts, pd.RangeIndex(24)))

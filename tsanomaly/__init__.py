@@ -5,7 +5,7 @@ neither CuPy nor PyTorch: they are imported when a GPU path or the LSTM
 detector is used.
 """
 from tsanomaly.backend import GPUUnavailableError, gpu_available, resolve_device
-from tsanomaly.base import BaseDetector, CalibrationWarning, NotFittedError, load
+from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, NotFittedError, load
 from tsanomaly.datasets import make_security_panel
 from tsanomaly.detectors import RollingZScoreDetector, make_detector
 from tsanomaly.detectors.ensemble import EnsembleDetector
@@ -22,6 +22,7 @@ __all__ = [
     "Decomposition",
     "EnsembleDetector",
     "GPUUnavailableError",
+    "HistoryGapWarning",
     "LSTMAutoencoderDetector",
     "MatrixProfile",
     "MatrixProfileDetector",

@@ -30,8 +30,8 @@ from tsanomaly import backend, thresholds
 from tsanomaly.panel import _DST_SHIFT, Panel, same_step, step_duration, steps_by_wall_clock
 from tsanomaly.validation import is_int
 
-__all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "MIN_OBSERVED_SHARE", "NotFittedError",
-           "check_column_names", "load", "min_observed", "MODEL_FORMAT", "steps_by_wall_clock"]
+__all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "HistoryGapWarning", "MIN_OBSERVED_SHARE",
+           "NotFittedError", "check_column_names", "load", "min_observed", "MODEL_FORMAT", "steps_by_wall_clock"]
 
 MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
@@ -131,6 +131,30 @@ class Unmatched:
         return "<no context>"
 
 
+class HistoryGapWarning(UserWarning):
+    """Emitted by ``score`` when the scored panel does not follow the fitted history at once.
+
+    The steps between are unknown to the detector, which sees them as missing: a day
+    scored a week after the fit, or each hour of a day scored in turn after one fit,
+    leaves windows and seasons that reach into the gap without a score.
+    """
+
+
+def _warn_gap_after_fit(detector: "BaseDetector", panel: Panel) -> None:
+    """A :class:`HistoryGapWarning` when ``panel`` starts more than one step after the fitted history."""
+    if panel.n_times == 0:
+        return
+    steps = detector.steps_after_fit(panel)
+    if steps > 1:
+        warnings.warn(
+            f"the panel starts {steps - 1} step(s) after the step that follows the fitted history (which ends "
+            f"at {detector.fit_end_}): the detector sees those steps as missing, and windows or seasons reaching "
+            "into them score NaN; fit again on a recent history before scoring each batch, or score the whole "
+            "span since the fit at once",
+            HistoryGapWarning, stacklevel=3,
+        )
+
+
 class CalibrationWarning(UserWarning):
     """Emitted by ``fit`` when the calibrated threshold is infinite, so the detector can never alert.
 
@@ -169,6 +193,9 @@ class BaseDetector:
         tolerance each detector states.
     """
 
+    #: Parameters that say how scores are computed, not what was fitted: set_params may change
+    #: them on a fitted detector without dropping its state (the LSTM adds its precision).
+    _scoring_params: tuple[str, ...] = ("device",)
     #: Explanation columns this detector adds to its alerts (``_explain`` fills them). They are
     #: reserved like :data:`ALERT_COLUMNS` (see :meth:`alert_columns`), so list every one here.
     explanation_columns: tuple[str, ...] = ()
@@ -209,11 +236,25 @@ class BaseDetector:
         return {name: getattr(self, name) for name in self._get_param_names()}
 
     def set_params(self, **params) -> "BaseDetector":
-        """Set constructor parameters; unknown names raise ValueError. Returns self."""
+        """Set constructor parameters; unknown names raise ValueError. Returns self.
+
+        Changing a parameter on a fitted detector drops its fitted state, so that ``score``
+        asks for a new ``fit`` (NotFittedError), except those of :attr:`_scoring_params` (the
+        device, which ``load(..., device=)`` also sets): the detectors read
+        their parameters when scoring, and a window, threshold rule or combination set after
+        the fit scored with state fitted for the old one (an ensemble set to ``combine="rank"``
+        kept a threshold that rank scores can never exceed).
+        """
         valid = self._get_param_names()
-        for name, value in params.items():
+        for name in params:
             if name not in valid:
                 raise ValueError(f"{type(self).__name__} has no parameter {name!r}; valid: {valid}")
+        changed = [name for name, value in params.items()
+                   if name not in self._scoring_params and not _same_value(getattr(self, name), value)]
+        if changed and hasattr(self, "contexts_"):
+            for name in [name for name in vars(self) if name not in valid]:
+                delattr(self, name)
+        for name, value in params.items():
             setattr(self, name, value)
         return self
 
@@ -282,11 +323,21 @@ class BaseDetector:
         return panel
 
     def _fit_and_calibrate(self, panel: Panel):
-        panel = self.prepare_fit(panel)
-        train_scores = self._fit(panel.values, panel)
-        self.threshold_, self.global_threshold_ = thresholds.calibrate(
-            train_scores, self.threshold, self.contamination, self.per_context
-        )
+        # A fit that fails leaves the detector as it was. prepare_fit sets the contexts and the
+        # grid before _fit runs: a refit that failed (a history too short, the contexts in
+        # another order) left the old model's per-context state under the new model's contexts,
+        # and score() looked up each context's state in another context's row.
+        before = dict(vars(self))
+        try:
+            panel = self.prepare_fit(panel)
+            train_scores = self._fit(panel.values, panel)
+            self.threshold_, self.global_threshold_ = thresholds.calibrate(
+                train_scores, self.threshold, self.contamination, self.per_context
+            )
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
         self.warn_if_uncalibrated(stacklevel=4)
         return train_scores
 
@@ -376,12 +427,13 @@ class BaseDetector:
     def context_rows(self, panel: Panel) -> np.ndarray:
         """Row of the fitted per-context state for each context of ``panel``; -1 where unseen at fit.
 
-        A level (context column) whose fitted labels are all text, matched with
-        labels of the panel that are not (numbers, categories), is matched by
+        A level (context column) whose labels are all text on one side, the fitted
+        or the panel's, and not on the other (numbers, categories), is matched by
         their text under :func:`tsanomaly.io.labels_as_text`, the rule of the
         scoring jobs: a model fitted by ``tsanomaly fit`` (labels read as text,
         ``"13335"``) scores a panel built by ``Panel.from_frame`` from a Parquet
-        file of integers (``13335``).
+        file of integers (``13335``), and a model fitted on those integers scores
+        a panel whose labels were read as text.
 
         Raises
         ------
@@ -398,7 +450,8 @@ class BaseDetector:
                 f"the panel's contexts have levels {list(new.names)} but the detector was fitted on contexts "
                 f"with levels {list(fitted.names)}; build the panel from the same context columns, in the same order"
             )
-        return np.asarray(fitted.get_indexer(_labels_as_fitted(fitted, new)), dtype=np.int64)
+        fitted, new = _comparable_labels(fitted, new)
+        return np.asarray(fitted.get_indexer(new), dtype=np.int64)
 
     def unseen_contexts(self, panel) -> pd.Index:
         """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
@@ -414,6 +467,7 @@ class BaseDetector:
         fitted grid's points),
         and, with ``require_new``, when the panel does not start after the fitted history.
         """
+        self.check_fitted()
         steps = self._steps_after_fit(panel)
         if require_new and steps < 1:
             raise ValueError(
@@ -426,9 +480,9 @@ class BaseDetector:
         freq, _ = _grid_description(panel.index)
         # Compared as steps, not as text: one grid has several names ('D', '24h'; 'W-SUN', '168h').
         if not same_step(freq, self.freq_, zoned=getattr(panel.index, "tz", None) is not None):
-            raise ValueError(
-                f"the panel's time grid has frequency {freq!r} but the detector was fitted on {self.freq_!r}"
-            )
+            def grid(step):
+                return f"frequency {step!r}" if step is not None else "a RangeIndex (integer positions, no timestamps)"
+            raise ValueError(f"the panel's time grid has {grid(freq)} but the detector was fitted on {grid(self.freq_)}")
         if len(panel.index) == 0:
             return 1
         if isinstance(panel.index, pd.RangeIndex):
@@ -511,10 +565,21 @@ class BaseDetector:
             Same contexts and times; float scores, higher = more anomalous,
             comparable across contexts; NaN where a point cannot be scored
             (missing observation, not enough history).
+
+        Warns
+        -----
+        HistoryGapWarning
+            When the panel does not start at the step after the fitted history:
+            the detector keeps the history of ``fit`` only, and sees the steps in
+            between as missing, so that windows and seasons reaching into them
+            score NaN. A job that scores batch after batch fits again on a recent
+            history before each batch (as ``tsanomaly fit`` and ``score`` do when
+            run each day), or scores the whole span since the fit at once.
         """
         self.check_fitted()
         panel = _as_panel(panel, after=self).to(self.device_)
         rows = self.context_rows(panel)
+        _warn_gap_after_fit(self, panel)
         scores = self._score(panel.values, panel, rows)
         return panel.with_values(scores)
 
@@ -904,31 +969,47 @@ def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
     return frame.iloc[rows].reset_index(drop=True)
 
 
-def _labels_as_fitted(fitted: pd.Index, new: pd.Index) -> pd.Index:
-    """``new`` with the labels of each level as text where the fitted level's labels are all text
-    and ``new``'s are not (:func:`tsanomaly.io.labels_as_text`), so that both compare by one rule.
+def _comparable_labels(fitted: pd.Index, new: pd.Index) -> tuple[pd.Index, pd.Index]:
+    """``(fitted, new)`` with the labels of each level as text on both sides where one side's
+    labels are all text and the other's are not (:func:`tsanomaly.io.labels_as_text`), so that
+    both compare by one rule. Levels already alike are kept.
 
     A model fitted by a job holds its labels as text (``"13335"``), however the file stored them;
     a panel built in Python from the same data holds them as they were read (``13335``), and
-    ``"13335" != 13335`` would leave every context unseen. Levels already alike are kept.
+    ``"13335" != 13335`` would leave every context unseen. The other way round too: a model
+    fitted in Python on integer ASNs (from Parquet) scoring a panel whose ASNs were read as text
+    (from JSON lines) saw every context as unseen, without an alert.
     """
     from tsanomaly.io import labels_as_text
 
     def text(labels) -> bool:
         return pd.api.types.infer_dtype(labels, skipna=True) == "string"
 
-    multi = isinstance(new, pd.MultiIndex)
-    fitted_levels = fitted.levels if isinstance(fitted, pd.MultiIndex) else [fitted]
-    new_levels = new.levels if multi else [new]
-    convert = [not text(mine) and text(theirs) for mine, theirs in zip(new_levels, fitted_levels)]
-    if not any(convert) or len(new) == 0:
-        return new
-    arrays = [
-        labels_as_text(pd.Series(new.get_level_values(k))).to_numpy(dtype=object) if change
-        else new.get_level_values(k)
-        for k, change in enumerate(convert)
-    ]
-    return pd.MultiIndex.from_arrays(arrays, names=new.names) if multi else pd.Index(arrays[0], name=new.name)
+    def levels(index):
+        return index.levels if isinstance(index, pd.MultiIndex) else [index]
+
+    def as_text(index, convert) -> pd.Index:
+        arrays = [
+            labels_as_text(pd.Series(index.get_level_values(k))).to_numpy(dtype=object) if change
+            else index.get_level_values(k)
+            for k, change in enumerate(convert)
+        ]
+        if isinstance(index, pd.MultiIndex):
+            return pd.MultiIndex.from_arrays(arrays, names=index.names)
+        return pd.Index(arrays[0], name=index.name)
+
+    if len(new) == 0:
+        return fitted, new
+    pairs = list(zip(levels(fitted), levels(new)))
+    new_to_text = [text(mine) and not text(theirs) for mine, theirs in pairs]
+    fitted_to_text = [text(theirs) and not text(mine) for mine, theirs in pairs]
+    if any(new_to_text):
+        new = as_text(new, new_to_text)
+    if any(fitted_to_text):
+        converted = as_text(fitted, fitted_to_text)
+        if converted.is_unique:  # two fitted labels with one text (1 and 1.0) keep their own types
+            fitted = converted
+    return fitted, new
 
 
 def _to_json(value):

@@ -70,7 +70,7 @@ import pandas as pd
 
 from tsanomaly import io as tsio
 from tsanomaly import thresholds
-from tsanomaly.base import BaseDetector, CalibrationWarning, _grid_description, check_column_names
+from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
 from tsanomaly.panel import Panel, check_time_not_numeric, step_duration
 
@@ -869,7 +869,10 @@ def score_frame(
     panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source,
                            naive_utc=fitted_in_utc(det)).to("cpu")
     started = _time.perf_counter()
-    scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    with warnings.catch_warnings():
+        # The job says it below, with its input's name and what absent rows mean (_warn_gap_before).
+        warnings.simplefilter("ignore", HistoryGapWarning)
+        scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
     seconds = _time.perf_counter() - started
     rows = det.context_rows(panel)
     unseen_rows = np.flatnonzero(rows < 0)
