@@ -134,6 +134,24 @@ template <> MP_HD double infinity<double>() { return bits_double(0x7ff0000000000
 MP_HD float fused(float a, float b, float c) { return fmaf(a, b, c); }
 MP_HD double fused(double a, double b, double c) { return fma(a, b, c); }
 
+// a * b - c * d with every rounding, as written: nvcc and NVRTC contract it into
+// fma(a, b, -(c * d)) by default (--fmad=true), so that two identical windows, whose products
+// are equal, differed by the rounding error of one product (a distance of 2e-16, not 0).
+MP_HD float product_difference(float a, float b, float c, float d) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(__fmul_rn(a, b), __fmul_rn(c, d));
+#else
+    return a * b - c * d;
+#endif
+}
+MP_HD double product_difference(double a, double b, double c, double d) {
+#ifdef __CUDA_ARCH__
+    return __dsub_rn(__dmul_rn(a, b), __dmul_rn(c, d));
+#else
+    return a * b - c * d;
+#endif
+}
+
 // ------------------------------------------------------------------------------ per-window data
 // One window's terms, 4 x sizeof(Real) bytes, aligned so the GPU fetches it in one
 // (float) or two (double) 128-bit loads.
@@ -219,7 +237,7 @@ MP_HD double pair_distance(const SeriesView<Real>& A, const SeriesView<Real>& B,
     if (a.inv == Real(0) || b.inv == Real(0)) return distance_from_u((double)((Real(1) - a.h) - b.h), m);
     Real s = Real(0);
     for (int p = 0; p < m; ++p) {
-        const Real d = centred(A, i, p) * a.inv - centred(B, j, p) * b.inv;
+        const Real d = product_difference(centred(A, i, p), a.inv, centred(B, j, p), b.inv);
         s = fused(d, d, s);
     }
     return sqrt((double)m * (double)s);

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import struct
 import subprocess
 
 import numpy as np
@@ -182,6 +183,43 @@ def test_matrix_profile_cu_compiles_to_ptx(tmp_path):
         for kernel in ("mp_join_f64", "mp_join_f32", "mp_stats_f64", "mp_stats_f32", "mp_flags_f64",
                        "mp_flags_f32", "mp_finalize_f64", "mp_finalize_f32"):
             assert f".entry {kernel}(" in text, kernel
+
+
+def _elf_sections(data: bytes) -> dict:
+    """Name -> bytes of each section of a 64-bit little-endian ELF file (a cubin)."""
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    entsize, count, names_at = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + k * entsize) for k in range(count)]
+    names = headers[names_at]
+    sections = {}
+    for name, _kind, _flags, _addr, offset, size in headers:
+        start = names[4] + name
+        sections[data[start:data.index(b"\0", start)].decode()] = data[offset:offset + size]
+    return sections
+
+
+@needs_nvcc
+@pytest.mark.parametrize("source, kernels", [
+    ("matrix_profile.cu", None),  # every kernel
+    ("stl.cu", ("stl_fill_gaps_batch",)),  # stl_batch is compared with the CPU's (contracting) Numba to 1e-9
+])
+def test_kernels_compare_with_the_cpu_without_implicit_fma(tmp_path, source, kernels):
+    """nvcc and NVRTC contract a * b + c into one fma by default (--fmad=true), which the CPU
+    (Numba without fastmath, gcc on x86-64) never does: the gaps STL filled on a GPU differed
+    from the CPU's in the last bit, and two identical windows had a distance of 2e-16. Each
+    kernel's machine code must be the same with and without contraction (explicit fma() calls
+    stay fused either way)."""
+    path = cuda_kernels_dir() / source
+    code = {}
+    for fmad in ("true", "false"):
+        cubin = tmp_path / f"{fmad}.cubin"
+        _nvcc("-std=c++17", "-arch=sm_90", "-cubin", f"-fmad={fmad}", f"-I{path.parent}", str(path),
+              "-o", str(cubin), cwd=tmp_path)
+        code[fmad] = {name.removeprefix(".text."): body
+                      for name, body in _elf_sections(cubin.read_bytes()).items() if name.startswith(".text.")}
+    assert code["true"].keys() == code["false"].keys() and code["true"]
+    for kernel in kernels or code["true"]:
+        assert code["true"][kernel] == code["false"][kernel], kernel
 
 
 @pytest.fixture(scope="module")
