@@ -988,12 +988,17 @@ def _comparable_labels(fitted: pd.Index, new: pd.Index) -> tuple[pd.Index, pd.In
     def levels(index):
         return index.levels if isinstance(index, pd.MultiIndex) else [index]
 
+    def level_as_text(labels: pd.Index) -> np.ndarray:
+        text = labels_as_text(pd.Series(labels)).to_numpy(dtype=object)
+        # An Unmatched placeholder (a model merged from no rows) stays itself: as its text it
+        # would match a context named "<no context>".
+        unmatched = np.fromiter((isinstance(label, Unmatched) for label in labels), dtype=bool, count=len(labels))
+        text[unmatched] = labels[unmatched]
+        return text
+
     def as_text(index, convert) -> pd.Index:
-        arrays = [
-            labels_as_text(pd.Series(index.get_level_values(k))).to_numpy(dtype=object) if change
-            else index.get_level_values(k)
-            for k, change in enumerate(convert)
-        ]
+        arrays = [level_as_text(index.get_level_values(k)) if change else index.get_level_values(k)
+                  for k, change in enumerate(convert)]
         if isinstance(index, pd.MultiIndex):
             return pd.MultiIndex.from_arrays(arrays, names=index.names)
         return pd.Index(arrays[0], name=index.name)
