@@ -1507,3 +1507,14 @@ def test_json_lines_keep_the_utc_offset_of_zoned_times_as_csv_does(tmp_path):
     panels = [tsanomaly.Panel.from_frame(tsio.read_table(path), "asn", "start", "peak_score") for path in (csv, jsonl)]
     assert panels[0].index.equals(panels[1].index)
     assert panels[0].index.equals(pd.DatetimeIndex(starts.tz_convert(None), name="start", freq="h"))
+
+
+def test_json_lines_write_a_zoned_column_past_pandas_last_local_time_in_utc():
+    # pd.Timestamp.max as a "valid until" in Tokyo has a local clock pandas cannot hold: writing
+    # the local time with its offset raised OutOfBoundsDatetime (before offsets were kept: UTC).
+    until = pd.Series(pd.DatetimeIndex([pd.Timestamp.max.tz_localize("UTC"), pd.Timestamp("2024-01-01", tz="UTC")])
+                      .tz_convert("Asia/Tokyo"))
+    buffer = _io.BytesIO()
+    tsio._write_jsonl(pd.DataFrame({"until": until}), buffer)
+    assert buffer.getvalue() == (b'{"until":"2262-04-11T23:47:16.854775807Z"}\n'
+                                 b'{"until":"2024-01-01T00:00:00.000000000Z"}\n')

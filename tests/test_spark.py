@@ -1120,5 +1120,16 @@ def test_a_model_is_not_appended_to_another(spark, baseline_fit, tmp_path):
     with pytest.raises(ValueError, match="mode must be one of"):
         model.save(str(tmp_path / "other"), mode="overwite")
     assert not (tmp_path / "other").exists()
-    model.save(path, mode="overwrite")
+    model.save(path, mode="Overwrite")  # Spark's modes are read in any case
     assert tss.load_model(spark, path).global_state == model.global_state
+
+
+def test_scoring_data_that_does_not_follow_the_fit_warns_on_the_driver(spark, frames, baseline_fit):
+    # The detectors' HistoryGapWarning was raised inside the tasks, where only executor logs saw it.
+    _, new = frames
+    model, _ = baseline_fit
+    later = new[new["ts"] >= new["ts"].min() + pd.Timedelta(hours=24)]
+    with pytest.warns(tsanomaly.HistoryGapWarning, match=r"24 step\(s\) after the step that follows"):
+        result = tss.score(_spark_frame(spark, later), model)
+    assert result.scores.count() > 0
+    result.unpersist()

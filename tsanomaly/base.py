@@ -450,8 +450,20 @@ class BaseDetector:
                 f"the panel's contexts have levels {list(new.names)} but the detector was fitted on contexts "
                 f"with levels {list(fitted.names)}; build the panel from the same context columns, in the same order"
             )
-        fitted, new = _comparable_labels(fitted, new)
+        fitted, new = _comparable_labels(fitted, new, self._fitted_contexts_as_text)
         return np.asarray(fitted.get_indexer(new), dtype=np.int64)
+
+    def _fitted_contexts_as_text(self, convert: tuple) -> pd.Index:
+        """``contexts_`` with the levels flagged in ``convert`` as text, kept for the next call.
+
+        Kept in a private attribute, which neither ``save`` (fitted state ends with ``_``) nor a
+        refit (a new ``contexts_`` object) reuses.
+        """
+        cached = getattr(self, "_contexts_as_text", None)
+        if cached is None or cached[0] is not self.contexts_ or cached[1] != convert:
+            cached = (self.contexts_, convert, _levels_as_text(self.contexts_, convert))
+            self._contexts_as_text = cached
+        return cached[2]
 
     def unseen_contexts(self, panel) -> pd.Index:
         """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
@@ -969,7 +981,7 @@ def _context_frame(contexts: pd.Index, rows: np.ndarray) -> pd.DataFrame:
     return frame.iloc[rows].reset_index(drop=True)
 
 
-def _comparable_labels(fitted: pd.Index, new: pd.Index) -> tuple[pd.Index, pd.Index]:
+def _comparable_labels(fitted: pd.Index, new: pd.Index, fitted_as_text=None) -> tuple[pd.Index, pd.Index]:
     """``(fitted, new)`` with the labels of each level as text on both sides where one side's
     labels are all text and the other's are not (:func:`tsanomaly.io.labels_as_text`), so that
     both compare by one rule. Levels already alike are kept.
@@ -979,42 +991,50 @@ def _comparable_labels(fitted: pd.Index, new: pd.Index) -> tuple[pd.Index, pd.In
     ``"13335" != 13335`` would leave every context unseen. The other way round too: a model
     fitted in Python on integer ASNs (from Parquet) scoring a panel whose ASNs were read as text
     (from JSON lines) saw every context as unseen, without an alert.
-    """
-    from tsanomaly.io import labels_as_text
 
+    ``fitted_as_text(convert)``, when given, returns ``fitted`` with the levels flagged in
+    ``convert`` as text (a detector caches it: converting a million fitted labels takes a
+    second, and a job matches contexts several times per chunk).
+    """
     def text(labels) -> bool:
         return pd.api.types.infer_dtype(labels, skipna=True) == "string"
 
     def levels(index):
         return index.levels if isinstance(index, pd.MultiIndex) else [index]
 
+    if len(new) == 0:
+        return fitted, new
+    pairs = list(zip(levels(fitted), levels(new)))
+    new_to_text = tuple(text(mine) and not text(theirs) for mine, theirs in pairs)
+    fitted_to_text = tuple(text(theirs) and not text(mine) for mine, theirs in pairs)
+    if any(new_to_text):
+        new = _levels_as_text(new, new_to_text)
+    if any(fitted_to_text):
+        converted = (fitted_as_text or (lambda convert: _levels_as_text(fitted, convert)))(fitted_to_text)
+        if converted.is_unique:  # two fitted labels with one text (1 and 1.0) keep their own types
+            fitted = converted
+    return fitted, new
+
+
+def _levels_as_text(index: pd.Index, convert) -> pd.Index:
+    """``index`` with the levels flagged in ``convert`` as text (:func:`tsanomaly.io.labels_as_text`).
+
+    An :class:`Unmatched` placeholder (a model merged from no rows) stays itself: as its text
+    it would match a context named "<no context>".
+    """
+    from tsanomaly.io import labels_as_text
+
     def level_as_text(labels: pd.Index) -> np.ndarray:
         text = labels_as_text(pd.Series(labels)).to_numpy(dtype=object)
-        # An Unmatched placeholder (a model merged from no rows) stays itself: as its text it
-        # would match a context named "<no context>".
         unmatched = np.fromiter((isinstance(label, Unmatched) for label in labels), dtype=bool, count=len(labels))
         text[unmatched] = labels[unmatched]
         return text
 
-    def as_text(index, convert) -> pd.Index:
-        arrays = [level_as_text(index.get_level_values(k)) if change else index.get_level_values(k)
-                  for k, change in enumerate(convert)]
-        if isinstance(index, pd.MultiIndex):
-            return pd.MultiIndex.from_arrays(arrays, names=index.names)
-        return pd.Index(arrays[0], name=index.name)
-
-    if len(new) == 0:
-        return fitted, new
-    pairs = list(zip(levels(fitted), levels(new)))
-    new_to_text = [text(mine) and not text(theirs) for mine, theirs in pairs]
-    fitted_to_text = [text(theirs) and not text(mine) for mine, theirs in pairs]
-    if any(new_to_text):
-        new = as_text(new, new_to_text)
-    if any(fitted_to_text):
-        converted = as_text(fitted, fitted_to_text)
-        if converted.is_unique:  # two fitted labels with one text (1 and 1.0) keep their own types
-            fitted = converted
-    return fitted, new
+    arrays = [level_as_text(index.get_level_values(k)) if change else index.get_level_values(k)
+              for k, change in enumerate(convert)]
+    if isinstance(index, pd.MultiIndex):
+        return pd.MultiIndex.from_arrays(arrays, names=index.names)
+    return pd.Index(arrays[0], name=index.name)
 
 
 def _to_json(value):

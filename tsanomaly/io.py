@@ -421,10 +421,12 @@ def _time_texts(column: pd.Series) -> list:
                     for stamp in column.tolist()]
         except (NotImplementedError, ValueError, OverflowError):
             years = [0]
-    if min(years) < 1 or max(years) > 9999:
-        # Years NumPy and pandas write differently (outside 1 to 9999): pandas' own text.
+    def in_utc() -> list:  # pandas' own text, in UTC ("Z")
         stamps = json.loads(column.to_json(orient="values", date_format="iso", date_unit="ns"))
         return ["null" if stamp is None else json.dumps(stamp) for stamp in stamps]
+
+    if min(years) < 1 or max(years) > 9999:
+        return in_utc()  # years NumPy and pandas write differently (outside 1 to 9999)
 
     def texts_of(times: np.ndarray) -> list:
         if zone is None:
@@ -437,7 +439,12 @@ def _time_texts(column: pd.Series) -> list:
         return ["null" if text == "NaT" else '"' + text + offsets[shift] + '"'
                 for text, shift in zip(np.datetime_as_string(local, unit="ns").tolist(), shifts.tolist())]
 
-    return _by_distinct(values, texts_of)
+    try:
+        return _by_distinct(values, texts_of)
+    except pd.errors.OutOfBoundsDatetime:
+        # A local clock past pandas' last nanosecond (pd.Timestamp.max as a "valid until" in a zone
+        # east of UTC), which pandas cannot hold: the column in UTC, as before offsets were kept.
+        return in_utc()
 
 
 def _offset_text(microseconds: int) -> str:

@@ -144,6 +144,7 @@ from tsanomaly.base import (
     ALERT_COLUMNS,
     BaseDetector,
     CalibrationWarning,
+    HistoryGapWarning,
     Unmatched,
     _build_detector,
     _check_base_state,
@@ -934,7 +935,10 @@ def _fit_global_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
 
 
 def _score_piece(detector: BaseDetector, panel: Panel):
-    scores = detector.score(panel)
+    with warnings.catch_warnings():
+        # Said once on the driver (score): an executor's warning reaches only its log.
+        warnings.simplefilter("ignore", HistoryGapWarning)
+        scores = detector.score(panel)
     return backend.to_numpy(scores.values), detector.alerts(panel, scores=scores)
 
 
@@ -1840,6 +1844,7 @@ class SparkModel:
             two global lines and two rows per context) or any other mode, before
             anything is written.
         """
+        mode = str(mode).lower()  # as Spark reads it ("Overwrite", "ErrorIfExists")
         if mode not in _SAVE_MODES:
             raise ValueError(f"mode must be one of {', '.join(map(repr, _SAVE_MODES))}, got {mode!r}"
                              + (": appending a model to another makes a damaged one" if mode == "append" else ""))
@@ -2188,6 +2193,13 @@ def score(
         raise ValueError(
             f"the new data starts at {pd.Timestamp(int(lo))}, which is not on the fitted grid after the history "
             f"(step {freq} from {fit_end}); new data must follow the fitted history"
+        )
+    if steps > 1:
+        warnings.warn(
+            f"the new data starts at {pd.Timestamp(int(lo))}, {steps - 1} step(s) after the step that follows the "
+            f"fitted history (which ends at {fit_end}): the detector sees those steps as missing, and windows or "
+            "seasons reaching into them score NaN; fit again on a recent history, or score the whole span since "
+            "the fit", HistoryGapWarning, stacklevel=2,
         )
     grid = {"start": int(lo), "step": step, "n_times": int((int(hi) - int(lo)) // step) + 1, "freq": freq,
             "name": time}
