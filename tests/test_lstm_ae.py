@@ -215,6 +215,29 @@ def test_flat_and_zero_contexts_get_finite_scores():
     assert np.isfinite(det.score(new).to_numpy()).all()
 
 
+def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale():
+    """The held-out errors of a mostly-zero context (Poisson 0.3 an hour) are nearly all alike
+    but for its events: their MAD is about 0.001, so the error scale fell to the floor of 0.1 x
+    the pooled scale, a single event scored 20 to 90, and the global threshold it set (82 here)
+    hid real bursts elsewhere. The scale is floored at 1.2533 x the mean absolute deviation, as
+    the input scaling is (tsanomaly.scaling.robust_sigma)."""
+    from tsanomaly.scaling import nanmedian
+
+    rng = np.random.default_rng(3)
+    normal = daily_counts(rng, 6, N_HIST + N_NEW)
+    sparse = rng.poisson(0.3, (2, N_HIST + N_NEW)).astype(float)
+    history, _ = make_panels(np.vstack([normal, sparse]))
+    det = tiny().fit(history)
+    z = det._scaled(history.to_numpy(), det.center_, det.scale_)
+    n_val, n_train = det._split(history.n_times)
+    errors = det._window_errors(z[:, det._first_held_out(n_val, n_train) :], det._tensor(det.cluster_)).numpy()
+    dev = np.abs(errors - nanmedian(errors, axis=1)[:, None, :])
+    assert (1.4826 * nanmedian(dev[6:], axis=1) < 0.01).all()  # the MAD alone: degenerate
+    np.testing.assert_allclose(det.err_scale_[6:], 1.2533 * np.nanmean(dev[6:], axis=1))
+    assert (det.err_scale_[6:] > 0.5 * det.pool_err_scale_).all()
+    assert det.global_threshold_ < 20
+
+
 # ---------------------------------------------------------------------- persistence and reproducibility
 @pytest.mark.parametrize("clusters", [None, 2])
 def test_save_load_reproduces_scores_exactly(panels, tmp_path, clusters):

@@ -21,7 +21,7 @@ import numpy as np
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector, min_observed
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import MAD_TO_SIGMA, nanmedian, robust_center_scale
+from tsanomaly.scaling import nanmedian, robust_center_scale, robust_sigma
 from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = ["LSTMAutoencoderDetector", "PRECISIONS", "TOLERANCE"]
@@ -201,8 +201,11 @@ class LSTMAutoencoderDetector(BaseDetector):
     at its newest point, ``z_t - ẑ_t`` (bursts, drops), and as the mean over
     its newest ``max(1, window // 6)`` points (8 for window 48: shifts that
     last hours, such as slow rises or a changed night level). Each is turned
-    into a robust z-score with the median and MAD of the context's held-out
-    errors, and the point's score is the root mean square of the two. Scores
+    into a robust z-score with the median and robust scale of the context's
+    held-out errors (1.4826 x MAD, floored at 1.2533 x their mean absolute
+    deviation, as the input scaling is: the errors of a mostly-zero context
+    are nearly all alike but for its events, and with the MAD alone a single
+    event scored about 20), and the point's score is the root mean square of the two. Scores
     are causal for contexts seen at fit (a point's score depends only on the
     window ending at it, never on later points; for an unseen context see
     below), in units of the context's own normal error, and
@@ -855,19 +858,23 @@ class LSTMAutoencoderDetector(BaseDetector):
             pooled = pooled[np.isfinite(pooled).all(axis=1)]
             if len(pooled):
                 pool_center[k] = np.median(pooled, axis=0)
-                pool_scale[k] = np.maximum(MAD_TO_SIGMA * np.median(np.abs(pooled - pool_center[k]), axis=0), 1e-12)
+                pool_scale[k] = np.maximum(robust_sigma(np.abs(pooled - pool_center[k]), axis=0), 1e-12)
         return pool_center, pool_scale
 
     def _context_error_stats(self, held_out, cluster):
         """Median and robust scale of each context's held-out errors, shape (n_contexts, 2) each.
 
-        A context without finite held-out errors (all its windows had NaN) takes
-        its cluster's pooled statistics, and every scale is floored at
-        ``_ERR_SCALE_FLOOR_FRACTION`` of the cluster's pooled scale.
+        The scale is :func:`tsanomaly.scaling.robust_sigma` (1.4826 x MAD, floored
+        at 1.2533 x the mean absolute deviation), the rule of the input scaling: the
+        held-out errors of a mostly-zero context are nearly all alike (MAD about
+        0.001 scaled units) but for its occasional events, and with the MAD alone
+        each single event scored about 20. A context without finite held-out errors
+        (all its windows had NaN) takes its cluster's pooled statistics, and every
+        scale is floored at ``_ERR_SCALE_FLOOR_FRACTION`` of the cluster's pooled scale.
         """
         errs = held_out.cpu().numpy()
         center = nanmedian(errs, axis=1)  # contexts without finite errors give NaN
-        scale = MAD_TO_SIGMA * nanmedian(np.abs(errs - center[:, None, :]), axis=1)
+        scale = robust_sigma(np.abs(errs - center[:, None, :]), axis=1)
         pool_center = np.asarray(self.pool_err_center_)[cluster]
         pool_scale = np.asarray(self.pool_err_scale_)[cluster]
         missing = ~(np.isfinite(center) & np.isfinite(scale))
