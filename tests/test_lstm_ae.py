@@ -215,6 +215,36 @@ def test_flat_and_zero_contexts_get_finite_scores():
     assert np.isfinite(det.score(new).to_numpy()).all()
 
 
+def test_one_spike_does_not_move_the_recent_error_but_a_sustained_shift_does(monkeypatch):
+    """The second component is the median error of the newest window // 6 points: a one-point
+    burst stays out of it (with the mean, it stayed in for window // 6 points at burst / (window
+    // 6), and a one-hour burst alerted for window // 6 hours), a shift over most of them moves
+    it. The network is replaced by one that reconstructs 0, so the errors are the values."""
+    from tsanomaly.kernels import lstm_torch
+
+    monkeypatch.setattr(lstm_torch, "reconstruct", lambda model, windows, **kw: torch.zeros_like(windows))
+    window, recent = 24, 4
+    det = tiny(window=window)
+    det.device_, det.n_models_, det._models, det.recent_summary_ = "cpu", 1, [None], "median"
+    z = torch.full((1, 120), 0.5, dtype=torch.float64)
+    z[0, 40] = 20.0  # a spike
+    z[0, 80:90] = 3.0  # a shift of 10 points
+    errors = det._window_errors(z, torch.zeros(1, dtype=torch.int64))[0].numpy()
+    end = np.arange(window - 1, 120)  # newest point of each window
+    assert errors[end == 40, 0] == 20.0
+    np.testing.assert_array_equal(errors[(end >= 40) & (end < 40 + recent), 1], 0.5)
+    shifted = errors[(end >= 80 + recent // 2) & (end < 90), 1]
+    np.testing.assert_array_equal(shifted, 3.0)
+    missing = z.clone()
+    missing[0, 60] = float("nan")  # the median of the observed recent points
+    errors = det._window_errors(missing, torch.zeros(1, dtype=torch.int64))[0].numpy()
+    np.testing.assert_array_equal(errors[(end > 60) & (end < 60 + recent), 1], 0.5)
+    # A model file saved before recent_summary_ existed keeps the mean it was calibrated on.
+    del det.recent_summary_
+    errors = det._window_errors(z, torch.zeros(1, dtype=torch.int64))[0].numpy()
+    np.testing.assert_allclose(errors[end == 41, 1], (3 * 0.5 + 20.0) / recent)
+
+
 def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale():
     """The held-out errors of a mostly-zero context (Poisson 0.3 an hour) are nearly all alike
     but for its events: their MAD is about 0.001, so the error scale fell to the floor of 0.1 x
