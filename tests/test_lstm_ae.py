@@ -245,6 +245,28 @@ def test_one_spike_does_not_move_the_recent_error_but_a_sustained_shift_does(mon
     np.testing.assert_allclose(errors[end == 41, 1], (3 * 0.5 + 20.0) / recent)
 
 
+def test_contexts_with_few_held_out_windows_take_the_pooled_error_statistics():
+    """Stride-1 held-out windows overlap: a 10-day hourly history with window 48 held out a single
+    window, whose errors were each context's median (and a scale of 0, floored at 0.1 x the
+    pool's: a threshold of 33 against 2 at 14 days). Each component needs MIN_HELD_OUT_ERRORS
+    effectively independent errors: n newest-point errors count n, their recent medians
+    (n + recent - 1) / recent; below, the context takes its cluster's pooled statistics."""
+    from tsanomaly.detectors.lstm_ae import MIN_HELD_OUT_ERRORS
+
+    assert MIN_HELD_OUT_ERRORS == 8
+    values = daily_counts(np.random.default_rng(5), 5, 100)
+    index = pd.date_range("2024-05-01", periods=100, freq="1h", name="ts")
+    panel = tsanomaly.Panel(values, pd.Index([f"ctx{k}" for k in range(5)], name="ctx"), index)
+    short = tiny().fit(panel.time_slice(end=index[69]))  # 14 held out: 3 windows, 3 and 2 independent
+    np.testing.assert_array_equal(short.err_center_, short.pool_err_center_[short.cluster_])
+    np.testing.assert_array_equal(short.err_scale_, short.pool_err_scale_[short.cluster_])
+    longer = tiny().fit(panel)  # 20 held out: 9 windows; 9 newest-point errors, (9 + 1) / 2 = 5 recent
+    own = longer.err_scale_[:, 0] != longer.pool_err_scale_[longer.cluster_, 0]
+    assert own.all()
+    np.testing.assert_array_equal(longer.err_scale_[:, 1], longer.pool_err_scale_[longer.cluster_, 1])
+    np.testing.assert_array_equal(longer.err_center_[:, 1], longer.pool_err_center_[longer.cluster_, 1])
+
+
 def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale():
     """The held-out errors of a mostly-zero context (Poisson 0.3 an hour) are nearly all alike
     but for its events: their MAD is about 0.001, so the error scale fell to the floor of 0.1 x

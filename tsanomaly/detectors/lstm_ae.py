@@ -24,7 +24,7 @@ from tsanomaly.panel import Panel
 from tsanomaly.scaling import nanmedian, robust_center_scale, robust_sigma
 from tsanomaly.validation import is_finite_real, is_int
 
-__all__ = ["LSTMAutoencoderDetector", "PRECISIONS", "TOLERANCE"]
+__all__ = ["LSTMAutoencoderDetector", "MIN_HELD_OUT_ERRORS", "PRECISIONS", "TOLERANCE"]
 
 PRECISIONS = ("auto", "float32", "mixed")
 
@@ -46,6 +46,13 @@ _INPUT_CLIP = 10.0
 # so a context that happened to be reconstructed perfectly on the held-out windows does
 # not turn the smallest error into an alert.
 _ERR_SCALE_FLOOR_FRACTION = 0.1
+
+#: A context's own median and scale of a score component need this many effectively independent
+# held-out errors; with fewer it takes its cluster's pooled ones (see _context_error_stats).
+# Chosen like thresholds.MIN_SCORES_PER_CONTEXT, a count below which a context's own statistic is
+# not trusted: with 8 independent Gaussian (or Poisson) errors, 95% of contexts get a scale above
+# half the true one (about 0.5 at 8; 0.1-0.4 at 1-6, where single contexts' scores were inflated 2-10x).
+MIN_HELD_OUT_ERRORS = 8
 
 # The second score component is the median error of the newest window // _RECENT_DIVISOR
 # points (see the class notes).
@@ -157,7 +164,9 @@ class LSTMAutoencoderDetector(BaseDetector):
         Scaled daily profile of each cluster's centre.
     err_center_, err_scale_ : ndarray, shape (n_contexts, 2)
         Median and robust scale of each context's held-out errors (newest-point
-        error, recent-median error).
+        error, recent-median error); the pooled ones of its cluster for a
+        component with fewer than :data:`MIN_HELD_OUT_ERRORS` effectively
+        independent held-out errors (see *Hold-out*).
     pool_err_center_, pool_err_scale_ : ndarray, shape (n_models, 2)
         The same over each cluster's contexts (used for unseen contexts).
     weights_ : dict of str to ndarray
@@ -203,7 +212,21 @@ class LSTMAutoencoderDetector(BaseDetector):
     data). When that tail is shorter than ``window``, no window fits inside
     it, and the windows that end in it estimate the distribution instead
     (they reach back into the training data, so their errors may look
-    smaller than on new data).
+    smaller than on new data). These stride-1 windows overlap, so a context's
+    own median and scale of a score component are used only when its
+    held-out errors hold at least :data:`MIN_HELD_OUT_ERRORS` (8) effectively
+    independent values: ``n`` newest-point errors count ``n`` (distinct
+    points), their recent medians ``(n + recent - 1) / recent`` (``recent``
+    points each); below that the component takes the cluster's pooled
+    statistics. (With 8 independent Gaussian or Poisson errors, 95% of
+    contexts get a scale above about half the true one; with 1 to 6, 5% of
+    them get 0.1 to 0.4 of it.) Before, a 10-day hourly history (window 48,
+    ``validation_fraction`` 0.2) held out one window per context: a scale of
+    0 floored at 0.1 x the pooled one, and a global threshold of 33 against
+    2.0 at 14 days; now 2.0 and 1.6. With the defaults, the newest-point
+    component has its own statistics from 12 days of hourly history on (11
+    held-out windows), the recent one from 22 days (59 windows; the 21 days
+    of ``benchmarks/lstm_quality.py`` hold out 54, so there it is pooled).
 
     **Score.** The window ending at point ``t`` is reconstructed, and its
     error (observed minus reconstructed, scaled units) is summarised twice:
@@ -904,19 +927,35 @@ class LSTMAutoencoderDetector(BaseDetector):
         at 1.2533 x the mean absolute deviation), the rule of the input scaling: the
         held-out errors of a mostly-zero context are nearly all alike (MAD about
         0.001 scaled units) but for its occasional events, and with the MAD alone
-        each single event scored about 20. A context without finite held-out errors
-        (all its windows had NaN) takes its cluster's pooled statistics, and every
-        scale is floored at ``_ERR_SCALE_FLOOR_FRACTION`` of the cluster's pooled scale.
+        each single event scored about 20. A component with fewer than
+        :data:`MIN_HELD_OUT_ERRORS` effectively independent held-out errors (see
+        :meth:`_independent_errors`; none at all where every window had too many
+        NaN) takes its cluster's pooled statistics, and every scale is floored at
+        ``_ERR_SCALE_FLOOR_FRACTION`` of the cluster's pooled scale.
         """
         errs = held_out.cpu().numpy()
         center = nanmedian(errs, axis=1)  # contexts without finite errors give NaN
         scale = robust_sigma(np.abs(errs - center[:, None, :]), axis=1)
         pool_center = np.asarray(self.pool_err_center_)[cluster]
         pool_scale = np.asarray(self.pool_err_scale_)[cluster]
-        missing = ~(np.isfinite(center) & np.isfinite(scale))
+        few = self._independent_errors(errs) < MIN_HELD_OUT_ERRORS
+        missing = few | ~(np.isfinite(center) & np.isfinite(scale))
         center = np.where(missing, pool_center, center)
         scale = np.where(missing, pool_scale, scale)
         return center, np.maximum(scale, _ERR_SCALE_FLOOR_FRACTION * pool_scale)
+
+    def _independent_errors(self, errs):
+        """Effectively independent held-out errors of each context and component, shape (n_contexts, 2).
+
+        Stride-1 windows overlap: the newest-point errors of ``n`` windows lie at ``n``
+        distinct points and count ``n``; their recent medians summarise ``recent``
+        points each, ``n + recent - 1`` distinct ones together, and count
+        ``(n + recent - 1) / recent``.
+        """
+        n = np.isfinite(errs).sum(axis=1).astype(np.float64)  # (n_contexts, 2)
+        recent = self._recent()
+        n[:, 1] = np.where(n[:, 1] > 0, (n[:, 1] + recent - 1) / recent, 0.0)
+        return n
 
     def _standardise(self, errors, center, scale):
         """Errors -> scores: root mean square of the two robust z-scores (higher = more anomalous).
