@@ -678,6 +678,14 @@ def test_cuda_without_a_torch_gpu_raises_a_clear_error(monkeypatch):
         (dict(seed=np.True_), "seed must be a non-negative integer"),
         (dict(max_train_windows=0), "max_train_windows must be an integer >= 1, got 0"),
         (dict(max_train_windows=2.5), "max_train_windows must be an integer >= 1, got 2.5"),
+        # Seeds of 2**32 and more failed inside tslearn's k-means (with clusters), 2**64 in PyTorch.
+        (dict(seed=2**32), r"seed must be at most 2\*\*32 - 1 = 4294967295, got 4294967296"),
+        (dict(seed=2**32, clusters=2), r"seed must be at most 2\*\*32 - 1"),
+        (dict(seed=2**64), r"seed must be at most 2\*\*32 - 1"),
+        # Above float32's largest value PyTorch's optimiser raised a RuntimeError.
+        (dict(lr=3.5e38), r"lr must be at most 3.402823e\+38 \(float32's largest value\), got 3.5e\+38"),
+        # A finite rate that diverges: every weight NaN, and a CalibrationWarning blaming the history.
+        (dict(lr=1e20), r"the training of network 0 diverged \(its loss or weights are not finite\) with lr=1e\+20"),
     ],
 )
 def test_bad_parameters_are_rejected_at_fit(panels, params, message):
@@ -689,6 +697,12 @@ def test_bad_parameters_are_rejected_at_fit(panels, params, message):
 def test_numeric_parameters_of_numpy_types_are_accepted():
     # NumPy scalars (read from an array or a config) are numbers like any other.
     tiny(lr=np.float32(3e-3), validation_fraction=np.float64(0.25), seed=np.int64(3), epochs=np.int32(1))._validate()
+
+
+def test_the_largest_seed_fits_with_clusters(two_shapes):
+    history, _ = two_shapes
+    det = tiny(epochs=1, seed=2**32 - 1, clusters=2).fit(history)
+    assert det.n_models_ == 2
 
 
 # ---------------------------------------------------------------------- GPU

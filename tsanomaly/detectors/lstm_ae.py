@@ -66,6 +66,10 @@ _RECENT_SUMMARIES = ("median", "mean")
 # the observed share scoring needs (see _warn_few_training_windows).
 _MIN_USABLE_SHARE = 0.5
 
+# Largest learning rate and seed accepted (see _validate).
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAX_SEED = 2**32 - 1
+
 # Windows per forward pass when scoring (see _score_batches).
 _CPU_SCORE_BATCH = 1024
 _GPU_SCORE_BATCH = 65536
@@ -124,7 +128,9 @@ class LSTMAutoencoderDetector(BaseDetector):
         still scaled, calibrated and scored. Only the sampled windows are copied
         out of the history, which bounds the fit's memory for training too.
     lr : float, default 3e-3
-        Adam learning rate: a finite number > 0.
+        Adam learning rate: a number > 0, at most float32's largest value
+        (3.4e38). A rate so large that the training diverges (the loss or the
+        weights stop being finite) makes the fit raise a ValueError naming it.
     clusters : int or None, default None
         Train one network per group of contexts with a similar daily shape:
         tslearn's ``TimeSeriesKMeans`` (Euclidean, seeded) on each context's
@@ -146,6 +152,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         ``"float32"`` on the CPU (where ``"mixed"`` also means float32).
         See :data:`TOLERANCE` for how far GPU scores may lie from CPU ones.
     seed : int, default 0
+        An integer in [0, 2**32 - 1] (what the clustering's random state takes).
         Seeds the initial weights, the shuffling and the clustering; on the
         CPU the same seed gives the same weights and scores, bit for bit.
     threshold, contamination, per_context
@@ -405,16 +412,23 @@ class LSTMAutoencoderDetector(BaseDetector):
         if self.clusters is not None:
             integer("clusters", 1)
         # An infinite learning rate (1e400 read from JSON is inf) turns every weight, and so
-        # every score, into NaN after the first step.
+        # every score, into NaN after the first step; one above float32's largest value could
+        # not even be handed to the optimiser (a RuntimeError inside PyTorch). A finite rate can
+        # still make the training diverge: the fit then raises (see _check_trained).
         if not is_finite_real(self.lr) or not self.lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.lr > _FLOAT32_MAX:
+            raise ValueError(f"lr must be at most {_FLOAT32_MAX:.7g} (float32's largest value), got {self.lr!r}")
         vf = self.validation_fraction
         if not is_finite_real(vf) or not 0 <= vf < 1:
             raise ValueError(f"validation_fraction must be a number in [0, 1), got {vf!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        # tslearn's k-means (NumPy's legacy seeding) takes seeds below 2**32, PyTorch's below 2**64.
         if not is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.seed > _MAX_SEED:
+            raise ValueError(f"seed must be at most 2**32 - 1 = {_MAX_SEED}, got {self.seed!r}")
 
     def min_fit_times(self) -> int:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
@@ -474,6 +488,20 @@ class LSTMAutoencoderDetector(BaseDetector):
                 UserWarning,
                 stacklevel=4,
             )
+
+    def _check_trained(self, k: int, loss, arrays: dict) -> None:
+        """ValueError naming ``lr`` when network ``k``'s training loss or weights are not finite.
+
+        The inputs are clipped to +-``_INPUT_CLIP``, so only the optimisation can diverge:
+        with lr=1e20 every weight became NaN, and the fit went on to a CalibrationWarning
+        that blamed the history's length, with every score NaN.
+        """
+        if np.isfinite(loss).all() and all(np.isfinite(a).all() for a in arrays.values()):
+            return
+        raise ValueError(
+            f"the training of network {k} diverged (its loss or weights are not finite) with lr={self.lr!r}; "
+            "use a smaller learning rate (the default is 3e-3)"
+        )
 
     def _resolve_torch_device(self) -> str:
         """Check that PyTorch can serve ``self.device_`` (which the base chose from CuPy).
@@ -686,7 +714,9 @@ class LSTMAutoencoderDetector(BaseDetector):
                     )
                 )
             counts.append(windows.shape[0])
-            weights.update({f"c{k}.{name}": value for name, value in kernels.model_arrays(model).items()})
+            arrays = kernels.model_arrays(model)
+            self._check_trained(k, losses[-1], arrays)
+            weights.update({f"c{k}.{name}": value for name, value in arrays.items()})
             del windows
         del train_view, usable
         self.weights_ = weights
