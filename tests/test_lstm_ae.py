@@ -249,7 +249,7 @@ def test_contexts_with_few_held_out_windows_take_the_pooled_error_statistics():
     """Stride-1 held-out windows overlap: a 10-day hourly history with window 48 held out a single
     window, whose errors were each context's median (and a scale of 0, floored at 0.1 x the
     pool's: a threshold of 33 against 2 at 14 days). Each component needs MIN_HELD_OUT_ERRORS
-    effectively independent errors: n newest-point errors count n, their recent medians
+    effectively independent errors: n newest-point errors count n, their recent medians 4/3 x
     (n + recent - 1) / recent; below, the context takes its cluster's pooled statistics."""
     from tsanomaly.detectors.lstm_ae import MIN_HELD_OUT_ERRORS
 
@@ -260,11 +260,17 @@ def test_contexts_with_few_held_out_windows_take_the_pooled_error_statistics():
     short = tiny().fit(panel.time_slice(end=index[69]))  # 14 held out: 3 windows, 3 and 2 independent
     np.testing.assert_array_equal(short.err_center_, short.pool_err_center_[short.cluster_])
     np.testing.assert_array_equal(short.err_scale_, short.pool_err_scale_[short.cluster_])
-    longer = tiny().fit(panel)  # 20 held out: 9 windows; 9 newest-point errors, (9 + 1) / 2 = 5 recent
+    longer = tiny().fit(panel)  # 20 held out: 9 windows; 9 newest-point errors, 4/3 x (9 + 1) / 2 = 6.7 recent
     own = longer.err_scale_[:, 0] != longer.pool_err_scale_[longer.cluster_, 0]
     assert own.all()
     np.testing.assert_array_equal(longer.err_scale_[:, 1], longer.pool_err_scale_[longer.cluster_, 1])
     np.testing.assert_array_equal(longer.err_center_[:, 1], longer.pool_err_center_[longer.cluster_, 1])
+    # Window 48 (recent 8): the recent medians of 41 windows (6 stretches of 8, x 4/3) count 8.
+    errs = np.zeros((3, 60, 2))
+    errs[0, 41:], errs[1, 40:], errs[2, 7:] = np.nan, np.nan, np.nan
+    count = tiny(window=48)._independent_errors(errs)
+    np.testing.assert_allclose(count, [[41, 8], [40, 4 * 47 / 24], [7, 4 * 14 / 24]])
+    assert (count[:, 1] >= MIN_HELD_OUT_ERRORS).tolist() == [True, False, False]
 
 
 def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale():
