@@ -215,6 +215,87 @@ def test_flat_and_zero_contexts_get_finite_scores():
     assert np.isfinite(det.score(new).to_numpy()).all()
 
 
+def test_one_spike_does_not_move_the_recent_error_but_a_sustained_shift_does(monkeypatch):
+    """The second component is the median error of the newest window // 6 points: a one-point
+    burst stays out of it (with the mean, it stayed in for window // 6 points at burst / (window
+    // 6), and a one-hour burst alerted for window // 6 hours), a shift over most of them moves
+    it. The network is replaced by one that reconstructs 0, so the errors are the values."""
+    from tsanomaly.kernels import lstm_torch
+
+    monkeypatch.setattr(lstm_torch, "reconstruct", lambda model, windows, **kw: torch.zeros_like(windows))
+    window, recent = 24, 4
+    det = tiny(window=window)
+    det.device_, det.n_models_, det._models, det.recent_summary_ = "cpu", 1, [None], "median"
+    z = torch.full((1, 120), 0.5, dtype=torch.float64)
+    z[0, 40] = 20.0  # a spike
+    z[0, 80:90] = 3.0  # a shift of 10 points
+    errors = det._window_errors(z, torch.zeros(1, dtype=torch.int64))[0].numpy()
+    end = np.arange(window - 1, 120)  # newest point of each window
+    assert errors[end == 40, 0] == 20.0
+    np.testing.assert_array_equal(errors[(end >= 40) & (end < 40 + recent), 1], 0.5)
+    shifted = errors[(end >= 80 + recent // 2) & (end < 90), 1]
+    np.testing.assert_array_equal(shifted, 3.0)
+    missing = z.clone()
+    missing[0, 60] = float("nan")  # the median of the observed recent points
+    errors = det._window_errors(missing, torch.zeros(1, dtype=torch.int64))[0].numpy()
+    np.testing.assert_array_equal(errors[(end > 60) & (end < 60 + recent), 1], 0.5)
+    # A model file saved before recent_summary_ existed keeps the mean it was calibrated on.
+    del det.recent_summary_
+    errors = det._window_errors(z, torch.zeros(1, dtype=torch.int64))[0].numpy()
+    np.testing.assert_allclose(errors[end == 41, 1], (3 * 0.5 + 20.0) / recent)
+
+
+def test_contexts_with_few_held_out_windows_take_the_pooled_error_statistics():
+    """Stride-1 held-out windows overlap: a 10-day hourly history with window 48 held out a single
+    window, whose errors were each context's median (and a scale of 0, floored at 0.1 x the
+    pool's: a threshold of 33 against 2 at 14 days). Each component needs MIN_HELD_OUT_ERRORS
+    effectively independent errors: n newest-point errors count n, their recent medians 4/3 x
+    (n + recent - 1) / recent; below, the context takes its cluster's pooled statistics."""
+    from tsanomaly.detectors.lstm_ae import MIN_HELD_OUT_ERRORS
+
+    assert MIN_HELD_OUT_ERRORS == 8
+    values = daily_counts(np.random.default_rng(5), 5, 100)
+    index = pd.date_range("2024-05-01", periods=100, freq="1h", name="ts")
+    panel = tsanomaly.Panel(values, pd.Index([f"ctx{k}" for k in range(5)], name="ctx"), index)
+    short = tiny().fit(panel.time_slice(end=index[69]))  # 14 held out: 3 windows, 3 and 2 independent
+    np.testing.assert_array_equal(short.err_center_, short.pool_err_center_[short.cluster_])
+    np.testing.assert_array_equal(short.err_scale_, short.pool_err_scale_[short.cluster_])
+    longer = tiny().fit(panel)  # 20 held out: 9 windows; 9 newest-point errors, 4/3 x (9 + 1) / 2 = 6.7 recent
+    own = longer.err_scale_[:, 0] != longer.pool_err_scale_[longer.cluster_, 0]
+    assert own.all()
+    np.testing.assert_array_equal(longer.err_scale_[:, 1], longer.pool_err_scale_[longer.cluster_, 1])
+    np.testing.assert_array_equal(longer.err_center_[:, 1], longer.pool_err_center_[longer.cluster_, 1])
+    # Window 48 (recent 8): the recent medians of 41 windows (6 stretches of 8, x 4/3) count 8.
+    errs = np.zeros((3, 60, 2))
+    errs[0, 41:], errs[1, 40:], errs[2, 7:] = np.nan, np.nan, np.nan
+    count = tiny(window=48)._independent_errors(errs)
+    np.testing.assert_allclose(count, [[41, 8], [40, 4 * 47 / 24], [7, 4 * 14 / 24]])
+    assert (count[:, 1] >= MIN_HELD_OUT_ERRORS).tolist() == [True, False, False]
+
+
+def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale():
+    """The held-out errors of a mostly-zero context (Poisson 0.3 an hour) are nearly all alike
+    but for its events: their MAD is about 0.001, so the error scale fell to the floor of 0.1 x
+    the pooled scale, a single event scored 20 to 90, and the global threshold it set (82 here)
+    hid real bursts elsewhere. The scale is floored at 1.2533 x the mean absolute deviation, as
+    the input scaling is (tsanomaly.scaling.robust_sigma)."""
+    from tsanomaly.scaling import nanmedian
+
+    rng = np.random.default_rng(3)
+    normal = daily_counts(rng, 6, N_HIST + N_NEW)
+    sparse = rng.poisson(0.3, (2, N_HIST + N_NEW)).astype(float)
+    history, _ = make_panels(np.vstack([normal, sparse]))
+    det = tiny().fit(history)
+    z = det._scaled(history.to_numpy(), det.center_, det.scale_)
+    n_val, n_train = det._split(history.n_times)
+    errors = det._window_errors(z[:, det._first_held_out(n_val, n_train) :], det._tensor(det.cluster_)).numpy()
+    dev = np.abs(errors - nanmedian(errors, axis=1)[:, None, :])
+    assert (1.4826 * nanmedian(dev[6:], axis=1) < 0.01).all()  # the MAD alone: degenerate
+    np.testing.assert_allclose(det.err_scale_[6:], 1.2533 * np.nanmean(dev[6:], axis=1))
+    assert (det.err_scale_[6:] > 0.5 * det.pool_err_scale_).all()
+    assert det.global_threshold_ < 20
+
+
 # ---------------------------------------------------------------------- persistence and reproducibility
 @pytest.mark.parametrize("clusters", [None, 2])
 def test_save_load_reproduces_scores_exactly(panels, tmp_path, clusters):
@@ -287,16 +368,17 @@ def test_max_train_windows_trains_each_network_on_a_seeded_sample(panels):
     assert (clustered.n_train_windows_ <= n // 4).all() and clustered.n_train_windows_.sum() > 0
 
 
-def test_a_capped_fit_trains_on_the_seeded_sample_of_every_complete_window(two_shapes, monkeypatch):
+def test_a_capped_fit_trains_on_the_seeded_sample_of_every_usable_window(two_shapes, monkeypatch):
     """The capped fit copies only its sample out of the history; the windows it trains on are
-    exactly those the seeded draw picks from the full list of NaN-free training windows (the list
-    an uncapped fit trains on), in the same order, for each network."""
+    exactly those the seeded draw picks from the full list of usable training windows (at least
+    min_observed points observed: the list an uncapped fit trains on), in the same order, for
+    each network."""
     from tsanomaly.kernels import lstm_torch
 
     history, _ = two_shapes
     values = history.values.copy()
-    values[1, 30:33] = np.nan  # windows through a gap are left out
-    values[6, 100] = np.nan
+    values[1, 30:33] = np.nan  # windows through this gap are left out (9 of 12 points observed)
+    values[6, 100] = np.nan  # windows through this one train (11 of 12 observed)
     history = tsanomaly.Panel(values, history.contexts, history.index)
     trained = []  # the windows handed to each network's training, in fit order
     real_train = lstm_torch.train_model
@@ -313,10 +395,12 @@ def test_a_capped_fit_trains_on_the_seeded_sample_of_every_complete_window(two_s
     cap = 50
     tiny(epochs=1, clusters=2, max_train_windows=cap).fit(history)
     assert len(trained) == len(every) == 2
+    # the 4 windows through x[6, 100] (starting at 90, 93, 96, 99) train
+    assert sum(int(torch.isnan(full).any(dim=1).sum()) for full in every) == 4
     for k, (sample, full) in enumerate(zip(trained, every)):
-        assert not torch.isnan(full).any()
+        assert ((~torch.isnan(full)).sum(dim=1) >= min_observed(WINDOW)).all()
         keep = torch.randperm(len(full), generator=torch.Generator().manual_seed(k))[:cap].sort().values
-        torch.testing.assert_close(sample, full[keep], rtol=0, atol=0)
+        torch.testing.assert_close(sample, full[keep], rtol=0, atol=0, equal_nan=True)
 
 
 def test_a_cap_on_the_training_windows_keeps_the_two_step_fit_equal_to_one_fit(two_shapes):
@@ -483,9 +567,59 @@ def test_more_clusters_than_contexts_with_a_training_window_is_refused(two_shape
 def test_a_history_without_any_training_window_is_refused(panels):
     history, _ = panels
     values = history.to_numpy().copy()
-    values[:, ::WINDOW - 1] = np.nan  # a gap in every stretch of WINDOW points
+    values[:, ::5] = np.nan  # 2 or 3 gaps in every stretch of WINDOW points: fewer than 11 observed
     with pytest.raises(ValueError, match="no context has a training window"):
         tiny().fit(history.with_values(values))
+
+
+def test_windows_with_scattered_gaps_train_as_they_score(panels):
+    """A training window needs min_observed(window) observed points, as a scored window does; it
+    used to need all of them, so scattered gaps (a few percent of the points) silently left
+    the networks a handful of windows, and at 15% the fit was refused."""
+    history, _ = panels
+    values = history.to_numpy().copy()
+    rng = np.random.default_rng(3)
+    values[rng.random(values.shape) < 0.04] = np.nan
+    n_train = history.n_times - round(0.2 * history.n_times)
+    observed = np.isfinite(values[:, :n_train])
+    starts = range(0, n_train - WINDOW + 1, WINDOW // 4)
+    counts = np.array([[observed[r, j : j + WINDOW].sum() for j in starts] for r in range(len(values))])
+    assert (counts < WINDOW).mean() > 0.25  # a quarter of the windows hold a gap
+    det = tiny().fit(history.with_values(values))
+    assert det.n_train_windows_.tolist() == [int((counts >= min_observed(WINDOW)).sum())]
+    assert all(np.isfinite(w).all() for w in det.weights_.values()) and np.isfinite(det.train_loss_).all()
+    again = tiny().fit(history.with_values(values))  # seeded: the same weights, gaps or not
+    for name in det.weights_:
+        np.testing.assert_array_equal(again.weights_[name], det.weights_[name])
+
+
+def test_a_history_with_few_usable_training_windows_fits_with_a_warning(panels):
+    history, _ = panels
+    values = history.to_numpy().copy()
+    values[np.random.default_rng(4).random(values.shape) < 0.15] = np.nan  # 1 in 4 windows of 12 usable
+    with pytest.warns(UserWarning, match=r"only \d+ of the \d+ training windows with data .* at least 11 of their 12"):
+        det = tiny().fit(history.with_values(values))
+    assert det.n_train_windows_[0] > 0
+
+
+def test_missing_points_are_left_out_of_the_training_loss():
+    """The loss of a batch is the mean squared error over its observed points; a missing point
+    enters the network as 0. (lr so small that the weights do not move: the first epoch's loss
+    is the initial model's.)"""
+    from tsanomaly.kernels import lstm_torch
+
+    rng = np.random.default_rng(0)
+    windows = torch.tensor(rng.normal(size=(16, WINDOW)), dtype=torch.float32)
+    windows[3, 5] = windows[7, 0] = windows[7, 11] = float("nan")
+    model = lstm_torch.build_model(4, 1, 0, "cpu")
+    with torch.no_grad():
+        recon = model(torch.nan_to_num(windows))
+    observed = ~torch.isnan(windows)
+    expected = float(((recon - torch.nan_to_num(windows)) ** 2)[observed].mean())
+    loss = lstm_torch.train_model(model, windows, epochs=1, batch_size=16, lr=1e-30, seed=0)
+    assert np.isfinite(loss).all()
+    np.testing.assert_allclose(loss[0], expected, rtol=1e-5)
+    assert all(np.isfinite(v).all() for v in lstm_torch.model_arrays(model).values())
 
 
 def test_unseen_context_joins_the_nearest_cluster(two_shapes):
@@ -550,6 +684,14 @@ def test_cuda_without_a_torch_gpu_raises_a_clear_error(monkeypatch):
         (dict(seed=np.True_), "seed must be a non-negative integer"),
         (dict(max_train_windows=0), "max_train_windows must be an integer >= 1, got 0"),
         (dict(max_train_windows=2.5), "max_train_windows must be an integer >= 1, got 2.5"),
+        # Seeds of 2**32 and more failed inside tslearn's k-means (with clusters), 2**64 in PyTorch.
+        (dict(seed=2**32), r"seed must be at most 2\*\*32 - 1 = 4294967295, got 4294967296"),
+        (dict(seed=2**32, clusters=2), r"seed must be at most 2\*\*32 - 1"),
+        (dict(seed=2**64), r"seed must be at most 2\*\*32 - 1"),
+        # Above float32's largest value PyTorch's optimiser raised a RuntimeError.
+        (dict(lr=3.5e38), r"lr must be at most 3.402823e\+38 \(float32's largest value\), got 3.5e\+38"),
+        # A finite rate that diverges: every weight NaN, and a CalibrationWarning blaming the history.
+        (dict(lr=1e20), r"the training of network 0 diverged \(its loss or weights are not finite\) with lr=1e\+20"),
     ],
 )
 def test_bad_parameters_are_rejected_at_fit(panels, params, message):
@@ -561,6 +703,12 @@ def test_bad_parameters_are_rejected_at_fit(panels, params, message):
 def test_numeric_parameters_of_numpy_types_are_accepted():
     # NumPy scalars (read from an array or a config) are numbers like any other.
     tiny(lr=np.float32(3e-3), validation_fraction=np.float64(0.25), seed=np.int64(3), epochs=np.int32(1))._validate()
+
+
+def test_the_largest_seed_fits_with_clusters(two_shapes):
+    history, _ = two_shapes
+    det = tiny(epochs=1, seed=2**32 - 1, clusters=2).fit(history)
+    assert det.n_models_ == 2
 
 
 # ---------------------------------------------------------------------- GPU

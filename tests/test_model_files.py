@@ -175,6 +175,39 @@ def test_a_damaged_ensemble_member_is_a_value_error_at_load(saved, tmp_path):
         tsanomaly.load(damaged)
 
 
+def test_an_lstm_file_saved_before_recent_summary_existed_scores_as_it_was_calibrated(panels, tmp_path):
+    """The LSTM's second score component became the median of the recent errors (it was their
+    mean); a model file saved before holds no recent_summary_ and keeps the mean, which its error
+    statistics and threshold were calibrated on, so its scores do not change. (window 18: the
+    median of 3 points; of 2 it would be their mean.)"""
+    torch = pytest.importorskip("torch")
+    from tsanomaly.detectors.lstm_ae import LSTMAutoencoderDetector
+
+    history, new = panels
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        det = LSTMAutoencoderDetector(window=18, hidden=4, epochs=1, batch_size=64, device="cpu", seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            det.fit(history)
+        assert det.recent_summary_ == "median"
+        path = det.save(tmp_path / "model.tsa") or tmp_path / "model.tsa"
+        meta, arrays = _model_json_and_arrays(path)
+        del meta["state"]["recent_summary_"]  # what a file saved before holds
+        old = tsanomaly.load(_rewrite(tmp_path / "old.tsa", meta, arrays))
+        assert "recent_summary_" not in vars(old)
+        del det.recent_summary_  # the earlier code: the mean of the recent errors
+        np.testing.assert_array_equal(old.score(new).to_numpy(), det.score(new).to_numpy())
+        det.recent_summary_ = "median"
+        assert not np.array_equal(old.score(new).to_numpy(), det.score(new).to_numpy())
+        meta["state"]["recent_summary_"] = {"kind": "json", "value": "mode"}
+        with pytest.raises(ValueError, match="recent_summary_ is 'mode'.*damaged"):
+            tsanomaly.load(_rewrite(tmp_path / "damaged.tsa", meta, arrays))
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------- context labels
 # Labels of an object level used to be saved as their text, so after load the context 1 was "1"
 # and NaN (a context of its own for Panel.from_frame) was "nan": both unseen, scores changed.

@@ -6,7 +6,9 @@ import warnings
 import numpy as np
 import pytest
 
-from tsanomaly.scaling import lerp, linear_quantile_positions, nanmedian, nanquantile, robust_center_scale
+from tsanomaly.scaling import (
+    lerp, linear_quantile_positions, nanmedian, nanquantile, robust_center_scale, robust_sigma,
+)
 
 
 def test_nanmedian_hand_worked_rows():
@@ -93,6 +95,18 @@ def test_robust_center_scale_hand_worked():
     ]))
     np.testing.assert_array_equal(center, [3.0, 3.0, 0.0])
     np.testing.assert_allclose(scale, [1.4826, 1.2533 * 101 / 5, 1.0])
+
+
+def test_robust_sigma_is_robust_center_scales_spread_rule():
+    # Deviations 0 0 0 0 1 (one event in a flat row): MAD 0, floor 1.2533 x 0.2. Deviations
+    # 1 1 0 1 1: MAD wins. An all-NaN slice gives NaN, a constant one 0; along any axis.
+    dev = np.array([[0.0, 0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0, 1.0], [np.nan] * 5, [2.0, 2.0, 2.0, 2.0, np.nan]])
+    np.testing.assert_allclose(robust_sigma(dev, axis=1), [1.2533 * 0.2, 1.4826, np.nan, 2 * 1.4826])
+    np.testing.assert_allclose(robust_sigma(dev.T[:, :2], axis=0), [1.2533 * 0.2, 1.4826])
+    np.testing.assert_allclose(robust_sigma(np.zeros((1, 3)), axis=1), [0.0])
+    values = np.random.default_rng(0).poisson(0.3, (4, 50)).astype(float)
+    center, scale = robust_center_scale(values)
+    np.testing.assert_array_equal(scale, robust_sigma(np.abs(values - center[:, None]), axis=1))
 
 
 @pytest.mark.gpu

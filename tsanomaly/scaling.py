@@ -19,7 +19,7 @@ from tsanomaly import backend
 
 __all__ = [
     "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "linear_quantile_positions", "lerp", "nanmedian", "nanquantile",
-    "constant_row_scale", "robust_center_scale",
+    "constant_row_scale", "robust_center_scale", "robust_sigma",
 ]
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian data.
@@ -189,15 +189,39 @@ def robust_center_scale(values):
     """
     xp = backend.array_module(values)
     center = nanmedian(values, axis=1)  # all-NaN rows give NaN, replaced below
-    dev = xp.abs(values - center[:, None])
-    mad = MAD_TO_SIGMA * nanmedian(dev, axis=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean_dev = MEAN_ABS_TO_SIGMA * xp.nanmean(dev, axis=1)
+    scale = xp.nan_to_num(robust_sigma(xp.abs(values - center[:, None]), axis=1), nan=0.0)
     center = xp.nan_to_num(center, nan=0.0)
-    scale = xp.maximum(xp.nan_to_num(mad, nan=0.0), _MEAN_DEV_FLOOR * xp.nan_to_num(mean_dev, nan=0.0))
     scale = xp.where(scale > 0, xp.maximum(scale, _REL_SCALE_FLOOR * xp.abs(center)), constant_row_scale(center))
     return center, scale
+
+
+def robust_sigma(deviations, axis=-1):
+    """Robust sigma from absolute deviations from the median: ``1.4826 * MAD``, floored at
+    ``1.2533 *`` the mean absolute deviation, ignoring NaN.
+
+    The two agree for Gaussian data; the floor keeps the scale of a mostly-constant series
+    (sparse counts, whose MAD is 0, or errors that are nearly all alike) at the size of its
+    occasional departures, so that each of them is not read as many sigmas. The rule of
+    :func:`robust_center_scale`, shared with the statistics of other quantities (the LSTM
+    autoencoder's reconstruction errors).
+
+    Parameters
+    ----------
+    deviations : array (NumPy or CuPy)
+        ``|x - median(x)|`` along ``axis``; NaN = missing.
+    axis : int, default -1
+
+    Returns
+    -------
+    array of ``deviations``' shape without ``axis``, of its module
+        NaN where a slice has no finite value; 0 for a constant slice.
+    """
+    xp = backend.array_module(deviations)
+    mad = MAD_TO_SIGMA * nanmedian(deviations, axis=axis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN, as intended
+        mean_dev = MEAN_ABS_TO_SIGMA * xp.nanmean(deviations, axis=axis)
+    return xp.maximum(mad, _MEAN_DEV_FLOOR * mean_dev)
 
 
 def constant_row_scale(value):

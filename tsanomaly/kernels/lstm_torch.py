@@ -178,7 +178,11 @@ def train_model(
     windows : torch.Tensor, shape (n_windows, window), float32
         Scaled training windows, already on the model's device: the whole
         training set lives there and each batch is an index slice of it, so
-        the loop makes no host-device copies.
+        the loop makes no host-device copies. NaN marks a missing point: it
+        enters the network as 0 (the context's median) and is left out of the
+        loss, which is then the mean squared error over the observed points of
+        the batch (without any NaN in ``windows``, the plain mean, computed as
+        before, bit for bit).
     epochs, batch_size, lr : int, int, float
         Passes over the data, windows per step, Adam learning rate.
     seed : int
@@ -197,6 +201,9 @@ def train_model(
     losses = torch.zeros(epochs, device=device)
     if n == 0 or epochs == 0:
         return losses.cpu().numpy()
+    # Decided once for the whole set (one device-host sync): a set without a missing point
+    # trains exactly as before the mask existed.
+    masked = bool(torch.isnan(windows).any())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     use_scaler = precision == "mixed" and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -208,10 +215,19 @@ def train_model(
             order = torch.randperm(n, generator=generator, device=device)
             for start in range(0, n, batch_size):
                 batch = windows[order[start : start + batch_size]]  # an index slice, on the device
+                if masked:
+                    observed = ~torch.isnan(batch)
+                    batch = torch.nan_to_num(batch, nan=0.0)
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(device, precision):
                     recon = model(batch)
-                loss = torch.mean((recon.float() - batch) ** 2)
+                if masked:
+                    # Missing points are left out of the loss (the batch's observed points weigh
+                    # alike); every window holds some, so the count is never 0.
+                    squared = torch.where(observed, (recon.float() - batch) ** 2, 0.0)
+                    loss = squared.sum() / observed.sum()
+                else:
+                    loss = torch.mean((recon.float() - batch) ** 2)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
