@@ -768,3 +768,14 @@ def test_a_context_without_data_at_fit_is_scored_like_an_unseen_one(panels):
     renamed = tsanomaly.Panel(new.values[[1]], pd.Index(["never seen"], name=new.contexts.name), new.index)
     np.testing.assert_array_equal(scores[1], det.score(renamed).to_numpy()[0])
     assert np.isfinite(scores[1]).any()
+
+
+def test_the_precision_of_a_fitted_model_may_change_without_a_new_fit(panels):
+    # set_params drops the fitted state when a parameter changes; the precision is how scores are
+    # computed (a float32 fit scored in mixed precision on a GPU), not what was fitted.
+    history, new = panels
+    det = tiny().fit(history)
+    expected = det.score(new).to_numpy()
+    np.testing.assert_array_equal(det.set_params(precision="float32").score(new).to_numpy(), expected)
+    with pytest.raises(tsanomaly.NotFittedError):
+        det.set_params(hidden=det.hidden + 1).score(new)

@@ -357,6 +357,8 @@ class LSTMAutoencoderDetector(BaseDetector):
     >>> alerts = det.alerts(new.panels["logins"])  # doctest: +SKIP
     """
 
+    # The arithmetic of scoring, not what was fitted: a model fitted in float32 may score in mixed precision.
+    _scoring_params = ("device", "precision")
     explanation_columns = ("expected", "observed", "cluster")
     explanation_types = {"expected": "double", "observed": "double", "cluster": "bigint"}
     #: Fitted attributes with one row per context (see tsanomaly.spark); the rest
