@@ -622,3 +622,165 @@ def test_steps_after_fit_before_fit_and_a_range_index_after_timestamps_say_what_
     with pytest.raises(ValueError, match=r"has a RangeIndex \(integer positions, no timestamps\) but the detector "
                                          r"was fitted on frequency 'h'"):
         det.score(Panel(np.ones((4, 24)), panel.contexts, pd.RangeIndex(24)))
+
+
+# ---------------------------------------------------------------------- update: rolling the kept state forward
+def _update_panel(seed=0):
+    """Five contexts of hourly counts over 16 days, one with a few missing hours after the fit."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-01-01", periods=24 * 16, freq="h")
+    shape = 1 + 0.5 * np.sin(2 * np.pi * np.arange(len(index)) / 24)
+    values = rng.poisson(np.array([5, 50, 500, 5000, 20])[:, None] * shape).astype(float)
+    values[1, 24 * 14 + 10:24 * 14 + 13] = np.nan
+    values[2, 24 * 14 + 30] = 3 * values[2, 24 * 14 + 30]  # a spike in the updated stretch
+    return Panel(values, pd.Index(["small", "mid", "big", "huge", "few"], name="asn"), index)
+
+
+N_UPDATE_FIT = 24 * 14
+UPDATE_CUTS = [N_UPDATE_FIT, N_UPDATE_FIT + 7, N_UPDATE_FIT + 20, N_UPDATE_FIT + 45]
+
+#: (detector, exact): exact means bit for bit, else within UPDATE_RTOL (see each detector's ``_update``).
+UPDATE_DETECTORS = [
+    pytest.param(lambda: RollingZScoreDetector(window=5, device="cpu"), True, id="baseline"),
+    pytest.param(lambda: RollingZScoreDetector(window=6, seasonal_period=None, device="cpu"), True, id="baseline-plain"),
+    pytest.param(lambda: RollingZScoreDetector(window=5, level_window=24 * 7, device="cpu"), True, id="baseline-level"),
+    pytest.param(lambda: tsanomaly.STLDetector(periods=24, variance_window=0, device="cpu"), True, id="stl-no-windows"),
+    pytest.param(lambda: tsanomaly.STLDetector(periods=24, device="cpu"), False, id="stl"),
+    pytest.param(lambda: MatrixProfileDetector(window=12, history=100, device="cpu"), False, id="matrix_profile"),
+    pytest.param(lambda: MatrixProfileDetector(window=12, history=100, normalize=False, difference=True, smoothing=3,
+                                               device="cpu"), False, id="matrix_profile-plain"),
+    pytest.param(lambda: tsanomaly.EnsembleDetector(
+        detectors=[RollingZScoreDetector(window=5), tsanomaly.STLDetector(periods=24)], device="cpu"), False,
+        id="ensemble"),
+]
+UPDATE_RTOL = 1e-12
+
+
+def _fitted_for_update(make, panel):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make().fit(panel.loc[:panel.index[N_UPDATE_FIT - 1]])
+
+
+def _span_of(panel, a, b):
+    return panel.loc[panel.index[a]:panel.index[b - 1]]
+
+
+def _assert_update_scores(got, expected, exact):
+    assert np.isfinite(expected).sum() > 0.5 * expected.size  # the comparison is not of NaN
+    if exact:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=UPDATE_RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("make, exact", UPDATE_DETECTORS)
+def test_update_after_each_scored_batch_scores_as_one_call(make, exact):
+    # Fitted once and scored hour by hour, a job lost its scores (a matrix profile scored nothing
+    # after its first hour): update(batch) moves the kept state on, so the next batch follows it.
+    panel = _update_panel()
+    det = _fitted_for_update(make, panel)
+    fitted_end, fitted_times = det.fit_end_, det.n_fit_times_
+    once = det.score(_span_of(panel, UPDATE_CUTS[0], UPDATE_CUTS[-1])).to_numpy()
+    assert det.fit_end_ == fitted_end  # score does not move the state on
+    got = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tsanomaly.HistoryGapWarning)
+        for k, (a, b) in enumerate(zip(UPDATE_CUTS[:-1], UPDATE_CUTS[1:])):
+            batch = _span_of(panel, a, b)
+            if k == 1:
+                batch = batch.take([2, 0, 4, 1, 3])  # another order of the contexts is the same data
+            got.append(det.score(batch).to_numpy()[np.argsort(det.context_rows(batch))])
+            assert det.update(batch) is det
+    np.testing.assert_array_equal(det.n_fit_times_, fitted_times + UPDATE_CUTS[-1] - UPDATE_CUTS[0])
+    assert det.fit_end_ == panel.index[UPDATE_CUTS[-1] - 1].isoformat()
+    _assert_update_scores(np.concatenate(got, axis=1), once, exact)
+
+
+@pytest.mark.parametrize("make, exact", UPDATE_DETECTORS)
+def test_an_update_after_a_skipped_batch_sees_the_gap_as_missing(make, exact):
+    panel = _update_panel()
+    a, b, c, d = UPDATE_CUTS
+    det = _fitted_for_update(make, panel)
+    with_gap = panel.with_values(panel.values.copy())
+    with_gap.values[:, b:c] = np.nan  # the skipped batch, as score(concat) sees it
+    expected = det.score(_span_of(with_gap, a, d)).to_numpy()[:, c - a:]
+    det.update(_span_of(panel, a, b))
+    with pytest.warns(tsanomaly.HistoryGapWarning, match="update"):
+        det.update(_span_of(panel, c, c + 5))
+    _assert_update_scores(det.score(_span_of(panel, c + 5, d)).to_numpy(), expected[:, 5:], exact)
+
+
+@pytest.mark.parametrize("make, exact", UPDATE_DETECTORS)
+def test_an_update_round_trips_through_save_and_load(tmp_path, make, exact):
+    panel = _update_panel()
+    a, b, c, d = UPDATE_CUTS
+    det = _fitted_for_update(make, panel).update(_span_of(panel, a, b)).update(_span_of(panel, b, c))
+    det.save(tmp_path / "model.tsa")
+    loaded = tsanomaly.load(tmp_path / "model.tsa")
+    assert (loaded.fit_end_, loaded.n_fit_times_) == (det.fit_end_, det.n_fit_times_)
+    np.testing.assert_array_equal(loaded.score(_span_of(panel, c, d)).to_numpy(),
+                                  det.score(_span_of(panel, c, d)).to_numpy())
+    # and the loaded model goes on being updated as the saved one does
+    loaded.update(_span_of(panel, c, c + 10))
+    det.update(_span_of(panel, c, c + 10))
+    np.testing.assert_array_equal(loaded.score(_span_of(panel, c + 10, d)).to_numpy(),
+                                  det.score(_span_of(panel, c + 10, d)).to_numpy())
+
+
+def test_an_update_without_some_contexts_sees_them_as_missing_and_ignores_unseen_ones():
+    panel = _update_panel()
+    a, b, c, _ = UPDATE_CUTS
+    make = UPDATE_DETECTORS[0].values[0]
+    det = _fitted_for_update(make, panel)
+    missing = panel.with_values(panel.values.copy())
+    missing.values[[1, 3], a:b] = np.nan
+    expected = det.score(_span_of(missing, a, c)).to_numpy()[:, b - a:]
+    batch = _span_of(panel, a, b).take([0, 2, 4])
+    newcomer = Panel(np.ones((1, b - a)), pd.Index(["new"], name="asn"), batch.index)
+    det.update(Panel(np.vstack([batch.values, newcomer.values]),
+                     batch.contexts.append(newcomer.contexts), batch.index))
+    np.testing.assert_array_equal(det.score(_span_of(panel, b, c)).to_numpy(), expected)
+    assert list(det.contexts_) == list(panel.contexts)  # the unseen context stays unseen
+    later = Panel(np.ones((1, c - b)), pd.Index(["new"], name="asn"), _span_of(panel, b, c).index)
+    assert list(det.unseen_contexts(later)) == ["new"]
+
+
+def test_update_refuses_an_unfitted_detector_data_before_the_fit_end_and_a_detector_without_the_hook():
+    panel = _update_panel()
+    a, b, _, _ = UPDATE_CUTS
+    with pytest.raises(tsanomaly.NotFittedError):
+        RollingZScoreDetector().update(_span_of(panel, a, b))
+    det = _fitted_for_update(UPDATE_DETECTORS[0].values[0], panel)
+    with pytest.raises(ValueError, match="must start after the fitted history"):
+        det.update(_span_of(panel, a - 1, b))  # overlaps the fit's last hour
+    det.update(_span_of(panel, a, b))
+    with pytest.raises(ValueError, match="must start after the fitted history"):
+        det.update(_span_of(panel, a, b))  # the same batch twice
+    echo = _Echo().fit(_hourly(np.ones((2, 10))))
+    with pytest.raises(NotImplementedError, match="_Echo"):
+        echo.update(_hourly(np.ones((2, 3)), start="2024-03-01 10:00"))
+
+
+def test_a_failed_update_leaves_the_detector_as_it_was():
+    panel = _update_panel()
+    a, b, c, _ = UPDATE_CUTS
+    det = _fitted_for_update(lambda: tsanomaly.EnsembleDetector(
+        detectors=[RollingZScoreDetector(window=5), tsanomaly.STLDetector(periods=24)], device="cpu"), panel)
+    expected = det.score(_span_of(panel, a, c)).to_numpy()
+    negative = _span_of(panel, a, b)
+    negative = negative.with_values(-negative.values)  # STL's log transform refuses negative counts
+    with pytest.raises(ValueError, match="counts"):
+        det.update(negative)
+    np.testing.assert_array_equal(det.score(_span_of(panel, a, c)).to_numpy(), expected)
+    assert [m.fit_end_ for m in det.members_] == [det.fit_end_] * 2
+
+
+def test_update_of_plain_arrays_continues_the_fitted_positions():
+    rng = np.random.default_rng(3)
+    x = rng.poisson(30, size=(3, 24 * 12)).astype(float)
+    det = RollingZScoreDetector(window=5, device="cpu").fit(x[:, :240])
+    expected = det.score(x[:, 240:]).to_numpy()
+    det.update(x[:, 240:250])
+    assert det.fit_end_ == 249 and det.n_fit_times_ == 250
+    np.testing.assert_array_equal(det.score(x[:, 250:]).to_numpy(), expected[:, 10:])

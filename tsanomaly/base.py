@@ -135,8 +135,10 @@ class HistoryGapWarning(UserWarning):
     """Emitted by ``score`` when the scored panel does not follow the fitted history at once.
 
     The steps between are unknown to the detector, which sees them as missing: a day
-    scored a week after the fit, or each hour of a day scored in turn after one fit,
-    leaves windows and seasons that reach into the gap without a score.
+    scored a week after the fit, or each hour of a day scored in turn after one fit
+    without :meth:`BaseDetector.update`, leaves windows and seasons that reach into the
+    gap without a score. ``update(new)`` after ``score(new)`` moves the kept history on,
+    so that the next batch follows it at once.
     """
 
 
@@ -149,8 +151,8 @@ def _warn_gap_after_fit(detector: "BaseDetector", panel: Panel) -> None:
         warnings.warn(
             f"the panel starts {steps - 1} step(s) after the step that follows the fitted history (which ends "
             f"at {detector.fit_end_}): the detector sees those steps as missing, and windows or seasons reaching "
-            "into them score NaN; fit again on a recent history before scoring each batch, or score the whole "
-            "span since the fit at once",
+            "into them score NaN; after scoring each batch, roll the detector forward over it with update(new) "
+            "(or fit again on a recent history), or score the whole span since the fit at once",
             HistoryGapWarning, stacklevel=3,
         )
 
@@ -584,9 +586,12 @@ class BaseDetector:
             When the panel does not start at the step after the fitted history:
             the detector keeps the history of ``fit`` only, and sees the steps in
             between as missing, so that windows and seasons reaching into them
-            score NaN. A job that scores batch after batch fits again on a recent
-            history before each batch (as ``tsanomaly fit`` and ``score`` do when
-            run each day), or scores the whole span since the fit at once.
+            score NaN. A job that scores batch after batch calls :meth:`update`
+            with each batch after scoring it (``score(new)`` then ``update(new)``),
+            so that the next batch follows the kept history at once; or it fits
+            again on a recent history before each batch (as ``tsanomaly fit`` and
+            ``score`` do when run each day), or scores the whole span since the fit
+            at once.
         """
         self.check_fitted()
         panel = _as_panel(panel, after=self).to(self.device_)
@@ -594,6 +599,92 @@ class BaseDetector:
         _warn_gap_after_fit(self, panel)
         scores = self._score(panel.values, panel, rows)
         return panel.with_values(scores)
+
+    def update(self, panel) -> "BaseDetector":
+        """Roll the kept state forward over new observations, without refitting anything.
+
+        After ``update(new)``, ``score(next)`` of the data that follows ``new`` gives the
+        scores that ``score(concat(new, next))`` gives for ``next``'s points: the kept
+        history tails (and STL's level, slope and recent values) move on over ``new``,
+        while the scales, models, seasonal shapes and thresholds learned by ``fit`` stay
+        as they are. A job that scores hour after hour calls ``score(hour)`` then
+        ``update(hour)``; it still refits now and then, as the data drift. Each
+        detector states whether its scores after an update equal those of one call
+        exactly or within rounding (:meth:`_update`).
+
+        Parameters
+        ----------
+        panel : Panel or array_like, shape (n_contexts, n_times)
+            New observations on the fitted grid, starting after the fitted history (or
+            the last update). Steps skipped before it are missing, as in :meth:`score`
+            (and warned about with a :class:`HistoryGapWarning`). Fitted contexts absent
+            from ``panel`` are missing (NaN) for its steps; contexts of ``panel`` unseen
+            at fit are ignored: they stay unseen (scored from a cold start, or NaN, by
+            later calls), since no state was fitted for them.
+
+        Returns
+        -------
+        self
+            With ``fit_end_`` the last time of ``panel`` and ``n_fit_times_`` counting
+            every step since the fit's start (the skipped ones too), so that seasonal
+            phases stay aligned.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            When ``panel`` does not start after the fitted history (or the last update),
+            or is on another grid.
+        NotImplementedError
+            When the detector class does not implement the ``_update`` hook.
+        """
+        self.check_fitted()
+        if type(self)._update is BaseDetector._update:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not implement update(); fit again on a recent history instead"
+            )
+        panel = _as_panel(panel, after=self).to(self.device_)
+        steps = self.steps_after_fit(panel, require_new=True)
+        if panel.n_times == 0:
+            return self
+        rows = self.context_rows(panel)
+        _warn_gap_after_fit(self, panel)
+        xp = backend.array_module(panel.values)
+        seen = np.flatnonzero(rows >= 0)
+        values = xp.full((len(self.contexts_), panel.n_times), xp.nan)
+        if len(seen):
+            values[xp.asarray(rows[seen])] = panel.values[xp.asarray(seen)]
+        full = Panel(values, self.contexts_, panel.index)
+        before = dict(vars(self))
+        try:
+            self._update(values, full, np.arange(len(self.contexts_), dtype=np.int64), steps)
+            self.n_fit_times_ = int(self.n_fit_times_) + steps - 1 + panel.n_times
+            self.fit_end_ = _grid_description(panel.index)[1]
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+        return self
+
+    def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:  # pragma: no cover - abstract
+        """Move the kept per-context state on over new data (see :meth:`update`).
+
+        ``values`` (n_fitted_contexts, n_new): the new data, one row per fitted context in
+        the order of ``contexts_`` (NaN where the context was absent from the panel);
+        ``panel`` holds them on the new grid; ``rows`` is ``arange(n_fitted_contexts)``;
+        ``steps`` the grid steps from the kept history's last point to the first new one.
+        Runs before ``fit_end_`` and ``n_fit_times_`` are moved on. Assign new arrays to
+        the state rather than changing them in place: a hook that raises leaves the
+        detector as it was.
+        """
+        raise NotImplementedError
+
+    def with_updated_history(self, values, panel: Panel, rows: np.ndarray, history):
+        """The kept history after new data: the last ``history.shape[1]`` columns of
+        :meth:`with_kept_history` (history, NaN for skipped steps, new values), a new array."""
+        x = self.with_kept_history(values, panel, rows, history)
+        return x[:, x.shape[1] - history.shape[1]:].copy()
 
     def fitted_without_data(self) -> np.ndarray:
         """Which fitted contexts the model holds no observed value for, to score new data from.

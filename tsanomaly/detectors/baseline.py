@@ -381,6 +381,26 @@ class RollingZScoreDetector(BaseDetector):
         origin = self.n_fit_times_ - 1 + self.steps_after_fit(panel) - (x.shape[1] - values.shape[1])
         return self._combine(self._components(x, values.shape[1], floor, origin))
 
+    def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:
+        """Move ``history_`` on over new data (see :meth:`BaseDetector.update`).
+
+        Exact: after ``update(new)``, ``score(next)`` equals the scores of ``next``'s points
+        in ``score(concat(new, next))`` bit for bit (the same values enter the same medians;
+        the level window's refresh anchors are counted from the fit's start). A fitted
+        context without any observation at fit (scored from a cold start, its floor from the
+        scored data) takes the scale floor of the update's values when they hold some: from
+        then on it is scored as a fitted context, no longer from each batch's own floor.
+        """
+        self._validate()
+        xp = backend.array_module(values)
+        without = xp.asarray(self.fitted_without_data())
+        history = self.with_updated_history(values, panel, rows, self.history_)
+        if bool(without.any()):
+            gains = without & xp.isfinite(values).any(axis=1)
+            if bool(gains.any()):
+                self.scale_floor_ = xp.where(gains, self._scale_floor(values), xp.asarray(self.scale_floor_))
+        self.history_ = history
+
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""
         values = panel.to_numpy()

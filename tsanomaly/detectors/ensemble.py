@@ -57,12 +57,13 @@ Members score each context independently, and so does the ensemble.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, CalibrationWarning
+from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
 from tsanomaly.validation import is_int
@@ -425,6 +426,20 @@ class EnsembleDetector(BaseDetector):
         # explain on the host): _score skips the move that BaseDetector.score makes.
         return [backend.to_numpy(member._score(backend.to_device(values, member.device_), panel.to(member.device_), rows))
                 for member in self.members_]
+
+    def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:
+        """Update each member (see :meth:`BaseDetector.update`): exact where every member's
+        update is, else within the members' stated rounding. The members are updated as copies
+        and put in place together, so that an update that fails leaves the ensemble as it was."""
+        members = []
+        for member in self.members_:
+            member = copy.copy(member)
+            with warnings.catch_warnings():
+                # The ensemble warns for itself (BaseDetector.update) of a gap before the panel.
+                warnings.simplefilter("ignore", HistoryGapWarning)
+                member.update(panel.to(member.device_))
+            members.append(member)
+        self.members_ = members
 
     def _score(self, values, panel: Panel, rows: np.ndarray):
         return self._combine(self._member_scores(values, panel, rows))

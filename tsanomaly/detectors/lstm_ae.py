@@ -1077,6 +1077,20 @@ class LSTMAutoencoderDetector(BaseDetector):
             out[:, lo:] = scores[:, first + lo :]
         return self._array(out)
 
+    def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:
+        """Move ``history_`` (the last ``window - 1`` points) on over new data (see
+        :meth:`BaseDetector.update`); the networks, scalings and error statistics stay as fitted.
+
+        Within rounding: after ``update(new)``, ``score(next)`` reconstructs the same windows
+        as ``score(concat(new, next))`` does for ``next``'s points, with the same scaling, but
+        in other batches, whose matrix products may round differently (measured on the CPU in
+        double precision: bit for bit or within 1e-12 relative). A fitted context without any
+        observation at fit stays cold: its scaling still comes from each scored batch's
+        own values, so its scores differ from those of one call over both.
+        """
+        self._validate()
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
+
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected (reconstructed) and observed value at each alert's peak, in original units, and the cluster."""
         values = panel.to_numpy()
