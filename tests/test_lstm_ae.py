@@ -689,8 +689,10 @@ def test_cuda_without_a_torch_gpu_raises_a_clear_error(monkeypatch):
         (dict(seed=2**32), r"seed must be at most 2\*\*32 - 1 = 4294967295, got 4294967296"),
         (dict(seed=2**32, clusters=2), r"seed must be at most 2\*\*32 - 1"),
         (dict(seed=2**64), r"seed must be at most 2\*\*32 - 1"),
-        # Above float32's largest value PyTorch's optimiser raised a RuntimeError.
-        (dict(lr=3.5e38), r"lr must be at most 3.402823e\+38 \(float32's largest value\), got 3.5e\+38"),
+        # Above float32's largest value / 10 PyTorch's optimiser raised a RuntimeError (its first step is 10 x lr).
+        (dict(lr=3.5e38), r"lr must be at most 3.402823e\+37 \(Adam's first step, 10 x lr, must be a float32\), "
+                          r"got 3.5e\+38"),
+        (dict(lr=1e38), r"lr must be at most 3.402823e\+37"),
         # A finite rate that diverges: every weight NaN, and a CalibrationWarning blaming the history.
         (dict(lr=1e20), r"the training of network 0 diverged \(its loss or weights are not finite\) with lr=1e\+20"),
     ],
@@ -812,3 +814,12 @@ def test_update_after_each_scored_batch_scores_as_one_call_and_survives_save_and
     assert np.isfinite(once).sum() > 0.8 * once.size
     # The same windows in other batches: bit for bit or within rounding (see LSTMAutoencoderDetector._update).
     np.testing.assert_allclose(got, once, rtol=1e-12, atol=1e-12)
+
+
+def test_a_damaged_recent_summary_is_refused_when_scoring(panels):
+    # A Spark model's global state is not checked like a model file: "bogus" scored with the median.
+    history, new = panels
+    det = tiny().fit(history)
+    det.recent_summary_ = "bogus"
+    with pytest.raises(ValueError, match="recent_summary_ is 'bogus'"):
+        det.score(new)

@@ -71,8 +71,10 @@ _RECENT_SUMMARIES = ("median", "mean")
 # the observed share scoring needs (see _warn_few_training_windows).
 _MIN_USABLE_SHARE = 0.5
 
-# Largest learning rate and seed accepted (see _validate).
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Largest learning rate and seed accepted (see _validate). Adam's first step is lr / (1 - beta1),
+# 10 x lr, which must stay a float32: above float32's largest value / 10 PyTorch raised a
+# RuntimeError ("value cannot be converted to type float without overflow").
+_MAX_LR = float(np.finfo(np.float32).max) / 10
 _MAX_SEED = 2**32 - 1
 
 # Windows per forward pass when scoring (see _score_batches).
@@ -133,8 +135,8 @@ class LSTMAutoencoderDetector(BaseDetector):
         still scaled, calibrated and scored. Only the sampled windows are copied
         out of the history, which bounds the fit's memory for training too.
     lr : float, default 3e-3
-        Adam learning rate: a number > 0, at most float32's largest value
-        (3.4e38). A rate so large that the training diverges (the loss or the
+        Adam learning rate: a number > 0, at most float32's largest value / 10
+        (3.4e37: Adam's first step is 10 x lr). A rate so large that the training diverges (the loss or the
         weights stop being finite) makes the fit raise a ValueError naming it.
     clusters : int or None, default None
         Train one network per group of contexts with a similar daily shape:
@@ -429,13 +431,14 @@ class LSTMAutoencoderDetector(BaseDetector):
         if self.clusters is not None:
             integer("clusters", 1)
         # An infinite learning rate (1e400 read from JSON is inf) turns every weight, and so
-        # every score, into NaN after the first step; one above float32's largest value could
-        # not even be handed to the optimiser (a RuntimeError inside PyTorch). A finite rate can
-        # still make the training diverge: the fit then raises (see _check_trained).
+        # every score, into NaN after the first step; one above _MAX_LR could not even be
+        # handed to the optimiser (a RuntimeError inside PyTorch). A finite rate can still make
+        # the training diverge: the fit then raises (see _check_trained).
         if not is_finite_real(self.lr) or not self.lr > 0:
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.lr > _FLOAT32_MAX:
-            raise ValueError(f"lr must be at most {_FLOAT32_MAX:.7g} (float32's largest value), got {self.lr!r}")
+        if self.lr > _MAX_LR:
+            raise ValueError(f"lr must be at most {_MAX_LR:.7g} (Adam's first step, 10 x lr, must be a float32), "
+                             f"got {self.lr!r}")
         vf = self.validation_fraction
         if not is_finite_real(vf) or not 0 <= vf < 1:
             raise ValueError(f"validation_fraction must be a number in [0, 1), got {vf!r}")
@@ -484,7 +487,10 @@ class LSTMAutoencoderDetector(BaseDetector):
     def _recent_summary(self) -> str:
         """``recent_summary_``: ``"median"`` for a fit since it exists, ``"mean"`` for a model
         file saved before (its error statistics, hence its threshold, were calibrated on it)."""
-        return vars(self).get("recent_summary_", "mean")
+        summary = vars(self).get("recent_summary_", "mean")
+        if summary not in _RECENT_SUMMARIES:  # a damaged state that no load checked (a Spark model's)
+            raise ValueError(f"recent_summary_ is {summary!r}, not one of {_RECENT_SUMMARIES}: the model is damaged")
+        return summary
 
     @staticmethod
     def _warn_few_training_windows(n_usable: int, n_with_data: int, window: int) -> None:
