@@ -784,3 +784,31 @@ def test_update_of_plain_arrays_continues_the_fitted_positions():
     det.update(x[:, 240:250])
     assert det.fit_end_ == 249 and det.n_fit_times_ == 250
     np.testing.assert_array_equal(det.score(x[:, 250:]).to_numpy(), expected[:, 10:])
+
+
+def test_an_update_keeps_the_fitted_floor_of_a_context_back_from_a_long_silence():
+    # A context silent for longer than the kept history looked like one without data at fit, and
+    # the update replaced its fitted scale floor with that of a single new point, for good: later
+    # scores of 5,000 where one call gave 8.
+    panel = _update_panel()
+    values = panel.to_numpy().copy()
+    values[0, N_UPDATE_FIT:N_UPDATE_FIT + 24 * 15 // 10] = np.nan  # longer than the 5 x 24 points kept
+    quiet = Panel(values, panel.contexts, panel.index)
+    det = _fitted_for_update(lambda: RollingZScoreDetector(window=5, device="cpu"), quiet)
+    floor = det.scale_floor_.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tsanomaly.HistoryGapWarning)
+        for hour in range(N_UPDATE_FIT, len(panel.index)):
+            batch = _span_of(quiet, hour, hour + 1)
+            det.score(batch)
+            det.update(batch)
+    np.testing.assert_array_equal(det.scale_floor_, floor)
+
+
+def test_a_peak_ensemble_has_no_update():
+    # combine="peak" compares peaks within a scored batch: no state carried between batches makes
+    # the next batch score as in one call (0.4 apart).
+    panel = _update_panel()
+    det = _fitted_for_update(lambda: tsanomaly.EnsembleDetector(combine="peak", peak_separation=24, device="cpu"), panel)
+    with pytest.raises(ValueError, match="combine='peak' compares peaks within each scored batch and has no update"):
+        det.update(_span_of(panel, N_UPDATE_FIT, N_UPDATE_FIT + 5))

@@ -386,20 +386,20 @@ class RollingZScoreDetector(BaseDetector):
 
         Exact: after ``update(new)``, ``score(next)`` equals the scores of ``next``'s points
         in ``score(concat(new, next))`` bit for bit (the same values enter the same medians;
-        the level window's refresh anchors are counted from the fit's start). A fitted
-        context without any observation at fit (scored from a cold start, its floor from the
-        scored data) takes the scale floor of the update's values when they hold some: from
-        then on it is scored as a fitted context, no longer from each batch's own floor.
+        the level window's refresh anchors are counted from the fit's start), for every
+        context with an observation in its kept history. The fitted floors never change: a
+        context without any observation at fit keeps the floor of a row without data
+        (``floor_fraction`` x 0.5, that of a single event), and once updates bring it
+        observations it is scored against them with that floor. A context whose kept history
+        holds no observation (none at fit, or silent for longer than the history kept) is
+        scored from a cold start, its floor from the scored data, as :meth:`score` scores it:
+        the first points after such a silence, scored alone, can score high. (Taking the
+        floor of the first update's values instead made an hour-by-hour loop floor such a
+        context on a single point, and replaced the fitted floor of a context back from a
+        long silence for good: scores of 5,000 where one call gave 8.)
         """
         self._validate()
-        xp = backend.array_module(values)
-        without = xp.asarray(self.fitted_without_data())
-        history = self.with_updated_history(values, panel, rows, self.history_)
-        if bool(without.any()):
-            gains = without & xp.isfinite(values).any(axis=1)
-            if bool(gains.any()):
-                self.scale_floor_ = xp.where(gains, self._scale_floor(values), xp.asarray(self.scale_floor_))
-        self.history_ = history
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""

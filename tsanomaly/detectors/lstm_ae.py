@@ -1090,9 +1090,10 @@ class LSTMAutoencoderDetector(BaseDetector):
         Within rounding: after ``update(new)``, ``score(next)`` reconstructs the same windows
         as ``score(concat(new, next))`` does for ``next``'s points, with the same scaling, but
         in other batches, whose matrix products may round differently (measured on the CPU in
-        double precision: bit for bit or within 1e-12 relative). A fitted context without any
-        observation at fit stays cold: its scaling still comes from each scored batch's
-        own values, so its scores differ from those of one call over both.
+        float32: bit for bit). A fitted context without any observation at fit stays cold: its
+        scaling still comes from each scored batch's own values, so its scores differ from
+        those of one call over both, and in an hour-by-hour loop its single points are scaled
+        on themselves (refit to warm such contexts).
         """
         self._validate()
         self.history_ = self.with_updated_history(values, panel, rows, self.history_)

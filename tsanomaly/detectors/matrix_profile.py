@@ -753,9 +753,11 @@ class MatrixProfileDetector(BaseDetector):
         another stretch of series (the kernels' exact power-of-two scaling and a plain
         distance's centring and scaling are taken over it), so they agree within the
         accuracy of ``precision="double"`` (about 1e-10; measured: z-normalised scores bit for
-        bit, plain ones within 3e-15 relative; single precision: within its stated bound). A fitted context without any observation at fit starts counting its past at
-        its first observation in the update; with ``normalize=False`` its unit of distance
-        is then that of the update's values (as a cold context's is that of the scored data).
+        bit, plain ones within 3e-15 relative; single precision: within its stated bound). A
+        fitted context without any observation at fit starts counting its past at its first
+        observation in the update; with ``normalize=False`` it keeps the fitted unit of a row
+        without data (1), since a unit taken from the first update's values was, in an
+        hour-by-hour loop, that of a single point (scores of 268 where one call gave 0.6).
         """
         self._validate()
         n_new = values.shape[1]
@@ -765,13 +767,6 @@ class MatrixProfileDetector(BaseDetector):
         # Points since each context's first observation, at the end of the new data: the
         # skipped steps and the new ones; for a context without past, from its first new one.
         moved = np.where(cold, n_new - first, past + (steps - 1) + n_new)
-        if not self.normalize:
-            gains = cold & (moved > 0)
-            if gains.any():
-                xp = backend.array_module(values)
-                scale = np.array(self.scale_, dtype=np.float64, copy=True)
-                scale[gains] = self._unit(values[xp.asarray(np.flatnonzero(gains))])
-                self.scale_ = scale
         self.history_ = self.with_updated_history(values, panel, rows, self.history_)
         self.past_points_ = moved
 
