@@ -15,6 +15,7 @@ that score, and the same score again must not alert.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
@@ -324,22 +325,29 @@ class BaseDetector:
         self.freq_, self.fit_end_ = _grid_description(panel.index)
         return panel
 
+    @contextlib.contextmanager
+    def _unchanged_on_failure(self):
+        """Restore every attribute if the block raises: a fit or update that fails leaves the
+        detector as it was. Shallow: the block must assign new objects, not change them in place."""
+        before = dict(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
     def _fit_and_calibrate(self, panel: Panel):
         # A fit that fails leaves the detector as it was. prepare_fit sets the contexts and the
         # grid before _fit runs: a refit that failed (a history too short, the contexts in
         # another order) left the old model's per-context state under the new model's contexts,
         # and score() looked up each context's state in another context's row.
-        before = dict(vars(self))
-        try:
+        with self._unchanged_on_failure():
             panel = self.prepare_fit(panel)
             train_scores = self._fit(panel.values, panel)
             self.threshold_, self.global_threshold_ = thresholds.calibrate(
                 train_scores, self.threshold, self.contamination, self.per_context
             )
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(before)
-            raise
         self.warn_if_uncalibrated(stacklevel=4)
         return train_scores
 
@@ -656,15 +664,10 @@ class BaseDetector:
         if len(seen):
             values[xp.asarray(rows[seen])] = panel.values[xp.asarray(seen)]
         full = Panel(values, self.contexts_, panel.index)
-        before = dict(vars(self))
-        try:
+        with self._unchanged_on_failure():
             self._update(values, full, np.arange(len(self.contexts_), dtype=np.int64), steps)
             self.n_fit_times_ = int(self.n_fit_times_) + steps - 1 + panel.n_times
             self.fit_end_ = _grid_description(panel.index)[1]
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(before)
-            raise
         return self
 
     def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:  # pragma: no cover - abstract
