@@ -1518,3 +1518,157 @@ def test_json_lines_write_a_zoned_column_past_pandas_last_local_time_in_utc():
     tsio._write_jsonl(pd.DataFrame({"until": until}), buffer)
     assert buffer.getvalue() == (b'{"until":"2262-04-11T23:47:16.854775807Z"}\n'
                                  b'{"until":"2024-01-01T00:00:00.000000000Z"}\n')
+
+
+# ---------------------------------------------------------------------- score --update
+def _score_args(model, today_path, out, *extra):
+    return ["score", "--model", str(model), "--input", str(today_path), "--output", str(out), *extra]
+
+
+def test_an_hourly_loop_with_update_scores_as_one_call_over_the_span(tables, tmp_path, capsys):
+    """Fit once, then each hour `score --update` over the model itself: the hours' scores and
+    alerts are those of one score of the whole span with the fitted model (the baseline: exactly)."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    hours = sorted(today["ts"].unique())[:24]  # the burst on the first new day included
+    span = today[today["ts"].isin(hours)]
+    assert main(_score_args(model, _write(span, tmp_path / "span.csv"), tmp_path / "span-alerts.csv",
+                            "--scores", str(tmp_path / "span-scores.csv"))) == 0
+    original = model.read_bytes()
+    hourly_scores, hourly_alerts = [], []
+    for k, hour in enumerate(hours):
+        path = _write(today[today["ts"] == hour], tmp_path / f"hour-{k:02d}.csv")
+        out, scores = tmp_path / f"alerts-{k:02d}.csv", tmp_path / f"scores-{k:02d}.csv"
+        assert main(_score_args(model, path, out, "--scores", str(scores), "--update", str(model))) == 0
+        assert f"model updated through {pd.Timestamp(hour)}" in capsys.readouterr().out.replace("T", " ")
+        hourly_scores.append(tsio.read_table(scores, text_columns=["country", "asn"]))
+        if out.stat().st_size:
+            hourly_alerts.append(tsio.read_table(out, text_columns=["country", "asn"]))
+    assert model.read_bytes() != original
+    det = tsanomaly.load(model)
+    assert getattr(det, jobs.JOB_ATTRIBUTE)["context"] == ["country", "asn"]  # still a job's model
+    assert pd.Timestamp(det.fit_end_) == pd.Timestamp(hours[-1])
+
+    key = ["country", "asn", "ts"]
+    whole = tsio.read_table(tmp_path / "span-scores.csv", text_columns=["country", "asn"]).sort_values(key)
+    looped = pd.concat(hourly_scores, ignore_index=True).sort_values(key)
+    assert len(looped) == len(whole) == len(span)
+    for column in ("score", "threshold"):
+        np.testing.assert_array_equal(looped[column].to_numpy(), whole[column].to_numpy())
+    np.testing.assert_array_equal(looped["flag"].to_numpy(), whole["flag"].to_numpy())
+    assert whole["flag"].any()
+    # An hour's alert is one flagged point; one call's alerts are runs of them: the same points and peaks.
+    alerts = pd.concat(hourly_alerts, ignore_index=True)
+    span_alerts = tsio.read_table(tmp_path / "span-alerts.csv", text_columns=["country", "asn"])
+    assert (alerts["n_points"] == 1).all()
+    assert int(alerts["n_points"].sum()) == int(span_alerts["n_points"].sum()) == int(whole["flag"].sum())
+    flagged = whole[whole["flag"].astype(bool)]
+    assert sorted(zip(alerts["asn"], pd.to_datetime(alerts["start"]))) == sorted(
+        zip(flagged["asn"], pd.to_datetime(flagged["ts"])))
+    merged = span_alerts.merge(alerts, on=["country", "asn", "peak_time"], suffixes=("", "_hour"))
+    assert len(merged) == len(span_alerts)
+    np.testing.assert_array_equal(merged["peak_score"].to_numpy(), merged["peak_score_hour"].to_numpy())
+
+
+def test_update_to_another_path_leaves_the_model_as_it_was(tables, tmp_path, capsys):
+    history, today = tables
+    model, updated = tmp_path / "m.tsa", tmp_path / "next.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    original = model.read_bytes()
+    first, second = today[today["ts"] < "2024-03-14"], today[today["ts"] >= "2024-03-14"]
+    assert main(_score_args(model, _write(first, tmp_path / "d1.csv"), tmp_path / "a1.csv",
+                            "--update", str(updated))) == 0
+    assert model.read_bytes() == original
+    assert f"saved to {updated}" in capsys.readouterr().out
+    assert _leftovers(tmp_path) == []
+    # The updated model scores the next day as the fitted one scores both days at once.
+    assert main(_score_args(updated, _write(second, tmp_path / "d2.csv"), tmp_path / "a2.csv",
+                            "--scores", str(tmp_path / "s2.csv"))) == 0
+    assert main(_score_args(model, _write(today, tmp_path / "both.csv"), tmp_path / "ab.csv",
+                            "--scores", str(tmp_path / "sb.csv"))) == 0
+    key = ["country", "asn", "ts"]
+    s2 = pd.read_csv(tmp_path / "s2.csv").sort_values(key)
+    sb = pd.read_csv(tmp_path / "sb.csv")
+    sb = sb[pd.to_datetime(sb["ts"]) >= pd.Timestamp("2024-03-14")].sort_values(key)
+    np.testing.assert_array_equal(s2["score"].to_numpy(), sb["score"].to_numpy())
+    # Scoring the same day again with the updated model is refused: it does not follow its history.
+    assert main(_score_args(updated, tmp_path / "d1.csv", tmp_path / "again.csv", "--update", str(updated))) == 2
+    assert "must start after the fitted history" in _one_line_error(capsys)
+    assert not (tmp_path / "again.csv").exists()
+
+
+@pytest.mark.parametrize("where, message", [
+    ("missing/m.tsa", "its folder"),
+    ("folder", "is a folder"),
+    ("t.csv", "same file as --input"),
+    ("a.csv", "same file as --output"),
+])
+def test_an_unwritable_update_path_fails_before_any_work(tables, tmp_path, capsys, monkeypatch, where, message):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    (tmp_path / "folder").mkdir()
+    today_path = _write(today, tmp_path / "t.csv")
+    original = model.read_bytes()
+    monkeypatch.setattr(jobs, "_read", lambda *a, **k: pytest.fail("the input was read"))
+    out = tmp_path / "a.csv"
+    assert main(_score_args(model, today_path, out, "--update", str(tmp_path / where))) == 2
+    err = _one_line_error(capsys)
+    assert "--update" in err and message in err, err
+    assert not out.exists() and model.read_bytes() == original
+
+
+def test_a_model_that_cannot_update_is_refused_before_any_output(tables, tmp_path, capsys, monkeypatch):
+    history, today = tables
+    today_path = _write(today, tmp_path / "t.csv")
+    # An ensemble combining by peak (an offline rule) has no update.
+    model = tmp_path / "e.tsa"
+    assert main(["fit", "--input", _write(history, tmp_path / "h.csv"), "--context", "country,asn", "--time", "ts",
+                 "--value", "failed_logins", "--detector", "ensemble", "--save", str(model),
+                 "--param", 'detectors=[{"name": "baseline", "window": 5}, {"name": "baseline", "window": 3}]',
+                 "--param", "combine=peak"]) == 0
+    original = model.read_bytes()
+    out = tmp_path / "a.csv"
+    assert main(_score_args(model, today_path, out, "--update", str(model))) == 2
+    err = _one_line_error(capsys)
+    assert "cannot be updated" in err and "combine='peak'" in err, err
+    assert not out.exists() and model.read_bytes() == original
+    # Without --update it scores as before.
+    assert main(_score_args(model, today_path, out)) == 0
+    # A detector class without the _update hook.
+    from tsanomaly.base import BaseDetector
+
+    plain = tmp_path / "m.tsa"
+    assert main(_fit_args(str(tmp_path / "h.csv"), plain)) == 0
+    monkeypatch.setattr(RollingZScoreDetector, "_update", BaseDetector._update)
+    out.unlink()
+    assert main(_score_args(plain, today_path, out, "--update", str(tmp_path / "next.tsa"))) == 2
+    err = _one_line_error(capsys)
+    assert "RollingZScoreDetector does not implement update()" in err, err
+    assert not out.exists() and not (tmp_path / "next.tsa").exists()
+
+
+def test_an_update_that_fails_after_the_outputs_says_so_and_keeps_the_model(tables, tmp_path, capsys, monkeypatch):
+    """One not found up front: the outputs stay written, the model file is untouched, one line says so."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    original = model.read_bytes()
+
+    def broken(self, *args):
+        raise ValueError("no update today")
+
+    monkeypatch.setattr(RollingZScoreDetector, "_update", broken)
+    out = tmp_path / "a.csv"
+    assert main(_score_args(model, _write(today, tmp_path / "t.csv"), out, "--update", str(model))) == 2
+    err = _one_line_error(capsys)
+    assert "outputs were written" in err and f"{model} was not written" in err and "no update today" in err, err
+    assert out.exists() and model.read_bytes() == original and _leftovers(tmp_path) == []
+
+
+def test_check_distinct_paths_lets_update_replace_only_the_model(tmp_path):
+    jobs.check_distinct_paths([("--model", "m.tsa"), ("--input", "t.csv")], [("--update", "m.tsa")],
+                              may_replace=[("--update", "--model")])
+    with pytest.raises(ValueError, match="--update m.tsa is the same file as --model"):
+        jobs.check_distinct_paths([("--model", "m.tsa")], [("--update", "m.tsa")])

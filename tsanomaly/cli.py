@@ -106,10 +106,12 @@ def _cmd_score(args) -> int:
     result = _job_errors(
         lambda: jobs.score_file(
             args.model, args.input, args.output, scores=args.scores, unseen=args.unseen,
-            chunk_size=args.chunk_size, device=args.device,
+            chunk_size=args.chunk_size, device=args.device, update=args.update,
         )
     )
-    print(result.summary() + f"; alerts written to {args.output}")
+    updated = (f"; model updated through {result.detector.fit_end_} and saved to {args.update}"
+               if args.update is not None else "")
+    print(result.summary() + f"; alerts written to {args.output}" + updated)
     return 0
 
 
@@ -164,7 +166,10 @@ def _add_job_commands(commands) -> None:
 
     score = commands.add_parser(
         "score", help="score new data in a file with a saved model and write alerts",
-        description="Score new rows with a model from `tsanomaly fit`; outputs are written atomically.",
+        description="Score new rows with a model from `tsanomaly fit`; outputs are written atomically. "
+        "With --update, the model is then rolled forward over the scored rows without refitting and saved, "
+        "so that an hourly job scores each hour with the model the hour before left: fit once, then each hour "
+        "`tsanomaly score --model m.tsa --input hour.csv --output alerts-HH.csv --update m.tsa`.",
     )
     score.add_argument("--model", required=True, help="model file from `tsanomaly fit`")
     score.add_argument("--input", required=True, help=f"new rows with the model's columns; {formats}")
@@ -173,6 +178,13 @@ def _add_job_commands(commands) -> None:
     score.add_argument(
         "--unseen", default=None,
         help="also write the contexts unseen at fit, each with status cold_start or skipped",
+    )
+    score.add_argument(
+        "--update", default=None, metavar="PATH",
+        help="after writing the outputs, roll the model forward over the scored input (no refit) and save it "
+             "to PATH, atomically; PATH may be the --model file itself. The next batch must follow this input. "
+             "Refused, before any output is written, for a model without update (e.g. an ensemble with "
+             "combine=peak)",
     )
     score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="contexts scored at a time")
     score.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")

@@ -94,6 +94,8 @@ __all__ = [
     "score_frame",
     "score_file",
     "scores_frame",
+    "check_can_update",
+    "update_model",
     "report_file",
 ]
 
@@ -459,7 +461,8 @@ def count_absent(det: BaseDetector, rows: np.ndarray) -> int:
     return int(len(det.contexts_) - np.unique(rows[rows >= 0]).size)
 
 
-def check_distinct_paths(inputs: Sequence[tuple[str, object]], outputs: Sequence[tuple[str, object]]) -> None:
+def check_distinct_paths(inputs: Sequence[tuple[str, object]], outputs: Sequence[tuple[str, object]],
+                         may_replace: Sequence[tuple[str, str]] = ()) -> None:
     """Refuse an output path that is an input's file or another output's, before any work.
 
     ``fit --input h.csv --save h.csv`` replaced the history with the model, ``report --input
@@ -473,6 +476,9 @@ def check_distinct_paths(inputs: Sequence[tuple[str, object]], outputs: Sequence
     inputs, outputs : sequence of (option, path)
         The option that named each path (``"--input"``), for the message; ``None`` paths are
         skipped.
+    may_replace : sequence of (output option, input option)
+        Pairs that may name one file: ``score --update`` may write the updated model over
+        ``--model`` (the model is read before it is replaced, atomically).
 
     Raises
     ------
@@ -495,7 +501,7 @@ def check_distinct_paths(inputs: Sequence[tuple[str, object]], outputs: Sequence
             continue  # an empty name is each command's own error, with its own advice
         path = Path(path)
         for other_option, other, lost in seen:
-            if same(path, other):
+            if (option, other_option) not in may_replace and same(path, other):
                 raise ValueError(
                     f"{option} {path} is the same file as {other_option} {other}: writing it would replace "
                     f"{lost}; name another file"
@@ -1043,6 +1049,7 @@ def score_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     device: str | None = None,
     progress: bool | None = None,
+    update=None,
 ) -> ScoreResult:
     """Score a file with a saved model and write the alerts (and optionally scores and unseen contexts).
 
@@ -1062,7 +1069,14 @@ def score_file(
     chunk_size : int
         Contexts scored at a time.
     device : {"auto", "cpu", "cuda"}, optional
-        Override the saved device (a model fitted on a GPU scores on a CPU).
+        Override the saved device (a model fitted on a GPU scores on a CPU). With
+        ``update``, the updated model is saved with this device.
+    update : str or Path, optional
+        After the outputs are written, roll the model forward over the scored input
+        (:func:`update_model`, :meth:`BaseDetector.update`) and save it here, atomically;
+        ``model`` itself is allowed (an hourly job then scores each hour with the model
+        updated by the hour before, without refitting). ``result.detector`` is then the
+        updated model.
 
     Returns
     -------
@@ -1072,15 +1086,19 @@ def score_file(
     ------
     ValueError
         Before any work, when an output path is the model's or the input's file, or another
-        output's (:func:`check_distinct_paths`), has an unsupported extension, or is a folder,
-        and when ``chunk_size`` is less than 1; besides what :func:`score_frame` raises.
+        output's (:func:`check_distinct_paths`; ``update`` may be the model's), has an
+        unsupported extension, or is a folder, and when ``chunk_size`` is less than 1; before
+        any output is written, when the model has no update (:func:`check_can_update`) or
+        the input does not start after its history; besides what :func:`score_frame` raises.
     FileNotFoundError
         Before any work, when the folder of an output does not exist.
     """
     if chunk_size < 1:  # score_panel refuses it too, but only once the model is loaded and the input read
         raise ValueError(f"--chunk-size must be a positive number of contexts, got {chunk_size}")
     check_distinct_paths(
-        [("--model", model), ("--input", input)], [("--output", output), ("--scores", scores), ("--unseen", unseen)]
+        [("--model", model), ("--input", input)],
+        [("--output", output), ("--scores", scores), ("--unseen", unseen), ("--update", update)],
+        may_replace=[("--update", "--model")],
     )
     # Every output is checked before the (long) work, and before the first one is written: a typo in
     # an extension, or a folder given as --scores, found when its turn came left the alerts replaced.
@@ -1089,11 +1107,19 @@ def score_file(
         if path is not None:
             tsio.table_format(path)
             tsio.check_output_path(path, option, example=example)
+    if update is not None:
+        tsio.check_output_path(update, "--update", what="a model file", example="model.tsa")
     # Only the tables asked for: a model fitted before fit refused colliding names may still serve the others.
     written = [table for table, path in (("alerts", output), ("scores", scores), ("unseen", unseen)) if path is not None]
     det, columns = load_model(model, device=device, outputs=written)
+    if update is not None:
+        check_can_update(det, source=str(model))  # before the input is read: no output, no half-done job
     frame = _read(input, columns)
     result = score_frame(det, frame, columns, chunk_size=chunk_size, progress=progress, source=str(input))
+    if update is not None:
+        # score refuses data before the fitted history, update also data on its last time; caught here,
+        # before the first output is written (the summary of a refused update would follow written alerts).
+        det.steps_after_fit(result.panel, require_new=True)
     tsio.write_table(result.alerts, output)
     log.info("wrote %d alerts to %s", len(result.alerts), output)
     if scores is not None:
@@ -1102,7 +1128,90 @@ def score_file(
     if unseen is not None:
         tsio.write_table(result.unseen, unseen)
         log.info("wrote %d unseen contexts to %s", len(result.unseen), unseen)
+    if update is not None:
+        update_model(det, result.panel, update, columns=columns, source=str(input))
+        result.extra["updated"] = str(update)
     return result
+
+
+def check_can_update(det: BaseDetector, source: str = "the model") -> None:
+    """Raise ValueError (one line) when ``det`` cannot :meth:`~BaseDetector.update`, before any work.
+
+    A detector class without the ``_update`` hook, and an ensemble with ``combine="peak"``
+    (an offline rule) or with such a member, has no update: ``score --update`` found it
+    only after the alerts were written. Called on the loaded model before the input is read.
+    """
+    def refuse(why: str):
+        raise ValueError(
+            f"--update: the model {source} ({type(det).__name__}) cannot be updated ({why}); "
+            "drop --update and fit again on a recent history instead"
+        )
+
+    def check(detector: BaseDetector, where: str) -> None:
+        if type(detector)._update is BaseDetector._update:
+            refuse(f"{where}{type(detector).__name__} does not implement update()")
+        if getattr(detector, "combine", None) == "peak" and hasattr(detector, "members_"):
+            refuse(f"{where}combine='peak' compares peaks within each scored batch and has no update")
+        for member in getattr(detector, "members_", None) or ():
+            if isinstance(member, BaseDetector):
+                check(member, where or "a member: ")
+
+    check(det, "")
+
+
+def update_model(det: BaseDetector, panel: Panel, path, columns: JobColumns | None = None,
+                 source: str = "the input") -> BaseDetector:
+    """Roll a job's model forward over the panel it scored and save it to ``path``, atomically.
+
+    ``det.update(panel)`` (:meth:`BaseDetector.update`) then ``det.save(path)``: the next
+    ``tsanomaly score --model path`` scores data that follows ``panel`` as one score of both
+    would. The model keeps its job columns (``job_columns_``), so the saved file is a model
+    ``score`` loads as it loaded this one. ``path`` may be the file ``det`` was loaded from:
+    it is replaced only once the new model is complete, and not at all when the update fails
+    (``det`` is then left as it was, as :meth:`BaseDetector.update` leaves it).
+
+    Parameters
+    ----------
+    det : BaseDetector
+        A fitted model from :func:`load_model`, after scoring ``panel``.
+    panel : Panel
+        The data it scored (:attr:`ScoreResult.panel`), starting after its history.
+    path : str or Path
+        The model file to write.
+    columns : JobColumns, optional
+        The table mapping to keep; by default the model's own.
+    source : str
+        How messages name the data.
+
+    Returns
+    -------
+    BaseDetector
+        ``det``, updated.
+
+    Raises
+    ------
+    ValueError
+        When the model cannot be updated (no update, data that does not follow its history);
+        one line that names ``path`` as not written.
+    """
+    if columns is None:
+        columns = JobColumns.from_json(getattr(det, JOB_ATTRIBUTE))
+    started = _time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            # score_frame has said it, naming the input and what absent rows mean (_warn_gap_before).
+            warnings.simplefilter("ignore", HistoryGapWarning)
+            det.update(panel)
+    except (NotImplementedError, ValueError) as exc:
+        raise ValueError(
+            f"--update: the outputs were written but the model could not be updated over {source}, "
+            f"so {path} was not written: {tsio._first_line(exc)}"
+        ) from exc
+    setattr(det, JOB_ATTRIBUTE, columns.to_json())
+    det.save(path)
+    log.info("updated the model through %s in %.2f s and saved it to %s", det.fit_end_,
+             _time.perf_counter() - started, path)
+    return det
 
 
 # ---------------------------------------------------------------------- report
