@@ -143,19 +143,28 @@ class HistoryGapWarning(UserWarning):
     """
 
 
+_GAP_REMEDY = ("after scoring each batch, roll the detector forward over it with update(new) (or fit again on a "
+               "recent history), or score the whole span since the fit at once")
+
+
+def history_gap_message(what: str, skipped: int, fit_end, remedy: str = _GAP_REMEDY) -> str:
+    """The text of a :class:`HistoryGapWarning`: ``what`` (``"the panel"``) starts ``skipped``
+    steps after the step that follows the fitted history, which ends at ``fit_end``; ``remedy``
+    says what to do (``tsanomaly.spark``, which has no update, names its own)."""
+    return (
+        f"{what} starts {skipped} step(s) after the step that follows the fitted history (which ends "
+        f"at {fit_end}): the detector sees those steps as missing, and windows or seasons reaching "
+        f"into them score NaN; {remedy}"
+    )
+
+
 def _warn_gap_after_fit(detector: "BaseDetector", panel: Panel) -> None:
     """A :class:`HistoryGapWarning` when ``panel`` starts more than one step after the fitted history."""
     if panel.n_times == 0:
         return
     steps = detector.steps_after_fit(panel)
     if steps > 1:
-        warnings.warn(
-            f"the panel starts {steps - 1} step(s) after the step that follows the fitted history (which ends "
-            f"at {detector.fit_end_}): the detector sees those steps as missing, and windows or seasons reaching "
-            "into them score NaN; after scoring each batch, roll the detector forward over it with update(new) "
-            "(or fit again on a recent history), or score the whole span since the fit at once",
-            HistoryGapWarning, stacklevel=3,
-        )
+        warnings.warn(history_gap_message("the panel", steps - 1, detector.fit_end_), HistoryGapWarning, stacklevel=3)
 
 
 class CalibrationWarning(UserWarning):
@@ -649,9 +658,7 @@ class BaseDetector:
         """
         self.check_fitted()
         if type(self)._update is BaseDetector._update:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not implement update(); fit again on a recent history instead"
-            )
+            raise NotImplementedError(f"{self._why_no_update()}; fit again on a recent history instead")
         panel = _as_panel(panel, after=self).to(self.device_)
         steps = self.steps_after_fit(panel, require_new=True)
         if panel.n_times == 0:
@@ -669,6 +676,14 @@ class BaseDetector:
             self.n_fit_times_ = int(self.n_fit_times_) + steps - 1 + panel.n_times
             self.fit_end_ = _grid_description(panel.index)[1]
         return self
+
+    def _why_no_update(self) -> str | None:
+        """Why :meth:`update` would be refused whatever the data, or None: the one rule that
+        ``update`` and ``tsanomaly score --update`` (before any work) both ask. Detectors with
+        settings that have no update (an ensemble combining by peak) extend it."""
+        if type(self)._update is BaseDetector._update:
+            return f"{type(self).__name__} does not implement update()"
+        return None
 
     def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:  # pragma: no cover - abstract
         """Move the kept per-context state on over new data (see :meth:`update`).

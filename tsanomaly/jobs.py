@@ -1138,25 +1138,16 @@ def check_can_update(det: BaseDetector, source: str = "the model") -> None:
     """Raise ValueError (one line) when ``det`` cannot :meth:`~BaseDetector.update`, before any work.
 
     A detector class without the ``_update`` hook, and an ensemble with ``combine="peak"``
-    (an offline rule) or with such a member, has no update: ``score --update`` found it
-    only after the alerts were written. Called on the loaded model before the input is read.
+    (an offline rule) or with such a member, has no update (``BaseDetector._why_no_update``):
+    ``score --update`` found it only after the alerts were written. Called on the loaded model
+    before the input is read.
     """
-    def refuse(why: str):
+    why = det._why_no_update()
+    if why is not None:
         raise ValueError(
             f"--update: the model {source} ({type(det).__name__}) cannot be updated ({why}); "
             "drop --update and fit again on a recent history instead"
         )
-
-    def check(detector: BaseDetector, where: str) -> None:
-        if type(detector)._update is BaseDetector._update:
-            refuse(f"{where}{type(detector).__name__} does not implement update()")
-        if getattr(detector, "combine", None) == "peak" and hasattr(detector, "members_"):
-            refuse(f"{where}combine='peak' compares peaks within each scored batch and has no update")
-        for member in getattr(detector, "members_", None) or ():
-            if isinstance(member, BaseDetector):
-                check(member, where or "a member: ")
-
-    check(det, "")
 
 
 def update_model(det: BaseDetector, panel: Panel, path, columns: JobColumns | None = None,

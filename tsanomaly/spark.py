@@ -151,6 +151,7 @@ from tsanomaly.base import (
     _decode_state,
     _encode_state,
     _to_json,
+    history_gap_message,
     steps_by_wall_clock,
 )
 from tsanomaly.jobs import check_history_length
@@ -2195,12 +2196,9 @@ def score(
             f"(step {freq} from {fit_end}); new data must follow the fitted history"
         )
     if steps > 1:
-        warnings.warn(
-            f"the new data starts at {pd.Timestamp(int(lo))}, {steps - 1} step(s) after the step that follows the "
-            f"fitted history (which ends at {fit_end}): the detector sees those steps as missing, and windows or "
-            "seasons reaching into them score NaN; fit again on a recent history, or score the whole span since "
-            "the fit", HistoryGapWarning, stacklevel=2,
-        )
+        warnings.warn(history_gap_message(
+            f"the new data, at {pd.Timestamp(int(lo))},", steps - 1, fit_end,
+            remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=2)
     grid = {"start": int(lo), "step": step, "n_times": int((int(hi) - int(lo)) // step) + 1, "freq": freq,
             "name": time}
     spark = sdf.sparkSession

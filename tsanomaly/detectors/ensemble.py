@@ -427,6 +427,16 @@ class EnsembleDetector(BaseDetector):
         return [backend.to_numpy(member._score(backend.to_device(values, member.device_), panel.to(member.device_), rows))
                 for member in self.members_]
 
+    def _why_no_update(self) -> str | None:
+        """The base's reason, else ``combine="peak"`` (see :meth:`_update`), else a member's."""
+        why = super()._why_no_update()
+        if why is None and self.combine == "peak":
+            why = "combine='peak' compares peaks within each scored batch and has no update"
+        if why is None:
+            reasons = (member._why_no_update() for member in getattr(self, "members_", None) or ())
+            why = next((f"a member: {reason}" for reason in reasons if reason is not None), None)
+        return why
+
     def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:
         """Update each member (see :meth:`BaseDetector.update`): exact where every member's
         update is, else within the members' stated rounding. The members are updated as copies
@@ -436,11 +446,9 @@ class EnsembleDetector(BaseDetector):
         (an offline rule), so that no state carried from one batch to the next makes the next
         batch score as in one call over both (0.4 apart where one call gave 1.1).
         """
-        if self.combine == "peak":
-            raise ValueError(
-                "combine='peak' compares peaks within each scored batch and has no update; "
-                "score the whole span at once, or fit again"
-            )
+        why = self._why_no_update()
+        if why is not None:
+            raise ValueError(f"{why}; score the whole span at once, or fit again")
         members = []
         for member in self.members_:
             member = copy.copy(member)
