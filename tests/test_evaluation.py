@@ -670,6 +670,19 @@ def test_evaluate_refuses_no_record_and_a_detector_named_twice():
         evaluate([record], "ucr", detectors=["stl", "baseline", "stl"], progress=False)
     with pytest.raises(ValueError, match="no detector to run"):
         evaluate([record], "ucr", detectors=[], progress=False)
+    # Raised inside the per-file loop before, a typo gave a report of files that all "failed".
+    with pytest.raises(ValueError, match=r"unknown detector\(s\) 'basline'; choose from baseline, stl"):
+        evaluate([record], "ucr", detectors=["baseline", "basline"], progress=False)
+
+
+def test_nab_reads_points_without_a_score_as_no_detection(monkeypatch):
+    # A window from the end of the probationary part to the file's end: read as -inf, the NaN of a
+    # failed detector (or a warm-up) all became detections at the sweep's lowest threshold, and a
+    # detector that gave no score at all scored a perfect 100.
+    record = _synthetic_record(n=1200, train_end=180, anomaly=(180, 1199))
+    _fixed_scores(monkeypatch, lambda record, name: np.full(record.labels.size, np.nan))
+    (row,) = evaluate([record], "nab", detectors=["baseline"], progress=False).summary.to_dict("records")
+    assert row["nab_standard"] == 0.0
 
 
 def test_a_detector_failing_on_a_file_is_scored_as_giving_no_score(monkeypatch):

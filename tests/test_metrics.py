@@ -1,5 +1,6 @@
 """Metrics against hand-worked cases, a slow reference of VUS and NAB, and scikit-learn's AUCs."""
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -622,3 +623,11 @@ def test_ucr_accuracy_over_files():
         ucr_accuracy([hit, miss], [300], [500, 500], [510, 510])
     with pytest.raises(ValueError, match="anomaly range"):
         ucr_correct(hit, 300, 510, 500)
+
+
+def test_nab_sigmoid_far_after_a_short_window_raises_no_overflow_warning():
+    # np.where evaluated exp(5 x) for x far past 3 too: "overflow encountered in exp" on valid input.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = nab_file(np.zeros(3000), [(400, 401)])
+    assert f.sigmoid[-1] == -1.0 and -1.0 < f.sigmoid[402] < -0.98  # one step after the window

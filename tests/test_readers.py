@@ -249,6 +249,18 @@ def test_read_ucr_files_and_limit(tmp_path):
         read_ucr(root, files=["003"])
 
 
+def test_read_ucr_reads_archive_files_that_labels_csv_omits_with_a_warning(tmp_path):
+    # Left out silently before: the benchmark shrank, and asking for the file said it did not exist.
+    only_001 = "\n".join(UCR_LABELS.splitlines()[:2]) + "\n"
+    root = _write_ucr(tmp_path, only_001)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) in .*data not listed in labels.csv \(first 002_UCR_Anomaly_oneline"):
+        series = read_ucr(root)
+    assert [s.name for s in series] == ["001_UCR_Anomaly_toy_10_15_17", "002_UCR_Anomaly_oneline_5_8_8"]
+    assert series[1].windows == [(7, 7)] and series[1].train_end == 5
+    with pytest.warns(UserWarning, match="not listed"):
+        assert [s.name for s in read_ucr(root, files=["002"])] == ["002_UCR_Anomaly_oneline_5_8_8"]
+
+
 def test_read_ucr_rejects_inconsistent_labels(tmp_path):
     wrong_length = UCR_LABELS.replace(",30\n", ",31\n")
     with pytest.raises(ValueError, match="length 31"):

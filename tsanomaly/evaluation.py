@@ -485,7 +485,7 @@ def evaluate(
     Raises
     ------
     ValueError
-        On an unknown ``dataset``, no detector, a detector named twice, or no record.
+        On an unknown ``dataset``, no detector, an unknown detector or one named twice, or no record.
     """
     from tsanomaly.backend import GPUUnavailableError
 
@@ -494,6 +494,10 @@ def evaluate(
     detectors = [detectors] if isinstance(detectors, str) else list(detectors)
     if not detectors:
         raise ValueError(f"no detector to run; name at least one of {', '.join(BENCHMARK_DETECTORS)}")
+    unknown = [name for name in detectors if name not in BENCHMARK_DETECTORS]
+    if unknown:
+        # Raised per file inside the loop below, a typo became a report of files all "failed".
+        raise ValueError(f"unknown detector(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BENCHMARK_DETECTORS)}")
     twice = sorted({name for name in detectors if detectors.count(name) > 1})
     if twice:
         # Run twice, a detector was counted twice: its rows doubled the summary's file count.
@@ -534,7 +538,10 @@ def evaluate(
                 # All-NaN or constant scores name no location: a miss (see metrics.ucr_correct).
                 row["ucr_correct"] = metrics.ucr_correct(result.location_scores, record.train_end, start, end)
             else:
-                nab_files[name].append(record.nab_file(np.nan_to_num(nab_alert_scores(result), nan=-np.inf)))
+                # NaN as it is: nab_file reads it as never detecting. (As -inf it became a detection
+                # at the sweep's lowest threshold: a failed file's stand-in, a warm-up, the points
+                # suppress_repeats blanks.)
+                nab_files[name].append(record.nab_file(nab_alert_scores(result)))
             rows.append(row)
             if progress:
                 status = f"FAILED: {error}" if error else f"{result.seconds:6.1f}s"

@@ -527,7 +527,9 @@ def _profile_weights(profile) -> tuple[float, float, float]:
 def _scaled_sigmoid(x: np.ndarray) -> np.ndarray:
     """NAB's scaledSigmoid: 2 * sigmoid(-5 x) - 1, and -1 for x >= 3."""
     x = np.asarray(x, dtype=np.float64)
-    return np.where(x >= 3.0, -1.0, 2.0 / (1.0 + np.exp(5.0 * x)) - 1.0)
+    # Clipped inside exp: np.where evaluates both branches, and exp(5 x) overflows (with a
+    # RuntimeWarning) from x ~ 142 on, far after a short window, where the result is -1 anyway.
+    return np.where(x >= 3.0, -1.0, 2.0 / (1.0 + np.exp(5.0 * np.minimum(x, 3.0))) - 1.0)
 
 
 _MAX_TP = float(_scaled_sigmoid(-1.0))
@@ -566,7 +568,8 @@ class NABFile:
 class NABResult(NamedTuple):
     """A NAB score: normalised ``score`` (null detector 0, perfect 100), the ``raw`` sum of
     weighted detections, the raw scores of the ``null`` and ``perfect`` detectors, and the
-    ``threshold`` used (``inf``: nothing detected)."""
+    ``threshold`` used (points with ``score >= threshold`` detect; ``inf`` when nothing is
+    detected, or when only scores of ``+inf`` are: ``raw == null`` tells the first case)."""
 
     score: float
     raw: float

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import warnings
 import zlib
 from pathlib import Path
 from typing import Iterable
@@ -141,7 +142,8 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None,
     ----------
     path : str or Path
         The UCR folder holding ``data/`` and, optionally, ``labels.csv`` (used when present,
-        and checked against the file names; otherwise the fields come from the names).
+        and checked against the file names; otherwise the fields come from the names, as
+        they do, with a warning, for archive files in ``data/`` that ``labels.csv`` omits).
     files : iterable of str or int, optional
         Subset to read: file names (with or without ``.txt.gz``) or archive ids (``"005"``, 5).
     limit : int, optional
@@ -181,6 +183,18 @@ def read_ucr(path, files: Iterable[str] | None = None, limit: int | None = None,
     labels_path = root / "labels.csv"
     if labels_path.is_file():
         meta = _labels_table(labels_path)
+        # Archive files labels.csv does not list are read with the fields of their names, as
+        # without labels.csv, and named in a warning: left out, they had shrunk the benchmark
+        # silently, and asking for one by name said it was not in the data set.
+        listed = {_stem(name) for name in meta}
+        unlisted = sorted(p.name for p in data_dir.iterdir() if _NAME.match(p.name) and _stem(p.name) not in listed)
+        if unlisted:
+            warnings.warn(
+                f"{len(unlisted)} file(s) in {data_dir} not listed in {labels_path.name} (first {unlisted[0]}) are "
+                "read with the positions in their names; add their rows to check them against labels.csv",
+                stacklevel=2,
+            )
+            meta.update({name: _parse_name(name) for name in unlisted})
     else:
         meta = {p.name: _parse_name(p.name) for p in data_dir.iterdir() if _NAME.match(p.name)}
     keys = sorted(meta)
