@@ -805,6 +805,50 @@ def test_an_update_keeps_the_fitted_floor_of_a_context_back_from_a_long_silence(
     np.testing.assert_array_equal(det.scale_floor_, floor)
 
 
+@pytest.mark.parametrize("make, n_fit, exact", [
+    pytest.param(lambda: RollingZScoreDetector(window=5, device="cpu"), 80, True, id="baseline"),
+    pytest.param(lambda: MatrixProfileDetector(window=12, history=100, device="cpu"), 40, False, id="matrix_profile"),
+    pytest.param(lambda: MatrixProfileDetector(window=12, history=100, device="cpu"), 8, False, id="mp-shorter-than-window"),
+])
+def test_updates_after_a_short_fit_grow_the_history_to_the_full_look_back(make, n_fit, exact):
+    # The kept history stayed at its fitted width: a model fitted on fewer points than its look-back
+    # looked back only that far for good (matrix profile: 106 of 384 scores off by up to 0.06), and
+    # one fitted on fewer points than its window never scored again.
+    panel = _update_panel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = make().fit(_span_of(panel, 0, n_fit))
+    once = det.score(_span_of(panel, n_fit, 24 * 16)).to_numpy()
+    got = []
+    for a in range(n_fit, 24 * 16, 10):
+        batch = _span_of(panel, a, min(a + 10, 24 * 16))
+        got.append(det.score(batch).to_numpy())
+        det.update(batch)
+    assert det.history_.shape[1] == (det._n_kept() if isinstance(det, RollingZScoreDetector) else det._keep())
+    _assert_update_scores(np.concatenate(got, axis=1), once, exact)
+
+
+def test_plain_matrix_profile_measures_a_context_fitted_without_data_in_its_own_units_after_updates():
+    # Its fitted unit was the placeholder 1 of a row without data: once updates gave it a past, its
+    # plain distances of counts in the hundreds were read as units (median score 12 against 0.06).
+    rng = np.random.default_rng(4)
+    index = pd.date_range("2024-01-01", periods=24 * 28, freq="h")
+    values = rng.poisson(200 * (1 + 0.5 * np.sin(2 * np.pi * np.arange(len(index)) / 24)), size=(3, len(index)))
+    values = values.astype(float)
+    values[2, : 24 * 14] = np.nan  # no data at fit
+    panel = Panel(values, pd.Index(["a", "b", "new"]), index)
+    det = MatrixProfileDetector(window=24, normalize=False, device="cpu").fit(_span_of(panel, 0, 24 * 14))
+    assert np.isnan(det.scale_[2]) and np.isfinite(det.scale_[:2]).all()
+    scores = []
+    for hour in range(24 * 14, 24 * 28):
+        batch = _span_of(panel, hour, hour + 1)
+        scores.append(det.score(batch).to_numpy()[:, 0])
+        det.update(batch)
+    late = np.array(scores)[24 * 7:]  # once the new context has a week of past
+    seen, new = np.nanmedian(late[:, :2]), np.nanmedian(late[:, 2])
+    assert 0.5 * seen < new < 2 * seen
+
+
 def test_a_peak_ensemble_has_no_update():
     # combine="peak" compares peaks within a scored batch: no state carried between batches makes
     # the next batch score as in one call (0.4 apart).

@@ -698,11 +698,17 @@ class BaseDetector:
         """
         raise NotImplementedError
 
-    def with_updated_history(self, values, panel: Panel, rows: np.ndarray, history):
-        """The kept history after new data: the last ``history.shape[1]`` columns of
-        :meth:`with_kept_history` (history, NaN for skipped steps, new values), a new array."""
+    def with_updated_history(self, values, panel: Panel, rows: np.ndarray, history, keep: int):
+        """The kept history after new data: the last ``keep`` columns of :meth:`with_kept_history`
+        (history, NaN for skipped steps, new values; all of them while fewer), a new array.
+
+        ``keep`` is the detector's full look-back, not the current history's width: a history
+        fitted on fewer points grows to it over updates. (Kept at its fitted width, a model fitted
+        on two days looked back over two days for good, and one fitted on fewer points than the
+        matrix profile's window never scored again.)
+        """
         x = self.with_kept_history(values, panel, rows, history)
-        return x[:, x.shape[1] - history.shape[1]:].copy()
+        return x[:, max(0, x.shape[1] - int(keep)):].copy()
 
     def fitted_without_data(self) -> np.ndarray:
         """Which fitted contexts the model holds no observed value for, to score new data from.

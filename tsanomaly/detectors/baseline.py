@@ -399,7 +399,7 @@ class RollingZScoreDetector(BaseDetector):
         long silence for good: scores of 5,000 where one call gave 8.)
         """
         self._validate()
-        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_, self._n_kept())
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""

@@ -1096,7 +1096,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         on themselves (refit to warm such contexts).
         """
         self._validate()
-        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_, int(self.window) - 1)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected (reconstructed) and observed value at each alert's peak, in original units, and the cluster."""

@@ -498,7 +498,8 @@ class MatrixProfileDetector(BaseDetector):
         standard deviation in the fitted data (``1.4826 MAD``, floored for sparse counts:
         :func:`tsanomaly.scaling.robust_center_scale`; of the first difference with
         ``difference=True``; for a context first seen when scoring, or without any
-        observation in the fitted data, of its own scored data), so it stays
+        observation in the fitted data, of its own scored data, and after updates have
+        brought it observations, of those kept and the scored data), so it stays
         comparable across contexts and a burst in the history shrinks later scores
         far less than with the standard deviation: about 1 between two unrelated
         windows of Gaussian data. Where a level shift is 1e7 or more times the local
@@ -712,7 +713,10 @@ class MatrixProfileDetector(BaseDetector):
         # Points of past each context has at the end of the fit (per-context state).
         self.past_points_ = backend.to_numpy(values.shape[1] - start).astype(np.int64)
         # Unit of plain distances per context (see the class docstring); None when z-normalised.
-        self.scale_ = None if self.normalize else self._unit(values)
+        # NaN for a context without any observation: it has no unit of its own (see _score).
+        self.scale_ = None
+        if not self.normalize:
+            self.scale_ = np.where(backend.to_numpy(start) < values.shape[1], self._unit(values), np.nan)
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         return self._blocked_scores(values, 0, -(m - 1), values.shape[1], start, self.scale_)
@@ -739,9 +743,16 @@ class MatrixProfileDetector(BaseDetector):
         data_start = xp.asarray(np.where(cold, new_start, seen_start))
         scale = None
         if not self.normalize:
-            scale = np.asarray(self.scale_)[np.maximum(rows, 0)]
+            scale = np.asarray(self.scale_, dtype=np.float64)[np.maximum(rows, 0)]
             if cold.any():  # in units of their own scored data
                 scale[cold] = self._unit(values[xp.asarray(np.flatnonzero(cold))])
+            # Fitted without any observation but observed since, through update: in units of
+            # what the model holds of it now, its kept history and the scored data. (The unit
+            # of 1 such a row had at fit read plain distances of counts in the hundreds as
+            # units: every hour alerted once it started reporting.)
+            unfitted = ~cold & np.isnan(scale)
+            if unfitted.any():
+                scale[unfitted] = self._unit(x[xp.asarray(np.flatnonzero(unfitted))])
         col_start = max(0, first_window - (int(self.smoothing) - 1))
         return self._blocked_scores(x, col_start, first_window, n_new, data_start, scale)
 
@@ -755,9 +766,12 @@ class MatrixProfileDetector(BaseDetector):
         accuracy of ``precision="double"`` (about 1e-10; measured: z-normalised scores bit for
         bit, plain ones within 3e-15 relative; single precision: within its stated bound). A
         fitted context without any observation at fit starts counting its past at its first
-        observation in the update; with ``normalize=False`` it keeps the fitted unit of a row
-        without data (1), since a unit taken from the first update's values was, in an
-        hour-by-hour loop, that of a single point (scores of 268 where one call gave 0.6).
+        observation in the update; with ``normalize=False`` it has no fitted unit (NaN), and
+        :meth:`score` measures it in units of its kept history and the scored data, a unit
+        that grows with what updates bring (a unit fixed from the first update's values was,
+        in an hour-by-hour loop, that of a single point: scores of 268 where one call gave
+        0.6; the fitted placeholder of 1 read counts in the hundreds as units). The history
+        kept grows to the full look-back over updates after a fit on fewer points.
         """
         self._validate()
         n_new = values.shape[1]
@@ -767,7 +781,7 @@ class MatrixProfileDetector(BaseDetector):
         # Points since each context's first observation, at the end of the new data: the
         # skipped steps and the new ones; for a context without past, from its first new one.
         moved = np.where(cold, n_new - first, past + (steps - 1) + n_new)
-        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_, self._keep())
         self.past_points_ = moved
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
