@@ -135,6 +135,8 @@ def test_batch_spanning_several_lane_blocks_equals_one_at_a_time():
     [
         ((12, 30), 180, dict(robust=True)),
         ((30, 12, 5), 200, dict(robust=False, seasonal=(9, 13, 7))),  # unsorted, windows given
+        # unsorted, default windows: statsmodels hands them out in ascending order of period
+        ((30, 12), 180, dict(robust=True)),
         ((7, 24), 150, dict(robust=True, seasonal_deg=0, trend_deg=0, inner_iter=1, outer_iter=3)),
     ],
 )

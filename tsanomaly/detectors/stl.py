@@ -104,7 +104,10 @@ def _resolve_config(n_time, periods, robust, seasonal, trend, low_pass, seasonal
 
     several = len(periods) > 1
     if seasonal is None:
-        # statsmodels: STL's seasonal=7; MSTL's windows 7 + 4*i, i = 1..n_periods
+        # statsmodels: STL's seasonal=7; MSTL's windows 7 + 4*i for the i-th period in ascending
+        # order (i = 1..n_periods). Sorted first, as MSTL does: paired in the order given,
+        # periods=(168, 24) gave the week 11 and the day 15, other scores than (24, 168).
+        periods = tuple(sorted(periods))
         windows = (7,) if not several else tuple(7 + 4 * i for i in range(1, len(periods) + 1))
     elif is_int(seasonal):
         windows = (int(seasonal),) * len(periods)
@@ -738,7 +741,8 @@ class STLDetector(BaseDetector):
         ``shape_seasons`` cycles of each period: the last ones that lie
         inside the seasonal smoother's window (``seasonal // 2`` cycles before
         the end of the history), where the component is not an extrapolation
-        of the last few points; the last ones when the history is too short.
+        of the last few points; when the history is too short for that, its
+        first ``shape_seasons`` cycles (those furthest from its one-sided end).
     level_seasons : int, default 7
         The level at the end of the history is the median of the
         deseasonalised observations over the last ``level_seasons`` cycles of
