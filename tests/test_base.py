@@ -587,6 +587,29 @@ def test_changing_a_parameter_of_a_fitted_detector_asks_for_a_new_fit():
                                   RollingZScoreDetector(window=20, device="cpu").fit(history).score(day).to_numpy())
 
 
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: RollingZScoreDetector(device="auto"), id="baseline"),
+    pytest.param(lambda: tsanomaly.LSTMAutoencoderDetector(window=12, hidden=4, epochs=1, seed=0, device="auto"),
+                 id="lstm"),
+])
+def test_a_device_set_on_a_fitted_detector_is_where_it_scores(make):
+    # device_ (where scoring runs) was only set by fit and load: set_params(device="cuda") on a
+    # fitted detector was kept, and scoring went on on the CPU without a word.
+    panel = _hourly_panel()
+    history, day = panel.loc[:"2024-01-14 23:00"], panel.loc["2024-01-15 00:00":"2024-01-15 23:00"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = make().fit(history)
+    expected = det.score(day).to_numpy()
+    det.set_params(device="cpu")
+    assert det.device == det.device_ == "cpu"
+    np.testing.assert_array_equal(det.score(day).to_numpy(), expected)
+    if not tsanomaly.backend.gpu_available():
+        with pytest.raises(tsanomaly.backend.GPUUnavailableError):
+            det.set_params(device="cuda")
+        assert det.device == det.device_ == "cpu"  # refused: left as it was
+
+
 def test_a_model_fitted_on_integer_labels_scores_the_same_labels_as_text():
     # Fitted on integer ASNs (Parquet), scored with "13335" (JSON lines): every context was unseen,
     # no point scored, no alert, no warning.
@@ -824,29 +847,89 @@ def test_updates_after_a_short_fit_grow_the_history_to_the_full_look_back(make, 
         batch = _span_of(panel, a, min(a + 10, 24 * 16))
         got.append(det.score(batch).to_numpy())
         det.update(batch)
-    assert det.history_.shape[1] == (det._n_kept() if isinstance(det, RollingZScoreDetector) else det._keep())
+    assert det.history_.shape[1] == det.kept_width() > n_fit
     _assert_update_scores(np.concatenate(got, axis=1), once, exact)
 
 
-def test_plain_matrix_profile_measures_a_context_fitted_without_data_in_its_own_units_after_updates():
+@pytest.mark.parametrize("make, n_fit, exact", [
+    pytest.param(lambda: RollingZScoreDetector(window=4, min_periods=2, device="cpu"), 50, True, id="baseline"),
+    pytest.param(lambda: MatrixProfileDetector(window=12, history=100, device="cpu"), 40, False, id="matrix_profile"),
+])
+def test_a_gap_after_a_short_fit_keeps_the_history_at_its_place(make, n_fit, exact):
+    # The gap before new data was capped at the kept history's width, which after a fit on fewer
+    # points than the look-back is narrower: the history came nearer the new data than it is, at
+    # the wrong phase (baseline: scores of 14-20 where the gap as NaN gives 0.2-0.5).
+    panel = _update_panel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = make().fit(_span_of(panel, 0, n_fit))
+        skipped = n_fit + 60
+        gap_as_nan = panel.with_values(panel.values.copy())
+        gap_as_nan.values[:, n_fit:skipped] = np.nan
+        expected = det.score(_span_of(gap_as_nan, n_fit, 24 * 16)).to_numpy()[:, skipped - n_fit:]
+        got = det.score(_span_of(panel, skipped, 24 * 16)).to_numpy()
+        _assert_update_scores(got, expected, exact)
+        det.update(_span_of(panel, skipped, skipped + 10))
+    _assert_update_scores(det.score(_span_of(panel, skipped + 10, 24 * 16)).to_numpy(), expected[:, 10:], exact)
+
+
+@pytest.mark.parametrize("difference", [False, True], ids=["values", "differences"])
+def test_plain_matrix_profile_measures_a_context_fitted_without_data_in_its_own_units_after_updates(difference):
     # Its fitted unit was the placeholder 1 of a row without data: once updates gave it a past, its
     # plain distances of counts in the hundreds were read as units (median score 12 against 0.06).
+    # One observed point at fit gave a unit of 1e-3 x its level (or 1 with differences): 116 hours
+    # of 168 alerted.
     rng = np.random.default_rng(4)
     index = pd.date_range("2024-01-01", periods=24 * 28, freq="h")
-    values = rng.poisson(200 * (1 + 0.5 * np.sin(2 * np.pi * np.arange(len(index)) / 24)), size=(3, len(index)))
+    values = rng.poisson(200 * (1 + 0.5 * np.sin(2 * np.pi * np.arange(len(index)) / 24)), size=(4, len(index)))
     values = values.astype(float)
     values[2, : 24 * 14] = np.nan  # no data at fit
-    panel = Panel(values, pd.Index(["a", "b", "new"]), index)
-    det = MatrixProfileDetector(window=24, normalize=False, device="cpu").fit(_span_of(panel, 0, 24 * 14))
-    assert np.isnan(det.scale_[2]) and np.isfinite(det.scale_[:2]).all()
+    values[3, : 24 * 14 - 1] = np.nan  # one point at fit
+    panel = Panel(values, pd.Index(["a", "b", "new", "one"]), index)
+    det = MatrixProfileDetector(window=24, normalize=False, difference=difference, device="cpu")
+    det.fit(_span_of(panel, 0, 24 * 14))
+    assert np.isnan(det.scale_[2:]).all() and np.isfinite(det.scale_[:2]).all()
     scores = []
     for hour in range(24 * 14, 24 * 28):
         batch = _span_of(panel, hour, hour + 1)
         scores.append(det.score(batch).to_numpy()[:, 0])
         det.update(batch)
-    late = np.array(scores)[24 * 7:]  # once the new context has a week of past
-    seen, new = np.nanmedian(late[:, :2]), np.nanmedian(late[:, 2])
-    assert 0.5 * seen < new < 2 * seen
+    late = np.array(scores)[24 * 7:]  # once the new contexts have a week of past
+    seen = np.nanmedian(late[:, :2])
+    for column in (2, 3):
+        assert 0.5 * seen < np.nanmedian(late[:, column]) < 2 * seen
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: RollingZScoreDetector(window=5, device="cpu"), id="baseline"),
+    pytest.param(lambda: tsanomaly.LSTMAutoencoderDetector(window=12, hidden=4, epochs=2, seed=3, device="cpu"),
+                 id="lstm"),
+])
+def test_a_context_fitted_without_data_is_scaled_on_what_updates_bring(make):
+    # Without an observation at fit, its floor stayed the placeholder of one event (baseline) or it
+    # was scaled on each batch alone (LSTM): counts around 200 alerted nearly every hour of an
+    # hour-by-hour loop (22 and 81 flags) where one call over the same hours flagged 1 and 0.
+    rng = np.random.default_rng(1)
+    n, n_fit = 24 * 14, 24 * 8
+    t = np.arange(n)
+    values = np.vstack([rng.poisson(200 + 150 * np.sin(2 * np.pi * t / 24)) for _ in range(4)]).astype(float)
+    values[3, : n_fit + 5] = np.nan
+    panel = Panel(values, pd.Index(["FR", "DE", "US", "late"]), pd.date_range("2024-01-01", periods=n, freq="h"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = make().fit(_span_of(panel, 0, n_fit))
+    once = det.score(_span_of(panel, n_fit, n)).to_numpy()
+    loop = []
+    for hour in range(n_fit, n):
+        batch = _span_of(panel, hour, hour + 1)
+        loop.append(det.score(batch).to_numpy()[:, 0])
+        det.update(batch)
+    loop = np.array(loop).T
+    np.testing.assert_allclose(loop[:3], once[:3], rtol=1e-6)  # the contexts seen at fit: as one call
+    assert np.isfinite(loop[3]).sum() > 0.4 * (n - n_fit)  # scored (the baseline once 3 days of its past are kept)
+    threshold = det.global_threshold_
+    assert (loop[3] > threshold).sum() <= (once[3] > threshold).sum() + 2
+    assert np.nanmax(loop[3]) < 1.5 * np.nanmax(once[3])
 
 
 def test_a_peak_ensemble_has_no_update():

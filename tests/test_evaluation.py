@@ -391,6 +391,21 @@ def test_peak_leaves_out_a_member_without_a_second_peak_or_a_training_maximum():
     assert lone.predict(new).values[:, 3].all()
 
 
+def test_peak_leaves_out_a_member_without_any_finite_training_score():
+    # Its NaN training maximum gave no unit, yet the batch's second peak stood in: scores moved and
+    # alerts came from a member the threshold was calibrated without.
+    rng = np.random.default_rng(0)
+    t = np.arange(24 * 5)
+    x = 100 + 30 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 3, size=(3, t.size))
+    x[1, 100] += 60
+    short = {"name": "mp", "window": 6, "history": 24, "min_history": 7}
+    too_long = {"name": "mp", "window": 24, "history": 48}  # no finite score in 30 points
+    both = EnsembleDetector(detectors=[short, too_long], combine="peak", device="cpu").fit(x[:, :30])
+    only = EnsembleDetector(detectors=[short], combine="peak", device="cpu").fit(x[:, :30])
+    assert np.isnan(both.member_quantiles_[1]).all()
+    np.testing.assert_array_equal(both.score(x[:, 30:]).values, only.score(x[:, 30:]).values)
+
+
 @pytest.mark.parametrize("combine", ["max", "zmean", "rank", "peak"])
 def test_an_ensemble_fitted_on_a_history_without_events_alerts_on_the_first_as_its_members_do(combine):
     """All-zero history (a context that never saw a failed login): the baseline and STL score 0

@@ -941,3 +941,25 @@ def test_detector_in_blocks_of_contexts_equals_the_whole_panel(monkeypatch, opti
     np.testing.assert_array_equal(blocks.threshold_, whole.threshold_)
     for name in whole._fitted_state_kinds():
         np.testing.assert_array_equal(getattr(blocks, name), getattr(whole, name))
+
+
+def test_a_smoothed_peak_after_a_missing_point_is_explained_by_a_window_that_has_a_neighbour():
+    # The window ending on the point after a missing one has no neighbour, yet the smoothed score is
+    # the mean of the windows before it: the alert's explanation was NaT.
+    rng = np.random.default_rng(4)
+    n, m = 300, 8
+    x = rng.poisson(30 * (1 + np.sin(np.arange(n) * 2 * np.pi / 24)), size=(1, n)).astype(float)
+    x[0, 248:252] += 300
+    x[0, 253] = np.nan
+    index = pd.date_range("2024-01-01", periods=n, freq="h")
+    panel = Panel(x, pd.Index(["DE"], name="country"), index)
+    det = MatrixProfileDetector(window=m, history=150, smoothing=4, device="cpu", threshold=0.229)
+    det.fit(panel.loc[: index[199]])
+    new = panel.loc[index[200]:]
+    scores = det.score(new).to_numpy()[0]
+    assert np.isfinite(scores[254 - 200])  # the point after the missing one still scores
+    alerts = det.alerts(new, scores=det.score(new))
+    assert len(alerts) and alerts["neighbour_start"].notna().all() and alerts["neighbour_time"].notna().all()
+    # each explanation is the neighbour of one of the windows the peak's score averages
+    for _, alert in alerts.iterrows():
+        assert alert["neighbour_time"] - alert["neighbour_start"] == pd.Timedelta(hours=m - 1)

@@ -252,7 +252,7 @@ class BaseDetector:
 
         Changing a parameter on a fitted detector drops its fitted state, so that ``score``
         asks for a new ``fit`` (NotFittedError), except those of :attr:`_scoring_params` (the
-        device, which ``load(..., device=)`` also sets): the detectors read
+        device, which moves the fitted state there as ``load(..., device=)`` does): the detectors read
         their parameters when scoring, and a window, threshold rule or combination set after
         the fit scored with state fitted for the old one (an ensemble set to ``combine="rank"``
         kept a threshold that rank scores can never exceed).
@@ -266,6 +266,14 @@ class BaseDetector:
         if changed and hasattr(self, "contexts_"):
             for name in [name for name in vars(self) if name not in valid]:
                 delattr(self, name)
+        elif "device" in params and hasattr(self, "contexts_") and not _same_value(self.device, params["device"]):
+            # The fitted state moves to the new device, as load(..., device=) moves it: scoring runs
+            # where device_ says, which only fit and load set, so a device set on a fitted detector
+            # was ignored (device="cuda" without a GPU scored on the CPU, without a word).
+            arrays = {}
+            meta = _encode_detector(self, "", arrays)
+            moved = _decode_detector(meta, arrays, params["device"])  # GPUUnavailableError without a GPU
+            self.__dict__.update(vars(moved))
         for name, value in params.items():
             setattr(self, name, value)
         return self
@@ -698,17 +706,32 @@ class BaseDetector:
         """
         raise NotImplementedError
 
-    def with_updated_history(self, values, panel: Panel, rows: np.ndarray, history, keep: int):
-        """The kept history after new data: the last ``keep`` columns of :meth:`with_kept_history`
-        (history, NaN for skipped steps, new values; all of them while fewer), a new array.
+    def kept_width(self) -> int | None:
+        """Points of history a new point's score looks back on: the width ``history_`` has
+        after a fit on a long enough history (None, the default: the kept history's own width).
 
-        ``keep`` is the detector's full look-back, not the current history's width: a history
-        fitted on fewer points grows to it over updates. (Kept at its fitted width, a model fitted
-        on two days looked back over two days for good, and one fitted on fewer points than the
-        matrix profile's window never scored again.)
+        Detectors that keep a history state it, because a fit on fewer points keeps a narrower
+        history: the grid steps skipped before new data (:meth:`with_kept_history`) and the
+        history rolled forward by :meth:`update` (:meth:`with_updated_history`) are measured
+        against the full look-back, not against that narrower width.
+        """
+        return None
+
+    def _look_back(self, history) -> int:
+        width = self.kept_width()
+        return history.shape[1] if width is None else int(width)
+
+    def with_updated_history(self, values, panel: Panel, rows: np.ndarray, history):
+        """The kept history after new data: the last :meth:`kept_width` columns of
+        :meth:`with_kept_history` (history, NaN for skipped steps, new values; all of them
+        while fewer), a new array.
+
+        A history fitted on fewer points thus grows to the full look-back over updates. (Kept
+        at its fitted width, a model fitted on two days looked back over two days for good,
+        and one fitted on fewer points than the matrix profile's window never scored again.)
         """
         x = self.with_kept_history(values, panel, rows, history)
-        return x[:, max(0, x.shape[1] - int(keep)):].copy()
+        return x[:, max(0, x.shape[1] - self._look_back(history)):].copy()
 
     def fitted_without_data(self) -> np.ndarray:
         """Which fitted contexts the model holds no observed value for, to score new data from.
@@ -748,8 +771,8 @@ class BaseDetector:
         -------
         array, shape (n_contexts, n_kept + n_gap + n_new)
             History, NaN for the grid steps missing between the fit's end and the
-            new data (at most ``n_kept``: beyond that the history is out of reach
-            anyway), then the new values.
+            new data (at most :meth:`kept_width`: beyond that the history is out of
+            reach anyway), then the new values.
 
         Raises
         ------
@@ -767,7 +790,10 @@ class BaseDetector:
             kept = xp.asarray(history)[xp.asarray(take)]
         seen = xp.asarray(rows >= 0)
         past = xp.where(seen[:, None], kept, xp.nan)
-        gap = xp.full((values.shape[0], min(steps - 1, history.shape[1])), xp.nan)
+        # Capped at the look-back, not at the history's width: a history fitted on fewer points
+        # is narrower, and a longer gap capped at its width put its points nearer the new data
+        # than they are (a seasonal comparison at the wrong phase: scores of 20 for 0.5).
+        gap = xp.full((values.shape[0], min(steps - 1, self._look_back(history))), xp.nan)
         return xp.concatenate([past, gap, values], axis=1)
 
     def _thresholds_for(self, rows: np.ndarray) -> np.ndarray:

@@ -260,6 +260,10 @@ class RollingZScoreDetector(BaseDetector):
             need = min(need, -(-min_periods // refresh) * refresh + 1)
         return need
 
+    def kept_width(self) -> int:
+        """The kept history's full width (see :meth:`BaseDetector.kept_width`): :meth:`_n_kept`."""
+        return self._n_kept()
+
     def _n_kept(self) -> int:
         """History points that ``score`` needs: the seasonal past, and the level window
         before the latest refresh."""
@@ -360,23 +364,30 @@ class RollingZScoreDetector(BaseDetector):
         cache = self.__dict__.pop("_fit_cache", None)
         self.history_ = values[:, -self._n_kept() :].copy()
         if cache is not None and cache[0] is values:  # _fit_global just computed them
-            _, self.scale_floor_, components = cache
+            _, floor, components = cache
         else:
-            self.scale_floor_ = self._scale_floor(values)
-            components = self._components(values, values.shape[1], self.scale_floor_, origin=0)
+            floor = self._scale_floor(values)
+            components = self._components(values, values.shape[1], floor, origin=0)
+        # NaN for a context without any observation: it has no spread of its own, and score takes
+        # its floor from what the model holds of it then (see _score).
+        xp = backend.array_module(values)
+        self.scale_floor_ = xp.where(xp.isfinite(values).any(axis=1), floor, xp.nan)
         return self._combine(components)
 
     def _score(self, values, panel: Panel, rows: np.ndarray):
         self._validate()
         xp = backend.array_module(values)
         x = self.with_kept_history(values, panel, rows, self.history_)
-        # Unseen contexts start cold: their scale floor comes from the new data itself. So does a
-        # fitted context whose kept history is all missing (all NaN at fit: its fitted floor is the
-        # placeholder of a row without data, 1, and was 1e-12, which made its new data score about
-        # 1e12): its past is the new data anyway.
+        # Unseen contexts start cold: their scale floor comes from the data the model has of them,
+        # the new data itself. So does a fitted context whose kept history is all missing, and one
+        # without any observation at fit (NaN floor) whose kept history updates have filled since:
+        # from that history and the new data. (Its fitted floor, a placeholder, had been 1e-12,
+        # which made its new data score about 1e12, then that of one event, 0.05: counts in the
+        # hundreds alerted every hour of an hour-by-hour loop.)
         safe_rows = np.maximum(rows, 0)
-        seen = xp.asarray((rows >= 0) & ~self.fitted_without_data()[safe_rows])
-        floor = xp.where(seen, xp.asarray(self.scale_floor_)[xp.asarray(safe_rows)], self._scale_floor(values))
+        fitted_floor = xp.asarray(self.scale_floor_)[xp.asarray(safe_rows)]
+        seen = xp.asarray((rows >= 0) & ~self.fitted_without_data()[safe_rows]) & xp.isfinite(fitted_floor)
+        floor = xp.where(seen, fitted_floor, self._scale_floor(x))
         # x's first column on the fit's clock: the first new point lies at n_fit_times_ - 1 + steps.
         origin = self.n_fit_times_ - 1 + self.steps_after_fit(panel) - (x.shape[1] - values.shape[1])
         return self._combine(self._components(x, values.shape[1], floor, origin))
@@ -388,18 +399,18 @@ class RollingZScoreDetector(BaseDetector):
         in ``score(concat(new, next))`` bit for bit (the same values enter the same medians;
         the level window's refresh anchors are counted from the fit's start), for every
         context with an observation in its kept history. The fitted floors never change: a
-        context without any observation at fit keeps the floor of a row without data
-        (``floor_fraction`` x 0.5, that of a single event), and once updates bring it
-        observations it is scored against them with that floor. A context whose kept history
-        holds no observation (none at fit, or silent for longer than the history kept) is
-        scored from a cold start, its floor from the scored data, as :meth:`score` scores it:
-        the first points after such a silence, scored alone, can score high. (Taking the
-        floor of the first update's values instead made an hour-by-hour loop floor such a
-        context on a single point, and replaced the fitted floor of a context back from a
-        long silence for good: scores of 5,000 where one call gave 8.)
+        context without any observation at fit has none (NaN), and :meth:`score` floors it
+        from its kept history and the scored data, so once updates bring it observations its
+        floor grows with them. A context whose kept history holds no observation (none at
+        fit, or silent for longer than the history kept) is scored from a cold start, its
+        floor from the scored data, as :meth:`score` scores it: the first points after such
+        a silence, scored alone, can score high. (Storing the floor of the first update's
+        values instead made an hour-by-hour loop floor such a context on a single point, and
+        replaced the fitted floor of a context back from a long silence for good: scores of
+        5,000 where one call gave 8.)
         """
         self._validate()
-        self.history_ = self.with_updated_history(values, panel, rows, self.history_, self._n_kept())
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""

@@ -169,7 +169,7 @@ class LSTMAutoencoderDetector(BaseDetector):
     ----------
     center_, scale_ : ndarray, shape (n_contexts,)
         Median and robust scale (1.4826 MAD, floored) of each context's history.
-    history_ : ndarray, shape (n_contexts, window - 1)
+    history_ : ndarray, shape (n_contexts, max(window - 1, period))
         Last points of each context's history, so ``score`` needs only new points.
     cluster_ : ndarray of int, shape (n_contexts,)
         Network (cluster) of each context: the one whose centre is nearest to
@@ -449,6 +449,15 @@ class LSTMAutoencoderDetector(BaseDetector):
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.seed > _MAX_SEED:
             raise ValueError(f"seed must be at most 2**32 - 1 = {_MAX_SEED}, got {self.seed!r}")
+
+    def kept_width(self) -> int:
+        """The kept history's full width (see :meth:`BaseDetector.kept_width`): the ``window - 1``
+        points before a new one that its window reconstructs, and at least one ``period``, on
+        which a context without fitted scaling (none of its points observed at fit) is scaled
+        once updates bring its observations. (On the window's 11 points of a daily cycle such a
+        context was flagged 52 hours of 127 in an hour-by-hour loop; on a day's 24, 3, as in one
+        call over all the hours.)"""
+        return max(int(self.window) - 1, int(self.period))
 
     def min_fit_times(self) -> int:
         """Fewest time steps for a finite training score (see :meth:`BaseDetector.min_fit_times`):
@@ -785,7 +794,7 @@ class LSTMAutoencoderDetector(BaseDetector):
         unobserved = ~xp.isfinite(values).any(axis=1)
         self.center_ = xp.where(unobserved, xp.nan, center)
         self.scale_ = xp.where(unobserved, xp.nan, scale)
-        self.history_ = values[:, n_times - (L - 1) :].copy()
+        self.history_ = values[:, max(0, n_times - self.kept_width()) :].copy()
         self.cluster_ = cluster
         torch = _import_torch()
         first = self._first_held_out(n_val, n_train_times)
@@ -1034,8 +1043,15 @@ class LSTMAutoencoderDetector(BaseDetector):
         """The new values after each context's kept history (see ``with_kept_history``) and the grid steps since the fit."""
         return self.with_kept_history(values, panel, rows, self.history_), self.steps_after_fit(panel)
 
-    def _row_state(self, values, rows: np.ndarray, steps: int):
+    def _row_state(self, x, rows: np.ndarray, steps: int, n_new: int):
         """Scaling, error standardisation and cluster of each row; unseen contexts start cold.
+
+        ``x`` is the new data after the kept history (:meth:`_with_past`), its last ``n_new``
+        columns new. A context without fitted scaling (unseen, or without any observation at
+        fit) is scaled on what ``x`` holds of it: the new data, and the observations updates
+        have brought into its kept history since. (Scaled on each batch alone, such a context
+        had its single points scaled on themselves in an hour-by-hour loop: 81 of 91 hours
+        flagged where one call flagged none.)
 
         Returns NumPy arrays: center, scale (n,), err_center, err_scale (n, 2), cluster (n,).
         """
@@ -1049,12 +1065,13 @@ class LSTMAutoencoderDetector(BaseDetector):
         err_scale = np.asarray(self.err_scale_)[safe].astype(np.float64)
         cluster = np.asarray(self.cluster_)[safe].astype(np.int64)
         if not seen.all():
-            new = backend.to_numpy(values)[~seen]
+            new = backend.to_numpy(x)[~seen]
             new_center, new_scale = robust_center_scale(new)
             center[~seen], scale[~seen] = new_center, new_scale
             new_cluster = np.zeros(len(new), dtype=np.int64)
             if self.n_models_ > 1:
-                phase0 = (self.n_fit_times_ - 1 + steps) % int(self.period)
+                # Phase of x's first column: the first new point lies at n_fit_times_ - 1 + steps.
+                phase0 = (self.n_fit_times_ - 1 + steps - (x.shape[1] - n_new)) % int(self.period)
                 profiles = _daily_profiles((new - new_center[:, None]) / new_scale[:, None], int(self.period), phase0)
                 complete = np.isfinite(profiles).all(axis=1)
                 centers = np.asarray(self.cluster_centers_)
@@ -1069,7 +1086,10 @@ class LSTMAutoencoderDetector(BaseDetector):
         self._validate()
         torch = _import_torch()
         x, steps = self._with_past(values, panel, rows)
-        center, scale, err_center, err_scale, cluster = self._row_state(values, rows, steps)
+        center, scale, err_center, err_scale, cluster = self._row_state(x, rows, steps, values.shape[1])
+        # Only the windows that end on new points: the kept history is a cycle long (for the scaling
+        # of contexts without fitted scaling), longer than the window - 1 points they need.
+        x = x[:, max(0, x.shape[1] - values.shape[1] - (int(self.window) - 1)):]
         z = self._scaled(x, center, scale)
         n_windows = max(0, z.shape[1] - int(self.window) + 1)  # n_past + n_new - L + 1
         scores = torch.empty((z.shape[0], n_windows), dtype=torch.float64, device=z.device)
@@ -1084,26 +1104,26 @@ class LSTMAutoencoderDetector(BaseDetector):
         return self._array(out)
 
     def _update(self, values, panel: Panel, rows: np.ndarray, steps: int) -> None:
-        """Move ``history_`` (the last ``window - 1`` points) on over new data (see
+        """Move ``history_`` (the last :meth:`kept_width` points) on over new data (see
         :meth:`BaseDetector.update`); the networks, scalings and error statistics stay as fitted.
 
         Within rounding: after ``update(new)``, ``score(next)`` reconstructs the same windows
         as ``score(concat(new, next))`` does for ``next``'s points, with the same scaling, but
         in other batches, whose matrix products may round differently (measured on the CPU in
-        float32: bit for bit). A fitted context without any observation at fit stays cold: its
-        scaling still comes from each scored batch's own values, so its scores differ from
-        those of one call over both, and in an hour-by-hour loop its single points are scaled
-        on themselves (refit to warm such contexts).
+        float32: bit for bit). A fitted context without any observation at fit keeps no
+        scaling of its own: :meth:`score` scales it on its kept history and the scored data,
+        so its scores differ from those of one call over both, less as updates fill its
+        history (refit to warm such contexts).
         """
         self._validate()
-        self.history_ = self.with_updated_history(values, panel, rows, self.history_, int(self.window) - 1)
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected (reconstructed) and observed value at each alert's peak, in original units, and the cluster."""
         values = panel.to_numpy()
         rows = self.context_rows(panel)
         x, steps = self._with_past(values, panel, rows)
-        center, scale, _, _, cluster = self._row_state(values, rows, steps)
+        center, scale, _, _, cluster = self._row_state(x, rows, steps, values.shape[1])
         L = int(self.window)
         # Reconstruct only the windows that end at the peaks.
         ends = (x.shape[1] - values.shape[1]) + peak_pos

@@ -498,8 +498,9 @@ class MatrixProfileDetector(BaseDetector):
         standard deviation in the fitted data (``1.4826 MAD``, floored for sparse counts:
         :func:`tsanomaly.scaling.robust_center_scale`; of the first difference with
         ``difference=True``; for a context first seen when scoring, or without any
-        observation in the fitted data, of its own scored data, and after updates have
-        brought it observations, of those kept and the scored data), so it stays
+        observation in the fitted data, of its own scored data, and for one with fewer
+        observed values than a window in the fitted data, of those kept and the scored
+        data), so it stays
         comparable across contexts and a burst in the history shrinks later scores
         far less than with the standard deviation: about 1 between two unrelated
         windows of Gaussian data. Where a level shift is 1e7 or more times the local
@@ -615,6 +616,10 @@ class MatrixProfileDetector(BaseDetector):
             return None
         return max(self._min_history(), exclusion + 1 + int(bool(self.difference))) + m
 
+    def kept_width(self) -> int:
+        """The kept history's full width (see :meth:`BaseDetector.kept_width`): :meth:`_keep`."""
+        return self._keep()
+
     def _keep(self):
         # The last window's look-back, plus the smoothing-1 windows before it that its score averages,
         # plus, for first differences, the value before the oldest: the kept history's first
@@ -713,10 +718,13 @@ class MatrixProfileDetector(BaseDetector):
         # Points of past each context has at the end of the fit (per-context state).
         self.past_points_ = backend.to_numpy(values.shape[1] - start).astype(np.int64)
         # Unit of plain distances per context (see the class docstring); None when z-normalised.
-        # NaN for a context without any observation: it has no unit of its own (see _score).
+        # NaN for a context with fewer compared values than a window: it has no unit of its own
+        # (see _score). One or two points gave a unit of 1e-3 x their level, or the placeholder
+        # 1 with first differences: counts of 300 then alerted 116 hours of 168.
         self.scale_ = None
         if not self.normalize:
-            self.scale_ = np.where(backend.to_numpy(start) < values.shape[1], self._unit(values), np.nan)
+            observed = backend.to_numpy(xp.isfinite(self._compared(values)).sum(axis=1))
+            self.scale_ = np.where(observed >= m, self._unit(values), np.nan)
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         return self._blocked_scores(values, 0, -(m - 1), values.shape[1], start, self.scale_)
@@ -746,10 +754,10 @@ class MatrixProfileDetector(BaseDetector):
             scale = np.asarray(self.scale_, dtype=np.float64)[np.maximum(rows, 0)]
             if cold.any():  # in units of their own scored data
                 scale[cold] = self._unit(values[xp.asarray(np.flatnonzero(cold))])
-            # Fitted without any observation but observed since, through update: in units of
-            # what the model holds of it now, its kept history and the scored data. (The unit
-            # of 1 such a row had at fit read plain distances of counts in the hundreds as
-            # units: every hour alerted once it started reporting.)
+            # Fitted with fewer compared values than a window (none, or a few) and observed since,
+            # through update: in units of what the model holds of it now, its kept history and
+            # the scored data. (The unit of 1 a row without data had at fit read plain distances
+            # of counts in the hundreds as units: every hour alerted once it started reporting.)
             unfitted = ~cold & np.isnan(scale)
             if unfitted.any():
                 scale[unfitted] = self._unit(x[xp.asarray(np.flatnonzero(unfitted))])
@@ -766,7 +774,8 @@ class MatrixProfileDetector(BaseDetector):
         accuracy of ``precision="double"`` (about 1e-10; measured: z-normalised scores bit for
         bit, plain ones within 3e-15 relative; single precision: within its stated bound). A
         fitted context without any observation at fit starts counting its past at its first
-        observation in the update; with ``normalize=False`` it has no fitted unit (NaN), and
+        observation in the update; with ``normalize=False`` a context fitted with fewer compared
+        values than a window has no fitted unit (NaN), and
         :meth:`score` measures it in units of its kept history and the scored data, a unit
         that grows with what updates bring (a unit fixed from the first update's values was,
         in an hour-by-hour loop, that of a single point: scores of 268 where one call gave
@@ -781,21 +790,31 @@ class MatrixProfileDetector(BaseDetector):
         # Points since each context's first observation, at the end of the new data: the
         # skipped steps and the new ones; for a context without past, from its first new one.
         moved = np.where(cold, n_new - first, past + (steps - 1) + n_new)
-        self.history_ = self.with_updated_history(values, panel, rows, self.history_, self._keep())
+        self.history_ = self.with_updated_history(values, panel, rows, self.history_)
         self.past_points_ = moved
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Start and end time of each alert peak's nearest window (earlier unless ``neighbours="all"``):
-        its first and last value (``window + 1`` values with ``difference``)."""
+        its first and last value (``window + 1`` values with ``difference``). With ``smoothing``,
+        the neighbour of the latest window averaged into the peak's score that has one."""
         m = int(self.window)
         unique, inverse = np.unique(ctx_rows, return_inverse=True)
         sub = panel.take(unique)
         values = backend.to_device(sub.values, self.device_)
         x = self.with_kept_history(values, sub, self.context_rows(sub), self.history_)
         offset = x.shape[1] - sub.n_times
-        _, index = self._profile(x, max(0, offset - (m - 1)))
+        averaged = int(self.smoothing)
+        col_start = max(0, offset - (m - 1) - (averaged - 1))
+        _, index = self._profile(x, col_start)
         index = backend.to_numpy(index)
-        neighbour = index[inverse, offset - (m - 1) + peak_pos]
+        # The peak's own window first; a smoothed score is finite with any of its windows' distances,
+        # and the window ending on a point just after a missing one has no neighbour (it was NaT).
+        own = offset - (m - 1) + peak_pos
+        neighbour = np.full(len(peak_pos), -1, dtype=np.int64)
+        for back in range(averaged):
+            pos = own - back
+            todo = np.flatnonzero((neighbour < 0) & (pos >= col_start))
+            neighbour[todo] = index[inverse[todo], pos[todo]]
         times = _times_before(panel.index, offset, self.freq_)
         valid = neighbour >= 0
         # A window of first differences starts one value earlier, at the value its first step
@@ -804,7 +823,7 @@ class MatrixProfileDetector(BaseDetector):
         end_pos = np.where(valid, neighbour + m - 1, 0)
         start = np.asarray(times)[start_pos]
         end = np.asarray(times)[end_pos]
-        if not valid.all():  # cannot happen for a finite peak score; kept for safety
+        if not valid.all():  # cannot happen for a finite peak score (one of its windows has a neighbour)
             missing = np.array(pd.NaT if isinstance(panel.index, pd.DatetimeIndex) else -1)
             start = np.where(valid, start, missing)
             end = np.where(valid, end, missing)
