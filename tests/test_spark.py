@@ -1133,3 +1133,21 @@ def test_scoring_data_that_does_not_follow_the_fit_warns_on_the_driver(spark, fr
         result = tss.score(_spark_frame(spark, later), model)
     assert result.scores.count() > 0
     result.unpersist()
+
+
+@pytest.mark.parametrize("per_context", [True, False])
+def test_pot_past_the_collect_limit_says_what_would_help(spark, monkeypatch, per_context):
+    # With per_context=True the refusal said "use threshold='quantile' or per_context=True": the global
+    # fallback threshold still needs the top of all training scores on the driver.
+    history, _ = _frames(n_contexts=4, seed=1)
+    monkeypatch.setattr(tss, "_COLLECT_LIMIT", 20)
+    detector = RollingZScoreDetector(window=7, threshold="pot", per_context=per_context, device="cpu")
+    expected = (r"per_context=True still calibrates one global threshold, the fallback .* unseen at fit.*"
+                r"needs the top \d+ of all \d+ training scores on the driver, more than 20; use threshold='quantile'"
+                if per_context else
+                r"needs the top \d+ of all \d+ training scores .* use threshold='quantile' \(per_context=True "
+                r"would not help")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # POT's fallbacks on a short history
+        with pytest.raises(ValueError, match=expected):
+            tss.fit(_spark_frame(spark, history), detector, context=CONTEXT, time="ts", value=VALUE, n_shards=2)

@@ -54,7 +54,10 @@ How it works
   the result exact. ``"pot"`` is exact too (its excesses over the initial quantile
   that ``thresholds.calibrate`` uses, 0.98 or ``1 - 2 * contamination`` when lower,
   are collected to the driver in single-machine order), within ``_COLLECT_LIMIT``
-  scores; ``per_context=True`` and fixed thresholds are computed in the shards.
+  scores. With ``per_context=True`` each context's own threshold is computed in
+  its shard, and the global one (the fallback for contexts with too few training
+  scores and for contexts unseen at fit) on the driver as above, within
+  ``_COLLECT_LIMIT`` for ``"pot"`` too; fixed thresholds need no scores.
 - **Global state broadcast once per executor.** :func:`score` broadcasts the
   global state and each Python worker decodes it once into a detector
   *template*, cached by model id; every task copies the template and attaches
@@ -1674,7 +1677,8 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
         if threshold == "quantile":
             value, deepest = _quantile_threshold(raw, n, m, 1.0 - detector.contamination)
         else:
-            value, deepest = _pot_threshold(raw, n, m, detector.contamination, float(totals["largest"]))
+            value, deepest = _pot_threshold(raw, n, m, detector.contamination, float(totals["largest"]),
+                                            per_context=bool(detector.per_context))
         hidden = functions.col("_truncated")
         if deepest is not None:
             hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
@@ -1751,14 +1755,15 @@ def _quantile_threshold(raw, n: int, m: int, q: float):
     return lerp(stats[deep], stats[shallow], gamma), stats[deep]
 
 
-def _pot_threshold(raw, n: int, m: int, risk: float, largest: float):
+def _pot_threshold(raw, n: int, m: int, risk: float, largest: float, per_context: bool = False):
     """``pot_threshold`` over all finite training scores, exactly.
 
     ``largest`` is the largest absolute finite score, which sets pot's tie tolerance: the
     excesses and the fallback to the quantile are decided by pot's own rules (``_tie_limit``,
     ``_tail_threshold``), so that the threshold is the single-machine one. Every score above
     the initial threshold lies in the top ``deep + 1`` collected, and so does every score above
-    the GPD's threshold, which is higher.
+    the GPD's threshold, which is higher. ``per_context`` only words the refusal past
+    ``_COLLECT_LIMIT``: the global threshold is then the fallback of the per-context ones.
     """
     functions, _ = _require_pyspark()
     from tsanomaly.pot import _fallback_message, _tail_threshold, _tie_limit
@@ -1769,9 +1774,18 @@ def _pot_threshold(raw, n: int, m: int, risk: float, largest: float):
     if deep >= m:
         return None, None
     if deep + 1 > _COLLECT_LIMIT:
+        needs = f"needs the top {deep + 1} of all {n} training scores on the driver, more than {_COLLECT_LIMIT}"
+        if per_context:
+            # per_context=True is already set: name the global fallback that still needs the scores.
+            raise ValueError(
+                f"threshold='pot' with per_context=True still calibrates one global threshold, the fallback "
+                f"for contexts with fewer than {thresholds.MIN_SCORES_PER_CONTEXT} finite training scores and "
+                f"for contexts unseen at fit, and its GPD fit {needs}; use threshold='quantile' "
+                "(per context too), whose global threshold Spark selects without collecting all of them"
+            )
         raise ValueError(
-            f"threshold='pot' over {n} training scores needs their top {deep + 1} on the driver, more than "
-            f"{_COLLECT_LIMIT}; use threshold='quantile' or per_context=True"
+            f"threshold='pot' {needs}; use threshold='quantile' (per_context=True would not help: its "
+            "fallback is this global threshold)"
         )
     ordered = _top_values(raw, deep + 1)
     t = ordered[deep]
