@@ -1151,3 +1151,24 @@ def test_pot_past_the_collect_limit_says_what_would_help(spark, monkeypatch, per
         warnings.simplefilter("ignore", RuntimeWarning)  # POT's fallbacks on a short history
         with pytest.raises(ValueError, match=expected):
             tss.fit(_spark_frame(spark, history), detector, context=CONTEXT, time="ts", value=VALUE, n_shards=2)
+
+
+def test_local_midnights_in_a_timestamp_column_are_told_to_become_local_timestamp_ntz(spark):
+    # Berlin midnights read as UTC instants lie 23 or 25 h apart across a switch: the error said
+    # "pass freq=", which cannot help (the zone is missing); the hint's conversion fits.
+    days = pd.date_range("2024-03-10", "2024-04-10", freq="D", tz="Europe/Berlin")
+    frame = pd.DataFrame({"country": "DE", "asn": "AS1", "day": days.tz_convert("UTC").tz_localize(None),
+                          VALUE: np.arange(len(days), dtype=float) % 5})
+    sdf = spark.createDataFrame(frame)
+    functions = pyspark_functions()
+    detector = RollingZScoreDetector(window=3, seasonal_period=None, device="cpu")
+    for freq in (None, "D"):
+        with pytest.raises(ValueError, match=r"timestamp 2024-03-31 22:00:00 \(UTC\) for context \('DE', 'AS1'\) "
+                                             r"is 0 days 01:00:00 off .* looks like midnights of a local time zone.*"
+                                             r"freq= cannot help.*from_utc_timestamp"):
+            tss.fit(sdf, detector, context=CONTEXT, time="day", value=VALUE, freq=freq)
+    local = sdf.withColumn("day", functions.from_utc_timestamp(functions.col("day"), "Europe/Berlin")
+                           .cast("timestamp_ntz"))
+    model = tss.fit(local, detector, context=CONTEXT, time="day", value=VALUE)
+    assert model.global_state["fit"]["grid"]["n_times"] == len(days)
+    model.unpersist()

@@ -158,7 +158,7 @@ from tsanomaly.base import (
     steps_by_wall_clock,
 )
 from tsanomaly.jobs import check_history_length
-from tsanomaly.panel import Panel, _regular_grid, step_duration
+from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
 
@@ -1309,11 +1309,51 @@ def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, 
         value = prepared.where(at & labelled).select(*keys).first()
         return tuple(value) if len(names) > 1 else value[0]
 
-    index = _regular_grid(stamps, freq, time, context_of)
+    try:
+        index = _regular_grid(stamps, freq, time, context_of)
+    except ValueError:
+        if codec == "ltz":
+            hint = _local_midnights_message(stamps, freq, time, context_of)
+            if hint is not None:
+                # freq= (which the grid's own message suggests) cannot help: the zone is what is missing.
+                raise ValueError(hint) from None
+        raise
     step = int(step_duration(index.freq).as_unit("ns").value)  # a week anchored on a weekday is 7 days
     grid = {"start": int(index[0].value), "step": step, "n_times": len(index), "freq": index.freq.freqstr,
             "name": time}
     return grid, int(per_time["rows"].max()), n_unlabelled
+
+
+def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> str | None:
+    """The error for days stamped at local midnight in a ``TIMESTAMP`` column, or None when the
+    timestamps do not look like that.
+
+    A ``TIMESTAMP`` is an instant, read in UTC; midnights of a zone with daylight saving lie 23 or
+    25 h apart across a switch, so a daily grid in UTC misses them by an hour. They look like
+    that when the step is whole days and every timestamp lies within ``_DST_SHIFT`` of a whole
+    number of days from the first.
+    """
+    day = _DAY_NS
+    step = step_duration(freq) if freq is not None else pd.Timedelta(day, unit="ns")
+    if step is None or int(step.as_unit("ns").value) % day:
+        return None
+    ns = stamps.astype("int64").to_numpy()
+    start = int(ns.min())
+    shift = (ns - start) % day
+    shift = np.minimum(shift, day - shift)
+    if not shift.any() or shift.max() > _DST_SHIFT.value:
+        return None
+    pos = int(np.flatnonzero(shift)[0])
+    return (
+        f"column {time!r}: timestamp {pd.Timestamp(int(ns[pos]))} (UTC) for context {context_of(pos)!r} is "
+        f"{pd.Timedelta(int(shift[pos]), unit='ns')} off the grid of days starting at {pd.Timestamp(start)} (UTC), "
+        f"as are {int(np.count_nonzero(shift))} of {len(ns)} timestamps. The column looks like midnights of a "
+        "local time zone: a TIMESTAMP column is read as UTC instants, and a local day lasts 23 or 25 h across "
+        "a daylight-saving switch, so such days fit no grid in UTC (freq= cannot help). Convert the column to "
+        "the local clock first, as a timestamp_ntz: with spark.sql.session.timeZone=UTC, "
+        f"functions.from_utc_timestamp(col({time!r}), 'Europe/Berlin').cast('timestamp_ntz'), naming the zone "
+        "the days were counted in"
+    )
 
 
 def _spark_time_literal(stamp, codec: str):
