@@ -1172,3 +1172,42 @@ def test_local_midnights_in_a_timestamp_column_are_told_to_become_local_timestam
     model = tss.fit(local, detector, context=CONTEXT, time="day", value=VALUE)
     assert model.global_state["fit"]["grid"]["n_times"] == len(days)
     model.unpersist()
+
+
+def test_a_row_off_the_grid_or_from_the_history_marks_only_its_context(spark, frames, baseline_fit):
+    # The grid started at the batch's earliest row: one row of the history (a late duplicate) or one
+    # off the grid before the others failed the whole batch with a ValueError.
+    history, new = frames
+    model, _ = baseline_fit
+    last = history[history["ts"] == history["ts"].max()]
+    early, off = last.iloc[[0]], last.iloc[[1]].assign(ts=last["ts"].iloc[1] + pd.Timedelta(minutes=30))
+    with pytest.warns(UserWarning, match=r"1 row\(s\) of the new data, the earliest at 2024-01-14 23:00:00, are "
+                                         r"not after the fitted history"):
+        result = tss.score(_spark_frame(spark, pd.concat([early, off, new])), model)
+    clean = tss.score(_spark_frame(spark, new), model)
+    got, expected = (r.scores.toPandas().sort_values(CONTEXT + ["ts"], ignore_index=True) for r in (result, clean))
+    reasons = got.dropna(subset=["reason"]).drop_duplicates(CONTEXT).set_index(CONTEXT)["reason"]
+    assert len(reasons) == 2
+    assert reasons[tuple(early[CONTEXT].iloc[0])].startswith(
+        "timestamp 2024-01-14 23:00:00 is not after the fitted history, which ends at 2024-01-14 23:00:00")
+    assert reasons[tuple(off[CONTEXT].iloc[0])].startswith("timestamp 2024-01-14 23:30:00 is not on the grid")
+    marked = got.set_index(CONTEXT).index.isin(reasons.index)
+    assert got["ts"].min() == new["ts"].min() and got.loc[marked, "score"].isna().all()
+    pd.testing.assert_frame_equal(got[~marked].reset_index(drop=True),
+                                  expected[~expected.set_index(CONTEXT).index.isin(reasons.index)]
+                                  .reset_index(drop=True))
+    for r in (result, clean):
+        r.unpersist()
+
+
+def test_a_row_with_a_wrong_clock_does_not_stretch_every_context(spark, frames, baseline_fit):
+    # One row in 2034 made every context's panel 87,000 hourly steps long, in every shard.
+    _, new = frames
+    model, _ = baseline_fit
+    far = new.copy()
+    far.loc[far.index[5], "ts"] = pd.Timestamp("2034-01-01")
+    context = tuple(far.loc[far.index[5], CONTEXT])
+    with pytest.raises(ValueError, match=rf"spans \d+ steps of h .* only about \d+ distinct timestamps.*latest row, "
+                                         rf"at 2034-01-01 00:00:00 for context {re.escape(repr(context))}, may have "
+                                         r"a wrong clock"):
+        tss.score(_spark_frame(spark, far), model)

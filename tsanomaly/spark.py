@@ -72,7 +72,9 @@ How it works
   are a context's ``reason`` at score only: at fit the grid is inferred from
   the timestamps of every context (as ``Panel.from_frame`` does), so a timestamp
   that fits no regular grid (or not ``freq``) fails the whole fit with a
-  ValueError naming its context, before any task runs. Rows whose context
+  ValueError naming its context, before any task runs. At score the grid starts
+  at the first row on the fitted grid after the history, so a row off it, or
+  one from the history itself, only marks its context. Rows whose context
   columns are null belong to no context: they are left out, with a warning
   that counts them (at fit the count is kept in ``global_state["fit"]``).
 
@@ -190,6 +192,11 @@ DEFAULT_TAIL_SIZE = 64
 _COLLECT_LIMIT = 2_000_000
 #: Most distinct timestamps collected to the driver to infer the fit grid.
 _MAX_DISTINCT_TIMES = 5_000_000
+#: score refuses a batch whose span holds more than this many grid steps per distinct timestamp
+#: (and more than ``_MIN_GUARDED_STEPS`` steps): one row with a wrong clock (the year 2034) would
+#: otherwise make every context's panel that long, in every shard.
+_MAX_STEPS_PER_TIMESTAMP = 100
+_MIN_GUARDED_STEPS = 10_000
 #: Detectors whose ``_fit`` treats each context on its own (checked at run time:
 #: every shard must produce the same global state). Others need the hooks.
 _PER_CONTEXT_FIT = frozenset(
@@ -676,6 +683,10 @@ def _shard_data(pdf: pd.DataFrame, spec: dict, min_observations: int | None) -> 
         return pd.Timestamp(int(t_ns[row]))
 
     _mark(reasons, codes, t_missing, lambda row: "a row has no timestamp")
+    if "history_end" in grid:  # at score: a row from the fitted history is not off the grid, but too early
+        end = grid["history_end"]
+        _mark(reasons, codes, ~t_missing & (t_ns <= end), lambda row: (
+            f"timestamp {stamp(row)} is not after the fitted history, which ends at {pd.Timestamp(end)}"))
     off_grid = ~t_missing & ((offset % step != 0) | (position < 0) | (position >= n_times))
     _mark(reasons, codes, off_grid, lambda row: (
         f"timestamp {stamp(row)} is not on the grid (step {pd.Timedelta(step)} from {pd.Timestamp(start)})"))
@@ -2197,9 +2208,12 @@ def score(
     Raises
     ------
     ValueError
-        When ``fill`` is not "nan" or "zero", or the new data starts before the end of the
-        history or off its grid, or a context column has another type than at fit (a wider
-        integer type is taken as it is).
+        When ``fill`` is not "nan" or "zero", or no row of the new data is on the fitted grid
+        after the history, or a context column has another type than at fit (a wider integer
+        type is taken as it is), or the new data spans more than 100 grid steps per distinct
+        timestamp (and over 10,000 steps: a row with a wrong clock, which would make every
+        context's panel that long). A row off the grid, or not after the history, only gives its
+        context a ``reason`` (those not after the history with a warning that counts them).
     """
     global_state = model.global_state
     data = global_state.get("data", {})
@@ -2225,15 +2239,6 @@ def score(
     key_types = {k: context_types[n] for n, k in zip(names, keys)}
     everything = _prepared(sdf, names, time, value, codec, context_types)
     labelled = _labelled(keys)
-    # One job: the new data's time span (labelled rows) and the rows without a context label.
-    bounds = everything.agg(functions.min(functions.when(labelled, functions.col("_t"))).alias("lo"),
-                            functions.max(functions.when(labelled, functions.col("_t"))).alias("hi"),
-                            *_unlabelled_counts(keys)).first()
-    _report_unlabelled(bounds, names, "scoring", stacklevel=2)
-    if bounds["lo"] is None:
-        raise ValueError("the DataFrame is empty: no rows to score")
-    prepared = everything.where(labelled)
-    lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
     freq = _global_attribute(global_state, "freq_")
     fit_end = pd.Timestamp(_global_attribute(global_state, "fit_end_"))
     if freq is None:
@@ -2243,18 +2248,59 @@ def score(
         raise ValueError(f"the model was fitted on a grid of {freq!r} steps, which have no fixed length; "
                          "tsanomaly.spark scores grids of a fixed step")
     step = int(step.as_unit("ns").value)
-    steps, remainder = divmod(int(lo) - fit_end.value, step)
-    if remainder or steps < 1:
+    # The scored grid starts at the first row on the fitted grid after the history, not at the
+    # earliest row: one row off the grid or from the history (a late duplicate) failed the whole
+    # batch; now, as any off-grid row, it only gives its own context a reason (_shard_data).
+    t = functions.col("_t")
+    epoch = functions.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
+    t_us = t if codec == "ltz" else functions.timestamp_diff("MICROSECOND", epoch, t)
+    end_us, step_us = functions.lit(fit_end.value // 1000), functions.lit(step // 1000)
+    after = labelled & (t_us > end_us)
+    on_grid = after & ((t_us - end_us) % step_us == 0)
+    not_after = labelled & (t_us <= end_us)
+    # One job: the new data's time span (labelled rows), its first row on the grid, the rows at or
+    # before the end of the history, and the rows without a context label.
+    bounds = everything.agg(functions.min(functions.when(labelled, t)).alias("lo"),
+                            functions.max(functions.when(labelled, t)).alias("hi"),
+                            functions.min(functions.when(on_grid, t)).alias("start"),
+                            functions.sum(not_after.cast("long")).alias("n_early"),
+                            functions.approx_count_distinct(functions.when(labelled, t)).alias("n_stamps"),
+                            *_unlabelled_counts(keys)).first()
+    _report_unlabelled(bounds, names, "scoring", stacklevel=2)
+    if bounds["lo"] is None:
+        raise ValueError("the DataFrame is empty: no rows to score")
+    prepared = everything.where(labelled)
+    lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
+    if bounds["start"] is None:
         raise ValueError(
-            f"the new data starts at {pd.Timestamp(int(lo))}, which is not on the fitted grid after the history "
-            f"(step {freq} from {fit_end}); new data must follow the fitted history"
+            f"no row of the new data is on the fitted grid after the history (step {freq} from {fit_end}); the "
+            f"earliest is at {pd.Timestamp(int(lo))}: new data must follow the fitted history, on its grid"
         )
+    start = int(_times_from_spark(pd.Series([bounds["start"]]), codec).astype("int64").iloc[0])
+    n_early = int(bounds["n_early"] or 0)
+    if n_early:
+        warnings.warn(
+            f"{n_early} row(s) of the new data, the earliest at {pd.Timestamp(int(lo))}, are not after the fitted "
+            f"history, which ends at {fit_end}: their contexts get that as their reason and score NaN; leave out "
+            "the rows already scored (the history's)", UserWarning, stacklevel=2)
+    steps = (start - fit_end.value) // step
     if steps > 1:
         warnings.warn(history_gap_message(
-            f"the new data, at {pd.Timestamp(int(lo))},", steps - 1, fit_end,
+            f"the new data, at {pd.Timestamp(start)},", steps - 1, fit_end,
             remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=2)
-    grid = {"start": int(lo), "step": step, "n_times": int((int(hi) - int(lo)) // step) + 1, "freq": freq,
-            "name": time}
+    n_times = int((int(hi) - start) // step) + 1
+    n_stamps = max(int(bounds["n_stamps"] or 0), 1)
+    if n_times > _MIN_GUARDED_STEPS and n_times > _MAX_STEPS_PER_TIMESTAMP * n_stamps:
+        latest = prepared.where(t == _spark_time_literal(pd.Timestamp(int(hi)), codec)).select(*keys).first()
+        raise ValueError(
+            f"the new data spans {n_times} steps of {freq} (from {pd.Timestamp(start)} to {pd.Timestamp(int(hi))}) "
+            f"but has only about {n_stamps} distinct timestamps, and every context would be scored on all those "
+            f"steps; the latest row, at {pd.Timestamp(int(hi))} for context "
+            f"{tuple(latest) if len(keys) > 1 else latest[0]!r}, may have a wrong clock: leave such rows out "
+            "(or score a long sparse span in parts)"
+        )
+    grid = {"start": start, "step": step, "n_times": n_times, "freq": freq, "name": time,
+            "history_end": int(fit_end.value)}
     spark = sdf.sparkSession
     payload = json.dumps(global_state)
     shipped = _broadcast(spark, payload)
