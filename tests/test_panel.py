@@ -543,6 +543,26 @@ def test_grid_step_reads_fixed_steps_and_anchored_weeks(freq, offset, step):
     assert grid_step(freq) == (offset, pd.Timedelta(step))
 
 
+@pytest.mark.parametrize("freq, step", [("D", "1D"), ("7D", "7D"), ("W-MON", "7D"), ("1h", "1h")])
+def test_step_duration_reads_days_where_timedelta_refuses_them(monkeypatch, freq, step):
+    """pandas 3.0 made Day a calendar day and pd.Timedelta(Day()) raises there (3.1 accepts it again):
+    step_duration("D") was None, so fit(freq="D") was refused as a calendar step and a daily model
+    could not be scored on Spark. pandas 3.0's refusal is imitated, whichever pandas runs the test."""
+    from tsanomaly.panel import grid_step, step_duration
+
+    timedelta = pd.Timedelta
+
+    def timedelta_of_pandas_3_0(*args, **kwargs):
+        if args and isinstance(args[0], pd.offsets.Day):
+            raise ValueError("Value must be Timedelta, string, integer, float, timedelta or convertible, not Day")
+        return timedelta(*args, **kwargs)
+
+    with monkeypatch.context() as patch:  # only around the calls: pd.Timedelta is also a type
+        patch.setattr(pd, "Timedelta", timedelta_of_pandas_3_0)
+        duration, (_, grid) = step_duration(freq), grid_step(freq)
+    assert duration == grid == pd.Timedelta(step)
+
+
 @pytest.mark.parametrize("freq, message", [
     ("MS", "freq 'MS' is not a fixed step .*'W' or 'W-MON'"),
     ("B", "freq 'B' is not a fixed step"),

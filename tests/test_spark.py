@@ -1133,3 +1133,81 @@ def test_scoring_data_that_does_not_follow_the_fit_warns_on_the_driver(spark, fr
         result = tss.score(_spark_frame(spark, later), model)
     assert result.scores.count() > 0
     result.unpersist()
+
+
+@pytest.mark.parametrize("per_context", [True, False])
+def test_pot_past_the_collect_limit_says_what_would_help(spark, monkeypatch, per_context):
+    # With per_context=True the refusal said "use threshold='quantile' or per_context=True": the global
+    # fallback threshold still needs the top of all training scores on the driver.
+    history, _ = _frames(n_contexts=4, seed=1)
+    monkeypatch.setattr(tss, "_COLLECT_LIMIT", 20)
+    detector = RollingZScoreDetector(window=7, threshold="pot", per_context=per_context, device="cpu")
+    expected = (r"per_context=True still calibrates one global threshold, the fallback .* unseen at fit.*"
+                r"needs the top \d+ of all \d+ training scores on the driver, more than 20; use threshold='quantile'"
+                if per_context else
+                r"needs the top \d+ of all \d+ training scores .* use threshold='quantile' \(per_context=True "
+                r"would not help")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # POT's fallbacks on a short history
+        with pytest.raises(ValueError, match=expected):
+            tss.fit(_spark_frame(spark, history), detector, context=CONTEXT, time="ts", value=VALUE, n_shards=2)
+
+
+def test_local_midnights_in_a_timestamp_column_are_told_to_become_local_timestamp_ntz(spark):
+    # Berlin midnights read as UTC instants lie 23 or 25 h apart across a switch: the error said
+    # "pass freq=", which cannot help (the zone is missing); the hint's conversion fits.
+    days = pd.date_range("2024-03-10", "2024-04-10", freq="D", tz="Europe/Berlin")
+    frame = pd.DataFrame({"country": "DE", "asn": "AS1", "day": days.tz_convert("UTC").tz_localize(None),
+                          VALUE: np.arange(len(days), dtype=float) % 5})
+    sdf = spark.createDataFrame(frame)
+    functions = pyspark_functions()
+    detector = RollingZScoreDetector(window=3, seasonal_period=None, device="cpu")
+    for freq in (None, "D"):
+        with pytest.raises(ValueError, match=r"timestamp 2024-03-31 22:00:00 \(UTC\) for context \('DE', 'AS1'\) "
+                                             r"is 0 days 01:00:00 off .* looks like midnights of a local time zone.*"
+                                             r"freq= cannot help.*from_utc_timestamp"):
+            tss.fit(sdf, detector, context=CONTEXT, time="day", value=VALUE, freq=freq)
+    local = sdf.withColumn("day", functions.from_utc_timestamp(functions.col("day"), "Europe/Berlin")
+                           .cast("timestamp_ntz"))
+    model = tss.fit(local, detector, context=CONTEXT, time="day", value=VALUE)
+    assert model.global_state["fit"]["grid"]["n_times"] == len(days)
+    model.unpersist()
+
+
+def test_a_row_off_the_grid_or_from_the_history_marks_only_its_context(spark, frames, baseline_fit):
+    # The grid started at the batch's earliest row: one row of the history (a late duplicate) or one
+    # off the grid before the others failed the whole batch with a ValueError.
+    history, new = frames
+    model, _ = baseline_fit
+    last = history[history["ts"] == history["ts"].max()]
+    early, off = last.iloc[[0]], last.iloc[[1]].assign(ts=last["ts"].iloc[1] + pd.Timedelta(minutes=30))
+    with pytest.warns(UserWarning, match=r"1 row\(s\) of the new data, the earliest at 2024-01-14 23:00:00, are "
+                                         r"not after the fitted history"):
+        result = tss.score(_spark_frame(spark, pd.concat([early, off, new])), model)
+    clean = tss.score(_spark_frame(spark, new), model)
+    got, expected = (r.scores.toPandas().sort_values(CONTEXT + ["ts"], ignore_index=True) for r in (result, clean))
+    reasons = got.dropna(subset=["reason"]).drop_duplicates(CONTEXT).set_index(CONTEXT)["reason"]
+    assert len(reasons) == 2
+    assert reasons[tuple(early[CONTEXT].iloc[0])].startswith(
+        "timestamp 2024-01-14 23:00:00 is not after the fitted history, which ends at 2024-01-14 23:00:00")
+    assert reasons[tuple(off[CONTEXT].iloc[0])].startswith("timestamp 2024-01-14 23:30:00 is not on the grid")
+    marked = got.set_index(CONTEXT).index.isin(reasons.index)
+    assert got["ts"].min() == new["ts"].min() and got.loc[marked, "score"].isna().all()
+    pd.testing.assert_frame_equal(got[~marked].reset_index(drop=True),
+                                  expected[~expected.set_index(CONTEXT).index.isin(reasons.index)]
+                                  .reset_index(drop=True))
+    for r in (result, clean):
+        r.unpersist()
+
+
+def test_a_row_with_a_wrong_clock_does_not_stretch_every_context(spark, frames, baseline_fit):
+    # One row in 2034 made every context's panel 87,000 hourly steps long, in every shard.
+    _, new = frames
+    model, _ = baseline_fit
+    far = new.copy()
+    far.loc[far.index[5], "ts"] = pd.Timestamp("2034-01-01")
+    context = tuple(far.loc[far.index[5], CONTEXT])
+    with pytest.raises(ValueError, match=rf"spans \d+ steps of h .* only about \d+ distinct timestamps.*latest row, "
+                                         rf"at 2034-01-01 00:00:00 for context {re.escape(repr(context))}, may have "
+                                         r"a wrong clock"):
+        tss.score(_spark_frame(spark, far), model)

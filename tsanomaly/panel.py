@@ -518,6 +518,10 @@ def step_duration(freq) -> pd.Timedelta | None:
     offset = pd.tseries.frequencies.to_offset(freq)
     if isinstance(offset, pd.offsets.Week):
         return pd.Timedelta(days=7 * offset.n)
+    # pandas 3.0 made Day a calendar day (no longer a Tick) and pd.Timedelta(Day()) raises there
+    # (3.1 accepts it again): read its length from n, or 'D' and '7D' would pass for calendar steps.
+    if isinstance(offset, pd.offsets.Day):
+        return pd.Timedelta(days=offset.n)
     try:
         return pd.Timedelta(offset)
     except (TypeError, ValueError):

@@ -54,7 +54,10 @@ How it works
   the result exact. ``"pot"`` is exact too (its excesses over the initial quantile
   that ``thresholds.calibrate`` uses, 0.98 or ``1 - 2 * contamination`` when lower,
   are collected to the driver in single-machine order), within ``_COLLECT_LIMIT``
-  scores; ``per_context=True`` and fixed thresholds are computed in the shards.
+  scores. With ``per_context=True`` each context's own threshold is computed in
+  its shard, and the global one (the fallback for contexts with too few training
+  scores and for contexts unseen at fit) on the driver as above, within
+  ``_COLLECT_LIMIT`` for ``"pot"`` too; fixed thresholds need no scores.
 - **Global state broadcast once per executor.** :func:`score` broadcasts the
   global state and each Python worker decodes it once into a detector
   *template*, cached by model id; every task copies the template and attaches
@@ -69,7 +72,9 @@ How it works
   are a context's ``reason`` at score only: at fit the grid is inferred from
   the timestamps of every context (as ``Panel.from_frame`` does), so a timestamp
   that fits no regular grid (or not ``freq``) fails the whole fit with a
-  ValueError naming its context, before any task runs. Rows whose context
+  ValueError naming its context, before any task runs. At score the grid starts
+  at the first row on the fitted grid after the history, so a row off it, or
+  one from the history itself, only marks its context. Rows whose context
   columns are null belong to no context: they are left out, with a warning
   that counts them (at fit the count is kept in ``global_state["fit"]``).
 
@@ -155,7 +160,7 @@ from tsanomaly.base import (
     steps_by_wall_clock,
 )
 from tsanomaly.jobs import check_history_length
-from tsanomaly.panel import Panel, _regular_grid, step_duration
+from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
 
@@ -187,6 +192,11 @@ DEFAULT_TAIL_SIZE = 64
 _COLLECT_LIMIT = 2_000_000
 #: Most distinct timestamps collected to the driver to infer the fit grid.
 _MAX_DISTINCT_TIMES = 5_000_000
+#: score refuses a batch whose span holds more than this many grid steps per distinct timestamp
+#: (and more than ``_MIN_GUARDED_STEPS`` steps): one row with a wrong clock (the year 2034) would
+#: otherwise make every context's panel that long, in every shard.
+_MAX_STEPS_PER_TIMESTAMP = 100
+_MIN_GUARDED_STEPS = 10_000
 #: Detectors whose ``_fit`` treats each context on its own (checked at run time:
 #: every shard must produce the same global state). Others need the hooks.
 _PER_CONTEXT_FIT = frozenset(
@@ -673,6 +683,10 @@ def _shard_data(pdf: pd.DataFrame, spec: dict, min_observations: int | None) -> 
         return pd.Timestamp(int(t_ns[row]))
 
     _mark(reasons, codes, t_missing, lambda row: "a row has no timestamp")
+    if "history_end" in grid:  # at score: a row from the fitted history is not off the grid, but too early
+        end = grid["history_end"]
+        _mark(reasons, codes, ~t_missing & (t_ns <= end), lambda row: (
+            f"timestamp {stamp(row)} is not after the fitted history, which ends at {pd.Timestamp(end)}"))
     off_grid = ~t_missing & ((offset % step != 0) | (position < 0) | (position >= n_times))
     _mark(reasons, codes, off_grid, lambda row: (
         f"timestamp {stamp(row)} is not on the grid (step {pd.Timedelta(step)} from {pd.Timestamp(start)})"))
@@ -1306,11 +1320,51 @@ def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, 
         value = prepared.where(at & labelled).select(*keys).first()
         return tuple(value) if len(names) > 1 else value[0]
 
-    index = _regular_grid(stamps, freq, time, context_of)
+    try:
+        index = _regular_grid(stamps, freq, time, context_of)
+    except ValueError:
+        if codec == "ltz":
+            hint = _local_midnights_message(stamps, freq, time, context_of)
+            if hint is not None:
+                # freq= (which the grid's own message suggests) cannot help: the zone is what is missing.
+                raise ValueError(hint) from None
+        raise
     step = int(step_duration(index.freq).as_unit("ns").value)  # a week anchored on a weekday is 7 days
     grid = {"start": int(index[0].value), "step": step, "n_times": len(index), "freq": index.freq.freqstr,
             "name": time}
     return grid, int(per_time["rows"].max()), n_unlabelled
+
+
+def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> str | None:
+    """The error for days stamped at local midnight in a ``TIMESTAMP`` column, or None when the
+    timestamps do not look like that.
+
+    A ``TIMESTAMP`` is an instant, read in UTC; midnights of a zone with daylight saving lie 23 or
+    25 h apart across a switch, so a daily grid in UTC misses them by an hour. They look like
+    that when the step is whole days and every timestamp lies within ``_DST_SHIFT`` of a whole
+    number of days from the first.
+    """
+    day = _DAY_NS
+    step = step_duration(freq) if freq is not None else pd.Timedelta(day, unit="ns")
+    if step is None or int(step.as_unit("ns").value) % day:
+        return None
+    ns = stamps.astype("int64").to_numpy()
+    start = int(ns.min())
+    shift = (ns - start) % day
+    shift = np.minimum(shift, day - shift)
+    if not shift.any() or shift.max() > _DST_SHIFT.value:
+        return None
+    pos = int(np.flatnonzero(shift)[0])
+    return (
+        f"column {time!r}: timestamp {pd.Timestamp(int(ns[pos]))} (UTC) for context {context_of(pos)!r} is "
+        f"{pd.Timedelta(int(shift[pos]), unit='ns')} off the grid of days starting at {pd.Timestamp(start)} (UTC), "
+        f"as are {int(np.count_nonzero(shift))} of {len(ns)} timestamps. The column looks like midnights of a "
+        "local time zone: a TIMESTAMP column is read as UTC instants, and a local day lasts 23 or 25 h across "
+        "a daylight-saving switch, so such days fit no grid in UTC (freq= cannot help). Convert the column to "
+        "the local clock first, as a timestamp_ntz: with spark.sql.session.timeZone=UTC, "
+        f"functions.from_utc_timestamp(col({time!r}), 'Europe/Berlin').cast('timestamp_ntz'), naming the zone "
+        "the days were counted in"
+    )
 
 
 def _spark_time_literal(stamp, codec: str):
@@ -1674,7 +1728,8 @@ def _global_threshold(detector, raw, names, refit, persisted) -> tuple[float, ob
         if threshold == "quantile":
             value, deepest = _quantile_threshold(raw, n, m, 1.0 - detector.contamination)
         else:
-            value, deepest = _pot_threshold(raw, n, m, detector.contamination, float(totals["largest"]))
+            value, deepest = _pot_threshold(raw, n, m, detector.contamination, float(totals["largest"]),
+                                            per_context=bool(detector.per_context))
         hidden = functions.col("_truncated")
         if deepest is not None:
             hidden = hidden & (functions.col("_tail_min") > functions.lit(float(deepest)))
@@ -1751,14 +1806,15 @@ def _quantile_threshold(raw, n: int, m: int, q: float):
     return lerp(stats[deep], stats[shallow], gamma), stats[deep]
 
 
-def _pot_threshold(raw, n: int, m: int, risk: float, largest: float):
+def _pot_threshold(raw, n: int, m: int, risk: float, largest: float, per_context: bool = False):
     """``pot_threshold`` over all finite training scores, exactly.
 
     ``largest`` is the largest absolute finite score, which sets pot's tie tolerance: the
     excesses and the fallback to the quantile are decided by pot's own rules (``_tie_limit``,
     ``_tail_threshold``), so that the threshold is the single-machine one. Every score above
     the initial threshold lies in the top ``deep + 1`` collected, and so does every score above
-    the GPD's threshold, which is higher.
+    the GPD's threshold, which is higher. ``per_context`` only words the refusal past
+    ``_COLLECT_LIMIT``: the global threshold is then the fallback of the per-context ones.
     """
     functions, _ = _require_pyspark()
     from tsanomaly.pot import _fallback_message, _tail_threshold, _tie_limit
@@ -1769,9 +1825,18 @@ def _pot_threshold(raw, n: int, m: int, risk: float, largest: float):
     if deep >= m:
         return None, None
     if deep + 1 > _COLLECT_LIMIT:
+        needs = f"needs the top {deep + 1} of all {n} training scores on the driver, more than {_COLLECT_LIMIT}"
+        if per_context:
+            # per_context=True is already set: name the global fallback that still needs the scores.
+            raise ValueError(
+                f"threshold='pot' with per_context=True still calibrates one global threshold, the fallback "
+                f"for contexts with fewer than {thresholds.MIN_SCORES_PER_CONTEXT} finite training scores and "
+                f"for contexts unseen at fit, and its GPD fit {needs}; use threshold='quantile' "
+                "(per context too), whose global threshold Spark selects without collecting all of them"
+            )
         raise ValueError(
-            f"threshold='pot' over {n} training scores needs their top {deep + 1} on the driver, more than "
-            f"{_COLLECT_LIMIT}; use threshold='quantile' or per_context=True"
+            f"threshold='pot' {needs}; use threshold='quantile' (per_context=True would not help: its "
+            "fallback is this global threshold)"
         )
     ordered = _top_values(raw, deep + 1)
     t = ordered[deep]
@@ -2143,9 +2208,12 @@ def score(
     Raises
     ------
     ValueError
-        When ``fill`` is not "nan" or "zero", or the new data starts before the end of the
-        history or off its grid, or a context column has another type than at fit (a wider
-        integer type is taken as it is).
+        When ``fill`` is not "nan" or "zero", or no row of the new data is on the fitted grid
+        after the history, or a context column has another type than at fit (a wider integer
+        type is taken as it is), or the new data spans more than 100 grid steps per distinct
+        timestamp (and over 10,000 steps: a row with a wrong clock, which would make every
+        context's panel that long). A row off the grid, or not after the history, only gives its
+        context a ``reason`` (those not after the history with a warning that counts them).
     """
     global_state = model.global_state
     data = global_state.get("data", {})
@@ -2171,15 +2239,6 @@ def score(
     key_types = {k: context_types[n] for n, k in zip(names, keys)}
     everything = _prepared(sdf, names, time, value, codec, context_types)
     labelled = _labelled(keys)
-    # One job: the new data's time span (labelled rows) and the rows without a context label.
-    bounds = everything.agg(functions.min(functions.when(labelled, functions.col("_t"))).alias("lo"),
-                            functions.max(functions.when(labelled, functions.col("_t"))).alias("hi"),
-                            *_unlabelled_counts(keys)).first()
-    _report_unlabelled(bounds, names, "scoring", stacklevel=2)
-    if bounds["lo"] is None:
-        raise ValueError("the DataFrame is empty: no rows to score")
-    prepared = everything.where(labelled)
-    lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
     freq = _global_attribute(global_state, "freq_")
     fit_end = pd.Timestamp(_global_attribute(global_state, "fit_end_"))
     if freq is None:
@@ -2189,18 +2248,59 @@ def score(
         raise ValueError(f"the model was fitted on a grid of {freq!r} steps, which have no fixed length; "
                          "tsanomaly.spark scores grids of a fixed step")
     step = int(step.as_unit("ns").value)
-    steps, remainder = divmod(int(lo) - fit_end.value, step)
-    if remainder or steps < 1:
+    # The scored grid starts at the first row on the fitted grid after the history, not at the
+    # earliest row: one row off the grid or from the history (a late duplicate) failed the whole
+    # batch; now, as any off-grid row, it only gives its own context a reason (_shard_data).
+    t = functions.col("_t")
+    epoch = functions.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
+    t_us = t if codec == "ltz" else functions.timestamp_diff("MICROSECOND", epoch, t)
+    end_us, step_us = functions.lit(fit_end.value // 1000), functions.lit(step // 1000)
+    after = labelled & (t_us > end_us)
+    on_grid = after & ((t_us - end_us) % step_us == 0)
+    not_after = labelled & (t_us <= end_us)
+    # One job: the new data's time span (labelled rows), its first row on the grid, the rows at or
+    # before the end of the history, and the rows without a context label.
+    bounds = everything.agg(functions.min(functions.when(labelled, t)).alias("lo"),
+                            functions.max(functions.when(labelled, t)).alias("hi"),
+                            functions.min(functions.when(on_grid, t)).alias("start"),
+                            functions.sum(not_after.cast("long")).alias("n_early"),
+                            functions.approx_count_distinct(functions.when(labelled, t)).alias("n_stamps"),
+                            *_unlabelled_counts(keys)).first()
+    _report_unlabelled(bounds, names, "scoring", stacklevel=2)
+    if bounds["lo"] is None:
+        raise ValueError("the DataFrame is empty: no rows to score")
+    prepared = everything.where(labelled)
+    lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
+    if bounds["start"] is None:
         raise ValueError(
-            f"the new data starts at {pd.Timestamp(int(lo))}, which is not on the fitted grid after the history "
-            f"(step {freq} from {fit_end}); new data must follow the fitted history"
+            f"no row of the new data is on the fitted grid after the history (step {freq} from {fit_end}); the "
+            f"earliest is at {pd.Timestamp(int(lo))}: new data must follow the fitted history, on its grid"
         )
+    start = int(_times_from_spark(pd.Series([bounds["start"]]), codec).astype("int64").iloc[0])
+    n_early = int(bounds["n_early"] or 0)
+    if n_early:
+        warnings.warn(
+            f"{n_early} row(s) of the new data, the earliest at {pd.Timestamp(int(lo))}, are not after the fitted "
+            f"history, which ends at {fit_end}: their contexts get that as their reason and score NaN; leave out "
+            "the rows already scored (the history's)", UserWarning, stacklevel=2)
+    steps = (start - fit_end.value) // step
     if steps > 1:
         warnings.warn(history_gap_message(
-            f"the new data, at {pd.Timestamp(int(lo))},", steps - 1, fit_end,
+            f"the new data, at {pd.Timestamp(start)},", steps - 1, fit_end,
             remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=2)
-    grid = {"start": int(lo), "step": step, "n_times": int((int(hi) - int(lo)) // step) + 1, "freq": freq,
-            "name": time}
+    n_times = int((int(hi) - start) // step) + 1
+    n_stamps = max(int(bounds["n_stamps"] or 0), 1)
+    if n_times > _MIN_GUARDED_STEPS and n_times > _MAX_STEPS_PER_TIMESTAMP * n_stamps:
+        latest = prepared.where(t == _spark_time_literal(pd.Timestamp(int(hi)), codec)).select(*keys).first()
+        raise ValueError(
+            f"the new data spans {n_times} steps of {freq} (from {pd.Timestamp(start)} to {pd.Timestamp(int(hi))}) "
+            f"but has only about {n_stamps} distinct timestamps, and every context would be scored on all those "
+            f"steps; the latest row, at {pd.Timestamp(int(hi))} for context "
+            f"{tuple(latest) if len(keys) > 1 else latest[0]!r}, may have a wrong clock: leave such rows out "
+            "(or score a long sparse span in parts)"
+        )
+    grid = {"start": start, "step": step, "n_times": n_times, "freq": freq, "name": time,
+            "history_end": int(fit_end.value)}
     spark = sdf.sparkSession
     payload = json.dumps(global_state)
     shipped = _broadcast(spark, payload)
