@@ -1672,3 +1672,176 @@ def test_check_distinct_paths_lets_update_replace_only_the_model(tmp_path):
                               may_replace=[("--update", "--model")])
     with pytest.raises(ValueError, match="--update m.tsa is the same file as --model"):
         jobs.check_distinct_paths([("--model", "m.tsa")], [("--update", "m.tsa")])
+
+
+# ---------------------------------------------------------------------- score --absent
+def _hour_files_without_zero_rows(today, tmp_path, outage):
+    """The first new day with ``outage`` ((asn, first hour, last hour)) at zero events, as one file with
+    its zero rows and as hour files that omit them (an hourly counts file has no row for no event)."""
+    hours = sorted(today["ts"].unique())[:24]
+    day = today[today["ts"].isin(hours)].copy()
+    for asn, first, last in outage:
+        day.loc[(day["asn"] == asn) & day["ts"].between(hours[first], hours[last]), "failed_logins"] = 0.0
+    day_path = _write(day, tmp_path / "day.csv")
+    paths = [_write(day[(day["ts"] == hour) & (day["failed_logins"] != 0)], tmp_path / f"hour-{k:02d}.csv")
+             for k, hour in enumerate(hours)]
+    return day, day_path, paths
+
+
+def _hourly_loop(model, paths, tmp_path, capsys, *extra):
+    """``score --update`` over each hour file in turn: the scores read back, and each run's summary line."""
+    scores, summaries = [], []
+    for k, path in enumerate(paths):
+        out = tmp_path / f"scores-{k:02d}-{len(extra)}.csv"
+        assert main(_score_args(model, path, tmp_path / f"alerts-{k:02d}.csv", "--scores", str(out),
+                                "--update", str(model), *extra)) == 0
+        summaries.append(capsys.readouterr().out)
+        scores.append(tsio.read_table(out, text_columns=["country", "asn"]))
+    return pd.concat(scores, ignore_index=True), summaries
+
+
+def test_absent_zero_scores_an_hourly_loop_as_one_score_of_the_day_with_its_zero_rows(tables, tmp_path, capsys):
+    """Hour files omit the contexts with no event: with --absent zero an hour-by-hour --update loop
+    scores (and alerts) as one score of the day's file holding those zero rows, exactly for the
+    baseline; by default those contexts are not scored (an input may hold only some contexts)."""
+    history, today = tables
+    fitted = tmp_path / "m0.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), fitted)) == 0
+    # AS1007 goes silent for two hours, AS1006 in the first hour (before any of its rows that day).
+    day, day_path, paths = _hour_files_without_zero_rows(today, tmp_path, [("AS1007", 5, 6), ("AS1006", 0, 0)])
+    assert main(_score_args(fitted, day_path, tmp_path / "day-alerts.csv",
+                            "--scores", str(tmp_path / "day-scores.csv"))) == 0
+    key = ["country", "asn", "ts"]
+    whole = tsio.read_table(tmp_path / "day-scores.csv", text_columns=["country", "asn"]).sort_values(key)
+    outage = whole[(whole["failed_logins"] == 0)]
+    assert len(outage) == 3 and np.isfinite(outage["score"]).all()
+    assert outage.loc[outage["asn"] == "AS1007", "flag"].astype(bool).all()  # the outage alerts
+
+    model = tmp_path / "m.tsa"
+    model.write_bytes(fitted.read_bytes())
+    capsys.readouterr()
+    looped, summaries = _hourly_loop(model, paths, tmp_path, capsys, "--absent", "zero")
+    looped = looped.sort_values(key)
+    assert len(looped) == len(whole) == len(day)
+    assert looped[key].astype(str).values.tolist() == whole[key].astype(str).values.tolist()
+    for column in ("failed_logins", "score", "threshold", "flag"):
+        np.testing.assert_array_equal(looped[column].to_numpy(), whole[column].to_numpy())
+    assert "1 fitted context absent from the input (1 scored as zero events, --absent zero)" in summaries[0]
+    assert "1 fitted context absent from the input (1 scored as zero events" in summaries[5]
+    hour_alerts = tsio.read_table(tmp_path / "alerts-05.csv", text_columns=["country", "asn"])
+    assert "AS1007" in set(hour_alerts["asn"]) and not hour_alerts["cold_start"].astype(bool).any()
+    assert "0 fitted contexts absent from the input;" in summaries[1]
+    assert np.isfinite(tsanomaly.load(model).history_).all()  # the silent hours are kept as zeros, not missing
+
+    # The default skips them: no score for the silent hours, counted as absent.
+    model.write_bytes(fitted.read_bytes())
+    skipped, summaries = _hourly_loop(model, paths, tmp_path, capsys)
+    assert len(skipped) == len(whole) - 3
+    assert not (skipped["failed_logins"] == 0).any()
+    assert "1 fitted context absent from the input;" in summaries[5]
+    assert "scored as zero events" not in "".join(summaries)
+    assert not np.isfinite(tsanomaly.load(model).history_).all()  # the silent hours are kept as missing
+
+
+def test_absent_zero_adds_fitted_labels_as_the_panel_spells_them(tables):
+    """A model fitted in Python on integer labels (one context column) scores a job's panel of text
+    labels: the contexts added as zeros are text like the input's, sorted among them, and all seen."""
+    history, today = tables
+    numeric = lambda f: f.assign(asn=f["asn"].str[2:].astype(int)).drop(columns="country")  # noqa: E731
+    det = RollingZScoreDetector(window=5).fit(
+        tsanomaly.Panel.from_frame(numeric(history), "asn", "ts", "failed_logins", fill="zero"))
+    columns = jobs.JobColumns(context=["asn"], time="ts", value="failed_logins", fill="zero")
+    part = numeric(today)
+    part = part[~part["asn"].isin([1000, 1005])]
+    result = jobs.score_frame(det, part, columns, absent="zero")
+    contexts = list(result.panel.contexts)
+    assert contexts == [str(k) for k in range(1000, 1008)]
+    assert result.n_absent == 0 and result.n_zero_filled == 2 and len(result.unseen) == 0
+    rows = [contexts.index("1000"), contexts.index("1005")]
+    assert (result.panel.to_numpy()[rows] == 0).all() and np.isfinite(result.scores.to_numpy()[rows]).all()
+    skipped = jobs.score_frame(det, part, columns)
+    assert skipped.n_absent == 2 and skipped.panel.n_contexts == 6 and skipped.n_zero_filled == 0
+
+
+def test_absent_zero_is_refused_for_a_model_whose_absent_rows_are_missing(tables, tmp_path, capsys, monkeypatch):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model, "--fill", "nan")) == 0
+    today_path = _write(today, tmp_path / "t.csv")
+    monkeypatch.setattr(jobs, "_read", lambda *a, **k: pytest.fail("the input was read"))
+    assert main(_score_args(model, today_path, tmp_path / "a.csv", "--absent", "zero")) == 2
+    err = _one_line_error(capsys)
+    assert "--absent zero" in err and "--fill nan" in err and "missing observation" in err, err
+    assert not (tmp_path / "a.csv").exists()
+    det, columns = jobs.load_model(model)
+    with pytest.raises(ValueError, match="--fill nan"):
+        jobs.score_frame(det, today, columns, absent="zero")
+    with pytest.raises(ValueError, match="--absent must be one of skip, zero"):
+        jobs.score_frame(det, today, columns, absent="zeros")
+
+
+# ---------------------------------------------------------------------- CSV times, empty inputs
+def test_csv_writes_the_time_of_day_of_a_column_whose_times_are_all_midnight(tmp_path):
+    """pandas writes such a column as bare dates (2024-03-15): the 00:00 file of an hourly job
+    differed from every other hour's (2024-03-15 01:00:00) and from JSON lines."""
+    midnight = pd.to_datetime(["2024-03-15", None, "2024-03-16"])
+    frame = pd.DataFrame({
+        "midnight": midnight,
+        "mixed": pd.to_datetime(["2024-03-15 00:00", "2024-03-15 01:00", None]),
+        "sub_second": pd.to_datetime(["2024-03-15 00:00:00", "2024-03-15 00:00:00.5", "2024-03-16 00:00:00"],
+                                 format="ISO8601"),
+        "zoned": midnight.tz_localize("Europe/Paris"),
+        "category": pd.Series(midnight).astype("category"),
+        "seconds": pd.Series(np.array(["2024-03-15", "NaT", "10000-01-01"], dtype="datetime64[s]")),
+        "n": [1, 2, 3],
+    })
+    before = frame.copy()
+    path = tmp_path / "t.csv"
+    tsio.write_table(frame, path)
+    assert path.read_text().splitlines() == [
+        "midnight,mixed,sub_second,zoned,category,seconds,n",
+        "2024-03-15 00:00:00,2024-03-15 00:00:00,2024-03-15 00:00:00.000,2024-03-15 00:00:00+01:00,"
+        "2024-03-15 00:00:00,2024-03-15 00:00:00,1",
+        ",2024-03-15 01:00:00,2024-03-15 00:00:00.500,,,,2",
+        "2024-03-16 00:00:00,,2024-03-16 00:00:00.000,2024-03-16 00:00:00+01:00,2024-03-16 00:00:00,"
+        "10000-01-01 00:00:00,3",
+    ]
+    pd.testing.assert_frame_equal(frame, before)  # the caller's frame is left as it was
+    back = tsio.read_table(path)
+    assert pd.to_datetime(back["midnight"]).tolist() == list(midnight)  # read back as the times they were
+    # A column without any time has no time of day to lose: written empty, as before.
+    all_nat = pd.DataFrame({"t": pd.to_datetime([None, None])})
+    tsio.write_table(all_nat, path)
+    assert path.read_text().splitlines() == ["t", '""', '""']
+
+
+def test_the_scores_of_a_midnight_hour_carry_its_time_in_csv(tables, tmp_path):
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    hours = sorted(today["ts"].unique())
+    assert pd.Timestamp(hours[0]) == pd.Timestamp("2024-03-13 00:00")
+    for k, hour in enumerate(hours[:2]):
+        scores = tmp_path / f"s{k}.csv"
+        assert main(_score_args(model, _write(today[today["ts"] == hour], tmp_path / f"h{k}.csv"),
+                                tmp_path / f"a{k}.csv", "--scores", str(scores))) == 0
+        stamp = f"{pd.Timestamp(hour):%Y-%m-%d %H:%M:%S}"
+        assert all(line.split(",")[2] == stamp for line in scores.read_text().splitlines()[1:])
+
+
+@pytest.mark.parametrize("ext, content", [("csv", None), ("parquet", None), ("jsonl", ""), ("jsonl", "\n\n"),
+                                          ("ndjson", "\r\n")])
+def test_an_input_without_rows_says_so_in_every_format(tables, tmp_path, capsys, ext, content):
+    """An empty JSON lines file has no line to name its keys: it said that every column was missing."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    path = tmp_path / f"empty.{ext}"
+    if content is None:
+        tsio.write_table(today.iloc[:0], path)
+    else:
+        path.write_text(content)
+    assert main(_score_args(model, path, tmp_path / "a.csv")) == 2
+    assert _one_line_error(capsys) == f"tsanomaly score: error: {path} has no rows\n"
+    assert main(_fit_args(str(path), tmp_path / "m2.tsa")) == 2
+    assert _one_line_error(capsys) == f"tsanomaly fit: error: {path} has no rows\n"

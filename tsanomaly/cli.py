@@ -106,7 +106,7 @@ def _cmd_score(args) -> int:
     result = _job_errors(
         lambda: jobs.score_file(
             args.model, args.input, args.output, scores=args.scores, unseen=args.unseen,
-            chunk_size=args.chunk_size, device=args.device, update=args.update,
+            chunk_size=args.chunk_size, device=args.device, update=args.update, absent=args.absent,
         )
     )
     updated = (f"; model updated through {result.detector.fit_end_} and saved to {args.update}"
@@ -185,6 +185,13 @@ def _add_job_commands(commands) -> None:
              "to PATH, atomically; PATH may be the --model file itself. The next batch must follow this input. "
              "Refused, before any output is written, for a model without update (e.g. an ensemble with "
              "combine=peak)",
+    )
+    score.add_argument(
+        "--absent", default="skip", choices=["skip", "zero"],
+        help="what a fitted context with no row in the input gets: skip (default: not scored, only counted; "
+             "for an input that holds some contexts, e.g. a file per region) or zero (scored as zero events "
+             "over the input's span, and with --update its history moves on: for a counts file that omits "
+             "contexts with no event, e.g. an hourly file). zero is refused for a model fitted with --fill nan",
     )
     score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="contexts scored at a time")
     score.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")

@@ -139,6 +139,11 @@ def read_table(
             # value read from JSON lines differed from the same value read from CSV or Parquet.
             # utf-8-sig: a byte-order mark (PowerShell's Out-File writes one) is skipped, as for CSV.
             frame = pd.read_json(path, lines=True, dtype=False, precise_float=True, encoding="utf-8-sig")
+            if frame.shape == (0, 0) and wanted is not None:
+                # An empty (or blank-lines) file has no line to name its keys, unlike a CSV header or a
+                # Parquet schema: read it as the wanted columns with no rows, so that the caller says
+                # "has no rows" as for the other formats, not that every column is missing.
+                frame = pd.DataFrame({col: pd.Series([], dtype=object) for col in wanted})
     except ValueError as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -285,7 +290,48 @@ def _first_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------------- writing
 def _write_csv(frame: pd.DataFrame, handle) -> None:
-    frame.to_csv(handle, index=False)
+    _with_times_of_day(frame).to_csv(handle, index=False)
+
+
+def _with_times_of_day(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each naive datetime column whose times are all midnight as text with the time of day.
+
+    pandas' ``to_csv`` writes such a column as bare dates (``2024-03-15``) and any other with
+    the time (``2024-03-15 01:00:00``): the 00:00 file of an hourly job differed in format from
+    every other hour's, and from JSON lines. Only those columns are rewritten (as
+    ``2024-03-15 00:00:00``, missing times left empty), so every other column is written by
+    pandas as before: one with a time of day other than midnight keeps its sub-second digits,
+    and zone-aware and pyarrow timestamp columns already carry the time (and the offset).
+    """
+    replaced = None
+    for k in range(len(frame.columns)):
+        text = _midnight_text(frame.iloc[:, k])
+        if text is not None:
+            if replaced is None:
+                replaced = frame.copy(deep=False)  # the caller's frame stays as it was
+            replaced.isetitem(k, text)
+    return frame if replaced is None else replaced
+
+
+def _midnight_text(column: pd.Series) -> pd.Series | None:
+    """A naive datetime column (or a categorical one of such times) whose known values are all at
+    midnight, as ``YYYY-MM-DD 00:00:00`` text with missing values as NaN; None for any other column."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = _midnight_text(pd.Series(column.cat.categories))
+        if categories is None:
+            return None
+        texts = np.append(categories.to_numpy(dtype=object), np.nan)  # code -1, a missing value
+        return pd.Series(texts.take(column.cat.codes.to_numpy()), index=column.index, dtype=object)
+    if not (isinstance(column.dtype, np.dtype) and column.dtype.kind == "M"):
+        return None
+    values = column.to_numpy()
+    known = ~np.isnat(values)
+    if not known.any() or (values[known] != values[known].astype("datetime64[D]")).any():
+        return None  # no time to lose, or pandas writes the time of day
+    # The date as NumPy writes it (pandas writes the same for years 1 to 9999), then midnight.
+    texts = (np.datetime_as_string(values, unit="D").astype(object) + " 00:00:00")
+    texts[~known] = np.nan
+    return pd.Series(texts, index=column.index, dtype=object)
 
 
 def _write_parquet(frame: pd.DataFrame, handle) -> None:
@@ -586,7 +632,8 @@ def write_table(frame: pd.DataFrame, path) -> Path:
     frame : pandas.DataFrame
         Written without its index. Timestamps are written as ISO 8601 text in
         CSV and JSON lines (JSON lines always with nine fractional digits, so
-        sub-second times stay distinct), so :func:`read_table` and
+        sub-second times stay distinct; CSV always with the time of day, also
+        in a column whose times are all at midnight), so :func:`read_table` and
         ``Panel.from_frame`` read them back exactly. Zone-aware timestamps keep
         their local clock and UTC offset in both (``2026-03-29 03:00:00+02:00``
         in CSV, ``2026-03-29T03:00:00.000000000+02:00`` in JSON lines): the

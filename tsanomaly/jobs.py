@@ -30,6 +30,9 @@ Conventions a job can rely on:
   unseen context with ``status`` = ``"cold_start"`` or ``"skipped"``.
 - **Fitted contexts with no row in the new file** are not scored (a sharded
   job scores a subset of contexts on each worker); the summary counts them.
+  ``absent="zero"`` (``score --absent zero``) scores them as zero events
+  instead, for a file that holds every context and omits those with no event
+  (an hourly counts file): with ``--update``, their history then moves on too.
 - **Fitted contexts without any finite score** (new data that starts after a
   gap longer than the detector can bridge, or whose values are all missing)
   cannot alert: the job logs a warning and the summary counts them, rather
@@ -87,6 +90,7 @@ __all__ = [
     "check_history_length",
     "check_distinct_paths",
     "count_absent",
+    "check_absent_rule",
     "fit_frame",
     "fit_file",
     "load_model",
@@ -108,6 +112,9 @@ JOB_ATTRIBUTE = "job_columns_"
 DEFAULT_CHUNK_SIZE = 100_000
 
 FILL_RULES = ("zero", "nan")
+
+#: What a fitted context with no row in the input gets (``score --absent``): not scored, or zeros.
+ABSENT_RULES = ("skip", "zero")
 
 #: Columns a job adds to a detector's alerts (:meth:`BaseDetector.alert_columns`): the metric
 #: (the value column's name) after the context columns, and whether the context was unseen at fit.
@@ -738,7 +745,8 @@ class ScoreResult:
         and ``n_points`` (its points with a value on the panel's grid: with
         ``fill="zero"`` the buckets without a row, filled with 0, count too).
     n_absent : int
-        Fitted contexts with no row in the new data (not scored).
+        Fitted contexts with no row in the new data, not scored (with
+        ``absent="skip"``, the default).
     detector : BaseDetector
     columns : JobColumns
     seconds : float
@@ -747,6 +755,10 @@ class ScoreResult:
         Fitted contexts in the new data that got no finite score at all (so
         could not alert): the new data starts after a gap longer than the
         detector can bridge, or their values are all missing.
+    n_zero_filled : int
+        Fitted contexts with no row in the new data that were scored as zero
+        events over its span (``absent="zero"``); they are in ``panel`` and
+        not in ``n_absent``.
     """
 
     alerts: pd.DataFrame
@@ -759,6 +771,7 @@ class ScoreResult:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     n_unscored: int = 0
+    n_zero_filled: int = 0
 
     def summary(self) -> str:
         """One line for the job's log: what was scored, how many alerts, what was unseen, unscored or absent."""
@@ -772,7 +785,8 @@ class ScoreResult:
             f"{_count(n_alerting, 'context')}; "
             f"{_count(len(self.unseen), 'context')} unseen at fit ({n_cold} scored from a cold start, {n_skipped} skipped); "
             f"{_count(self.n_unscored, 'fitted context')} got no finite score (they could not alert); "
-            f"{_count(self.n_absent, 'fitted context')} absent from the input"
+            f"{_count(self.n_absent + self.n_zero_filled, 'fitted context')} absent from the input"
+            + (f" ({self.n_zero_filled} scored as zero events, --absent zero)" if self.n_zero_filled else "")
         )
 
 
@@ -864,16 +878,58 @@ def score_frame(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool | None = None,
     source: str = "the input",
+    absent: str = "skip",
 ) -> ScoreResult:
-    """Score a long table with a fitted detector; see :class:`ScoreResult` for what comes back."""
+    """Score a long table with a fitted detector; see :class:`ScoreResult` for what comes back.
+
+    Parameters
+    ----------
+    det : BaseDetector
+        A fitted model (from :func:`load_model` or :func:`fit_frame`).
+    frame : pandas.DataFrame
+        New rows in long format, with the model's columns.
+    columns : JobColumns, optional
+        The table mapping; by default the model's own (``job_columns_``).
+    chunk_size : int
+        Contexts scored at a time.
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    source : str
+        How messages name the input.
+    absent : {"skip", "zero"}, default "skip"
+        What a fitted context with no row in ``frame`` gets. ``"skip"``: it is
+        not scored, only counted (``n_absent``), as an input may hold only some
+        contexts (a file per region scored with one global model), where
+        reading absence as zero events would flag every other context.
+        ``"zero"``: it is scored as zero events over the input's grid span, as
+        an absent row inside the span of a context that has rows is (so it can
+        alert on an outage, counts as seen, and an update rolls its history
+        forward): for an input that holds every context but omits those with
+        no event, such as an hourly counts file. Refused for a model whose
+        fill rule is ``"nan"``, where an absent row is a missing observation.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``absent``, ``absent="zero"`` with ``fill="nan"``, and
+        everything :func:`frame_to_panel` raises.
+    """
     if columns is None:
         columns = JobColumns.from_json(getattr(det, JOB_ATTRIBUTE))
     det.check_fitted()
+    check_absent_rule(absent, columns, source="the model")
     # Columns given by hand were never checked. The alerts alone: they are always built, and a model
     # loaded for a job that writes no --unseen table need not avoid that table's names.
     columns.check_names(det, source=source, tables=("alerts",))
     panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source,
                            naive_utc=fitted_in_utc(det)).to("cpu")
+    n_zero_filled = 0
+    if absent == "zero":
+        panel, n_zero_filled = _with_absent_as_zero(det, panel)
+        if n_zero_filled:
+            log.info("%s no row in %s and %s scored as zero events over its span (--absent zero)",
+                     _count(n_zero_filled, "fitted context has", "fitted contexts have"), source,
+                     "was" if n_zero_filled == 1 else "were")
     started = _time.perf_counter()
     with warnings.catch_warnings():
         # The job says it below, with its input's name and what absent rows mean (_warn_gap_before).
@@ -910,7 +966,63 @@ def score_frame(
     n_unscored = _warn_unscored(det, panel, gap, score_values, rows)
     if n_absent:
         log.info("%d fitted contexts have no row in %s and were not scored", n_absent, source)
-    return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds, n_unscored=n_unscored)
+    return ScoreResult(alerts, panel, scores, unseen, n_absent, det, columns, seconds, n_unscored=n_unscored,
+                       n_zero_filled=n_zero_filled)
+
+
+def check_absent_rule(absent: str, columns: JobColumns, source: str = "the model") -> None:
+    """Raise ValueError (one line) for an unknown ``absent`` rule, or ``"zero"`` with a model whose
+    fill rule is ``"nan"`` (there an absent row is a missing observation, not zero events)."""
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"--absent must be one of {', '.join(ABSENT_RULES)}, got {absent!r}")
+    if absent == "zero" and columns.fill != "zero":
+        raise ValueError(
+            f"--absent zero: {source} was fitted with --fill {columns.fill}, where an absent row is a missing "
+            "observation, not zero events; drop --absent zero, or fit the model again with --fill zero"
+        )
+
+
+def _with_absent_as_zero(det: BaseDetector, panel: Panel) -> tuple[Panel, int]:
+    """``panel`` with a row of zeros over its grid for each fitted context it does not hold, and their number.
+
+    The added labels are the fitted ones as text (:func:`tsanomaly.io.labels_as_text`), as a job's
+    panel holds them, so that they match the model's contexts as the input's labels do; the rows
+    are sorted as :meth:`Panel.from_frame` sorts them, so the panel is the one that a file with
+    zero rows for those contexts would give. A merged model's placeholder label
+    (:class:`~tsanomaly.base.Unmatched`, which names no context) and a missing label get none.
+    """
+    from tsanomaly.base import Unmatched
+
+    fitted = det.contexts_
+    present = np.zeros(len(fitted), dtype=bool)
+    rows = det.context_rows(panel)
+    present[rows[rows >= 0]] = True
+    absent = np.flatnonzero(~present)
+    if len(absent) == 0:
+        return panel, 0
+    levels = [fitted.get_level_values(k)[absent] for k in range(fitted.nlevels)]
+    keep = np.ones(len(absent), dtype=bool)
+    arrays = []
+    for labels in levels:
+        keep &= ~np.fromiter((isinstance(label, Unmatched) for label in labels), dtype=bool, count=len(labels))
+        text = tsio.labels_as_text(pd.Series(np.asarray(labels, dtype=object), dtype=object))
+        keep &= text.notna().to_numpy()
+        arrays.append(text.to_numpy(dtype=object))
+    arrays = [array[keep] for array in arrays]
+    names = list(panel.contexts.names)
+    added = (pd.MultiIndex.from_arrays(arrays, names=names) if isinstance(panel.contexts, pd.MultiIndex)
+             else pd.Index(arrays[0], name=names[0], dtype=object))
+    # A fitted label whose text the input already holds (a model fitted on both 1 and "1") is not added twice.
+    added = added[~np.asarray(added.isin(panel.contexts), dtype=bool)]
+    if len(added) == 0:
+        return panel, 0
+    contexts = panel.contexts.append(added)
+    values = np.concatenate([panel.to_numpy(), np.zeros((len(added), panel.n_times))])
+    # Lexicographic order of the labels, level by level, as Panel.from_frame sorts contexts.
+    codes = [pd.factorize(np.asarray(contexts.get_level_values(k), dtype=object), sort=True)[0]
+             for k in range(contexts.nlevels)]
+    order = np.lexsort(codes[::-1])
+    return Panel(values[order], contexts[order], panel.index), len(added)
 
 
 def _warn_gap_before(det: BaseDetector, panel: Panel, gap: int, columns: JobColumns, source: str) -> None:
@@ -1050,6 +1162,7 @@ def score_file(
     device: str | None = None,
     progress: bool | None = None,
     update=None,
+    absent: str = "skip",
 ) -> ScoreResult:
     """Score a file with a saved model and write the alerts (and optionally scores and unseen contexts).
 
@@ -1077,6 +1190,12 @@ def score_file(
         ``model`` itself is allowed (an hourly job then scores each hour with the model
         updated by the hour before, without refitting). ``result.detector`` is then the
         updated model.
+    absent : {"skip", "zero"}, default "skip"
+        What a fitted context with no row in ``input`` gets: not scored (``"skip"``), or
+        scored as zero events over the input's span (``"zero"``), as :func:`score_frame`
+        states; with ``update``, ``"zero"`` also rolls their history forward over zeros, so
+        hour files that omit contexts with no event score as one file of the day with their
+        zero rows would. Refused before any work for a model fitted with ``fill="nan"``.
 
     Returns
     -------
@@ -1089,12 +1208,16 @@ def score_file(
         output's (:func:`check_distinct_paths`; ``update`` may be the model's), has an
         unsupported extension, or is a folder, and when ``chunk_size`` is less than 1; before
         any output is written, when the model has no update (:func:`check_can_update`) or
-        the input does not start after its history; besides what :func:`score_frame` raises.
+        the input does not start after its history; before the input is read, for an unknown
+        ``absent`` or ``absent="zero"`` with a model fitted with ``fill="nan"``; besides what
+        :func:`score_frame` raises.
     FileNotFoundError
         Before any work, when the folder of an output does not exist.
     """
     if chunk_size < 1:  # score_panel refuses it too, but only once the model is loaded and the input read
         raise ValueError(f"--chunk-size must be a positive number of contexts, got {chunk_size}")
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"--absent must be one of {', '.join(ABSENT_RULES)}, got {absent!r}")
     check_distinct_paths(
         [("--model", model), ("--input", input)],
         [("--output", output), ("--scores", scores), ("--unseen", unseen), ("--update", update)],
@@ -1112,10 +1235,12 @@ def score_file(
     # Only the tables asked for: a model fitted before fit refused colliding names may still serve the others.
     written = [table for table, path in (("alerts", output), ("scores", scores), ("unseen", unseen)) if path is not None]
     det, columns = load_model(model, device=device, outputs=written)
+    check_absent_rule(absent, columns, source=f"the model {model}")  # before the input is read, too
     if update is not None:
         check_can_update(det, source=str(model))  # before the input is read: no output, no half-done job
     frame = _read(input, columns)
-    result = score_frame(det, frame, columns, chunk_size=chunk_size, progress=progress, source=str(input))
+    result = score_frame(det, frame, columns, chunk_size=chunk_size, progress=progress, source=str(input),
+                         absent=absent)
     if update is not None:
         # score refuses data before the fitted history, update also data on its last time; caught here,
         # before the first output is written (the summary of a refused update would follow written alerts).
