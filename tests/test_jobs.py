@@ -671,6 +671,16 @@ def test_a_fixed_threshold_lets_a_short_history_fit(tables, tmp_path, capsys):
     assert "needs a history of at least 48 points" in _one_line_error(capsys)
 
 
+def test_a_fit_calibrated_in_sample_says_so_also_in_a_job(tables):
+    """The jobs silence the library's infinite-threshold warning (they raise instead), not the
+    CalibrationWarning of an STL history too short to hold anything out of its fit."""
+    history, _ = tables
+    short = history[history["ts"] < history["ts"].min() + pd.Timedelta(days=2)]
+    with pytest.warns(tsanomaly.CalibrationWarning, match="too short to hold out any data"):
+        jobs.fit_frame(short, "country,asn", "ts", "failed_logins", detector="stl", params={"device": "cpu"},
+                       require_alerts=True)
+
+
 @pytest.mark.parametrize("n_times, freq, text", [
     (48, "h", "48 points (2 days on the 'h' grid)"),
     (10, "15min", "10 points (02:30:00 on the '15min' grid)"),

@@ -284,6 +284,54 @@ def test_new_data_after_a_gap_keeps_the_phase():
         det.score(full.time_slice(start=full.index[n_hist - 5]))
 
 
+def _daily_poisson(n_ctx, n_times, seed=0):
+    """The same hourly Poisson series (mean 25-125, a daily cycle) in every row."""
+    t = np.arange(n_times)
+    row = np.random.default_rng(seed).poisson(50 * (1.5 + np.sin(2 * np.pi * t / DAY))).astype(float)
+    return np.tile(row, (n_ctx, 1))
+
+
+def test_a_multi_day_gap_in_the_history_does_not_flatten_the_seasonal_shape():
+    """The seasonal component where points were missing is a smooth of the fill (interpolated or
+    held values), and beside a gap it is pulled towards it: read from fixed cycles, the last 8 of
+    28 days missing gave a log amplitude of 0.004 (1.77 complete) and clean data scored up to 9.6
+    over a threshold of 4.2; a 3-day gap on days 22-24 an amplitude of 0.41 and scores up to 7.5.
+    Each phase's shape is now read where it was observed, and a context without any observation
+    in the level's span takes its level from its last observed points, not the fill's trend."""
+    n_hist = 28 * DAY
+    values = _daily_poisson(4, n_hist + 2 * DAY)
+    values[1, n_hist - 8 * DAY:n_hist] = np.nan  # the last 8 days: nothing observed in the level's 7
+    values[2, n_hist - 6 * DAY:n_hist] = np.nan
+    values[3, 22 * DAY:25 * DAY] = np.nan
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    amplitude = np.ptp(det.seasonal_shape_["24"], axis=1)
+    assert amplitude[0] == pytest.approx(1.77, abs=0.01)
+    assert (amplitude[1:] > 0.85 * amplitude[0]).all(), amplitude
+    assert np.abs(det.level_[1:] - det.level_[0]).max() < 0.1, det.level_
+    scores = det.score(new).to_numpy()
+    assert np.nanmax(scores) < 3.5 and np.nanmax(scores) < det.global_threshold_
+    assert det.alerts(new).empty
+
+
+def test_the_seasonal_shape_of_a_context_without_gaps_is_unchanged_bit_for_bit():
+    """Contexts without missing points keep the shape from the fixed cycles ([hi - 3 cycles, hi),
+    hi three cycles before the end: the seasonal smoother's half-window), exactly -- whatever
+    the other contexts of the panel miss."""
+    n_hist = 28 * DAY
+    values = _daily_poisson(3, n_hist, seed=1)
+    values[1] = _daily_poisson(1, n_hist, seed=2)[0]
+    values[2, n_hist - 5 * DAY:] = np.nan
+    history = _panel(values)
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    seasonal = decompose(np.log1p(values[:2]), periods=24, device="cpu").seasonal[0]
+    hi = n_hist - 3 * DAY
+    expected = np.median(seasonal[:, hi - 3 * DAY:hi].reshape(2, 3, DAY), axis=1)
+    np.testing.assert_array_equal(det.seasonal_shape_["24"][:2], expected)
+    alone = STLDetector(periods=24, device="cpu").fit(_panel(values[:2]))
+    np.testing.assert_array_equal(det.seasonal_shape_["24"][:2], alone.seasonal_shape_["24"])
+
+
 def test_weekly_and_daily_periods():
     """With (24, 168) the fitted weekly shape expects the weekend; with 24 alone it is a drop."""
     rng = np.random.default_rng(7)
@@ -409,7 +457,51 @@ def test_threshold_is_calibrated_on_out_of_sample_scores():
     assert STLDetector(periods=24, device="cpu").fit(five_days).holdout_ == 2 * DAY
     three_days, _ = _split(values[:, : 3 * DAY], 3 * DAY - 1)
     det = STLDetector(periods=24, device="cpu")
-    assert np.isfinite(det.fit_score(three_days).to_numpy()).mean() > 0.95 and det.holdout_ == 0
+    with pytest.warns(tsanomaly.CalibrationWarning, match="too short to hold out"):
+        assert np.isfinite(det.fit_score(three_days).to_numpy()).mean() > 0.95 and det.holdout_ == 0
+
+
+@pytest.mark.parametrize("params, n_times, need", [
+    (dict(periods=24), 2 * DAY, 3 * DAY),
+    (dict(periods=24), 3 * DAY - 1, 3 * DAY),
+    (dict(periods=24, holdout_seasons=1, holdout_folds=1), 2 * DAY, 3 * DAY),
+    (dict(periods=(24, 168)), 2 * DAY + 1, 3 * DAY + 1),  # the weekly period dropped: MSTL's rule still holds
+    (dict(periods=(24, 168)), 14 * DAY + 4, 15 * DAY + 1),  # both kept: one cycle after 2 weeks + 1 point
+])
+def test_a_history_too_short_to_hold_anything_out_warns_that_it_is_calibrated_in_sample(params, n_times, need):
+    """The shortest histories min_fit_times accepts leave no room for a held-out fold, and the
+    threshold was learnt on in-sample scores, silently: 2 days of 20 clean contexts calibrated
+    1.36 and flagged 59% of the next clean week (from 3 days, with a held-out day: 7.06, none).
+    It still fits (min_fit_times is unchanged), with a CalibrationWarning that says what a held-out
+    fold needs; nothing is said where none is asked for, or where one fits."""
+    values, _ = _counts(np.random.default_rng(4), 3, 16)
+    history = _panel(values[:, :n_times])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MSTL drops the weekly period, with a warning
+        warnings.simplefilter("error", tsanomaly.CalibrationWarning)
+        with pytest.raises(tsanomaly.CalibrationWarning) as caught:
+            STLDetector(device="cpu", **params).fit(history)
+        message = str(caught.value)
+        assert f"history of {n_times} time steps is too short to hold out any data" in message
+        assert f"fit on at least {need} time steps" in message and "holdout_folds=0" in message
+        assert "learnt in sample" in message and "too low" in message
+        det = STLDetector(device="cpu", **dict(params, holdout_folds=0)).fit(history)
+        assert det.holdout_folds_ == 0
+        STLDetector(device="cpu", **dict(params, threshold=6.0)).fit(history)
+        longer = STLDetector(device="cpu", **params).fit(_panel(values[:, :need]))
+        assert longer.holdout_folds_ >= 1
+
+
+@pytest.mark.parametrize("n_times", [3 * DAY, 4 * DAY])
+def test_mstl_whose_longer_period_is_dropped_keeps_room_for_the_shorter_one_in_each_fold(n_times):
+    """periods=(24, 168) on 3 or 4 days: the weekly period is dropped, and the held-out block left
+    48 points to its fit (two daily cycles, enough for STL), where MSTL keeps no period: the fit
+    raised. A fold's fit keeps MSTL's rule, one point more than two cycles."""
+    values, _ = _counts(np.random.default_rng(5), 2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        det = STLDetector(periods=(24, 168), device="cpu").fit(_panel(values[:, :n_times]))
+    assert det.periods_ == [24] and n_times - det.holdout_ >= 2 * DAY + 1
 
 
 @pytest.mark.parametrize("params, need", [

@@ -175,6 +175,10 @@ class CalibrationWarning(UserWarning):
     window). ``fit`` still succeeds, so that a batch of short series can be
     fitted in one go, but an operator must not mistake the silence for "no
     anomaly".
+
+    Also emitted where the threshold is calibrated but known to be too low:
+    :class:`~tsanomaly.detectors.stl.STLDetector` on a history too short to
+    hold any data out of its fit, calibrated on in-sample scores.
     """
 
 

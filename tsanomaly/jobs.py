@@ -609,8 +609,9 @@ def fit_frame(
         if require_alerts:
             check_history_length(det, panel.n_times, _grid_description(panel.index)[0])  # the fit's freq_
             # _check_can_alert below turns the uncalibrated case into one error; the
-            # library's warning would print the same news twice.
-            warnings.simplefilter("ignore", CalibrationWarning)
+            # library's warning would print the same news twice. Other calibration
+            # warnings (STL calibrated in sample on a short history) still reach the user.
+            warnings.filterwarnings("ignore", message=".*no training score was finite", category=CalibrationWarning)
         det.fit(panel)
     if require_alerts:
         _check_can_alert(det)

@@ -1558,6 +1558,9 @@ def fit(
     grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
     # Before any shard runs: a history too short to score anything gives a model that can never alert.
     check_history_length(detector, grid["n_times"], grid["freq"], how=None)
+    caveat = getattr(detector, "_calibration_caveat", None)  # STL: calibrated in sample, said here once
+    if caveat is not None and (message := caveat(grid["n_times"])):
+        warnings.warn(message, CalibrationWarning, stacklevel=2)
     keys = _keys(names)  # the context columns' names until the state is returned
     prepared = everything.where(_labelled(keys))
     shards = _n_shards(spark, n_estimate, contexts_per_shard, n_shards)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, min_observed
+from tsanomaly.base import BaseDetector, CalibrationWarning, min_observed
 from tsanomaly.detectors.baseline import score_direction
 from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA, nanmedian
 from tsanomaly.validation import check_flag, is_finite_real, is_int
@@ -563,6 +563,88 @@ def _by_phase(x, period, xp):
     return padded.reshape(n_ctx, n_cycles, period).transpose(0, 2, 1)
 
 
+def _seasonal_shape(season, missing, period, n_cyc, hi, edge, xp):
+    """One period's seasonal shape: per phase, the median of ``season`` over ``n_cyc`` cycles.
+
+    Parameters
+    ----------
+    season : array, shape (n_ctx, n)
+        The fitted seasonal component of the period.
+    missing : bool array, shape (n_ctx, n)
+        Points missing in the decomposed data (filled only to run it).
+    period, n_cyc : int
+        The period, and the cycles per phase (at most the history's whole cycles).
+    hi : int
+        End (exclusive) of the cycles preferred: those before the last ``seasonal // 2``
+        cycles, whose cycle-subseries fits are one-sided; ``hi >= n_cyc * period``.
+    edge : int
+        Cycles of a cycle-subseries smoother's half-window (``seasonal // 2``).
+
+    Returns
+    -------
+    array, shape (n_ctx, period)
+        Column ``p`` for phase ``t mod period``. Each phase takes the ``n_cyc`` cycles
+        nearest to ``hi`` where that phase was observed, in this order of preference: before
+        ``hi`` and more than ``edge`` cycles from any missing point of the phase (backwards
+        from ``hi``), before ``hi`` but nearer a gap (backwards), after ``hi`` (forwards).
+        A context without missing points thus gets the median over
+        ``[hi - n_cyc * period, hi)``, bit for bit as before. A phase never observed keeps
+        that median.
+
+    Notes
+    -----
+    Missing points are filled (interpolated, or the last observation held) before the
+    decomposition, and the seasonal component there is a smooth of the fill, not of the
+    context's cycle; the cycles beside a gap are pulled towards it too, as the last cycles
+    are towards the end. Read from fixed cycles, a multi-day gap near the end of the history
+    flattened the shape, and clean data then alerted. 28 days of hourly Poisson counts with
+    a daily cycle (log amplitude 1.77 when complete), scored on the 2 clean days that
+    follow, threshold 4.20: the last 4 / 6 / 8 days missing gave amplitudes 1.57 / 0.42 /
+    0.004, clean scores up to 3.57 / 6.82 / 9.62 and 0 / 7 / 4 alerts; a 3-day gap on days
+    22-24 an amplitude of 0.41 and clean scores up to 7.48 (threshold 5.24). Read where the
+    phase was observed: amplitudes 1.75 / 1.57 / 1.66 and 1.59, scores up to 2.66 / 2.28 /
+    2.30 (with the level read likewise, see ``STLDetector._fit_state``) and 1.84, no alert.
+    Without the preference for cycles clear of a gap (the last observed cycles): 1.69 /
+    1.33 / 1.57 and 1.44, scores up to 2.19 / 2.89 / 4.27.
+    """
+    n = season.shape[1]
+    lo = hi - n_cyc * period
+    fixed = xp.roll(nanmedian(_by_phase(season[:, lo:hi], period, xp)), lo % period, axis=1)
+    if not bool(missing.any()):
+        return fixed
+    # Row c of the search order holds the positions of phase (hi - 1 - c) mod period: first
+    # backwards from hi - 1 - c (inside the smoother's window, nearest first), then forwards
+    # from hi + period - 1 - c (the one-sided cycles at the end, nearest first).
+    anchor = hi - 1 - xp.arange(period)[:, None]
+    back = anchor - period * xp.arange((hi - 1) // period + 1)[None, :]
+    ahead = anchor + period * xp.arange(1, (n - hi) // period + 2)[None, :]
+    order = xp.concatenate([back, ahead], axis=1)  # (period, cycles searched)
+    inside = (order >= 0) & (order < n)
+    order = xp.clip(order, 0, n - 1)
+    observed = inside[None] & ~missing[:, order]
+    # A cycle whose cycle-subseries smoother reaches a missing point of its phase (within
+    # ``edge`` cycles) is pulled towards the fill, as the last cycles are towards the end.
+    near_gap = xp.zeros_like(missing)
+    for j in range(1, edge + 1):
+        if j * period >= n:
+            break
+        near_gap[:, j * period:] |= missing[:, :n - j * period]
+        near_gap[:, :n - j * period] |= missing[:, j * period:]
+    before_hi = xp.zeros(order.shape, dtype=bool)
+    before_hi[:, :back.shape[1]] = True
+    clean = ~near_gap[:, order]
+    taken = xp.zeros(observed.shape, dtype=bool)
+    # preferred first: observed cycles before hi clear of gaps, then before hi near a gap, then after hi
+    for tier in (before_hi[None] & clean, before_hi[None] & ~clean, ~before_hi[None]):
+        room = n_cyc - taken.sum(axis=2, keepdims=True)
+        candidates = observed & tier
+        taken |= candidates & (xp.cumsum(candidates, axis=2) <= room)
+    masked = nanmedian(xp.where(taken, season[:, order], xp.nan))
+    count = taken.sum(axis=2)
+    rows = (hi - 1 - xp.arange(period)) % period  # the row of each phase (its own inverse)
+    return xp.where(count[:, rows] > 0, masked[:, rows], fixed)
+
+
 def _last_columns(x, width, xp):
     """The last ``width`` columns of ``x`` (n_ctx, n), a copy; NaN-padded on the left when the
     history is shorter (the points before it were not observed). ``x[:, n - width:]`` would
@@ -743,13 +825,23 @@ class STLDetector(BaseDetector):
         the end of the history), where the component is not an extrapolation
         of the last few points; when the history is too short for that, its
         first ``shape_seasons`` cycles (those furthest from its one-sided end).
+        Each phase is read only where it was observed: where points of the
+        history are missing, a phase takes the nearest cycles before those in
+        which it was observed and that lie more than the smoother's half-window
+        from a missing point of it (searching further back, then nearer gaps,
+        then among the last cycles), since the seasonal component over a gap is
+        a smooth of the filled values -- the last 8 of 28 days missing had
+        flattened the daily shape to nothing and clean days then alerted. A
+        context without missing points gets the fixed cycles' shape.
     level_seasons : int, default 7
         The level at the end of the history is the median of the
         deseasonalised observations over the last ``level_seasons`` cycles of
         the shortest period (7: a week of daily cycles, so that a weekly rhythm
         the periods do not model averages out), carried to the end by the slope;
         the slope is the change of that median from the ``level_seasons``
-        cycles before (0 when the history is shorter than twice that).
+        cycles before (0 when the history is shorter than twice that). A
+        context with no observation in those cycles takes the median over its
+        last ``level_seasons`` cycles' worth of observed points, without slope.
     holdout_seasons : int, default 7
         Cycles of the shortest period in each held-out block that calibrates
         the threshold out of sample (see Notes); fewer when the history is
@@ -758,8 +850,11 @@ class STLDetector(BaseDetector):
         Held-out blocks (rolling origins): the last ``holdout_seasons`` cycles,
         the ones before them, ..., each scored from a fit on everything before
         it, as long as that fit keeps at least a block's length.  0: calibrate
-        on the in-sample scores of the whole history (also what happens when
-        the history is too short to hold anything out).
+        on the in-sample scores of the whole history.  A history too short to
+        hold anything out (periods=24: under 3 days) is calibrated in sample
+        too, with a :class:`~tsanomaly.CalibrationWarning`: in-sample scores are
+        far smaller than new data's, so the threshold is too low (2 days of
+        clean failed logins: 1.36, and 59% of the next clean week flagged).
     min_scale : float or None, default None
         None (the default): counts have at least Poisson noise, and the
         deviation is measured against it as well as against the context's
@@ -844,7 +939,8 @@ class STLDetector(BaseDetector):
     median count (``log1p(c + 1) - log1p(c)``): the robust fit would then
     reject ordinary count noise.  And whatever the fit, the carried state is
     read where the decomposition is well determined: the seasonal shape from
-    cycles inside the seasonal smoother's window, the level from a median of
+    cycles inside the seasonal smoother's window (and, per phase, away from
+    the points that were missing and filled), the level from a median of
     the deseasonalised observations (not from the last point of the trend),
     and the expectation is at least zero events.
 
@@ -1000,7 +1096,8 @@ class STLDetector(BaseDetector):
         the shortest history that keeps a period. STL needs two full cycles of its period; MSTL
         keeps a period only below half the history's length, so it needs one point more than two
         cycles of its shortest period (the longer ones are then dropped, with a warning). A
-        history that long is decomposed in sample (no held-out block fits in it)."""
+        history that long is calibrated in sample, with a CalibrationWarning: a held-out block
+        needs one cycle of the shortest period more (see ``holdout_folds``)."""
         self._validate()
         # any length checks the other parameters; a huge one keeps every period
         periods = self._config(2**62, warn=False).periods
@@ -1088,10 +1185,12 @@ class STLDetector(BaseDetector):
         step = _forward(c + 1.0, self.transform, xp) - _forward(c, self.transform, xp)
         return xp.log(xp.maximum(sd_w, xp.maximum(floor[:, None], 0.5 * step)))
 
-    @staticmethod
-    def _min_fit_length(cfg: _StlConfig) -> int:
-        """Shortest history decomposed with the same periods (all of them kept)."""
-        return _length_keeping(max(cfg.periods), len(cfg.periods) > 1)
+    def _min_fit_length(self, cfg: _StlConfig) -> int:
+        """Shortest history decomposed with the same periods (all of them kept). MSTL's rule (a
+        period below half the length) holds whenever several periods were asked for, also when
+        ``cfg`` kept only one of them: with periods=(24, 168), 72 and 96 points held out 24 and
+        48 and left 48 to fit, where MSTL keeps no period, and the fit raised."""
+        return _length_keeping(max(cfg.periods), len(_as_int_tuple(self.periods, "periods")) > 1)
 
     def _holdout_length(self, n: int, cfg: _StlConfig) -> int:
         """Points of one held-out block: whole cycles of the shortest period, at most half of the
@@ -1104,6 +1203,38 @@ class STLDetector(BaseDetector):
             if 2 * hold <= n and n - hold >= self._min_fit_length(cfg):
                 return hold
         return 0
+
+    def _calibration_caveat(self, n_times: int) -> str | None:
+        """The :class:`~tsanomaly.base.CalibrationWarning` message for a fit on ``n_times`` steps that
+        asks for held-out folds (``holdout_folds > 0``, a calibrated threshold) but has room for none,
+        else None. :mod:`tsanomaly.spark` asks it on the driver too (the shards fit out of sight).
+
+        Why a warning: on so short a history the threshold is learnt on in-sample scores, which are
+        far smaller than the scores of new data. periods=24, 2 days of 20 clean contexts of
+        make_security_panel: thresholds of 1.36 (failed logins) and 1.38 (registrations), and 59% /
+        38% of the next clean week's points above them; from 3 days, with one held-out day, 7.06 and
+        4.34, and none. Not a refusal (``min_fit_times`` stays the shortest history that scores):
+        ``holdout_folds=0`` and a fixed threshold ask for no held-out fold, and MSTL histories just
+        long enough to keep the longest period (``2 * period + 1`` to ``2 * period + shortest``
+        points) hold nothing out either, however long they are.
+        """
+        if not self.holdout_folds or not isinstance(self.threshold, str):
+            return None
+        cfg = self._config(n_times, warn=False)
+        if self._holdout_length(n_times, cfg):
+            return None
+        p_min = min(cfg.periods)
+        before = self._min_fit_length(cfg)
+        need = max(2 * p_min, p_min + before)
+        return (
+            f"{type(self).__name__}: the history of {n_times} time steps is too short to hold out any data "
+            f"for calibration (holdout_folds={self.holdout_folds}): a held-out fold needs at least one "
+            f"cycle of the shortest period ({p_min} points) after a fit on at least {before} points "
+            f"(periods {list(cfg.periods)}), {need} points in all. The threshold is learnt in sample, on "
+            "scores far smaller than new data's, so it is too low and clean data will alert; fit on at "
+            f"least {need} time steps, or set holdout_folds=0 (in-sample calibration) or a fixed "
+            "threshold to accept it"
+        )
 
     @staticmethod
     def _inflate(state, inflation, xp):
@@ -1192,6 +1323,9 @@ class STLDetector(BaseDetector):
         # 100,000 contexts x 168 hours), and freed temporaries are reused instead of fresh memory
         # being mapped for each. The GPU takes the whole panel at once.
         hold = self._holdout_length(n, cfg)
+        caveat = None if hold else self._calibration_caveat(n)
+        if caveat:
+            warnings.warn(caveat, CalibrationWarning, stacklevel=3)
         fits = [self._fit_contexts(values[rows], cfg, hold, xp) for rows in backend.context_blocks(n_ctx, n, xp)]
         state, train, skipped, robust_fit, inflation = (
             _concatenate_rows([getattr(fit, part) for fit in fits], xp)
@@ -1281,15 +1415,15 @@ class STLDetector(BaseDetector):
                 remainder[rows] = r
                 robust_fit[rows] = False
 
-        # seasonal shape per period: median over cycles inside the seasonal LOESS window
+        # seasonal shape per period: median over cycles inside the seasonal LOESS window, per phase
+        # over the cycles where that phase was observed (see _seasonal_shape)
+        missing = xp.isnan(z)
         shape = {}
         for k, period in enumerate(cfg.periods):
             n_cyc = max(1, min(int(self.shape_seasons), n // period))
             edge = cfg.seasonal[k] // 2  # the last cycles of each cycle-subseries are one-sided fits
             hi = min(n, max(n - edge * period, n_cyc * period))
-            lo = hi - n_cyc * period
-            table = nanmedian(_by_phase(seasonal[k][:, lo:hi], period, xp))
-            shape[str(period)] = xp.roll(table, lo % period, axis=1)  # phase of column lo is lo mod period
+            shape[str(period)] = _seasonal_shape(seasonal[k], missing, period, n_cyc, hi, edge, xp)
 
         def seasonal_at(start, length):
             out = xp.zeros((n_ctx, length))
@@ -1308,7 +1442,20 @@ class STLDetector(BaseDetector):
         else:
             slope = xp.zeros(n_ctx)
         level = recent + slope * (span - 1) / 2.0
-        level = xp.where(xp.isfinite(level), level, trend[:, -1])  # no observation in the span: the trend
+        unseen = ~xp.isfinite(level)
+        if bool(unseen.any()):
+            # No observation in the span: the median of the last ``span`` observed points (no
+            # slope across the gap). The former fallback, the trend's last point, is a smooth of
+            # the fill -- the last observation held, at whatever phase it was: 3.99 and 4.34
+            # where the observations' median is 4.20 (the last 8 / 12 days of 28 missing), clean
+            # scores up to 4.01 and 3.46 at a threshold of 4.20 even with the seasonal shape read
+            # where it was observed; from the observed points 4.19 and 4.20, scores up to 2.30
+            # and 2.22. Contexts observed in the span are unchanged.
+            observed = ~xp.isnan(deseasonalised)
+            latest = xp.cumsum(observed[:, ::-1], axis=1)[:, ::-1] <= span  # among the last span observed
+            last_seen = nanmedian(xp.where(observed & latest, deseasonalised, xp.nan))
+            level = xp.where(unseen, last_seen, level)
+        level = xp.where(xp.isfinite(level), level, trend[:, -1])  # nothing observed (a skipped context)
 
         # remainder scale per phase of the shortest period, shrunk towards the context's scale
         by_phase = _by_phase(remainder, p_min, xp)
