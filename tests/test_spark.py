@@ -648,6 +648,27 @@ def test_fitted_contexts_without_new_rows_are_left_out_in_any_shard(spark, frame
     result.unpersist()
 
 
+def test_absent_zero_scores_fitted_contexts_without_rows_as_zero_events(spark, frames, baseline_fit):
+    # As tsanomaly score --absent zero: an hourly counts table omits the contexts without an event,
+    # and those were not scored at all (an outage to zero never alerted).
+    _, new = frames
+    model, reference = baseline_fit
+    silent = [tuple(c) for c in new[CONTEXT].drop_duplicates().to_numpy()[:2]]
+    quiet = _rows_of(new, silent[0]) | _rows_of(new, silent[1])
+    with_zeros = new.assign(**{VALUE: new[VALUE].where(~quiet, 0.0)})
+    result = tss.score(_spark_frame(spark, new[~quiet]), model, fill="zero", absent="zero", n_shards=5)
+    got = _scores_of(result)
+    expected = reference.score(tsanomaly.Panel.from_frame(with_zeros, CONTEXT, "ts", VALUE, fill="zero"))
+    expected = expected.to_frame(value="score", time="ts", dropna=False)
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
+    assert {tuple(c) for c in merged[CONTEXT].to_numpy()} == {tuple(c) for c in reference.contexts_}
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    result.unpersist()
+    with pytest.raises(ValueError, match="absent='zero' reads a missing row as zero events, which needs fill='zero'"):
+        tss.score(_spark_frame(spark, new), model, fill="nan", absent="zero")
+
+
 @pytest.mark.parametrize("name", ["baseline", "stl", "mp"])
 def test_unseen_contexts_in_a_shard_without_fitted_contexts_start_cold(spark, name):
     # The shard's detector had no per-context row, and reading row max(rows, 0) of it raised: the

@@ -957,14 +957,31 @@ def _score_piece(detector: BaseDetector, panel: Panel):
     return backend.to_numpy(scores.values), detector.alerts(panel, scores=scores)
 
 
+def _with_absent_as_zero(data: _ShardData, state: pd.DataFrame, names: list[str]) -> _ShardData:
+    """``data`` with a row of zeros over the grid for each context of ``state`` it does not hold
+    (``score(absent="zero")``), contexts sorted as :func:`_shard_data` sorts them."""
+    fitted = _contexts_index(state, names)
+    added = fitted[~np.asarray(fitted.isin(data.contexts), dtype=bool)]
+    if not len(added):
+        return data
+    contexts = data.contexts.append(added)
+    order = np.asarray(contexts.argsort())
+    values = np.concatenate([data.values, np.zeros((len(added), data.values.shape[1]))])
+    reasons = np.concatenate([data.reasons, np.full(len(added), None, dtype=object)])
+    return _ShardData(contexts[order], values[order], data.index, reasons[order])
+
+
 def _score_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """cogroup body of :func:`score`: a shard's new rows and per-context state in, one row per context out."""
     names = spec["context"]
-    if not len(new):  # contexts with state but no new data are not scored
+    zero_filled = spec.get("absent") == "zero" and len(state)
+    if not len(new) and not zero_filled:  # contexts with state but no new data are not scored
         return _finish([], spec["columns"], object_columns=spec["object_columns"])
     device = _task_device(spec["device"])
     template = _cached_template(spec, device)
     data = _shard_data(new, spec, None)
+    if zero_filled:  # fitted contexts without a row: zero events over the batch (absent="zero")
+        data = _with_absent_as_zero(data, state, names)
     reasons = data.reasons.copy()
     fitted = state["reason"].isna().to_numpy() if len(state) else np.zeros(0, dtype=bool)
     if len(state) and not fitted.all():  # contexts that could not be fitted are not scored
@@ -2185,6 +2202,7 @@ def score(
     fill: str | None = None,
     n_shards: int | None = None,
     contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
+    absent: str = "skip",
 ) -> SparkScores:
     """Score new data with a :class:`SparkModel`, sharded by context.
 
@@ -2194,11 +2212,18 @@ def score(
         New observations in long format, on the fitted grid after the fitted
         history (as for :meth:`BaseDetector.score`); contexts unseen at fit are
         scored from a cold start, as on one machine. Fitted contexts without new
-        rows are not scored (no rows in the output); rows with a null context
-        column are left out, with a warning that counts them.
+        rows are not scored (no rows in the output) unless ``absent="zero"``;
+        rows with a null context column are left out, with a warning that counts
+        them.
     model : SparkModel
     context, time, value, fill
         Default to those given at fit.
+    absent : {"skip", "zero"}, default "skip"
+        What a fitted context without a row in ``sdf`` gets, as ``tsanomaly score
+        --absent`` (:func:`tsanomaly.jobs.score_frame`): not scored (``"skip"``:
+        ``sdf`` may hold only some contexts), or scored as zero events over the new
+        data's span (``"zero"``: ``sdf`` holds every context but omits those without
+        an event, as an hourly counts table does). ``"zero"`` needs ``fill="zero"``.
     n_shards, contexts_per_shard
         As for :func:`fit` (the count of fitted contexts sizes the shards).
 
@@ -2211,7 +2236,8 @@ def score(
     Raises
     ------
     ValueError
-        When ``fill`` is not "nan" or "zero", or no row of the new data is on the fitted grid
+        When ``fill`` is not "nan" or "zero", ``absent`` not "skip" or "zero" (or "zero" without
+        ``fill="zero"``), or no row of the new data is on the fitted grid
         after the history, or a context column has another type than at fit (a wider integer
         type is taken as it is), or the new data spans more than 100 grid steps per distinct
         timestamp (and over 10,000 steps: a row with a wrong clock, which would make every
@@ -2222,6 +2248,10 @@ def score(
     data = global_state.get("data", {})
     fill = fill or data.get("fill", "nan")
     _check_fill(fill)  # before any Spark work, so a typo fails at once
+    if absent not in ("skip", "zero"):
+        raise ValueError(f"absent must be 'skip' or 'zero', got {absent!r}")
+    if absent == "zero" and fill != "zero":
+        raise ValueError(f"absent='zero' reads a missing row as zero events, which needs fill='zero'; got fill={fill!r}")
     _check_shard_args(n_shards, contexts_per_shard)
     functions, _ = _require_pyspark()
     names = _context_list(context if context is not None else global_state["context"])
@@ -2319,7 +2349,7 @@ def score(
                         for k, (_, kind) in enumerate(explanations)})
     light = {"per_context": global_state["per_context"], "context": keys}
     spec = {
-        "context": keys, "grid": grid, "time_codec": codec, "fill": fill,
+        "context": keys, "grid": grid, "time_codec": codec, "fill": fill, "absent": absent,
         "device": global_state["params"].get("device", "auto"),
         "model_id": hashlib.sha256(payload.encode()).hexdigest(), "global": shipped,
         "class_module": cls.__module__, "global_state_light": light, "explanations": explanations,
