@@ -8,7 +8,7 @@ import pytest
 import tsanomaly
 from tsanomaly import Panel, RollingZScoreDetector
 from tsanomaly.backend import GPUUnavailableError, resolve_device
-from tsanomaly.detectors.baseline import rolling_robust_zscore
+from tsanomaly.detectors.baseline import COUNT_SCALE_FLOOR, rolling_robust_zscore
 from tsanomaly.thresholds import calibrate
 
 
@@ -333,18 +333,25 @@ def test_a_context_flat_for_the_whole_fit_is_floored_like_one_with_a_single_even
     new[0, 5] = 15.0
     new[1:, 5] = level + 3 * unit  # three events
     det = RollingZScoreDetector(device="cpu").fit(x)
-    assert det.scale_floor_[1] == pytest.approx(0.1 * unit * np.sqrt(503) / 504, rel=1e-12)
-    assert det.scale_floor_[1] == pytest.approx(det.scale_floor_[2], rel=1e-6)
     scores = det.score(new).values[:, 5]
-    assert scores[1] == pytest.approx(scores[2], rel=1e-6) and scores[1] > 100
-    assert len(det.alerts(new)) >= 2  # the first events of both quiet contexts alert
+    if level == 0:
+        # Counts: both floored at half a count (COUNT_SCALE_FLOOR), so three events score 6 in both.
+        assert det.scale_floor_[1] == det.scale_floor_[2] == 0.5
+        assert scores[1] == scores[2] == 6.0
+    else:
+        assert det.scale_floor_[1] == pytest.approx(0.1 * unit * np.sqrt(503) / 504, rel=1e-12)
+        assert det.scale_floor_[1] == pytest.approx(det.scale_floor_[2], rel=1e-6)
+        assert scores[1] == pytest.approx(scores[2], rel=1e-6) and scores[1] > 100
+        assert len(det.alerts(new)) >= 2  # the first events of both quiet contexts alert
     # The fit's threshold is calibrated on the same floors.
     assert det.global_threshold_ < 10
-    # A context with spread keeps floor_fraction x its spread.
-    assert det.scale_floor_[0] == pytest.approx(0.1 * max(1.4826 * np.median(np.abs(x[0] - np.median(x[0]))), x[0].std()))
+    # A context with spread keeps floor_fraction x its spread (counts: at least half a count).
+    spread = max(1.4826 * np.median(np.abs(x[0] - np.median(x[0]))), x[0].std())
+    assert det.scale_floor_[0] == pytest.approx(max(0.1 * spread, COUNT_SCALE_FLOOR))
     assert scores[0] == pytest.approx(4.4966, abs=1e-4)  # unchanged
-    # floor_fraction = 0 leaves only the past's own MAD and the 1e-12 minimum, as documented.
-    assert RollingZScoreDetector(floor_fraction=0.0, device="cpu").fit(x).scale_floor_[1] == 1e-12
+    # floor_fraction = 0 leaves only the past's own MAD and the minimum: half a count for counts,
+    # 1e-12 otherwise, as documented.
+    assert RollingZScoreDetector(floor_fraction=0.0, device="cpu").fit(x).scale_floor_[1] == (0.5 if level == 0 else 1e-12)
 
 
 @pytest.mark.gpu
@@ -396,3 +403,21 @@ def test_alerts_explain_on_the_host_with_a_history_kept_on_the_gpu():
     got = det.alerts(new, scores=scores)
     assert len(got) >= 1
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_sparse_count_contexts_do_not_lift_the_global_threshold_above_the_others_anomalies():
+    # Floored at a tenth of their spread, the single events of sparse contexts (0.03 an hour) scored
+    # about 58 and set the one global threshold (6.4 -> 65.6): a 6-hour outage (16.2) was missed.
+    rng = np.random.default_rng(0)
+    n, n_fit = 24 * 21, 24 * 14
+    t = np.arange(n)
+    dense = rng.poisson(50 * (1 + 0.5 * np.sin(2 * np.pi * t / 24)), size=(16, n)).astype(float)
+    sparse = rng.poisson(0.03, size=(4, n)).astype(float)
+    x = np.vstack([dense, sparse])
+    x[1, n_fit + 60 : n_fit + 66] = 0  # an outage
+    alone = RollingZScoreDetector(device="cpu").fit(dense[:, :n_fit])
+    det = RollingZScoreDetector(device="cpu").fit(x[:, :n_fit])
+    assert det.global_threshold_ < 1.1 * alone.global_threshold_
+    assert (det.scale_floor_[16:] == COUNT_SCALE_FLOOR).all()
+    flags = det.predict(x[:, n_fit:]).values
+    assert flags[1, 60:66].any() and not flags[16:].any()
