@@ -373,7 +373,10 @@ def main(argv=None) -> int:
         # rounding, hence the rounded score as the first key).
         ranked = alerts.assign(rank_score=alerts["peak_score"].round(3))
         ranked = ranked.sort_values(["rank_score", "observed"], ascending=False, kind="stable")
-        section.alerts = ranked.drop(columns=["new_source", "rank_score"]).reset_index(drop=True)
+        # new_source is the report's cold_start (a source unseen at fit): the page tags those alerts
+        # "new context", which told a known address turning hostile from a new one (dropped, no tag).
+        ranked = ranked.rename(columns={"new_source": "cold_start"})
+        section.alerts = ranked.drop(columns=["rank_score"]).reset_index(drop=True)
         html = report.render_report([section], top=args.top, title="sshd failed authentications per source address")
         tsio.write_text(html, args.report)
         print(f"\nreport written to {args.report}")

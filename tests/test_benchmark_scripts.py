@@ -202,3 +202,14 @@ def test_compare_help_exits_0_and_a_missing_command_2(argv, code):
     assert done.returncode == code, done.stderr
     assert "usage: compare.py {stl,mp,lstm} [options]" in done.stdout + done.stderr
     assert "Side-by-side throughput" in done.stdout
+
+
+def test_lstm_quality_refuses_fewer_days_than_its_fit_and_a_scored_day(capsys):
+    # The split is at day 21: with --days 14 the fit held attacks, nothing was scored, and every
+    # AUC was NaN while the script exited 0.
+    from benchmarks import lstm_quality
+
+    with pytest.raises(SystemExit) as exit_info:
+        lstm_quality.main(["--contexts", "2", "--days", "14"])
+    assert exit_info.value.code == 2
+    assert "--days must be at least 22" in capsys.readouterr().err

@@ -70,7 +70,10 @@ def test_auth_log_bruteforce_finds_the_documented_episode(capsys, tmp_path):
     assert "BRUTE-FORCE EPISODE (top alert): 24.151.103.17" in out
     assert "peak 2017-03-30 15:00" in out
     assert "known source:" in out  # the address had logged in before: explained as a known source
-    assert report.read_text().count("<img ") == 3
+    html = report.read_text()
+    assert html.count("<img ") == 3
+    # the sources never seen before are tagged (the example's re-ranked table had dropped the tag)
+    assert "new context" in html
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}")

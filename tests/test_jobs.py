@@ -1753,6 +1753,26 @@ def test_absent_zero_scores_an_hourly_loop_as_one_score_of_the_day_with_its_zero
     assert not np.isfinite(tsanomaly.load(model).history_).all()  # the silent hours are kept as missing
 
 
+def test_report_with_absent_zero_shows_the_alerts_that_score_with_absent_zero_gives(tables, tmp_path, capsys):
+    # report had no --absent: the page of an hour showed none of the outage alerts its score gave.
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    _, day_path, _ = _hour_files_without_zero_rows(today, tmp_path, [("AS1007", 5, 23)])
+    day = tsio.read_table(day_path, text_columns=["country", "asn"])
+    silent = _write(day[day["asn"] != "AS1007"], tmp_path / "silent.csv")  # AS1007 has no row at all
+    assert main(_score_args(model, silent, tmp_path / "alerts.csv", "--absent", "zero")) == 0
+    scored = tsio.read_table(tmp_path / "alerts.csv", text_columns=["country", "asn"])
+    assert "AS1007" in set(scored["asn"])
+    capsys.readouterr()
+    results = jobs.report_file([model], silent, tmp_path / "page.html", absent="zero")
+    assert "AS1007" in set(results[0].alerts["asn"]) and len(results[0].alerts) == len(scored)
+    assert main(["report", "--model", str(model), "--input", str(silent), "--out", str(tmp_path / "p.html"),
+                 "--absent", "zero"]) == 0
+    skipped = jobs.report_file([model], silent, tmp_path / "skip.html")
+    assert "AS1007" not in set(skipped[0].alerts["asn"])
+
+
 def test_absent_zero_adds_fitted_labels_as_the_panel_spells_them(tables):
     """A model fitted in Python on integer labels (one context column) scores a job's panel of text
     labels: the contexts added as zeros are text like the input's, sorted among them, and all seen."""

@@ -1193,6 +1193,12 @@ def test_local_midnights_in_a_timestamp_column_are_told_to_become_local_timestam
     model = tss.fit(local, detector, context=CONTEXT, time="day", value=VALUE)
     assert model.global_state["fit"]["grid"]["n_times"] == len(days)
     model.unpersist()
+    # one mis-stamped row among UTC midnights is not a time zone: the grid's own error
+    utc = frame.assign(day=pd.date_range("2024-01-01", periods=len(frame), freq="D"))
+    utc.loc[5, "day"] += pd.Timedelta(minutes=20)
+    with pytest.raises(ValueError) as error:
+        tss.fit(spark.createDataFrame(utc), detector, context=CONTEXT, time="day", value=VALUE)
+    assert "looks like midnights" not in str(error.value) and "00:20" in str(error.value)
 
 
 def test_a_row_off_the_grid_or_from_the_history_marks_only_its_context(spark, frames, baseline_fit):

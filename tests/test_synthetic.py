@@ -91,6 +91,10 @@ def test_split_and_frequency_checks(data):
     assert history.panels["logins"].index[-1] == pd.Timestamp("2024-01-21 23:00")
     assert new.panels["logins"].index[0] == pd.Timestamp("2024-01-22 00:00")
     assert len(history.attacks) == 0 and len(new.attacks) == len(data.attacks)
+    # off the grid: every bucket lands in one part (at - freq lost the 00:00 bucket to both)
+    before, after = data.split("2024-01-22 00:30")
+    assert before.panels["logins"].index[-1] == pd.Timestamp("2024-01-22 00:00")
+    assert before.panels["logins"].n_times + after.panels["logins"].n_times == data.panels["logins"].n_times
     quarter = make_security_panel(n_contexts=5, n_days=3, freq="15min", seed=0)
     assert quarter.panels["logins"].n_times == 3 * 96
     with pytest.raises(ValueError, match="divide a day"):

@@ -121,7 +121,7 @@ def _cmd_report(args) -> int:
     results = _job_errors(
         lambda: jobs.report_file(
             args.model, args.input, args.out, top=args.top, history=args.history, title=args.title,
-            device=args.device,
+            device=args.device, absent=args.absent,
         )
     )
     n_alerts = sum(len(r.alerts) for r in results)
@@ -213,6 +213,10 @@ def _add_job_commands(commands) -> None:
     report.add_argument("--history", default=None, help="history file, drawn in grey before the scored data")
     report.add_argument("--title", default=None, help="page title")
     report.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")
+    report.add_argument(
+        "--absent", default="skip", choices=["skip", "zero"],
+        help="what a fitted context with no row in the input gets, as for `score --absent` (default: skip)",
+    )
     report.add_argument("-v", "--verbose", **verbose)
     report.set_defaults(handler=_cmd_report)
 

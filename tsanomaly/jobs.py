@@ -1341,6 +1341,7 @@ def report_file(
     title: str | None = None,
     device: str | None = None,
     progress: bool | None = None,
+    absent: str = "skip",
 ) -> list[ScoreResult]:
     """Score ``input`` with one or more saved models and write a self-contained HTML report.
 
@@ -1359,6 +1360,9 @@ def report_file(
         The history the models were fitted on (or its recent part): plotted in
         grey before the scored data, so an analyst sees what "normal" looked
         like, and where a matrix-profile alert's nearest neighbour lies.
+    absent : {"skip", "zero"}, default "skip"
+        What a fitted context without a row in ``input`` gets, as for :func:`score_frame`
+        (``tsanomaly score --absent``): the report of an hour shows the alerts its score gave.
 
     Returns
     -------
@@ -1385,6 +1389,8 @@ def report_file(
     tsio.check_output_path(out, "--out", what="an HTML file", example="report.html")
     # The report shows the alerts (and counts the unseen contexts, under their own column names).
     loaded = [(path, *load_model(path, device=device, outputs=("alerts",))) for path in models]
+    for path, _, columns in loaded:  # before the input is read
+        check_absent_rule(absent, columns, source=str(path))
     needed = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.columns()))
     labels = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.context))
     frame = tsio.read_table(input, columns=needed, text_columns=labels)
@@ -1393,7 +1399,7 @@ def report_file(
     )
     results, sections = [], []
     for path, det, columns in loaded:
-        result = score_frame(det, frame, columns, progress=progress, source=str(input))
+        result = score_frame(det, frame, columns, progress=progress, source=str(input), absent=absent)
         history_panel = None
         if history_frame is not None:
             history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history),

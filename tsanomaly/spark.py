@@ -1358,8 +1358,10 @@ def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> 
 
     A ``TIMESTAMP`` is an instant, read in UTC; midnights of a zone with daylight saving lie 23 or
     25 h apart across a switch, so a daily grid in UTC misses them by an hour. They look like
-    that when the step is whole days and every timestamp lies within ``_DST_SHIFT`` of a whole
-    number of days from the first.
+    that when the step is whole days, every timestamp lies within ``_DST_SHIFT`` of a whole
+    number of days from the first, and those off it are off by whole half hours (what a
+    daylight-saving switch moves a clock by), more than one of them (a season's days, not one
+    mis-stamped row: a row at 00:20 among UTC midnights got this advice, which cannot fit it).
     """
     day = _DAY_NS
     step = step_duration(freq) if freq is not None else pd.Timedelta(day, unit="ns")
@@ -1370,6 +1372,9 @@ def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> 
     shift = (ns - start) % day
     shift = np.minimum(shift, day - shift)
     if not shift.any() or shift.max() > _DST_SHIFT.value:
+        return None
+    half_hour = int(pd.Timedelta(minutes=30).value)
+    if np.count_nonzero(shift) < 2 or (shift % half_hour).any():
         return None
     pos = int(np.flatnonzero(shift)[0])
     return (

@@ -79,7 +79,10 @@ class SecurityPanel:
         at = pd.Timestamp(at)
         if at.tzinfo is not None:
             at = at.tz_convert("UTC").tz_localize(None)
-        end_history = at - self.index.freq
+        # The last bucket before ``at``: ``at - freq`` lost the bucket between them when ``at`` is
+        # off the grid (split at 00:30, the 00:00 bucket was in neither part).
+        before_at = self.index[self.index < at]
+        end_history = before_at[-1] if len(before_at) else self.index[0] - self.index.freq
 
         def cut(panels, **kw):
             return {name: p.time_slice(**kw) for name, p in panels.items()}

@@ -233,8 +233,11 @@ class EnsembleDetector(BaseDetector):
         highest score, a positive integer (checked whatever ``combine`` is). Default:
         each member's own ``window``.
     threshold, contamination, per_context, device
-        See :class:`tsanomaly.base.BaseDetector`; ``device`` is passed to members
-        whose own ``device`` is ``"auto"``.
+        See :class:`tsanomaly.base.BaseDetector`; at fit, ``device`` is passed to
+        members whose own ``device`` is ``"auto"``. A fitted ensemble moved with
+        ``load(..., device=)`` or ``set_params(device=)`` moves every member there
+        (the fitted members hold resolved devices, so one pinned to the CPU is not
+        told apart from one that was ``"auto"``).
 
     Attributes
     ----------
