@@ -963,3 +963,17 @@ def test_a_smoothed_peak_after_a_missing_point_is_explained_by_a_window_that_has
     # each explanation is the neighbour of one of the windows the peak's score averages
     for _, alert in alerts.iterrows():
         assert alert["neighbour_time"] - alert["neighbour_start"] == pd.Timedelta(hours=m - 1)
+
+
+def test_plain_distances_of_sparse_count_contexts_do_not_lift_the_global_threshold():
+    # Their unit, a robust scale of a few hundredths, made each single event many units: beside 16
+    # hourly contexts of about 50 events, four of 0.03 an hour lifted the threshold from 0.31 to 6.45.
+    rng = np.random.default_rng(0)
+    n, n_fit = 24 * 21, 24 * 14
+    t = np.arange(n)
+    dense = rng.poisson(50 * (1 + 0.5 * np.sin(2 * np.pi * t / 24)), size=(16, n)).astype(float)
+    x = np.vstack([dense, rng.poisson(0.03, size=(4, n)).astype(float)])
+    alone = MatrixProfileDetector(normalize=False, device="cpu").fit(dense[:, :n_fit])
+    det = MatrixProfileDetector(normalize=False, device="cpu").fit(x[:, :n_fit])
+    assert (det.scale_[16:] == 0.5).all()
+    assert det.global_threshold_ < 1.2 * alone.global_threshold_

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tsanomaly.scaling import (
-    lerp, linear_quantile_positions, nanmedian, nanquantile, robust_center_scale, robust_sigma,
+    count_rows, lerp, linear_quantile_positions, nanmedian, nanquantile, robust_center_scale, robust_sigma,
 )
 
 
@@ -127,3 +127,14 @@ def test_constant_row_scale_is_robust_center_scales_rule_for_rows_without_spread
     np.testing.assert_array_equal(constant_row_scale(center), scale)
     np.testing.assert_array_equal(scale, [1.0, 5e-3, 2e3, 1.0, 3e-3])
     np.testing.assert_array_equal(constant_row_scale(np.array([np.nan, 0.0])), [1.0, 1.0])
+
+
+def test_count_rows_are_whole_numbers_at_least_zero_with_one_observed():
+    x = np.array([
+        [0.0, 1.0, np.nan, 30.0],  # counts, a missing bucket
+        [0.0, 1.5, 2.0, 3.0],  # a fraction
+        [0.0, -1.0, 2.0, 3.0],  # a negative value
+        [np.nan] * 4,  # nothing observed
+        [7.0] * 4,  # a constant count
+    ])
+    np.testing.assert_array_equal(count_rows(x), [True, False, False, False, True])

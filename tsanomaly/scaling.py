@@ -19,7 +19,7 @@ from tsanomaly import backend
 
 __all__ = [
     "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "linear_quantile_positions", "lerp", "nanmedian", "nanquantile",
-    "constant_row_scale", "robust_center_scale", "robust_sigma",
+    "constant_row_scale", "robust_center_scale", "robust_sigma", "COUNT_SCALE_FLOOR", "count_rows",
 ]
 
 #: 1.4826 x MAD estimates the standard deviation of Gaussian data.
@@ -35,6 +35,17 @@ MEAN_ABS_TO_SIGMA = 1.2533
 # from 0.86 to 0.72.
 _MEAN_DEV_FLOOR = 1.0
 _REL_SCALE_FLOOR = 1e-3
+
+#: Least scale of a series of counts (:func:`count_rows`), in counts: half a count, the floor STL's
+#: deviation takes too (``0.5 * step``), so that one event more than expected is at most 2 sigma.
+#: A sparse context (a failed login now and then: 0.03 an hour) otherwise has a robust scale of a
+#: few hundredths, each of its single events scores tens of sigmas, and a few such contexts set the
+#: one global threshold for all. 16 hourly contexts of about 50 events and 4 of 0.03 (a burst x6 and
+#: a 6-hour outage among the 16): the baseline's threshold went from 6.4 (the 16 alone) to 65.6
+#: and missed the outage, the plain matrix profile's from 0.31 to 6.45 and missed everything; with
+#: the floor 6.4 and the outage alerts, and 0.31. ``tsanomaly demo --detector baseline``: precision
+#: 0.58 -> 0.60, recall 0.60 -> 0.73. No NAB or UCR figure moved (no sparse counts there).
+COUNT_SCALE_FLOOR = 0.5
 
 
 def nanmedian(x, axis=-1, keepdims=False):
@@ -244,3 +255,23 @@ def constant_row_scale(value):
     xp = backend.array_module(value)
     scale = _REL_SCALE_FLOOR * xp.abs(xp.nan_to_num(value, nan=0.0))
     return xp.where(scale > 0, scale, 1.0)
+
+
+def count_rows(values):
+    """Whether each row is a series of counts: it has an observed value, and every observed value
+    is a whole number >= 0 (its scale is then floored at :data:`COUNT_SCALE_FLOOR` where a
+    detector says so).
+
+    Parameters
+    ----------
+    values : array, shape (n_contexts, n_times), NumPy or CuPy
+        NaN marks a missing value.
+
+    Returns
+    -------
+    array of bool, shape (n_contexts,), of the same array module.
+    """
+    xp = backend.array_module(values)
+    finite = xp.isfinite(values)
+    fractional = finite & ((values < 0) | (values != xp.round(values)))
+    return finite.any(axis=1) & ~fractional.any(axis=1)

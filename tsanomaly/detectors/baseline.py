@@ -16,7 +16,7 @@ import numpy as np
 from tsanomaly import backend, thresholds
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import MAD_TO_SIGMA, constant_row_scale, nanmedian
+from tsanomaly.scaling import COUNT_SCALE_FLOOR, MAD_TO_SIGMA, constant_row_scale, count_rows, nanmedian
 from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = [
@@ -30,16 +30,6 @@ __all__ = [
 #: score): 64.4 at 64 refreshes per window, 64.2-64.4 at 128-512, 61.6 at 32; recomputing at
 #: every point runs out of memory on 50,000-point UCR files.
 LEVEL_REFRESHES_PER_WINDOW = 64
-
-#: Least scale of a count context (every observed value a whole number >= 0), in counts: half a
-#: count, the floor STL's deviation takes too (``0.5 * step``). A sparse context (a failed login
-#: now and then: a standard deviation of 0.17 at 0.03 events an hour) was floored at a tenth of its
-#: spread, so each single event scored about 58, and a few such contexts set the one global
-#: threshold for all: 16 hourly contexts of about 50 events had a threshold of 6.4, and four sparse
-#: ones beside them raised it to 65.6, above a 6-hour outage (16.2). With this floor: 6.4, and the
-#: outage alerts. ``tsanomaly demo --detector baseline``: 200 alerts, precision 0.58, recall 0.60
-#: before; 141, 0.60 and 0.73 with it. No NAB or UCR figure moved (their values are not sparse counts).
-COUNT_SCALE_FLOOR = 0.5
 
 # Bound on the gathered (contexts x times x window) block, in elements, so memory stays
 # bounded however many contexts a panel has: 0.5 GB per gathered array on a GPU, 32 MB on the
@@ -313,11 +303,9 @@ class RollingZScoreDetector(BaseDetector):
         n = xp.maximum(xp.sum(xp.isfinite(x), axis=1), 2)
         spread = xp.where(flat, constant_row_scale(median) * xp.sqrt(n - 1.0) / n, spread)
         floor = self.floor_fraction * spread
-        # Counts (every observed value a whole number >= 0): at least half a count, so that one
-        # event more than the past's median is at most 2 sigma, whatever the context's spread.
-        finite = xp.isfinite(x)
-        counts = finite.any(axis=1) & ~(finite & ((x < 0) | (x != xp.round(x)))).any(axis=1)
-        floor = xp.where(counts, xp.maximum(floor, COUNT_SCALE_FLOOR), floor)
+        # Counts: at least half a count, so that one event more than the past's median is at
+        # most 2 sigma whatever the context's spread (see tsanomaly.scaling.COUNT_SCALE_FLOOR).
+        floor = xp.where(count_rows(x), xp.maximum(floor, COUNT_SCALE_FLOOR), floor)
         # floor_fraction = 0 leaves the past's own MAD, which still needs a positive floor.
         return xp.maximum(xp.nan_to_num(floor, nan=0.0), 1e-12)
 

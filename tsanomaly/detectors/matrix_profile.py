@@ -46,7 +46,7 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import robust_center_scale
+from tsanomaly.scaling import COUNT_SCALE_FLOOR, count_rows, robust_center_scale
 from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["MatrixProfile", "matrix_profile", "MatrixProfileDetector", "SINGLE_PRECISION_RHO_BOUND"]
@@ -496,7 +496,8 @@ class MatrixProfileDetector(BaseDetector):
         unfamiliar amplitude or level (a daily cycle twice as high, a plateau). The
         score is then divided by ``sqrt(2 * window)`` and by the context's robust
         standard deviation in the fitted data (``1.4826 MAD``, floored for sparse counts:
-        :func:`tsanomaly.scaling.robust_center_scale`; of the first difference with
+        :func:`tsanomaly.scaling.robust_center_scale`, and at half a count for a context
+        of counts, :data:`tsanomaly.scaling.COUNT_SCALE_FLOOR`; of the first difference with
         ``difference=True``; for a context first seen when scoring, or without any
         observation in the fitted data, of its own scored data, and for one with fewer
         observed values than a window in the fitted data, of those kept and the scored
@@ -640,7 +641,10 @@ class MatrixProfileDetector(BaseDetector):
         plain-distance scores."""
         x = self._compared(values)
         xp = backend.array_module(x)
-        return backend.to_numpy(robust_center_scale(xp.where(xp.isfinite(x), x, xp.nan))[1])
+        unit = robust_center_scale(xp.where(xp.isfinite(x), x, xp.nan))[1]
+        # Counts: at least half a count (see tsanomaly.scaling.COUNT_SCALE_FLOOR), so that a sparse
+        # context's single events do not set the one global threshold (0.31 -> 6.45 beside four).
+        return backend.to_numpy(xp.where(count_rows(values), xp.maximum(unit, COUNT_SCALE_FLOOR), unit))
 
     def _profile(self, x, col_start, scale=None):
         """Profile (distance, index) of every window of x from col_start on, on self.device_:
