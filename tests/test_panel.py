@@ -600,3 +600,37 @@ def test_a_model_fitted_on_anchored_weeks_is_saved_loaded_and_scores_later_data(
             assert loaded.steps_after_fit(Panel.from_frame(later, "c", "ts", "v", freq=given)) == 5
         alerts = loaded.alerts(Panel.from_frame(new, "c", "ts", "v", freq=freq))
         assert (alerts["c"] == "y").any()
+
+
+def test_a_grid_of_positions_is_sliced_by_integer_positions_only():
+    # A RangeIndex compared text bounds as text: time_slice("5", "7") gave positions 50-69, and
+    # dates an empty slice, without an error.
+    panel = Panel.from_array(np.arange(100.0)[None])
+    assert panel.time_slice(5, 7).n_times == 3
+    for bounds in (("5", "7"), ("2024-03-01", "2024-03-07"), (pd.Timestamp("2024-03-01"), None)):
+        with pytest.raises(ValueError, match="sliced by integer positions"):
+            panel.time_slice(*bounds)
+    with pytest.raises(ValueError, match="sliced by integer positions"):
+        panel.loc["2024-03-01":"2024-03-07"]
+
+
+@pytest.mark.parametrize("stamps", [
+    ["2024-03-31 01:00+01:00", "2024-03-31 03:00+02:00"],  # spring forward: one hour apart
+    ["2024-10-27 02:00+02:00", "2024-10-27 02:00+01:00"],  # fall back: one hour apart
+])
+def test_two_zoned_timestamps_across_a_switch_are_one_step_of_their_instants(stamps):
+    # Measured on the wall clock (2 h, then 0 h), the step made pandas refuse the index's freq.
+    index = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True)).tz_convert("Europe/Berlin")
+    assert Panel(np.zeros((1, 2)), ["a"], index).index.freq == pd.offsets.Hour(1)
+    # whole days stay days on the wall clock (23 h apart across the switch)
+    days = pd.DatetimeIndex(list(pd.date_range("2024-03-30", periods=2, freq="D", tz="Europe/Berlin")))
+    assert Panel(np.zeros((1, 2)), ["a"], days).index.freq == pd.offsets.Day(1)
+
+
+def test_to_frame_of_a_zoned_grid_keeps_its_times():
+    index = pd.date_range("2024-03-30", periods=3, freq="D", tz="Europe/Berlin")
+    panel = Panel(np.arange(6.0).reshape(2, 3), pd.Index(["a", "b"], name="ctx"), index)
+    frame = panel.to_frame()
+    assert str(frame["time"].dtype).endswith("Europe/Berlin]")
+    assert list(frame["time"]) == list(index) * 2
+    assert Panel.from_frame(frame, "ctx", "time", "value").equals(panel)

@@ -325,3 +325,15 @@ def test_the_fit_does_not_depend_on_the_order_of_the_scores():
     orders = [np.random.default_rng(k).permutation(y) for k in range(20)]
     assert len({pot_fit(z, risk=1e-3).threshold for z in orders}) == 1
     assert len(set(pot_thresholds(np.stack(orders), risk=1e-3).thresholds.tolist())) == 1
+
+
+@pytest.mark.parametrize("tiny", [1e-160, 1e-300])
+def test_fit_gpd_finds_the_maximum_beside_an_excess_far_below_the_others(tiny):
+    # The positive root's interval ends at 2 (1 - y_min) / y_min**2, infinite once y_min**2
+    # underflows: the scan found no root and the exponential (gamma 0) won against gamma ~0.5.
+    rng = np.random.default_rng(5)
+    y = np.sort(np.r_[tiny, stats.genpareto.rvs(0.5, size=200, random_state=rng)])
+    gamma, sigma = fit_gpd(y)
+    c, _, scale = stats.genpareto.fit(y, floc=0)
+    ours = stats.genpareto.logpdf(y, gamma, scale=sigma).sum()
+    assert gamma > 0.3 and ours >= stats.genpareto.logpdf(y, c, scale=scale).sum() - 1e-6

@@ -15,6 +15,7 @@ import pandas as pd
 
 from tsanomaly import backend
 from tsanomaly.io import _first_line
+from tsanomaly.validation import is_int
 
 __all__ = ["Panel"]
 
@@ -373,8 +374,16 @@ class Panel:
         ------
         ValueError
             When a bound cannot be compared with the index (a time-zone-aware
-            bound on a naive grid, or the reverse), where pandas raises a TypeError.
+            bound on a naive grid, or the reverse), where pandas raises a TypeError,
+            or is not an integer position on a RangeIndex grid.
         """
+        if not isinstance(self.index, pd.DatetimeIndex):
+            # A RangeIndex compares text bounds as text ("5" sorts after "49"): time_slice("5", "7")
+            # gave positions 50-69, and dates an empty slice, without a word.
+            for bound in (start, end):
+                if bound is not None and not is_int(bound):
+                    raise ValueError(f"time_slice({start!r}, {end!r}): a grid of positions (RangeIndex) is sliced "
+                                     "by integer positions, not by times or text")
         try:
             positions = self.index.slice_indexer(start, end)
         except TypeError as exc:
@@ -438,7 +447,9 @@ class Panel:
         values = self.to_numpy()
         n_ctx, n_time = values.shape
         frame = context_frame.loc[np.repeat(np.arange(n_ctx), n_time)].reset_index(drop=True)
-        frame[time] = np.tile(np.asarray(self.index), n_ctx)
+        # take keeps the index's type: np.asarray of a zoned index is an object array of Timestamps,
+        # tiled per context (2,000 contexts x 365 days: 5.2 s against 0.05 s without a zone).
+        frame[time] = self.index.take(np.tile(np.arange(n_time), n_ctx))
         frame[value] = values.reshape(-1)
         if dropna:
             frame = frame[~np.isnan(frame[value].to_numpy())].reset_index(drop=True)
@@ -663,10 +674,15 @@ def _time_grid(index) -> pd.Index:
             f"freq set, e.g. pd.date_range(ts, periods=1, freq=\"h\")"
         )
     if len(index) == 2:
-        # The difference on the wall clock: two local midnights 23 h apart across a
-        # daylight-saving switch are one day, the step pd.infer_freq gives three of them.
+        # The difference on the wall clock where it is whole days: two local midnights 23 h apart
+        # across a daylight-saving switch are one day, the step pd.infer_freq gives three of them.
+        # Any other step is the instants' difference: 01:00+01 then 03:00+02 are one hour apart,
+        # not the two the wall clock shows (which pandas then refused as the index's freq).
         wall = index.tz_localize(None) if index.tz is not None else index
-        freq = _step_offset((wall[1] - wall[0]).as_unit("ns").value, zoned=index.tz is not None)
+        step = (wall[1] - wall[0]).as_unit("ns").value
+        if index.tz is not None and (step <= 0 or step % _DAY_NS):
+            step = (index[1] - index[0]).as_unit("ns").value
+        freq = _step_offset(step, zoned=index.tz is not None)
     else:
         freq = pd.infer_freq(index)
         if freq is None:

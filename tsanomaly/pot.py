@@ -84,6 +84,9 @@ _CONTRADICTED = 1e-3
 DEFAULT_MIN_EXCESSES = 10
 # Brent's relative tolerance on the roots of Grimshaw's equation (its absolute one: _bracket_xtol).
 _RTOL = 1e-12
+# Farthest end of the positive root interval that the scan takes (its bound is infinite for a tiny
+# smallest excess).
+_MAX_ROOT_END = 1e300
 # Bound, in elements, of the (grid points x excesses) temporary of the root scan (16 MB).
 _SCAN_ELEMENTS = 2_000_000
 
@@ -142,7 +145,11 @@ def _root_interval_ends(y_min, y_max) -> list:
     """Far ends of the intervals holding the roots of Grimshaw's equation (near ends: 0), for
     excesses normalised to mean 1 with smallest ``y_min`` and largest ``y_max``."""
     ends = [-1.0 / y_max]
-    upper = 2.0 * (1.0 - y_min) / y_min**2
+    with np.errstate(over="ignore", divide="ignore"):
+        upper = 2.0 * (1.0 - y_min) / y_min**2
+    # Infinite once y_min**2 underflows (an excess 1e-160 of the mean): the scan's grid then held
+    # no finite point, the positive root was never found, and the exponential won (gamma 0 for 0.5).
+    upper = min(upper, _MAX_ROOT_END)
     if upper > 0:
         ends.append(upper)
     return ends
