@@ -549,6 +549,17 @@ def _hourly_panel(days=21, seed=0):
     return Panel(values, pd.Index(["small", "mid", "big", "huge"], name="asn"), index)
 
 
+def _fitted_and_next_day(make):
+    """``make()`` fitted (warnings silenced) on two weeks of the hourly panel: the detector, the
+    panel, the next day and the detector's scores of that day."""
+    panel = _hourly_panel()
+    history, day = panel.loc[:"2024-01-14 23:00"], panel.loc["2024-01-15 00:00":"2024-01-15 23:00"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = make().fit(history)
+    return det, panel, day, det.score(day).to_numpy()
+
+
 @pytest.mark.parametrize("make", [
     lambda: tsanomaly.STLDetector(periods=24, device="cpu"),
     lambda: tsanomaly.EnsembleDetector(device="cpu"),
@@ -557,12 +568,7 @@ def test_a_failed_refit_leaves_the_detector_as_it_was(make):
     # prepare_fit set the new contexts and grid before _fit raised: the old per-context state was
     # then looked up under the new contexts' rows (17 STL alerts where the model gave 2), and an
     # ensemble kept one member of two and scored everything NaN.
-    panel = _hourly_panel()
-    history, day = panel.loc[:"2024-01-14 23:00"], panel.loc["2024-01-15 00:00":"2024-01-15 23:00"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = make().fit(history)
-    expected = det.score(day).to_numpy()
+    det, panel, day, expected = _fitted_and_next_day(make)
     state = dict(vars(det))
     too_short = panel.loc["2024-01-14 00:00":"2024-01-14 05:00"].take([3, 2, 1, 0])
     with pytest.raises(ValueError):
@@ -595,12 +601,7 @@ def test_changing_a_parameter_of_a_fitted_detector_asks_for_a_new_fit():
 def test_a_device_set_on_a_fitted_detector_is_where_it_scores(make):
     # device_ (where scoring runs) was only set by fit and load: set_params(device="cuda") on a
     # fitted detector was kept, and scoring went on on the CPU without a word.
-    panel = _hourly_panel()
-    history, day = panel.loc[:"2024-01-14 23:00"], panel.loc["2024-01-15 00:00":"2024-01-15 23:00"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = make().fit(history)
-    expected = det.score(day).to_numpy()
+    det, _, day, expected = _fitted_and_next_day(make)
     det.set_params(device="cpu")
     assert det.device == det.device_ == "cpu"
     np.testing.assert_array_equal(det.score(day).to_numpy(), expected)
@@ -687,6 +688,23 @@ def _fitted_for_update(make, panel):
 
 def _span_of(panel, a, b):
     return panel.loc[panel.index[a]:panel.index[b - 1]]
+
+
+def _fitted_on_first(make, panel, n_fit):
+    """``make()`` fitted on the panel's first ``n_fit`` steps, its warnings (short histories) silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make().fit(_span_of(panel, 0, n_fit))
+
+
+def _scored_then_updated(det, panel, start, stop, step=1):
+    """Scores of steps ``start`` to ``stop``, each batch of ``step`` scored then passed to update (n_contexts, n)."""
+    got = []
+    for a in range(start, stop, step):
+        batch = _span_of(panel, a, min(a + step, stop))
+        got.append(det.score(batch).to_numpy())
+        det.update(batch)
+    return np.concatenate(got, axis=1)
 
 
 def _assert_update_scores(got, expected, exact):
@@ -838,17 +856,11 @@ def test_updates_after_a_short_fit_grow_the_history_to_the_full_look_back(make, 
     # looked back only that far for good (matrix profile: 106 of 384 scores off by up to 0.06), and
     # one fitted on fewer points than its window never scored again.
     panel = _update_panel()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = make().fit(_span_of(panel, 0, n_fit))
+    det = _fitted_on_first(make, panel, n_fit)
     once = det.score(_span_of(panel, n_fit, 24 * 16)).to_numpy()
-    got = []
-    for a in range(n_fit, 24 * 16, 10):
-        batch = _span_of(panel, a, min(a + 10, 24 * 16))
-        got.append(det.score(batch).to_numpy())
-        det.update(batch)
+    got = _scored_then_updated(det, panel, n_fit, 24 * 16, step=10)
     assert det.history_.shape[1] == det.kept_width() > n_fit
-    _assert_update_scores(np.concatenate(got, axis=1), once, exact)
+    _assert_update_scores(got, once, exact)
 
 
 @pytest.mark.parametrize("make, n_fit, exact", [
@@ -860,9 +872,9 @@ def test_a_gap_after_a_short_fit_keeps_the_history_at_its_place(make, n_fit, exa
     # points than the look-back is narrower: the history came nearer the new data than it is, at
     # the wrong phase (baseline: scores of 14-20 where the gap as NaN gives 0.2-0.5).
     panel = _update_panel()
+    det = _fitted_on_first(make, panel, n_fit)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = make().fit(_span_of(panel, 0, n_fit))
+        warnings.simplefilter("ignore")  # the gap's HistoryGapWarning
         skipped = n_fit + 60
         gap_as_nan = panel.with_values(panel.values.copy())
         gap_as_nan.values[:, n_fit:skipped] = np.nan
@@ -886,18 +898,13 @@ def test_plain_matrix_profile_measures_a_context_fitted_without_data_in_its_own_
     values[2, : 24 * 14] = np.nan  # no data at fit
     values[3, : 24 * 14 - 1] = np.nan  # one point at fit
     panel = Panel(values, pd.Index(["a", "b", "new", "one"]), index)
-    det = MatrixProfileDetector(window=24, normalize=False, difference=difference, device="cpu")
-    det.fit(_span_of(panel, 0, 24 * 14))
+    det = _fitted_on_first(lambda: MatrixProfileDetector(window=24, normalize=False, difference=difference,
+                                                         device="cpu"), panel, 24 * 14)
     assert np.isnan(det.scale_[2:]).all() and np.isfinite(det.scale_[:2]).all()
-    scores = []
-    for hour in range(24 * 14, 24 * 28):
-        batch = _span_of(panel, hour, hour + 1)
-        scores.append(det.score(batch).to_numpy()[:, 0])
-        det.update(batch)
-    late = np.array(scores)[24 * 7:]  # once the new contexts have a week of past
-    seen = np.nanmedian(late[:, :2])
-    for column in (2, 3):
-        assert 0.5 * seen < np.nanmedian(late[:, column]) < 2 * seen
+    late = _scored_then_updated(det, panel, 24 * 14, 24 * 28)[:, 24 * 7:]  # once the new ones have a week of past
+    seen = np.nanmedian(late[:2])
+    for row in (2, 3):
+        assert 0.5 * seen < np.nanmedian(late[row]) < 2 * seen
 
 
 @pytest.mark.parametrize("make", [
@@ -915,16 +922,9 @@ def test_a_context_fitted_without_data_is_scaled_on_what_updates_bring(make):
     values = np.vstack([rng.poisson(200 + 150 * np.sin(2 * np.pi * t / 24)) for _ in range(4)]).astype(float)
     values[3, : n_fit + 5] = np.nan
     panel = Panel(values, pd.Index(["FR", "DE", "US", "late"]), pd.date_range("2024-01-01", periods=n, freq="h"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        det = make().fit(_span_of(panel, 0, n_fit))
+    det = _fitted_on_first(make, panel, n_fit)
     once = det.score(_span_of(panel, n_fit, n)).to_numpy()
-    loop = []
-    for hour in range(n_fit, n):
-        batch = _span_of(panel, hour, hour + 1)
-        loop.append(det.score(batch).to_numpy()[:, 0])
-        det.update(batch)
-    loop = np.array(loop).T
+    loop = _scored_then_updated(det, panel, n_fit, n)
     np.testing.assert_allclose(loop[:3], once[:3], rtol=1e-6)  # the contexts seen at fit: as one call
     assert np.isfinite(loop[3]).sum() > 0.4 * (n - n_fit)  # scored (the baseline once 3 days of its past are kept)
     threshold = det.global_threshold_
