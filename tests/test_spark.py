@@ -1351,3 +1351,30 @@ def test_update_refuses_a_detector_that_cannot_update_before_any_spark_work():
     model = tss.SparkModel(global_state, state=None)  # no Spark at all: the refusal comes first
     with pytest.raises(NotImplementedError, match="EchoDetector does not implement update.*fit again"):
         tss.update(None, model)
+
+
+def test_update_after_a_gap_warns_on_the_driver_and_counts_the_skipped_steps(spark, frames, baseline_fit):
+    # As BaseDetector.update: the skipped steps are missing, warned about once, and n_fit_times_ counts them.
+    _, new = frames
+    model, reference = baseline_fit
+    b1, b2 = _batches(new)
+    with pytest.warns(tsanomaly.HistoryGapWarning):
+        model2 = tss.update(_spark_frame(spark, b2), model, n_shards=3)
+    det = copy.deepcopy(reference)
+    with pytest.warns(tsanomaly.HistoryGapWarning):
+        det.update(_panel(b2))
+    assert pd.Timestamp(model2.global_state["state"]["fit_end_"]["value"]) == pd.Timestamp(det.fit_end_)
+    assert model2.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
+    later = b2[b2["ts"] >= b2["ts"].min() + pd.Timedelta(hours=24)]
+    b2_first = b2[b2["ts"] < later["ts"].min()]
+    with pytest.warns(tsanomaly.HistoryGapWarning):
+        model3 = tss.update(_spark_frame(spark, b2_first), model)
+    det3 = copy.deepcopy(reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tsanomaly.HistoryGapWarning)
+        det3.update(_panel(b2_first))
+    result = tss.score(_spark_frame(spark, later), model3)
+    _assert_scores_equal(_scores_of(result), det3, later)
+    result.unpersist()
+    for m in (model2, model3):
+        m.unpersist()

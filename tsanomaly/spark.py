@@ -2333,8 +2333,9 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
     if n_early:
         warnings.warn(
             f"{n_early} row(s) of the new data, the earliest at {pd.Timestamp(int(lo))}, are not after the fitted "
-            f"history, which ends at {fit_end}: their contexts get that as their reason and score NaN; leave out "
-            "the rows already scored (the history's)", UserWarning, stacklevel=3)
+            f"history, which ends at {fit_end}: their contexts "
+            + ("get that as their reason and score NaN" if verb == "score" else "move on as missing over the batch")
+            + "; leave out the rows already scored (the history's)", UserWarning, stacklevel=3)
     steps = (start - fit_end.value) // step
     if steps > 1:
         warnings.warn(history_gap_message(
