@@ -1378,3 +1378,19 @@ def test_update_after_a_gap_warns_on_the_driver_and_counts_the_skipped_steps(spa
     result.unpersist()
     for m in (model2, model3):
         m.unpersist()
+
+
+def test_update_moves_fitted_contexts_on_in_shards_without_new_rows(spark, frames, baseline_fit):
+    # Shards holding state but no new row still move their contexts on (as missing) over the batch.
+    _, new = frames
+    model, reference = baseline_fit
+    b1, b2 = _batches(new)
+    one = tuple(b1[CONTEXT].iloc[0])
+    subset = b1[_rows_of(b1, one)]
+    model2 = tss.update(_spark_frame(spark, subset), model, n_shards=8)
+    assert model2.state.count() == model.state.count()
+    det = copy.deepcopy(reference).update(_panel(subset))
+    result = tss.score(_spark_frame(spark, b2), model2)
+    _assert_scores_equal(_scores_of(result), det, b2)
+    result.unpersist()
+    model2.unpersist()
