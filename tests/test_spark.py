@@ -7,6 +7,7 @@ need no Spark.
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -1238,3 +1239,158 @@ def test_a_row_with_a_wrong_clock_does_not_stretch_every_context(spark, frames, 
                                          rf"at 2034-01-01 00:00:00 for context {re.escape(repr(context))}, may have "
                                          r"a wrong clock"):
         tss.score(_spark_frame(spark, far), model)
+
+
+# ---------------------------------------------------------------------- update: batch after batch
+def _batches(new, hours=48):
+    """(b1, b2): the first ``hours`` of the new data, then the rest."""
+    cut = new["ts"].min() + pd.Timedelta(hours=hours)
+    return new[new["ts"] < cut], new[new["ts"] >= cut]
+
+
+def test_update_then_score_equals_single_machine_update(spark, frames, baseline_fit, tmp_path):
+    # score(b1), update(b1), score(b2) on Spark gives det.update(b1); det.score(b2), context by context:
+    # a fitted context without a row in b1 and one with a row off the grid move on as missing, an
+    # unseen context stays unseen (scored cold in b2 on both).
+    _, new = frames
+    model, reference = baseline_fit
+    b1, b2 = _batches(new)
+    contexts = [tuple(c) for c in new[CONTEXT].drop_duplicates().sort_values(CONTEXT).to_numpy()]
+    absent, off_grid = contexts[0], contexts[1]
+    unseen = pd.DataFrame({"country": ["ZZ"], "asn": ["AS1"]})
+    b1_unseen = unseen.merge(b1[_rows_of(b1, contexts[2])][["ts", VALUE]], how="cross")
+    b2_unseen = unseen.merge(b2[_rows_of(b2, contexts[2])][["ts", VALUE]], how="cross")
+    stray = b1[_rows_of(b1, off_grid)].head(1).assign(ts=lambda f: f["ts"] + pd.Timedelta("30min"))
+    spark_b1 = pd.concat([b1[~_rows_of(b1, absent)], stray, b1_unseen], ignore_index=True)
+    b2 = pd.concat([b2, b2_unseen], ignore_index=True)
+
+    scored = tss.score(_spark_frame(spark, spark_b1), model)
+    scored.scores.count()
+    model2 = tss.update(_spark_frame(spark, spark_b1), model, n_shards=5)
+    scored.unpersist()
+    det = copy.deepcopy(reference)
+    det.update(_panel(pd.concat([b1[~_rows_of(b1, absent) & ~_rows_of(b1, off_grid)], b1_unseen])))
+    assert pd.Timestamp(model2.global_state["state"]["fit_end_"]["value"]) == pd.Timestamp(det.fit_end_)
+    assert model2.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
+    assert model.global_state["state"]["fit_end_"] != model2.global_state["state"]["fit_end_"]  # old one kept
+    assert model2.state.columns == model.state.columns and model2.state.dtypes == model.state.dtypes
+    assert model2.state.count() == model.state.count()  # the unseen context got no state
+    result = tss.score(_spark_frame(spark, b2), model2)
+    _assert_scores_equal(_scores_of(result), det, b2)
+    result.unpersist()
+
+    # The updated model saves and loads as a fitted one, and scores the same after it.
+    model2.save(str(tmp_path / "updated"))
+    loaded = tss.load_model(spark, str(tmp_path / "updated"))
+    result = tss.score(_spark_frame(spark, b2), loaded)
+    _assert_scores_equal(_scores_of(result), det, b2)
+    result.unpersist()
+    model2.unpersist()
+
+
+def test_update_with_absent_zero_moves_silent_contexts_on_as_zero_events(spark, frames, baseline_fit):
+    _, new = frames
+    model, reference = baseline_fit
+    b1, b2 = _batches(new)
+    silent = [tuple(c) for c in b1[CONTEXT].drop_duplicates().to_numpy()[:2]]
+    quiet = _rows_of(b1, silent[0]) | _rows_of(b1, silent[1])
+    model2 = tss.update(_spark_frame(spark, b1[~quiet]), model, fill="zero", absent="zero", n_shards=5)
+    det = copy.deepcopy(reference)
+    det.update(tsanomaly.Panel.from_frame(b1.assign(**{VALUE: b1[VALUE].where(~quiet, 0.0)}), CONTEXT, "ts", VALUE,
+                                          fill="zero"))
+    result = tss.score(_spark_frame(spark, b2), model2)
+    _assert_scores_equal(_scores_of(result), det, b2)
+    result.unpersist()
+    model2.unpersist()
+
+
+@pytest.mark.parametrize("name", ["stl", "mp"])
+def test_other_detectors_update_as_on_one_machine(spark, name):
+    make, rtol = _other_detector(name)
+    history, new = _frames(n_contexts=12, seed=3)
+    b1, b2 = _batches(new)
+    model = tss.fit(_spark_frame(spark, history), make(), context=CONTEXT, time="ts", value=VALUE)
+    det = make().fit(_panel(history)).update(_panel(b1))
+    model2 = tss.update(_spark_frame(spark, b1), model)
+    result = tss.score(_spark_frame(spark, b2), model2)
+    _assert_scores_equal(_scores_of(result), det, b2, rtol)
+    result.unpersist()
+    model2.unpersist()
+    model.unpersist()
+
+
+def test_update_passes_contexts_that_failed_at_fit_through_unchanged(spark):
+    history, new = _frames(n_contexts=8, seed=5)
+    b1, b2 = _batches(new)
+    raises = tuple(history[CONTEXT].drop_duplicates().sort_values(CONTEXT).to_numpy()[0])
+    history = history.copy()
+    history.loc[history.index[_rows_of(history, raises)][7], VALUE] = 4242.0
+    params = dict(window=7, contamination=0.02, device="cpu")
+    model = tss.fit(_spark_frame(spark, history), FussyDetector(**params), context=CONTEXT, time="ts",
+                    value=VALUE, n_shards=2)
+    model2 = tss.update(_spark_frame(spark, b1), model, n_shards=2)
+    before, after = model.failed().toPandas(), model2.failed().toPandas()
+    assert set(map(tuple, after[CONTEXT].to_numpy())) == {raises}
+    pd.testing.assert_frame_equal(after, before)
+    rows = [frame[_rows_of(frame, raises)].reset_index(drop=True) for frame in (model.state.toPandas(),
+                                                                                 model2.state.toPandas())]
+    assert len(rows[1]) == 1 and rows[1]["history_"].isna().all()  # no state to move
+    pd.testing.assert_frame_equal(rows[1], rows[0])
+    good = history[~_rows_of(history, raises)]
+    det = RollingZScoreDetector(**params).fit(_panel(good)).update(_panel(b1[~_rows_of(b1, raises)]))
+    result = tss.score(_spark_frame(spark, b2[~_rows_of(b2, raises)]), model2)
+    _assert_scores_equal(_scores_of(result), det, b2[~_rows_of(b2, raises)])
+    result.unpersist()
+    model2.unpersist()
+    model.unpersist()
+
+
+def test_update_refuses_a_detector_that_cannot_update_before_any_spark_work():
+    detector = EchoDetector(threshold="quantile").fit(np.arange(40.0).reshape(4, 10))
+    global_state, _ = tss.split_state(detector)
+    model = tss.SparkModel(global_state, state=None)  # no Spark at all: the refusal comes first
+    with pytest.raises(NotImplementedError, match="EchoDetector does not implement update.*fit again"):
+        tss.update(None, model)
+
+
+def test_update_after_a_gap_warns_on_the_driver_and_counts_the_skipped_steps(spark, frames, baseline_fit):
+    # As BaseDetector.update: the skipped steps are missing, warned about once, and n_fit_times_ counts them.
+    _, new = frames
+    model, reference = baseline_fit
+    b1, b2 = _batches(new)
+    with pytest.warns(tsanomaly.HistoryGapWarning):
+        model2 = tss.update(_spark_frame(spark, b2), model, n_shards=3)
+    det = copy.deepcopy(reference)
+    with pytest.warns(tsanomaly.HistoryGapWarning):
+        det.update(_panel(b2))
+    assert pd.Timestamp(model2.global_state["state"]["fit_end_"]["value"]) == pd.Timestamp(det.fit_end_)
+    assert model2.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
+    later = b2[b2["ts"] >= b2["ts"].min() + pd.Timedelta(hours=24)]
+    b2_first = b2[b2["ts"] < later["ts"].min()]
+    with pytest.warns(tsanomaly.HistoryGapWarning):
+        model3 = tss.update(_spark_frame(spark, b2_first), model)
+    det3 = copy.deepcopy(reference)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tsanomaly.HistoryGapWarning)
+        det3.update(_panel(b2_first))
+    result = tss.score(_spark_frame(spark, later), model3)
+    _assert_scores_equal(_scores_of(result), det3, later)
+    result.unpersist()
+    for m in (model2, model3):
+        m.unpersist()
+
+
+def test_update_moves_fitted_contexts_on_in_shards_without_new_rows(spark, frames, baseline_fit):
+    # Shards holding state but no new row still move their contexts on (as missing) over the batch.
+    _, new = frames
+    model, reference = baseline_fit
+    b1, b2 = _batches(new)
+    one = tuple(b1[CONTEXT].iloc[0])
+    subset = b1[_rows_of(b1, one)]
+    model2 = tss.update(_spark_frame(spark, subset), model, n_shards=8)
+    assert model2.state.count() == model.state.count()
+    det = copy.deepcopy(reference).update(_panel(subset))
+    result = tss.score(_spark_frame(spark, b2), model2)
+    _assert_scores_equal(_scores_of(result), det, b2)
+    result.unpersist()
+    model2.unpersist()

@@ -169,6 +169,7 @@ __all__ = [
     "SparkScores",
     "fit",
     "score",
+    "update",
     "from_detector",
     "load_model",
     "split_state",
@@ -1006,6 +1007,44 @@ def _score_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataF
                 scores[good[rows]] = result[0]
                 alerts.append(result[1])
     return _score_rows(data, reasons, scores, alerts, spec)
+
+
+def _update_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """cogroup body of :func:`update`: a shard's new rows and per-context state in, its state rows
+    rolled forward over the batch out (the state's columns, and ``_specs`` on the first row)."""
+    names, columns = spec["context"], spec["columns"]
+    state = state.drop(columns=["_shard"], errors="ignore")
+    fitted = state["reason"].isna().to_numpy() if len(state) else np.zeros(0, dtype=bool)
+    # Contexts that failed at fit have no state to move: their rows pass through as they were.
+    frames = [state.loc[~fitted, [c for c in columns if c != "_specs"]]] if (~fitted).any() else []
+    if fitted.any():
+        device = _task_device(spec["device"])
+        detector = _with_contexts(_cached_template(spec, device), spec["global_state_light"], state.loc[fitted])
+        detector.device_ = device
+        index = _grid_index(spec["grid"])
+        # As BaseDetector.update: a fitted context without a row moves on as missing (NaN), or as
+        # zero events with absent="zero" (as _with_absent_as_zero scores it); one with a marked row
+        # (off the grid, not after the history, duplicated, infinite) as missing, so that its history
+        # keeps the batch's length; a context unseen at fit has no state and stays unseen.
+        values = np.full((len(detector.contexts_), len(index)), 0.0 if spec.get("absent") == "zero" else np.nan)
+        if len(new):
+            data = _shard_data(new, spec, None)
+            rows = detector.contexts_.get_indexer(data.contexts)
+            usable = _usable(data.reasons)
+            take = np.flatnonzero((rows >= 0) & usable)
+            values[rows[take]] = data.values[take]
+            values[rows[np.flatnonzero((rows >= 0) & ~usable)]] = np.nan
+        with warnings.catch_warnings():
+            # Said once on the driver (update): an executor's warning reaches only its log.
+            warnings.simplefilter("ignore", HistoryGapWarning)
+            detector.update(Panel(values, detector.contexts_, index))
+        global_state, frame = split_state(detector, names)
+        frame["reason"] = None
+        specs = np.full(len(frame), None, dtype=object)
+        specs[0] = json.dumps(global_state["per_context"])
+        frame["_specs"] = specs
+        frames.insert(0, frame)
+    return _finish(frames, columns, spec["int_columns"], spec["bool_columns"], spec["object_columns"])
 
 
 def _encode_explanation(values: pd.Series, kind: str) -> np.ndarray:
@@ -2197,58 +2236,33 @@ def _global_attribute(global_state: dict, name: str):
     return encoded["value"]
 
 
-def score(
-    sdf,
-    model: SparkModel,
-    *,
-    context=None,
-    time: str | None = None,
-    value: str | None = None,
-    fill: str | None = None,
-    n_shards: int | None = None,
-    contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
-    absent: str = "skip",
-) -> SparkScores:
-    """Score new data with a :class:`SparkModel`, sharded by context.
+@dataclass
+class _Batch:
+    """What :func:`score` and :func:`update` both need on the driver: the new rows and the
+    state keyed by shard, the batch's grid, and the spec entries every shard reads."""
 
-    Parameters
-    ----------
-    sdf : pyspark.sql.DataFrame
-        New observations in long format, on the fitted grid after the fitted
-        history (as for :meth:`BaseDetector.score`); contexts unseen at fit are
-        scored from a cold start, as on one machine. Fitted contexts without new
-        rows are not scored (no rows in the output) unless ``absent="zero"``;
-        rows with a null context column are left out, with a warning that counts
-        them.
-    model : SparkModel
-    context, time, value, fill
-        Default to those given at fit.
-    absent : {"skip", "zero"}, default "skip"
-        What a fitted context without a row in ``sdf`` gets, as ``tsanomaly score
-        --absent`` (:func:`tsanomaly.jobs.score_frame`): not scored (``"skip"``:
-        ``sdf`` may hold only some contexts), or scored as zero events over the new
-        data's span (``"zero"``: ``sdf`` holds every context but omits those without
-        an event, as an hourly counts table does). ``"zero"`` needs ``fill="zero"``.
-    n_shards, contexts_per_shard
-        As for :func:`fit` (the count of fitted contexts sizes the shards).
+    global_state: dict
+    names: list  # the user's context column names
+    keys: list  # the names the shards see (_keys)
+    key_types: dict
+    time: str
+    codec: str
+    grid: dict
+    steps: int  # grid steps from the end of the history to the batch's first point
+    spark: object
+    cls: type
+    new_keyed: object
+    state_keyed: object
+    spec: dict
+    shipped: object
 
-    Returns
-    -------
-    SparkScores
-        ``scores`` and ``alerts`` DataFrames, read from one cached pass over the
-        shards; call :meth:`SparkScores.unpersist` when both are written.
 
-    Raises
-    ------
-    ValueError
-        When ``fill`` is not "nan" or "zero", ``absent`` not "skip" or "zero" (or "zero" without
-        ``fill="zero"``), or no row of the new data is on the fitted grid
-        after the history, or a context column has another type than at fit (a wider integer
-        type is taken as it is), or the new data spans more than 100 grid steps per distinct
-        timestamp (and over 10,000 steps: a row with a wrong clock, which would make every
-        context's panel that long). A row off the grid, or not after the history, only gives its
-        context a ``reason`` (those not after the history with a warning that counts them).
-    """
+def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, contexts_per_shard, absent,
+           verb: str) -> _Batch:
+    """Check the arguments, place the new rows on the fitted grid after the history and shard
+    them with the model's state (the driver part of :func:`score` and :func:`update`; ``verb``,
+    "score" or "update", words the errors and warnings). Warnings point at the caller's caller."""
+    doing = {"score": "scoring", "update": "update"}[verb]
     global_state = model.global_state
     data = global_state.get("data", {})
     fill = fill or data.get("fill", "nan")
@@ -2304,9 +2318,9 @@ def score(
                             functions.sum(not_after.cast("long")).alias("n_early"),
                             functions.approx_count_distinct(functions.when(labelled, t)).alias("n_stamps"),
                             *_unlabelled_counts(keys)).first()
-    _report_unlabelled(bounds, names, "scoring", stacklevel=2)
+    _report_unlabelled(bounds, names, doing, stacklevel=3)
     if bounds["lo"] is None:
-        raise ValueError("the DataFrame is empty: no rows to score")
+        raise ValueError(f"the DataFrame is empty: no rows to {verb}")
     prepared = everything.where(labelled)
     lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
     if bounds["start"] is None:
@@ -2319,13 +2333,14 @@ def score(
     if n_early:
         warnings.warn(
             f"{n_early} row(s) of the new data, the earliest at {pd.Timestamp(int(lo))}, are not after the fitted "
-            f"history, which ends at {fit_end}: their contexts get that as their reason and score NaN; leave out "
-            "the rows already scored (the history's)", UserWarning, stacklevel=2)
+            f"history, which ends at {fit_end}: their contexts "
+            + ("get that as their reason and score NaN" if verb == "score" else "move on as missing over the batch")
+            + "; leave out the rows already scored (the history's)", UserWarning, stacklevel=3)
     steps = (start - fit_end.value) // step
     if steps > 1:
         warnings.warn(history_gap_message(
             f"the new data, at {pd.Timestamp(start)},", steps - 1, fit_end,
-            remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=2)
+            remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=3)
     n_times = int((int(hi) - start) // step) + 1
     n_stamps = max(int(bounds["n_stamps"] or 0), 1)
     if n_times > _MIN_GUARDED_STEPS and n_times > _MAX_STEPS_PER_TIMESTAMP * n_stamps:
@@ -2343,6 +2358,78 @@ def score(
     payload = json.dumps(global_state)
     shipped = _broadcast(spark, payload)
     cls = _detector_class(global_state["class"])
+    n_fitted = int(global_state.get("fit", {}).get("n_contexts", 0))
+    shards = _n_shards(spark, n_fitted, contexts_per_shard, n_shards)
+    new_keyed = prepared.withColumn("_shard", _shard_key(keys, shards))
+    state_keyed = state.withColumn("_shard", _shard_key(keys, shards))
+    light = {"per_context": global_state["per_context"], "context": keys}
+    spec = {
+        "context": keys, "grid": grid, "time_codec": codec, "fill": fill, "absent": absent,
+        "device": global_state["params"].get("device", "auto"),
+        "model_id": hashlib.sha256(payload.encode()).hexdigest(), "global": shipped,
+        "class_module": cls.__module__, "global_state_light": light,
+    }
+    return _Batch(global_state, names, keys, key_types, time, codec, grid, int(steps), spark, cls,
+                  new_keyed, state_keyed, spec, shipped)
+
+
+def score(
+    sdf,
+    model: SparkModel,
+    *,
+    context=None,
+    time: str | None = None,
+    value: str | None = None,
+    fill: str | None = None,
+    n_shards: int | None = None,
+    contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
+    absent: str = "skip",
+) -> SparkScores:
+    """Score new data with a :class:`SparkModel`, sharded by context.
+
+    Parameters
+    ----------
+    sdf : pyspark.sql.DataFrame
+        New observations in long format, on the fitted grid after the fitted
+        history (as for :meth:`BaseDetector.score`); contexts unseen at fit are
+        scored from a cold start, as on one machine. Fitted contexts without new
+        rows are not scored (no rows in the output) unless ``absent="zero"``;
+        rows with a null context column are left out, with a warning that counts
+        them.
+    model : SparkModel
+    context, time, value, fill
+        Default to those given at fit.
+    absent : {"skip", "zero"}, default "skip"
+        What a fitted context without a row in ``sdf`` gets, as ``tsanomaly score
+        --absent`` (:func:`tsanomaly.jobs.score_frame`): not scored (``"skip"``:
+        ``sdf`` may hold only some contexts), or scored as zero events over the new
+        data's span (``"zero"``: ``sdf`` holds every context but omits those without
+        an event, as an hourly counts table does). ``"zero"`` needs ``fill="zero"``.
+    n_shards, contexts_per_shard
+        As for :func:`fit` (the count of fitted contexts sizes the shards).
+
+    Returns
+    -------
+    SparkScores
+        ``scores`` and ``alerts`` DataFrames, read from one cached pass over the
+        shards; call :meth:`SparkScores.unpersist` when both are written.
+
+    Raises
+    ------
+    ValueError
+        When ``fill`` is not "nan" or "zero", ``absent`` not "skip" or "zero" (or "zero" without
+        ``fill="zero"``), or no row of the new data is on the fitted grid
+        after the history, or a context column has another type than at fit (a wider integer
+        type is taken as it is), or the new data spans more than 100 grid steps per distinct
+        timestamp (and over 10,000 steps: a row with a wrong clock, which would make every
+        context's panel that long). A row off the grid, or not after the history, only gives its
+        context a ``reason`` (those not after the history with a warning that counts them).
+    """
+    b = _batch(sdf, model, context, time, value, fill, n_shards, contexts_per_shard, absent, "score")
+    functions, _ = _require_pyspark()
+    global_state, names, keys, key_types, codec, grid, cls = (b.global_state, b.names, b.keys, b.key_types,
+                                                             b.codec, b.grid, b.cls)
+    time, shipped, new_keyed, state_keyed = b.time, b.shipped, b.new_keyed, b.state_keyed
     # The class's declared types first: a model saved before the built-in detectors declared them
     # holds what a probe read (the matrix profile's times as doubles when the probe raised no alert).
     declared = dict(getattr(cls, "explanation_types", {}))
@@ -2352,23 +2439,14 @@ def score(
                    "_a_peak_score": "array<double>", "_a_threshold": "array<double>"}
     alert_types.update({f"_a_x{k}": "array<bigint>" if kind == "timestamp" else f"array<{kind}>"
                         for k, (_, kind) in enumerate(explanations)})
-    light = {"per_context": global_state["per_context"], "context": keys}
-    spec = {
-        "context": keys, "grid": grid, "time_codec": codec, "fill": fill, "absent": absent,
-        "device": global_state["params"].get("device", "auto"),
-        "model_id": hashlib.sha256(payload.encode()).hexdigest(), "global": shipped,
-        "class_module": cls.__module__, "global_state_light": light, "explanations": explanations,
-        "alert_columns": list(alert_types), "columns": keys + ["reason", "scores"] + list(alert_types),
-        "object_columns": _object_columns({**key_types, "reason": "string", "scores": "array<double>",
-                                           **alert_types}),
-    }
+    spec = dict(
+        b.spec, explanations=explanations, alert_columns=list(alert_types),
+        columns=keys + ["reason", "scores"] + list(alert_types),
+        object_columns=_object_columns({**key_types, "reason": "string", "scores": "array<double>", **alert_types}),
+    )
     context_fields = [_ddl(k, t) for k, t in key_types.items()]
     schema = ", ".join(context_fields + [_ddl("reason", "string"), _ddl("scores", "array<double>")]
                        + [_ddl(c, t) for c, t in alert_types.items()])
-    n_fitted = int(global_state.get("fit", {}).get("n_contexts", 0))
-    shards = _n_shards(spark, n_fitted, contexts_per_shard, n_shards)
-    new_keyed = prepared.withColumn("_shard", _shard_key(keys, shards))
-    state_keyed = state.withColumn("_shard", _shard_key(keys, shards))
     combined = (new_keyed.groupBy("_shard").cogroup(state_keyed.groupBy("_shard"))
                 .applyInPandas(lambda new, rows: _score_shard(new, rows, spec), schema).persist())
     named = [_col(k).alias(n) for k, n in zip(keys, names)]  # the user's names again
@@ -2391,3 +2469,121 @@ def score(
           for k, (name, kind) in enumerate(explanations)],
     )
     return SparkScores(scores, alerts, [combined, shipped])
+
+
+def update(
+    sdf,
+    model: SparkModel,
+    *,
+    context=None,
+    time: str | None = None,
+    value: str | None = None,
+    fill: str | None = None,
+    absent: str = "skip",
+    n_shards: int | None = None,
+    contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
+) -> SparkModel:
+    """Roll a :class:`SparkModel` forward over new data without refitting (:meth:`BaseDetector.update`).
+
+    A job that scores batch after batch calls ``scores = score(batch, model)`` then
+    ``model = update(batch, model)``: the next batch then scores, context by context, as
+    ``det.update(batch); det.score(next)`` does on one machine. The per-context state that
+    each detector's ``_update`` moves (history tails; STL's level, slope and recent values;
+    the matrix profile's past) advances over the batch; scales, models and thresholds stay,
+    and ``fit_end_`` and ``n_fit_times_`` move to the batch's last grid point.
+
+    Parameters
+    ----------
+    sdf : pyspark.sql.DataFrame
+        New observations in long format, on the fitted grid after the history (as for
+        :func:`score`; the same batch that was scored). A fitted context without a row
+        moves on as missing (unless ``absent="zero"``); a context unseen at fit stays unseen
+        (it has no state to move). A row off the grid, or not after the history, or a
+        duplicate or infinite value, marks its context, which then moves on as missing over
+        the batch (:func:`score` gives it that row's reason). Rows with a null context
+        column are left out, with a warning that counts them.
+    model : SparkModel
+        A fitted model. Contexts that failed at fit (a non-null ``reason``) pass through unchanged.
+    context, time, value, fill
+        Default to those given at fit.
+    absent : {"skip", "zero"}, default "skip"
+        As for :func:`score`: with ``"zero"`` (which needs ``fill="zero"``), a fitted context
+        without a row moves on as zero events over the batch.
+    n_shards, contexts_per_shard
+        As for :func:`fit`.
+
+    Returns
+    -------
+    SparkModel
+        The model after the batch, its per-context state persisted (as :func:`fit`'s). It
+        saves and loads as a fitted one. The old model is left as it was: call its
+        :meth:`SparkModel.unpersist` once the new one is in use (after its state was written,
+        say), as the new state is computed from the old.
+
+    Raises
+    ------
+    NotImplementedError
+        When the detector cannot update (its class has no ``_update``, or its settings have
+        none), before any Spark work.
+    ValueError
+        As :func:`score`: a bad ``fill`` or ``absent``, no row on the fitted grid after the
+        history, a context column of another type, or a span too long for its timestamps.
+
+    Warns
+    -----
+    HistoryGapWarning
+        When the batch does not start at the step after the history: the steps in between
+        are missing, as on one machine.
+    """
+    global_state = model.global_state
+    # Whether the detector can update at all depends on its class and settings only: asked of the
+    # template, before any Spark work (an ensemble is refused by Spark earlier, at fit).
+    why = _template(global_state, device="cpu")._why_no_update()
+    if why is not None:
+        raise NotImplementedError(f"{why}; fit again on a recent history instead (tsanomaly.spark.fit)")
+    b = _batch(sdf, model, context, time, value, fill, n_shards, contexts_per_shard, absent, "update")
+    functions, _ = _require_pyspark()
+    keys, names = b.keys, b.names
+    fitted_names = list(global_state["context"])
+    # The state's own columns, order and types, under the shards' names for the context columns.
+    types = {f.name: f.dataType.simpleString() for f in model.state.schema.fields}
+    columns = keys + [c for c in model.state.columns if c not in fitted_names]
+    out_types = {**{k: types[n] for k, n in zip(keys, fitted_names)},
+                 **{c: types[c] for c in columns[len(keys):]}, "_specs": "string"}
+    spec = dict(
+        b.spec, columns=list(out_types),
+        int_columns=[c for c, t in out_types.items() if t == "bigint"],
+        bool_columns=[c for c, t in out_types.items() if t == "boolean"],
+        object_columns=_object_columns(out_types),
+    )
+    schema = ", ".join(_ddl(c, t) for c, t in out_types.items())
+    rolled = (b.new_keyed.groupBy("_shard").cogroup(b.state_keyed.groupBy("_shard"))
+              .applyInPandas(lambda new, rows: _update_shard(new, rows, spec), schema).persist())
+    # A history fitted shorter than the look-back grows over updates (with_updated_history): its
+    # trailing shape in the layout follows what the shards kept, which is one shape for all.
+    found = [row["_specs"] for row in rolled.where(functions.col("_specs").isNotNull())
+             .select("_specs").distinct().collect()]
+    if len(found) > 1:
+        rolled.unpersist()
+        raise RuntimeError(f"{global_state['class']} kept per-context state of different shapes in different "
+                           f"shards after the update ({found[:2]}); fit again on a recent history instead")
+    new_global = copy.deepcopy(global_state)
+    if found:
+        # By column, in the model's order: a hook that assigns a new dict puts it last in vars().
+        specs = {item["column"]: item for item in json.loads(found[0])}
+        old = {item["column"]: item["spark_type"] for item in global_state["per_context"]}
+        if {c: item["spark_type"] for c, item in specs.items()} != old:
+            rolled.unpersist()
+            raise RuntimeError(f"{global_state['class']} changed its per-context columns in an update "
+                               f"({old} -> {[(c, item['spark_type']) for c, item in specs.items()]})")
+        new_global["per_context"] = [specs[item["column"]] for item in global_state["per_context"]]
+    # fit_end_ and n_fit_times_ as BaseDetector.update moves them: the batch's last grid point (UTC,
+    # no zone, as the shards' grids and _utc_fit_end hold it), and every step since the fit's start.
+    grid = b.grid
+    last = pd.Timestamp(grid["start"] + (grid["n_times"] - 1) * grid["step"])
+    n_fit_times = int(_global_attribute(global_state, "n_fit_times_")) + b.steps - 1 + grid["n_times"]
+    _encode_state("fit_end_", last.isoformat(), new_global["state"], {})
+    _encode_state("n_fit_times_", n_fit_times, new_global["state"], {})
+    state = rolled.select(*[_col(k).alias(n) for k, n in zip(keys, fitted_names)],
+                          *_cols(columns[len(keys):]))
+    return SparkModel(new_global, state, [rolled, b.shipped])
