@@ -971,11 +971,15 @@ def score_frame(
                        n_zero_filled=n_zero_filled)
 
 
+def _check_absent_value(absent: str) -> None:
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"--absent must be one of {', '.join(ABSENT_RULES)}, got {absent!r}")
+
+
 def check_absent_rule(absent: str, columns: JobColumns, source: str = "the model") -> None:
     """Raise ValueError (one line) for an unknown ``absent`` rule, or ``"zero"`` with a model whose
     fill rule is ``"nan"`` (there an absent row is a missing observation, not zero events)."""
-    if absent not in ABSENT_RULES:
-        raise ValueError(f"--absent must be one of {', '.join(ABSENT_RULES)}, got {absent!r}")
+    _check_absent_value(absent)
     if absent == "zero" and columns.fill != "zero":
         raise ValueError(
             f"--absent zero: {source} was fitted with --fill {columns.fill}, where an absent row is a missing "
@@ -1217,8 +1221,7 @@ def score_file(
     """
     if chunk_size < 1:  # score_panel refuses it too, but only once the model is loaded and the input read
         raise ValueError(f"--chunk-size must be a positive number of contexts, got {chunk_size}")
-    if absent not in ABSENT_RULES:
-        raise ValueError(f"--absent must be one of {', '.join(ABSENT_RULES)}, got {absent!r}")
+    _check_absent_value(absent)  # before any work; against the model's fill rule once it is loaded
     check_distinct_paths(
         [("--model", model), ("--input", input)],
         [("--output", output), ("--scores", scores), ("--unseen", unseen), ("--update", update)],

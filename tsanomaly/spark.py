@@ -159,7 +159,7 @@ from tsanomaly.base import (
     history_gap_message,
     steps_by_wall_clock,
 )
-from tsanomaly.jobs import check_history_length
+from tsanomaly.jobs import ABSENT_RULES, check_history_length
 from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
@@ -2267,8 +2267,8 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
     data = global_state.get("data", {})
     fill = fill or data.get("fill", "nan")
     _check_fill(fill)  # before any Spark work, so a typo fails at once
-    if absent not in ("skip", "zero"):
-        raise ValueError(f"absent must be 'skip' or 'zero', got {absent!r}")
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"absent must be one of {', '.join(map(repr, ABSENT_RULES))}, got {absent!r}")
     if absent == "zero" and fill != "zero":
         raise ValueError(f"absent='zero' reads a missing row as zero events, which needs fill='zero'; got fill={fill!r}")
     _check_shard_args(n_shards, contexts_per_shard)

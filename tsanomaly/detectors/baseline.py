@@ -397,7 +397,13 @@ class RollingZScoreDetector(BaseDetector):
         safe_rows = np.maximum(rows, 0)
         fitted_floor = xp.asarray(self.scale_floor_)[xp.asarray(safe_rows)]
         seen = xp.asarray((rows >= 0) & ~self.fitted_without_data()[safe_rows]) & xp.isfinite(fitted_floor)
-        floor = xp.where(seen, fitted_floor, self._scale_floor(x))
+        floor = fitted_floor
+        if not bool(seen.all()):
+            # Only those rows: a row's floor is its own, and x holds the whole kept history (the
+            # medians of 121 points per context, every hour, where one new point is scored).
+            cold = xp.flatnonzero(~seen)
+            floor = fitted_floor.copy()
+            floor[cold] = self._scale_floor(x[cold])
         # x's first column on the fit's clock: the first new point lies at n_fit_times_ - 1 + steps.
         origin = self.n_fit_times_ - 1 + self.steps_after_fit(panel) - (x.shape[1] - values.shape[1])
         return self._combine(self._components(x, values.shape[1], floor, origin))

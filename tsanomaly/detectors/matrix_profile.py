@@ -636,10 +636,10 @@ class MatrixProfileDetector(BaseDetector):
         xp = backend.array_module(x)
         return xp.concatenate([xp.full((x.shape[0], 1), xp.nan), xp.diff(x, axis=1)], axis=1)
 
-    def _unit(self, values):
+    def _unit(self, values, compared=None):
         """Robust spread of each context's compared series (NumPy, shape (n_contexts,)): the unit of
-        plain-distance scores."""
-        x = self._compared(values)
+        plain-distance scores. ``compared``: ``self._compared(values)`` when the caller has it."""
+        x = self._compared(values) if compared is None else compared
         xp = backend.array_module(x)
         unit = robust_center_scale(xp.where(xp.isfinite(x), x, xp.nan))[1]
         # Counts: at least half a count (see tsanomaly.scaling.COUNT_SCALE_FLOOR), so that a sparse
@@ -727,8 +727,9 @@ class MatrixProfileDetector(BaseDetector):
         # 1 with first differences: counts of 300 then alerted 116 hours of 168.
         self.scale_ = None
         if not self.normalize:
-            observed = backend.to_numpy(xp.isfinite(self._compared(values)).sum(axis=1))
-            self.scale_ = np.where(observed >= m, self._unit(values), np.nan)
+            compared = self._compared(values)
+            observed = backend.to_numpy(xp.isfinite(compared).sum(axis=1))
+            self.scale_ = np.where(observed >= m, self._unit(values, compared), np.nan)
         if values.shape[1] < m:
             return xp.full(values.shape, xp.nan)
         return self._blocked_scores(values, 0, -(m - 1), values.shape[1], start, self.scale_)
