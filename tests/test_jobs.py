@@ -140,7 +140,7 @@ def test_model_remembers_columns_so_score_needs_only_three_paths(tables, tmp_pat
         state = json.loads(archive.read("model.json"))["state"]
     saved = state["job_columns_"]["value"]
     assert saved == {"context": ["country", "asn"], "time": "ts", "value": "failed_logins", "fill": "nan",
-                     "freq": "h", "detector": "baseline"}
+                     "freq": "h", "detector": "baseline", "tz": None}
     det, columns = jobs.load_model(model)
     assert isinstance(det, RollingZScoreDetector) and det.window == 5
     assert columns.context == ["country", "asn"] and columns.fill == "nan"
@@ -1875,3 +1875,258 @@ def test_an_input_without_rows_says_so_in_every_format(tables, tmp_path, capsys,
     assert _one_line_error(capsys) == f"tsanomaly score: error: {path} has no rows\n"
     assert main(_fit_args(str(path), tmp_path / "m2.tsa")) == 2
     assert _one_line_error(capsys) == f"tsanomaly fit: error: {path} has no rows\n"
+
+
+# ---------------------------------------------------------------------- --tz: local times without an offset
+PARIS = "Europe/Paris"
+
+
+def _paris_counts(start, end, freq, n_ctx=3, seed=0):
+    """Counts per ASN on Paris's wall clock (zone-aware times from pandas' date_range in the zone),
+    with a burst on the last day, as a long table."""
+    index = pd.date_range(start, end, freq=freq, tz=PARIS, unit="ns")
+    values = np.random.default_rng(seed).poisson(30, size=(n_ctx, len(index))).astype(float)
+    values[1, -3] += 300
+    frame = pd.concat([pd.DataFrame({"asn": f"AS{k}", "ts": index, "n": values[k]}) for k in range(n_ctx)],
+                      ignore_index=True)
+    return index, frame
+
+
+def _naive_text(frame):
+    """The table as a server logging on Paris's wall clock writes it: local times without an offset."""
+    return frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _offset_text(frame):
+    """The table with each time as ISO text with its UTC offset, which changes at a switch."""
+    return frame.assign(ts=[t.isoformat() for t in frame["ts"]])
+
+
+def _reference_scores(frame, cut, **params):
+    """Scores of the zone-aware table by the library alone: Panel.from_frame and the detector
+    (``params``: the baseline's, ``window=5`` by default)."""
+    before, after = frame[frame["ts"] < cut], frame[frame["ts"] >= cut]
+    hist = tsanomaly.Panel.from_frame(before, "asn", "ts", "n", fill="zero")
+    new = tsanomaly.Panel.from_frame(after, "asn", "ts", "n", fill="zero")
+    scores = RollingZScoreDetector(**{"window": 5, **params}).fit(hist).score(new)
+    assert np.isfinite(scores.to_numpy()).all()  # a comparison of NaNs would prove nothing
+    return new, scores
+
+
+def _fit_tz(history, model, *extra):
+    return ["fit", "--input", history, "--context", "asn", "--time", "ts", "--value", "n", "--detector", "baseline",
+            "--save", str(model), "--param", "window=5", *extra]
+
+
+def test_tz_reads_local_hourly_text_across_the_spring_switch(tmp_path, capsys):
+    """Paris's clocks skip 02:00 on 2026-03-29, so its logs go from 01:00 to 03:00. Read as UTC, that
+    text put a phantom 02:00 hour on the grid (a zero count with --fill zero) and every hour after the
+    switch an hour away from the history; read in Europe/Paris it is the hours that were."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
+    cut = pd.Timestamp("2026-03-29", tz=PARIS)
+    text = _naive_text(frame)
+    assert not text["ts"].str.startswith("2026-03-29 02:").any()
+    history = _write(text[frame["ts"] < cut], tmp_path / "history.csv")
+    today = _write(text[frame["ts"] >= cut], tmp_path / "today.csv")
+    model = tmp_path / "model.tsa"
+    assert main(_fit_tz(history, model, "--tz", PARIS)) == 0
+    assert "(up to 2026-03-28 23:00:00+01:00)" in capsys.readouterr().out
+    assert tsanomaly.load(model).job_columns_["tz"] == PARIS
+
+    # score without --tz: the model reads its input in its own zone.
+    result = jobs.score_file(model, today, tmp_path / "alerts.csv", scores=tmp_path / "scores.csv",
+                             update=tmp_path / "updated.tsa")
+    new, expected = _reference_scores(frame, cut)
+    assert result.panel.n_times == 47  # 48 local hours but one skipped
+    pd.testing.assert_index_equal(result.panel.index, new.index, check_names=False)
+    np.testing.assert_array_equal(result.scores.to_numpy(), expected.to_numpy())
+    assert len(result.alerts) and "2026-03-29 00:00:00+01:00 .. 2026-03-30 23:00:00+02:00" in result.summary()
+    assert tsanomaly.load(tmp_path / "updated.tsa").job_columns_["tz"] == PARIS  # --update keeps the zone
+
+    # The outputs are on Paris's clock, with the offset that names the instant.
+    scores = pd.read_csv(tmp_path / "scores.csv", dtype={"ts": str})
+    assert set(scores["ts"].str[19:]) == {"+01:00", "+02:00"}
+    assert sorted(set(scores["ts"].str[:19])) == sorted(set(text["ts"][frame["ts"] >= cut]))
+    alerts = pd.read_csv(tmp_path / "alerts.csv", dtype=str)
+    expected_alerts = RollingZScoreDetector(window=5).fit(
+        tsanomaly.Panel.from_frame(frame[frame["ts"] < cut], "asn", "ts", "n", fill="zero")).alerts(new)
+    assert list(pd.to_datetime(alerts["start"], utc=True)) == list(expected_alerts["start"].dt.tz_localize("UTC"))
+    assert alerts["start"].str.endswith("+02:00").all()
+
+    # Without the zone, the same text read as UTC has the phantom hour.
+    naive = jobs.frame_to_panel(pd.read_csv(today, dtype={"asn": str}), jobs.JobColumns(["asn"], "ts", "n"))
+    assert naive.n_times == 48
+
+
+def test_tz_refuses_a_repeated_local_hour_and_reads_text_with_offsets_across_the_autumn_switch(tmp_path, capsys):
+    """On 2026-10-25 Paris's clocks show 02:00 twice: naive text cannot say which hour a row is, and
+    the rows' order is no proof (a sort on the text puts them side by side, in any order), so it is
+    refused, naming the row and the text to write instead. With offsets the 25-hour day is read exactly."""
+    index, frame = _paris_counts("2026-10-15", "2026-10-26 23:00", "h")
+    cut = pd.Timestamp("2026-10-25", tz=PARIS)
+    history = _write(_naive_text(frame[frame["ts"] < cut]), tmp_path / "history.csv")
+    model = tmp_path / "model.tsa"
+    assert main(_fit_tz(history, model, "--tz", PARIS)) == 0
+    capsys.readouterr()
+
+    naive_today = _write(_naive_text(frame[frame["ts"] >= cut]), tmp_path / "naive.csv")
+    assert main(["score", "--model", str(model), "--input", naive_today, "--output", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "holds '2026-10-25 02:00:00' at row 2 (context 'AS0')" in err
+    assert "repeats at a daylight-saving switch" in err
+    assert "(2026-10-25T02:00:00+02:00 for the first, 2026-10-25T02:00:00+01:00 for the second)" in err
+    assert not (tmp_path / "a.csv").exists()
+
+    # The same hours as tsanomaly writes zoned times (offsets in CSV), and as ISO text in JSON lines.
+    for path in (_write(frame[frame["ts"] >= cut], tmp_path / "today.csv"),
+                 _write(_offset_text(frame[frame["ts"] >= cut]), tmp_path / "today.jsonl")):
+        result = jobs.score_file(model, path, tmp_path / "alerts.csv")
+        new, expected = _reference_scores(frame, cut)
+        assert result.panel.n_times == 49  # 25 + 24 hours
+        pd.testing.assert_index_equal(result.panel.index, new.index, check_names=False)
+        np.testing.assert_array_equal(result.scores.to_numpy(), expected.to_numpy())
+
+
+@pytest.mark.parametrize("switch", ["2026-03-29", "2026-10-25"])
+@pytest.mark.parametrize("written", ["naive", "offsets"])
+def test_tz_scores_local_days_across_each_switch(tmp_path, switch, written):
+    """Days written as local dates, or as local midnights with their offset (which change at the
+    switch, so read as UTC they fit no grid of days): read in the zone, both are days on its
+    wall clock, scored as the zone-aware table is, and written back as Paris midnights."""
+    end = pd.Timestamp(switch) + pd.Timedelta(days=6)
+    index, frame = _paris_counts(pd.Timestamp(switch) - pd.Timedelta(days=40), end, "D")
+    cut = pd.Timestamp(switch, tz=PARIS) - pd.Timedelta(days=2)  # the new week starts before the switch
+    history = frame[frame["ts"] < cut].assign(ts=lambda f: f["ts"].dt.strftime("%Y-%m-%d"))
+    det = jobs.fit_frame(history, "asn", "ts", "n", detector="baseline", params={"window": 5, "seasonal_period": 1},
+                         tz=PARIS)
+    assert det.freq_ == "D"
+    det.save(tmp_path / "model.tsa")
+    later = frame[frame["ts"] >= cut]
+    later = later.assign(ts=later["ts"].dt.strftime("%Y-%m-%d")) if written == "naive" else _offset_text(later)
+    path = _write(later, tmp_path / ("today.csv" if written == "naive" else "today.jsonl"))
+    result = jobs.score_file(tmp_path / "model.tsa", path, tmp_path / "alerts.csv", scores=tmp_path / "scores.csv")
+    new, expected = _reference_scores(frame, cut, seasonal_period=1)
+    pd.testing.assert_index_equal(result.panel.index, new.index, check_names=False)
+    assert str(result.panel.index.tz) == PARIS
+    np.testing.assert_array_equal(result.scores.to_numpy(), expected.to_numpy())
+    scores = pd.read_csv(tmp_path / "scores.csv", dtype={"ts": str})
+    assert scores["ts"].str[10:19].eq(" 00:00:00").all()
+    assert set(scores["ts"].str[19:]) == {"+01:00", "+02:00"}
+
+
+def test_tz_localises_a_naive_parquet_column_and_converts_a_zoned_one(tmp_path):
+    """A Parquet timestamp column without a zone is Paris's wall clock; one with a zone (UTC here)
+    names instants, converted to Paris."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
+    cut = pd.Timestamp("2026-03-29", tz=PARIS)
+    before, after = frame[frame["ts"] < cut], frame[frame["ts"] >= cut]
+    history = _write(before.assign(ts=before["ts"].dt.tz_localize(None)), tmp_path / "history.parquet")
+    today = _write(after.assign(ts=after["ts"].dt.tz_convert("UTC")), tmp_path / "today.parquet")
+    assert pd.read_parquet(history)["ts"].dt.tz is None and str(pd.read_parquet(today)["ts"].dt.tz) == "UTC"
+    jobs.fit_file(history, tmp_path / "model.tsa", "asn", "ts", "n", detector="baseline", params={"window": 5},
+                  tz=PARIS)
+    result = jobs.score_file(tmp_path / "model.tsa", today, tmp_path / "alerts.csv", tz=PARIS)
+    new, expected = _reference_scores(frame, cut)
+    pd.testing.assert_index_equal(result.panel.index, new.index, check_names=False)
+    np.testing.assert_array_equal(result.scores.to_numpy(), expected.to_numpy())
+
+
+def test_tz_refuses_a_local_time_that_the_spring_switch_skips(tmp_path, capsys):
+    """02:00 on 2026-03-29 never shows on a Paris clock: rows at that time were not written in that
+    zone (or are wrong), and shifting them an hour would hide it."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-28 23:00", "h")
+    text = _naive_text(frame)
+    text.loc[len(text)] = {"asn": "AS2", "ts": "2026-03-29 02:00:00", "n": 5.0}
+    path = _write(text, tmp_path / "history.csv")
+    assert main(_fit_tz(path, tmp_path / "model.tsa", "--tz", PARIS)) == 2
+    err = _one_line_error(capsys)
+    assert f"holds '2026-03-29 02:00:00' at row {len(text) - 1} (context 'AS2')" in err
+    assert "skips at a daylight-saving switch" in err and "UTC offset" in err
+    assert not (tmp_path / "model.tsa").exists()
+
+
+@pytest.mark.parametrize("zone", ["Europe/Pari", "utc", "", "../etc/passwd", "+02:00"])
+def test_tz_that_names_no_zone_is_refused_before_any_work(tmp_path, capsys, zone):
+    missing = str(tmp_path / "missing.csv")  # never read: the zone is checked first
+    assert main(_fit_tz(missing, tmp_path / "m.tsa", "--tz", zone)) == 2
+    err = _one_line_error(capsys)
+    assert f"--tz {zone!r} is not a time zone" in err and "Europe/Paris" in err
+    assert main(["score", "--model", str(tmp_path / "m.tsa"), "--input", missing, "--output",
+                 str(tmp_path / "a.csv"), "--tz", zone]) == 2
+    assert f"--tz {zone!r} is not a time zone" in _one_line_error(capsys)
+    assert main(["report", "--model", str(tmp_path / "m.tsa"), "--input", missing, "--out",
+                 str(tmp_path / "r.html"), "--tz", zone]) == 2
+    assert f"--tz {zone!r} is not a time zone" in _one_line_error(capsys)
+    if zone == "Europe/Pari":
+        assert "did you mean Europe/Paris" in err
+
+
+def test_score_tz_must_be_the_models_zone(tmp_path, capsys):
+    """The zone is the model's, like its columns: score and report read in it without --tz, accept
+    the same zone, and refuse another (or any, for a model fitted without a zone, whose history's
+    naive times were read as UTC)."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
+    cut = pd.Timestamp("2026-03-29", tz=PARIS)
+    history = _write(_naive_text(frame[frame["ts"] < cut]), tmp_path / "history.csv")
+    today = _write(_naive_text(frame[frame["ts"] >= cut]), tmp_path / "today.csv")
+    zoned, plain = tmp_path / "zoned.tsa", tmp_path / "plain.tsa"
+    assert main(_fit_tz(history, zoned, "--tz", PARIS)) == 0
+    assert main(_fit_tz(history, plain)) == 0
+    assert tsanomaly.load(plain).job_columns_["tz"] is None
+    capsys.readouterr()
+    score = ["score", "--input", today, "--output", str(tmp_path / "a.csv")]
+    assert main([*score, "--model", str(zoned), "--tz", PARIS]) == 0
+    capsys.readouterr()
+    assert main([*score, "--model", str(zoned), "--tz", "Europe/Berlin"]) == 2
+    err = _one_line_error(capsys)
+    assert f"--tz Europe/Berlin: the model {zoned} was fitted with --tz Europe/Paris" in err and "drop --tz" in err
+    assert main([*score, "--model", str(plain), "--tz", PARIS]) == 2
+    err = _one_line_error(capsys)
+    assert f"the model {plain} was fitted without --tz" in err and f"fit it again with --tz {PARIS}" in err
+    assert main(["report", "--model", str(zoned), "--model", str(plain), "--input", today, "--out",
+                 str(tmp_path / "r.html"), "--tz", PARIS]) == 2
+    assert f"the model {plain} was fitted without --tz" in _one_line_error(capsys)
+    det = tsanomaly.load(zoned)
+    with pytest.raises(ValueError, match="fitted with --tz Europe/Paris"):
+        jobs.score_frame(det, pd.read_csv(today), tz="Asia/Tokyo")
+    # A model saved before --tz existed has no "tz" entry: read as written, as before.
+    old = dict(tsanomaly.load(plain).job_columns_)
+    del old["tz"]
+    assert jobs.JobColumns.from_json(old).tz is None
+
+
+def test_a_model_zone_unknown_to_this_machine_is_refused_clearly():
+    entry = {"context": ["asn"], "time": "ts", "value": "n", "tz": "Mars/Olympus_Mons"}
+    with pytest.raises(ValueError, match=r"model.tsa was fitted with --tz Mars/Olympus_Mons, which is no time zone"):
+        jobs.JobColumns.from_json(entry, source="model.tsa")
+    with pytest.raises(ValueError, match="malformed"):
+        jobs.JobColumns.from_json({**entry, "tz": 2}, source="model.tsa")
+
+
+def test_the_report_of_a_local_hourly_model_says_its_times_are_in_utc(tmp_path):
+    """Hours read in Paris are on a grid in UTC, and the report draws that grid: its page must say
+    so, as it does for a zoned column, although the input's text has no offset."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
+    cut = pd.Timestamp("2026-03-29", tz=PARIS)
+    history = _write(_naive_text(frame[frame["ts"] < cut]), tmp_path / "history.csv")
+    today = _write(_naive_text(frame[frame["ts"] >= cut]), tmp_path / "today.csv")
+    assert main(_fit_tz(history, tmp_path / "m.tsa", "--tz", PARIS)) == 0
+    jobs.report_file([tmp_path / "m.tsa"], today, tmp_path / "r.html", history=history)
+    assert 'id="times-zone">Times on this page are in UTC.' in (tmp_path / "r.html").read_text()
+
+
+def test_times_in_zone_reads_each_form_of_text_and_names_what_it_cannot():
+    times = pd.Series(["2026-03-29 01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T02:00:00Z", None,
+                       "2026-03-29", " 2026-03-29 01:30:00.5 +01:00"], name="ts")
+    local = jobs.times_in_zone(times, PARIS)
+    expected = pd.DatetimeIndex(["2026-03-29 00:00", "2026-03-29 01:00", "2026-03-29 02:00", None,
+                                 "2026-03-28 23:00", "2026-03-29 00:30:00.5"]).tz_localize("UTC")
+    assert str(local.dt.tz) == PARIS and local.name == "ts"
+    pd.testing.assert_index_equal(pd.DatetimeIndex(local).tz_convert("UTC"), expected.as_unit("ns"), check_names=False)
+    # The same times as a categorical column, as naive datetimes, and as Python datetimes.
+    pd.testing.assert_series_equal(jobs.times_in_zone(times.astype("category"), PARIS), local)
+    naive = pd.Series(pd.to_datetime(["2026-03-29 01:00", "2026-10-25 03:00"]))
+    assert jobs.times_in_zone(naive, PARIS).dt.strftime("%H:%M%z").tolist() == ["01:00+0100", "03:00+0100"]
+    assert jobs.times_in_zone(pd.Series(list(naive), dtype=object), PARIS).equals(jobs.times_in_zone(naive, PARIS))
+    with pytest.raises(ValueError, match=r"holds 'yesterday' for context 'US', which is not an ISO 8601 timestamp"):
+        jobs.times_in_zone(pd.Series(["2026-03-29 01:00", "yesterday"]), PARIS, "ts", lambda pos: "US")

@@ -90,12 +90,12 @@ def _cmd_fit(args) -> int:
     det = _job_errors(
         lambda: jobs.fit_file(
             args.input, args.save, context=args.context, time=args.time, value=args.value,
-            detector=args.detector, params=params, fill=args.fill, freq=args.freq, device=args.device,
+            detector=args.detector, params=params, fill=args.fill, freq=args.freq, device=args.device, tz=args.tz,
         )
     )
     print(
         f"fitted {det!r} on {jobs._count(len(det.contexts_), 'context')} x {jobs._count(det.n_fit_times_, 'time')} "
-        f"(up to {det.fit_end_}); saved to {args.save}"
+        f"(up to {jobs.local_time(det.fit_end_, args.tz)}); saved to {args.save}"
     )
     return 0
 
@@ -106,11 +106,11 @@ def _cmd_score(args) -> int:
     result = _job_errors(
         lambda: jobs.score_file(
             args.model, args.input, args.output, scores=args.scores, unseen=args.unseen,
-            chunk_size=args.chunk_size, device=args.device, update=args.update, absent=args.absent,
+            chunk_size=args.chunk_size, device=args.device, update=args.update, absent=args.absent, tz=args.tz,
         )
     )
-    updated = (f"; model updated through {result.detector.fit_end_} and saved to {args.update}"
-               if args.update is not None else "")
+    updated = (f"; model updated through {jobs.local_time(result.detector.fit_end_, result.columns.tz)} and saved to "
+               f"{args.update}" if args.update is not None else "")
     print(result.summary() + f"; alerts written to {args.output}" + updated)
     return 0
 
@@ -121,7 +121,7 @@ def _cmd_report(args) -> int:
     results = _job_errors(
         lambda: jobs.report_file(
             args.model, args.input, args.out, top=args.top, history=args.history, title=args.title,
-            device=args.device, absent=args.absent,
+            device=args.device, absent=args.absent, tz=args.tz,
         )
     )
     n_alerts = sum(len(r.alerts) for r in results)
@@ -137,6 +137,8 @@ def _add_job_commands(commands) -> None:
     # --verbose is accepted after the sub-command too; SUPPRESS keeps the main flag's value otherwise.
     verbose = {"action": "store_true", "default": argparse.SUPPRESS, "help": "log progress to stderr"}
     formats = "CSV, Parquet or JSON lines, by extension (.csv, .parquet, .jsonl)"
+    tz_help = ("time zone of the input's times; default and only zone allowed: the model's, from `fit --tz` "
+               "(a model fitted without --tz refuses one)")
 
     fit = commands.add_parser(
         "fit", help="fit a detector on history in a file and save the model",
@@ -159,6 +161,14 @@ def _add_job_commands(commands) -> None:
     fit.add_argument(
         "--freq", default=None,
         help="grid step such as 1h, 15min, 7D, or W / W-MON (weeks on that weekday) (default: inferred)",
+    )
+    fit.add_argument(
+        "--tz", default=None, metavar="ZONE",
+        help="time zone of the time column, an IANA name such as Europe/Paris: times without a UTC offset "
+             "(2026-03-29 01:00:00) are its wall clock, times with one are converted to it; days and weeks "
+             "then follow its wall clock, and outputs are written in it with their offset. A time that a "
+             "daylight-saving switch skips or repeats is refused (write those with their offset). The model "
+             "keeps the zone for score and report (default: times as written, naive ones as UTC)",
     )
     fit.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the detector's")
     fit.add_argument("-v", "--verbose", **verbose)
@@ -193,6 +203,7 @@ def _add_job_commands(commands) -> None:
              "over the input's span, and with --update its history moves on: for a counts file that omits "
              "contexts with no event, e.g. an hourly file). zero is refused for a model fitted with --fill nan",
     )
+    score.add_argument("--tz", default=None, metavar="ZONE", help=tz_help)
     score.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="contexts scored at a time")
     score.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default: the model's")
     score.add_argument("-v", "--verbose", **verbose)
@@ -217,6 +228,7 @@ def _add_job_commands(commands) -> None:
         "--absent", default="skip", choices=["skip", "zero"],
         help="what a fitted context with no row in the input gets, as for `score --absent` (default: skip)",
     )
+    report.add_argument("--tz", default=None, metavar="ZONE", help=tz_help)
     report.add_argument("-v", "--verbose", **verbose)
     report.set_defaults(handler=_cmd_report)
 

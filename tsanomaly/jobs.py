@@ -86,6 +86,10 @@ __all__ = [
     "ScoreResult",
     "output_columns",
     "parse_params",
+    "check_time_zone",
+    "times_in_zone",
+    "check_model_zone",
+    "local_time",
     "frame_to_panel",
     "check_history_length",
     "check_distinct_paths",
@@ -254,6 +258,11 @@ class JobColumns:
         a single timestamp still lands on the right grid.
     detector : str or None
         Short name the model was built with (``"stl"``...), for the report.
+    tz : str or None
+        The time zone (an IANA name, ``"Europe/Paris"``) in which the time
+        column's timestamps are read (:func:`times_in_zone`), given at fit
+        (``fit --tz``) and kept for every later read of the model's inputs;
+        None reads them as written (naive times as UTC).
     """
 
     context: list
@@ -262,6 +271,7 @@ class JobColumns:
     fill: str = "zero"
     freq: str | None = None
     detector: str | None = None
+    tz: str | None = None
 
     def columns(self) -> list[str]:
         """Every column the table needs, context columns first."""
@@ -275,6 +285,7 @@ class JobColumns:
             "fill": self.fill,
             "freq": self.freq,
             "detector": self.detector,
+            "tz": self.tz,
         }
 
     @classmethod
@@ -287,8 +298,16 @@ class JobColumns:
         context = data.get("context")
         if (not isinstance(context, list) or not context or not all(isinstance(c, str) for c in context)
                 or not isinstance(data.get("time"), str) or not isinstance(data.get("value"), str)
-                or data.get("fill", "zero") not in FILL_RULES):
+                or data.get("fill", "zero") not in FILL_RULES
+                or not isinstance(data.get("tz"), (str, type(None)))):
             raise malformed
+        tz = data.get("tz")  # absent from models saved before fit --tz existed: times read as written
+        if tz is not None:
+            try:
+                check_time_zone(tz)
+            except ValueError as exc:  # a zone this machine's time-zone database lacks (or a damaged entry)
+                raise ValueError(f"{source} was fitted with --tz {tz}, which is no time zone here: "
+                                 f"{tsio._first_line(exc)}") from exc
         try:
             return cls(
                 context=list(data["context"]),
@@ -297,13 +316,15 @@ class JobColumns:
                 fill=str(data.get("fill", "zero")),
                 freq=data.get("freq"),
                 detector=data.get("detector"),
+                tz=tz,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{source} has a malformed {JOB_ATTRIBUTE} entry: {data!r}") from exc
 
     @classmethod
-    def parse(cls, context, time: str, value: str, fill: str = "zero") -> "JobColumns":
-        """Validate column arguments as a user gives them (``context`` may be ``"country,asn"``)."""
+    def parse(cls, context, time: str, value: str, fill: str = "zero", tz: str | None = None) -> "JobColumns":
+        """Validate column arguments as a user gives them (``context`` may be ``"country,asn"``;
+        ``tz`` is checked by :func:`check_time_zone`)."""
         if isinstance(context, str):
             context = [c.strip() for c in context.split(",")]
         context = [c for c in context if c]
@@ -320,7 +341,9 @@ class JobColumns:
             raise ValueError(f"--time and --value both name column {time!r}")
         if fill not in FILL_RULES:
             raise ValueError(f"fill must be one of {FILL_RULES}, got {fill!r}")
-        return cls(context=context, time=time, value=value, fill=fill)
+        if tz is not None:
+            tz = check_time_zone(tz)
+        return cls(context=context, time=time, value=value, fill=fill, tz=tz)
 
     def check_names(self, detector, fix: str = "rename the column in the data", source: str | None = None,
                     tables=None) -> None:
@@ -391,12 +414,166 @@ def parse_params(items: Sequence[str] | None) -> dict:
     return params
 
 
+#: ISO 8601 text whose time of day ends in a UTC offset ("...T02:00:00+02:00", "... 02:00Z"): the
+#: time follows a "T" or a space, and only the offset holds "Z", "+" or "-" after it. A bare date
+#: ("2026-03-29") has no time, hence no offset, however it ends.
+_TEXT_WITH_OFFSET = re.compile(r"^[^T\s]+[T\s].*[Z+-]", re.IGNORECASE)
+
+
+def check_time_zone(tz) -> str:
+    """Return ``tz`` when it names a time zone of the IANA database, else raise ValueError.
+
+    Parameters
+    ----------
+    tz : str
+        An IANA name: ``"Europe/Paris"``, ``"America/New_York"``, ``"UTC"``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the value, the closest known names and an example.
+
+    Examples
+    --------
+    >>> check_time_zone("Europe/Paris")
+    'Europe/Paris'
+    """
+    import difflib
+    import zoneinfo
+
+    if isinstance(tz, str) and tz:
+        try:
+            zoneinfo.ZoneInfo(tz)
+            return tz
+        # ZoneInfoNotFoundError (a KeyError) for an unknown name, ValueError for a path-like one.
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    close = difflib.get_close_matches(str(tz), sorted(zoneinfo.available_timezones()), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(
+        f"--tz {tz!r} is not a time zone{hint}; give an IANA name such as Europe/Paris, America/New_York or UTC"
+    )
+
+
+def times_in_zone(column: pd.Series, tz: str, name: str = "time", context_of=None) -> pd.Series:
+    """Timestamps as instants in time zone ``tz``: naive ones are its wall clock, others are converted.
+
+    What ``fit --tz`` (``JobColumns.tz``) does to the time column before the panel is built:
+
+    - text without a UTC offset (``2026-03-29 01:00:00``), and naive datetimes (a Parquet
+      timestamp column without a zone), are wall-clock times in ``tz``
+      (``pandas.Series.dt.tz_localize``);
+    - text with an offset (``2026-03-29T03:00:00+02:00``, ``...Z``), offsets that change at a
+      daylight-saving switch included, and zone-aware datetimes name instants, converted to ``tz``.
+      The two kinds of text may mix in one column.
+
+    A wall-clock time that a daylight-saving switch skips (02:30 on the spring day in
+    Europe/Paris) or repeats (02:30 on the autumn day) names no single instant: it is refused,
+    never shifted nor guessed from the rows' order (an export sorted on the text, whose order
+    among equal texts is arbitrary, would swap the two hours without a word).
+
+    Parameters
+    ----------
+    column : pandas.Series
+        The time column: ISO 8601 text or datetimes.
+    tz : str
+        An IANA zone name (:func:`check_time_zone`).
+    name : str
+        The column's name, for messages.
+    context_of : callable, optional
+        Row position -> context label, for messages.
+
+    Returns
+    -------
+    pandas.Series
+        Zone-aware datetimes in ``tz`` (NaT where the input is missing), same index and name.
+
+    Raises
+    ------
+    ValueError
+        For a time skipped or repeated by a switch, naming the value, its row and context, and
+        the text with offsets to write instead; for text that is not ISO 8601, naming the first
+        such value (as :meth:`Panel.from_frame` does).
+
+    Examples
+    --------
+    >>> times = pd.Series(["2026-03-29 01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T02:00:00Z"])
+    >>> times_in_zone(times, "Europe/Paris").dt.strftime("%H:%M%z").tolist()
+    ['01:00+0100', '03:00+0200', '04:00+0200']
+    """
+    from tsanomaly.panel import _parse_timestamps
+
+    context_of = context_of or (lambda pos: None)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.astype(column.cat.categories.dtype)
+    if column.dtype == object and not pd.api.types.is_string_dtype(column):
+        # Python datetimes (or dates) as objects: pandas reads them, naive or aware (not both).
+        try:
+            column = pd.to_datetime(column)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"column {name!r} holds values that are not timestamps of one kind (naive, or "
+                             f"with a zone): {tsio._first_line(exc)}") from exc
+    if getattr(column.dtype, "tz", None) is not None:
+        return column.dt.tz_convert(tz)
+    # Each distinct time parsed and localised once: it repeats for every context.
+    codes, uniques = pd.factorize(column)
+    if pd.api.types.is_datetime64_dtype(column.dtype):
+        with_offset = np.zeros(len(uniques), dtype=bool)
+        naive, aware = pd.DatetimeIndex(uniques), pd.DatetimeIndex([], tz="UTC")
+    else:
+        uniques = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+        with_offset = uniques.str.strip().str.contains(_TEXT_WITH_OFFSET).to_numpy(dtype=bool)
+        try:
+            naive = pd.DatetimeIndex(pd.to_datetime(uniques[~with_offset], format="ISO8601"))
+            aware = pd.DatetimeIndex(pd.to_datetime(uniques[with_offset], format="ISO8601", utc=True))
+        except (ValueError, TypeError):
+            naive = None
+        if naive is None or naive.tz is not None:
+            # Panel.from_frame's reader names the first value that is no ISO 8601 timestamp, and
+            # its context. Should it read them all, the split into text with and without an offset
+            # failed: said, rather than the column read in UTC.
+            _parse_timestamps(column, name, context_of)
+            raise ValueError(f"column {name!r}: cannot tell which of its times carry a UTC offset, to read the "
+                             f"others in {tz}; write them all as ISO 8601 text, each with or without one")
+    naive = naive.as_unit("ns")
+    local = naive.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    no_instant = np.asarray(local.isna() & naive.notna())
+    if no_instant.any():
+        row = int(np.flatnonzero(np.isin(codes, np.flatnonzero(~with_offset)[no_instant]))[0])  # the first in the file
+        raise _no_single_instant(column.iloc[row], naive[no_instant][0], tz, name, row, context_of(row))
+    instants = np.empty(len(with_offset), dtype="datetime64[ns]")
+    instants[~with_offset] = local.tz_convert("UTC").tz_localize(None).to_numpy()
+    instants[with_offset] = aware.as_unit("ns").tz_localize(None).to_numpy()
+    by_row = instants.take(np.maximum(codes, 0)) if len(instants) else np.full(len(codes), np.datetime64("NaT", "ns"))
+    by_row[codes < 0] = np.datetime64("NaT")  # a missing time: reported by Panel.from_frame
+    return pd.Series(pd.DatetimeIndex(by_row).tz_localize("UTC").tz_convert(tz), index=column.index, name=column.name)
+
+
+def _no_single_instant(written, wall: pd.Timestamp, tz: str, name: str, row: int, context) -> ValueError:
+    """The error for a wall-clock time ``wall`` that a daylight-saving switch of ``tz`` skips or repeats."""
+    where = f"column {name!r} holds {written!r} at row {row} (context {context!r})"
+    either = pd.DatetimeIndex([wall, wall])
+    earlier, later = either.tz_localize(tz, ambiguous=np.array([True, False]), nonexistent="NaT")
+    if pd.isna(earlier):  # skipped: no instant has this wall-clock time
+        return ValueError(
+            f"{where}, a time that {tz} skips at a daylight-saving switch (its clocks jump forward), so it names "
+            f"no instant: times written on that zone's clock never show it. Check that --tz names the zone they "
+            "were written in, or write them with their UTC offset or in UTC"
+        )
+    return ValueError(
+        f"{where}, a time that {tz} repeats at a daylight-saving switch (its clocks go back), so it names two "
+        f"instants and which one is not guessed: write the times with their UTC offset "
+        f"({earlier.isoformat()} for the first, {later.isoformat()} for the second) or in UTC"
+    )
+
+
 def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = None, source="the input",
                    naive_utc: bool = False) -> Panel:
     """Build the Panel a job scores from a long table, the same way at fit and at score time.
 
     Context labels become text (:func:`tsanomaly.io.labels_as_text`), timestamps are parsed by
-    :meth:`Panel.from_frame`, absent buckets follow ``columns.fill``.
+    :meth:`Panel.from_frame` (after :func:`times_in_zone` when ``columns.tz`` is set), absent
+    buckets follow ``columns.fill``.
 
     Parameters
     ----------
@@ -406,7 +583,8 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
     freq : str, optional
         Grid step; ``columns.freq`` when omitted, inferred when both are None.
     naive_utc : bool, default False
-        Read zone-aware timestamps as naive UTC instants, for a model fitted on such a grid
+        Read zone-aware timestamps (a zoned column, or any column read in ``columns.tz``) as
+        naive UTC instants, for a model fitted on such a grid
         (:func:`fitted_in_utc`): ``Panel.from_frame`` keeps a zone on grids of days or weeks
         since 2026-12-07, and a model fitted before on the same column has a naive grid.
     source : str
@@ -416,6 +594,7 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
     ------
     ValueError
         A missing column, a row without a context label, numeric timestamps,
+        a time that ``columns.tz`` skips or repeats (:func:`times_in_zone`),
         and everything :meth:`Panel.from_frame` rejects (duplicate rows,
         non-numeric values, an irregular grid...).
     """
@@ -443,6 +622,13 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
         check_time_not_numeric(
             frame[columns.time], columns.time, "write ISO 8601 text (2024-03-30T15:00:00) or a Parquet timestamp column"
         )
+        if columns.tz is not None:
+            def context_of(pos):
+                labels = tuple(frame[col].iloc[pos] for col in columns.context)
+                return labels[0] if len(labels) == 1 else labels
+
+            frame = frame.assign(**{columns.time: times_in_zone(frame[columns.time], columns.tz, columns.time,
+                                                                 context_of)})
         if naive_utc and getattr(frame[columns.time].dtype, "tz", None) is not None:
             frame = frame.assign(**{columns.time: frame[columns.time].dt.tz_convert(None)})
         return Panel.from_frame(
@@ -537,6 +723,7 @@ def fit_frame(
     device: str | None = None,
     source: str = "the input",
     require_alerts: bool = False,
+    tz: str | None = None,
 ) -> BaseDetector:
     """Fit a detector on a long table and attach the table mapping (``job_columns_``).
 
@@ -567,6 +754,12 @@ def fit_frame(
         history is shorter than the detector's :meth:`~BaseDetector.min_fit_times`, after it
         when no training score is finite (the threshold is then infinite). Without it such a
         fit only warns (:class:`~tsanomaly.base.CalibrationWarning`).
+    tz : str, optional
+        The time zone of the time column (an IANA name, ``"Europe/Paris"``): naive
+        timestamps (text without a UTC offset) are read as its wall clock, others
+        converted to it (:func:`times_in_zone`); a grid of days or weeks then follows its
+        wall clock. The model keeps it (``job_columns_["tz"]``): :func:`score_frame` reads
+        new data in it. By default timestamps are read as written (naive ones as UTC).
 
     Returns
     -------
@@ -589,7 +782,7 @@ def fit_frame(
     """
     from tsanomaly.detectors import DETECTOR_CLASSES, make_detector
 
-    columns = JobColumns.parse(context, time, value, fill)
+    columns = JobColumns.parse(context, time, value, fill, tz)
     if isinstance(detector, str):
         name, det = detector, make_detector(detector)
     else:
@@ -623,9 +816,10 @@ def fit_frame(
 
 
 def fit_file(
-    input, save, context, time: str, value: str, detector="stl", params=None, fill="zero", freq=None, device=None
+    input, save, context, time: str, value: str, detector="stl", params=None, fill="zero", freq=None, device=None,
+    tz=None,
 ):
-    """Read ``input``, fit (see :func:`fit_frame`) and save the model to ``save`` atomically.
+    """Read ``input``, fit (see :func:`fit_frame`, ``tz`` included) and save the model to ``save`` atomically.
 
     Returns
     -------
@@ -645,7 +839,7 @@ def fit_file(
     from tsanomaly.detectors import detector_class
 
     check_distinct_paths([("--input", input)], [("--save", save)])
-    columns = JobColumns.parse(context, time, value, fill)
+    columns = JobColumns.parse(context, time, value, fill, tz)  # an unknown zone is refused before the read
     # The detector's class is enough to know its alert columns: refuse a colliding name before the
     # (long) read; fit_frame checks again, for its callers from Python.
     columns.check_names(detector_class(detector) if isinstance(detector, str) else detector, source=str(input))
@@ -655,7 +849,7 @@ def fit_file(
     tsio.check_output_path(save, "--save", what="a model file", example="model.tsa")
     frame = _read(input, columns)
     det = fit_frame(frame, columns.context, time, value, detector, params, fill, freq, device, source=str(input),
-                    require_alerts=True)
+                    require_alerts=True, tz=tz)
     det.save(save)  # BaseDetector.save writes a temporary file and renames it: atomic too
     log.info("saved the model to %s", save)
     return det
@@ -778,7 +972,9 @@ class ScoreResult:
         """One line for the job's log: what was scored, how many alerts, what was unseen, unscored or absent."""
         n_skipped = int((self.unseen["status"] == "skipped").sum())
         n_cold = len(self.unseen) - n_skipped
-        span = f"{self.panel.index[0]} .. {self.panel.index[-1]}" if self.panel.n_times else "no times"
+        span = "no times"
+        if self.panel.n_times:  # on the clock of the model's zone, as the outputs are written
+            span = " .. ".join(str(local_time(self.panel.index[k], self.columns.tz)) for k in (0, -1))
         n_alerting = self.alerts[self.columns.context].drop_duplicates().shape[0] if len(self.alerts) else 0
         return (
             f"scored {_count(self.panel.n_contexts, 'context')} x {_count(self.panel.n_times, 'time')} ({span}) of "
@@ -880,6 +1076,7 @@ def score_frame(
     progress: bool | None = None,
     source: str = "the input",
     absent: str = "skip",
+    tz: str | None = None,
 ) -> ScoreResult:
     """Score a long table with a fitted detector; see :class:`ScoreResult` for what comes back.
 
@@ -908,17 +1105,24 @@ def score_frame(
         forward): for an input that holds every context but omits those with
         no event, such as an hourly counts file. Refused for a model whose
         fill rule is ``"nan"``, where an absent row is a missing observation.
+    tz : str, optional
+        The zone of ``frame``'s times, which must be the model's (``columns.tz``, from
+        :func:`fit_frame`'s ``tz``; :func:`check_model_zone`). Left out, ``frame`` is read
+        in the model's zone, if it has one (:func:`times_in_zone`). The panel, scores and
+        alerts keep the grid's times: on the zone's wall clock for days and weeks, naive
+        UTC for shorter steps (:func:`score_file` writes those in the zone).
 
     Raises
     ------
     ValueError
-        An unknown ``absent``, ``absent="zero"`` with ``fill="nan"``, and
-        everything :func:`frame_to_panel` raises.
+        An unknown ``absent``, ``absent="zero"`` with ``fill="nan"``, a ``tz`` that is
+        not the model's, and everything :func:`frame_to_panel` raises.
     """
     if columns is None:
         columns = JobColumns.from_json(getattr(det, JOB_ATTRIBUTE))
     det.check_fitted()
     check_absent_rule(absent, columns, source="the model")
+    check_model_zone(tz, columns, source="the model")
     # Columns given by hand were never checked. The alerts alone: they are always built, and a model
     # loaded for a job that writes no --unseen table need not avoid that table's names.
     columns.check_names(det, source=source, tables=("alerts",))
@@ -985,6 +1189,64 @@ def check_absent_rule(absent: str, columns: JobColumns, source: str = "the model
             f"--absent zero: {source} was fitted with --fill {columns.fill}, where an absent row is a missing "
             "observation, not zero events; drop --absent zero, or fit the model again with --fill zero"
         )
+
+
+def check_model_zone(tz: str | None, columns: JobColumns, source: str = "the model") -> None:
+    """Raise ValueError (one line) when ``tz`` (``score --tz``) is not the zone the model reads its inputs in.
+
+    The zone is the model's, set by ``fit --tz`` like its columns, so that a job that leaves
+    ``--tz`` out of its ``score`` line still reads local times as the fit did (read as UTC,
+    hourly local times would be scored an hour or two away from their history without a
+    word). Given at score time, it must be that zone: the model's grid of days follows its
+    wall clock and its outputs are written in it. A model fitted without a zone refuses one
+    too: its history's naive times were read as UTC, and may have been local times read so.
+
+    Parameters
+    ----------
+    tz : str or None
+        The zone given; None accepts the model's.
+    columns : JobColumns
+        The model's table mapping (``columns.tz``: its zone, or None).
+    source : str
+        How the message names the model.
+    """
+    if tz is None:
+        return
+    tz = check_time_zone(tz)
+    if columns.tz is None:
+        raise ValueError(
+            f"--tz {tz}: {source} was fitted without --tz, so it reads times as written (naive times as UTC), "
+            f"as it read its history; fit it again with --tz {tz} to read local times"
+        )
+    if tz != columns.tz:
+        raise ValueError(
+            f"--tz {tz}: {source} was fitted with --tz {columns.tz} and reads every input in that zone; drop "
+            f"--tz, or fit again with --tz {tz} (times written with their UTC offset are read exactly in any zone)"
+        )
+
+
+def local_time(stamp, tz: str | None):
+    """A time of a job's grid as its user reads it: a naive one (UTC, on a grid finer than a day)
+    on the clock of ``tz``, the model's zone; any other as it is (``fit_end_`` text included)."""
+    if tz is None or isinstance(stamp, (int, np.integer)) or stamp is None:
+        return stamp
+    stamp = pd.Timestamp(stamp)
+    return stamp.tz_localize("UTC").tz_convert(tz) if stamp.tz is None else stamp.tz_convert(tz)
+
+
+def _in_zone(table: pd.DataFrame, tz: str | None) -> pd.DataFrame:
+    """``table`` with its naive time columns, naive UTC times of a grid finer than a day, in ``tz``.
+
+    A grid of hours stays in UTC whatever the input's zone (:meth:`Panel.from_frame`), and so do the
+    times of the alerts and scores built on it: a job fitted with ``--tz`` writes them on that zone's
+    clock with their offset (``2026-03-29 03:00:00+02:00``), as it writes a grid of days in a zone.
+    """
+    if tz is None:
+        return table
+    naive = [col for col in table.columns if pd.api.types.is_datetime64_dtype(table[col].dtype)]
+    if not naive:
+        return table
+    return table.assign(**{col: table[col].dt.tz_localize("UTC").dt.tz_convert(tz) for col in naive})
 
 
 def _with_absent_as_zero(det: BaseDetector, panel: Panel) -> tuple[Panel, int]:
@@ -1168,6 +1430,7 @@ def score_file(
     progress: bool | None = None,
     update=None,
     absent: str = "skip",
+    tz: str | None = None,
 ) -> ScoreResult:
     """Score a file with a saved model and write the alerts (and optionally scores and unseen contexts).
 
@@ -1201,6 +1464,11 @@ def score_file(
         states; with ``update``, ``"zero"`` also rolls their history forward over zeros, so
         hour files that omit contexts with no event score as one file of the day with their
         zero rows would. Refused before any work for a model fitted with ``fill="nan"``.
+    tz : str, optional
+        The zone of the input's times; it must be the model's (``fit --tz``,
+        :func:`check_model_zone`), in which the input is read when it is left out. With a
+        zone, the outputs' times are written on its clock with their UTC offset
+        (``2026-03-29 03:00:00+02:00``), for an hourly grid too, which the panel holds in UTC.
 
     Returns
     -------
@@ -1214,14 +1482,16 @@ def score_file(
         unsupported extension, or is a folder, and when ``chunk_size`` is less than 1; before
         any output is written, when the model has no update (:func:`check_can_update`) or
         the input does not start after its history; before the input is read, for an unknown
-        ``absent`` or ``absent="zero"`` with a model fitted with ``fill="nan"``; besides what
-        :func:`score_frame` raises.
+        ``absent``, ``absent="zero"`` with a model fitted with ``fill="nan"``, or a ``tz`` that
+        is not the model's; besides what :func:`score_frame` raises.
     FileNotFoundError
         Before any work, when the folder of an output does not exist.
     """
     if chunk_size < 1:  # score_panel refuses it too, but only once the model is loaded and the input read
         raise ValueError(f"--chunk-size must be a positive number of contexts, got {chunk_size}")
     _check_absent_value(absent)  # before any work; against the model's fill rule once it is loaded
+    if tz is not None:
+        check_time_zone(tz)  # before any work; against the model's zone once it is loaded
     check_distinct_paths(
         [("--model", model), ("--input", input)],
         [("--output", output), ("--scores", scores), ("--unseen", unseen), ("--update", update)],
@@ -1240,6 +1510,7 @@ def score_file(
     written = [table for table, path in (("alerts", output), ("scores", scores), ("unseen", unseen)) if path is not None]
     det, columns = load_model(model, device=device, outputs=written)
     check_absent_rule(absent, columns, source=f"the model {model}")  # before the input is read, too
+    check_model_zone(tz, columns, source=f"the model {model}")
     if update is not None:
         check_can_update(det, source=str(model))  # before the input is read: no output, no half-done job
     frame = _read(input, columns)
@@ -1249,10 +1520,10 @@ def score_file(
         # score refuses data before the fitted history, update also data on its last time; caught here,
         # before the first output is written (the summary of a refused update would follow written alerts).
         det.steps_after_fit(result.panel, require_new=True)
-    tsio.write_table(result.alerts, output)
+    tsio.write_table(_in_zone(result.alerts, columns.tz), output)
     log.info("wrote %d alerts to %s", len(result.alerts), output)
     if scores is not None:
-        tsio.write_table(scores_frame(result), scores)
+        tsio.write_table(_in_zone(scores_frame(result), columns.tz), scores)
         log.info("wrote the scores to %s", scores)
     if unseen is not None:
         tsio.write_table(result.unseen, unseen)
@@ -1345,6 +1616,7 @@ def report_file(
     device: str | None = None,
     progress: bool | None = None,
     absent: str = "skip",
+    tz: str | None = None,
 ) -> list[ScoreResult]:
     """Score ``input`` with one or more saved models and write a self-contained HTML report.
 
@@ -1366,6 +1638,9 @@ def report_file(
     absent : {"skip", "zero"}, default "skip"
         What a fitted context without a row in ``input`` gets, as for :func:`score_frame`
         (``tsanomaly score --absent``): the report of an hour shows the alerts its score gave.
+    tz : str, optional
+        The zone of the times of ``input`` and ``history``, as for :func:`score_file`: it must
+        be every model's (:func:`check_model_zone`); left out, each model reads them in its own.
 
     Returns
     -------
@@ -1386,6 +1661,8 @@ def report_file(
     if top < 1:
         # --top 0 wrote a page that said "No alerts" above a table of alerts it did not plot.
         raise ValueError(f"--top must be at least 1 (contexts plotted per model), got {top}")
+    if tz is not None:
+        check_time_zone(tz)
     check_distinct_paths([*(("--model", m) for m in models), ("--input", input), ("--history", history)], [("--out", out)])
     if not str(out).strip():  # Path("") is Path("."), a folder
         raise ValueError("--out needs a file name, e.g. --out report.html")
@@ -1394,6 +1671,7 @@ def report_file(
     loaded = [(path, *load_model(path, device=device, outputs=("alerts",))) for path in models]
     for path, _, columns in loaded:  # before the input is read
         check_absent_rule(absent, columns, source=str(path))
+        check_model_zone(tz, columns, source=f"the model {path}")
     needed = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.columns()))
     labels = list(dict.fromkeys(c for _, _, cols in loaded for c in cols.context))
     frame = tsio.read_table(input, columns=needed, text_columns=labels)
@@ -1407,9 +1685,10 @@ def report_file(
         if history_frame is not None:
             history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history),
                                            naive_utc=fitted_in_utc(det))
-        # An hourly column with a time zone (or UTC offsets) is scored on a naive UTC grid: the page
-        # must say its times are in UTC, or 22:00 reads as the analyst's own 22:00.
-        in_utc = report.times_in_utc(frame[columns.time], result.panel.index)
+        # An hourly column with a time zone (or UTC offsets, or read in the model's zone) is scored on
+        # a naive UTC grid: the page must say its times are in UTC, or 22:00 reads as the analyst's own.
+        in_utc = report.times_in_utc(frame[columns.time], result.panel.index) or (
+            columns.tz is not None and result.panel.index.tz is None)
         section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel,
                                                    times_in="UTC" if in_utc else None)
         result.extra["plotted"] = len(report.top_alerts(section, top))
