@@ -1753,6 +1753,31 @@ def test_absent_zero_scores_an_hourly_loop_as_one_score_of_the_day_with_its_zero
     assert not np.isfinite(tsanomaly.load(model).history_).all()  # the silent hours are kept as missing
 
 
+def test_absent_zero_says_how_to_score_an_hour_without_any_event(tables, tmp_path, capsys):
+    """An hour in which no context had an event makes an hourly counts file without rows, which
+    names no hour: refused with what to write instead, one row of 0, which then scores (and moves
+    the model on over) every fitted context as zero events, as the day's file with its zero rows."""
+    history, today = tables
+    model = tmp_path / "m.tsa"
+    assert main(_fit_args(_write(history, tmp_path / "h.csv"), model)) == 0
+    first_hour = today[today["ts"] == today["ts"].min()]
+    empty = _write(first_hour.iloc[:0], tmp_path / "empty.csv")
+    capsys.readouterr()
+    assert main(_score_args(model, empty, tmp_path / "a.csv", "--absent", "zero", "--update", str(model))) == 2
+    err = capsys.readouterr().err
+    assert "has no rows" in err and "write a row of 0 for any fitted context" in err, err
+    one_row = _write(first_hour.iloc[:1].assign(failed_logins=0.0), tmp_path / "one.csv")
+    zeros = _write(first_hour.assign(failed_logins=0.0), tmp_path / "zeros.csv")
+    for path, scores in ((one_row, "s1.csv"), (zeros, "s2.csv")):
+        assert main(_score_args(model, path, tmp_path / "a.csv", "--absent", "zero",
+                                "--scores", str(tmp_path / scores))) == 0
+    key = ["country", "asn", "ts"]
+    got, want = (tsio.read_table(tmp_path / name, text_columns=["country", "asn"]).sort_values(key)
+                 for name in ("s1.csv", "s2.csv"))
+    assert len(got) == len(first_hour) and (got["failed_logins"] == 0).all()
+    np.testing.assert_array_equal(got["score"].to_numpy(), want["score"].to_numpy())
+
+
 def test_report_with_absent_zero_shows_the_alerts_that_score_with_absent_zero_gives(tables, tmp_path, capsys):
     # report had no --absent: the page of an hour showed none of the outage alerts its score gave.
     history, today = tables

@@ -1126,6 +1126,14 @@ def score_frame(
     # Columns given by hand were never checked. The alerts alone: they are always built, and a model
     # loaded for a job that writes no --unseen table need not avoid that table's names.
     columns.check_names(det, source=source, tables=("alerts",))
+    if absent == "zero" and len(frame) == 0:
+        # The span to score comes from the input's times: a file without rows has none. (An hour in
+        # which no context had an event, the global outage --absent zero is for, gives one.)
+        raise ValueError(
+            f"{source} has no rows, so it names no time span to score its absent contexts over as zero "
+            "events (--absent zero): for a span in which no context had an event, write a row of 0 for "
+            "any fitted context at its first and at its last time (one row for one time step)"
+        )
     panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source,
                            naive_utc=fitted_in_utc(det)).to("cpu")
     n_zero_filled = 0
