@@ -113,6 +113,13 @@ def _panel(frame):
     return tsanomaly.Panel.from_frame(frame, CONTEXT, "ts", VALUE)
 
 
+def _in_paris(frame):
+    """The panel of ``frame`` (naive UTC times) at the same instants, on a grid in a zone with daylight saving."""
+    panel = _panel(frame)
+    index = panel.index.tz_localize("UTC").tz_convert("Europe/Paris")
+    return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
+
+
 def _spark_frame(spark, frame):
     return spark.createDataFrame(frame[CONTEXT + ["ts", VALUE]])
 
@@ -517,19 +524,13 @@ def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_m
     # The fitted end kept its zone while the shards build their grids in UTC without one: every
     # detector refused its panel, and every score was null with a reason about a "panel".
     history, new = _frames(n_contexts=3, seed=1)
-
-    def in_paris(frame):  # the same instants, on a grid in a zone with daylight saving time
-        panel = _panel(frame)
-        index = panel.index.tz_localize("UTC").tz_convert("Europe/Paris")
-        return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
-
-    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(in_paris(history))
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(_in_paris(history))
     assert pd.Timestamp(reference.fit_end_).tz is not None
     model = tss.from_detector(spark, reference, time="ts", value=VALUE)
     assert model.global_state["state"]["fit_end_"]["value"] == "2024-01-14T23:00:00"  # midnight in Paris
     result = tss.score(_spark_frame(spark, new), model)
     got = _scores_of(result)
-    expected = reference.score(in_paris(new)).to_frame(value="score", time="ts", dropna=False)
+    expected = reference.score(_in_paris(new)).to_frame(value="score", time="ts", dropna=False)
     expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
     merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
     assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
@@ -1304,7 +1305,7 @@ def test_update_with_absent_zero_moves_silent_contexts_on_as_zero_events(spark, 
     model2.unpersist()
 
 
-@pytest.mark.parametrize("name", ["stl", "mp"])
+@pytest.mark.parametrize("name", ["stl", "mp", "baseline-level", "lstm"])
 def test_other_detectors_update_as_on_one_machine(spark, name):
     make, rtol = _other_detector(name)
     history, new = _frames(n_contexts=12, seed=3)
@@ -1394,3 +1395,38 @@ def test_update_moves_fitted_contexts_on_in_shards_without_new_rows(spark, frame
     _assert_scores_equal(_scores_of(result), det, b2)
     result.unpersist()
     model2.unpersist()
+
+
+def test_update_of_a_model_fitted_on_a_zoned_grid_equals_single_machine_across_a_switch(spark):
+    # A detector fitted on one machine on an hourly grid in Europe/Paris (from_detector keeps the instants,
+    # in UTC): update over a batch that holds the switch to summer time (2024-03-31 01:00 UTC), then
+    # score, as det.update(b1); det.score(b2) on the zoned grid, whose hours are fixed durations too.
+    data = make_security_panel(n_contexts=4, n_days=18, seed=2, start="2024-03-15", clean_days=14,
+                               attack_rate=0.5)
+    history, new = data.split("2024-03-29")
+    history, new = (part.panels[VALUE].to_frame(value=VALUE, time="ts") for part in (history, new))
+    b1, b2 = _batches(new, hours=72)
+    assert b1["ts"].min() < pd.Timestamp("2024-03-31 01:00") < b1["ts"].max()
+
+    params = dict(window=5, seasonal_period=24, contamination=0.01, device="cpu")
+    reference = RollingZScoreDetector(**params).fit(_in_paris(history))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Spark steps in UTC")  # hours: no warning to give
+        model = tss.from_detector(spark, reference, time="ts", value=VALUE)
+    model2 = tss.update(_spark_frame(spark, b1), model, n_shards=2)
+    det = copy.deepcopy(reference).update(_in_paris(b1))
+    # The same instant, in UTC without a zone as the shards' grids hold it.
+    assert model2.global_state["state"]["fit_end_"]["value"] == "2024-03-31T23:00:00"
+    assert pd.Timestamp(det.fit_end_) == pd.Timestamp("2024-04-01 01:00", tz="Europe/Paris")
+    assert model2.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
+    result = tss.score(_spark_frame(spark, b2), model2)
+    got = _scores_of(result)
+    expected = det.score(_in_paris(b2)).to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
+    assert merged["score_ref"].notna().any()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    result.unpersist()
+    model2.unpersist()
+
