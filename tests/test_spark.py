@@ -37,7 +37,7 @@ pytestmark = [
 
 # ---------------------------------------------------------------------- detectors the workers import
 class FussyDetector(RollingZScoreDetector):
-    """The baseline, except that fitting a context whose history holds the value 4242 raises."""
+    """The baseline, except that fitting or updating a context whose data holds the value 4242 raises."""
 
     fit_is_per_context = True
 
@@ -45,6 +45,11 @@ class FussyDetector(RollingZScoreDetector):
         if (np.nan_to_num(values) == 4242).any():
             raise ValueError("4242 is not a count this detector accepts")
         return super()._fit(values, panel)
+
+    def _update(self, values, panel, rows, steps):
+        if (np.nan_to_num(values) == 4242).any():
+            raise ValueError("4242 is not a count this detector accepts")
+        super()._update(values, panel, rows, steps)
 
 
 class GlobalScaleDetector(BaseDetector):
@@ -1430,3 +1435,52 @@ def test_update_of_a_model_fitted_on_a_zoned_grid_equals_single_machine_across_a
     result.unpersist()
     model2.unpersist()
 
+
+def test_a_context_the_detector_raises_on_in_update_keeps_its_state_and_is_reported(spark):
+    # As score: a detector that raises on one context's batch in a shard marks that context and the
+    # job goes on (it failed the whole update). The shard's other contexts roll forward; the failed
+    # one keeps its state from before the batch, now with a reason (its kept history no longer ends
+    # where the model's does, so it must not be scored as if it did), and the driver warns naming it.
+    history, new = _frames(n_contexts=8, seed=5)
+    b1, b2 = _batches(new)
+    contexts = [tuple(c) for c in history[CONTEXT].drop_duplicates().sort_values(CONTEXT).to_numpy()]
+    raises = contexts[3]
+    b1 = b1.copy()
+    b1.loc[b1.index[_rows_of(b1, raises)][5], VALUE] = 4242.0
+    params = dict(window=7, contamination=0.02, device="cpu")
+    model = tss.fit(_spark_frame(spark, history), FussyDetector(**params), context=CONTEXT, time="ts",
+                    value=VALUE, n_shards=2)
+    assert model.failed().count() == 0
+    from pyspark.sql import functions as F
+
+    shard = F.pmod(F.xxhash64(*CONTEXT), F.lit(2))  # update's shard key, for n_shards=2
+    shards = spark.createDataFrame(pd.DataFrame(contexts, columns=CONTEXT)).select(*CONTEXT, shard.alias("s"))
+    shards = shards.toPandas()
+    assert (shards["s"] == shards.loc[_rows_of(shards, raises), "s"].iloc[0]).sum() > 1  # it has shard-mates
+    with pytest.warns(UserWarning, match=re.escape(repr(raises)) + ".*4242 is not a count"):
+        model2 = tss.update(_spark_frame(spark, b1), model, n_shards=2)
+    failed = model2.failed().toPandas()
+    assert [tuple(c) for c in failed[CONTEXT].to_numpy()] == [raises]
+    assert (model.global_state["fit"]["n_failed"], model2.global_state["fit"]["n_failed"]) == (0, 1)
+    assert re.match(r"update over .* failed: ValueError: 4242 is not a count", failed["reason"].iloc[0])
+    before, after = (m.state.toPandas() for m in (model, model2))
+    before, after = (frame[_rows_of(frame, raises)].drop(columns="reason").reset_index(drop=True)
+                     for frame in (before, after))
+    pd.testing.assert_frame_equal(after, before)  # the state from before the batch
+    # Every other context, the failed one's shard-mates included, rolled forward as on one machine.
+    others = ~_rows_of(b2, raises)
+    det = FussyDetector(**params).fit(_panel(history)).update(_panel(b1[~_rows_of(b1, raises)]))
+    result = tss.score(_spark_frame(spark, b2), model2)
+    got = _scores_of(result)
+    mine = _rows_of(got, raises)
+    assert got.loc[mine, "reason"].str.startswith("not fitted: update over").all()
+    assert got.loc[mine, "score"].isna().all()
+    _assert_scores_equal(got[~mine], det, b2[others])
+    result.unpersist()
+    # The failed context passes through later updates as it is, and is warned about no more.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*raised on")
+        model3 = tss.update(_spark_frame(spark, b2), model2, n_shards=3)
+    pd.testing.assert_frame_equal(model3.failed().toPandas(), failed)
+    for m in (model3, model2, model):
+        m.unpersist()
