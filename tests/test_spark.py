@@ -37,7 +37,7 @@ pytestmark = [
 
 # ---------------------------------------------------------------------- detectors the workers import
 class FussyDetector(RollingZScoreDetector):
-    """The baseline, except that fitting a context whose history holds the value 4242 raises."""
+    """The baseline, except that fitting or updating a context whose data holds the value 4242 raises."""
 
     fit_is_per_context = True
 
@@ -45,6 +45,11 @@ class FussyDetector(RollingZScoreDetector):
         if (np.nan_to_num(values) == 4242).any():
             raise ValueError("4242 is not a count this detector accepts")
         return super()._fit(values, panel)
+
+    def _update(self, values, panel, rows, steps):
+        if (np.nan_to_num(values) == 4242).any():
+            raise ValueError("4242 is not a count this detector accepts")
+        super()._update(values, panel, rows, steps)
 
 
 class GlobalScaleDetector(BaseDetector):
@@ -111,6 +116,13 @@ def _frames(n_contexts=36, seed=7):
 
 def _panel(frame):
     return tsanomaly.Panel.from_frame(frame, CONTEXT, "ts", VALUE)
+
+
+def _in_paris(frame):
+    """The panel of ``frame`` (naive UTC times) at the same instants, on a grid in a zone with daylight saving."""
+    panel = _panel(frame)
+    index = panel.index.tz_localize("UTC").tz_convert("Europe/Paris")
+    return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
 
 
 def _spark_frame(spark, frame):
@@ -517,19 +529,13 @@ def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_m
     # The fitted end kept its zone while the shards build their grids in UTC without one: every
     # detector refused its panel, and every score was null with a reason about a "panel".
     history, new = _frames(n_contexts=3, seed=1)
-
-    def in_paris(frame):  # the same instants, on a grid in a zone with daylight saving time
-        panel = _panel(frame)
-        index = panel.index.tz_localize("UTC").tz_convert("Europe/Paris")
-        return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
-
-    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(in_paris(history))
+    reference = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(_in_paris(history))
     assert pd.Timestamp(reference.fit_end_).tz is not None
     model = tss.from_detector(spark, reference, time="ts", value=VALUE)
     assert model.global_state["state"]["fit_end_"]["value"] == "2024-01-14T23:00:00"  # midnight in Paris
     result = tss.score(_spark_frame(spark, new), model)
     got = _scores_of(result)
-    expected = reference.score(in_paris(new)).to_frame(value="score", time="ts", dropna=False)
+    expected = reference.score(_in_paris(new)).to_frame(value="score", time="ts", dropna=False)
     expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
     merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
     assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
@@ -1304,7 +1310,7 @@ def test_update_with_absent_zero_moves_silent_contexts_on_as_zero_events(spark, 
     model2.unpersist()
 
 
-@pytest.mark.parametrize("name", ["stl", "mp"])
+@pytest.mark.parametrize("name", ["stl", "mp", "baseline-level", "lstm"])
 def test_other_detectors_update_as_on_one_machine(spark, name):
     make, rtol = _other_detector(name)
     history, new = _frames(n_contexts=12, seed=3)
@@ -1394,3 +1400,87 @@ def test_update_moves_fitted_contexts_on_in_shards_without_new_rows(spark, frame
     _assert_scores_equal(_scores_of(result), det, b2)
     result.unpersist()
     model2.unpersist()
+
+
+def test_update_of_a_model_fitted_on_a_zoned_grid_equals_single_machine_across_a_switch(spark):
+    # A detector fitted on one machine on an hourly grid in Europe/Paris (from_detector keeps the instants,
+    # in UTC): update over a batch that holds the switch to summer time (2024-03-31 01:00 UTC), then
+    # score, as det.update(b1); det.score(b2) on the zoned grid, whose hours are fixed durations too.
+    data = make_security_panel(n_contexts=4, n_days=18, seed=2, start="2024-03-15", clean_days=14,
+                               attack_rate=0.5)
+    history, new = data.split("2024-03-29")
+    history, new = (part.panels[VALUE].to_frame(value=VALUE, time="ts") for part in (history, new))
+    b1, b2 = _batches(new, hours=72)
+    assert b1["ts"].min() < pd.Timestamp("2024-03-31 01:00") < b1["ts"].max()
+
+    params = dict(window=5, seasonal_period=24, contamination=0.01, device="cpu")
+    reference = RollingZScoreDetector(**params).fit(_in_paris(history))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*Spark steps in UTC")  # hours: no warning to give
+        model = tss.from_detector(spark, reference, time="ts", value=VALUE)
+    model2 = tss.update(_spark_frame(spark, b1), model, n_shards=2)
+    det = copy.deepcopy(reference).update(_in_paris(b1))
+    # The same instant, in UTC without a zone as the shards' grids hold it.
+    assert model2.global_state["state"]["fit_end_"]["value"] == "2024-03-31T23:00:00"
+    assert pd.Timestamp(det.fit_end_) == pd.Timestamp("2024-04-01 01:00", tz="Europe/Paris")
+    assert model2.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
+    result = tss.score(_spark_frame(spark, b2), model2)
+    got = _scores_of(result)
+    expected = det.score(_in_paris(b2)).to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
+    assert merged["score_ref"].notna().any()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    result.unpersist()
+    model2.unpersist()
+
+
+def test_a_context_the_detector_raises_on_in_update_keeps_its_state_and_is_reported(spark):
+    # As score: a detector that raises on one context's batch in a shard marks that context and the
+    # job goes on (it failed the whole update). The shard's other contexts roll forward; the failed
+    # one keeps its state from before the batch, now with a reason (its kept history no longer ends
+    # where the model's does, so it must not be scored as if it did), and the driver warns naming it.
+    history, new = _frames(n_contexts=8, seed=5)
+    b1, b2 = _batches(new)
+    contexts = [tuple(c) for c in history[CONTEXT].drop_duplicates().sort_values(CONTEXT).to_numpy()]
+    raises = contexts[3]
+    b1 = b1.copy()
+    b1.loc[b1.index[_rows_of(b1, raises)][5], VALUE] = 4242.0
+    params = dict(window=7, contamination=0.02, device="cpu")
+    model = tss.fit(_spark_frame(spark, history), FussyDetector(**params), context=CONTEXT, time="ts",
+                    value=VALUE, n_shards=2)
+    assert model.failed().count() == 0
+    from pyspark.sql import functions as F
+
+    shard = F.pmod(F.xxhash64(*CONTEXT), F.lit(2))  # update's shard key, for n_shards=2
+    shards = spark.createDataFrame(pd.DataFrame(contexts, columns=CONTEXT)).select(*CONTEXT, shard.alias("s"))
+    shards = shards.toPandas()
+    assert (shards["s"] == shards.loc[_rows_of(shards, raises), "s"].iloc[0]).sum() > 1  # it has shard-mates
+    with pytest.warns(UserWarning, match=re.escape(repr(raises)) + ".*4242 is not a count"):
+        model2 = tss.update(_spark_frame(spark, b1), model, n_shards=2)
+    failed = model2.failed().toPandas()
+    assert [tuple(c) for c in failed[CONTEXT].to_numpy()] == [raises]
+    assert (model.global_state["fit"]["n_failed"], model2.global_state["fit"]["n_failed"]) == (0, 1)
+    assert re.match(r"update over .* failed: ValueError: 4242 is not a count", failed["reason"].iloc[0])
+    before, after = (m.state.toPandas() for m in (model, model2))
+    before, after = (frame[_rows_of(frame, raises)].drop(columns="reason").reset_index(drop=True)
+                     for frame in (before, after))
+    pd.testing.assert_frame_equal(after, before)  # the state from before the batch
+    # Every other context, the failed one's shard-mates included, rolled forward as on one machine.
+    others = ~_rows_of(b2, raises)
+    det = FussyDetector(**params).fit(_panel(history)).update(_panel(b1[~_rows_of(b1, raises)]))
+    result = tss.score(_spark_frame(spark, b2), model2)
+    got = _scores_of(result)
+    mine = _rows_of(got, raises)
+    assert got.loc[mine, "reason"].str.startswith("not fitted: update over").all()
+    assert got.loc[mine, "score"].isna().all()
+    _assert_scores_equal(got[~mine], det, b2[others])
+    result.unpersist()
+    # The failed context passes through later updates as it is, and is warned about no more.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*raised on")
+        model3 = tss.update(_spark_frame(spark, b2), model2, n_shards=3)
+    pd.testing.assert_frame_equal(model3.failed().toPandas(), failed)
+    for m in (model3, model2, model):
+        m.unpersist()

@@ -68,7 +68,10 @@ How it works
   untouched; if the detector raises, the shard is bisected until the contexts
   that raise are isolated, and they get the exception as their ``reason``.
   Such contexts score NaN (null in Spark) with the reason in the scores table;
-  :meth:`SparkModel.failed` lists those found at fit. Timestamps off the grid
+  :meth:`SparkModel.failed` lists those found at fit. :func:`update` isolates a
+  detector that raises in the same way: those contexts keep their state from
+  before the batch, with the exception in their ``reason`` (so that they are no
+  longer scored), and the driver warns naming them. Timestamps off the grid
   are a context's ``reason`` at score only: at fit the grid is inferred from
   the timestamps of every context (as ``Panel.from_frame`` does), so a timestamp
   that fits no regular grid (or not ``freq``) fails the whole fit with a
@@ -771,6 +774,21 @@ def _isolate(run, rows: np.ndarray) -> list:
         return _isolate(run, rows[:half]) + _isolate(run, rows[half:])
 
 
+def _run_isolated(run, targets: np.ndarray, reasons: np.ndarray) -> list:
+    """:func:`_isolate` over the contexts ``targets`` (rows of ``reasons``), as fit, score and update use it.
+
+    ``run`` takes positions in ``targets``; each context it raises on gets the exception as its
+    reason in ``reasons`` (in place). Returns the ``(positions, result)`` of the pieces that ran.
+    """
+    done = []
+    for rows, result, error in _isolate(run, np.arange(len(targets))):
+        if error is not None:
+            reasons[targets[rows]] = error
+        else:
+            done.append((rows, result))
+    return done
+
+
 _TEMPLATE_CACHE: OrderedDict = OrderedDict()
 _TEMPLATE_LOCK = threading.Lock()
 _TEMPLATE_CACHE_SIZE = 4
@@ -907,12 +925,8 @@ def _fit_shard(pdf: pd.DataFrame, spec: dict) -> pd.DataFrame:
     if len(good):
         device = _task_device(spec["device"])
         panel = Panel(data.values[good], data.contexts[good], data.index)
-        for rows, result, error in _isolate(lambda rows: _fit_piece(panel.take(rows), spec, device),
-                                            np.arange(len(good))):
-            if error is not None:
-                reasons[good[rows]] = error
-            else:
-                frames.append(_fit_rows(*result, spec))
+        for _, result in _run_isolated(lambda rows: _fit_piece(panel.take(rows), spec, device), good, reasons):
+            frames.append(_fit_rows(*result, spec))
     bad = np.flatnonzero(~_usable(reasons))
     if len(bad):
         # No state and no training score: null state columns, empty tails.
@@ -999,51 +1013,74 @@ def _score_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataF
     alerts = []
     if len(good):
         panel = Panel(data.values[good], data.contexts[good], data.index)
-        for rows, result, error in _isolate(lambda rows: _score_piece(detector, panel.take(rows)),
-                                            np.arange(len(good))):
-            if error is not None:
-                reasons[good[rows]] = error
-            else:
-                scores[good[rows]] = result[0]
-                alerts.append(result[1])
+        for rows, result in _run_isolated(lambda rows: _score_piece(detector, panel.take(rows)), good, reasons):
+            scores[good[rows]] = result[0]
+            alerts.append(result[1])
     return _score_rows(data, reasons, scores, alerts, spec)
 
 
 def _update_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """cogroup body of :func:`update`: a shard's new rows and per-context state in, its state rows
-    rolled forward over the batch out (the state's columns, and ``_specs`` on the first row)."""
+    rolled forward over the batch out (the state's columns, ``_specs`` on the first row, and
+    ``_update_failed`` where the detector raised on the context)."""
     names, columns = spec["context"], spec["columns"]
+    state_columns = [c for c in columns if c not in ("_specs", "_update_failed")]
     state = state.drop(columns=["_shard"], errors="ignore")
     fitted = state["reason"].isna().to_numpy() if len(state) else np.zeros(0, dtype=bool)
-    # Contexts that failed at fit have no state to move: their rows pass through as they were.
-    frames = [state.loc[~fitted, [c for c in columns if c != "_specs"]]] if (~fitted).any() else []
+    # Contexts that failed at fit (or in an earlier update) have no state to move: their rows pass through.
+    frames = [state.loc[~fitted, state_columns]] if (~fitted).any() else []
     if fitted.any():
         device = _task_device(spec["device"])
-        detector = _with_contexts(_cached_template(spec, device), spec["global_state_light"], state.loc[fitted])
-        detector.device_ = device
+        template = _cached_template(spec, device)
+        rows_state = state.loc[fitted].reset_index(drop=True)
+        contexts = _contexts_index(rows_state, names)
         index = _grid_index(spec["grid"])
         # As BaseDetector.update: a fitted context without a row moves on as missing (NaN), or as
         # zero events with absent="zero" (as _with_absent_as_zero scores it); one with a marked row
         # (off the grid, not after the history, duplicated, infinite) as missing, so that its history
         # keeps the batch's length; a context unseen at fit has no state and stays unseen.
-        values = np.full((len(detector.contexts_), len(index)), 0.0 if spec.get("absent") == "zero" else np.nan)
+        values = np.full((len(contexts), len(index)), 0.0 if spec.get("absent") == "zero" else np.nan)
         if len(new):
             data = _shard_data(new, spec, None)
-            rows = detector.contexts_.get_indexer(data.contexts)
+            rows = contexts.get_indexer(data.contexts)
             usable = _usable(data.reasons)
             take = np.flatnonzero((rows >= 0) & usable)
             values[rows[take]] = data.values[take]
             values[rows[np.flatnonzero((rows >= 0) & ~usable)]] = np.nan
-        with warnings.catch_warnings():
-            # Said once on the driver (update): an executor's warning reaches only its log.
-            warnings.simplefilter("ignore", HistoryGapWarning)
-            detector.update(Panel(values, detector.contexts_, index))
-        global_state, frame = split_state(detector, names)
-        frame["reason"] = None
-        specs = np.full(len(frame), None, dtype=object)
-        specs[0] = json.dumps(global_state["per_context"])
-        frame["_specs"] = specs
-        frames.insert(0, frame)
+
+        def roll(rows):
+            # A detector of these contexts only: BaseDetector.update moves every context it holds.
+            detector = _with_contexts(template, spec["global_state_light"], rows_state.iloc[rows])
+            detector.device_ = device
+            with warnings.catch_warnings():
+                # Said once on the driver (update): an executor's warning reaches only its log.
+                warnings.simplefilter("ignore", HistoryGapWarning)
+                detector.update(Panel(values[rows], detector.contexts_, index))
+            return detector
+
+        # As score: the contexts the detector raises on are isolated, and the others move on.
+        reasons = np.full(len(contexts), None, dtype=object)
+        rolled = [split_state(detector, names) for _, detector in _run_isolated(roll, np.arange(len(contexts)),
+                                                                                 reasons)]
+        for piece, (global_state, frame) in enumerate(rolled):
+            frame["reason"] = None
+            if piece == 0:  # the layout, once per shard, for the driver to check
+                specs = np.full(len(frame), None, dtype=object)
+                specs[0] = json.dumps(global_state["per_context"])
+                frame["_specs"] = specs
+            frames.append(frame)
+        failed = np.flatnonzero(~_usable(reasons))
+        if len(failed):
+            # The state from before the batch, marked: its history no longer ends where the model's does,
+            # so score must not read it as if it did (it says "not fitted: <reason>" instead).
+            grid = spec["grid"]
+            first = pd.Timestamp(grid["start"])
+            last = pd.Timestamp(grid["start"] + (grid["n_times"] - 1) * grid["step"])
+            kept = rows_state.loc[failed, state_columns].copy()
+            kept["reason"] = [f"update over {first} to {last} failed: {reason} (its state is from before that "
+                              "batch: fit again to score it)" for reason in reasons[failed]]
+            kept["_update_failed"] = True
+            frames.append(kept)
     return _finish(frames, columns, spec["int_columns"], spec["bool_columns"], spec["object_columns"])
 
 
@@ -1925,7 +1962,8 @@ class SparkModel:
         layout, and the data description (context, time and value columns).
     state : pyspark.sql.DataFrame
         One row per context: the context columns, one column per per-context
-        fitted array, and ``reason`` (null, or why the context was not fitted).
+        fitted array, and ``reason`` (null, or why the context has no usable state: it could not
+        be fitted, or an :func:`update` raised on it).
     """
 
     def __init__(self, global_state: dict, state, persisted=()):
@@ -1947,7 +1985,8 @@ class SparkModel:
                 f"n_contexts={fit_info.get('n_contexts', '?')}, n_failed={fit_info.get('n_failed', '?')})")
 
     def failed(self):
-        """DataFrame of the contexts that could not be fitted: context columns and ``reason``."""
+        """DataFrame of the contexts that could not be fitted, or that an update raised on: context
+        columns and ``reason``."""
         functions, _ = _require_pyspark()
         return self.state.where(functions.col("reason").isNotNull()).select(*_cols(self.context), "reason")
 
@@ -2471,6 +2510,24 @@ def score(
     return SparkScores(scores, alerts, [combined, shipped])
 
 
+def _warn_failed_updates(rolled, keys: list[str], new_global: dict) -> None:
+    """Warn, naming a few, of the contexts :func:`_update_shard` marked because the detector raised
+    on them, and count them in ``new_global["fit"]["n_failed"]`` (the contexts with a reason)."""
+    functions, _ = _require_pyspark()
+    failed = rolled.where(functions.col("_update_failed"))
+    n_failed = failed.count()
+    if not n_failed:
+        return
+    if "fit" in new_global:
+        new_global["fit"]["n_failed"] = int(new_global["fit"].get("n_failed", 0)) + n_failed
+    examples = "; ".join(f"{tuple(row[:-1]) if len(keys) > 1 else row[0]!r}: {row['reason']}"
+                         for row in failed.select(*keys, "reason").limit(3).collect())
+    warnings.warn(
+        f"tsanomaly.spark.update: the detector raised on {n_failed} context(s), which keep their state from "
+        f"before the batch and a reason (SparkModel.failed() lists them; score gives them none until a new "
+        f"fit), e.g. {examples}", UserWarning, stacklevel=3)
+
+
 def update(
     sdf,
     model: SparkModel,
@@ -2503,7 +2560,8 @@ def update(
         the batch (:func:`score` gives it that row's reason). Rows with a null context
         column are left out, with a warning that counts them.
     model : SparkModel
-        A fitted model. Contexts that failed at fit (a non-null ``reason``) pass through unchanged.
+        A fitted model. Contexts that failed at fit, or in an earlier update (a non-null ``reason``),
+        pass through unchanged.
     context, time, value, fill
         Default to those given at fit.
     absent : {"skip", "zero"}, default "skip"
@@ -2534,6 +2592,13 @@ def update(
     HistoryGapWarning
         When the batch does not start at the step after the history: the steps in between
         are missing, as on one machine.
+    UserWarning
+        When the detector raised on some contexts (naming a few): as :func:`score` isolates
+        them, the others move on while these keep their state from before the batch, with
+        ``reason`` "update over <first> to <last> failed: <exception> ..."; they are listed by
+        :meth:`SparkModel.failed`, given null scores by later calls of :func:`score` (with the
+        ``reason`` "not fitted: " followed by that one) and passed through by later updates, until
+        a new fit.
     """
     global_state = model.global_state
     # Whether the detector can update at all depends on its class and settings only: asked of the
@@ -2549,7 +2614,7 @@ def update(
     types = {f.name: f.dataType.simpleString() for f in model.state.schema.fields}
     columns = keys + [c for c in model.state.columns if c not in fitted_names]
     out_types = {**{k: types[n] for k, n in zip(keys, fitted_names)},
-                 **{c: types[c] for c in columns[len(keys):]}, "_specs": "string"}
+                 **{c: types[c] for c in columns[len(keys):]}, "_specs": "string", "_update_failed": "boolean"}
     spec = dict(
         b.spec, columns=list(out_types),
         int_columns=[c for c, t in out_types.items() if t == "bigint"],
@@ -2577,6 +2642,7 @@ def update(
             raise RuntimeError(f"{global_state['class']} changed its per-context columns in an update "
                                f"({old} -> {[(c, item['spark_type']) for c, item in specs.items()]})")
         new_global["per_context"] = [specs[item["column"]] for item in global_state["per_context"]]
+    _warn_failed_updates(rolled, keys, new_global)
     # fit_end_ and n_fit_times_ as BaseDetector.update moves them: the batch's last grid point (UTC,
     # no zone, as the shards' grids and _utc_fit_end hold it), and every step since the fit's start.
     grid = b.grid
