@@ -14,7 +14,7 @@ from statistics import NormalDist
 import numpy as np
 
 from tsanomaly import backend, thresholds
-from tsanomaly.base import BaseDetector
+from tsanomaly.base import BaseDetector, alerting_contexts
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import COUNT_SCALE_FLOOR, MAD_TO_SIGMA, constant_row_scale, count_rows, nanmedian
 from tsanomaly.validation import is_finite_real, is_int
@@ -430,6 +430,7 @@ class RollingZScoreDetector(BaseDetector):
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""
+        panel, ctx_rows = alerting_contexts(panel, ctx_rows)  # only their kept history is needed
         values = panel.to_numpy()
         x = backend.to_numpy(self.with_kept_history(values, panel, self.context_rows(panel), self.history_))
         n_kept = x.shape[1] - values.shape[1]

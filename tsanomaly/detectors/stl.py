@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, CalibrationWarning, min_observed
+from tsanomaly.base import BaseDetector, CalibrationWarning, alerting_contexts, min_observed
 from tsanomaly.detectors.baseline import score_direction
 from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA, nanmedian
 from tsanomaly.validation import check_flag, is_finite_real, is_int
@@ -1666,6 +1666,7 @@ class STLDetector(BaseDetector):
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected and observed value, trend and seasonal part (original units) at each alert's peak,
         and which score fired (``"deviation"``, ``"level_shift"`` or ``"low_variance"``)."""
+        panel, ctx_rows = alerting_contexts(panel, ctx_rows)  # a context's track depends on it alone
         values = panel.to_numpy()
         parts = self._track(values, panel, self.context_rows(panel))
         parts = {k: backend.to_numpy(v)[ctx_rows, peak_pos] for k, v in parts.items()}
