@@ -116,6 +116,29 @@ def test_component_units_are_never_below_the_gaussian_quantile():
         assert det.component_units_[0] == pytest.approx(NormalDist().inv_cdf(1 - tail))
 
 
+def test_rolling_robust_zscore_equals_a_point_by_point_reference_with_missing_points():
+    # Missing points, pasts that reach before the first column (fewer points than the window)
+    # and too few finite points for a score, against each point's past taken one by one.
+    rng = np.random.default_rng(12)
+    x = rng.poisson(5.0, size=(4, 70)).astype(float)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[3, :40] = np.nan
+    lag, window, min_periods, n_out = 3, 6, 3, 66
+    floor = np.array([0.5, 1e-12, 2.0, 0.5])
+    z = rolling_robust_zscore(x, n_out, lag, window, min_periods, floor)
+    expected = np.full((4, n_out), np.nan)
+    for r in range(4):
+        for k, column in enumerate(range(70 - n_out, 70)):
+            past = np.array([x[r, column - lag * j] for j in range(1, window + 1) if column - lag * j >= 0])
+            past = past[np.isfinite(past)]
+            if len(past) >= min_periods:
+                median = np.median(past)
+                scale = max(1.4826 * np.median(np.abs(past - median)), floor[r])
+                expected[r, k] = (x[r, column] - median) / scale
+    np.testing.assert_array_equal(np.isnan(z), np.isnan(expected))
+    np.testing.assert_allclose(z, expected, rtol=1e-14, atol=0)
+
+
 def test_refresh_compares_each_point_with_its_anchors_past():
     # refresh=4, origin=1: anchors are the columns c with (1 + c) % 4 == 0, i.e. 3, 7, 11, ...
     x = np.arange(20.0)[None, :] ** 1.5

@@ -51,6 +51,27 @@ def test_every_row_lands_in_its_cell_whatever_the_row_order():
     assert np.isfinite(panel.values).sum() == len(rows)  # no other cell filled
 
 
+@pytest.mark.parametrize("n_labels", [3, 200])
+def test_contexts_of_several_columns_are_sorted_pairs_whatever_their_number(n_labels):
+    # Few labels per column combine through a table of every possible pair, many (200 x 200 x 3
+    # possible triples for 300 rows) through hashing: both give the sorted distinct triples.
+    rng = np.random.default_rng(5)
+    n_rows = 300
+    frame = pd.DataFrame({
+        "user": rng.integers(0, n_labels, n_rows),
+        "device": np.asarray([f"d{k}" for k in rng.integers(0, n_labels, n_rows)]),
+        "app": rng.choice(["x", "y", "z"], n_rows),
+        "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 24, n_rows), unit="h"),
+        "n": rng.random(n_rows),
+    }).drop_duplicates(["user", "device", "app", "ts"])
+    panel = Panel.from_frame(frame, context=["user", "device", "app"], time="ts", value="n")
+    expected = sorted(set(zip(frame["user"], frame["device"], frame["app"])))
+    assert list(panel.contexts) == expected
+    for user, device, app, ts, n in frame.itertuples(index=False):
+        assert panel.values[panel.contexts.get_loc((user, device, app)), panel.index.get_loc(ts)] == n
+    assert np.isfinite(panel.values).sum() == len(frame)
+
+
 def test_fill_zero_for_counts():
     panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="zero")
     np.testing.assert_array_equal(panel.values, [[10, 11, 0, 13], [0, 0, 5, 6]])  # AS1, AS2

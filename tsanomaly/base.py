@@ -1101,6 +1101,32 @@ def _grid_description(index: pd.Index) -> tuple[str | None, object]:
     return None, (int(index[-1]) if len(index) else -1)
 
 
+def alerting_contexts(panel: Panel, ctx_rows: np.ndarray) -> tuple[Panel, np.ndarray]:
+    """The contexts that alerts were raised on, as a Panel of their own, and each alert's row in it.
+
+    For a detector's ``_explain`` whose explanation of a context depends on that context alone:
+    it then recomputes what it needs (an expected value, a tracked level) for the few contexts
+    that alerted rather than for every context of ``panel``, which cost as much as scoring the
+    whole panel again.
+
+    Parameters
+    ----------
+    panel : Panel
+        The scored panel.
+    ctx_rows : numpy.ndarray of int, shape (n_alerts,)
+        Row of each alert's context in ``panel``.
+
+    Returns
+    -------
+    alerting : Panel
+        ``panel``'s rows that hold an alert, in ``panel``'s order, each once.
+    rows : numpy.ndarray of int, shape (n_alerts,)
+        Row of each alert's context in ``alerting``.
+    """
+    distinct, rows = np.unique(ctx_rows, return_inverse=True)
+    return panel.take(distinct), rows.ravel()
+
+
 def _runs(flags: np.ndarray):
     """Runs of consecutive True values in each row: (row, start, end) arrays, end inclusive."""
     padded = np.zeros((flags.shape[0], flags.shape[1] + 2), dtype=np.int8)

@@ -218,20 +218,25 @@ class Panel:
 
         # Values: numeric and finite.
         raw_values = df[value]
-        numeric = pd.to_numeric(raw_values, errors="coerce")
-        bad = numeric.isna() & raw_values.notna()
-        if bad.any():
-            pos = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(
-                f"column {value!r} holds a non-numeric value {raw_values.iloc[pos]!r} "
-                f"for context {context_of(pos)!r}"
-            )
-        numeric = numeric.astype(np.float64)
-        infinite = np.isinf(numeric.to_numpy())
+        if isinstance(raw_values.dtype, np.dtype) and raw_values.dtype.kind in "fiu":
+            # Numbers already (the usual Parquet or CSV column): nothing to coerce, and a float64
+            # column is used as it is rather than copied and compared with its copy.
+            numeric = raw_values.to_numpy(dtype=np.float64)
+        else:
+            numeric = pd.to_numeric(raw_values, errors="coerce")
+            bad = numeric.isna() & raw_values.notna()
+            if bad.any():
+                pos = int(np.flatnonzero(bad.to_numpy())[0])
+                raise ValueError(
+                    f"column {value!r} holds a non-numeric value {raw_values.iloc[pos]!r} "
+                    f"for context {context_of(pos)!r}"
+                )
+            numeric = numeric.astype(np.float64).to_numpy()
+        infinite = np.isinf(numeric)
         if infinite.any():
             pos = int(np.flatnonzero(infinite)[0])
             raise ValueError(
-                f"column {value!r} holds an infinite value {numeric.iloc[pos]} for context {context_of(pos)!r}"
+                f"column {value!r} holds an infinite value {numeric[pos]} for context {context_of(pos)!r}"
             )
 
         check_time_not_numeric(df[time], time, f"convert it first, e.g. df[{time!r}] = pd.to_datetime(df[{time!r}], unit=\"s\")")
@@ -271,7 +276,7 @@ class Panel:
             )
 
         values = np.full((len(contexts), len(grid)), 0.0 if fill == "zero" else np.nan)
-        values[context_codes, time_codes] = numeric.to_numpy()
+        values.reshape(-1)[cells] = numeric  # the cells' flat positions: one index, not two
         return cls(values, contexts, grid)
 
     # ------------------------------------------------------------------ shape and axes
@@ -796,14 +801,34 @@ def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd
     # Several columns: combine the codes column by column, renumbering the distinct pairs at
     # each step (sorted, so the order is lexicographic), which keeps the numbers below n_rows.
     combined = np.zeros(len(df), dtype=np.int64)
+    n_combined = 1
     for codes, labels in per_column:
-        combined, _ = pd.factorize(combined * len(labels) + codes, sort=True)
-    distinct_rows = np.unique(combined, return_index=True)[1]
-    level_codes = [codes[distinct_rows] for codes, _ in per_column]
+        combined, n_combined = _renumber(combined * len(labels) + codes, n_combined * len(labels))
+    # One row of each combined context (any: its rows share every column's code).
+    some_row = np.empty(n_combined, dtype=np.int64)
+    some_row[combined] = np.arange(len(df))
+    level_codes = [codes[some_row] for codes, _ in per_column]
     contexts = pd.MultiIndex(
         levels=[labels for _, labels in per_column], codes=level_codes, names=context_cols, verify_integrity=False
     )
     return combined.astype(np.int64, copy=False), contexts
+
+
+def _renumber(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, int]:
+    """Each key's rank among the distinct keys (``pd.factorize(keys, sort=True)``'s codes), and their number.
+
+    ``keys`` are integers in ``[0, n_keys)``. Where that range is not much larger than the keys
+    themselves, the distinct keys are marked in an array of ``n_keys`` flags and ranked by a
+    running count, with no hashing or sorting of the rows (the (country, ASN) pairs of 13M rows:
+    0.38 s, against 1.34 s for factorize).
+    """
+    if n_keys > 4 * len(keys) + 1024:
+        codes, distinct = pd.factorize(keys, sort=True)
+        return codes.astype(np.int64, copy=False), len(distinct)
+    present = np.zeros(n_keys, dtype=bool)
+    present[keys] = True
+    rank = np.cumsum(present) - 1
+    return rank[keys], int(rank[-1]) + 1
 
 
 def _column_zone(column: pd.Series):

@@ -18,7 +18,7 @@ import numpy as np
 from tsanomaly import backend
 
 __all__ = [
-    "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "linear_quantile_positions", "lerp", "nanmedian", "nanquantile",
+    "MAD_TO_SIGMA", "MEAN_ABS_TO_SIGMA", "linear_quantile_positions", "lerp", "nanmedian", "nanquantile", "sorted_median",
     "constant_row_scale", "robust_center_scale", "robust_sigma", "COUNT_SCALE_FLOOR", "count_rows",
 ]
 
@@ -86,13 +86,32 @@ def nanmedian(x, axis=-1, keepdims=False):
     if moved.shape[-1] == 0:
         median = np.full(moved.shape[:-1], np.nan, dtype=moved.dtype)
     else:
-        ordered, n_finite = _sorted_slices(moved)
-        low = _at(ordered, np.maximum((n_finite - 1) // 2, 0))
-        high = _at(ordered, n_finite // 2)
-        with np.errstate(invalid="ignore", over="ignore"):  # -inf and inf in the middle: NaN, as NumPy's
-            median = np.where(n_finite % 2 == 1, low, (low + high) / 2)
-        median = np.where(n_finite > 0, median, np.nan)
+        median = sorted_median(*_sorted_slices(moved))
     return np.expand_dims(median, axis) if keepdims else median
+
+
+def sorted_median(ordered: np.ndarray, n_finite: np.ndarray) -> np.ndarray:
+    """:func:`nanmedian` along the last axis of slices already sorted, NaN last (as ``numpy.sort`` leaves them).
+
+    For callers that sort a block they own in place (and may reuse it), instead of
+    :func:`nanmedian`'s sorted copy.
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray, shape (..., n)
+        Each slice along the last axis sorted ascending, NaN last; ``n >= 1``.
+    n_finite : numpy.ndarray of int, shape (...)
+        Values in each slice that are not NaN.
+
+    Returns
+    -------
+    numpy.ndarray of shape (...): the median of each slice's first ``n_finite`` values, NaN where there are none.
+    """
+    low = _at(ordered, np.maximum((n_finite - 1) // 2, 0))
+    high = _at(ordered, n_finite // 2)
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf and inf in the middle: NaN, as NumPy's
+        median = np.where(n_finite % 2 == 1, low, (low + high) / 2)
+    return np.where(n_finite > 0, median, np.nan)
 
 
 def linear_quantile_positions(n, q: float):

@@ -14,9 +14,11 @@ from statistics import NormalDist
 import numpy as np
 
 from tsanomaly import backend, thresholds
-from tsanomaly.base import BaseDetector
+from tsanomaly.base import BaseDetector, alerting_contexts
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import COUNT_SCALE_FLOOR, MAD_TO_SIGMA, constant_row_scale, count_rows, nanmedian
+from tsanomaly.scaling import (
+    COUNT_SCALE_FLOOR, MAD_TO_SIGMA, constant_row_scale, count_rows, nanmedian, sorted_median,
+)
 from tsanomaly.validation import is_finite_real, is_int
 
 __all__ = [
@@ -107,14 +109,36 @@ def rolling_robust_zscore(
     for lo in range(0, n_ctx, rows_per_block):
         hi = min(n_ctx, lo + rows_per_block)
         past = x[lo:hi][:, past_pos]  # (rows, n_anchors, window)
-        past = xp.where(valid[None], past, xp.nan)
-        median = nanmedian(past, axis=2)  # all-NaN windows give NaN, as intended
-        mad = nanmedian(xp.abs(past - median[..., None]), axis=2)
-        count = xp.isfinite(past).sum(axis=2)
+        median, mad, count = _median_mad_count(past, valid, xp)
         scale = xp.maximum(MAD_TO_SIGMA * mad, scale_floor[lo:hi, None])
         z = (x[lo:hi, n_times - n_out :] - median[:, which]) / scale[:, which]
         out[lo:hi] = xp.where(count[:, which] >= min_periods, z, xp.nan)
     return out
+
+
+def _median_mad_count(past, valid, xp):
+    """Median, MAD and number of finite values of each window of ``past`` (rows, anchors, window).
+
+    ``valid`` (anchors, window) marks the positions inside the series; the others, and NaN,
+    are missing. All-NaN windows give NaN.  On the host ``past`` (a gathered block that the
+    caller owns) is masked and sorted in place, then turned into the deviations from the
+    median and sorted again, where ``nanmedian`` would sort a copy of each and ``where`` and
+    ``abs`` make three more: the same values enter the same medians, bit for bit.
+    """
+    if xp is not np:
+        past = xp.where(valid[None], past, xp.nan)
+        median = nanmedian(past, axis=2)
+        mad = nanmedian(xp.abs(past - median[..., None]), axis=2)
+        return median, mad, xp.isfinite(past).sum(axis=2)
+    if not valid.all():
+        past[:, ~valid] = np.nan
+    window = past.shape[2]
+    count = np.isfinite(past).sum(axis=2)
+    past.sort(axis=2)  # NaN last, as nanmedian's sort leaves them
+    median = sorted_median(past, window - np.isnan(past).sum(axis=2))
+    deviation = np.abs(np.subtract(past, median[..., None], out=past), out=past)
+    deviation.sort(axis=2)
+    return median, sorted_median(deviation, window - np.isnan(deviation).sum(axis=2)), count
 
 
 class RollingZScoreDetector(BaseDetector):
@@ -430,6 +454,7 @@ class RollingZScoreDetector(BaseDetector):
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""
+        panel, ctx_rows = alerting_contexts(panel, ctx_rows)  # only their kept history is needed
         values = panel.to_numpy()
         x = backend.to_numpy(self.with_kept_history(values, panel, self.context_rows(panel), self.history_))
         n_kept = x.shape[1] - values.shape[1]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, CalibrationWarning, min_observed
+from tsanomaly.base import BaseDetector, CalibrationWarning, alerting_contexts, min_observed
 from tsanomaly.detectors.baseline import score_direction
 from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA, nanmedian
 from tsanomaly.validation import check_flag, is_finite_real, is_int
@@ -1356,7 +1356,8 @@ class STLDetector(BaseDetector):
         points (0: none); see :class:`_ContextsFit`."""
         n_ctx, n = values.shape
         z = self._transformed(values)
-        state, insample, skipped, robust_fit = self._fit_state(values, z, cfg, xp)
+        # With held-out blocks the training scores come from the folds: the in-sample parts are not needed.
+        state, insample, skipped, robust_fit = self._fit_state(values, z, cfg, xp, insample_parts=not hold)
         inflation = xp.ones(n_ctx)
         n_folds = 0
         if hold:
@@ -1366,7 +1367,8 @@ class STLDetector(BaseDetector):
                 m = n - k * hold
                 if k > 1 and m < max(hold, self._min_fit_length(cfg)):
                     break
-                held, _, _, _ = self._fit_state(values[:, :m], z[:, :m], self._config(m, warn=False), xp)
+                held, _, _, _ = self._fit_state(values[:, :m], z[:, :m], self._config(m, warn=False), xp,
+                                                insample_parts=False)
                 folds.append((m, held, self._track_state(z[:, m:m + hold], held, m, 1, xp)))
             # out-of-sample deviations wider than the in-sample remainder: inflate the context's scale
             spread = _robust_scale(xp.concatenate([parts["u"] for _, _, parts in folds], axis=1), xp)
@@ -1383,7 +1385,7 @@ class STLDetector(BaseDetector):
         state.pop("level_noise", None)
         return _ContextsFit(state, train, skipped, robust_fit, inflation, n_folds)
 
-    def _fit_state(self, values, z, cfg, xp):
+    def _fit_state(self, values, z, cfg, xp, insample_parts: bool = True):
         """Per-context state fitted on a history (``values`` raw, ``z`` transformed, same shape).
 
         Returns ``(state, insample, skipped, robust_fit)``: the state as a dict of
@@ -1391,7 +1393,9 @@ class STLDetector(BaseDetector):
         and, with windows, ``level_center``, ``level_spread``,
         ``dispersion_center``, ``dispersion_spread``, ``dispersion_floor``,
         ``recent_values``), the in-sample parts of the score (as
-        :meth:`_track_state` names them), and the skipped / robustly fitted masks.
+        :meth:`_track_state` names them; None without ``insample_parts``, as for a
+        fit whose training scores come from held-out blocks), and the skipped /
+        robustly fitted masks.
         """
         n_ctx, n = z.shape
         p_min = min(cfg.periods)
@@ -1477,15 +1481,18 @@ class STLDetector(BaseDetector):
         state = {"level": level, "slope": slope, "shape": shape, "scale": scale}
 
         # in-sample parts (the training scores when nothing can be held out)
-        lower = 0.0 if self.transform is not None else -xp.inf
-        expected = xp.maximum(trend + seasonal.sum(axis=0), lower)
-        phase_scale = _phase_values(scale, 0, n, xp)
-        point_scale = xp.maximum(phase_scale, self._count_floor(expected, xp))
-        u = self._standardise(xp.where(xp.isnan(remainder), xp.nan, z), expected, phase_scale, xp)
-        insample = {"u": u, "deviation": score_direction(u, self.direction)}
-
         w = self._window()
+        lower = 0.0 if self.transform is not None else -xp.inf
+        if insample_parts or w:
+            expected = xp.maximum(trend + seasonal.sum(axis=0), lower)
+            phase_scale = _phase_values(scale, 0, n, xp)
+        insample = None
+        if insample_parts:
+            u = self._standardise(xp.where(xp.isnan(remainder), xp.nan, z), expected, phase_scale, xp)
+            insample = {"u": u, "deviation": score_direction(u, self.direction)}
+
         if w:
+            point_scale = xp.maximum(phase_scale, self._count_floor(expected, xp))
             typical_scale = xp.nan_to_num(nanmedian(point_scale), nan=1.0)
             floor = _MIN_DISPERSION * typical_scale
             mean_w, sd_w = _rolling_stats(z, w, xp)
@@ -1509,8 +1516,9 @@ class STLDetector(BaseDetector):
                          dispersion_center=center,
                          dispersion_spread=spread, dispersion_floor=floor,
                          recent_values=_last_columns(z, w - 1, xp))
-            insample["low_variance"] = (_phase_values(center, 0, n, xp) - log_disp) / spread[:, None]
-            insample["level_shift"] = score_direction(gap / level_spread[:, None], self.direction)
+            if insample_parts:
+                insample["low_variance"] = (_phase_values(center, 0, n, xp) - log_disp) / spread[:, None]
+                insample["level_shift"] = score_direction(gap / level_spread[:, None], self.direction)
         return state, insample, skipped, robust_fit
 
     # -------------------------------------------------------------- scoring
@@ -1658,6 +1666,7 @@ class STLDetector(BaseDetector):
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected and observed value, trend and seasonal part (original units) at each alert's peak,
         and which score fired (``"deviation"``, ``"level_shift"`` or ``"low_variance"``)."""
+        panel, ctx_rows = alerting_contexts(panel, ctx_rows)  # a context's track depends on it alone
         values = panel.to_numpy()
         parts = self._track(values, panel, self.context_rows(panel))
         parts = {k: backend.to_numpy(v)[ctx_rows, peak_pos] for k, v in parts.items()}
