@@ -284,7 +284,8 @@ def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale
 
     rng = np.random.default_rng(3)
     normal = daily_counts(rng, 6, N_HIST + N_NEW)
-    sparse = rng.poisson(0.3, (2, N_HIST + N_NEW)).astype(float)
+    # A quarter off whole counts, so that the count floor (the next tests) leaves this one to be seen.
+    sparse = rng.poisson(0.3, (2, N_HIST + N_NEW)) + 0.25
     history, _ = make_panels(np.vstack([normal, sparse]))
     det = tiny().fit(history)
     z = det._scaled(history.to_numpy(), det.center_, det.scale_)
@@ -295,6 +296,46 @@ def test_sparse_count_contexts_get_the_mean_deviation_floor_on_their_error_scale
     np.testing.assert_allclose(det.err_scale_[6:], 1.2533 * np.nanmean(dev[6:], axis=1))
     assert (det.err_scale_[6:] > 0.5 * det.pool_err_scale_).all()
     assert det.global_threshold_ < 20
+
+
+def test_sparse_count_contexts_do_not_lift_the_global_threshold_above_the_others_anomalies():
+    """A sparse count context (0.03 events an hour) rebuilds its zeros almost exactly, so each of
+    its single events was many of its own error scales and set the one global threshold: with the
+    defaults, 16 busy contexts alone had 2.0, beside 4 sparse ones 202, and a 6-hour outage and a
+    tripled hour went unflagged. A count context's error scale is floored at half a count."""
+    from tsanomaly.scaling import COUNT_SCALE_FLOOR
+
+    rng = np.random.default_rng(0)
+    n, n_fit = 24 * 16, 24 * 13
+    t = np.arange(n)
+    dense = rng.poisson(50 * (1 + 0.5 * np.sin(2 * np.pi * t / 24)), size=(16, n)).astype(float)
+    sparse = rng.poisson(0.03, size=(4, n)).astype(float)
+    x = np.vstack([dense, sparse])
+    x[1, n_fit + 30 : n_fit + 36] = 0  # an outage
+    x[2, n_fit + 50] *= 3  # a burst
+    alone = tiny(epochs=4, hidden=16).fit(dense[:, :n_fit])
+    det = tiny(epochs=4, hidden=16).fit(x[:, :n_fit])
+    assert det.global_threshold_ < 1.5 * alone.global_threshold_
+    np.testing.assert_allclose(det.err_scale_[16:].min(axis=1), COUNT_SCALE_FLOOR / det.scale_[16:])
+    flags = det.predict(x[:, n_fit:]).values
+    assert flags[1, 30:36].any() and flags[2, 50] and not flags[16:].any()
+    # Not counts (a tenth of a count off whole numbers): no floor, as before.
+    shifted = tiny(epochs=4, hidden=16).fit(np.vstack([dense, sparse + 0.1])[:, :n_fit])
+    assert (shifted.err_scale_[16:] < 0.5 * COUNT_SCALE_FLOOR / shifted.scale_[16:, None]).any()
+
+
+def test_contexts_scored_cold_get_the_count_floor_on_their_pooled_error_scale():
+    rng = np.random.default_rng(1)
+    history, new = make_panels(daily_counts(rng, 4, N_HIST + N_NEW))
+    det = tiny().fit(history)
+    sparse = rng.poisson(0.03, (1, N_NEW)).astype(float)
+    sparse[0, 10] = 2.0
+    cold = tsanomaly.Panel(sparse, pd.Index(["new"], name="ctx"), new.index)
+    rows = det.context_rows(cold)
+    x, steps = det._with_past(cold.to_numpy(), cold, rows)
+    _, scale, _, err_scale, cluster = det._row_state(x, rows, steps, N_NEW)
+    np.testing.assert_allclose(err_scale[0], np.maximum(det.pool_err_scale_[cluster[0]], 0.5 / scale[0]))
+    assert (err_scale[0] == 0.5 / scale[0]).all()  # the pooled scale of busy contexts is smaller
 
 
 # ---------------------------------------------------------------------- persistence and reproducibility
