@@ -1870,6 +1870,41 @@ def test_csv_writes_the_time_of_day_of_a_column_whose_times_are_all_midnight(tmp
     assert path.read_text().splitlines() == ["t", '""', '""']
 
 
+def test_csv_writes_zone_aware_times_as_local_text_with_their_offset(tmp_path):
+    """Zone-aware columns are written as the text pandas writes (local clock, the column's digits,
+    the offset), across a switch, with a half-hour offset, a missing time and as categories; but as
+    text made by the writer once per distinct time: pandas formats them one Python object at a time
+    (1,008,000 scores of an hourly --tz job: 20 s for the time column, against 0.8 s naive)."""
+    paris = pd.Series(pd.to_datetime(["2026-03-29 00:00", "2026-03-29 01:00", None, "2026-03-29 01:00"]))
+    frame = pd.DataFrame({
+        "paris": paris.dt.tz_localize("UTC").dt.tz_convert("Europe/Paris"),
+        "kolkata": pd.Series(pd.to_datetime(["2026-03-29 00:00:00.5", "2026-03-29 01:00", "2026-03-29 02:00", None],
+                                            format="ISO8601")).dt.tz_localize("UTC").dt.tz_convert("Asia/Kolkata"),
+        "category": paris.dt.tz_localize("UTC").dt.tz_convert("America/St_Johns").astype("category"),
+        "n": [1, 2, 3, 4],
+    })
+    before = frame.copy()
+    expected = {
+        "paris": ["2026-03-29 01:00:00+01:00", "2026-03-29 03:00:00+02:00", "", "2026-03-29 03:00:00+02:00"],
+        "kolkata": ["2026-03-29 05:30:00.500+05:30", "2026-03-29 06:30:00.000+05:30", "2026-03-29 07:30:00.000+05:30",
+                    ""],
+        "category": ["2026-03-28 21:30:00-02:30", "2026-03-28 22:30:00-02:30", "", "2026-03-28 22:30:00-02:30"],
+    }  # missing: empty
+    texts = tsio._with_times_of_day(frame)
+    for col, values in expected.items():  # made by the writer, not left to pandas
+        assert texts[col].dtype == object and texts[col].fillna("").tolist() == values, col
+    path = tmp_path / "t.csv"
+    tsio.write_table(frame, path)
+    assert path.read_text().splitlines() == ["paris,kolkata,category,n"] + [
+        ",".join(expected[col][k] for col in expected) + f",{k + 1}"
+        for k in range(4)
+    ]
+    pd.testing.assert_frame_equal(frame, before)
+    back = tsio.read_table(path)
+    for col in ("paris", "kolkata"):  # the same instants, read back as UTC
+        assert pd.to_datetime(back[col], utc=True, format="ISO8601").equals(frame[col].dt.tz_convert("UTC"))
+
+
 def test_the_scores_of_a_midnight_hour_carry_its_time_in_csv(tables, tmp_path):
     history, today = tables
     model = tmp_path / "m.tsa"
