@@ -2155,6 +2155,44 @@ def test_score_tz_must_be_the_models_zone(tmp_path, capsys):
     assert jobs.JobColumns.from_json(old).tz is None
 
 
+def test_messages_of_a_local_hourly_model_show_its_times_on_the_zones_clock(tmp_path, capsys, caplog):
+    """An hourly grid is naive UTC inside: a gap warning or a refusal that printed it showed
+    "2026-03-28 22:00:00" for Paris's 23:00, an hour off (two in summer) and unlabelled."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
+    cut = pd.Timestamp("2026-03-29", tz=PARIS)
+    text = _naive_text(frame)
+    history = _write(text[frame["ts"] < cut], tmp_path / "history.csv")
+    model = tmp_path / "model.tsa"
+    assert main(_fit_tz(history, model, "--tz", PARIS)) == 0
+    capsys.readouterr()
+    end, first = "2026-03-28 23:00:00+01:00", "2026-03-29 05:00:00+02:00"  # 22:00 and 03:00 UTC
+
+    # A gap: the input starts at 05:00, five hours after the history (04:00 is the 4th local hour after it).
+    later = _write(text[frame["ts"] >= pd.Timestamp("2026-03-29 05:00", tz=PARIS)], tmp_path / "later.csv")
+    with caplog.at_level(logging.WARNING, logger="tsanomaly"):
+        jobs.score_file(model, later, tmp_path / "a.csv")
+    message = [r.getMessage() for r in caplog.records if "after the fitted history ends" in r.getMessage()][0]
+    assert f"after the fitted history ends ({end}; its first row is at {first})" in message
+
+    # --update over hours the model has seen: refused, the times on Paris's clock too.
+    old = _write(text[(frame["ts"] >= pd.Timestamp("2026-03-28 20:00", tz=PARIS)) & (frame["ts"] < cut)],
+                 tmp_path / "old.csv")
+    assert main(["score", "--model", str(model), "--input", old, "--output", str(tmp_path / "b.csv"),
+                 "--update", str(tmp_path / "next.tsa")]) == 2
+    err = _one_line_error(capsys)
+    assert f"on the clock of {PARIS} the fitted history ends at {end} and {old} starts at " \
+           "2026-03-28 20:00:00+01:00" in err
+
+    # A row between two hours: named as written, on Paris's clock, not as 08:30 UTC.
+    odd = pd.concat([text[frame["ts"] >= cut], pd.DataFrame({"asn": ["AS0"], "ts": ["2026-03-29 10:30:00"],
+                                                                "n": [1.0]})])
+    assert main(["score", "--model", str(model), "--input", _write(odd, tmp_path / "odd.csv"), "--output",
+                 str(tmp_path / "c.csv")]) == 2
+    err = _one_line_error(capsys)
+    assert "timestamp 2026-03-29 10:30:00+02:00 for context 'AS0' is off the grid" in err
+    assert "starting at 2026-03-29 00:00:00+01:00" in err
+
+
 def test_a_model_zone_unknown_to_this_machine_is_refused_clearly():
     entry = {"context": ["asn"], "time": "ts", "value": "n", "tz": "Mars/Olympus_Mons"}
     with pytest.raises(ValueError, match=r"model.tsa was fitted with --tz Mars/Olympus_Mons, which is no time zone"):

@@ -75,7 +75,7 @@ from tsanomaly import io as tsio
 from tsanomaly import thresholds
 from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
-from tsanomaly.panel import Panel, check_time_not_numeric, step_duration
+from tsanomaly.panel import Panel, check_time_not_numeric, step_duration, steps_by_wall_clock
 
 __all__ = [
     "JOB_ATTRIBUTE",
@@ -629,14 +629,18 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
 
             frame = frame.assign(**{columns.time: times_in_zone(frame[columns.time], columns.tz, columns.time,
                                                                  context_of)})
-        if naive_utc and getattr(frame[columns.time].dtype, "tz", None) is not None:
+        step = freq if freq is not None else columns.freq
+        # Only where the grid would keep the zone (days, weeks): a grid of hours is naive UTC either
+        # way, and the zone kept lets Panel.from_frame name a row's time on its clock in a refusal.
+        if (naive_utc and getattr(frame[columns.time].dtype, "tz", None) is not None
+                and (step is None or steps_by_wall_clock(step))):
             frame = frame.assign(**{columns.time: frame[columns.time].dt.tz_convert(None)})
         return Panel.from_frame(
             frame,
             context=columns.context[0] if len(columns.context) == 1 else columns.context,
             time=columns.time,
             value=columns.value,
-            freq=freq if freq is not None else columns.freq,
+            freq=step,
             fill=columns.fill,
         )
     except ValueError as exc:
@@ -795,7 +799,8 @@ def fit_frame(
     columns.check_names(det, source=source)  # before the fit: its model could not write its outputs
     panel = frame_to_panel(frame, columns, freq=freq, source=source)
     log.info(
-        "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times, panel.index[0], panel.index[-1]
+        "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times,
+        local_time(panel.index[0], columns.tz), local_time(panel.index[-1], columns.tz),
     )
     started = _time.perf_counter()
     with warnings.catch_warnings():
@@ -1144,10 +1149,15 @@ def score_frame(
                      _count(n_zero_filled, "fitted context has", "fitted contexts have"), source,
                      "was" if n_zero_filled == 1 else "were")
     started = _time.perf_counter()
-    with warnings.catch_warnings():
-        # The job says it below, with its input's name and what absent rows mean (_warn_gap_before).
-        warnings.simplefilter("ignore", HistoryGapWarning)
-        scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    try:
+        gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
+        with warnings.catch_warnings():
+            # The job says it below, with its input's name and what absent rows mean (_warn_gap_before).
+            warnings.simplefilter("ignore", HistoryGapWarning)
+            scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    except ValueError as exc:
+        _raise_on_model_clock(exc, det, panel, columns, source)
+        raise
     seconds = _time.perf_counter() - started
     rows = det.context_rows(panel)
     unseen_rows = np.flatnonzero(rows < 0)
@@ -1174,7 +1184,6 @@ def score_frame(
             examples,
             _float_spelling_hint(panel.contexts[unseen_rows], det.contexts_),
         )
-    gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
     _warn_gap_before(det, panel, gap, columns, source)
     n_unscored = _warn_unscored(det, panel, gap, score_values, rows)
     if n_absent:
@@ -1320,8 +1329,27 @@ def _warn_gap_before(det: BaseDetector, panel: Panel, gap: int, columns: JobColu
     log.warning(
         "%s starts %s after the fitted history ends (%s; its first row is at %s): those steps are not scored, "
         "and the detector sees them as missing%s",
-        source, _history_description(gap, det.freq_), det.fit_end_, panel.index[0], zero_rows,
+        source, _history_description(gap, det.freq_), local_time(det.fit_end_, columns.tz),
+        local_time(panel.index[0], columns.tz), zero_rows,
     )
+
+
+def _raise_on_model_clock(exc: ValueError, det: BaseDetector, panel: Panel, columns: JobColumns, source: str) -> None:
+    """Raise ``exc`` followed by the fitted history's end and ``panel``'s start on the clock of the
+    model's zone, when ``exc`` names that end as an hourly grid of a ``--tz`` model holds it.
+
+    The detector's refusals (new data before the history's end, a grid that is not the fitted
+    one) name times as the grid holds them, and an hourly grid is naive UTC whatever the zone
+    (:meth:`Panel.from_frame`): ``2026-03-27 22:00:00`` would read as a Paris hour. Returns
+    without raising for any other error, which the caller re-raises as it is.
+    """
+    if (columns.tz is None or panel.n_times == 0 or getattr(panel.index, "tz", None) is not None
+            or str(det.fit_end_) not in str(exc)):
+        return
+    raise ValueError(
+        f"{exc} (the grid's times, in UTC; on the clock of {columns.tz} the fitted history ends at "
+        f"{local_time(det.fit_end_, columns.tz)} and {source} starts at {local_time(panel.index[0], columns.tz)})"
+    ) from exc
 
 
 _WHOLE_FLOAT = re.compile(r"^(-?\d+)\.0+$")
@@ -1527,7 +1555,11 @@ def score_file(
     if update is not None:
         # score refuses data before the fitted history, update also data on its last time; caught here,
         # before the first output is written (the summary of a refused update would follow written alerts).
-        det.steps_after_fit(result.panel, require_new=True)
+        try:
+            det.steps_after_fit(result.panel, require_new=True)
+        except ValueError as exc:
+            _raise_on_model_clock(exc, det, result.panel, columns, str(input))
+            raise
     tsio.write_table(_in_zone(result.alerts, columns.tz), output)
     log.info("wrote %d alerts to %s", len(result.alerts), output)
     if scores is not None:
@@ -1600,7 +1632,11 @@ def update_model(det: BaseDetector, panel: Panel, path, columns: JobColumns | No
         with warnings.catch_warnings():
             # score_frame has said it, naming the input and what absent rows mean (_warn_gap_before).
             warnings.simplefilter("ignore", HistoryGapWarning)
-            det.update(panel)
+            try:
+                det.update(panel)
+            except ValueError as exc:
+                _raise_on_model_clock(exc, det, panel, columns, source)
+                raise
     except (NotImplementedError, ValueError) as exc:
         raise ValueError(
             f"--update: the outputs were written but the model could not be updated over {source}, "
@@ -1608,7 +1644,7 @@ def update_model(det: BaseDetector, panel: Panel, path, columns: JobColumns | No
         ) from exc
     setattr(det, JOB_ATTRIBUTE, columns.to_json())
     det.save(path)
-    log.info("updated the model through %s in %.2f s and saved it to %s", det.fit_end_,
+    log.info("updated the model through %s in %.2f s and saved it to %s", local_time(det.fit_end_, columns.tz),
              _time.perf_counter() - started, path)
     return det
 

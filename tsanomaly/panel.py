@@ -945,7 +945,11 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
     off_grid = (stamps.astype("int64").to_numpy() - start.value) % step_ns != 0
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
-        where = f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r}"
+
+        def shown(stamp):  # a zoned column's time on its own clock, not as the naive UTC grid holds it
+            return stamp.tz_localize("UTC").tz_convert(zone) if zone is not None and not by_wall_clock else stamp
+
+        where = f"column {time_col!r}: timestamp {shown(stamps.iloc[pos])} for context {context_of(pos)!r}"
         step = pd.Timedelta(step_ns, unit="ns")
         shift = pd.Timedelta((int(stamps.iloc[pos].value) - start.value) % step_ns, unit="ns")
         written = raw.iloc[pos] if raw is not None else None
@@ -968,7 +972,8 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
         if freq is None:
             raise ValueError(
                 f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
-                f"starting at {start}; pass freq= (--freq on the command line) to give the step, or resample first"
+                f"starting at {shown(start)}; pass freq= (--freq on the command line) to give the step, or resample "
+                "first"
             )
         # The step was given: asking for freq= again would not help, the data's timestamps are off it.
         same_time = ""
@@ -976,7 +981,7 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
             same_time = (f" (a week anchored on {_WEEKDAYS[weekday]} keeps the first point's time of day, "
                          "as pd.date_range does)")
         raise ValueError(
-            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {start}{same_time}: the data's "
+            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {shown(start)}{same_time}: the data's "
             "timestamps do not follow that step; resample the data to it first (one row per context and bucket)"
         )
     if by_wall_clock:
