@@ -2201,16 +2201,27 @@ def test_a_model_zone_unknown_to_this_machine_is_refused_clearly():
         jobs.JobColumns.from_json({**entry, "tz": 2}, source="model.tsa")
 
 
-def test_the_report_of_a_local_hourly_model_says_its_times_are_in_utc(tmp_path):
-    """Hours read in Paris are on a grid in UTC, and the report draws that grid: its page must say
-    so, as it does for a zoned column, although the input's text has no offset."""
+def test_the_report_of_a_local_hourly_model_shows_its_times_on_the_zones_clock(tmp_path):
+    """Hours read in Paris are on a grid in UTC inside. The report drew that grid in UTC (an alert at
+    Paris 19:00 on the page at 17:00, while score's file said 19:00+02:00) and said the input's
+    column had a zone or offsets, which naive text has not: it is drawn and written on Paris's clock."""
     index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
     cut = pd.Timestamp("2026-03-29", tz=PARIS)
     history = _write(_naive_text(frame[frame["ts"] < cut]), tmp_path / "history.csv")
     today = _write(_naive_text(frame[frame["ts"] >= cut]), tmp_path / "today.csv")
-    assert main(_fit_tz(history, tmp_path / "m.tsa", "--tz", PARIS)) == 0
-    jobs.report_file([tmp_path / "m.tsa"], today, tmp_path / "r.html", history=history)
-    assert 'id="times-zone">Times on this page are in UTC.' in (tmp_path / "r.html").read_text()
+    model = tmp_path / "m.tsa"
+    assert main(_fit_tz(history, model, "--tz", PARIS)) == 0
+    jobs.score_file(model, today, tmp_path / "alerts.csv")
+    alerts = pd.read_csv(tmp_path / "alerts.csv", dtype=str)
+    assert len(alerts) and alerts["peak_time"].str.endswith(("+01:00", "+02:00")).all()
+    jobs.report_file([model], today, tmp_path / "r.html", history=history)
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="times-zone">Times on this page are in Europe/Paris.</p>' in page
+    assert "2026-03-29 00:00:00+01:00 – 2026-03-30 23:00:00+02:00" in page  # the span scored
+    assert "in Europe/Paris (axis, facts and notes)" in page
+    for peak in alerts["peak_time"]:  # each alert's peak as the alerts file writes it, never in UTC
+        assert peak in page
+        assert str(pd.Timestamp(peak).tz_convert("UTC").tz_localize(None)) not in page
 
 
 def test_times_in_zone_reads_each_form_of_text_and_names_what_it_cannot():

@@ -64,7 +64,7 @@ import sys
 import time as _time
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -1729,12 +1729,17 @@ def report_file(
         if history_frame is not None:
             history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history),
                                            naive_utc=fitted_in_utc(det))
-        # An hourly column with a time zone (or UTC offsets, or read in the model's zone) is scored on
-        # a naive UTC grid: the page must say its times are in UTC, or 22:00 reads as the analyst's own.
-        in_utc = report.times_in_utc(frame[columns.time], result.panel.index) or (
-            columns.tz is not None and result.panel.index.tz is None)
-        section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel,
-                                                   times_in="UTC" if in_utc else None)
+        if columns.tz is not None and result.panel.index.tz is None:
+            # An hourly grid read in the model's zone is naive UTC: drawn and written on the zone's
+            # clock, as score writes its alerts, and not in UTC, which 17:00 for Paris's 19:00 was.
+            section = report.ReportSection.from_result(replace(result, alerts=_in_zone(result.alerts, columns.tz)),
+                                                       name=Path(path).name, history=history_panel, clock=columns.tz)
+        else:
+            # An hourly column with a time zone (or UTC offsets) is scored on a naive UTC grid: the
+            # page must say its times are in UTC, or 22:00 reads as the analyst's own.
+            in_utc = report.times_in_utc(frame[columns.time], result.panel.index)
+            section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel,
+                                                       times_in="UTC" if in_utc else None)
         result.extra["plotted"] = len(report.top_alerts(section, top))
         results.append(result)
         sections.append(section)
