@@ -2091,6 +2091,21 @@ def test_tz_localises_a_naive_parquet_column_and_converts_a_zoned_one(tmp_path):
     np.testing.assert_array_equal(result.scores.to_numpy(), expected.to_numpy())
 
 
+def test_tz_tells_a_naive_parquet_column_with_the_repeated_hour_to_hold_its_zone(tmp_path, capsys):
+    """A naive timestamp column has no offset to write: the advice given to text ("write the times
+    with their UTC offset") did not fit it; it is told to hold its zone, or UTC."""
+    index, frame = _paris_counts("2026-10-20", "2026-10-25 23:00", "h")
+    path = _write(frame.assign(ts=frame["ts"].dt.tz_localize(None)), tmp_path / "history.parquet")
+    assert main(_fit_tz(path, tmp_path / "model.tsa", "--tz", PARIS)) == 2
+    err = _one_line_error(capsys)
+    assert "holds Timestamp('2026-10-25 02:00:00')" in err and "repeats at a daylight-saving switch" in err
+    assert ("store the times as timestamps with their zone, zone-aware (2026-10-25 02:00:00+02:00 for the first, "
+            "2026-10-25 02:00:00+01:00 for the second), or in UTC") in err
+    assert "UTC offset (" not in err
+    # Stored zone-aware, the 25-hour day is read.
+    assert main(_fit_tz(_write(frame, tmp_path / "zoned.parquet"), tmp_path / "model.tsa", "--tz", PARIS)) == 0
+
+
 def test_tz_refuses_a_local_time_that_the_spring_switch_skips(tmp_path, capsys):
     """02:00 on 2026-03-29 never shows on a Paris clock: rows at that time were not written in that
     zone (or are wrong), and shifting them an hour would hide it."""

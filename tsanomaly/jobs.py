@@ -554,16 +554,25 @@ def _no_single_instant(written, wall: pd.Timestamp, tz: str, name: str, row: int
     where = f"column {name!r} holds {written!r} at row {row} (context {context!r})"
     either = pd.DatetimeIndex([wall, wall])
     earlier, later = either.tz_localize(tz, ambiguous=np.array([True, False]), nonexistent="NaT")
+    # Text can carry an offset; a naive timestamp column (Parquet) cannot: it must hold a zone, or UTC.
+    is_text = isinstance(written, str)
     if pd.isna(earlier):  # skipped: no instant has this wall-clock time
+        fix = "write them with their UTC offset or in UTC" if is_text else (
+            "store them as timestamps with their zone (zone-aware) or in UTC")
         return ValueError(
             f"{where}, a time that {tz} skips at a daylight-saving switch (its clocks jump forward), so it names "
             f"no instant: times written on that zone's clock never show it. Check that --tz names the zone they "
-            "were written in, or write them with their UTC offset or in UTC"
+            f"were written in, or {fix}"
         )
+    if is_text:
+        fix = (f"write the times with their UTC offset ({earlier.isoformat()} for the first, {later.isoformat()} "
+               "for the second) or in UTC")
+    else:
+        fix = (f"store the times as timestamps with their zone, zone-aware ({earlier} for the first, {later} for "
+               "the second), or in UTC: a naive timestamp column cannot tell the two apart")
     return ValueError(
         f"{where}, a time that {tz} repeats at a daylight-saving switch (its clocks go back), so it names two "
-        f"instants and which one is not guessed: write the times with their UTC offset "
-        f"({earlier.isoformat()} for the first, {later.isoformat()} for the second) or in UTC"
+        f"instants and which one is not guessed: {fix}"
     )
 
 

@@ -969,6 +969,17 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
                 ".dt.tz_convert('Europe/Berlin') (on the command line, a Parquet timestamp column with its "
                 "zone), whose days and weeks follow the wall clock"
             )
+        utc_days = by_wall_clock and not ((utc.astype("int64").to_numpy() - utc.min().value) % step_ns).any()
+        if utc_days and zone is not None:
+            # Every instant on a grid of this step in UTC: days of UTC's clock (midnights in UTC, a Parquet
+            # column in UTC read in a zone), which the zone's clock shows an hour apart across a switch.
+            raise ValueError(
+                f"{where} is off the grid of step {step} on the clock of its time zone, {zone}, starting at "
+                f"{start}: every time is {utc.min().time()} in UTC, so these are steps of UTC's clock, not of "
+                f"{zone}'s, whose UTC offset changes at a daylight-saving switch. Read them in UTC (a job fitted "
+                "without --tz or with --tz UTC; .dt.tz_convert('UTC') in Python), or write them as times of "
+                f"{zone}'s clock (its midnights for days)"
+            )
         if freq is None:
             raise ValueError(
                 f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
