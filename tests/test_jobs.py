@@ -2134,6 +2134,57 @@ def test_tz_that_names_no_zone_is_refused_before_any_work(tmp_path, capsys, zone
     assert f"--tz {zone!r} is not a time zone" in _one_line_error(capsys)
     if zone == "Europe/Pari":
         assert "did you mean Europe/Paris" in err
+    if zone == "utc":  # names are compared in any case: UTC was not suggested
+        assert "did you mean UTC" in err
+
+
+def test_tz_without_a_time_zone_database_says_to_install_tzdata(monkeypatch):
+    """Slim images and Windows may have no zone files, and tzdata is then the database zoneinfo reads:
+    without either, every name was "not a time zone; give an IANA name such as Europe/Paris"."""
+    import zoneinfo
+
+    def no_zone(name):
+        raise zoneinfo.ZoneInfoNotFoundError(f"No time zone found with key {name}")
+
+    monkeypatch.setattr(zoneinfo, "ZoneInfo", no_zone)
+    monkeypatch.setattr(zoneinfo, "available_timezones", lambda: set())
+    with pytest.raises(ValueError, match=r"--tz 'Europe/Paris': this machine has no time-zone database .* "
+                                         r"install it: pip install tzdata$"):
+        jobs.check_time_zone("Europe/Paris")
+
+
+def test_fit_tz_refuses_a_zone_fixed_all_year_named_like_a_regions_standard_time(tmp_path, capsys):
+    """EST is UTC-05:00 all year: a New York log read in it is an hour off from March to November,
+    without a word. The places' zones are named, and the Etc zone for a clock that is fixed."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-28 23:00", "h")
+    history = _write(_naive_text(frame), tmp_path / "history.csv")
+    assert main(_fit_tz(history, tmp_path / "m.tsa", "--tz", "EST")) == 2
+    err = _one_line_error(capsys)
+    assert "--tz EST is UTC-05:00 all year, without daylight saving" in err
+    assert "America/New_York" in err and "Etc/GMT+5 for a clock that stays at UTC-05:00" in err
+    assert not (tmp_path / "m.tsa").exists()
+    assert main(_fit_tz(history, tmp_path / "m.tsa", "--tz", "Etc/GMT+5")) == 0  # a fixed clock, said so
+    assert main(_fit_tz(history, tmp_path / "m.tsa", "--tz", "America/New_York")) == 0
+
+
+def test_score_tz_utc_is_accepted_by_a_model_fitted_without_a_zone(tmp_path, capsys):
+    """A model fitted without --tz reads naive times as UTC, as --tz UTC does: refusing it told the
+    user to fit again to get the same reading."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-30 23:00", "h")
+    cut = pd.Timestamp("2026-03-29", tz=PARIS)
+    history = _write(_naive_text(frame[frame["ts"] < cut]), tmp_path / "history.csv")
+    today = _write(_naive_text(frame[frame["ts"] >= cut]), tmp_path / "today.csv")
+    plain, utc = tmp_path / "plain.tsa", tmp_path / "utc.tsa"
+    assert main(_fit_tz(history, plain)) == 0 and main(_fit_tz(history, utc, "--tz", "UTC")) == 0
+    expected = jobs.score_file(plain, today, tmp_path / "a.csv")
+    for model, zone in ((plain, "UTC"), (plain, "Etc/UTC"), (utc, "Etc/UTC")):
+        result = jobs.score_file(model, today, tmp_path / "b.csv", tz=zone)
+        np.testing.assert_array_equal(result.scores.to_numpy(), expected.scores.to_numpy())
+    capsys.readouterr()
+    assert main(["score", "--model", str(plain), "--input", today, "--output", str(tmp_path / "c.csv"),
+                 "--tz", "UTC"]) == 0
+    with pytest.raises(ValueError, match="was fitted without --tz"):  # another zone still is refused
+        jobs.score_file(plain, today, tmp_path / "d.csv", tz=PARIS)
 
 
 def test_score_tz_must_be_the_models_zone(tmp_path, capsys):

@@ -343,6 +343,7 @@ class JobColumns:
             raise ValueError(f"fill must be one of {FILL_RULES}, got {fill!r}")
         if tz is not None:
             tz = check_time_zone(tz)
+            _check_not_a_fixed_abbreviation(tz)
         return cls(context=context, time=time, value=value, fill=fill, tz=tz)
 
     def check_names(self, detector, fix: str = "rename the column in the data", source: str | None = None,
@@ -420,6 +421,21 @@ def parse_params(items: Sequence[str] | None) -> dict:
 _TEXT_WITH_OFFSET = re.compile(r"^[^T\s]+[T\s].*[Z+-]", re.IGNORECASE)
 
 
+#: The IANA database's names of UTC (its "backward" links of Etc/UTC and Etc/GMT): offset 0 all year,
+#: so a zone that reads naive times as a model fitted without --tz reads them (as UTC).
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
+                        "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0", "Etc/GMT+0", "GMT-0", "Etc/GMT-0",
+                        "Greenwich", "Etc/Greenwich"})
+
+#: Zones named like the standard time of a region whose clocks change, but fixed all year (no daylight
+#: saving): name -> (offset, the zones of the places that use it, the Etc zone of that fixed offset).
+_FIXED_ABBREVIATIONS = {
+    "EST": ("UTC-05:00", "America/New_York (EST, and EDT in summer) or America/Panama (EST all year)", "Etc/GMT+5"),
+    "MST": ("UTC-07:00", "America/Denver (MST, and MDT in summer) or America/Phoenix (MST all year)", "Etc/GMT+7"),
+    "HST": ("UTC-10:00", "Pacific/Honolulu (HST all year) or America/Adak (HST, and HDT in summer)", "Etc/GMT+10"),
+}
+
+
 def check_time_zone(tz) -> str:
     """Return ``tz`` when it names a time zone of the IANA database, else raise ValueError.
 
@@ -431,7 +447,10 @@ def check_time_zone(tz) -> str:
     Raises
     ------
     ValueError
-        One line naming the value, the closest known names and an example.
+        One line naming the value, the closest known names (whatever their case: ``utc`` ->
+        ``UTC``) and an example; on a machine without a time-zone database (no system zone
+        files, as in slim container images and on Windows, and no ``tzdata`` package), one
+        that says to install ``tzdata``.
 
     Examples
     --------
@@ -448,11 +467,33 @@ def check_time_zone(tz) -> str:
         # ZoneInfoNotFoundError (a KeyError) for an unknown name, ValueError for a path-like one.
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             pass
-    close = difflib.get_close_matches(str(tz), sorted(zoneinfo.available_timezones()), n=3)
+    names = sorted(zoneinfo.available_timezones())
+    if not names:
+        # No zone at all, not an unknown name: the database is missing, not the user's spelling.
+        raise ValueError(
+            f"--tz {tz!r}: this machine has no time-zone database (no zone files in {list(zoneinfo.TZPATH)} "
+            "and no tzdata package), so no zone can be read; install it: pip install tzdata"
+        )
+    # Compared in lower case: "utc" is UTC, "europe/paris" Europe/Paris (names are case-sensitive).
+    by_lower = {name.lower(): name for name in names}
+    close = [by_lower[name] for name in difflib.get_close_matches(str(tz).lower(), list(by_lower), n=3)]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ValueError(
         f"--tz {tz!r} is not a time zone{hint}; give an IANA name such as Europe/Paris, America/New_York or UTC"
     )
+
+
+def _check_not_a_fixed_abbreviation(tz: str) -> None:
+    """Refuse ``fit --tz EST`` (MST, HST): zones fixed all year, which read a log written on the clock
+    of a place with daylight saving (New York's) an hour off all summer, without a word. A clock
+    that is fixed is still given, as the Etc zone of its offset (``Etc/GMT+5``)."""
+    if tz in _FIXED_ABBREVIATIONS:
+        offset, places, fixed = _FIXED_ABBREVIATIONS[tz]
+        raise ValueError(
+            f"--tz {tz} is {offset} all year, without daylight saving, so times written on the clock of a place "
+            f"that changes to summer time would be read an hour off for months: give the zone of the place the "
+            f"times were written in, {places}, or {fixed} for a clock that stays at {offset} all year"
+        )
 
 
 def times_in_zone(column: pd.Series, tz: str, name: str = "time", context_of=None) -> pd.Series:
@@ -1225,7 +1266,8 @@ def check_model_zone(tz: str | None, columns: JobColumns, source: str = "the mod
     hourly local times would be scored an hour or two away from their history without a
     word). Given at score time, it must be that zone: the model's grid of days follows its
     wall clock and its outputs are written in it. A model fitted without a zone refuses one
-    too: its history's naive times were read as UTC, and may have been local times read so.
+    too, but UTC (``_UTC_NAMES``), which reads every time as it does: its history's naive
+    times were read as UTC, and may have been local times read so.
 
     Parameters
     ----------
@@ -1239,16 +1281,17 @@ def check_model_zone(tz: str | None, columns: JobColumns, source: str = "the mod
     if tz is None:
         return
     tz = check_time_zone(tz)
+    if tz == columns.tz or (tz in _UTC_NAMES and (columns.tz is None or columns.tz in _UTC_NAMES)):
+        return  # the model's zone, or UTC by any name for a model in UTC or without a zone (naive times as UTC)
     if columns.tz is None:
         raise ValueError(
             f"--tz {tz}: {source} was fitted without --tz, so it reads times as written (naive times as UTC), "
             f"as it read its history; fit it again with --tz {tz} to read local times"
         )
-    if tz != columns.tz:
-        raise ValueError(
-            f"--tz {tz}: {source} was fitted with --tz {columns.tz} and reads every input in that zone; drop "
-            f"--tz, or fit again with --tz {tz} (times written with their UTC offset are read exactly in any zone)"
-        )
+    raise ValueError(
+        f"--tz {tz}: {source} was fitted with --tz {columns.tz} and reads every input in that zone; drop "
+        f"--tz, or fit again with --tz {tz} (times written with their UTC offset are read exactly in any zone)"
+    )
 
 
 def local_time(stamp, tz: str | None):
