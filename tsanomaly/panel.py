@@ -980,6 +980,16 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
                 "without --tz or with --tz UTC; .dt.tz_convert('UTC') in Python), or write them as times of "
                 f"{zone}'s clock (its midnights for days)"
             )
+        local_steps = not by_wall_clock and not ((wall.astype("int64").to_numpy() - wall.min().value) % step_ns).any()
+        if local_steps and zone is not None:
+            # The reverse: steps of the zone's clock (6-hour buckets counted in Paris, Lord Howe's hours) on
+            # a grid of fixed durations in UTC, which that clock leaves by its shift at a switch.
+            raise ValueError(
+                f"{where} is off the grid of step {step} starting at {shown(start)}: a step under a day is a fixed "
+                f"duration, counted in UTC, and these times are steps of {zone}'s clock, which moves against UTC "
+                f"at a daylight-saving switch. Count the buckets on UTC's clock and write their times in UTC or "
+                "with their offset"
+            )
         if freq is None:
             raise ValueError(
                 f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
