@@ -456,6 +456,39 @@ def test_days_written_with_utc_offsets_across_daylight_saving_say_to_give_the_zo
     pd.testing.assert_index_equal(Panel.from_frame(frame, "c", "ts", "v").index, index, check_names=False)
 
 
+@pytest.mark.parametrize("freq", [None, "D"])
+def test_days_of_utc_in_a_zoned_column_say_that_they_are_midnights_in_utc(freq):
+    """A Parquet column of UTC midnights read in Europe/Berlin (tsanomaly fit --tz): 01:00 on its clock,
+    02:00 after the switch, so no grid of its days. The error said to pass freq= (or that the data
+    do not follow the step given), not that the times are days of UTC's clock."""
+    days = pd.date_range("2024-03-25", periods=14, freq="D", tz="UTC", unit="ns").tz_convert("Europe/Berlin")
+    frame = pd.DataFrame({"c": "a", "ts": days, "v": 1.0})
+    with pytest.raises(ValueError, match=r"every time is 00:00:00 in UTC, so these are steps of UTC's clock, not "
+                                         r"of Europe/Berlin's.*Read them in UTC") as info:
+        Panel.from_frame(frame, "c", "ts", "v", freq=freq)
+    assert "pass freq=" not in str(info.value) and "resample" not in str(info.value)
+    frame["ts"] = frame["ts"].dt.tz_convert("UTC")  # read in UTC: its days
+    assert Panel.from_frame(frame, "c", "ts", "v", freq=freq).n_times == 14
+
+
+@pytest.mark.parametrize("zone, freq, start", [("Europe/Paris", "6h", "2026-03-25"),
+                                               ("Australia/Lord_Howe", "h", "2026-04-03")])
+def test_steps_of_a_local_clock_under_a_day_say_that_the_grid_is_in_utc(zone, freq, start):
+    """Buckets of 6 hours counted in Paris (00:00, 06:00... local), or Lord Howe's hours (its clocks
+    move by 30 minutes), leave a grid of fixed durations in UTC at a switch. The error said to pass
+    freq= or to resample, which cannot help: it says the grid is in UTC and the clock is the zone's."""
+    naive = pd.date_range(start, periods=80, freq=freq, unit="ns")
+    times = naive.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dropna()
+    frame = pd.DataFrame({"c": "a", "ts": times, "v": 1.0})
+    for given in (None, freq):
+        with pytest.raises(ValueError, match=rf"a step under a day is a fixed duration, counted in UTC, and these "
+                                             rf"times are steps of {zone}'s clock") as info:
+            Panel.from_frame(frame, "c", "ts", "v", freq=given)
+        assert "pass freq=" not in str(info.value) and "resample" not in str(info.value)
+    frame["ts"] = pd.date_range(times[0], periods=len(times), freq=freq).tz_convert("UTC")  # UTC's clock: read
+    assert Panel.from_frame(frame, "c", "ts", "v").n_times == len(times)
+
+
 def test_days_at_a_wall_clock_time_that_a_switch_skips_are_a_value_error_naming_the_column():
     # 02:30 does not exist in Europe/Berlin on 2024-03-31: the grid has no instant for that day.
     days = pd.DatetimeIndex(["2024-03-29 02:30", "2024-03-30 02:30", "2024-04-01 02:30"]).tz_localize("Europe/Berlin")

@@ -138,7 +138,7 @@ def _add_job_commands(commands) -> None:
     verbose = {"action": "store_true", "default": argparse.SUPPRESS, "help": "log progress to stderr"}
     formats = "CSV, Parquet or JSON lines, by extension (.csv, .parquet, .jsonl)"
     tz_help = ("time zone of the input's times; default and only zone allowed: the model's, from `fit --tz` "
-               "(a model fitted without --tz refuses one)")
+               "(a model fitted without --tz refuses any but UTC)")
 
     fit = commands.add_parser(
         "fit", help="fit a detector on history in a file and save the model",

@@ -301,11 +301,15 @@ def _with_times_of_day(frame: pd.DataFrame) -> pd.DataFrame:
     every other hour's, and from JSON lines. Only those columns are rewritten (as
     ``2024-03-15 00:00:00``, missing times left empty), so every other column is written by
     pandas as before: one with a time of day other than midnight keeps its sub-second digits,
-    and zone-aware and pyarrow timestamp columns already carry the time (and the offset).
+    and pyarrow timestamp columns already carry the time (and the offset). Zone-aware columns
+    become text too: the text pandas writes for them, faster (:func:`_zoned_text`).
     """
     replaced = None
     for k in range(len(frame.columns)):
-        text = _midnight_text(frame.iloc[:, k])
+        column = frame.iloc[:, k]
+        text = _midnight_text(column)
+        if text is None:
+            text = _zoned_text(column)
         if text is not None:
             if replaced is None:
                 replaced = frame.copy(deep=False)  # the caller's frame stays as it was
@@ -332,6 +336,53 @@ def _midnight_text(column: pd.Series) -> pd.Series | None:
     texts = (np.datetime_as_string(values, unit="D").astype(object) + " 00:00:00")
     texts[~known] = np.nan
     return pd.Series(texts, index=column.index, dtype=object)
+
+
+def _zoned_text(column: pd.Series) -> pd.Series | None:
+    """A zone-aware datetime column (or a categorical one of such times) as the text pandas' ``to_csv``
+    writes for it, missing values as NaN; None for any other column.
+
+    The text is the local clock, with the fractional digits the column needs (none, 3, 6 or 9, the
+    same for every row, as for a naive column), and its UTC offset as ``isoformat()`` writes it:
+    ``2026-03-29 03:00:00+02:00``, ``2026-03-29 05:30:00.500+05:30``. pandas formats such a column
+    time by time through Python objects, 20 s for the million scores of an hourly job against 0.8 s
+    for naive times; here each distinct time (an hour repeats for every context) is formatted once,
+    by NumPy, with the offsets of the JSON lines writer (:func:`_local_clocks`). Local years outside
+    1 to 9999, which NumPy and pandas write differently, are left to pandas (None).
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = _zoned_text(pd.Series(column.cat.categories))
+        if categories is None:
+            return None
+        texts = np.append(categories.to_numpy(dtype=object), np.nan)  # code -1, a missing value
+        return pd.Series(texts.take(column.cat.codes.to_numpy()), index=column.index, dtype=object)
+    if not isinstance(column.dtype, pd.DatetimeTZDtype):
+        return None
+    codes, instants = pd.factorize(column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())  # NaT: code -1
+    if len(instants) == 0:
+        return None  # no time at all: pandas writes empty cells
+    try:
+        local, offsets = _local_clocks(instants, column.dt.tz)
+    except pd.errors.OutOfBoundsDatetime:
+        return None  # a local clock past pandas' last nanosecond
+    years = local.astype("datetime64[Y]").astype(np.int64) + 1970
+    if years.min() < 1 or years.max() > 9999:
+        return None
+    # The coarsest unit that holds every time exactly, as pandas picks the digits of a whole column.
+    unit = next(unit for unit in ("s", "ms", "us", "ns") if (local == local.astype(f"datetime64[{unit}]")).all())
+    dates, times = np.char.partition(np.datetime_as_string(local, unit=unit), "T")[:, ::2].T
+    texts = (dates.astype(object) + " " + times.astype(object)) + np.array(offsets, dtype=object)
+    return pd.Series(np.append(texts, np.nan).take(codes), index=column.index, dtype=object)
+
+
+def _local_clocks(instants: np.ndarray, zone) -> tuple[np.ndarray, list]:
+    """Naive UTC times as the naive local clock of ``zone`` and the text of each one's UTC offset
+    (``+02:00``, ``-03:30``; :func:`_offset_text`), missing times with an empty offset."""
+    local = pd.DatetimeIndex(instants).tz_localize("UTC").tz_convert(zone).tz_localize(None).to_numpy()
+    shifts = (local - instants).astype("timedelta64[us]").astype(np.int64)
+    missing = np.isnat(instants)
+    texts = {shift: _offset_text(shift) for shift in set(shifts[~missing].tolist())}
+    return local, ["" if gone else texts[shift] for shift, gone in zip(shifts.tolist(), missing.tolist())]
 
 
 def _write_parquet(frame: pd.DataFrame, handle) -> None:
@@ -479,11 +530,9 @@ def _time_texts(column: pd.Series) -> list:
             return ["null" if text == "NaT" else '"' + text + '"'
                     for text in np.datetime_as_string(times, unit="ns").tolist()]
         # The local clock, and its offset from UTC as isoformat() writes it ("+02:00", "-03:30").
-        local = pd.DatetimeIndex(times).tz_localize("UTC").tz_convert(zone).tz_localize(None).to_numpy()
-        shifts = (local - times).astype("timedelta64[us]").astype(np.int64)
-        offsets = {shift: _offset_text(shift) for shift in set(shifts[~np.isnat(times)].tolist())}
-        return ["null" if text == "NaT" else '"' + text + offsets[shift] + '"'
-                for text, shift in zip(np.datetime_as_string(local, unit="ns").tolist(), shifts.tolist())]
+        local, offsets = _local_clocks(times, zone)
+        return ["null" if text == "NaT" else '"' + text + offset + '"'
+                for text, offset in zip(np.datetime_as_string(local, unit="ns").tolist(), offsets)]
 
     try:
         return _by_distinct(values, texts_of)

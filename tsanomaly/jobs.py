@@ -64,7 +64,7 @@ import sys
 import time as _time
 import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -75,7 +75,7 @@ from tsanomaly import io as tsio
 from tsanomaly import thresholds
 from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, _grid_description, check_column_names
 from tsanomaly.base import load as load_detector
-from tsanomaly.panel import Panel, check_time_not_numeric, step_duration
+from tsanomaly.panel import Panel, check_time_not_numeric, step_duration, steps_by_wall_clock
 
 __all__ = [
     "JOB_ATTRIBUTE",
@@ -343,6 +343,7 @@ class JobColumns:
             raise ValueError(f"fill must be one of {FILL_RULES}, got {fill!r}")
         if tz is not None:
             tz = check_time_zone(tz)
+            _check_not_a_fixed_abbreviation(tz)
         return cls(context=context, time=time, value=value, fill=fill, tz=tz)
 
     def check_names(self, detector, fix: str = "rename the column in the data", source: str | None = None,
@@ -420,6 +421,21 @@ def parse_params(items: Sequence[str] | None) -> dict:
 _TEXT_WITH_OFFSET = re.compile(r"^[^T\s]+[T\s].*[Z+-]", re.IGNORECASE)
 
 
+#: The IANA database's names of UTC (its "backward" links of Etc/UTC and Etc/GMT): offset 0 all year,
+#: so a zone that reads naive times as a model fitted without --tz reads them (as UTC).
+_UTC_NAMES = frozenset({"UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
+                        "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0", "Etc/GMT+0", "GMT-0", "Etc/GMT-0",
+                        "Greenwich", "Etc/Greenwich"})
+
+#: Zones named like the standard time of a region whose clocks change, but fixed all year (no daylight
+#: saving): name -> (offset, the zones of the places that use it, the Etc zone of that fixed offset).
+_FIXED_ABBREVIATIONS = {
+    "EST": ("UTC-05:00", "America/New_York (EST, and EDT in summer) or America/Panama (EST all year)", "Etc/GMT+5"),
+    "MST": ("UTC-07:00", "America/Denver (MST, and MDT in summer) or America/Phoenix (MST all year)", "Etc/GMT+7"),
+    "HST": ("UTC-10:00", "Pacific/Honolulu (HST all year) or America/Adak (HST, and HDT in summer)", "Etc/GMT+10"),
+}
+
+
 def check_time_zone(tz) -> str:
     """Return ``tz`` when it names a time zone of the IANA database, else raise ValueError.
 
@@ -431,7 +447,10 @@ def check_time_zone(tz) -> str:
     Raises
     ------
     ValueError
-        One line naming the value, the closest known names and an example.
+        One line naming the value, the closest known names (whatever their case: ``utc`` ->
+        ``UTC``) and an example; on a machine without a time-zone database (no system zone
+        files, as in slim container images and on Windows, and no ``tzdata`` package), one
+        that says to install ``tzdata``.
 
     Examples
     --------
@@ -448,11 +467,33 @@ def check_time_zone(tz) -> str:
         # ZoneInfoNotFoundError (a KeyError) for an unknown name, ValueError for a path-like one.
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             pass
-    close = difflib.get_close_matches(str(tz), sorted(zoneinfo.available_timezones()), n=3)
+    names = sorted(zoneinfo.available_timezones())
+    if not names:
+        # No zone at all, not an unknown name: the database is missing, not the user's spelling.
+        raise ValueError(
+            f"--tz {tz!r}: this machine has no time-zone database (no zone files in {list(zoneinfo.TZPATH)} "
+            "and no tzdata package), so no zone can be read; install it: pip install tzdata"
+        )
+    # Compared in lower case: "utc" is UTC, "europe/paris" Europe/Paris (names are case-sensitive).
+    by_lower = {name.lower(): name for name in names}
+    close = [by_lower[name] for name in difflib.get_close_matches(str(tz).lower(), list(by_lower), n=3)]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ValueError(
         f"--tz {tz!r} is not a time zone{hint}; give an IANA name such as Europe/Paris, America/New_York or UTC"
     )
+
+
+def _check_not_a_fixed_abbreviation(tz: str) -> None:
+    """Refuse ``fit --tz EST`` (MST, HST): zones fixed all year, which read a log written on the clock
+    of a place with daylight saving (New York's) an hour off all summer, without a word. A clock
+    that is fixed is still given, as the Etc zone of its offset (``Etc/GMT+5``)."""
+    if tz in _FIXED_ABBREVIATIONS:
+        offset, places, fixed = _FIXED_ABBREVIATIONS[tz]
+        raise ValueError(
+            f"--tz {tz} is {offset} all year, without daylight saving, so times written on the clock of a place "
+            f"that changes to summer time would be read an hour off for months: give the zone of the place the "
+            f"times were written in, {places}, or {fixed} for a clock that stays at {offset} all year"
+        )
 
 
 def times_in_zone(column: pd.Series, tz: str, name: str = "time", context_of=None) -> pd.Series:
@@ -554,16 +595,25 @@ def _no_single_instant(written, wall: pd.Timestamp, tz: str, name: str, row: int
     where = f"column {name!r} holds {written!r} at row {row} (context {context!r})"
     either = pd.DatetimeIndex([wall, wall])
     earlier, later = either.tz_localize(tz, ambiguous=np.array([True, False]), nonexistent="NaT")
+    # Text can carry an offset; a naive timestamp column (Parquet) cannot: it must hold a zone, or UTC.
+    is_text = isinstance(written, str)
     if pd.isna(earlier):  # skipped: no instant has this wall-clock time
+        fix = "write them with their UTC offset or in UTC" if is_text else (
+            "store them as timestamps with their zone (zone-aware) or in UTC")
         return ValueError(
             f"{where}, a time that {tz} skips at a daylight-saving switch (its clocks jump forward), so it names "
             f"no instant: times written on that zone's clock never show it. Check that --tz names the zone they "
-            "were written in, or write them with their UTC offset or in UTC"
+            f"were written in, or {fix}"
         )
+    if is_text:
+        fix = (f"write the times with their UTC offset ({earlier.isoformat()} for the first, {later.isoformat()} "
+               "for the second) or in UTC")
+    else:
+        fix = (f"store the times as timestamps with their zone, zone-aware ({earlier} for the first, {later} for "
+               "the second), or in UTC: a naive timestamp column cannot tell the two apart")
     return ValueError(
         f"{where}, a time that {tz} repeats at a daylight-saving switch (its clocks go back), so it names two "
-        f"instants and which one is not guessed: write the times with their UTC offset "
-        f"({earlier.isoformat()} for the first, {later.isoformat()} for the second) or in UTC"
+        f"instants and which one is not guessed: {fix}"
     )
 
 
@@ -629,14 +679,18 @@ def frame_to_panel(frame: pd.DataFrame, columns: JobColumns, freq: str | None = 
 
             frame = frame.assign(**{columns.time: times_in_zone(frame[columns.time], columns.tz, columns.time,
                                                                  context_of)})
-        if naive_utc and getattr(frame[columns.time].dtype, "tz", None) is not None:
+        step = freq if freq is not None else columns.freq
+        # Only where the grid would keep the zone (days, weeks): a grid of hours is naive UTC either
+        # way, and the zone kept lets Panel.from_frame name a row's time on its clock in a refusal.
+        if (naive_utc and getattr(frame[columns.time].dtype, "tz", None) is not None
+                and (step is None or steps_by_wall_clock(step))):
             frame = frame.assign(**{columns.time: frame[columns.time].dt.tz_convert(None)})
         return Panel.from_frame(
             frame,
             context=columns.context[0] if len(columns.context) == 1 else columns.context,
             time=columns.time,
             value=columns.value,
-            freq=freq if freq is not None else columns.freq,
+            freq=step,
             fill=columns.fill,
         )
     except ValueError as exc:
@@ -795,7 +849,8 @@ def fit_frame(
     columns.check_names(det, source=source)  # before the fit: its model could not write its outputs
     panel = frame_to_panel(frame, columns, freq=freq, source=source)
     log.info(
-        "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times, panel.index[0], panel.index[-1]
+        "history: %d contexts x %d times (%s .. %s)", panel.n_contexts, panel.n_times,
+        local_time(panel.index[0], columns.tz), local_time(panel.index[-1], columns.tz),
     )
     started = _time.perf_counter()
     with warnings.catch_warnings():
@@ -1144,10 +1199,15 @@ def score_frame(
                      _count(n_zero_filled, "fitted context has", "fitted contexts have"), source,
                      "was" if n_zero_filled == 1 else "were")
     started = _time.perf_counter()
-    with warnings.catch_warnings():
-        # The job says it below, with its input's name and what absent rows mean (_warn_gap_before).
-        warnings.simplefilter("ignore", HistoryGapWarning)
-        scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    try:
+        gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
+        with warnings.catch_warnings():
+            # The job says it below, with its input's name and what absent rows mean (_warn_gap_before).
+            warnings.simplefilter("ignore", HistoryGapWarning)
+            scores, alerts = score_panel(det, panel, chunk_size=chunk_size, progress=progress)
+    except ValueError as exc:
+        _raise_on_model_clock(exc, det, panel, columns, source)
+        raise
     seconds = _time.perf_counter() - started
     rows = det.context_rows(panel)
     unseen_rows = np.flatnonzero(rows < 0)
@@ -1174,7 +1234,6 @@ def score_frame(
             examples,
             _float_spelling_hint(panel.contexts[unseen_rows], det.contexts_),
         )
-    gap = det.steps_after_fit(panel) - 1  # grid steps between the fitted history and the new data
     _warn_gap_before(det, panel, gap, columns, source)
     n_unscored = _warn_unscored(det, panel, gap, score_values, rows)
     if n_absent:
@@ -1207,7 +1266,8 @@ def check_model_zone(tz: str | None, columns: JobColumns, source: str = "the mod
     hourly local times would be scored an hour or two away from their history without a
     word). Given at score time, it must be that zone: the model's grid of days follows its
     wall clock and its outputs are written in it. A model fitted without a zone refuses one
-    too: its history's naive times were read as UTC, and may have been local times read so.
+    too, but UTC (``_UTC_NAMES``), which reads every time as it does: its history's naive
+    times were read as UTC, and may have been local times read so.
 
     Parameters
     ----------
@@ -1221,16 +1281,17 @@ def check_model_zone(tz: str | None, columns: JobColumns, source: str = "the mod
     if tz is None:
         return
     tz = check_time_zone(tz)
+    if tz == columns.tz or (tz in _UTC_NAMES and (columns.tz is None or columns.tz in _UTC_NAMES)):
+        return  # the model's zone, or UTC by any name for a model in UTC or without a zone (naive times as UTC)
     if columns.tz is None:
         raise ValueError(
             f"--tz {tz}: {source} was fitted without --tz, so it reads times as written (naive times as UTC), "
             f"as it read its history; fit it again with --tz {tz} to read local times"
         )
-    if tz != columns.tz:
-        raise ValueError(
-            f"--tz {tz}: {source} was fitted with --tz {columns.tz} and reads every input in that zone; drop "
-            f"--tz, or fit again with --tz {tz} (times written with their UTC offset are read exactly in any zone)"
-        )
+    raise ValueError(
+        f"--tz {tz}: {source} was fitted with --tz {columns.tz} and reads every input in that zone; drop "
+        f"--tz, or fit again with --tz {tz} (times written with their UTC offset are read exactly in any zone)"
+    )
 
 
 def local_time(stamp, tz: str | None):
@@ -1320,8 +1381,27 @@ def _warn_gap_before(det: BaseDetector, panel: Panel, gap: int, columns: JobColu
     log.warning(
         "%s starts %s after the fitted history ends (%s; its first row is at %s): those steps are not scored, "
         "and the detector sees them as missing%s",
-        source, _history_description(gap, det.freq_), det.fit_end_, panel.index[0], zero_rows,
+        source, _history_description(gap, det.freq_), local_time(det.fit_end_, columns.tz),
+        local_time(panel.index[0], columns.tz), zero_rows,
     )
+
+
+def _raise_on_model_clock(exc: ValueError, det: BaseDetector, panel: Panel, columns: JobColumns, source: str) -> None:
+    """Raise ``exc`` followed by the fitted history's end and ``panel``'s start on the clock of the
+    model's zone, when ``exc`` names that end as an hourly grid of a ``--tz`` model holds it.
+
+    The detector's refusals (new data before the history's end, a grid that is not the fitted
+    one) name times as the grid holds them, and an hourly grid is naive UTC whatever the zone
+    (:meth:`Panel.from_frame`): ``2026-03-27 22:00:00`` would read as a Paris hour. Returns
+    without raising for any other error, which the caller re-raises as it is.
+    """
+    if (columns.tz is None or panel.n_times == 0 or getattr(panel.index, "tz", None) is not None
+            or str(det.fit_end_) not in str(exc)):
+        return
+    raise ValueError(
+        f"{exc} (the grid's times, in UTC; on the clock of {columns.tz} the fitted history ends at "
+        f"{local_time(det.fit_end_, columns.tz)} and {source} starts at {local_time(panel.index[0], columns.tz)})"
+    ) from exc
 
 
 _WHOLE_FLOAT = re.compile(r"^(-?\d+)\.0+$")
@@ -1527,7 +1607,11 @@ def score_file(
     if update is not None:
         # score refuses data before the fitted history, update also data on its last time; caught here,
         # before the first output is written (the summary of a refused update would follow written alerts).
-        det.steps_after_fit(result.panel, require_new=True)
+        try:
+            det.steps_after_fit(result.panel, require_new=True)
+        except ValueError as exc:
+            _raise_on_model_clock(exc, det, result.panel, columns, str(input))
+            raise
     tsio.write_table(_in_zone(result.alerts, columns.tz), output)
     log.info("wrote %d alerts to %s", len(result.alerts), output)
     if scores is not None:
@@ -1600,7 +1684,11 @@ def update_model(det: BaseDetector, panel: Panel, path, columns: JobColumns | No
         with warnings.catch_warnings():
             # score_frame has said it, naming the input and what absent rows mean (_warn_gap_before).
             warnings.simplefilter("ignore", HistoryGapWarning)
-            det.update(panel)
+            try:
+                det.update(panel)
+            except ValueError as exc:
+                _raise_on_model_clock(exc, det, panel, columns, source)
+                raise
     except (NotImplementedError, ValueError) as exc:
         raise ValueError(
             f"--update: the outputs were written but the model could not be updated over {source}, "
@@ -1608,7 +1696,7 @@ def update_model(det: BaseDetector, panel: Panel, path, columns: JobColumns | No
         ) from exc
     setattr(det, JOB_ATTRIBUTE, columns.to_json())
     det.save(path)
-    log.info("updated the model through %s in %.2f s and saved it to %s", det.fit_end_,
+    log.info("updated the model through %s in %.2f s and saved it to %s", local_time(det.fit_end_, columns.tz),
              _time.perf_counter() - started, path)
     return det
 
@@ -1693,12 +1781,17 @@ def report_file(
         if history_frame is not None:
             history_panel = frame_to_panel(history_frame, columns, freq=det.freq_, source=str(history),
                                            naive_utc=fitted_in_utc(det))
-        # An hourly column with a time zone (or UTC offsets, or read in the model's zone) is scored on
-        # a naive UTC grid: the page must say its times are in UTC, or 22:00 reads as the analyst's own.
-        in_utc = report.times_in_utc(frame[columns.time], result.panel.index) or (
-            columns.tz is not None and result.panel.index.tz is None)
-        section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel,
-                                                   times_in="UTC" if in_utc else None)
+        if columns.tz is not None and result.panel.index.tz is None:
+            # An hourly grid read in the model's zone is naive UTC: drawn and written on the zone's
+            # clock, as score writes its alerts, and not in UTC, which 17:00 for Paris's 19:00 was.
+            section = report.ReportSection.from_result(replace(result, alerts=_in_zone(result.alerts, columns.tz)),
+                                                       name=Path(path).name, history=history_panel, clock=columns.tz)
+        else:
+            # An hourly column with a time zone (or UTC offsets) is scored on a naive UTC grid: the
+            # page must say its times are in UTC, or 22:00 reads as the analyst's own.
+            in_utc = report.times_in_utc(frame[columns.time], result.panel.index)
+            section = report.ReportSection.from_result(result, name=Path(path).name, history=history_panel,
+                                                       times_in="UTC" if in_utc else None)
         result.extra["plotted"] = len(report.top_alerts(section, top))
         results.append(result)
         sections.append(section)

@@ -945,7 +945,11 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
     off_grid = (stamps.astype("int64").to_numpy() - start.value) % step_ns != 0
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
-        where = f"column {time_col!r}: timestamp {stamps.iloc[pos]} for context {context_of(pos)!r}"
+
+        def shown(stamp):  # a zoned column's time on its own clock, not as the naive UTC grid holds it
+            return stamp.tz_localize("UTC").tz_convert(zone) if zone is not None and not by_wall_clock else stamp
+
+        where = f"column {time_col!r}: timestamp {shown(stamps.iloc[pos])} for context {context_of(pos)!r}"
         step = pd.Timedelta(step_ns, unit="ns")
         shift = pd.Timedelta((int(stamps.iloc[pos].value) - start.value) % step_ns, unit="ns")
         written = raw.iloc[pos] if raw is not None else None
@@ -965,10 +969,32 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
                 ".dt.tz_convert('Europe/Berlin') (on the command line, a Parquet timestamp column with its "
                 "zone), whose days and weeks follow the wall clock"
             )
+        utc_days = by_wall_clock and not ((utc.astype("int64").to_numpy() - utc.min().value) % step_ns).any()
+        if utc_days and zone is not None:
+            # Every instant on a grid of this step in UTC: days of UTC's clock (midnights in UTC, a Parquet
+            # column in UTC read in a zone), which the zone's clock shows an hour apart across a switch.
+            raise ValueError(
+                f"{where} is off the grid of step {step} on the clock of its time zone, {zone}, starting at "
+                f"{start}: every time is {utc.min().time()} in UTC, so these are steps of UTC's clock, not of "
+                f"{zone}'s, whose UTC offset changes at a daylight-saving switch. Read them in UTC (a job fitted "
+                "without --tz or with --tz UTC; .dt.tz_convert('UTC') in Python), or write them as times of "
+                f"{zone}'s clock (its midnights for days)"
+            )
+        local_steps = not by_wall_clock and not ((wall.astype("int64").to_numpy() - wall.min().value) % step_ns).any()
+        if local_steps and zone is not None:
+            # The reverse: steps of the zone's clock (6-hour buckets counted in Paris, Lord Howe's hours) on
+            # a grid of fixed durations in UTC, which that clock leaves by its shift at a switch.
+            raise ValueError(
+                f"{where} is off the grid of step {step} starting at {shown(start)}: a step under a day is a fixed "
+                f"duration, counted in UTC, and these times are steps of {zone}'s clock, which moves against UTC "
+                f"at a daylight-saving switch. Count the buckets on UTC's clock and write their times in UTC or "
+                "with their offset"
+            )
         if freq is None:
             raise ValueError(
                 f"{where} fits no regular grid of step {step} (the most common step between the timestamps) "
-                f"starting at {start}; pass freq= (--freq on the command line) to give the step, or resample first"
+                f"starting at {shown(start)}; pass freq= (--freq on the command line) to give the step, or resample "
+                "first"
             )
         # The step was given: asking for freq= again would not help, the data's timestamps are off it.
         same_time = ""
@@ -976,7 +1002,7 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
             same_time = (f" (a week anchored on {_WEEKDAYS[weekday]} keeps the first point's time of day, "
                          "as pd.date_range does)")
         raise ValueError(
-            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {start}{same_time}: the data's "
+            f"{where} is off the grid of step {step} (freq={freq!r}) starting at {shown(start)}{same_time}: the data's "
             "timestamps do not follow that step; resample the data to it first (one row per context and bucket)"
         )
     if by_wall_clock:

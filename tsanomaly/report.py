@@ -101,6 +101,11 @@ class ReportSection:
         where the input's time column had a time zone or UTC offsets, which ``Panel.from_frame``
         reads as naive UTC instants on grids finer than a day (:func:`times_in_utc` tells).
         A zoned grid names its own zone; a naive one without it is shown as written.
+    clock : str, optional
+        The zone whose clock shows the times of a naive UTC grid: the hourly grid of a job
+        fitted with ``--tz`` (``tsanomaly.jobs.JobColumns.tz``), whose alerts (``alerts``,
+        zone-aware) and files are on that clock. Its plots, notes and span are then drawn and
+        written on it as a zoned grid's are, and the page names it.
     """
 
     detector: object
@@ -114,10 +119,11 @@ class ReportSection:
     n_absent: int = 0
     history: Panel | None = None
     times_in: str | None = None
+    clock: str | None = None
 
     @classmethod
     def from_result(cls, result, name: str = "model", history: Panel | None = None,
-                    times_in: str | None = None) -> "ReportSection":
+                    times_in: str | None = None, clock: str | None = None) -> "ReportSection":
         """Build from a :class:`tsanomaly.jobs.ScoreResult`."""
         return cls(
             detector=result.detector,
@@ -131,6 +137,7 @@ class ReportSection:
             n_absent=result.n_absent,
             history=history,
             times_in=times_in,
+            clock=clock,
         )
 
     @classmethod
@@ -200,9 +207,10 @@ class ReportSection:
 
     @property
     def zone_shown(self) -> str | None:
-        """The zone of the times this section shows: its grid's, else :attr:`times_in` (None: unknown)."""
+        """The zone of the times this section shows: its grid's, else :attr:`clock`, else :attr:`times_in`
+        (None: unknown)."""
         zone = getattr(self.panel.index, "tz", None)
-        return str(zone) if zone is not None else self.times_in
+        return str(zone) if zone is not None else self.clock or self.times_in
 
 
 def times_in_utc(column: pd.Series, index: pd.Index) -> bool:
@@ -669,6 +677,10 @@ def plot_alert(section: ReportSection, alert: pd.Series) -> tuple[bytes, dict]:
     # in its zone's wall clock below; the panels stay on their grid (in UTC a zoned day grid
     # steps 23 or 25 h at a switch, no Panel's grid).
     zone = section.panel.index.tz
+    if zone is None and section.clock is not None:  # a naive UTC grid shown on a zone's clock
+        import zoneinfo
+
+        zone = zoneinfo.ZoneInfo(section.clock)
     alerts = section.alerts
     if zone is not None:
         alert, alerts = _alert_in_utc(alert), _alert_in_utc(alerts)
@@ -1063,7 +1075,9 @@ def render_report(
         n_cold = int((s.unseen["status"] == "cold_start").sum()) if len(s.unseen) else 0
         n_skip = int((s.unseen["status"] == "skipped").sum()) if len(s.unseen) else 0
         with_alerts = len(s.alerts[s.context_columns].drop_duplicates()) if len(s.alerts) else 0
-        span = f"{s.panel.index[0]} – {s.panel.index[-1]}" if s.panel.n_times else ""
+        span = ""
+        if s.panel.n_times:  # an hourly grid of a --tz job on its zone's clock (s.clock), as the plots are
+            span = f"{_in_zone(s.panel.index[0], s.clock)} – {_in_zone(s.panel.index[-1], s.clock)}"
         thr = getattr(s.detector, "global_threshold_", float("nan"))
         per_ctx = " (per context)" if getattr(s.detector, "per_context", False) else ""
         out.append(
