@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 import tsanomaly
+from count_panels import busy_and_sparse_counts
 from tsanomaly import Panel, RollingZScoreDetector
 from tsanomaly.backend import GPUUnavailableError, resolve_device
 from tsanomaly.detectors.baseline import COUNT_SCALE_FLOOR, rolling_robust_zscore
@@ -431,12 +432,9 @@ def test_alerts_explain_on_the_host_with_a_history_kept_on_the_gpu():
 def test_sparse_count_contexts_do_not_lift_the_global_threshold_above_the_others_anomalies():
     # Floored at a tenth of their spread, the single events of sparse contexts (0.03 an hour) scored
     # about 58 and set the one global threshold (6.4 -> 65.6): a 6-hour outage (16.2) was missed.
-    rng = np.random.default_rng(0)
     n, n_fit = 24 * 21, 24 * 14
-    t = np.arange(n)
-    dense = rng.poisson(50 * (1 + 0.5 * np.sin(2 * np.pi * t / 24)), size=(16, n)).astype(float)
-    sparse = rng.poisson(0.03, size=(4, n)).astype(float)
-    x = np.vstack([dense, sparse])
+    x = busy_and_sparse_counts(n)
+    dense = x[:16].copy()
     x[1, n_fit + 60 : n_fit + 66] = 0  # an outage
     alone = RollingZScoreDetector(device="cpu").fit(dense[:, :n_fit])
     det = RollingZScoreDetector(device="cpu").fit(x[:, :n_fit])

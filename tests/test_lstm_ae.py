@@ -18,6 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from count_panels import busy_and_sparse_counts  # noqa: E402
 import tsanomaly  # noqa: E402
 from tsanomaly import backend  # noqa: E402
 from tsanomaly.base import min_observed  # noqa: E402
@@ -305,12 +306,9 @@ def test_sparse_count_contexts_do_not_lift_the_global_threshold_above_the_others
     tripled hour went unflagged. A count context's error scale is floored at half a count."""
     from tsanomaly.scaling import COUNT_SCALE_FLOOR
 
-    rng = np.random.default_rng(0)
     n, n_fit = 24 * 16, 24 * 13
-    t = np.arange(n)
-    dense = rng.poisson(50 * (1 + 0.5 * np.sin(2 * np.pi * t / 24)), size=(16, n)).astype(float)
-    sparse = rng.poisson(0.03, size=(4, n)).astype(float)
-    x = np.vstack([dense, sparse])
+    x = busy_and_sparse_counts(n)
+    dense, sparse = x[:16].copy(), x[16:].copy()
     x[1, n_fit + 30 : n_fit + 36] = 0  # an outage
     x[2, n_fit + 50] *= 3  # a burst
     alone = tiny(epochs=4, hidden=16).fit(dense[:, :n_fit])

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from count_panels import busy_and_sparse_counts
 from naive_mp import distance_matrix, naive_matrix_profile, walk_with_gaps
 from tsanomaly import Panel
 from tsanomaly.detectors.matrix_profile import (
@@ -968,11 +969,9 @@ def test_a_smoothed_peak_after_a_missing_point_is_explained_by_a_window_that_has
 def test_plain_distances_of_sparse_count_contexts_do_not_lift_the_global_threshold():
     # Their unit, a robust scale of a few hundredths, made each single event many units: beside 16
     # hourly contexts of about 50 events, four of 0.03 an hour lifted the threshold from 0.31 to 6.45.
-    rng = np.random.default_rng(0)
     n, n_fit = 24 * 21, 24 * 14
-    t = np.arange(n)
-    dense = rng.poisson(50 * (1 + 0.5 * np.sin(2 * np.pi * t / 24)), size=(16, n)).astype(float)
-    x = np.vstack([dense, rng.poisson(0.03, size=(4, n)).astype(float)])
+    x = busy_and_sparse_counts(n)
+    dense = x[:16]
     alone = MatrixProfileDetector(normalize=False, device="cpu").fit(dense[:, :n_fit])
     det = MatrixProfileDetector(normalize=False, device="cpu").fit(x[:, :n_fit])
     assert (det.scale_[16:] == 0.5).all()
