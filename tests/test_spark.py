@@ -544,27 +544,269 @@ def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_m
     result.unpersist()
 
 
-def test_from_detector_warns_of_a_zoned_grid_of_days_which_spark_steps_in_utc(spark):
+def test_from_detector_warns_of_a_zoned_grid_of_days_shipped_without_its_zone(spark):
     # One machine steps a daily grid in Europe/Paris by the wall clock (a 23-hour day at the March
-    # switch); Spark steps in UTC, so every point after the switch was off its grid, without a word.
+    # switch); shipped without tz=, Spark steps it in UTC, so every point after the switch is off its grid.
     index = pd.date_range("2024-01-01", periods=60, freq="D", tz="Europe/Paris", name="ts")
     values = np.random.default_rng(0).poisson(30, (2, 60)).astype(float)
     contexts = pd.MultiIndex.from_tuples([("US", "a"), ("DE", "b")], names=CONTEXT)
     daily = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
         tsanomaly.Panel(values, contexts, index))
-    with pytest.warns(UserWarning, match="Spark steps in UTC"):
+    with pytest.warns(UserWarning, match=r"without tz= its grid steps in UTC.*Pass tz="):
         tss.from_detector(spark, daily, time="ts", value=VALUE)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*steps in UTC")  # the zone given: nothing to warn of
+        model = tss.from_detector(spark, daily, time="ts", value=VALUE, tz="Europe/Paris")
+    assert model.global_state["data"]["tz"] == "Europe/Paris"
+    assert model.global_state["state"]["fit_end_"]["value"] == daily.fit_end_ == "2024-02-29T00:00:00+01:00"
     # London's offset is 0 in winter, as UTC's: the warning came only for a non-zero offset.
     london = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
         tsanomaly.Panel(values, contexts, index.tz_convert("UTC").tz_convert("Europe/London").normalize()))
-    with pytest.warns(UserWarning, match="Spark steps in UTC"):
+    with pytest.warns(UserWarning, match="steps in UTC"):
         tss.from_detector(spark, london, time="ts", value=VALUE)
     hourly_index = pd.date_range("2024-01-01", periods=60, freq="h", tz="Europe/Paris", name="ts")
     hourly = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
         tsanomaly.Panel(values, contexts, hourly_index))
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*Spark steps in UTC")  # hours: fixed durations everywhere
-        tss.from_detector(spark, hourly, time="ts", value=VALUE)
+        warnings.filterwarnings("error", message=".*steps in UTC")  # hours: fixed durations everywhere
+        model = tss.from_detector(spark, hourly, time="ts", value=VALUE)
+        assert "tz" not in model.global_state["data"]
+        # An hourly grid is of instants whatever its zone: tz= is checked, and changes nothing.
+        model = tss.from_detector(spark, hourly, time="ts", value=VALUE, tz="Europe/Paris")
+        assert "tz" not in model.global_state["data"]
+    # A zone that is not the grid's (New York is at -05:00 at the end of the grid, not +01:00), one
+    # for a grid without a zone, and a name that is no zone are refused.
+    with pytest.raises(ValueError, match=r"tz='America/New_York'.*offset 1:00:00.*-1 day, 19:00:00"):
+        tss.from_detector(spark, daily, time="ts", value=VALUE, tz="America/New_York")
+    naive = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, index.tz_localize(None)))
+    with pytest.raises(ValueError, match="fitted on a grid without a time zone"):
+        tss.from_detector(spark, naive, time="ts", value=VALUE, tz="Europe/Paris")
+    with pytest.raises(ValueError, match="unknown time zone 'Europe/Pariss'"):
+        tss.from_detector(spark, daily, time="ts", value=VALUE, tz="Europe/Pariss")
+
+
+def _paris_days(n_contexts=5, seed=11):
+    """(history, b1, b2) panels of daily counts at local midnights in Europe/Paris: 120 days across the
+    autumn switch (2024-10-27), then 67 days across the spring one (2025-03-30), then 15, with bursts."""
+    index = pd.date_range("2024-10-01", "2025-04-20", freq="D", tz="Europe/Paris", name="ts")
+    rng = np.random.default_rng(seed)
+    values = rng.poisson(50, (n_contexts, len(index))) + 10 * np.sin(2 * np.pi * np.arange(len(index)) / 7)
+    values[1, 150] += 200  # 2025-02-28
+    values[2, 181] += 150  # 2025-03-31, the first day after the switch
+    values[3, 195] += 150  # in b2
+    contexts = pd.MultiIndex.from_tuples([("FR", f"AS{k}") for k in range(n_contexts)], names=CONTEXT)
+    panel = tsanomaly.Panel(values, contexts, index)
+    return panel.loc[:"2025-01-28"], panel.loc["2025-01-29":"2025-04-05"], panel.loc["2025-04-06":]
+
+
+def _instants(panel):
+    """Long frame of a zoned panel, its times as naive UTC instants (a TIMESTAMP in a UTC session)."""
+    frame = panel.to_frame(value=VALUE, time="ts")
+    return frame.assign(ts=frame["ts"].dt.tz_convert("UTC").dt.tz_localize(None))
+
+
+def _assert_zoned_scores_equal(result, reference, panel):
+    """Spark's scores and alerts (instants in UTC) equal ``reference``'s on the zoned ``panel``."""
+    expected = reference.score(panel).to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None)
+    got = _scores_of(result)
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all(), merged["_merge"].value_counts()
+    assert merged["reason"].isna().all(), merged.dropna(subset=["reason"]).head()
+    assert merged["score_ref"].notna().all()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    got_alerts = result.alerts.toPandas()
+    expected_alerts = reference.alerts(panel)
+    assert len(expected_alerts) > 0
+    for column in ("start", "end", "peak_time"):
+        expected_alerts[column] = expected_alerts[column].dt.tz_convert("UTC").dt.tz_localize(None)
+        got_alerts[column] = got_alerts[column].astype("datetime64[ns]")
+    key = CONTEXT + ["start"]
+    pd.testing.assert_frame_equal(got_alerts.sort_values(key, ignore_index=True),
+                                  expected_alerts.sort_values(key, ignore_index=True), check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["baseline", "stl"])
+def test_a_zoned_daily_model_scores_and_updates_on_spark_as_on_one_machine_across_both_switches(spark, name,
+                                                                                                 tmp_path):
+    # Shipped with its zone, a model fitted on local midnights in Paris (across the autumn switch) scores
+    # and updates a batch across the spring switch as one machine does: without the zone Spark stepped
+    # in UTC, so every context with a row after the switch got "not on the grid" and null scores (402 of
+    # 402 points), update moved fit_end_ to 2025-04-03T23:00 UTC (a day short, every context as missing,
+    # without a word), and the next batch was refused as off the grid.
+    history, b1, b2 = _paris_days()
+    make = {"baseline": lambda: RollingZScoreDetector(window=7, seasonal_period=7, device="cpu"),
+            "stl": lambda: tsanomaly.STLDetector(periods=7, device="cpu")}[name]
+    reference = make().fit(history)
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE, tz="Europe/Paris")
+    batch = _spark_frame(spark, _instants(b1))
+    result = tss.score(batch, model)
+    _assert_zoned_scores_equal(result, reference, b1)
+    result.unpersist()
+    updated = tss.update(batch, model, n_shards=2)
+    det = copy.deepcopy(reference).update(b1)
+    assert updated.global_state["state"]["fit_end_"]["value"] == det.fit_end_ == "2025-04-05T00:00:00+02:00"
+    assert updated.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
+    result = tss.score(_spark_frame(spark, _instants(b2)), updated)
+    _assert_zoned_scores_equal(result, det, b2)
+    result.unpersist()
+    # The zone is saved with the model.
+    updated.save(str(tmp_path / "zoned"))
+    loaded = tss.load_model(spark, str(tmp_path / "zoned"))
+    assert loaded.global_state["data"]["tz"] == "Europe/Paris"
+    result = tss.score(_spark_frame(spark, _instants(b2)), loaded)
+    _assert_zoned_scores_equal(result, det, b2)
+    result.unpersist()
+    updated.unpersist()
+
+
+def test_a_zoned_grid_of_weeks_fits_and_scores_on_the_wall_clock_as_on_one_machine(spark):
+    # Sundays at midnight in Paris over two years (four switches), fitted on Spark with tz= and scored.
+    index = pd.date_range("2023-10-01", periods=100, freq="W-SUN", tz="Europe/Paris", name="ts")
+    values = np.random.default_rng(5).poisson(50, (3, 100)).astype(float)
+    values[1, 80] += 300  # 2025-04-13
+    contexts = pd.MultiIndex.from_tuples([("FR", f"AS{k}") for k in range(3)], names=CONTEXT)
+    panel = tsanomaly.Panel(values, contexts, index)
+    history, new = panel.loc[:index[69]], panel.loc[index[70]:]
+    params = dict(window=6, seasonal_period=None, device="cpu")
+    reference = RollingZScoreDetector(**params).fit(history)
+    model = tss.fit(_spark_frame(spark, _instants(history)), RollingZScoreDetector(**params), context=CONTEXT,
+                    time="ts", value=VALUE, freq="W-SUN", tz="Europe/Paris", n_shards=2)
+    assert model.global_state["state"]["fit_end_"]["value"] == reference.fit_end_
+    _assert_fitted_equal(model, reference)
+    result = tss.score(_spark_frame(spark, _instants(new)), model)
+    _assert_zoned_scores_equal(result, reference, new)
+    result.unpersist()
+    model.unpersist()
+
+
+def test_timestamp_explanations_on_a_zoned_grid_are_instants_or_the_wall_clock_as_the_time_column(spark):
+    # The matrix profile's neighbour times: instants for a TIMESTAMP column, the zone's wall clock for a
+    # TIMESTAMP_NTZ one (as the grid's times in the same output).
+    history, b1, _ = _paris_days()
+    reference = tsanomaly.MatrixProfileDetector(window=7, history=60, min_history=20, threshold=0.45,
+                                                device="cpu").fit(history)
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE, tz="Europe/Paris")
+    expected = reference.alerts(b1)
+    assert len(expected) > 0 and (expected["neighbour_time"] < pd.Timestamp("2025-03-30", tz="Europe/Paris")).any()
+    functions = pyspark_functions()
+    local = b1.to_frame(value=VALUE, time="ts").assign(ts=lambda f: f["ts"].dt.tz_localize(None))
+    sdfs = {"utc": _spark_frame(spark, _instants(b1)),
+            "wall": _spark_frame(spark, local).withColumn("ts", functions.col("ts").cast("timestamp_ntz"))}
+    for clock, sdf in sdfs.items():
+        result = tss.score(sdf, model)
+        got = result.alerts.toPandas()
+        result.unpersist()
+        want = expected.copy()
+        for column in ("start", "end", "peak_time", "neighbour_start", "neighbour_time"):
+            stamps = want[column].dt.tz_convert("UTC") if clock == "utc" else want[column]
+            want[column] = stamps.dt.tz_localize(None)
+            got[column] = got[column].astype("datetime64[ns]")
+        key = CONTEXT + ["start"]
+        pd.testing.assert_frame_equal(got.sort_values(key, ignore_index=True), want.sort_values(key, ignore_index=True),
+                                      check_dtype=False)
+
+
+def test_days_shifted_off_a_grid_stepped_in_utc_are_warned_of_at_score_and_update(spark):
+    # A daily model shipped without its zone steps in UTC: after the spring switch every local midnight is
+    # an hour off its grid. score gave those contexts a reason, but update moved them on as missing
+    # without a word (fit_end_ a day short); both now say why on the driver, and what to give.
+    history, b1, _ = _paris_days()
+    reference = RollingZScoreDetector(window=7, seasonal_period=7, device="cpu").fit(history)
+    with pytest.warns(UserWarning, match="without tz="):
+        model = tss.from_detector(spark, reference, time="ts", value=VALUE)
+    batch = _spark_frame(spark, _instants(b1))
+    after_switch = 5 * len(b1.loc["2025-03-31":].index)
+    with pytest.warns(UserWarning, match=rf"{after_switch} row\(s\) of the new data, the earliest at 2025-03-30 "
+                                         r"22:00:00, lie an hour or two off .*tz=.*score NaN"):
+        tss.score(batch, model).unpersist()
+    with pytest.warns(UserWarning, match=r"lie an hour or two off .*tz=.*move on as missing"):
+        tss.update(batch, model).unpersist()
+    # A model with its zone has nothing to warn of; nor has one row off a grid in UTC.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*an hour or two off")
+        tss.update(batch, tss.from_detector(spark, reference, time="ts", value=VALUE, tz="Europe/Paris")).unpersist()
+        utc_days = history.to_frame(value=VALUE, time="ts").assign(ts=lambda f: f["ts"].dt.tz_localize(None))
+        naive = RollingZScoreDetector(window=7, seasonal_period=7, device="cpu").fit(_panel(utc_days))
+        new = b1.to_frame(value=VALUE, time="ts").assign(ts=lambda f: f["ts"].dt.tz_localize(None))
+        new.loc[0, "ts"] += pd.Timedelta("1h")
+        tss.score(_spark_frame(spark, new), tss.from_detector(spark, naive, time="ts", value=VALUE)).unpersist()
+
+
+def test_a_saved_zone_is_checked_when_loaded():
+    state = {"class": "c", "params": {}, "state": {}, "arrays": {}, "per_context": [], "context": ["country"],
+             "data": {"tz": "Europe/Paris"}}
+    tss._check_global_state(state)
+    for bad in ("Mars/Olympus", 1, "UTC"):
+        state["data"]["tz"] = bad
+        with pytest.raises(ValueError, match="time zone"):
+            tss._check_global_state(state)
+
+
+def test_a_zoned_daily_grid_places_rows_by_their_wall_clock_and_marks_those_off_it(spark):
+    # A TIMESTAMP_NTZ column is the zone's wall clock (times as written), scored on the same grid: the
+    # output's times are that wall clock. A row at UTC midnight (01:00 or 02:00 in Paris: on the grid
+    # Spark stepped in UTC before) is off the zoned grid: only its context gets the reason, named on
+    # the wall clock of the zone.
+    history, b1, _ = _paris_days()
+    reference = RollingZScoreDetector(window=7, seasonal_period=7, device="cpu").fit(history)
+    model = tss.from_detector(spark, reference, time="ts", value=VALUE, tz="Europe/Paris")
+    local = b1.to_frame(value=VALUE, time="ts")
+    local["ts"] = local["ts"].dt.tz_localize(None)
+    stray = local[_rows_of(local, ("FR", "AS4"))].iloc[[-1]].assign(ts=lambda f: f["ts"] + pd.Timedelta("2h"))
+    functions = pyspark_functions()
+    sdf = _spark_frame(spark, pd.concat([local, stray], ignore_index=True)).withColumn(
+        "ts", functions.col("ts").cast("timestamp_ntz"))
+    result = tss.score(sdf, model)
+    got = _scores_of(result)
+    result.unpersist()
+    marked = got[_rows_of(got, ("FR", "AS4"))]
+    assert marked["score"].isna().all()
+    assert (marked["reason"] == "timestamp 2025-04-05 02:00:00 (Europe/Paris) is not on the grid (step 1 days "
+                                "00:00:00 from 2025-01-29 00:00:00 (Europe/Paris))").all()
+    others = got[~_rows_of(got, ("FR", "AS4"))]
+    expected = reference.score(b1).to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_localize(None)  # the wall clock, as the column holds it
+    merged = expected.merge(others, on=CONTEXT + ["ts"], how="inner", suffixes=("_ref", "_spark"))
+    assert len(merged) == len(others) == 4 * len(b1.index) and merged["reason"].isna().all()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+
+
+def test_fit_with_tz_lays_local_midnights_on_the_zones_wall_clock_as_one_machine_does(spark):
+    # tss.fit had no zone: local midnights in a TIMESTAMP column fit no grid in UTC (an error that told
+    # to convert them to naive wall-clock times, whose model then knew no zone).
+    history, b1, _ = _paris_days()
+    params = dict(window=7, seasonal_period=7, contamination=0.01, device="cpu")
+    reference = RollingZScoreDetector(**params).fit(history)
+    model = tss.fit(_spark_frame(spark, _instants(history)), RollingZScoreDetector(**params), context=CONTEXT,
+                    time="ts", value=VALUE, tz="Europe/Paris", n_shards=2)
+    assert model.global_state["data"]["tz"] == "Europe/Paris"
+    assert model.global_state["state"]["fit_end_"]["value"] == reference.fit_end_
+    assert model.global_state["fit"]["grid"]["n_times"] == len(history.index) == 120
+    _assert_fitted_equal(model, reference)
+    result = tss.score(_spark_frame(spark, _instants(b1)), model)
+    _assert_zoned_scores_equal(result, reference, b1)
+    result.unpersist()
+    model.unpersist()
+    # A TIMESTAMP_NTZ column holds the zone's wall clock: the same grid.
+    functions = pyspark_functions()
+    local = history.to_frame(value=VALUE, time="ts").assign(ts=lambda f: f["ts"].dt.tz_localize(None))
+    ntz = _spark_frame(spark, local).withColumn("ts", functions.col("ts").cast("timestamp_ntz"))
+    model = tss.fit(ntz, RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE,
+                    tz="Europe/Paris", n_shards=2)
+    assert model.global_state["fit"]["grid"] == {"start": int(pd.Timestamp("2024-10-01").value), "step": 86400 * 10**9,
+                                                 "n_times": 120, "freq": "D", "name": "ts", "tz": "Europe/Paris"}
+    _assert_fitted_equal(model, reference)
+    model.unpersist()
+    # Hours are fixed durations in UTC: a wall clock cannot be laid on them, and an unknown zone is refused.
+    hourly = local.assign(ts=pd.Timestamp("2024-10-01") + pd.to_timedelta(local.groupby(CONTEXT).cumcount(),
+                                                                            unit="h"))
+    with pytest.raises(ValueError, match="TIMESTAMP_NTZ.*tz='Europe/Paris'.*days and weeks only"):
+        tss.fit(_spark_frame(spark, hourly).withColumn("ts", functions.col("ts").cast("timestamp_ntz")),
+                RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE, tz="Europe/Paris")
+    with pytest.raises(ValueError, match="fit: unknown time zone 'Paris'"):
+        tss.fit(ntz, RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE, tz="Paris")
 
 
 def test_a_grid_of_anchored_weeks_fits_and_scores_as_on_one_machine(spark):
@@ -1416,7 +1658,7 @@ def test_update_of_a_model_fitted_on_a_zoned_grid_equals_single_machine_across_a
     params = dict(window=5, seasonal_period=24, contamination=0.01, device="cpu")
     reference = RollingZScoreDetector(**params).fit(_in_paris(history))
     with warnings.catch_warnings():
-        warnings.filterwarnings("error", message=".*Spark steps in UTC")  # hours: no warning to give
+        warnings.filterwarnings("error", message=".*steps in UTC")  # hours: no warning to give
         model = tss.from_detector(spark, reference, time="ts", value=VALUE)
     model2 = tss.update(_spark_frame(spark, b1), model, n_shards=2)
     det = copy.deepcopy(reference).update(_in_paris(b1))

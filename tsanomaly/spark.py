@@ -126,8 +126,17 @@ empty per-context arrays (and again per shard if it raises there).
 
 Times are read as instants: a ``TIMESTAMP`` column is taken in UTC (set
 ``spark.sql.session.timeZone=UTC`` to read pandas' naive timestamps unchanged),
-a ``TIMESTAMP_NTZ`` column as it is. PySpark is imported only when a function
-of this module is called; ``import tsanomaly`` never imports it.
+a ``TIMESTAMP_NTZ`` column as it is. A grid of days or weeks may have a time
+zone (``fit(..., tz=...)``, ``from_detector(..., tz=...)``; the model keeps it in
+``global_state["data"]["tz"]``): as on one machine it then follows the zone's wall
+clock across daylight-saving switches (a 23-hour day is one step). Its grid
+spec holds the zone and its ``start`` on that wall clock, where the steps are
+fixed; the shards place a ``TIMESTAMP``'s instants by their wall-clock time
+there (a ``TIMESTAMP_NTZ`` holds it already) and build the panel's index with
+``date_range`` in the zone, and the output's times are the grid's instants
+(the wall clock for a ``TIMESTAMP_NTZ``). Grids of hours or less are in UTC
+whatever the zone. PySpark is imported only when a function of this module is
+called; ``import tsanomaly`` never imports it.
 """
 from __future__ import annotations
 
@@ -637,8 +646,32 @@ class _ShardData:
 
 
 def _grid_index(grid: dict) -> pd.DatetimeIndex:
-    return pd.date_range(pd.Timestamp(grid["start"]), periods=grid["n_times"],
+    """The grid's points: naive UTC, or in its zone ``grid["tz"]`` (days and weeks on the wall clock).
+
+    A zoned grid's ``start`` (and ``history_end``) are nanoseconds on the zone's wall clock, where
+    its steps are fixed (a day across a switch is 24 h there, 23 or 25 h in UTC): ``date_range``
+    in the zone steps from there as ``Panel.from_frame`` builds such a grid on one machine.
+    """
+    start = pd.Timestamp(grid["start"])
+    if grid.get("tz") is not None:
+        start = start.tz_localize(grid["tz"])
+    return pd.date_range(start, periods=grid["n_times"],
                          freq=pd.tseries.frequencies.to_offset(grid["freq"]), name=grid["name"], unit="ns")
+
+
+def _on_clock(t_ns: np.ndarray, grid: dict, codec: str) -> np.ndarray:
+    """Epoch nanoseconds of instants (``codec`` "ltz") on the grid's clock: its zone's wall clock for
+    a zoned grid, else as they are (a ``TIMESTAMP_NTZ`` already holds the wall clock)."""
+    if grid.get("tz") is None or codec != "ltz":
+        return t_ns
+    utc = pd.DatetimeIndex(t_ns.view("datetime64[ns]")).tz_localize("UTC")
+    return utc.tz_convert(grid["tz"]).tz_localize(None).asi8
+
+
+def _clock_time(ns: int, grid: dict) -> str:
+    """A time on the grid's clock, for the messages: with the zone's name on a zoned grid."""
+    stamp = pd.Timestamp(int(ns))
+    return str(stamp) if grid.get("tz") is None else f"{stamp} ({grid['tz']})"
 
 
 def _times_ns(column: pd.Series, codec: str) -> tuple[np.ndarray, np.ndarray]:
@@ -677,6 +710,7 @@ def _shard_data(pdf: pd.DataFrame, spec: dict, min_observations: int | None) -> 
     contexts = keys.unique().sort_values()
     codes = contexts.get_indexer(keys)
     t_ns, t_missing = _times_ns(pdf["_t"], spec["time_codec"])
+    t_ns = _on_clock(t_ns, grid, spec["time_codec"])  # a zoned grid's steps are fixed on its wall clock
     values = pdf["_v"].to_numpy(dtype=np.float64, na_value=np.nan)
     start, step, n_times = grid["start"], grid["step"], grid["n_times"]
     offset = t_ns - start
@@ -684,16 +718,16 @@ def _shard_data(pdf: pd.DataFrame, spec: dict, min_observations: int | None) -> 
     reasons = np.full(len(contexts), None, dtype=object)
 
     def stamp(row):
-        return pd.Timestamp(int(t_ns[row]))
+        return _clock_time(t_ns[row], grid)
 
     _mark(reasons, codes, t_missing, lambda row: "a row has no timestamp")
     if "history_end" in grid:  # at score: a row from the fitted history is not off the grid, but too early
         end = grid["history_end"]
         _mark(reasons, codes, ~t_missing & (t_ns <= end), lambda row: (
-            f"timestamp {stamp(row)} is not after the fitted history, which ends at {pd.Timestamp(end)}"))
+            f"timestamp {stamp(row)} is not after the fitted history, which ends at {_clock_time(end, grid)}"))
     off_grid = ~t_missing & ((offset % step != 0) | (position < 0) | (position >= n_times))
     _mark(reasons, codes, off_grid, lambda row: (
-        f"timestamp {stamp(row)} is not on the grid (step {pd.Timedelta(step)} from {pd.Timestamp(start)})"))
+        f"timestamp {stamp(row)} is not on the grid (step {pd.Timedelta(step)} from {_clock_time(start, grid)})"))
     placed = ~t_missing & ~off_grid
     cell = np.where(placed, codes * np.int64(n_times) + position, -1 - np.arange(len(codes)))
     duplicated = placed & pd.Series(cell).duplicated(keep=False).to_numpy()
@@ -1073,9 +1107,7 @@ def _update_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.Data
         if len(failed):
             # The state from before the batch, marked: its history no longer ends where the model's does,
             # so score must not read it as if it did (it says "not fitted: <reason>" instead).
-            grid = spec["grid"]
-            first = pd.Timestamp(grid["start"])
-            last = pd.Timestamp(grid["start"] + (grid["n_times"] - 1) * grid["step"])
+            first, last = index[0], index[-1]
             kept = rows_state.loc[failed, state_columns].copy()
             kept["reason"] = [f"update over {first} to {last} failed: {reason} (its state is from before that "
                               "batch: fit again to score it)" for reason in reasons[failed]]
@@ -1084,12 +1116,15 @@ def _update_shard(new: pd.DataFrame, state: pd.DataFrame, spec: dict) -> pd.Data
     return _finish(frames, columns, spec["int_columns"], spec["bool_columns"], spec["object_columns"])
 
 
-def _encode_explanation(values: pd.Series, kind: str) -> np.ndarray:
-    """An explanation column as Arrow-ready values (timestamps as epoch microseconds, None for missing)."""
+def _encode_explanation(values: pd.Series, kind: str, wall_clock=None) -> np.ndarray:
+    """An explanation column as Arrow-ready values (timestamps as epoch microseconds, None for missing;
+    on the wall clock of the zone ``wall_clock`` when given, as a ``TIMESTAMP_NTZ`` output holds them)."""
     if kind == "double":
         return pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     if kind == "timestamp":
         stamps = pd.to_datetime(values)
+        if wall_clock is not None and stamps.dt.tz is not None:
+            stamps = stamps.dt.tz_convert(wall_clock).dt.tz_localize(None)
         micros = stamps.dt.as_unit("us").astype("int64").to_numpy()
         return _object_column([None if missing else int(m) for m, missing in zip(micros, stamps.isna().to_numpy())])
     convert = {"bigint": int, "boolean": bool, "string": str}[kind]
@@ -1107,17 +1142,21 @@ def _score_rows(data: _ShardData, reasons, scores, alerts: list, spec: dict) -> 
     n_alerts = len(table)
     if n_alerts:
         rows = data.contexts.get_indexer(_contexts_index(table, names))
-        step, start = spec["grid"]["step"], spec["grid"]["start"]
+        grid = spec["grid"]
+        zone = grid.get("tz")
 
         def position(column):
-            return ((pd.DatetimeIndex(table[column]).as_unit("ns").asi8 - start) // step).astype(np.int32)
+            stamps = pd.DatetimeIndex(table[column]).as_unit("ns")
+            if zone is not None:  # a zoned grid's positions count steps of its wall clock
+                stamps = stamps.tz_convert(zone).tz_localize(None)
+            return ((stamps.asi8 - grid["start"]) // grid["step"]).astype(np.int32)
 
         columns = {"_a_start": position("start"), "_a_end": position("end"), "_a_peak": position("peak_time"),
                    "_a_peak_score": table["peak_score"].to_numpy(np.float64),
                    "_a_threshold": table["threshold"].to_numpy(np.float64)}
         for k, (name, kind) in enumerate(spec["explanations"]):
             values = table[name] if name in table else pd.Series([None] * n_alerts, index=table.index)
-            columns[f"_a_x{k}"] = _encode_explanation(values, kind)
+            columns[f"_a_x{k}"] = _encode_explanation(values, kind, zone if spec["time_codec"] == "ntz" else None)
         order = np.argsort(rows, kind="stable")
         bounds = np.searchsorted(rows[order], np.arange(len(out) + 1))
         for column, values in columns.items():
@@ -1152,12 +1191,30 @@ def _times_from_spark(column: pd.Series, codec: str) -> pd.Series:
     return pd.Series(ns.view("datetime64[ns]"))
 
 
+def _utc_offsets(grid: dict) -> list[tuple[int, int]]:
+    """``(first position, UTC offset in microseconds)`` of each stretch of a zoned grid at one offset
+    (one stretch per daylight-saving switch, plus one), read off the grid as pandas builds it."""
+    index = _grid_index(grid)
+    offset = (index.tz_localize(None).asi8 - index.asi8) // 1000
+    firsts = np.concatenate([[0], np.flatnonzero(np.diff(offset)) + 1])
+    return [(int(p), int(offset[p])) for p in firsts]
+
+
 def _time_at(position_col, grid: dict, codec: str):
     """Spark column: the timestamp at integer grid position ``position_col``."""
     functions, _ = _require_pyspark()
     step_us = grid["step"] // 1000
     if codec == "ltz":
-        return functions.timestamp_micros(functions.lit(grid["start"] // 1000) + position_col.cast("long") * step_us)
+        micros = functions.lit(grid["start"] // 1000) + position_col.cast("long") * step_us
+        if grid.get("tz") is not None:
+            # Wall-clock micros less the UTC offset at that point: the instant. The offsets are pandas'
+            # (those the shards' grids have), by stretch, not Spark's own zone rules.
+            stretches = _utc_offsets(grid)
+            offset = functions.lit(stretches[0][1])
+            for first, micros_off in stretches[1:]:
+                offset = functions.when(position_col >= first, functions.lit(micros_off)).otherwise(offset)
+            micros = micros - offset
+        return functions.timestamp_micros(micros)
     start = functions.lit(pd.Timestamp(grid["start"]).isoformat()).cast("timestamp_ntz")
     return functions.timestamp_add("MICROSECOND", position_col.cast("long") * step_us, start)
 
@@ -1377,9 +1434,14 @@ def _n_shards(spark, n_contexts: int, contexts_per_shard: int, n_shards: int | N
     return max(2 * parallelism, math.ceil(n_contexts / contexts_per_shard), 1)
 
 
-def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, int]:
+def _fit_grid(prepared, names, time: str, codec: str, freq, zone: str | None = None) -> tuple[dict, int, int]:
     """The common time grid of the history (as ``Panel.from_frame`` infers it), a context count
     estimate and the number of rows left out for a null context column (with a warning).
+
+    With ``zone`` the timestamps are read as ``Panel.from_frame`` reads a column in that zone (a
+    ``TIMESTAMP``'s instants, a ``TIMESTAMP_NTZ``'s wall clock there): a grid of days or weeks is
+    then laid on the zone's wall clock (the grid gets ``"tz"``, and its ``start`` is on that clock),
+    any other grid is naive UTC as without a zone (a ``TIMESTAMP_NTZ`` column is refused for it).
 
     One job: rows per distinct timestamp. A context has at most one row per
     timestamp, so the largest count estimates the number of contexts. ``prepared``
@@ -1413,10 +1475,11 @@ def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, 
         value = prepared.where(at & labelled).select(*keys).first()
         return tuple(value) if len(names) > 1 else value[0]
 
+    instants = stamps if zone is None else _zoned_instants(stamps, codec, zone, time, context_of)
     try:
-        index = _regular_grid(stamps, freq, time, context_of)
+        index = _regular_grid(instants, freq, time, context_of, zone=zone)
     except ValueError:
-        if codec == "ltz":
+        if codec == "ltz" and zone is None:
             hint = _local_midnights_message(stamps, freq, time, context_of)
             if hint is not None:
                 # freq= (which the grid's own message suggests) cannot help: the zone is what is missing.
@@ -1425,7 +1488,36 @@ def _fit_grid(prepared, names, time: str, codec: str, freq) -> tuple[dict, int, 
     step = int(step_duration(index.freq).as_unit("ns").value)  # a week anchored on a weekday is 7 days
     grid = {"start": int(index[0].value), "step": step, "n_times": len(index), "freq": index.freq.freqstr,
             "name": time}
+    if index.tz is not None:  # days or weeks on the zone's wall clock
+        grid.update(start=int(index[0].tz_localize(None).value), tz=zone)
+    elif zone is not None and codec == "ntz":
+        # The shards would read the wall clock as UTC: a fixed step's grid is of instants.
+        raise ValueError(
+            f"column {time!r} is a TIMESTAMP_NTZ, which holds the wall clock of tz={zone!r}, but its grid has steps "
+            f"of {index.freq.freqstr}, which are fixed durations laid out in UTC: tz= follows the wall clock for "
+            f"days and weeks only; give the column as instants (a TIMESTAMP: functions.to_utc_timestamp(col({time!r}), "
+            f"{zone!r})) for a finer grid"
+        )
     return grid, int(per_time["rows"].max()), n_unlabelled
+
+
+def _zoned_instants(stamps: pd.Series, codec: str, zone: str, time: str, context_of) -> pd.Series:
+    """The distinct timestamps of a column read in ``zone``, as UTC instants: a ``TIMESTAMP``'s are
+    already, a ``TIMESTAMP_NTZ``'s are the zone's wall clock (a time a switch skips or repeats is
+    refused, as ``tsanomaly fit --tz`` refuses it)."""
+    if codec == "ltz":
+        return stamps.dt.tz_localize("UTC")
+    try:
+        return stamps.dt.tz_localize(zone, ambiguous="raise", nonexistent="raise").dt.tz_convert("UTC")
+    except Exception:  # noqa: BLE001 - pandas' and pytz's errors for a skipped or repeated time differ
+        local = pd.DatetimeIndex(stamps)
+        single = pd.DatetimeIndex(local.tz_localize(zone, ambiguous="NaT", nonexistent="NaT"))
+        pos = int(np.flatnonzero(single.isna())[0])
+        raise ValueError(
+            f"column {time!r}: wall-clock time {stamps.iloc[pos]} for context {context_of(pos)!r} is skipped or "
+            f"repeated in {zone} by a daylight-saving switch, so it names no single instant; give such a column "
+            f"as instants (a TIMESTAMP)"
+        ) from None
 
 
 def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> str | None:
@@ -1458,10 +1550,11 @@ def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> 
         f"{pd.Timedelta(int(shift[pos]), unit='ns')} off the grid of days starting at {pd.Timestamp(start)} (UTC), "
         f"as are {int(np.count_nonzero(shift))} of {len(ns)} timestamps. The column looks like midnights of a "
         "local time zone: a TIMESTAMP column is read as UTC instants, and a local day lasts 23 or 25 h across "
-        "a daylight-saving switch, so such days fit no grid in UTC (freq= cannot help). Convert the column to "
-        "the local clock first, as a timestamp_ntz: with spark.sql.session.timeZone=UTC, "
-        f"functions.from_utc_timestamp(col({time!r}), 'Europe/Berlin').cast('timestamp_ntz'), naming the zone "
-        "the days were counted in"
+        "a daylight-saving switch, so such days fit no grid in UTC (freq= cannot help). Give the zone the days "
+        "were counted in, tz='Europe/Berlin': the grid then follows its wall clock, at fit and score time (or "
+        "convert the column to the local clock, as a timestamp_ntz without a zone: with "
+        f"spark.sql.session.timeZone=UTC, functions.from_utc_timestamp(col({time!r}), 'Europe/Berlin')"
+        ".cast('timestamp_ntz'))"
     )
 
 
@@ -1565,6 +1658,7 @@ def fit(
     contexts_per_shard: int = DEFAULT_CONTEXTS_PER_SHARD,
     tail_size: int = DEFAULT_TAIL_SIZE,
     sample_contexts: int = 10_000,
+    tz=None,
 ) -> "SparkModel":
     """Fit a detector on a Spark DataFrame of history, sharded by context.
 
@@ -1580,8 +1674,8 @@ def fit(
         context column are left out, with a warning that counts them; the count
         is ``global_state["fit"]["n_rows_without_context"]``.
     time : str
-        ``TIMESTAMP`` (read in UTC) or ``TIMESTAMP_NTZ`` column; not named like an
-        output column (``score``, ``reason``, ...).
+        ``TIMESTAMP`` (read in UTC) or ``TIMESTAMP_NTZ`` column (read as the wall clock
+        of ``tz`` when given); not named like an output column (``score``, ``reason``, ...).
     value : str
         Numeric column; null is a missing observation.
     freq : str, optional
@@ -1606,6 +1700,15 @@ def fit(
     sample_contexts : int, default 10000
         Contexts the global model is trained on, for detectors with ``_fit_global``
         (an integer >= 1).
+    tz : str, optional
+        The time zone the days or weeks were counted in (an IANA name such as
+        ``"Europe/Paris"``), as ``Panel.from_frame`` takes a column in that zone: a
+        grid of days or weeks then follows the zone's wall clock across
+        daylight-saving switches (a 23-hour day is one step), at fit and, as the
+        model keeps the zone, at :func:`score` and :func:`update`. A ``TIMESTAMP``
+        column holds instants (local midnights are 22:00 or 23:00 UTC in Paris), a
+        ``TIMESTAMP_NTZ`` column the zone's wall clock. Grids of hours or less stay
+        in UTC, as without a zone (a ``TIMESTAMP_NTZ`` column is then refused).
 
     Returns
     -------
@@ -1617,7 +1720,7 @@ def fit(
     ------
     ValueError
         Empty data, a missing or non-numeric column, a column named like an output
-        column, timestamps that fit no grid, an argument out of range, a history
+        column, timestamps that fit no grid, an unknown ``tz``, an argument out of range, a history
         shorter than the detector's ``min_fit_times()`` (checked before any shard
         runs: the model could never alert), or no context that could be fitted.
     NotImplementedError
@@ -1644,6 +1747,7 @@ def fit(
         raise ValueError(f"tail_size must be None or an integer >= 1, got {tail_size!r}")
     if not is_int(sample_contexts) or sample_contexts < 1:
         raise ValueError(f"sample_contexts must be an integer >= 1, got {sample_contexts!r}")
+    zone = _zone_name(tz, "fit")
     names = _context_list(context)
     _check_columns(sdf, names + [time], value)
     spark = sdf.sparkSession
@@ -1653,7 +1757,7 @@ def fit(
     cls = type(detector)
     mode = _fit_mode(detector)
     everything = _prepared(sdf, names, time, value, codec)
-    grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq)
+    grid, n_estimate, n_unlabelled = _fit_grid(everything, names, time, codec, freq, zone)
     # Before any shard runs: a history too short to score anything gives a model that can never alert.
     check_history_length(detector, grid["n_times"], grid["freq"], how=None)
     caveat = getattr(detector, "_calibration_caveat", None)  # STL: calibrated in sample, said here once
@@ -1755,7 +1859,8 @@ def fit(
         "per_context": specs,
         "context": names,
         "explanations": explanations,
-        "data": {"time": time, "value": value, "fill": fill, "time_type": codec, "context_types": context_types},
+        "data": {"time": time, "value": value, "fill": fill, "time_type": codec, "context_types": context_types,
+                 **({"tz": grid["tz"]} if "tz" in grid else {})},
         "fit": {"n_contexts": counts["n"], "n_failed": counts["failed"], "n_refitted_for_threshold": counts["refitted"],
                 "grid": grid, "n_shards": shards, "mode": mode, "n_rows_without_context": n_unlabelled},
     }
@@ -2073,6 +2178,10 @@ def _check_global_state(global_state) -> None:
         _check_fill(data["fill"])
     if not isinstance(data.get("context_types", {}), dict):
         raise ValueError("the global state's data 'context_types' is not a JSON object")
+    if "tz" in data and (not isinstance(data["tz"], str) or _zone_name(data["tz"], "the global state's data 'tz'")
+                         is None):
+        raise ValueError(f"the global state's data 'tz' is not the name of a time zone with daylight saving: "
+                         f"{data['tz']!r}")
     for item in global_state.get("explanations", []):
         if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
                 or item[1] not in ("double", "bigint", "boolean", "timestamp", "string")):
@@ -2151,61 +2260,95 @@ def load_model(spark, path: str) -> SparkModel:
     return SparkModel(global_state, state)
 
 
-def _utc_fit_end(detector: BaseDetector) -> str:
-    """``fit_end_`` of a detector fitted on a DatetimeIndex grid, as the shards' grids hold it: UTC, no zone.
+def _zone_name(tz, where: str) -> str | None:
+    """The IANA name of the zone ``tz`` (None for None and for UTC, which has no daylight saving:
+    its grids stay naive UTC, as ``Panel.from_frame`` keeps them), or a ValueError naming ``where``."""
+    if tz is None:
+        return None
+    if not isinstance(tz, str):
+        tz = str(getattr(tz, "key", tz))  # a zoneinfo.ZoneInfo (its key) or a pytz zone (its str)
+    try:
+        pd.Timestamp(0, tz="UTC").tz_convert(tz)
+    except Exception as exc:  # noqa: BLE001 - pandas raises several kinds for an unknown zone
+        raise ValueError(f"{where}: unknown time zone {tz!r} ({_first_line(exc)}); give an IANA name such as "
+                         "'Europe/Paris'") from exc
+    return None if tz in ("UTC", "Etc/UTC") else tz
 
-    Spark's timestamps are instants, and every shard builds its grid in UTC from
-    epoch nanoseconds (:func:`_grid_index`): a fitted end that kept its zone made
-    each shard's detector refuse its panel ("the fitted time grid has a time zone
-    and the panel's has none"), so that every score was null. The fitted state
-    is positional, so the same instant without its zone scores the same points
-    alike. Spark steps from it in absolute time, which one machine does for steps of
-    hours or less only: a grid of days, weeks or months in a zone with daylight saving
-    follows the wall clock there (:func:`tsanomaly.base.steps_by_wall_clock`), and its
-    points after a switch lie an hour off Spark's UTC grid (those contexts then get the
-    reason "not on the grid"). A saved ``fit_end_`` keeps the UTC offset, not the zone's
-    rules, so that case cannot be told apart from a zone without daylight saving (UTC
-    itself, or London in winter at offset 0): it is warned about whatever the offset.
+
+def _shipped_fit_end(detector: BaseDetector, tz) -> tuple[str, str | None]:
+    """``(fit_end_, zone)`` of a detector fitted on a DatetimeIndex grid, as :func:`from_detector` ships it.
+
+    A naive ``fit_end_`` stays as it is, and so does a zoned one with ``tz``, the zone of its grid,
+    for steps of days or weeks: the shards then build the grid in that zone, stepping by its wall
+    clock as one machine does (:func:`tsanomaly.base.steps_by_wall_clock`). Otherwise the zoned end
+    becomes the same instant in UTC, without a zone: the shards' grids are naive UTC, and a fitted
+    end that kept its zone made each shard's detector refuse its panel ("the fitted time grid has a
+    time zone and the panel's has none"). The state is positional, so the same instants score alike
+    on a grid of hours or less; days and weeks without ``tz`` are stepped in UTC, off the wall clock
+    after a switch (warned of: a saved ``fit_end_`` keeps the UTC offset, not the zone, so a zone with
+    daylight saving cannot be told from one without, UTC itself or London in winter at offset 0).
     """
     fit_end = pd.Timestamp(detector.fit_end_)
+    zone = _zone_name(tz, "from_detector")
     if fit_end.tz is None:
-        return detector.fit_end_
-    # Whatever the offset at the end: 0 is Europe/London in winter as well as UTC.
+        if zone is not None:
+            raise ValueError(f"tz={tz!r}: the detector was fitted on a grid without a time zone (it ends at "
+                             f"{detector.fit_end_}); leave tz out, or fit it on zone-aware timestamps")
+        return detector.fit_end_, None
+    if zone is not None and fit_end.tz_convert(zone).utcoffset() != fit_end.utcoffset():
+        raise ValueError(
+            f"tz={tz!r}: the detector's grid ends at {detector.fit_end_} (UTC offset {fit_end.utcoffset()}), but "
+            f"{tz} is at offset {fit_end.tz_convert(zone).utcoffset()} then: give the zone the detector was fitted in"
+        )
     if steps_by_wall_clock(detector.freq_):
+        if zone is not None:
+            return detector.fit_end_, zone
         warnings.warn(
             f"tsanomaly.spark: the detector was fitted on a grid of {detector.freq_} steps with a time zone "
-            f"(UTC offset {fit_end.utcoffset()} at its end); Spark steps in UTC, so if that zone has daylight "
-            "saving, the points after a switch are off the grid and their contexts are not scored. Fit on "
-            "UTC timestamps, or on steps of hours or less, to score such data on Spark",
+            f"(UTC offset {fit_end.utcoffset()} at its end), shipped without tz= its grid steps in UTC: if that "
+            "zone has daylight saving, the points after a switch are off the grid and their contexts are not "
+            "scored. Pass tz= the grid's zone (from_detector(..., tz='Europe/Paris')) to step it by the wall "
+            "clock there, as one machine does",
             UserWarning,
             stacklevel=3,
         )
-    return fit_end.tz_convert("UTC").tz_localize(None).isoformat()
+    # Whatever the offset at the end: 0 is Europe/London in winter as well as UTC.
+    return fit_end.tz_convert("UTC").tz_localize(None).isoformat(), None
 
 
 def from_detector(spark, detector: BaseDetector, context=None, time: str = "time", value: str = "value",
-                  fill: str = "nan") -> SparkModel:
+                  fill: str = "nan", *, tz=None) -> SparkModel:
     """Ship a detector fitted on one machine to Spark (its per-context state becomes a DataFrame).
 
     Parameters
     ----------
     spark : pyspark.sql.SparkSession
     detector : BaseDetector
-        Fitted on a DatetimeIndex grid. A grid with a time zone is taken as the
-        instants it holds, in UTC as Spark's timestamps are (the model's
+        Fitted on a DatetimeIndex grid. A grid of hours or less with a time zone is
+        taken as the instants it holds, in UTC as Spark's timestamps are (the model's
         ``fit_end_`` is the UTC time, without a zone): the scores equal the
         detector's at the same instants.
     context : str or list of str, optional
         Context column names; default: the names of ``detector.contexts_``.
     time, value, fill
         The columns and fill rule :func:`score` uses by default.
+    tz : str, optional
+        The time zone of a grid of days or weeks (an IANA name such as ``"Europe/Paris"``;
+        a fitted detector keeps only the UTC offset of its last point, not the zone). The
+        model keeps it, and :func:`score` and :func:`update` step the grid by the wall clock
+        there, as one machine does (a 23-hour day across a switch is one step): a ``TIMESTAMP``
+        column's instants are placed by their wall-clock time in that zone, a ``TIMESTAMP_NTZ``
+        column is read as that wall clock. Without it, such a grid steps in UTC, which loses
+        the points after a daylight-saving switch (a ``UserWarning`` says so).
 
     Raises
     ------
     NotImplementedError
         For a detector holding fitted detectors (the ensemble), as :func:`split_state`.
     ValueError
-        For a detector fitted on a RangeIndex, or column names that clash with the outputs.
+        For a detector fitted on a RangeIndex, column names that clash with the outputs, an
+        unknown zone, or a ``tz`` whose UTC offset at the end of the grid is not the grid's
+        (or given for a grid without a zone).
     """
     _check_fill(fill)
     global_state, frame = split_state(detector, context)
@@ -2215,7 +2358,8 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     _check_state_names(names, global_state["per_context"], case_sensitive)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
-    _encode_state("fit_end_", _utc_fit_end(detector), global_state["state"], {})
+    fit_end, zone = _shipped_fit_end(detector, tz)
+    _encode_state("fit_end_", fit_end, global_state["state"], {})
     frame["reason"] = None
     ddl = {}
     for name in names:
@@ -2226,6 +2370,8 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     schema = ", ".join(_ddl(c, t) for c, t in ddl.items())
     global_state["data"] = {"time": time, "value": value, "fill": fill, "time_type": "ltz",
                             "context_types": {n: ddl[n] for n in names}}
+    if zone is not None:
+        global_state["data"]["tz"] = zone
     global_state["fit"] = {"n_contexts": len(frame), "n_failed": 0, "mode": "single-machine"}
     global_state["explanations"] = _explanation_kinds(detector)
     frame = _finish([frame], list(ddl), [c for c, t in ddl.items() if t == "bigint"],
@@ -2266,6 +2412,25 @@ class SparkScores:
             if hasattr(item, "unpersist"):
                 item.unpersist()
         self._cached = []
+
+
+def _grid_zone(global_state: dict, freq) -> str | None:
+    """The zone whose wall clock a model's grid follows: the model's zone (``data["tz"]``) for steps of
+    days or weeks (:func:`tsanomaly.base.steps_by_wall_clock`), else None (a grid of fixed UTC steps)."""
+    zone = global_state.get("data", {}).get("tz")
+    return zone if zone is not None and steps_by_wall_clock(freq) else None
+
+
+def _check_zoned_grid(grid: dict) -> None:
+    """ValueError unless every point of a zoned grid is one instant (not skipped or repeated by a switch)."""
+    try:
+        _grid_index(grid)
+    # pandas' own zones raise ValueErrors, pytz's NonExistentTimeError / AmbiguousTimeError (not ValueErrors).
+    except Exception as exc:  # noqa: BLE001 - re-raised as a ValueError that says which grid
+        raise ValueError(
+            f"the grid of step {grid['freq']} from {_clock_time(grid['start'], grid)} ({grid['n_times']} points) "
+            f"has no single instant for every point: {_first_line(exc)}"
+        ) from exc
 
 
 def _global_attribute(global_state: dict, name: str):
@@ -2339,22 +2504,48 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
         raise ValueError(f"the model was fitted on a grid of {freq!r} steps, which have no fixed length; "
                          "tsanomaly.spark scores grids of a fixed step")
     step = int(step.as_unit("ns").value)
+    zone = _grid_zone(global_state, freq)
+    if zone is not None:
+        # Days or weeks in a zone: the steps are fixed on its wall clock, which the grid is laid on.
+        fit_end = fit_end.tz_convert(zone)
+        end_ns = int(fit_end.tz_localize(None).value)
+    else:
+        end_ns = int(fit_end.value)
+    clock = {} if zone is None else {"tz": zone}
     # The scored grid starts at the first row on the fitted grid after the history, not at the
     # earliest row: one row off the grid or from the history (a late duplicate) failed the whole
     # batch; now, as any off-grid row, it only gives its own context a reason (_shard_data).
     t = functions.col("_t")
+    if zone is not None and codec == "ltz":
+        # Instants on the zone's wall clock, as epoch micros: where the grid's points fall (the shards
+        # place each row again with pandas).
+        t = functions.unix_micros(functions.from_utc_timestamp(functions.timestamp_micros(t), zone))
     epoch = functions.lit("1970-01-01 00:00:00").cast("timestamp_ntz")
     t_us = t if codec == "ltz" else functions.timestamp_diff("MICROSECOND", epoch, t)
-    end_us, step_us = functions.lit(fit_end.value // 1000), functions.lit(step // 1000)
+    end_us, step_us = functions.lit(end_ns // 1000), functions.lit(step // 1000)
     after = labelled & (t_us > end_us)
     on_grid = after & ((t_us - end_us) % step_us == 0)
     not_after = labelled & (t_us <= end_us)
+    if zone is None and step % _DAY_NS == 0:
+        # Days or weeks stepped in UTC: rows a whole half hour to two hours off them look like local
+        # midnights after a daylight-saving switch (a model shipped or fitted without its zone).
+        day_us = _DAY_NS // 1000
+        shift = functions.pmod(t_us - end_us, functions.lit(day_us))
+        shift = functions.least(shift, day_us - shift)
+        half_hour = int(pd.Timedelta(minutes=30).value) // 1000
+        shifted = (after & (shift != 0) & (shift <= int(_DST_SHIFT.value) // 1000)
+                   & (functions.pmod(shift, functions.lit(half_hour)) == 0))
+    else:
+        shifted = functions.lit(False)
     # One job: the new data's time span (labelled rows), its first row on the grid, the rows at or
-    # before the end of the history, and the rows without a context label.
+    # before the end of the history, those that look shifted by a switch, and the rows without a
+    # context label.
     bounds = everything.agg(functions.min(functions.when(labelled, t)).alias("lo"),
                             functions.max(functions.when(labelled, t)).alias("hi"),
                             functions.min(functions.when(on_grid, t)).alias("start"),
                             functions.sum(not_after.cast("long")).alias("n_early"),
+                            functions.sum(shifted.cast("long")).alias("n_shifted"),
+                            functions.min(functions.when(shifted, t)).alias("first_shifted"),
                             functions.approx_count_distinct(functions.when(labelled, t)).alias("n_stamps"),
                             *_unlabelled_counts(keys)).first()
     _report_unlabelled(bounds, names, doing, stacklevel=3)
@@ -2362,37 +2553,54 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
         raise ValueError(f"the DataFrame is empty: no rows to {verb}")
     prepared = everything.where(labelled)
     lo, hi = (_times_from_spark(pd.Series([bounds["lo"], bounds["hi"]]), codec).astype("int64").to_numpy())
+    n_shifted = int(bounds["n_shifted"] or 0)
+    switched = ""
+    if n_shifted > 1:  # more than one: a season's days, not one mis-stamped row
+        first_shifted = _times_from_spark(pd.Series([bounds["first_shifted"]]), codec).iloc[0]
+        switched = (
+            f"{n_shifted} row(s) of the new data, the earliest at {first_shifted}, lie an hour or two off the "
+            f"fitted grid of {freq} steps in UTC (from {fit_end}), as local midnights do after a daylight-saving "
+            "switch: give the model the zone its days were counted in (from_detector(..., tz='Europe/Paris'), "
+            "fit(..., tz=...)) so that they follow its wall clock"
+        )
     if bounds["start"] is None:
         raise ValueError(
             f"no row of the new data is on the fitted grid after the history (step {freq} from {fit_end}); the "
-            f"earliest is at {pd.Timestamp(int(lo))}: new data must follow the fitted history, on its grid"
+            f"earliest is at {_clock_time(lo, clock)}: new data must follow the fitted history, on its grid"
+            + (f". {switched}" if switched else "")
         )
+    if switched:
+        # Said once on the driver: update would move those contexts on as missing without a word.
+        warnings.warn(f"{switched}; their contexts " + ("get \"not on the grid\" as their reason and score NaN"
+                      if verb == "score" else "move on as missing over the batch"), UserWarning, stacklevel=3)
     start = int(_times_from_spark(pd.Series([bounds["start"]]), codec).astype("int64").iloc[0])
     n_early = int(bounds["n_early"] or 0)
     if n_early:
         warnings.warn(
-            f"{n_early} row(s) of the new data, the earliest at {pd.Timestamp(int(lo))}, are not after the fitted "
+            f"{n_early} row(s) of the new data, the earliest at {_clock_time(lo, clock)}, are not after the fitted "
             f"history, which ends at {fit_end}: their contexts "
             + ("get that as their reason and score NaN" if verb == "score" else "move on as missing over the batch")
             + "; leave out the rows already scored (the history's)", UserWarning, stacklevel=3)
-    steps = (start - fit_end.value) // step
+    steps = (start - end_ns) // step
     if steps > 1:
         warnings.warn(history_gap_message(
-            f"the new data, at {pd.Timestamp(start)},", steps - 1, fit_end,
+            f"the new data, at {_clock_time(start, clock)},", steps - 1, fit_end,
             remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=3)
     n_times = int((int(hi) - start) // step) + 1
     n_stamps = max(int(bounds["n_stamps"] or 0), 1)
     if n_times > _MIN_GUARDED_STEPS and n_times > _MAX_STEPS_PER_TIMESTAMP * n_stamps:
         latest = prepared.where(t == _spark_time_literal(pd.Timestamp(int(hi)), codec)).select(*keys).first()
         raise ValueError(
-            f"the new data spans {n_times} steps of {freq} (from {pd.Timestamp(start)} to {pd.Timestamp(int(hi))}) "
-            f"but has only about {n_stamps} distinct timestamps, and every context would be scored on all those "
-            f"steps; the latest row, at {pd.Timestamp(int(hi))} for context "
+            f"the new data spans {n_times} steps of {freq} (from {_clock_time(start, clock)} to "
+            f"{_clock_time(hi, clock)}) but has only about {n_stamps} distinct timestamps, and every context would "
+            f"be scored on all those steps; the latest row, at {_clock_time(hi, clock)} for context "
             f"{tuple(latest) if len(keys) > 1 else latest[0]!r}, may have a wrong clock: leave such rows out "
             "(or score a long sparse span in parts)"
         )
     grid = {"start": start, "step": step, "n_times": n_times, "freq": freq, "name": time,
-            "history_end": int(fit_end.value)}
+            "history_end": end_ns, **clock}
+    if zone is not None:
+        _check_zoned_grid(grid)
     spark = sdf.sparkSession
     payload = json.dumps(global_state)
     shipped = _broadcast(spark, payload)
@@ -2644,9 +2852,10 @@ def update(
         new_global["per_context"] = [specs[item["column"]] for item in global_state["per_context"]]
     _warn_failed_updates(rolled, keys, new_global)
     # fit_end_ and n_fit_times_ as BaseDetector.update moves them: the batch's last grid point (UTC,
-    # no zone, as the shards' grids and _utc_fit_end hold it), and every step since the fit's start.
+    # no zone, as the shards' grids and _shipped_fit_end hold it, but for a zoned grid of days or
+    # weeks), and every step since the fit's start.
     grid = b.grid
-    last = pd.Timestamp(grid["start"] + (grid["n_times"] - 1) * grid["step"])
+    last = _grid_index(grid)[-1]  # on a zoned grid, in its zone with the offset, as one machine writes it
     n_fit_times = int(_global_attribute(global_state, "n_fit_times_")) + b.steps - 1 + grid["n_times"]
     _encode_state("fit_end_", last.isoformat(), new_global["state"], {})
     _encode_state("n_fit_times_", n_fit_times, new_global["state"], {})
