@@ -586,6 +586,41 @@ def test_from_detector_warns_of_a_zoned_grid_of_days_shipped_without_its_zone(sp
         tss.from_detector(spark, daily, time="ts", value=VALUE, tz="Europe/Pariss")
 
 
+def test_a_model_of_tsanomaly_fit_tz_ships_with_its_zone(spark):
+    """A model from `tsanomaly fit --tz Europe/Paris` keeps its zone in job_columns_: shipped without tz=,
+    its daily grid took the UTC steps (every point after a switch lost), and its hourly grid, of instants,
+    read a TIMESTAMP_NTZ of Paris wall-clock times as UTC (hours shifted, a phantom hour at the switch,
+    false alerts, no warning)."""
+    index = pd.date_range("2024-01-01", periods=60, freq="D", tz="Europe/Paris", name="ts")
+    values = np.random.default_rng(0).poisson(30, (2, 60)).astype(float)
+    contexts = pd.MultiIndex.from_tuples([("US", "a"), ("DE", "b")], names=CONTEXT)
+    job = {"context": CONTEXT, "time": "ts", "value": VALUE, "fill": "zero", "freq": None, "detector": "baseline",
+           "tz": "Europe/Paris"}
+    daily = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, index))
+    daily.job_columns_ = job
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*steps in UTC")
+        model = tss.from_detector(spark, daily, time="ts", value=VALUE)
+    assert model.global_state["data"]["tz"] == "Europe/Paris"
+    hourly = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, pd.date_range("2024-03-29", periods=60, freq="h", name="ts")))
+    hourly.job_columns_ = job
+    model = tss.from_detector(spark, hourly, time="ts", value=VALUE)
+    assert "tz" not in model.global_state["data"] and model.global_state["data"]["job_tz"] == "Europe/Paris"
+    new = pd.DataFrame({"country": "US", "asn": "a", "ts": pd.date_range("2024-03-31 14:00", periods=3, freq="h"),
+                        VALUE: 30.0})
+    functions = pyspark_functions()
+    wall_clock = spark.createDataFrame(new).withColumn("ts", functions.col("ts").cast("timestamp_ntz"))
+    with pytest.raises(ValueError, match=r"TIMESTAMP_NTZ.*--tz Europe/Paris.*to_utc_timestamp"):
+        tss.score(wall_clock, model)
+    instants = wall_clock.withColumn("ts", functions.to_utc_timestamp(functions.col("ts"), "Europe/Paris"))
+    result = tss.score(instants, model)  # 12:00 UTC, the step after the fitted hours
+    scored = _scores_of(result)
+    assert len(scored) == 3 and scored["reason"].isna().all() and scored["score"].notna().all()
+    result.unpersist()
+
+
 def _paris_days(n_contexts=5, seed=11):
     """(history, b1, b2) panels of daily counts at local midnights in Europe/Paris: 120 days across the
     autumn switch (2024-10-27), then 67 days across the spring one (2025-03-30), then 15, with bursts."""

@@ -2339,7 +2339,10 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
         there, as one machine does (a 23-hour day across a switch is one step): a ``TIMESTAMP``
         column's instants are placed by their wall-clock time in that zone, a ``TIMESTAMP_NTZ``
         column is read as that wall clock. Without it, such a grid steps in UTC, which loses
-        the points after a daylight-saving switch (a ``UserWarning`` says so).
+        the points after a daylight-saving switch (a ``UserWarning`` says so). A model from
+        ``tsanomaly fit --tz ZONE`` (``job_columns_["tz"]``) defaults to ``ZONE``; on its
+        grid of hours or less, which is of instants, a ``TIMESTAMP_NTZ`` column (a wall
+        clock) is refused at :func:`score` and :func:`update`.
 
     Raises
     ------
@@ -2358,6 +2361,13 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     _check_state_names(names, global_state["per_context"], case_sensitive)
     if detector.freq_ is None:
         raise ValueError("tsanomaly.spark needs a detector fitted on a DatetimeIndex grid, not a RangeIndex")
+    # A model from `tsanomaly fit --tz` read its times in that zone: its grid of days or weeks is in it
+    # (the tz= to give, unless given), and its finer grid is of instants, which a TIMESTAMP_NTZ column
+    # of that zone's wall clock is not (refused at score, see _batch).
+    job_zone = (getattr(detector, "job_columns_", None) or {}).get("tz")
+    if tz is None and job_zone is not None and steps_by_wall_clock(detector.freq_) \
+            and pd.Timestamp(detector.fit_end_).tz is not None:
+        tz = job_zone
     fit_end, zone = _shipped_fit_end(detector, tz)
     _encode_state("fit_end_", fit_end, global_state["state"], {})
     frame["reason"] = None
@@ -2372,6 +2382,8 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
                             "context_types": {n: ddl[n] for n in names}}
     if zone is not None:
         global_state["data"]["tz"] = zone
+    elif job_zone is not None:
+        global_state["data"]["job_tz"] = job_zone
     global_state["fit"] = {"n_contexts": len(frame), "n_failed": 0, "mode": "single-machine"}
     global_state["explanations"] = _explanation_kinds(detector)
     frame = _finish([frame], list(ddl), [c for c, t in ddl.items() if t == "bigint"],
@@ -2505,6 +2517,15 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
                          "tsanomaly.spark scores grids of a fixed step")
     step = int(step.as_unit("ns").value)
     zone = _grid_zone(global_state, freq)
+    job_zone = data.get("job_tz")
+    if codec == "ntz" and zone is None and job_zone is not None:
+        # The wall clock of the zone the model's job read its times in, which this grid of instants would
+        # read as UTC: hours shifted by the offset, and a phantom hour at each spring switch.
+        raise ValueError(
+            f"column {time!r} is a TIMESTAMP_NTZ, but the model was fitted by `tsanomaly fit --tz {job_zone}` on a "
+            f"grid of {freq} steps, which are instants in UTC: give the column as instants (a TIMESTAMP; "
+            f"local times: functions.to_utc_timestamp(col({time!r}), {job_zone!r}))"
+        )
     if zone is not None:
         # Days or weeks in a zone: the steps are fixed on its wall clock, which the grid is laid on.
         fit_end = fit_end.tz_convert(zone)
