@@ -442,3 +442,34 @@ def test_sparse_count_contexts_do_not_lift_the_global_threshold_above_the_others
     assert (det.scale_floor_[16:] == COUNT_SCALE_FLOOR).all()
     flags = det.predict(x[:, n_fit:]).values
     assert flags[1, 60:66].any() and not flags[16:].any()
+
+
+def test_an_alert_is_explained_by_the_history_its_score_used_when_labels_mix_numbers_and_text():
+    """Fitted on 1, 2, 3, 4; scored on 1, 2, "3", 4 (one level of numbers and text): "3" is unseen
+    there and scored cold. Its explanation matched the labels again on the alerting contexts alone,
+    all text, where "3" reads as the fitted 3: expected 1042 (3's history) instead of 50."""
+    rng = np.random.default_rng(0)
+    hist_idx = pd.date_range("2024-01-01", periods=200, freq="h")
+    new_idx = pd.date_range(hist_idx[-1] + pd.Timedelta("1h"), periods=24, freq="h")
+    x = rng.poisson(50, (4, 224)).astype(float)
+    x[2, :200] += 1000  # the fitted 3 lives around 1050
+    det = RollingZScoreDetector(seasonal_period=None, window=5, min_periods=1, device="cpu").fit(
+        Panel(x[:, :200], pd.Index([1, 2, 3, 4], name="asn"), hist_idx))
+    new_values = x[:, 200:].copy()
+    new_values[2, 1] = 400.0
+    new = Panel(new_values, pd.Index([1, 2, "3", 4], dtype=object, name="asn"), new_idx)
+    assert det.context_rows(new)[2] == -1
+    alerts = det.alerts(new)
+    peak = alerts[alerts["asn"] == "3"].iloc[0]
+    assert peak["observed"] == 400.0 and peak["expected"] < 100  # its own batch's values, as scored
+
+
+def test_rolling_robust_zscore_takes_integer_and_boolean_arrays():
+    # The gathered blocks took x's type and could not hold NaN or deviations (UFuncTypeError).
+    counts = np.random.default_rng(1).poisson(30, (3, 72))
+    floor = np.full(3, 0.5)
+    expected = rolling_robust_zscore(counts.astype(float), 24, 1, 12, 2, floor)
+    np.testing.assert_array_equal(rolling_robust_zscore(counts, 24, 1, 12, 2, floor), expected)
+    flags = counts > 30
+    np.testing.assert_array_equal(rolling_robust_zscore(flags, 24, 1, 12, 2, floor),
+                                  rolling_robust_zscore(flags.astype(float), 24, 1, 12, 2, floor))

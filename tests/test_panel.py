@@ -688,3 +688,12 @@ def test_to_frame_of_a_zoned_grid_keeps_its_times():
     assert str(frame["time"].dtype).endswith("Europe/Berlin]")
     assert list(frame["time"]) == list(index) * 2
     assert Panel.from_frame(frame, "ctx", "time", "value").equals(panel)
+
+
+@pytest.mark.parametrize("twice", ["ts", "v", "ctx"])
+def test_from_frame_refuses_a_column_named_twice(twice):
+    frame = pd.DataFrame({"ctx": ["a", "b"], "ts": pd.to_datetime(["2024-01-01", "2024-01-01"]), "v": [1.0, 2.0]})
+    doubled = pd.concat([frame, frame[[twice]]], axis=1)
+    with pytest.raises(ValueError, match=f"2 columns named '{twice}'"):
+        Panel.from_frame(doubled, "ctx", "ts", "v")
+

@@ -121,6 +121,23 @@ def test_alert_explanations_describe_the_expectation():
     np.testing.assert_allclose(top["trend"] + top["seasonal"], top["expected"])
 
 
+def test_alerts_with_given_scores_refuse_a_negative_count_in_a_context_that_did_not_alert():
+    # Explaining only the alerting contexts checked only their counts: a panel with -1 elsewhere,
+    # which scoring refuses under log1p, got an alerts table.
+    rng = np.random.default_rng(3)
+    values, rate = _counts(rng, 2, 22)
+    n_hist = 21 * DAY
+    values[1, n_hist + 10] = 5 * rate[1, n_hist + 10]
+    history, new = _split(values, n_hist)
+    det = STLDetector(periods=24, device="cpu").fit(history)
+    scores = det.score(new)
+    assert set(det.alerts(new, scores=scores)["asn"]) == {"asn1"}
+    broken = new.to_numpy().copy()
+    broken[0, 3] = -1.0
+    with pytest.raises(ValueError, match=r"needs counts >= 0, got -1.0 for context 'asn0'"):
+        det.alerts(tsanomaly.Panel(broken, new.contexts, new.index), scores=scores)
+
+
 def test_direction_selects_rises_or_drops():
     rng = np.random.default_rng(4)
     values, rate = _counts(rng, 2, 22)

@@ -1101,8 +1101,11 @@ def _grid_description(index: pd.Index) -> tuple[str | None, object]:
     return None, (int(index[-1]) if len(index) else -1)
 
 
-def alerting_contexts(panel: Panel, ctx_rows: np.ndarray) -> tuple[Panel, np.ndarray]:
-    """The contexts that alerts were raised on, as a Panel of their own, and each alert's row in it.
+def alerting_contexts(
+    panel: Panel, ctx_rows: np.ndarray, fitted_rows: np.ndarray
+) -> tuple[Panel, np.ndarray, np.ndarray]:
+    """The contexts that alerts were raised on, as a Panel of their own, each alert's row in it, and
+    their fitted rows.
 
     For a detector's ``_explain`` whose explanation of a context depends on that context alone:
     it then recomputes what it needs (an expected value, a tracked level) for the few contexts
@@ -1115,6 +1118,9 @@ def alerting_contexts(panel: Panel, ctx_rows: np.ndarray) -> tuple[Panel, np.nda
         The scored panel.
     ctx_rows : numpy.ndarray of int, shape (n_alerts,)
         Row of each alert's context in ``panel``.
+    fitted_rows : numpy.ndarray of int, shape (n_contexts,)
+        Fitted row of each of ``panel``'s contexts, -1 for unseen
+        (:meth:`BaseDetector.context_rows` of ``panel``, as the scores were computed).
 
     Returns
     -------
@@ -1122,9 +1128,14 @@ def alerting_contexts(panel: Panel, ctx_rows: np.ndarray) -> tuple[Panel, np.nda
         ``panel``'s rows that hold an alert, in ``panel``'s order, each once.
     rows : numpy.ndarray of int, shape (n_alerts,)
         Row of each alert's context in ``alerting``.
+    alerting_fitted_rows : numpy.ndarray of int, shape (alerting.n_contexts,)
+        Their fitted rows, taken from ``fitted_rows``: matched again on ``alerting``'s labels alone,
+        a panel whose one context level mixes numbers and text (``1``, ``"3"``) could match
+        differently (``"3"`` unseen in the whole panel, read as the fitted ``3`` once the numbers
+        are gone), and explain an alert from a history its score never used.
     """
     distinct, rows = np.unique(ctx_rows, return_inverse=True)
-    return panel.take(distinct), rows.ravel()
+    return panel.take(distinct), rows.ravel(), np.asarray(fitted_rows)[distinct]
 
 
 def _runs(flags: np.ndarray):

@@ -93,6 +93,9 @@ def rolling_robust_zscore(
         NaN where the point is missing or has too little past.
     """
     xp = backend.array_module(x)
+    if x.dtype.kind != "f":
+        # Integers and booleans: the gathered blocks, which take x's type, hold NaN and deviations.
+        x = x.astype(xp.float64)
     n_ctx, n_times = x.shape
     columns = xp.arange(n_times - n_out, n_times)
     anchors = columns - (origin + columns) % refresh
@@ -454,9 +457,10 @@ class RollingZScoreDetector(BaseDetector):
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected value (median of the past points) and observed value at each alert's peak."""
-        panel, ctx_rows = alerting_contexts(panel, ctx_rows)  # only their kept history is needed
+        # Only their kept history is needed.
+        panel, ctx_rows, fitted_rows = alerting_contexts(panel, ctx_rows, self.context_rows(panel))
         values = panel.to_numpy()
-        x = backend.to_numpy(self.with_kept_history(values, panel, self.context_rows(panel), self.history_))
+        x = backend.to_numpy(self.with_kept_history(values, panel, fitted_rows, self.history_))
         n_kept = x.shape[1] - values.shape[1]
         past_pos = (n_kept + peak_pos)[:, None] - self._lag() * np.arange(1, self.window + 1)[None, :]
         past = np.where(past_pos >= 0, x[ctx_rows[:, None], np.maximum(past_pos, 0)], np.nan)

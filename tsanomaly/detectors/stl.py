@@ -1666,9 +1666,12 @@ class STLDetector(BaseDetector):
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected and observed value, trend and seasonal part (original units) at each alert's peak,
         and which score fired (``"deviation"``, ``"level_shift"`` or ``"low_variance"``)."""
-        panel, ctx_rows = alerting_contexts(panel, ctx_rows)  # a context's track depends on it alone
+        # A panel the scores were given for is checked whole, as scoring it would be.
+        self._check_counts(panel.to_numpy(), panel)
+        # A context's track depends on it alone.
+        panel, ctx_rows, fitted_rows = alerting_contexts(panel, ctx_rows, self.context_rows(panel))
         values = panel.to_numpy()
-        parts = self._track(values, panel, self.context_rows(panel))
+        parts = self._track(values, panel, fitted_rows)
         parts = {k: backend.to_numpy(v)[ctx_rows, peak_pos] for k, v in parts.items()}
         expected = _inverse(parts["expected"], self.transform, np)
         lower = 0.0 if self.transform is not None else -np.inf
