@@ -2305,3 +2305,36 @@ def test_times_in_zone_reads_each_form_of_text_and_names_what_it_cannot():
     assert jobs.times_in_zone(pd.Series(list(naive), dtype=object), PARIS).equals(jobs.times_in_zone(naive, PARIS))
     with pytest.raises(ValueError, match=r"holds 'yesterday' for context 'US', which is not an ISO 8601 timestamp"):
         jobs.times_in_zone(pd.Series(["2026-03-29 01:00", "yesterday"]), PARIS, "ts", lambda pos: "US")
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64", "int8", "Int64", "bool", "boolean", "float64", "Float64",
+                                   "category"])
+def test_labels_as_text_of_typed_columns_is_the_text_of_each_value(dtype):
+    """Typed columns (Parquet, JSON lines) are converted once per distinct value, then taken by code:
+    each row must still get its own value's text, missing values stay missing, and the result is
+    pandas' text type, as ``astype(str)`` row by row gave."""
+    rng = np.random.default_rng(11)
+    if dtype in ("bool", "boolean"):
+        values = rng.integers(0, 2, 500).astype(bool).astype(object)
+    else:
+        values = rng.choice(np.array([0, 7, 13335, 127, 2**40 + 1] if dtype != "int8" else [0, 7, 127, -128]),
+                            500).astype(object)
+    if dtype in ("float64", "category"):
+        values = values.astype(float).astype(object)
+        values[::7] = 2.5  # not whole: pandas' text
+    nullable = dtype in ("Int64", "boolean", "Float64", "float64", "category")
+    if nullable:
+        values[::13] = None
+    column = pd.Series(values, index=np.arange(500) * 3, name="asn").astype(dtype)
+
+    def expected(value):
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    text = tsio.labels_as_text(column)
+    assert text.dtype == pd.Series(["x"]).astype(str).dtype
+    assert text.index.equals(column.index) and text.name == "asn"
+    assert [None if pd.isna(t) else t for t in text.tolist()] == [expected(v) for v in values]

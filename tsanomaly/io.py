@@ -240,6 +240,11 @@ def labels_as_text(column: pd.Series) -> pd.Series:
         text = _by_code(categories, column.cat.codes.to_numpy(), column)
     elif pd.api.types.is_float_dtype(column.dtype):
         text = _float_labels_as_text(column)
+    elif pd.api.types.is_integer_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+        # str() of each distinct value, not of each row: labels repeat once per time (an ASN
+        # column of a 20,000-context Parquet history: 0.41 s -> 0.15 s for 6.7M rows).
+        codes, uniques = pd.factorize(column)
+        text = _by_code(pd.Series(uniques).astype(str), codes, column)
     elif column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):
         # Mixed values (JSON lines with numbers and text in one column): value by value.
         text = column.map(_label_as_text, na_action="ignore")
@@ -261,9 +266,14 @@ def _float_labels_as_text(column: pd.Series) -> pd.Series:
     return _by_code(text, codes, column)
 
 
-def _by_code(text: np.ndarray, codes: np.ndarray, column: pd.Series) -> pd.Series:
-    """``text[codes]`` as a Series like ``column``; code -1 (a missing value) gives None, masked by the caller."""
-    labels = text.take(np.maximum(codes, 0)) if len(text) else np.full(len(codes), None, dtype=object)
+def _by_code(text, codes: np.ndarray, column: pd.Series) -> pd.Series:
+    """``text[codes]`` as a Series of text like ``column``; code -1 (a missing value) gives a missing
+    value, masked by the caller.
+
+    The distinct texts are made pandas' text type first and taken by code in it: making one
+    Python string per row into that type, after the take, cost more than the text itself.
+    """
+    labels = pd.Series(text, dtype=object).astype(str).array.take(codes, allow_fill=True)
     return pd.Series(labels, index=column.index, name=column.name)
 
 
