@@ -125,6 +125,17 @@ def _in_paris(frame):
     return tsanomaly.Panel(panel.to_numpy(), panel.contexts, index)
 
 
+def _assert_scores_equal_at_the_same_instants(result, expected_scores):
+    """Spark's scores (naive UTC times) equal ``expected_scores`` (a Panel on a zoned grid) point for point."""
+    got = _scores_of(result)
+    expected = expected_scores.to_frame(value="score", time="ts", dropna=False)
+    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
+    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
+    assert merged["score_ref"].notna().any()
+    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+
+
 def _spark_frame(spark, frame):
     return spark.createDataFrame(frame[CONTEXT + ["ts", VALUE]])
 
@@ -534,13 +545,7 @@ def test_detector_fitted_on_a_time_zone_aware_grid_scores_on_spark_like_on_one_m
     model = tss.from_detector(spark, reference, time="ts", value=VALUE)
     assert model.global_state["state"]["fit_end_"]["value"] == "2024-01-14T23:00:00"  # midnight in Paris
     result = tss.score(_spark_frame(spark, new), model)
-    got = _scores_of(result)
-    expected = reference.score(_in_paris(new)).to_frame(value="score", time="ts", dropna=False)
-    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
-    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
-    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
-    assert merged["score_ref"].notna().any()
-    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    _assert_scores_equal_at_the_same_instants(result, reference.score(_in_paris(new)))
     result.unpersist()
 
 
@@ -1702,13 +1707,7 @@ def test_update_of_a_model_fitted_on_a_zoned_grid_equals_single_machine_across_a
     assert pd.Timestamp(det.fit_end_) == pd.Timestamp("2024-04-01 01:00", tz="Europe/Paris")
     assert model2.global_state["state"]["n_fit_times_"]["value"] == det.n_fit_times_
     result = tss.score(_spark_frame(spark, b2), model2)
-    got = _scores_of(result)
-    expected = det.score(_in_paris(b2)).to_frame(value="score", time="ts", dropna=False)
-    expected["ts"] = expected["ts"].dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
-    merged = expected.merge(got, on=CONTEXT + ["ts"], how="outer", suffixes=("_ref", "_spark"), indicator=True)
-    assert (merged["_merge"] == "both").all() and merged["reason"].isna().all()
-    assert merged["score_ref"].notna().any()
-    np.testing.assert_array_equal(merged["score_spark"], merged["score_ref"])
+    _assert_scores_equal_at_the_same_instants(result, det.score(_in_paris(b2)))
     result.unpersist()
     model2.unpersist()
 

@@ -331,11 +331,7 @@ def _midnight_text(column: pd.Series) -> pd.Series | None:
     """A naive datetime column (or a categorical one of such times) whose known values are all at
     midnight, as ``YYYY-MM-DD 00:00:00`` text with missing values as NaN; None for any other column."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        categories = _midnight_text(pd.Series(column.cat.categories))
-        if categories is None:
-            return None
-        texts = np.append(categories.to_numpy(dtype=object), np.nan)  # code -1, a missing value
-        return pd.Series(texts.take(column.cat.codes.to_numpy()), index=column.index, dtype=object)
+        return _categories_as_text(column, _midnight_text)
     if not (isinstance(column.dtype, np.dtype) and column.dtype.kind == "M"):
         return None
     values = column.to_numpy()
@@ -346,6 +342,16 @@ def _midnight_text(column: pd.Series) -> pd.Series | None:
     texts = (np.datetime_as_string(values, unit="D").astype(object) + " 00:00:00")
     texts[~known] = np.nan
     return pd.Series(texts, index=column.index, dtype=object)
+
+
+def _categories_as_text(column: pd.Series, text_of: Callable[[pd.Series], pd.Series | None]) -> pd.Series | None:
+    """A categorical column as ``text_of`` writes its categories, each row its category's text and
+    missing values as NaN; None where ``text_of`` leaves the categories to pandas."""
+    categories = text_of(pd.Series(column.cat.categories))
+    if categories is None:
+        return None
+    texts = np.append(categories.to_numpy(dtype=object), np.nan)  # code -1, a missing value
+    return pd.Series(texts.take(column.cat.codes.to_numpy()), index=column.index, dtype=object)
 
 
 def _zoned_text(column: pd.Series) -> pd.Series | None:
@@ -361,11 +367,7 @@ def _zoned_text(column: pd.Series) -> pd.Series | None:
     1 to 9999, which NumPy and pandas write differently, are left to pandas (None).
     """
     if isinstance(column.dtype, pd.CategoricalDtype):
-        categories = _zoned_text(pd.Series(column.cat.categories))
-        if categories is None:
-            return None
-        texts = np.append(categories.to_numpy(dtype=object), np.nan)  # code -1, a missing value
-        return pd.Series(texts.take(column.cat.codes.to_numpy()), index=column.index, dtype=object)
+        return _categories_as_text(column, _zoned_text)
     if not isinstance(column.dtype, pd.DatetimeTZDtype):
         return None
     codes, instants = pd.factorize(column.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy())  # NaT: code -1
