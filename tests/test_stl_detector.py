@@ -106,13 +106,19 @@ def test_regular_stretch_fires_the_low_variance_score():
     assert np.median(off[:, inside]) < 3  # without it the farm would pass
 
 
-def test_alert_explanations_describe_the_expectation():
+def _one_burst():
+    """Two contexts of hourly counts, 21 days of history and a day in which asn1 has a 5x burst at
+    10:00: (values, rate, n_hist, history, new, fitted STL detector)."""
     rng = np.random.default_rng(3)
     values, rate = _counts(rng, 2, 22)
     n_hist = 21 * DAY
     values[1, n_hist + 10] = 5 * rate[1, n_hist + 10]
     history, new = _split(values, n_hist)
-    det = STLDetector(periods=24, device="cpu").fit(history)
+    return values, rate, n_hist, history, new, STLDetector(periods=24, device="cpu").fit(history)
+
+
+def test_alert_explanations_describe_the_expectation():
+    values, rate, n_hist, history, new, det = _one_burst()
     alerts = det.alerts(new)
     top = alerts.iloc[0]
     assert top["asn"] == "asn1" and top["peak_time"] == new.index[10] and top["fired"] == "deviation"
@@ -124,12 +130,7 @@ def test_alert_explanations_describe_the_expectation():
 def test_alerts_with_given_scores_refuse_a_negative_count_in_a_context_that_did_not_alert():
     # Explaining only the alerting contexts checked only their counts: a panel with -1 elsewhere,
     # which scoring refuses under log1p, got an alerts table.
-    rng = np.random.default_rng(3)
-    values, rate = _counts(rng, 2, 22)
-    n_hist = 21 * DAY
-    values[1, n_hist + 10] = 5 * rate[1, n_hist + 10]
-    history, new = _split(values, n_hist)
-    det = STLDetector(periods=24, device="cpu").fit(history)
+    _, _, _, _, new, det = _one_burst()
     scores = det.score(new)
     assert set(det.alerts(new, scores=scores)["asn"]) == {"asn1"}
     broken = new.to_numpy().copy()
