@@ -923,12 +923,16 @@ class BaseDetector:
         arrays = {}
         meta = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, **_encode_detector(self, "", arrays)}
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        # Compressed once, by the model file's zip at deflate level 1: savez_compressed (level 6)
+        # inside the deflated zip compressed twice, and a save took most of an hourly job's fixed
+        # cost (20,000 contexts x 15 days: baseline 1.51 s -> 0.33 s for 4.6 -> 6.5 MB, STL 0.90 s
+        # -> 0.42 s for 13.6 -> 14.0 MB). Files saved either way load alike.
+        np.savez(buffer, **arrays)
 
         def write(handle):
             with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr("model.json", json.dumps(meta, indent=1))
-                archive.writestr("arrays.npz", buffer.getvalue())
+                archive.writestr("arrays.npz", buffer.getvalue(), compresslevel=1)
 
         _atomic_write(path, write)
 
