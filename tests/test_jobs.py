@@ -2187,6 +2187,39 @@ def test_score_tz_utc_is_accepted_by_a_model_fitted_without_a_zone(tmp_path, cap
         jobs.score_file(plain, today, tmp_path / "d.csv", tz=PARIS)
 
 
+def test_tz_names_are_kept_as_the_database_spells_them(monkeypatch):
+    """On a file system that ignores case (macOS, Windows) ZoneInfo reads "europe/paris" too: the
+    model kept that spelling, which Linux then could not read, and "est" passed the EST refusal."""
+    import zoneinfo
+
+    real = zoneinfo.ZoneInfo
+    by_lower = {name.lower(): name for name in zoneinfo.available_timezones()}
+    monkeypatch.setattr(zoneinfo, "ZoneInfo", lambda name: real(by_lower.get(name.lower(), name)))
+    assert jobs.check_time_zone("europe/paris") == "Europe/Paris"
+    assert jobs.JobColumns.parse("asn", "ts", "v", tz="europe/paris").tz == "Europe/Paris"
+    with pytest.raises(ValueError, match="EST"):
+        jobs.JobColumns.parse("asn", "ts", "v", tz="est")
+    monkeypatch.setattr(zoneinfo, "ZoneInfo", real)  # a file system that keeps case: one suggestion
+    with pytest.raises(ValueError, match=r"did you mean Europe/Paris\? zone names are case-sensitive\)"):
+        jobs.check_time_zone("europe/paris")
+
+
+def test_a_model_fitted_with_tz_is_a_file_version_that_code_without_tz_refuses(tmp_path):
+    """Code from before --tz ignored the zone of a model file and read local times as UTC without a
+    word (a phantom spring hour, other alerts): a model with a zone is written as version 2, which
+    that code refuses; one without stays version 1, readable by both."""
+    index, frame = _paris_counts("2026-03-19", "2026-03-28 23:00", "h")
+    history = _write(_naive_text(frame), tmp_path / "history.csv")
+    plain, zoned = tmp_path / "plain.tsa", tmp_path / "zoned.tsa"
+    assert main(_fit_tz(history, plain)) == 0 and main(_fit_tz(history, zoned, "--tz", PARIS)) == 0
+    versions = {}
+    for path in (plain, zoned):
+        with zipfile.ZipFile(path) as archive:
+            versions[path.name] = json.loads(archive.read("model.json"))["version"]
+        tsanomaly.load(path)  # both load here
+    assert versions == {"plain.tsa": 1, "zoned.tsa": 2}
+
+
 def test_score_tz_must_be_the_models_zone(tmp_path, capsys):
     """The zone is the model's, like its columns: score and report read in it without --tz, accept
     the same zone, and refuse another (or any, for a model fitted without a zone, whose history's

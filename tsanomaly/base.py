@@ -36,6 +36,11 @@ __all__ = ["ALERT_COLUMNS", "BaseDetector", "CalibrationWarning", "HistoryGapWar
 
 MODEL_FORMAT = "tsanomaly-model"
 MODEL_FORMAT_VERSION = 1
+#: Written instead of :data:`MODEL_FORMAT_VERSION` by a model whose job reads its inputs in a time
+#: zone (``tsanomaly fit --tz``): code from before that option ignored the zone and read the local
+#: times as UTC without a word (a phantom hour at the spring switch, other alerts), and it refuses
+#: this version. Every other model keeps version 1, which both read alike.
+MODEL_FORMAT_VERSION_ZONED = 2
 
 # Detector classes that ``load`` may build, by qualified name. Filled by
 # ``BaseDetector.__init_subclass__``: a model file can only name a registered
@@ -921,7 +926,9 @@ class BaseDetector:
 
         self.check_fitted()
         arrays = {}
-        meta = {"format": MODEL_FORMAT, "version": MODEL_FORMAT_VERSION, **_encode_detector(self, "", arrays)}
+        zoned = (getattr(self, "job_columns_", None) or {}).get("tz") is not None
+        version = MODEL_FORMAT_VERSION_ZONED if zoned else MODEL_FORMAT_VERSION
+        meta = {"format": MODEL_FORMAT, "version": version, **_encode_detector(self, "", arrays)}
         buffer = io.BytesIO()
         # Compressed once, by the model file's zip at deflate level 1: savez_compressed (level 6)
         # inside the deflated zip compressed twice, and a save took most of an hourly job's fixed
@@ -995,7 +1002,7 @@ def _read_model_file(path) -> tuple[dict, dict]:
         raise ValueError(f"{not_a_model} (model.json holds a JSON {type(meta).__name__}, not an object)")
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"{not_a_model} (format {meta.get('format')!r})")
-    if meta.get("version") != MODEL_FORMAT_VERSION:
+    if meta.get("version") not in (MODEL_FORMAT_VERSION, MODEL_FORMAT_VERSION_ZONED):
         raise ValueError(f"{path}: model format version {meta.get('version')!r} is not supported")
     # NumPy's own error for a non-.npz blob advises allow_pickle=True; a model file never
     # holds pickled data, so the message says so instead of repeating that advice.

@@ -437,7 +437,7 @@ _FIXED_ABBREVIATIONS = {
 
 
 def check_time_zone(tz) -> str:
-    """Return ``tz`` when it names a time zone of the IANA database, else raise ValueError.
+    """Return the IANA database's spelling of the time zone ``tz`` names, else raise ValueError.
 
     Parameters
     ----------
@@ -460,14 +460,16 @@ def check_time_zone(tz) -> str:
     import difflib
     import zoneinfo
 
+    names = sorted(zoneinfo.available_timezones())
     if isinstance(tz, str) and tz:
         try:
             zoneinfo.ZoneInfo(tz)
-            return tz
+            # The database's spelling: on a file system that ignores case (macOS, Windows) ZoneInfo
+            # also reads "europe/paris", which a model would keep and Linux would not read back.
+            return tz if tz in names else next((name for name in names if name.lower() == tz.lower()), tz)
         # ZoneInfoNotFoundError (a KeyError) for an unknown name, ValueError for a path-like one.
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             pass
-    names = sorted(zoneinfo.available_timezones())
     if not names:
         # No zone at all, not an unknown name: the database is missing, not the user's spelling.
         raise ValueError(
@@ -476,6 +478,9 @@ def check_time_zone(tz) -> str:
         )
     # Compared in lower case: "utc" is UTC, "europe/paris" Europe/Paris (names are case-sensitive).
     by_lower = {name.lower(): name for name in names}
+    if str(tz).lower() in by_lower:  # the name in another case: that one, not two more close ones
+        raise ValueError(f"--tz {tz!r} is not a time zone (did you mean {by_lower[str(tz).lower()]}? zone names "
+                         "are case-sensitive); give an IANA name such as Europe/Paris, America/New_York or UTC")
     close = [by_lower[name] for name in difflib.get_close_matches(str(tz).lower(), list(by_lower), n=3)]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ValueError(
