@@ -591,7 +591,7 @@ def test_from_detector_warns_of_a_zoned_grid_of_days_shipped_without_its_zone(sp
         tss.from_detector(spark, daily, time="ts", value=VALUE, tz="Europe/Pariss")
 
 
-def test_a_model_of_tsanomaly_fit_tz_ships_with_its_zone(spark):
+def test_a_model_whose_times_were_read_in_a_zone_keeps_it_on_spark(spark):
     """A model from `tsanomaly fit --tz Europe/Paris` keeps its zone in job_columns_: shipped without tz=,
     its daily grid took the UTC steps (every point after a switch lost), and its hourly grid, of instants,
     read a TIMESTAMP_NTZ of Paris wall-clock times as UTC (hours shifted, a phantom hour at the switch,
@@ -612,18 +612,40 @@ def test_a_model_of_tsanomaly_fit_tz_ships_with_its_zone(spark):
         tsanomaly.Panel(values, contexts, pd.date_range("2024-03-29", periods=60, freq="h", name="ts")))
     hourly.job_columns_ = job
     model = tss.from_detector(spark, hourly, time="ts", value=VALUE)
-    assert "tz" not in model.global_state["data"] and model.global_state["data"]["job_tz"] == "Europe/Paris"
+    assert "tz" not in model.global_state["data"] and model.global_state["data"]["read_tz"] == "Europe/Paris"
     new = pd.DataFrame({"country": "US", "asn": "a", "ts": pd.date_range("2024-03-31 14:00", periods=3, freq="h"),
                         VALUE: 30.0})
     functions = pyspark_functions()
     wall_clock = spark.createDataFrame(new).withColumn("ts", functions.col("ts").cast("timestamp_ntz"))
-    with pytest.raises(ValueError, match=r"TIMESTAMP_NTZ.*--tz Europe/Paris.*to_utc_timestamp"):
+    with pytest.raises(ValueError, match=r"TIMESTAMP_NTZ.*read in Europe/Paris.*to_utc_timestamp"):
         tss.score(wall_clock, model)
     instants = wall_clock.withColumn("ts", functions.to_utc_timestamp(functions.col("ts"), "Europe/Paris"))
     result = tss.score(instants, model)  # 12:00 UTC, the step after the fitted hours
     scored = _scores_of(result)
     assert len(scored) == 3 and scored["reason"].isna().all() and scored["score"].notna().all()
     result.unpersist()
+    # The same for tz= at fit on hourly instants, and given to from_detector for an hourly zoned grid:
+    # those models kept no zone, and a later TIMESTAMP_NTZ of the wall clock was read as UTC.
+    history = pd.DataFrame({"country": "US", "asn": "a", VALUE: 30.0 + np.arange(60) % 3,
+                            "ts": pd.date_range("2024-03-29", periods=60, freq="h")})
+    fitted = tss.fit(spark.createDataFrame(history), RollingZScoreDetector(window=5, seasonal_period=None),
+                     context=CONTEXT, time="ts", value=VALUE, tz="Europe/Paris")
+    assert fitted.global_state["data"]["read_tz"] == "Europe/Paris"
+    with pytest.raises(ValueError, match=r"TIMESTAMP_NTZ.*read in Europe/Paris"):
+        tss.score(wall_clock, fitted)
+    zoned_hourly = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(tsanomaly.Panel(
+        values, contexts, pd.date_range("2024-03-29", periods=60, freq="h", tz="Europe/Paris", name="ts")))
+    shipped = tss.from_detector(spark, zoned_hourly, time="ts", value=VALUE, tz="Europe/Paris")
+    assert shipped.global_state["data"]["read_tz"] == "Europe/Paris"
+    # tz="UTC" names UTC's steps: nothing to warn of, nor any wall clock to refuse.
+    in_utc = RollingZScoreDetector(window=5, seasonal_period=None, device="cpu").fit(
+        tsanomaly.Panel(values, contexts, index.tz_convert("UTC").normalize().rename("ts")))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*steps in UTC")
+        model = tss.from_detector(spark, in_utc, time="ts", value=VALUE, tz="UTC")
+    assert "tz" not in model.global_state["data"] and "read_tz" not in model.global_state["data"]
+    with pytest.raises(ValueError, match=r"tz='UTC'.*offset 0:00:00.*give the zone the detector was fitted in"):
+        tss.from_detector(spark, daily, time="ts", value=VALUE, tz="UTC")  # a Paris grid
 
 
 def _paris_days(n_contexts=5, seed=11):

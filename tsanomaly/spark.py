@@ -1859,8 +1859,10 @@ def fit(
         "per_context": specs,
         "context": names,
         "explanations": explanations,
+        # A zone is the grid's for days and weeks; for a grid of instants (hours or less), the zone its
+        # times were read in, whose wall clock a TIMESTAMP_NTZ at score would hold (refused, _batch).
         "data": {"time": time, "value": value, "fill": fill, "time_type": codec, "context_types": context_types,
-                 **({"tz": grid["tz"]} if "tz" in grid else {})},
+                 **({"tz": grid["tz"]} if "tz" in grid else {"read_tz": zone} if zone is not None else {})},
         "fit": {"n_contexts": counts["n"], "n_failed": counts["failed"], "n_refitted_for_threshold": counts["refitted"],
                 "grid": grid, "n_shards": shards, "mode": mode, "n_rows_without_context": n_unlabelled},
     }
@@ -2098,7 +2100,9 @@ class SparkModel:
     def to_detector(self, device: str | None = None) -> BaseDetector:
         """Collect the per-context state to the driver and rebuild a single-machine detector.
 
-        Contexts that could not be fitted are left out (they score as unseen).
+        Contexts with a ``reason`` are left out (they score as unseen, from a cold start where the
+        detector has one): those that could not be fitted, and those an :func:`update` raised on,
+        whose state no longer ends where the model's does (:func:`score` gives them null scores).
         """
         functions, _ = _require_pyspark()
         rows = self.state.where(functions.col("reason").isNull()).toPandas()
@@ -2295,14 +2299,15 @@ def _shipped_fit_end(detector: BaseDetector, tz) -> tuple[str, str | None]:
             raise ValueError(f"tz={tz!r}: the detector was fitted on a grid without a time zone (it ends at "
                              f"{detector.fit_end_}); leave tz out, or fit it on zone-aware timestamps")
         return detector.fit_end_, None
-    if zone is not None and fit_end.tz_convert(zone).utcoffset() != fit_end.utcoffset():
+    if tz is not None and fit_end.tz_convert(zone or "UTC").utcoffset() != fit_end.utcoffset():
         raise ValueError(
             f"tz={tz!r}: the detector's grid ends at {detector.fit_end_} (UTC offset {fit_end.utcoffset()}), but "
-            f"{tz} is at offset {fit_end.tz_convert(zone).utcoffset()} then: give the zone the detector was fitted in"
+            f"{tz} is at offset {fit_end.tz_convert(zone or 'UTC').utcoffset()} then: give the zone the detector "
+            "was fitted in"
         )
-    if steps_by_wall_clock(detector.freq_):
-        if zone is not None:
-            return detector.fit_end_, zone
+    if steps_by_wall_clock(detector.freq_) and zone is not None:
+        return detector.fit_end_, zone
+    if steps_by_wall_clock(detector.freq_) and tz is None:  # tz="UTC" given: its steps are UTC's
         warnings.warn(
             f"tsanomaly.spark: the detector was fitted on a grid of {detector.freq_} steps with a time zone "
             f"(UTC offset {fit_end.utcoffset()} at its end), shipped without tz= its grid steps in UTC: if that "
@@ -2382,8 +2387,12 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
                             "context_types": {n: ddl[n] for n in names}}
     if zone is not None:
         global_state["data"]["tz"] = zone
-    elif job_zone is not None:
-        global_state["data"]["job_tz"] = job_zone
+    else:
+        # A grid of instants whose inputs were read in a zone (tz= on an hourly zoned grid, or the
+        # job's --tz): its TIMESTAMP_NTZ inputs would be a wall clock read as UTC (refused, _batch).
+        read_in = _zone_name(tz if tz is not None else job_zone, "from_detector")
+        if read_in is not None:
+            global_state["data"]["read_tz"] = read_in
     global_state["fit"] = {"n_contexts": len(frame), "n_failed": 0, "mode": "single-machine"}
     global_state["explanations"] = _explanation_kinds(detector)
     frame = _finish([frame], list(ddl), [c for c, t in ddl.items() if t == "bigint"],
@@ -2517,14 +2526,15 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
                          "tsanomaly.spark scores grids of a fixed step")
     step = int(step.as_unit("ns").value)
     zone = _grid_zone(global_state, freq)
-    job_zone = data.get("job_tz")
-    if codec == "ntz" and zone is None and job_zone is not None:
-        # The wall clock of the zone the model's job read its times in, which this grid of instants would
+    read_in = data.get("read_tz")
+    if codec == "ntz" and zone is None and read_in is not None:
+        # The wall clock of the zone the model's times were read in, which this grid of instants would
         # read as UTC: hours shifted by the offset, and a phantom hour at each spring switch.
         raise ValueError(
-            f"column {time!r} is a TIMESTAMP_NTZ, but the model was fitted by `tsanomaly fit --tz {job_zone}` on a "
-            f"grid of {freq} steps, which are instants in UTC: give the column as instants (a TIMESTAMP; "
-            f"local times: functions.to_utc_timestamp(col({time!r}), {job_zone!r}))"
+            f"column {time!r} is a TIMESTAMP_NTZ, but the model's times were read in {read_in} (tz= at fit or "
+            f"in from_detector, or `tsanomaly fit --tz`) on a grid of {freq} steps, which are instants in UTC: "
+            f"give the column as instants (a TIMESTAMP; local times: "
+            f"functions.to_utc_timestamp(col({time!r}), {read_in!r}))"
         )
     if zone is not None:
         # Days or weeks in a zone: the steps are fixed on its wall clock, which the grid is laid on.
