@@ -222,7 +222,8 @@ def vus(labels, scores, max_buffer: int = 100, n_thresholds: int | None = 250) -
     ``P`` the number of anomalous points and ``P_w`` the total soft label mass,
 
     - recall ``= min(1, TP / ((P + P_w) / 2))``, TPR ``= recall * existence`` where existence
-      is the share of buffered ranges (merged where they touch) that hold a flagged point,
+      is the share of buffered ranges that hold a flagged point (ranges merged where they
+      overlap; adjacent ones stay apart, as in the reference),
     - FPR ``= (n_flagged - TP) / (n - (P + P_w) / 2)``, precision ``= TP / n_flagged``.
 
     The range-AUC-ROC is the trapezoidal area under (FPR, TPR) from (0, 0) to (1, 1); the
