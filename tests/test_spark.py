@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+import zoneinfo
 from pathlib import Path
 
 import numpy as np
@@ -587,7 +588,8 @@ def test_from_detector_warns_of_a_zoned_grid_of_days_shipped_without_its_zone(sp
         tsanomaly.Panel(values, contexts, index.tz_localize(None)))
     with pytest.raises(ValueError, match="fitted on a grid without a time zone"):
         tss.from_detector(spark, naive, time="ts", value=VALUE, tz="Europe/Paris")
-    with pytest.raises(ValueError, match="unknown time zone 'Europe/Pariss'"):
+    with pytest.raises(ValueError, match=r"from_detector: tz='Europe/Pariss' is not a time zone \(did you mean "
+                                         r"Europe/Paris"):
         tss.from_detector(spark, daily, time="ts", value=VALUE, tz="Europe/Pariss")
 
 
@@ -800,7 +802,11 @@ def test_a_saved_zone_is_checked_when_loaded():
     state = {"class": "c", "params": {}, "state": {}, "arrays": {}, "per_context": [], "context": ["country"],
              "data": {"tz": "Europe/Paris"}}
     tss._check_global_state(state)
-    for bad in ("Mars/Olympus", 1, "UTC"):
+    # EST is refused where a zone is first given (fit, from_detector), not in a saved model, which keeps working.
+    state["data"]["tz"] = "EST"
+    tss._check_global_state(state)
+    # UTC under any of its names is no zone (a model never holds one), and a name is the database's.
+    for bad in ("Mars/Olympus", 1, "UTC", "GMT", "Etc/Zulu", "europe/paris", "UTC+05:00"):
         state["data"]["tz"] = bad
         with pytest.raises(ValueError, match="time zone"):
             tss._check_global_state(state)
@@ -867,8 +873,79 @@ def test_fit_with_tz_lays_local_midnights_on_the_zones_wall_clock_as_one_machine
     with pytest.raises(ValueError, match="TIMESTAMP_NTZ.*tz='Europe/Paris'.*days and weeks only"):
         tss.fit(_spark_frame(spark, hourly).withColumn("ts", functions.col("ts").cast("timestamp_ntz")),
                 RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE, tz="Europe/Paris")
-    with pytest.raises(ValueError, match="fit: unknown time zone 'Paris'"):
+    with pytest.raises(ValueError, match="fit: tz='Paris' is not a time zone"):
         tss.fit(ntz, RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE, tz="Paris")
+
+
+def _utc_days(n_days=60, seed=5):
+    """Long frame of daily counts at UTC midnights (naive), three contexts."""
+    index = pd.date_range("2024-01-01", periods=n_days, freq="D", name="ts")
+    values = np.random.default_rng(seed).poisson(30, (3, n_days)).astype(float)
+    contexts = pd.MultiIndex.from_tuples([("US", "a"), ("US", "b"), ("DE", "c")], names=CONTEXT)
+    return tsanomaly.Panel(values, contexts, index).to_frame(value=VALUE, time="ts")
+
+
+def test_spark_fit_checks_tz_as_fit_tz_does(spark):
+    """tss.fit took any zone pandas reads, kept as given: "utc" became a zone 'utc' in the model (the jobs
+    refuse it: did you mean UTC?), "UTC+05:00" a fixed offset, and only "UTC" and "Etc/UTC" were UTC, so
+    tz="GMT" laid a daily grid in a zone 'GMT'; and EST, which `fit --tz` refuses, was kept."""
+    params = dict(window=7, seasonal_period=None, contamination=0.01, device="cpu")
+    frame = _utc_days()
+    sdf = _spark_frame(spark, frame)
+    reference = RollingZScoreDetector(**params).fit(_panel(frame))
+    # UTC under any of its names is no zone: the same model as without tz=.
+    models = {tz: tss.fit(sdf, RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE, tz=tz,
+                          n_shards=2) for tz in (None, "UTC", "GMT", "Etc/Zulu", zoneinfo.ZoneInfo("Etc/UTC"))}
+    for tz, model in models.items():
+        assert "tz" not in model.global_state["data"] and "read_tz" not in model.global_state["data"], tz
+        assert model.global_state["fit"]["grid"] == models[None].global_state["fit"]["grid"], tz
+        assert "tz" not in model.global_state["fit"]["grid"], tz
+        assert model.global_state["state"]["fit_end_"]["value"] == reference.fit_end_, tz
+        _assert_fitted_equal(model, reference)
+        model.unpersist()
+    # Refused before any Spark work, with the jobs' message.
+    for tz, message in [("utc", r"fit: tz='utc' is not a time zone \(did you mean UTC\? zone names are case-sensitive"),
+                        ("UTC+05:00", r"fit: tz='UTC\+05:00' is not a time zone; give an IANA name"),
+                        ("europe/paris", r"fit: tz='europe/paris' is not a time zone \(did you mean Europe/Paris\?"),
+                        ("EST", r"fit: tz='EST' is UTC-05:00 all year.*America/New_York.*Etc/GMT\+5"),
+                        (zoneinfo.ZoneInfo("HST"), r"fit: tz='HST' is UTC-10:00 all year")]:
+        with pytest.raises(ValueError, match=message):
+            tss.fit(sdf, RollingZScoreDetector(**params), context=CONTEXT, time="ts", value=VALUE, tz=tz)
+    # A zone object is read by its key.
+    history, _, _ = _paris_days()
+    model = tss.fit(_spark_frame(spark, _instants(history)), RollingZScoreDetector(**params), context=CONTEXT,
+                    time="ts", value=VALUE, tz=zoneinfo.ZoneInfo("Europe/Paris"), n_shards=2)
+    assert model.global_state["data"]["tz"] == model.global_state["fit"]["grid"]["tz"] == "Europe/Paris"
+    _assert_fitted_equal(model, RollingZScoreDetector(**params).fit(history))
+    model.unpersist()
+
+
+def test_spark_from_detector_checks_tz_as_fit_tz_does(spark):
+    """from_detector(tz="GMT") of a daily UTC detector was refused ("fitted on a grid without a time zone"),
+    as GMT was a zone and only "UTC" and "Etc/UTC" UTC; "utc" and EST were taken."""
+    params = dict(window=7, seasonal_period=None, contamination=0.01, device="cpu")
+    naive = RollingZScoreDetector(**params).fit(_panel(_utc_days()))
+    for tz in (None, "UTC", "GMT", "Etc/Zulu"):
+        model = tss.from_detector(spark, naive, time="ts", value=VALUE, tz=tz)
+        assert "tz" not in model.global_state["data"] and "read_tz" not in model.global_state["data"], tz
+        assert model.global_state["state"]["fit_end_"]["value"] == naive.fit_end_ == "2024-02-29T00:00:00", tz
+    with pytest.raises(ValueError, match=r"from_detector: tz='utc' is not a time zone \(did you mean UTC\?"):
+        tss.from_detector(spark, naive, time="ts", value=VALUE, tz="utc")
+    # New York's midnights ending in winter: EST has their offset then, and would step every day of the
+    # summer an hour off (refused, as at fit); the place's zone ships.
+    index = pd.date_range("2024-10-01", periods=60, freq="D", tz="America/New_York", name="ts")
+    values = np.random.default_rng(0).poisson(30, (2, 60)).astype(float)
+    contexts = pd.MultiIndex.from_tuples([("US", "a"), ("US", "b")], names=CONTEXT)
+    new_york = RollingZScoreDetector(**params).fit(tsanomaly.Panel(values, contexts, index))
+    with pytest.raises(ValueError, match=r"from_detector: tz='EST' is UTC-05:00 all year.*America/New_York"):
+        tss.from_detector(spark, new_york, time="ts", value=VALUE, tz="EST")
+    model = tss.from_detector(spark, new_york, time="ts", value=VALUE, tz=zoneinfo.ZoneInfo("America/New_York"))
+    assert model.global_state["data"]["tz"] == "America/New_York"
+    # A model from `tsanomaly fit --tz EST` (saved before that was refused) still ships, with its zone.
+    new_york.job_columns_ = {"context": CONTEXT, "time": "ts", "value": VALUE, "fill": "nan", "freq": "D",
+                             "detector": "baseline", "tz": "EST"}
+    model = tss.from_detector(spark, new_york, time="ts", value=VALUE)
+    assert model.global_state["data"]["tz"] == "EST"
 
 
 def test_a_grid_of_anchored_weeks_fits_and_scores_as_on_one_machine(spark):

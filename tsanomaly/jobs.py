@@ -422,7 +422,8 @@ _TEXT_WITH_OFFSET = re.compile(r"^[^T\s]+[T\s].*[Z+-]", re.IGNORECASE)
 
 
 #: The IANA database's names of UTC (its "backward" links of Etc/UTC and Etc/GMT): offset 0 all year,
-#: so a zone that reads naive times as a model fitted without --tz reads them (as UTC).
+#: so a zone that reads naive times as a model fitted without --tz reads them (as UTC), and that
+#: tsanomaly.spark keeps as no zone.
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
                         "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "GMT+0", "Etc/GMT+0", "GMT-0", "Etc/GMT-0",
                         "Greenwich", "Etc/Greenwich"})
@@ -436,13 +437,18 @@ _FIXED_ABBREVIATIONS = {
 }
 
 
-def check_time_zone(tz) -> str:
+def check_time_zone(tz, given_as: str | None = None) -> str:
     """Return the IANA database's spelling of the time zone ``tz`` names, else raise ValueError.
+
+    The rule for a zone wherever one is given: ``fit --tz`` and the other jobs, and ``tz=`` of
+    :func:`tsanomaly.spark.fit` and :func:`tsanomaly.spark.from_detector`.
 
     Parameters
     ----------
     tz : str
         An IANA name: ``"Europe/Paris"``, ``"America/New_York"``, ``"UTC"``.
+    given_as : str, optional
+        How the messages name the value; default ``--tz 'value'`` (Spark's: ``tz='value'``).
 
     Raises
     ------
@@ -460,6 +466,7 @@ def check_time_zone(tz) -> str:
     import difflib
     import zoneinfo
 
+    given_as = given_as or f"--tz {tz!r}"
     names = sorted(zoneinfo.available_timezones())
     if isinstance(tz, str) and tz:
         try:
@@ -473,29 +480,32 @@ def check_time_zone(tz) -> str:
     if not names:
         # No zone at all, not an unknown name: the database is missing, not the user's spelling.
         raise ValueError(
-            f"--tz {tz!r}: this machine has no time-zone database (no zone files in {list(zoneinfo.TZPATH)} "
+            f"{given_as}: this machine has no time-zone database (no zone files in {list(zoneinfo.TZPATH)} "
             "and no tzdata package), so no zone can be read; install it: pip install tzdata"
         )
     # Compared in lower case: "utc" is UTC, "europe/paris" Europe/Paris (names are case-sensitive).
     by_lower = {name.lower(): name for name in names}
     if str(tz).lower() in by_lower:  # the name in another case: that one, not two more close ones
-        raise ValueError(f"--tz {tz!r} is not a time zone (did you mean {by_lower[str(tz).lower()]}? zone names "
+        raise ValueError(f"{given_as} is not a time zone (did you mean {by_lower[str(tz).lower()]}? zone names "
                          "are case-sensitive); give an IANA name such as Europe/Paris, America/New_York or UTC")
     close = [by_lower[name] for name in difflib.get_close_matches(str(tz).lower(), list(by_lower), n=3)]
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise ValueError(
-        f"--tz {tz!r} is not a time zone{hint}; give an IANA name such as Europe/Paris, America/New_York or UTC"
+        f"{given_as} is not a time zone{hint}; give an IANA name such as Europe/Paris, America/New_York or UTC"
     )
 
 
-def _check_not_a_fixed_abbreviation(tz: str) -> None:
+def _check_not_a_fixed_abbreviation(tz: str, given_as: str | None = None) -> None:
     """Refuse ``fit --tz EST`` (MST, HST): zones fixed all year, which read a log written on the clock
     of a place with daylight saving (New York's) an hour off all summer, without a word. A clock
-    that is fixed is still given, as the Etc zone of its offset (``Etc/GMT+5``)."""
+    that is fixed is still given, as the Etc zone of its offset (``Etc/GMT+5``). Checked where a
+    zone is first given (``fit --tz``, Spark's ``fit`` and ``from_detector``), not on a saved
+    model's zone, so models that hold one keep working. ``given_as`` as in :func:`check_time_zone`."""
     if tz in _FIXED_ABBREVIATIONS:
         offset, places, fixed = _FIXED_ABBREVIATIONS[tz]
+        given_as = given_as or f"--tz {tz}"
         raise ValueError(
-            f"--tz {tz} is {offset} all year, without daylight saving, so times written on the clock of a place "
+            f"{given_as} is {offset} all year, without daylight saving, so times written on the clock of a place "
             f"that changes to summer time would be read an hour off for months: give the zone of the place the "
             f"times were written in, {places}, or {fixed} for a clock that stays at {offset} all year"
         )

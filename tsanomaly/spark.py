@@ -171,7 +171,13 @@ from tsanomaly.base import (
     history_gap_message,
     steps_by_wall_clock,
 )
-from tsanomaly.jobs import ABSENT_RULES, check_history_length
+from tsanomaly.jobs import (
+    ABSENT_RULES,
+    _UTC_NAMES,
+    _check_not_a_fixed_abbreviation,
+    check_history_length,
+    check_time_zone,
+)
 from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
@@ -1700,15 +1706,23 @@ def fit(
     sample_contexts : int, default 10000
         Contexts the global model is trained on, for detectors with ``_fit_global``
         (an integer >= 1).
-    tz : str, optional
-        The time zone the days or weeks were counted in (an IANA name such as
-        ``"Europe/Paris"``), as ``Panel.from_frame`` takes a column in that zone: a
-        grid of days or weeks then follows the zone's wall clock across
-        daylight-saving switches (a 23-hour day is one step), at fit and, as the
-        model keeps the zone, at :func:`score` and :func:`update`. A ``TIMESTAMP``
-        column holds instants (local midnights are 22:00 or 23:00 UTC in Paris), a
-        ``TIMESTAMP_NTZ`` column the zone's wall clock. Grids of hours or less stay
-        in UTC, as without a zone (a ``TIMESTAMP_NTZ`` column is then refused).
+    tz : str or zoneinfo.ZoneInfo, optional
+        The time zone the days or weeks were counted in, as ``Panel.from_frame``
+        takes a column in that zone: a grid of days or weeks then follows the
+        zone's wall clock across daylight-saving switches (a 23-hour day is one
+        step), at fit and, as the model keeps the zone, at :func:`score` and
+        :func:`update`. A ``TIMESTAMP`` column holds instants (local midnights are
+        22:00 or 23:00 UTC in Paris), a ``TIMESTAMP_NTZ`` column the zone's wall
+        clock. Grids of hours or less stay in UTC, as without a zone (a
+        ``TIMESTAMP_NTZ`` column is then refused). Checked as ``tsanomaly fit --tz``
+        checks it (:func:`tsanomaly.jobs.check_time_zone`): an IANA name in the
+        database's spelling, such as ``"Europe/Paris"``, or a zone object whose key
+        or ``str`` is one; ``"europe/paris"``, ``"utc"`` and fixed offsets such as
+        ``"UTC+05:00"`` are refused, and so are ``EST``, ``MST`` and ``HST``, fixed
+        all year, which would read times written on New York's clock an hour off all
+        summer (give ``"America/New_York"``, or ``"Etc/GMT+5"`` for a clock fixed
+        all year). UTC under any of its names (``"GMT"``, ``"Etc/Zulu"``, ...) is
+        no zone, as ``None``.
 
     Returns
     -------
@@ -1720,7 +1734,7 @@ def fit(
     ------
     ValueError
         Empty data, a missing or non-numeric column, a column named like an output
-        column, timestamps that fit no grid, an unknown ``tz``, an argument out of range, a history
+        column, timestamps that fit no grid, a ``tz`` refused above, an argument out of range, a history
         shorter than the detector's ``min_fit_times()`` (checked before any shard
         runs: the model could never alert), or no context that could be fitted.
     NotImplementedError
@@ -1747,7 +1761,7 @@ def fit(
         raise ValueError(f"tail_size must be None or an integer >= 1, got {tail_size!r}")
     if not is_int(sample_contexts) or sample_contexts < 1:
         raise ValueError(f"sample_contexts must be an integer >= 1, got {sample_contexts!r}")
-    zone = _zone_name(tz, "fit")
+    zone = _zone_name(tz, "fit", first_given=True)
     names = _context_list(context)
     _check_columns(sdf, names + [time], value)
     spark = sdf.sparkSession
@@ -2264,19 +2278,29 @@ def load_model(spark, path: str) -> SparkModel:
     return SparkModel(global_state, state)
 
 
-def _zone_name(tz, where: str) -> str | None:
-    """The IANA name of the zone ``tz`` (None for None and for UTC, which has no daylight saving:
-    its grids stay naive UTC, as ``Panel.from_frame`` keeps them), or a ValueError naming ``where``."""
+def _zone_name(tz, where: str, first_given: bool = False) -> str | None:
+    """The IANA database's name of the zone ``tz`` (None for None and for UTC under any of its names,
+    ``_UTC_NAMES``: no daylight saving, so its grids stay naive UTC, as ``Panel.from_frame`` keeps
+    them), or a ValueError naming ``where``.
+
+    The jobs' rule (:func:`tsanomaly.jobs.check_time_zone`): an IANA name in its own spelling, which
+    the model keeps; ``"utc"`` (did you mean UTC?) and fixed offsets such as ``"UTC+05:00"``, which
+    pandas reads, are refused. With ``first_given`` (the zone given to :func:`fit` or
+    :func:`from_detector`), so are ``EST``, ``MST`` and ``HST``, as by ``tsanomaly fit --tz``: fixed
+    all year, they read times written on New York's clock an hour off all summer. A saved model's
+    zone is not checked for them, so models that hold one keep working.
+    """
     if tz is None:
         return None
     if not isinstance(tz, str):
         tz = str(getattr(tz, "key", tz))  # a zoneinfo.ZoneInfo (its key) or a pytz zone (its str)
     try:
-        pd.Timestamp(0, tz="UTC").tz_convert(tz)
-    except Exception as exc:  # noqa: BLE001 - pandas raises several kinds for an unknown zone
-        raise ValueError(f"{where}: unknown time zone {tz!r} ({_first_line(exc)}); give an IANA name such as "
-                         "'Europe/Paris'") from exc
-    return None if tz in ("UTC", "Etc/UTC") else tz
+        tz = check_time_zone(tz, given_as=f"tz={tz!r}")
+        if first_given:
+            _check_not_a_fixed_abbreviation(tz, given_as=f"tz={tz!r}")
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return None if tz in _UTC_NAMES else tz
 
 
 def _shipped_fit_end(detector: BaseDetector, tz) -> tuple[str, str | None]:
@@ -2337,11 +2361,12 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
         Context column names; default: the names of ``detector.contexts_``.
     time, value, fill
         The columns and fill rule :func:`score` uses by default.
-    tz : str, optional
-        The time zone of a grid of days or weeks (an IANA name such as ``"Europe/Paris"``;
-        a fitted detector keeps only the UTC offset of its last point, not the zone). The
-        model keeps it, and :func:`score` and :func:`update` step the grid by the wall clock
-        there, as one machine does (a 23-hour day across a switch is one step): a ``TIMESTAMP``
+    tz : str or zoneinfo.ZoneInfo, optional
+        The time zone of a grid of days or weeks (an IANA name such as ``"Europe/Paris"``,
+        checked as :func:`fit` checks its ``tz``: UTC under any name is no zone, EST, MST
+        and HST are refused; a fitted detector keeps only the UTC offset of its last point,
+        not the zone). The model keeps it, and :func:`score` and :func:`update` step the
+        grid by the wall clock there, as one machine does (a 23-hour day across a switch is one step): a ``TIMESTAMP``
         column's instants are placed by their wall-clock time in that zone, a ``TIMESTAMP_NTZ``
         column is read as that wall clock. Without it, such a grid steps in UTC, which loses
         the points after a daylight-saving switch (a ``UserWarning`` says so). A model from
@@ -2354,11 +2379,14 @@ def from_detector(spark, detector: BaseDetector, context=None, time: str = "time
     NotImplementedError
         For a detector holding fitted detectors (the ensemble), as :func:`split_state`.
     ValueError
-        For a detector fitted on a RangeIndex, column names that clash with the outputs, an
-        unknown zone, or a ``tz`` whose UTC offset at the end of the grid is not the grid's
+        For a detector fitted on a RangeIndex, column names that clash with the outputs, a
+        ``tz`` refused as by :func:`fit`, or one whose UTC offset at the end of the grid is not the grid's
         (or given for a grid without a zone).
     """
     _check_fill(fill)
+    # Before any work, as at fit; the zone a model from `tsanomaly fit --tz` holds is not given here, so
+    # only checked to be one (_shipped_fit_end): a model saved with EST keeps working.
+    _zone_name(tz, "from_detector", first_given=True)
     global_state, frame = split_state(detector, context)
     names = global_state["context"]
     case_sensitive = _case_sensitive(spark)
