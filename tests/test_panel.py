@@ -697,3 +697,121 @@ def test_from_frame_refuses_a_column_named_twice(twice):
     with pytest.raises(ValueError, match=f"2 columns named '{twice}'"):
         Panel.from_frame(doubled, "ctx", "ts", "v")
 
+
+
+def _hourly_frame(days=21):
+    """Three contexts with a count every hour for ``days`` days, in long format."""
+    index = pd.date_range("2024-01-01", periods=days * 24, freq="h")
+    values = np.random.default_rng(0).poisson(20, (3, len(index))).astype(float)
+    return Panel(values, pd.Index(["AS1", "AS2", "AS3"], name="asn"), index).to_frame(time="ts", value="n")
+
+
+def test_a_row_with_a_wrong_clock_is_refused_before_the_grid_is_built(monkeypatch):
+    # A null written as epoch 0 by a logger: the grid reached back to 1970, 473,856 hours for 505
+    # timestamps (38 GB at 10,000 contexts), and the process ran out of memory without a word.
+    df = _hourly_frame()
+    stray = pd.DataFrame({"asn": ["AS2"], "ts": [pd.Timestamp(0)], "n": [1.0]})
+
+    def no_grid(*args, **kwargs):
+        raise AssertionError("the grid was built")
+
+    monkeypatch.setattr(pd, "date_range", no_grid)
+    with pytest.raises(ValueError) as info:
+        Panel.from_frame(pd.concat([df, stray]), context="asn", time="ts", value="n")
+    message = str(info.value)
+    assert message.startswith(
+        "column 'ts': the grid of freq 'h' from 1970-01-01 00:00:00 (context 'AS2') to 2024-01-21 23:00:00 "
+        "(context 'AS1') would hold 473,856 time points for 505 distinct timestamps"
+    )
+    assert "drop or mend the rows with a wrong clock" in message and "a coarser freq=" in message
+
+
+def test_a_sparse_grid_is_refused_only_when_long_and_nearly_empty():
+    # One reading a day for 3 years on an hourly grid: 26,257 points for 1,095 timestamps (24 each)
+    # passes the guard, one a week (156 timestamps: 168 points each) does not, unless given as weeks.
+    days = pd.date_range("2021-01-01", periods=3 * 365, freq="D")
+    daily = pd.DataFrame({"asn": "AS1", "ts": days, "n": 1.0})
+    assert Panel.from_frame(daily, "asn", "ts", "n", freq="h").shape == (1, 26_257)
+    weekly = daily.iloc[::7]
+    with pytest.raises(ValueError, match=r"would hold 26,209 time points for 157 distinct timestamps"):
+        Panel.from_frame(weekly, "asn", "ts", "n", freq="h")
+    assert Panel.from_frame(weekly, "asn", "ts", "n", freq="7D").shape == (1, 157)
+    # Short grids pass however sparse: 10,000 hours for two timestamps.
+    two = pd.DataFrame({"asn": "AS1", "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta([0, 9_999], "h"), "n": 1.0})
+    assert Panel.from_frame(two, "asn", "ts", "n", freq="h").shape == (1, 10_000)
+
+
+def test_the_jobs_command_line_refuses_a_row_with_a_wrong_clock_in_one_line(tmp_path, capsys):
+    from tsanomaly.cli import main
+
+    df = _hourly_frame()
+    stray = pd.DataFrame({"asn": ["AS2"], "ts": [pd.Timestamp(0)], "n": [1.0]})
+    path = tmp_path / "history.csv"
+    pd.concat([df, stray]).to_csv(path, index=False)
+    status = main(["fit", "--input", str(path), "--context", "asn", "--time", "ts", "--value", "n",
+                   "--detector", "baseline", "--save", str(tmp_path / "model.zip")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "473,856 time points for 505 distinct timestamps" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("context", [["asn"], ["asn", "country"]])
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_rows_without_a_context_label_are_refused_not_merged_into_a_nan_context(context, missing):
+    df = _hourly_frame().assign(country="FR")
+    df.loc[df["asn"] == "AS3", context[-1]] = missing
+    with pytest.raises(ValueError, match=rf"column '{context[-1]}' has 504 rows without a context label \(null\); "
+                                         rf"drop them \(df.dropna\(subset=\['{context[-1]}'\]\)\) or give them a label"):
+        Panel.from_frame(df, context=context, time="ts", value="n")
+
+
+@pytest.mark.parametrize(
+    "convert, kind",
+    [
+        (lambda df: df["ts"], r"timestamps \(datetime64"),
+        (lambda df: df["ts"].dt.tz_localize("Europe/Paris"), r"timestamps \(datetime64\[\w+, Europe/Paris\]\)"),
+        (lambda df: df["ts"] - df["ts"].min(), r"durations \(timedelta64"),
+        (lambda df: df["n"] + 1j, r"complex numbers \(complex128\)"),
+        (lambda df: (df["n"] + 1j).astype(object), r"complex numbers \(complex128\)"),
+        (lambda df: df["ts"].dt.to_period("h"), r"periods \(period\[h\]\)"),
+        (lambda df: pd.Series(pd.IntervalIndex.from_breaks(np.arange(len(df) + 1.0)), index=df.index),
+         r"intervals \(interval"),
+    ],
+)
+def test_a_value_column_of_times_durations_or_complex_numbers_is_refused(convert, kind):
+    # A datetime64 column became nanoseconds since 1970 (1.7e18), complex numbers lost their imaginary part.
+    df = _hourly_frame()
+    with pytest.raises(ValueError, match=rf"^column 'n' holds {kind}.*, not numbers"):
+        Panel.from_frame(df.assign(n=convert(df)), context="asn", time="ts", value="n")
+
+
+def test_panel_values_of_times_or_complex_numbers_are_refused_and_numeric_text_is_still_read():
+    for values, kind in ((np.zeros((1, 2), dtype="datetime64[ns]"), "timestamps"),
+                         (np.zeros((1, 2), dtype="timedelta64[s]"), "durations"),
+                         (np.zeros((1, 2), dtype=complex), "complex numbers")):
+        with pytest.raises(ValueError, match=f"^Panel values hold {kind}"):
+            Panel(values, ["a"], pd.RangeIndex(2))
+    df = _hourly_frame()
+    text = Panel.from_frame(df.assign(n=df["n"].astype(str).astype(object)), context="asn", time="ts", value="n")
+    assert text.equals(Panel.from_frame(df, context="asn", time="ts", value="n"))
+
+
+@pytest.mark.parametrize("freq, message", [(3600, "freq=3600 is a number, whose unit is not guessed"),
+                                           (1.5, "freq=1.5 is a number"),
+                                           ("bogus", "freq='bogus' is not a frequency pandas reads")])
+def test_a_freq_that_is_no_frequency_is_named_with_examples(freq, message):
+    with pytest.raises(ValueError, match=re.escape(message) + ".*such as 'h', '15min', '1D' .*pd.Timedelta"):
+        Panel.from_frame(_frame(), context="asn", time="ts", value="logins", freq=freq)
+    assert Panel.from_frame(_frame(), context="asn", time="ts", value="logins", freq=pd.Timedelta(hours=1)).n_times == 4
+
+
+@pytest.mark.parametrize("context, time, value, message", [
+    ("ts", "ts", "logins", "context='ts' and time='ts' name one column, 'ts'"),
+    (["country", "asn"], "ts", "ts", "time='ts' and value='ts' name one column, 'ts'"),
+    (["country", "asn"], "ts", "asn", r"context=\['country', 'asn'\] and value='asn' name one column, 'asn'"),
+    (["asn", "asn"], "ts", "logins", r"context=\['asn', 'asn'\] names a column more than once"),
+])
+def test_one_column_for_two_roles_is_refused_up_front(context, time, value, message):
+    # context="ts", time="ts" said "duplicate rows for context Timestamp(...)".
+    with pytest.raises(ValueError, match=message):
+        Panel.from_frame(_frame(), context=context, time=time, value=value)

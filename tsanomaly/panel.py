@@ -25,6 +25,13 @@ _DAY_NS = 86_400 * 10**9
 _DST_SHIFT = pd.Timedelta("2h")
 # The end of ISO 8601 text that carries a UTC offset ("Z", "+02:00", "-0530").
 _UTC_OFFSET_TEXT = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+#: A grid is refused when its span holds more than ``_MAX_STEPS_PER_TIMESTAMP`` steps per distinct
+#: timestamp and more than ``_MIN_GUARDED_STEPS`` steps (:func:`too_sparse`): one row with a wrong
+#: clock (a null written as epoch 0, the year 2034) would otherwise stretch every context's row of
+#: the panel over the whole span (an hourly grid back to 1970: 473,856 steps, 3.8 MB per context),
+#: and the process would run out of memory without a word. Shared with ``tsanomaly.spark``'s score.
+_MAX_STEPS_PER_TIMESTAMP = 100
+_MIN_GUARDED_STEPS = 10_000
 
 
 class Panel:
@@ -55,7 +62,8 @@ class Panel:
     ------
     ValueError
         For values that are not 2-D or do not match the axes' lengths,
-        duplicate contexts, non-numeric or infinite values, and a time grid
+        duplicate contexts, non-numeric or infinite values (timestamps, durations and
+        complex numbers included: they are not counts), and a time grid
         that is not one of the above (integers that are not consecutive, a
         RangeIndex whose step is not 1, a missing timestamp (NaT), timestamps
         that do not increase (whatever their number, ``freq`` set or not),
@@ -74,6 +82,7 @@ class Panel:
     def __init__(self, values, contexts, index):
         xp = backend.array_module(values)
         values = xp.asarray(values)
+        _check_value_dtype(values.dtype, "Panel values hold")
         not_numeric = None
         if values.dtype == object:  # host only: CuPy has no object arrays
             values, not_numeric = _object_values_as_float(values)
@@ -138,7 +147,7 @@ class Panel:
         context: str | Sequence[str],
         time: str,
         value: str,
-        freq: str | None = None,
+        freq: str | pd.Timedelta | None = None,
         fill: str = "nan",
     ) -> "Panel":
         """Build a Panel from a long DataFrame with one row per (context, time).
@@ -152,7 +161,8 @@ class Panel:
         df : pandas.DataFrame
             Long format.
         context : str or list of str
-            Column(s) naming the context; several give a MultiIndex.
+            Column(s) naming the context; several give a MultiIndex. Every row needs
+            a label: a null one is refused, not made a context ``nan`` of its own.
         time : str
             Timestamp column: datetimes, or ISO 8601 text (its forms may mix:
             ``2024-03-30``, ``2024-03-30 15:00``, ``2024-03-30T15:00:00.000Z``;
@@ -167,9 +177,10 @@ class Panel:
             local time are refused across a switch (23 or 25 h apart in UTC), with
             a message that says to give the zone.
         value : str
-            Numeric value column (a count, for example).
-        freq : str, optional
-            Grid frequency: a fixed step (``"15min"``, ``"1h"``, ``"D"``, ``"7D"``...)
+            Numeric value column (a count, for example), or text that reads as numbers;
+            not timestamps, durations or complex numbers.
+        freq : str or pandas.Timedelta, optional
+            Grid frequency: a fixed step (``"15min"``, ``"1h"``, ``"D"``, ``"7D"``, ``pd.Timedelta(hours=1)``...)
             or a week anchored on a weekday (``"W"``, which pandas reads as
             ``"W-SUN"``, ``"W-MON"`` ... ``"W-SAT"``, ``"2W-MON"``): a step of 7 days
             whose timestamps must all fall on that weekday (on the wall clock of a
@@ -191,13 +202,21 @@ class Panel:
         ------
         ValueError
             Naming the column, the context and the value for: an empty frame, a
-            missing column, duplicate (context, time) rows, non-numeric or
-            infinite values, numbers in the time column (epochs: their unit is
+            missing column, one column named for two roles (``context="ts", time="ts"``),
+            rows without a context label (their number, and how to drop or label them),
+            duplicate (context, time) rows, non-numeric or infinite values (a value column
+            of timestamps, durations, complex numbers, periods or intervals
+            included), numbers in the time column (epochs: their unit is
             not guessed), text that is not ISO 8601 (naming the first such
             value), missing timestamps, timestamps that fit no
             regular frequency or are off the grid of ``freq`` (for an anchored
             week, naming the first timestamp on another weekday), a ``freq`` that
-            is no fixed step or week, or is not positive.
+            is no frequency (a number, unknown text), no fixed step or week, or is not
+            positive, and a grid far longer than the data: more than 10,000 points
+            and more than 100 per distinct timestamp (:func:`too_sparse`), which a
+            row with a wrong clock gives (a null written as epoch 0 stretches an
+            hourly grid back to 1970), naming the earliest and latest timestamps
+            and a context of each, before any of it is allocated.
         """
         if fill not in ("nan", "zero"):
             raise ValueError(f"fill must be 'nan' or 'zero', got {fill!r}")
@@ -212,8 +231,28 @@ class Panel:
             if (df.columns == col).sum() > 1:  # df[col] would be a frame of them
                 raise ValueError(f"the frame has {int((df.columns == col).sum())} columns named {col!r}; "
                                  "rename all but one")
+        # One column for two roles: context="ts", time="ts" reported duplicate rows for a context
+        # Timestamp(...), and value=time a grid of the values' own times.
+        if len(set(context_cols)) < len(context_cols):
+            raise ValueError(f"context={context!r} names a column more than once; name each once")
+        roles = [(f"context={context!r}", col) for col in context_cols]
+        roles += [(f"time={time!r}", time), (f"value={value!r}", value)]
+        for k, (role, col) in enumerate(roles):
+            other = next((r for r, c in roles[:k] if c == col), None)
+            if other is not None:
+                raise ValueError(f"from_frame: {other} and {role} name one column, {col!r}; a context, the time "
+                                 "and the value are each a column of their own")
         if len(df) == 0:
             raise ValueError("the frame is empty: no rows to build a Panel from")
+        # A missing label became a context of its own (NaN), all such rows merged, as the jobs and Spark
+        # do not: the jobs refuse such rows and Spark drops them with a warning.
+        for col in context_cols:
+            missing = df[col].isna().to_numpy()
+            if missing.any():
+                raise ValueError(
+                    f"column {col!r} has {int(missing.sum())} rows without a context label (null); drop them "
+                    f"(df.dropna(subset=[{col!r}])) or give them a label (df[{col!r}].fillna('unknown'))"
+                )
 
         def context_of(row_position: int):
             labels = tuple(df[c].iloc[row_position] for c in context_cols)
@@ -221,6 +260,7 @@ class Panel:
 
         # Values: numeric and finite.
         raw_values = df[value]
+        _check_value_dtype(raw_values.dtype, f"column {value!r} holds")
         if isinstance(raw_values.dtype, np.dtype) and raw_values.dtype.kind in "fiu":
             # Numbers already (the usual Parquet or CSV column): nothing to coerce, and a float64
             # column is used as it is rather than copied and compared with its copy.
@@ -234,6 +274,7 @@ class Panel:
                     f"column {value!r} holds a non-numeric value {raw_values.iloc[pos]!r} "
                     f"for context {context_of(pos)!r}"
                 )
+            _check_value_dtype(numeric.dtype, f"column {value!r} holds")  # complex numbers in an object column
             numeric = numeric.astype(np.float64).to_numpy()
         infinite = np.isinf(numeric)
         if infinite.any():
@@ -473,6 +514,34 @@ class Panel:
         )
 
 
+def _check_value_dtype(dtype, what: str) -> None:
+    """Refuse values of a dtype that NumPy or pandas would turn into numbers that count nothing.
+
+    Times would become nanoseconds since 1970 (1.7e18) and durations nanoseconds; complex
+    numbers would lose their imaginary part with a mere ``ComplexWarning``. Text, booleans and
+    numbers (objects holding them included) are read as before.
+
+    Parameters
+    ----------
+    dtype : numpy or pandas dtype
+    what : str
+        The values and their verb, to start the message (``"column 'n' holds"``, ``"Panel values hold"``).
+    """
+    types = pd.api.types
+    kind = None
+    if types.is_datetime64_any_dtype(dtype):
+        kind = "timestamps"
+    elif types.is_timedelta64_dtype(dtype):
+        kind = "durations"
+    elif types.is_complex_dtype(dtype):
+        kind = "complex numbers"
+    elif isinstance(dtype, (pd.PeriodDtype, pd.IntervalDtype)):
+        kind = "periods" if isinstance(dtype, pd.PeriodDtype) else "intervals"
+    if kind is not None:
+        fix = "; for durations in seconds, .dt.total_seconds()" if kind == "durations" else ""
+        raise ValueError(f"{what} {kind} ({dtype}), not numbers; pass numbers (a count or a measurement){fix}")
+
+
 def _object_values_as_float(values: np.ndarray):
     """An object array as float64 (missing values NaN), and the first value that is no number.
 
@@ -561,9 +630,18 @@ def grid_step(freq) -> tuple[pd.DateOffset, pd.Timedelta]:
 
     Parameters
     ----------
-    freq : str or pandas.DateOffset
+    freq : str or pandas.DateOffset or pandas.Timedelta
+        Not a number: its unit is not guessed (``3600`` is refused, not read as seconds).
     """
-    offset = pd.tseries.frequencies.to_offset(freq)
+    # pandas' own refusals say neither which option nor what it takes ("Invalid frequency: bogus"; for
+    # a number, a TypeError from offsets.pyx). A number is not read as seconds: its unit is not guessed.
+    examples = "a frequency such as 'h', '15min', '1D' or 'W-MON', or a pd.Timedelta such as pd.Timedelta(hours=1)"
+    if isinstance(freq, (bool, int, float, np.number)):
+        raise ValueError(f"freq={freq!r} is a number, whose unit is not guessed; give {examples}")
+    try:
+        offset = pd.tseries.frequencies.to_offset(freq)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"freq={freq!r} is not a frequency pandas reads; give {examples}") from exc
     if isinstance(offset, pd.offsets.Week) and offset.weekday is None:
         offset = pd.offsets.Day(7 * offset.n)
     step = step_duration(offset)
@@ -576,6 +654,24 @@ def grid_step(freq) -> tuple[pd.DateOffset, pd.Timedelta]:
     if step <= pd.Timedelta(0):
         raise ValueError(f"freq {freq!r} must be a positive step, such as '1h' or '15min'")
     return offset, step
+
+
+def too_sparse(n_steps: int, n_stamps: int) -> bool:
+    """Whether a grid of ``n_steps`` points is too long for the ``n_stamps`` distinct timestamps it holds.
+
+    More than ``_MIN_GUARDED_STEPS`` points and more than ``_MAX_STEPS_PER_TIMESTAMP`` per distinct
+    timestamp: the span of a few rows with a wrong clock rather than of the data (504 hourly
+    timestamps and one row at epoch 0 span 473,856 hours). Short grids pass however sparse (a week
+    of two readings), as do long ones that the data fills (two years of hours: 17,520 points).
+
+    Parameters
+    ----------
+    n_steps : int
+        Points of the grid, from the earliest timestamp to the latest.
+    n_stamps : int
+        Distinct timestamps of the data on it.
+    """
+    return n_steps > _MIN_GUARDED_STEPS and n_steps > _MAX_STEPS_PER_TIMESTAMP * n_stamps
 
 
 def _anchor_weekday(offset) -> int | None:
@@ -794,8 +890,8 @@ def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd
     Returns
     -------
     codes : int64 array, shape (n_rows,)
-    contexts : pandas.Index (one column) or MultiIndex (several), sorted; a missing label is
-        a context of its own, sorted last.
+    contexts : pandas.Index (one column) or MultiIndex (several), sorted; a missing label
+        (which :meth:`Panel.from_frame` refuses first) would be a context of its own, sorted last.
     """
     per_column = [pd.factorize(df[col], sort=True, use_na_sentinel=False) for col in context_cols]
     if len(per_column) == 1:
@@ -947,12 +1043,29 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
     if weekday is not None:
         _check_weekday(stamps, weekday, freq, offset, time_col, context_of, zone if by_wall_clock else None, raw)
     start, end = stamps.min(), stamps.max()
-    off_grid = (stamps.astype("int64").to_numpy() - start.value) % step_ns != 0
+
+    def shown(stamp):  # a zoned column's time on its own clock, not as the naive UTC grid holds it
+        return stamp.tz_localize("UTC").tz_convert(zone) if zone is not None and not by_wall_clock else stamp
+
+    ints = stamps.astype("int64").to_numpy()
+    # Before the grid is built (pd.date_range holds 8 bytes a point, the panel 8 per point and context):
+    # a row with a wrong clock would make it as long as the span to that row, not to the data.
+    n_steps = (end.value - start.value) // step_ns + 1
+    if n_steps > _MIN_GUARDED_STEPS:  # the distinct timestamps (a hash of every row) are counted only then
+        n_stamps = len(pd.unique(ints))
+        if too_sparse(n_steps, n_stamps):
+            first, last = int(np.argmin(ints)), int(np.argmax(ints))
+            raise ValueError(
+                f"column {time_col!r}: the grid of freq {offset.freqstr!r} from {shown(start)} (context "
+                f"{context_of(first)!r}) to {shown(end)} (context {context_of(last)!r}) would hold {n_steps:,} "
+                f"time points for {n_stamps:,} distinct timestamps, every context a row over all of them "
+                f"({n_steps * 8 / 1e6:,.1f} MB per context). The earliest or the latest row likely has a wrong clock "
+                "(a missing time written as 0 reads as 1970-01-01): drop or mend the rows with a wrong clock; for "
+                "a log that is truly this sparse, pass a coarser freq= (--freq on the command line), such as '1D'"
+            )
+    off_grid = (ints - start.value) % step_ns != 0
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
-
-        def shown(stamp):  # a zoned column's time on its own clock, not as the naive UTC grid holds it
-            return stamp.tz_localize("UTC").tz_convert(zone) if zone is not None and not by_wall_clock else stamp
 
         where = f"column {time_col!r}: timestamp {shown(stamps.iloc[pos])} for context {context_of(pos)!r}"
         step = pd.Timedelta(step_ns, unit="ns")

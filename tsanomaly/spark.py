@@ -178,7 +178,7 @@ from tsanomaly.jobs import (
     check_history_length,
     check_time_zone,
 )
-from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration
+from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration, too_sparse
 from tsanomaly.scaling import lerp, linear_quantile_positions
 from tsanomaly.validation import is_int
 
@@ -211,11 +211,6 @@ DEFAULT_TAIL_SIZE = 64
 _COLLECT_LIMIT = 2_000_000
 #: Most distinct timestamps collected to the driver to infer the fit grid.
 _MAX_DISTINCT_TIMES = 5_000_000
-#: score refuses a batch whose span holds more than this many grid steps per distinct timestamp
-#: (and more than ``_MIN_GUARDED_STEPS`` steps): one row with a wrong clock (the year 2034) would
-#: otherwise make every context's panel that long, in every shard.
-_MAX_STEPS_PER_TIMESTAMP = 100
-_MIN_GUARDED_STEPS = 10_000
 #: Detectors whose ``_fit`` treats each context on its own (checked at run time:
 #: every shard must produce the same global state). Others need the hooks.
 _PER_CONTEXT_FIT = frozenset(
@@ -1734,7 +1729,9 @@ def fit(
     ------
     ValueError
         Empty data, a missing or non-numeric column, a column named like an output
-        column, timestamps that fit no grid, a ``tz`` refused above, an argument out of range, a history
+        column, timestamps that fit no grid or whose grid is far longer than the data (over 10,000 steps
+        and 100 per distinct timestamp: a row with a wrong clock, as ``Panel.from_frame`` refuses
+        it), a ``tz`` refused above, an argument out of range, a history
         shorter than the detector's ``min_fit_times()`` (checked before any shard
         runs: the model could never alert), or no context that could be fitted.
     NotImplementedError
@@ -2647,7 +2644,9 @@ def _batch(sdf, model: SparkModel, context, time, value, fill, n_shards, context
             remedy="fit again on a recent history, or score the whole span since the fit"), HistoryGapWarning, stacklevel=3)
     n_times = int((int(hi) - start) // step) + 1
     n_stamps = max(int(bounds["n_stamps"] or 0), 1)
-    if n_times > _MIN_GUARDED_STEPS and n_times > _MAX_STEPS_PER_TIMESTAMP * n_stamps:
+    # The rule of Panel.from_frame's grid (and of fit's, built by _regular_grid): one row with a wrong
+    # clock (the year 2034) would otherwise make every context's panel that long, in every shard.
+    if too_sparse(n_times, n_stamps):
         latest = prepared.where(t == _spark_time_literal(pd.Timestamp(int(hi)), codec)).select(*keys).first()
         raise ValueError(
             f"the new data spans {n_times} steps of {freq} (from {_clock_time(start, clock)} to "
