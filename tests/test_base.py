@@ -10,6 +10,7 @@ import io
 import json
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,8 @@ def test_a_per_context_fallback_threshold_follows_the_same_rule():
     # per_context=True: context "b" has no finite training score, so it gets the global
     # threshold (the quantile of every context's scores), and equality there does not alert.
     history = np.vstack([np.arange(100.0), np.full(100, np.nan)])
-    det = _Echo(per_context=True, contamination=0.01).fit(history)
+    with pytest.warns(RuntimeWarning, match=r"gave 1 of 2 contexts the global threshold"):
+        det = _Echo(per_context=True, contamination=0.01).fit(history)
     assert det.threshold_[1] == det.global_threshold_
     assert det.threshold_[0] == pytest.approx(np.quantile(np.arange(100.0), 0.99))
     g = det.global_threshold_
@@ -939,3 +941,76 @@ def test_a_peak_ensemble_has_no_update():
     det = _fitted_for_update(lambda: tsanomaly.EnsembleDetector(combine="peak", peak_separation=24, device="cpu"), panel)
     with pytest.raises(ValueError, match="combine='peak' compares peaks within each scored batch and has no update"):
         det.update(_span_of(panel, N_UPDATE_FIT, N_UPDATE_FIT + 5))
+
+
+# ---------------------------------------------------------------------- what the methods take as data
+def _frames_and_paths(panel: Panel) -> dict:
+    """The inputs NumPy would read wrongly: a wide frame lost its axes (contexts 0, 1, 2 and alerts at
+    positions), a long frame of numbers became one context per row, one with text labels failed inside
+    pandas, and a path reached the backend as a device name."""
+    long = panel.to_frame(time="ts", value="n")
+    return {
+        "wide frame": long.pivot(index="country", columns="ts", values="n"),
+        "long frame": long,
+        "long frame of numbers": long.select_dtypes("number"),
+        "series": long["n"],
+        "path text": "history.parquet",
+        "path bytes": b"history.parquet",
+        "path": Path("history.parquet"),
+    }
+
+
+def test_every_method_that_takes_data_refuses_frames_and_paths_saying_what_to_pass():
+    history = _hourly(np.random.default_rng(0).poisson(20, (3, 24 * 14)))
+    new = _hourly(np.random.default_rng(1).poisson(20, (3, 24)), start="2024-03-15")
+    fitted = RollingZScoreDetector().fit(history)
+    for what, data in _frames_and_paths(history).items():
+        if "path" in what:
+            expected = r"not a path .*tsanomaly\.jobs\.fit_file"
+        else:
+            expected = r"Panel\.from_frame\(df, context=\.\.\., time=\.\.\., value=\.\.\.\)"
+        for method in (RollingZScoreDetector().fit, RollingZScoreDetector().fit_score, fitted.score, fitted.update,
+                       fitted.predict, fitted.alerts, fitted.unseen_contexts):
+            with pytest.raises(TypeError, match=r"a tsanomaly Panel or a NumPy/CuPy array of shape "
+                                                r"\(n_contexts, n_times\).*" + expected):
+                method(data)
+    # The wide frame's own way back to a Panel keeps both axes.
+    wide = _frames_and_paths(new)["wide frame"]
+    np.testing.assert_array_equal(fitted.score(Panel(wide.to_numpy(), wide.index, wide.columns)).to_numpy(),
+                                  fitted.score(new).to_numpy())
+    assert fitted.alerts(new)["start"].dtype.kind == "M"
+
+
+@pytest.mark.parametrize("method", ["score", "update", "predict", "alerts", "unseen_contexts", "save",
+                                    "fitted_without_data"])
+def test_not_fitted_error_names_the_method_called(method, tmp_path):
+    det = RollingZScoreDetector()
+    new = _hourly(np.ones((2, 24)))
+    args = {"save": (tmp_path / "m.tsa",), "fitted_without_data": ()}.get(method, (new,))
+    expected = rf"This RollingZScoreDetector is not fitted yet: call fit\(history\) before {method}\(\)\.$"
+    with pytest.raises(tsanomaly.NotFittedError, match=expected):
+        getattr(det, method)(*args)
+
+
+def test_an_ensemble_warns_that_it_ignores_its_members_threshold_settings():
+    # The ensemble calibrates one threshold on its combined scores: the members' own threshold,
+    # contamination and per_context were accepted and changed nothing, without a word.
+    panel = _hourly_panel(days=15)
+    plain = tsanomaly.EnsembleDetector(device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        reference = plain.fit_score(panel).to_numpy()
+    members = [RollingZScoreDetector(threshold=99.0, per_context=True),
+               tsanomaly.STLDetector(threshold="pot", contamination=0.2)]
+    ensemble = tsanomaly.EnsembleDetector(detectors=members, device="cpu")
+    with pytest.warns(UserWarning, match=r"ignores its members' threshold settings: RollingZScoreDetector "
+                                         r"\(threshold=99\.0, per_context=True\); STLDetector \(threshold='pot', "
+                                         r"contamination=0\.2\)\. .*set those on the EnsembleDetector") as record:
+        scores = ensemble.fit_score(panel).to_numpy()
+    assert len([w for w in record if "ignores its members" in str(w.message)]) == 1
+    np.testing.assert_array_equal(scores, reference)  # the warning is all that changes
+    # The baseline's contamination sets its scores' unit when it has a level window: not ignored, not named.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tsanomaly.EnsembleDetector(detectors=[RollingZScoreDetector(level_window=48, contamination=0.01)],
+                                   device="cpu").fit(panel)

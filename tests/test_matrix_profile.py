@@ -248,6 +248,23 @@ def test_ragged_batch_pads_with_nan():
         assert np.all(np.isinf(got.profile[c, n_w:])) and np.all(got.index[c, n_w:] == -1)
 
 
+def test_a_panel_is_read_as_its_values_and_frames_and_paths_are_refused():
+    # matrix_profile(panel, 24) raised "T must hold real numbers, got dtype object", while decompose
+    # took a Panel; a DataFrame was read as a bare array.
+    values = np.cumsum(np.random.default_rng(23).standard_normal((2, 120)), axis=1)
+    panel = Panel(values, pd.Index(["a", "b"], name="asn"), pd.date_range("2024-01-01", periods=120, freq="h"))
+    got = matrix_profile(panel, 12, T_B=panel, device="cpu")
+    want = matrix_profile(values, 12, T_B=values, device="cpu")
+    np.testing.assert_array_equal(got.profile, want.profile)
+    np.testing.assert_array_equal(got.index, want.index)
+    with pytest.raises(TypeError, match=r"matrix_profile's T takes .* not a pandas DataFrame: .*Panel\.from_frame"):
+        matrix_profile(pd.DataFrame(values), 12, device="cpu")
+    with pytest.raises(TypeError, match=r"matrix_profile's T_B takes .* not a pandas Series"):
+        matrix_profile(values, 12, T_B=pd.Series(values[0]), device="cpu")
+    with pytest.raises(TypeError, match=r"not a path or a string \('history\.parquet'\)"):
+        matrix_profile("history.parquet", 12, device="cpu")
+
+
 def test_ab_join_batch_with_one_reference_series():
     rng = np.random.default_rng(22)
     batch = np.cumsum(rng.standard_normal((3, 200)), axis=1)

@@ -260,6 +260,22 @@ def test_panel_input_keeps_its_axes():
     np.testing.assert_array_equal(res.trend, decompose(values, periods=24, device="cpu").trend)  # same input, same call
 
 
+def test_input_decompose_cannot_read_is_refused_saying_what_to_pass():
+    values = _series(np.random.default_rng(2), 2, 96, 24)
+    # One series: refused as the docstring says (2-D only), with the way to pass it.
+    with pytest.raises(ValueError, match=r"got shape \(96,\); for one series pass x\[None, :\]"):
+        decompose(values[0], periods=24, device="cpu")
+    # Rows of several lengths: NumPy's "inhomogeneous shape" error, now the lengths and the fix.
+    with pytest.raises(ValueError, match=r"series of one length .* got rows of lengths \[60, 96\]; pad the shorter"):
+        decompose([values[0], values[1][:60]], periods=24, device="cpu")
+    # A DataFrame was read as a bare array (its axes lost), a path as a device name.
+    frame = pd.DataFrame(values)
+    with pytest.raises(TypeError, match=r"decompose takes a tsanomaly Panel .* not a pandas DataFrame: .*from_frame"):
+        decompose(frame, periods=24, device="cpu")
+    with pytest.raises(TypeError, match=r"decompose takes .* not a path or a string \('abc'\)"):
+        decompose("abc", periods=24, device="cpu")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

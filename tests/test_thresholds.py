@@ -1,6 +1,7 @@
 """Threshold settings (thresholds.validate_threshold_params, calibrate) and alert post-processing:
 one alert per incident (thresholds.suppress_repeats)."""
 import doctest
+import re
 import warnings
 
 
@@ -150,3 +151,30 @@ def test_per_context_pot_says_when_contexts_fall_back_to_the_quantile():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         calibrate(long_enough, "pot", 0.001, per_context=True)
+
+
+@pytest.mark.parametrize("shape", [(100,), (2, 3, 100), ()])
+def test_calibrate_refuses_scores_that_are_not_two_dimensional(shape):
+    # A 1-D array was read as one score per context: calibrate(np.arange(100.0)) gave 100 thresholds.
+    with pytest.raises(ValueError, match=rf"shape \(n_contexts, n_times\), got shape {re.escape(str(shape))}; "
+                                         r"for the scores of one context pass scores\[None, :\]"):
+        calibrate(np.zeros(shape))
+    assert calibrate(np.arange(100.0)[None, :])[0].shape == (1,)
+
+
+@pytest.mark.parametrize("rule", ["quantile", "pot"])
+def test_per_context_says_how_many_contexts_got_the_global_threshold(rule):
+    # Contexts with fewer than MIN_SCORES_PER_CONTEXT finite scores silently got the global threshold.
+    scores = np.random.default_rng(0).exponential(1.0, (4, 2000))
+    scores[0, 30:] = np.nan  # 30 finite scores
+    scores[1] = np.nan  # none
+    with pytest.warns(RuntimeWarning, match=rf"per_context=True \(threshold='{rule}'\) gave 2 of 4 contexts the "
+                                            r"global threshold: they have fewer than 50 finite training scores "
+                                            r"\(1 of them none\)") as record:
+        own, global_value = calibrate(scores, rule, 0.001, per_context=True)
+    assert len([w for w in record if "global threshold" in str(w.message)]) == 1
+    assert own[0] == own[1] == global_value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        calibrate(scores[2:], rule, 0.001, per_context=True)  # every context has its own: no warning
+        calibrate(scores, rule, 0.001, per_context=False)

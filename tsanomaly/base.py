@@ -20,6 +20,7 @@ import inspect
 import io
 import json
 import math
+import os
 import warnings
 import zipfile
 import zlib
@@ -60,6 +61,9 @@ ALERT_COLUMNS = ("start", "end", "peak_time", "peak_score", "n_points", "thresho
 #: window that saw only part of what it summarises is not compared with whole ones.
 #: The measurements that chose it are in the two detectors' modules.
 MIN_OBSERVED_SHARE = 0.875
+
+#: What the detectors' methods take as data, as :func:`refuse_frame_or_path` words it.
+_ACCEPTED = "a tsanomaly Panel or a NumPy/CuPy array of shape (n_contexts, n_times)"
 
 
 def min_observed(window: int) -> int:
@@ -326,7 +330,29 @@ class BaseDetector:
         return self
 
     def fit_score(self, panel) -> Panel:
-        """Fit on ``panel`` and return the scores of that same data (same shape)."""
+        """Fit on ``panel`` and return its training scores, those the threshold was calibrated on.
+
+        Parameters
+        ----------
+        panel : Panel or array_like, shape (n_contexts, n_times)
+            History, as for :meth:`fit`.
+
+        Returns
+        -------
+        Panel
+            Same contexts and times as ``panel``, but not every point is scored: the
+            threshold must be calibrated on scores like those of new data, so a point is
+            scored only as :meth:`score` would score it from the data before it, and is
+            NaN where that is too little, as well as where it is missing. The baseline
+            scores a point from ``min_periods`` past points at its phase on (with the
+            defaults, hourly: from the 8th day); the matrix profile a window with
+            ``min_history`` points of past before it; STL only its held-out blocks, the
+            last ``holdout_folds x holdout_seasons`` cycles (fewer on a short history), each
+            scored from a fit on what precedes it, since its in-sample remainders are smaller
+            than the scores of new data (with the defaults, of 18 hourly days only the last 7
+            are scored: 61% NaN); an ensemble the points any member scores.
+            :meth:`min_fit_times` is the shortest history that scores any point.
+        """
         panel = _as_panel(panel)
         train_scores = self._fit_and_calibrate(panel)
         return panel.with_values(train_scores)
@@ -419,6 +445,12 @@ class BaseDetector:
     def _fit(self, values, panel: Panel):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _threshold_settings_in_scores(self) -> tuple:
+        """Which of ``threshold``, ``contamination`` and ``per_context`` the scores depend on, not only
+        the threshold; the base: none. An ensemble, which calibrates its own threshold on its members'
+        scores, warns that it ignores a member's other settings (EnsembleDetector)."""
+        return ()
+
     def _score(self, values, panel: Panel, rows: np.ndarray):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -453,12 +485,15 @@ class BaseDetector:
             _check_state_kind(self, name, kind)
 
     # ------------------------------------------------------------------ scoring
-    def check_fitted(self) -> None:
-        """Raise NotFittedError unless ``fit`` has run."""
+    def check_fitted(self, method: str | None = None) -> None:
+        """Raise NotFittedError unless ``fit`` has run.
+
+        ``method`` names the method the caller was asked for (``"save"``), so that the
+        message says what needs the fit: ``call fit(history) before save()``.
+        """
         if not hasattr(self, "contexts_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} is not fitted yet: call fit(history) first, then score(new)."
-            )
+            what = f"before {method}()" if method else "first"
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit(history) {what}.")
 
     def context_rows(self, panel: Panel) -> np.ndarray:
         """Row of the fitted per-context state for each context of ``panel``; -1 where unseen at fit.
@@ -478,7 +513,7 @@ class BaseDetector:
             ones, or other level names (where both are named): no context would
             match, and every one would be scored as unseen, without an alert.
         """
-        self.check_fitted()
+        self.check_fitted("context_rows")
         fitted, new = self.contexts_, panel.contexts
         named = all(name is not None for name in list(fitted.names) + list(new.names))
         if fitted.nlevels != new.nlevels or (named and list(fitted.names) != list(new.names)):
@@ -503,6 +538,7 @@ class BaseDetector:
 
     def unseen_contexts(self, panel) -> pd.Index:
         """Contexts of ``panel`` that were not in the fitted history (scored NaN or from a cold start)."""
+        self.check_fitted("unseen_contexts")
         panel = _as_panel(panel, after=self)
         return panel.contexts[self.context_rows(panel) < 0]
 
@@ -515,7 +551,7 @@ class BaseDetector:
         fitted grid's points),
         and, with ``require_new``, when the panel does not start after the fitted history.
         """
-        self.check_fitted()
+        self.check_fitted("steps_after_fit")
         steps = self._steps_after_fit(panel)
         if require_new and steps < 1:
             raise ValueError(
@@ -627,7 +663,7 @@ class BaseDetector:
             ``score`` do when run each day), or scores the whole span since the fit
             at once.
         """
-        self.check_fitted()
+        self.check_fitted("score")
         panel = _as_panel(panel, after=self).to(self.device_)
         rows = self.context_rows(panel)
         _warn_gap_after_fit(self, panel)
@@ -673,7 +709,7 @@ class BaseDetector:
         NotImplementedError
             When the detector class does not implement the ``_update`` hook.
         """
-        self.check_fitted()
+        self.check_fitted("update")
         if type(self)._update is BaseDetector._update:
             raise NotImplementedError(f"{self._why_no_update()}; fit again on a recent history instead")
         panel = _as_panel(panel, after=self).to(self.device_)
@@ -754,7 +790,7 @@ class BaseDetector:
             otherwise (STL: the contexts it skipped at fit). A job names these as
             the cause when such contexts get no score.
         """
-        self.check_fitted()
+        self.check_fitted("fitted_without_data")
         history = getattr(self, "history_", None)
         if history is None or np.ndim(history) != 2:
             return np.zeros(len(self.contexts_), dtype=bool)
@@ -819,6 +855,7 @@ class BaseDetector:
         a threshold equal to its scores, and the same constant is no anomaly); NaN
         scores are False.
         """
+        self.check_fitted("predict")
         scores = self.score(panel)
         rows = self.context_rows(scores)
         values = backend.to_numpy(scores.values)
@@ -854,6 +891,7 @@ class BaseDetector:
             or when a context column has the name of an alert column
             (:meth:`alert_columns`): the table would hold both under one name.
         """
+        self.check_fitted("alerts")
         panel = _as_panel(panel, after=self)
         # Before scoring, which can take long: the context columns come first in the table.
         check_column_names({"context column": _context_names(panel.contexts)}, self.alert_columns(), "the alerts",
@@ -924,7 +962,7 @@ class BaseDetector:
         # The writer of every job output (this module's ``io`` is the standard library's).
         from tsanomaly.io import _atomic_write
 
-        self.check_fitted()
+        self.check_fitted("save")
         arrays = {}
         zoned = (getattr(self, "job_columns_", None) or {}).get("tz") is not None
         version = MODEL_FORMAT_VERSION_ZONED if zoned else MODEL_FORMAT_VERSION
@@ -1025,8 +1063,38 @@ def _read_model_file(path) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------------- helpers
+def refuse_frame_or_path(x, caller: str, accepted: str = _ACCEPTED) -> None:
+    """Raise TypeError for a pandas DataFrame or Series, or a path (str, bytes, os.PathLike).
+
+    ``caller`` names the function in the message, ``accepted`` what it takes instead.
+    NumPy reads a frame as a bare array: a wide frame (contexts x times) lost both of its
+    axes (contexts numbered 0, 1, 2 and alerts at positions instead of times), a long one
+    became one context per row, or failed inside pandas on its text labels; and a string
+    reached the backend, which read it as a device name ("expected 'cpu' or 'cuda', got
+    'history.parquet'"). Neither says what to pass instead; this does.
+    """
+    if isinstance(x, (pd.DataFrame, pd.Series)):
+        kind = type(x).__name__
+        raise TypeError(
+            f"{caller} takes {accepted}, not a pandas {kind}: build a Panel from a long frame (one row "
+            "per context and time) with Panel.from_frame(df, context=..., time=..., value=...), or from a "
+            "wide one (one row per context, one column per time) with Panel(df.to_numpy(), df.index, df.columns)"
+        )
+    if isinstance(x, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{caller} takes {accepted}, not a path or a string ({x!r}): read the file into a Panel "
+            "first (Panel.from_frame(pandas.read_parquet(path), context=..., time=..., value=...)), "
+            "or fit a file with tsanomaly.jobs.fit_file"
+        )
+
+
 def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
     """``panel`` itself (its values as float64), or an array wrapped as a Panel.
+
+    Raises TypeError for a pandas DataFrame or Series and for a path (see
+    :func:`refuse_frame_or_path`): the one place where every method that takes data
+    (``fit``, ``fit_score``, ``score``, ``update``, ``predict``, ``alerts``,
+    ``unseen_contexts``) turns it into a Panel.
 
     With ``after`` (a fitted detector on a RangeIndex grid), an array's time
     axis continues the fitted one, so ``det.fit(x_train).score(x_new)`` works
@@ -1038,6 +1106,7 @@ def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:
     """
     if isinstance(panel, Panel):
         return _float_panel(panel)
+    refuse_frame_or_path(panel, "a detector")
     panel = Panel.from_array(panel)
     if after is not None and hasattr(after, "fit_end_") and after.freq_ is None:
         start = int(after.fit_end_) + 1

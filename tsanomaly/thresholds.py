@@ -107,7 +107,8 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
     per_context : bool
         One threshold per context instead of one for all. A context with fewer
         than :data:`MIN_SCORES_PER_CONTEXT` finite training scores (none at all
-        included) gets the global threshold.
+        included) gets the global threshold, and one RuntimeWarning says how
+        many did.
 
     Returns
     -------
@@ -119,11 +120,23 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         unseen at fit and as the per-context fallback). ``inf`` when no
         training score is finite (then every context's threshold is ``inf``,
         a fixed numeric threshold excepted).
+
+    Raises
+    ------
+    ValueError
+        For invalid settings, and for ``train_scores`` that are not 2-D (one
+        context's scores are ``scores[None, :]``).
     """
     validate_threshold_params(threshold, contamination, per_context)
     # Read, never written: a copy of the scores (hundreds of MB for 100,000 contexts) only where
     # infinite scores must become NaN, which the quantile and POT rules ignore.
     scores = np.asarray(backend.to_numpy(train_scores), dtype=np.float64)
+    if scores.ndim != 2:
+        # A 1-D array read as one score per context gave one threshold per score.
+        raise ValueError(
+            f"calibrate expects train_scores of shape (n_contexts, n_times), got shape {scores.shape}; "
+            "for the scores of one context pass scores[None, :]"
+        )
     is_finite = np.isfinite(scores)
     if np.isinf(scores).any():
         scores = np.where(is_finite, scores, np.nan)
@@ -143,7 +156,9 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
         global_value = float(pot_threshold(finite, risk=contamination, initial_quantile=_pot_initial_quantile(contamination)))
     thresholds = np.full(n_contexts, global_value)
     if per_context:
-        enough = is_finite.sum(axis=1) >= MIN_SCORES_PER_CONTEXT
+        n_finite = is_finite.sum(axis=1)
+        enough = n_finite >= MIN_SCORES_PER_CONTEXT
+        _warn_global_fallbacks(n_finite, enough, threshold)
         if enough.any():
             rows = scores if enough.all() else scores[enough]
             if threshold == "quantile":
@@ -157,6 +172,24 @@ def calibrate(train_scores, threshold="quantile", contamination=0.001, per_conte
                 _warn_pot_fallbacks(fell_back, is_finite[enough].sum(axis=1), initial_quantile)
             thresholds[enough] = own
     return thresholds, global_value
+
+
+def _warn_global_fallbacks(n_finite: np.ndarray, enough: np.ndarray, threshold: str) -> None:
+    """RuntimeWarning when per-context calibration gave some contexts the global threshold.
+
+    The per-context rule needs :data:`MIN_SCORES_PER_CONTEXT` finite training scores; the
+    other contexts silently got the global threshold, under ``per_context=True``.
+    """
+    if enough.all():
+        return
+    short = ~enough
+    none = int((n_finite[short] == 0).sum())
+    warnings.warn(
+        f"per_context=True (threshold={threshold!r}) gave {int(short.sum())} of {enough.size} contexts the "
+        f"global threshold: they have fewer than {MIN_SCORES_PER_CONTEXT} finite training scores "
+        f"({none} of them none), too few for a threshold of their own; fit on a longer history to give them one",
+        RuntimeWarning, stacklevel=4,
+    )
 
 
 def _warn_pot_fallbacks(fell_back: np.ndarray, n_scores: np.ndarray, initial_quantile: float) -> None:

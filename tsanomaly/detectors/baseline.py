@@ -362,6 +362,10 @@ class RollingZScoreDetector(BaseDetector):
         # A point neither comparison could score (too little past) stays unscored.
         return xp.where(xp.isnan(parts).all(axis=0), xp.nan, total)
 
+    def _threshold_settings_in_scores(self) -> tuple:
+        """``contamination`` with a ``level_window``: it sets ``component_units_``, which the scores are in."""
+        return () if self.level_window is None else ("contamination",)
+
     def _fitted_state_kinds(self) -> dict:
         """Checked at load (see BaseDetector._fitted_state_kinds)."""
         kinds = {"scale_floor_": "vector", "history_": "matrix"}

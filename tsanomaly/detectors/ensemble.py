@@ -187,6 +187,38 @@ def _member_labels(members: list) -> list:
     return [f"{label}#{k + 1}" if labels.count(label) > 1 else label for k, label in enumerate(labels)]
 
 
+#: A member's settings that the ensemble does not use: it calibrates one threshold of its own,
+#: on the combined scores, with its own ``threshold``, ``contamination`` and ``per_context``.
+_MEMBER_THRESHOLD_SETTINGS = ("threshold", "contamination", "per_context")
+
+
+def _ignored_member_settings(members: list) -> list:
+    """``"label (name=value, ...)"`` for each member whose threshold settings differ from its class's defaults.
+
+    Those its scores depend on are left out (the baseline's ``contamination`` with a
+    ``level_window``: :meth:`BaseDetector._threshold_settings_in_scores`). The others only set the
+    member's own threshold, which nothing reads, so an ensemble of
+    ``RollingZScoreDetector(threshold=99.0, per_context=True)`` scored exactly as one of default
+    members, without a word.
+    """
+    import inspect
+
+    from tsanomaly.base import _same_value
+
+    ignored = []
+    for label, member in zip(_member_labels(members), members):
+        defaults = inspect.signature(type(member).__init__).parameters
+        changed = [
+            f"{name}={getattr(member, name)!r}"
+            for name in _MEMBER_THRESHOLD_SETTINGS
+            if name in defaults and name not in member._threshold_settings_in_scores()
+            and not _same_value(getattr(member, name), defaults[name].default)
+        ]
+        if changed:
+            ignored.append(f"{label} ({', '.join(changed)})")
+    return ignored
+
+
 def _member(spec) -> BaseDetector:
     """An ensemble member from its spec: a detector, a short name (``"stl"``), or a dict of a
     short name and parameters (``{"name": "stl", "periods": [24, 168]}``), the forms a model file
@@ -233,7 +265,13 @@ class EnsembleDetector(BaseDetector):
         highest score, a positive integer (checked whatever ``combine`` is). Default:
         each member's own ``window``.
     threshold, contamination, per_context, device
-        See :class:`tsanomaly.base.BaseDetector`; at fit, ``device`` is passed to
+        See :class:`tsanomaly.base.BaseDetector`. The ensemble calibrates one
+        threshold (or one per context) on its combined training scores with its
+        own ``threshold``, ``contamination`` and ``per_context``; the members'
+        own are not used (except where a member's scores depend on one: the
+        baseline's ``contamination`` with a ``level_window``), and ``fit`` warns
+        (UserWarning) naming each member whose settings differ from its
+        defaults, since they would change nothing. At fit, ``device`` is passed to
         members whose own ``device`` is ``"auto"``. A fitted ensemble moved with
         ``load(..., device=)`` or ``set_params(device=)`` moves every member there
         (the fitted members hold resolved devices, so one pinned to the CPU is not
@@ -310,7 +348,7 @@ class EnsembleDetector(BaseDetector):
     def fitted_without_data(self) -> np.ndarray:
         """The contexts none of the members holds data for (a point is scored if any member scores
         it; see :meth:`tsanomaly.base.BaseDetector.fitted_without_data`)."""
-        self.check_fitted()
+        self.check_fitted("fitted_without_data")
         return np.logical_and.reduce([member.fitted_without_data() for member in self.members_])
 
     def _fitted_state_kinds(self) -> dict:
@@ -340,7 +378,16 @@ class EnsembleDetector(BaseDetector):
         calibration = []
         scales = []
         member_scores = []
-        for member in self._members():
+        members = self._members()
+        ignored = _ignored_member_settings(members)
+        if ignored:
+            warnings.warn(
+                f"EnsembleDetector ignores its members' threshold settings: {'; '.join(ignored)}. The ensemble "
+                "calibrates one threshold on the combined scores, with its own threshold, contamination and "
+                "per_context; set those on the EnsembleDetector instead",
+                UserWarning, stacklevel=4,
+            )
+        for member in members:
             fitted = _clone(member)
             if fitted.device == "auto":
                 fitted.set_params(device=self.device_)

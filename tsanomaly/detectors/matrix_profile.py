@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector
+from tsanomaly.base import BaseDetector, refuse_frame_or_path
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import COUNT_SCALE_FLOOR, count_rows, robust_center_scale
 from tsanomaly.validation import check_flag, is_int
@@ -106,7 +106,16 @@ class MatrixProfile:
 # ---------------------------------------------------------------------------- validation
 def _batch(T, name):
     """A float64 (n_contexts, n) array of T's array module, whether T was 1-D; ragged
-    sequences are padded with NaN. Returns (values, was_1d, lengths)."""
+    sequences are padded with NaN. Returns (values, was_1d, lengths).
+
+    A Panel gives its values (2-D); a pandas DataFrame or Series and a path are refused
+    with a TypeError, as by the detectors (:func:`tsanomaly.base.refuse_frame_or_path`)."""
+    if isinstance(T, Panel):
+        T = T.values
+    refuse_frame_or_path(
+        T, f"matrix_profile's {name}", "a NumPy/CuPy array of shape (n,) or (n_contexts, n), a sequence of "
+        "1-D arrays, or a tsanomaly Panel"
+    )
     if backend.is_device_array(T):
         xp = backend.array_module(T)
         if T.dtype.kind not in "biuf":
@@ -271,10 +280,12 @@ def matrix_profile(T, m, T_B=None, exclusion=None, device="auto", precision="dou
         The series (NumPy or CuPy). A 2-D array is a batch of contexts computed
         together (one GPU launch, not a loop); a sequence of 1-D arrays of
         different lengths is padded with NaN, and windows past a context's end
-        get inf / -1. NaN and inf mark missing points.
+        get inf / -1. NaN and inf mark missing points. A Panel is read as its
+        ``values``; a pandas DataFrame or Series is refused (TypeError), as it is
+        by the detectors: build a Panel with ``Panel.from_frame``.
     m : int
         Window length in points, ``3 <= m <= n``.
-    T_B : array_like, optional
+    T_B : array_like or Panel, optional
         For an AB-join: each window of ``T`` is matched against the windows of
         ``T_B`` (context by context for a batch; a 1-D ``T_B`` serves every
         context). None (default) for a self-join of ``T``.

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, CalibrationWarning, alerting_contexts, min_observed
+from tsanomaly.base import BaseDetector, CalibrationWarning, alerting_contexts, min_observed, refuse_frame_or_path
 from tsanomaly.detectors.baseline import score_direction
 from tsanomaly.scaling import MAD_TO_SIGMA, MEAN_ABS_TO_SIGMA, nanmedian
 from tsanomaly.validation import check_flag, is_finite_real, is_int
@@ -282,16 +282,32 @@ class Decomposition:
 
 
 def _values_of(x):
-    """2-D float64 values of a Panel (anything with ``.values``) or an array, with its axes."""
+    """2-D float64 values of a Panel (anything with ``.values``) or an array, with its axes.
+
+    Raises TypeError for a pandas DataFrame or Series and for a path, as the detectors do
+    (:func:`tsanomaly.base.refuse_frame_or_path`), and ValueError for a 1-D array (one series
+    is ``x[None, :]``) or a ragged sequence.
+    """
+    refuse_frame_or_path(x, "decompose")
     contexts = index = None
-    if hasattr(x, "values") and not isinstance(x, (np.ndarray, pd.DataFrame)) and not backend.is_device_array(x):
+    if hasattr(x, "values") and not isinstance(x, np.ndarray) and not backend.is_device_array(x):
         contexts = getattr(x, "contexts", None)
         index = getattr(x, "index", None)
         x = x.values
-    if isinstance(x, pd.DataFrame):
-        x = x.to_numpy()
     xp = backend.array_module(x)
-    values = xp.asarray(x)
+    try:
+        values = xp.asarray(x)
+    except ValueError as exc:  # NumPy's "inhomogeneous shape" for rows of several lengths
+        lengths = sorted({np.size(row) for row in x}) if isinstance(x, (list, tuple)) else "several"
+        raise ValueError(
+            f"decompose expects series of one length (a 2-D array, contexts x times), got rows of "
+            f"lengths {lengths}; pad the shorter series with NaN (missing points) to the longest one's length"
+        ) from exc
+    if values.ndim == 1:
+        raise ValueError(
+            f"decompose expects a 2-D array (contexts x times) or a Panel, got shape {values.shape}; "
+            "for one series pass x[None, :]"
+        )
     if values.ndim != 2:
         raise ValueError(f"decompose expects a 2-D array (contexts x times) or a Panel, got shape {values.shape}")
     if values.dtype.kind not in "biuf":
@@ -366,7 +382,10 @@ def decompose(x, periods=24, robust=True, seasonal=None, trend=None, low_pass=No
     ----------
     x : Panel or array_like, shape (n_ctx, n_time)
         One series per row (anything with a ``.values`` attribute is read as a
-        Panel).  NaN marks a missing point: it is filled by linear
+        Panel); one series is ``x[None, :]``, since a 1-D array is refused, and
+        so are rows of several lengths (pad them with NaN), a pandas DataFrame
+        or Series (TypeError: build a Panel with ``Panel.from_frame``) and a
+        path.  NaN marks a missing point: it is filled by linear
         interpolation between the neighbouring observations of its context
         (the first / last observation is held before / after them) to run the
         decomposition, and its remainder is NaN.
@@ -1247,7 +1266,7 @@ class STLDetector(BaseDetector):
         """The contexts skipped at fit (too few observed points for two cycles of the longest
         period): their state is NaN, so they score nothing (see
         :meth:`tsanomaly.base.BaseDetector.fitted_without_data`)."""
-        self.check_fitted()
+        self.check_fitted("fitted_without_data")
         skipped = vars(self).get("skipped_")
         if skipped is None:  # a model saved before skipped_ existed: the labels it kept
             labels = vars(self).get("_saved_skipped_contexts", self.contexts_[:0])
