@@ -6,8 +6,8 @@ snippets read: those its ``setup`` block writes (run once, as a user would, in a
 interpreter), and a few more made from them here (CSV copies, one hour's rows, fitted models),
 named after the README's commands.
 
-- A Python block runs in a fresh interpreter (``python -c``), with this checkout first on the
-  path; the test fails when it exits non-zero.
+- A Python block runs in a fresh interpreter (``python -c``), with the tsanomaly under test first
+  on the path; the test fails when it exits non-zero (a snippet that raises).
 - A shell block's ``tsanomaly ...`` commands run through ``tsanomaly.cli.main`` in this process
   (a fresh interpreter per command would cost seconds each); the test fails on a non-zero exit
   status. Its other commands (``pip``, ``python examples/...``, ``asv``, ``scripts/...``) are not
@@ -19,8 +19,9 @@ which the rendered page does not show::
 
     <!-- readme-test: skip (needs a GPU) -->
 
-and is skipped with that reason; the block that writes the sample files is marked
-``<!-- readme-test: setup (...) -->``.
+and is skipped with that reason, after the checks that need no run: its Python must parse, and its
+``tsanomaly`` commands must parse with the CLI's own parser (sub-commands and options exist). The
+block that writes the sample files is marked ``<!-- readme-test: setup (...) -->``.
 """
 from __future__ import annotations
 
@@ -114,8 +115,15 @@ RUNNABLE = [block for block in BLOCKS if block.lang in ("python", "bash") and bl
 
 
 def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter in cwd, with this checkout's tsanomaly first on the path."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    """Run code in a fresh interpreter in cwd, with the tsanomaly under test first on the path.
+
+    That is the one this process imports (the shell blocks' commands run in it), so that both
+    kinds of block test the same code, wherever the interpreter would find another.
+    """
+    import tsanomaly
+
+    package_root = str(Path(tsanomaly.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -178,6 +186,19 @@ def test_markers_are_parsed_and_checked():
 @pytest.mark.parametrize("block", RUNNABLE, ids=[block.id for block in RUNNABLE])
 def test_readme_block_runs(block, sample_files, tmp_path, monkeypatch, capsys):
     if block.marker == "skip":
+        # What can be checked without running it still is: the Python parses, and the
+        # tsanomaly commands' sub-commands and options exist.
+        if block.lang == "python":
+            compile(block.code, f"README.md:{block.line}", "exec")
+        else:
+            from tsanomaly.cli import _build_parser
+
+            for words in shell_commands(block.code):
+                if words[0] == "tsanomaly":
+                    try:
+                        _build_parser().parse_args(words[1:])
+                    except SystemExit as exc:  # argparse: an unknown option or a missing argument
+                        pytest.fail(f"README.md:{block.line}: `{shlex.join(words)}` does not parse (exit {exc.code})")
         pytest.skip(f"README.md:{block.line}: {block.reason}")
     for path in sample_files.iterdir():
         shutil.copy(path, tmp_path)
