@@ -361,3 +361,14 @@ def test_a_warning_is_one_line_naming_the_command_not_a_source_line(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("tsanomaly fit: warning: periods [168] are at least half the series' length"), err
     assert err.count("\n") == 1 and ".py:" not in err and err.rstrip().endswith("(UserWarning)")
+
+
+def test_the_help_lists_every_extension_the_reader_takes(capsys):
+    """fit, score and report named .csv, .parquet and .jsonl, where the reader takes seven."""
+    from tsanomaly.io import FORMATS
+
+    for command in ("fit", "score", "report"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+        assert all(ext in text for ext in FORMATS), (command, text)

@@ -413,7 +413,7 @@ def test_new_data_that_starts_after_a_gap_is_warned_about(tables, caplog, fill):
     assert result.panel.index[0] == pd.Timestamp(FIT_END) + pd.Timedelta("9h")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0].startswith("today.csv starts 8 points (08:00:00 on the 'h' grid) after the fitted history ends")
+    assert warnings[0].startswith("today.csv starts 8 points (8 hours on the 'h' grid) after the fitted history ends")
     assert ("not those before its first row" in warnings[0]) == (fill == "zero")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tsanomaly"):
@@ -683,13 +683,14 @@ def test_a_fit_calibrated_in_sample_says_so_also_in_a_job(tables):
 
 @pytest.mark.parametrize("n_times, freq, text", [
     (48, "h", "48 points (2 days on the 'h' grid)"),
-    (10, "15min", "10 points (02:30:00 on the '15min' grid)"),
+    (10, "15min", "10 points (2 hours 30 minutes on the '15min' grid)"),
     (24, "h", "24 points (1 day on the 'h' grid)"),
-    (26, "h", "26 points (1 day 02:00:00 on the 'h' grid)"),
-    (1, "h", "1 point (01:00:00 on the 'h' grid)"),
+    (26, "h", "26 points (1 day 2 hours on the 'h' grid)"),
+    (1, "h", "1 point (1 hour on the 'h' grid)"),
     (3, "MS", "3 points"),  # months: no fixed duration
     (10, "W-SUN", "10 points (70 days on the 'W-SUN' grid)"),  # a week anchored on a weekday is 7 days
     (10, None, "10 points"),  # a grid of positions
+    (90, "1s", "90 points (1 minute 30 seconds on the '1s' grid)"),
 ])
 def test_a_history_is_described_by_its_points_and_span(n_times, freq, text):
     assert jobs._history_description(n_times, freq) == text

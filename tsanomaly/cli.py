@@ -132,11 +132,14 @@ def _cmd_report(args) -> int:
 
 def _add_job_commands(commands) -> None:
     """Register ``fit``, ``score`` and ``report`` (the scoring-job commands, see tsanomaly.jobs)."""
+    from tsanomaly.io import FORMATS
     from tsanomaly.jobs import DEFAULT_CHUNK_SIZE
 
     # --verbose is accepted after the sub-command too; SUPPRESS keeps the main flag's value otherwise.
     verbose = {"action": "store_true", "default": argparse.SUPPRESS, "help": "log progress to stderr"}
-    formats = "CSV, Parquet or JSON lines, by extension (.csv, .parquet, .jsonl)"
+    # Every extension the reader takes (io.FORMATS), grouped by format: the help listed three of seven.
+    extensions = sorted(FORMATS, key=lambda ext: (FORMATS[ext], len(ext)))
+    formats = f"CSV, Parquet or JSON lines, by extension ({', '.join(extensions)})"
     tz_help = ("time zone of the input's times; default and only zone allowed: the model's, from `fit --tz` "
                "(a model fitted without --tz refuses any but UTC)")
 

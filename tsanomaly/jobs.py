@@ -938,11 +938,16 @@ def _history_description(n_times: int, freq: str | None) -> str:
     step = step_duration(freq)  # a week anchored on a weekday is 7 days
     if step is None:
         return length  # no fixed step (months) to turn into a duration
-    span = str(step * n_times)
-    span = span.replace(" 00:00:00", "").removeprefix("0 days ")
-    if span.startswith("1 days"):  # pandas writes "1 days"
-        span = "1 day" + span.removeprefix("1 days")
-    return f"{length} ({span} on the {freq!r} grid)"
+    return f"{length} ({_duration_text(step * n_times)} on the {freq!r} grid)"
+
+
+def _duration_text(duration: pd.Timedelta) -> str:
+    """``duration`` in words, "1 day 2 hours", "2 hours 30 minutes": pandas writes "1 days 02:00:00",
+    and "01:00:00" alone (one hour) reads as a clock time in a message about times."""
+    parts = duration.components
+    units = [(parts.days, "day"), (parts.hours, "hour"), (parts.minutes, "minute"), (parts.seconds, "second")]
+    words = [_count(n, unit) for n, unit in units if n]
+    return " ".join(words) if words else str(duration)  # under a second: pandas' own spelling
 
 
 def _too_short(det: BaseDetector, problem: str, how: str | None = "set with --param") -> ValueError:
