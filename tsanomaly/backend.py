@@ -242,7 +242,13 @@ def kernel_sources_hash(folder, filename: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _raw_module(source: str, options: tuple[str, ...]):
-    """One ``cupy.RawModule`` per (source, options), for the life of the process."""
+    """One ``cupy.RawModule`` per (source, options), for the life of the process.
+
+    CuPy adds ``-ftz=true`` to NVRTC's options (CuPy 14.2's ``cupy/cuda/compiler.py``, read, not run
+    here): float32 subnormals flush to zero on the GPU and not in the Numba kernels, so the single-
+    precision matrix profile may differ from the CPU's in the last bits where a correlation is near
+    0. Double precision (STL, the default matrix profile) has no such flush.
+    """
     return _import_cupy().RawModule(code=source, options=options)
 
 

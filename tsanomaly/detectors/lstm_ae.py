@@ -612,7 +612,8 @@ class LSTMAutoencoderDetector(BaseDetector):
     def _array(self, tensor):
         """torch tensor -> array of the fitted device (NumPy on the CPU, CuPy on the GPU)."""
         if tensor.device.type == "cuda":
-            return backend.array_module("cuda").from_dlpack(tensor.contiguous())
+            # detach: DLPack cannot export a tensor that requires grad
+            return backend.array_module("cuda").from_dlpack(tensor.detach().contiguous())
         return tensor.detach().numpy()
 
     def _build_models(self) -> list:

@@ -115,7 +115,7 @@ class _Prepared:
     """Per-window terms of a chunk of series on the GPU, in the working precision."""
 
     def __init__(self, cp, module, T, m, single, normalize=True):
-        raw = cp.ascontiguousarray(T, dtype=cp.float64)
+        raw = cp.ascontiguousarray(cp.asarray(T, dtype=cp.float64))  # cp.ascontiguousarray refuses a NumPy array
         x = cp.ascontiguousarray(fill_nonfinite(cp, raw))
         n_ctx, n = raw.shape
         nw = n - m + 1

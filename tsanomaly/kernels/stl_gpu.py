@@ -56,7 +56,9 @@ def _plan_layout(n: int, p: int, seasonal: int, trend: int, low_pass: int):
     return sizes, offsets
 
 
-@functools.lru_cache(maxsize=64)
+# A few plans, not 64: a plan lives on the device while cached, and one for a long series is large
+# (n = 262,800 with a trend window of 2,751: about 2.2e9 doubles, 17 GB). A job needs one per shape.
+@functools.lru_cache(maxsize=4)
 def _plans(device_id: int, n, p, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_deg):
     """The four LOESS plans on the device, built by the ``stl_build_plans`` kernel."""
     cp = backend.array_module("cuda")
@@ -95,7 +97,7 @@ def stl(y, period, seasonal, trend, low_pass, seasonal_deg, trend_deg, low_pass_
     retried, so large batches run in several launches rather than failing.
     """
     cp = backend.array_module("cuda")
-    y = cp.ascontiguousarray(y, dtype=cp.float64)
+    y = cp.ascontiguousarray(cp.asarray(y, dtype=cp.float64))  # cp.ascontiguousarray refuses a NumPy array
     n_ctx, n = y.shape
     season = cp.empty_like(y)
     trend_out = cp.empty_like(y)
@@ -154,7 +156,7 @@ def fill_gaps(x):
     n_obs : cupy.ndarray, int64, shape (n_ctx,)
     """
     cp = backend.array_module("cuda")
-    x = cp.ascontiguousarray(x, dtype=cp.float64)
+    x = cp.ascontiguousarray(cp.asarray(x, dtype=cp.float64))  # cp.ascontiguousarray refuses a NumPy array
     n_ctx, n = x.shape
     n_obs = cp.zeros(n_ctx, dtype=cp.int64)
     if x.size == 0:
