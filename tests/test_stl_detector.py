@@ -8,6 +8,7 @@ out-of-sample scores, gaps and short contexts are handled.
 """
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -284,6 +285,65 @@ def test_fitting_in_blocks_of_contexts_changes_nothing(monkeypatch, periods):
             assert np.array_equal(a, b, equal_nan=True), name
         else:
             assert list(a) == list(b) if isinstance(a, pd.Index) else a == b, name
+
+
+def test_tracking_in_blocks_of_contexts_changes_nothing(monkeypatch):
+    """On the CPU, score and update track the contexts in blocks (backend.CPU_BLOCK_POINTS), and the
+    update computes the end state only (not the rolling statistics of the scores): scores, alerts,
+    explanations and the state after an update equal those of one block, bit for bit -- with
+    missing points, a context without data, an unseen context and data that start after a gap."""
+    from tsanomaly.detectors import stl
+
+    rng = np.random.default_rng(3)
+    values, _ = _counts(rng, 9, 24)
+    values[1, 22 * DAY:] = np.nan  # no data after the fit
+    values[2:, 21 * DAY:][rng.random((7, 3 * DAY)) < 0.2] = np.nan
+    values[3, 22 * DAY + 5] = 20 * values[3, 22 * DAY + 5 - DAY]  # an alert
+    history, _ = _split(values[:-1], 21 * DAY)  # the last context is unseen at fit
+    full = _panel(values)
+    batch = full.time_slice(start=full.index[21 * DAY + 3], end=full.index[22 * DAY + 11])
+    later = full.time_slice(start=full.index[22 * DAY + 12])
+    det = STLDetector(periods=24, device="cpu").fit(history)
+
+    def track():
+        updated = copy.deepcopy(det)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tsanomaly.HistoryGapWarning)  # the batch starts 3 hours late
+            out = [det.score(batch).to_numpy(), det.alerts(batch), updated.update(batch)]
+        out += [updated.score(later).to_numpy(), updated.alerts(later)]
+        return out
+
+    whole = track()
+    tracked = []
+
+    def spy(self, z, *args, **kwargs):
+        tracked.append((z.shape[0], kwargs.get("end_only", False)))
+        return track_state(self, z, *args, **kwargs)
+
+    track_state = STLDetector._track_state
+    monkeypatch.setattr(STLDetector, "_track_state", spy)
+    monkeypatch.setattr(backend, "CPU_BLOCK_POINTS", 2 * (batch.n_times + DAY))  # two contexts a block
+    blocks = track()
+    updates = [n for n, end_only in tracked if end_only]
+    assert len(updates) > 1 and sum(updates) == history.n_contexts, tracked
+    assert max(n for n, _ in tracked) <= 2, tracked
+
+    np.testing.assert_array_equal(blocks[0], whole[0])
+    np.testing.assert_array_equal(blocks[3], whole[3])
+    assert len(whole[1]) and len(whole[4]), "no alert to compare"
+    for i in (1, 4):
+        pd.testing.assert_frame_equal(blocks[i], whole[i], check_exact=True)
+    for name in ("level_", "slope_", "recent_values_"):
+        assert np.array_equal(getattr(blocks[2], name), getattr(whole[2], name), equal_nan=True), name
+
+    def no_rolling(*args):
+        raise AssertionError("an update computed the rolling statistics of the scores")
+
+    monkeypatch.setattr(stl, "_rolling_stats", no_rolling)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tsanomaly.HistoryGapWarning)
+        det.update(batch)
+    assert np.array_equal(det.recent_values_, whole[2].recent_values_, equal_nan=True)
 
 
 def test_new_data_after_a_gap_keeps_the_phase():

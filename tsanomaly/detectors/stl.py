@@ -561,6 +561,12 @@ def _concatenate_rows(blocks, xp):
     return xp.concatenate(blocks, axis=0)
 
 
+def _map_state(state, f):
+    """``f`` applied to each array of a per-context state (a dict of arrays and of dicts of them, one level)."""
+    return {name: {k: f(v) for k, v in value.items()} if isinstance(value, dict) else f(value)
+            for name, value in state.items()}
+
+
 def _nanmean_rows(x, xp):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, as intended
@@ -1541,7 +1547,7 @@ class STLDetector(BaseDetector):
         return state, insample, skipped, robust_fit
 
     # -------------------------------------------------------------- scoring
-    def _track_state(self, z, st, start, steps, xp, end_state: bool = False):
+    def _track_state(self, z, st, start, steps, xp, end_only: bool = False):
         """Expected values of new (transformed) data ``z`` from a state, and the parts of the score.
 
         ``st`` is a state as :meth:`_fit_state` returns it, with one row per row
@@ -1553,11 +1559,12 @@ class STLDetector(BaseDetector):
         of noise, see :meth:`_standardise`), ``deviation``, ``level_shift`` and
         ``low_variance`` (NaN when the windowed scores are off).
 
-        With ``end_state``, returns ``(parts, end)``: ``end`` holds the state after the
-        last point of ``z`` -- ``level`` and ``slope`` as they would enter the point that
-        follows it, and with windows ``recent_values`` (the last ``window - 1``
-        transformed values, NaN for skipped steps) -- from which the next point is
-        tracked as it would be in one call over both (:meth:`_update`).
+        With ``end_only``, returns only the state after the last point of ``z``:
+        ``level`` and ``slope`` as they would enter the point that follows it, and with
+        windows ``recent_values`` (the last ``window - 1`` transformed values, NaN for
+        skipped steps), from which the next point is tracked as it would be in one call
+        over both (:meth:`_update`). The parts of the score are then not computed: the
+        same operations as without it, in the same order, up to the end state.
         """
         n_ctx, n_new = z.shape
         seasonal = xp.zeros((n_ctx, n_new))
@@ -1586,9 +1593,6 @@ class STLDetector(BaseDetector):
             # the level may only move slowly and robustly: clipped, small steps; missing points do not move it
             step = alpha * xp.clip(u, -clip, clip) * xp.maximum(base_scale[:, j], self._count_floor(e, xp))
             level = level + xp.where(xp.isnan(step), 0.0, step)
-        u = self._standardise(z, expected, base_scale, xp)
-        out = {"expected": expected, "trend": trend, "seasonal": expected - trend, "u": u,
-               "deviation": score_direction(u, self.direction)}
         end = {"level": level, "slope": slope}
         w = self._window()
         if w:
@@ -1597,6 +1601,14 @@ class STLDetector(BaseDetector):
             gap = xp.full((n_ctx, min(steps - 1, past.shape[1])), xp.nan)
             joined = xp.concatenate([past, gap, z], axis=1)
             end["recent_values"] = joined[:, joined.shape[1] - past.shape[1]:].copy()
+        if end_only:
+            # an update keeps the end state only: the scores' parts (the rolling statistics
+            # above all) would be thrown away
+            return end
+        u = self._standardise(z, expected, base_scale, xp)
+        out = {"expected": expected, "trend": trend, "seasonal": expected - trend, "u": u,
+               "deviation": score_direction(u, self.direction)}
+        if w:
             mean_w, sd_w = _rolling_stats(joined, w, xp)
             mean_w = mean_w[:, joined.shape[1] - n_new:]
             sd_w = sd_w[:, joined.shape[1] - n_new:]
@@ -1608,7 +1620,7 @@ class STLDetector(BaseDetector):
         else:
             out["low_variance"] = xp.full((n_ctx, n_new), xp.nan)
             out["level_shift"] = xp.full((n_ctx, n_new), xp.nan)
-        return (out, end) if end_state else out
+        return out
 
     def _combine(self, parts, z, xp):
         """The detector's score: the largest part, NaN where the point is missing or cannot be scored."""
@@ -1627,32 +1639,53 @@ class STLDetector(BaseDetector):
                 st[name] = getattr(self, name + "_")
         return st
 
-    def _track(self, values, panel, rows, end_state: bool = False):
+    def _tracked_blocks(self, values, panel, rows, end_only: bool = False):
+        """:meth:`_track_state` of new data from the fitted state, block of contexts by block.
+
+        ``values`` (n_ctx, n_new) raw, ``rows`` the fitted row of each (-1: unseen, whose
+        state is NaN). Checks the data and returns an iterator over ``(block, tracked)``:
+        ``block`` a slice of the contexts, ``tracked`` its parts of the score (or its end
+        state, with ``end_only``), each computed as the block comes. A context's track
+        depends on it alone, so on the CPU the blocks bound the working arrays (a few dozen
+        of the block's size; at 200,000 contexts the whole panel's took more time mapping
+        fresh memory than computing); the GPU takes the whole panel as one block.
+        """
+        xp = backend.array_module(values)
+        self._check_counts(values, panel)
+        steps = self.steps_after_fit(panel, require_new=True)
+        start = self.n_fit_times_ - 1 + steps  # position of the first new point, from the fit's start
+        seen = xp.asarray(rows >= 0)
+        take = xp.asarray(np.maximum(rows, 0))
+        # fitted state lives where the fit ran; alerts explain on the host
+        fitted = _map_state(self._fitted_state(), lambda a: backend.to_numpy(a) if xp is np else xp.asarray(a))
+        n_ctx, n_new = values.shape
+        # the widest working arrays: the rolling windows over the kept and the new values, or a
+        # seasonal shape's phases
+        width = max(n_new + self._window(), max(int(p) for p in self.periods_))
+
+        def track(block):
+            known = seen[block]
+
+            def state(a):
+                a = a[take[block]]
+                return xp.where(known.reshape((-1,) + (1,) * (a.ndim - 1)), a, xp.nan)
+
+            z = self._transformed(values[block])
+            return self._track_state(z, _map_state(fitted, state), start, steps, xp, end_only=end_only)
+
+        blocks = backend.context_blocks(n_ctx, width, xp) or [slice(0, 0)]  # no context: one empty block
+        return ((block, track(block)) for block in blocks)
+
+    def _track(self, values, panel, rows):
         """Expected values of new data from the fitted state, and the parts of the score.
 
         Returns a dict of (n_ctx, n_new) arrays (transformed units): ``expected``,
         ``trend``, ``seasonal``, ``u``, ``deviation`` (directional), ``level_shift``
         and ``low_variance`` (NaN when the windowed scores are off); rows of
-        unseen contexts are NaN. With ``end_state``, ``(parts, end)`` (see
-        :meth:`_track_state`).
+        unseen contexts are NaN.
         """
         xp = backend.array_module(values)
-        self._check_counts(values, panel)
-        steps = self.steps_after_fit(panel, require_new=True)
-        seen = xp.asarray(rows >= 0)
-        take = xp.asarray(np.maximum(rows, 0))
-
-        def state(a):
-            # fitted state lives where the fit ran; alerts explain on the host
-            a = (backend.to_numpy(a) if xp is np else xp.asarray(a))[take]
-            return xp.where(seen.reshape((-1,) + (1,) * (a.ndim - 1)), a, xp.nan)
-
-        st = {}
-        for name, value in self._fitted_state().items():
-            st[name] = {k: state(v) for k, v in value.items()} if isinstance(value, dict) else state(value)
-        z = self._transformed(values)
-        start = self.n_fit_times_ - 1 + steps  # position of the first new point, from the fit's start
-        return self._track_state(z, st, start, steps, xp, end_state=end_state)
+        return _concatenate_rows([parts for _, parts in self._tracked_blocks(values, panel, rows)], xp)
 
     def _update(self, values, panel, rows, steps) -> None:
         """Track ``level_``, ``slope_`` and ``recent_values_`` on over new data (see
@@ -1669,7 +1702,8 @@ class STLDetector(BaseDetector):
         (no state) stay so.
         """
         self._validate(fitting=False)
-        _, end = self._track(values, panel, rows, end_state=True)
+        xp = backend.array_module(values)
+        end = _concatenate_rows([end for _, end in self._tracked_blocks(values, panel, rows, end_only=True)], xp)
         self.level_ = end["level"]
         self.slope_ = end["slope"]
         if self._window():
@@ -1679,8 +1713,10 @@ class STLDetector(BaseDetector):
     def _score(self, values, panel, rows):
         self._validate(fitting=False)
         xp = backend.array_module(values)
-        parts = self._track(values, panel, rows)
-        return self._combine(parts, values, xp)
+        # each block's parts are combined as they come: the whole panel's parts are never held
+        return _concatenate_rows(
+            [self._combine(parts, values[block], xp) for block, parts in self._tracked_blocks(values, panel, rows)], xp
+        )
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Expected and observed value, trend and seasonal part (original units) at each alert's peak,
