@@ -1223,6 +1223,13 @@ def score_frame(
         An unknown ``absent``, ``absent="zero"`` with ``fill="nan"``, a ``tz`` that is
         not the model's, and everything :func:`frame_to_panel` raises.
     """
+    columns, panel = _panel_to_score(det, frame, columns, source, absent, tz)
+    return _score_job_panel(det, panel, columns, chunk_size, progress, source, absent)
+
+
+def _panel_to_score(det: BaseDetector, frame: pd.DataFrame, columns: JobColumns | None, source: str, absent: str,
+                    tz: str | None) -> tuple[JobColumns, Panel]:
+    """:func:`score_frame`'s checks and the panel it scores, on the host; returns the table mapping too."""
     if columns is None:
         columns = JobColumns.from_json(getattr(det, JOB_ATTRIBUTE))
     det.check_fitted()
@@ -1241,6 +1248,12 @@ def score_frame(
         )
     panel = frame_to_panel(frame, columns, freq=det.freq_ or columns.freq, source=source,
                            naive_utc=fitted_in_utc(det)).to("cpu")
+    return columns, panel
+
+
+def _score_job_panel(det: BaseDetector, panel: Panel, columns: JobColumns, chunk_size: int, progress: bool | None,
+                     source: str, absent: str) -> ScoreResult:
+    """:func:`score_frame` once the table is a panel."""
     n_zero_filled = 0
     if absent == "zero":
         panel, n_zero_filled = _with_absent_as_zero(det, panel)
@@ -1652,8 +1665,11 @@ def score_file(
     if update is not None:
         check_can_update(det, source=str(model))  # before the input is read: no output, no half-done job
     frame = _read(input, columns)
-    result = score_frame(det, frame, columns, chunk_size=chunk_size, progress=progress, source=str(input),
-                         absent=absent)
+    columns, panel = _panel_to_score(det, frame, columns, str(input), absent, None)
+    # As in fit_file: the table is not needed once it is a panel, and its Arrow memory goes back.
+    del frame
+    _release_table_memory()
+    result = _score_job_panel(det, panel, columns, chunk_size, progress, str(input), absent)
     if update is not None:
         # score refuses data before the fitted history, update also data on its last time; caught here,
         # before the first output is written (the summary of a refused update would follow written alerts).
