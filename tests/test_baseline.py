@@ -473,3 +473,26 @@ def test_rolling_robust_zscore_takes_integer_and_boolean_arrays():
     flags = counts > 30
     np.testing.assert_array_equal(rolling_robust_zscore(flags, 24, 1, 12, 2, floor),
                                   rolling_robust_zscore(flags.astype(float), 24, 1, 12, 2, floor))
+
+
+def test_an_update_writes_the_kept_history_once():
+    # update rolled the history forward through a gather, a mask, a concatenation and a slice: four
+    # copies of it at once (1.5 GB more and 4.7 s at 200,000 contexts x 14 days hourly).
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-01-01", periods=24 * 16, freq="h")
+    values = rng.poisson(3, (2000, len(index))).astype(float)
+    contexts = [f"c{i}" for i in range(2000)]
+    det = RollingZScoreDetector().fit(Panel(values[:, :-24], contexts, index[:-24]))
+    new = Panel(values[:, -24:], contexts, index[-24:])
+    expected = np.concatenate([det.history_, new.values], axis=1)[:, -det.history_.shape[1]:]
+    tracemalloc.start()
+    try:
+        det.update(new)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(det.history_, expected)
+    # The new history and the batch's rows for every fitted context, and little else.
+    assert peak < 1.3 * det.history_.nbytes + 2 * new.values.nbytes

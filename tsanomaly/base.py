@@ -775,8 +775,25 @@ class BaseDetector:
         at its fitted width, a model fitted on two days looked back over two days for good,
         and one fitted on fewer points than the matrix profile's window never scored again.)
         """
-        x = self.with_kept_history(values, panel, rows, history)
-        return x[:, max(0, x.shape[1] - self._look_back(history)):].copy()
+        xp = backend.array_module(values)
+        if not _is_identity(rows, history) or backend.array_module(history) is not xp:
+            x = self.with_kept_history(values, panel, rows, history)
+            return x[:, max(0, x.shape[1] - self._look_back(history)):].copy()
+        # Every fitted context in its own row (what update passes): the same columns written
+        # straight into one new array, rather than gathered, masked, concatenated and sliced (four
+        # copies of the history: 5.1 s and 1.6 GB more at 200,000 contexts x 14 days hourly).
+        n_gap = self._gap_width(panel, history)
+        n_kept, n_new = history.shape[1], values.shape[1]
+        width = min(n_kept + n_gap + n_new, self._look_back(history))
+        new = min(n_new, width)
+        gap = min(n_gap, width - new)
+        old = width - new - gap
+        # with_kept_history's type: its NaN gap is float64 even when empty.
+        out = xp.empty((history.shape[0], width), dtype=xp.result_type(history.dtype, values.dtype, xp.float64))
+        out[:, :old] = history[:, n_kept - old:]
+        out[:, old:old + gap] = xp.nan
+        out[:, old + gap:] = values[:, n_new - new:]
+        return out
 
     def fitted_without_data(self) -> np.ndarray:
         """Which fitted contexts the model holds no observed value for, to score new data from.
@@ -825,21 +842,34 @@ class BaseDetector:
             When the new data does not start after the fitted history.
         """
         xp = backend.array_module(values)
-        steps = self.steps_after_fit(panel, require_new=True)
-        take = np.maximum(rows, 0)
-        if xp is np and backend.is_device_array(history):
-            # Host values (alerts explain on the host) and a history kept on the GPU by a fit there:
-            # CuPy refuses an implicit copy (np.asarray), so copy the rows needed, explicitly.
-            kept = backend.to_numpy(history[take])
+        n_gap = self._gap_width(panel, history)
+        host_from_device = xp is np and backend.is_device_array(history)
+        if _is_identity(rows, history) and not host_from_device:
+            # Each fitted context in its own row (a panel of all of them, in order): the history
+            # as it is, which the concatenation below copies once, rather than gathered and masked.
+            past = xp.asarray(history)
         else:
-            kept = xp.asarray(history)[xp.asarray(take)]
-        seen = xp.asarray(rows >= 0)
-        past = xp.where(seen[:, None], kept, xp.nan)
+            take = np.maximum(rows, 0)
+            if host_from_device:
+                # Host values (alerts explain on the host) and a history kept on the GPU by a fit there:
+                # CuPy refuses an implicit copy (np.asarray), so copy the rows needed, explicitly.
+                kept = backend.to_numpy(history[take])
+            else:
+                kept = xp.asarray(history)[xp.asarray(take)]
+            seen = xp.asarray(rows >= 0)
+            past = xp.where(seen[:, None], kept, xp.nan)
+        gap = xp.full((values.shape[0], n_gap), xp.nan)
+        return xp.concatenate([past, gap, values], axis=1)
+
+    def _gap_width(self, panel: Panel, history) -> int:
+        """NaN columns between the kept ``history`` and ``panel``'s first time: the grid steps
+        skipped, capped at the look-back. Raises ValueError when ``panel`` does not start after
+        the fitted history."""
+        steps = self.steps_after_fit(panel, require_new=True)
         # Capped at the look-back, not at the history's width: a history fitted on fewer points
         # is narrower, and a longer gap capped at its width put its points nearer the new data
         # than they are (a seasonal comparison at the wrong phase: scores of 20 for 0.5).
-        gap = xp.full((values.shape[0], min(steps - 1, self._look_back(history))), xp.nan)
-        return xp.concatenate([past, gap, values], axis=1)
+        return min(steps - 1, self._look_back(history))
 
     def _thresholds_for(self, rows: np.ndarray) -> np.ndarray:
         """Threshold per row of a scored panel; unseen contexts get the global threshold."""
@@ -1086,6 +1116,14 @@ def refuse_frame_or_path(x, caller: str, accepted: str = _ACCEPTED) -> None:
             "first (Panel.from_frame(pandas.read_parquet(path), context=..., time=..., value=...)), "
             "or fit a file with tsanomaly.jobs.fit_file"
         )
+
+
+def _is_identity(rows: np.ndarray, history) -> bool:
+    """Whether ``rows`` (fitted row of each context) names every row of ``history`` in order:
+    ``arange(n_fitted_contexts)``, as :meth:`BaseDetector.update` passes, so that nothing needs
+    gathering or masking."""
+    rows = np.asarray(rows)
+    return rows.shape == (history.shape[0],) and bool((rows == np.arange(len(rows))).all())
 
 
 def _as_panel(panel, after: "BaseDetector | None" = None) -> Panel:

@@ -309,10 +309,14 @@ class Panel:
         context_codes, contexts = _context_codes(df, context_cols)
         time_codes = grid.get_indexer(stamps)
 
-        # The same (context, bucket) twice: counted per cell of the panel.
+        # The same (context, bucket) twice: fewer distinct cells than rows. Marked in one byte per
+        # cell of the panel; the rows' counts (8 bytes per cell, then per row: 0.9 GB at 200,000
+        # contexts x 14 days hourly) only once some cell has two rows, to name the first.
         cells = context_codes * len(grid) + time_codes
-        dup = np.bincount(cells, minlength=len(contexts) * len(grid))[cells] > 1
-        if dup.any():
+        filled = np.zeros(len(contexts) * len(grid), dtype=bool)
+        filled[cells] = True
+        if np.count_nonzero(filled) < len(cells):
+            dup = np.bincount(cells, minlength=len(contexts) * len(grid))[cells] > 1
             pos = int(np.flatnonzero(dup)[0])
             raise ValueError(
                 f"duplicate rows for context {context_of(pos)!r} at {stamps.iloc[pos]} "
