@@ -177,6 +177,38 @@ def test_left_profile_from_a_column_onwards_and_bounded_lag():
 
 
 @pytest.mark.parametrize("precision", ["double", "single"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_entry_restarts_of_a_block_equal_a_restart_on_each_entry_row(precision, normalize):
+    """The walk takes each diagonal's first cell from one vectorised pass over the block; it must
+    be the exact restart of that cell on its own row, bit for bit (self-join from a column on,
+    as in scoring, and an AB-join, whose diagonals enter at row 0 or column 0)."""
+    rng = np.random.default_rng(19)
+    x = walk_with_gaps(rng, 300)
+    m = 12
+    dtype = np.float64 if precision == "double" else np.float32
+    zero, use_lo = dtype(0), precision == "single"
+    A = mp_cpu._Prepared(x[None], m, dtype, normalize).context(0)
+    B = mp_cpu._Prepared(x[None, 100:], m, dtype, normalize).context(0)
+    n_a, n_ab = A[0].shape[0], B[0].shape[0]
+    cases = [(A, n_a, k0, 32, col_start) for k0 in (1, 40, 250) for col_start in (0, 1, 200, n_a - 1)]
+    cases += [(B, n_ab, k0, 32, 0) for k0 in (-(n_a - 1), -20, 100)]
+    checked = 0
+    for Bc, n_b, k0, nb, col_start in cases:
+        entries = np.full(nb, np.nan, dtype=dtype)
+        mp_cpu._restart_entries(entries, A, Bc, n_a, n_b, k0, nb, col_start, m, use_lo, zero)
+        for b in range(nb):
+            k = k0 + b
+            i = max(0, -k, col_start - k)
+            if i >= min(n_a, n_b - k):  # no cell on this diagonal
+                continue
+            one = np.full(nb, np.nan, dtype=dtype)
+            mp_cpu._restart(one, A, Bc, i, i + k0, b, b + 1, m, use_lo, zero)
+            assert one[b].tobytes() == entries[b].tobytes(), (k0, col_start, b)
+            checked += 1
+    assert checked > 400
+
+
+@pytest.mark.parametrize("precision", ["double", "single"])
 @pytest.mark.parametrize("n_ctx", [1, 6])  # threads over diagonal blocks, then over contexts
 def test_join_without_rows_gives_the_same_left_profile(precision, n_ctx):
     """rows=False (the detector's left profile) skips the right profile's distances only."""

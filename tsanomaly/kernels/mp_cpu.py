@@ -281,6 +281,53 @@ def _restart(qt, A, B, i, j0, b0, b1, m, use_lo, zero):
 
 
 @njit(**_JIT)
+def _restart_column(qt, A, B, i0, j, b0, b1, m, use_lo, zero):
+    """Exact QT (mp::qt_direct) for lanes b0 .. b1 - 1, whose row windows start at i0 - b and
+    whose column window is j for all: :func:`_restart` with the roles of rows and columns
+    swapped, the same operations in the same order for each cell."""
+    Axh, Axl, Amh, Aml = A[4], A[5], A[6], A[7]
+    Bxh, Bxl, Bmh, Bml = B[4], B[5], B[6], B[7]
+    lo, hi = np.uint64(b0), np.uint64(b1)
+    ui0 = np.uint64(i0)
+    for b in range(lo, hi):
+        qt[b] = zero
+    mjh = Bmh[j]
+    if use_lo:
+        mjl = Bml[j]
+        for p in range(m):
+            bj = (Bxh[j + p] - mjh) + (Bxl[j + p] - mjl)
+            up = np.uint64(p)
+            for b in range(lo, hi):
+                i = ui0 - b
+                qt[b] += ((Axh[i + up] - Amh[i]) + (Axl[i + up] - Aml[i])) * bj
+    else:
+        for p in range(m):
+            bj = Bxh[j + p] - mjh
+            up = np.uint64(p)
+            for b in range(lo, hi):
+                i = ui0 - b
+                qt[b] += (Axh[i + up] - Amh[i]) * bj
+
+
+@njit(**_JIT)
+def _restart_entries(qt, A, B, n_a, n_b, k0, nb, col_start, m, use_lo, zero):
+    """Exact QT of the first cell of each of the lanes 0 .. nb - 1 (diagonal k = k0 + b), in
+    two vectorised passes instead of one single-lane restart per row.
+
+    Diagonal k enters at column j = k (row 0) when k >= col_start, else at column col_start
+    (row col_start - k), which has cells if that row is below n_a and col_start below n_b. Each cell's sum is the one
+    :func:`_restart` would form on its row (same terms, same order), so the result is the same
+    to the bit.
+    """
+    split = min(max(col_start - k0, 0), nb)  # lanes below it enter at column col_start
+    if split < nb:
+        _restart(qt, A, B, 0, k0, split, nb, m, use_lo, zero)
+    first = min(max(col_start - n_a + 1 - k0, 0), split)  # lanes below it have no cell
+    if first < split and col_start < n_b:
+        _restart_column(qt, A, B, col_start - k0, col_start, first, split, m, use_lo, zero)
+
+
+@njit(**_JIT)
 def _lanes(qt, B, col_keys, j0, b0, b1, i, dfi, dgi, invi, Hi, zero, key, step, want_cols, keep):
     """Lanes b0 .. b1 - 1 of row i: advance QT one step (if `step`), fold each cell's key
     into the column minima (if `want_cols`), and return min(key, the row's smallest key).
@@ -315,7 +362,8 @@ def _walk_block(A, B, a_flag, b_next, m, n_a, n_b, k0, nb, col_start, tile_rows,
 
     Lane b is diagonal k0 + b; cell (i, j = i + k0 + b). At row i the valid
     lanes form one run [blo, bhi): both ends only decrease with i. A cell
-    restarts (exact QT) where its diagonal enters, on a tile's first row, on the
+    restarts (exact QT) where its diagonal enters (all of the block's entry cells at once,
+    before the rows: :func:`_restart_entries`), on a tile's first row, on the
     row of a restart window (``a_flag``) and on the column of one (``b_next``:
     the next restart window at or after each column).
     """
@@ -325,6 +373,11 @@ def _walk_block(A, B, a_flag, b_next, m, n_a, n_b, k0, nb, col_start, tile_rows,
     k_last = k0 + nb - 1
     i_first = max(0, -k_last, col_start - k_last)
     i_end = min(n_a, n_b - k0)
+    if i_first >= i_end:
+        return
+    # Each lane's entry cell, computed for the whole block at once (with a single new column,
+    # every cell is one); rows below only restart for tiles and restart windows.
+    _restart_entries(qt, A, B, n_a, n_b, k0, nb, col_start, m, use_lo, zero)
     prev_blo = nb
     next_restart = i_first - i_first % tile_rows + tile_rows
     for i in range(i_first, i_end):
@@ -339,13 +392,15 @@ def _walk_block(A, B, a_flag, b_next, m, n_a, n_b, k0, nb, col_start, tile_rows,
         base = i + k0
         invi = Ainv[i]
         Hi = one - Ah[i]
-        # Lanes that enter here, and all lanes on a tile's first row or a restart window's
-        # row, restart exactly.
-        restart_to = bhi if (tile_start or a_flag[i]) else max(blo, min(prev_blo, bhi))
+        # Lanes that enter here (their QT is ready: _restart_entries), and all lanes on a
+        # tile's first row or a restart window's row, restart exactly.
+        full_restart = tile_start or a_flag[i]
+        restart_to = bhi if full_restart else max(blo, min(prev_blo, bhi))
         prev_blo = blo
         key = row_keys[i]
         if restart_to > blo:
-            _restart(qt, A, B, i, base, blo, restart_to, m, use_lo, zero)
+            if full_restart:
+                _restart(qt, A, B, i, base, blo, restart_to, m, use_lo, zero)
             key = _lanes(qt, B, col_keys, base, blo, restart_to, i, zero, zero, invi, Hi, zero, key, False,
                          want_cols, keep)
         lo = restart_to
