@@ -282,6 +282,44 @@ def test_explanations_tell_members_of_one_class_apart():
                                      "RollingZScoreDetector(window=8)"]
     assert _member_labels([STLDetector(), STLDetector()]) == ["STLDetector#1", "STLDetector#2"]
 
+@pytest.mark.parametrize("combine", ["rank", "zmean", "max", "peak"])
+def test_explanations_score_only_the_alerting_contexts_and_equal_the_whole_panels(combine):
+    """Explaining a few alerts scored every context of the panel again with every member (1.40 s of
+    score's 3.72 s on 50,000 contexts). The members now score only the contexts that alerted, whose
+    calibrated scores are those of the whole panel under every rule ("peak"'s second peak is the
+    context's own): the text is that of the whole panel's scores, on a panel with gaps, fitted
+    contexts in another order and an unseen one."""
+    from tsanomaly.detectors.matrix_profile import MatrixProfileDetector
+
+    rng = np.random.default_rng(6)
+    x = rng.poisson(20.0, size=(12, 300)).astype(float)
+    x[rng.random(x.shape) < 0.03] = np.nan
+    x[2, 250], x[9, 270] = 120.0, 90.0
+    members = [RollingZScoreDetector(window=24, seasonal_period=None), MatrixProfileDetector(window=12)]
+    det = EnsembleDetector(detectors=members, combine=combine, peak_separation=12).fit(x[:, :200])
+    new_x = np.vstack([x[::-1, 200:], rng.poisson(20.0, size=(1, 100)).astype(float)])
+    new_x[-1, 60] = 150.0
+    panel = Panel.from_array(new_x, contexts=list(range(11, -1, -1)) + ["unseen"], index=pd.RangeIndex(200, 300))
+    scores = det.score(panel)
+    scored = []
+    for member in det.members_:
+        def spy(values, panel, rows, _score=member._score):
+            scored.append(values.shape[0])
+            return _score(values, panel, rows)
+
+        member._score = spy
+    alerts = det.alerts(panel, scores)
+    assert 0 < alerts["context"].nunique() < panel.n_contexts and "unseen" in set(alerts["context"])
+    assert scored == [alerts["context"].nunique()] * len(members)
+    # The whole panel's calibrated member scores at each alert's peak.
+    whole = [det._calibrated(k, s) for k, s in enumerate(det._member_scores(panel.values, panel, det.context_rows(panel)))]
+    rows = panel.contexts.get_indexer(alerts["context"])
+    peaks = np.asarray(alerts["peak_time"], dtype=np.int64) - 200
+    expected = [f"RollingZScoreDetector={whole[0][r, t]:.3g}, MatrixProfileDetector={whole[1][r, t]:.3g}"
+                for r, t in zip(rows, peaks)]
+    assert list(alerts["member_scores"]) == expected
+
+
 
 @pytest.mark.parametrize("spec, message", [
     (3, "ensemble members must be tsanomaly detectors, short names such as 'stl', or dicts"),

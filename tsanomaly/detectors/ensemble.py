@@ -63,7 +63,7 @@ import warnings
 import numpy as np
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning
+from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, alerting_contexts
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
 from tsanomaly.validation import is_int
@@ -523,8 +523,20 @@ class EnsembleDetector(BaseDetector):
 
     def _explain(self, panel, scores, ctx_rows, peak_pos):
         """Each member's calibrated score at the peak, as ``name=value`` text (names from
-        :func:`_member_labels`)."""
+        :func:`_member_labels`).
+
+        With every member on the CPU, the members score only the contexts that alerted
+        (:func:`tsanomaly.base.alerting_contexts`): a context's scores depend on it alone there,
+        bit for bit (each member's rule, and the matrix profile's blocks and the LSTM's padded
+        batches, make them so), and so do its calibrated scores under every ``combine`` rule
+        (``"peak"``'s second peak is the context's own). Scoring the whole panel again took 1.40 s of
+        the 3.72 s that ``score`` took on 50,000 contexts. On a GPU, where the LSTM's batches (and
+        the matrix profile's whole-panel transforms) may round differently with the panel's size,
+        the whole panel is scored again, so that the explanation is that of the scores.
+        """
         rows = self.context_rows(panel)
+        if all(member.device_ == "cpu" for member in self.members_):
+            panel, ctx_rows, rows = alerting_contexts(panel, ctx_rows, rows)
         calibrated = [self._calibrated(k, s) for k, s in enumerate(self._member_scores(panel.values, panel, rows))]
         names = _member_labels(self.members_)
         text = []
