@@ -140,6 +140,56 @@ def test_missing_points_enter_as_the_median_and_leave_the_error_out(fitted):
     np.testing.assert_allclose(errors[0, 0].numpy(), [diff[-1], diff[-1]], rtol=1e-12)  # the NaN is left out
 
 
+def test_scoring_decodes_only_the_newest_points_and_scores_as_the_full_decoder(fitted, panels, monkeypatch):
+    """The errors and the explanations read only the newest window // 6 points of each window, so
+    the decoder (newest point first) runs only that many steps; on the CPU the scores, alerts and
+    expected values equal bit for bit those computed from the whole window's reconstruction."""
+    from tsanomaly.kernels import lstm_torch
+
+    _, new = panels
+    values = new.to_numpy().copy()
+    values[1, 20:23] = np.nan  # gaps inside the newest points of some windows
+    values[3, 50] = np.nan
+    new = new.with_values(values)
+    steps = []
+    hook = fitted._models[0].decoder.register_forward_hook(lambda module, args, out: steps.append(args[0].shape[1]))
+    try:
+        scores = fitted.score(new)
+        alerts = fitted.alerts(new, scores)
+    finally:
+        hook.remove()
+    assert steps and set(steps) == {fitted._recent()}  # 2 of 12 decoder steps
+    assert len(alerts) > 0 and alerts["expected"].notna().all()
+
+    full_reconstruct = lstm_torch.reconstruct
+
+    def full_then_newest(model, windows, *, newest=None, **kw):
+        return full_reconstruct(model, windows, **kw)[:, windows.shape[1] - (newest or windows.shape[1]) :]
+
+    monkeypatch.setattr(lstm_torch, "reconstruct", full_then_newest)
+    full_scores = fitted.score(new)
+    np.testing.assert_array_equal(scores.to_numpy(), full_scores.to_numpy())
+    pd.testing.assert_frame_equal(alerts, fitted.alerts(new, full_scores))
+
+
+def test_a_reconstruction_of_the_newest_points_is_the_tail_of_the_whole_one(fitted):
+    """``reconstruct(..., newest=k)`` equals the newest k columns of the full reconstruction (bit
+    for bit on the CPU), with padding or without; k outside 1..window is refused."""
+    from tsanomaly.kernels import lstm_torch
+
+    windows = torch.tensor(np.random.default_rng(5).normal(size=(37, WINDOW)), dtype=torch.float32)
+    model = fitted._models[0]
+    for pad in (False, True):
+        full = lstm_torch.reconstruct(model, windows, batch_size=16, pad_batches=pad)
+        for k in (1, 2, 5, WINDOW):
+            part = lstm_torch.reconstruct(model, windows, batch_size=16, pad_batches=pad, newest=k)
+            assert part.shape == (37, k)
+            torch.testing.assert_close(part, full[:, WINDOW - k :], rtol=0, atol=0)
+    for k in (0, WINDOW + 1):
+        with pytest.raises(ValueError, match="outside"):
+            lstm_torch.reconstruct(model, windows, batch_size=16, newest=k)
+
+
 def test_a_point_only_reaches_the_window_after_it(fitted, panels):
     """A point at new position p changes exactly the scores p .. p + window - 1."""
     _, new = panels
@@ -224,7 +274,10 @@ def test_one_spike_does_not_move_the_recent_error_but_a_sustained_shift_does(mon
     it. The network is replaced by one that reconstructs 0, so the errors are the values."""
     from tsanomaly.kernels import lstm_torch
 
-    monkeypatch.setattr(lstm_torch, "reconstruct", lambda model, windows, **kw: torch.zeros_like(windows))
+    def zeros(model, windows, *, newest=None, **kw):
+        return windows.new_zeros(windows.shape[0], windows.shape[1] if newest is None else newest)
+
+    monkeypatch.setattr(lstm_torch, "reconstruct", zeros)
     window, recent = 24, 4
     det = tiny(window=window)
     det.device_, det.n_models_, det._models, det.recent_summary_ = "cpu", 1, [None], "median"

@@ -255,7 +255,10 @@ class LSTMAutoencoderDetector(BaseDetector):
     are nearly all alike but for its events, and with the MAD alone a single
     event scored about 20; for a context of counts, also at half a count, see
     *Sparse counts and one threshold*), and the point's score is the root mean
-    square of the two. Scores
+    square of the two. Only those newest points are reconstructed: the
+    decoder emits the newest point first, so it runs ``window // 6`` steps, not
+    ``window`` (the same values bit for bit on the CPU; at 5,000 contexts this
+    halved ``score --update``). Scores
     are causal for contexts seen at fit (a point's score depends only on the
     window ending at it, never on later points; for an unseen context see
     below), in units of the context's own normal error, and
@@ -973,13 +976,20 @@ class LSTMAutoencoderDetector(BaseDetector):
                 # A missing point enters the network as the context's median (0 in scaled
                 # units) and is left out of the error, which only observed points define.
                 inputs = torch.nan_to_num(windows, nan=0.0).clamp_(-_INPUT_CLIP, _INPUT_CLIP).to(torch.float32)
+                # Both errors (and the explanations' expected value) read only the newest `recent`
+                # points, so only those are reconstructed: the decoder, which emits the newest
+                # point first, runs `recent` steps instead of L (8 of 48; same values on the CPU).
                 recon = kernels.reconstruct(
-                    self._models[k], inputs, batch_size=batch, precision=self._precision(), pad_batches=pad
+                    self._models[k],
+                    inputs,
+                    batch_size=batch,
+                    precision=self._precision(),
+                    pad_batches=pad,
+                    newest=recent,
                 ).to(torch.float64)
-                diff = windows - recon  # NaN at the missing points
-                tail = diff[:, -recent:]
+                tail = windows[:, -recent:] - recon  # the newest `recent` points; NaN where missing
                 summary = tail.nanmean(dim=1) if self._recent_summary() == "mean" else _nanmedian_rows(tail)
-                err = torch.stack([diff[:, -1], summary], dim=1)
+                err = torch.stack([tail[:, -1], summary], dim=1)
                 errors[chunk] = err.masked_fill(unscored[:, None], float("nan")).reshape(len(chunk), n_win, 2)
                 if with_expected:
                     expected[chunk] = recon[:, -1].reshape(len(chunk), n_win)

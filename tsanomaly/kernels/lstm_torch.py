@@ -64,22 +64,39 @@ class LSTMAutoencoder(nn.Module):
         self.decoder = nn.LSTM(input_size=1, hidden_size=hidden, num_layers=layers, batch_first=True)
         self.readout = nn.Linear(hidden, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct a batch of windows.
+    def forward(self, x: torch.Tensor, newest: int | None = None) -> torch.Tensor:
+        """Reconstruct a batch of windows, or only their newest points.
 
         Parameters
         ----------
         x : torch.Tensor, shape (batch, window)
             Scaled windows, oldest point first.
+        newest : int, optional
+            Reconstruct only the newest ``newest`` points of each window (at
+            least 1, at most ``window``); None: the whole window (training).
 
         Returns
         -------
-        torch.Tensor, shape (batch, window)
+        torch.Tensor, shape (batch, window) or (batch, newest)
             Reconstructions, oldest point first.
+
+        Notes
+        -----
+        The decoder emits the newest point first and its step ``i`` depends
+        only on the code and on steps ``0 .. i-1`` (its inputs are zeros), so
+        running it for ``newest`` steps gives the first ``newest`` outputs of
+        the full run, and the older points' decoder steps, which scoring never
+        reads, are not run at all.  On the CPU the outputs are the same bit
+        for bit (each step is the same computation whatever the length); on
+        CUDA cuDNN may pick another kernel for another length, so there they
+        agree within rounding only.
         """
         _, state = self.encoder(x.unsqueeze(-1))
+        length = x.shape[1] if newest is None else int(newest)
+        if not 1 <= length <= x.shape[1]:
+            raise ValueError(f"newest={newest} is outside 1..{x.shape[1]} (the window)")
         # Zero inputs (see the class notes); `new_zeros` keeps the device and dtype of x.
-        steps = x.new_zeros(x.shape[0], x.shape[1], 1)
+        steps = x.new_zeros(x.shape[0], length, 1)
         decoded, _ = self.decoder(steps, state)
         # The read-out Linear(hidden, 1) written as multiply-and-sum: on the CPU a
         # matrix-vector product rounds a row differently depending on its position in the
@@ -239,9 +256,15 @@ def train_model(
 
 @torch.inference_mode()
 def reconstruct(
-    model: nn.Module, windows: torch.Tensor, *, batch_size: int, precision: str = "float32", pad_batches: bool = False
+    model: nn.Module,
+    windows: torch.Tensor,
+    *,
+    batch_size: int,
+    precision: str = "float32",
+    pad_batches: bool = False,
+    newest: int | None = None,
 ) -> torch.Tensor:
-    """Reconstructions of ``windows``, computed in batches.
+    """Reconstructions of ``windows`` (or of their newest points), computed in batches.
 
     Parameters
     ----------
@@ -258,17 +281,25 @@ def reconstruct(
         on the CPU this makes each window's reconstruction independent of the
         other windows of the call (no vector-loop tails, one thread split),
         so a context scores bit for bit the same alone or in any panel.
+    newest : int, optional
+        Reconstruct only the newest ``newest`` points of each window (see
+        :meth:`LSTMAutoencoder.forward`): the decoder runs ``newest`` steps
+        instead of ``window``.  Scoring reads only the newest few points of
+        each window (8 of 48), so this skips most of the decoder's work; on
+        the CPU the values equal the matching columns of the full
+        reconstruction bit for bit.  None: the whole window.
 
     Returns
     -------
-    torch.Tensor, shape (n_windows, window)
-        On the model's device, in the dtype of ``windows`` (float32 under
-        ``"mixed"``: the float16 outputs are widened).
+    torch.Tensor, shape (n_windows, window) or (n_windows, newest)
+        Oldest point first, on the model's device, in the dtype of
+        ``windows`` (float32 under ``"mixed"``: the float16 outputs are
+        widened).
     """
     model.eval()
     device = windows.device
-    n = windows.shape[0]
-    out = torch.empty(windows.shape, dtype=windows.dtype, device=device)
+    n, window = windows.shape
+    out = torch.empty((n, window if newest is None else int(newest)), dtype=windows.dtype, device=device)
     with _ieee_float32(device):
         for start in range(0, n, batch_size):
             batch = windows[start : start + batch_size]
@@ -276,5 +307,5 @@ def reconstruct(
             if pad_batches and rows < batch_size:
                 batch = torch.cat([batch, batch.new_zeros(batch_size - rows, batch.shape[1])])
             with _autocast(device, precision):
-                out[start : start + rows] = model(batch.contiguous())[:rows].to(out.dtype)
+                out[start : start + rows] = model(batch.contiguous(), newest)[:rows].to(out.dtype)
     return out
