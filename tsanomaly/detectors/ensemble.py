@@ -58,12 +58,13 @@ Members score each context independently, and so does the ensemble.
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 
 import numpy as np
 
 from tsanomaly import backend
-from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, alerting_contexts
+from tsanomaly.base import BaseDetector, CalibrationWarning, HistoryGapWarning, _same_value, alerting_contexts
 from tsanomaly.panel import Panel
 from tsanomaly.scaling import MAD_TO_SIGMA, robust_center_scale
 from tsanomaly.validation import is_int
@@ -201,10 +202,6 @@ def _ignored_member_settings(members: list) -> list:
     ``RollingZScoreDetector(threshold=99.0, per_context=True)`` scored exactly as one of default
     members, without a word.
     """
-    import inspect
-
-    from tsanomaly.base import _same_value
-
     ignored = []
     for label, member in zip(_member_labels(members), members):
         defaults = inspect.signature(type(member).__init__).parameters
