@@ -33,7 +33,8 @@ __all__ = [
 
 DEVICES = ("auto", "cpu", "cuda")
 
-_INSTALL_HINT = 'install CuPy with `pip install "tsanomaly[gpu]"` (CUDA 12) or the cupy wheel matching your CUDA'
+_INSTALL_HINT = ('install CuPy with `pip install "tsanomaly[gpu]"` (CUDA 12) or `pip install "tsanomaly[gpu-cuda13]"` '
+                 '(CUDA 13)')
 
 
 class GPUUnavailableError(RuntimeError):
