@@ -303,13 +303,9 @@ def _values_of(x):
             f"decompose expects series of one length (a 2-D array, contexts x times), got rows of "
             f"lengths {lengths}; pad the shorter series with NaN (missing points) to the longest one's length"
         ) from exc
-    if values.ndim == 1:
-        raise ValueError(
-            f"decompose expects a 2-D array (contexts x times) or a Panel, got shape {values.shape}; "
-            "for one series pass x[None, :]"
-        )
     if values.ndim != 2:
-        raise ValueError(f"decompose expects a 2-D array (contexts x times) or a Panel, got shape {values.shape}")
+        hint = "; for one series pass x[None, :]" if values.ndim == 1 else ""
+        raise ValueError(f"decompose expects a 2-D array (contexts x times) or a Panel, got shape {values.shape}{hint}")
     if values.dtype.kind not in "biuf":
         raise ValueError(f"decompose expects numeric values, got dtype {values.dtype}")
     values = values.astype(xp.float64, copy=False)
