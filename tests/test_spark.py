@@ -812,6 +812,21 @@ def test_a_saved_zone_is_checked_when_loaded():
             tss._check_global_state(state)
 
 
+
+def test_a_timestamp_ntz_column_in_a_zone_is_its_wall_clock_and_refuses_a_time_a_switch_skips_or_repeats():
+    """The wall-clock rule of `fit --tz` (tsanomaly.timezones.localize_wall_clock), on the driver's distinct times."""
+    def context_of(pos):
+        return f"AS{pos}"
+
+    stamps = pd.Series(pd.to_datetime(["2026-03-28 12:00", "2026-03-30 12:00"]))
+    instants = tss._zoned_instants(stamps, "ntz", "Europe/Paris", "ts", context_of)
+    assert instants.tolist() == [pd.Timestamp("2026-03-28 11:00", tz="UTC"), pd.Timestamp("2026-03-30 10:00", tz="UTC")]
+    for wall in ("2026-03-29 02:30", "2026-10-25 02:30"):  # skipped in spring, repeated in autumn
+        stamps = pd.Series(pd.to_datetime(["2026-03-28 12:00", wall]))
+        with pytest.raises(ValueError, match=rf"column 'ts': wall-clock time {wall}:00 for context 'AS1' is skipped "
+                                             r"or repeated in Europe/Paris .* \(a TIMESTAMP\)$"):
+            tss._zoned_instants(stamps, "ntz", "Europe/Paris", "ts", context_of)
+
 def test_a_zoned_daily_grid_places_rows_by_their_wall_clock_and_marks_those_off_it(spark):
     # A TIMESTAMP_NTZ column is the zone's wall clock (times as written), scored on the same grid: the
     # output's times are that wall clock. A row at UTC midnight (01:00 or 02:00 in Paris: on the grid

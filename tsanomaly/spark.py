@@ -171,15 +171,10 @@ from tsanomaly.base import (
     history_gap_message,
     steps_by_wall_clock,
 )
-from tsanomaly.jobs import (
-    ABSENT_RULES,
-    _UTC_NAMES,
-    _check_not_a_fixed_abbreviation,
-    check_history_length,
-    check_time_zone,
-)
+from tsanomaly.jobs import ABSENT_RULES, check_history_length
 from tsanomaly.panel import _DAY_NS, _DST_SHIFT, Panel, _regular_grid, step_duration, too_sparse
 from tsanomaly.scaling import lerp, linear_quantile_positions
+from tsanomaly.timezones import UTC_NAMES, check_not_a_fixed_abbreviation, check_time_zone, localize_wall_clock
 from tsanomaly.validation import is_int
 
 __all__ = [
@@ -1508,17 +1503,15 @@ def _zoned_instants(stamps: pd.Series, codec: str, zone: str, time: str, context
     refused, as ``tsanomaly fit --tz`` refuses it)."""
     if codec == "ltz":
         return stamps.dt.tz_localize("UTC")
-    try:
-        return stamps.dt.tz_localize(zone, ambiguous="raise", nonexistent="raise").dt.tz_convert("UTC")
-    except Exception:  # noqa: BLE001 - pandas' and pytz's errors for a skipped or repeated time differ
-        local = pd.DatetimeIndex(stamps)
-        single = pd.DatetimeIndex(local.tz_localize(zone, ambiguous="NaT", nonexistent="NaT"))
-        pos = int(np.flatnonzero(single.isna())[0])
+    local, no_instant = localize_wall_clock(pd.DatetimeIndex(stamps), zone)
+    if no_instant.any():
+        pos = int(np.flatnonzero(no_instant)[0])
         raise ValueError(
             f"column {time!r}: wall-clock time {stamps.iloc[pos]} for context {context_of(pos)!r} is skipped or "
             f"repeated in {zone} by a daylight-saving switch, so it names no single instant; give such a column "
             f"as instants (a TIMESTAMP)"
-        ) from None
+        )
+    return pd.Series(local, index=stamps.index, name=stamps.name).dt.tz_convert("UTC")
 
 
 def _local_midnights_message(stamps: pd.Series, freq, time: str, context_of) -> str | None:
@@ -1710,7 +1703,7 @@ def fit(
         22:00 or 23:00 UTC in Paris), a ``TIMESTAMP_NTZ`` column the zone's wall
         clock. Grids of hours or less stay in UTC, as without a zone (a
         ``TIMESTAMP_NTZ`` column is then refused). Checked as ``tsanomaly fit --tz``
-        checks it (:func:`tsanomaly.jobs.check_time_zone`): an IANA name in the
+        checks it (:func:`tsanomaly.timezones.check_time_zone`): an IANA name in the
         database's spelling, such as ``"Europe/Paris"``, or a zone object whose key
         or ``str`` is one; ``"europe/paris"``, ``"utc"`` and fixed offsets such as
         ``"UTC+05:00"`` are refused, and so are ``EST``, ``MST`` and ``HST``, fixed
@@ -2277,11 +2270,11 @@ def load_model(spark, path: str) -> SparkModel:
 
 def _zone_name(tz, where: str, first_given: bool = False) -> str | None:
     """The IANA database's name of the zone ``tz`` (None for None and for UTC under any of its names,
-    ``_UTC_NAMES``: no daylight saving, so its grids stay naive UTC, as ``Panel.from_frame`` keeps
-    them), or a ValueError naming ``where``.
+    :data:`tsanomaly.timezones.UTC_NAMES`: no daylight saving, so its grids stay naive UTC, as
+    ``Panel.from_frame`` keeps them), or a ValueError naming ``where``.
 
-    The jobs' rule (:func:`tsanomaly.jobs.check_time_zone`): an IANA name in its own spelling, which
-    the model keeps; ``"utc"`` (did you mean UTC?) and fixed offsets such as ``"UTC+05:00"``, which
+    The jobs' rule (:func:`tsanomaly.timezones.check_time_zone`): an IANA name in its own spelling,
+    which the model keeps; ``"utc"`` (did you mean UTC?) and fixed offsets such as ``"UTC+05:00"``, which
     pandas reads, are refused. With ``first_given`` (the zone given to :func:`fit` or
     :func:`from_detector`), so are ``EST``, ``MST`` and ``HST``, as by ``tsanomaly fit --tz``: fixed
     all year, they read times written on New York's clock an hour off all summer. A saved model's
@@ -2294,10 +2287,10 @@ def _zone_name(tz, where: str, first_given: bool = False) -> str | None:
     try:
         tz = check_time_zone(tz, given_as=f"tz={tz!r}")
         if first_given:
-            _check_not_a_fixed_abbreviation(tz, given_as=f"tz={tz!r}")
+            check_not_a_fixed_abbreviation(tz, given_as=f"tz={tz!r}")
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from exc
-    return None if tz in _UTC_NAMES else tz
+    return None if tz in UTC_NAMES else tz
 
 
 def _shipped_fit_end(detector: BaseDetector, tz) -> tuple[str, str | None]:
