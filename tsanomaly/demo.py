@@ -31,6 +31,24 @@ SCORED_DAYS = 7
 
 @dataclass
 class DemoResult:
+    """What :func:`run_demo` found.
+
+    Attributes
+    ----------
+    alerts : pandas.DataFrame
+        Every metric's alerts, one row each, highest ``peak_score`` first, with a ``metric``
+        column and an ``attack`` column (True where the alert overlaps an attack on its metric).
+    attacks : pandas.DataFrame
+        The attacks injected into the scored days, with a ``found`` column (some alert on one
+        of its metrics overlaps it).
+    precision : float
+        Share of alerts that overlap an attack (NaN without alerts).
+    recall : float
+        Share of attacks that some alert overlaps (NaN without attacks).
+    seconds : float
+        Wall time of the whole run: data, fits and scoring.
+    """
+
     alerts: pd.DataFrame
     attacks: pd.DataFrame
     precision: float

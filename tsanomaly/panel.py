@@ -335,10 +335,12 @@ class Panel:
 
     @property
     def n_contexts(self) -> int:
+        """Number of contexts (rows of ``values``)."""
         return self.values.shape[0]
 
     @property
     def n_times(self) -> int:
+        """Number of time steps on the grid (columns of ``values``)."""
         return self.values.shape[1]
 
     @property

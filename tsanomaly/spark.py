@@ -2084,10 +2084,12 @@ class SparkModel:
 
     @property
     def context(self) -> list[str]:
+        """The context columns the model was fitted by, in order."""
         return list(self.global_state["context"])
 
     @property
     def detector_class(self) -> str:
+        """The fitted detector's class, as its module and name (``tsanomaly.detectors.stl.STLDetector``)."""
         return self.global_state["class"]
 
     def __repr__(self) -> str:
