@@ -5,6 +5,9 @@ to PyTorch as well for those also marked ``torch_cuda``), except under
 ``TSANOMALY_REQUIRE_GPU=1`` (GPU CI, see ``benchmarks/gpu_ci.sh``), where a
 missing or broken CuPy, PyTorch build or GPU fails them instead: GPU CI must not
 go green by skipping everything.
+
+Tests not marked ``gpu`` run on the CPU wherever they run: ``device="auto"`` picks the
+CPU in them even on a machine with a GPU (:func:`_auto_is_the_cpu_outside_gpu_tests`).
 """
 from __future__ import annotations
 
@@ -53,6 +56,28 @@ def pytest_runtest_setup(item):
     if os.environ.get("TSANOMALY_REQUIRE_GPU") == "1":
         pytest.fail(f"GPU test under TSANOMALY_REQUIRE_GPU=1: {problem}", pytrace=False)
     pytest.skip(problem)
+
+
+@pytest.fixture(autouse=True)
+def _auto_is_the_cpu_outside_gpu_tests(request, monkeypatch):
+    """``device="auto"`` (every detector's default) means the CPU in tests not marked ``gpu``.
+
+    They compare results with NumPy arrays, which CuPy's arrays refuse to mix with: on a
+    machine with a GPU, ``auto`` would put the detectors there and a dozen tests would fail
+    on their own comparisons (a strict CuPy stand-in found them in ``test_baseline.py``). The
+    GPU paths are the ``gpu`` tests' to check. A test that needs to know whether a GPU is
+    really there asks the ``gpu_visible`` fixture, not :func:`tsanomaly.gpu_available`.
+    """
+    if "gpu" not in request.keywords:
+        from tsanomaly import backend
+
+        monkeypatch.setattr(backend, "_visible_gpu_count", lambda: 0)
+
+
+@pytest.fixture(scope="session")
+def gpu_visible() -> bool:
+    """Whether CuPy really sees a CUDA device (``tsanomaly.gpu_available`` says no outside ``gpu`` tests)."""
+    return _gpu_problem() is None
 
 
 @pytest.fixture(scope="session")

@@ -242,8 +242,8 @@ def test_predict_flags_scores_above_the_threshold():
     np.testing.assert_array_equal(flags, np.nan_to_num(scores, nan=-np.inf) >= 2.5)
 
 
-def test_cuda_request_without_gpu_says_why():
-    if tsanomaly.gpu_available():
+def test_cuda_request_without_gpu_says_why(gpu_visible):
+    if gpu_visible:
         pytest.skip("a GPU is visible")
     with pytest.raises(GPUUnavailableError, match=r"tsanomaly\[gpu\]|no CUDA device"):
         resolve_device("cuda")

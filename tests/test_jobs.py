@@ -741,8 +741,8 @@ def test_new_data_overlapping_the_history_is_refused(tables, tmp_path, capsys):
     assert "must start after the fitted history" in _one_line_error(capsys)
 
 
-def test_cuda_on_a_machine_without_gpu_is_a_user_error(tables, tmp_path, capsys):
-    if tsanomaly.gpu_available():
+def test_cuda_on_a_machine_without_gpu_is_a_user_error(tables, tmp_path, capsys, gpu_visible):
+    if gpu_visible:
         pytest.skip("a GPU is present")
     history, _ = tables
     assert main(_fit_args(_write(history, tmp_path / "h.csv"), tmp_path / "m.tsa", "--device", "cuda")) == 2
