@@ -337,3 +337,14 @@ def test_fit_gpd_finds_the_maximum_beside_an_excess_far_below_the_others(tiny):
     c, _, scale = stats.genpareto.fit(y, floc=0)
     ours = stats.genpareto.logpdf(y, gamma, scale=sigma).sum()
     assert gamma > 0.3 and ours >= stats.genpareto.logpdf(y, c, scale=scale).sum() - 1e-6
+
+
+@pytest.mark.gpu
+def test_pot_of_scores_on_the_gpu_is_the_pot_of_their_host_copy():
+    # np.asarray of a CuPy array is a TypeError: pot_fit and pot_threshold refused device scores,
+    # which calibrate moves to the host itself but callers of these public functions need not.
+    import cupy as cp
+
+    scores = np.random.default_rng(5).exponential(1.0, 20_000)
+    assert pot_threshold(cp.asarray(scores), risk=1e-4) == pot_threshold(scores, risk=1e-4)
+    assert pot_fit(cp.asarray(scores)) == pot_fit(scores)

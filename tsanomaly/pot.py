@@ -66,6 +66,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.special
 
+from tsanomaly.backend import to_numpy
 from tsanomaly.scaling import nanquantile
 from tsanomaly.validation import is_finite_real
 
@@ -444,7 +445,8 @@ def gpd_quantile(t: float, gamma: float, sigma: float, risk: float, n: int, n_t:
 
 
 def _finite(scores, name="scores") -> np.ndarray:
-    a = np.asarray(scores, dtype=np.float64)
+    # POT fits on the host (Brent steps over a few thousand excesses); CuPy refuses np.asarray.
+    a = np.asarray(to_numpy(scores), dtype=np.float64)
     if np.isinf(a).any():
         raise ValueError(f"{name} contain infinite values; replace or clip them before calibration")
     return a
@@ -458,7 +460,8 @@ def pot_fit(
     Parameters
     ----------
     scores : array-like of float, any shape
-        Training scores, higher = more anomalous; flattened; NaN ignored.
+        Training scores, higher = more anomalous; flattened; NaN ignored. A CuPy array is
+        copied to the host.
     risk : float, default 1e-4
         Target probability that a normal score exceeds the returned threshold.
     initial_quantile : float, default 0.98

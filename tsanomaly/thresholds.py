@@ -49,9 +49,10 @@ def above_threshold(scores, threshold) -> np.ndarray:
     Parameters
     ----------
     scores : ndarray of float
-        Scores, any shape.
+        Scores, any shape, NumPy or CuPy.
     threshold : float or ndarray of float
-        A threshold broadcastable against ``scores`` (per context: shape (n_contexts, 1)).
+        A threshold broadcastable against ``scores`` (per context: shape (n_contexts, 1)); an
+        array must be on the device of ``scores`` (CuPy refuses to compare with a NumPy array).
 
     Returns
     -------
