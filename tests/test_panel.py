@@ -72,6 +72,26 @@ def test_contexts_of_several_columns_are_sorted_pairs_whatever_their_number(n_la
     assert np.isfinite(panel.values).sum() == len(frame)
 
 
+def test_contexts_of_several_columns_whose_pairs_number_more_than_int32_holds():
+    # 50,000 users x 50,000 devices: 2.5e9 possible pairs, past int32 (2**31 - 1), so their keys
+    # need int64 (int32 would wrap, mixing up contexts); the 50,000 pairs x 2 apps that follow
+    # fit int32 again.
+    rng = np.random.default_rng(6)
+    n_rows = 50_000
+    frame = pd.DataFrame({
+        "user": rng.choice(10**6, n_rows, replace=False),
+        "device": np.asarray([f"d{k}" for k in rng.choice(10**6, n_rows, replace=False)]),
+        "app": rng.choice(["x", "y"], n_rows),
+        "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 2, n_rows), unit="h"),
+        "n": rng.random(n_rows),
+    })
+    panel = Panel.from_frame(frame, context=["user", "device", "app"], time="ts", value="n")
+    assert list(panel.contexts) == sorted(zip(frame["user"], frame["device"], frame["app"]))
+    rows = panel.contexts.get_indexer(pd.MultiIndex.from_frame(frame[["user", "device", "app"]]))
+    np.testing.assert_array_equal(panel.values[rows, panel.index.get_indexer(frame["ts"])], frame["n"])
+    assert np.isfinite(panel.values).sum() == n_rows
+
+
 def test_fill_zero_for_counts():
     panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="zero")
     np.testing.assert_array_equal(panel.values, [[10, 11, 0, 13], [0, 0, 5, 6]])  # AS1, AS2

@@ -302,29 +302,43 @@ class Panel:
         grid = _regular_grid(stamps, freq, time, context_of, zone=_column_zone(df[time]), raw=df[time])
         # The rows on the grid's clock: its zone's (days or weeks in a column's zone), else naive UTC.
         stamps = stamps.dt.tz_localize(None) if grid.tz is None else stamps.dt.tz_convert(grid.tz)
+        # Each row's time bucket, int32 where the grid is shorter than 2**31 points (held while the
+        # contexts are coded below); the timestamps are freed then (a duplicate's time is read back
+        # from the grid). Every per-row array here is 4 or 8 bytes a row (8: 350 MB at 200,000
+        # contexts x 14 days hourly, beside the frame), so each is dropped as soon as it has been used.
+        time_codes = grid.get_indexer(stamps).astype(_code_dtype(len(grid)), copy=False)
+        del stamps
 
         # Integer codes of each row's context (contexts sorted, so that the same data always
-        # gives the same row order) and time bucket. Codes rather than labels: hashing and
-        # looking up millions of string labels took most of the time and memory here.
+        # gives the same row order). Codes rather than labels: hashing and looking up millions of
+        # string labels took most of the time and memory here.
         context_codes, contexts = _context_codes(df, context_cols)
-        time_codes = grid.get_indexer(stamps)
+
+        # Each row's cell of the panel (its flat position), made in place in the context codes
+        # (int64: the cells number up to the panel's size; the int32 codes are copied once).
+        cells = context_codes.astype(np.int64, copy=False)
+        del context_codes
+        cells *= len(grid)
+        cells += time_codes
+        del time_codes
 
         # The same (context, bucket) twice: fewer distinct cells than rows. Marked in one byte per
         # cell of the panel; the rows' counts (8 bytes per cell, then per row: 0.9 GB at 200,000
         # contexts x 14 days hourly) only once some cell has two rows, to name the first.
-        cells = context_codes * len(grid) + time_codes
         filled = np.zeros(len(contexts) * len(grid), dtype=bool)
         filled[cells] = True
         if np.count_nonzero(filled) < len(cells):
             dup = np.bincount(cells, minlength=len(contexts) * len(grid))[cells] > 1
             pos = int(np.flatnonzero(dup)[0])
             raise ValueError(
-                f"duplicate rows for context {context_of(pos)!r} at {stamps.iloc[pos]} "
+                f"duplicate rows for context {context_of(pos)!r} at {grid[int(cells[pos]) % len(grid)]} "
                 f"(columns {context_cols + [time]}); aggregate them first, e.g. df.groupby(...).sum()"
             )
+        del filled
 
         values = np.full((len(contexts), len(grid)), 0.0 if fill == "zero" else np.nan)
         values.reshape(-1)[cells] = numeric  # the cells' flat positions: one index, not two
+        del cells, numeric  # before the checks of Panel.__init__, which allocate a flag per cell
         return cls(values, contexts, grid)
 
     # ------------------------------------------------------------------ shape and axes
@@ -890,52 +904,72 @@ def check_time_not_numeric(column: pd.Series, name: str, fix: str) -> None:
         raise ValueError(f"column {name!r} holds numbers, not timestamps; {fix}")
 
 
+def _code_dtype(n: int):
+    """int32 for codes below ``n`` where it holds them (4 bytes a row, not 8), else int64."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
+
+
 def _context_codes(df: pd.DataFrame, context_cols: list) -> tuple[np.ndarray, pd.Index]:
     """Each row's position among the sorted distinct contexts, and those contexts.
 
     Returns
     -------
-    codes : int64 array, shape (n_rows,)
+    codes : int64 array (one column: factorize's), or int32 where the combinations of several
+        columns allow (:func:`_code_dtype`), shape (n_rows,)
     contexts : pandas.Index (one column) or MultiIndex (several), sorted; a missing label
         (which :meth:`Panel.from_frame` refuses first) would be a context of its own, sorted last.
     """
-    per_column = [pd.factorize(df[col], sort=True, use_na_sentinel=False) for col in context_cols]
-    if len(per_column) == 1:
-        codes, labels = per_column[0]
-        return codes.astype(np.int64, copy=False), pd.Index(labels, name=context_cols[0])
+    if len(context_cols) == 1:
+        codes, labels = pd.factorize(df[context_cols[0]], sort=True, use_na_sentinel=False)
+        return codes, pd.Index(labels, name=context_cols[0])
     # Several columns: combine the codes column by column, renumbering the distinct pairs at
     # each step (sorted, so the order is lexicographic), which keeps the numbers below n_rows.
-    combined = np.zeros(len(df), dtype=np.int64)
-    n_combined = 1
-    for codes, labels in per_column:
-        combined, n_combined = _renumber(combined * len(labels) + codes, n_combined * len(labels))
-    # One row of each combined context (any: its rows share every column's code).
-    some_row = np.empty(n_combined, dtype=np.int64)
-    some_row[combined] = np.arange(len(df))
-    level_codes = [codes[some_row] for codes, _ in per_column]
-    contexts = pd.MultiIndex(
-        levels=[labels for _, labels in per_column], codes=level_codes, names=context_cols, verify_integrity=False
-    )
-    return combined.astype(np.int64, copy=False), contexts
+    # One column is factorized at a time and its codes freed once combined, and each
+    # combination's code in every column is carried along per distinct combination (not per
+    # row): at 43M rows every per-row array is 350 MB in int64, and all of them alive at once
+    # set the peak memory of building a Panel.
+    combined, n_combined = None, 1
+    levels, level_codes = [], []
+    for col in context_cols:
+        codes, labels = pd.factorize(df[col], sort=True, use_na_sentinel=False)
+        n_keys = n_combined * len(labels)
+        # The pairs' keys (combined code, this column's code) as one integer below n_keys, in the
+        # narrowest type that holds them; the product is taken in that type, not in the codes'.
+        if combined is None:
+            keys = codes.astype(_code_dtype(n_keys), copy=False)
+        else:
+            keys = np.multiply(combined, len(labels), dtype=_code_dtype(n_keys))
+            keys += codes  # in place: int64 codes below len(labels) fit the keys' type
+        del codes, combined
+        combined, distinct = _renumber(keys, n_keys)
+        del keys
+        previous, own = np.divmod(distinct, len(labels))
+        level_codes = [level[previous] for level in level_codes] + [own]
+        levels.append(labels)
+        n_combined = len(distinct)
+    contexts = pd.MultiIndex(levels=levels, codes=level_codes, names=context_cols, verify_integrity=False)
+    return combined, contexts
 
 
-def _renumber(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, int]:
-    """Each key's rank among the distinct keys (``pd.factorize(keys, sort=True)``'s codes), and their number.
+def _renumber(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each key's rank among the distinct keys (``pd.factorize(keys, sort=True)``'s codes), and those keys, sorted.
 
     ``keys`` are integers in ``[0, n_keys)``. Where that range is not larger than the keys
     themselves, the distinct keys are marked in an array of ``n_keys`` flags and ranked by a
     running count, with no hashing or sorting of the rows (the (country, ASN) pairs of 13M rows:
-    0.38 s, against 1.34 s for factorize). The running count holds 8 bytes per possible key, so
+    0.38 s, against 1.34 s for factorize). The running count holds a number per possible key, so
     the range is bounded by the rows: at 4 possible keys per row (the first bound) it added 32
-    bytes a row to the peak (3M rows: 219 MB -> 312 MB).
+    bytes a row to the peak (3M rows: 219 MB -> 312 MB). The ranks have the keys' type (they are
+    smaller): int32 ranks of int32 keys halve the per-row array.
     """
     if n_keys > len(keys) + 1024:
         codes, distinct = pd.factorize(keys, sort=True)
-        return codes.astype(np.int64, copy=False), len(distinct)
+        return codes.astype(keys.dtype, copy=False), distinct
     present = np.zeros(n_keys, dtype=bool)
     present[keys] = True
-    rank = np.cumsum(present) - 1
-    return rank[keys], int(rank[-1]) + 1
+    rank = np.cumsum(present, dtype=keys.dtype)
+    rank -= 1
+    return rank[keys], np.flatnonzero(present)
 
 
 def _column_zone(column: pd.Series):
@@ -1069,7 +1103,11 @@ def _regular_grid(instants: pd.Series, freq, time_col: str, context_of, zone=Non
                 "(a missing time written as 0 reads as 1970-01-01): drop or mend the rows with a wrong clock; for "
                 "a log that is truly this sparse, pass a coarser freq= (--freq on the command line), such as '1D'"
             )
-    off_grid = (ints - start.value) % step_ns != 0
+    # The rows' offsets from the start, reduced modulo the step in place: one per-row array, not two.
+    remainder = ints - start.value
+    remainder %= step_ns
+    off_grid = remainder != 0
+    del remainder
     if off_grid.any():
         pos = int(np.flatnonzero(off_grid)[0])
 
