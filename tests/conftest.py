@@ -46,11 +46,12 @@ def _torch_cuda_problem() -> str | None:
 
 
 def pytest_runtest_setup(item):
-    if "gpu" not in item.keywords:
+    # The marker itself: item.keywords also holds node names and parametrize ids ("gpu").
+    if item.get_closest_marker("gpu") is None:
         return
     # A skipif in the test module would be decided before this hook, out of reach of
     # TSANOMALY_REQUIRE_GPU; the torch_cuda marker brings PyTorch's check here.
-    problem = _gpu_problem() or ("torch_cuda" in item.keywords and _torch_cuda_problem() or None)
+    problem = _gpu_problem() or (item.get_closest_marker("torch_cuda") is not None and _torch_cuda_problem() or None)
     if problem is None:
         return
     if os.environ.get("TSANOMALY_REQUIRE_GPU") == "1":
@@ -68,7 +69,7 @@ def _auto_is_the_cpu_outside_gpu_tests(request, monkeypatch):
     GPU paths are the ``gpu`` tests' to check. A test that needs to know whether a GPU is
     really there asks the ``gpu_visible`` fixture, not :func:`tsanomaly.gpu_available`.
     """
-    if "gpu" not in request.keywords:
+    if request.node.get_closest_marker("gpu") is None:
         from tsanomaly import backend
 
         monkeypatch.setattr(backend, "_visible_gpu_count", lambda: 0)

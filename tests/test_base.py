@@ -613,6 +613,23 @@ def test_a_device_set_on_a_fitted_detector_is_where_it_scores(make, gpu_visible)
         assert det.device == det.device_ == "cpu"  # refused: left as it was
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: RollingZScoreDetector(device="cuda"), id="baseline"),
+    pytest.param(lambda: tsanomaly.STLDetector(periods=24, device="cuda"), id="stl"),
+])
+def test_a_detector_fitted_on_the_gpu_scores_on_the_device_set_after(make):
+    # The GPU half of the test above, which runs on the CPU (device="auto" is the CPU outside gpu
+    # tests): moved to the CPU and back, the fitted state goes along and the scores stay.
+    det, _, day, on_gpu = _fitted_and_next_day(make)
+    det.set_params(device="cpu")
+    assert det.device == det.device_ == "cpu"
+    np.testing.assert_allclose(det.score(day).to_numpy(), on_gpu, rtol=1e-9, atol=1e-9, equal_nan=True)
+    det.set_params(device="cuda")
+    assert det.device == det.device_ == "cuda"
+    np.testing.assert_allclose(det.score(day).to_numpy(), on_gpu, rtol=1e-9, atol=1e-9, equal_nan=True)
+
+
 def test_a_model_fitted_on_integer_labels_scores_the_same_labels_as_text():
     # Fitted on integer ASNs (Parquet), scored with "13335" (JSON lines): every context was unseen,
     # no point scored, no alert, no warning.

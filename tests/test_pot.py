@@ -341,10 +341,13 @@ def test_fit_gpd_finds_the_maximum_beside_an_excess_far_below_the_others(tiny):
 
 @pytest.mark.gpu
 def test_pot_of_scores_on_the_gpu_is_the_pot_of_their_host_copy():
-    # np.asarray of a CuPy array is a TypeError: pot_fit and pot_threshold refused device scores,
+    # np.asarray of a CuPy array is a TypeError: pot_fit, pot_threshold and pot_thresholds refused device scores,
     # which calibrate moves to the host itself but callers of these public functions need not.
     import cupy as cp
 
     scores = np.random.default_rng(5).exponential(1.0, 20_000)
     assert pot_threshold(cp.asarray(scores), risk=1e-4) == pot_threshold(scores, risk=1e-4)
     assert pot_fit(cp.asarray(scores)) == pot_fit(scores)
+    per_context = scores.reshape(4, -1)
+    for on_gpu, on_host in zip(pot_thresholds(cp.asarray(per_context)), pot_thresholds(per_context)):
+        np.testing.assert_array_equal(on_gpu, on_host)

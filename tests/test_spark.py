@@ -812,7 +812,6 @@ def test_a_saved_zone_is_checked_when_loaded():
             tss._check_global_state(state)
 
 
-
 def test_a_timestamp_ntz_column_in_a_zone_is_its_wall_clock_and_refuses_a_time_a_switch_skips_or_repeats():
     """The wall-clock rule of `fit --tz` (tsanomaly.timezones.localize_wall_clock), on the driver's distinct times."""
     def context_of(pos):
@@ -826,6 +825,7 @@ def test_a_timestamp_ntz_column_in_a_zone_is_its_wall_clock_and_refuses_a_time_a
         with pytest.raises(ValueError, match=rf"column 'ts': wall-clock time {wall}:00 for context 'AS1' is skipped "
                                              r"or repeated in Europe/Paris .* \(a TIMESTAMP\)$"):
             tss._zoned_instants(stamps, "ntz", "Europe/Paris", "ts", context_of)
+
 
 def test_a_zoned_daily_grid_places_rows_by_their_wall_clock_and_marks_those_off_it(spark):
     # A TIMESTAMP_NTZ column is the zone's wall clock (times as written), scored on the same grid: the

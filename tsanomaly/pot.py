@@ -560,8 +560,8 @@ def pot_thresholds(
     Parameters
     ----------
     scores : array-like of float, shape (n_contexts, n_times)
-        Training scores, higher = more anomalous; NaN ignored. NumPy array (move device
-        arrays to the host first).
+        Training scores, higher = more anomalous; NaN ignored. A CuPy array is copied to
+        the host.
     risk, initial_quantile, min_excesses
         As in :func:`pot_fit`.
 
@@ -576,7 +576,7 @@ def pot_thresholds(
         On a non-2-D input, bad parameters, or infinite scores (the message names the row).
     """
     _check_params(risk, initial_quantile, min_excesses)
-    a = np.asarray(scores, dtype=np.float64)
+    a = np.asarray(to_numpy(scores), dtype=np.float64)  # on the host, as pot_fit's
     if a.ndim != 2:
         raise ValueError(f"scores must be 2-D (n_contexts, n_times), got shape {a.shape}")
     bad = np.isinf(a).any(axis=1)
