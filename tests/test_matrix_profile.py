@@ -386,6 +386,20 @@ def test_z_normalised_join_is_unaffected_by_the_datas_scale(scale, precision):
         assert_within_single_bound(ab.profile, ab.index, ref_ab["profile"], distance_matrix(x, m, b), m)
 
 
+def test_z_normalised_join_is_unaffected_by_a_level_far_above_the_variation():
+    """A level shifts every window and leaves z-normalised distances as they are; the kernels
+    took window means of the values as given, whose rounding at a level of 1e6 swamped noise of
+    1e-6: profiles were 1.7e-6 off those of the same series without the level (1e-3 off brute
+    force on another draw), and matrix profile scores of such series after an update or a gap
+    differed from one call's by up to 0.9."""
+    rng = np.random.default_rng(5)
+    x = 1e6 + 1e-6 * rng.standard_normal((2, 300))
+    without_level = x - 1e6  # exact: every value lies within a factor 2 of 1e6
+    got, expected = matrix_profile(x, 12, device="cpu"), matrix_profile(without_level, 12, device="cpu")
+    np.testing.assert_allclose(got.profile, expected.profile, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(got.index, expected.index)
+
+
 def test_ties_go_to_the_smaller_index_up_to_rounding():
     """Documented behaviour (no fix): neighbours are chosen on 1 - rho as the recurrence computes
     it, so windows at exactly the same true distance are tied only where rounding agrees. Here

@@ -46,7 +46,7 @@ import pandas as pd
 from tsanomaly import backend
 from tsanomaly.base import BaseDetector, refuse_frame_or_path
 from tsanomaly.panel import Panel
-from tsanomaly.scaling import COUNT_SCALE_FLOOR, count_rows, robust_center_scale
+from tsanomaly.scaling import COUNT_SCALE_FLOOR, count_rows, nanmedian, robust_center_scale
 from tsanomaly.validation import check_flag, is_int
 
 __all__ = ["MatrixProfile", "matrix_profile", "MatrixProfileDetector", "SINGLE_PRECISION_RHO_BOUND"]
@@ -216,6 +216,23 @@ def _centre_and_scale(x):
     return centre, xp.where(spread > 0, spread, 1.0)
 
 
+def _level_removed(x):
+    """Each row of ``x`` less the median of its finite values (rows without any unchanged).
+
+    A shift leaves z-normalised distances as they are, but the kernels take window means and
+    recurrence terms of the values as given, so a level far above the variation lost the
+    variation to their rounding (1e6 plus noise of 1e-6: profiles 1e-3 off brute force, and
+    detector scores 1e-3 apart after an update or a gap, as the rounding moved with the stretch
+    scored; 0.9 apart where the noise lay in the level's last bits). Near the level the
+    subtraction is exact. The median, unlike a mean, does not
+    depend on the order of a sum: a row padded with NaN, or scaled by a power of two, is
+    shifted alike, so results stay bit for bit.
+    """
+    xp = backend.array_module(x)
+    level = nanmedian(xp.where(xp.isfinite(x), x, xp.nan), axis=1)
+    return x - xp.nan_to_num(level, nan=0.0)[:, None]
+
+
 def _power_of_two_scaled(x):
     """Each row of ``x`` divided by the power of two at or above its largest finite ``|value|``
     (rows without a non-zero finite value unchanged), a contiguous array of ``x``'s module.
@@ -235,8 +252,10 @@ def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, norm
     """The device kernel's join (see :func:`tsanomaly.kernels.mp_cpu.join`), z-normalised or plain.
 
     z-normalised distances are computed on each series (of ``a``, and of ``b`` on its own)
-    scaled by a power of two to at most 1 in absolute value (:func:`_power_of_two_scaled`):
-    they do not change, and the window sums of squares cannot overflow or underflow.
+    less its median (:func:`_level_removed`) and scaled by a power of two to at most 1 in
+    absolute value (:func:`_power_of_two_scaled`): they do not change, the recurrence works
+    on the data's variation rather than its level, and the window sums of squares cannot
+    overflow or underflow.
     Plain distances (``normalize=False``) are computed on each context's series shifted
     by its mean and divided by its std (those of ``a`` and ``b`` together, so that both
     get the same map): a shift does not change a plain distance, and the recurrence's raw
@@ -246,8 +265,11 @@ def _join(device, a, b, m, exclusion, precision, col_start=0, max_lag=None, norm
     """
     kernel = _kernel(device)
     if normalize:
-        return kernel.join(_power_of_two_scaled(a), None if b is None else _power_of_two_scaled(b), m, exclusion,
-                           precision, col_start, max_lag, rows=rows)
+        def prepared(v):
+            return _power_of_two_scaled(_level_removed(v))
+
+        return kernel.join(prepared(a), None if b is None else prepared(b), m, exclusion, precision, col_start,
+                           max_lag, rows=rows)
     xp = backend.array_module(a)
     centre, spread = _centre_and_scale(a if b is None else xp.concatenate([a, b], axis=1))
 
