@@ -224,9 +224,11 @@ def _level_removed(x):
     variation to their rounding (1e6 plus noise of 1e-6: profiles 1e-3 off brute force, and
     detector scores 1e-3 apart after an update or a gap, as the rounding moved with the stretch
     scored; 0.9 apart where the noise lay in the level's last bits). Near the level the
-    subtraction is exact. The median, unlike a mean, does not
-    depend on the order of a sum: a row padded with NaN, or scaled by a power of two, is
-    shifted alike, so results stay bit for bit.
+    subtraction is exact. The median, unlike a mean, does not depend on the order of a sum: a
+    row padded with NaN, or scaled by a power of two, is shifted alike, so results stay bit for
+    bit. It costs about 0.08 s per 20,000 contexts x 360 points on the CPU, a fifth of scoring
+    one new point; a cheaper shift (the first value, the minimum) would lie far from the level
+    where a spike or an outage comes first.
     """
     xp = backend.array_module(x)
     level = nanmedian(xp.where(xp.isfinite(x), x, xp.nan), axis=1)
