@@ -92,6 +92,15 @@ def test_contexts_of_several_columns_whose_pairs_number_more_than_int32_holds():
     assert np.isfinite(panel.values).sum() == n_rows
 
 
+def test_duplicate_rows_of_a_zoned_column_are_named_on_its_clock():
+    # Hours of a zoned column sit on a grid of UTC instants: the duplicate's time was named in
+    # naive UTC (05:00 for a Paris file's 06:00+01:00), unlike every other message about times.
+    stamps = pd.date_range("2026-03-21", periods=12, freq="h", tz="Europe/Paris")
+    frame = pd.DataFrame({"asn": "AS1", "ts": stamps, "n": 1.0})
+    with pytest.raises(ValueError, match=r"duplicate rows for context 'AS1' at 2026-03-21 06:00:00\+01:00 "):
+        Panel.from_frame(pd.concat([frame, frame.iloc[[6]]]), context="asn", time="ts", value="n")
+
+
 def test_fill_zero_for_counts():
     panel = Panel.from_frame(_frame(), context="asn", time="ts", value="logins", fill="zero")
     np.testing.assert_array_equal(panel.values, [[10, 11, 0, 13], [0, 0, 5, 6]])  # AS1, AS2

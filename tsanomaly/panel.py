@@ -330,8 +330,12 @@ class Panel:
         if np.count_nonzero(filled) < len(cells):
             dup = np.bincount(cells, minlength=len(contexts) * len(grid))[cells] > 1
             pos = int(np.flatnonzero(dup)[0])
+            when = grid[int(cells[pos]) % len(grid)]
+            zone = _column_zone(df[time])
+            if grid.tz is None and zone is not None:  # a zoned column's hours, held in UTC: on its own clock
+                when = when.tz_localize("UTC").tz_convert(zone)
             raise ValueError(
-                f"duplicate rows for context {context_of(pos)!r} at {grid[int(cells[pos]) % len(grid)]} "
+                f"duplicate rows for context {context_of(pos)!r} at {when} "
                 f"(columns {context_cols + [time]}); aggregate them first, e.g. df.groupby(...).sum()"
             )
         del filled
