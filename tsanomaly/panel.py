@@ -299,7 +299,8 @@ class Panel:
         # One unit for the integer arithmetic of the grid (pandas may parse to us or s).
         stamps = stamps.dt.as_unit("ns")
 
-        grid = _regular_grid(stamps, freq, time, context_of, zone=_column_zone(df[time]), raw=df[time])
+        zone = _column_zone(df[time])
+        grid = _regular_grid(stamps, freq, time, context_of, zone=zone, raw=df[time])
         # The rows on the grid's clock: its zone's (days or weeks in a column's zone), else naive UTC.
         stamps = stamps.dt.tz_localize(None) if grid.tz is None else stamps.dt.tz_convert(grid.tz)
         # Each row's time bucket, int32 where the grid is shorter than 2**31 points (held while the
@@ -331,7 +332,6 @@ class Panel:
             dup = np.bincount(cells, minlength=len(contexts) * len(grid))[cells] > 1
             pos = int(np.flatnonzero(dup)[0])
             when = grid[int(cells[pos]) % len(grid)]
-            zone = _column_zone(df[time])
             if grid.tz is None and zone is not None:  # a zoned column's hours, held in UTC: on its own clock
                 when = when.tz_localize("UTC").tz_convert(zone)
             raise ValueError(
